@@ -336,8 +336,16 @@ class Store(Protocol):
         the stored ones (a round is never overwritten, the count never goes back)."""
         ...
 
-    async def rounds(self, window_id: str, after: int = 0) -> list[RoundRecord]:
-        """The window's rounds numbered past `after` (all by default), in order."""
+    async def rounds(
+        self,
+        window_id: str,
+        after: int = 0,
+        *,
+        each: Callable[[RoundRecord], RoundRecord] | None = None,
+    ) -> list[RoundRecord]:
+        """The window's rounds numbered past `after` (all by default), in order; each as
+        `each` makes it of the stored one, in order, as it is read (a reader that keeps
+        only part of a round never holds every round whole)."""
         ...
 
     async def prune_rounds(

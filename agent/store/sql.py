@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import Any, ClassVar, Protocol
 
@@ -879,7 +879,13 @@ class SqlStore(ABC):
         async with self._tx() as db:
             return await record_round_in(db, record, verdict, fence)
 
-    async def rounds(self, window_id: str, after: int = 0) -> list[RoundRecord]:
+    async def rounds(
+        self,
+        window_id: str,
+        after: int = 0,
+        *,
+        each: Callable[[RoundRecord], RoundRecord] | None = None,
+    ) -> list[RoundRecord]:
         rows = await self._fetchall(
             "SELECT window_id, number, started_at, summary FROM rounds WHERE window_id = ?"
             " AND number > ? ORDER BY number",
@@ -888,7 +894,7 @@ class SqlStore(ABC):
         )
         # every probe's sample of every round: 720 rounds of 50 checks' 40 parsed in ~1 s,
         # which held the loop that times the probes (a deploy page's read): in a thread
-        return await asyncio.to_thread(_round_records, rows)
+        return await asyncio.to_thread(_round_records, rows, each)
 
     async def prune_rounds(
         self, ended_before: float, limit: int = 5000, ended_after: float | None = None
@@ -1677,5 +1683,10 @@ class SqlStore(ABC):
             return await db.execute("DELETE FROM probe_summaries WHERE at < ?", before)
 
 
-def _round_records(rows: Sequence[Sequence[Any]]) -> list[RoundRecord]:
-    return [RoundRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+def _round_records(
+    rows: Sequence[Sequence[Any]], each: Callable[[RoundRecord], RoundRecord] | None = None
+) -> list[RoundRecord]:
+    if each is None:
+        return [RoundRecord(r[0], r[1], r[2], json.loads(r[3])) for r in rows]
+    # each round reshaped as it is parsed: its full summary is dropped before the next's
+    return [each(RoundRecord(r[0], r[1], r[2], json.loads(r[3]))) for r in rows]

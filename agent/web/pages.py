@@ -54,8 +54,8 @@ from agent.web.shared_reads import SharedReads
 from agent.web.times import iso, request_now
 from agent.web.view import (
     alert_result_words,
-    as_drawn,
     as_of,
+    drawn_round,
     rollback_target_words,
     rounds_view,
 )
@@ -129,7 +129,27 @@ def _render(request: web.Request, template: str, root: str | None, context: dict
         root = request.config_dict[SETTINGS].server.base_path
     context.setdefault("signed_in", False)
     asset = static_files.packaged().url_name  # `page.<digest>.js`: a new one with its page
-    return _templates().get_template(template).render(root=root, asset=asset, **context)
+    return _streamed(_templates().get_template(template), root=root, asset=asset, **context)
+
+
+def _streamed(template: jinja2.Template, **context: Any) -> str:
+    """`template.render(**context)`, its pieces joined a few hundred at a time: `render`
+    (and a `StringIO`) holds every piece to the end, and each escaped value is a `Markup`,
+    which the collector tracks (the rounds table of 720 rounds of 50 rules has 36,000
+    cells): its full passes over them, in the render's thread, held the GIL, so the loop
+    that times the probes."""
+    done: list[str] = []
+    pieces: list[str] = []
+    for piece in template.generate(**context):
+        pieces.append(piece)
+        if len(pieces) >= _PIECES:
+            done.append("".join(pieces))  # a plain str: nothing for the collector
+            pieces.clear()
+    done.append("".join(pieces))
+    return "".join(done)
+
+
+_PIECES = 512
 
 
 def _response(body: str, status: int) -> web.Response:
@@ -305,12 +325,15 @@ def _reading(
         page = built.get(window, configured)
         if page is None:  # a round stored since: the rounds since read, the charts drawn
             earlier, pooled = built.earlier(window)
-            if earlier:
-                new = await store.rounds(window_id, after=earlier[-1].number)
-            else:
-                new = await store.rounds(window_id)
+            # each round slimmed to what the page draws as the store parses it (in its
+            # thread, counting on `pooled`): the first page of a long window held every
+            # round's every sample at once, and the collector's full passes over them held
+            # the loop 0.2-0.4 s
+            drawn = functools.partial(drawn_round, pooled=pooled)
+            after = earlier[-1].number if earlier else 0
+            new = await store.rounds(window_id, after=after, each=drawn)
             rules = [r.to_rule() for r in configured or ()]
-            build = functools.partial(_built_page, window, earlier, new, pooled, rules)
+            build = functools.partial(_built_page, window, earlier, new, rules)
             fresh, kept = await asyncio.to_thread(build)
             built.put(window, configured, fresh, kept, pooled)
             page = fresh
@@ -329,17 +352,16 @@ def _built_page(
     window: DeployWindow,
     earlier: list[RoundRecord],
     new: list[RoundRecord],
-    pooled: dict[str, int],
     rules: list[Rule],
 ) -> tuple[BuiltPage, list[RoundRecord]]:
     """CPU only, run in a thread: `rounds_view` and its sections' HTML, from the rounds
-    kept before and those read since (`as_drawn`, counted on in `pooled`); and the
-    rounds as kept for the next build."""
+    kept before and those read since (as drawn: `drawn_round`); and the rounds as kept
+    for the next build."""
     import markupsafe
 
-    kept = earlier + as_drawn(new, pooled)
+    kept = earlier + new
     view = rounds_view(window, kept, rules=rules)
-    part = _templates().get_template("rounds.html").render(d=view)
+    part = _streamed(_templates().get_template("rounds.html"), d=view)
     # its charts and rounds are in `part` now: kept, they were 13 MB of a page's 16
     drawn = [replace(rule, charts=[], per_round={}) for rule in view.rules]
     return BuiltPage(replace(view, rules=drawn, rounds=[]), markupsafe.Markup(part)), kept

@@ -442,40 +442,46 @@ def as_drawn(rounds: Sequence[RoundRecord], pooled: dict[str, int]) -> list[Roun
     came before: `pooled`, counted on from call to call, as the distribution chart pools
     them), each rule's likelihood ratio, the failed checks and the decision. A 720-round
     page of 50 checks' 40 samples read 27 MB of JSON again on each round."""
-    kept: list[RoundRecord] = []
-    for record in rounds:
-        summary = record.summary
-        observations, snaps = summary.get("observations") or {}, summary.get("rules") or {}
-        checks = summary.get("checks") or {}
-        if not all(isinstance(part, Mapping) for part in (observations, snaps, checks)):
-            kept.append(record)  # not a summary a round stores: drawn as it is
-            continue
-        slim: dict[str, Any] = {}
-        for name, obs in observations.items():
-            if isinstance(obs, Mapping):
-                values = obs.get("values") or ()
-                more = pooled.get(name, 0) < MAX_DISTRIBUTION_SAMPLES
-                if more:
-                    pooled[name] = pooled.get(name, 0) + sum(_num(v) is not None for v in values)
-                obs = {"value": obs.get("value")} | ({"values": values} if more else {})
-            slim[name] = obs
-        drawn = {
-            "observations": slim,
-            "rules": {
-                name: {"likelihood_ratio": snap.get("likelihood_ratio")}
-                if isinstance(snap, Mapping)
-                else snap
-                for name, snap in snaps.items()
-            },
-            "checks": {
-                check: entry
-                for check, entry in checks.items()
-                if isinstance(entry, Mapping) and entry.get("failed")
-            },
-            "decision": summary.get("decision"),
-        }
-        kept.append(replace(record, summary=drawn))
-    return kept
+    return [drawn_round(record, pooled) for record in rounds]
+
+
+def drawn_round(record: RoundRecord, pooled: dict[str, int]) -> RoundRecord:
+    """One round as `as_drawn` keeps it (rounds in order: `pooled` counts on). The store
+    applies it to each round as it parses it (`Store.rounds`'s `each`), so a page's first
+    read never holds every probe's parsed sample of every round at once: 720 rounds of 50
+    checks' full summaries were millions of objects, which the collector's full passes
+    (each holding the GIL, so the loop that times the probes) went through again and
+    again while they were parsed."""
+    summary = record.summary
+    observations, snaps = summary.get("observations") or {}, summary.get("rules") or {}
+    checks = summary.get("checks") or {}
+    if not all(isinstance(part, Mapping) for part in (observations, snaps, checks)):
+        return record  # not a summary a round stores: drawn as it is
+    slim: dict[str, Any] = {}
+    for name, obs in observations.items():
+        if isinstance(obs, Mapping):
+            values = obs.get("values") or ()
+            more = pooled.get(name, 0) < MAX_DISTRIBUTION_SAMPLES
+            if more:
+                pooled[name] = pooled.get(name, 0) + sum(_num(v) is not None for v in values)
+            obs = {"value": obs.get("value")} | ({"values": values} if more else {})
+        slim[name] = obs
+    drawn = {
+        "observations": slim,
+        "rules": {
+            name: {"likelihood_ratio": snap.get("likelihood_ratio")}
+            if isinstance(snap, Mapping)
+            else snap
+            for name, snap in snaps.items()
+        },
+        "checks": {
+            check: entry
+            for check, entry in checks.items()
+            if isinstance(entry, Mapping) and entry.get("failed")
+        },
+        "decision": summary.get("decision"),
+    }
+    return replace(record, summary=drawn)
 
 
 def rounds_view(

@@ -231,9 +231,11 @@ class CountingStore(SqliteStore):
         self.reads["get_rollback"] += 1
         return await super().get_rollback(window_id)
 
-    async def rounds(self, window_id: str, after: int = 0) -> list[RoundRecord]:
+    async def rounds(
+        self, window_id: str, after: int = 0, *, each: Any = None
+    ) -> list[RoundRecord]:
         self.reads["rounds"] += 1
-        return await super().rounds(window_id, after)
+        return await super().rounds(window_id, after, each=each)
 
 
 async def watched_by(
@@ -344,8 +346,10 @@ class RowCountingStore(SqliteStore):
 
     rows = 0
 
-    async def rounds(self, window_id: str, after: int = 0) -> list[RoundRecord]:
-        read = await super().rounds(window_id, after)
+    async def rounds(
+        self, window_id: str, after: int = 0, *, each: Any = None
+    ) -> list[RoundRecord]:
+        read = await super().rounds(window_id, after, each=each)
         self.rows += len(read)
         return read
 

@@ -136,7 +136,7 @@ def test_the_view_draws_bounds_evidence_and_the_last_step_that_failed() -> None:
     assert set(charts) == {"rounds", "evidence", "band"}
     observed = charts["rounds"]
     assert [line.kind for line in observed.lines] == ["baseline", "bound"]
-    assert [p.breach for p in observed.series[0]] == [False, True]
+    assert [breach for *_, breach in observed.series[0]] == [False, True]
     assert "max 5%" in observed.description and "round 2: 20%" in observed.description
     assert "fails when it reaches 100" in charts["evidence"].description
     assert [line.kind for line in charts["evidence"].lines] == ["baseline", "threshold"]

@@ -5,8 +5,13 @@ loop times every window's probes; bench/page_size.py measures how long it is hel
 from __future__ import annotations
 
 import dataclasses
+import gc
+import json
 import threading
 import time
+import weakref
+from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any, cast
 
 import jinja2
@@ -19,6 +24,7 @@ from agent.appkeys import SETTINGS
 from agent.records import DeployWindow, RoundRecord
 from agent.store.sqlite import SqliteStore
 from agent.web.built_views import BuiltPage, BuiltViews
+from agent.web.charts import evidence_chart, rounds_chart
 from tests.api.harness import AUTH, RecordingEvents, make_app
 
 ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
@@ -35,10 +41,12 @@ class CountingStore(SqliteStore):
     round_reads = 0
     afters: list[int]
 
-    async def rounds(self, window_id: str, after: int = 0) -> list[RoundRecord]:
+    async def rounds(
+        self, window_id: str, after: int = 0, *, each: Any = None
+    ) -> list[RoundRecord]:
         self.round_reads += 1
         self.afters = [*getattr(self, "afters", []), after]
-        return await super().rounds(window_id, after)
+        return await super().rounds(window_id, after, each=each)
 
 
 def a_round(number: int, now: float) -> RoundRecord:
@@ -71,14 +79,14 @@ async def test_fetches_of_one_stored_round_read_and_build_its_rounds_once(
         return draw(item, rule, rounds, baseline)
 
     rendered: list[str] = []
-    render = jinja2.Template.render
+    render = jinja2.Template.generate
 
-    def render_counted(self: jinja2.Template, *args: Any, **kwargs: Any) -> str:
+    def render_counted(self: jinja2.Template, *args: Any, **kwargs: Any) -> Iterator[str]:
         rendered.append(str(self.name))
         return render(self, *args, **kwargs)
 
     monkeypatch.setattr(view_module, "_rule_charts", counted)
-    monkeypatch.setattr(jinja2.Template, "render", render_counted)
+    monkeypatch.setattr(jinja2.Template, "generate", render_counted)
     store = CountingStore(tmp_path / "postflight.db")
     await store.open()
     try:
@@ -120,19 +128,19 @@ async def test_the_page_is_built_and_rendered_off_the_loop_thread(
     the loop's thread, holding the loop that times every window's probes."""
     threads: dict[str, set[int]] = {"build": set(), "render": set()}
     draw = view_module._rule_charts
-    render = jinja2.Template.render
+    render = jinja2.Template.generate
 
     def drawn(item: Any, rule: Any, rounds: Any, baseline: Any) -> Any:
         threads["build"].add(threading.get_ident())
         return draw(item, rule, rounds, baseline)
 
-    def rendered(self: jinja2.Template, *args: Any, **kwargs: Any) -> str:
+    def rendered(self: jinja2.Template, *args: Any, **kwargs: Any) -> Iterator[str]:
         if self.name in ("live.html", "deploy.html"):
             threads["render"].add(threading.get_ident())
         return render(self, *args, **kwargs)
 
     monkeypatch.setattr(view_module, "_rule_charts", drawn)
-    monkeypatch.setattr(jinja2.Template, "render", rendered)
+    monkeypatch.setattr(jinja2.Template, "generate", rendered)
     await watching(store)
     client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
     for path in (f"/deploys/{ID}", f"/deploys/{ID}?fragment=1"):
@@ -237,3 +245,77 @@ def test_built_parts_are_kept_for_the_latest_watched_windows_only() -> None:
     views.put(ended, None, page, [], {})
     assert views.get(ended, None) is None and views.get(windows[2], None) is None
     assert len(views) == 1
+
+
+class _Summary(dict[str, Any]):
+    """A parsed round's summary that says when it is freed (a plain dict cannot)."""
+
+
+async def test_a_pages_first_read_never_holds_every_round_whole(
+    aiohttp_client: Any, store: SqliteStore, monkeypatch: Any
+) -> None:
+    """A window's first page read every round, with every probe's sample, before keeping
+    only what it draws: 720 rounds of 50 checks' 40 samples were millions of objects at
+    once, and each full pass of the collector over them while they were parsed (in a
+    thread, holding the GIL) held the loop that times the probes 0.2-0.4 s
+    (`bench/page_size.py`). Each round is now slimmed as it is parsed: one whole at a time,
+    and the page is the same."""
+    now = time.time()
+    window = DeployWindow(
+        ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
+    )
+    await store.create_window(window)
+    for number in range(1, 7):
+        summary = {
+            "observations": {"errors": {"value": number / 100, "values": [0.0] * 40}},
+            "checks": {"home": {"failed": 1, "runs": 40, "message": f"500 in {number}"}},
+            "judge": {"errors": {"samples": list(range(40))}},
+            "decision": "continue",
+        }
+        assert await store.record_round(
+            RoundRecord(ID, number, now - 60 + number, summary), VERDICT
+        )
+    whole = [r.summary for r in await store.rounds(ID)]
+
+    alive: set[int] = set()
+    most = 0
+    loads = json.loads
+
+    def parsed(text: str) -> Any:
+        nonlocal most
+        summary = loads(text)
+        if not (isinstance(summary, dict) and "judge" in summary):
+            return summary  # not a round's (the window's verdict, its labels)
+        summary = _Summary(summary)
+        alive.add(id(summary))
+        most = max(most, len(alive))
+        weakref.finalize(summary, alive.discard, id(summary))
+        return summary
+
+    monkeypatch.setattr(sql_module, "json", SimpleNamespace(loads=parsed, dumps=json.dumps))
+    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    page = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
+    assert 'data-rounds="6"' in page and "500 in 6" in page
+    assert most == 1, f"{most} rounds' whole summaries held at once"
+    monkeypatch.undo()
+    assert [r.summary for r in await store.rounds(ID)] == whole  # the store's read as it was
+
+
+def test_a_charts_points_are_nothing_the_collector_tracks() -> None:
+    """A page of 720 rounds of 50 rules draws 72,000 points, held until it is rendered:
+    as instances the collector tracked each for good, and went through them all on each
+    full pass while the page was built (holding the GIL, so the loop)."""
+    observed = [(n, 0.2 if n == 300 else 0.01) for n in range(1, 721)]
+    chart = rounds_chart(
+        "errors",
+        observed,
+        fmt=str,
+        baseline=0.01,
+        bounds=[("max", 0.05)],
+        breach=[v > 0.05 for _, v in observed],
+    )
+    evidence = evidence_chart("errors", [(n, 1.0 + n / 100) for n in range(1, 721)], 100.0)
+    points = [*chart.series[0], *evidence.series[0]]
+    gc.collect()
+    assert len(points) == 1440
+    assert not [p for p in points if gc.is_tracked(p)]

@@ -205,11 +205,13 @@ async def test_a_round_stored_while_the_page_reads_waits_for_the_next_read(
     await page_of(aiohttp_client, store, {"outcome": "pending", "reason": "", "rules": []})
     read = store.rounds
 
-    async def with_a_round_stored_first(window_id: str, after: int = 0) -> list[RoundRecord]:
+    async def with_a_round_stored_first(
+        window_id: str, after: int = 0, *, each: Any = None
+    ) -> list[RoundRecord]:
         monkeypatch.setattr(store, "rounds", read)
         late = RoundRecord(ID, 2, time.time(), {"observations": {}, "decision": "continue"})
         assert await store.record_round(late, None)
-        return await read(window_id, after)
+        return await read(window_id, after, each=each)
 
     monkeypatch.setattr(store, "rounds", with_a_round_stored_first)
     client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
@@ -288,9 +290,11 @@ class CountingStore(SqliteStore):
 
     round_reads = 0
 
-    async def rounds(self, window_id: str, after: int = 0) -> list[RoundRecord]:
+    async def rounds(
+        self, window_id: str, after: int = 0, *, each: Any = None
+    ) -> list[RoundRecord]:
         self.round_reads += 1
-        return await super().rounds(window_id, after)
+        return await super().rounds(window_id, after, each=each)
 
 
 async def test_tabs_fetching_the_live_part_at_once_share_a_read_that_follows_the_event(

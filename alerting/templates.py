@@ -24,6 +24,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from agent.analysis.describe import odds_number
 from alerting.events import EVENTS, Alert, headline, rule_name
 from common.durations import FINE_MS, fine_ms
 from common.redaction import visible
@@ -219,8 +220,11 @@ def evidence_text(evidence: Any) -> str:
     if evidence.get("test"):
         parts.append(str(evidence["test"]))
     ratio = evidence.get("likelihood_ratio")
-    if isinstance(ratio, int | float):
-        parts.append(f"likelihood ratio {ratio:.3g}")
+    if isinstance(ratio, int | float) and not isinstance(ratio, bool) and ratio >= 0:
+        # as the reason's odds give it (`2,361`, `2.4 million`), not `2.36e+03` beside
+        # its `evidence 2,361 to 1`
+        shown = odds_number(ratio) if ratio == 0 or ratio >= 1 else f"1/{odds_number(1 / ratio)}"
+        parts.append(f"likelihood ratio {shown}")
     p_value = evidence.get("p_value")
     if isinstance(p_value, int | float):
         parts.append(f"p-value {p_value:.2g}")

@@ -14,6 +14,8 @@ import numpy as np
 
 from agent.analysis import sketch
 from agent.analysis.describe import format_value, quantile_of, threshold_text, unit_noun
+from agent.analysis.describe import odds as odds  # re-exported: the policies read it here
+from agent.analysis.describe import odds_number as odds_number  # and this
 from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.types import Rule, RuleOutcome, RuleVerdict, WindowDecision
 from common.words import counted
@@ -186,26 +188,6 @@ def units(rule: Rule, kind: Kind) -> str:
 def units_of(rule: Rule, kind: Kind, count: float) -> str:
     """`100 probes`, `1 probe`: what the rule's tests counted, with their number."""
     return amount(count, units(rule, kind).removesuffix("s"))
-
-
-def odds(ratio: float) -> str:
-    """A likelihood ratio as odds an operator reads: `2,340 to 1` (not `2.34e+03`), `741
-    million to 1`, `more than a billion to 1` (the exact figure is in the evidence's
-    `likelihood_ratio`); below 1 the other way round
-    (`1 to 20`: the data favour no regression), where `0.05 to 1` read as a slip."""
-    if 0 < ratio < 1:
-        return f"1 to {odds_number(1.0 / ratio)}"
-    return f"{odds_number(ratio)} to 1"
-
-
-def odds_number(ratio: float) -> str:
-    if ratio < 1e3:
-        return f"{ratio:.3g}"
-    if ratio < 1e6:
-        return f"{ratio:,.0f}"
-    if ratio < 1e9:
-        return f"{ratio / 1e6:.3g} million"
-    return "more than a billion"
 
 
 def effect(observed: float | None, base: BaselineData | None) -> float | None:

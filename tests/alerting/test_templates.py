@@ -423,3 +423,17 @@ def test_a_versions_joiners_stay_and_other_unprintables_show_as_escapes() -> Non
     assert f"production · {version}" in text
     assert "\x1b" not in text and "\u202e" not in text and "\u00ad" not in text
     assert "\\\\x1b\\[2Jdenied \\\\u202eevil\\\\xad" in text, text
+
+
+@pytest.mark.parametrize(
+    ("ratio", "shown"),
+    [(2361.4, "2,361"), (309.2, "309"), (2.4e6, "2.4 million"), (1e300, "more than a billion")],
+)
+def test_a_likelihood_ratio_reads_as_the_reason_gives_it(ratio: float, shown: str) -> None:
+    """Seen at a real daemon's json:// sink: a sequential rollback's alert said `evidence
+    2,361 to 1` in its reason and `likelihood ratio 2.36e+03` in the rule's evidence, one
+    figure two ways, one an exponent; both now read as the judge's odds do."""
+    rule = {**RULES[0], "evidence": {"test": "betting e-process", "likelihood_ratio": ratio}}
+    text = body(Alert.for_window(window(), "rollback_requested", rules=[rule]))
+    assert f"likelihood ratio {shown}," in text or f"likelihood ratio {shown})" in text, text
+    assert "e+" not in text, text

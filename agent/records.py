@@ -180,16 +180,12 @@ class WindowCreated:
     joined: bool = False
     """Nothing was opened: a window of the same provider deployment is still watched
     (`agent.store.base.SameDeployment`)."""
-    superseded_by: DeployWindow | None = None
-    """The environment's window deployed later than this one and already live (watching,
-    or ended other than cancelled): this one (a late or retried registration) was
-    inserted `superseded` at once, for what serves is the newer deploy, whose watch, if
-    on, goes on (`Store.create_window`)."""
 
 
 Remembered = IdempotentResponse | Callable[[WindowCreated], IdempotentResponse]
 """What `Store.create_window` keeps under a key: the answer, or how to word it from what
-the store did (a window it inserted `superseded` at once is answered as such)."""
+the store did, under the environment's lock (the API warns of a superseded window
+deployed later than the new one: `agent.api.routes`)."""
 
 
 @dataclass(slots=True)

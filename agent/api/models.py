@@ -268,9 +268,8 @@ class DeployRequest(BaseModel):
         " keeps the window `scheduled` until then. A window already over when it is"
         " registered is recorded, ended `inconclusive` at once with a verdict saying why"
         " (nothing could be observed), and supersedes nothing (5s of clock skew are"
-        " tolerated). One before the deployed_at of a later deploy of the environment"
-        " already live (its window watching, or over and not cancelled) is recorded"
-        " `superseded` at once: that newer deploy is what serves.",
+        " tolerated). One before the deployed_at of the environment's live window"
+        " supersedes it as any new deploy does, its `warnings` naming that newer deploy.",
     )
     labels: Annotated[
         dict[LabelKey, LabelValue],
@@ -514,7 +513,8 @@ class Deploy(_Out):
         " that failed); a relative checks rule with no baseline to compare with; a rule"
         " whose bound is below the smallest change it can detect by the window's end, at"
         " the traffic its baseline period saw (sequential policy); a window that had"
-        " ended before it was registered (recorded `inconclusive`).",
+        " ended before it was registered (recorded `inconclusive`); a live window it"
+        " superseded that was deployed after it (a late or retried registration).",
         examples=[
             [
                 "rule errors: its max_increase bound is tighter than the smallest change it"

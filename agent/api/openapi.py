@@ -196,11 +196,10 @@ def _document() -> dict[str, Any]:
                 "operationId": "createDeploy",
                 "summary": "Open a deploy window",
                 "description": "A new deploy to an environment with an active window supersedes"
-                " it: the old window ends in state `superseded` and fires nothing more. A"
-                " registration whose `deployed_at` is before that of a later deploy already"
-                " live (its window watching, or over and not cancelled: a late or retried"
-                " registration of an older deploy) is recorded `superseded` at once instead,"
-                " its `warnings` naming the newer deploy, whose watch goes on.",
+                " it: the old window ends in state `superseded` and fires nothing more,"
+                " whatever the `deployed_at` order. One whose `deployed_at` is before that"
+                " of the live window it supersedes (a late or retried registration of an"
+                " older deploy) says so in its `warnings`, naming that newer deploy.",
                 "security": bearer,
                 "parameters": [
                     {

@@ -360,10 +360,11 @@ async def create_deploy(request: web.Request) -> web.Response:
         warnings = []
 
     def answer(created: WindowCreated) -> IdempotentResponse:
-        """The 201's body, as the store inserted the window (`superseded` at once when
-        the environment's live deploy is newer), and what is kept under the key."""
+        """The 201's body, with a warning for each live window it superseded that was
+        deployed after it (read under the environment's lock), and what is kept under the
+        key."""
         payload = deploy_object(created.window, page=page, now=now)
-        said = warnings if created.superseded_by is None else [_outdated(created)]
+        said = warnings + [_overtaken(created.window, newer) for newer in _newer_live(created)]
         if said:
             payload["warnings"] = said
         return IdempotentResponse(
@@ -382,11 +383,10 @@ async def create_deploy(request: web.Request) -> web.Response:
     payload = answer(created).body
     _notify(request, window.id, [old.id for old in created.superseded])
     _count_ended(request, "superseded", created.superseded)
-    if created.superseded_by is not None:
-        _count_ended(request, "superseded", [window])
-        # ended here, and no watch follows: the one place it is logged
+    for newer in _newer_live(created):
+        # the pipeline's author learns it here; the watch of the new window says nothing of it
         log.warning(
-            payload["warnings"][0],
+            _overtaken(window, newer),
             extra={"deploy_id": window.id, "environment": window.environment},
         )
     if late is not None:
@@ -449,26 +449,27 @@ def _deployed_at(body: DeployRequest, window_s: float, now: float) -> float:
     return now if 0 < ahead <= CLOCK_SKEW_S else deployed_at
 
 
-def _outdated(created: WindowCreated) -> str:
-    """Why a registration was recorded `superseded` at once: a later deploy of its
-    environment already serves (a pipeline's retry, or a registration that arrived after
-    the next deploy's). Superseding that one would have ended the watch of what is live,
-    and with it the rollback a bad deploy needs; watched, this one would have judged the
-    newer deploy's traffic, and could have rolled back over it."""
-    window, newer = created.window, created.superseded_by
-    assert newer is not None
-    still = (
-        "which is live and still watched"
-        if newer.active
-        else f"a later deploy, its window over ({newer.state})"
-    )
+def _newer_live(created: WindowCreated) -> list[DeployWindow]:
+    """The windows this registration superseded that were deployed after its deployed_at
+    and were live (not `scheduled`): a late or retried registration of an older deploy,
+    or one that went live in between. Contract §2 has it supersede them as any new deploy
+    does; the 201 and the log say so, for the newer deploy may be what serves."""
+    window = created.window
+    return [
+        old
+        for old in created.superseded
+        if window.deployed_at < old.deployed_at <= window.created_at
+    ]
+
+
+def _overtaken(window: DeployWindow, newer: DeployWindow) -> str:
+    """The warning for a live window superseded by a registration deployed before it."""
     return (
-        f"{window.environment} {window.version}: deployed at"
-        f" {rfc3339(window.deployed_at, millis=False)}, before {newer.id} ({newer.version},"
-        f" deployed at {rfc3339(newer.deployed_at, millis=False)}), {still}: recorded"
-        " superseded by it, not watched (if this deploy went live after"
-        " that one, register it again, with a new Idempotency-Key if it had one, giving"
-        " the time it went live as deployed_at)"
+        f"{window.environment} {window.version} (deployed at"
+        f" {rfc3339(window.deployed_at, millis=False)}) registered after {newer.version}"
+        f" ({newer.id}, deployed at {rfc3339(newer.deployed_at, millis=False)}, live): a late"
+        " or retried registration of an older deploy supersedes it as any new deploy does;"
+        f" if {newer.version} is what serves, register it again"
     )
 
 

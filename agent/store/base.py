@@ -247,15 +247,13 @@ class Store(Protocol):
     ) -> WindowCreated:
         """Insert a window, superseding the environment's active one in the same
         transaction (only when the new one is active: a window registered after its
-        end is a record and supersedes nothing; and not when a window of the environment
-        was deployed later and went live, watching or ended other than cancelled: then the
-        new one is inserted `superseded`, `superseded_by` it); with `idempotency`, also
-        remember the response (or the one it words from the `WindowCreated`) under its
-        key. With `same`, when an active window of the environment carries its label and
-        value, insert and supersede nothing: remember
-        `same.response` of that window instead and answer it `joined` (checked under the
-        environment's lock, so two events of one deployment open one window, across
-        replicas)."""
+        end is a record and supersedes nothing; whatever the `deployed_at` order, as
+        contract §2 says); with `idempotency`, also remember the response (or the one it
+        words from the `WindowCreated`) under its key. With `same`, when an active window
+        of the environment carries its label and value, insert and supersede nothing:
+        remember `same.response` of that window instead and answer it `joined` (checked
+        under the environment's lock, so two events of one deployment open one window,
+        across replicas)."""
         ...
 
     async def idempotent_response(self, key: str) -> IdempotentResponse | None: ...

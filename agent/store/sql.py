@@ -374,41 +374,6 @@ async def _insert_rollback(db: Connection, intent: RollbackIntent, guard: str, *
     )
 
 
-def _live_and_newer(active: Sequence[DeployWindow], window: DeployWindow) -> DeployWindow | None:
-    """The newest of the environment's `active` windows that went live after `window`
-    was deployed, and before it was registered: `window` is a late or retried registration
-    of an older deploy. The newer deploy is what serves, so its watch goes on and `window`
-    is the one superseded (it superseded the newer one, whose watch, and rollback, then
-    never came). One still `scheduled` is not live yet: `window` supersedes it, as any
-    new deploy does."""
-    newer = [old for old in active if window.deployed_at < old.deployed_at <= window.created_at]
-    return max(newer, key=lambda old: (old.deployed_at, old.created_at), default=None)
-
-
-CREATED_BEFORE_LIVE_S = 3600.0 + 5.0
-"""How long before it goes live a window may be created: a `deployed_at` at most 1 h
-ahead, and 5 s of clock skew (`agent.api.models`, which the store does not import)."""
-
-
-async def _ended_and_newer(db: Connection, window: DeployWindow) -> DeployWindow | None:
-    """The environment's newest ended window that went live after `window` was deployed
-    (not one cancelled, nor one that ended before its `deployed_at`: neither need have
-    served): a deploy after this one, its window over, so `window` no longer serves
-    either. Watched, `window` would judge the newer deploy's traffic and could roll back
-    over it. Looked for among the windows created since `window`'s `deployed_at` less
-    `CREATED_BEFORE_LIVE_S` (the index by creation), not the environment's history."""
-    rows = await db.fetch(
-        f"SELECT {_WINDOW_COLUMNS} FROM windows WHERE created_at >= ? AND environment = ?"
-        " AND state NOT IN ('watching', 'cancelled') AND deployed_at > ? AND deployed_at <= ?"
-        " AND ended_at >= deployed_at ORDER BY deployed_at DESC, created_at DESC LIMIT 1",
-        window.deployed_at - CREATED_BEFORE_LIVE_S,
-        window.environment,
-        window.deployed_at,
-        window.created_at,
-    )
-    return _window(rows[0]) if rows else None
-
-
 async def _remember(db: Connection, response: IdempotentResponse, at: float) -> None:
     """Keep an answer under its key (a key used already is a unique violation)."""
     await db.execute(
@@ -660,12 +625,6 @@ class SqlStore(ABC):
                         await _join(db, active, same)
                         await _remember(db, same.response(active), window.created_at)
                         return WindowCreated(window=active, joined=True)
-            newer = _live_and_newer(superseded, window)
-            if newer is None and window.active:
-                newer = await _ended_and_newer(db, window)
-            if newer is not None:
-                window.state, window.ended_at = "superseded", window.created_at
-                superseded = []
             for old in superseded:
                 old.state = "superseded"
                 old.ended_at = window.created_at
@@ -695,7 +654,7 @@ class SqlStore(ABC):
                 window.lease_until,
                 window.lease_epoch,
             )
-            created = WindowCreated(window=window, superseded=superseded, superseded_by=newer)
+            created = WindowCreated(window=window, superseded=superseded)
             if idempotency is not None:
                 answer = idempotency(created) if callable(idempotency) else idempotency
                 await _remember(db, answer, window.created_at)

@@ -84,60 +84,49 @@ async def test_the_store_tells_its_own_clock_where_it_has_one(
         assert told is not None and abs(told - time.time()) < 5
 
 
-async def test_a_window_deployed_before_the_live_one_is_inserted_superseded_by_it(
-    store: Store,
-) -> None:
-    """A late or retried registration of an older deploy leaves the live one watching:
-    it is inserted `superseded` (`superseded_by` the live one), supersedes nothing, and
-    the answer kept under its key is worded from what was stored. A window still
-    `scheduled` (deployed_at ahead) is not live: it is superseded as before."""
+async def test_a_window_deployed_before_the_live_one_supersedes_it(store: Store) -> None:
+    """Contract §2, whatever the `deployed_at` order: a late or retried registration of
+    an older deploy supersedes the environment's live window (the API warns of it, from
+    `created.superseded`), and the answer kept under its key is worded from what the
+    store did, under the environment's lock."""
     await store.create_window(window("dep_live", created=100.0))
     older = dataclasses.replace(window("dep_older", created=130.0), deployed_at=90.0)
-    kept: list[str] = []
+    kept: list[list[str]] = []
 
     def answer(created: WindowCreated) -> IdempotentResponse:
-        kept.append(created.window.state)
+        kept.append([old.id for old in created.superseded])
         return IdempotentResponse("k-older", "h", 201, {"state": created.window.state})
 
     created = await store.create_window(older, answer)
-    assert created.superseded == [] and created.superseded_by is not None
-    assert created.superseded_by.id == "dep_live"
-    assert (created.window.state, created.window.ended_at) == ("superseded", 130.0)
+    assert [w.id for w in created.superseded] == ["dep_live"]
+    assert created.superseded[0].deployed_at == 100.0
+    assert created.window.state == "watching"
     stored = await store.get_window("dep_older")
-    assert stored is not None and (stored.state, stored.ended_at) == ("superseded", 130.0)
+    assert stored is not None and (stored.state, stored.ended_at) == ("watching", None)
     live = await store.get_window("dep_live")
-    assert live is not None and live.state == "watching"
-    assert kept == ["superseded"]
+    assert live is not None and (live.state, live.ended_at) == ("superseded", 130.0)
+    assert kept == [["dep_live"]]
     remembered = await store.idempotent_response("k-older")
-    assert remembered is not None and remembered.body == {"state": "superseded"}
-    # a scheduled window (deployed_at ahead of the registration) is not live yet
-    await store.create_window(
-        dataclasses.replace(window("dep_sched", env="staging", created=140.0), deployed_at=900.0)
-    )
-    now_live = dataclasses.replace(
-        window("dep_now", env="staging", created=150.0), deployed_at=145.0
-    )
-    created = await store.create_window(now_live)
-    assert created.superseded_by is None and [w.id for w in created.superseded] == ["dep_sched"]
+    assert remembered is not None and remembered.body == {"state": "watching"}
 
 
 @pytest.mark.parametrize(
-    ("newer_ends", "superseded_by"),
+    ("state", "ended_at"),
     [
-        (("passed", 120.0), "dep_newer"),
-        (("rolled_back", 120.0), "dep_newer"),
-        (("superseded", 120.0), "dep_newer"),
-        (("cancelled", 120.0), None),  # a cancelled deploy need not have served
-        (("superseded", 99.0), None),  # superseded while scheduled: never live
+        ("passed", 120.0),
+        ("rolled_back", 120.0),
+        ("inconclusive", 120.0),
+        ("superseded", 120.0),
+        ("cancelled", 120.0),
     ],
 )
-async def test_a_window_deployed_before_an_ended_newer_one_is_inserted_superseded(
-    store: Store, newer_ends: tuple[str, float], superseded_by: str | None
+async def test_a_window_deployed_before_an_ended_newer_one_is_watched(
+    store: Store, state: str, ended_at: float
 ) -> None:
-    """Watched, a late registration of an older deploy would judge the newer deploy's
-    traffic and could roll back over it, its window over or not; a newer window that
-    was cancelled, or ended before it went live, does not count."""
-    state, ended_at = newer_ends
+    """A newer window of the environment that ended is no active window: a registration
+    with a `deployed_at` before it is inserted watching and supersedes nothing (the
+    version before inserted it `superseded` at once, a past `deployed_at` after an
+    earlier test's or deploy's window unwatched)."""
     newer = dataclasses.replace(window("dep_newer", created=95.0), deployed_at=100.0)
     await store.create_window(newer)
     ok = await store.finish_window("dep_newer", state, None, ended_at)  # type: ignore[arg-type]
@@ -145,11 +134,11 @@ async def test_a_window_deployed_before_an_ended_newer_one_is_inserted_supersede
     older = dataclasses.replace(window("dep_older", created=130.0), deployed_at=90.0)
     older.ends_at = 90.0 + 3600
     created = await store.create_window(older)
-    got = created.superseded_by.id if created.superseded_by is not None else None
-    assert got == superseded_by
+    assert created.superseded == [] and created.window.state == "watching"
     stored = await store.get_window("dep_older")
-    assert stored is not None
-    assert stored.state == ("superseded" if superseded_by else "watching")
+    assert stored is not None and stored.state == "watching"
+    kept = await store.get_window("dep_newer")
+    assert kept is not None and kept.state == state
 
 
 @pytest.mark.parametrize("ended", ["passed", "inconclusive", "failed"])

@@ -8,11 +8,13 @@ watched as any other (the version before recorded both `superseded` at once)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
 import pytest
 
+from agent.appkeys import STORE
 from common.times import rfc3339
 from tests.e2e.conftest import SECRET, TOKEN, AgentFactory, FlipTarget, environment
 from tests.receivers import RollbackReceiver
@@ -129,3 +131,49 @@ async def test_a_past_deployed_at_after_a_window_of_the_environment_ended_is_wat
     )
     assert ago["state"] == "watching" and not ago.get("warnings"), ago
     await agent.cancel(ago["id"])
+
+
+@pytest.mark.timeout(90)
+async def test_register_wait_exits_3_when_a_late_registration_supersedes_its_window(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """The real CLI, as a pipeline runs it: `postflight register --wait` of v2 follows
+    its window; a late registration of v1 (deployed before v2) supersedes it, as the
+    contract has any new deploy do, and the wait ends with exit 3, the README's "no
+    verdict to act on: … superseded" (contract §1's 3; neither 0 nor 1: nobody judged
+    v2, so the pipeline must not read it as a pass nor roll back for it)."""
+    from tests.cli_process import awaited_cli
+
+    agent = await start_agent(environment("production", flip_target.url, window="1m"))
+    auth = ("--url", agent.url, "--token", TOKEN)
+    waiting = asyncio.create_task(
+        awaited_cli(
+            "register",
+            "--env",
+            "production",
+            "--version",
+            "v2",
+            "--wait",
+            "--timeout",
+            "45s",
+            *auth,
+        )
+    )
+    store = agent.app[STORE]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while not (await store.list_windows(environment="production")).items:
+        assert not waiting.done(), waiting.result()
+        assert loop.time() < deadline, "the CLI registered nothing"
+        await asyncio.sleep(0.05)
+    [v2] = (await store.list_windows(environment="production")).items
+    late = await agent.register(
+        "production", "v1", deployed_at=rfc3339(time.time() - 30, millis=False)
+    )
+    assert late["state"] == "watching" and len(late["warnings"]) == 1, late
+    code, said = await waiting
+    assert code == 3, said
+    assert f"registered v2 in production: {v2.id}" in said, said
+    assert "superseded by a newer deploy: no verdict (exit 3)" in said, said
+    assert (await agent.get(v2.id))["state"] == "superseded"
+    await agent.cancel(late["id"])

@@ -9,13 +9,16 @@ Exactly once across a crash: neither Vercel nor GitHub takes an idempotency key,
 when a delivery resumes after an attempt whose outcome was never recorded,
 `already_done` asks: Vercel, which deployment serves production (already the one we
 roll back to?); GitHub, whether a dispatched run's name carries the deploy id. If so
-the rollback is recorded as delivered instead of being sent again.
+the rollback is recorded as delivered instead of being sent again. A look that cannot
+tell (429, 5xx, a timeout) says so (`Look.done` None): the delivery asks again, and
+never takes it for "not done".
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,6 +52,18 @@ class PreparedRequest:
     """Named in errors: `the webhook`, `Vercel`, `GitHub`."""
     problem: str | None = None
     """A reason this rollback can never be sent (nothing goes out; state `failed`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Look:
+    """What `RollbackTargets.already_done` found: `done` True or False, or None when the
+    target could not tell (a 429, a 5xx, a timeout, an answer unread), with `why` and the
+    wait the target asked for (`retry_after`). "Could not tell" is not "not done": read as
+    that, a dispatch whose answer was lost was sent a second time."""
+
+    done: bool | None
+    why: str = ""
+    retry_after: float | None = None
 
 
 def _deploy(intent: RollbackIntent) -> dict[str, Any]:
@@ -386,32 +401,49 @@ class RollbackTargets:
         intent: RollbackIntent,
         rollback: RollbackSettings,
         environment: str,
-    ) -> bool:
-        """After a crash: did the rollback already take effect? Vercel: production
-        already serves the deployment we roll back to. GitHub: a dispatched run of the
-        workflow names the deploy id (the workflow sets `run-name` with
-        `inputs.deploy_id`). Any doubt: False, and the delivery goes on as usual."""
+    ) -> Look:
+        """After an attempt whose answer was lost: did the rollback already take effect?
+        Vercel: production already serves the deployment we roll back to. GitHub: a
+        dispatched run of the workflow names the deploy id (the workflow sets `run-name`
+        with `inputs.deploy_id`). A look that cannot tell: `done` None (never False)."""
         if rollback.target == "github":
             return await self._github_already_done(session, intent, rollback, environment)
         if rollback.target != "vercel":
-            return False
+            return Look(False)
         vercel = self._settings.integrations.vercel
         env = self._settings.environments.get(environment)
         source = env.sources.vercel if env is not None else None
         previous = self._previous(intent)
         if vercel is None or vercel.token is None or source is None or not previous:
-            return False
+            return Look(False)  # nothing can be sent either (`prepare` says why)
         url = vercel_url(
             vercel.api_url, f"/v9/projects/{quote(source.project, safe='')}", vercel.team_id
         )
         headers = {"Authorization": f"Bearer {vercel.token.get_secret_value()}"}
-        project = await _looked_at(
+        project, look = await _looked_at(
             session, url, headers, rollback.timeout, "Vercel whether the rollback took effect"
         )
+        if look is not None:
+            return look
         targets = project.get("targets") if isinstance(project, dict) else None
         production = targets.get("production") if isinstance(targets, dict) else None
         current = production.get("id") if isinstance(production, dict) else None
-        return bool(current) and current == previous
+        return Look(bool(current) and current == previous)
+
+    def where_to_look(self, rollback: RollbackSettings, environment: str) -> str:
+        """Where on-call sees by hand whether the rollback went out: the workflow's runs
+        on GitHub, the project's deployments on Vercel (its dashboard, team chosen there)."""
+        env = self._settings.environments.get(environment)
+        github = self._settings.integrations.github
+        if rollback.target == "github" and github is not None and env is not None:
+            repository = env.sources.github.repository if env.sources.github else None
+            workflow = quote(rollback.github.workflow if rollback.github else "", safe="")
+            if repository:
+                return f"{github_web_url(github.api_url)}/{repository}/actions/workflows/{workflow}"
+        if rollback.target == "vercel" and env is not None and env.sources.vercel is not None:
+            to = quote(f"/[team]/{env.sources.vercel.project}/deployments", safe="")
+            return f"https://vercel.com/d?to={to}"
+        return ""
 
     async def _github_already_done(
         self,
@@ -419,26 +451,41 @@ class RollbackTargets:
         intent: RollbackIntent,
         rollback: RollbackSettings,
         environment: str,
-    ) -> bool:
+    ) -> Look:
         github = self._settings.integrations.github
         env = self._settings.environments.get(environment)
         source = env.sources.github if env is not None else None
         if github is None or github.token is None or source is None or rollback.github is None:
-            return False
+            return Look(False)  # nothing can be sent either (`prepare` says why)
         workflow = quote(rollback.github.workflow, safe="")
         url = (
             f"{github.api_url.rstrip('/')}/repos/{source.repository}/actions/workflows/"
             f"{workflow}/runs?event=workflow_dispatch&per_page=100"
         )
         headers = {**GITHUB_HEADERS, "Authorization": f"Bearer {github.token.get_secret_value()}"}
-        data = await _looked_at(
+        data, look = await _looked_at(
             session, url, headers, rollback.timeout, "GitHub whether the rollback ran"
         )
+        if look is not None:
+            return look
         runs = data.get("workflow_runs") if isinstance(data, dict) else None
-        return any(
-            isinstance(run, dict) and intent.window_id in str(run.get("display_title", ""))
-            for run in runs or []
+        if not isinstance(runs, list):
+            return Look(None, "HTTP 200 without a list of workflow_runs")
+        return Look(
+            any(
+                isinstance(run, dict) and intent.window_id in str(run.get("display_title", ""))
+                for run in runs
+            )
         )
+
+
+def github_web_url(api_url: str) -> str:
+    """GitHub's web address for its REST API's: api.github.com → github.com, a GitHub
+    Enterprise Server's `https://host/api/v3` → `https://host`."""
+    base = api_url.rstrip("/")
+    if base.endswith("/api/v3"):
+        return base.removesuffix("/api/v3")
+    return base.replace("://api.github.com", "://github.com")
 
 
 LOOKS = 2
@@ -447,12 +494,12 @@ LOOKS = 2
 
 async def _looked_at(
     session: aiohttp.ClientSession, url: str, headers: dict[str, str], timeout_s: float, what: str
-) -> Any:
-    """The JSON of a 200 to `GET url`, or None (any doubt: the rollback is delivered as
-    usual), the doubt logged. A body cut short (the connection dropped mid-body) is asked
-    again at once, `LOOKS` times in all: a read, and read as "not taken" it sent the
-    rollback a second time, where its answer was all that was lost."""
-    why = ""
+) -> tuple[Any, Look | None]:
+    """The JSON of a 200 to `GET url`, or a `Look` that could not tell, saying why (and
+    the wait asked for: `Retry-After`, GitHub's and Vercel's rate-limit headers). A body
+    cut short (the connection dropped mid-body) is asked again at once, `LOOKS` times in
+    all: a read, and read as "not taken" it sent the rollback a second time."""
+    why, retry_after = "", None
     for _ in range(LOOKS):
         try:
             async with session.get(
@@ -460,10 +507,16 @@ async def _looked_at(
             ) as response:
                 if response.status != 200:
                     why = f"HTTP {response.status}"
+                    text = ""
+                    if response.status in (403, 429):
+                        text = (await read_answer(response, 64 * 1024)).body.decode(
+                            errors="replace"
+                        )
+                    retry_after = _asked_wait(response, text)
                     break
                 read = await read_answer(response, 1024 * 1024)
-        except Exception as exc:  # any doubt: deliver as usual
-            why = f"{type(exc).__name__}: {exc}"[:200]
+        except Exception as exc:  # a timeout, a connection refused or cut
+            why = f"{type(exc).__name__}: {exc}"[:200] if str(exc) else type(exc).__name__
             break
         if read.cut_short:
             why = f"HTTP 200 {read.unread}"
@@ -472,9 +525,21 @@ async def _looked_at(
             why = f"HTTP 200 {read.unread}"
             break
         try:
-            return json.loads(read.body)
+            return json.loads(read.body), None
         except ValueError:
             why = "HTTP 200, its body not JSON"
             break
-    log.warning("could not ask %s (%s): delivered as usual", what, why)
-    return None
+    log.warning("could not ask %s (%s)", what, why)
+    return None, Look(None, why, retry_after)
+
+
+def _asked_wait(response: aiohttp.ClientResponse, text: str) -> float | None:
+    """The wait an answer asks for: GitHub's or Vercel's rate limit, else `Retry-After`."""
+    now = time.time()
+    for wait in (
+        github_rate_limit_wait(response.status, response.headers, text, now),
+        vercel_rate_limit_wait(response.status, response.headers, text, now),
+    ):
+        if wait is not None:
+            return wait
+    return retry_after_seconds(response.headers.get("Retry-After"), now)

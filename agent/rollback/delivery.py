@@ -35,6 +35,7 @@ from yarl import URL
 
 from agent import __version__
 from agent.integrations.targets import (
+    Look,
     PreparedRequest,
     RollbackTargets,
     github_rate_limit_wait,
@@ -145,9 +146,22 @@ FOUND_NOT_DONE = {
     "github": "GitHub lists no run of the rollback workflow for this deploy",
     "vercel": "Vercel's production is not the deployment rolled back to",
 }
+FOUND_UNKNOWN = {
+    "github": "GitHub could not say whether it took the dispatch",
+    "vercel": "Vercel could not say whether it took the rollback",
+}
 """What the already-done check (`RollbackTargets.already_done`) found after a last attempt
 that got no answer, by `rollback.target`: said in the log, and in a failed rollback's
 `last_error` (a webhook's receiver dedupes: nothing is asked)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Looked:
+    """What `RollbackDelivery._looked_for` found, after how many looks over how long."""
+
+    look: Look
+    looks: int
+    waited: float
 
 
 FINAL_LOOKS = 4
@@ -493,16 +507,22 @@ class RollbackDelivery:
             return await self._look_before_failing(
                 intent, settings, environment, context, claims, None
             )
+        looked: _Looked | None = None
         if intent.attempts and not recorded:
             # its last attempt went out, or was about to, and no answer was recorded: GitHub
             # lists the run of a dispatch it took only seconds later, so one look at once
             # after a quick restart dispatched the workflow again
-            found, _, _ = await self._looked_for(intent, settings, environment)
-            if found is None:
-                return await self._lost(intent, context)
-        else:
-            found = bool(intent.attempts) and await self._took_effect(intent, settings, environment)
-        if found:
+            looked = await self._looked_for(intent, settings, environment)
+        elif intent.attempts and intent.last_status is None:  # its last attempt unanswered
+            looked = await self._looked_for(intent, settings, environment, until_told=True)
+        elif intent.attempts:  # answered (a 5xx): a look that cannot tell is "not done"
+            answered = await self._took_effect(intent, settings, environment)
+            looked = _Looked(Look(answered.done is True), 1, 0.0)
+        if intent.attempts and looked is None:
+            return await self._lost(intent, context)
+        if looked is not None and looked.look.done is None:
+            return await self._unknown(intent, settings, environment, context, claims, looked)
+        if looked is not None and looked.look.done:
             log.info(
                 "rollback for %s already took effect before the restart; not sent again",
                 intent.window_id,
@@ -588,13 +608,24 @@ class RollbackDelivery:
                     extra=context,
                 )
                 return final
-            if (
-                outcome.result == "rejected"
-                and outcome.status == 409
-                and await self._took_effect(intent, settings, environment)
-            ):
+            conflict: _Looked | None = None
+            unstored: DeliveryAttempt | None = attempt
+            if outcome.result == "rejected" and outcome.status == 409:
                 # a conflict with the target's state: the state rolled back to already
-                # (an earlier attempt's answer lost, a rollback by hand), not a refusal
+                # (an earlier attempt's answer lost, a rollback by hand), not a refusal; a
+                # look that cannot tell is asked again, and then said, not read as either
+                conflict = await self._looked_for(
+                    intent, settings, environment, attempt, until_told=True
+                )
+                if conflict is None:
+                    return await self._lost(intent, context)
+                if conflict.looks > 1:
+                    unstored = None  # stored with the first wait
+                if conflict.look.done is None:
+                    return await self._unknown(
+                        intent, settings, environment, context, claims, conflict, unstored
+                    )
+            if conflict is not None and conflict.look.done:
                 log.info(
                     "rollback for %s: the target answered HTTP 409, and %s; delivered",
                     intent.window_id,
@@ -603,7 +634,7 @@ class RollbackDelivery:
                 )
                 intent.last_error = None
                 return await self._finish(
-                    intent, "delivered", environment, context, attempt, claims
+                    intent, "delivered", environment, context, unstored, claims
                 )
             if outcome.result == "rejected":
                 log.error(
@@ -613,7 +644,7 @@ class RollbackDelivery:
                     what,
                     extra=context,
                 )
-                return await self._finish(intent, "failed", environment, context, attempt, claims)
+                return await self._finish(intent, "failed", environment, context, unstored, claims)
             if intent.attempts >= settings.max_attempts:
                 if outcome.status is None:
                     return await self._look_before_failing(
@@ -640,7 +671,16 @@ class RollbackDelivery:
             )
             if not await self._hold(intent, delay, attempt):
                 return await self._lost(intent, context)
-            if outcome.status is None and await self._took_effect(intent, settings, environment):
+            if outcome.status is None:  # it may have been taken: a look that cannot tell
+                # is asked again, and never taken for "not done" (a second dispatch)
+                looked = await self._looked_for(intent, settings, environment, until_told=True)
+                if looked is None:
+                    return await self._lost(intent, context)
+                if looked.look.done is None:
+                    return await self._unknown(
+                        intent, settings, environment, context, claims, looked
+                    )
+            if outcome.status is None and looked is not None and looked.look.done:
                 log.info(
                     "rollback for %s took effect though attempt %d got no answer; not sent again",
                     intent.window_id,
@@ -673,12 +713,17 @@ class RollbackDelivery:
         it did, else failed, saying what was looked for. Nothing is sent again: a run
         GitHub lists late was dispatched twice by a retry."""
         error = intent.last_error
-        found, looks, waited = await self._looked_for(intent, settings, environment, attempt)
-        if found is None:
+        looked = await self._looked_for(intent, settings, environment, attempt)
+        if looked is None:
             return await self._lost(intent, context)
+        looks, waited = looked.looks, looked.waited
         if looks > 1:
             attempt = None  # stored with the first wait
-        if found:
+        if looked.look.done is None:
+            return await self._unknown(
+                intent, settings, environment, context, claims, looked, attempt
+            )
+        if looked.look.done:
             log.info(
                 "rollback for %s took effect though its last attempt (%d) got no answer: %s",
                 intent.window_id,
@@ -688,8 +733,8 @@ class RollbackDelivery:
             )
             intent.last_error = None
             return await self._finish(intent, "delivered", environment, context, attempt, claims)
-        looked = f" (asked {looks} times over {waited:g}s)" if looks > 1 else ""
-        intent.last_error = self._not_found(error, settings, looked)
+        asked = f" (asked {looks} times over {waited:g}s)" if looks > 1 else ""
+        intent.last_error = self._not_found(error, settings, asked)
         log.error(
             "rollback for %s failed: %d attempt(s), the last %s",
             intent.window_id,
@@ -705,37 +750,75 @@ class RollbackDelivery:
         settings: RollbackSettings,
         environment: str,
         attempt: DeliveryAttempt | None = None,
-    ) -> tuple[bool | None, int, float]:
+        *,
+        until_told: bool = False,
+    ) -> _Looked | None:
         """Whether an attempt that got no answer took effect all the same (`_took_effect`):
-        asked at once, then again after each of `final_look_waits` while not found, for a
-        target that is asked, with the lease held through each wait (`_hold`, which
-        stores `attempt`'s outcome with the first). Also how many looks, over how long.
-        None when the lease was lost in a wait."""
+        asked at once, then again after each of `final_look_waits` (a wait the target asked
+        for honoured, up to `RETRY_AFTER_MAX_S`) while the target could not tell, and, but
+        with `until_told`, while not found, for a target that is asked, with the lease held
+        through each wait (`_hold`, which stores `attempt`'s outcome with the first). None
+        when the lease was lost in a wait."""
         looks, waited = 1, 0.0
-        found = await self._took_effect(intent, settings, environment)
+        look = await self._took_effect(intent, settings, environment)
         asked = self._targets is not None and settings.target in FOUND_NOT_DONE
         for wait in final_look_waits(settings) if asked else []:
-            if found:
+            if look.done or (look.done is False and until_told):
                 break
+            if look.retry_after is not None:
+                wait = min(RETRY_AFTER_MAX_S, max(wait, look.retry_after))
             if not await self._hold(intent, wait, attempt):
-                return None, looks, waited
+                return None
             attempt = None
             looks, waited = looks + 1, waited + wait
-            found = await self._took_effect(intent, settings, environment)
+            look = await self._took_effect(intent, settings, environment)
         if looks > 1:
             intent.next_attempt_at = None  # waited out here: not again before the next attempt
-        return found, looks, waited
+        return _Looked(look, looks, waited)
+
+    async def _unknown(
+        self,
+        intent: RollbackIntent,
+        settings: RollbackSettings,
+        environment: str,
+        context: dict[str, Any],
+        claims: SettleClaims | None,
+        looked: _Looked,
+        attempt: DeliveryAttempt | None = None,
+    ) -> RollbackIntent:
+        """An attempt the target may have taken, and the target could not say whether it
+        did through all of `_looked_for`'s looks: failed, its page saying so and where to
+        look by hand. Sending again could roll back twice (a second workflow run, a second
+        Vercel rollback): the house's first promise is one rollback at the receiver."""
+        where = self._targets.where_to_look(settings, environment) if self._targets else ""
+        asked = f"asked {looked.looks} times over {looked.waited:g}s"
+        said = f", the last answer {looked.look.why}" if looked.look.why else ""
+        intent.last_error = (
+            f"{intent.last_error or 'no answer'}; "
+            f"{FOUND_UNKNOWN.get(settings.target, 'the target could not say whether it took it')}"
+            f" ({asked}{said}): not sent again, as that could roll back twice. Whether it"
+            " went out is unknown: check by hand" + (f" at {where}" if where else "")
+        )
+        log.error(
+            "rollback for %s failed: %d attempt(s), %s",
+            intent.window_id,
+            intent.attempts,
+            intent.last_error,
+            extra=context,
+        )
+        return await self._finish(intent, "failed", environment, context, attempt, claims)
 
     async def _took_effect(
         self, intent: RollbackIntent, settings: RollbackSettings, environment: str
-    ) -> bool:
+    ) -> Look:
         """Whether a rollback whose last attempt may have gone through unanswered (a
         restart, a timeout, a connection cut) already took effect at a target that does
-        not dedupe (Vercel, a GitHub workflow run: `RollbackTargets.already_done`). A
-        GitHub dispatch whose 204 came after the timeout was dispatched again on the
-        retry: a second rollback run. A webhook's receiver dedupes by Idempotency-Key."""
+        not dedupe (Vercel, a GitHub workflow run: `RollbackTargets.already_done`), or
+        could not tell (`Look.done` None). A GitHub dispatch whose 204 came after the
+        timeout was dispatched again on the retry: a second rollback run. A webhook's
+        receiver dedupes by Idempotency-Key."""
         if self._targets is None:
-            return False
+            return Look(False)
         return await self._targets.already_done(self._client(), intent, settings, environment)
 
     async def _lease_outlasts_the_request(

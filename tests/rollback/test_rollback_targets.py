@@ -537,3 +537,77 @@ def test_which_listed_deployment_is_a_commits() -> None:
     assert of_commit(listed, "9fceb0") is None
     assert of_commit(listed, "v2.4.1-x") is None
     assert of_commit(None, sha) is None
+
+
+@pytest.mark.parametrize("tells", [True, False], ids=["told-at-the-third", "never-told"])
+async def test_a_vercel_409_whose_look_cannot_tell_asks_again_and_never_says_refused(
+    fake: FakeVercel, store: SqliteStore, tells: bool
+) -> None:
+    """A 409, and the look at production answered 503: it was read as "not there", the
+    rollback reported refused, though production may have been rolled back. It is asked
+    again within the looks; still 503, it fails saying Vercel could not tell, and where to
+    check, its attempt recorded once."""
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+    fake.production[PROJECT] = OLD
+    fake.fail("409", match="/rollback/")
+    fake.fail("503", times=2 if tells else None, match=f"/v9/projects/{PROJECT}")
+    done = await delivered_to_target(store, config, intent)
+    assert len(fake.seen("/rollback/")) == 1  # never sent again
+    assert [a.status for a in await deliveries(store, intent.window_id)] == [409]
+    if tells:
+        assert (done.state, done.last_error) == ("delivered", None)
+        assert len(fake.seen(f"/v9/projects/{PROJECT}")) == 3
+        return
+    assert done.state == "failed"
+    said = done.last_error or ""
+    assert "Vercel answered HTTP 409" in said, said
+    assert "Vercel could not say whether it took the rollback" in said, said
+    assert f"asked {1 + FINAL_LOOKS} times" in said and "HTTP 503" in said, said
+    assert f"https://vercel.com/d?to=%2F%5Bteam%5D%2F{PROJECT}%2Fdeployments" in said, said
+
+
+async def test_a_restart_after_an_unanswered_attempt_whose_look_cannot_tell_sends_nothing(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """Stopped in the backoff after a timed-out attempt (recorded: no answer), the restart
+    looked once, read a 503 as "not rolled back" and sent the rollback again."""
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+    await rows(
+        store,
+        "INSERT INTO deliveries (window_id, attempt, at, status, error, duration_s)"
+        " VALUES (?, 1, ?, NULL, 'timed out after 1s', 1)",
+        intent.window_id,
+        time.time(),
+    )
+    intent.attempts, intent.last_error = 1, "timed out after 1s"
+    await set_rollback(store, intent)
+    fake.fail("503", match=f"/v9/projects/{PROJECT}")
+    done = await delivered_to_target(store, config, intent)
+    assert fake.seen("/rollback/") == []
+    assert len(fake.seen(f"/v9/projects/{PROJECT}")) == 1 + FINAL_LOOKS
+    assert done.state == "failed"
+    assert "Vercel could not say whether it took the rollback" in (done.last_error or "")
+
+
+async def test_a_restart_after_an_answered_5xx_sends_again_though_the_look_cannot_tell(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """An attempt answered 503 was not taken: a look that cannot tell does not hold the
+    rollback back (nor wait), it goes out."""
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+    await rows(
+        store,
+        "INSERT INTO deliveries (window_id, attempt, at, status, error, duration_s)"
+        " VALUES (?, 1, ?, 503, 'HTTP 503', 0)",
+        intent.window_id,
+        time.time(),
+    )
+    intent.attempts, intent.last_status = 1, 503
+    await set_rollback(store, intent)
+    fake.fail("503", match=f"/v9/projects/{PROJECT}")
+    done = await delivered_to_target(store, config, intent)
+    assert len(fake.seen(f"/v9/projects/{PROJECT}")) == 1
+    assert (done.state, len(fake.accepted)) == ("delivered", 1)

@@ -1,0 +1,97 @@
+"""A rollback attempt that got no answer may have been taken: before sending again the
+delivery asks the target whether it took effect (`RollbackTargets.already_done`). A look
+the target cannot answer (a 503, a timeout) was read as "not taken", and the rollback went
+out a second time: a second Vercel rollback, a second workflow run. It is asked again
+within the rollback's looks, and if it still cannot tell, the rollback ends failed, its
+page saying that whether it went out is unknown and where to look: never a blind second
+send. Counted at the fakes, with the real daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+
+import pytest
+
+from tests.e2e.conftest import SECRET
+from tests.e2e.integrations_support import (  # noqa: F401 (fixture)
+    Integrated,
+    integrated,
+    rolled_back_by_hand,
+)
+
+pytestmark = pytest.mark.e2e
+
+LOOK = "/v9/projects/"
+"""Vercel's project, whose production deployment says whether the rollback took effect."""
+
+
+def _settled(d: dict) -> bool:  # type: ignore[type-arg]
+    return (d.get("rollback") or {}).get("state") not in (None, "pending")
+
+
+@pytest.mark.timeout(60)
+async def test_a_look_that_cannot_tell_twice_is_asked_again_and_the_rollback_not_sent_again(
+    integrated: Integrated,  # noqa: F811
+) -> None:
+    """Vercel acts on the rollback 0.8 s in and answers at 1.6 s, past the 1 s timeout;
+    its first two looks answer 503. One look, then the rollback sent again: two at Vercel."""
+    vercel = integrated.vercel
+    vercel.rollback_delay = 1.6
+    vercel.fail("503", times=2, match=lambda r: r.method == "GET" and LOOK in r.path)
+    rollback = f"{{target: vercel, secret: {SECRET}, timeout: 1s, backoff: 50ms}}"
+    agent = await integrated.start(integrated.environments(rollback=rollback))
+    deploy_id = await rolled_back_by_hand(agent)
+    final = await agent.wait_until(deploy_id, _settled, within=30)
+    assert final["rollback"]["state"] == "delivered", final
+    await asyncio.sleep(2.0)  # a second rollback would have landed by now
+    assert len(vercel.accepted) == 1, vercel.accepted
+    assert len(vercel.seen(LOOK)) == 3  # 503, 503, then production is the one rolled back to
+
+
+@pytest.mark.timeout(60)
+async def test_a_vercel_rollback_whose_looks_never_tell_fails_saying_so_sent_once(
+    integrated: Integrated,  # noqa: F811
+) -> None:
+    """Every look answers 503 with a Retry-After: the rollback is not sent again, and
+    fails saying Vercel could not tell, and where to check by hand."""
+    vercel = integrated.vercel
+    vercel.rollback_delay = 1.6
+    vercel.fail("unavailable", reset_in=0.2, match=lambda r: r.method == "GET" and LOOK in r.path)
+    rollback = f"{{target: vercel, secret: {SECRET}, timeout: 1s, backoff: 50ms}}"
+    agent = await integrated.start(integrated.environments(rollback=rollback))
+    deploy_id = await rolled_back_by_hand(agent)
+    final = await agent.wait_until(deploy_id, _settled, within=40)
+    await asyncio.sleep(2.0)
+    assert len(vercel.accepted) == 1, vercel.accepted
+    assert final["rollback"]["state"] == "failed", final
+    said = final["rollback"]["last_error"]
+    assert "Vercel could not say whether it took the rollback" in said, said
+    assert "not sent again" in said and "unknown" in said, said
+    assert "https://vercel.com/d?to=" in said, said
+    looks = vercel.seen(LOOK)
+    assert len(looks) == 5, looks  # at once, then after each of the 4 waits
+    gaps = [b.at - a.at for a, b in itertools.pairwise(looks)]
+    assert min(gaps) >= 1.0, gaps  # Retry-After: 1 (0.2 s rounded up) over 50 ms backoff
+
+
+@pytest.mark.timeout(60)
+async def test_a_github_dispatch_whose_looks_time_out_is_not_dispatched_again(
+    integrated: Integrated,  # noqa: F811
+) -> None:
+    """GitHub takes the dispatch and answers only after the 1 s timeout, and its list of
+    runs answers as late: each look times out. It was dispatched again after one look."""
+    github = integrated.github
+    github.delay = 1.6
+    rollback = (
+        "{target: github, github: {workflow: rollback.yml, ref: main}, timeout: 1s, backoff: 50ms}"
+    )
+    agent = await integrated.start(integrated.environments(rollback=rollback))
+    deploy_id = await rolled_back_by_hand(agent)
+    final = await agent.wait_until(deploy_id, _settled, within=40)
+    await asyncio.sleep(2.0)
+    assert len(github.dispatches) == 1, github.dispatches
+    assert final["rollback"]["state"] == "failed", final
+    said = final["rollback"]["last_error"]
+    assert "GitHub could not say whether it took the dispatch" in said, said
+    assert "/actions/workflows/rollback.yml" in said, said

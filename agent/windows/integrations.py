@@ -833,7 +833,8 @@ class Integrations:
         assert github is not None
         ref = quote(commit, safe="")
         result = await self._github_get(
-            f"{github.api_url.rstrip('/')}/repos/{repository}/commits/{ref}"
+            f"{github.api_url.rstrip('/')}/repos/{repository}/commits/{ref}",
+            leaving=self._leaving,  # a read: a stop in its waits leaves it (`CallResult.left`)
         )
         sha = result.data.get("sha") if result.ok and isinstance(result.data, dict) else None
         if not isinstance(sha, str) or not FULL_SHA.match(sha):
@@ -842,7 +843,9 @@ class Integrations:
                 False,
                 result.status,
                 f"commit {commit} in {repository}: {why}",
+                attempts=result.attempts,
                 gave_up=result.gave_up,
+                left=result.left,
             )
         if len(self._full_shas) >= 1024:  # a long-running agent's windows: keep it bounded
             self._full_shas.clear()
@@ -1098,6 +1101,7 @@ class Integrations:
             timeout_s=vercel.timeout,
             redact=self.redact,
             rate_limit=vercel_rate_limit_wait,
+            leaving=self._leaving,  # a read: a stop in its waits leaves it (`CallResult.left`)
         )
         if not current.ok:
             return Release(why=current.error or "failed", failed=current)
@@ -1145,6 +1149,10 @@ class Integrations:
         """Keep the stage the window watches on its labels, in the store: whichever
         replica ends the window (a takeover's too) approves that stage only."""
         release = await self._rolling_release_now(window)
+        if release.failed is not None and release.failed.left:
+            # a stop in the read's waits: nothing noted; the approval notes the stage
+            # itself, if Vercel shows it unchanged since the window began
+            return
         why = release.why if release.index is None else release.changed_since(window.deployed_at)
         if why:  # the approval notes the stage it approves, if it can tell it
             await self.s.store.record_alert(window.id, STAGE_KEY, "failed", why)
@@ -1232,6 +1240,8 @@ class Integrations:
             # refused after an attempt whose answer was lost (refused, maybe, as already
             # done): the release read afresh tells whether that attempt took effect
             after = await self._rolling_release_now(window)
+            if after.failed is not None and after.failed.left:  # a stop: `SENT_KEY` holds
+                return self._record(window, APPROVAL_KEY, after.failed, what, call="approval")
             taken = self._taken_to(after, str(index)) if after.failed is None else None
             if taken is not None:
                 await self._approved(window, str(index), taken)

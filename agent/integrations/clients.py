@@ -53,6 +53,9 @@ class CallResult:
     left: bool = False
     """A stop (`leaving`) came before an attempt or in a wait between two: no outcome,
     nothing of it out; `attempts` says how many were made (0: none)."""
+    retry_after: float | None = None
+    """With `gave_up`: the wait the last answer asked for (`Retry-After`, a rate limit's
+    reset), in seconds from its end: a later try of the call is not to come before it."""
 
 
 CALL_ATTEMPTS = 4
@@ -177,4 +180,13 @@ async def call(
                 delay = retry_after
             # this module's sleep, so a test that swaps it records the waits asked for
             await sleep_unless(leaving, delay, sleep=asyncio.sleep)
-    return CallResult(False, status, error, None, attempt, gave_up=True, unanswered=unanswered)
+    return CallResult(
+        False,
+        status,
+        error,
+        None,
+        attempt,
+        gave_up=True,
+        unanswered=unanswered,
+        retry_after=retry_after,
+    )

@@ -565,6 +565,9 @@ class Integrations:
                 if claimed:
                     self._stamps[mark] = now
                     done = await work() is not False
+                    due = self._retry_at.get(mark)
+                    if not done and lease is not None and due is not None:
+                        await self._stamp_for_retry(window.id, key, mark, now, due)
                     if not done and lease is not None and self._leaving.is_set():
                         # a stop met it before an attempt or between two: nothing of it
                         # out, its claim handed back, where the next start waited for it
@@ -584,6 +587,24 @@ class Integrations:
                     self._stamps.pop(mark, None)
 
         self.s.spawn(run())
+
+    async def _stamp_for_retry(
+        self, window_id: str, key: str, mark: tuple[str, str], stamp: float, due: float
+    ) -> None:
+        """A claim left for a later try at `due` past `STATUS_RETRY_S` (the wait a rate
+        limit asked for) is stamped `due - STATUS_RETRY_S`, as if claimed then: its lease,
+        which a restart or another replica waits out before taking it over, then ends past
+        `due` as it does for a retry after `STATUS_RETRY_S`, where it ended `lease` after
+        the claim and the asked wait was not kept. Only while the claim is still this
+        process's (its stamp), as `_once` takes it back."""
+        moved = due - STATUS_RETRY_S
+        if moved <= stamp:
+            return
+        try:
+            if await self._taken(window_id, key, moved, stamp + OWN_STAMP_S):
+                self._stamps[mark] = moved
+        except Exception as exc:  # kept as claimed: taken over `lease` after that, as before
+            log.warning("%s of %s: its claim not moved on (%s)", key, window_id, exc)
 
     async def _taken(self, window_id: str, key: str, now: float, lapsed_before: float) -> bool:
         return await self.s.store.take_alert(window_id, key, now, lapsed_before) is not None
@@ -916,12 +937,16 @@ class Integrations:
         now = self.clock()
         since = window.ended_at or window.deployed_at
         if retry and result.gave_up and now - since < STATUS_RETRY_FOR_S:
-            self._retry_at[(window.id, key)] = now + STATUS_RETRY_S
+            # not before the wait GitHub or Vercel asked for (a rate limit's reset), where
+            # it was tried again after `STATUS_RETRY_S` inside it; the claim's stamp is
+            # moved on with it (`_once`), so no restart or replica takes it over sooner
+            wait = max(STATUS_RETRY_S, result.retry_after or 0.0)
+            self._retry_at[(window.id, key)] = now + wait
             log.warning(
                 "%s not posted yet: %s (tried again in %g s)",
                 what,
                 result.error,
-                STATUS_RETRY_S,
+                wait,
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
             return False

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from agent.integrations.targets import RollbackTargets, of_commit
+from agent.integrations.targets import RollbackTargets, github_web_url, of_commit
 from agent.metrics import Metrics
 from agent.records import DeployWindow, RollbackIntent
 from agent.rollback import RollbackDelivery, rollback_intent
@@ -611,3 +611,17 @@ async def test_a_restart_after_an_answered_5xx_sends_again_though_the_look_canno
     done = await delivered_to_target(store, config, intent)
     assert len(fake.seen(f"/v9/projects/{PROJECT}")) == 1
     assert (done.state, len(fake.accepted)) == ("delivered", 1)
+
+
+@pytest.mark.parametrize(
+    ("api_url", "web"),
+    [
+        ("https://api.github.com", "https://github.com"),
+        ("https://api.github.com/", "https://github.com"),
+        ("https://ghe.example.com/api/v3", "https://ghe.example.com"),
+    ],
+)
+def test_the_runs_a_page_sends_on_call_to_are_on_githubs_web_not_its_api(
+    api_url: str, web: str
+) -> None:
+    assert github_web_url(api_url) == web

@@ -224,7 +224,9 @@ class Watcher:
                             log,
                             "resuming this replica's rollbacks at startup",
                         )
-                        await self._resume_markers(startup=True)
+                        await unless_outage(
+                            self._resume_markers(startup=True), log, "resuming rollback markers"
+                        )
                         started = True
                     self.next_lapse = math.inf  # a turn that fails waits a whole poll
                     await self._claim()
@@ -232,7 +234,9 @@ class Watcher:
                     # again, and an idle agent's outage within a turn (`store_up`)
                     self.metrics.store_up.set(1)
                     await self._resume_rollbacks(startup=False)
-                    await self._resume_markers(startup=False)
+                    await unless_outage(
+                        self._resume_markers(startup=False), log, "resuming rollback markers"
+                    )
                     outage.answered()
                     self._watches_answered()
                 except asyncio.CancelledError:

@@ -112,3 +112,38 @@ async def test_the_restarted_sender_writes_its_own_marker_at_once(store: SqliteS
     assert provider.marked == [("dep_01JDTEST", "v2.4.0", "rollback")]
     await resumed(again, owner="a")
     assert len(provider.marked) == 1
+
+
+async def test_a_bug_in_the_markers_resumption_does_not_keep_windows_unwatched(
+    tmp_path: Any, monkeypatch: Any
+) -> None:
+    """The watcher's turn resumes markers beside its claims: raised into it, a bug there
+    was the turn's failure, at every turn, and no window was ever claimed."""
+    import time
+
+    from agent.windows import supervisor
+    from checks.sessions import TargetSessions
+    from tests.test_round_bug_watcher import watcher_of
+
+    async def broken(*args: Any, **kwargs: Any) -> None:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(supervisor, "resume_markers", broken)
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    sessions = TargetSessions()
+    watcher = watcher_of(store, sessions)
+    now = time.time()
+    await store.create_window(make_window(deployed_at=now, ends_at=now + 60, created_at=now))
+    task = asyncio.create_task(watcher.run())
+    try:
+        for _ in range(100):
+            if watcher.claims:
+                break
+            await asyncio.sleep(0.05)
+        assert watcher.claims, "the window was never claimed"
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await sessions.aclose()
+        await store.close()

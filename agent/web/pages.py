@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
+from aiohttp.helpers import ETag
 
 from agent.analysis.types import Rule
 from agent.api.auth import CHALLENGE, bearer_token, token_matches
@@ -49,6 +50,7 @@ from agent.web.access import (
     view_admits,
 )
 from agent.web.built_views import BUILT_VIEWS, BuiltPage, BuiltViews
+from agent.web.compression import compressed
 from agent.web.links import sign, signing_key
 from agent.web.shared_reads import SharedReads
 from agent.web.times import iso, request_now
@@ -112,7 +114,7 @@ def html(
     """`template` rendered; its links start with `root`, `server.public_url`'s path (a
     reverse proxy's prefix: `/deploys/static/…` alone would miss the agent there), the
     request's settings' unless given (a page served before the app has them)."""
-    return _response(_render(request, template, root, context), status)
+    return _response(request, _render(request, template, root, context), status)
 
 
 async def html_off_loop(
@@ -121,7 +123,7 @@ async def html_off_loop(
     """`html`, rendered in a thread: a big page's render (0.3 s of CPU) holds the loop
     that times every window's probes no longer than Python's switch interval."""
     render = functools.partial(_render, request, template, None, context)
-    return _response(await asyncio.to_thread(render), status)
+    return _response(request, await asyncio.to_thread(render), status)
 
 
 def _render(request: web.Request, template: str, root: str | None, context: dict[str, Any]) -> str:
@@ -152,10 +154,11 @@ def _streamed(template: jinja2.Template, **context: Any) -> str:
 _PIECES = 512
 
 
-def _response(body: str, status: int) -> web.Response:
-    return web.Response(
+def _response(request: web.Request, body: str, status: int) -> web.Response:
+    response = web.Response(
         text=body, status=status, content_type="text/html", headers=SECURITY_HEADERS
     )
+    return compressed(request, response)  # no secret in a page: `agent.web.compression`
 
 
 def _denied(request: web.Request, verdict: str) -> web.Response:
@@ -679,10 +682,17 @@ async def asset(request: web.Request) -> web.Response:
         raise web.HTTPNotFound(headers={"Cache-Control": "no-store"})
     item, versioned = found
     cache = "public, max-age=31536000, immutable" if versioned else "no-cache"
-    headers = {"Cache-Control": cache, "X-Content-Type-Options": "nosniff"}
+    headers = {
+        "Cache-Control": cache,
+        "X-Content-Type-Options": "nosniff",
+        "Vary": "Accept-Encoding",
+    }
     if any(tag.value in (item.etag, "*") for tag in request.if_none_match or ()):
         response = web.Response(status=304, headers=headers)
-    else:
-        response = web.Response(body=item.body, content_type=item.content_type, headers=headers)
-    response.etag = item.etag
+        response.etag = item.etag
+        return response
+    response = web.Response(body=item.body, content_type=item.content_type, headers=headers)
+    compressed(request, response)
+    # gzipped, its bytes are not the file's: a weak tag (as nginx makes it), the same value
+    response.etag = ETag(item.etag, is_weak=response.compression)
     return response

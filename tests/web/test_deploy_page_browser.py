@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from agent.appkeys import SETTINGS
+from agent.appkeys import SETTINGS, STORE
 from agent.web import events as events_module
 from agent.web.links import sign, signing_key
 from tests.e2e.conftest import TOKEN
@@ -505,3 +505,26 @@ async def test_the_page_retries_a_stream_answered_503_until_the_agent_is_ready(
     retrying = next(i for i, s in enumerate(said) if "retrying" in s)
     assert any(s.startswith("Live:") for s in said[retrying:]), said  # open again
     await agent.cancel(deploy["id"])
+
+
+async def test_an_alert_still_being_sent_when_the_window_ends_is_shown_sent_once_it_is(
+    journey_agent: JourneyAgent, browser: Any
+) -> None:
+    """The stream ends with the window and its rollback, while the alert that ending sends
+    (ROLLBACK FAILED, rollback delivered) may still be going out: the open page said
+    `ROLLBACK FAILED: sending` for good (seen in Chromium on a rollback that failed after
+    8 attempts; a reload said `sent`), so on-call read that the page never went out."""
+    agent = await journey_agent(window="60s")
+    deploy = await agent.register("production", "v8")
+    await agent.cancel(deploy["id"])
+    store = agent.app[STORE]
+    assert await store.claim_alert(deploy["id"], "breach:journey-errors", time.time())
+    page = await browser.new_page()
+    await page.goto(deploy["links"]["page"])
+    alert = page.locator('.alerts li[title="breach:journey-errors"]')
+    await page.wait_for_selector("text=The window has ended", timeout=10_000)
+    assert await alert.inner_text() == "journey-errors breached: sending"
+    await store.record_alert(deploy["id"], "breach:journey-errors", "sent", "")
+    await page.wait_for_selector(
+        '.alerts li:text-is("journey-errors breached: sent")', timeout=10_000
+    )

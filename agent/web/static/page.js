@@ -9,7 +9,7 @@
   var status = document.getElementById("live-status");
   var finals = ["passed", "failed", "rolled_back", "inconclusive", "cancelled", "superseded"];
   var busy = false, again = false, done = false;
-  var shown = "", pause = null, refetch = 1000;
+  var shown = "", pause = null, refetch = 1000, settle = 1000, settling = 0;
   function put(text) { if (status) status.textContent = text; }
   function say(text) { shown = text; put(text); }
   function fragmentUrl() {
@@ -43,9 +43,22 @@
         var after = parseInt(r.headers.get("Retry-After"), 10);
         return Promise.reject({ status: r.status, store: r.headers.get("Postflight-Store"), after: after });
       })
-      .then(function (html) { live.innerHTML = html; refetch = 1000; put(shown); },
+      .then(function (html) { live.innerHTML = html; refetch = 1000; put(shown); unsettled(); },
             function (e) { failed(e instanceof Error ? {} : e); })
       .then(function () { busy = false; if (again) { again = false; refresh(); } });
+  }
+  // The stream ends with the window (and its rollback), but the alert that ending sends
+  // (ROLLBACK FAILED, rollback delivered) may still be going out: the last fetch showed it
+  // `sending` until a reload, so on-call read that the page never went out. Once ended,
+  // the live part is fetched again while an alert is still being sent, waiting 1 s,
+  // doubling to 30 s, for 5 minutes at most.
+  function unsettled() {
+    if (!done || pause !== null || settling > 300000) return;
+    if (!live.querySelector('.alerts li[data-result="claimed"]')) return;
+    var wait = settle;
+    settle = Math.min(settle * 2, 30000);
+    settling += wait;
+    pause = setTimeout(function () { pause = null; refresh(); }, wait);
   }
   var url = root.getAttribute("data-events");
   var source = null, wait = 1000;

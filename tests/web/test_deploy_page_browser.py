@@ -15,10 +15,10 @@ import pytest
 from agent.appkeys import SETTINGS, STORE
 from agent.web import events as events_module
 from agent.web.links import sign, signing_key
-from tests.e2e.conftest import TOKEN
+from tests.e2e.conftest import SECRET, TOKEN
 from tests.receivers import JsonSink
-from tests.web.conftest import ONE_CHROMIUM, BrowserFactory, JourneyAgent, screenshot
-from tests.web.target import JourneyTarget
+from tests.web.conftest import ALERTING, ONE_CHROMIUM, BrowserFactory, JourneyAgent, screenshot
+from tests.web.target import JourneyTarget, journey_environment
 
 pytestmark = [pytest.mark.e2e, ONE_CHROMIUM]
 
@@ -527,4 +527,41 @@ async def test_an_alert_still_being_sent_when_the_window_ends_is_shown_sent_once
     await store.record_alert(deploy["id"], "breach:journey-errors", "sent", "")
     await page.wait_for_selector(
         '.alerts li:text-is("journey-errors breached: sent")', timeout=10_000
+    )
+
+
+async def test_a_failed_windows_page_says_it_follows_the_rollback_not_rounds(
+    start_agent: Any,
+    journey: JourneyTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+    browser: Any,
+) -> None:
+    """A window that failed gets no more rounds; while its rollback is being delivered
+    (the receiver asked for 30 s) the page's live status said 'Live: updates as each round
+    is stored.' (seen auditing a failed rollback's page in Chromium)."""
+    receiver = await rollback_receiver(SECRET, script=["503:retry-after=30"])
+    agent = await start_agent(
+        journey_environment(journey, receiver.url, SECRET, window="60s"),
+        ALERTING.format(url=json_sink.url()),
+    )
+    deploy = await agent.register("production", "v9")
+    journey.bad = True
+    for _ in range(150):
+        shown = await agent.get(deploy["id"])
+        if (shown.get("rollback") or {}).get("attempts"):
+            break
+        await asyncio.sleep(0.1)
+    assert shown["state"] == "failed" and shown["rollback"]["state"] == "pending", shown
+    page = await browser.new_page()
+    await page.goto(deploy["links"]["page"])
+    status = page.locator("#live-status")
+    await page.wait_for_function(
+        "document.getElementById('live-status').textContent.startsWith('Live')", timeout=10_000
+    )
+    said = await status.inner_text()
+    assert "round" not in said, said
+    assert said == (
+        "Live: the window has ended (failed); following its rollback until it is delivered"
+        " or given up."
     )

@@ -76,7 +76,16 @@
       done = true;
       source.close();
       say("The window has ended: " + deploy.state.replace("_", " ") + ".");
+    } else if (pending) {
+      say(following());
     }
+  }
+  // What the open stream follows: a window that ended (failed) with its rollback still
+  // being delivered gets no more rounds, where the page said it updates as each is stored.
+  function following() {
+    var state = root.getAttribute("data-state");
+    if (finals.indexOf(state) < 0) return "Live: updates as each round is stored.";
+    return "Live: the window has ended (" + state.replace("_", " ") + "); following its rollback until it is delivered or given up.";
   }
   // The browser reconnects by itself after a dropped connection (with the last event's
   // id, so nothing is missed), but not after an answer other than 200: a HEAD of the
@@ -110,7 +119,7 @@
     source = new EventSource(url, { withCredentials: true });
     source.addEventListener("open", function () {
       wait = 1000;
-      if (!done) say("Live: updates as each round is stored.");
+      if (!done) say(following());
     });
     source.addEventListener("round", function (e) {
       var data = JSON.parse(e.data);

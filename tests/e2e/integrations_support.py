@@ -19,6 +19,12 @@ from tests.fakes.vercel import FakeVercel
 GATE_PATH = "/deployment_protection_rule"
 """Where the fake GitHub takes a protection rule's answer."""
 
+AS_KILLED = "shutdown_timeout: 4s"
+"""`server:` of an agent a test freezes in a store write, as a kill at that instant leaves
+it: its stop (in the test on SQLite, at the teardown on PostgreSQL) cuts the frozen write
+after the 1 s grace this budget gives the watcher's work, where the default 8 s waited 5 s
+for a write that never returns (a stop's own bounds are tests/test_app_lifecycle.py's)."""
+
 
 @dataclass
 class Integrated:

@@ -1,10 +1,11 @@
 """A delivered rollback's `rollback.then` follow-ups go out in the live agent though the
 store failed right after the rollback's outcome was stored (its settled mark, the first
 write after it): they were left to the next start (`_resume_after_rollbacks`), and a
-running agent sent them only once restarted, days later maybe. On SQLite and PostgreSQL,
-for an outage and for StoreBusy. And where a follow-up stands at a kill between its
-receiver's 2xx and its record: sent again once, with its Idempotency-Key. Counted at the
-follow-up's receiver."""
+running agent sent them only once restarted, days later maybe. For an outage and for
+StoreBusy, refused in the code both stores share (`SqlStore`, before its database): on
+SQLite. And where a follow-up stands at a kill between its receiver's 2xx and its record:
+sent again once, with its Idempotency-Key, by the next start (SQLite) or the other replica
+(PostgreSQL). Counted at the follow-up's receiver."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from agent.windows import integrations as integrations_module
 from agent.windows.lifecycle import ROLLBACK_SETTLED
 from tests.e2e.conftest import SECRET
 from tests.e2e.integrations_support import (  # noqa: F401 (fixtures)
+    AS_KILLED,
     Integrated,
     integrated,
     rolled_back_by_hand,
@@ -42,7 +44,6 @@ async def test_follow_ups_of_a_rollback_stored_as_the_store_fails_go_out_without
     integrated: Integrated,  # noqa: F811
     rollback_receiver: Any,
     monkeypatch: pytest.MonkeyPatch,
-    store_yaml: str | None,  # noqa: F811
     refusal: type[StoreError],
 ) -> None:
     claim_alert = SqlStore.claim_alert
@@ -56,7 +57,7 @@ async def test_follow_ups_of_a_rollback_stored_as_the_store_fails_go_out_without
 
     monkeypatch.setattr(SqlStore, "claim_alert", away_once)
     migrations: RollbackReceiver = await rollback_receiver("follow-secret")
-    agent = await integrated.start(with_migrations(integrated, migrations), store=store_yaml)
+    agent = await integrated.start(with_migrations(integrated, migrations))
     deploy_id = await rolled_back_by_hand(agent)
     await agent.settled(deploy_id)
     attempts = await migrations.wait_for_attempts(1, within=15.0)
@@ -91,7 +92,7 @@ async def test_a_follow_up_taken_before_its_sender_died_is_sent_again_once_with_
     monkeypatch.setattr(integrations_module, "follow_up_lease", lambda rollback: 2.0)
     migrations: RollbackReceiver = await rollback_receiver("follow-secret")
     env = with_migrations(integrated, migrations)
-    first = await integrated.start(env, store=store_yaml, owner="a")
+    first = await integrated.start(env, store=store_yaml, owner="a", server=AS_KILLED)
     deploy_id = await rolled_back_by_hand(first)
     await asyncio.wait_for(frozen.wait(), 15)
     if store_yaml is None:  # one agent per SQLite file: B is A's restart
@@ -110,7 +111,6 @@ async def test_follow_ups_the_store_refused_twice_still_go_out_without_a_restart
     integrated: Integrated,  # noqa: F811
     rollback_receiver: Any,
     monkeypatch: pytest.MonkeyPatch,
-    store_yaml: str | None,  # noqa: F811
 ) -> None:
     """The store refuses the follow-up's take at the rollback's settling, and again when
     the integrations look for the owed follow-ups: that second failure, in a task of its
@@ -126,7 +126,7 @@ async def test_follow_ups_the_store_refused_twice_still_go_out_without_a_restart
 
     monkeypatch.setattr(SqlStore, "take_alert", away_twice)
     migrations: RollbackReceiver = await rollback_receiver("follow-secret")
-    agent = await integrated.start(with_migrations(integrated, migrations), store=store_yaml)
+    agent = await integrated.start(with_migrations(integrated, migrations))
     deploy_id = await rolled_back_by_hand(agent)
     attempts = await migrations.wait_for_attempts(1, within=15.0)
     assert len(refused) == 2

@@ -5,7 +5,9 @@ and a follow-up's outcome are, so the gate is not answered twice.
 The store's failure was raised out of the gate's task and the gate left pending under
 its claim: once the claim lapsed (`GATE_CLAIM_S`, 300 s; 2 s here) the answer went to
 GitHub again, which refuses a second answer (422), and that refusal paged on-call with
-`NOT answered` for a gate that had been answered. Counted at the fake GitHub."""
+`NOT answered` for a gate that had been answered. Counted at the fake GitHub. A write
+refused is refused in the code both stores share (`SqlStore`, before its database): on
+SQLite; a claim taken over, by A's restart (SQLite) or replica B (PostgreSQL): on both."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from agent.store.base import StoreBusy, StoreError, StoreUnreachable
 from agent.store.sql import SqlStore
 from agent.windows import integrations as integrations_module
 from tests.e2e.integrations_support import (  # noqa: F401 (fixtures)
+    AS_KILLED,
     GATE_PATH,
     Integrated,
     integrated,
@@ -56,7 +59,6 @@ def dies_at_the_answer(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, 
 async def test_a_gates_answer_the_store_did_not_take_at_once_is_not_sent_again(
     integrated: Integrated,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
-    store_yaml: str | None,  # noqa: F811
     refusal: type[StoreError],
 ) -> None:
     answer_gate = SqlStore.answer_gate
@@ -71,9 +73,7 @@ async def test_a_gates_answer_the_store_did_not_take_at_once_is_not_sent_again(
     monkeypatch.setattr(SqlStore, "answer_gate", away_once)
     monkeypatch.setattr(integrations_module, "GATE_CLAIM_S", 2.0)
     monkeypatch.setattr(outages, "HELD_RETRY_S", (0.2,))
-    agent = await integrated.start(
-        integrated.environments(staging_window="1500ms"), store=store_yaml
-    )
+    agent = await integrated.start(integrated.environments(staging_window="1500ms"))
     good = "b" * 40
     assert (await agent.settled((await agent.register("staging", good))["id"]))["state"] == "passed"
     rule = integrated.github.ask_gate(sha=good, run_id=8)
@@ -106,7 +106,7 @@ async def test_a_gates_answer_github_took_before_its_claimer_died_is_no_page_whe
     env = integrated.environments(staging_window="1500ms")
     alerting = alerts_to(json_sink)
     store = store_yaml
-    first = await integrated.start(env, alerting=alerting, store=store, owner="a")
+    first = await integrated.start(env, alerting=alerting, store=store, owner="a", server=AS_KILLED)
     good = "c" * 40
     assert (await first.settled((await first.register("staging", good))["id"]))["state"] == "passed"
     rule = integrated.github.ask_gate(sha=good, run_id=11)
@@ -141,7 +141,9 @@ async def test_a_gate_given_up_with_no_window_pages_once_across_a_kill_before_it
     env = integrated.environments(gate_timeout="1s")
     alerting = alerts_to(json_sink)
     integrated.github.fail("404", match="deployment_protection_rule")
-    first = await integrated.start(env, alerting=alerting, store=store_yaml, owner="a")
+    first = await integrated.start(
+        env, alerting=alerting, store=store_yaml, owner="a", server=AS_KILLED
+    )
     rule = integrated.github.ask_gate(sha="e" * 40, run_id=12)
     status, _ = await github_hook(first, "deployment_protection_rule", rule, "gate-none")
     assert status == 202

@@ -18,6 +18,7 @@ from agent.store.base import AlertClaim
 from agent.store.sql import SqlStore
 from tests.e2e.conftest import SECRET
 from tests.e2e.integrations_support import (  # noqa: F401 (fixture)
+    AS_KILLED,
     Integrated,
     integrated,
     rolled_back_by_hand,
@@ -67,7 +68,7 @@ async def test_a_rollback_the_target_took_before_its_sender_died_is_not_sent_aga
 
     monkeypatch.setattr(SqlStore, "settle_rollback", dies_at_the_2xx)
     env = integrated.environments(rollback=TARGETS[target])
-    first = await integrated.start(env, store=store_yaml, owner="a")
+    first = await integrated.start(env, store=store_yaml, owner="a", server=AS_KILLED)
     deploy_id = await rolled_back_by_hand(first)
     await asyncio.wait_for(frozen.wait(), 15)
     if "sqlite" in store_yaml:  # one agent per SQLite file: B is A's restart

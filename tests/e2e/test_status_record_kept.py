@@ -5,7 +5,9 @@ a follow-up's and a gate's answer are, so it is not posted twice.
 The record was a task of its own, one write: a store that did not answer it left the
 status claimed with no outcome, and the next start (or the other replica) took the claim
 over once it lapsed (`_status_lease`, 135 s with the defaults; 1 s here) and posted the
-verdict's status again. Counted at the fake GitHub, on SQLite and PostgreSQL."""
+verdict's status again. Counted at the fake GitHub. A write refused is refused in the code
+both stores share (`SqlStore`, before its database): on SQLite; a claim taken over, by the
+next start (SQLite) or by the other replica still running (PostgreSQL): on both."""
 
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from agent.store.sql import SqlStore
 from agent.windows.integrations import Integrations
 from tests.e2e.conftest import RunningAgent
 from tests.e2e.integrations_support import (  # noqa: F401 (fixtures)
+    AS_KILLED,
     Integrated,
     integrated,
     store_yaml,
@@ -77,7 +80,6 @@ async def taken_over(
 async def test_a_verdicts_status_the_store_did_not_take_at_once_is_not_posted_again(
     integrated: Integrated,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
-    store_yaml: str | None,  # noqa: F811
     refusal: type[StoreError],
 ) -> None:
     record_alert = SqlStore.record_alert
@@ -94,7 +96,7 @@ async def test_a_verdicts_status_the_store_did_not_take_at_once_is_not_posted_ag
     monkeypatch.setattr(Integrations, "_status_lease", lambda self: 1.0)
     monkeypatch.setattr(outages, "HELD_RETRY_S", (0.2,))
     env = integrated.environments(window="1500ms")
-    agent = await integrated.start(env, store=store_yaml)
+    agent = await integrated.start(env)
     status, opened = await github_hook(agent, "deployment_status", gh.deployment_status(), "d-1")
     assert status == 202, opened
     assert (await agent.settled(opened["deploy"]["id"]))["state"] == "passed"
@@ -102,7 +104,7 @@ async def test_a_verdicts_status_the_store_did_not_take_at_once_is_not_posted_ag
     await asyncio.sleep(1.0)
     await agent.stop()
     # the next start on the same store, past the status's lease: nothing owed
-    await integrated.start(env, store=store_yaml)
+    await integrated.start(env)
     await asyncio.sleep(3.0)
     assert [s["state"] for s in integrated.github.statuses] == ["in_progress", "success"]
     assert tries == ["sent", "sent"]
@@ -121,7 +123,7 @@ async def test_a_verdicts_status_github_took_before_its_sender_died_is_not_poste
     list of them): found, it is recorded sent, not posted twice."""
     frozen = dies_at_the_record(monkeypatch, "github:success")
     env = integrated.environments(window="1500ms")
-    first = await integrated.start(env, store=store_yaml, owner="a")
+    first = await integrated.start(env, store=store_yaml, owner="a", server=AS_KILLED)
     status, opened = await github_hook(first, "deployment_status", gh.deployment_status(), "d-1")
     assert status == 202, opened
     deploy = opened["deploy"]["id"]
@@ -141,7 +143,7 @@ async def test_a_commit_status_github_took_before_its_sender_died_is_not_posted_
     posted a second `success` on the commit."""
     frozen = dies_at_the_record(monkeypatch, "github:commit:success")
     env = commit_status_staging(integrated.target, window="1500ms")
-    first = await integrated.start(env, store=store_yaml, owner="a")
+    first = await integrated.start(env, store=store_yaml, owner="a", server=AS_KILLED)
     deploy = (await first.register("staging", "v8", commit=gh.COMMIT))["id"]
     await taken_over(integrated, env, first, store_yaml, frozen, deploy, "github:commit:success")
     assert [s["state"] for s in integrated.github.commit_statuses] == ["pending", "success"]

@@ -197,7 +197,10 @@ async def test_a_gate_whose_answer_hangs_holds_up_no_other_gate(
     (GitHub slow for that run: each attempt waits out `integrations.github.timeout`)
     held every other gate, and the next scan, for the whole call (4 attempts)."""
     github = refusing.github
-    agent = await refusing.alerting(json_sink, staging_window="1500ms")
+    # the hung answer is still out at the teardown's stop: a 1 s grace for it, not 5 s
+    agent = await refusing.alerting(
+        json_sink, server="shutdown_timeout: 4s", staging_window="1500ms"
+    )
     good = "b" * 40
     await agent.settled((await agent.register("staging", good))["id"])
     github.fail("hang", match="/runs/31/")

@@ -53,12 +53,14 @@ class Refusing:
     github: FakeGitHub
     vercel: FakeVercel
 
-    async def alerting(self, sink: JsonSink, **options: Any) -> RunningAgent:
-        """An agent with both integrations whose environments (`options`) alert to `sink`."""
+    async def alerting(self, sink: JsonSink, *, server: str = "", **options: Any) -> RunningAgent:
+        """An agent with both integrations whose environments (`options`) alert to `sink`
+        (`server`: lines of its `server:` section)."""
         return await self.start(
             environments(self.target, **options),
             alerting=alerts_to(sink),
             extra=integrations(self.github, self.vercel),
+            server=server,
         )
 
 

@@ -191,12 +191,29 @@ def rules_table(rules: Sequence[RuleResult], style: Style, *, pending: bool = Fa
             return padded
         return style.paint(padded, style.outcome_code(outcomes[current[0]]))
 
-    return table(
+    drawn = table(
         ["rule", "outcome", "observed", "baseline", "threshold", "detail"],
         rows,
-        [32, 16, 12, 12, 32, 60],  # a threshold with its streak: `max_increase 100%, 1 of 3 rounds`
+        [
+            32,
+            16,
+            12,
+            12,
+            32,
+            DETAIL_WIDTH,
+        ],  # a threshold with its streak: `max_increase 100%, 1 of 3 rounds`
         paint,
     )
+    return drawn + "".join(
+        f"\n{visible(r.name)}: {visible(r.detail)}"
+        for r in rules
+        if len(visible(r.detail)) > DETAIL_WIDTH
+    )
+
+
+DETAIL_WIDTH = 60
+"""The detail column's width; a longer detail is cut there and said in full below the
+table, where its end (the bug or the error that left a rule inconclusive) was lost."""
 
 
 def details(deploy: Deploy, style: Style) -> str:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Sequence
 
-from agent.analysis.types import Observation, Rule
+from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 from checks.base import CheckResult
 from checks.bugs import NOT_EVIDENCE
 from checks.lag import run_target
@@ -29,14 +29,50 @@ def bug_said(rule: Rule, observation: Observation, results: Sequence[CheckResult
     the exception, where; redacted by the registry), the latest of them."""
     if observation.value is not None:
         return observation
-    said = [
-        r.message
-        for r in results
-        if r.bug and run_target(r) == "deploy" and (rule.check is None or r.check == rule.check)
-    ]
+    said = _bugs_of(rule, results, "deploy")
     if not said:
         return observation
     return dataclasses.replace(observation, error=said[-1])
+
+
+def _bugs_of(rule: Rule, results: Sequence[CheckResult], target: str) -> list[str]:
+    """The words of the bugs that ended `rule`'s runs of `target` among `results`."""
+    return [
+        r.message
+        for r in results
+        if r.bug and run_target(r) == target and (rule.check is None or r.check == rule.check)
+    ]
+
+
+class BaselineBugs:
+    """Per canary rule: the latest bug that ended its baseline runs (`baseline_url`'s,
+    probed side by side), while its baseline has no probe. Why: such a rule ended "no
+    baseline to compare with" in the verdict the API and `register --wait` show, the
+    bug named only in the `check_bug` alert, so whoever read the verdict looked at the
+    stable side, not the plugin. Forgotten once the baseline has data."""
+
+    def __init__(self) -> None:
+        self._why: dict[str, str] = {}
+
+    def note(self, rule: Rule, baseline: Observation, results: Sequence[CheckResult]) -> None:
+        if baseline.value is not None:
+            self._why.pop(rule.name, None)
+        elif said := _bugs_of(rule, results, "baseline"):
+            self._why[rule.name] = said[-1].removesuffix(NOT_EVIDENCE)
+
+    def said(self, verdict: Verdict) -> Verdict:
+        """`verdict` with each inconclusive rule still without its baseline for the
+        check's bug naming it in its detail."""
+        if not self._why:
+            return verdict
+        return dataclasses.replace(verdict, rules=tuple(self._said(r) for r in verdict.rules))
+
+    def _said(self, rule: RuleVerdict) -> RuleVerdict:
+        why = self._why.get(rule.name)
+        if why is None or rule.outcome != "inconclusive" or rule.baseline is not None:
+            return rule
+        left = "its baseline runs (baseline_url) were left out, ended by the check's bug"
+        return dataclasses.replace(rule, detail=f"{rule.detail}; {left}: {why}")
 
 
 BUG_WORDS_SHOWN = 3

@@ -39,7 +39,7 @@ from agent.store.outages import not_taken, store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.answers import plain, unreadable
 from agent.windows.broken import bug_reason, end_broken, raised_words
-from agent.windows.check_bugs import CheckBugAlerts, bug_said
+from agent.windows.check_bugs import BaselineBugs, CheckBugAlerts, bug_said
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
     WhatBroke,
@@ -292,6 +292,8 @@ class WindowWatch:
         self.what_broke = WhatBroke()
         self.check_bugs = CheckBugAlerts()
         """Checks whose own bug ended runs of a round: one `check_bug` alert each."""
+        self.baseline_bugs = BaselineBugs()
+        """Canary rules without a baseline for a check's bug: their verdict names it."""
         self.queries: dict[str, str] = {
             r.name: q for r in self.judge_rules if r.source != "checks" and (q := r.query)
         }
@@ -523,8 +525,8 @@ class WindowWatch:
             return None
         assert self.compiled is not None and self.judge_state is not None
         self.worded_at, self.worded_round = now, number
-        verdict = self.empty.said(
-            self.unread.said(self.compiled.verdict(self.judge_state, final=final))
+        verdict = self.baseline_bugs.said(
+            self.empty.said(self.unread.said(self.compiled.verdict(self.judge_state, final=final)))
         )
         return name_what_broke(
             verdict,
@@ -970,6 +972,7 @@ class WindowWatch:
                         length * (self.window.rounds + 1),
                         target="baseline",
                     )
+                    self.baseline_bugs.note(judged, self.baselines[rule.name], results)
             elif rule.name not in fetched:
                 # its provider has not answered yet: nothing new this round
                 observations[rule.name] = Observation(value=None)

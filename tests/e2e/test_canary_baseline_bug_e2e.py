@@ -91,3 +91,10 @@ async def test_a_bug_in_a_canarys_baseline_runs_alone_is_alerted_once(
     assert "KeyError" in bug.message and "flaky_check.py:" in bug.message, bug.message
     assert "a canary's baseline runs: against a smaller baseline" in bug.message, bug.message
     assert PLUGIN_SECRET not in bug.message
+    # the verdict register --wait shows names the bug too, not "no baseline" alone
+    # (before: "no baseline to compare with (N rounds with data)")
+    # (its detail cut at the table's width, and said in full below it)
+    (line,) = [x for x in said.splitlines() if x.startswith("  p95: no baseline to compare")]
+    assert "KeyError" in line and "flaky_check.py:" in line, said
+    assert "(baseline_url) were left out, ended by the check's bug" in line, said
+    assert PLUGIN_SECRET not in said, said

@@ -26,7 +26,7 @@ from typing import Any
 
 from agent.analysis.describe import odds_number
 from alerting.events import EVENTS, Alert, headline, rule_name
-from common.durations import FINE_MS, fine_ms
+from common.durations import format_duration
 from common.redaction import visible
 from common.words import counted
 
@@ -78,19 +78,10 @@ def _number(value: float) -> str:
 
 
 def format_latency(seconds: float) -> str:
-    """Seconds as an operator reads latency: `0.42 ms`, `4.2 ms`, `412 ms`, `1,250 ms`,
-    `12.3 s`; below 10 ms in the digits the reason beside it has (`6.24 ms` beside
-    `latency_p95 6.24ms > max 2.5ms`, where it read `6.2 ms`)."""
-    ms = seconds * 1000
-    if 0 < ms < FINE_MS:
-        return f"{fine_ms(ms)} ms"
-    if abs(ms) < 1:
-        return f"{ms:.2g} ms"
-    if abs(ms) < 10:
-        return f"{ms:.1f} ms"
-    if abs(ms) < 10_000:
-        return f"{ms:,.0f} ms"
-    return f"{seconds:.3g} s"
+    """Seconds as the judge's reason beside it words them (`format_duration`): `412ms`,
+    `6.24ms`, `0.42ms`, `1.25s`, as the contract and README write durations; an alert
+    wrote `412 ms`, `1,250 ms` and `12.3 s` beside the reason's `412ms`, `1.25s`."""
+    return format_duration(seconds) if seconds >= 0 else "-" + format_duration(-seconds)
 
 
 def format_value(metric: str | None, value: Any) -> str:

@@ -65,6 +65,8 @@ async def test_a_few_ms_read_in_three_digits_in_the_verdict_and_the_alert(
     observed = rule["observed"]
     said = f"latency_p95 {three_digits(observed)} > max 2.5ms"
     assert said in final["verdict"]["reason"], (observed, final["verdict"]["reason"])
-    # the alert's figures in the reason's digits: `observed **6.2 ms**` beside `6.24ms`
-    assert f"observed **{three_digits(observed)[:-2]} ms**" in note.message, note.message
+    # the alert's figures in the reason's digits and form: `observed **6.2 ms**`, then
+    # `observed **6.24 ms**`, beside the reason's `6.24ms` (README and contract: `250ms`)
+    assert f"observed **{three_digits(observed)}**" in note.message, note.message
+    assert not re.search(r"\d (ms|s)\b", note.message), note.message
     assert "max 2.5ms" in note.message and not re.search(r"\bmax 2ms", note.message), note.message

@@ -294,7 +294,7 @@ def test_a_rules_bound_is_said_in_the_unit_of_its_values() -> None:
             now=NOW,
         )
         rule = view.rules[0]
-        assert rule.observed.endswith("%" if metric == "error_rate" else " ms"), rule.observed
+        assert rule.observed.endswith("%" if metric == "error_rate" else "ms"), rule.observed
         return rule.threshold
 
     rate = Rule(name="errors", source="checks", metric="error_rate", max=0.05)
@@ -306,4 +306,4 @@ def test_a_rules_bound_is_said_in_the_unit_of_its_values() -> None:
         name="errors", source="checks", metric="latency_p95", max=0.3, max_increase=0.025
     )
     shown = said("latency_p95", "max 300ms, max_increase 2.5%", [latency], 0.2, 0.1)
-    assert shown == "max 300 ms, baseline +2.5% 102 ms", shown
+    assert shown == "max 300ms, baseline +2.5% 102ms", shown

@@ -12,10 +12,10 @@ from typing import Any, Literal
 import pytest
 
 from agent.analysis.observe import observe
-from agent.analysis.types import Rule
+from agent.analysis.types import Rule, RuleVerdict, Verdict
 from agent.analysis.verdicts import Glance
 from agent.web.view import alert_words
-from agent.windows.check_bugs import CheckBugAlerts, bug_said
+from agent.windows.check_bugs import BaselineBugs, CheckBugAlerts, bug_said
 from agent.windows.evidence import WhatBroke
 from agent.windows.lifecycle import WindowWatch
 from agent.windows.overload import DropTally
@@ -153,3 +153,44 @@ def test_the_deploy_page_names_a_checks_bug_alert() -> None:
     """Its stored key (`check_bug:<check>`) is worded, listed after the breaches as a
     window sends it, where the page showed the bare key."""
     assert alert_words(check_bug_key("plug")) == "check plug has a bug (its runs not evidence)"
+
+
+async def test_a_canary_rule_without_a_baseline_for_a_bug_says_so_in_its_verdict() -> None:
+    """Its detail and the reason's "p95: no baseline" name the bug of the baseline's runs
+    (before: "no baseline to compare with" alone); another rule whose name ends alike
+    keeps its words, and a baseline with data again forgets the bug."""
+    rule = Rule(name="p95", source="checks", metric="latency_p95", max_increase=0.5, check="plug")
+    results = [await _bug("plug", "baseline"), _answered("plug")]
+    baseline = observe(rule, [s for r in results for s in r.samples], 1.0, target="baseline")
+    bugs = BaselineBugs()
+    bugs.note(rule, baseline, results)
+
+    def verdict(outcome: str = "inconclusive", base: float | None = None) -> Verdict:
+        def one(name: str) -> RuleVerdict:
+            return RuleVerdict(
+                name, "checks", "latency_p95", outcome, 0.02, base, "max_increase 50%",
+                "no baseline to compare with (3 rounds with data)", {},
+            )  # fmt: skip
+
+        return Verdict(
+            "inconclusive",
+            "no rule could be judged over 3 rounds: p95: no baseline; xp95: no baseline",
+            (one("p95"), one("xp95")),
+        )
+
+    said = bugs.said(verdict())
+    assert said.reason == (
+        "no rule could be judged over 3 rounds: p95: no baseline (check plug's bug ended its"
+        " baseline runs); xp95: no baseline"
+    ), said.reason
+    p95, xp95 = said.rules
+    assert "ended by the check's bug: check plug (buggy) has a bug: KeyError" in p95.detail
+    assert "not evidence about the target" not in p95.detail, p95.detail
+    assert xp95.detail == "no baseline to compare with (3 rounds with data)"
+    assert bugs.said(verdict(base=0.01)).rules[0].detail == xp95.detail  # it has one
+    bugs.note(rule, observe(rule, [], 1.0, target="baseline"), [])  # a round without
+    assert bugs.said(verdict()).rules[0].detail != xp95.detail
+    probe = Sample("plug", True, 0.02, 200, target="baseline")
+    data = observe(rule, [probe], 1.0, target="baseline")
+    bugs.note(rule, data, [])
+    assert bugs.said(verdict()) == verdict()

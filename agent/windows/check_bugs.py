@@ -14,6 +14,8 @@ window was judged so.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 from collections.abc import Iterable, Sequence
 
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
@@ -32,13 +34,13 @@ def bug_said(rule: Rule, observation: Observation, results: Sequence[CheckResult
     said = _bugs_of(rule, results, "deploy")
     if not said:
         return observation
-    return dataclasses.replace(observation, error=said[-1])
+    return dataclasses.replace(observation, error=said[-1].message)
 
 
-def _bugs_of(rule: Rule, results: Sequence[CheckResult], target: str) -> list[str]:
-    """The words of the bugs that ended `rule`'s runs of `target` among `results`."""
+def _bugs_of(rule: Rule, results: Sequence[CheckResult], target: str) -> list[CheckResult]:
+    """The runs of `rule`'s checks of `target` among `results` that a bug ended."""
     return [
-        r.message
+        r
         for r in results
         if r.bug and run_target(r) == target and (rule.check is None or r.check == rule.check)
     ]
@@ -47,32 +49,45 @@ def _bugs_of(rule: Rule, results: Sequence[CheckResult], target: str) -> list[st
 class BaselineBugs:
     """Per canary rule: the latest bug that ended its baseline runs (`baseline_url`'s,
     probed side by side), while its baseline has no probe. Why: such a rule ended "no
-    baseline to compare with" in the verdict the API and `register --wait` show, the
-    bug named only in the `check_bug` alert, so whoever read the verdict looked at the
-    stable side, not the plugin. Forgotten once the baseline has data."""
+    baseline to compare with" in the verdict the API and `register --wait` show (its
+    reason "p95: no baseline"), the bug named only in the `check_bug` alert, so whoever
+    read the verdict looked at the stable side, not the plugin. Forgotten once the
+    baseline has data."""
 
     def __init__(self) -> None:
-        self._why: dict[str, str] = {}
+        self._why: dict[str, tuple[str, str]] = {}
+        """Rule name → (the check, the bug's words)."""
 
     def note(self, rule: Rule, baseline: Observation, results: Sequence[CheckResult]) -> None:
         if baseline.value is not None:
             self._why.pop(rule.name, None)
         elif said := _bugs_of(rule, results, "baseline"):
-            self._why[rule.name] = said[-1].removesuffix(NOT_EVIDENCE)
+            self._why[rule.name] = (said[-1].check, said[-1].message.removesuffix(NOT_EVIDENCE))
 
     def said(self, verdict: Verdict) -> Verdict:
         """`verdict` with each inconclusive rule still without its baseline for the
-        check's bug naming it in its detail."""
-        if not self._why:
+        check's bug naming it: in its detail, and where the reason says it had none."""
+        named = [r.name for r in verdict.rules if self._named(r)]
+        if not named:
             return verdict
-        return dataclasses.replace(verdict, rules=tuple(self._said(r) for r in verdict.rules))
+        reason = verdict.reason
+        for name in named:
+            tail = f" (check {self._why[name][0]}'s bug ended its baseline runs)"
+            pattern = rf"(?:^|(?<=: )|(?<=; )){re.escape(name)}: no baseline(?=;|$)"
+            reason = re.sub(pattern, functools.partial(_and, tail), reason)
+        rules = tuple(self._said(r) if self._named(r) else r for r in verdict.rules)
+        return dataclasses.replace(verdict, reason=reason, rules=rules)
+
+    def _named(self, rule: RuleVerdict) -> bool:
+        return rule.name in self._why and rule.outcome == "inconclusive" and rule.baseline is None
 
     def _said(self, rule: RuleVerdict) -> RuleVerdict:
-        why = self._why.get(rule.name)
-        if why is None or rule.outcome != "inconclusive" or rule.baseline is not None:
-            return rule
         left = "its baseline runs (baseline_url) were left out, ended by the check's bug"
-        return dataclasses.replace(rule, detail=f"{rule.detail}; {left}: {why}")
+        return dataclasses.replace(rule, detail=f"{rule.detail}; {left}: {self._why[rule.name][1]}")
+
+
+def _and(tail: str, match: re.Match[str]) -> str:
+    return match[0] + tail
 
 
 BUG_WORDS_SHOWN = 3

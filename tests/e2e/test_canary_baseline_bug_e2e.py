@@ -98,3 +98,5 @@ async def test_a_bug_in_a_canarys_baseline_runs_alone_is_alerted_once(
     assert "KeyError" in line and "flaky_check.py:" in line, said
     assert "(baseline_url) were left out, ended by the check's bug" in line, said
     assert PLUGIN_SECRET not in said, said
+    # and the verdict's reason, where it had "p95: no baseline" alone
+    assert "p95: no baseline (check plug's bug ended its baseline runs)" in said, said

@@ -367,15 +367,18 @@ async def _close_on_threads(closing: asyncio.Task[None], stop: StopBudget) -> No
     waits for those threads at its exit all the same. A close cut at its grace (as other
     steps' work is) went on in its thread, which, done, told the loop that had closed
     meanwhile (`RuntimeError: Event loop is closed`, a traceback in the log), and left the
-    connections open. Past half the exit's share it is left, named in a warning, for the
-    hard bound (`stopping.exit_if_still_running`)."""
+    connections open. It is waited for past the hard bound (`stopping.exit_if_still_running`,
+    armed at the signal: it ends `postflight run` first), and left only then, for an app
+    run with no such bound (in-process). Left at half the exit's share before, a close that
+    a loaded host slowed past it (the thread not scheduled) called back into the closed loop
+    all the same: the traceback, where the exit waited for that thread regardless."""
     done, _ = await asyncio.wait({closing}, timeout=stop.left())
     if not done:
         log.warning(
             "stopping: closing the store is still running at the end of the stop's budget;"
             " waiting for it into the exit's share"
         )
-        done, _ = await asyncio.wait({closing}, timeout=stop.left(-EXIT_SHARE / 2))
+        done, _ = await asyncio.wait({closing}, timeout=stop.left(-2 * EXIT_SHARE))
     if not done:
         log.warning("stopping: closing the store did not finish; leaving it")
     elif not closing.cancelled() and closing.exception() is not None:

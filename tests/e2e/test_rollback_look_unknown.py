@@ -8,7 +8,6 @@ send. Counted at the fakes, with the real daemon."""
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 
 import pytest
@@ -19,11 +18,14 @@ from tests.e2e.integrations_support import (  # noqa: F401 (fixture)
     integrated,
     rolled_back_by_hand,
 )
+from tests.e2e.test_integrations_e2e import eventually
 
 pytestmark = pytest.mark.e2e
 
 LOOK = "/v9/projects/"
 """Vercel's project, whose production deployment says whether the rollback took effect."""
+SEND = "/rollback/"
+"""Vercel's rollback call (`POST /v1/projects/{project}/rollback/{deployment}`)."""
 
 
 def _settled(d: dict) -> bool:  # type: ignore[type-arg]
@@ -44,7 +46,9 @@ async def test_a_look_that_cannot_tell_twice_is_asked_again_and_the_rollback_not
     deploy_id = await rolled_back_by_hand(agent)
     final = await agent.wait_until(deploy_id, _settled, within=30)
     assert final["rollback"]["state"] == "delivered", final
-    await asyncio.sleep(2.0)  # a second rollback would have landed by now
+    # a second send came before the delivery ended: counted as it arrived, then acted on
+    assert len(vercel.seen(SEND)) == 1, vercel.seen(SEND)
+    await eventually(lambda: vercel.in_flight == 0)
     assert len(vercel.accepted) == 1, vercel.accepted
     assert len(vercel.seen(LOOK)) == 3  # 503, 503, then production is the one rolled back to
 
@@ -62,7 +66,8 @@ async def test_a_vercel_rollback_whose_looks_never_tell_fails_saying_so_sent_onc
     agent = await integrated.start(integrated.environments(rollback=rollback))
     deploy_id = await rolled_back_by_hand(agent)
     final = await agent.wait_until(deploy_id, _settled, within=40)
-    await asyncio.sleep(2.0)
+    assert len(vercel.seen(SEND)) == 1, vercel.seen(SEND)
+    await eventually(lambda: vercel.in_flight == 0)
     assert len(vercel.accepted) == 1, vercel.accepted
     assert final["rollback"]["state"] == "failed", final
     said = final["rollback"]["last_error"]
@@ -79,17 +84,20 @@ async def test_a_vercel_rollback_whose_looks_never_tell_fails_saying_so_sent_onc
 async def test_a_github_dispatch_whose_looks_time_out_is_not_dispatched_again(
     integrated: Integrated,  # noqa: F811
 ) -> None:
-    """GitHub takes the dispatch and answers only after the 1 s timeout, and its list of
-    runs answers as late: each look times out. It was dispatched again after one look."""
+    """GitHub takes the dispatch and answers only after the 500 ms timeout, and its list
+    of runs answers as late: each look times out. It was dispatched again after one look."""
     github = integrated.github
-    github.delay = 1.6
+    github.delay = 0.8
     rollback = (
-        "{target: github, github: {workflow: rollback.yml, ref: main}, timeout: 1s, backoff: 50ms}"
+        "{target: github, github: {workflow: rollback.yml, ref: main},"
+        " timeout: 500ms, backoff: 50ms}"
     )
     agent = await integrated.start(integrated.environments(rollback=rollback))
     deploy_id = await rolled_back_by_hand(agent)
     final = await agent.wait_until(deploy_id, _settled, within=40)
-    await asyncio.sleep(2.0)
+    sent = [r for r in github.seen("/dispatches") if r.method == "POST"]
+    assert len(sent) == 1, sent  # counted as it arrived, before its delay
+    await eventually(lambda: github.in_flight == 0)
     assert len(github.dispatches) == 1, github.dispatches
     assert final["rollback"]["state"] == "failed", final
     said = final["rollback"]["last_error"]

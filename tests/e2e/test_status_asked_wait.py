@@ -5,17 +5,18 @@ again after `STATUS_RETRY_S` (60 s) whatever was asked, and a restart or a repli
 the claim over once its lease lapsed from the claim's time (`_status_lease`,
 `_approval_lease`), inside the asked wait too: GitHub may ban an integration that goes on
 calling while limited. Counted at the fakes, with `STATUS_RETRY_S` and the lease made
-short so that their retry would come within the test."""
+short so that their retry would come within the test: not a wait "long enough" but the
+integrations' scan that would have tried it, seen to end with nothing of it in hand."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 import pytest
 
+from agent.api.hooks import INTEGRATIONS
 from agent.windows import integrations as module
-from tests.e2e.conftest import AgentFactory, FlipTarget
+from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     environments,
     eventually,
@@ -35,6 +36,39 @@ pytestmark = pytest.mark.e2e
 
 ASKED_S = 100.0
 """GitHub's reset: past the call's retries (`call` gives up at once, not waiting it)."""
+RETRY_S = 0.2
+"""`STATUS_RETRY_S` here: the retry it made inside the asked wait."""
+LEASE_S = 0.3
+"""`_status_lease` and `_approval_lease` here: a take-over once the claim's stamp is older."""
+
+
+@pytest.fixture
+def scans(monkeypatch: pytest.MonkeyPatch) -> list[tuple[module.Integrations, float]]:
+    """Every integrations scan that ended, with its clock at its start."""
+    ended: list[tuple[module.Integrations, float]] = []
+    scan = module.Integrations._scan
+
+    async def counted(self: module.Integrations) -> None:
+        started = self.clock()
+        await scan(self)
+        ended.append((self, started))
+
+    monkeypatch.setattr(module.Integrations, "_scan", counted)
+    return ended
+
+
+async def scanned_past(
+    agent: RunningAgent, at: float, scans: list[tuple[module.Integrations, float]]
+) -> None:
+    """Until a scan begun at `at` or later has ended and nothing it began is in hand: a
+    claim due by `at` (its retry, a lapsed lease) was tried in it, its call made."""
+    integrations = agent.app[INTEGRATIONS]
+    await eventually(
+        lambda: (
+            any(i is integrations and started >= at for i, started in scans)
+            and not integrations._busy
+        )
+    )
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -53,9 +87,10 @@ async def test_a_status_given_up_on_a_long_rate_limit_is_not_tried_before_the_as
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     store_yaml: str,
+    scans: list[tuple[module.Integrations, float]],
 ) -> None:
-    monkeypatch.setattr(module, "STATUS_RETRY_S", 0.5)
-    monkeypatch.setattr(module.Integrations, "_status_lease", lambda self: 1.0)
+    monkeypatch.setattr(module, "STATUS_RETRY_S", RETRY_S)
+    monkeypatch.setattr(module.Integrations, "_status_lease", lambda self: LEASE_S)
     posted = lambda: [r for r in fake_github.seen("/statuses") if r.method == "POST"]  # noqa: E731
     fake_github.fail(
         "rate_limit",
@@ -69,17 +104,17 @@ async def test_a_status_given_up_on_a_long_rate_limit_is_not_tried_before_the_as
     first = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
     status, opened = await github_hook(first, "deployment_status", gh.deployment_status(), "d-1")
     assert status == 202, opened
-    await eventually(lambda: len(posted()) >= 1)
-    await asyncio.sleep(2.0)  # its own retry after STATUS_RETRY_S would have come by now
-    assert len(posted()) == 1, posted()
     await eventually(lambda: any("tried again in" in r.getMessage() for r in caplog.records))
+    given_up = first.app[INTEGRATIONS].clock()
     said = [r.getMessage() for r in caplog.records if "tried again in" in r.getMessage()]
     wait = float(said[0].rsplit("tried again in ", 1)[1].split(" s")[0])
     assert wait >= ASKED_S - 2, said  # the reset GitHub named, not STATUS_RETRY_S
+    await scanned_past(first, given_up + RETRY_S, scans)  # its own retry: in that scan
+    assert len(posted()) == 1, posted()
 
     await first.stop()  # a restart (SQLite), or the other replica (PostgreSQL) taking over
-    await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
-    await asyncio.sleep(3.0)  # a take-over once the claim's 1 s lease lapsed: by now
+    second = await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
+    await scanned_past(second, given_up + LEASE_S, scans)  # a take-over once it lapsed
     assert len(posted()) == 1, posted()
     assert fake_github.statuses == []
 
@@ -91,25 +126,29 @@ async def test_an_approval_given_up_on_a_long_rate_limit_is_not_tried_before_the
     fake_vercel: FakeVercel,  # noqa: F811
     fake_github: FakeGitHub,  # noqa: F811
     monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
     store_yaml: str,
+    scans: list[tuple[module.Integrations, float]],
 ) -> None:
     """Vercel's 429 on a Rolling Release approval, its `X-RateLimit-Reset` 100 s away."""
-    monkeypatch.setattr(module, "STATUS_RETRY_S", 0.5)
-    monkeypatch.setattr(module.Integrations, "_approval_lease", lambda self: 1.0)
+    monkeypatch.setattr(module, "STATUS_RETRY_S", RETRY_S)
+    monkeypatch.setattr(module.Integrations, "_approval_lease", lambda self: LEASE_S)
     fake_vercel.fail("rate_limit", times=1, reset_in=ASKED_S, match="approve-stage")
     env = environments(flip_target, window="1500ms", rolling_release=True)
     extra = integrations(fake_github, fake_vercel)
+    caplog.set_level(logging.WARNING, logger="postflight.integrations")
     first = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
     fake_vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
     status, opened = await vercel_hook(first, vc.event(event_id="rr-wait", deployment=vc.NEW))
     assert status == 202
     assert (await first.settled(opened["deploy"]["id"]))["state"] == "passed"
-    await eventually(lambda: len(fake_vercel.seen("/approve-stage")) >= 1)
-    await asyncio.sleep(2.0)  # its own retry after STATUS_RETRY_S would have come by now
+    await eventually(lambda: any("tried again in" in r.getMessage() for r in caplog.records))
+    given_up = first.app[INTEGRATIONS].clock()
+    await scanned_past(first, given_up + RETRY_S, scans)  # its own retry: in that scan
     assert len(fake_vercel.seen("/approve-stage")) == 1
 
     await first.stop()
-    await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
-    await asyncio.sleep(3.0)  # a take-over once the claim's 1 s lease lapsed: by now
+    second = await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
+    await scanned_past(second, given_up + LEASE_S, scans)  # a take-over once it lapsed
     assert len(fake_vercel.seen("/approve-stage")) == 1
     assert fake_vercel.approvals == []

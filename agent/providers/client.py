@@ -212,6 +212,9 @@ class HttpProvider:
     """The provider's name in metrics and logs (its entry-point name)."""
     title: ClassVar[str]
     """How people call the provider in messages: `Sentry`, `New Relic`."""
+    marks: bool = False
+    """Whether `mark` writes anything (`markers: true`): a rollback claims a marker of
+    only such a provider (`agent.windows.markers.marking`)."""
 
     def __init__(
         self,

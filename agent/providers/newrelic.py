@@ -224,6 +224,7 @@ class NewRelicProvider(HttpProvider):
     ) -> None:
         super().__init__(config, metrics=metrics, redact=redact)
         self.config = config
+        self.marks = config.markers
         # NerdGraph's own query timeout, 5-120 s: a little under our attempt budget,
         # so New Relic gives up (and says so) before we stop listening.
         self._nrql_timeout = max(5, min(120, int(self.attempt_timeout)))

@@ -442,6 +442,7 @@ class SentryProvider(HttpProvider):
     ) -> None:
         super().__init__(config, metrics=metrics, redact=redact)
         self.config = config
+        self.marks = config.markers
         self._api_root = config.base_url.rstrip("/") + "/api/0"
         self._org = quote(config.org, safe="")
         self._projects: dict[str, ProjectRef] = {}

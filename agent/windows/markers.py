@@ -38,10 +38,21 @@ def marker_key(provider: str) -> str:
     return MARKER_PREFIX + provider
 
 
+def marks(provider: Provider) -> bool:
+    """Whether `provider` writes markers: its `marks` (`markers: true` for Sentry and New
+    Relic, never for the others); a plugin saying nothing of it is asked, as before."""
+    return bool(getattr(provider, "marks", True))
+
+
 def marking(env: EnvironmentSettings, providers: Mapping[str, Provider]) -> list[str]:
-    """The providers a rollback of `env` is marked at: those its rules read (a provider
-    without markers on says nothing, as before)."""
-    return [name for name in providers if any(r.source == name for r in env.rules)]
+    """The providers a rollback of `env` is marked at: those its rules read whose markers
+    are on. Why: one with markers off writes none, where its claim was recorded `sent`,
+    "marked", in every failed window's end."""
+    return [
+        name
+        for name, provider in providers.items()
+        if marks(provider) and any(r.source == name for r in env.rules)
+    ]
 
 
 def marker_claims(env: EnvironmentSettings, providers: Mapping[str, Provider]) -> list[AlertClaim]:
@@ -95,6 +106,9 @@ async def mark_rollback(
     try:
         if provider is None:  # gone from the configuration since: nobody can write it
             await s.store.record_alert(window.id, key, "dropped", f"provider {name} gone")
+            return
+        if not marks(provider):  # claimed before its markers were turned off
+            await s.store.record_alert(window.id, key, "dropped", f"{name} markers off")
             return
         if await s.store.take_alert(window.id, key, s.clock(), lapsed_before) is None:
             return  # another sender's, or done

@@ -12,11 +12,14 @@ from typing import Any, Literal
 
 from agent.metrics import Metrics
 from agent.providers.base import DeployScope
+from agent.providers.newrelic import NewRelicProvider
+from agent.providers.provider_settings import NewRelicSettings, SentrySettings
+from agent.providers.sentry import SentryProvider
 from agent.rollback.contract import rollback_intent
 from agent.settings import EnvironmentSettings
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
-from agent.windows.markers import marker_key, resume_markers
+from agent.windows.markers import marker_claims, marker_key, resume_markers
 from alerting.notifier import Notifier
 from tests.rollback.support import BREACH, REQUESTED_AT, make_window
 
@@ -28,7 +31,8 @@ class MarkingProvider:
 
     name = "sentry"
 
-    def __init__(self) -> None:
+    def __init__(self, *, marks: bool = True) -> None:
+        self.marks = marks
         self.marked: list[tuple[str, str | None, str]] = []
 
     async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
@@ -147,3 +151,37 @@ async def test_a_bug_in_the_markers_resumption_does_not_keep_windows_unwatched(
         await asyncio.gather(task, return_exceptions=True)
         await sessions.aclose()
         await store.close()
+
+
+async def test_a_provider_with_markers_off_gets_no_marker_claim() -> None:
+    """Every provider a rule read had its marker claimed with a failed window's end, and
+    recorded `sent`, "marked", though with `markers: false` (the default) it wrote none."""
+    metrics = Metrics()
+    env = SimpleNamespace(rules=[SimpleNamespace(source="sentry"), SimpleNamespace(source="nr")])
+    for markers in (False, True):
+        sentry = SentrySettings.model_validate(
+            {"base_url": "http://127.0.0.1:9", "org": "acme", "token": "t", "markers": markers}
+        )
+        newrelic = NewRelicSettings.model_validate(
+            {"api_key": "NRAK-x", "account_id": 1, "markers": markers}
+        )
+        providers: Any = {
+            "sentry": SentryProvider(sentry, metrics=metrics),
+            "nr": NewRelicProvider(newrelic, metrics=metrics),
+        }
+        claims = marker_claims(env, providers)  # type: ignore[arg-type]
+        owed = [marker_key("sentry"), marker_key("nr")] if markers else []
+        assert [c.event for c in claims] == owed
+
+
+async def test_a_marker_owed_by_a_provider_whose_markers_went_off_is_recorded_dropped(
+    store: SqliteStore,
+) -> None:
+    """A claim made before `markers: false` (a restart with the new configuration): no
+    marker is asked for, and the claim's outcome says so rather than "marked"."""
+    await ended_with_a_marker_owed(store, "a")
+    provider, clock = MarkingProvider(marks=False), Clock()
+    clock.now += 1.0
+    await resumed(services(store, provider, "a", clock), owner="a")
+    assert provider.marked == []
+    assert (await store.alert_events("dep_01JDTEST"))[marker_key("sentry")] == "dropped"

@@ -24,7 +24,6 @@ from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 from agent.logs import log_context
 from agent.metrics import Metrics
 from agent.providers.base import (
-    DeployScope,
     Period,
     Provider,
     round_increment,
@@ -65,7 +64,7 @@ from agent.windows.foresight import (
     policy_of,
 )
 from agent.windows.late import RoundTimer, RoundWaits, timed_wait
-from agent.windows.markers import mark_rollback, marker_claims, marking
+from agent.windows.markers import mark_rollback, marker_claims, marking, scope_of
 from agent.windows.no_data import EmptyAnswers
 from agent.windows.overload import DropTally
 from agent.windows.pace import SteadyClock
@@ -242,15 +241,7 @@ class WindowWatch:
         self.rules: list[RuleSettings] = list(env.rules)
         self.judge_rules: list[Rule] = [r.to_rule() for r in self.rules]
         self.policy = policy_of(env)
-        self.scope = DeployScope(
-            deploy_id=window.id,
-            environment=window.environment,
-            version=window.version,
-            previous_version=window.previous_version,
-            deployed_at=window.deployed_at,
-            baseline=env.baseline,
-            canary=env.baseline_url is not None,
-        )
+        self.scope = scope_of(window, env)
         self.horizon = self._schedule().rounds_from(window.created_at)
         """Rounds the window is planned to last (the e-detector's false-alarm bound): those
         left when it was registered, which a watch resumed after a restart or a takeover

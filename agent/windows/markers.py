@@ -61,7 +61,8 @@ def marker_claims(env: EnvironmentSettings, providers: Mapping[str, Provider]) -
 
 
 def scope_of(window: DeployWindow, env: EnvironmentSettings) -> DeployScope:
-    """What a marker is about: the deploy, as its watch named it."""
+    """The deploy as its providers are told of it: what its watch queries and its
+    rollback's markers name (one making, so that the two never differ)."""
     return DeployScope(
         deploy_id=window.id,
         environment=window.environment,

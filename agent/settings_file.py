@@ -1001,8 +1001,8 @@ def _problems(
         ):
             message = "must not be empty"
         elif error["type"] == "too_short" and (error.get("ctx") or {}).get("min_length") == 1:
-            # `environments: {}`, `api_tokens: []`: "Dictionary should have at least 1 item
-            # after validation, not 0"
+            # `environments: {}`: "Dictionary should have at least 1 item after validation,
+            # not 0" (`api_tokens: []` is `ServerSettings._some_token`'s, named_tokens too)
             message = "is empty; at least one is needed"
         elif error["type"] == "string_pattern_mismatch" and pattern.startswith("^https?://"):
             message = "not a URL: write it with http:// or https:// and a host"

@@ -154,7 +154,10 @@ def fine_ms(ms: float) -> str:
 
 def format_duration(seconds: float) -> str:
     """The shortest readable form: 0.25 → `250ms`, 90 → `1m30s`, 0.00194 → `1.94ms`
-    (three significant digits below `FINE_MS`)."""
+    (three significant digits below `FINE_MS`); a negative one as its size with a minus
+    (`fine_ms` takes only more than 0)."""
+    if seconds < 0:
+        return "-" + format_duration(-seconds)
     if seconds < 1:
         if not seconds:
             return "0s"

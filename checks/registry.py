@@ -40,9 +40,9 @@ that does (`Check.fits_deadline`) gets `TIMEOUT_MARGIN_S`, only as a safety net.
 _MESSAGE_LIMIT = 500
 _TRACEBACK_LIMIT = 4000
 CRASHED = "check crashed: "
+"""A result's message for a run that raised about its target, before the exception's."""
 TIMED_OUT = "check timed out after "
 """A run's own timeout (its client's), said with how long it ran and what it raised."""
-"""A result's message for a run that raised about its target, before the exception's."""
 
 log = logging.getLogger(__name__)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ async def test_a_manual_rollback_is_sent_by_its_sender_not_picked_up_as_resumed(
     flip_target: FlipTarget,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
+    rollback_receiver: Callable[..., Awaitable[RollbackReceiver]],
     state: str,
 ) -> None:
     caplog.set_level(logging.INFO)
@@ -38,34 +40,30 @@ async def test_a_manual_rollback_is_sent_by_its_sender_not_picked_up_as_resumed(
         return await take(self, *args, **kwargs)
 
     monkeypatch.setattr(SqlStore, "take_rollback", slow_take)
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
-    try:
-        agent = await start_agent(
-            environment(
-                "production",
-                flip_target.url,
-                window="30s" if state == "watching" else "1s",
-                extra=f"rollback: {{url: '{receiver.url}', secret: {SECRET}}}",
-            )
+    receiver = await rollback_receiver(SECRET)
+    agent = await start_agent(
+        environment(
+            "production",
+            flip_target.url,
+            window="30s" if state == "watching" else "1s",
+            extra=f"rollback: {{url: '{receiver.url}', secret: {SECRET}}}",
         )
-        deploy = await agent.register("production", "v2")
-        if state == "passed":
-            assert (await agent.settled(deploy["id"]))["state"] == "passed"
-        async with agent.http.post(
-            f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
-            json={"reason": "checkout broken"},
-            headers=agent.headers,
-        ) as r:
-            assert r.status == 202, await r.text()
-        # rolled_back with its rollback delivered, in one write: a passed window was shown
-        # `passed` with its rollback `delivered` until a step after made it rolled_back
-        final = await agent.settled(deploy["id"])
-        assert (final["state"], final["rollback"]["state"]) == ("rolled_back", "delivered")
-        assert list(receiver.delivered) == [deploy["id"]]
-        assert len(receiver.attempts) == 1
-    finally:
-        await receiver.stop()
+    )
+    deploy = await agent.register("production", "v2")
+    if state == "passed":
+        assert (await agent.settled(deploy["id"]))["state"] == "passed"
+    async with agent.http.post(
+        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
+        json={"reason": "checkout broken"},
+        headers=agent.headers,
+    ) as r:
+        assert r.status == 202, await r.text()
+    # rolled_back with its rollback delivered, in one write: a passed window was shown
+    # `passed` with its rollback `delivered` until a step after made it rolled_back
+    final = await agent.settled(deploy["id"])
+    assert (final["state"], final["rollback"]["state"]) == ("rolled_back", "delivered")
+    assert list(receiver.delivered) == [deploy["id"]]
+    assert len(receiver.attempts) == 1
     said = [r.getMessage() for r in caplog.records]
     assert not [m for m in said if "rollback delivery" in m], said
     assert f"rollback for {deploy['id']} delivered on attempt 1 (HTTP 200)" in said, said

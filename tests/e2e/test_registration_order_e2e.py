@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -24,63 +25,58 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.timeout(60)
 async def test_an_older_deploy_registered_late_supersedes_the_live_one_and_says_so(
-    start_agent: AgentFactory, flip_target: FlipTarget, caplog: pytest.LogCaptureFixture
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    caplog: pytest.LogCaptureFixture,
+    rollback_receiver: Callable[..., Awaitable[RollbackReceiver]],
 ) -> None:
     caplog.set_level(logging.WARNING, logger="postflight.api")
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
-    try:
-        agent = await start_agent(
-            environment(
-                "production",
-                flip_target.url,
-                window="30s",
-                extra=f"rollback: {{url: '{receiver.url}', secret: {SECRET}}}",
-            )
+    receiver = await rollback_receiver(SECRET)
+    agent = await start_agent(
+        environment(
+            "production",
+            flip_target.url,
+            window="30s",
+            extra=f"rollback: {{url: '{receiver.url}', secret: {SECRET}}}",
         )
-        live = await agent.register("production", "v2")
-        deployed = time.time() - 60
-        late_body = {
-            "environment": "production",
-            "version": "v1",
-            "window": "10m",
-            "deployed_at": rfc3339(deployed, millis=False),
-        }
-        headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "run-41"}
-        async with agent.http.post(f"{agent.url}/v1/deploys", json=late_body, headers=headers) as r:
-            late = await r.json()
-            assert r.status == 201, late
-            assert r.headers["Location"] == f"/v1/deploys/{late['id']}"
-        assert late["state"] == "watching", late
-        [warning] = late["warnings"]
-        assert warning.startswith("production v1 (deployed at"), warning
-        assert f"registered after v2 ({live['id']}, deployed at" in warning, warning
-        assert ", live): a late or retried registration of an older deploy supersedes it" in (
-            warning
-        )
-        assert warning.endswith("if v2 is what serves, register it again"), warning
-        logged = [r for r in caplog.records if r.getMessage() == warning]
-        assert [r.levelno for r in logged] == [logging.WARNING]
-        # the pipeline's retry of it, its time written with another offset: the same answer
-        again_body = {**late_body, "deployed_at": rfc3339(deployed, millis=False)[:-1] + "+00:00"}
-        async with agent.http.post(
-            f"{agent.url}/v1/deploys", json=again_body, headers=headers
-        ) as r:
-            assert r.status == 200, await r.text()
-            assert await r.json() == late
-        assert (await agent.get(live["id"]))["state"] == "superseded"
-        assert (
-            agent.metric("postflight_windows_total", environment="production", outcome="superseded")
-            == 1.0
-        )
-        # what it registered is watched: a bad deploy is rolled back, the old one fires nothing
-        flip_target.bad = True
-        final = await agent.settled(late["id"])
-        assert final["state"] == "rolled_back", final
-        assert list(receiver.delivered) == [late["id"]]
-        assert (await agent.get(live["id"]))["state"] == "superseded"
-    finally:
-        await receiver.stop()
+    )
+    live = await agent.register("production", "v2")
+    deployed = time.time() - 60
+    late_body = {
+        "environment": "production",
+        "version": "v1",
+        "window": "10m",
+        "deployed_at": rfc3339(deployed, millis=False),
+    }
+    headers = {"Authorization": f"Bearer {TOKEN}", "Idempotency-Key": "run-41"}
+    async with agent.http.post(f"{agent.url}/v1/deploys", json=late_body, headers=headers) as r:
+        late = await r.json()
+        assert r.status == 201, late
+        assert r.headers["Location"] == f"/v1/deploys/{late['id']}"
+    assert late["state"] == "watching", late
+    [warning] = late["warnings"]
+    assert warning.startswith("production v1 (deployed at"), warning
+    assert f"registered after v2 ({live['id']}, deployed at" in warning, warning
+    assert ", live): a late or retried registration of an older deploy supersedes it" in (warning)
+    assert warning.endswith("if v2 is what serves, register it again"), warning
+    logged = [r for r in caplog.records if r.getMessage() == warning]
+    assert [r.levelno for r in logged] == [logging.WARNING]
+    # the pipeline's retry of it, its time written with another offset: the same answer
+    again_body = {**late_body, "deployed_at": rfc3339(deployed, millis=False)[:-1] + "+00:00"}
+    async with agent.http.post(f"{agent.url}/v1/deploys", json=again_body, headers=headers) as r:
+        assert r.status == 200, await r.text()
+        assert await r.json() == late
+    assert (await agent.get(live["id"]))["state"] == "superseded"
+    assert (
+        agent.metric("postflight_windows_total", environment="production", outcome="superseded")
+        == 1.0
+    )
+    # what it registered is watched: a bad deploy is rolled back, the old one fires nothing
+    flip_target.bad = True
+    final = await agent.settled(late["id"])
+    assert final["state"] == "rolled_back", final
+    assert list(receiver.delivered) == [late["id"]]
+    assert (await agent.get(live["id"]))["state"] == "superseded"
 
 
 @pytest.mark.timeout(60)

@@ -72,18 +72,21 @@ def _said(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
     return [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "checks.registry"]
 
 
+async def _run_logged(check: Check, target: str, caplog: pytest.LogCaptureFixture) -> CheckResult:
+    """One run of `check` in `production` against `target`, its log lines captured."""
+    async with TargetSessions() as sessions:
+        ctx = CheckContext(
+            base_url=target, session=sessions.get(target, True), environment="production"
+        )
+        with caplog.at_level(logging.DEBUG, logger="checks.registry"):
+            return await run_check(check, ctx)
+
+
 async def test_a_plugins_own_timeout_is_logged_as_a_timeout(
     silent_target: str, no_spells: RaisingSpells, caplog: pytest.LogCaptureFixture
 ) -> None:
     check = SlowCheck(SlowConfig(name="slow"))
-    async with TargetSessions() as sessions:
-        ctx = CheckContext(
-            base_url=silent_target,
-            session=sessions.get(silent_target, True),
-            environment="production",
-        )
-        with caplog.at_level(logging.DEBUG, logger="checks.registry"):
-            result = await run_check(check, ctx)
+    result = await _run_logged(check, silent_target, caplog)
     (sample,) = result.samples
     assert not result.ok and sample.error == "timeout" and not result.bug
     # the check's own 50 ms, not the registry's limit it never reached
@@ -112,14 +115,7 @@ async def test_a_run_cut_at_its_limit_is_logged_as_a_timeout(
 
     monkeypatch.setattr(registry, "TIMEOUT_MARGIN_S", 0.05)
     check = Hangs(SlowConfig(name="slow", timeout=0.05))
-    async with TargetSessions() as sessions:
-        ctx = CheckContext(
-            base_url=silent_target,
-            session=sessions.get(silent_target, True),
-            environment="production",
-        )
-        with caplog.at_level(logging.DEBUG, logger="checks.registry"):
-            result = await run_check(check, ctx)
+    result = await _run_logged(check, silent_target, caplog)
     assert result.message == "check did not finish within 0.1s"
     said = _said(caplog)
     assert [level for level, _ in said] == [logging.DEBUG], said

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -69,18 +69,28 @@ async def watch(
     return WindowWatch(held, env, None, watching)  # type: ignore[arg-type]
 
 
-async def pass_window(path: Path, sink: JsonSink, metrics: Metrics, *, crash: bool) -> None:
-    """Open the window and end it `passed` (crashing after the commit, with `crash`)."""
-    store = SqliteStore(path)
+@contextlib.asynccontextmanager
+async def a_watch(
+    store: SqliteStore, sink: JsonSink, metrics: Metrics, *, crash: bool = False
+) -> AsyncIterator[WindowWatch]:
+    """`store` opened with the window in it and its watch (`watch`), alerts to `sink`;
+    what the watch spawned is drained before the store closes."""
     await store.open()
     try:
         await store.create_window(window())
         alerts = WindowAlerts(store, notifier(sink, metrics), lease_s=LEASE_S)
         w = await watch(store, alerts, metrics, crash=crash)
-        await w._end("pass", Verdict("pass", "every rule passed", ()), {"outcome": "pass"})
-        await w.s.drain(5.0)
+        yield w
+        with contextlib.suppress(asyncio.CancelledError):
+            await w.s.drain(5.0)
     finally:
         await store.close()
+
+
+async def pass_window(path: Path, sink: JsonSink, metrics: Metrics, *, crash: bool) -> None:
+    """Open the window and end it `passed` (crashing after the commit, with `crash`)."""
+    async with a_watch(SqliteStore(path), sink, metrics, crash=crash) as w:
+        await w._end("pass", Verdict("pass", "every rule passed", ()), {"outcome": "pass"})
 
 
 async def recovered(path: Path, sink: JsonSink, metrics: Metrics) -> int:
@@ -159,21 +169,12 @@ async def test_a_kill_as_the_window_fails_loses_none_of_its_last_rounds_alerts(
     round re-emits it; a CI run's kill -9 trial saw it). The end now waits for the round's
     claims: counted at the sink over the run and the restart, each once."""
     path = tmp_path / "end.db"
-    store = DiesAtTheEnd(path)
-    await store.open()
-    try:
-        await store.create_window(window())
-        alerts = WindowAlerts(store, notifier(json_sink, metrics), lease_s=LEASE_S)
-        w = await watch(store, alerts, metrics, crash=False)
+    async with a_watch(DiesAtTheEnd(path), json_sink, metrics) as w:
         failing = RuleVerdict("errors", "checks", "error_rate", "fail", 0.5, 0.0, "max 0.05", "")
         verdict = Verdict("fail", "errors breached", (failing,))
         record = RoundRecord(w.window.id, 1, time.time(), {})
         worded = (verdict, {"outcome": "fail", "rules": []})
         assert await w._settle(record, Glance("fail", ()), worded) is False
-        with contextlib.suppress(asyncio.CancelledError):
-            await w.s.drain(5.0)
-    finally:
-        await store.close()
     await recovered(path, json_sink, metrics)  # whatever the kill cut off
     assert await recovered(path, json_sink, metrics) == 0
     assert sorted(n.title for n in json_sink.notifications) == [
@@ -316,18 +317,9 @@ async def test_a_kill_as_a_bug_ends_the_window_loses_none_of_its_last_rounds_ale
     from alerting.events import check_bug_key
 
     path = tmp_path / "end.db"
-    store = ClaimsLate(path)
-    await store.open()
-    try:
-        await store.create_window(window())
-        alerts = WindowAlerts(store, notifier(json_sink, metrics), lease_s=LEASE_S)
-        w = await watch(store, alerts, metrics, crash=False)
+    async with a_watch(ClaimsLate(path), json_sink, metrics) as w:
         w._alert("check_bug", key=check_bug_key("health"), reason="its bug", check="health")
         await w._broken("the judge", 1, ValueError("a bug"))
-        with contextlib.suppress(asyncio.CancelledError):
-            await w.s.drain(5.0)
-    finally:
-        await store.close()
     await recovered(path, json_sink, metrics)  # whatever the kill cut off
     assert await recovered(path, json_sink, metrics) == 0
     titles = sorted(n.title for n in json_sink.notifications)

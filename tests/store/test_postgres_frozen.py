@@ -109,6 +109,28 @@ async def test_many_slow_queries_share_their_looks_at_the_server(
     assert 1 <= looks <= 6, looks
 
 
+def stall_the_first_look(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """From here on, the first new connection (a look's: the store's pool makes its own)
+    blocks the loop for twice `PROBE_S` as it begins. The list holds each look's start."""
+    import time
+
+    import asyncpg
+
+    from agent.store import postgres
+
+    connect = asyncpg.connect
+    looks: list[float] = []
+
+    async def stalled(*args: object, **kwargs: object) -> object:
+        looks.append(time.monotonic())
+        if len(looks) == 1:
+            asyncio.get_running_loop().call_soon(time.sleep, 2 * postgres.PROBE_S)
+        return await connect(*args, **kwargs)
+
+    monkeypatch.setattr(asyncpg, "connect", stalled)
+    return looks
+
+
 @pytest.mark.parametrize("connect_timeout", [LONG_TIMEOUT_S, 1.0])
 async def test_a_stall_of_the_agent_s_own_loop_does_not_call_a_live_server_away(
     pg_url: str, monkeypatch: pytest.MonkeyPatch, connect_timeout: float
@@ -121,31 +143,17 @@ async def test_a_stall_of_the_agent_s_own_loop_does_not_call_a_live_server_away(
     that blocks the loop for twice `PROBE_S` as the look's connection begins; past the
     connection's own timeout too (`connect_timeout` 1 s: asyncpg's clock), then looked at
     again."""
-    import time
-
-    import asyncpg
-
     from agent.store import postgres
 
     monkeypatch.setattr(postgres, "PROBE_S", 1.0)  # the stall is what matters, not its size
-    connect = asyncpg.connect
-    looks = 0
-
-    async def stalled(*args: object, **kwargs: object) -> object:
-        nonlocal looks
-        looks += 1
-        if looks == 1:
-            asyncio.get_running_loop().call_soon(time.sleep, 2 * postgres.PROBE_S)
-        return await connect(*args, **kwargs)
-
     store = PostgresStore(pg_url, connect_timeout=connect_timeout, command_timeout=LONG_TIMEOUT_S)
     await store.open()
-    monkeypatch.setattr(asyncpg, "connect", stalled)  # the looks' (the pool's are its own)
+    looks = stall_the_first_look(monkeypatch)
     try:
         async with store._read() as db:
             rows = await db.fetch("SELECT 1 FROM pg_sleep(4)")  # past the look and its stall
         assert [tuple(row) for row in rows] == [(1,)]
-        assert looks >= 1
+        assert looks
     finally:
         await store.close()
 
@@ -156,33 +164,19 @@ async def test_a_frozen_server_is_still_an_outage_when_the_loop_stalled_in_the_l
     """The stall's time does not count (above), the rest of the look's does: a server
     frozen while the loop stalled is called away once the look has waited `PROBE_S`
     of its own, not waited for until the command timeout."""
-    import time
-
-    import asyncpg
-
     from agent.store import postgres
 
     monkeypatch.setattr(postgres, "PROBE_S", 1.0)
-    connect = asyncpg.connect
-    looks = 0
-
-    async def stalled(*args: object, **kwargs: object) -> object:
-        nonlocal looks
-        looks += 1
-        if looks == 1:
-            asyncio.get_running_loop().call_soon(time.sleep, 2 * postgres.PROBE_S)
-        return await connect(*args, **kwargs)
-
     url = await own_pg_cluster.create_database()
     store = PostgresStore(url, connect_timeout=LONG_TIMEOUT_S, command_timeout=LONG_TIMEOUT_S)
     await store.open()
     assert await store.get_window("dep_none") is None  # one pooled connection
-    monkeypatch.setattr(asyncpg, "connect", stalled)
+    looks = stall_the_first_look(monkeypatch)
     try:
         with frozen(own_pg_cluster):
             async with asyncio.timeout(BOUND_S):
                 outcome = await asyncio.gather(store.get_window("dep_a"), return_exceptions=True)
         assert isinstance(outcome[0], StoreUnreachable), outcome
-        assert looks >= 1
+        assert looks
     finally:
         await store.close()

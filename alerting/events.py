@@ -423,6 +423,23 @@ def replaced_headline(version: str, deploy_id: str) -> str:
     )
 
 
+def failed_rollback_headline(
+    target: RollbackTarget,
+    *,
+    replaced_by: tuple[str, str] | None = None,
+    unconfigured: bool = False,
+    quote: Callable[[str], str] = str,
+) -> str:
+    """What to do about a rollback that FAILED: roll back by hand, or not when a newer
+    deploy (`replaced_by`: its version and id) went out since. The alert's headline and
+    the deploy page's advice (`agent.web.view`) both, so they never say different things."""
+    if replaced_by is not None:
+        return replaced_headline(quote(replaced_by[0]), quote(replaced_by[1]))
+    if unconfigured:
+        return UNCONFIGURED_HEADLINE
+    return TARGET_HEADLINES.get(("rollback_failed", target), EVENTS["rollback_failed"].headline)
+
+
 MANUAL_ROLLBACK_PREFIX = "manual rollback by "
 """How a manual rollback's `rollback_requested` reason begins (`manual rollback by
 <token name>: <reason>`, worded with it where it is asked for,
@@ -518,10 +535,16 @@ def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
         return HELD_HEADLINE.format(rules=", ".join(f"`{name}`" for name in held))
     if alert.event == "provider_unreachable" and alert.provider_answered:
         return PROVIDER_ANSWERED_HEADLINE
-    if alert.event == "rollback_failed" and alert.replaced_by is not None:
-        return replaced_headline(quote(alert.replaced_by), quote(alert.replaced_by_id or "?"))
-    if alert.event == "rollback_failed" and alert.unconfigured:
-        return UNCONFIGURED_HEADLINE
+    if alert.event == "rollback_failed":
+        replaced = None
+        if alert.replaced_by is not None:
+            replaced = (alert.replaced_by, alert.replaced_by_id or "?")
+        return failed_rollback_headline(
+            alert.rollback_target,
+            replaced_by=replaced,
+            unconfigured=alert.unconfigured,
+            quote=quote,
+        )
     if alert.event == "passed" and not alert.on_evidence:
         return PASSED_ON_NO_FAILURE_HEADLINE
     if failed := failed_breach(alert):

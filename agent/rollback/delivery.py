@@ -44,6 +44,7 @@ from agent.integrations.targets import (
 from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.contract import sign
+from agent.rollback.newer import newer_deploy
 from agent.settings import RollbackSettings
 from agent.stopping import StopBudget
 from agent.store.base import IN_FLIGHT, AlertClaim, Store
@@ -857,33 +858,10 @@ class RollbackDelivery:
 
     async def _replaced_by(self, intent: RollbackIntent, environment: str) -> DeployWindow | None:
         """A newer deploy of the environment that took effect after this rollback was
-        requested, if any. Rolling back to `previous_version` then would undo that
-        deploy (a pipeline shipped the fix while the receiver was down), so a rollback
-        still owed stops here. A deploy registered before the request (a rollback asked
-        for by hand, knowingly), one not yet deployed or called off before its time, an
-        older deploy reported late, and `previous_version` itself (this rollback landing,
-        its 2xx lost to a crash: sent again, the receiver dedupes) do not count."""
-        ours = await self._store.get_window(intent.window_id)
-        if ours is None:
-            return None
-        now = self._clock()
-        cursor: str | None = None
-        while True:  # newest registered first: stop at the first before the request
-            page = await self._store.list_windows(environment=environment, cursor=cursor)
-            for window in page.items:
-                if window.created_at <= intent.requested_at:
-                    return None
-                called_off = window.ended_at is not None and window.ended_at < window.deployed_at
-                if (
-                    window.id != ours.id
-                    and window.version != ours.previous_version
-                    and ours.deployed_at < window.deployed_at <= now
-                    and not called_off
-                ):
-                    return window
-            if page.next_cursor is None:
-                return None
-            cursor = page.next_cursor
+        requested (`newer_deploy`): a rollback still owed stops here."""
+        return await newer_deploy(
+            self._store, intent.window_id, intent.requested_at, environment, self._clock()
+        )
 
     async def _hold(
         self, intent: RollbackIntent, delay: float, attempt: DeliveryAttempt | None = None

@@ -37,6 +37,7 @@ from agent.records import (
     RollbackIntent,
     RoundRecord,
 )
+from agent.rollback.newer import newer_deploy
 from agent.settings import ServerSettings, Settings
 from agent.store.base import Store
 from agent.store.cursor import encode_cursor
@@ -58,6 +59,7 @@ from agent.web.view import (
     alert_result_words,
     as_of,
     drawn_round,
+    failed_rollback_advice,
     rollback_target_words,
     rounds_view,
 )
@@ -390,6 +392,17 @@ async def deploy_page(request: web.Request) -> web.Response:
         )
     window = stored.window
     env = settings.environments.get(window.environment)
+    advice = None
+    if stored.rollback is not None and stored.rollback.state == "failed":
+        configured = env.rollback if env is not None else None
+        newer = await newer_deploy(
+            store, window.id, stored.rollback.requested_at, window.environment, now
+        )
+        advice = failed_rollback_advice(
+            configured.target if configured is not None else "webhook",
+            newer,
+            unconfigured=configured is None,
+        )
     view = as_of(
         stored.built.view,
         window,
@@ -406,6 +419,7 @@ async def deploy_page(request: web.Request) -> web.Response:
             if env is not None and env.rollback is not None
             else None
         ),
+        rollback_advice=advice,
     )
     view_token = request.query.get("view")
     if not view_admits(settings.server, view_token, window_id, now):

@@ -20,7 +20,7 @@ from agent.api.models import shown_state
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, RoundRecord
 from agent.web.charts import Chart, band_chart, distribution_chart, evidence_chart, rounds_chart
 from agent.web.times import iso
-from alerting.events import AlertEvent
+from alerting.events import AlertEvent, RollbackTarget, failed_rollback_headline
 from alerting.templates import evidence_text, format_value
 
 DECIDED = ("pass", "fail", "inconclusive")
@@ -89,6 +89,9 @@ class DeployView:
     rollback_target: str | None = None
     """Where the environment's rollback goes, in words (`rollback_target_words`): for
     Vercel, the deployment production goes back to."""
+    rollback_advice: str | None = None
+    """What to do about a FAILED rollback (`failed_rollback_advice`): roll back by hand, or
+    not since a newer deploy went out; the page said only "failed" and the last error."""
 
 
 def _num(value: Any) -> float | None:
@@ -574,6 +577,7 @@ def as_of(
     alerts: Mapping[str, str],
     now: float,
     rollback_target: str | None = None,
+    rollback_advice: str | None = None,
 ) -> DeployView:
     """`built` (`rounds_view` of `window`'s stored round) as of `now`, with its rollback,
     delivery attempts and alerts: cheap, done for each fetch."""
@@ -596,7 +600,19 @@ def as_of(
         ],
         rollback_reason=rollback.reason if rollback is not None else None,
         rollback_target=rollback_target,
+        rollback_advice=rollback_advice,
     )
+
+
+def failed_rollback_advice(
+    target: RollbackTarget, newer: DeployWindow | None, *, unconfigured: bool
+) -> str:
+    """The FAILED rollback alert's headline (`failed_rollback_headline`, one source for
+    both) as the page's plain text: its Markdown marks dropped, the text escaped by the
+    template."""
+    replaced = (newer.version, newer.id) if newer is not None else None
+    text = failed_rollback_headline(target, replaced_by=replaced, unconfigured=unconfigured)
+    return text.replace("**", "").replace("`", "")
 
 
 def breaching(outcome: str, evidence: Any) -> tuple[int, int] | None:

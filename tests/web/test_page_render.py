@@ -4,10 +4,12 @@ links, links that are not web links, security headers, and the list's filters.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from typing import Any
 
 from aiohttp.test_utils import TestClient
+from markupsafe import escape as html_escape
 
 from agent.api import create_api_app
 from agent.metrics import Metrics
@@ -16,6 +18,8 @@ from agent.rollback import rollback_intent
 from agent.settings import Settings
 from agent.store.sqlite import SqliteStore
 from agent.web.routes import mount as mount_pages
+from agent.windows.lifecycle import settled_alert
+from alerting.events import headline
 from tests.api.harness import AUTH, TOKEN, RecordingEvents, make_app, rule
 from tests.store.peek import set_rollback
 
@@ -331,3 +335,69 @@ async def test_tabs_fetching_the_live_part_at_once_share_a_read_that_follows_the
         assert response.status == 404
     finally:
         await store.close()
+
+
+async def test_a_failed_rollbacks_section_says_what_to_do_as_its_alert_does(
+    aiohttp_client: Any, store: SqliteStore
+) -> None:
+    """The section said "failed after 8 attempts" and the last error, not what to do: roll
+    back by hand, or not since a newer deploy went out (that would undo it). The ROLLBACK
+    FAILED alert says so; the page now gives its headline (`failed_rollback_headline`,
+    one source), in each case the alert has."""
+    now = time.time()
+    window = DeployWindow(
+        ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
+    )
+    await store.create_window(window)
+    intent: RollbackIntent = rollback_intent(window, "bad", [], now - 10)
+    await store.finish_window(ID, "failed", {"outcome": "fail", "reason": "x"}, now - 10, intent)
+    intent.state, intent.finished_at, intent.attempts = "failed", now - 9, 8
+    intent.last_status, intent.last_error = 503, "HTTP 503"
+    await set_rollback(store, intent)
+    env = {
+        "base_url": "http://127.0.0.1:9",
+        "rollback": {"url": "http://127.0.0.1:9/rollback", "secret": "s" * 32},
+    }
+    settings = Settings(server={"api_tokens": [TOKEN]}, environments={"production": env})
+    app = create_api_app(settings, store, Metrics(), RecordingEvents())
+    mount_pages(app)
+    client: TestClient = await aiohttp_client(app)
+
+    async def advice() -> str:
+        html = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
+        section = html[html.index('id="rollback-title"') :]
+        start = section.index('<p class="rollback-advice"><strong>') + 35
+        return section[start : section.index("</strong>", start)]
+
+    def alerts_headline(newer: DeployWindow | None) -> str:
+        alert = settled_alert(window, settings.environments["production"], intent)
+        if newer is not None:
+            alert = dataclasses.replace(alert, replaced_by=newer.version, replaced_by_id=newer.id)
+        return html_escape(headline(alert).replace("**", "").replace("`", ""))
+
+    by_hand = await advice()
+    assert by_hand.startswith("Rollback FAILED. The pipeline&#39;s webhook did not accept it")
+    assert by_hand.endswith("roll back by hand.")
+    assert by_hand == alerts_headline(None)
+
+    # v3 deployed since the rollback was asked for: rolling back by hand would undo it
+    newer = dataclasses.replace(
+        window,
+        id="dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WR",
+        version="v3",
+        previous_version="v2",
+        deployed_at=now - 5,
+        ends_at=now + 595,
+        created_at=now - 5,
+    )
+    await store.create_window(newer)
+    not_by_hand = await advice()
+    assert not_by_hand.startswith(f"Rollback NOT sent: v3 ({newer.id}) was deployed since.")
+    assert "do not roll back by hand" in not_by_hand
+    assert not_by_hand == alerts_headline(newer)
+
+    # a delivered rollback has no advice
+    intent.state = "delivered"
+    await set_rollback(store, intent)
+    html = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
+    assert "rollback-advice" not in html

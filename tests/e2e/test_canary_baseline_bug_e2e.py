@@ -19,6 +19,7 @@ from tests.e2e.test_check_plugin_bugs_e2e import (
     PLUGIN_SECRET,
     SECRET,
     _bug_alerts,
+    config,
     ended,
     install_plugin,
     target,  # noqa: F401 (a fixture)
@@ -28,29 +29,8 @@ from tests.receivers import JsonSink, RollbackReceiver
 pytestmark = pytest.mark.e2e
 
 
-def canary_config(tmp_path: Path, port: int, url: str, receiver: str, sink: str) -> Path:
-    made = tmp_path / "postflight.yaml"
-    made.write_text(
-        f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
-        f"store:\n  url: sqlite:///{tmp_path / 'postflight.db'}\n"
-        f"alerting:\n  channels:\n    - {{url: '{sink}', tags: [oncall]}}\n"
-        "environments:\n"
-        "  production:\n"
-        f"    base_url: {url}\n"
-        f"    baseline_url: {url}\n"
-        "    window: 3s\n"
-        "    interval: 500ms\n"
-        "    background_interval: 200ms\n"
-        "    probes_per_round: 4\n"
-        "    checks: [{name: plug, type: flaky, mode: baseline, path: /health,"
-        f" secret: {PLUGIN_SECRET}}}]\n"
-        "    analysis: {policy: threshold, failure_limit: 1}\n"
-        "    rules: [{name: p95, source: checks, check: plug, metric: latency_p95,"
-        " max_increase: 50%}]\n"
-        "    alerts: {tags: [oncall]}\n"
-        f"    rollback: {{url: '{receiver}', secret: {SECRET}}}\n"
-    )
-    return made
+P95_RULE = "[{name: p95, source: checks, check: plug, metric: latency_p95, max_increase: 50%}]"
+"""A relative rule: judged against the canary's baseline runs."""
 
 
 @pytest.mark.timeout(90)
@@ -64,7 +44,9 @@ async def test_a_bug_in_a_canarys_baseline_runs_alone_is_alerted_once(
     await receiver.start()
     await sink.start()
     port = free_port()
-    made = canary_config(tmp_path, port, target, receiver.url, sink.url())
+    made = config(
+        tmp_path, port, target, "baseline", receiver.url, sink.url(), canary=True, rules=P95_RULE
+    )
     agent = start(made, tmp_path / "agent.log", site)
     try:
         url = f"http://127.0.0.1:{port}"

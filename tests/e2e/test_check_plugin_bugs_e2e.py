@@ -152,7 +152,12 @@ def config(
     sink: str,
     window: str = "3s",
     failure_limit: int = 1,
+    *,
+    canary: bool = False,
+    rules: str = "[{name: probe-errors, source: checks, metric: error_rate, max: 0.1}]",
 ) -> Path:
+    """`production` on `target` with the `flaky` plugin's check `plug` in `mode`; with
+    `canary`, `target` is its `baseline_url` too (the canary's baseline runs)."""
     path = "/down" if mode == "status" else "/health"
     made = tmp_path / "postflight.yaml"
     made.write_text(
@@ -162,14 +167,15 @@ def config(
         "environments:\n"
         "  production:\n"
         f"    base_url: {target}\n"
-        f"    window: {window}\n"
+        + (f"    baseline_url: {target}\n" if canary else "")
+        + f"    window: {window}\n"
         "    interval: 500ms\n"
         "    background_interval: 200ms\n"
         "    probes_per_round: 4\n"
         f"    checks: [{{name: plug, type: flaky, mode: {mode}, path: {path},"
         f" secret: {PLUGIN_SECRET}}}]\n"
         f"    analysis: {{policy: threshold, failure_limit: {failure_limit}}}\n"
-        "    rules: [{name: probe-errors, source: checks, metric: error_rate, max: 0.1}]\n"
+        f"    rules: {rules}\n"
         "    alerts: {tags: [oncall]}\n"
         f"    rollback: {{url: '{receiver}', secret: {SECRET}}}\n"
     )

@@ -11,20 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_process import awaited_cli
-from tests.e2e.crash import TOKEN, free_port
-from tests.e2e.plugin_agent import start
 from tests.e2e.test_check_plugin_bugs_e2e import (
     BUG_TITLE,
     PLUGIN_SECRET,
-    SECRET,
     _bug_alerts,
-    config,
     ended,
-    install_plugin,
+    running,
     target,  # noqa: F401 (a fixture)
 )
-from tests.receivers import JsonSink, RollbackReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -38,28 +32,10 @@ async def test_a_bug_in_a_canarys_baseline_runs_alone_is_alerted_once(
     tmp_path: Path,
     target: str,  # noqa: F811
 ) -> None:
-    site = tmp_path / "site"
-    install_plugin(site)
-    receiver, sink = RollbackReceiver(SECRET), JsonSink()
-    await receiver.start()
-    await sink.start()
-    port = free_port()
-    made = config(
-        tmp_path, port, target, "baseline", receiver.url, sink.url(), canary=True, rules=P95_RULE
-    )
-    agent = start(made, tmp_path / "agent.log", site)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        code, said = await awaited_cli(
-            "register", "--url", url, "--token", TOKEN, "--env", "production",
-            "--version", "v2", "--wait", "--timeout", "30s",
-        )  # fmt: skip
-        await ended(sink)
-    finally:
-        agent.terminate()
-        agent.wait(30)
-        await receiver.stop()
-        await sink.stop()
+    async with running(tmp_path, target, "baseline", canary=True, rules=P95_RULE) as run:
+        code, said, _ = await run.registered("--wait", "--timeout", "30s")
+        await ended(run.sink)
+    receiver, sink = run.receiver, run.sink
     assert code == 3, said  # inconclusive: the rule had no baseline
     assert receiver.attempts == [], said
     (bug,) = _bug_alerts(sink)  # before: none, the end's "no baseline" alone

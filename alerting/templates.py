@@ -214,7 +214,12 @@ def evidence_text(evidence: Any) -> str:
     if isinstance(ratio, int | float) and not isinstance(ratio, bool) and ratio >= 0:
         # as the reason's odds give it (`2,361`, `2.4 million`), not `2.36e+03` beside
         # its `evidence 2,361 to 1`
-        shown = odds_number(ratio) if ratio == 0 or ratio >= 1 else f"1/{odds_number(1 / ratio)}"
+        if ratio == 0 or ratio >= 1:
+            shown = odds_number(ratio)
+        elif 1 / ratio < 1e9:  # `1/20`: as a fraction (`odds_number` has words past it)
+            shown = f"1/{odds_number(1 / ratio)}"
+        else:
+            shown = "less than one in a billion"
         parts.append(f"likelihood ratio {shown}")
     p_value = evidence.get("p_value")
     if isinstance(p_value, int | float):

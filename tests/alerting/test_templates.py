@@ -437,3 +437,18 @@ def test_a_likelihood_ratio_reads_as_the_reason_gives_it(ratio: float, shown: st
     text = body(Alert.for_window(window(), "rollback_requested", rules=[rule]))
     assert f"likelihood ratio {shown}," in text or f"likelihood ratio {shown})" in text, text
     assert "e+" not in text, text
+
+
+@pytest.mark.parametrize(
+    ("ratio", "shown"),
+    [(0.05, "1/20"), (1e-12, "less than one in a billion"), (5e-324, "less than one in a billion")],
+)
+def test_a_likelihood_ratio_below_one_reads_as_a_fraction_or_in_words(
+    ratio: float, shown: str
+) -> None:
+    """Below 1 the ratio reads as its fraction, `1/20`; past a billion the other way it
+    read `1/more than a billion` (the odds' words put under a fraction bar)."""
+    rule = {**RULES[0], "evidence": {"test": "betting e-process", "likelihood_ratio": ratio}}
+    text = body(Alert.for_window(window(), "rollback_requested", rules=[rule]))
+    assert f"likelihood ratio {shown}," in text or f"likelihood ratio {shown})" in text, text
+    assert "1/more" not in text, text

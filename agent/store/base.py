@@ -621,6 +621,15 @@ class Store(Protocol):
         answered, or another caller claimed it since."""
         ...
 
+    async def extend_gate(
+        self, callback_url: str, github_environment: str, until: float, to: float
+    ) -> bool:
+        """Move on to `to` the end of a claim `claim_gate` took until `until`, the gate
+        still unanswered: an answer given up on a rate limit longer than the claim is not
+        taken over by the next start or another replica before the wait the provider
+        asked for. False if the gate was answered, or another caller claimed it since."""
+        ...
+
     # background probing (pre-deploy baselines)
     async def add_probe_summary(
         self,

@@ -1476,20 +1476,31 @@ class SqlStore(ABC):
         wrote it), so a claimer that came since keeps it; in `gates` too, where the claim
         was also taken for an agent of the version before migration 14
         (`_claim_older_gate`)."""
+        return await self._move_gate_claim(callback_url, github_environment, until, RELEASED_AT)
+
+    async def extend_gate(
+        self, callback_url: str, github_environment: str, until: float, to: float
+    ) -> bool:
+        """Fenced by the claim's end (`until`) as `release_gate`, in both tables."""
+        return await self._move_gate_claim(callback_url, github_environment, until, to)
+
+    async def _move_gate_claim(
+        self, callback_url: str, github_environment: str, until: float, to: float
+    ) -> bool:
         async with self._tx() as db:
-            released = 0
+            moved = 0
             for table in ("gates_by_environment", "gates"):
                 changed = await db.execute(
                     f"UPDATE {table} SET claimed_until = ? WHERE callback_url = ?"
                     " AND github_environment = ? AND answered_at IS NULL AND claimed_until = ?",
-                    RELEASED_AT,
+                    to,
                     callback_url,
                     github_environment,
                     until,
                 )
                 if table == "gates_by_environment":
-                    released = changed
-        return released == 1
+                    moved = changed
+        return moved == 1
 
     async def _take_over_gates(self) -> None:
         """Copy the gates an agent of the version before migration 14 left pending in

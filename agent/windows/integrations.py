@@ -1473,12 +1473,13 @@ class Integrations:
             # GitHub down or rate limited: left pending, so answered again once this claim
             # lapses (`GATE_CLAIM_S`), where marked answered it was never sent and the
             # production job waited on its protection rule for GitHub's 30 days
+            wait = await self._gate_wait(gate, until, result.retry_after)
             log.warning(
                 "protection rule for %s %s not answered yet: %s (tried again in %g s)",
                 gate.github_environment,
                 gate.sha[:12],
                 result.error,
-                GATE_CLAIM_S,
+                wait,
             )
             return
         outcome = f"HTTP {result.status}" if result.ok else (result.error or "failed")
@@ -1556,6 +1557,24 @@ class Integrations:
             "answered" if result.ok else result.error,
             ", its answer stored" if waited else "",
         )
+
+    async def _gate_wait(self, gate: PendingGate, until: float, asked: float | None) -> float:
+        """Until the gate is answered again: its claim's end, moved on to the wait a rate
+        limit asked for when that is longer (fenced by `until`: only while the claim is
+        still ours), where every claimer, this process included, answered it again once
+        the claim lapsed (`GATE_CLAIM_S`), inside the wait: GitHub may ban an integration
+        that goes on calling while limited."""
+        now = self.clock()
+        if asked is None or now + asked <= until:
+            return max(0.0, until - now)
+        try:
+            moved = await self.s.store.extend_gate(
+                gate.callback_url, gate.github_environment, until, now + asked
+            )
+        except Exception as exc:  # kept to its end: answered again after it, as before
+            log.warning("protection rule %s: its claim not moved on (%s)", gate.callback_url, exc)
+            moved = False
+        return asked if moved else max(0.0, until - now)
 
     async def _gate_given_up(
         self, gate: PendingGate, window: DeployWindow | None, answer: str, why: str

@@ -17,6 +17,7 @@ import pytest
 from agent.api.hooks import INTEGRATIONS
 from agent.windows import integrations as module
 from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
+from tests.e2e.integrations_support import GATE_PATH
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     environments,
     eventually,
@@ -58,15 +59,21 @@ def scans(monkeypatch: pytest.MonkeyPatch) -> list[tuple[module.Integrations, fl
 
 
 async def scanned_past(
-    agent: RunningAgent, at: float, scans: list[tuple[module.Integrations, float]]
+    agent: RunningAgent,
+    at: float,
+    scans: list[tuple[module.Integrations, float]],
+    *,
+    gates: bool = False,
 ) -> None:
     """Until a scan begun at `at` or later has ended and nothing it began is in hand: a
-    claim due by `at` (its retry, a lapsed lease) was tried in it, its call made."""
+    claim due by `at` (its retry, a lapsed lease) was tried in it, its call made; with
+    `gates`, the protection rules' answers it began too."""
     integrations = agent.app[INTEGRATIONS]
     await eventually(
         lambda: (
             any(i is integrations and started >= at for i, started in scans)
             and not integrations._busy
+            and not (gates and integrations._gates_busy)
         )
     )
 
@@ -152,3 +159,43 @@ async def test_an_approval_given_up_on_a_long_rate_limit_is_not_tried_before_the
     await scanned_past(second, given_up + LEASE_S, scans)  # a take-over once it lapsed
     assert len(fake_vercel.seen("/approve-stage")) == 1
     assert fake_vercel.approvals == []
+
+
+@pytest.mark.timeout(90)
+async def test_a_gate_answer_given_up_on_a_rate_limit_past_its_claim_waits_the_asked_wait(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    store_yaml: str,
+    scans: list[tuple[module.Integrations, float]],
+) -> None:
+    """A protection rule's answer met GitHub's rate limit, its reset past the gate's claim
+    (`GATE_CLAIM_S`, 300 s; 0.3 s here): every claimer, the same process included, answered
+    it again once the claim lapsed, inside the asked wait. The claim is moved on to it."""
+    monkeypatch.setattr(module, "GATE_CLAIM_S", LEASE_S)
+    fake_github.fail("rate_limit", times=1, reset_in=ASKED_S, match="deployment_protection_rule")
+    env = environments(flip_target, staging_window="1500ms")
+    extra = integrations(fake_github, fake_vercel)
+    caplog.set_level(logging.WARNING, logger="postflight.integrations")
+    first = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
+    good = "b" * 40
+    staging = await first.register("staging", good)
+    rule = fake_github.ask_gate(sha=good, run_id=41)
+    assert (await github_hook(first, "deployment_protection_rule", rule, "gate-41"))[0] == 202
+    assert (await first.settled(staging["id"]))["state"] == "passed"
+    await eventually(lambda: any("not answered yet" in r.getMessage() for r in caplog.records))
+    given_up = first.app[INTEGRATIONS].clock()
+    said = [r.getMessage() for r in caplog.records if "not answered yet" in r.getMessage()]
+    wait = float(said[0].rsplit("tried again in ", 1)[1].split(" s")[0])
+    assert wait >= ASKED_S - 2, said  # the reset GitHub named, not the claim's end
+    await scanned_past(first, given_up + LEASE_S, scans, gates=True)  # its claim's end
+    assert len(fake_github.seen(GATE_PATH)) == 1
+
+    await first.stop()
+    second = await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
+    await scanned_past(second, given_up + LEASE_S, scans, gates=True)
+    assert len(fake_github.seen(GATE_PATH)) == 1
+    assert fake_github.gate_answers == []

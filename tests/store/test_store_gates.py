@@ -295,6 +295,24 @@ async def test_a_gate_claim_handed_back_is_claimed_again_at_once(store: Store) -
     assert not await store.release_gate(URL.format(9), "Production", 500.0)  # unknown
 
 
+async def test_a_gate_claim_extended_is_held_to_its_new_end(store: Store) -> None:
+    """An answer given up on a rate limit longer than the claim (`GATE_CLAIM_S`) moves its
+    claim's end on to the wait asked: no other claimer takes it before then. Fenced by the
+    claim's end, as `release_gate`: a claim taken since, or an answer, is kept."""
+    await store.add_gate(gate(1))
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 500.0)
+    assert not await store.extend_gate(URL.format(1), "Production", 499.0, 900.0)  # not its
+    assert await store.extend_gate(URL.format(1), "Production", 500.0, 900.0)
+    assert not await store.claim_gate(URL.format(1), "Production", 600.0, 900.0)  # held on
+    assert not await store.claim_gate(URL.format(1), "Production", 899.0, 1199.0)
+    assert await store.claim_gate(URL.format(1), "Production", 901.0, 1201.0)  # lapsed
+    assert not await store.extend_gate(URL.format(1), "Production", 900.0, 2000.0)  # since
+    assert not await store.claim_gate(URL.format(1), "Production", 1000.0, 1300.0)
+    await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 204", 1100.0)
+    assert not await store.extend_gate(URL.format(1), "Production", 1201.0, 2000.0)  # answered
+    assert not await store.extend_gate(URL.format(9), "Production", 500.0, 900.0)  # unknown
+
+
 async def test_a_gate_claimed_before_and_not_answered_says_so(store: Store) -> None:
     """`gate_claimed_before`: a claim that lapsed (its claimer killed, maybe after GitHub
     took its answer) or was handed back (a stop cut its answer in flight) is one an

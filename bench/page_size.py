@@ -10,7 +10,10 @@ daemon's app against a local aiohttp target (2 rounds of 1 s), and its stored ro
 and verdict are copied, round after round, into a window of `--rounds` rounds, leased to
 another replica (so this one only serves it). Then the daemon's app is started again on
 that store and asked for the page as a browser would; one more round is stored (as the
-replica watching it would) while an event stream is open.
+replica watching it would) while an event stream is open. Its heap is the daemon's once
+up (`agent.windows.heap.tune_collector`: what lives then frozen, the thresholds raised);
+`POSTFLIGHT_GC_THRESHOLDS=off` for CPython's defaults and nothing frozen, `=700,10,10`
+for CPython's thresholds with the freeze.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from agent.app import build_app  # noqa: E402
 from agent.appkeys import STORE  # noqa: E402
 from agent.records import RoundRecord  # noqa: E402
 from agent.settings_file import load_settings_text  # noqa: E402
+from agent.windows.heap import tune_collector  # noqa: E402
 from tests.e2e.crash import free_port  # noqa: E402
 
 TOKEN = "bench-page-size-token-0123"
@@ -220,9 +224,15 @@ async def run(checks: int, rounds: int, probes: int, save: Path | None = None) -
         record = RoundRecord(big.id, n, big.deployed_at + (n - 1) * 60, summary)
         assert await big_store.record_round(record, verdict, fence)
 
-    # 3. the daemon's app on that store, asked as a browser asks
+    # 3. the daemon's app on that store, asked as a browser asks, its heap as `run` has it
+    # once listening (start-up's objects frozen, the thresholds raised; none of it with
+    # POSTFLIGHT_GC_THRESHOLDS=off, CPython's defaults)
     app, runner = await start(text, aport)
+    tune_collector()
     out: dict[str, Any] = {"checks": checks, "rules": checks, "rounds": rounds, "probes": probes}
+    gc.collect()
+    out["gc_frozen"] = gc.get_freeze_count()  # never walked again
+    out["gc_walked_by_a_full_pass"] = len(gc.get_objects())  # start-up's, unless frozen
     async with aiohttp.ClientSession() as http:
         page_url = f"{base}/deploys/{big.id}"
         first = heartbeat_gap(timed_get(http, page_url))
@@ -357,7 +367,8 @@ def main() -> int:
     )
     print(
         f"the collector's full passes (each holds the loop) while the first page was built:"
-        f" {out['gc_full_passes_first_page']}"
+        f" {out['gc_full_passes_first_page']}; objects frozen at the start {out['gc_frozen']:,},"
+        f" left for a full pass to walk {out['gc_walked_by_a_full_pass']:,}"
     )
     print(
         f"stream: the first state event {out['stream_state_bytes']:,} bytes,"

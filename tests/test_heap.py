@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 
 from agent.metrics import Metrics
 from agent.windows import heap
+from tests.api.test_edges import running_daemon
 from tests.cli.test_run_start import agent_env, free_port
 
 
@@ -66,6 +68,23 @@ async def test_every_collection_pause_is_counted_while_the_daemon_runs(collector
     gc.collect()  # the callback is gone with the daemon
     assert {which: _pauses(metrics, which) for which in before} == counted
     assert not any(isinstance(cb, heap.GcPauses) for cb in gc.callbacks)
+
+
+async def test_the_daemon_freezes_what_start_up_left_once_it_is_up(
+    collector: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`serve` (what `postflight run` runs) freezes start-up's objects once it is up:
+    nothing a full pass of the collector walks again (`bench/page_size.py`'s
+    `gc_frozen`, `gc_walked_by_a_full_pass`)."""
+    monkeypatch.delenv(heap.GC_THRESHOLDS_ENV, raising=False)
+    gc.unfreeze()
+    async with running_daemon(tmp_path):
+        for _ in range(100):
+            if gc.get_freeze_count():
+                break
+            await asyncio.sleep(0.05)
+        assert gc.get_freeze_count() > 10_000  # the imports, settings and the app's parts
+        assert gc.get_threshold() == heap.THRESHOLDS
 
 
 def test_growth_between_two_snapshots_names_the_line(tmp_path: Path) -> None:

@@ -33,9 +33,9 @@ from tests.e2e.crash import (
     free_port,
     read_attempts,
     request_json,
-    start_fake,
     store_rows,
 )
+from tests.e2e.crash import _env as _fake_env
 from tests.fakes import github as gh
 
 KILL_AFTER_END = "POSTFLIGHT_TEST_KILL_AFTER_END"
@@ -114,17 +114,36 @@ def _post(url: str, body: dict[str, Any]) -> Any:
         return json.loads(response.read() or b"null")
 
 
-def _process(args: list[str]) -> tuple[subprocess.Popen[bytes], str]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", *args], cwd=ROOT, env=dict(os.environ), stdout=subprocess.PIPE
-    )
-    assert proc.stdout is not None
+def _processes(*commands: list[str]) -> list[tuple[subprocess.Popen[bytes], str]]:
+    """Receivers and fakes (`python -m …`), each printing its URL first: started all at
+    once and then read, as each start is mostly its imports (a second each, one after
+    another, on a loaded machine)."""
+    procs: list[subprocess.Popen[bytes]] = []
     try:
-        return proc, str(json.loads(proc.stdout.readline())["url"])
+        for args in commands:
+            procs.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", *args], cwd=ROOT, env=_fake_env(), stdout=subprocess.PIPE
+                )
+            )
+        urls = []
+        for proc in procs:
+            assert proc.stdout is not None
+            urls.append(str(json.loads(proc.stdout.readline())["url"]))
     except BaseException:
-        proc.kill()
-        proc.wait()
+        for proc in procs:
+            proc.kill()
+            proc.wait()
         raise
+    return list(zip(procs, urls, strict=True))
+
+
+def _stopped(agent: subprocess.Popen[bytes]) -> None:
+    """Stop the settled agent (SIGTERM) and wait for it to exit: whatever it still had in
+    flight has gone out, and nothing more can, so the receivers' counts are final (a
+    fixed 2 s pause guessed at this)."""
+    agent.send_signal(signal.SIGTERM)
+    agent.wait(timeout=60)
 
 
 @dataclass
@@ -230,16 +249,14 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
     helpers: list[subprocess.Popen[bytes]] = []
     agent: subprocess.Popen[bytes] | None = None
     try:
-        sink, sink_url = _process(["tests.receivers", "json", "--log", str(sink_log)])
-        helpers.append(sink)
-        receiver, receiver_url = _process(
-            ["tests.receivers", "rollback", "--secret", SECRET, "--log", str(receiver_log)]
+        started = _processes(
+            ["tests.receivers", "json", "--log", str(sink_log)],
+            ["tests.receivers", "rollback", "--secret", SECRET, "--log", str(receiver_log)],
+            ["tests.fakes.sentry", "--token", SENTRY_TOKEN],
+            ["tests.fakes.github", "--token", GH_TOKEN],
         )
-        helpers.append(receiver)
-        sentry, sentry_url = start_fake("tests.fakes.sentry", SENTRY_TOKEN)
-        helpers.append(sentry)
-        github, github_url = start_fake("tests.fakes.github", GH_TOKEN)
-        helpers.append(github)
+        helpers += [proc for proc, _ in started]
+        [sink_url, receiver_url, sentry_url, github_url] = [url for _, url in started]
         # Sentry's reads fail (its markers are written): the round's provider_unreachable
         _post(f"{sentry_url}/_fake/fail", {"kind": "500", "match": "/events"})
         port = free_port()
@@ -289,8 +306,8 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
             )
 
         _wait(settled, 60)
-        time.sleep(2.0)  # what a scan would still send, sent
         state = request_json("GET", url)["state"]
+        _stopped(agent)
         requests = _get(f"{sentry_url}/_fake/requests")
         markers = [
             r
@@ -377,7 +394,7 @@ def run_resolve_trial(workdir: Path, *, kill: bool = True) -> EndTrial:
         (workdir / "killed").touch()
     sink_log = workdir / "sink.jsonl"
     target = _FailingFirst(3)
-    sink, sink_url = _process(["tests.receivers", "json", "--log", str(sink_log)])
+    [(sink, sink_url)] = _processes(["tests.receivers", "json", "--log", str(sink_log)])
     agent: subprocess.Popen[bytes] | None = None
     try:
         port = free_port()
@@ -425,10 +442,11 @@ environments:
             )
 
         _wait(settled, 60)
-        time.sleep(2.0)
+        state = request_json("GET", url)["state"]
+        _stopped(agent)
         return EndTrial(
             killed=killed,
-            state=request_json("GET", url)["state"],
+            state=state,
             alerts=[
                 str((line.get("payload") or {}).get("title", ""))
                 for line in read_attempts(sink_log)

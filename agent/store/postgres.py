@@ -24,10 +24,10 @@ import itertools
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import asyncpg  # type: ignore[import-untyped]
@@ -92,6 +92,33 @@ pipeline waited it out."""
 LOOK_STEP_S = 0.1
 """The look's wait is counted in steps this long (`PostgresStore._connects`): a step the
 loop ran late, stalled, counts only its own length."""
+
+
+T = TypeVar("T")
+
+
+async def within_loop_wait(awaitable: Awaitable[T], limit: float) -> T:
+    """`awaitable`, given up (`TimeoutError`, it cancelled) once it has waited `limit` of
+    the time the agent's loop could wait, counted as the look counts (`LOOK_STEP_S`).
+    Why: on the loop's clock (`asyncio.timeout`), a loop stalled past `limit` as it
+    waited (a GC pause, a blocking callback, a busy host) read the live server's answer
+    too late: a readiness ping said the store down once, the replica id's session was cut."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(awaitable)
+    waited = 0.0
+    try:
+        while not task.done():
+            if waited >= limit:
+                raise TimeoutError
+            step = min(LOOK_STEP_S, limit - waited)
+            began = loop.time()
+            await asyncio.wait({task}, timeout=step)
+            waited += min(loop.time() - began, step)
+        return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
 
 
 class ReplicaIdInUse(StoreError):
@@ -352,8 +379,7 @@ class PostgresStore(SqlStore):
             conn = self._replica
             if conn is not None:
                 try:
-                    async with asyncio.timeout(self.connect_timeout):
-                        await conn.fetchval("SELECT 1")
+                    await within_loop_wait(conn.fetchval("SELECT 1"), self.connect_timeout)
                     continue
                 except (*_UNAVAILABLE, asyncpg.PostgresError):
                     conn.terminate()
@@ -523,9 +549,11 @@ class PostgresStore(SqlStore):
         return None if row is None else float(row[0])
 
     async def ping(self) -> bool:
-        """True when a query round-trips; False (never an exception) otherwise."""
+        """True when a query round-trips within `connect_timeout` of the time the loop
+        could wait; False (never an exception) otherwise."""
         try:
-            async with asyncio.timeout(self.connect_timeout):
-                return await self._fetchone("SELECT 1") is not None
+            return (
+                await within_loop_wait(self._fetchone("SELECT 1"), self.connect_timeout) is not None
+            )
         except Exception:
             return False

@@ -8,11 +8,13 @@ slow, on a server that answers, still waits to its end."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -178,5 +180,71 @@ async def test_a_frozen_server_is_still_an_outage_when_the_loop_stalled_in_the_l
                 outcome = await asyncio.gather(store.get_window("dep_a"), return_exceptions=True)
         assert isinstance(outcome[0], StoreUnreachable), outcome
         assert looks
+    finally:
+        await store.close()
+
+
+STALL_TIMEOUT_S = 0.5
+"""The store's connect timeout in the stall tests below: the stall is three times it."""
+
+
+async def test_a_stall_of_the_loop_does_not_fail_a_readiness_ping(pg_url: str) -> None:
+    """`ping` (GET /readyz) is bounded by `connect_timeout` of the time the loop could
+    wait, as the look is: on the loop's clock, a stall past it as the ping waited (a GC
+    pause, a blocking callback, a busy host) read the live server's answer too late and
+    the agent said itself not ready once."""
+    import time
+
+    store = PostgresStore(pg_url, connect_timeout=STALL_TIMEOUT_S, command_timeout=LONG_TIMEOUT_S)
+    await store.open()
+    try:
+        assert await store.ping()
+        ping = asyncio.ensure_future(store.ping())
+        # the loop stalled once the ping began (its first step runs first)
+        asyncio.get_running_loop().call_soon(time.sleep, 3 * STALL_TIMEOUT_S)
+        assert await ping
+    finally:
+        await store.close()
+
+
+async def test_a_stall_of_the_loop_does_not_cut_the_replica_ids_session(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The replica-id keeper's look at its session is bounded by `connect_timeout` of the
+    time the loop could wait: on the loop's clock, a stall as it looked cut the session
+    that holds the id (its lock let go) and took the id again, with a live server."""
+    import time
+
+    from agent.store import postgres
+
+    monkeypatch.setattr(postgres, "REPLICA_LOOK_S", 0.05)
+
+    class Stalling:
+        """The held session, the loop stalled as its first look waits."""
+
+        def __init__(self, conn: object) -> None:
+            self.conn: Any = conn
+            self.looks = 0
+            self.looked_again = asyncio.Event()
+
+        async def fetchval(self, *args: object) -> object:
+            self.looks += 1
+            if self.looks == 3:
+                self.looked_again.set()
+            if self.looks == 1:
+                asyncio.get_running_loop().call_soon(time.sleep, 3 * STALL_TIMEOUT_S)
+            return await self.conn.fetchval(*args)
+
+        def terminate(self) -> None:
+            self.conn.terminate()
+
+    store = PostgresStore(pg_url, connect_timeout=STALL_TIMEOUT_S, command_timeout=LONG_TIMEOUT_S)
+    await store.open()
+    try:
+        await store.hold_replica_id("a")
+        held = store._replica = Stalling(store._replica)
+        with contextlib.suppress(TimeoutError):  # cut, it is never looked at again
+            await asyncio.wait_for(held.looked_again.wait(), BOUND_S)
+        assert store._replica is held and not held.conn.is_closed()
     finally:
         await store.close()

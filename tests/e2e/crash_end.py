@@ -35,8 +35,9 @@ from tests.e2e.crash import (
     request_json,
     store_rows,
 )
-from tests.e2e.crash import _env as _fake_env
 from tests.fakes import github as gh
+from tests.fakes.sentry import FakeSentry
+from tests.receivers import JsonSink, RollbackReceiver
 
 KILL_AFTER_END = "POSTFLIGHT_TEST_KILL_AFTER_END"
 """The agent's environment: a path; the first agent to store a window's end creates it
@@ -114,28 +115,40 @@ def _post(url: str, body: dict[str, Any]) -> Any:
         return json.loads(response.read() or b"null")
 
 
-def _processes(*commands: list[str]) -> list[tuple[subprocess.Popen[bytes], str]]:
-    """Receivers and fakes (`python -m …`), each printing its URL first: started all at
-    once and then read, as each start is mostly its imports (a second each, one after
-    another, on a loaded machine)."""
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        for args in commands:
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", *args], cwd=ROOT, env=_fake_env(), stdout=subprocess.PIPE
-                )
-            )
-        urls = []
-        for proc in procs:
-            assert proc.stdout is not None
-            urls.append(str(json.loads(proc.stdout.readline())["url"]))
-    except BaseException:
-        for proc in procs:
-            proc.kill()
-            proc.wait()
-        raise
-    return list(zip(procs, urls, strict=True))
+class _Receivers:
+    """The receivers and fakes, servers of one event loop in a thread of the test: they
+    outlive the agent's kill as a process of their own would, and cost no interpreter
+    start each (a second or two apiece on a loaded machine, four per trial)."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self._asyncio = asyncio
+        self.loop = asyncio.new_event_loop()
+        self._servers: list[Any] = []
+        threading.Thread(target=self.loop.run_forever, daemon=True).start()
+
+    def start(self, server: Any) -> str:
+        """`server` started on a free port of 127.0.0.1; its URL."""
+
+        async def started() -> None:
+            await server.start(0)
+
+        self._asyncio.run_coroutine_threadsafe(started(), self.loop).result(timeout=30)
+        self._servers.append(server)
+        url = server.url
+        return str(url() if callable(url) else url)
+
+    def close(self) -> None:
+        async def stopped() -> None:
+            for server in self._servers:
+                await server.stop()
+
+        try:
+            self._asyncio.run_coroutine_threadsafe(stopped(), self.loop).result(timeout=30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
 
 
 def _stopped(agent: subprocess.Popen[bytes]) -> None:
@@ -246,17 +259,13 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
     workdir.mkdir(parents=True, exist_ok=True)
     healthy = _FailingFirst(0) if manual else None
     sink_log, receiver_log = workdir / "sink.jsonl", workdir / "receiver.jsonl"
-    helpers: list[subprocess.Popen[bytes]] = []
+    helpers = _Receivers()
     agent: subprocess.Popen[bytes] | None = None
     try:
-        started = _processes(
-            ["tests.receivers", "json", "--log", str(sink_log)],
-            ["tests.receivers", "rollback", "--secret", SECRET, "--log", str(receiver_log)],
-            ["tests.fakes.sentry", "--token", SENTRY_TOKEN],
-            ["tests.fakes.github", "--token", GH_TOKEN],
-        )
-        helpers += [proc for proc, _ in started]
-        [sink_url, receiver_url, sentry_url, github_url] = [url for _, url in started]
+        sink_url = helpers.start(JsonSink(log=sink_log))
+        receiver_url = helpers.start(RollbackReceiver(SECRET, log=receiver_log))
+        sentry_url = helpers.start(FakeSentry(token=SENTRY_TOKEN))
+        github_url = helpers.start(gh.FakeGitHub(token=GH_TOKEN))
         # Sentry's reads fail (its markers are written): the round's provider_unreachable
         _post(f"{sentry_url}/_fake/fail", {"kind": "500", "match": "/events"})
         port = free_port()
@@ -347,13 +356,7 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
             agent.wait()
         if healthy is not None:
             healthy.server.shutdown()
-        for helper in helpers:
-            helper.send_signal(signal.SIGTERM)
-            try:
-                helper.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                helper.kill()
-                helper.wait()
+        helpers.close()
 
 
 class _FailingFirst:
@@ -394,7 +397,8 @@ def run_resolve_trial(workdir: Path, *, kill: bool = True) -> EndTrial:
         (workdir / "killed").touch()
     sink_log = workdir / "sink.jsonl"
     target = _FailingFirst(3)
-    [(sink, sink_url)] = _processes(["tests.receivers", "json", "--log", str(sink_log)])
+    helpers = _Receivers()
+    sink_url = helpers.start(JsonSink(log=sink_log))
     agent: subprocess.Popen[bytes] | None = None
     try:
         port = free_port()
@@ -462,5 +466,4 @@ environments:
             agent.send_signal(signal.SIGKILL)
             agent.wait()
         target.server.shutdown()
-        sink.send_signal(signal.SIGTERM)
-        sink.wait(timeout=5)
+        helpers.close()

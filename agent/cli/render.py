@@ -377,7 +377,7 @@ def summary(deploy: Deploy, style: Style) -> str:
         "rolled_back": "rolled back: the rollback target accepted the request",
         "inconclusive": "inconclusive: neither passed nor failed (the rules below say why)",
         "cancelled": "cancelled: no verdict (exit 3)",
-        "superseded": "superseded by a newer deploy: no verdict (exit 3)",
+        "superseded": "superseded by a later registration: no verdict (exit 3)",
     }.get(deploy.state, deploy.state)
     if rollback_pending(deploy):
         headline = "failed: a rollback was requested and is still being delivered"

@@ -100,14 +100,15 @@ STATUS_OF_STATE = {
     "superseded": "inactive",
 }
 """GitHub's deployment status for a window state: a superseded deploy was replaced by a
-newer one (`inactive`, as GitHub marks replaced deployments); a cancelled one was never
-judged (`error`)."""
+later registration (`inactive`, as GitHub marks replaced deployments); a cancelled one was
+never judged (`error`)."""
 NO_VERDICT = {
     "cancelled": "cancelled before a verdict",
-    "superseded": "superseded by a newer deploy before a verdict",
+    "superseded": "superseded by a later registration before a verdict",
 }
 """The description of a status for a window that ended unjudged (its verdict, if any, is
-a round's, not a decision)."""
+a round's, not a decision). A later registration, not a newer deploy: one registered late
+with an earlier `deployed_at` supersedes a window deployed after it."""
 STAGE_KEY = "vercel:rolling-stage"
 """The once-key of noting which Rolling Release stage a window watches (`STAGE_LABEL`)."""
 STAGE_LABEL = "vercel.rolling_stage"

@@ -22,6 +22,7 @@ from agent.store import store_from_url
 from agent.store.base import AlertClaim, Store
 from agent.windows.integrations import finishes
 from agent.windows.lifecycle import FOLLOW_UPS
+from common.times import rfc3339
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent, environment
 from tests.e2e.crash import free_port
 from tests.fakes import github as gh
@@ -1170,7 +1171,7 @@ async def test_a_cancelled_or_superseded_github_window_gets_a_final_status(
     fake_github: FakeGitHub,
 ) -> None:
     """A window that ended cancelled or superseded posted nothing more, and its GitHub
-    deployment stayed `in_progress`: superseded is `inactive` (a newer deploy replaced
+    deployment stayed `in_progress`: superseded is `inactive` (a later registration replaced
     it), cancelled is `error` (nobody judged it)."""
     agent = await start_agent(
         environments(flip_target), extra=integrations(fake_github, fake_vercel)
@@ -1190,7 +1191,7 @@ async def test_a_cancelled_or_superseded_github_window_gets_a_final_status(
     by_deployment = {(s["deployment"], s["state"], s["description"]) for s in fake_github.statuses}
     assert by_deployment == {
         (1001, "in_progress", f"Postflight is watching {'a' * 40}"),
-        (1001, "inactive", "superseded by a newer deploy before a verdict"),
+        (1001, "inactive", "superseded by a later registration before a verdict"),
         (1002, "in_progress", f"Postflight is watching {SHA}"),
         (1002, "error", "cancelled before a verdict"),
     }
@@ -1221,12 +1222,39 @@ async def test_a_cancelled_or_superseded_window_ends_its_commit_status(
     assert sorted(seen) == sorted(
         [
             (other, "pending", "Postflight is watching v1"),
-            (other, "error", "superseded by a newer deploy before a verdict"),
+            (other, "error", "superseded by a later registration before a verdict"),
             (SHA, "pending", "Postflight is watching v2"),
             (SHA, "pending", "Postflight is watching v2-again"),
             (SHA, "error", "cancelled before a verdict"),
         ]
     )
+
+
+async def test_a_window_superseded_by_a_late_registration_does_not_blame_a_newer_deploy(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,
+    fake_github: FakeGitHub,
+) -> None:
+    """A late registration of v1, deployed 10 s before v2, supersedes v2's window:
+    its commit status says a later registration did it, where it said "superseded by a
+    newer deploy" of a deploy that was older."""
+    env = commit_status_staging(flip_target, window="30s")
+    agent = await start_agent(env, extra=integrations(fake_github, fake_vercel))
+    other = "b" * 40
+    await agent.register("staging", "v2", commit=other)
+    await eventually(lambda: len(fake_github.commit_statuses) >= 1)
+    earlier = rfc3339(time.time() - 10, millis=False)
+    late = await agent.register("staging", "v1", commit=SHA, deployed_at=earlier)
+    assert len(late["warnings"]) == 1, late  # v2 was deployed after it
+    await eventually(lambda: len(fake_github.commit_statuses) >= 3)
+    await agent.cancel(late["id"])
+    await eventually(lambda: len(fake_github.commit_statuses) >= 4)
+    ended = [s["description"] for s in fake_github.commit_statuses if s["sha"] == other]
+    assert ended == [
+        "Postflight is watching v2",
+        "superseded by a later registration before a verdict",
+    ], ended
 
 
 async def test_a_rollback_failed_alert_names_its_target_and_counts_only_sent_attempts(

@@ -170,6 +170,8 @@ async def test_register_wait_exits_3_when_a_late_registration_supersedes_its_win
     code, said = await waiting
     assert code == 3, said
     assert f"registered v2 in production: {v2.id}" in said, said
-    assert "superseded by a newer deploy: no verdict (exit 3)" in said, said
+    # v1 was deployed before v2: it superseded v2 by registering later, not as a newer deploy
+    assert "superseded by a later registration: no verdict (exit 3)" in said, said
+    assert "newer deploy" not in said, said
     assert (await agent.get(v2.id))["state"] == "superseded"
     await agent.cancel(late["id"])

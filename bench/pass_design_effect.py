@@ -7,12 +7,26 @@ effect deff = 1 + (n - 1) rho (Kish), rho the within-round correlation measured 
 `stats.intra_period_correlation`:
 
 - `binomial`: deff 1, the floor before any design effect;
-- `judge`:  the judge as it is, unpatched (`SequentialRule._ends` of the module);
-- `runs`:   rho across the background runs, for a rate from their counts (what `merge`
-            keeps as `Observation.dispersion`) and for a share past a latency cutoff from
-            each run's count past it (measured here from the runs' own samples);
-- `student`: as `runs`, Student-corrected for how few runs (`stats.inflation_limit`: each
-            run one unit when it shows fewer than two events), the fail side's convention.
+- `judge`:  the judge as it is, unpatched (`SequentialRule._ends` of the module): rho
+            across the background runs, for a rate from their counts (`merge`'s
+            `Observation.dispersion`) and for a share past a latency cutoff from each run's
+            count past it (`Observation.period_sizes`); the variants below measure the same
+            rho from the runs' own draws and change it as they say;
+- `student`: as `judge`, Student-corrected for how few runs (`stats.inflation_limit`: each
+            run one unit when it shows fewer than two events), the fail side's convention;
+- `silent_all`: as `judge`, but each run one unit (rho 1) when the runs show fewer than two
+            of the test's events (errors, samples past the cutoff: nothing measured of how
+            they cluster, the fail side's convention without Student's widening) and their
+            silence does not rule out whole runs failing at the test's limit L:
+            (1 - L)^runs > the test's alpha (at least log(alpha) / log(1 - L) silent runs,
+            90 at L = 5% and alpha = 1%, would have shown them);
+- `silent`: as `silent_all`, for a rate only (a latency's share keeps the judge's rho);
+- `window_all`: as `silent_all`, the window's rounds so far counted with the runs: rho 1
+            only when the window too shows fewer than two events and (1 - L)^(runs +
+            rounds) > alpha (a window that shows its events is judged on its own spread);
+- `window`: as `window_all`, for a rate only;
+- `shrink`: rho shrunk toward 1 by one pseudo-run of whole clustering, (k rho + 1) / (k + 1)
+            over k runs: a short background's silence weighs little, an hour's a lot.
 
 Every window runs through `Judge.advance` with the last round final, as the daemon feeds
 it, and is read with `Judge.glance(final=True)`. Cases:
@@ -51,7 +65,9 @@ ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)
 SLOW = Rule("health-latency", "checks", "latency_p95", max=0.3, check="health")
 P95 = Rule("health-p95", "checks", "latency_p95", max_increase=0.5, check="api-health")
 ROUNDS = 30
-VARIANTS = ("binomial", "judge", "runs", "student")
+SILENT = ("silent_all", "silent", "window_all", "window")
+VARIANTS = ("binomial", "judge", *SILENT, "shrink")
+"""Printed by default; `student` when named (`--variants`)."""
 
 RUNS: dict[str, list[Observation]] = {}
 """The window's background runs by rule name, one observation a run (set per window)."""
@@ -94,6 +110,18 @@ def deff(rule: str, test: PassTest, st: dict[str, Any], n: float) -> float:
         phi = 1.0 + (size - 1.0) * (rho or 0.0)
         phi = stats.inflation_limit(phi, runs, events, size, test.alpha)
         rho = (phi - 1.0) / (size - 1.0)
+    elif mode in SILENT and events < 2 and (mode.endswith("all") or test.statistic == "rate"):
+        periods = runs
+        if mode.startswith("window"):  # the window's rounds so far join the runs
+            mean = float(st["mean"])
+            if min(mean, 1.0 - mean) * st["size"] >= 2:
+                periods = 0  # the window shows its events: its own variance speaks
+            else:
+                periods += st["t"]
+        if periods and (1.0 - test.limit) ** periods > test.alpha:
+            rho = 1.0
+    elif mode == "shrink":
+        rho = (runs * (rho or 0.0) + 1.0) / (runs + 1.0)
     return max(1.0 + (n - 1.0) * (rho or 0.0), 1.0)
 
 
@@ -222,15 +250,16 @@ def run(
     runs: int,
     windows: int,
     seed: int,
+    variants: Sequence[str] = VARIANTS,
 ) -> None:
     rng = np.random.default_rng(seed)
-    said: dict[str, list[str]] = {v: [] for v in VARIANTS}
+    said: dict[str, list[str]] = {v: [] for v in variants}
     for _ in range(windows):
         per_rule, rounds = window(rules, before, during, n, runs, rng)
-        for v in VARIANTS:
+        for v in variants:
             MODE[0] = v
             said[v].append(judge(rules, per_rule, rounds))
-    cells = [f"{v} pass {said[v].count('pass')} fail {said[v].count('fail')}" for v in VARIANTS]
+    cells = [f"{v} pass {said[v].count('pass')} fail {said[v].count('fail')}" for v in variants]
     print(f"{label:<34} n={n:<3} runs={runs:<4} | " + " | ".join(cells), flush=True)
 
 
@@ -238,6 +267,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=300)
     parser.add_argument("--only", default="", help="run only cases whose label has this")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated")
     args = parser.parse_args()
     w = args.windows
     cases: list[tuple[str, list[Rule], Draw, Draw, int, int]] = []
@@ -296,7 +326,7 @@ def main() -> None:
         )
     for seed, (label, rules, before, during, n, runs) in enumerate(cases):
         if args.only in label:
-            run(label, rules, before, during, n, runs, w, seed)
+            run(label, rules, before, during, n, runs, w, seed, args.variants.split(","))
 
 
 if __name__ == "__main__":

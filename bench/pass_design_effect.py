@@ -24,7 +24,12 @@ effect deff = 1 + (n - 1) rho (Kish), rho the within-round correlation measured 
 - `window_all`: as `silent_all`, the window's rounds so far counted with the runs: rho 1
             only when the window too shows fewer than two events and (1 - L)^(runs +
             rounds) > alpha (a window that shows its events is judged on its own spread);
-- `window`: as `window_all`, for a rate only;
+- `window`: as `window_all`, for a rate only. Its A/A cost is not in the A/A cases here
+            (2% errors: a window shows them): a service with no errors at all, a short
+            background and a 30-round window is silent throughout, so `max 0.05` could
+            never pass on evidence (tried in the judge: registration then warned
+            `probe-errors` cannot pass on the example's young baseline,
+            tests/test_foresight.py), the same silence as whole rounds failing 6%.
 - `shrink`: rho shrunk toward 1 by one pseudo-run of whole clustering, (k rho + 1) / (k + 1)
             over k runs: a short background's silence weighs little, an hour's a lot.
 

@@ -114,6 +114,6 @@ async def test_a_rolling_release_of_a_shape_not_vercels_is_told_not_a_crash(
     result, detail = _approval(tmp_path, deploy) or ("", "")
     assert result == "failed", detail
     assert "not of Vercel's shape" in detail, detail
-    told = await told_once(json_sink)
+    told = await told_once(json_sink, agent)
     assert deploy in told.message and "not of Vercel's shape" in told.message
     assert fake_vercel.approvals == []

@@ -74,7 +74,7 @@ async def test_a_422_to_the_answer_of_a_run_still_waiting_pages_and_says_so(
     rule = refusing.github.ask_gate(sha=good, run_id=22)
     assert (await github_hook(agent, "deployment_protection_rule", rule, "gate-22"))[0] == 202
     await agent.settled(staging["id"])
-    told = await told_once(json_sink)
+    told = await told_once(json_sink, agent)
     assert "protection rule NOT answered, answer it by hand" in told.title
     assert "HTTP 422" in told.message and "its run is waiting" in told.message
     assert await failed_calls(agent, "github") == 1
@@ -92,7 +92,7 @@ async def test_a_refused_token_pages_without_reading_the_run(
     rule = refusing.github.ask_gate(sha=good, run_id=23)
     assert (await github_hook(agent, "deployment_protection_rule", rule, "gate-23"))[0] == 202
     await agent.settled(staging["id"])
-    told = await told_once(json_sink)
+    told = await told_once(json_sink, agent)
     assert "protection rule NOT answered, answer it by hand" in told.title
     assert "HTTP 401" in told.message
     assert await failed_calls(agent, "github") == 1

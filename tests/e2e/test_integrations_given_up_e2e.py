@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from agent.api.hooks import INTEGRATIONS
 from agent.windows import integrations as daemon_side
 from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
@@ -84,10 +85,41 @@ async def passed_release_window(agent: RunningAgent, event_id: str) -> str:
     return deploy
 
 
-async def told_once(sink: JsonSink) -> JsonNotification:
+async def scanned_again(agent: RunningAgent, scans: int = 2) -> None:
+    """Until `scans` integrations scans begun now or later have ended (woken at once, not
+    a second apart) and nothing they began is in hand: no action, gate answer or alert in
+    flight. What a wait "long enough" stood for (1 s, about one scan on a loaded machine),
+    seen to happen instead."""
+    integrations = agent.app[INTEGRATIONS]
+    scan = integrations._scan
+    ended = 0
+
+    async def counted() -> None:
+        nonlocal ended
+        await scan()
+        ended += 1
+
+    integrations._scan = counted  # the instance's: `run` calls `self._scan()`
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15.0
+        while (
+            ended < scans
+            or integrations._busy
+            or integrations._gates_busy
+            or integrations.s.alerts._sending
+        ):
+            assert loop.time() < deadline, f"gave up waiting: {ended} scans ended"
+            integrations.wake()
+            await asyncio.sleep(0.02)
+    finally:
+        del integrations._scan
+
+
+async def told_once(sink: JsonSink, agent: RunningAgent) -> JsonNotification:
     """The one given-up alert, and no second one after a few scans."""
     await eventually(lambda: len(given_up(sink)) >= 1)
-    await asyncio.sleep(1.0)
+    await scanned_again(agent)
     told = given_up(sink)
     assert len(told) == 1, [n.title for n in told]
     return told[0]
@@ -105,7 +137,7 @@ async def test_a_refused_verdict_status_is_an_alert_naming_the_deploy_and_what_t
     await eventually(lambda: len(refusing.github.statuses) >= 1)
     refusing.github.fail("422", match="statuses")
     assert (await agent.settled(deploy))["state"] == "passed"
-    told = await told_once(json_sink)
+    told = await told_once(json_sink, agent)
     assert told.title.startswith(f"[postflight] production {deploy_version(opened)}: ")
     assert "GitHub deployment status NOT posted" in told.title
     assert deploy in told.message and "HTTP 422" in told.message
@@ -135,7 +167,7 @@ async def test_a_rolling_release_approval_given_up_is_an_alert(
     refusing.vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
     refusing.vercel.fail(failure, match="approve-stage")
     deploy = await passed_release_window(agent, "rr-up")
-    told = await told_once(json_sink)
+    told = await told_once(json_sink, agent)
     assert "Rolling Release stage NOT approved, approve it by hand" in told.title
     assert deploy in told.message and f"HTTP {failure}" in told.message
     assert "Approve the stage (or complete the release) by hand in Vercel" in told.message
@@ -158,7 +190,7 @@ async def test_a_gate_answer_github_refuses_is_an_alert_to_the_gated_environment
     status, answer = await github_hook(agent, "deployment_protection_rule", rule, "gate-7")
     assert status == 202, answer
     await agent.settled(staging["id"])
-    told = await told_once(json_sink)
+    told = await told_once(json_sink, agent)
     assert "protection rule NOT answered, answer it by hand" in told.title
     assert "production's protection rule for bbbbbbbbbbbb" in told.message
     assert "approved" in told.message and "HTTP 422" in told.message
@@ -179,7 +211,7 @@ async def test_a_gate_with_no_staging_window_whose_rejection_is_refused_is_an_al
     rule = gh.protection_rule(refusing.github.url, sha="e" * 40, run_id=3)
     status, _ = await github_hook(agent, "deployment_protection_rule", rule, "gate-3")
     assert status == 202
-    told = await told_once(json_sink)
+    told = await told_once(json_sink, agent)
     assert told.title.startswith(f"[postflight] production {'e' * 40}: protection rule NOT")
     assert "rejected" in told.message and "HTTP 404" in told.message
     assert "none (staging window ended in time)" in told.message

@@ -112,7 +112,7 @@ async def test_a_stage_approved_by_hand_while_the_window_watched_is_not_approved
         " Postflight"
     ), detail
     assert refusing.vercel.approvals == refusing.vercel.completions == []
-    told = await told_once(json_sink)
+    told = await told_once(json_sink, agent)
     assert told.title.endswith(
         ": Rolling Release stage NOT approved by Postflight: approve it by hand if the"
         " window judged it"

@@ -14,6 +14,7 @@ import time
 
 from agent.appkeys import SETTINGS, STORE
 from agent.records import DeployWindow
+from agent.store.base import Store
 from agent.windows.foresight import baseline_runs
 from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent, environment
 
@@ -35,12 +36,26 @@ def setup() -> str:
     )
 
 
+async def probing_since(store: Store, window: DeployWindow) -> float:
+    """When the window began probing: its first round's start (its end, if it made none).
+    Background runs go on until the agent takes the window up, after its deploy: one begun
+    and stored meanwhile probed the new release alone, before any round, and is pooled as
+    any other (or left out, when that release fails); a fixed 0.25 s past the deploy was
+    the load's, not the agent's (a window taken up 0.28 s after its deploy at load 21: a run
+    stored at 0.268 s was counted as a stand-in that was not, [5, 5, 5, 5] for [5, 5, 5]).
+    From the first round on, background runs pause: every run stored is a round's."""
+    rounds = await store.rounds(window.id)
+    if rounds:
+        return min(r.started_at for r in rounds)
+    assert window.ended_at is not None, "a window with no round yet"
+    return window.ended_at
+
+
 async def span(agent: RunningAgent, window_id: str) -> tuple[float, float]:
-    """The window's span, less its first round: a background run under way at the deploy
-    is stored when it ends, up to a round after."""
+    """The window's span from its first round (`probing_since`) to its end."""
     window = await agent.app[STORE].get_window(window_id)
     assert isinstance(window, DeployWindow) and window.ended_at is not None
-    return window.deployed_at + BACKGROUND_S + 0.05, window.ended_at + 0.001
+    return await probing_since(agent.app[STORE], window), window.ended_at + 0.001
 
 
 async def pooled_within(agent: RunningAgent, window_id: str) -> list[int]:
@@ -56,28 +71,27 @@ async def stored_within(agent: RunningAgent, window_id: str) -> list[str]:
     return [check for check, _at, _summary in rows]
 
 
-async def rounds_stood_in(agent: RunningAgent, window_id: str) -> tuple[float, list[int]]:
-    """Wait until the window's rounds have stored `STOOD_IN` stand-ins past `span`'s start
-    (each with its round): the end of the span they lie in and their sizes, what this agent
+async def rounds_stood_in(agent: RunningAgent, window_id: str) -> tuple[float, float, list[int]]:
+    """Wait until the window's rounds have stored `STOOD_IN` stand-ins (each with its
+    round): the start and end of the span they lie in and their sizes, what this agent
     made before a stop whatever the machine's pace (a fixed 1.2 s held fewer on a loaded
     one). A size is the round's kept probes: a probe dropped as the agent's lag is not in
     it (4 of 5 at load ~20), as in a background run."""
     store = agent.app[STORE]
     window = await store.get_window(window_id)
     assert isinstance(window, DeployWindow)
-    since = window.deployed_at + BACKGROUND_S + 0.05
     deadline = time.monotonic() + 30
     while True:
         made = sorted(
             (item["at"], len(item["ok"]))
             for record in await store.rounds(window_id)
             for item in record.summary.get("stand_ins", [])
-            if item["at"] >= since
         )
         if len(made) >= STOOD_IN:
             seen = await store.get_window(window_id)
             assert isinstance(seen, DeployWindow) and seen.ended_at is None, "no restart mid-window"
-            return made[-1][0] + 1e-6, [size for _at, size in made]
+            since = await probing_since(store, window)
+            return since, made[-1][0] + 1e-6, [size for _at, size in made]
         assert time.monotonic() < deadline, f"{len(made)} stand-ins stored with the rounds"
         await asyncio.sleep(0.05)
 
@@ -106,8 +120,8 @@ async def test_a_failed_windows_rounds_are_not_kept(
     deploy = await agent.register("production", "v2")
     final = await agent.settled(deploy["id"], within=20)
     assert final["state"] == "failed", final["verdict"]
-    # at most the background run under way when the window was claimed (stored as it
-    # ended, after the deploy); a window's rounds that stood in would be about ten
+    # from its first round on the background pauses (a run in flight is cut): a window's
+    # rounds that stood in would be about ten
     assert len(await stored_within(agent, deploy["id"])) <= 1
 
 
@@ -119,8 +133,8 @@ async def test_a_cancelled_windows_rounds_are_not_kept(
     deploy = await agent.register("production", "v2")
     await asyncio.sleep(1.0)  # rounds stood in for runs meanwhile
     await agent.cancel(deploy["id"])
-    # at most the background run under way when the window was claimed (stored as it
-    # ended, after the deploy); a window's rounds that stood in would be about ten
+    # from its first round on the background pauses (a run in flight is cut): a window's
+    # rounds that stood in would be about ten
     assert len(await stored_within(agent, deploy["id"])) <= 1
 
 
@@ -157,7 +171,7 @@ async def test_stand_ins_made_before_a_restart_are_kept_by_the_watch_that_resume
     first = await start_agent(text)
     await first.stored_runs("production", 3)
     deploy = await first.register("production", "v2")
-    stopped_at, made = await rounds_stood_in(first, deploy["id"])
+    since, stopped_at, made = await rounds_stood_in(first, deploy["id"])
     await first.stop()
     second = await start_agent(text)
     final = await second.settled(deploy["id"], within=20)
@@ -165,13 +179,7 @@ async def test_stand_ins_made_before_a_restart_are_kept_by_the_watch_that_resume
     window = await second.app[STORE].get_window(deploy["id"])
     assert isinstance(window, DeployWindow)
     env = second.app[SETTINGS].environments["production"]
-    before_stop = await baseline_runs(
-        second.app[STORE],
-        "production",
-        env,
-        window.deployed_at + BACKGROUND_S + 0.05,
-        stopped_at,
-    )
+    before_stop = await baseline_runs(second.app[STORE], "production", env, since, stopped_at)
     sizes = [len(run) for run in before_stop.periods]
     assert sizes == made, sizes  # the first agent's rounds, kept by the second
     assert all(0 < n <= PROBES for n in sizes), sizes  # one round's run each
@@ -190,7 +198,7 @@ async def test_stand_ins_made_before_a_restart_keep_the_fingerprint_they_probed_
     first = await start_agent(text)
     await first.stored_runs("production", 3)
     deploy = await first.register("production", "v2")
-    stopped_at, made = await rounds_stood_in(first, deploy["id"])
+    since, stopped_at, made = await rounds_stood_in(first, deploy["id"])
     old_env = first.app[SETTINGS].environments["production"]
     await first.stop()
     second = await start_agent(changed)
@@ -198,7 +206,7 @@ async def test_stand_ins_made_before_a_restart_keep_the_fingerprint_they_probed_
     assert final["state"] == "passed", final["verdict"]
     window = await second.app[STORE].get_window(deploy["id"])
     assert isinstance(window, DeployWindow)
-    before_stop = (window.deployed_at + BACKGROUND_S + 0.05, stopped_at)
+    before_stop = (since, stopped_at)
     new_env = second.app[SETTINGS].environments["production"]
     as_changed = await baseline_runs(second.app[STORE], "production", new_env, *before_stop)
     assert as_changed.periods == [], [len(run) for run in as_changed.periods]

@@ -118,3 +118,32 @@ def test_an_answers_count_of_periods_and_flags_are_kept_as_python_s() -> None:
     )
     assert unreadable(Observation(value=0.1, periods=-1)) == "its periods -1 (int) is not a count"
     assert unreadable(Observation(value=None, error="no data in any period", periods=0)) is None
+
+
+@pytest.mark.parametrize(
+    ("sizes", "said"),
+    [
+        ((1.0, 2.0), "its period_sizes[0] 1.0 (float) is not a count"),
+        ((4, -1), "its period_sizes[1] -1 (int) is not a count"),
+        ((1, True), "its period_sizes[1] True (bool) is not a count"),
+        ((1, 1), "its period_sizes (1, 1) (tuple) count 2 values, not its 3"),
+        ("12", "its period_sizes '12' (str) are not a sequence of counts"),
+        (3, "its period_sizes 3 (int) are not a sequence of counts"),
+    ],
+)
+def test_period_sizes_that_are_not_counts_of_its_values_are_said(sizes: Any, said: str) -> None:
+    """`period_sizes` say how many of the values each period gave: a float, a negative or
+    sizes that do not add up were stored as answered and read by the judge as no periods."""
+    assert unreadable(Observation(value=0.2, values=(0.1, 0.2, 0.3), period_sizes=sizes)) == said
+
+
+def test_numpy_period_sizes_are_kept_as_python_s() -> None:
+    """numpy's counts (an array, its `int64`s) are counts: the store write raised on an
+    array (its truth is ambiguous) and on `int64` (no JSON)."""
+    for sizes in (np.array([1, 2]), (np.int64(1), np.uint8(2))):
+        answer = Observation(value=0.2, values=(0.1, 0.2, 0.3), period_sizes=sizes)  # type: ignore[arg-type]
+        assert unreadable(answer) is None
+        made = plain(answer)
+        assert made.period_sizes == (1, 2) and {type(s) for s in made.period_sizes} == {int}
+        assert '"period_sizes":[1,2]' in _dumps(bounded_observation_dict(made))
+    assert unreadable(Observation(value=0.2, values=(0.1,), period_sizes=())) is None

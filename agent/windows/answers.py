@@ -7,7 +7,9 @@ of the agent; the answer is the provider's fault, so its rule is inconclusive th
 round and the provider's one alert says what it answered, as for any answer that cannot
 be read. Built-in providers never answer so (they say "no data" with `value=None`).
 So too an error or a query that is no text (bytes, a dict): bytes made the round's
-store write raise, and the window ended as a bug of the store.
+store write raise, and the window ended as a bug of the store; and `period_sizes` that
+are not counts of its values (a float, a negative, sizes that do not add up to the
+values): they were stored as answered, and the judge silently read no periods.
 """
 
 from __future__ import annotations
@@ -40,31 +42,47 @@ def unreadable(answer: object) -> str | None:
     for name in _FIGURES:
         if (why := _not_a_number(getattr(answer, name))) is not None:
             return f"its {name} {why}"
-    periods = answer.periods
-    if isinstance(periods, bool) or not isinstance(periods, numbers.Integral) or periods < 0:
-        return f"its periods {_shown(periods)} is not a count"
+    if not _is_count(answer.periods):
+        return f"its periods {_shown(answer.periods)} is not a count"
     for name in _TEXTS:
         if (text := getattr(answer, name)) is not None and not isinstance(text, str):
             return f"its {name} {_shown(text)} is not text"
     if isinstance(answer.values, str | bytes) or not isinstance(answer.values, Iterable):
         return f"its values {_shown(answer.values)} are not a sequence of numbers"
+    samples = 0
     for i, sample in enumerate(answer.values):
         if sample is None or (why := _not_a_number(sample)) is not None:
             return f"its values[{i}] {why or 'None is not a number'}"
+        samples += 1
+    return _unreadable_sizes(answer.period_sizes, samples)
+
+
+def _unreadable_sizes(sizes: Any, samples: int) -> str | None:
+    """What is wrong with `period_sizes` (how many of the `samples` values each period
+    gave), or None: a sequence of counts adding up to the values, or none at all."""
+    if isinstance(sizes, str | bytes) or not isinstance(sizes, Iterable):
+        return f"its period_sizes {_shown(sizes)} are not a sequence of counts"
+    sizes = tuple(sizes)
+    for i, size in enumerate(sizes):
+        if not _is_count(size):
+            return f"its period_sizes[{i}] {_shown(size)} is not a count"
+    if sizes and sum(sizes) != samples:
+        return f"its period_sizes {_shown(sizes)} count {sum(sizes)} values, not its {samples}"
     return None
 
 
 def plain(answer: Observation) -> Observation:
     """A readable `answer` (`unreadable` said None) with Python's numbers and bools in
     place of a plugin's own (numpy's `float64`, `int64`, `bool_`, arrays; a `Fraction`),
-    its figures, `periods` and flags alike: the judge reads those, but the round's store
-    write raised on them ("Object of type int64 is not JSON serializable") and the
-    window ended as a bug of the store."""
+    its figures, `periods`, `period_sizes` and flags alike: the judge reads those, but
+    the round's store write raised on them ("Object of type int64 is not JSON
+    serializable") and the window ended as a bug of the store."""
     figures: dict[str, Any] = {name: _plain(getattr(answer, name)) for name in _FIGURES}
     return dataclasses.replace(
         answer,
         values=tuple(float(v) for v in answer.values),
         periods=int(answer.periods),
+        period_sizes=tuple(int(s) for s in answer.period_sizes),
         answered=bool(answer.answered),
         agent_lag=bool(answer.agent_lag),
         **figures,
@@ -75,6 +93,12 @@ def _plain(figure: Any) -> int | float | None:
     if figure is None or type(figure) in (int, float):
         return figure  # type: ignore[no-any-return]
     return int(figure) if isinstance(figure, numbers.Integral) else float(figure)
+
+
+def _is_count(figure: Any) -> bool:
+    return (
+        not isinstance(figure, bool) and isinstance(figure, numbers.Integral) and int(figure) >= 0
+    )
 
 
 def _not_a_number(figure: Any) -> str | None:

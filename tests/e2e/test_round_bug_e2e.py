@@ -41,7 +41,9 @@ API_KEY = "round-bug-api-key-4242"
 PLUGIN = '''
 """A provider whose answers are buggy, by `mode` (the baseline, of the old release, is
 fine): `text` and `nan`, a value that is no number; `bytes` and `dict`, an error that is
-no text; `numpy`, figures the judge reads but JSON does not (numpy's); `raise`, a fetch
+no text; `numpy`, figures the judge reads but JSON does not (numpy's); `sizes_*`, the
+values' `period_sizes` in numpy's counts (`sizes_numpy`), or not counts (`sizes_float`,
+`sizes_negative`), or counts that do not add up to the values (`sizes_sum`); `raise`, a fetch
 that raises, naming its key; `judge`, a judge that raises on every round, and `store`, a
 round's write that raises (a summary that is no JSON), each patched in as the plugin is
 loaded (a bug of the agent's own, in the daemon as it runs).
@@ -108,6 +110,16 @@ class BuggyProvider:
                 seconds=np.float32(0.5),
                 values=np.array([0.01]),
             )
+        if self.config.mode.startswith("sizes_"):
+            import numpy as np
+
+            sizes = {
+                "sizes_numpy": np.array([1, 2]),
+                "sizes_float": (1.0, 2.0),
+                "sizes_negative": (4, -1),
+                "sizes_sum": (1, 1),
+            }[self.config.mode]
+            return Observation(value=0.02, values=(0.01, 0.02, 0.03), period_sizes=sizes)
         raise RuntimeError(f"fetch exploded (key {self.config.api_key.get_secret_value()})")
 
     async def mark(self, scope, event):
@@ -312,6 +324,9 @@ async def test_a_provider_whose_fetch_raises_fails_soft_naming_the_exception(
         ("nan", "its value nan is not a finite"),
         ("bytes", "its error b'connection reset' (bytes) is not text"),
         ("dict", "its error {'code': 503, 'detail': 'overloaded'} (dict) is not text"),
+        ("sizes_float", "its period_sizes[0] 1.0 (float) is not a count"),
+        ("sizes_negative", "its period_sizes[1] -1 (int) is not a count"),
+        ("sizes_sum", "its period_sizes (1, 1) (tuple) count 2 values, not its 3"),
     ],
 )
 async def test_a_provider_answering_no_number_makes_its_rule_inconclusive_not_the_window_a_bug(
@@ -330,7 +345,8 @@ async def test_a_provider_answering_no_number_makes_its_rule_inconclusive_not_th
     assert "a bug in the agent" not in reason, reason
     provider, end = sink.notifications  # the provider's one alert of the window, and the end
     assert provider.title.endswith("provider buggy answered, but not usably"), provider.title
-    assert said in provider.message, provider.message
+    marked = said.replace("[", "\\[").replace("]", "\\]")  # the alert's Markdown escapes
+    assert marked in provider.message, provider.message
     assert end.title.endswith("inconclusive, not shown within bounds"), end.title
     assert rollbacks == []
     logged = records(log)
@@ -341,11 +357,15 @@ async def test_a_provider_answering_no_number_makes_its_rule_inconclusive_not_th
 
 
 @pytest.mark.timeout(90)
-async def test_a_provider_answering_numpy_figures_is_judged_and_stored(tmp_path: Path) -> None:
+@pytest.mark.parametrize("mode", ["numpy", "sizes_numpy"])
+async def test_a_provider_answering_numpy_figures_is_judged_and_stored(
+    tmp_path: Path, mode: str
+) -> None:
     """numpy's numbers are numbers to the judge, but not to JSON: the round's store write
     raised on them (`Object of type int64 is not JSON serializable`), three times, and the
-    window ended at round 1 as a bug of the store. They are stored as Python's."""
-    code, out, deploy, sink, _, log, _ = await watched(tmp_path, "numpy", window="3s")
+    window ended at round 1 as a bug of the store. They are stored as Python's; so too
+    `period_sizes` in a numpy array (its truth, asked by the store write, raised)."""
+    code, out, deploy, sink, _, log, _ = await watched(tmp_path, mode, window="3s")
 
     assert deploy["rounds"] > 1, (code, out, deploy)  # went on to its end
     assert deploy["state"] in ("passed", "failed", "inconclusive"), deploy

@@ -4,12 +4,14 @@ fixtures (`fake_github`, `fake_vercel`, its `start_agent`) and wrote the setup a
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
+from agent.api.hooks import INTEGRATIONS
 from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
 from tests.e2e.test_integrations_e2e import GH_TOKEN, VC_TOKEN, environments, integrations
 from tests.fakes import vercel as vc
@@ -18,6 +20,41 @@ from tests.fakes.vercel import FakeVercel
 
 GATE_PATH = "/deployment_protection_rule"
 """Where the fake GitHub takes a protection rule's answer."""
+
+
+async def scanned(agent: RunningAgent, scans: int = 2, *, at: float | None = None) -> None:
+    """Until `scans` integrations scans of `agent` begun now or later (and at `at` or later
+    on its integrations' clock, if given: a retry or a lapsed lease due by then) have
+    ended, woken at once rather than a second apart, and nothing they began is in hand:
+    no action, gate answer or alert in flight. What a wait "long enough" (several scans,
+    or a lease) stood for, seen to happen instead."""
+    integrations = agent.app[INTEGRATIONS]
+    scan = integrations._scan
+    ended = 0
+
+    async def counted() -> None:
+        nonlocal ended
+        started = integrations.clock()
+        await scan()
+        if at is None or started >= at:
+            ended += 1
+
+    integrations._scan = counted  # the instance's: `run` calls `self._scan()`
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15.0 + (0.0 if at is None else max(0.0, at - integrations.clock()))
+        while (
+            ended < scans
+            or integrations._busy
+            or integrations._gates_busy
+            or integrations.s.alerts._sending
+        ):
+            assert loop.time() < deadline, f"gave up waiting: {ended} scans ended"
+            integrations.wake()
+            await asyncio.sleep(0.02)
+    finally:
+        del integrations._scan
+
 
 AS_KILLED = "shutdown_timeout: 4s"
 """`server:` of an agent a test freezes in a store write, as a kill at that instant leaves

@@ -12,6 +12,7 @@ from typing import Any
 
 from agent.appkeys import STORE
 from tests.e2e.conftest import RunningAgent, environment
+from tests.e2e.integrations_support import scanned
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     alerts_to,
     environments,
@@ -106,7 +107,7 @@ async def test_an_answered_gate_replayed_under_a_fresh_delivery_is_not_answered_
     assert await store.prune_idempotency(time.time() + 1) >= 1
     assert await github_hook(agent, RULE, rule, "guid-3") == approved
     assert await events(agent, "redelivered") == 2
-    await asyncio.sleep(1.5)  # several scans
+    await scanned(agent)  # several scans
     assert [(a["run"], a["state"]) for a in github.gate_answers] == [("11", "approved")]
     assert given_up(json_sink) == []
     assert await failed_calls(agent, "github") == 0

@@ -17,6 +17,7 @@ import pytest
 from agent.api.hooks import INTEGRATIONS
 from agent.windows import integrations as daemon_side
 from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
+from tests.e2e.integrations_support import scanned
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     alerts_to,
     environments,
@@ -85,41 +86,10 @@ async def passed_release_window(agent: RunningAgent, event_id: str) -> str:
     return deploy
 
 
-async def scanned_again(agent: RunningAgent, scans: int = 2) -> None:
-    """Until `scans` integrations scans begun now or later have ended (woken at once, not
-    a second apart) and nothing they began is in hand: no action, gate answer or alert in
-    flight. What a wait "long enough" stood for (1 s, about one scan on a loaded machine),
-    seen to happen instead."""
-    integrations = agent.app[INTEGRATIONS]
-    scan = integrations._scan
-    ended = 0
-
-    async def counted() -> None:
-        nonlocal ended
-        await scan()
-        ended += 1
-
-    integrations._scan = counted  # the instance's: `run` calls `self._scan()`
-    try:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 15.0
-        while (
-            ended < scans
-            or integrations._busy
-            or integrations._gates_busy
-            or integrations.s.alerts._sending
-        ):
-            assert loop.time() < deadline, f"gave up waiting: {ended} scans ended"
-            integrations.wake()
-            await asyncio.sleep(0.02)
-    finally:
-        del integrations._scan
-
-
 async def told_once(sink: JsonSink, agent: RunningAgent) -> JsonNotification:
     """The one given-up alert, and no second one after a few scans."""
     await eventually(lambda: len(given_up(sink)) >= 1)
-    await scanned_again(agent)
+    await scanned(agent)
     told = given_up(sink)
     assert len(told) == 1, [n.title for n in told]
     return told[0]
@@ -218,6 +188,12 @@ async def test_a_gate_with_no_staging_window_whose_rejection_is_refused_is_an_al
     assert await failed_calls(agent, "github") == 1
 
 
+def past_the_lease(agent: RunningAgent) -> float:
+    """When the approval lease (1 s here) of a claim taken by now has lapsed, on the
+    agent's integrations' clock."""
+    return float(agent.app[INTEGRATIONS].clock()) + 1.0
+
+
 async def restarted_after_a_cut_off_approval(
     refusing: Refusing,
     monkeypatch: pytest.MonkeyPatch,
@@ -252,14 +228,14 @@ async def test_an_approval_a_stop_cut_off_between_two_tries_is_sent_after_the_re
 ) -> None:
     """The approval's claim stayed open for its next try, in memory only: the restarted
     agent took the claim for final, and the release waited at its stage for a person."""
-    await restarted_after_a_cut_off_approval(
+    agent, _ = await restarted_after_a_cut_off_approval(
         refusing,
         monkeypatch,
         match="rolling-release",
         looks=4 + 4,  # the stage's note at the open, the approval's look
     )
     await eventually(lambda: len(refusing.vercel.approvals) >= 1, within=15.0)
-    await asyncio.sleep(1.5)  # several scans and leases: not again
+    await scanned(agent, at=past_the_lease(agent))  # several scans and a lease: not again
     assert refusing.vercel.approvals == [
         {"activeStageIndex": 0, "nextStageIndex": 1, "canaryDeploymentId": vc.NEW}
     ]
@@ -284,7 +260,7 @@ async def test_an_approval_that_took_effect_before_the_restart_is_not_sent_again
     )
     # the restarted agent's look at the release (it took the approval over)
     await eventually(lambda: len(refusing.vercel.seen("/rolling-release")) > looks[0], within=15.0)
-    await asyncio.sleep(1.5)
+    await scanned(agent, at=past_the_lease(agent))  # a take-over's lease lapsed: not sent
     assert refusing.vercel.approvals == []
     assert refusing.vercel.rolling[vc.PROJECT]["activeStage"]["index"] == 1
     assert (await agent.get(deploy))["labels"]["vercel.rolling_stage"] == "0"

@@ -9,7 +9,11 @@ import json
 
 import pytest
 
-from tests.e2e.integrations_support import Integrated, integrated  # noqa: F401 (fixture)
+from tests.e2e.integrations_support import (  # noqa: F401 (fixture)
+    Integrated,
+    integrated,
+    scanned,
+)
 from tests.e2e.test_integrations_e2e import eventually, github_hook, vercel_hook, windows
 from tests.fakes import github as gh
 from tests.fakes import vercel as vc
@@ -32,7 +36,7 @@ async def test_github_joining_a_vercel_window_after_a_scan_hears_its_statuses(
     status, opened = await vercel_hook(agent, vc.event("deployment.succeeded", event_id="evt_s"))
     assert status == 202, opened
     assert opened["deploy"]["labels"]["vercel.previous"] == vc.OLD  # it owes Vercel nothing
-    await asyncio.sleep(2.5)  # the integrations' scans (each second) have seen it
+    await scanned(agent)  # the integrations' scans have seen it (and dropped it)
     body = gh.deployment_status()  # the same commit, deployment 42
     status, joined = await github_hook(agent, "deployment_status", body, "delivery-1")
     assert status == 202, joined

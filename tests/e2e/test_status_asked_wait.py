@@ -16,8 +16,8 @@ import pytest
 
 from agent.api.hooks import INTEGRATIONS
 from agent.windows import integrations as module
-from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
-from tests.e2e.integrations_support import GATE_PATH
+from tests.e2e.conftest import AgentFactory, FlipTarget
+from tests.e2e.integrations_support import GATE_PATH, scanned
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     environments,
     eventually,
@@ -43,41 +43,6 @@ LEASE_S = 0.3
 """`_status_lease` and `_approval_lease` here: a take-over once the claim's stamp is older."""
 
 
-@pytest.fixture
-def scans(monkeypatch: pytest.MonkeyPatch) -> list[tuple[module.Integrations, float]]:
-    """Every integrations scan that ended, with its clock at its start."""
-    ended: list[tuple[module.Integrations, float]] = []
-    scan = module.Integrations._scan
-
-    async def counted(self: module.Integrations) -> None:
-        started = self.clock()
-        await scan(self)
-        ended.append((self, started))
-
-    monkeypatch.setattr(module.Integrations, "_scan", counted)
-    return ended
-
-
-async def scanned_past(
-    agent: RunningAgent,
-    at: float,
-    scans: list[tuple[module.Integrations, float]],
-    *,
-    gates: bool = False,
-) -> None:
-    """Until a scan begun at `at` or later has ended and nothing it began is in hand: a
-    claim due by `at` (its retry, a lapsed lease) was tried in it, its call made; with
-    `gates`, the protection rules' answers it began too."""
-    integrations = agent.app[INTEGRATIONS]
-    await eventually(
-        lambda: (
-            any(i is integrations and started >= at for i, started in scans)
-            and not integrations._busy
-            and not (gates and integrations._gates_busy)
-        )
-    )
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def store_yaml(request: pytest.FixtureRequest) -> str:
     if request.param == "postgres":
@@ -94,7 +59,6 @@ async def test_a_status_given_up_on_a_long_rate_limit_is_not_tried_before_the_as
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     store_yaml: str,
-    scans: list[tuple[module.Integrations, float]],
 ) -> None:
     monkeypatch.setattr(module, "STATUS_RETRY_S", RETRY_S)
     monkeypatch.setattr(module.Integrations, "_status_lease", lambda self: LEASE_S)
@@ -116,12 +80,12 @@ async def test_a_status_given_up_on_a_long_rate_limit_is_not_tried_before_the_as
     said = [r.getMessage() for r in caplog.records if "tried again in" in r.getMessage()]
     wait = float(said[0].rsplit("tried again in ", 1)[1].split(" s")[0])
     assert wait >= ASKED_S - 2, said  # the reset GitHub named, not STATUS_RETRY_S
-    await scanned_past(first, given_up + RETRY_S, scans)  # its own retry: in that scan
+    await scanned(first, 1, at=given_up + RETRY_S)  # its own retry: in that scan
     assert len(posted()) == 1, posted()
 
     await first.stop()  # a restart (SQLite), or the other replica (PostgreSQL) taking over
     second = await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
-    await scanned_past(second, given_up + LEASE_S, scans)  # a take-over once it lapsed
+    await scanned(second, 1, at=given_up + LEASE_S)  # a take-over once it lapsed
     assert len(posted()) == 1, posted()
     assert fake_github.statuses == []
 
@@ -135,7 +99,6 @@ async def test_an_approval_given_up_on_a_long_rate_limit_is_not_tried_before_the
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     store_yaml: str,
-    scans: list[tuple[module.Integrations, float]],
 ) -> None:
     """Vercel's 429 on a Rolling Release approval, its `X-RateLimit-Reset` 100 s away."""
     monkeypatch.setattr(module, "STATUS_RETRY_S", RETRY_S)
@@ -151,12 +114,12 @@ async def test_an_approval_given_up_on_a_long_rate_limit_is_not_tried_before_the
     assert (await first.settled(opened["deploy"]["id"]))["state"] == "passed"
     await eventually(lambda: any("tried again in" in r.getMessage() for r in caplog.records))
     given_up = first.app[INTEGRATIONS].clock()
-    await scanned_past(first, given_up + RETRY_S, scans)  # its own retry: in that scan
+    await scanned(first, 1, at=given_up + RETRY_S)  # its own retry: in that scan
     assert len(fake_vercel.seen("/approve-stage")) == 1
 
     await first.stop()
     second = await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
-    await scanned_past(second, given_up + LEASE_S, scans)  # a take-over once it lapsed
+    await scanned(second, 1, at=given_up + LEASE_S)  # a take-over once it lapsed
     assert len(fake_vercel.seen("/approve-stage")) == 1
     assert fake_vercel.approvals == []
 
@@ -170,7 +133,6 @@ async def test_a_gate_answer_given_up_on_a_rate_limit_past_its_claim_waits_the_a
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     store_yaml: str,
-    scans: list[tuple[module.Integrations, float]],
 ) -> None:
     """A protection rule's answer met GitHub's rate limit, its reset past the gate's claim
     (`GATE_CLAIM_S`, 300 s; 0.3 s here): every claimer, the same process included, answered
@@ -191,11 +153,11 @@ async def test_a_gate_answer_given_up_on_a_rate_limit_past_its_claim_waits_the_a
     said = [r.getMessage() for r in caplog.records if "not answered yet" in r.getMessage()]
     wait = float(said[0].rsplit("tried again in ", 1)[1].split(" s")[0])
     assert wait >= ASKED_S - 2, said  # the reset GitHub named, not the claim's end
-    await scanned_past(first, given_up + LEASE_S, scans, gates=True)  # its claim's end
+    await scanned(first, 1, at=given_up + LEASE_S)  # its claim's end
     assert len(fake_github.seen(GATE_PATH)) == 1
 
     await first.stop()
     second = await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
-    await scanned_past(second, given_up + LEASE_S, scans, gates=True)
+    await scanned(second, 1, at=given_up + LEASE_S)
     assert len(fake_github.seen(GATE_PATH)) == 1
     assert fake_github.gate_answers == []

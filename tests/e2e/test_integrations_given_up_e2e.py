@@ -239,6 +239,7 @@ async def test_an_approval_a_stop_cut_off_between_two_tries_is_sent_after_the_re
     assert refusing.vercel.approvals == [
         {"activeStageIndex": 0, "nextStageIndex": 1, "canaryDeploymentId": vc.NEW}
     ]
+    assert refusing.vercel.completions == []  # nor the next stage's (the last: `complete`)
 
 
 async def test_an_approval_that_took_effect_before_the_restart_is_not_sent_again(
@@ -262,6 +263,7 @@ async def test_an_approval_that_took_effect_before_the_restart_is_not_sent_again
     await eventually(lambda: len(refusing.vercel.seen("/rolling-release")) > looks[0], within=15.0)
     await scanned(agent, at=past_the_lease(agent))  # a take-over's lease lapsed: not sent
     assert refusing.vercel.approvals == []
+    assert refusing.vercel.completions == []  # stage 1's next is the last: `complete`
     assert refusing.vercel.rolling[vc.PROJECT]["activeStage"]["index"] == 1
     assert (await agent.get(deploy))["labels"]["vercel.rolling_stage"] == "0"
 

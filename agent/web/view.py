@@ -92,6 +92,9 @@ class DeployView:
     rollback_advice: str | None = None
     """What to do about a FAILED rollback (`failed_rollback_advice`): roll back by hand, or
     not since a newer deploy went out; the page said only "failed" and the last error."""
+    ended_at: str | None = None
+    """When an ended window ended (set per fetch, `as_of`): one that ended early read
+    "Window ends" with its planned end, a moment that never came."""
 
 
 def _num(value: Any) -> float | None:
@@ -601,6 +604,7 @@ def as_of(
         rollback_reason=rollback.reason if rollback is not None else None,
         rollback_target=rollback_target,
         rollback_advice=rollback_advice,
+        ended_at=iso(window.ended_at) if not window.active else None,
     )
 
 

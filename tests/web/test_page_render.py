@@ -18,6 +18,7 @@ from agent.rollback import rollback_intent
 from agent.settings import Settings
 from agent.store.sqlite import SqliteStore
 from agent.web.routes import mount as mount_pages
+from agent.web.times import iso
 from agent.windows.lifecycle import settled_alert
 from alerting.events import headline
 from tests.api.harness import AUTH, TOKEN, RecordingEvents, make_app, rule
@@ -401,3 +402,49 @@ async def test_a_failed_rollbacks_section_says_what_to_do_as_its_alert_does(
     await set_rollback(store, intent)
     html = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
     assert "rollback-advice" not in html
+
+
+async def test_a_window_that_ended_early_says_when_it_ended_beside_its_planned_end(
+    aiohttp_client: Any, store: SqliteStore
+) -> None:
+    """A window rolled back 50 s in read "Window ends" with its planned end, 9 minutes
+    after it had ended: on-call read a time that never happened as the window's end."""
+    now = 1_733_380_000.0  # whole seconds: the page writes its moments so
+    window = DeployWindow(
+        ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
+    )
+    await store.create_window(window)
+    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    planned, ended = iso(now + 540), iso(now - 10)
+
+    def facts(html: str) -> str:
+        return html[html.index('<dl class="facts">') : html.index("</dl>")]
+
+    watching = facts(await (await client.get(f"/deploys/{ID}", headers=AUTH)).text())
+    assert f'<dt>Window ends</dt><dd><time datetime="{planned}">{planned}</time></dd>' in watching
+    assert "ended" not in watching
+
+    intent: RollbackIntent = rollback_intent(window, "checkout broken", [], now - 10)
+    await store.finish_window(ID, "failed", {"outcome": "fail", "reason": "x"}, now - 10, intent)
+    shown = facts(await (await client.get(f"/deploys/{ID}", headers=AUTH)).text())
+    assert "Window ends" not in shown
+    assert f'<dt>Window ended</dt><dd><time datetime="{ended}">{ended}</time>' in shown
+    assert f'(planned end <time datetime="{planned}">{planned}</time>)</dd>' in shown
+
+
+async def test_a_window_that_ran_its_full_length_says_it_ended_then(
+    aiohttp_client: Any, store: SqliteStore
+) -> None:
+    """Ended at its planned end: one moment, no planned end beside it."""
+    now = 1_733_380_000.0
+    window = DeployWindow(
+        ID, "production", "v2", "v1", "abc123", {}, "watching", now - 600, now, now - 600
+    )
+    await store.create_window(window)
+    await store.finish_window(ID, "passed", {"outcome": "pass", "reason": "x"}, now)
+    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    html = await (await client.get(f"/deploys/{ID}", headers=AUTH)).text()
+    shown = html[html.index('<dl class="facts">') : html.index("</dl>")]
+    end = iso(now)
+    assert f'<dt>Window ended</dt><dd><time datetime="{end}">{end}</time></dd>' in shown
+    assert "planned end" not in shown

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
@@ -51,7 +52,7 @@ from agent.web.access import (
     view_admits,
 )
 from agent.web.built_views import BUILT_VIEWS, BuiltPage, BuiltViews
-from agent.web.compression import compressed
+from agent.web.compression import accepts_gzip, compressed, deflated, gzip_around
 from agent.web.links import sign, signing_key
 from agent.web.shared_reads import SharedReads
 from agent.web.times import iso, request_now
@@ -369,7 +370,8 @@ def _built_page(
     part = _streamed(_templates().get_template("rounds.html"), d=view)
     # its charts and rounds are in `part` now: kept, they were 13 MB of a page's 16
     drawn = [replace(rule, charts=[], per_round={}) for rule in view.rules]
-    return BuiltPage(replace(view, rules=drawn, rounds=[]), markupsafe.Markup(part)), kept
+    page = BuiltPage(replace(view, rules=drawn, rounds=[]), markupsafe.Markup(part), deflated(part))
+    return page, kept
 
 
 async def deploy_page(request: web.Request) -> web.Response:
@@ -436,7 +438,39 @@ async def deploy_page(request: web.Request) -> web.Response:
     }
     # 2.6 MB of HTML for a 720-round window of 50 rules: rendered off the loop
     template = "live.html" if request.query.get("fragment") else "deploy.html"
-    return await html_off_loop(request, template, **context)
+    if stored.built.deflated is None or not accepts_gzip(
+        request.headers.get("Accept-Encoding", "")
+    ):
+        return await html_off_loop(request, template, **context)
+    return await _spliced_off_loop(request, template, stored.built, context)
+
+
+async def _spliced_off_loop(
+    request: web.Request, template: str, built: BuiltPage, context: dict[str, Any]
+) -> web.Response:
+    """The deploy page gzipped around its rounds part as deflated once per stored round
+    (`BuiltPage.deflated`, `gzip_around`), where each tab's fetch on each event gzipped
+    all of it again; rendered off the loop as `html_off_loop`."""
+    import markupsafe
+
+    assert built.deflated is not None
+    part = built.deflated
+    marker = markupsafe.Markup(f"<!--{secrets.token_hex(16)}-->")  # nowhere else on the page
+    render = functools.partial(_render, request, template, None, {**context, "rounds_part": marker})
+
+    def spliced() -> bytes:
+        head, found, tail = render().partition(marker)
+        if not found:  # a template that lost `rounds_part`: a bug, not a page without it
+            raise RuntimeError(f"{template} has no rounds_part")
+        return gzip_around(head, part, tail)
+
+    response = web.Response(
+        body=await asyncio.to_thread(spliced),
+        content_type="text/html",
+        charset="utf-8",
+        headers={**SECURITY_HEADERS, "Content-Encoding": "gzip", "Vary": "Accept-Encoding"},
+    )
+    return response
 
 
 async def deploy_list(request: web.Request) -> web.Response:

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import gc
+import gzip
 import json
 import shutil
 import statistics
@@ -253,9 +254,11 @@ async def run(checks: int, rounds: int, probes: int, save: Path | None = None) -
         out["page_s_median"] = round(statistics.median(times), 3)
         ftimes, fsize = [], 0
         for _ in range(5):
-            took, fsize, _ = await timed_get(http, f"{page_url}?fragment=1")
+            took, fsize, fbody = await timed_get(http, f"{page_url}?fragment=1")
             ftimes.append(took)
         out["live_part_bytes"] = fsize
+        # the same bytes gzipped whole (aiohttp's level): what the wire's size compares with
+        out["live_part_gzipped_whole_bytes"] = len(gzip.compress(fbody, 6))
         out["live_part_wire_bytes_gzip"], _ = await wire_bytes(
             f"{page_url}?fragment=1", "gzip, deflate, br"
         )
@@ -266,6 +269,11 @@ async def run(checks: int, rounds: int, probes: int, save: Path | None = None) -
         assert await big_store.record_round(record, verdict, fence)
         batch = asyncio.gather(*(timed_get(http, f"{page_url}?fragment=1") for _ in range(10)))
         out["loop_stall_batch_of_10_s"], _ = await heartbeat_gap(batch)
+        # the same round fetched again by the 10 (an alert's event): the CPU its answers
+        # take, gzipped as a browser asks, this process's client unzipping them included
+        cpu = time.process_time()
+        await asyncio.gather(*(timed_get(http, f"{page_url}?fragment=1") for _ in range(10)))
+        out["cpu_10_live_parts_same_round_s"] = round(time.process_time() - cpu, 3)
         out.update(await one_round(http, base, big.id, big_store, fence, samples, verdict))
         gap, took = await heartbeat_gap(reconnects(http, base, big.id, out.pop("last_id")))
         out["loop_stall_10_reconnects_s"], out["10_reconnects_s"] = gap, round(took, 3)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from tests.e2e.conftest import AgentFactory, FlipTarget
+from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     alerts_to,
     environments,
@@ -42,6 +42,18 @@ def _approval(tmp_path: Path, deploy: str) -> tuple[str, str] | None:
     return None if row is None else (str(row[0]), str(row[1] or ""))
 
 
+async def _stage_read(agent: RunningAgent, deploy: str) -> str | None:
+    """The stage the open's read of the release labelled the window with (`None` if no
+    label within 10 s)."""
+    labels: dict[str, str] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while "vercel.rolling_stage" not in labels and loop.time() < deadline:
+        labels = (await agent.get(deploy))["labels"]
+        await asyncio.sleep(0.05)
+    return labels.get("vercel.rolling_stage")
+
+
 async def test_a_rolling_release_read_cut_short_before_the_approval_is_asked_again(
     start_agent: AgentFactory,  # noqa: F811
     flip_target: FlipTarget,
@@ -61,13 +73,7 @@ async def test_a_rolling_release_read_cut_short_before_the_approval_is_asked_aga
     status, opened = await vercel_hook(agent, vc.event(event_id="rr-cut", deployment=vc.NEW))
     assert status == 202, opened
     deploy = opened["deploy"]["id"]
-    labels: dict[str, str] = {}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while "vercel.rolling_stage" not in labels and loop.time() < deadline:
-        labels = (await agent.get(deploy))["labels"]
-        await asyncio.sleep(0.05)
-    assert labels.get("vercel.rolling_stage") == "0", labels  # the open's read, whole
+    assert await _stage_read(agent, deploy) == "0"  # the open's read, whole
     reads_at_open = len([r for r in fake_vercel.seen("/rolling-release") if r.method == "GET"])
     fake_vercel.fail("cut_short", times=1, match=_release_read)  # the approval's read
     assert (await agent.settled(deploy))["state"] == "passed"
@@ -101,13 +107,7 @@ async def test_a_rolling_release_of_a_shape_not_vercels_is_told_not_a_crash(
     status, opened = await vercel_hook(agent, vc.event(event_id="rr-shape", deployment=vc.NEW))
     assert status == 202, opened
     deploy = opened["deploy"]["id"]
-    labels: dict[str, str] = {}
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while "vercel.rolling_stage" not in labels and loop.time() < deadline:
-        labels = (await agent.get(deploy))["labels"]
-        await asyncio.sleep(0.05)
-    assert labels.get("vercel.rolling_stage") == "0", labels
+    assert await _stage_read(agent, deploy) == "0"
     fake_vercel.rolling[vc.PROJECT]["canaryDeployment"] = vc.NEW  # not {"id": ...}
     assert (await agent.settled(deploy))["state"] == "passed"
     await eventually(lambda: (_approval(tmp_path, deploy) or ("claimed",))[0] != "claimed")

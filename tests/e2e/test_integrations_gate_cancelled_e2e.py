@@ -34,7 +34,7 @@ from tests.e2e.test_integrations_given_up_e2e import (  # noqa: F401 (fixtures)
 )
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import FakeVercel
-from tests.receivers import JsonSink
+from tests.receivers import JsonNotification, JsonSink
 
 
 async def test_a_422_to_the_answer_of_a_cancelled_run_pages_no_one(
@@ -63,21 +63,30 @@ async def test_a_422_to_the_answer_of_a_cancelled_run_pages_no_one(
     ]
 
 
+async def _paged(fakes: Refusing, json_sink: JsonSink, code: str, run_id: int) -> JsonNotification:
+    """A protection rule's answer GitHub refuses with HTTP `code`: on-call paged once to
+    answer it by hand, one failed call counted. The page."""
+    agent = await fakes.alerting(json_sink, staging_window="1500ms")
+    good = "b" * 40
+    staging = await agent.register("staging", good)
+    fakes.github.fail(code, match="deployment_protection_rule")
+    rule = fakes.github.ask_gate(sha=good, run_id=run_id)
+    hook = await github_hook(agent, "deployment_protection_rule", rule, f"gate-{run_id}")
+    assert hook[0] == 202
+    await agent.settled(staging["id"])
+    told = await told_once(json_sink, agent)
+    assert "protection rule NOT answered, answer it by hand" in told.title
+    assert f"HTTP {code}" in told.message
+    assert await failed_calls(agent, "github") == 1
+    return told
+
+
 async def test_a_422_to_the_answer_of_a_run_still_waiting_pages_and_says_so(
     refusing: Refusing,  # noqa: F811
     json_sink: JsonSink,
 ) -> None:
-    agent = await refusing.alerting(json_sink, staging_window="1500ms")
-    good = "b" * 40
-    staging = await agent.register("staging", good)
-    refusing.github.fail("422", match="deployment_protection_rule")
-    rule = refusing.github.ask_gate(sha=good, run_id=22)
-    assert (await github_hook(agent, "deployment_protection_rule", rule, "gate-22"))[0] == 202
-    await agent.settled(staging["id"])
-    told = await told_once(json_sink, agent)
-    assert "protection rule NOT answered, answer it by hand" in told.title
-    assert "HTTP 422" in told.message and "its run is waiting" in told.message
-    assert await failed_calls(agent, "github") == 1
+    told = await _paged(refusing, json_sink, "422", run_id=22)
+    assert "its run is waiting" in told.message
     assert len([r for r in refusing.github.seen("/actions/runs/22") if r.method == "GET"]) == 1
 
 
@@ -85,17 +94,7 @@ async def test_a_refused_token_pages_without_reading_the_run(
     refusing: Refusing,  # noqa: F811
     json_sink: JsonSink,
 ) -> None:
-    agent = await refusing.alerting(json_sink, staging_window="1500ms")
-    good = "b" * 40
-    staging = await agent.register("staging", good)
-    refusing.github.fail("401", match="deployment_protection_rule")
-    rule = refusing.github.ask_gate(sha=good, run_id=23)
-    assert (await github_hook(agent, "deployment_protection_rule", rule, "gate-23"))[0] == 202
-    await agent.settled(staging["id"])
-    told = await told_once(json_sink, agent)
-    assert "protection rule NOT answered, answer it by hand" in told.title
-    assert "HTTP 401" in told.message
-    assert await failed_calls(agent, "github") == 1
+    await _paged(refusing, json_sink, "401", run_id=23)
     assert [r.method for r in refusing.github.seen("/actions/runs/23")] == ["POST"]
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from agent.api.hooks import INTEGRATIONS
 from agent.windows import integrations as module
-from tests.e2e.conftest import AgentFactory, FlipTarget
+from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
 from tests.e2e.integrations_support import GATE_PATH, scanned
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     environments,
@@ -50,6 +50,36 @@ def store_yaml(request: pytest.FixtureRequest) -> str:
     return f"url: sqlite:///{request.getfixturevalue('tmp_path') / 'asked.db'}"
 
 
+async def _given_up(agent: RunningAgent, caplog: pytest.LogCaptureFixture, words: str) -> float:
+    """When `agent` gave the call up: its integrations' clock once a warning with `words`
+    is logged."""
+    await eventually(lambda: any(words in r.getMessage() for r in caplog.records))
+    return float(agent.app[INTEGRATIONS].clock())
+
+
+def _waits_the_asked(caplog: pytest.LogCaptureFixture, words: str) -> None:
+    """The first warning with `words` names a wait of the asked reset (`ASKED_S`)."""
+    said = [r.getMessage() for r in caplog.records if words in r.getMessage()]
+    wait = float(said[0].rsplit("tried again in ", 1)[1].split(" s")[0])
+    assert wait >= ASKED_S - 2, said
+
+
+async def _taken_over(
+    first: RunningAgent,
+    start_agent: AgentFactory,  # noqa: F811
+    env: str,
+    extra: str,
+    store_yaml: str,
+    *,
+    at: float,
+) -> None:
+    """`first` stopped and replica-b started on the same store: one scan of it at `at` or
+    later on its integrations' clock has ended."""
+    await first.stop()
+    second = await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
+    await scanned(second, 1, at=at)
+
+
 @pytest.mark.timeout(90)
 async def test_a_status_given_up_on_a_long_rate_limit_is_not_tried_before_the_asked_wait(
     start_agent: AgentFactory,  # noqa: F811
@@ -75,17 +105,13 @@ async def test_a_status_given_up_on_a_long_rate_limit_is_not_tried_before_the_as
     first = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
     status, opened = await github_hook(first, "deployment_status", gh.deployment_status(), "d-1")
     assert status == 202, opened
-    await eventually(lambda: any("tried again in" in r.getMessage() for r in caplog.records))
-    given_up = first.app[INTEGRATIONS].clock()
-    said = [r.getMessage() for r in caplog.records if "tried again in" in r.getMessage()]
-    wait = float(said[0].rsplit("tried again in ", 1)[1].split(" s")[0])
-    assert wait >= ASKED_S - 2, said  # the reset GitHub named, not STATUS_RETRY_S
+    given_up = await _given_up(first, caplog, "tried again in")
+    _waits_the_asked(caplog, "tried again in")  # the reset GitHub named, not STATUS_RETRY_S
     await scanned(first, 1, at=given_up + RETRY_S)  # its own retry: in that scan
     assert len(posted()) == 1, posted()
 
-    await first.stop()  # a restart (SQLite), or the other replica (PostgreSQL) taking over
-    second = await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
-    await scanned(second, 1, at=given_up + LEASE_S)  # a take-over once it lapsed
+    # a restart (SQLite), or the other replica (PostgreSQL) taking over once it lapsed
+    await _taken_over(first, start_agent, env, extra, store_yaml, at=given_up + LEASE_S)
     assert len(posted()) == 1, posted()
     assert fake_github.statuses == []
 
@@ -112,14 +138,11 @@ async def test_an_approval_given_up_on_a_long_rate_limit_is_not_tried_before_the
     status, opened = await vercel_hook(first, vc.event(event_id="rr-wait", deployment=vc.NEW))
     assert status == 202
     assert (await first.settled(opened["deploy"]["id"]))["state"] == "passed"
-    await eventually(lambda: any("tried again in" in r.getMessage() for r in caplog.records))
-    given_up = first.app[INTEGRATIONS].clock()
+    given_up = await _given_up(first, caplog, "tried again in")
     await scanned(first, 1, at=given_up + RETRY_S)  # its own retry: in that scan
     assert len(fake_vercel.seen("/approve-stage")) == 1
 
-    await first.stop()
-    second = await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
-    await scanned(second, 1, at=given_up + LEASE_S)  # a take-over once it lapsed
+    await _taken_over(first, start_agent, env, extra, store_yaml, at=given_up + LEASE_S)
     assert len(fake_vercel.seen("/approve-stage")) == 1
     assert fake_vercel.approvals == []
 
@@ -148,16 +171,11 @@ async def test_a_gate_answer_given_up_on_a_rate_limit_past_its_claim_waits_the_a
     rule = fake_github.ask_gate(sha=good, run_id=41)
     assert (await github_hook(first, "deployment_protection_rule", rule, "gate-41"))[0] == 202
     assert (await first.settled(staging["id"]))["state"] == "passed"
-    await eventually(lambda: any("not answered yet" in r.getMessage() for r in caplog.records))
-    given_up = first.app[INTEGRATIONS].clock()
-    said = [r.getMessage() for r in caplog.records if "not answered yet" in r.getMessage()]
-    wait = float(said[0].rsplit("tried again in ", 1)[1].split(" s")[0])
-    assert wait >= ASKED_S - 2, said  # the reset GitHub named, not the claim's end
+    given_up = await _given_up(first, caplog, "not answered yet")
+    _waits_the_asked(caplog, "not answered yet")  # the reset GitHub named, not the claim's end
     await scanned(first, 1, at=given_up + LEASE_S)  # its claim's end
     assert len(fake_github.seen(GATE_PATH)) == 1
 
-    await first.stop()
-    second = await start_agent(env, extra=extra, store=store_yaml, owner="replica-b")
-    await scanned(second, 1, at=given_up + LEASE_S)
+    await _taken_over(first, start_agent, env, extra, store_yaml, at=given_up + LEASE_S)
     assert len(fake_github.seen(GATE_PATH)) == 1
     assert fake_github.gate_answers == []

@@ -199,6 +199,13 @@ class RunningAgent:
             assert r.status == 200, data
             return data
 
+    async def rollback(self, deploy_id: str, reason: str) -> None:
+        """A manual rollback asked through the API (`POST /v1/deploys/{id}/rollback`),
+        accepted (202)."""
+        url = f"{self.url}/v1/deploys/{deploy_id}/rollback"
+        async with self.http.post(url, json={"reason": reason}, headers=self.headers) as r:
+            assert r.status == 202, await r.text()
+
     async def wait_until(
         self,
         deploy_id: str,

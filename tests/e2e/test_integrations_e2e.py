@@ -981,12 +981,7 @@ async def test_a_manual_rollback_after_a_pass_does_not_count_the_window_twice(
         "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
     )
     assert (await agent.settled(deploy["id"]))["state"] == "passed"
-    async with agent.http.post(
-        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
-        json={"reason": "late regression"},
-        headers=agent.headers,
-    ) as r:
-        assert r.status == 202, await r.text()
+    await agent.rollback(deploy["id"], "late regression")
     await agent.wait_until(deploy["id"], lambda d: d["state"] == "rolled_back")
     await eventually(lambda: len(fake_vercel.accepted) == 1)
     await asyncio.sleep(0.3)  # let the delivery's own bookkeeping finish
@@ -1009,12 +1004,7 @@ async def test_a_github_deployment_rolled_back_by_hand_after_a_pass_says_why(
     deploy = opened["deploy"]
     assert (await agent.settled(deploy["id"]))["state"] in ("passed", "inconclusive")
     await eventually(lambda: len(fake_github.statuses) >= 2)
-    async with agent.http.post(
-        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
-        json={"reason": "late regression"},
-        headers=agent.headers,
-    ) as r:
-        assert r.status == 202, await r.text()
+    await agent.rollback(deploy["id"], "late regression")
     await eventually(lambda: len(fake_github.statuses) >= 3)
     last = fake_github.statuses[-1]
     assert last["state"] == "failure"
@@ -1034,12 +1024,7 @@ async def test_a_github_deployment_rolled_back_by_hand_while_watched_says_so(
     assert status == 202, opened
     deploy = opened["deploy"]
     await eventually(lambda: len(fake_github.statuses) >= 1)  # in_progress
-    async with agent.http.post(
-        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
-        json={"reason": "checkout broken"},
-        headers=agent.headers,
-    ) as r:
-        assert r.status == 202, await r.text()
+    await agent.rollback(deploy["id"], "checkout broken")
     await agent.wait_until(deploy["id"], lambda d: d["state"] == "rolled_back")
     await eventually(lambda: any(s["state"] == "failure" for s in fake_github.statuses))
     await asyncio.sleep(0.3)  # a second status, if one were sent on rolled_back

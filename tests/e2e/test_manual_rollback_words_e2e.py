@@ -52,12 +52,7 @@ async def test_a_manual_rollback_is_sent_by_its_sender_not_picked_up_as_resumed(
     deploy = await agent.register("production", "v2")
     if state == "passed":
         assert (await agent.settled(deploy["id"]))["state"] == "passed"
-    async with agent.http.post(
-        f"{agent.url}/v1/deploys/{deploy['id']}/rollback",
-        json={"reason": "checkout broken"},
-        headers=agent.headers,
-    ) as r:
-        assert r.status == 202, await r.text()
+    await agent.rollback(deploy["id"], "checkout broken")
     # rolled_back with its rollback delivered, in one write: a passed window was shown
     # `passed` with its rollback `delivered` until a step after made it rolled_back
     final = await agent.settled(deploy["id"])

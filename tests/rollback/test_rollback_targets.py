@@ -418,6 +418,23 @@ async def test_a_run_github_lists_only_after_the_last_dispatch_timed_out_is_wait
     assert (await store.get_window(intent.window_id)).state == "rolled_back"  # type: ignore[union-attr]
 
 
+async def _attempt_recorded(
+    store: SqliteStore, intent: RollbackIntent, status: int | None, error: str, duration_s: int
+) -> None:
+    """`intent`'s attempt 1 in the deliveries table as a stop left it (`status` None: no
+    answer recorded), made now."""
+    await rows(
+        store,
+        "INSERT INTO deliveries (window_id, attempt, at, status, error, duration_s)"
+        " VALUES (?, 1, ?, ?, ?, ?)",
+        intent.window_id,
+        time.time(),
+        status,
+        error,
+        duration_s,
+    )
+
+
 async def test_a_quick_restart_after_a_dispatch_waits_for_github_to_list_its_run(
     store: SqliteStore,
 ) -> None:
@@ -430,14 +447,7 @@ async def test_a_quick_restart_after_a_dispatch_waits_for_github_to_list_its_run
         intent = await rollback_requested(store, {})
         github.runs.insert(0, rollback_run(intent.window_id, status="queued"))
         github.created[1] = time.monotonic()  # taken just now, listed half a second later
-        await rows(
-            store,
-            "INSERT INTO deliveries (window_id, attempt, at, status, error, duration_s)"
-            " VALUES (?, 1, ?, NULL, ?, 0)",
-            intent.window_id,
-            time.time(),
-            IN_FLIGHT,
-        )
+        await _attempt_recorded(store, intent, None, IN_FLIGHT, 0)
         intent.attempts = 1  # sent before the stop, its answer never recorded
         await set_rollback(store, intent)
         done = await delivered_to_target(store, config, intent)
@@ -574,13 +584,7 @@ async def test_a_restart_after_an_unanswered_attempt_whose_look_cannot_tell_send
     looked once, read a 503 as "not rolled back" and sent the rollback again."""
     config = settings(fake)
     intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
-    await rows(
-        store,
-        "INSERT INTO deliveries (window_id, attempt, at, status, error, duration_s)"
-        " VALUES (?, 1, ?, NULL, 'timed out after 1s', 1)",
-        intent.window_id,
-        time.time(),
-    )
+    await _attempt_recorded(store, intent, None, "timed out after 1s", 1)
     intent.attempts, intent.last_error = 1, "timed out after 1s"
     await set_rollback(store, intent)
     fake.fail("503", match=f"/v9/projects/{PROJECT}")
@@ -598,13 +602,7 @@ async def test_a_restart_after_an_answered_5xx_sends_again_though_the_look_canno
     rollback back (nor wait), it goes out."""
     config = settings(fake)
     intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
-    await rows(
-        store,
-        "INSERT INTO deliveries (window_id, attempt, at, status, error, duration_s)"
-        " VALUES (?, 1, ?, 503, 'HTTP 503', 0)",
-        intent.window_id,
-        time.time(),
-    )
+    await _attempt_recorded(store, intent, 503, "HTTP 503", 0)
     intent.attempts, intent.last_status = 1, 503
     await set_rollback(store, intent)
     fake.fail("503", match=f"/v9/projects/{PROJECT}")

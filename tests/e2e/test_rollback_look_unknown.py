@@ -9,6 +9,7 @@ send. Counted at the fakes, with the real daemon."""
 from __future__ import annotations
 
 import itertools
+from typing import Any
 
 import pytest
 
@@ -26,10 +27,24 @@ LOOK = "/v9/projects/"
 """Vercel's project, whose production deployment says whether the rollback took effect."""
 SEND = "/rollback/"
 """Vercel's rollback call (`POST /v1/projects/{project}/rollback/{deployment}`)."""
+VERCEL = f"{{target: vercel, secret: {SECRET}, timeout: 1s, backoff: 50ms}}"
+"""The rollback's YAML: to Vercel, a 1 s timeout, a 50 ms backoff."""
 
 
 def _settled(d: dict) -> bool:  # type: ignore[type-arg]
     return (d.get("rollback") or {}).get("state") not in (None, "pending")
+
+
+async def _rolled_back(
+    integrated: Integrated,  # noqa: F811
+    rollback: str,
+    within: float,
+) -> dict[str, Any]:
+    """A window of a daemon rolling back by `rollback` (its YAML), rolled back by hand:
+    the window once its rollback has settled."""
+    agent = await integrated.start(integrated.environments(rollback=rollback))
+    deploy_id = await rolled_back_by_hand(agent)
+    return await agent.wait_until(deploy_id, _settled, within=within)
 
 
 @pytest.mark.timeout(60)
@@ -41,10 +56,7 @@ async def test_a_look_that_cannot_tell_twice_is_asked_again_and_the_rollback_not
     vercel = integrated.vercel
     vercel.rollback_delay = 1.6
     vercel.fail("503", times=2, match=lambda r: r.method == "GET" and LOOK in r.path)
-    rollback = f"{{target: vercel, secret: {SECRET}, timeout: 1s, backoff: 50ms}}"
-    agent = await integrated.start(integrated.environments(rollback=rollback))
-    deploy_id = await rolled_back_by_hand(agent)
-    final = await agent.wait_until(deploy_id, _settled, within=30)
+    final = await _rolled_back(integrated, VERCEL, within=30)
     assert final["rollback"]["state"] == "delivered", final
     # a second send came before the delivery ended: counted as it arrived, then acted on
     assert len(vercel.seen(SEND)) == 1, vercel.seen(SEND)
@@ -62,10 +74,7 @@ async def test_a_vercel_rollback_whose_looks_never_tell_fails_saying_so_sent_onc
     vercel = integrated.vercel
     vercel.rollback_delay = 1.6
     vercel.fail("unavailable", reset_in=0.2, match=lambda r: r.method == "GET" and LOOK in r.path)
-    rollback = f"{{target: vercel, secret: {SECRET}, timeout: 1s, backoff: 50ms}}"
-    agent = await integrated.start(integrated.environments(rollback=rollback))
-    deploy_id = await rolled_back_by_hand(agent)
-    final = await agent.wait_until(deploy_id, _settled, within=40)
+    final = await _rolled_back(integrated, VERCEL, within=40)
     assert len(vercel.seen(SEND)) == 1, vercel.seen(SEND)
     await eventually(lambda: vercel.in_flight == 0)
     assert len(vercel.accepted) == 1, vercel.accepted
@@ -92,9 +101,7 @@ async def test_a_github_dispatch_whose_looks_time_out_is_not_dispatched_again(
         "{target: github, github: {workflow: rollback.yml, ref: main},"
         " timeout: 500ms, backoff: 50ms}"
     )
-    agent = await integrated.start(integrated.environments(rollback=rollback))
-    deploy_id = await rolled_back_by_hand(agent)
-    final = await agent.wait_until(deploy_id, _settled, within=40)
+    final = await _rolled_back(integrated, rollback, within=40)
     sent = [r for r in github.seen("/dispatches") if r.method == "POST"]
     assert len(sent) == 1, sent  # counted as it arrived, before its delay
     await eventually(lambda: github.in_flight == 0)

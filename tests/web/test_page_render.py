@@ -227,6 +227,21 @@ async def test_a_round_stored_while_the_page_reads_waits_for_the_next_read(
     assert 'data-rounds="2"' in again and 'data-round="2"' in again
 
 
+async def _failed_asking_rollback(
+    store: SqliteStore, now: float, reason: str, labels: dict[str, str] | None = None
+) -> tuple[DeployWindow, RollbackIntent]:
+    """Window `ID` opened a minute before `now`, failed 10 s before it with a rollback
+    asked for `reason`: the window and that rollback, not yet tried."""
+    labels = labels or {}
+    window = DeployWindow(
+        ID, "production", "v2", "v1", "abc123", labels, "watching", now - 60, now + 540, now - 60
+    )
+    await store.create_window(window)
+    intent: RollbackIntent = rollback_intent(window, reason, [], now - 10)
+    await store.finish_window(ID, "failed", {"outcome": "fail", "reason": "x"}, now - 10, intent)
+    return window, intent
+
+
 async def test_the_rollback_section_says_why_it_was_asked_for_and_why_it_was_not_sent(
     aiohttp_client: Any, store: SqliteStore
 ) -> None:
@@ -234,12 +249,7 @@ async def test_the_rollback_section_says_why_it_was_asked_for_and_why_it_was_not
     ROLLBACK FAILED link read neither the rollback's reason (a manual one's, after a pass,
     is nowhere else on the page) nor why it could not be sent."""
     now = time.time()
-    window = DeployWindow(
-        ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
-    )
-    await store.create_window(window)
-    intent: RollbackIntent = rollback_intent(window, "checkout <b>broken</b>", [], now - 10)
-    await store.finish_window(ID, "failed", {"outcome": "fail", "reason": "x"}, now - 10, intent)
+    _, intent = await _failed_asking_rollback(store, now, "checkout <b>broken</b>")
     intent.state, intent.finished_at = "failed", now - 9
     intent.last_error = "no previous production deployment is known (label vercel.previous)"
     await set_rollback(store, intent)
@@ -266,12 +276,7 @@ async def test_the_rollback_section_names_the_deployment_vercel_goes_back_to(
     production went: the Vercel deployment (`vercel.previous`) is named in the section."""
     now = time.time()
     labels = {"vercel.deployment": "dpl_new<b>", "vercel.previous": "dpl_old<i>"}
-    window = DeployWindow(
-        ID, "production", "v2", "v1", "abc123", labels, "watching", now - 60, now + 540, now - 60
-    )
-    await store.create_window(window)
-    intent: RollbackIntent = rollback_intent(window, "bad", [], now - 10)
-    await store.finish_window(ID, "failed", {"outcome": "fail", "reason": "x"}, now - 10, intent)
+    await _failed_asking_rollback(store, now, "bad", labels)
     env = {
         "base_url": "http://127.0.0.1:9",
         "sources": {"vercel": {"project": "prj_1"}},
@@ -346,12 +351,7 @@ async def test_a_failed_rollbacks_section_says_what_to_do_as_its_alert_does(
     FAILED alert says so; the page now gives its headline (`failed_rollback_headline`,
     one source), in each case the alert has."""
     now = time.time()
-    window = DeployWindow(
-        ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
-    )
-    await store.create_window(window)
-    intent: RollbackIntent = rollback_intent(window, "bad", [], now - 10)
-    await store.finish_window(ID, "failed", {"outcome": "fail", "reason": "x"}, now - 10, intent)
+    window, intent = await _failed_asking_rollback(store, now, "bad")
     intent.state, intent.finished_at, intent.attempts = "failed", now - 9, 8
     intent.last_status, intent.last_error = 503, "HTTP 503"
     await set_rollback(store, intent)

@@ -579,7 +579,8 @@ class WindowWatch:
         window's end comes after them. Nothing re-emits a round's alerts once the window
         has ended, so a kill between the end's commit and a claim spawned beside it lost
         that alert for good (the final round's breach, on a loaded CI run). A store write
-        each; a resolve, whose claim waits on its breach's send, is not waited for."""
+        each; a resolve whose breach this process is still sending is not waited for (its
+        claim waits on that send: a hung channel would hold the end and its rollback)."""
         claiming, self.claiming = self.claiming, []
         for claimed, task in claiming:
             if not (claimed.done() or task.done()):

@@ -739,12 +739,13 @@ class Integrations:
     async def _github_list(self, url: str) -> list[dict[str, Any]]:
         """The first page (100) of a GitHub list (`url`), newest first; empty when GitHub
         does not answer or its answer is not a list."""
-        result = await self._github_get(f"{url}?per_page=100", leaving=self._leaving)
+        result = await self._github_get(f"{url}?per_page=100")
         listed = result.data if result.ok and isinstance(result.data, list) else []
         return [s for s in listed if isinstance(s, dict)]
 
-    async def _github_get(self, url: str, *, leaving: asyncio.Event | None = None) -> CallResult:
-        """One GET from GitHub (no body, so no Content-Type); `leaving` as `call` takes it."""
+    async def _github_get(self, url: str) -> CallResult:
+        """One GET from GitHub (no body, so no Content-Type): a read, so a stop in its waits
+        leaves it (`CallResult.left`)."""
         github = self.settings.integrations.github
         assert github is not None
         headers = {k: v for k, v in self._github_headers().items() if k != "Content-Type"}
@@ -756,7 +757,7 @@ class Integrations:
             timeout_s=github.timeout,
             redact=self.redact,
             rate_limit=github_rate_limit_wait,
-            leaving=leaving,
+            leaving=self._leaving,
         )
 
     def _commit_state(self, window: DeployWindow) -> tuple[str, str] | None:
@@ -855,8 +856,7 @@ class Integrations:
         assert github is not None
         ref = quote(commit, safe="")
         result = await self._github_get(
-            f"{github.api_url.rstrip('/')}/repos/{repository}/commits/{ref}",
-            leaving=self._leaving,  # a read: a stop in its waits leaves it (`CallResult.left`)
+            f"{github.api_url.rstrip('/')}/repos/{repository}/commits/{ref}"
         )
         sha = result.data.get("sha") if result.ok and isinstance(result.data, dict) else None
         if not isinstance(sha, str) or not FULL_SHA.match(sha):

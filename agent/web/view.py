@@ -158,20 +158,10 @@ def bounds(rule: Rule | None, baseline: float | None) -> list[tuple[str, float]]
     if rule.min is not None:
         out.append(("min", rule.min))
     if rule.max_increase is not None and baseline is not None:
-        if rule.direction == "decrease":
-            out.append(
-                (
-                    f"baseline −{format_percent(rule.max_increase)}",
-                    baseline * (1 - rule.max_increase),
-                )
-            )
-        else:
-            out.append(
-                (
-                    f"baseline +{format_percent(rule.max_increase)}",
-                    baseline * (1 + rule.max_increase),
-                )
-            )
+        tolerance = rule.max_increase
+        down = rule.direction == "decrease"
+        label = f"baseline {'−' if down else '+'}{format_percent(tolerance)}"
+        out.append((label, baseline * (1 - tolerance if down else 1 + tolerance)))
     return out
 
 

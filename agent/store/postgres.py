@@ -97,23 +97,28 @@ loop ran late, stalled, counts only its own length."""
 T = TypeVar("T")
 
 
+async def _counted_wait(task: asyncio.Future[Any], step: float) -> float:
+    """Wait up to `step` for `task`: the time it counts of the loop's wait, its own length
+    at most when the loop ran it late (stalled) (`within_loop_wait`, the look's)."""
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    await asyncio.wait({task}, timeout=step)
+    return min(loop.time() - began, step)
+
+
 async def within_loop_wait(awaitable: Awaitable[T], limit: float) -> T:
     """`awaitable`, given up (`TimeoutError`, it cancelled) once it has waited `limit` of
     the time the agent's loop could wait, counted as the look counts (`LOOK_STEP_S`).
     Why: on the loop's clock (`asyncio.timeout`), a loop stalled past `limit` as it
     waited (a GC pause, a blocking callback, a busy host) read the live server's answer
     too late: a readiness ping said the store down once, the replica id's session was cut."""
-    loop = asyncio.get_running_loop()
     task = asyncio.ensure_future(awaitable)
     waited = 0.0
     try:
         while not task.done():
             if waited >= limit:
                 raise TimeoutError
-            step = min(LOOK_STEP_S, limit - waited)
-            began = loop.time()
-            await asyncio.wait({task}, timeout=step)
-            waited += min(loop.time() - began, step)
+            waited += await _counted_wait(task, min(LOOK_STEP_S, limit - waited))
         return task.result()
     finally:
         if not task.done():
@@ -496,7 +501,6 @@ class PostgresStore(SqlStore):
         operation's connection cut, a 503 from a server that answered all along. A
         connection attempt that timed out by its own clock (asyncpg's, `connect_timeout`,
         after a longer stall) is made again while the look has time left."""
-        loop = asyncio.get_running_loop()
         waited = 0.0
         attempt: asyncio.Future[Any] | None = None
         try:
@@ -505,10 +509,7 @@ class PostgresStore(SqlStore):
                     attempt = asyncio.ensure_future(
                         asyncpg.connect(self.url, timeout=self.connect_timeout)
                     )
-                step = min(LOOK_STEP_S, PROBE_S - waited)
-                began = loop.time()
-                await asyncio.wait({attempt}, timeout=step)
-                waited += min(loop.time() - began, step)
+                waited += await _counted_wait(attempt, min(LOOK_STEP_S, PROBE_S - waited))
                 if not attempt.done():
                     continue
                 done, attempt = attempt, None

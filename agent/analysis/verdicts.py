@@ -14,8 +14,6 @@ import numpy as np
 
 from agent.analysis import sketch
 from agent.analysis.describe import format_value, quantile_of, threshold_text, unit_noun
-from agent.analysis.describe import odds as odds  # re-exported: the policies read it here
-from agent.analysis.describe import odds_number as odds_number  # and this
 from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.types import Rule, RuleOutcome, RuleVerdict, WindowDecision
 from common.words import counted

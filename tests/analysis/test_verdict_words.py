@@ -4,8 +4,8 @@ and a sequential test's evidence as odds against what it needed, not a bare like
 from __future__ import annotations
 
 from agent.analysis import Observation, Policy, Rule
+from agent.analysis.describe import odds
 from agent.analysis.judge import judge
-from agent.analysis.verdicts import odds
 
 SEQUENTIAL = Policy("sequential", confidence=0.99)
 

@@ -22,6 +22,8 @@ from agent.analysis.describe import (
     format_value,
     is_rate,
     never_negative,
+    odds,
+    odds_number,
     quantile_of,
     unit_noun,
 )
@@ -47,8 +49,6 @@ from agent.analysis.verdicts import (
     glance_of,
     needs_baseline,
     no_baseline,
-    odds,
-    odds_number,
     ratio,
     round_number,
     rule_glance,

@@ -115,14 +115,13 @@ class RoundBugs:
         words = "; ".join(shown) + (f"; and {counted(more, 'other bug')}" if more > 0 else "")
         if not self.bugs:  # the canary's baseline runs alone
             return f"{words} — {self._baseline_share(number)}." + TOLD
+        share = _share(self.bugs, self.runs)
         if self.bugs == self.runs:
-            share = f"all {self.runs}" if self.runs > 1 else "its 1"
             left = (
                 "the check gave its rules no probe that round (a rule with none is"
                 " inconclusive, naming the bug)"
             )
         else:
-            share = f"{self.bugs} of {self.runs}"
             others = self.runs - self.bugs
             left = f"the window is judged on the check's {counted(others, 'other probe')}"
         also = f"; and {self._baseline_share(number)}" if self.baseline_bugs else ""
@@ -139,20 +138,26 @@ class RoundBugs:
         """What the bug took of the canary's baseline runs of round `number`: the baseline
         of the check's rules (`baseline_url`, probed side by side)."""
         runs = self.baseline_runs
+        share = _share(self.baseline_bugs, runs)
         if self.baseline_bugs == runs:
-            share = f"all {runs}" if runs > 1 else "its 1"
             left = (
                 "its rules' baseline has none of that round's probes (a relative rule with"
                 " no baseline is inconclusive)"
             )
         else:
             others = runs - self.baseline_bugs
-            share = f"{self.baseline_bugs} of {runs}"
             left = f"its rules' baseline has the {counted(others, 'other probe')} of that round"
         return (
             f"{share} of the canary's baseline {'run' if runs == 1 else 'runs'} (baseline_url)"
             f" of round {number} ended so, left out of the baseline: {left}"
         )
+
+
+def _share(bugs: int, runs: int) -> str:
+    """How many of a round's `runs` the bug ended: `all 3`, `its 1`, `2 of 3`."""
+    if bugs == runs:
+        return f"all {runs}" if runs > 1 else "its 1"
+    return f"{bugs} of {runs}"
 
 
 TOLD = (

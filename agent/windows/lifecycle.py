@@ -16,7 +16,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 from agent.analysis.judge import Glance, Judge, State
 from agent.analysis.observe import observe
@@ -689,7 +689,7 @@ class WindowWatch:
         self._warn_baseline(background.left_out)
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
-                self.s.spawn(self._mark(name, provider, "deploy"))
+                self.s.spawn(self._mark(name, provider))
         unfetched: list[tuple[Rule, Observation]] = []
         for judged in self.judge_rules:
             baseline = fetched.get(judged.name)
@@ -764,14 +764,13 @@ class WindowWatch:
             and (rule.max_increase is not None or baseline.agent_lag)
         )
 
-    async def _mark(
-        self, name: str, provider: Provider, event: Literal["deploy", "rollback"]
-    ) -> None:
-        """A provider's deploy marker; one that could not be recorded is an alert saying
-        why (the provider names the missing permission): the provider's one
-        `provider_unreachable` of the window, shared with its fetches' failures, so a
-        provider down pages once, not once for the marker and again for its rules."""
-        problem = await provider.mark(self.scope, event)
+    async def _mark(self, name: str, provider: Provider) -> None:
+        """A provider's deploy marker (a rollback's: `agent.windows.markers.mark_rollback`);
+        one that could not be recorded is an alert saying why (the provider names the
+        missing permission): the provider's one `provider_unreachable` of the window,
+        shared with its fetches' failures, so a provider down pages once, not once for the
+        marker and again for its rules."""
+        problem = await provider.mark(self.scope, "deploy")
         if problem:
             self._alert(
                 "provider_unreachable",

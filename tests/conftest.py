@@ -9,10 +9,11 @@ tries the same examples every time and cannot be flaky.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -175,6 +176,19 @@ EXAMPLE_ENV = {
     "NEW_RELIC_API_KEY": "test-newrelic-key",
     "ROLLBACK_SECRET": "test-rollback-secret",
 }
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_put_back() -> Iterator[None]:
+    """What a test does to the root logger ends with it. `agent.logs.setup_logging` (the
+    daemon's own set-up, called in-process by a few tests) leaves the root at its level: a
+    test set DEBUG, and every later test in that worker had aiosqlite's DEBUG lines among
+    its `caplog` records (a retention test failed in CI on 111 of them)."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture

@@ -211,7 +211,9 @@ def _document() -> dict[str, Any]:
                         " response (status 200); the same key with another body is 409. The"
                         " same request by meaning, however spelled: key order, spacing, an"
                         " optional field null or left out, a time's offset (`Z`, `+00:00`), a"
-                        " window in seconds or words (`600`, `600.0`, `10m`).",
+                        " window in seconds or words (`600`, `600.0`, `10m`), or left out"
+                        " while the environment's window (as configured now) is the one the"
+                        " key registered; a `deployed_at` left out is the first's moment.",
                     }
                 ],
                 "requestBody": {

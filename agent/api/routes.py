@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 from pydantic import ValidationError
 from ulid import ULID
 
-from agent.api.idempotency import request_hash, same_request_hashes
+from agent.api.idempotency import Registered, differences, document_hash, stored_as_same
 from agent.api.models import (
     CLOCK_SKEW_S,
     EMPTY_MEANS_NOT_GIVEN,
@@ -34,7 +34,6 @@ from agent.api.models import (
     deploy_object,
     deploy_path,
     encode_list_cursor,
-    parse_rfc3339,
     shown_state,
 )
 from agent.api.problems import (
@@ -218,55 +217,42 @@ async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
     )
 
 
-_SHOWN_AS_GIVEN = ("environment", "version", "previous_version", "commit", "labels")
-"""The request's fields its deploy object shows as they were sent (not `window` and
-`deployed_at`: the object has `ends_at`, and now for a `deployed_at` left out)."""
+async def _differences(
+    request: web.Request, stored: IdempotentResponse, document: Any, body: DeployRequest | None
+) -> list[str]:
+    """What a repeat of a key differs in from the request it registered (`differences`);
+    none for the same request. Invalid (`body` None), it is the same only as written."""
+    if stored_as_same(stored.request_hash, document, body):
+        return []
+    if body is None:
+        return ["its document"]
+    window_id = stored.body.get("id")
+    window = (
+        await request.config_dict[STORE].get_window(window_id)
+        if isinstance(window_id, str)
+        else None
+    )
+    environment = request.config_dict[SETTINGS].environments.get(body.environment)
+    window_now = environment.window if environment is not None else None
+    return differences(Registered(stored.body, window), body, window_now)
 
 
-def _same_request(stored: IdempotentResponse, document: Any, body: DeployRequest | None) -> bool:
-    """By meaning (`request_hash`), or as a version before hashed it (the document)."""
-    if body is not None and stored.request_hash == request_hash(body):
-        return True
-    return stored.request_hash in same_request_hashes(document)
-
-
-def _differing(first: Mapping[str, Any], body: DeployRequest) -> list[str]:
-    """The fields in which `body` differs from the deploy object a key first answered,
-    as far as that object tells (a `window` or `deployed_at` left out in one request and
-    given in the other it cannot)."""
-    differ = [
-        name for name in _SHOWN_AS_GIVEN if name in first and getattr(body, name) != first[name]
-    ]
-    try:
-        deployed = parse_rfc3339(first["deployed_at"]).timestamp()
-        window = parse_rfc3339(first["ends_at"]).timestamp() - deployed
-    except (KeyError, ValueError):
-        return differ
-    if body.window is not None and abs(body.window - window) >= 0.0005:
-        differ.append("window")
-    if body.deployed_at is not None and abs(body.deployed_at.timestamp() - deployed) >= 0.0005:
-        differ.append("deployed_at")
-    return differ
-
-
-def _replay(
-    stored: IdempotentResponse, document: Any, body: DeployRequest | None, key: str
+async def _replay(
+    request: web.Request,
+    stored: IdempotentResponse,
+    document: Any,
+    body: DeployRequest | None,
+    key: str,
 ) -> web.Response:
-    if not _same_request(stored, document, body):
+    differ = await _differences(request, stored, document, body)
+    if differ:
         first = stored.body
-        differ = _differing(first, body) if body is not None else []
-        what = (
-            ", ".join(differ)
-            if differ
-            else "its window or deployed_at (given in one request and left out in the other,"
-            " or under a millisecond apart)"
-        )
         raise ApiProblem(
             409,
             f"Idempotency-Key {key!r} was already used for another request: it registered"
             f" {first.get('environment')} {first.get('version')} ({first.get('id')}), and this"
-            f" one differs in {what}. Send that request again to get its answer, or use a"
-            " new key for a new deploy",
+            f" one differs in {', '.join(differ)}. Send that request again to get its answer,"
+            " or use a new key for a new deploy",
             slug="idempotency-key-reused",
         )
     headers = {"Idempotent-Replayed": "true"}
@@ -309,15 +295,16 @@ async def create_deploy(request: web.Request) -> web.Response:
     try:
         body = DeployRequest.model_validate(document)
     except ValidationError as exc:
-        if stored is not None and _same_request(stored, document, None):
+        if stored is not None and stored_as_same(stored.request_hash, document, None):
             # kept by a version before whose validation took it: its first answer
-            return _replay(stored, document, None, cast(str, key))
+            return await _replay(request, stored, document, None, cast(str, key))
         raise invalid_fields(
             validation_errors(exc, known_fields=DeployRequest.model_fields)
         ) from None
     if stored is not None:
-        # compared by meaning once validated: `Z` or `+00:00`, `600` or `10m` are one request
-        return _replay(stored, document, body, cast(str, key))
+        # compared by meaning once validated: `Z` or `+00:00`, `600` or `10m` are one
+        # request, and so is a `window` left out that is the environment's now
+        return await _replay(request, stored, document, body, cast(str, key))
     environment = _known_environment(request, body.environment)
     window_s = body.window if body.window is not None else environment.window
     if window_s < environment.interval:
@@ -368,7 +355,7 @@ async def create_deploy(request: web.Request) -> web.Response:
         if said:
             payload["warnings"] = said
         return IdempotentResponse(
-            key=key or "", request_hash=request_hash(body), status=201, body=payload
+            key=key or "", request_hash=document_hash(document), status=201, body=payload
         )
 
     try:
@@ -378,7 +365,7 @@ async def create_deploy(request: web.Request) -> web.Response:
             # A concurrent request with the same key won the race: answer as its replay.
             stored = await store.idempotent_response(key)
             if stored is not None:
-                return _replay(stored, document, body, key)
+                return await _replay(request, stored, document, body, key)
         raise
     payload = answer(created).body
     _notify(request, window.id, [old.id for old in created.superseded])

@@ -25,12 +25,12 @@ OTHER_TOKEN = "test-api-token-2"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
-def make_settings() -> Settings:
+def make_settings(production_window: str = "10m") -> Settings:
     env = {"base_url": "http://127.0.0.1:9", "window": "10m", "interval": "30s"}
     return Settings(
         server={"api_tokens": [TOKEN, OTHER_TOKEN]},
         environments={
-            "production": env,
+            "production": {**env, "window": production_window},
             "staging": {**env, "window": "5m"},
         },
     )
@@ -76,8 +76,9 @@ def make_app(
     *,
     metrics: Metrics | None = None,
     clock: Callable[[], float] | None = None,
+    settings: Settings | None = None,
 ) -> web.Application:
-    app = create_api_app(make_settings(), store, metrics or Metrics(), events)
+    app = create_api_app(settings or make_settings(), store, metrics or Metrics(), events)
     mount_pages(app)  # the deploy pages and the event stream, as the daemon has them
     if clock is not None:
         app[CLOCK] = clock

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Awaitable, Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,14 @@ from agent.store.sqlite import SqliteStore
 from agent.windows.evidence import verdict_to_dict
 from common.durations import DURATION_TEXT_PATTERN
 from tests.api.conftest import NOW, Client
-from tests.api.harness import AUTH, OTHER_TOKEN, RecordingEvents, make_app, rule
+from tests.api.harness import (
+    AUTH,
+    OTHER_TOKEN,
+    RecordingEvents,
+    make_app,
+    make_settings,
+    rule,
+)
 from tests.store.peek import rows, set_rollback
 from tests.web.sse import events as sse_events
 
@@ -342,9 +349,9 @@ async def test_a_repeat_equal_in_meaning_replays_the_first_answer(
             "version, commit, window",
         ),
         (
-            {k: v for k, v in FULL_REQUEST.items() if k != "window"},
-            "its window or deployed_at (given in one request and left out in the other, or"
-            " under a millisecond apart)",
+            {**FULL_REQUEST, "window": None, "deployed_at": None},
+            "deployed_at (left out: the moment of registration, and the key's deploy was"
+            " registered deployed at 2026-11-26T14:00:00Z)",
         ),
     ],
     ids=[
@@ -354,7 +361,7 @@ async def test_a_repeat_equal_in_meaning_replays_the_first_answer(
         "labels",
         "commit-left-out",
         "three",
-        "window-left-out",
+        "deployed-at-left-out",
     ],
 )
 async def test_a_repeat_that_means_another_request_is_409_naming_what_differs(
@@ -372,6 +379,112 @@ async def test_a_repeat_that_means_another_request_is_409_naming_what_differs(
     assert f"this one differs in {named}." in problem["detail"], problem["detail"]
     assert "use a new key for a new deploy" in problem["detail"]
     assert len((await store.list_windows()).items) == 1
+
+
+BARE = {"environment": "production", "version": "v2.4.1"}
+"""A registration giving only what is required: production's window (10m), deployed now."""
+
+
+@pytest.mark.parametrize(
+    ("first", "repeat"),
+    [
+        (FULL_REQUEST, {k: v for k, v in FULL_REQUEST.items() if k != "window"}),
+        (FULL_REQUEST, {**FULL_REQUEST, "window": None}),
+        (BARE, {**BARE, "window": "10m"}),
+        (BARE, {**BARE, "window": 600, "labels": {}, "commit": None}),
+        ({**BARE, "window": 600.0}, BARE),
+        ({**BARE, "environment": "staging", "window": "5m"}, {**BARE, "environment": "staging"}),
+        ({**BARE, "window": "10m"}, {**BARE, "window": "600s"}),
+    ],
+    ids=[
+        "window-left-out",
+        "window-null",
+        "default-given",
+        "default-given-with-nulls",
+        "given-then-left-out",
+        "staging-5m",
+        "both-left-out-deployed-at",
+    ],
+)
+async def test_a_repeat_leaving_out_what_the_environment_gives_is_the_same_request(
+    client: Client, store: SqliteStore, first: dict[str, Any], repeat: dict[str, Any]
+) -> None:
+    """A `window` left out is the environment's: a repeat that leaves out the window the
+    first gave, equal to the environment's, or gives the environment's where the first
+    left it out, asks for the deploy its key registered, replayed (a 409 before: a
+    pipeline's retry from a template that writes the window one run and not the next got
+    no answer to its deploy). `deployed_at` left out in both is the first's moment."""
+    headers = {**AUTH, "Idempotency-Key": "k-default"}
+    created = await client.post("/v1/deploys", json=first, headers=headers)
+    assert created.status == 201, await created.text()
+    again = await client.post("/v1/deploys", json=repeat, headers=headers)
+    assert again.status == 200, await again.text()
+    assert await again.json() == await created.json()
+    assert again.headers["Location"] == created.headers["Location"]
+    assert len((await store.list_windows()).items) == 1
+
+
+async def test_a_deployed_at_taken_as_the_moment_of_registration_is_that_moment(
+    client: Client, store: SqliteStore
+) -> None:
+    """A `deployed_at` up to 5 s ahead (clock skew) is registered as now: a repeat that
+    leaves it out, or writes the same instant another way, is that registration."""
+    ahead = datetime.fromtimestamp(NOW + 3, UTC)
+    first = {**BARE, "deployed_at": ahead.isoformat().replace("+00:00", "Z")}
+    headers = {**AUTH, "Idempotency-Key": "k-skew"}
+    created = await client.post("/v1/deploys", json=first, headers=headers)
+    assert created.status == 201, await created.text()
+    for repeat in (BARE, {**BARE, "deployed_at": ahead.isoformat()}):
+        again = await client.post("/v1/deploys", json=repeat, headers=headers)
+        assert again.status == 200, await again.text()
+        assert await again.json() == await created.json()
+    assert len((await store.list_windows()).items) == 1
+
+
+async def test_a_window_left_out_is_the_environments_window_in_the_configuration_now(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    store: SqliteStore,
+    events: RecordingEvents,
+) -> None:
+    """A repeat that leaves `window` out asks for the environment's window as configured
+    when it arrives: after production's 10m became 15m (a restart, or a replica started
+    with the new configuration) it asks for 15m, not the 10m deploy its key registered, a
+    409 saying so. A repeat that leaves it out as the first did is the same body, and one
+    giving the 10m registered is that request: both replayed."""
+    before = await aiohttp_client(make_app(store, events))
+    headers = {**AUTH, "Idempotency-Key": "k-config"}
+    given = await before.post("/v1/deploys", json={**BARE, "window": "10m"}, headers=headers)
+    assert given.status == 201, await given.text()
+    left_out = await before.post(
+        "/v1/deploys", json={**BARE, "version": "v2"}, headers={**AUTH, "Idempotency-Key": "k-2"}
+    )
+    assert left_out.status == 201, await left_out.text()
+    after = await aiohttp_client(make_app(store, events, settings=make_settings("15m")))
+    refused = await after.post("/v1/deploys", json=BARE, headers=headers)
+    assert refused.status == 409, await refused.text()
+    detail = (await refused.json())["detail"]
+    assert (
+        "this one differs in window (left out: production's window is 15m now, and the"
+        " key's deploy is watched for 10m)." in detail
+    ), detail
+    for repeat, key, first in (
+        ({**BARE, "window": "10m"}, "k-config", given),
+        ({**BARE, "version": "v2"}, "k-2", left_out),
+        ({**BARE, "version": "v2", "window": 600}, "k-2", left_out),
+    ):
+        again = await after.post(
+            "/v1/deploys", json=repeat, headers={**AUTH, "Idempotency-Key": key}
+        )
+        assert again.status == 200, await again.text()
+        assert await again.json() == await first.json()
+    fifteen = await after.post(
+        "/v1/deploys",
+        json={**BARE, "version": "v2", "window": "15m"},
+        headers={**AUTH, "Idempotency-Key": "k-2"},
+    )
+    assert fifteen.status == 409, await fifteen.text()
+    assert "this one differs in window." in (await fifteen.json())["detail"]
+    assert len((await store.list_windows()).items) == 2
 
 
 async def test_an_invalid_repeat_of_a_key_is_422_naming_its_field(client: Client) -> None:

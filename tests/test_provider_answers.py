@@ -12,7 +12,7 @@ import pytest
 
 from agent.analysis.types import Observation
 from agent.store.sql import _dumps
-from agent.windows.answers import plain, unreadable
+from agent.windows.answers import plain, taken, unreadable
 from agent.windows.evidence import bounded_observation_dict
 
 
@@ -147,3 +147,30 @@ def test_numpy_period_sizes_are_kept_as_python_s() -> None:
         assert made.period_sizes == (1, 2) and {type(s) for s in made.period_sizes} == {int}
         assert '"period_sizes":[1,2]' in _dumps(bounded_observation_dict(made))
     assert unreadable(Observation(value=0.2, values=(0.1,), period_sizes=())) is None
+
+
+def test_one_shot_values_and_period_sizes_are_taken_once_whole() -> None:
+    """A plugin's generators were read by `unreadable` and used up: `plain` then stored
+    no samples and no periods. `taken` reads each once; a sequence is kept as given."""
+    answer = Observation(
+        value=0.3,
+        values=(v for v in (0.1, 0.2, 0.3)),  # type: ignore[arg-type]
+        period_sizes=iter((2, 1)),  # type: ignore[arg-type]
+    )
+    once = taken(answer)
+    assert unreadable(once) is None and unreadable(once) is None
+    assert (plain(once).values, plain(once).period_sizes) == ((0.1, 0.2, 0.3), (2, 1))
+    kept = Observation(value=0.2, values=np.array([0.1, 0.2]))  # type: ignore[arg-type]
+    assert taken(kept) is kept
+    assert taken(None) is None
+
+
+def test_a_generator_that_raises_raises_out_of_taken() -> None:
+    """Its exception is the provider's bug, told as a fetch that raised is."""
+
+    def broken() -> Any:
+        yield 0.1
+        raise ValueError("no more")
+
+    with pytest.raises(ValueError, match="no more"):
+        taken(Observation(value=0.1, values=broken()))

@@ -10,6 +10,9 @@ So too an error or a query that is no text (bytes, a dict): bytes made the round
 store write raise, and the window ended as a bug of the store; and `period_sizes` that
 are not counts of its values (a float, a negative, sizes that do not add up to the
 values): they were stored as answered, and the judge silently read no periods.
+And `values` or `period_sizes` given as a one-shot iterator (a generator, a `map`): the
+checks here read it, and it was stored empty (a round judged on no samples, a baseline
+with no periods), so `taken` takes each once into a tuple before anything reads it.
 """
 
 from __future__ import annotations
@@ -17,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import math
 import numbers
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar, cast
 
 from agent.analysis.types import Observation
 from common.redaction import truncate
@@ -31,6 +34,29 @@ _TEXTS = ("error", "query")
 
 SHOWN_LIMIT = 60
 """The most of a wrong figure's text an error shows."""
+
+
+_ITERATED = ("values", "period_sizes")
+"""The observation's sequences, which `taken` reads once."""
+
+
+_Answer = TypeVar("_Answer")
+
+
+def taken(answer: _Answer) -> _Answer:
+    """`answer` with its `values` and `period_sizes` each read once into a tuple when a
+    plugin gave a one-shot iterator (a generator): every later read (`unreadable`,
+    `plain`, the judge) sees them whole, where the first read used them up. A sequence is
+    kept as given (`plain` makes it Python's). What the iterator raises is raised: the
+    caller's, as a fetch that raised (a bug in the provider)."""
+    if not isinstance(answer, Observation):
+        return answer
+    read: dict[str, Any] = {
+        name: tuple(field)
+        for name in _ITERATED
+        if isinstance(field := getattr(answer, name), Iterator)
+    }
+    return cast(_Answer, dataclasses.replace(answer, **read)) if read else answer
 
 
 def unreadable(answer: object) -> str | None:

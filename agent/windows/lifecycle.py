@@ -36,7 +36,7 @@ from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import AlertClaim, ProbeRun, Store
 from agent.store.outages import not_taken, store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
-from agent.windows.answers import plain, unreadable
+from agent.windows.answers import plain, taken, unreadable
 from agent.windows.broken import bug_reason, end_broken, raised_words
 from agent.windows.check_bugs import BaselineBugs, CheckBugAlerts, bug_said
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
@@ -803,7 +803,8 @@ class WindowWatch:
         if provider is None:
             return Observation(value=None, error=f"provider {rule.source} is not configured")
         try:
-            observation = await provider.fetch(rule, self.scope, period, release)
+            # a one-shot iterator read once, here: the checks below would use it up
+            observation = taken(await provider.fetch(rule, self.scope, period, release))
         except Exception as exc:  # a plugin's bug (a provider never raises): an error
             return self._fetch_raised(rule, exc)
         if (wrong := unreadable(observation)) is not None:

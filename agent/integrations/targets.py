@@ -16,6 +16,7 @@ never takes it for "not done".
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -190,6 +191,10 @@ def of_commit(deployments: Any, commit: str) -> str | None:
     return None
 
 
+LEFT = "not asked: the agent is stopping"
+"""Why `look_up_previous` found nothing when a stop came first."""
+
+
 async def look_up_previous(
     session: aiohttp.ClientSession,
     vercel: VercelIntegration,
@@ -197,12 +202,16 @@ async def look_up_previous(
     deployment: str | None,
     redact: Any = lambda s: s,
     commit: str | None = None,
+    leaving: asyncio.Event | None = None,
 ) -> tuple[str | None, str]:
     """The production deployment `deployment` replaced, asked of Vercel (`GET
     /v6/deployments?projectId=&target=production&state=READY`), where no event named it
     and no earlier window of ours knew it (a fresh agent): (its id, "") or (None, why).
     No `deployment` (a window GitHub's event opened): the one of `commit` that Vercel
-    lists (`of_commit`)."""
+    lists (`of_commit`). `leaving` (set by a stop): no attempt goes out once it is set
+    and a wait between the two ends at once, (None, `LEFT`), as the other calls to Vercel
+    and GitHub leave (`call`); before, a stop waited out its backoff (up to 2 s) and sent
+    the second attempt."""
     assert vercel.token is not None
     url = vercel_url(
         vercel.api_url,
@@ -223,7 +232,10 @@ async def look_up_previous(
         max_backoff=2.0,
         redact=redact,
         rate_limit=vercel_rate_limit_wait,
+        leaving=leaving,
     )
+    if result.left:
+        return None, LEFT
     if not result.ok:
         return None, f"Vercel's list of production deployments: {result.error}{FALLBACK}"
     listed = result.data.get("deployments") if isinstance(result.data, dict) else None

@@ -31,6 +31,7 @@ from agent.integrations.events import Gate
 from agent.integrations.runs import run_was_cancelled
 from agent.integrations.targets import (
     GITHUB_HEADERS,
+    LEFT,
     github_rate_limit_wait,
     look_up_previous,
     vercel_rate_limit_wait,
@@ -1045,22 +1046,32 @@ class Integrations:
             and vercel.token is not None
         )
 
-    async def _look_up_previous(self, window: DeployWindow) -> None:
+    async def _look_up_previous(self, window: DeployWindow) -> bool:
         """Ask Vercel which production deployment came before the window's, and keep it
         as `vercel.previous`: the deploy object and page show what a rollback goes back
-        to, and the rollback reads it. Not found: the rollback asks again itself."""
+        to, and the rollback reads it. Not found: the rollback asks again itself. A stop
+        leaves it at once (False: no outcome, nothing asked since), where it waited out
+        its backoff and asked Vercel again inside the stop's grace."""
         vercel = self.settings.integrations.vercel
         env = self.settings.environments[window.environment]
         assert vercel is not None and env.sources.vercel is not None
         own = window.labels["vercel.deployment"]
         found, why = await look_up_previous(
-            self._client(), vercel, env.sources.vercel.project, own, self.redact
+            self._client(),
+            vercel,
+            env.sources.vercel.project,
+            own,
+            self.redact,
+            leaving=self._leaving,
         )
         context = {"deploy_id": window.id, "environment": window.environment}
+        if found is None and why == LEFT:
+            log.info("vercel.previous of %s not asked: stopping", own, extra=context)
+            return False
         if found is None:
             log.warning("no vercel.previous for %s: %s", own, why, extra=context)
             await self.s.store.record_alert(window.id, PREVIOUS_KEY, "failed", why)
-            return
+            return True
         await self.s.store.add_labels(window.id, {"vercel.previous": found})
         await self.s.store.record_alert(window.id, PREVIOUS_KEY, "sent", found)
         log.info(
@@ -1069,6 +1080,7 @@ class Integrations:
             found,
             extra=context,
         )
+        return True
 
     # Vercel Rolling Releases ---------------------------------------------------
 

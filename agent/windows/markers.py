@@ -10,6 +10,9 @@ once written (or refused, which is alerted as before); a claim left without one 
 dead sender's, taken over by `resume_markers` (every replica's supervisor turn) once the
 store lease has lapsed, or at once at the start of the replica whose rollback it is.
 At least once: a kill between a provider's answer and the outcome writes it again.
+The outcome says what is known: `sent`, "marked", only from a provider that says it writes
+markers (`marks`); a plugin that does not say is asked all the same, and its outcome is
+`asked` (its None may mean it writes none).
 """
 
 from __future__ import annotations
@@ -42,6 +45,22 @@ def marks(provider: Provider) -> bool:
     """Whether `provider` writes markers: its `marks` (`markers: true` for Sentry and New
     Relic, never for the others); a plugin saying nothing of it is asked, as before."""
     return bool(getattr(provider, "marks", True))
+
+
+def says_if_it_marks(provider: Provider) -> bool:
+    """Whether `provider` says if it writes markers (`marks`: the built-ins do; the
+    plugin protocol does not ask it). One that does not is asked all the same, but its
+    `mark` answering None ("written, or not enabled") is no proof of a marker."""
+    return hasattr(provider, "marks")
+
+
+def unknown_marker(name: str) -> str:
+    """The outcome's words for a marker asked of a provider that does not say whether it
+    writes markers (`says_if_it_marks`), and that refused nothing."""
+    return (
+        f"asked; {name} does not say whether it writes markers (no `marks`), so none is"
+        " known written"
+    )
 
 
 def marking(env: EnvironmentSettings, providers: Mapping[str, Provider]) -> list[str]:
@@ -127,9 +146,13 @@ async def mark_rollback(
                 rollback_target=env.rollback.target if env.rollback else "webhook",
             )
             await s.alerts.emit(window, alert, env.alerts.tags, key=provider_key(name))
-        await s.store.record_alert(
-            window.id, key, "failed" if problem else "sent", problem or "marked"
-        )
+        if problem:
+            outcome = ("failed", problem)
+        elif says_if_it_marks(provider):
+            outcome = ("sent", "marked")
+        else:  # recorded "sent", "marked", though such a plugin may write none
+            outcome = ("asked", unknown_marker(name))
+        await s.store.record_alert(window.id, key, *outcome)
     except asyncio.CancelledError:
         raise
     except Exception:

@@ -22,6 +22,7 @@ from agent.windows.alert_once import WindowAlerts
 from agent.windows.markers import marker_claims, marker_key, resume_markers
 from alerting.notifier import Notifier
 from tests.rollback.support import BREACH, REQUESTED_AT, make_window
+from tests.store.peek import rows
 
 LEASE_S = 30.0
 
@@ -185,3 +186,50 @@ async def test_a_marker_owed_by_a_provider_whose_markers_went_off_is_recorded_dr
     await resumed(services(store, provider, "a", clock), owner="a")
     assert provider.marked == []
     assert (await store.alert_events("dep_01JDTEST"))[marker_key("sentry")] == "dropped"
+
+
+class SilentPlugin:
+    """A third-party provider as the plugin protocol has it: a `mark` answering None (no
+    marker written: it writes none) and no `marks` saying whether it writes any."""
+
+    name = "sentry"
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    async def mark(self, scope: DeployScope, event: Literal["deploy", "rollback"]) -> None:
+        self.asked.append(event)
+
+
+async def test_a_plugin_that_does_not_say_it_writes_markers_is_not_recorded_marked(
+    store: SqliteStore,
+) -> None:
+    """Asked as before, but its claim's outcome says what is known: it refused nothing,
+    and whether it wrote a marker is not known. Before, `sent`, "marked"."""
+    await ended_with_a_marker_owed(store, "a")
+    provider, clock = SilentPlugin(), Clock()
+    clock.now += 1.0
+    await resumed(services(store, provider, "a", clock), owner="a")  # type: ignore[arg-type]
+    assert provider.asked == ["rollback"]
+    recorded = await rows(
+        store,
+        "SELECT result, detail FROM alerts WHERE window_id = ? AND event = ?",
+        "dep_01JDTEST",
+        marker_key("sentry"),
+    )
+    [(result, detail)] = recorded
+    assert result == "asked", recorded
+    assert "sentry does not say whether it writes markers" in detail, detail
+    await resumed(services(store, provider, "a", clock), owner="a")  # type: ignore[arg-type]
+    assert provider.asked == ["rollback"]  # an outcome: never asked again
+
+
+async def test_a_provider_that_says_it_marks_is_recorded_marked(store: SqliteStore) -> None:
+    await ended_with_a_marker_owed(store, "a")
+    provider, clock = MarkingProvider(), Clock()
+    clock.now += 1.0
+    await resumed(services(store, provider, "a", clock), owner="a")
+    recorded = await rows(
+        store, "SELECT result, detail FROM alerts WHERE event = ?", marker_key("sentry")
+    )
+    assert recorded == [("sent", "marked")], recorded

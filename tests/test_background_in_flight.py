@@ -14,7 +14,7 @@ import pytest
 
 from agent.records import DeployWindow
 from agent.store.sqlite import SqliteStore
-from agent.windows.in_flight import InFlight, WindowNews
+from agent.windows.in_flight import InFlight, WindowNews, cut_news
 from agent.windows.probing import BackgroundProber
 
 
@@ -140,3 +140,32 @@ async def test_a_stop_leaves_no_read_of_a_windows_news_going(reads: Reads) -> No
     assert all(task.cancelled() for task in looking) and not staging.done()
     staging.cancel()
     await asyncio.gather(staging, return_exceptions=True)
+
+
+async def test_a_run_cut_for_another_replicas_window_is_told_to_it_and_owed_there(
+    reads: Reads,
+) -> None:
+    """The replica that cuts its run for another's window tells it (`cut_news`), and the
+    replica whose window it is owes the run to its rounds (they stand in for it), as for
+    a run it cut itself; a replica whose window it is not owes nothing. Before, the run
+    was owed nowhere: the next deploy's baseline had one run fewer (new code)."""
+    told: list[str] = []
+    cutting = BackgroundProber({}, reads, lambda name: False)
+    cutting.tell = told.append
+    news = WindowNews(cutting, lambda: 200.0)
+    staging = await in_flight(cutting, "staging")
+    news.heard("dep_live")
+    await asyncio.gather(*news.looking)
+    await staging
+    assert told == [cut_news("dep_live", "api-health")]
+
+    watching = BackgroundProber({}, reads, lambda name: name == "staging", clock=lambda: 150.0)
+    elsewhere = BackgroundProber({}, reads, lambda name: False, clock=lambda: 150.0)
+    for prober in (watching, elsewhere):
+        hearing = WindowNews(prober, lambda: 200.0)
+        hearing.heard(told[0])
+        hearing.heard(cut_news("dep_done", "api-health"))  # ended: no round left
+        await asyncio.gather(*hearing.looking)
+    assert watching.owed == {"staging": {"api-health": 150.0}}
+    assert watching.owed_runs("staging", since=100.0) == ["api-health"]
+    assert elsewhere.owed == {}

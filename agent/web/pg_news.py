@@ -82,7 +82,8 @@ class PgNews:
         if origin == self.origin:
             return
         for window_id in filter(None, ids.split(",")):
-            self.feed.publish(window_id, remote=True)
+            if "/" not in window_id:  # else a run cut for a window (`in_flight.cut_news`)
+                self.feed.publish(window_id, remote=True)
             if self.also is not None:
                 self.also(window_id)
 

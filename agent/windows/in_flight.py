@@ -26,6 +26,12 @@ round's length), and is not stored whatever it heard: a shared store keeps a run
 while no other replica holds the environment's background lease (`add_probe_summary`'s
 `holder`), which the window's replica takes as it starts. A replica alone hears no
 other's news, and reads nothing more.
+
+A run cut on another replica is owed to the window as one cut here is: the replica that
+cut it tells the others (`cut_news`, at once) and the window's replica, hearing it, owes
+the run to its rounds (`owe`), which stand in for it. Before, nobody stood in for it, and
+the next deploy's baseline pooled one run fewer for each run a window cut on another
+replica (measured with two replicas on PostgreSQL: the window stood in for no run).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from agent.records import DeployWindow
     from agent.windows.probing import BackgroundProber
 
 log = logging.getLogger("postflight.probing")
@@ -89,21 +96,38 @@ class InFlight:
         return [check for check, task in tasks.items() if task.cancelled()]
 
 
+CUT_SEPARATOR = "/"
+"""Between a window's id and a check's name in `cut_news`: in neither (`dep_<ULID>`, a
+check's name is letters, digits and `_.:-`)."""
+
+
+def cut_news(window_id: str, check: str) -> str:
+    """What a replica that cut its run of `check` for another replica's window tells the
+    others (on the replica news, beside the windows' ids): the run is owed to the window."""
+    return f"{window_id}{CUT_SEPARATOR}{check}"
+
+
+def owe(prober: BackgroundProber, environment: str, checks: list[str], deployed_at: float) -> None:
+    """`checks`' runs cut for a window of `environment` here are owed to its rounds (as of
+    the deploy at the earliest, so `owed_runs` counts them whatever this replica's clock
+    reads against the store's)."""
+    at = max(prober.clock(), deployed_at)
+    owed = prober.owed.setdefault(environment, {})
+    for check in checks:
+        owed[check] = at
+
+
 async def yield_to_window(
     prober: BackgroundProber, environment: str, deployed_at: float, window_id: str
 ) -> None:
     """A window starts probing `environment`: its background runs in flight stop before
-    the first round, and are owed to it (as of the deploy at the earliest, so
-    `owed_runs` counts them whatever this replica's clock reads against the store's).
-    Other replicas are told first (`WindowNews`): theirs stop meanwhile."""
+    the first round, and are owed to it (`owe`). Other replicas are told first
+    (`WindowNews`): theirs stop meanwhile, and are owed to it as they hear of it."""
     if prober.tell is not None:
         prober.tell(window_id)
     cut = await prober.in_flight.cut(environment)
     if cut:
-        at = max(prober.clock(), deployed_at)
-        owed = prober.owed.setdefault(environment, {})
-        for check in cut:
-            owed[check] = at
+        owe(prober, environment, cut, deployed_at)
 
 
 KNOWN_WINDOWS = 10_000
@@ -115,7 +139,8 @@ class WindowNews:
     """News of windows another replica changed (`agent.web.pg_news`), cutting this
     replica's background runs in flight in the environment of a window that probes it
     (`yield_to_window` tells it as it starts; each stored round tells it again). A run
-    cut here is not owed to that window's rounds: they are the other replica's."""
+    cut here is owed to that window's rounds, which are the other replica's: it is told
+    (`cut_news`), and owes the run to its window as it hears of it (`heard`)."""
 
     def __init__(self, prober: BackgroundProber, now: Callable[[], float]) -> None:
         self.prober = prober
@@ -126,14 +151,22 @@ class WindowNews:
 
     def heard(self, window_id: str) -> None:
         """Another replica changed `window_id`. Read only with a run in flight (in its
-        environment, once that is known): a replica between runs acts on nothing."""
+        environment, once that is known): a replica between runs acts on nothing. Or
+        another replica cut its run for a window (`cut_news`): read once, and owed to the
+        window's rounds if they are this replica's."""
+        if CUT_SEPARATOR in window_id:
+            self._start(self._owe(*window_id.split(CUT_SEPARATOR, 1)))
+            return
         runs = self.prober.in_flight.runs
         if not any(runs.values()):
             return
         environment = self.environment_of.get(window_id)
         if environment is not None and not runs.get(environment):
             return
-        task = asyncio.create_task(self._look(window_id))
+        self._start(self._look(window_id))
+
+    def _start(self, look: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(look)
         self.looking.add(task)
         task.add_done_callback(self.looking.discard)
 
@@ -142,18 +175,22 @@ class WindowNews:
         for task in self.looking:
             task.cancel()
 
-    async def _look(self, window_id: str) -> None:
+    async def _read(self, window_id: str) -> DeployWindow | None:
         try:
             window = await self.prober.store.get_window(window_id)
         except Exception:  # the store away: its run is not stored either
             log.debug("window %s not read for its news", window_id, exc_info=True)
-            return
+            return None
         if window is None:
-            return
+            return None
         if len(self.environment_of) >= KNOWN_WINDOWS:
             self.environment_of.clear()
         self.environment_of[window_id] = window.environment
-        if window.state != "watching" or window.deployed_at > self.now():
+        return window
+
+    async def _look(self, window_id: str) -> None:
+        window = await self._read(window_id)
+        if window is None or window.state != "watching" or window.deployed_at > self.now():
             return  # ended, or scheduled: its deploy's own news comes when it starts
         cut = await self.prober.in_flight.cut(window.environment)
         if cut:
@@ -164,3 +201,24 @@ class WindowNews:
                 window_id,
                 extra={"environment": window.environment},
             )
+            if self.prober.tell is not None:  # owed to its rounds, on that replica
+                for check in cut:
+                    self.prober.tell(cut_news(window_id, check))
+
+    async def _owe(self, window_id: str, check: str) -> None:
+        """Another replica cut its run of `check` for `window_id`: owed to the window's
+        rounds if they run here (this replica is busy with its environment), as a run cut
+        here is (`yield_to_window`); nothing on any other replica."""
+        window = await self._read(window_id)
+        if window is None or window.state != "watching":
+            return  # ended before it heard: no round left to stand in
+        if not self.prober.busy(window.environment):
+            return
+        owe(self.prober, window.environment, [check], window.deployed_at)
+        log.info(
+            "background run of %s (%s) cut on another replica for window %s: owed to its rounds",
+            window.environment,
+            check,
+            window_id,
+            extra={"environment": window.environment},
+        )

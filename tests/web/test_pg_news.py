@@ -126,3 +126,17 @@ async def test_an_outage_is_one_warning_and_its_end_one_info(
         ),
         ("INFO", "replica news over PostgreSQL resumed"),
     ], said
+
+
+def test_news_of_a_run_cut_is_told_to_the_watcher_only() -> None:
+    """A replica that cut its background run for a window tells it beside the windows'
+    ids (`agent.windows.in_flight.cut_news`): the watcher hears it; the live pages, no
+    window of that id changed, are not woken for it."""
+    feed = DeployFeed()
+    news = PgNews("postgresql://unused", feed)
+    heard: list[str] = []
+    news.also = heard.append
+    with feed.subscribe("dep_a/api-health") as cut, feed.subscribe("dep_a") as window:
+        news._heard(None, 0, "", "another dep_a/api-health")
+        assert not cut.wake.is_set() and not window.wake.is_set()
+    assert heard == ["dep_a/api-health"]

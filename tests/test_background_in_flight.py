@@ -166,6 +166,6 @@ async def test_a_run_cut_for_another_replicas_window_is_told_to_it_and_owed_ther
         hearing.heard(told[0])
         hearing.heard(cut_news("dep_done", "api-health"))  # ended: no round left
         await asyncio.gather(*hearing.looking)
-    assert watching.owed == {"staging": {"api-health": 150.0}}
+    assert watching.owed == {"staging": {"api-health": [150.0]}}
     assert watching.owed_runs("staging", since=100.0) == ["api-health"]
     assert elsewhere.owed == {}

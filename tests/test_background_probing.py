@@ -399,7 +399,7 @@ async def test_a_slot_that_falls_in_a_window_is_owed_to_its_rounds_once() -> Non
     first slot after the window runs and clears what no round took."""
     now = 0.0
     ran: list[float] = []
-    owed: dict[float, dict[str, float]] = {}
+    owed: dict[float, dict[str, list[float]]] = {}
     taken: dict[float, list[str]] = {}
 
     class Counting(BackgroundProber):
@@ -410,7 +410,7 @@ async def test_a_slot_that_falls_in_a_window_is_owed_to_its_rounds_once() -> Non
 
     async def sleep(seconds: float) -> None:  # after each slot: note, then a round at +5 s
         nonlocal now
-        owed[now] = dict(prober.owed.get("production", {}))
+        owed[now] = {c: list(at) for c, at in prober.owed.get("production", {}).items()}
         if now in (120.0, 150.0):
             now += 5.0
             taken[now] = prober.owed_runs("production", since=100.0)
@@ -433,11 +433,11 @@ async def test_a_slot_that_falls_in_a_window_is_owed_to_its_rounds_once() -> Non
     with contextlib.suppress(asyncio.CancelledError):
         await prober._probe_forever("production", probe, probe.checks[0], 30.0)
     assert ran == [0.0, 30.0, 60.0, 90.0, 210.0, 240.0]
-    assert owed[120.0] == {check: 120.0} and owed[150.0] == {check: 150.0}
+    assert owed[120.0] == {check: [120.0]} and owed[150.0] == {check: [150.0]}
     assert taken == {125.0: [check], 125.1: [], 155.0: [check], 155.1: []}
-    assert owed[180.0] == {check: 180.0}  # no round took it...
+    assert owed[180.0] == {check: [180.0]}  # no round took it...
     assert owed[210.0] == {}  # ...and the first slot after the window ran, clearing it
-    prober.owed["production"] = {check: 180.0}
+    prober.owed["production"] = {check: [180.0]}
     assert prober.owed_runs("production", since=200.0) == []  # the window before's
 
 
@@ -530,3 +530,56 @@ async def test_a_background_runs_log_lines_name_its_environment(
         await sessions.aclose()
     assert seen[0] == {"environment": "production"}
     assert log_context.get() is None  # the background task's, not its caller's
+
+
+async def test_a_run_a_window_owes_and_no_round_took_is_run_as_the_window_ends() -> None:
+    """A window (100 s to 160 s) whose start cut a run in flight (here, or on another
+    replica: `agent.windows.in_flight.owe`) owes it beside the slots that fall in it (120
+    s, 150 s): its two rounds stand in for two, one each, and the third is run at once as
+    the window ends (160 s), not at the next slot. Before, the slot at 120 s was taken as
+    the cut run (one owed per check), and what no round took was dropped: one run fewer
+    for every run a window's start cut (ran 0, 30, 60, 90, 180, 210)."""
+    now = 0.0
+    ran: list[float] = []
+    taken: dict[float, list[str]] = {}
+
+    class Counting(BackgroundProber):
+        async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
+            ran.append(now)
+            if now >= 210.0:
+                raise asyncio.CancelledError
+
+    async def sleep(seconds: float) -> None:
+        nonlocal now
+        until = now + seconds
+        if now == 90.0:  # the window starts, cutting a run in flight
+            now = 100.0
+            prober.owe("production", check, 100.0)
+        elif now == 120.0:
+            now = 130.0
+            taken[now] = prober.owed_runs("production", since=100.0)
+        elif now == 150.0:
+            now = 155.0
+            taken[now] = prober.owed_runs("production", since=100.0)
+            now = 160.0
+            prober.window_ended("production")
+            await asyncio.Event().wait()  # woken by the window's end, not by the clock
+        now = until
+        await asyncio.sleep(0)
+
+    env = settings().environments["production"]
+    probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
+    prober = Counting(
+        {"production": probe},
+        store=None,  # type: ignore[arg-type]
+        busy=lambda _: 100.0 <= now < 160.0,
+        clock=lambda: now,
+        monotonic=lambda: now,
+        sleep=sleep,
+    )
+    check = probe.checks[0].name
+    with contextlib.suppress(asyncio.CancelledError):
+        await prober._probe_forever("production", probe, probe.checks[0], 30.0)
+    assert taken == {130.0: [check], 155.0: [check]}
+    assert ran == [0.0, 30.0, 60.0, 90.0, 160.0, 180.0, 210.0]
+    assert not any(prober.owed.values())  # nothing left owed

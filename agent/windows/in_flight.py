@@ -112,9 +112,8 @@ def owe(prober: BackgroundProber, environment: str, checks: list[str], deployed_
     the deploy at the earliest, so `owed_runs` counts them whatever this replica's clock
     reads against the store's)."""
     at = max(prober.clock(), deployed_at)
-    owed = prober.owed.setdefault(environment, {})
     for check in checks:
-        owed[check] = at
+        prober.owe(environment, check, at)
 
 
 async def yield_to_window(

@@ -533,10 +533,14 @@ class BackgroundProber:
         self.failing: set[tuple[str, str]] = set()
         """(environment, check) whose latest background run had no probe pass: their
         failure was logged once, their recovery will be (`note_outcome`)."""
-        self.owed: dict[str, dict[str, float]] = {}
-        """Per environment, the checks whose background slot fell while a window probed
-        it, and when (`clock`): that window's next round stands in for the run
-        (`owed_runs`)."""
+        self.owed: dict[str, dict[str, list[float]]] = {}
+        """Per environment and check, each run owed to a window (`owe`), oldest first, as
+        of when (`clock`): a slot that fell while a window probed it, a run its start cut
+        (`agent.windows.in_flight`). Its rounds stand in for one a round each
+        (`owed_runs`); one none took is run as the window ends (`window_ended`)."""
+        self.freed: dict[str, asyncio.Event] = {}
+        """Per environment, set when no window probes it any more (`window_ended`): the
+        loops waiting for their next slot wake to run what no round took."""
         self.in_flight = InFlight()
         self.tell: Callable[[str], None] | None = None
         """Tells the other replicas a window here starts probing (`yield_to_window`); None
@@ -578,22 +582,80 @@ class BackgroundProber:
         outage = StoreOutageLog(log, "background probe")
         while True:
             if self.busy(name):
-                self.owed.setdefault(name, {})[check.name] = self.clock()
+                self.owe(name, check.name, self.clock())
                 await self._hold(name, steal=True)  # no other replica probes it meanwhile
             else:
                 self.owed.get(name, {}).pop(check.name, None)
-                if await self._hold(name):
-                    try:  # a window starting meanwhile cuts it (`agent.windows.in_flight`)
-                        run = self.probe_once(name, probe, check)
-                        await self.in_flight.run(name, check.name, run)
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:  # the store may be briefly unavailable
-                        outage.failed(exc, extra={"environment": name, "check": check.name})
-                    else:
-                        outage.answered()
+                await self._run(name, probe, check, outage)
             slot = max(slot + 1, math.floor((self.monotonic() - start) / every))
-            await self.sleep(max(0.0, start + slot * every - self.monotonic()))
+            while await self._freed_before(name, start + slot * every - self.monotonic()):
+                await self._run_left_over(name, probe, check, outage)
+
+    async def _run(
+        self, name: str, probe: EnvironmentProbe, check: Check, outage: StoreOutageLog
+    ) -> None:
+        """One run, if this replica holds the environment's background."""
+        if await self._hold(name):
+            try:  # a window starting meanwhile cuts it (`agent.windows.in_flight`)
+                run = self.probe_once(name, probe, check)
+                await self.in_flight.run(name, check.name, run)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the store may be briefly unavailable
+                outage.failed(exc, extra={"environment": name, "check": check.name})
+            else:
+                outage.answered()
+
+    async def _freed_before(self, name: str, wait: float) -> bool:
+        """Sleep `wait` seconds (to the next slot); True, at once, if the environment's
+        window ended first (`window_ended`)."""
+        if wait <= 0:
+            return False
+        freed = self.freed.setdefault(name, asyncio.Event())
+        sleeping = asyncio.ensure_future(self.sleep(wait))
+        woken = asyncio.ensure_future(freed.wait())
+        try:
+            done, _ = await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            woken.cancel()
+            if not sleeping.done():
+                sleeping.cancel()
+            await asyncio.gather(sleeping, woken, return_exceptions=True)
+        if sleeping in done:
+            sleeping.result()  # what the sleep raised (a test's clock ending the loop)
+            return False
+        return True
+
+    async def _run_left_over(
+        self, name: str, probe: EnvironmentProbe, check: Check, outage: StoreOutageLog
+    ) -> None:
+        """The window ended owing `check` a run no round of it took (a run its start cut,
+        here or on another replica, beside the slots that fell in it): run at once, one,
+        so the next deploy's baseline has it, where it had one run fewer per cut. A slot's
+        own run comes at its time."""
+        if self.busy(name) or not self.owed.get(name, {}).pop(check.name, None):
+            return
+        log.info(
+            "background run of %s (%s) owed to a window none of its rounds stood in for:"
+            " run now that it ended",
+            name,
+            check.name,
+            extra={"environment": name, "check": check.name},
+        )
+        await self._run(name, probe, check, outage)
+
+    def owe(self, name: str, check: str, at: float) -> None:
+        """One run of `check` owed to the window probing `name` now, as of `at`."""
+        owed = self.owed.setdefault(name, {}).setdefault(check, [])
+        owed.append(at)
+        del owed[:-OWED_KEPT]
+
+    def window_ended(self, name: str) -> None:
+        """No window probes `name` any more: its loops run what its rounds did not take
+        (`_run_left_over`), at once."""
+        freed = self.freed.pop(name, None)
+        if freed is not None:
+            freed.set()
 
     async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
         """One background run: `background_burst(check)` probes spread over one round's
@@ -658,12 +720,23 @@ class BackgroundProber:
             await self.store.release_background(self.owner)
 
     def owed_runs(self, name: str, since: float) -> list[str]:
-        """The checks whose background run fell due, at or after `since` (a window's
-        deploy), while that window probed `name`: its round stands in for them
-        (`agent.windows.lifecycle`). Each is taken once; older ones (a window before) are
-        dropped."""
-        owed = self.owed.pop(name, None) or {}
-        return [check for check, at in owed.items() if at >= since]
+        """The checks owed a run (`owe`) as of `since` (a window's deploy) or later, while
+        that window probed `name`: its round stands in for one run of each
+        (`agent.windows.lifecycle`), the rest left to its next rounds. Older ones (a
+        window before's) are dropped. Before, the runs owed were one per check, a slot
+        falling before the round that stood in for a cut run being taken as that run."""
+        owed = self.owed.get(name) or {}
+        due: list[str] = []
+        for check, times in list(owed.items()):
+            times[:] = [at for at in times if at >= since]
+            if times:
+                times.pop(0)
+                due.append(check)
+            if not times:
+                del owed[check]
+        if not owed:
+            self.owed.pop(name, None)
+        return due
 
     def note_outcome(
         self, name: str, probe: EnvironmentProbe, check: Check, results: Sequence[CheckResult]
@@ -764,6 +837,10 @@ def stale_runs(stored: Sequence[StoredProbes], current: Mapping[str, str]) -> li
     configured are left out too, but no baseline of a check it has restarts for them."""
     return [s for s in stored if s.check in current and s.fingerprint != current[s.check]]
 
+
+OWED_KEPT = 16
+"""The most runs a check keeps owed to a window (`BackgroundProber.owe`): its rounds stand
+in for one a round, so slots shorter than its rounds pile up; the oldest are dropped."""
 
 BACKGROUND_STARTS_PER_S = 100.0
 """How fast the background probing of many environments gets going: their first runs are

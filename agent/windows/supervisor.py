@@ -417,6 +417,7 @@ class Watcher:
                 watched.discard(window.id)
                 if not watched:
                     self._by_environment.pop(window.environment, None)
+                    self.prober.window_ended(window.environment)  # what it owes, at once
                 self.deployed_at.pop(window.id, None)
                 self.claims.pop(window.id, None)
                 self.watched.pop(window.id, None)

@@ -6,7 +6,11 @@ baseline pooled one run fewer for each window that cut another replica's run."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+
+import pytest
 
 from agent.app import WATCHER
 from agent.appkeys import STORE
@@ -28,11 +32,11 @@ A_EVERY_S = 600.0
 """A's: none falls in its window, so any run its rounds stand in for is the one cut."""
 
 
-def env(url: str, replica: str, every: float) -> str:
+def env(url: str, replica: str, every: float, window: float = 2 * ROUND_S) -> str:
     text = environment(
         "staging",
         url,
-        window=f"{2 * ROUND_S:g}s",
+        window=f"{window:g}s",
         interval=f"{ROUND_S:g}s",
         background_interval=f"{every:g}s",
         probes=PROBES,
@@ -77,3 +81,45 @@ async def test_a_run_cut_on_another_replica_is_stood_in_for_by_the_windows_round
     # and stored with the window's end; before, none ([] and [])
     assert len(stand_ins) == 1, stand_ins
     assert in_window == stand_ins, (in_window, stand_ins)
+
+
+async def test_a_cut_run_no_round_took_is_run_as_the_window_ends(
+    start_agent: AgentFactory, pg_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A window of one round, whose replica's own slots (every second) fall in it too: it
+    owes B's cut run and its own slots, its one round stands in for one, and one more is
+    run as it ends, stored at the store beside the stand-in. Before, the slot was taken
+    as the cut run (one owed per check) and nothing was run as the window ended."""
+    caplog.set_level(logging.INFO, logger="postflight.probing")
+    target = ArrivalTarget()
+    await target.start()
+    store = f"url: {pg_url}"
+    try:
+        holder = await start_agent(env(target.url, "b", EVERY_S), store=store, owner="replica-b")
+        holder.app[WATCHER].poll_interval = 60.0
+        await target.wait_for("b", 1)
+        watcher = await start_agent(
+            env(target.url, "a", 1.0, window=ROUND_S), store=store, owner="replica-a"
+        )
+        await target.wait_for("b", PROBES + 1)  # B's second run began
+        deploy = await watcher.register("staging", "v2")
+        final = await watcher.settled(deploy["id"])
+        window = await watcher.app[STORE].get_window(deploy["id"])
+        assert window is not None and window.ended_at is not None
+        await target.wait_for("a", PROBES + PROBES)  # its round's, then the run at its end
+        rounds = await watcher.app[STORE].rounds(deploy["id"])
+        for _ in range(100):  # the run at the end, stored at its own end
+            stored = await watcher.app[STORE].probe_summaries("staging", 0.0, time.time() + 60)
+            after = [at for _, at, _ in stored if window.ended_at < at]
+            if after:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await target.stop()
+    assert final["state"] == "passed", final
+    stand_ins = [s["at"] for r in rounds for s in r.summary.get("stand_ins", [])]
+    ran = [r.getMessage() for r in caplog.records if "none of its rounds" in r.getMessage()]
+    print(f"stood in for {stand_ins}; run at the end: {ran}; stored after it: {after}")
+    assert len(stand_ins) == 1, stand_ins
+    assert len(ran) == 1, ran
+    assert after and after[0] - window.ended_at < ROUND_S + 1.0, (after, window.ended_at)

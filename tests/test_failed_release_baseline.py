@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from agent.records import DeployWindow, RollbackIntent, WindowState
+from agent.records import DeployWindow, RollbackIntent, RollbackState, WindowState
+from agent.rollback.contract import skipped_intent
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.fingerprint import check_fingerprints
@@ -84,16 +85,19 @@ async def test_the_failed_releases_runs_are_left_out_of_the_next_baseline(
         assert await store.add_rollback(intent)
         intent.state, intent.finished_at = "delivered", delivered
         assert await store.settle_rollback(intent)
+    else:
+        assert await store.add_rollback(skipped_intent("dep_v2", "{}", T0 + 60))
     value, runs = await error_rate(store)
     clean = (T0 - (NEXT - 3_600)) / 30 + (0 if not rolled_back else (NEXT - landed) / 30)
     assert runs == clean + 1
     assert value == pytest.approx(1 / (10 * runs))
     said = await registration_warnings(store, env(), "production", NEXT, NEXT + 300)
     left = round((landed - delivered) / 30)
-    fate = "was rolled back" if rolled_back else "was not rolled back"
+    fate = "which was rolled back" if rolled_back else "whose rollback was not sent"
+    fate += "" if rolled_back else " (rollback.dry_run)"
     assert said[0] == (
         f"baseline: {left} background runs left out of the baseline: they probed v2 (dep_v2),"
-        f" whose window failed and which {fate}"
+        f" whose window failed and {fate}"
     )
 
 
@@ -127,7 +131,7 @@ async def test_a_cancelled_deploy_ends_the_span_and_a_manual_rollback_is_said_as
     said = await registration_warnings(store, env(), "production", NEXT, NEXT + 300)
     assert said[0] == (
         "baseline: 20 background runs left out of the baseline: they probed v2 (dep_v2),"
-        " whose window failed and which was not rolled back; 10 background runs left out"
+        " whose window failed and for which no rollback was asked; 10 background runs left out"
         " of the baseline: they probed v4 (dep_v4), which was rolled back on request (its"
         " window: pass)"
     )
@@ -139,5 +143,35 @@ def test_one_run_left_out_is_said_in_the_singular() -> None:
     release = FailedRelease("v2.4.1", "dep_v241", T0, T0 + 40, rolled_back=False)
     assert left_out_words([(release, 1)]) == (
         "1 background run left out of the baseline: it probed v2.4.1 (dep_v241),"
-        " whose window failed and which was not rolled back"
+        " whose window failed and for which no rollback was asked"
+    )
+
+
+@pytest.mark.parametrize(
+    ("state", "words"),
+    [
+        ("pending", "whose rollback is still being tried"),
+        ("failed", "whose rollback failed"),
+        ("skipped", "whose rollback was not sent (rollback.dry_run)"),
+        (None, "for which no rollback was asked"),
+    ],
+)
+async def test_a_failed_releases_rollback_is_said_as_the_store_holds_it(
+    store: SqliteStore, state: RollbackState | None, words: str
+) -> None:
+    """A failed window stays `failed` while its rollback is retried: it was said "was not
+    rolled back" then, and when its rollback failed, as when none was asked
+    (tests/e2e/test_failed_release_rollback_words_e2e.py drives the first two through
+    the daemon)."""
+    await probe_every_30s(store, T0 + 300, NEXT, errors=3)
+    await store.create_window(deploy("dep_v2", "v2", T0, "failed"))
+    if state is not None:
+        intent = RollbackIntent("dep_v2", state, "{}", requested_at=T0 + 60)
+        if state == "skipped":
+            intent = skipped_intent("dep_v2", "{}", T0 + 60)
+        assert await store.add_rollback(intent)
+    said = await registration_warnings(store, env(), "production", NEXT, NEXT + 300)
+    assert said[0] == (
+        "baseline: 50 background runs left out of the baseline: they probed v2 (dep_v2),"
+        f" whose window failed and {words}"
     )

@@ -15,7 +15,7 @@ from agent.analysis.describe import exact_rate_bounds
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule
-from agent.records import DeployWindow
+from agent.records import DeployWindow, RollbackState
 from agent.settings import CheckSettings, EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.evidence import observation_from_dict
@@ -53,6 +53,10 @@ class FailedRelease:
     rolled_back: bool
     judged: str | None = "fail"
     """The window's own outcome: `fail`, or another for a manual rollback."""
+    rollback: RollbackState | None = None
+    """Its rollback's state when read (`delivered` once `rolled_back`); None: none was
+    asked. A failed window whose rollback is still retried is `failed` until delivery,
+    and was said "not rolled back" while its rollback went on."""
 
 
 async def recent_windows(store: Store, environment: str, limit: int) -> list[DeployWindow]:
@@ -89,13 +93,20 @@ async def failed_releases(
         if end <= since:
             continue  # over before the lookback: no run of it is read (nor its rollback)
         rolled_back = window.state == "rolled_back"
-        if rolled_back:
-            intent = await store.get_rollback(window.id)
-            if intent is not None and intent.finished_at is not None:
-                end = min(end, intent.finished_at + ROLLBACK_SETTLE_S)
+        intent = await store.get_rollback(window.id)
+        if rolled_back and intent is not None and intent.finished_at is not None:
+            end = min(end, intent.finished_at + ROLLBACK_SETTLE_S)
         judged = (window.verdict or {}).get("outcome", "fail")  # none stored: the state's
         out.append(
-            FailedRelease(window.version, window.id, window.deployed_at, end, rolled_back, judged)
+            FailedRelease(
+                window.version,
+                window.id,
+                window.deployed_at,
+                end,
+                rolled_back,
+                judged,
+                None if intent is None else intent.state,
+            )
         )
     return out
 
@@ -152,22 +163,35 @@ async def baseline_runs(
 
 
 def left_out_words(left_out: list[tuple[FailedRelease, int]]) -> str:
-    """`12 background runs left out: they probed v3 (dep_…), which failed and was rolled
-    back`, one clause per release, for the log and the registration's warnings."""
+    """`12 background runs left out: they probed v3 (dep_…), whose window failed and which
+    was rolled back`, one clause per release, for the log and the registration's
+    warnings: what is true of its rollback when read (`rollback_words`)."""
     said = []
     for release, count in left_out:
         if release.judged != "fail":  # passed, say, and rolled back on request
             fate = f"which was rolled back on request (its window: {release.judged or 'none'})"
         else:
-            fate = "whose window failed and which " + (
-                "was rolled back" if release.rolled_back else "was not rolled back"
-            )
+            fate = f"whose window failed and {rollback_words(release)}"
         said.append(
             f"{counted(count, 'background run')} left out of the baseline:"
             f" {'it' if count == 1 else 'they'} probed {release.version} ({release.window_id}),"
             f" {fate}"
         )
     return "; ".join(said)
+
+
+def rollback_words(release: FailedRelease) -> str:
+    """What became of a failed release's rollback, as it stands: a rollback still retried
+    (a 503 from its webhook, say) is neither done nor given up."""
+    if release.rolled_back:
+        return "which was rolled back"
+    if release.rollback == "pending":
+        return "whose rollback is still being tried"
+    if release.rollback == "failed":
+        return "whose rollback failed"
+    if release.rollback == "skipped":
+        return "whose rollback was not sent (rollback.dry_run)"
+    return "for which no rollback was asked"
 
 
 def background_baseline(

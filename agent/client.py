@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 from agent import __version__
 from agent.api.models import Deploy, DeployList, DeployRequest
 from agent.records import WindowState
+from common.durations import format_duration
 from common.os_words import os_reason
 from common.tls_words import tls_reason
 
@@ -175,7 +176,9 @@ class WaitTimeout(ClientError):
         self.unreachable = unreachable
         """Why the last poll got no answer, when it did not: `deploy` is then the state
         the agent last gave, not one known to hold now."""
-        super().__init__(f"{deploy.id} is still {deploy.state} after waiting {waited_s:.0f}s")
+        super().__init__(
+            f"{deploy.id} is still {deploy.state} after waiting {format_duration(round(waited_s))}"
+        )
 
 
 def _segment(value: str) -> str:

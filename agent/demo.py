@@ -461,8 +461,8 @@ async def demo() -> bool:
                 if kept < BASELINE_LATENCIES:
                     say(
                         f"  (fewer than the {BASELINE_LATENCIES} it should have within"
-                        f" {BASELINE_WAIT_S[1]:.0f} s: this machine is too busy for the agent"
-                        " to keep time, and the good deploy may end inconclusive)"
+                        f" {format_duration(BASELINE_WAIT_S[1])}: this machine is too busy for"
+                        " the agent to keep time, and the good deploy may end inconclusive)"
                     )
                 say(textwrap.fill(READING, width=88, initial_indent="  ", subsequent_indent="  "))
                 metrics = {r.name: r.metric or "" for r in settings.environments["demo"].rules}

@@ -27,6 +27,8 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
+from common.durations import format_duration
+
 log = logging.getLogger("postflight")
 
 # Shares of the budget (seconds of the default 8 s), kept for the steps at a stop's end:
@@ -141,9 +143,13 @@ class StopBudget:
             pending = await self._unwound(pending)
         waited = time.monotonic() - started
         for what in named(pending):
-            log.warning("stopping: %s did not stop within %.1f s; leaving it", what, waited)
+            log.warning(
+                "stopping: %s did not stop within %s; leaving it", what, format_duration(waited)
+            )
         for what in named(cut - pending):
-            log.warning("stopping: %s did not finish within %.1f s; cut off", what, within)
+            log.warning(
+                "stopping: %s did not finish within %s; cut off", what, format_duration(within)
+            )
         for task in given:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("stopping: %s failed", _name(task), exc_info=task.exception())
@@ -199,8 +205,8 @@ def exit_if_still_running(bound: float, code: int = 0) -> None:
             t.name for t in threading.enumerate() if t is not main and not t.daemon and t.is_alive()
         )
         log.warning(
-            "stopping: still running %.1f s after the signal (threads: %s); exiting now",
-            bound,
+            "stopping: still running %s after the signal (threads: %s); exiting now",
+            format_duration(bound),
             ", ".join(held) or "none but the main one",
         )
         for handler in logging.getLogger().handlers + log.handlers:

@@ -430,7 +430,7 @@ async def test_a_rate_limit_longer_than_one_wait_is_waited_out_not_asked_inside(
     assert (result.ok, result.attempts) == (ok, len(requests))
     if not ok:
         assert result.gave_up and result.status == 429
-        assert (result.error or "").endswith("(asked to wait 200 s, past this call's retries)"), (
+        assert (result.error or "").endswith("(asked to wait 3m20s, past this call's retries)"), (
             result.error
         )
 

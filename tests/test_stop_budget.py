@@ -64,7 +64,7 @@ async def test_work_spawned_in_the_grace_is_cut_at_its_end_and_named(
         await StopBudget(8.0).settle(background, grace=0.3)
     assert not background
     said = [r.getMessage() for r in caplog.records]
-    assert said == ["stopping: the spawned one did not finish within 0.3 s; cut off"], said
+    assert said == ["stopping: the spawned one did not finish within 300ms; cut off"], said
 
 
 def test_a_held_write_has_no_bound_of_the_stop_before_it_begins() -> None:
@@ -111,7 +111,7 @@ async def test_a_held_write_cut_in_a_stalled_loop_still_ends_within_its_step(
     if not task.done():
         task.cancel()
     assert not [m for m in said if m.endswith("leaving it")], said
-    assert said == ["stopping: rollback delivery did not finish within 1.0 s; cut off"], said
+    assert said == ["stopping: rollback delivery did not finish within 1s; cut off"], said
 
 
 @pytest.mark.parametrize("close", ["ends late", "hangs"])

@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 
 from common.answers import read_answer
+from common.durations import format_duration
 from common.retry_after import (
     NOT_AN_HTTP_STATUS,
     is_http_status,
@@ -174,7 +175,10 @@ async def call(
                 # longer than its worst case (`call_worst_case_s`)
                 spans = math.ceil(retry_after / max_backoff)
                 if spent + spans > attempts:
-                    error = f"{error} (asked to wait {retry_after:g} s, past this call's retries)"
+                    error = (
+                        f"{error} (asked to wait {format_duration(retry_after)},"
+                        " past this call's retries)"
+                    )
                     break
                 spent += spans - 1
                 delay = retry_after

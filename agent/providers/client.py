@@ -456,7 +456,10 @@ class HttpProvider:
                     fetch, retry.stall, f"{retry.reason}; no time left to retry"
                 )
             log.debug(
-                "%s: %s; retrying in %.2fs", self.name, self.mask_secrets(retry.reason), delay
+                "%s: %s; retrying in %s",
+                self.name,
+                self.mask_secrets(retry.reason),
+                format_duration(delay),
             )
             await asyncio.sleep(delay)
 

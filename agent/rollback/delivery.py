@@ -57,6 +57,7 @@ from agent.store.outages import (
     store_outage,
 )
 from common.answers import read_answer
+from common.durations import format_duration
 from common.redaction import Redactor, address_redactor
 from common.retry_after import (
     NOT_AN_HTTP_STATUS,
@@ -378,11 +379,11 @@ class RollbackDelivery:
             if unsettled:
                 log.info(
                     "rollback for %s: attempt %d has no recorded outcome (taken over from %s);"
-                    " waiting %gs for it to be recorded before sending again",
+                    " waiting %s for it to be recorded before sending again",
                     taken.window_id,
                     taken.attempts,
                     given.lease_owner,
-                    takeover_wait_s(settings),
+                    format_duration(takeover_wait_s(settings)),
                     extra=context,
                 )
                 if not await self._hold(taken, takeover_wait_s(settings)):
@@ -663,11 +664,11 @@ class RollbackDelivery:
                 intent.attempts, settings, retry_after=outcome.retry_after, random=self._random
             )
             log.warning(
-                "rollback attempt %d for %s failed (%s); retrying in %.1fs",
+                "rollback attempt %d for %s failed (%s); retrying in %s",
                 intent.attempts,
                 intent.window_id,
                 what,
-                delay,
+                format_duration(delay),
                 extra=context,
             )
             if not await self._hold(intent, delay, attempt):
@@ -734,7 +735,7 @@ class RollbackDelivery:
             )
             intent.last_error = None
             return await self._finish(intent, "delivered", environment, context, attempt, claims)
-        asked = f" (asked {looks} times over {waited:g}s)" if looks > 1 else ""
+        asked = f" (asked {looks} times over {format_duration(waited)})" if looks > 1 else ""
         intent.last_error = self._not_found(error, settings, asked)
         log.error(
             "rollback for %s failed: %d attempt(s), the last %s",
@@ -792,7 +793,7 @@ class RollbackDelivery:
         look by hand. Sending again could roll back twice (a second workflow run, a second
         Vercel rollback): the house's first promise is one rollback at the receiver."""
         where = self._targets.where_to_look(settings, environment) if self._targets else ""
-        asked = f"asked {looked.looks} times over {looked.waited:g}s"
+        asked = f"asked {looked.looks} times over {format_duration(looked.waited)}"
         said = f", the last answer {looked.look.why}" if looked.look.why else ""
         intent.last_error = (
             f"{intent.last_error or 'no answer'}; "
@@ -904,11 +905,11 @@ class RollbackDelivery:
         due = (intent.next_attempt_at or self._clock()) - self._clock()
         log.info(
             "rollback for %s: stopping while it waits (%d attempt(s) made, the next due in"
-            " %.1f s): left pending to the next start or another replica, which send it"
+            " %s): left pending to the next start or another replica, which send it"
             " when the wait is over; nothing of it was in flight",
             intent.window_id,
             intent.attempts,
-            max(0.0, due),
+            format_duration(max(0.0, due)),
             extra={"deploy_id": intent.window_id, "environment": environment},
         )
         return intent

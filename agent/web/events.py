@@ -41,6 +41,7 @@ from agent.web.feed import FEED, DeployFeed
 from agent.web.reader import DeployReader, Follower, Snapshot, following
 from agent.web.times import request_now
 from agent.web.view import round_event
+from common.durations import format_duration
 
 log = logging.getLogger("postflight.api")
 
@@ -158,9 +159,9 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
             log.debug("event stream of %s: the client left", window_id)
         except _ClientStalled:
             log.info(
-                "event stream of %s: the client read nothing for %.0f s; closed",
+                "event stream of %s: the client read nothing for %s; closed",
                 window_id,
-                WRITE_TIMEOUT_S,
+                format_duration(WRITE_TIMEOUT_S),
             )
             if request.transport is not None:
                 request.transport.abort()

@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from agent.web.feed import DeployFeed
+from common.durations import format_duration
 
 log = logging.getLogger("postflight.web")
 
@@ -106,9 +107,9 @@ class PgNews:
                 if not down:
                     down = True
                     log.warning(
-                        "replica news over PostgreSQL interrupted: %s; retrying every %gs",
+                        "replica news over PostgreSQL interrupted: %s; retrying every %s",
                         type(exc).__name__,
-                        RETRY_S,
+                        format_duration(RETRY_S),
                     )
             finally:
                 if conn is not None:

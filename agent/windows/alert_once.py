@@ -69,6 +69,7 @@ from agent.store.base import AlertClaim, AlertRetry, Store, UnsettledAlert
 from agent.store.outages import StoreOutageLog, held_until_stored, not_taken, store_outage
 from alerting.events import Alert, breach_key
 from alerting.notifier import Notifier, NotifyOutcome
+from common.durations import format_duration
 
 log = logging.getLogger("postflight.alerting")
 T = TypeVar("T")
@@ -394,8 +395,9 @@ class WindowAlerts:
         and stored once it answers (`_hold`)."""
         named_for_a_stop(
             f"alert {_keys(key, also)} of {window.id} (claimed: the next start sends it once"
-            f" the claim lapses, {self.lease_s:g} s after it was made, to the channels that"
-            " have not taken it, unless the deploy is cancelled or superseded first)",
+            f" the claim lapses, {format_duration(self.lease_s)} after it was made, to the"
+            " channels that have not taken it, unless the deploy is cancelled or superseded"
+            " first)",
             ALERTS,
         )
         unnoted: list[str] = []
@@ -408,7 +410,7 @@ class WindowAlerts:
         detail, retry_at = outcome.describe(), None
         if outcome.failed and self.retry_delays:
             retry_at = self._clock() + self.retry_delays[0]
-            detail += f"; retrying in {self.retry_delays[0]:g}s"
+            detail += f"; retrying in {format_duration(self.retry_delays[0])}"
 
         async def record() -> None:
             await self._note(window.id, key, unnoted)
@@ -646,8 +648,8 @@ class WindowAlerts:
         alert, tags = load_payload(retry.payload)
         named_for_a_stop(
             f"retry {n} of alert {_keys(retry.event, also)} of {window.id} (the next start"
-            f" takes it again once its lease lapses, {self.lease_s:g} s after it was taken,"
-            " to the channels that have not taken it)",
+            f" takes it again once its lease lapses, {format_duration(self.lease_s)} after it"
+            " was taken, to the channels that have not taken it)",
             ALERTS,
         )
         unnoted: list[str] = []
@@ -687,7 +689,7 @@ class WindowAlerts:
             return outcome.describe() + note, None
         if n < len(self.retry_delays):
             delay = self.retry_delays[n]
-            detail = f"{outcome.describe()}; retry {n} failed, next in {delay:g}s"
+            detail = f"{outcome.describe()}; retry {n} failed, next in {format_duration(delay)}"
             return detail, self._clock() + delay
         self._gave_up(retry, n, context, outcome)
         return f"{outcome.describe()}; gave up after {n} retries", None

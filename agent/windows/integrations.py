@@ -62,6 +62,7 @@ from agent.windows.alert_once import alert_claim
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
 from agent.windows.markers import mark_rollback, marker_claims, marking
 from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert, AlertEvent, IntegrationCall
+from common.durations import format_duration
 from common.keyed_locks import KeyedLocks
 from common.times import rfc3339
 
@@ -945,10 +946,10 @@ class Integrations:
             wait = max(STATUS_RETRY_S, result.retry_after or 0.0)
             self._retry_at[(window.id, key)] = now + wait
             log.warning(
-                "%s not posted yet: %s (tried again in %g s)",
+                "%s not posted yet: %s (tried again in %s)",
                 what,
                 result.error,
-                wait,
+                format_duration(wait),
                 extra={"deploy_id": window.id, "environment": window.environment},
             )
             return False
@@ -1488,11 +1489,11 @@ class Integrations:
             # production job waited on its protection rule for GitHub's 30 days
             wait = await self._gate_wait(gate, until, result.retry_after)
             log.warning(
-                "protection rule for %s %s not answered yet: %s (tried again in %g s)",
+                "protection rule for %s %s not answered yet: %s (tried again in %s)",
                 gate.github_environment,
                 gate.sha[:12],
                 result.error,
-                wait,
+                format_duration(wait),
             )
             return
         outcome = f"HTTP {result.status}" if result.ok else (result.error or "failed")

@@ -16,6 +16,7 @@ import pytest
 
 from agent.api.hooks import INTEGRATIONS
 from agent.windows import integrations as module
+from common.durations import parse_duration
 from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
 from tests.e2e.integrations_support import GATE_PATH, scanned
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
@@ -60,7 +61,7 @@ async def _given_up(agent: RunningAgent, caplog: pytest.LogCaptureFixture, words
 def _waits_the_asked(caplog: pytest.LogCaptureFixture, words: str) -> None:
     """The first warning with `words` names a wait of the asked reset (`ASKED_S`)."""
     said = [r.getMessage() for r in caplog.records if words in r.getMessage()]
-    wait = float(said[0].rsplit("tried again in ", 1)[1].split(" s")[0])
+    wait = parse_duration(said[0].rsplit("tried again in ", 1)[1].split(")")[0])
     assert wait >= ASKED_S - 2, said
 
 

@@ -82,5 +82,5 @@ def test_the_hard_bound_counts_from_the_signals_arrival_while_the_loop_is_blocke
     # the bound ended it while the loop was still blocked: the check never woke
     assert not (tmp_path / "woke").exists(), log.read_text()
     warnings = [r["msg"] for r in records(log) if r.get("level") == "warning"]
-    said = f"stopping: still running {SHUTDOWN_TIMEOUT_S} s after the signal"
+    said = f"stopping: still running {SHUTDOWN_TIMEOUT_S:g}s after the signal"
     assert [m for m in warnings if m.startswith(said)], warnings

@@ -154,7 +154,7 @@ def config(tmp_path: Path, port: int, part: str, started: Path) -> Path:
     [
         ("check", "stopping: plugin_run"),
         ("provider", "stopping: closing provider hangclose did not finish within"),
-        ("thread", f"stopping: still running {SHUTDOWN_TIMEOUT_S} s after the signal"),
+        ("thread", f"stopping: still running {SHUTDOWN_TIMEOUT_S:g}s after the signal"),
     ],
     ids=[
         "a check that swallows its cancellation",

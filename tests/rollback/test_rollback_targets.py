@@ -362,7 +362,7 @@ async def test_a_github_dispatch_whose_last_attempt_got_no_answer_is_looked_for_
         # asked at once, then after each wait of the backoff schedule (10, 20, 40, 80 ms)
         assert stored.last_error == (
             "timed out after 0.2s; GitHub lists no run of the rollback workflow for this"
-            " deploy (asked 5 times over 0.15s)"
+            " deploy (asked 5 times over 150ms)"
         )
         assert len(github.seen("/runs")) == 5
 

@@ -121,8 +121,7 @@ async def test_an_outage_is_one_warning_and_its_end_one_info(
     assert said == [
         (
             "WARNING",
-            "replica news over PostgreSQL interrupted: ConnectionRefusedError;"
-            " retrying every 0.05s",
+            "replica news over PostgreSQL interrupted: ConnectionRefusedError; retrying every 50ms",
         ),
         ("INFO", "replica news over PostgreSQL resumed"),
     ], said

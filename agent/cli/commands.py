@@ -40,6 +40,7 @@ from agent.cli.render import (
     agent_away,
     deploys_table,
     details,
+    ended,
     hms,
     isatty,
     print_json,
@@ -193,6 +194,12 @@ def _fail(command: str, message: str) -> int:
     return EXIT_USAGE
 
 
+def _register_failed(message: str) -> int:
+    """`register`'s error end, its outcome and exit code said as its other ends say theirs
+    (`ended`): a pipeline's log read `postflight register: …` and no word of the 2."""
+    return _fail("register", ended(f"error: {message}", EXIT_USAGE))
+
+
 def said_stopped(exc: KeyboardInterrupt, command: str, left: str) -> int:
     """A client command a signal stopped while it waited on the agent says so, with what was
     `left`, and exits 143, 129 or 130: SIGTERM (a pipeline's job cancelled) and SIGHUP ended
@@ -225,7 +232,7 @@ def register_command(args: argparse.Namespace) -> int:
             )
         key = args.idempotency_key or f"cli-{uuid.uuid4()}"
     except UsageError as exc:
-        return _fail("register", str(exc))
+        return _register_failed(str(exc))
     registered: list[str] = []  # the deploy's id, once the agent has answered
     try:
         with stops_as_interrupt():
@@ -243,12 +250,12 @@ def register_command(args: argparse.Namespace) -> int:
                 f" with --idempotency-key {key}"
             )
         word, code = stopped_by(exc)
-        print(f"\n{word}; {said}", file=sys.stderr)
+        print(f"\n{ended(f'{word}; {said}', code)}", file=sys.stderr)
         return code
     except ApiError as exc:
-        return _fail("register", _in_flags(exc))
+        return _register_failed(_in_flags(exc))
     except ClientError as exc:
-        return _fail("register", str(exc))
+        return _register_failed(str(exc))
 
 
 async def _watching(api: PostflightClient, environment: str) -> list[Deploy]:
@@ -389,18 +396,22 @@ async def _register(
                 )
             else:
                 said = f"{exc.deploy.id} is still {exc.deploy.state}"
+            follow = f"follow it with postflight status {exc.deploy.id}"
             print(
-                f"gave up waiting after {waited}: {said} (postflight status {exc.deploy.id})",
+                ended(
+                    f"timeout: gave up waiting after {waited}: {said}; {follow}", EXIT_INCONCLUSIVE
+                ),
                 file=sys.stderr,
             )
             return EXIT_INCONCLUSIVE
         finally:
             progress.finish()
+        code = _exit_for(final.state)
         if as_json:
             print_json(_with_warnings(final, deploy))
         elif not quiet:
-            print(summary(final, style), file=out)
-        return _exit_for(final.state)
+            print(summary(final, style, code), file=out)
+        return code
 
 
 def _with_warnings(final: Deploy, registered: Deploy) -> Deploy:

@@ -370,14 +370,24 @@ class Progress:
         self._clear_status()
 
 
-def summary(deploy: Deploy, style: Style) -> str:
+def ended(words: str, code: int) -> str:
+    """`register`'s end line, `words` then the exit code it ends with (`cancelled: no
+    verdict (exit 3)`): each outcome says its code the same way, where only cancelled and
+    superseded did, and a pipeline's log showed `failed: …` with no word of the 1 it ended
+    with (the codes are `agent.cli.commands`', as the contract gives them)."""
+    return f"{words} (exit {code})"
+
+
+def summary(deploy: Deploy, style: Style, code: int) -> str:
+    """`register --wait`'s end: the headline of how the window ended, with the exit `code`
+    (`ended`), then its details."""
     headline = {
         "passed": "passed: the verdict passed (its reason says on what evidence)",
         "failed": "failed: the verdict failed and no rollback was delivered",
         "rolled_back": "rolled back: the rollback target accepted the request",
         "inconclusive": "inconclusive: neither passed nor failed (the rules below say why)",
-        "cancelled": "cancelled: no verdict (exit 3)",
-        "superseded": "superseded by a later registration: no verdict (exit 3)",
+        "cancelled": "cancelled: no verdict",
+        "superseded": "superseded by a later registration: no verdict",
     }.get(deploy.state, deploy.state)
     if rollback_pending(deploy):
         headline = "failed: a rollback was requested and is still being delivered"
@@ -393,7 +403,7 @@ def summary(deploy: Deploy, style: Style) -> str:
             f" not fail; {lacking} of {judged} lacked evidence of being within bounds: DETAIL"
             " says how far each got)"
         )
-    return f"\n{style.state(deploy.state, headline)}\n\n{details(deploy, style)}"
+    return f"\n{style.state(deploy.state, ended(headline, code))}\n\n{details(deploy, style)}"
 
 
 def _lacking_evidence(deploy: Deploy) -> int:

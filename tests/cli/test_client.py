@@ -413,7 +413,7 @@ def test_register_wait_giving_up_while_the_agent_is_away_says_the_state_is_the_l
     assert register_command(register_args(agent, "--wait", "--timeout", "2s")) == 3
     captured = capsys.readouterr()
     last = captured.err.strip().splitlines()[-1]
-    assert last.startswith("gave up waiting after 2s: dep_"), last
+    assert last.startswith("timeout: gave up waiting after 2s: dep_"), last
     assert "was watching when the agent last answered, and it has not answered since" in last
     assert f"cannot reach the agent at {agent.url}" in last
     assert "still watching" not in last
@@ -460,7 +460,9 @@ def test_timeout_without_wait_is_refused_not_taken_as_a_wait(
     nothing registered; `--wait --timeout` as before."""
     assert register_command(register_args(agent, "--timeout", "20m")) == 2
     captured = capsys.readouterr()
-    assert captured.err.startswith("postflight register: --timeout is for --wait"), captured.err
+    assert captured.err.startswith("postflight register: error: --timeout is for --wait"), (
+        captured.err
+    )
     assert len(captured.err.strip().splitlines()) == 1
     assert agent.call(agent.store.list_windows()).items == []
 
@@ -622,8 +624,8 @@ def test_an_unreachable_agent_exits_2(
     captured = capsys.readouterr()
     # the system's words, as a probe says them: asyncio's own were "Connect call failed
     # ('127.0.0.1', 41235)"
-    said = f"postflight register: cannot reach the agent at http://127.0.0.1:{port}:"
-    assert captured.err.strip() == f"{said} Connection refused", captured.err
+    said = f"postflight register: error: cannot reach the agent at http://127.0.0.1:{port}:"
+    assert captured.err.strip() == f"{said} Connection refused (exit 2)", captured.err
     no_traceback(captured)
 
 
@@ -901,7 +903,7 @@ def test_the_agents_422_names_the_flag_not_the_apis_field(
     ahead = rfc3339(time.time() + 7200)
     assert register_command(register_args(agent, "--deployed-at", ahead)) == 2
     err = capsys.readouterr().err
-    assert err.startswith("postflight register: --deployed-at: is "), err
+    assert err.startswith("postflight register: error: --deployed-at: is "), err
     assert "at most 1h ahead is accepted (HTTP 422)" in err
 
 
@@ -941,7 +943,7 @@ def test_ctrl_c_during_register_wait_names_the_deploy_the_agent_keeps_watching(
     assert cli.returncode == code, err
     said = err.decode()
     assert f"{word}; the agent keeps watching {deploy_id}" in said, said
-    assert f"(postflight status {deploy_id})" in said
+    assert f"(postflight status {deploy_id}) (exit {code})" in said, said  # as every end says it
     assert "Traceback" not in said
 
 
@@ -1214,7 +1216,7 @@ def test_status_shows_text_from_outside_with_its_controls_escaped() -> None:
             "links": {"self": "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"},
         }
     )
-    for shown in (details(deploy, Style()), summary(deploy, Style())):
+    for shown in (details(deploy, Style()), summary(deploy, Style(), 1)):
         assert "\x1b" not in shown and "\x07" not in shown, repr(shown)
         assert "\\x1b]0;pwned\\x07 failed" in shown and "\\x1b[2Jboom" in shown, shown
         assert "\\x1b[31mdown" in shown, shown

@@ -30,6 +30,10 @@ URL typed with a trailing slash is the same hook."""
 SELF_AUTHENTICATED_PATHS = frozenset({"/v1/deploys/{id}/events"})
 """Routes that check access themselves (a bearer token, or a deploy's view token)."""
 CHALLENGE = {"WWW-Authenticate": "Bearer"}
+SEVERAL_AUTHORIZATIONS = "send one Authorization header: this request has several"
+"""A 401's detail: the API's and the event stream's (`agent.web.events`) alike."""
+TOKEN_NOT_ACCEPTED = "the bearer token is not accepted"
+"""A 401's detail: the API's and the event stream's (`agent.web.events`) alike."""
 
 
 def _digest(token: str) -> bytes:
@@ -110,9 +114,7 @@ async def wrong_method_on_a_public_route(request: web.Request) -> bool:
 def require_token(request: web.Request, accepted: Iterable[SecretStr]) -> None:
     token = bearer_token(request)
     if len(authorizations(request)) > 1:
-        raise ApiProblem(
-            401, "send one Authorization header: this request has several", headers=CHALLENGE
-        )
+        raise ApiProblem(401, SEVERAL_AUTHORIZATIONS, headers=CHALLENGE)
     if token is None:
         raise ApiProblem(
             401,
@@ -121,4 +123,4 @@ def require_token(request: web.Request, accepted: Iterable[SecretStr]) -> None:
             headers=CHALLENGE,
         )
     if not token_matches(token, accepted):
-        raise ApiProblem(401, "the bearer token is not accepted", headers=CHALLENGE)
+        raise ApiProblem(401, TOKEN_NOT_ACCEPTED, headers=CHALLENGE)

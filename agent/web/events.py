@@ -31,7 +31,14 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.api.auth import CHALLENGE, authorizations, bearer_token, require_token
+from agent.api.auth import (
+    CHALLENGE,
+    SEVERAL_AUTHORIZATIONS,
+    TOKEN_NOT_ACCEPTED,
+    authorizations,
+    bearer_token,
+    require_token,
+)
 from agent.api.problems import ApiProblem
 from agent.api.routes import CLOCK
 from agent.appkeys import SETTINGS, STORE
@@ -102,9 +109,9 @@ def _refused(request: web.Request) -> str:
     """Why a stream was refused, as the API's 401 says it: a token sent and not accepted
     read as if none had been sent ("needs a bearer token")."""
     if len(authorizations(request)) > 1:
-        return "send one Authorization header: this request has several"
+        return SEVERAL_AUTHORIZATIONS
     if bearer_token(request) is not None:
-        return "the bearer token is not accepted"
+        return TOKEN_NOT_ACCEPTED
     return "this stream needs a bearer token, a session or a view token"
 
 

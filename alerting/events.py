@@ -30,7 +30,8 @@ AlertEvent = Literal[
     "integration_failed",
     "check_bug",
 ]
-"""`failed`: the verdict failed and no rollback webhook is configured.
+"""`failed`: the verdict failed and the environment has no `rollback` (no target of any
+kind: a webhook, Vercel or GitHub).
 `rollback_skipped`: the verdict failed and the environment's `rollback.dry_run` is on.
 `integration_failed`: a call to GitHub or Vercel the deploy called for (a deployment or
 commit status, a protection rule's answer, a Rolling Release approval) was given up, or
@@ -265,8 +266,8 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     ),
     "failed": EventSpec(
         "failure",
-        "**Deploy failed.** No rollback webhook is configured for this environment:"
-        " roll back by hand.",
+        "**Deploy failed.** This environment has no `rollback` configured (no webhook,"
+        " Vercel or GitHub target), so nothing was asked to roll back: roll back by hand.",
         _with_rules("deploy failed"),
     ),
     "rollback_requested": EventSpec(
@@ -314,7 +315,7 @@ EVENTS: dict[AlertEvent, EventSpec] = {
             if a.bug
             else f"inconclusive, {', '.join(held)} past its bound but not judged (agent overloaded)"
             if (held := held_regressions(a))
-            else "inconclusive, not shown within bounds"
+            else "inconclusive, not enough data or evidence to pass"
         ),
     ),
     "provider_unreachable": EventSpec(

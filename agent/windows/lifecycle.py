@@ -1442,7 +1442,7 @@ class WindowWatch:
         """What a failed verdict tells on-call: the rollback requested, or why none is."""
         failing = breaches_as_rules(verdict, self.links)
         if intent is None:
-            reason = f"{verdict.reason} — no rollback webhook is configured"
+            reason = f"{verdict.reason} — this environment has no rollback configured"
             return self._alert_of("failed", verdict, rules=failing, reason=reason)
         if intent.state == "skipped":
             reason = f"{verdict.reason} — {intent.last_error}"  # names the target

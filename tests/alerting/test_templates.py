@@ -385,7 +385,7 @@ def test_an_inconclusive_whose_fail_was_held_as_the_agents_delay_says_a_regressi
     assert said.startswith("**Inconclusive: a regression may be hidden.** The judge found")
     assert "`health-p95` past its bound" in said and "No rule failed" not in said
     plain = dataclasses.replace(alert, rules=[lacking])
-    assert title(plain).endswith(": inconclusive, not shown within bounds")
+    assert title(plain).endswith(": inconclusive, not enough data or evidence to pass")
     assert body(plain).startswith("**Inconclusive.** No rule failed")
 
 

@@ -347,7 +347,7 @@ async def test_a_provider_answering_no_number_makes_its_rule_inconclusive_not_th
     assert provider.title.endswith("provider buggy answered, but not usably"), provider.title
     marked = said.replace("[", "\\[").replace("]", "\\]")  # the alert's Markdown escapes
     assert marked in provider.message, provider.message
-    assert end.title.endswith("inconclusive, not shown within bounds"), end.title
+    assert end.title.endswith("inconclusive, not enough data or evidence to pass"), end.title
     assert rollbacks == []
     logged = records(log)
     assert not [r for r in logged if r.get("exc")], logged

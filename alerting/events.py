@@ -248,6 +248,13 @@ _FAILED_REQUESTED = "**Deploy failed: rollback requested**"
 """How a verdict's rollback request is headed (whatever its target); a manual one swaps
 it for `_BY_HAND_REQUESTED` (`headline`)."""
 _BY_HAND_REQUESTED = "**Rollback requested by hand**"
+_STARTED_NOT_DONE = (
+    " That starts the rollback; it does not say it is done: check that the previous version"
+    " serves again."
+)
+"""How each delivered rollback's headline ends: the target's 2xx starts a rollback (Vercel's
+takes seconds, a GitHub workflow minutes), and "Rollback delivered" alone reads as done
+while the failed release may still serve (`agent.windows.foresight.ROLLBACK_SETTLE_S`)."""
 _BY_HAND_SKIPPED = (
     "**Rollback requested by hand, not sent.** `rollback.dry_run` is on for this"
     " environment, so its rollback target was not called: roll back by hand if needed."
@@ -287,7 +294,7 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     ),
     "rollback_delivered": EventSpec(
         "info",
-        "**Rollback delivered.** The pipeline's webhook accepted it.",
+        "**Rollback delivered.** The pipeline's webhook accepted it." + _STARTED_NOT_DONE,
         lambda a: "rollback delivered",
     ),
     "rollback_failed": EventSpec(
@@ -401,9 +408,10 @@ TARGET_HEADLINES: dict[tuple[AlertEvent, RollbackTarget], str] = {
     " (back to the previous production deployment).",
     ("rollback_requested", "github"): f"{_FAILED_REQUESTED} through the"
     " GitHub rollback workflow (a workflow dispatch).",
-    ("rollback_delivered", "vercel"): "**Rollback delivered.** Vercel accepted it.",
+    ("rollback_delivered", "vercel"): "**Rollback delivered.** Vercel accepted it."
+    + _STARTED_NOT_DONE,
     ("rollback_delivered", "github"): "**Rollback delivered.** GitHub accepted the rollback"
-    " workflow's dispatch.",
+    " workflow's dispatch." + _STARTED_NOT_DONE,
     ("rollback_failed", "vercel"): "**Rollback FAILED.** Vercel did not accept it, or it"
     " could not be sent (the reason says which): roll back by hand.",
     ("rollback_failed", "github"): "**Rollback FAILED.** The GitHub workflow dispatch was not"

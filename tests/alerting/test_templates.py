@@ -251,6 +251,19 @@ def test_a_requested_or_delivered_rollback_names_its_target(
         assert ("webhook" in text) == (target == "webhook")
 
 
+@pytest.mark.parametrize("target", ["webhook", "vercel", "github"])
+def test_a_delivered_rollback_says_it_is_started_not_done(target: RollbackTarget) -> None:
+    """ "Rollback delivered. The pipeline's webhook accepted it." read at 3 a.m. as done: a
+    2xx starts a rollback (a GitHub workflow's takes minutes) and says nothing of when the
+    previous version serves again."""
+    text = body(Alert.for_window(window(), "rollback_delivered", rollback_target=target))
+    assert "accepted" in text.split("\n")[0]
+    assert text.split("\n")[0].endswith(
+        " That starts the rollback; it does not say it is done: check that the previous"
+        " version serves again."
+    ), text
+
+
 @pytest.mark.parametrize(
     ("target", "where"),
     [

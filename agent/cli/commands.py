@@ -32,6 +32,7 @@ from agent.cli.exits import (
     EXIT_INCONCLUSIVE,
     EXIT_PASSED,
     EXIT_USAGE,
+    ended,
 )
 from agent.cli.render import (
     AGENT_BACK,
@@ -40,7 +41,6 @@ from agent.cli.render import (
     agent_away,
     deploys_table,
     details,
-    ended,
     hms,
     isatty,
     print_json,

@@ -1,4 +1,5 @@
-"""`postflight`'s exit codes (contract §1), once: every command returns one of these."""
+"""`postflight`'s exit codes (contract §1), once: every command returns one of these, and
+`register` says the one it ends with (`ended`)."""
 
 from __future__ import annotations
 
@@ -17,3 +18,11 @@ EXIT_INTERRUPTED = 130
 """CTRL-C (SIGINT): 128 + 2, as a shell reports it."""
 EXIT_TERMINATED = 143
 """SIGTERM (a pipeline's job cancelled): 128 + 15; `register --wait` says so first."""
+
+
+def ended(words: str, code: int) -> str:
+    """`register`'s end line, `words` then the exit code it ends with (`cancelled: no
+    verdict (exit 3)`): each outcome says its code the same way, where only cancelled and
+    superseded did, and a pipeline's log showed `failed: …` with no word of the 1 it ended
+    with (the codes are `agent.cli.commands`', as the contract gives them)."""
+    return f"{words} (exit {code})"

@@ -21,7 +21,7 @@ from agent.cli.arguments import (
     add_rollback_arguments,
     add_status_arguments,
 )
-from agent.cli.exits import EXIT_INTERRUPTED, EXIT_USAGE
+from agent.cli.exits import EXIT_INTERRUPTED, EXIT_USAGE, ended
 from agent.cli.pipe import guard_streams
 
 
@@ -33,6 +33,9 @@ class _Parser(argparse.ArgumentParser):
         message = _with_the_one_meant(self, message)
         if _Parser.json_errors:
             _log_error(f"usage error: {message} (see {self.prog} --help)")
+        elif self.prog == "postflight register":  # said as its other ends say theirs
+            self.print_usage(sys.stderr)
+            print(f"{self.prog}: {ended(f'error: {message}', EXIT_USAGE)}", file=sys.stderr)
         else:
             self.print_usage(sys.stderr)
             print(f"postflight: error: {message}", file=sys.stderr)

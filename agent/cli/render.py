@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, TextIO
 
 from agent.api.models import Deploy, RuleResult, deploy_json
+from agent.cli.exits import ended
 from agent.client import OPEN_STATES, ClientError, rollback_pending
 from common.durations import format_duration
 from common.redaction import visible
@@ -368,14 +369,6 @@ class Progress:
 
     def finish(self) -> None:
         self._clear_status()
-
-
-def ended(words: str, code: int) -> str:
-    """`register`'s end line, `words` then the exit code it ends with (`cancelled: no
-    verdict (exit 3)`): each outcome says its code the same way, where only cancelled and
-    superseded did, and a pipeline's log showed `failed: …` with no word of the 1 it ended
-    with (the codes are `agent.cli.commands`', as the contract gives them)."""
-    return f"{words} (exit {code})"
 
 
 def summary(deploy: Deploy, style: Style, code: int) -> str:

@@ -35,6 +35,23 @@ def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert "postflight: error" in capsys.readouterr().err
 
 
+def test_a_register_usage_error_ends_as_its_other_errors_do(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`register --wait` without --env: `postflight: error: the following arguments are
+    required: --env, --version`, where every other end of register names itself, its
+    outcome and its exit code (`postflight register: error: … (exit 2)`)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["register", "--url", "http://127.0.0.1:9", "--token", "t", "--wait"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: postflight register"), err
+    assert err.rstrip().splitlines()[-1] == (
+        "postflight register: error: the following arguments are required: --env, --version"
+        " (exit 2)"
+    ), err
+
+
 @pytest.mark.parametrize("argv", [[], ["--log-level", "debug"]])
 def test_no_command_is_a_usage_error_not_a_traceback(
     argv: list[str], capsys: pytest.CaptureFixture[str]
@@ -82,7 +99,9 @@ def test_an_extra_word_is_said_with_the_commands_own_usage(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: postflight register "), err
-    assert err.rstrip().endswith("postflight: error: unrecognized arguments: minutes")
+    assert err.rstrip().endswith(
+        "postflight register: error: unrecognized arguments: minutes (exit 2)"
+    ), err
 
 
 DURATION_FLAGS = [
@@ -318,4 +337,5 @@ def test_other_usage_errors_stay_text(argv: list[str], capsys: pytest.CaptureFix
         main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("usage: postflight") and "postflight: error: " in err, err
+    said = "postflight register: error: " if argv[0] == "register" else "postflight: error: "
+    assert err.startswith("usage: postflight") and said in err, err

@@ -316,7 +316,8 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     "inconclusive": EventSpec(
         "warning",
         "**Inconclusive.** No rule failed, but not every rule had the data or the evidence"
-        " to pass (the reason names them); the deploy was neither passed nor rolled back.",
+        " to pass (the reason names them); the deploy was neither passed nor rolled back:"
+        " it is live, unjudged, so check it yourself.",
         lambda a: (
             "inconclusive, a bug in the agent ended the window"
             if a.bug

@@ -400,6 +400,12 @@ def test_an_inconclusive_whose_fail_was_held_as_the_agents_delay_says_a_regressi
     plain = dataclasses.replace(alert, rules=[lacking])
     assert title(plain).endswith(": inconclusive, not enough data or evidence to pass")
     assert body(plain).startswith("**Inconclusive.** No rule failed")
+    # what to do, as the held and the bug headlines say theirs
+    assert (
+        body(plain)
+        .split("\n")[0]
+        .endswith("neither passed nor rolled back: it is live, unjudged, so check it yourself.")
+    ), body(plain)
 
 
 def test_a_window_ended_as_a_bug_says_so_in_its_title_and_headline() -> None:

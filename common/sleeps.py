@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 async def sleep_unless(
@@ -31,3 +34,25 @@ async def sleep_unless(
         return True
     sleeping.result()
     return False
+
+
+async def unless_set(event: asyncio.Event, work: Awaitable[T]) -> tuple[bool, T | None]:
+    """`work`'s result, (False, it), or, when `event` is set first (or was already),
+    (True, None) at once, `work` cancelled and let go of (its connection closed) before
+    this returns. A failure of `work` is raised."""
+    task = asyncio.ensure_future(work)
+    if event.is_set():
+        task.cancel()
+        await asyncio.wait({task})
+        return True, None
+    woken = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((task, woken), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        woken.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task})
+    if task.cancelled() and event.is_set():
+        return True, None
+    return False, task.result()

@@ -470,3 +470,26 @@ async def test_an_attempt_whose_connection_was_never_made_is_not_one_the_provide
         for runner in runners:
             await runner.cleanup()
     assert (result.ok, result.status, result.attempts, result.unanswered) == (False, 422, 2, 0)
+
+
+async def test_a_stop_lets_go_of_a_read_out_at_once_and_waits_for_a_call_that_acts() -> None:
+    """A stop while an attempt is out: a read (GET) is let go of at once, `left` (it acts
+    on nothing: the next start asks again), where the call waited for its answer; a POST
+    (it acts) is answered and taken, as before."""
+    leaving = asyncio.Event()
+
+    async def slow(request: web.Request) -> web.Response:
+        leaving.set()  # the stop comes while the request is out
+        await asyncio.sleep(0.3)
+        return web.json_response({"id": 1})
+
+    app = web.Application()
+    app.router.add_route("*", "/slow", slow)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        url = str(server.make_url("/slow"))
+        read = await call(session, "GET", url, headers={}, leaving=leaving)
+        leaving = asyncio.Event()
+        acted = await call(session, "POST", url, headers={}, body=b"{}", leaving=leaving)
+    # before: the read waited for its answer too (ok, its data taken)
+    assert (read.ok, read.left, read.attempts, read.data) == (False, True, 1, None)
+    assert (acted.ok, acted.left, acted.data) == (True, False, {"id": 1})

@@ -29,7 +29,7 @@ from common.retry_after import (
     retry_after_seconds,
     worth_retrying,
 )
-from common.sleeps import sleep_unless
+from common.sleeps import sleep_unless, unless_set
 
 _SNIPPET = 200
 RateLimit = Callable[[int, Mapping[str, str], str, float], float | None]
@@ -52,8 +52,9 @@ class CallResult:
     have acted on any of them, though the call failed (its answer was lost). A connection
     never made (refused) is not one: nothing was sent."""
     left: bool = False
-    """A stop (`leaving`) came before an attempt or in a wait between two: no outcome,
-    nothing of it out; `attempts` says how many were made (0: none)."""
+    """A stop (`leaving`) came before an attempt, in a wait between two, or while a read's
+    was out (let go of): no outcome, nothing of it out; `attempts` says how many were
+    made (0: none)."""
     retry_after: float | None = None
     """With `gave_up`: the wait the last answer asked for (`Retry-After`, a rate limit's
     reset), in seconds from its end: a later try of the call is not to come before it."""
@@ -69,6 +70,30 @@ def call_worst_case_s(timeout_s: float) -> float:
     """The longest one `call` with its default retries can take: every attempt timing out,
     each wait between them at its most (a claim held through a call is held this long)."""
     return CALL_ATTEMPTS * timeout_s + (CALL_ATTEMPTS - 1) * CALL_MAX_BACKOFF_S
+
+
+async def _sent(
+    session: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    timeout_s: float,
+) -> tuple[aiohttp.ClientResponse, bytes, str, bool]:
+    """One request and its answer read: (the response, its body, why some of it was not
+    read, whether it was cut short). A call's 2xx cut short is taken all the same by
+    `call` (`data` None): it was acted on, and sent again it would be acted on twice; a
+    read's is not."""
+    async with session.request(
+        method,
+        url,
+        data=body,
+        headers=headers,
+        timeout=aiohttp.ClientTimeout(total=timeout_s),
+        allow_redirects=False,
+    ) as response:
+        raw, unread, cut_short = await read_answer(response, 1024 * 1024)
+        return response, raw, unread, cut_short
 
 
 async def call(
@@ -97,7 +122,9 @@ async def call(
     growing from there, where the next sender's began again at the first's. `leaving`
     (set by a stop): no attempt goes out once it is set, and a wait between two ends at
     once (`CallResult.left`), where the stop waited it out within its grace and sent the
-    next attempt inside it."""
+    next attempt inside it; a read's attempt out is let go of at once too (a read acts on
+    nothing), where the stop waited for its answer. A call that acts is never cut: its
+    answer says whether it was taken."""
     status: int | None = None
     error: str | None = None
     unanswered = 0
@@ -112,21 +139,23 @@ async def call(
         sent = dict(headers)
         if headers_per_attempt is not None:
             sent.update(headers_per_attempt())
+        sending = _sent(session, method, url, body, sent, timeout_s)
         try:
-            async with session.request(
-                method,
-                url,
-                data=body,
-                headers=sent,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-                allow_redirects=False,
-            ) as response:
-                status = response.status
-                # a call's 2xx cut short is taken all the same (`data` None): it was
-                # acted on, and sent again it would be acted on twice; a read's is not
-                raw, unread, cut_short = await read_answer(response, 1024 * 1024)
-                # an HTTP-date is read against now (against 0 it was decades away: max_backoff)
-                retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
+            if leaving is not None and method.upper() in READS:
+                # a read out when a stop comes is let go of at once: it acts on nothing,
+                # and the next start asks again, where the stop waited for its answer
+                # (up to its timeout, then a wait and a second attempt)
+                left, answered = await unless_set(leaving, sending)
+                if left or answered is None:
+                    return CallResult(
+                        False, status, error, None, attempt, left=True, unanswered=unanswered
+                    )
+            else:
+                answered = await sending
+            response, raw, unread, cut_short = answered
+            status = response.status
+            # an HTTP-date is read against now (against 0 it was decades away: max_backoff)
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"), time.time())
         except TimeoutError:
             status, error = None, f"timed out after {timeout_s:g}s"
             unanswered += 1

@@ -193,6 +193,14 @@ def of_commit(deployments: Any, commit: str) -> str | None:
 
 LEFT = "not asked: the agent is stopping"
 """Why `look_up_previous` found nothing when a stop came first."""
+LOOK_UP_ATTEMPTS = 2
+LOOK_UP_MAX_BACKOFF_S = 2.0
+
+
+def look_up_worst_case_s(timeout_s: float) -> float:
+    """The longest one `look_up_previous` can take: both attempts timing out and the
+    wait between them at its most (a claim held through it is held this long)."""
+    return LOOK_UP_ATTEMPTS * timeout_s + (LOOK_UP_ATTEMPTS - 1) * LOOK_UP_MAX_BACKOFF_S
 
 
 async def look_up_previous(
@@ -208,10 +216,10 @@ async def look_up_previous(
     /v6/deployments?projectId=&target=production&state=READY`), where no event named it
     and no earlier window of ours knew it (a fresh agent): (its id, "") or (None, why).
     No `deployment` (a window GitHub's event opened): the one of `commit` that Vercel
-    lists (`of_commit`). `leaving` (set by a stop): no attempt goes out once it is set
-    and a wait between the two ends at once, (None, `LEFT`), as the other calls to Vercel
-    and GitHub leave (`call`); before, a stop waited out its backoff (up to 2 s) and sent
-    the second attempt."""
+    lists (`of_commit`). `leaving` (set by a stop): no attempt goes out once it is set,
+    and a wait between the two or an attempt out ends at once, (None, `LEFT`), as the
+    other reads of Vercel and GitHub leave (`call`); before, a stop waited for the answer
+    and out its backoff (up to 2 s), and sent the second attempt."""
     assert vercel.token is not None
     url = vercel_url(
         vercel.api_url,
@@ -228,8 +236,8 @@ async def look_up_previous(
         url,
         headers={"Authorization": f"Bearer {vercel.token.get_secret_value()}"},
         timeout_s=vercel.timeout,
-        attempts=2,  # within the rollback's lease: two timeouts and a short wait
-        max_backoff=2.0,
+        attempts=LOOK_UP_ATTEMPTS,  # within the rollback's lease: two timeouts, a short wait
+        max_backoff=LOOK_UP_MAX_BACKOFF_S,
         redact=redact,
         rate_limit=vercel_rate_limit_wait,
         leaving=leaving,
@@ -279,6 +287,11 @@ def _unlabelled(deploy: dict[str, Any]) -> str:
     )
 
 
+class LeftAsking(Exception):
+    """A stop met `RollbackTargets.look_up` before or while it asked Vercel: nothing
+    known, nothing kept, nothing of it out."""
+
+
 class RollbackTargets:
     """Builds each attempt's request from the whole configuration (integrations,
     the environment's sources) and the stored intent."""
@@ -296,11 +309,15 @@ class RollbackTargets:
         rollback: RollbackSettings,
         environment: str,
         redact: Any = lambda s: s,
+        leaving: asyncio.Event | None = None,
     ) -> str | None:
         """Before a Vercel rollback's first look or attempt: a deploy without
         `vercel.previous` (a fresh agent's first window, an event that named none) asks
         Vercel which production deployment came before its own, where it failed with
-        "nothing to roll back to" though Vercel knew. The one found, when asked now."""
+        "nothing to roll back to" though Vercel knew. The one found, when asked now. A
+        stop (`leaving`) leaves it at once with nothing kept, so it is asked again:
+        `LeftAsking`, and the caller hands the rollback back unsent (`RollbackDelivery`),
+        where the stop waited for Vercel's answer and sent the rollback inside its grace."""
         vercel = self._settings.integrations.vercel
         env = self._settings.environments.get(environment)
         source = env.sources.vercel if env is not None else None
@@ -320,7 +337,11 @@ class RollbackTargets:
             or (self._looked_up.get(intent.window_id) or (None,))[0] is not None
         ):
             return None
-        found = await look_up_previous(session, vercel, source.project, own, redact, commit=commit)
+        found = await look_up_previous(
+            session, vercel, source.project, own, redact, commit=commit, leaving=leaving
+        )
+        if found == (None, LEFT):
+            raise LeftAsking(intent.window_id)
         if len(self._looked_up) >= 1024:  # a long-running agent's rollbacks: kept bounded
             self._looked_up.clear()
         self._looked_up[intent.window_id] = found

@@ -35,6 +35,7 @@ from yarl import URL
 
 from agent import __version__
 from agent.integrations.targets import (
+    LeftAsking,
     Look,
     PreparedRequest,
     RollbackTargets,
@@ -226,11 +227,15 @@ class _LeftAtStop(BaseException):
     stored. A BaseException, as a cancellation is, so the handlers of a failure mid-way
     (a bug, the store's outage) let it through to `deliver`."""
 
-    def __init__(self, intent: RollbackIntent, store_away: bool = False) -> None:
+    def __init__(
+        self, intent: RollbackIntent, store_away: bool = False, looking: bool = False
+    ) -> None:
         super().__init__(intent.window_id)
         self.intent = intent
         self.store_away = store_away
         """Met waiting for the store (`_retake`): nothing could be handed back."""
+        self.looking = looking
+        """Met asking Vercel which deployment to roll back to (`RollbackTargets.look_up`)."""
 
 
 class RollbackDelivery:
@@ -278,8 +283,9 @@ class RollbackDelivery:
 
     def leave_waits(self) -> None:
         """A stop: each rollback waiting to retry (a `Retry-After`, a backoff, a take-over's
-        grace, a look before failing) is handed back at once as stored, its wait with it,
-        and none waits or sends again in this process: the next start or another replica
+        grace, a look before failing) or asking Vercel which deployment to roll back to
+        (`RollbackTargets.look_up`, let go of) is handed back at once as stored, its wait
+        with it, and none waits or sends again in this process: the next start or another replica
         takes it (`Store.take_rollback`, one sender) when its wait is over. An attempt
         out finishes within the stop's grace. The stop waited out its grace for a
         rollback between retries, sent the next attempt inside it when the wait was
@@ -332,7 +338,7 @@ class RollbackDelivery:
                 try:
                     return await self._deliver(intent, settings, environment, claims)
                 except _LeftAtStop as left:
-                    return self._left(left.intent, environment, left.store_away)
+                    return self._left(left.intent, environment, left.store_away, left.looking)
         finally:
             self._users[key] -= 1
             if not self._users[key]:
@@ -494,9 +500,17 @@ class RollbackDelivery:
         if self._targets is not None:
             # a Vercel deploy that names no previous deployment: Vercel is asked which
             # one it replaced, before anything is looked for or sent
-            previous = await self._targets.look_up(
-                self._client(), intent, settings, environment, self._redact
-            )
+            try:
+                previous = await self._targets.look_up(
+                    self._client(), intent, settings, environment, self._redact, self._leaving
+                )
+            except LeftAsking:
+                # a stop met it asking (the look-up let go of at once): nothing of it is
+                # out, so it is handed back as stored, asked again by the next start or
+                # another replica, where the stop waited for Vercel's answer and sent the
+                # rollback inside its grace
+                await self._hand_back(intent)
+                raise _LeftAtStop(intent, looking=True) from None
             if previous is not None:  # on the window's labels too, as if its event named it
                 try:
                     await self._store.add_labels(intent.window_id, {"vercel.previous": previous})
@@ -889,9 +903,23 @@ class RollbackDelivery:
         return await sleep_unless(self._leaving, delay, sleep=self._sleep)
 
     def _left(
-        self, intent: RollbackIntent, environment: str, store_away: bool = False
+        self,
+        intent: RollbackIntent,
+        environment: str,
+        store_away: bool = False,
+        looking: bool = False,
     ) -> RollbackIntent:
         """Say what a stop did with a rollback it met in a wait (`leave_waits`)."""
+        if looking:
+            log.info(
+                "rollback for %s: stopping while Vercel is asked which deployment to roll"
+                " back to (%d attempt(s) made): left pending to the next start or another"
+                " replica, which ask again; nothing of it was in flight",
+                intent.window_id,
+                intent.attempts,
+                extra={"deploy_id": intent.window_id, "environment": environment},
+            )
+            return intent
         if store_away:
             log.info(
                 "rollback for %s: stopping while the store does not answer (%d attempt(s)"

@@ -115,3 +115,53 @@ async def test_without_a_stop_the_look_up_asks_again_after_the_wait(
     assert len(fake.seen("/v6/deployments")) == 2
     assert events[PREVIOUS_KEY] == "sent", events
     assert stored is not None and stored.labels["vercel.previous"] == OLD
+
+
+async def test_a_dead_agents_look_up_is_asked_again_once_its_claim_lapses(
+    tmp_path: Path, fake: FakeVercel
+) -> None:
+    """A claim of the look-up with no outcome, made longer ago than the look-up's lease
+    (an agent killed mid look-up), is taken over and asked again; a newer one (a live
+    agent's, asking) is left to it. Before, a claim was final: never asked again."""
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    integrations = await integrations_on(store, fake)
+    try:
+        now = time.time()
+        window = DeployWindow(
+            "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+            "production",
+            "v2",
+            "v1",
+            None,
+            {"vercel.deployment": NEW},
+            "watching",
+            now,
+            now + 60,
+            now,
+        )
+        await store.create_window(window)
+        lease = integrations._previous_lease()
+        assert await store.claim_alert(window.id, PREVIOUS_KEY, now - 1.0)  # a live agent's
+        integrations._act(window)
+        mark = (window.id, PREVIOUS_KEY)
+        for _ in range(2000):  # its claim looked at
+            if mark not in integrations._busy:
+                break
+            await asyncio.sleep(0.005)
+        assert fake.seen("/v6/deployments") == []  # left to it
+        assert await store.take_alert(window.id, PREVIOUS_KEY, now - lease - 1.0, now)
+        integrations._done.discard(mark)  # its next scan: still owed
+        integrations._act(window)  # the claim is now older than the lease: a dead agent's
+        for _ in range(2000):
+            events = await store.alert_events(window.id)
+            if events[PREVIOUS_KEY] != "claimed":
+                break
+            await asyncio.sleep(0.005)
+        stored = await store.get_window(window.id)
+    finally:
+        await integrations.aclose()
+        await store.close()
+    assert len(fake.seen("/v6/deployments")) == 1
+    assert events[PREVIOUS_KEY] == "sent", events
+    assert stored is not None and stored.labels["vercel.previous"] == OLD

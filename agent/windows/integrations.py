@@ -34,6 +34,7 @@ from agent.integrations.targets import (
     LEFT,
     github_rate_limit_wait,
     look_up_previous,
+    look_up_worst_case_s,
     vercel_rate_limit_wait,
     vercel_url,
 )
@@ -471,7 +472,12 @@ class Integrations:
 
     def _act(self, window: DeployWindow) -> None:
         if self._owes_previous(window):
-            self._once(window, PREVIOUS_KEY, lambda: self._look_up_previous(window))
+            self._once(
+                window,
+                PREVIOUS_KEY,
+                lambda: self._look_up_previous(window),
+                lease=self._previous_lease(),
+            )
         if self._owes_stage(window):
             self._once(window, STAGE_KEY, lambda: self._note_stage(window))
         if "github.deployment" in window.labels:
@@ -622,6 +628,16 @@ class Integrations:
         vercel = self.settings.integrations.vercel
         timeout = vercel.timeout if vercel is not None else 10.0
         return 2 * call_worst_case_s(timeout) + STATUS_RETRY_S + 5.0
+
+    def _previous_lease(self) -> float:
+        """How long one agent holds the look-up of `vercel.previous`: its worst case
+        (`look_up_worst_case_s`) and a margin. A stop hands its claim back at once
+        (`_look_up_previous` False), a kill -9's lapses after this, and the next agent
+        asks again; without a lease the claim of a look-up cut off was final, and it was
+        never asked again (the page showed no deployment to go back to)."""
+        vercel = self.settings.integrations.vercel
+        timeout = vercel.timeout if vercel is not None else 10.0
+        return look_up_worst_case_s(timeout) + 5.0
 
     def _status_lease(self) -> float:
         """How long one sender holds a GitHub status: `call`'s worst case

@@ -4,19 +4,24 @@
 The rollback's own look-up (`RollbackTargets.look_up`: a deploy that names no previous
 deployment) is let go of at the stop and the rollback handed back unsent: the restarted
 agent asks again and rolls back once. Before, the stop waited for Vercel's answer and the
-stopping agent sent the rollback inside its grace.
+stopping agent sent the rollback inside its grace. The window's look-up at open
+(`vercel:previous`) is handed back too, and asked again after the restart; before, its
+claim had no lease: cut by the stop, it stayed claimed for good and was never asked again.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from agent.app import WATCHER
-from tests.e2e.conftest import AgentFactory, FlipTarget, environment
+from agent.appkeys import STORE
+from agent.windows.integrations import PREVIOUS_KEY
+from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent, environment
 from tests.fakes import vercel as vc
 from tests.fakes.vercel import FakeVercel, listed_deployment
 
@@ -74,6 +79,14 @@ def config(vercel: FakeVercel, target: FlipTarget, rollback: bool) -> tuple[str,
     return environment("production", target.url, window="30s", extra=extra), integrations
 
 
+async def eventually(check: Any, within: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while not await check():
+        assert loop.time() < deadline, "gave up waiting"
+        await asyncio.sleep(0.05)
+
+
 async def test_a_stop_during_the_rollbacks_look_up_hands_it_back_and_the_restart_sends_it_once(
     start_agent: AgentFactory, flip_target: FlipTarget, slow_vercel: SlowList
 ) -> None:
@@ -102,3 +115,28 @@ async def test_a_stop_during_the_rollbacks_look_up_hands_it_back_and_the_restart
     assert [a["deployment"] for a in slow_vercel.accepted] == [vc.OLD]  # once
     assert len(slow_vercel.seen(LIST)) == 2  # asked again by the restarted agent
     assert final["rollback"]["attempts"] == 1, final["rollback"]
+
+
+async def test_a_stop_during_the_look_up_at_window_open_leaves_it_to_the_restart(
+    start_agent: AgentFactory, flip_target: FlipTarget, slow_vercel: SlowList
+) -> None:
+    environments, integrations = config(slow_vercel, flip_target, rollback=False)
+    agent = await start_agent(environments, extra=integrations)
+    body = vc.event(event_id="evt_first", deployment=vc.NEW)
+    signed = {"Content-Type": "application/json", "x-vercel-signature": vc.signature(SECRET, body)}
+    async with agent.http.post(f"{agent.url}/v1/hooks/vercel", data=body, headers=signed) as r:
+        assert r.status == 202, await r.text()
+        deploy_id = (await r.json())["deploy"]["id"]
+    await asyncio.wait_for(slow_vercel.asked.wait(), 30)  # its look-up is out
+    await agent.stop()
+    slow_vercel.answer.set()
+    again = await start_agent(environments, extra=integrations)
+
+    async def recorded(running: RunningAgent = again) -> bool:
+        events = await running.app[STORE].alert_events(deploy_id)
+        return events.get(PREVIOUS_KEY) == "sent"
+
+    # before: its claim, left without an outcome, was never taken again: asked once
+    await eventually(recorded)
+    assert len(slow_vercel.seen(LIST)) == 2
+    assert (await again.get(deploy_id))["labels"]["vercel.previous"] == vc.OLD

@@ -29,8 +29,9 @@ import aiohttp
 
 from agent.integrations.clients import call
 from agent.records import RollbackIntent
-from common.answers import read_answer
+from common.answers import Read, read_answer
 from common.retry_after import retry_after_seconds
+from common.sleeps import unless_set
 
 if TYPE_CHECKING:
     from agent.integrations.config import VercelIntegration
@@ -288,8 +289,8 @@ def _unlabelled(deploy: dict[str, Any]) -> str:
 
 
 class LeftAsking(Exception):
-    """A stop met `RollbackTargets.look_up` before or while it asked Vercel: nothing
-    known, nothing kept, nothing of it out."""
+    """A stop met `RollbackTargets.look_up` or `already_done` before or while it asked
+    Vercel or GitHub: nothing known, nothing kept, nothing of it out."""
 
 
 class RollbackTargets:
@@ -434,13 +435,15 @@ class RollbackTargets:
         intent: RollbackIntent,
         rollback: RollbackSettings,
         environment: str,
+        leaving: asyncio.Event | None = None,
     ) -> Look:
         """After an attempt whose answer was lost: did the rollback already take effect?
         Vercel: production already serves the deployment we roll back to. GitHub: a
         dispatched run of the workflow names the deploy id (the workflow sets `run-name`
-        with `inputs.deploy_id`). A look that cannot tell: `done` None (never False)."""
+        with `inputs.deploy_id`). A look that cannot tell: `done` None (never False). A
+        stop (`leaving`) before or while it looks: `LeftAsking`, nothing found."""
         if rollback.target == "github":
-            return await self._github_already_done(session, intent, rollback, environment)
+            return await self._github_already_done(session, intent, rollback, environment, leaving)
         if rollback.target != "vercel":
             return Look(False)
         vercel = self._settings.integrations.vercel
@@ -454,7 +457,12 @@ class RollbackTargets:
         )
         headers = {"Authorization": f"Bearer {vercel.token.get_secret_value()}"}
         project, look = await _looked_at(
-            session, url, headers, rollback.timeout, "Vercel whether the rollback took effect"
+            session,
+            url,
+            headers,
+            rollback.timeout,
+            "Vercel whether the rollback took effect",
+            leaving,
         )
         if look is not None:
             return look
@@ -484,6 +492,7 @@ class RollbackTargets:
         intent: RollbackIntent,
         rollback: RollbackSettings,
         environment: str,
+        leaving: asyncio.Event | None = None,
     ) -> Look:
         github = self._settings.integrations.github
         env = self._settings.environments.get(environment)
@@ -497,7 +506,7 @@ class RollbackTargets:
         )
         headers = {**GITHUB_HEADERS, "Authorization": f"Bearer {github.token.get_secret_value()}"}
         data, look = await _looked_at(
-            session, url, headers, rollback.timeout, "GitHub whether the rollback ran"
+            session, url, headers, rollback.timeout, "GitHub whether the rollback ran", leaving
         )
         if look is not None:
             return look
@@ -526,30 +535,36 @@ LOOKS = 2
 
 
 async def _looked_at(
-    session: aiohttp.ClientSession, url: str, headers: dict[str, str], timeout_s: float, what: str
+    session: aiohttp.ClientSession,
+    url: str,
+    headers: dict[str, str],
+    timeout_s: float,
+    what: str,
+    leaving: asyncio.Event | None = None,
 ) -> tuple[Any, Look | None]:
     """The JSON of a 200 to `GET url`, or a `Look` that could not tell, saying why (and
     the wait asked for: `Retry-After`, GitHub's and Vercel's rate-limit headers). A body
     cut short (the connection dropped mid-body) is asked again at once, `LOOKS` times in
-    all: a read, and read as "not taken" it sent the rollback a second time."""
+    all: a read, and read as "not taken" it sent the rollback a second time. A stop
+    (`leaving`) before or while it asks lets it go at once: `LeftAsking`, where the stop
+    waited for the answer (up to the rollback's timeout)."""
     why, retry_after = "", None
     for _ in range(LOOKS):
+        left, got = False, None
         try:
-            async with session.get(
-                url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
-            ) as response:
-                if response.status != 200:
-                    why = f"HTTP {response.status}"
-                    text = ""
-                    if response.status in (403, 429):
-                        text = (await read_answer(response, 64 * 1024)).body.decode(
-                            errors="replace"
-                        )
-                    retry_after = _asked_wait(response, text)
-                    break
-                read = await read_answer(response, 1024 * 1024)
+            if leaving is None:
+                got = await _got(session, url, headers, timeout_s)
+            else:
+                left, got = await unless_set(leaving, _got(session, url, headers, timeout_s))
         except Exception as exc:  # a timeout, a connection refused or cut
             why = f"{type(exc).__name__}: {exc}"[:200] if str(exc) else type(exc).__name__
+            break
+        if left or got is None:
+            raise LeftAsking(what)
+        response, text, read = got
+        if read is None:
+            why = f"HTTP {response.status}"
+            retry_after = _asked_wait(response, text)
             break
         if read.cut_short:
             why = f"HTTP 200 {read.unread}"
@@ -564,6 +579,22 @@ async def _looked_at(
             break
     log.warning("could not ask %s (%s)", what, why)
     return None, Look(None, why, retry_after)
+
+
+async def _got(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], timeout_s: float
+) -> tuple[aiohttp.ClientResponse, str, Read | None]:
+    """`GET url`: a 200's body read (`Read`), or another status with the text of a 403's
+    or 429's body (which may name a rate limit) and None."""
+    async with session.get(
+        url, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout_s)
+    ) as response:
+        if response.status == 200:
+            return response, "", await read_answer(response, 1024 * 1024)
+        text = ""
+        if response.status in (403, 429):
+            text = (await read_answer(response, 64 * 1024)).body.decode(errors="replace")
+        return response, text, None
 
 
 def _asked_wait(response: aiohttp.ClientResponse, text: str) -> float | None:

@@ -227,15 +227,13 @@ class _LeftAtStop(BaseException):
     stored. A BaseException, as a cancellation is, so the handlers of a failure mid-way
     (a bug, the store's outage) let it through to `deliver`."""
 
-    def __init__(
-        self, intent: RollbackIntent, store_away: bool = False, looking: bool = False
-    ) -> None:
+    def __init__(self, intent: RollbackIntent, store_away: bool = False, asking: str = "") -> None:
         super().__init__(intent.window_id)
         self.intent = intent
         self.store_away = store_away
         """Met waiting for the store (`_retake`): nothing could be handed back."""
-        self.looking = looking
-        """Met asking Vercel which deployment to roll back to (`RollbackTargets.look_up`)."""
+        self.asking = asking
+        """What it was asking the target when met, let go of (`LeftAsking`), if it was."""
 
 
 class RollbackDelivery:
@@ -338,7 +336,7 @@ class RollbackDelivery:
                 try:
                     return await self._deliver(intent, settings, environment, claims)
                 except _LeftAtStop as left:
-                    return self._left(left.intent, environment, left.store_away, left.looking)
+                    return self._left(left.intent, environment, left.store_away, left.asking)
         finally:
             self._users[key] -= 1
             if not self._users[key]:
@@ -510,7 +508,8 @@ class RollbackDelivery:
                 # another replica, where the stop waited for Vercel's answer and sent the
                 # rollback inside its grace
                 await self._hand_back(intent)
-                raise _LeftAtStop(intent, looking=True) from None
+                asking = "Vercel which deployment to roll back to"
+                raise _LeftAtStop(intent, asking=asking) from None
             if previous is not None:  # on the window's labels too, as if its event named it
                 try:
                     await self._store.add_labels(intent.window_id, {"vercel.previous": previous})
@@ -776,7 +775,7 @@ class RollbackDelivery:
         through each wait (`_hold`, which stores `attempt`'s outcome with the first). None
         when the lease was lost in a wait."""
         looks, waited = 1, 0.0
-        look = await self._took_effect(intent, settings, environment)
+        look = await self._took_effect(intent, settings, environment, attempt)
         asked = self._targets is not None and settings.target in FOUND_NOT_DONE
         for wait in final_look_waits(settings) if asked else []:
             if look.done or (look.done is False and until_told):
@@ -825,17 +824,31 @@ class RollbackDelivery:
         return await self._finish(intent, "failed", environment, context, attempt, claims)
 
     async def _took_effect(
-        self, intent: RollbackIntent, settings: RollbackSettings, environment: str
+        self,
+        intent: RollbackIntent,
+        settings: RollbackSettings,
+        environment: str,
+        attempt: DeliveryAttempt | None = None,
     ) -> Look:
         """Whether a rollback whose last attempt may have gone through unanswered (a
         restart, a timeout, a connection cut) already took effect at a target that does
         not dedupe (Vercel, a GitHub workflow run: `RollbackTargets.already_done`), or
         could not tell (`Look.done` None). A GitHub dispatch whose 204 came after the
         timeout was dispatched again on the retry: a second rollback run. A webhook's
-        receiver dedupes by Idempotency-Key."""
+        receiver dedupes by Idempotency-Key. A stop before or while it looks lets the look
+        go and hands the rollback back (with `attempt`'s outcome, not yet stored): nothing
+        of it is out, and the next start or another replica looks again, where the stop
+        waited for the answer (up to the rollback's timeout) inside its grace."""
         if self._targets is None:
             return Look(False)
-        return await self._targets.already_done(self._client(), intent, settings, environment)
+        try:
+            return await self._targets.already_done(
+                self._client(), intent, settings, environment, self._leaving
+            )
+        except LeftAsking:
+            await self._hand_back(intent, attempt)
+            who = {"github": "GitHub", "vercel": "Vercel"}.get(settings.target, "the target")
+            raise _LeftAtStop(intent, asking=f"{who} whether it took effect") from None
 
     async def _lease_outlasts_the_request(
         self,
@@ -907,15 +920,16 @@ class RollbackDelivery:
         intent: RollbackIntent,
         environment: str,
         store_away: bool = False,
-        looking: bool = False,
+        asking: str = "",
     ) -> RollbackIntent:
         """Say what a stop did with a rollback it met in a wait (`leave_waits`)."""
-        if looking:
+        if asking:
             log.info(
-                "rollback for %s: stopping while Vercel is asked which deployment to roll"
-                " back to (%d attempt(s) made): left pending to the next start or another"
-                " replica, which ask again; nothing of it was in flight",
+                "rollback for %s: stopping while it asks %s (%d attempt(s) made): left"
+                " pending to the next start or another replica, which ask again; nothing"
+                " of it was in flight",
                 intent.window_id,
+                asking,
                 intent.attempts,
                 extra={"deploy_id": intent.window_id, "environment": environment},
             )
@@ -942,16 +956,19 @@ class RollbackDelivery:
         )
         return intent
 
-    async def _hand_back(self, intent: RollbackIntent) -> None:
+    async def _hand_back(
+        self, intent: RollbackIntent, attempt: DeliveryAttempt | None = None
+    ) -> None:
         """A stop in a wait (a backoff, a take-over's grace): nothing of this sender's is
         out, so its lease is handed back, the wait left as stored. The next agent under
         another replica id (a new pod) takes the rollback at its first sweep and waits
         what is left of it (a grace for an attempt without an outcome is waited again,
         `_grace_cut_short`), where it waited for the lease, held through the wait and
         `lease_s` more; one under this id took it at its start already. One the store
-        does not take lapses as before."""
+        does not take lapses as before. `attempt`: an answered attempt's outcome not yet
+        stored, stored with it."""
         released = dataclasses.replace(intent, lease_until=self._clock())
-        await handed_back(lambda: self._store.settle_rollback(released), self.stop)
+        await handed_back(lambda: self._store.settle_rollback(released, attempt), self.stop)
 
     async def _unsendable(
         self,

@@ -623,3 +623,45 @@ def test_the_runs_a_page_sends_on_call_to_are_on_githubs_web_not_its_api(
     api_url: str, web: str
 ) -> None:
     assert github_web_url(api_url) == web
+
+
+async def test_a_stop_while_vercel_is_asked_whether_it_took_effect_lets_the_look_go(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """Resumed after an attempt answered 503, the rollback asks Vercel whether it took
+    effect before sending again; a stop while that look is out lets it go and hands the
+    rollback back unsent, its lease with it: another sender takes it at once. Before,
+    the stop waited for Vercel's answer (not taken) and the stopping sender sent the
+    rollback again inside its grace."""
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+    await _attempt_recorded(store, intent, 503, "HTTP 503", 0)
+    intent.attempts, intent.last_status = 1, 503
+    await set_rollback(store, intent)
+    asked, answer = asyncio.Event(), asyncio.Event()
+    rollback = config.environments["production"].rollback
+    assert rollback is not None
+    delivery = RollbackDelivery(store, Metrics(), owner="a", targets=RollbackTargets(config))
+    original = fake.project
+
+    async def slow_project(request: web.Request) -> web.Response:
+        asked.set()
+        await answer.wait()  # Vercel answers as the stop comes
+        return await original(request)
+
+    fake.project = slow_project  # type: ignore[method-assign]
+    try:
+        await fake.stop()
+        await fake.start(fake.port)  # its routes bound again, to the slow look
+        sending = asyncio.create_task(delivery.deliver(intent, rollback, "production"))
+        await asyncio.wait_for(asked.wait(), 30)
+        delivery.leave_waits()
+        answer.set()
+        done = await asyncio.wait_for(sending, 30)  # a bound for a hung test only
+    finally:
+        await delivery.aclose()
+    assert (done.state, done.attempts) == ("pending", 1)
+    assert fake.accepted == []  # before: attempt 2 sent inside the stop
+    now = time.time()
+    taken = await store.take_rollback(intent.window_id, "b", now, now + 30)
+    assert taken is not None and taken.attempts == 1  # handed back: taken at once

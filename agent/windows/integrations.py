@@ -479,7 +479,9 @@ class Integrations:
                 lease=self._previous_lease(),
             )
         if self._owes_stage(window):
-            self._once(window, STAGE_KEY, lambda: self._note_stage(window))
+            self._once(
+                window, STAGE_KEY, lambda: self._note_stage(window), lease=self._stage_lease()
+            )
         if "github.deployment" in window.labels:
             self._github_statuses(window)
         self._commit_status(window)
@@ -638,6 +640,13 @@ class Integrations:
         vercel = self.settings.integrations.vercel
         timeout = vercel.timeout if vercel is not None else 10.0
         return look_up_worst_case_s(timeout) + 5.0
+
+    def _stage_lease(self) -> float:
+        """How long one agent holds the note of a Rolling Release's stage: its read's
+        worst case (`call_worst_case_s`) and a margin; a stop hands it back at once."""
+        vercel = self.settings.integrations.vercel
+        timeout = vercel.timeout if vercel is not None else 10.0
+        return call_worst_case_s(timeout) + 5.0
 
     def _status_lease(self) -> float:
         """How long one sender holds a GitHub status: `call`'s worst case
@@ -1200,20 +1209,24 @@ class Integrations:
             index, finishes(release, index), state=state, ours=True, updated_at=updated_at
         )
 
-    async def _note_stage(self, window: DeployWindow) -> None:
+    async def _note_stage(self, window: DeployWindow) -> bool:
         """Keep the stage the window watches on its labels, in the store: whichever
-        replica ends the window (a takeover's too) approves that stage only."""
+        replica ends the window (a takeover's too) approves that stage only. False when a
+        stop let the read go: its claim handed back (`_once`), read again by the next
+        start, where the claim was final and the stage never noted."""
         release = await self._rolling_release_now(window)
         if release.failed is not None and release.failed.left:
-            # a stop in the read's waits: nothing noted; the approval notes the stage
-            # itself, if Vercel shows it unchanged since the window began
-            return
+            # a stop before or while it read: nothing noted; the next start reads it (the
+            # approval notes the stage itself, if Vercel shows it unchanged since the
+            # window began)
+            return False
         why = release.why if release.index is None else release.changed_since(window.deployed_at)
         if why:  # the approval notes the stage it approves, if it can tell it
             await self.s.store.record_alert(window.id, STAGE_KEY, "failed", why)
-            return
+            return True
         await self.s.store.add_labels(window.id, {STAGE_LABEL: str(release.index)})
         await self.s.store.record_alert(window.id, STAGE_KEY, "sent", str(release.index))
+        return True
 
     async def _approve_stage(self, window: DeployWindow) -> bool:
         """Approve (or complete) the stage the window watched; False when Vercel could not

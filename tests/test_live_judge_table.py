@@ -1,0 +1,48 @@
+"""`bench/live_judge.py`'s table: a latency x2 window whose environment kept the one before
+(not rolled back) is counted apart, since the daemon pooled that slow release's rounds
+into its baseline (`max_increase` then sees no regression); errors x5 are not split."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.live_judge import table
+
+
+def window(env: str, kind: str, version: str, state: str) -> dict:
+    back = [200] if state == "rolled_back" else []
+    return {
+        "env": env,
+        "kind": kind,
+        "version": version,
+        "state": state,
+        "receiver": back,
+        "t_verdict": 30.0,
+        "t_from_onset": None,
+    }
+
+
+def rows(out: str) -> dict[str, list[str]]:
+    cells = [line.strip("|").split("|") for line in out.splitlines() if line.startswith("| mid")]
+    return {c[1].strip(): [x.strip() for x in c[2:6]] for c in cells}
+
+
+def test_a_latency_window_after_a_kept_one_is_counted_apart(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    table(
+        [
+            window("t02-latency_x2", "latency_x2", "v0", "inconclusive"),
+            window("t02-latency_x2", "latency_x2", "v1", "inconclusive"),
+            window("t06-latency_x2", "latency_x2", "v0", "rolled_back"),
+            window("t06-latency_x2", "latency_x2", "v1", "rolled_back"),
+            window("t00-errors_x5", "errors_x5", "v0", "inconclusive"),
+            window("t00-errors_x5", "errors_x5", "v1", "rolled_back"),
+        ]
+    )
+    # deploys, rolled back, passed, inconclusive
+    assert rows(capsys.readouterr().out) == {
+        "latency_x2": ["3", "2", "0", "1"],
+        "latency_x2, after one kept": ["1", "0", "0", "1"],
+        "errors_x5": ["2", "1", "0", "1"],
+    }

@@ -1,0 +1,634 @@
+"""Contract §3 (the rollback webhook), §4 (alerts) and §5 (metrics), sentence by sentence,
+as an acceptance test outside the project drives them: the real `postflight run` on a
+configuration written from the contract's `postflight.example.yaml` (its keys and
+`${VAR}`s; only the paces are cut to seconds, and one more channel with a tag no
+environment picks, one that always fails), deploys registered through the API, a rollback
+receiver that checks every header and the signature exactly as §3 writes them (its own
+HMAC, not the agent's), apprise's `json://` and `mailto://` (aiosmtpd) channels, and a
+real Prometheus scraping `/metrics`, read back through Prometheus's query API.
+
+The run: staging passes a good deploy, then a deploy whose probes fail for a while and
+recover (a breach, then its resolve, then passed); production rolls a bad deploy back
+through a webhook answering 503, 429 (Retry-After: 1), 408, then 200 (four attempts, one
+body, one key), with Sentry and New Relic unreachable (one warning each, not one per
+round); then a second bad deploy whose webhook answers 400 (failed at once, one attempt,
+an alert). Prometheus must then hold what the receivers counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from agent import __version__
+from tests.e2e.conftest import LocalTarget
+from tests.fakes.prometheus import PrometheusProcess, free_port, prometheus_binary
+from tests.prometheus import ONE_PROMETHEUS, PrometheusStack
+from tests.receivers import JsonNotification, JsonSink, RollbackAttempt, RollbackReceiver, SmtpSink
+
+pytestmark = [pytest.mark.e2e, ONE_PROMETHEUS]
+
+SPEC = Path("/work/shared/spec/postflight.example.yaml")
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = SPEC if SPEC.exists() else ROOT / "config" / "postflight.example.yaml"
+TOKEN = "contract-345-api-token-0123456789"
+SECRET = "contract-345-rollback-secret"
+PACES = (
+    # (the example's text, what this run writes instead): seconds, not minutes
+    ("    interval: 30s", "    interval: 1s"),
+    ("    background_interval: 30s", "    background_interval: 500ms"),
+    ("        duration: 10s", "        duration: 500ms"),
+    ("    interval: 15s", "    interval: 2s"),
+    ("      failure_limit: 2", "      failure_limit: 3"),
+)
+"""The only changes to the example's environments (staging's failure_limit 3 gives the
+test a round to see the breach's alert before it turns the target healthy again)."""
+
+EDGES = """\
+  canary:
+    base_url: {prod}
+    window: 1m
+    interval: 1s
+    checks:
+      - {{name: api-health, type: http, path: /api/health}}
+    analysis: {{policy: threshold, failure_limit: 1}}
+    rules:
+      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+    rollback: {{url: "{hung}", secret: "${{ROLLBACK_SECRET}}", timeout: 500ms, backoff: 50ms,
+                max_backoff: 100ms}}
+    alerts: {{tags: [oncall]}}
+  edge:
+    base_url: {prod}
+    window: 1m
+    interval: 1s
+    checks:
+      - {{name: api-health, type: http, path: /api/health}}
+    analysis: {{policy: threshold, failure_limit: 1}}
+    rules:
+      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+    rollback: {{url: "{refused}", secret: "${{ROLLBACK_SECRET}}", max_attempts: 3,
+                backoff: 50ms, max_backoff: 100ms}}
+    alerts: {{tags: [oncall]}}
+"""
+"""Two environments beside the example's, for the delivery's edges at a test's pace:
+`canary`'s webhook hangs once (past its 500ms timeout), then answers 503, with
+max_attempts left at its default; `edge`'s refuses connections, 3 attempts."""
+
+
+class Service(LocalTarget):
+    """What the example's checks call; `bad`: every answer a 500."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bad = False
+
+    def _answer(self, body: dict[str, Any]) -> web.Response:
+        if self.bad:
+            return web.json_response({"error": "boom"}, status=500)
+        return web.json_response(body)
+
+    async def health(self, request: web.Request) -> web.Response:
+        return self._answer({"status": "ok"})
+
+    async def login(self, request: web.Request) -> web.Response:
+        await request.read()
+        return self._answer({"token": "t0k"})
+
+    async def me(self, request: web.Request) -> web.Response:
+        return self._answer({"user": "smoke"})
+
+    async def feed(self, request: web.Request) -> web.Response:
+        return self._answer({"items": []})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/health", self.health)
+        app.router.add_post("/api/login", self.login)
+        app.router.add_get("/api/me", self.me)
+        app.router.add_get("/api/feed", self.feed)
+
+
+def configuration(channels: str, environments: str) -> str:
+    """The example, its paces cut, `channels` added to `alerting.channels` and
+    `environments` to its environments."""
+    text = EXAMPLE.read_text().rstrip("\n") + "\n" + environments
+    for was, now in PACES:
+        assert was in text, was
+        text = text.replace(was, now)
+    anchor = "alerting:\n  channels:"
+    assert anchor in text
+    first = text.index("\n", text.index(anchor) + len(anchor))
+    return text[: first + 1] + channels + text[first + 1 :]
+
+
+def signature_as_written(secret: str, timestamp: str, body: bytes) -> str:
+    """§3: `sha256=<lowercase hex of HMAC-SHA256(secret, "<timestamp>.<raw body>")>`."""
+    message = f"{timestamp}.".encode() + body
+    return "sha256=" + hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
+
+
+class Daemon:
+    """`postflight run` in its own process, and the API client a pipeline would be."""
+
+    def __init__(self, url: str, http: aiohttp.ClientSession) -> None:
+        self.url = url
+        self.http = http
+        self.headers = {"Authorization": f"Bearer {TOKEN}"}
+
+    async def register(self, **body: Any) -> dict[str, Any]:
+        async with self.http.post(f"{self.url}/v1/deploys", json=body, headers=self.headers) as r:
+            data: dict[str, Any] = await r.json()
+            assert r.status == 201, data
+            return data
+
+    async def get(self, deploy_id: str) -> dict[str, Any]:
+        async with self.http.get(f"{self.url}/v1/deploys/{deploy_id}", headers=self.headers) as r:
+            data: dict[str, Any] = await r.json()
+            assert r.status == 200, data
+            return data
+
+    async def settled(self, deploy_id: str, within: float = 90.0) -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            deploy = await self.get(deploy_id)
+            pending = (deploy.get("rollback") or {}).get("state") == "pending"
+            if deploy["state"] not in ("watching", "scheduled") and not pending:
+                return deploy
+            assert loop.time() < deadline, deploy
+            await asyncio.sleep(0.2)
+
+
+class Scraper:
+    """A real Prometheus scraping the daemon, read through its HTTP query API."""
+
+    def __init__(self, process: PrometheusProcess, http: aiohttp.ClientSession) -> None:
+        self.process = process
+        self.http = http
+
+    async def query(self, promql: str) -> list[dict[str, Any]]:
+        async with self.http.get(f"{self.process.url}/api/v1/query", params={"query": promql}) as r:
+            data = await r.json()
+            assert data["status"] == "success", data
+            result: list[dict[str, Any]] = data["data"]["result"]
+            return result
+
+    async def value(self, promql: str) -> float | None:
+        result = await self.query(promql)
+        return float(result[0]["value"][1]) if result else None
+
+    async def until(
+        self, promql: str, done: Callable[[float | None], bool], within: float = 30.0
+    ) -> float | None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while True:
+            value = await self.value(promql)
+            if done(value):
+                return value
+            assert loop.time() < deadline, f"{promql}: {value}"
+            await asyncio.sleep(0.25)
+
+
+async def wait_for_title(sink: JsonSink, text: str, within: float = 60.0) -> JsonNotification:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        found = [n for n in sink.notifications if text in n.title]
+        if found:
+            return found[0]
+        assert loop.time() < deadline, (text, [n.title for n in sink.notifications])
+        await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def services() -> AsyncIterator[tuple[Service, Service]]:
+    prod, staging = Service(), Service()
+    await prod.start()
+    await staging.start()
+    yield prod, staging
+    await prod.stop()
+    await staging.stop()
+
+
+@pytest.mark.timeout(300)
+async def test_webhook_alerts_and_metrics_as_the_contract_writes_them(
+    tmp_path: Path,
+    prometheus_stack: PrometheusStack,
+    rollback_receiver: Callable[..., Any],
+    json_sink: JsonSink,
+    smtp_sink: SmtpSink,
+    services: tuple[Service, Service],
+) -> None:
+    if prometheus_binary() is None:
+        pytest.skip("prometheus (Debian package prometheus) is not installed")
+    prod, staging = services
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    # max_attempts left out (default 8): a hang (timed out), then 503s; a 9th would be a 200
+    hung_then_503: RollbackReceiver = await rollback_receiver(SECRET, ["hang", *[503] * 7])
+    unpicked, failing = JsonSink(), JsonSink()
+    await unpicked.start()
+    await failing.start()
+    failing.fail_always(500)
+    web_lane = prometheus_stack.open_lane({"200": 100.0}, job="web")
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        configuration(
+            f"    - url: {unpicked.url()}\n      tags: [pager]\n"
+            f"    - url: {failing.url()}\n      tags: [oncall]\n",
+            EDGES.format(
+                prod=prod.url, hung=hung_then_503.url, refused=f"http://127.0.0.1:{free_port()}/r"
+            ),
+        )
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
+    env |= {
+        "PYTHONPATH": str(ROOT),
+        "POSTFLIGHT_LISTEN": f"127.0.0.1:{port}",
+        "POSTFLIGHT_API_TOKEN": TOKEN,
+        "POSTFLIGHT_STORE": f"sqlite:///{tmp_path / 'postflight.db'}",
+        "SENTRY_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens: unreachable
+        "SENTRY_AUTH_TOKEN": "sntrys_contract-345-0123456789",
+        "NEW_RELIC_API_URL": f"http://127.0.0.1:{free_port()}/graphql",
+        "NEW_RELIC_API_KEY": "NRAK-CONTRACT3450123456789",
+        "PROMETHEUS_URL": prometheus_stack.url,
+        "ONCALL_CHAT_URL": json_sink.url(),
+        "ONCALL_EMAIL_URL": smtp_sink.url(),
+        "PROD_URL": prod.url,
+        "STAGING_URL": staging.url,
+        "ROLLBACK_URL": receiver.url,
+        "ROLLBACK_SECRET": SECRET,
+    }
+    log = (tmp_path / "agent.log").open("wb")
+    agent = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "agent", "run", "--config", str(config),
+        env=env, cwd=tmp_path, stdout=log, stderr=log,
+    )  # fmt: skip
+    scraper_process = PrometheusProcess(
+        [f"127.0.0.1:{port}"], job="postflight", scrape_interval="500ms"
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                try:
+                    async with http.get(f"{url}/readyz") as resp:
+                        if resp.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    pass
+                assert agent.returncode is None, (tmp_path / "agent.log").read_text()
+                await asyncio.sleep(0.1)
+            await scraper_process.start()
+            daemon, scraper = Daemon(url, http), Scraper(scraper_process, http)
+            await prometheus_stack.wait_for_samples(web_lane, 2)
+            await drive(daemon, scraper, receiver, json_sink, smtp_sink, unpicked, failing,
+                        prod, staging, hung_then_503)  # fmt: skip
+    finally:
+        await scraper_process.stop()
+        prometheus_stack.close_lane(web_lane)
+        if agent.returncode is None:
+            agent.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(agent.wait(), 15)
+        log.close()
+        await unpicked.stop()
+        await failing.stop()
+    assert agent.returncode == 0, (tmp_path / "agent.log").read_text()
+    said = (tmp_path / "agent.log").read_text()
+    assert SECRET not in said
+    # §4: a channel that fails is logged (its address, never a secret in it)
+    assert f"failed on json://127.0.0.1:{failing.port}/" in said, said
+
+
+async def drive(
+    daemon: Daemon,
+    scraper: Scraper,
+    receiver: RollbackReceiver,
+    sink: JsonSink,
+    smtp: SmtpSink,
+    unpicked: JsonSink,
+    failing: JsonSink,
+    prod: Service,
+    staging: Service,
+    hung_then_503: RollbackReceiver,
+) -> None:
+    # §5 postflight_build_info: a gauge of 1 with Postflight's own version
+    build = await scraper.until("postflight_build_info", lambda v: v is not None)
+    assert build == 1
+    (series,) = await scraper.query("postflight_build_info")
+    assert series["metric"]["version"] == __version__
+
+    # ---- staging: a good deploy passes (window passed: success)
+    s2 = await daemon.register(environment="staging", version="s2", previous_version="s1",
+                               window="6s")  # fmt: skip
+    # §5 windows_active moves with a window: 1 while it watches
+    await scraper.until('postflight_windows_active{environment="staging"}', lambda v: v == 1)
+    assert (await daemon.settled(s2["id"]))["state"] == "passed"
+    passed = await wait_for_title(sink, "[postflight] staging s2: ")
+    assert passed.type == "success", passed.payload
+    assert s2["id"] in passed.message, passed.message
+    await scraper.until('postflight_windows_active{environment="staging"}', lambda v: v == 0)
+    await scraper.until(
+        'postflight_windows_total{environment="staging",outcome="passed"}', lambda v: v == 1
+    )
+
+    # ---- staging: a breach that clears sends a resolve, once each
+    staging.bad = True
+    s3 = await daemon.register(environment="staging", version="s3", previous_version="s2",
+                               window="12s")  # fmt: skip
+    breach = await wait_for_title(sink, "[postflight] staging s3: ", within=30)
+    staging.bad = False
+    assert breach.type == "warning", breach.payload
+    assert "probe-errors" in breach.title + breach.message, breach.payload
+    final = await daemon.settled(s3["id"])
+    assert final["state"] == "passed", final
+    s3_alerts = [n for n in sink.notifications if n.title.startswith("[postflight] staging s3:")]
+    resolved = [n for n in s3_alerts if "resolved" in n.title]
+    assert len(resolved) == 1, [n.title for n in s3_alerts]
+    assert resolved[0].type == "success"
+    breaches = [n for n in s3_alerts if n.type == "warning"]
+    assert len(breaches) == 1, [n.title for n in s3_alerts]  # one per deploy, not per round
+
+    # ---- production: a bad deploy rolled back through a retried webhook
+    receiver.script(503, "429:retry-after=1", 408, 200)
+    prod.bad = True
+    v2 = await daemon.register(
+        environment="production", version="v2.4.1", previous_version="v2.4.0",
+        commit="9fceb02", labels={"pipeline": "run-1234"},
+    )  # fmt: skip
+    final = await daemon.settled(v2["id"])
+    assert final["state"] == "rolled_back", final
+    attempts = receiver.attempts
+    assert [a.status for a in attempts] == [503, 429, 408, 200], attempts
+    check_webhook(attempts, final)
+    assert final["rollback"]["state"] == "delivered"
+    assert final["rollback"]["attempts"] == 4
+    assert final["rollback"]["last_status"] == 200
+    # honouring Retry-After: the attempt after the 429 came no sooner than it asked
+    assert attempts[2].at - attempts[1].at >= 1.0 - 0.05, attempts
+
+    delivered = await wait_for_title(sink, "[postflight] production v2.4.1: rollback delivered")
+    v2_alerts = [
+        n for n in sink.notifications if n.title.startswith("[postflight] production v2.4.1:")
+    ]
+    titles = [n.title for n in v2_alerts]
+    requested = [n for n in v2_alerts if "rollback" in n.title and "requested" in n.title]
+    assert len(requested) == 1 and requested[0].type == "failure", titles
+    breached = [n for n in v2_alerts if n.type == "warning" and "provider" not in n.title]
+    assert len(breached) == 1, titles
+    assert "probe-errors" in breached[0].message
+    unreachable = [n for n in v2_alerts if "provider" in n.title]
+    assert sorted(n.title.split("provider ")[1].split()[0] for n in unreachable) == [
+        "newrelic",
+        "sentry",
+    ], titles  # one per deploy and provider, however many rounds it stayed down
+    assert all(n.type == "warning" for n in unreachable)
+    assert len([n for n in v2_alerts if n.title == delivered.title]) == 1, titles
+    # the body (markdown) names the rules, observed vs baseline vs threshold, the deploy id
+    for note in (requested[0], breached[0], delivered):
+        body = note.message
+        assert f"`{v2['id']}`" in body, body
+        assert re.search(
+            r"`probe-errors`.*observed \*\*100%\*\* vs baseline 0%.*max 0\.05", body
+        ), body
+
+    # ---- production: a rollback the webhook refuses (400) fails at once, and alerts
+    receiver.script(400)
+    v3 = await daemon.register(environment="production", version="v2.4.2",
+                               previous_version="v2.4.1")  # fmt: skip
+    final3 = await daemon.settled(v3["id"])
+    assert final3["state"] == "failed", final3
+    assert final3["rollback"]["state"] == "failed"
+    assert final3["rollback"]["attempts"] == 1
+    assert len(receiver.attempts) == 5
+    refused = await wait_for_title(sink, "[postflight] production v2.4.2: ROLLBACK FAILED")
+    assert refused.type == "failure"
+    assert v3["id"] in refused.message
+
+    # ---- §3 retries: a timeout and 5xx answers are retried up to max_attempts (its
+    # default, 8), connection errors too (edge: 3 attempts), each signed, one body
+    c2 = await daemon.register(environment="canary", version="c2", previous_version="c1")
+    e2 = await daemon.register(environment="edge", version="e2", previous_version="e1")
+    final_c = await daemon.settled(c2["id"], within=120)
+    final_e = await daemon.settled(e2["id"], within=120)
+    assert final_c["state"] == "failed", final_c
+    assert (final_c["rollback"]["state"], final_c["rollback"]["attempts"]) == ("failed", 8)
+    hung = hung_then_503.attempts
+    assert [a.status for a in hung] == [None, *[503] * 7], hung
+    assert all(a.signature_ok and a.idempotency_key == c2["id"] for a in hung), hung
+    assert len({a.body for a in hung}) == 1
+    assert final_e["state"] == "failed", final_e
+    assert (final_e["rollback"]["state"], final_e["rollback"]["attempts"]) == ("failed", 3)
+    for version in ("canary c2", "edge e2"):
+        alert = await wait_for_title(sink, f"[postflight] {version}: ROLLBACK FAILED")
+        assert alert.type == "failure"
+    prod.bad = False
+
+    # ---- §3 dry_run (staging): a failed verdict calls no webhook; the rollback is skipped
+    staging.bad = True
+    s4 = await daemon.register(environment="staging", version="s4", previous_version="s3",
+                               window="1m")  # fmt: skip
+    final4 = await daemon.settled(s4["id"])
+    staging.bad = False
+    assert final4["state"] == "failed", final4
+    assert final4["rollback"]["state"] == "skipped", final4
+    assert len(receiver.attempts) == 5
+    skipped = await wait_for_title(sink, "[postflight] staging s4: deploy failed")
+    assert skipped.type == "failure" and "dry run" in skipped.title, skipped.title
+
+    # ---- windows superseded and cancelled (staging), inconclusive (production: its
+    # Sentry and New Relic rules never read, the checks healthy)
+    s5 = await daemon.register(environment="staging", version="s5", window="1m")
+    s6 = await daemon.register(environment="staging", version="s6", window="1m")
+    assert (await daemon.settled(s5["id"]))["state"] == "superseded"
+    async with daemon.http.post(
+        f"{daemon.url}/v1/deploys/{s6['id']}/cancel", headers=daemon.headers
+    ) as r:
+        assert r.status == 200 and (await r.json())["state"] == "cancelled"
+    v4 = await daemon.register(environment="production", version="v2.4.3",
+                               previous_version="v2.4.2", window="6s")  # fmt: skip
+    assert (await daemon.settled(v4["id"]))["state"] == "inconclusive"
+    assert len(receiver.attempts) == 5  # never a rollback for it
+
+    # ---- §4 routing: the e-mail channel (tags oncall, email) took every alert the chat
+    # one did; the channel tagged pager, which no environment picks, none
+    await smtp.wait_for(len(sink.notifications), within=30)
+    subjects = sorted(str(m["Subject"]) for m in smtp.messages)
+    assert subjects == sorted(n.title for n in sink.notifications), subjects
+    assert unpicked.arrived == 0
+    assert failing.arrived >= len(sink.notifications)
+
+    # ---- §5 as Prometheus stored it, against what the receivers counted
+    def summed(promql: str) -> str:
+        return f"sum({promql})"
+
+    expect: dict[str, Callable[[float | None], bool]] = {
+        'postflight_rollbacks_total{environment="production",result="delivered"}': (
+            lambda v: v == 1
+        ),
+        'postflight_rollbacks_total{environment="production",result="failed"}': lambda v: v == 1,
+        'postflight_windows_total{environment="production",outcome="rolled_back"}': (
+            lambda v: v == 1
+        ),
+        'postflight_windows_total{environment="production",outcome="failed"}': lambda v: v == 1,
+        'postflight_windows_total{environment="staging",outcome="passed"}': lambda v: v == 2,
+        'postflight_windows_total{environment="staging",outcome="failed"}': lambda v: v == 1,
+        'postflight_windows_total{environment="staging",outcome="superseded"}': lambda v: v == 1,
+        'postflight_windows_total{environment="staging",outcome="cancelled"}': lambda v: v == 1,
+        'postflight_windows_total{environment="production",outcome="inconclusive"}': (
+            lambda v: v == 1
+        ),
+        'postflight_windows_total{environment=~"canary|edge",outcome="failed"}': lambda v: v == 2,
+        'postflight_rollbacks_total{environment=~"canary|edge",result="failed"}': (
+            lambda v: v == 2
+        ),
+        'postflight_rollbacks_total{environment="staging"}': lambda v: not v,
+        "postflight_windows_active": lambda v: v == 0,
+        'postflight_alerts_total{result="sent"}': lambda v: v == 2 * len(sink.notifications),
+        # the failing channel failed each alert at least once, counted
+        'postflight_alerts_total{result="failed"}': (
+            lambda v: v is not None and v >= len(sink.notifications)
+        ),
+        'postflight_check_runs_total{environment="production",check="api-health",result="fail"}': (
+            lambda v: v is not None and v >= 1
+        ),
+        'postflight_check_runs_total{environment="staging",check="api-health",result="pass"}': (
+            lambda v: v is not None and v >= 1
+        ),
+        'postflight_check_duration_seconds_count{environment="production",check="feed-latency"}': (
+            lambda v: v is not None and v >= 1
+        ),
+        'postflight_rule_evaluations_total{environment="production",rule="probe-errors",outcome="fail"}': (  # noqa: E501
+            lambda v: v is not None and v >= 1
+        ),
+        'postflight_provider_requests_total{provider="sentry",result="error"}': (
+            lambda v: v is not None and v >= 1
+        ),
+        'postflight_provider_requests_total{provider="newrelic",result="error"}': (
+            lambda v: v is not None and v >= 1
+        ),
+        'postflight_provider_requests_total{provider="prometheus",result="ok"}': (
+            lambda v: v is not None and v >= 1
+        ),
+        'postflight_provider_request_duration_seconds_count{provider="prometheus"}': (
+            lambda v: v is not None and v >= 1
+        ),
+    }
+    for promql, done in expect.items():
+        await scraper.until(summed(promql), done)
+    # types and labels as Prometheus's metadata and series say
+    async with scraper.http.get(f"{scraper.process.url}/api/v1/metadata") as r:
+        metadata = (await r.json())["data"]
+    kinds = {
+        "postflight_build_info": "gauge",
+        "postflight_windows_active": "gauge",
+        "postflight_windows_total": "counter",
+        "postflight_check_runs_total": "counter",
+        "postflight_check_duration_seconds": "histogram",
+        "postflight_rule_evaluations_total": "counter",
+        "postflight_rollbacks_total": "counter",
+        "postflight_alerts_total": "counter",
+        "postflight_provider_requests_total": "counter",
+        "postflight_provider_request_duration_seconds": "histogram",
+    }
+    for name, kind in kinds.items():
+        said = metadata.get(name) or metadata.get(name.removesuffix("_total"))
+        assert said and said[0]["type"] == kind, (name, said)
+    labels = {
+        "postflight_windows_active": {"environment"},
+        "postflight_windows_total": {"environment", "outcome"},
+        "postflight_check_runs_total": {"environment", "check", "result"},
+        "postflight_check_duration_seconds_bucket": {"environment", "check", "le"},
+        "postflight_rule_evaluations_total": {"environment", "rule", "outcome"},
+        "postflight_rollbacks_total": {"environment", "result"},
+        "postflight_alerts_total": {"result"},
+        "postflight_provider_requests_total": {"provider", "result"},
+        "postflight_provider_request_duration_seconds_bucket": {"provider", "le"},
+    }
+    scrape_labels = {"__name__", "job", "instance"}
+    for name, names in labels.items():
+        series_list = await scraper.query(name)
+        assert series_list, name
+        for one in series_list:
+            assert set(one["metric"]) - scrape_labels == names, (name, one["metric"])
+    everything = await scraper.query('{__name__=~"postflight_.+"}')
+    ids = {d["id"] for d in (v2, v3, v4, s2, s3, s4, s5, s6, c2, e2)}
+    for one in everything:
+        for key, given in one["metric"].items():
+            if key in scrape_labels or (one["metric"]["__name__"], key) == (
+                "postflight_build_info",
+                "version",
+            ):
+                continue
+            assert given not in ids and "://" not in given, one["metric"]
+            assert not re.fullmatch(r"v2\.4\.\d|[sce]\d", given), one["metric"]
+
+
+def check_webhook(attempts: list[RollbackAttempt], deploy: dict[str, Any]) -> None:
+    """§3's headers, body and signature on every attempt, as the contract writes them."""
+    first = attempts[0]
+    for attempt in attempts:
+        headers = {k.lower(): v for k, v in attempt.headers.items()}
+        assert attempt.path == "/rollback"
+        assert headers["content-type"] == "application/json", headers
+        assert headers["user-agent"] == f"postflight/{__version__}", headers
+        assert headers["idempotency-key"] == deploy["id"], headers
+        assert headers["x-postflight-event"] == "rollback", headers
+        stamp = headers["x-postflight-timestamp"]
+        assert re.fullmatch(r"[0-9]+", stamp), stamp  # unix seconds, an integer
+        assert abs(int(stamp) - attempt.at) < 60, (stamp, attempt.at)
+        signature = headers["x-postflight-signature"]
+        assert re.fullmatch(r"sha256=[0-9a-f]{64}", signature), signature
+        assert signature == signature_as_written(SECRET, stamp, attempt.body.encode()), attempt
+        # every attempt the same body and key
+        assert attempt.body == first.body
+    # fresh timestamp and signature per attempt: later attempts (one waited out a
+    # Retry-After of 1 s) carry a later timestamp, signed anew
+    stamps = [int(a.headers["X-Postflight-Timestamp"]) for a in attempts]
+    assert stamps == sorted(stamps) and stamps[-1] > stamps[0], stamps
+    assert len({a.signature for a in attempts}) == len(set(stamps)), attempts
+    body = json.loads(first.body)
+    assert list(body) == ["event", "deploy", "reason", "breaches", "requested_at"], body
+    assert body["event"] == "rollback"
+    expected_deploy = {
+        "id": deploy["id"],
+        "environment": "production",
+        "version": "v2.4.1",
+        "previous_version": "v2.4.0",
+        "commit": "9fceb02",
+        "labels": {"pipeline": "run-1234"},
+        "deployed_at": deploy["deployed_at"],
+    }
+    assert body["deploy"] == expected_deploy, body["deploy"]
+    assert isinstance(body["reason"], str) and body["reason"] == deploy["verdict"]["reason"]
+    assert body["requested_at"] == deploy["rollback"]["requested_at"], body
+    assert isinstance(body["requested_at"], str)
+    assert body["breaches"], body
+    keys = ["rule", "source", "metric", "observed", "baseline", "threshold", "detail"]
+    failing = {r["name"] for r in deploy["verdict"]["rules"] if r["outcome"] == "fail"}
+    assert {b["rule"] for b in body["breaches"]} == failing, (body, deploy["verdict"])
+    for breach in body["breaches"]:
+        assert list(breach) == keys, breach
+        assert all(isinstance(breach[k], str) for k in ("rule", "source", "metric", "threshold"))
+        assert isinstance(breach["observed"], int | float), breach
+        assert breach["baseline"] is None or isinstance(breach["baseline"], int | float)
+        assert breach["detail"] is None or isinstance(breach["detail"], str)
+    probe = next(b for b in body["breaches"] if b["rule"] == "probe-errors")
+    assert (probe["source"], probe["metric"], probe["threshold"]) == (
+        "checks",
+        "error_rate",
+        "max 0.05",
+    ), probe

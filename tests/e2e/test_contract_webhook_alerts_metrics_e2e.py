@@ -18,6 +18,7 @@ an alert). Prometheus must then hold what the receivers counted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -37,7 +38,14 @@ from agent import __version__
 from tests.e2e.conftest import LocalTarget
 from tests.fakes.prometheus import PrometheusProcess, free_port, prometheus_binary
 from tests.prometheus import ONE_PROMETHEUS, PrometheusStack
-from tests.receivers import JsonNotification, JsonSink, RollbackAttempt, RollbackReceiver, SmtpSink
+from tests.receivers import (
+    HangingServer,
+    JsonNotification,
+    JsonSink,
+    RollbackAttempt,
+    RollbackReceiver,
+    SmtpSink,
+)
 
 pytestmark = [pytest.mark.e2e, ONE_PROMETHEUS]
 
@@ -244,7 +252,6 @@ async def test_webhook_alerts_and_metrics_as_the_contract_writes_them(
     failing.fail_always(500)
     web_lane = prometheus_stack.open_lane({"200": 100.0}, job="web")
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     config = tmp_path / "postflight.yaml"
     config.write_text(
         configuration(
@@ -255,32 +262,63 @@ async def test_webhook_alerts_and_metrics_as_the_contract_writes_them(
             ),
         )
     )
+    env = example_env(port, receiver.url, json_sink.url(), smtp_sink.url(), prod, staging)
+    env["PROMETHEUS_URL"] = prometheus_stack.url
+    scraper_process = PrometheusProcess(
+        [f"127.0.0.1:{port}"], job="postflight", scrape_interval="500ms"
+    )
+    try:
+        async with daemon_run(tmp_path, config, env) as daemon:
+            await scraper_process.start()
+            scraper = Scraper(scraper_process, daemon.http)
+            await prometheus_stack.wait_for_samples(web_lane, 2)
+            await drive(daemon, scraper, receiver, json_sink, smtp_sink, unpicked, failing,
+                        prod, staging, hung_then_503)  # fmt: skip
+    finally:
+        await scraper_process.stop()
+        prometheus_stack.close_lane(web_lane)
+        await unpicked.stop()
+        await failing.stop()
+    # §4: a channel that fails is logged (its address, never a secret in it)
+    said = (tmp_path / "agent.log").read_text()
+    assert f"failed on json://127.0.0.1:{failing.port}/" in said, said
+
+
+def example_env(
+    port: int, rollback: str, chat: str, mail: str, prod: Service, staging: Service
+) -> dict[str, str]:
+    """The example's `${VAR}`s: Sentry and New Relic where nothing listens (unreachable),
+    the rest at this test's servers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
-    env |= {
+    return env | {
         "PYTHONPATH": str(ROOT),
         "POSTFLIGHT_LISTEN": f"127.0.0.1:{port}",
         "POSTFLIGHT_API_TOKEN": TOKEN,
-        "POSTFLIGHT_STORE": f"sqlite:///{tmp_path / 'postflight.db'}",
-        "SENTRY_URL": f"http://127.0.0.1:{free_port()}",  # nothing listens: unreachable
+        "SENTRY_URL": f"http://127.0.0.1:{free_port()}",
         "SENTRY_AUTH_TOKEN": "sntrys_contract-345-0123456789",
         "NEW_RELIC_API_URL": f"http://127.0.0.1:{free_port()}/graphql",
         "NEW_RELIC_API_KEY": "NRAK-CONTRACT3450123456789",
-        "PROMETHEUS_URL": prometheus_stack.url,
-        "ONCALL_CHAT_URL": json_sink.url(),
-        "ONCALL_EMAIL_URL": smtp_sink.url(),
+        "PROMETHEUS_URL": f"http://127.0.0.1:{free_port()}",
+        "ONCALL_CHAT_URL": chat,
+        "ONCALL_EMAIL_URL": mail,
         "PROD_URL": prod.url,
         "STAGING_URL": staging.url,
-        "ROLLBACK_URL": receiver.url,
+        "ROLLBACK_URL": rollback,
         "ROLLBACK_SECRET": SECRET,
     }
+
+
+@contextlib.asynccontextmanager
+async def daemon_run(tmp_path: Path, config: Path, env: dict[str, str]) -> AsyncIterator[Daemon]:
+    """`postflight run --config CONFIG` on a store in `tmp_path`, ready; stopped with
+    SIGTERM after, which must end it with 0 and no secret in its log."""
+    env = env | {"POSTFLIGHT_STORE": f"sqlite:///{tmp_path / 'postflight.db'}"}
+    url = f"http://{env['POSTFLIGHT_LISTEN']}"
     log = (tmp_path / "agent.log").open("wb")
     agent = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "agent", "run", "--config", str(config),
         env=env, cwd=tmp_path, stdout=log, stderr=log,
     )  # fmt: skip
-    scraper_process = PrometheusProcess(
-        [f"127.0.0.1:{port}"], job="postflight", scrape_interval="500ms"
-    )
     try:
         async with aiohttp.ClientSession() as http:
             for _ in range(600):
@@ -292,25 +330,15 @@ async def test_webhook_alerts_and_metrics_as_the_contract_writes_them(
                     pass
                 assert agent.returncode is None, (tmp_path / "agent.log").read_text()
                 await asyncio.sleep(0.1)
-            await scraper_process.start()
-            daemon, scraper = Daemon(url, http), Scraper(scraper_process, http)
-            await prometheus_stack.wait_for_samples(web_lane, 2)
-            await drive(daemon, scraper, receiver, json_sink, smtp_sink, unpicked, failing,
-                        prod, staging, hung_then_503)  # fmt: skip
+            yield Daemon(url, http)
     finally:
-        await scraper_process.stop()
-        prometheus_stack.close_lane(web_lane)
         if agent.returncode is None:
             agent.send_signal(signal.SIGTERM)
             await asyncio.wait_for(agent.wait(), 15)
         log.close()
-        await unpicked.stop()
-        await failing.stop()
-    assert agent.returncode == 0, (tmp_path / "agent.log").read_text()
     said = (tmp_path / "agent.log").read_text()
+    assert agent.returncode == 0, said
     assert SECRET not in said
-    # §4: a channel that fails is logged (its address, never a secret in it)
-    assert f"failed on json://127.0.0.1:{failing.port}/" in said, said
 
 
 async def drive(
@@ -632,3 +660,61 @@ def check_webhook(attempts: list[RollbackAttempt], deploy: dict[str, Any]) -> No
         "error_rate",
         "max 0.05",
     ), probe
+
+
+@pytest.mark.timeout(180)
+async def test_a_hung_channel_neither_delays_nor_blocks_a_rollback(
+    tmp_path: Path,
+    rollback_receiver: Callable[..., Any],
+    hanging_server: HangingServer,
+    smtp_sink: SmtpSink,
+    services: tuple[Service, Service],
+) -> None:
+    """§4: "A channel that fails is logged and counted, and never delays or blocks a
+    rollback", with the example's chat channel at a server that never answers: the
+    webhook is called while the rollback's own alert still hangs there (its failure not
+    yet logged), the rollback is delivered, the mail channel takes every alert, and the
+    hung one is logged and counted failed."""
+    prod, staging = services
+    log = tmp_path / "agent.log"
+    logged_at_attempt: list[bool] = []
+
+    def hung_failure(deploy_id: str | None) -> str:
+        return f"alert rollback_requested for {deploy_id} failed on {chat.split('/alerts')[0]}/"
+
+    async def look(attempt: RollbackAttempt) -> None:
+        logged_at_attempt.append(hung_failure(attempt.idempotency_key) in log.read_text())
+
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, on_attempt=look)
+    chat = f"json://127.0.0.1:{hanging_server.port}/alerts"
+    port = free_port()
+    config = tmp_path / "postflight.yaml"
+    config.write_text(configuration("", ""))
+    env = example_env(port, receiver.url, chat, smtp_sink.url(), prod, staging)
+    prod.bad = True
+    async with daemon_run(tmp_path, config, env) as daemon:
+        deploy = await daemon.register(
+            environment="production", version="v9", previous_version="v8", window="1m"
+        )
+        final = await daemon.settled(deploy["id"])
+        assert final["state"] == "rolled_back", final
+        assert final["rollback"]["attempts"] == 1
+        assert logged_at_attempt == [False]  # the alert still hung when the webhook was called
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 30
+
+        def subjects() -> list[str]:
+            return [str(m["Subject"]) for m in smtp_sink.messages]
+
+        # the mail channel takes the rollback's alerts; the hung one is logged failed
+        while not (
+            any("rollback delivered" in s for s in subjects())
+            and hung_failure(deploy["id"]) in log.read_text()
+        ):
+            assert loop.time() < deadline, (subjects(), log.read_text())
+            await asyncio.sleep(0.2)
+        async with daemon.http.get(f"{daemon.url}/metrics") as r:
+            metrics = await r.text()
+    assert any("rollback requested" in s for s in subjects()), subjects()
+    failed = re.search(r'^postflight_alerts_total\{result="failed"\} (\S+)$', metrics, re.M)
+    assert failed and float(failed[1]) >= 1, metrics

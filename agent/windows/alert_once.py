@@ -26,7 +26,8 @@ sent by the restarted agent or any replica, a retry cut off mid-send is taken ov
 once its lease lapses, and a window cancelled or superseded meanwhile drops it.
 
 A breach's result is stored only once its slowest channel has answered, so a
-resolve first waits for this process's sends of that breach: a breach that clears
+resolve first waits for this process's sends of that breach (a settled rollback's alert
+likewise waits for its request's, `SETTLED_ROLLBACK_EVENTS`): a breach that clears
 within those seconds still gets its resolve. One that reached no channel gets no
 resolve, even if a retry delivers it later.
 
@@ -290,6 +291,8 @@ class WindowAlerts:
         key = key or alert.event
         with self._flight(window.id, key):
             try:
+                if key in SETTLED_ROLLBACK_EVENTS:  # told after its request, not before
+                    await self._sends_done(window.id, ROLLBACK_REQUESTED)
                 now = self._clock()
                 # a take-over stamps the claim with a time past `claimed_at + lease_s`
                 lapsed_before = claimed_at + self.lease_s
@@ -375,9 +378,12 @@ class WindowAlerts:
 
     async def _breach_sent(self, window_id: str, resolved: str) -> None:
         """Until this process's sends of the breach a `resolved:<rule>` answers are done."""
-        breach = _breach_of(resolved)
-        # each send is bounded by the notifier's timeout, so this wait is too
-        for sending in list(self._sending.get((window_id, breach), ())):
+        await self._sends_done(window_id, _breach_of(resolved))
+
+    async def _sends_done(self, window_id: str, key: str) -> None:
+        """Until this process's sends of `key` of the window are done (each is bounded by
+        the notifier's timeout, so this wait is too)."""
+        for sending in list(self._sending.get((window_id, key), ())):
             await sending.wait()
 
     async def _send(
@@ -728,6 +734,15 @@ def _named_unclaimed(window: DeployWindow, keys: Sequence[str]) -> None:
         " sent, and sent by the next agent only if the deploy calls for it again)",
         ALERTS,
     )
+
+
+ROLLBACK_REQUESTED = "rollback_requested"
+SETTLED_ROLLBACK_EVENTS = frozenset({"rollback_delivered", "rollback_failed", "rollback_skipped"})
+"""A settled rollback's alerts: each waits for this process's send of the window's
+`rollback_requested` (`send_claimed`), so no channel takes the outcome before the
+request. Both were spawned at once, and a webhook answering at once (or a slow channel
+taking the request) had "ROLLBACK FAILED" reach chat first and "rollback requested"
+last: the newest alert said a rollback was under way that had failed."""
 
 
 def _breach_of(resolved: str) -> str:

@@ -718,3 +718,64 @@ async def test_a_hung_channel_neither_delays_nor_blocks_a_rollback(
     assert any("rollback requested" in s for s in subjects()), subjects()
     failed = re.search(r'^postflight_alerts_total\{result="failed"\} (\S+)$', metrics, re.M)
     assert failed and float(failed[1]) >= 1, metrics
+
+
+class SlowOnRequested(LocalTarget):
+    """An apprise `json://` channel that takes 1.5 s to answer a "rollback requested"
+    alert and answers any other at once; `titles` in the order it took them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.titles: list[str] = []
+
+    async def take(self, request: web.Request) -> web.Response:
+        title = str((await request.json()).get("title", ""))
+        if "rollback requested" in title:
+            await asyncio.sleep(1.5)
+        self.titles.append(title)
+        return web.json_response({})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_post("/{tail:.*}", self.take)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("answer", [400, 200], ids=["refused", "delivered"])
+async def test_a_rollbacks_outcome_alert_never_reaches_a_channel_before_its_request(
+    tmp_path: Path,
+    rollback_receiver: Callable[..., Any],
+    smtp_sink: SmtpSink,
+    services: tuple[Service, Service],
+    answer: int,
+) -> None:
+    """§4's events of one rollback, in the order they happened on every channel: a
+    webhook answering at once settled the rollback while its "rollback requested" alert
+    was still on its way to a slow channel, and "ROLLBACK FAILED" (or "rollback
+    delivered") came first there, the request last: on-call reading the newest alert
+    took a rollback that had failed for one under way."""
+    prod, staging = services
+    chat = SlowOnRequested()
+    await chat.start()
+    try:
+        receiver: RollbackReceiver = await rollback_receiver(SECRET, [answer])
+        config = tmp_path / "postflight.yaml"
+        config.write_text(configuration("", ""))
+        chat_url = f"json://127.0.0.1:{chat.port}/alerts"
+        env = example_env(free_port(), receiver.url, chat_url, smtp_sink.url(), prod, staging)
+        prod.bad = True
+        async with daemon_run(tmp_path, config, env) as daemon:
+            deploy = await daemon.register(
+                environment="production", version="v9", previous_version="v8", window="1m"
+            )
+            final = await daemon.settled(deploy["id"])
+            assert final["state"] == ("failed" if answer == 400 else "rolled_back"), final
+            settled = "ROLLBACK FAILED" if answer == 400 else "rollback delivered"
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 30
+            while not any(settled in t for t in chat.titles):
+                assert loop.time() < deadline, chat.titles
+                await asyncio.sleep(0.1)
+    finally:
+        await chat.stop()
+    order = [t for t in chat.titles if "rollback requested" in t or settled in t]
+    assert len(order) == 2 and "rollback requested" in order[0], chat.titles

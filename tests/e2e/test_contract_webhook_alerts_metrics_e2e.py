@@ -509,6 +509,9 @@ async def drive(
         environment, version = versions[ids[0]]
         assert note.title.startswith(f"[postflight] {environment} {version}: "), note.title
         assert SECRET not in note.title + note.message and TOKEN not in note.message
+    # one notification per deploy and event: no title twice (each names its deploy's version)
+    titles = [n.title for n in sink.notifications]
+    assert len(titles) == len(set(titles)), titles
 
     # ---- §5 as Prometheus stored it, against what the receivers counted
     def summed(promql: str) -> str:

@@ -606,7 +606,11 @@ async def drive(
             assert set(one["metric"]) - scrape_labels == names, (name, one["metric"])
     everything = await scraper.query('{__name__=~"postflight_.+"}')
     ids = {d["id"] for d in (v2, v3, v4, s2, s3, s4, s5, s6, c2, e2)}
+    bounded = {"environment", "check", "rule", "provider", "outcome", "result", "le"}
     for one in everything:
+        name = one["metric"]["__name__"]
+        extra = set(one["metric"]) - scrape_labels - bounded
+        assert not extra or (name, extra) == ("postflight_build_info", {"version"}), one["metric"]
         for key, given in one["metric"].items():
             if key in scrape_labels or (one["metric"]["__name__"], key) == (
                 "postflight_build_info",

@@ -81,6 +81,12 @@ class CheckContext:
     """When the run must be over (event-loop time), so a round ends on time whatever the
     target does: the registry stops waiting then, and an `http` check shortens its
     request timeout to fit. None: only the check's own timeout applies."""
+    room: float = 0.0
+    """The least a request gets from when it is made, however near `deadline` is then (a
+    round's probe: its timeout or half the round, whichever is less). The agent's own
+    stall between fixing the deadline and making the request (a collection, the process
+    descheduled) is the agent's: at load 17 a probe whose deadline it had eaten waited 8 ms
+    for a target answering in 17 ms, and its timeout was counted as the target's."""
 
 
 class Check:

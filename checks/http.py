@@ -116,7 +116,8 @@ class HttpCheck(Check):
         if url is None:
             url = self._urls[ctx.base_url] = target_url(self.config, ctx.base_url)
         if ctx.deadline is not None:
-            left = ctx.deadline - asyncio.get_running_loop().time()
+            # its room at least, from now: a stall since the deadline was fixed is the agent's
+            left = max(ctx.deadline - asyncio.get_running_loop().time(), ctx.room)
             if left < self.config.timeout:  # the round ends first: wait no longer than it lasts
                 return url, max(round(left, 3), 0.001)
         return url, None

@@ -324,8 +324,10 @@ def _allowed(check: Check, ctx: CheckContext, now: float) -> tuple[float, bool]:
     """How long a run may take from `now`, and whether the round's deadline cut that short."""
     allowed = deadline_s(check)
     grace = TIMEOUT_MARGIN_S if check.fits_deadline else DEADLINE_GRACE_S
-    if ctx.deadline is not None and ctx.deadline + grace - now < allowed:
-        return max(0.0, ctx.deadline + grace - now), True
+    if ctx.deadline is not None:
+        deadline = max(ctx.deadline, now + ctx.room)  # a run started late gets its room
+        if deadline + grace - now < allowed:
+            return max(0.0, deadline + grace - now), True
     return allowed, False
 
 

@@ -86,7 +86,9 @@ class EnvironmentProbe:
                 except Exception:
                     log.exception("closing check %s failed", check.name)
 
-    def _context(self, check: Check, target: Target, deadline: float | None = None) -> CheckContext:
+    def _context(
+        self, check: Check, target: Target, deadline: float | None = None, room: float = 0.0
+    ) -> CheckContext:
         base_url = self.env.baseline_url if target == "baseline" else self.env.base_url
         assert base_url is not None
         verify = bool(getattr(check.config, "verify_tls", True))
@@ -100,6 +102,7 @@ class EnvironmentProbe:
             target=target,
             secrets=self.secrets,
             deadline=deadline,
+            room=room,
         )
 
     async def run_once(
@@ -120,7 +123,7 @@ class EnvironmentProbe:
             deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
             lag = ticks().lag
             mark = lag.total()
-            result = await run_check(check, self._context(check, target, deadline))
+            result = await run_check(check, self._context(check, target, deadline, room))
             result = self._late_started(self._attributed(result, lag, mark), late)
         self._count(check, target, result)
         return result
@@ -146,8 +149,8 @@ class EnvironmentProbe:
         # a round's probes of one check share one context (the same deadline, the round's
         # end): a check that starts from callbacks only reads it
         ctx = self._contexts.get((check, target))
-        if ctx is None or ctx.deadline != deadline or ctx.session.closed:
-            ctx = self._contexts[check, target] = self._context(check, target, deadline)
+        if ctx is None or ctx.deadline != deadline or ctx.room != room or ctx.session.closed:
+            ctx = self._contexts[check, target] = self._context(check, target, deadline, room)
         run = start_check(check, ctx, finished)
         if run is None:
             self._limit.give()

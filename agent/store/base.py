@@ -226,6 +226,13 @@ class StoreBusy(StoreError):
     up, so it is logged as busy and never said down (`postflight_store_up` stays 1)."""
 
 
+class StoreHeld(StoreError):
+    """SQLite's file held by another process past `busy_timeout` (an operator's `sqlite3`
+    in `BEGIN EXCLUSIVE`, a backup tool): nothing was written, and no other agent can
+    take this agent's windows meanwhile (one agent per SQLite file), so a watch keeps its
+    rounds until the file is let go (`agent.windows.lifecycle`)."""
+
+
 class Conflict(StoreError):
     """The change does not apply to the record's current state."""
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from agent.stopping import StopBudget
-from agent.store.base import Conflict, StoreBusy, StoreError
+from agent.store.base import Conflict, StoreBusy, StoreError, StoreHeld
 
 T = TypeVar("T")
 
@@ -33,6 +33,12 @@ def store_busy(exc: BaseException) -> bool:
     """Whether `exc` is one transaction the store refused for now (`StoreBusy`): retried as
     an outage is (`store_outage` holds), but the store is up: never said down."""
     return isinstance(exc, StoreBusy)
+
+
+def store_held(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite's file held by another process (`StoreHeld`): an outage
+    that no other agent can use to take a window over, so a watch keeps its rounds."""
+    return isinstance(exc, StoreHeld)
 
 
 def not_taken(exc: BaseException) -> str:

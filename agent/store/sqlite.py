@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import aiosqlite
 
 from agent.records import Fence, RoundRecord
-from agent.store.base import Conflict, StoreError, StoreUnreachable
+from agent.store.base import Conflict, StoreError, StoreHeld, StoreUnreachable
 from agent.store.location import sqlite_path
 from agent.store.sql import (
     LEASE_RENEWAL,
@@ -83,6 +83,8 @@ def _raise_if_unavailable(exc: sqlite3.Error) -> None:
     """A `StoreError` (the API's 503, a loop's one warning) for a file that cannot answer:
     `database is locked` used to reach a route as a bare sqlite3 error, a 500."""
     code = getattr(exc, "sqlite_errorcode", None)
+    if _held(exc):
+        raise StoreHeld(f"SQLite: {exc}") from exc
     if code is not None and code & 0xFF in _UNAVAILABLE:
         raise StoreError(f"SQLite: {exc}") from exc
 

@@ -63,6 +63,7 @@ from agent.windows.foresight import (
     no_background_baseline,
     policy_of,
 )
+from agent.windows.held import HeldFile
 from agent.windows.late import RoundTimer, RoundWaits, timed_wait
 from agent.windows.markers import mark_rollback, marker_claims, marking, scope_of
 from agent.windows.no_data import EmptyAnswers
@@ -308,6 +309,8 @@ class WindowWatch:
         self.log = logging.LoggerAdapter(
             log, {"deploy_id": window.id, "environment": window.environment}
         )
+        self.held = HeldFile(self.log, services.metrics)
+        """This watch's writes waiting for a SQLite file held by another process."""
         self.last_slot: int | None = None
         """The slot of the latest stored round: a restart goes on with the slot after it."""
         self.resumed_after: float | None = None
@@ -475,11 +478,18 @@ class WindowWatch:
             # shielded: a stop (or a lost lease, a cancel) ends the watch, not the round's
             # write and what it acts on, which the drain lets finish in its grace; cut with
             # the watch, a failed verdict's rollback was left to the next start, unnamed
-            if self.settling is not None and not await asyncio.shield(self.settling):
-                return
+            before = self.settling
+            if before is not None:
+                await self.held.settled_or_held(before)  # a stop cuts the wait, not the write
+            if before is not None and self.held.goes_on(before):
+                self.held.chain()  # stored after it: its file is held by another process
+            elif before is not None:
+                if not await asyncio.shield(before):
+                    return
+                before = None
             self.timer.settled(pace())  # held past the next round's due time: the store's
             record = RoundRecord(self.window.id, number, started, summary)
-            self.settling = self.s.spawn(self._settle(record, glance, worded))
+            self.settling = self.s.spawn(self._settle(record, glance, worded, before))
             if decided:
                 await asyncio.shield(self.settling)
                 return
@@ -543,18 +553,30 @@ class WindowWatch:
         record: RoundRecord,
         glance: Glance,
         worded: tuple[Verdict, dict[str, Any]] | None,
+        before: asyncio.Task[bool] | None = None,
     ) -> bool:
         """Store a round, then act on it; False when the window is over or not ours.
 
         Runs while the next round's checks go on: the write (an fsync, slow on a busy
         disk) never delays the schedule, rounds are still stored in order (the next is
-        stored only after this one), and nothing is acted on before it is stored. A round
-        without words (`_word`) keeps the stored verdict and has nothing to alert."""
+        stored only after this one, `before`, a round measured while the SQLite file was
+        held: `HeldFile`), and nothing is acted on before it is stored. A round without
+        words (`_word`) keeps the stored verdict and has nothing to alert."""
         named_for_a_stop(
             f"round {record.number} of {self.window.id} and what it calls for (a round not"
             " stored is made again by the next start; a verdict stored is acted on by it)"
         )
-        if not await self.s.store.record_round(record, worded[1] if worded else None, self.fence):
+        if before is not None:
+            try:
+                if not await before:
+                    return False
+            finally:
+                self.held.ahead -= 1
+        stored = await self.held.written(
+            lambda: self.s.store.record_round(record, worded[1] if worded else None, self.fence),
+            f"round {record.number}",
+        )
+        if not stored:
             self.log.info("window ended or taken over meanwhile; stop watching")
             return False
         self.window.rounds = record.number
@@ -597,8 +619,7 @@ class WindowWatch:
             )
         while (wait := self.window.deployed_at - self.pace()) > 0:
             step = min(wait, self.s.lease_s / 3)
-            until = self.s.clock() + self.s.lease_s + step
-            if not await self._renew_lease(until):
+            if not await self._renew_lease(self.s.lease_s + step):
                 self.log.info("scheduled window no longer ours (ended or taken over)")
                 return False
             await asyncio.sleep(step)
@@ -1145,14 +1166,23 @@ class WindowWatch:
         if held - now >= self.s.lease_s / 2 + length:
             return True
         if self.renewing is None:
-            self.renewing = self.s.spawn(self._renew_lease(now + self.s.lease_s + length))
+            self.renewing = self.s.spawn(self._renew_lease(self.s.lease_s + length))
         if held - now >= length + RENEW_MARGIN_S:
             return True
         renewing, self.renewing = self.renewing, None
         return bool(await renewing)
 
-    async def _renew_lease(self, until: float) -> bool:
-        if not await self.s.store.renew_lease(self.window.id, self.fence, until):
+    async def _renew_lease(self, ahead: float) -> bool:
+        """Renew the lease until `ahead` seconds from when the store takes it (a renewal
+        that waited for a held SQLite file renews from its write, not from its ask)."""
+        until = 0.0
+
+        async def renewed() -> bool:
+            nonlocal until
+            until = self.s.clock() + ahead
+            return await self.s.store.renew_lease(self.window.id, self.fence, until)
+
+        if not await self.held.written(renewed, "the window's lease"):
             return False
         self.window.lease_until = max(until, self.window.lease_until or 0.0)
         return True

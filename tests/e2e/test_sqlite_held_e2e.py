@@ -1,0 +1,131 @@
+"""`postflight run` on SQLite while another process holds the file (`BEGIN EXCLUSIVE` from
+Python's sqlite3 module in a process of its own, as an operator's `sqlite3` or a backup
+tool would): the window goes on measuring, keeps the rounds it measured while the file
+was held, stores them in order once it is let go, and ends on time, passed. Before, the
+round the file refused past `busy_timeout` ended the watch, the rounds measured were
+dropped, and none was measured until the watcher claimed the window again after the
+lock (a 10 s lock cost 20 of a 40-round window's rounds at 500 ms, a 20 s lock 27)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.crash import TOKEN, free_port, request_json, start_agent
+from tests.thread_target import thread_target
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+SECRET = "held-rollback-secret"
+HOLD_S = 8.0
+"""Past the store's 5 s `busy_timeout`: a round's write is refused, then held."""
+
+
+def config(workdir: Path, port: int, target: str, receiver: str, lease: str) -> Path:
+    path = workdir / "postflight.yaml"
+    path.write_text(
+        f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: sqlite:///{workdir / 'postflight.db'}\n  lease: {lease}\n"
+        f"""environments:
+  staging:
+    base_url: {target}
+    window: 16s
+    interval: 500ms
+    probes_per_round: 3
+    checks:
+      - {{name: health, type: http, path: /health, timeout: 200ms}}
+    analysis: {{policy: threshold, failure_limit: 2}}
+    rules:
+      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.5}}
+    rollback: {{url: {receiver}, secret: {SECRET}}}
+"""
+    )
+    return path
+
+
+def hold(db: Path, seconds: float) -> tuple[float, float]:
+    """The file's write lock held by another process for `seconds`: when it was taken and
+    when let go (wall clock, as the rounds' `started_at`)."""
+    script = (
+        "import sqlite3, sys, time\n"
+        "db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=30)\n"
+        "db.execute('BEGIN EXCLUSIVE'); print(time.time(), flush=True)\n"
+        "time.sleep(float(sys.argv[2])); db.execute('COMMIT'); print(time.time())\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(db), str(seconds)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def rows(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
+    with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)) as conn:
+        return list(conn.execute(sql, args).fetchall())
+
+
+async def until_ended(db: Path, window_id: str) -> tuple[Any, ...]:
+    for _ in range(600):  # 60 s at most
+        found = await asyncio.to_thread(
+            rows, db, "SELECT state, rounds, ends_at, ended_at FROM windows WHERE id = ?", window_id
+        )
+        if found and found[0][0] != "watching":
+            return found[0]
+        await asyncio.sleep(0.1)
+    raise AssertionError("the window never ended")
+
+
+@pytest.mark.parametrize("lease", ["30s"], ids=["lease-outlasts-it"])
+async def test_rounds_measured_while_another_process_holds_the_file_are_kept(
+    tmp_path: Path, rollback_receiver: Callable[..., Any], lease: str
+) -> None:
+    receiver = await rollback_receiver(SECRET)
+    db = tmp_path / "postflight.db"
+    port = free_port()
+    log = tmp_path / "agent.log"
+    with thread_target() as target:
+        path = config(tmp_path, port, target.url, receiver.url, lease)
+        agent = await asyncio.to_thread(start_agent, path, port, log)
+        try:
+            body = {"environment": "staging", "version": "v2"}
+            url = f"http://127.0.0.1:{port}/v1/deploys"
+            deploy = await asyncio.to_thread(request_json, "POST", url, body)
+            window_id = deploy["id"]
+            for _ in range(300):  # a few rounds stored first
+                stored = await asyncio.to_thread(
+                    rows, db, "SELECT count(*) FROM rounds WHERE window_id = ?", window_id
+                )
+                if stored[0][0] >= 4:
+                    break
+                await asyncio.sleep(0.1)
+            held_at, let_go_at = await asyncio.to_thread(hold, db, HOLD_S)
+            state, rounds, ends_at, ended_at = await until_ended(db, window_id)
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(agent.wait, 30)
+    text = log.read_text()
+    kept = rows(db, "SELECT number, started_at FROM rounds WHERE window_id = ?", window_id)
+    numbers = [n for n, _ in kept]
+    started = [s for _, s in kept]
+    during = [s for s in started if held_at < s < let_go_at]
+    assert state == "passed", text
+    assert numbers == list(range(1, rounds + 1)), numbers  # in order, none refused
+    # measured while the file was held, kept, stored once it was let go (before: none, the
+    # watch had ended and was claimed again only after the lock)
+    assert len(during) >= 2, (held_at, let_go_at, started, text)
+    assert ended_at >= ends_at - 1.0, (ended_at, ends_at)  # judged to its end
+    assert "waits for the store" in text and "takes this window's writes again" in text, text
+    assert "watching the window: the store does not answer" not in text, text
+    assert "lease may have lapsed" not in text, text
+    assert receiver.attempts == []  # a held file never rolls back

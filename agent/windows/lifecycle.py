@@ -1169,6 +1169,8 @@ class WindowWatch:
             self.renewing = self.s.spawn(self._renew_lease(self.s.lease_s + length))
         if held - now >= length + RENEW_MARGIN_S:
             return True
+        if self.held.waiting:  # no other agent takes it meanwhile: renewed once let go
+            return True
         renewing, self.renewing = self.renewing, None
         return bool(await renewing)
 

@@ -25,7 +25,7 @@ from agent.rollback.contract import resumed_from
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
 from agent.stopping import StopBudget, named_for_a_stop
-from agent.store.base import Lease, Store
+from agent.store.base import Lease, Store, StoreHeld
 from agent.store.outages import StoreOutageLog, store_busy, store_outage, unless_outage
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.broken import BUG_REPEATS, bug_reason, end_broken, part_of, raised_at
@@ -315,7 +315,9 @@ class Watcher:
         # Before claiming anything: stop every watch whose claim may have lapsed (this
         # process was paused, or the store unreachable). Its writes would be refused
         # anyway; a window still ours is claimed again below and watched afresh.
-        lapsed = [wid for wid in self.claims if self._held(wid) < now]
+        # One whose writes wait for a SQLite file held by another process is not: no
+        # other agent takes it meanwhile, and its rounds are kept, not refused.
+        lapsed = [wid for wid in self.claims if self._held(wid) < now and not self._kept(wid)]
         if lapsed:
             # said: on-call otherwise sees only the resumed watch's "slots passed over"
             log.warning(
@@ -328,6 +330,13 @@ class Watcher:
                 now - min(self._held(wid) for wid in lapsed),
             )
         await self._stop(lapsed)
+        if kept := sum(map(self._kept, self.claims)):
+            # their lease renewed before any claim: one of a lease that lapsed meanwhile
+            # took it afresh, and the rounds kept were refused as another claim's
+            raise StoreHeld(
+                f"the rounds of {counted(kept, 'window')} wait for the SQLite file held by"
+                " another process; claims go on once they are stored"
+            )
         if not self._claimed_once:
             windows = await self.store.claim_windows(
                 self.services.owner, now, self.services.lease_s, fresh=True
@@ -381,6 +390,12 @@ class Watcher:
             if self._published.get(env) != count:
                 self.metrics.windows_active.labels(env).set(count)
                 self._published[env] = count
+
+    def _kept(self, window_id: str) -> bool:
+        """Whether the window's watch has writes waiting for a SQLite file held by another
+        process (`agent.windows.held`)."""
+        watch = self._watches.get(window_id)
+        return watch is not None and watch.held.waiting > 0
 
     def _held(self, window_id: str) -> float:
         """Until when our claim on a watched window surely holds: the later of what the

@@ -86,10 +86,14 @@ async def until_ended(db: Path, window_id: str) -> tuple[Any, ...]:
     raise AssertionError("the window never ended")
 
 
-@pytest.mark.parametrize("lease", ["30s"], ids=["lease-outlasts-it"])
+@pytest.mark.parametrize("lease", ["30s", "2s"], ids=["lease-outlasts-it", "lease-lapses"])
 async def test_rounds_measured_while_another_process_holds_the_file_are_kept(
     tmp_path: Path, rollback_receiver: Callable[..., Any], lease: str
 ) -> None:
+    """With a lease shorter than the lock, the watch is not stopped as one whose lease may
+    have lapsed (no other agent takes it: one agent per SQLite file), and its renewal is
+    stored before any claim, which took the lapsed lease afresh and refused the rounds
+    kept as another claim's."""
     receiver = await rollback_receiver(SECRET)
     db = tmp_path / "postflight.db"
     port = free_port()

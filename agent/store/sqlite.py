@@ -13,8 +13,10 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -63,6 +65,17 @@ until one gets the lock: changes queue on the one writer connection, and each wa
 full 5 s in turn, so a registration behind the watcher's rounds and claims was answered
 its 503 after 21 s (an operator's `sqlite3` holding `BEGIN EXCLUSIVE`), past clients'
 timeouts; now after about one `busy_timeout`."""
+WATCH_BUSY_TIMEOUT_MS = 250
+"""How long a batch of rounds or lease renewals (a watch's writes) waits for the file's
+write lock, or for the writer held by a change that waits for it: its watch keeps one
+refused and tries it again, measuring on meanwhile (`agent.windows.held`), where each
+waited `busy_timeout` (or behind the watcher's claim) and its watch measured nothing for
+those 5 s. Other changes (the API's, the claims) still wait `busy_timeout`."""
+
+
+_BRIEF_MS: ContextVar[int | None] = ContextVar("sqlite_brief_busy_ms", default=None)
+"""`WATCH_BUSY_TIMEOUT_MS` in a batch's flush (`_Batched`, a watch's writes), else None:
+what `_read` and `_begin` wait for the writer and the file's lock."""
 
 
 def _busy(exc: BaseException) -> bool:
@@ -146,8 +159,10 @@ class _Batched(Generic[Item]):
         store: SqliteStore,
         write_all: Callable[[_Connection, list[Item]], Awaitable[list[bool]]],
         write_one: Callable[[_Connection, Item], Awaitable[bool]],
+        busy_ms: int | None = None,
     ) -> None:
         self.store = store
+        self.busy_ms = busy_ms
         self.write_all = write_all
         self.write_one = write_one
         self.queued: list[tuple[Item, asyncio.Future[bool]]] = []
@@ -163,6 +178,7 @@ class _Batched(Generic[Item]):
         return await stored
 
     async def _flush(self) -> None:
+        _BRIEF_MS.set(self.busy_ms)  # this task's changes (its own context)
         batch: list[tuple[Item, asyncio.Future[bool]]] = []
         try:
             try:
@@ -224,12 +240,15 @@ class SqliteStore(SqlStore):
         """The open transaction changes join until it is committed (see `_tx`)."""
         self._committer: asyncio.Task[None] | None = None
         self.busy_timeout_ms = BUSY_TIMEOUT_MS
+        self._beginning: float | None = None
+        """When the change holding the writer began waiting for the file's write lock
+        (`BEGIN IMMEDIATE`; None: none waits), `time.monotonic`."""
         self._held_elsewhere = False
         """The latest change found the file held by another process (`HELD_BUSY_TIMEOUT_MS`)."""
         self._agent_lock: int | None = None
         """The descriptor holding this agent's `flock` on the file (`hold_replica_id`)."""
-        self._rounds = _Batched(self, _record_all, _record_one)
-        self._renewals = _Batched(self, _renew_all, _renew_one)
+        self._rounds = _Batched(self, _record_all, _record_one, WATCH_BUSY_TIMEOUT_MS)
+        self._renewals = _Batched(self, _renew_all, _renew_one, WATCH_BUSY_TIMEOUT_MS)
 
     @classmethod
     def from_url(cls, url: str) -> SqliteStore:
@@ -336,10 +355,35 @@ class SqliteStore(SqlStore):
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[_Connection]:
-        async with self._lock_all:
+        """The writer connection, alone; for a watch's change (`_BRIEF_MS`), `StoreHeld`
+        after that long when another change holds it waiting for the file's write lock
+        (it waits `busy_timeout`)."""
+        busy_ms = _BRIEF_MS.get()
+        if busy_ms is not None:
+            await self._writer_or_held(busy_ms)
+        else:
+            await self._lock_all.acquire()
+        try:
             if self._db is None:
                 raise StoreError("the store is not open")
             yield _Connection(self._db)
+        finally:
+            self._lock_all.release()
+
+    async def _writer_or_held(self, busy_ms: int) -> None:
+        """Take `_lock_all`, or raise `StoreHeld` once `busy_ms` have passed while the
+        change holding it waits in `BEGIN IMMEDIATE` for another process's lock."""
+        while True:
+            try:
+                async with asyncio.timeout(busy_ms / 1000):
+                    await self._lock_all.acquire()
+                return
+            except TimeoutError:
+                began = self._beginning
+                if began is not None and time.monotonic() - began >= busy_ms / 1000:
+                    raise StoreHeld(
+                        "SQLite: database is locked (another process holds the file's write lock)"
+                    ) from None
 
     async def _fetchall(self, sql: str, *args: Any) -> list[Sequence[Any]]:
         """A read outside a transaction, on the reader: it sees every committed change
@@ -353,7 +397,8 @@ class SqliteStore(SqlStore):
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[_Connection]:
-        """One change, all or nothing, durable when the block is left.
+        """One change, all or nothing, durable when the block is left; a group it opens
+        waits `busy_timeout` for the file's write lock (a watch's, `_BRIEF_MS`).
 
         Group commit: changes that queue up while one is written share its transaction
         (each in a savepoint of its own, so one that fails is undone alone) and its one
@@ -407,15 +452,26 @@ class SqliteStore(SqlStore):
         return group
 
     async def _begin(self, db: Connection) -> None:
-        """`BEGIN IMMEDIATE`: the file's write lock, waited for `busy_timeout`, or after
-        one change found it held elsewhere, `HELD_BUSY_TIMEOUT_MS` until one gets it."""
+        """`BEGIN IMMEDIATE`: the file's write lock, waited for `busy_timeout` (a watch's
+        change `_BRIEF_MS`, shorter: a refusal then says nothing of how long the file is
+        held), or after one change found it held elsewhere, `HELD_BUSY_TIMEOUT_MS` until
+        one gets it."""
+        busy_ms = _BRIEF_MS.get()
+        brief = busy_ms is not None and not self._held_elsewhere
         try:
+            if brief:
+                await db.execute(f"PRAGMA busy_timeout={busy_ms}")
+            self._beginning = time.monotonic()
             await db.execute("BEGIN IMMEDIATE")
         except StoreError as exc:
-            if _busy(exc) and not self._held_elsewhere:
+            if _busy(exc) and not self._held_elsewhere and not brief:
                 self._held_elsewhere = True
                 await db.execute(f"PRAGMA busy_timeout={HELD_BUSY_TIMEOUT_MS}")
             raise
+        finally:
+            self._beginning = None
+            if brief:
+                await db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
         if self._held_elsewhere:
             self._held_elsewhere = False
             await db.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")

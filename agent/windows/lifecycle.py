@@ -1169,10 +1169,12 @@ class WindowWatch:
             self.renewing = self.s.spawn(self._renew_lease(self.s.lease_s + length))
         if held - now >= length + RENEW_MARGIN_S:
             return True
-        if self.held.waiting:  # no other agent takes it meanwhile: renewed once let go
+        renewing = self.renewing
+        await self.held.settled_or_held(renewing)
+        if not renewing.done():  # the file is held: no other agent takes it meanwhile
             return True
-        renewing, self.renewing = self.renewing, None
-        return bool(await renewing)
+        self.renewing = None
+        return bool(renewing.result())
 
     async def _renew_lease(self, ahead: float) -> bool:
         """Renew the lease until `ahead` seconds from when the store takes it (a renewal

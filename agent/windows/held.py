@@ -25,10 +25,10 @@ from common.words import counted
 
 T = TypeVar("T")
 
-HELD_ROUNDS_MAX = 600
-"""Rounds a watch measures ahead of the store while its file is held (ten minutes at a
-second a round; a few KB each): past it, the watch waits for the oldest to be stored,
-its slots meanwhile passed over."""
+HELD_ROUNDS_MAX = 120
+"""Rounds a watch measures ahead of the store while its file is held (two minutes at a
+second a round; a few KB each, held in memory: at 500 windows, a few hundred MB at most):
+past it, the watch waits for the oldest to be stored, its slots meanwhile passed over."""
 
 
 class HeldFile:

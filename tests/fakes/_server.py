@@ -17,6 +17,10 @@ its control routes, to misbehave the way real providers do:
 - `fail("undecodable")`: the request is acted on, and its answer's body says
   `Content-Encoding: gzip` and is not gzip (a proxy's mangling); `fail("undecodable:503",
   reset_in=2)`: that status, not acted on, with `Retry-After`;
+- `fail("unanswered")`: the request is acted on, and its answer held until the client
+  has let go of the connection (`let_go` lists it) or the fake stops: a timeout for the
+  client however late its loop runs, where an answer after a fixed delay beat a timeout
+  that woke late (`agent.rollback.delivery.answered_within`'s look);
 - `fail("cut_short")`: the request is acted on, and its answer's connection closes
   halfway through the body (fewer bytes than its Content-Length); `"cut_short:chunked"`:
   chunked, without its last chunk;
@@ -102,6 +106,8 @@ class FakeServer:
         """Called with each request as its answer is about to be given (after `delay`)."""
         self.in_flight = 0
         self.peak_in_flight = 0
+        self.let_go: list[Seen] = []
+        """Requests of `fail("unanswered")` whose client let go before any answer."""
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
         self.port = 0
@@ -228,6 +234,8 @@ class FakeServer:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), HANG_S)
                 raise web.HTTPServiceUnavailable()
+            if failure is not None and failure.kind == "unanswered":
+                return await self._unanswered(seen, request, handler)
             if failure is not None and failure.kind.startswith("undecodable"):
                 return await self._undecodable(failure, request, handler)
             if failure is not None and failure.kind.startswith("cut_short"):
@@ -242,6 +250,22 @@ class FakeServer:
             return response
         finally:
             self.in_flight -= 1
+
+    async def _unanswered(
+        self, seen: Seen, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        """`handler`'s answer, given once the client has let go of the connection (to no
+        one, `let_go`) or the fake stops: the request acted on, its client never answered."""
+        answer = await handler(request)
+        loop = asyncio.get_running_loop()
+        until = loop.time() + HANG_S
+        while request.transport is not None and not self._closing.is_set():
+            if loop.time() > until:
+                break
+            await asyncio.sleep(0.01)  # polled: aiohttp no longer cancels the handler
+        if request.transport is None:
+            self.let_go.append(seen)
+        return answer
 
     async def _undecodable(
         self, failure: Failure, request: web.Request, handler: Handler

@@ -20,6 +20,7 @@ from tests.e2e.integrations_support import (  # noqa: F401 (fixture)
     rolled_back_by_hand,
 )
 from tests.e2e.test_integrations_e2e import eventually
+from tests.fakes._server import FakeServer
 
 pytestmark = pytest.mark.e2e
 
@@ -29,6 +30,15 @@ SEND = "/rollback/"
 """Vercel's rollback call (`POST /v1/projects/{project}/rollback/{deployment}`)."""
 VERCEL = f"{{target: vercel, secret: {SECRET}, timeout: 1s, backoff: 50ms}}"
 """The rollback's YAML: to Vercel, a 1 s timeout, a 50 ms backoff."""
+
+
+def unanswered(fake: FakeServer, path: str) -> None:
+    """`fake` acts on the first POST to `path` and never answers it, until the agent has let
+    go (`fail("unanswered")`, seen at the fake: `let_go`): the attempt times out whatever
+    the load. An answer 0.3-0.6 s past the timeout, as these tests gave, was read on a
+    loop that met its deadline 0.25 s late (`agent.rollback.delivery.answered_within`'s
+    look): the rollback delivered with no look at all."""
+    fake.fail("unanswered", times=1, match=lambda r: r.method == "POST" and path in r.path)
 
 
 def _settled(d: dict) -> bool:  # type: ignore[type-arg]
@@ -51,16 +61,17 @@ async def _rolled_back(
 async def test_a_look_that_cannot_tell_twice_is_asked_again_and_the_rollback_not_sent_again(
     integrated: Integrated,  # noqa: F811
 ) -> None:
-    """Vercel acts on the rollback 0.8 s in and answers at 1.6 s, past the 1 s timeout;
-    its first two looks answer 503. One look, then the rollback sent again: two at Vercel."""
+    """Vercel acts on the rollback and never answers it (`unanswered`); its first two looks
+    answer 503. One look, then the rollback sent again: two at Vercel."""
     vercel = integrated.vercel
-    vercel.rollback_delay = 1.6
+    unanswered(vercel, SEND)
     vercel.fail("503", times=2, match=lambda r: r.method == "GET" and LOOK in r.path)
     final = await _rolled_back(integrated, VERCEL, within=30)
     assert final["rollback"]["state"] == "delivered", final
     # a second send came before the delivery ended: counted as it arrived, then acted on
     assert len(vercel.seen(SEND)) == 1, vercel.seen(SEND)
     await eventually(lambda: vercel.in_flight == 0)
+    assert vercel.let_go == vercel.seen(SEND)  # the premise: the attempt got no answer
     assert len(vercel.accepted) == 1, vercel.accepted
     assert len(vercel.seen(LOOK)) == 3  # 503, 503, then production is the one rolled back to
 
@@ -69,14 +80,16 @@ async def test_a_look_that_cannot_tell_twice_is_asked_again_and_the_rollback_not
 async def test_a_vercel_rollback_whose_looks_never_tell_fails_saying_so_sent_once(
     integrated: Integrated,  # noqa: F811
 ) -> None:
-    """Every look answers 503 with a Retry-After: the rollback is not sent again, and
-    fails saying Vercel could not tell, and where to check by hand."""
+    """The rollback unanswered (`unanswered`), every look answers 503 with a Retry-After:
+    the rollback is not sent again, and fails saying Vercel could not tell, and where to
+    check by hand."""
     vercel = integrated.vercel
-    vercel.rollback_delay = 1.6
+    unanswered(vercel, SEND)
     vercel.fail("unavailable", reset_in=0.2, match=lambda r: r.method == "GET" and LOOK in r.path)
     final = await _rolled_back(integrated, VERCEL, within=40)
     assert len(vercel.seen(SEND)) == 1, vercel.seen(SEND)
     await eventually(lambda: vercel.in_flight == 0)
+    assert vercel.let_go == vercel.seen(SEND)  # the premise: the attempt got no answer
     assert len(vercel.accepted) == 1, vercel.accepted
     assert final["rollback"]["state"] == "failed", final
     said = final["rollback"]["last_error"]
@@ -93,10 +106,12 @@ async def test_a_vercel_rollback_whose_looks_never_tell_fails_saying_so_sent_onc
 async def test_a_github_dispatch_whose_looks_time_out_is_not_dispatched_again(
     integrated: Integrated,  # noqa: F811
 ) -> None:
-    """GitHub takes the dispatch and answers only after the 500 ms timeout, and its list
-    of runs answers as late: each look times out. It was dispatched again after one look."""
+    """GitHub takes the dispatch and never answers it (`unanswered`), and its list of runs
+    is not answered either until the agent lets go (where both answered at 0.8 s, 0.3 s
+    past the timeout): each look times out. It was dispatched again after one look."""
     github = integrated.github
-    github.delay = 0.8
+    unanswered(github, "/dispatches")
+    github.fail("unanswered", match=lambda r: r.method == "GET" and "/runs" in r.path)
     rollback = (
         "{target: github, github: {workflow: rollback.yml, ref: main},"
         " timeout: 500ms, backoff: 50ms}"
@@ -105,6 +120,8 @@ async def test_a_github_dispatch_whose_looks_time_out_is_not_dispatched_again(
     sent = [r for r in github.seen("/dispatches") if r.method == "POST"]
     assert len(sent) == 1, sent  # counted as it arrived, before its delay
     await eventually(lambda: github.in_flight == 0)
+    looks = github.seen("/runs")
+    assert looks and github.let_go == sent + looks  # the premise: none got an answer
     assert len(github.dispatches) == 1, github.dispatches
     assert final["rollback"]["state"] == "failed", final
     said = final["rollback"]["last_error"]

@@ -305,9 +305,29 @@ class LostLatencies:
         monkeypatch.setattr(probing, "late_start", started)
         monkeypatch.setattr(probing.EnvironmentProbe, "_stalled_round", with_the_round)
 
-    def causes(self) -> tuple[int, int, int]:
-        """Latencies dropped so far as read late, as started late, and by the round's rule."""
-        return self.read_late, self.started_late, self.by_round
+    def mark(self) -> tuple[int, int, int, int]:
+        """Where the counts are now (`explained` from here): the latencies dropped so far
+        as read late, as started late, by the round's rule, and those `lost` saw."""
+        return self.read_late, self.started_late, self.by_round, len(self.lost)
+
+    def explained(self, mark: tuple[int, int, int, int], dropped: float) -> None:
+        """Every latency the agent dropped since `mark` (`dropped`, its count) has a reason
+        the agent gives: read late on a new connection's first answer (its connect no stamp
+        sees) or while the machine kept the agent's thread waiting for a CPU past the drop
+        rule's floor (a stalled read lost it with 0.27 s waited, at load 14); its probe
+        started late by the agent's grid (`late_start`: its loop busy, in the test's
+        blocked sends or the machine's stalls); the round's rule, most of its probes so
+        caught. None read late on a kept-alive connection, the agent on a CPU: each latency
+        ends at the kernel's stamp of its answer's arrival (the old code's ended where the
+        loop read it, and a stalled read's was dropped). A count of the drops allowed (at
+        most one, or one per new connection) failed the x2 test 5 runs of 10 and the fast
+        A/A 6 of 15 beside three CPU hogs (load 8-20), every drop past it a late start."""
+        causes = (self.read_late - mark[0], self.started_late - mark[1], self.by_round - mark[2])
+        assert dropped == sum(causes), (dropped, causes)
+        read_late = self.lost[mark[3] :]
+        assert len(read_late) == causes[0], (read_late, causes)  # each one seen
+        late = [a for a in read_late if not a[1] and a[2] <= SLACK_S]
+        assert not late, (late, causes)
 
 
 def one_more(final: dict[str, Any], slower: float, late_in_window: int, late_before: int) -> bool:
@@ -345,21 +365,6 @@ async def settled_every_fifth_stalled(
     return final, requests
 
 
-def new_connections(monkeypatch: pytest.MonkeyPatch, target: ThreadTarget) -> list[int]:
-    """From now on, one entry per answer of the target's that was a new connection's first
-    (no kernel stamp is used there: its connect, in its latency, no stamp sees)."""
-    firsts: list[int] = []
-    complete = wire._Conn.on_message_complete
-
-    def counted(conn: Any) -> None:
-        if conn.first and conn.key[1] == target.port:
-            firsts.append(1)
-        complete(conn)
-
-    monkeypatch.setattr(wire._Conn, "on_message_complete", counted)
-    return firsts
-
-
 @pytest.fixture
 def prompt_gil() -> Iterator[None]:
     """The target is a thread of the agent's process: with Python's 5 ms switch interval
@@ -387,7 +392,8 @@ async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
     fifth stalled 0.4 s (from its send until the answer is in its socket, and after): each
     latency ends where the kernel stamped the answer's arrival, not where the loop read
     it, so the latencies recorded are the target's, no stall is in them, none is dropped
-    but a new connection's first (its connect no stamp sees), and the window passes. The
+    as read late but a new connection's first (its connect no stamp sees; what else the
+    agent drops, it says why: `LostLatencies.explained`), and the window passes. The
     old code dropped the stalled ones (the guard's case) and kept the others 8 ms long.
 
     A window rolled back while the target itself answered late past the rule's allowance
@@ -434,13 +440,9 @@ async def stalled_window(
     answers read late (`settled_every_fifth_stalled`): the final deploy, and how many
     requests the target had come to before it was registered (`lateness.late`). The
     agent's part is asserted here, window by window: no stall in the latency judged, and
-    no latency dropped as read late but a new connection's first (its connect no stamp
-    sees) or one the machine kept the agent from (`busy_window`), each latency ending at
-    the kernel's stamp of its answer's arrival (the old code dropped each stalled read);
-    each latency it dropped otherwise, it says why: the agent's grid started its probe
-    late (`late_start`, its loop busy in the test's blocked sends: 2-6 in a window at
-    load 8-14 beside three CPU hogs, where a count of at most one drop failed 6 runs in
-    15), or the round's rule dropped it with most of its round's probes."""
+    each latency dropped for a reason the agent gives, none for a read late on a kept-alive
+    connection (`LostLatencies.explained`: 2-6 late starts in a window beside three CPU
+    hogs, its loop busy in the test's blocked sends)."""
     labels = {"environment": "production", "result": "agent_lag_latency"}
     stalled: set[float] = set()
     with monkeypatch.context() as watched:
@@ -452,19 +454,14 @@ async def stalled_window(
         await agent.stored_runs("production", 15)  # a baseline, probed by a free loop
         # from the deploy on: a loaded machine's own stalls drop latencies of the free
         # loop's baseline too (2-3 at load 15 with two CPU hogs), none of them the test's
-        seen, lost_before = lost.causes(), len(lost.lost)
+        mark = lost.mark()
         before = agent.metric("postflight_samples_dropped_total", **labels)
         registered = len(lateness.late)
         deploy = await agent.register("production", "v2.4.2")
         final, requests = await settled_every_fifth_stalled(agent, deploy, target, watched, stalled)
         dropped = agent.metric("postflight_samples_dropped_total", **labels) - before
-        causes = tuple(now - then for now, then in zip(lost.causes(), seen, strict=True))
     assert requests >= 10 and target.answered >= requests and stalled
-    assert dropped == sum(causes), (dropped, causes)  # every drop has the agent's reason
-    # every read was made late (8 ms, 0.4 s every fifth): none on a kept-alive connection
-    # lost its latency for it but where the machine kept the agent waiting for a CPU
-    late = [a for a in lost.lost[lost_before:] if a[0] and not a[1] and a[2] <= SLACK_S]
-    assert not late, (late, causes)
+    lost.explained(mark, dropped)  # every read made late (8 ms, 0.4 s every fifth) kept it
     (rule,) = final["verdict"]["rules"]
     assert rule["observed"] is not None and rule["observed"] < STALL_S, rule  # not a stall's
     await asyncio.sleep(0.3)
@@ -580,12 +577,6 @@ async def busy_window(
     while every fourth request blocks the agent's loop: the final deploy, and how many
     requests the target had come to before it was registered (`lateness.late`)."""
     target.delay_s = SERVICE_50MS_S
-    agent = await start_agent(regression_environment(target, receiver.url), store=store)
-    # a baseline of some 30 probes, by a free loop (waited for: a fixed 3 s held however
-    # few a loaded machine had made)
-    await agent.stored_runs("production", 10)
-    target.delay_s = SERVICE_50MS_S * slower
-    registered = len(lateness.late)
     requests = 0
 
     def late_s() -> float:
@@ -594,33 +585,28 @@ async def busy_window(
         return 0.06 if requests % 4 == 0 else 0.0
 
     stalled: set[float] = set()
+    labels = {"environment": "production", "result": "agent_lag_latency"}
     with monkeypatch.context() as busy:
-        # every drop the count below holds is seen: the new connections and the lost
-        # latencies from before it is read (a drop while the deploy was registered, before
-        # they were, counted and unseen: 3 dropped, 2 seen, 1 run in 2 at load 15)
-        firsts = new_connections(busy, target)
+        # every drop the count below holds is seen, its cause watched from before the
+        # agent's start (a connection's parser takes its callbacks as it is made: installed
+        # after the baseline, it missed the drops on the baseline's kept-alive connections)
         lost = LostLatencies(busy, target, stalled)
-        labels = {"environment": "production", "result": "agent_lag_latency"}
-        before = agent.metric("postflight_samples_dropped_total", **labels)  # as above
+        agent = await start_agent(regression_environment(target, receiver.url), store=store)
+        # a baseline of some 30 probes, by a free loop (waited for: a fixed 3 s held
+        # however few a loaded machine had made)
+        await agent.stored_runs("production", 10)
+        target.delay_s = SERVICE_50MS_S * slower
+        registered = len(lateness.late)
+        mark = lost.mark()
+        before = agent.metric("postflight_samples_dropped_total", **labels)
         deploy = await agent.register("production", "v2.4.2")
         reads_late(busy, target, late_s, stalled)
         final = await agent.settled(deploy["id"], within=60)
+        dropped = agent.metric("postflight_samples_dropped_total", **labels) - before
     assert requests >= 4 and target.answered >= requests and stalled
-    dropped = agent.metric("postflight_samples_dropped_total", **labels) - before
     # each latency ends at its answer's arrival: the stalled reads keep theirs, the
-    # target's (the old code dropped each as the agent's, and judged the rest), but for
-    # one the machine kept the agent's thread from, waiting for a CPU past the drop rule's
-    # floor, as below (at load 14, 1 run in 4: a stalled read lost it, 0.27 s waited)
-    assert not [a for a in lost.lost if a[0] and not a[1] and a[2] <= SLACK_S], lost.lost
-    # a new connection's first answer may be dropped, its connect no stamp sees; and one
-    # the machine kept the agent's thread from, waiting for a CPU past the drop rule's
-    # floor (under two CPU hogs, load 12-16: 3 dropped for 2 new connections, 2 runs in 8)
-    host = sum(1 for _, first, waited in lost.lost if not first and waited > SLACK_S)
-    # and those the round's rule drops with them, most of a round's 3 probes so caught
-    # (at load 15, 1 run in 4: 2 new connections' firsts in a round, its third's latency
-    # dropped with them, 3 dropped for 2 allowed); one with a drop not allowed still fails
-    allowed = max(1, len(firsts)) + host + lost.by_round
-    assert dropped <= allowed, (dropped, len(firsts), host, lost.by_round, requests)
+    # target's (the old code dropped each as the agent's, and judged the rest)
+    lost.explained(mark, dropped)
     await asyncio.sleep(0.3)
     await agent.stop()
     return final, registered

@@ -7,8 +7,9 @@ receiver that checks every header and the signature exactly as §3 writes them (
 HMAC, not the agent's), apprise's `json://` and `mailto://` (aiosmtpd) channels, and a
 real Prometheus scraping `/metrics`, read back through Prometheus's query API.
 
-The run: staging passes a good deploy, then a deploy whose probes fail for a while and
-recover (a breach, then its resolve, then passed); production rolls a bad deploy back
+The run, staging and production side by side: staging passes a good deploy, then a
+deploy whose probes fail for a while and recover (a breach, then its resolve, then
+passed); production rolls a bad deploy back
 through a webhook answering 503, 429 (Retry-After: 1), 408, then 200 (four attempts, one
 body, one key), with Sentry and New Relic unreachable (one warning each, not one per
 round); then a second bad deploy whose webhook answers 400 (failed at once, one attempt,
@@ -47,7 +48,10 @@ from tests.receivers import (
     SmtpSink,
 )
 
-pytestmark = [pytest.mark.e2e, ONE_PROMETHEUS]
+pytestmark = pytest.mark.e2e
+"""Only the test that reads the metrics back through a real Prometheus is in
+`ONE_PROMETHEUS`'s group (one worker, one test at a time); the others need none and run
+on any worker."""
 
 SPEC = Path("/work/shared/spec/postflight.example.yaml")
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,9 +65,15 @@ PACES = (
     ("        duration: 10s", "        duration: 500ms"),
     ("    interval: 15s", "    interval: 2s"),
     ("      failure_limit: 2", "      failure_limit: 3"),
+    (
+        "      max_attempts: 8",
+        "      max_attempts: 8\n      backoff: 50ms\n      max_backoff: 100ms",
+    ),
 )
 """The only changes to the example's environments (staging's failure_limit 3 gives the
-test a round to see the breach's alert before it turns the target healthy again)."""
+test a round to see the breach's alert before it turns the target healthy again;
+production's retries wait at most 100 ms, where the defaults' 1 s doubling waited up to
+1 + 4 s, so an attempt that waits 1 s waits out a `Retry-After`, not its backoff)."""
 
 EDGES = """\
   canary:
@@ -128,9 +138,10 @@ class Service(LocalTarget):
         app.router.add_get("/api/feed", self.feed)
 
 
-def configuration(channels: str, environments: str) -> str:
+def configuration(channels: str, environments: str, *, alerting_timeout: str = "") -> str:
     """The example, its paces cut, `channels` added to `alerting.channels` and
-    `environments` to its environments."""
+    `environments` to its environments; `alerting_timeout`: `alerting.timeout` (the
+    example leaves it at its 5s default)."""
     text = EXAMPLE.read_text().rstrip("\n") + "\n" + environments
     for was, now in PACES:
         assert was in text, was
@@ -138,7 +149,10 @@ def configuration(channels: str, environments: str) -> str:
     anchor = "alerting:\n  channels:"
     assert anchor in text
     first = text.index("\n", text.index(anchor) + len(anchor))
-    return text[: first + 1] + channels + text[first + 1 :]
+    text = text[: first + 1] + channels + text[first + 1 :]
+    if alerting_timeout:
+        text = text.replace("alerting:\n", f"alerting:\n  timeout: {alerting_timeout}\n", 1)
+    return text
 
 
 def signature_as_written(secret: str, timestamp: str, body: bytes) -> str:
@@ -231,6 +245,7 @@ async def services() -> AsyncIterator[tuple[Service, Service]]:
     await staging.stop()
 
 
+@ONE_PROMETHEUS
 @pytest.mark.timeout(300)
 async def test_webhook_alerts_and_metrics_as_the_contract_writes_them(
     tmp_path: Path,
@@ -268,8 +283,10 @@ async def test_webhook_alerts_and_metrics_as_the_contract_writes_them(
         [f"127.0.0.1:{port}"], job="postflight", scrape_interval="500ms"
     )
     try:
+        # Prometheus first: its first scrape comes ~5 s after it starts (when its scrape
+        # manager applies the targets), which the daemon's own start then overlaps
+        await scraper_process.start()
         async with daemon_run(tmp_path, config, env) as daemon:
-            await scraper_process.start()
             scraper = Scraper(scraper_process, daemon.http)
             await prometheus_stack.wait_for_samples(web_lane, 2)
             await drive(daemon, scraper, receiver, json_sink, smtp_sink, unpicked, failing,
@@ -359,137 +376,17 @@ async def drive(
     (series,) = await scraper.query("postflight_build_info")
     assert series["metric"]["version"] == __version__
 
-    # ---- staging: a good deploy passes (window passed: success)
-    s2 = await daemon.register(environment="staging", version="s2", previous_version="s1",
-                               window="6s")  # fmt: skip
-    # §5 windows_active moves with a window: 1 while it watches
-    await scraper.until('postflight_windows_active{environment="staging"}', lambda v: v == 1)
-    assert (await daemon.settled(s2["id"]))["state"] == "passed"
-    passed = await wait_for_title(sink, "[postflight] staging s2: ")
-    assert passed.type == "success", passed.payload
-    assert s2["id"] in passed.message, passed.message
-    await scraper.until('postflight_windows_active{environment="staging"}', lambda v: v == 0)
-    await scraper.until(
-        'postflight_windows_total{environment="staging",outcome="passed"}', lambda v: v == 1
-    )
-
-    # ---- staging: a breach that clears sends a resolve, once each
-    staging.bad = True
-    s3 = await daemon.register(environment="staging", version="s3", previous_version="s2",
-                               window="12s")  # fmt: skip
-    breach = await wait_for_title(sink, "[postflight] staging s3: ", within=30)
-    staging.bad = False
-    assert breach.type == "warning", breach.payload
-    assert "probe-errors" in breach.title + breach.message, breach.payload
-    final = await daemon.settled(s3["id"])
-    assert final["state"] == "passed", final
-    s3_alerts = [n for n in sink.notifications if n.title.startswith("[postflight] staging s3:")]
-    resolved = [n for n in s3_alerts if "resolved" in n.title]
-    assert len(resolved) == 1, [n.title for n in s3_alerts]
-    assert resolved[0].type == "success"
-    breaches = [n for n in s3_alerts if n.type == "warning"]
-    assert len(breaches) == 1, [n.title for n in s3_alerts]  # one per deploy, not per round
-
-    # ---- production: a bad deploy rolled back through a retried webhook
-    receiver.script(503, "429:retry-after=1", 408, 200)
-    prod.bad = True
-    v2 = await daemon.register(
-        environment="production", version="v2.4.1", previous_version="v2.4.0",
-        commit="9fceb02", labels={"pipeline": "run-1234"},
-    )  # fmt: skip
-    final = await daemon.settled(v2["id"])
-    assert final["state"] == "rolled_back", final
-    attempts = receiver.attempts
-    assert [a.status for a in attempts] == [503, 429, 408, 200], attempts
-    check_webhook(attempts, final)
-    assert final["rollback"]["state"] == "delivered"
-    assert final["rollback"]["attempts"] == 4
-    assert final["rollback"]["last_status"] == 200
-    # honouring Retry-After: the attempt after the 429 came no sooner than it asked
-    assert attempts[2].at - attempts[1].at >= 1.0 - 0.05, attempts
-
-    delivered = await wait_for_title(sink, "[postflight] production v2.4.1: rollback delivered")
-    v2_alerts = [
-        n for n in sink.notifications if n.title.startswith("[postflight] production v2.4.1:")
-    ]
-    titles = [n.title for n in v2_alerts]
-    requested = [n for n in v2_alerts if "rollback" in n.title and "requested" in n.title]
-    assert len(requested) == 1 and requested[0].type == "failure", titles
-    breached = [n for n in v2_alerts if n.type == "warning" and "provider" not in n.title]
-    assert len(breached) == 1, titles
-    assert "probe-errors" in breached[0].message
-    unreachable = [n for n in v2_alerts if "provider" in n.title]
-    assert sorted(n.title.split("provider ")[1].split()[0] for n in unreachable) == [
-        "newrelic",
-        "sentry",
-    ], titles  # one per deploy and provider, however many rounds it stayed down
-    assert all(n.type == "warning" for n in unreachable)
-    assert len([n for n in v2_alerts if n.title == delivered.title]) == 1, titles
-    # the body (markdown) names the rules, observed vs baseline vs threshold, the deploy id
-    for note in (requested[0], breached[0], delivered):
-        body = note.message
-        assert f"`{v2['id']}`" in body, body
-        assert re.search(
-            r"`probe-errors`.*observed \*\*100%\*\* vs baseline 0%.*max 0\.05", body
-        ), body
-
-    # ---- production: a rollback the webhook refuses (400) fails at once, and alerts
-    receiver.script(400)
-    v3 = await daemon.register(environment="production", version="v2.4.2",
-                               previous_version="v2.4.1")  # fmt: skip
-    final3 = await daemon.settled(v3["id"])
-    assert final3["state"] == "failed", final3
-    assert final3["rollback"]["state"] == "failed"
-    assert final3["rollback"]["attempts"] == 1
-    assert len(receiver.attempts) == 5
-    refused = await wait_for_title(sink, "[postflight] production v2.4.2: ROLLBACK FAILED")
-    assert refused.type == "failure"
-    assert v3["id"] in refused.message
-
-    # ---- §3 retries: a timeout and 5xx answers are retried up to max_attempts (its
-    # default, 8), connection errors too (edge: 3 attempts), each signed, one body
-    c2 = await daemon.register(environment="canary", version="c2", previous_version="c1")
-    e2 = await daemon.register(environment="edge", version="e2", previous_version="e1")
-    final_c = await daemon.settled(c2["id"], within=120)
-    final_e = await daemon.settled(e2["id"], within=120)
-    assert final_c["state"] == "failed", final_c
-    assert (final_c["rollback"]["state"], final_c["rollback"]["attempts"]) == ("failed", 8)
-    hung = hung_then_503.attempts
-    assert [a.status for a in hung] == [None, *[503] * 7], hung
-    assert all(a.signature_ok and a.idempotency_key == c2["id"] for a in hung), hung
-    assert len({a.body for a in hung}) == 1
-    assert final_e["state"] == "failed", final_e
-    assert (final_e["rollback"]["state"], final_e["rollback"]["attempts"]) == ("failed", 3)
-    for version in ("canary c2", "edge e2"):
-        alert = await wait_for_title(sink, f"[postflight] {version}: ROLLBACK FAILED")
-        assert alert.type == "failure"
-    prod.bad = False
-
-    # ---- §3 dry_run (staging): a failed verdict calls no webhook; the rollback is skipped
-    staging.bad = True
-    s4 = await daemon.register(environment="staging", version="s4", previous_version="s3",
-                               window="1m")  # fmt: skip
-    final4 = await daemon.settled(s4["id"])
-    staging.bad = False
-    assert final4["state"] == "failed", final4
-    assert final4["rollback"]["state"] == "skipped", final4
-    assert len(receiver.attempts) == 5
-    skipped = await wait_for_title(sink, "[postflight] staging s4: deploy failed")
-    assert skipped.type == "failure" and "dry run" in skipped.title, skipped.title
-
-    # ---- windows superseded and cancelled (staging), inconclusive (production: its
-    # Sentry and New Relic rules never read, the checks healthy)
-    s5 = await daemon.register(environment="staging", version="s5", window="1m")
-    s6 = await daemon.register(environment="staging", version="s6", window="1m")
-    assert (await daemon.settled(s5["id"]))["state"] == "superseded"
-    async with daemon.http.post(
-        f"{daemon.url}/v1/deploys/{s6['id']}/cancel", headers=daemon.headers
-    ) as r:
-        assert r.status == 200 and (await r.json())["state"] == "cancelled"
-    v4 = await daemon.register(environment="production", version="v2.4.3",
-                               previous_version="v2.4.2", window="6s")  # fmt: skip
-    assert (await daemon.settled(v4["id"]))["state"] == "inconclusive"
-    assert len(receiver.attempts) == 5  # never a rollback for it
+    # staging and production (with canary and edge) are watched side by side, as the
+    # daemon watches environments: each side's deploys one after another
+    async with asyncio.TaskGroup() as sides:
+        staging_side = sides.create_task(on_staging(daemon, scraper, receiver, sink, staging))
+        production_side = sides.create_task(
+            on_production(daemon, receiver, sink, prod, hung_then_503)
+        )
+    s2, s3, s4, s5, s6 = staging_side.result()
+    v2, v3, v4, c2, e2 = production_side.result()
+    # the rollbacks v2 and v3 asked for, and none other: not staging's dry run, nor v4
+    assert [a.idempotency_key for a in receiver.attempts] == [v2["id"]] * 4 + [v3["id"]]
 
     # ---- §4 routing: the e-mail channel (tags oncall, email) took every alert the chat
     # one did; the channel tagged pager, which no environment picks, none
@@ -621,6 +518,163 @@ async def drive(
             assert not re.fullmatch(r"v2\.4\.\d|[sce]\d", given), one["metric"]
 
 
+Deployed = dict[str, Any]
+
+
+async def on_staging(
+    daemon: Daemon, scraper: Scraper, receiver: RollbackReceiver, sink: JsonSink, staging: Service
+) -> tuple[Deployed, Deployed, Deployed, Deployed, Deployed]:
+    """Staging's deploys, one after another: passed, breached and resolved, failed in a
+    dry run, superseded, cancelled."""
+    # ---- staging: a good deploy passes (window passed: success)
+    s2 = await daemon.register(environment="staging", version="s2", previous_version="s1",
+                               window="6s")  # fmt: skip
+    # §5 windows_active moves with a window: 1 while it watches
+    await scraper.until('postflight_windows_active{environment="staging"}', lambda v: v == 1)
+    assert (await daemon.settled(s2["id"]))["state"] == "passed"
+    passed = await wait_for_title(sink, "[postflight] staging s2: ")
+    assert passed.type == "success", passed.payload
+    assert s2["id"] in passed.message, passed.message
+    await scraper.until('postflight_windows_active{environment="staging"}', lambda v: v == 0)
+    await scraper.until(
+        'postflight_windows_total{environment="staging",outcome="passed"}', lambda v: v == 1
+    )
+
+    # ---- staging: a breach that clears sends a resolve, once each (four rounds of 2 s:
+    # the breach's, one that may still hold its probes, then passing ones)
+    staging.bad = True
+    s3 = await daemon.register(environment="staging", version="s3", previous_version="s2",
+                               window="8s")  # fmt: skip
+    breach = await wait_for_title(sink, "[postflight] staging s3: ", within=30)
+    staging.bad = False
+    assert breach.type == "warning", breach.payload
+    assert "probe-errors" in breach.title + breach.message, breach.payload
+    final = await daemon.settled(s3["id"])
+    assert final["state"] == "passed", final
+    s3_alerts = [n for n in sink.notifications if n.title.startswith("[postflight] staging s3:")]
+    resolved = [n for n in s3_alerts if "resolved" in n.title]
+    assert len(resolved) == 1, [n.title for n in s3_alerts]
+    assert resolved[0].type == "success"
+    breaches = [n for n in s3_alerts if n.type == "warning"]
+    assert len(breaches) == 1, [n.title for n in s3_alerts]  # one per deploy, not per round
+
+    # ---- §3 dry_run (staging): a failed verdict calls no webhook; the rollback is skipped
+    staging.bad = True
+    s4 = await daemon.register(environment="staging", version="s4", previous_version="s3",
+                               window="1m")  # fmt: skip
+    final4 = await daemon.settled(s4["id"])
+    staging.bad = False
+    assert final4["state"] == "failed", final4
+    assert final4["rollback"]["state"] == "skipped", final4
+    assert all(a.idempotency_key != s4["id"] for a in receiver.attempts), receiver.attempts
+    skipped = await wait_for_title(sink, "[postflight] staging s4: deploy failed")
+    assert skipped.type == "failure" and "dry run" in skipped.title, skipped.title
+
+    # ---- windows superseded and cancelled (staging)
+    s5 = await daemon.register(environment="staging", version="s5", window="1m")
+    s6 = await daemon.register(environment="staging", version="s6", window="1m")
+    assert (await daemon.settled(s5["id"]))["state"] == "superseded"
+    async with daemon.http.post(
+        f"{daemon.url}/v1/deploys/{s6['id']}/cancel", headers=daemon.headers
+    ) as r:
+        assert r.status == 200 and (await r.json())["state"] == "cancelled"
+    return s2, s3, s4, s5, s6
+
+
+async def on_production(
+    daemon: Daemon,
+    receiver: RollbackReceiver,
+    sink: JsonSink,
+    prod: Service,
+    hung_then_503: RollbackReceiver,
+) -> tuple[Deployed, Deployed, Deployed, Deployed, Deployed]:
+    """Production's deploys, one after another (rolled back, refused, inconclusive), and
+    canary's and edge's rollbacks that fail after their retries."""
+    # ---- production: a bad deploy rolled back through a retried webhook
+    receiver.script(503, "429:retry-after=1", 408, 200)
+    prod.bad = True
+    v2 = await daemon.register(
+        environment="production", version="v2.4.1", previous_version="v2.4.0",
+        commit="9fceb02", labels={"pipeline": "run-1234"},
+    )  # fmt: skip
+    final = await daemon.settled(v2["id"])
+    assert final["state"] == "rolled_back", final
+    attempts = receiver.attempts
+    assert [a.status for a in attempts] == [503, 429, 408, 200], attempts
+    check_webhook(attempts, final)
+    assert final["rollback"]["state"] == "delivered"
+    assert final["rollback"]["attempts"] == 4
+    assert final["rollback"]["last_status"] == 200
+    # honouring Retry-After: the attempt after the 429 came no sooner than it asked
+    assert attempts[2].at - attempts[1].at >= 1.0 - 0.05, attempts
+
+    delivered = await wait_for_title(sink, "[postflight] production v2.4.1: rollback delivered")
+    v2_alerts = [
+        n for n in sink.notifications if n.title.startswith("[postflight] production v2.4.1:")
+    ]
+    titles = [n.title for n in v2_alerts]
+    requested = [n for n in v2_alerts if "rollback" in n.title and "requested" in n.title]
+    assert len(requested) == 1 and requested[0].type == "failure", titles
+    breached = [n for n in v2_alerts if n.type == "warning" and "provider" not in n.title]
+    assert len(breached) == 1, titles
+    assert "probe-errors" in breached[0].message
+    unreachable = [n for n in v2_alerts if "provider" in n.title]
+    assert sorted(n.title.split("provider ")[1].split()[0] for n in unreachable) == [
+        "newrelic",
+        "sentry",
+    ], titles  # one per deploy and provider, however many rounds it stayed down
+    assert all(n.type == "warning" for n in unreachable)
+    assert len([n for n in v2_alerts if n.title == delivered.title]) == 1, titles
+    # the body (markdown) names the rules, observed vs baseline vs threshold, the deploy id
+    for note in (requested[0], breached[0], delivered):
+        body = note.message
+        assert f"`{v2['id']}`" in body, body
+        assert re.search(
+            r"`probe-errors`.*observed \*\*100%\*\* vs baseline 0%.*max 0\.05", body
+        ), body
+
+    # ---- production: a rollback the webhook refuses (400) fails at once, and alerts
+    receiver.script(400)
+    v3 = await daemon.register(environment="production", version="v2.4.2",
+                               previous_version="v2.4.1")  # fmt: skip
+    final3 = await daemon.settled(v3["id"])
+    assert final3["state"] == "failed", final3
+    assert final3["rollback"]["state"] == "failed"
+    assert final3["rollback"]["attempts"] == 1
+    assert len(receiver.attempts) == 5
+    refused = await wait_for_title(sink, "[postflight] production v2.4.2: ROLLBACK FAILED")
+    assert refused.type == "failure"
+    assert v3["id"] in refused.message
+
+    # ---- §3 retries: a timeout and 5xx answers are retried up to max_attempts (its
+    # default, 8), connection errors too (edge: 3 attempts), each signed, one body
+    c2 = await daemon.register(environment="canary", version="c2", previous_version="c1")
+    e2 = await daemon.register(environment="edge", version="e2", previous_version="e1")
+    final_c = await daemon.settled(c2["id"], within=120)
+    final_e = await daemon.settled(e2["id"], within=120)
+    assert final_c["state"] == "failed", final_c
+    assert (final_c["rollback"]["state"], final_c["rollback"]["attempts"]) == ("failed", 8)
+    hung = hung_then_503.attempts
+    assert [a.status for a in hung] == [None, *[503] * 7], hung
+    assert all(a.signature_ok and a.idempotency_key == c2["id"] for a in hung), hung
+    assert len({a.body for a in hung}) == 1
+    assert final_e["state"] == "failed", final_e
+    assert (final_e["rollback"]["state"], final_e["rollback"]["attempts"]) == ("failed", 3)
+    for version in ("canary c2", "edge e2"):
+        alert = await wait_for_title(sink, f"[postflight] {version}: ROLLBACK FAILED")
+        assert alert.type == "failure"
+    prod.bad = False
+
+    # ---- inconclusive (production: its Sentry and New Relic rules never read, the checks
+    # healthy)
+    v4 = await daemon.register(environment="production", version="v2.4.3",
+                               previous_version="v2.4.2", window="6s")  # fmt: skip
+    assert (await daemon.settled(v4["id"]))["state"] == "inconclusive"
+    assert len(receiver.attempts) == 5  # never a rollback for it
+
+    return v2, v3, v4, c2, e2
+
+
 def check_webhook(attempts: list[RollbackAttempt], deploy: dict[str, Any]) -> None:
     """§3's headers, body and signature on every attempt, as the contract writes them."""
     first = attempts[0]
@@ -705,7 +759,10 @@ async def test_a_hung_channel_neither_delays_nor_blocks_a_rollback(
     chat = f"json://127.0.0.1:{hanging_server.port}/alerts"
     port = free_port()
     config = tmp_path / "postflight.yaml"
-    config.write_text(configuration("", ""))
+    # each alert waits out the hung channel for alerting.timeout (and the daemon's stop,
+    # the settled rollback's alert): 2 s, not the 5 s default, still far past the webhook
+    # call it must not hold up
+    config.write_text(configuration("", "", alerting_timeout="2s"))
     env = example_env(port, receiver.url, chat, smtp_sink.url(), prod, staging)
     prod.bad = True
     async with daemon_run(tmp_path, config, env) as daemon:

@@ -528,7 +528,7 @@ async def on_staging(
     dry run, superseded, cancelled."""
     # ---- staging: a good deploy passes (window passed: success)
     s2 = await daemon.register(environment="staging", version="s2", previous_version="s1",
-                               window="6s")  # fmt: skip
+                               window="4s")  # fmt: skip
     # §5 windows_active moves with a window: 1 while it watches
     await scraper.until('postflight_windows_active{environment="staging"}', lambda v: v == 1)
     assert (await daemon.settled(s2["id"]))["state"] == "passed"
@@ -668,7 +668,7 @@ async def on_production(
     # ---- inconclusive (production: its Sentry and New Relic rules never read, the checks
     # healthy)
     v4 = await daemon.register(environment="production", version="v2.4.3",
-                               previous_version="v2.4.2", window="6s")  # fmt: skip
+                               previous_version="v2.4.2", window="4s")  # fmt: skip
     assert (await daemon.settled(v4["id"]))["state"] == "inconclusive"
     assert len(receiver.attempts) == 5  # never a rollback for it
 

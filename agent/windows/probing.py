@@ -42,6 +42,7 @@ from checks.sessions import TargetSessions
 from checks.ticks import ticks
 from common.durations import format_duration
 from common.redaction import Redactor, truncate
+from common.sleeps import unless_set
 from common.tracebacks import drop_cancellation
 from common.words import counted
 
@@ -614,20 +615,10 @@ class BackgroundProber:
         window ended first (`window_ended`)."""
         if wait <= 0:
             return False
-        freed = self.freed.setdefault(name, asyncio.Event())
-        sleeping = asyncio.ensure_future(self.sleep(wait))
-        woken = asyncio.ensure_future(freed.wait())
-        try:
-            done, _ = await asyncio.wait({sleeping, woken}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            woken.cancel()
-            if not sleeping.done():
-                sleeping.cancel()
-            await asyncio.gather(sleeping, woken, return_exceptions=True)
-        if sleeping in done:
-            sleeping.result()  # what the sleep raised (a test's clock ending the loop)
-            return False
-        return True
+        # a sleep done first (or with it) wins: what it raised is raised (a test's clock
+        # ending the loop)
+        freed, _ = await unless_set(self.freed.setdefault(name, asyncio.Event()), self.sleep(wait))
+        return freed
 
     async def _run_left_over(
         self, name: str, probe: EnvironmentProbe, check: Check, outage: StoreOutageLog

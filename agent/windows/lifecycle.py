@@ -481,12 +481,12 @@ class WindowWatch:
             before = self.settling
             if before is not None:
                 await self.held.settled_or_held(before)  # a stop cuts the wait, not the write
-            if before is not None and self.held.goes_on(before):
-                self.held.chain()  # stored after it: its file is held by another process
-            elif before is not None:
-                if not await asyncio.shield(before):
-                    return
-                before = None
+                if self.held.goes_on(before):
+                    self.held.chain()  # stored after it: its file is held by another process
+                else:
+                    if not await asyncio.shield(before):
+                        return
+                    before = None
             self.timer.settled(pace())  # held past the next round's due time: the store's
             record = RoundRecord(self.window.id, number, started, summary)
             self.settling = self.s.spawn(self._settle(record, glance, worded, before))

@@ -627,9 +627,7 @@ class Integrations:
         stopped or dead sender's: a restart takes it over, where the approval a stop cut
         off between two tries was never sent. The approval reads the release afresh, so
         one that took effect is not sent again (`_approve_stage`)."""
-        vercel = self.settings.integrations.vercel
-        timeout = vercel.timeout if vercel is not None else 10.0
-        return 2 * call_worst_case_s(timeout) + STATUS_RETRY_S + 5.0
+        return 2 * call_worst_case_s(self._vercel_timeout()) + STATUS_RETRY_S + 5.0
 
     def _previous_lease(self) -> float:
         """How long one agent holds the look-up of `vercel.previous`: its worst case
@@ -637,16 +635,18 @@ class Integrations:
         (`_look_up_previous` False), a kill -9's lapses after this, and the next agent
         asks again; without a lease the claim of a look-up cut off was final, and it was
         never asked again (the page showed no deployment to go back to)."""
-        vercel = self.settings.integrations.vercel
-        timeout = vercel.timeout if vercel is not None else 10.0
-        return look_up_worst_case_s(timeout) + 5.0
+        return look_up_worst_case_s(self._vercel_timeout()) + 5.0
 
     def _stage_lease(self) -> float:
         """How long one agent holds the note of a Rolling Release's stage: its read's
         worst case (`call_worst_case_s`) and a margin; a stop hands it back at once."""
+        return call_worst_case_s(self._vercel_timeout()) + 5.0
+
+    def _vercel_timeout(self) -> float:
+        """Vercel's calls' timeout, which its claims' leases are sized by (10 s when no
+        Vercel is configured)."""
         vercel = self.settings.integrations.vercel
-        timeout = vercel.timeout if vercel is not None else 10.0
-        return call_worst_case_s(timeout) + 5.0
+        return vercel.timeout if vercel is not None else 10.0
 
     def _status_lease(self) -> float:
         """How long one sender holds a GitHub status: `call`'s worst case

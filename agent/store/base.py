@@ -475,11 +475,12 @@ class Store(Protocol):
         ...
 
     async def take_alert(
-        self, window_id: str, event: str, at: float, lapsed_before: float
+        self, window_id: str, event: str, at: float, lapsed_before: float, *, orphaned: bool = False
     ) -> Taken | None:
         """Like `claim_alert`, and taken by the one caller that takes over a claim still
         without an outcome (`record_alert`) made before `lapsed_before`: a lease on one
-        sending whose sender may die mid-call (`rollback.then` follow-ups). None: not
+        sending whose sender may die mid-call (`rollback.then` follow-ups). `orphaned`:
+        also, at once, a claim whose claimer is proven dead (`unsettled_alerts`). None: not
         taken. The attempts handed back come with the take, in the same statement: read
         after it, a store that failed between held the claim, unsent, for its lease."""
         ...
@@ -545,10 +546,14 @@ class Store(Protocol):
         ...
 
     async def unsettled_alerts(
-        self, claimed_before: float, limit: int = 100
+        self, claimed_before: float, limit: int = 100, *, orphaned: bool = False
     ) -> list[UnsettledAlert]:
         """Claims with a payload and no outcome made before `claimed_before`, oldest first:
-        alerts whose sender died mid-send (take one with `take_alert` before sending)."""
+        alerts whose sender died mid-send (take one with `take_alert` before sending).
+        `orphaned`: also those, however recent, whose claimer is proven dead: made by
+        another process under the replica id this one holds (PostgreSQL: the id's session
+        lock, which ends with its process), or, on SQLite, by any other process (the
+        file's lock: one agent at a time), so a restart sends them at once."""
         ...
 
     async def claims_without_outcome(self, event: str, limit: int | None = None) -> list[str]:

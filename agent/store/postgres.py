@@ -325,6 +325,7 @@ class PostgresStore(SqlStore):
                 refused = refused or exc
                 continue
             self._replica_id = replica_id
+            self._held_as(replica_id)
             self._replica_keeper = asyncio.create_task(
                 self._keep_replica_id(replica_id), name="replica-id"
             )

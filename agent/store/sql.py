@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -236,6 +238,13 @@ MIGRATIONS: tuple[str, ...] = (
         (answered_at) WHERE answered_at IS NOT NULL;
     CREATE INDEX IF NOT EXISTS idempotency_by_created ON idempotency (created_at)
     """,
+    # who holds an alert's claim: the replica id and its process's run (`SqlStore._holder`),
+    # so that a restart takes over at once a claim its own dead run left (`orphaned`),
+    # where it waited out the claim's lease as if a live replica held it
+    """
+    ALTER TABLE alerts ADD COLUMN claimed_by TEXT;
+    ALTER TABLE alerts ADD COLUMN claimed_run TEXT
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -403,17 +412,23 @@ async def _join(db: Connection, active: DeployWindow, same: SameDeployment) -> N
 
 
 async def claim_alerts_in(
-    db: Connection, window_id: str, at: float, alerts: Sequence[AlertClaim]
+    db: Connection,
+    window_id: str,
+    at: float,
+    alerts: Sequence[AlertClaim],
+    by: tuple[str | None, str | None] = (None, None),
 ) -> None:
-    """Claim `alerts` inside the caller's transaction (a claim already made stays)."""
+    """Claim `alerts` inside the caller's transaction (a claim already made stays); `by`:
+    the claimer's replica id and run (`SqlStore._claimer`)."""
     for claim in alerts:
         await db.execute(
-            "INSERT INTO alerts (window_id, event, claimed_at, payload) VALUES (?, ?, ?, ?)"
-            " ON CONFLICT (window_id, event) DO NOTHING",
+            "INSERT INTO alerts (window_id, event, claimed_at, payload, claimed_by, claimed_run)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (window_id, event) DO NOTHING",
             window_id,
             claim.event,
             at,
             _text(claim.payload),
+            *by,
         )
 
 
@@ -551,6 +566,27 @@ class SqlStore(ABC):
     """Appended to the claim's SELECT: rows another replica is changing are left to it."""
     shared: ClassVar[bool] = False
     """Several replicas may use it at once (`Store.shared`)."""
+    _holder: tuple[str, str] | None = None
+    """(replica id, run) once `hold_replica_id` took the id: the alert claims this process
+    makes carry them, so that its successor can tell them its dead run's (`_orphaned`)."""
+
+    def _held_as(self, replica_id: str) -> None:
+        """This process holds `replica_id` (on PostgreSQL its session lock, on SQLite the
+        file's): its claims are stamped with the id and a run of its own."""
+        self._holder = (replica_id, f"{os.getpid()}-{uuid.uuid4().hex[:12]}")
+
+    def _claimer(self) -> tuple[str | None, str | None]:
+        """What an alert claim records of its claimer: (replica id, run), or none."""
+        return self._holder or (None, None)
+
+    def _orphaned(self) -> tuple[str, tuple[Any, ...]]:
+        """SQL (and its arguments) true for an alert claim whose claimer is proven dead:
+        made under the replica id this process holds by another run of it. The id is
+        held by one live process at a time (PostgreSQL: a session advisory lock, which
+        ends with its process), so that run's process is gone. False until an id is held."""
+        if self._holder is None:
+            return "1 = 0", ()
+        return "(alerts.claimed_by = ? AND alerts.claimed_run <> ?)", self._holder
 
     @abstractmethod
     def _tx(self) -> AbstractAsyncContextManager[Connection]:
@@ -931,7 +967,7 @@ class SqlStore(ABC):
                 return False
             if rollback is not None:
                 await _insert_rollback(db, rollback, "TRUE")
-            await claim_alerts_in(db, window_id, at, alerts)
+            await claim_alerts_in(db, window_id, at, alerts, self._claimer())
             for run in runs:
                 await db.execute(PROBE_INSERT, *_probe_row(run))
             return True
@@ -946,7 +982,7 @@ class SqlStore(ABC):
             )
             if await _insert_rollback(db, intent, guard, intent.window_id) != 1:
                 return False
-            await claim_alerts_in(db, intent.window_id, at, alerts)
+            await claim_alerts_in(db, intent.window_id, at, alerts, self._claimer())
             return True
 
     async def add_labels(self, window_id: str, labels: Mapping[str, str]) -> bool:
@@ -1125,7 +1161,7 @@ class SqlStore(ABC):
                 )
             if changed == 1:
                 at = intent.finished_at if intent.finished_at is not None else intent.requested_at
-                await claim_alerts_in(db, intent.window_id, at, alerts)
+                await claim_alerts_in(db, intent.window_id, at, alerts, self._claimer())
         return changed == 1
 
     async def pending_rollbacks(self) -> list[RollbackIntent]:
@@ -1147,7 +1183,10 @@ class SqlStore(ABC):
         claim: a task whose lease was taken over never alerts. `also` are claimed in the
         same transaction, all or none; rows are written in key order, so two replicas
         claiming overlapping groups wait on each other rather than deadlock."""
-        sql = "INSERT INTO alerts (window_id, event, claimed_at, payload) SELECT ?, ?, ?, ?"
+        sql = (
+            "INSERT INTO alerts (window_id, event, claimed_at, payload, claimed_by, claimed_run)"
+            " SELECT ?, ?, ?, ?, ?, ?"
+        )
         fenced: tuple[Any, ...] = ()
         if fence is not None:
             sql += f" WHERE EXISTS ({_HELD_BY})"
@@ -1159,28 +1198,37 @@ class SqlStore(ABC):
         try:
             async with self._tx() as db:
                 for key, text in rows:
-                    if await db.execute(sql, window_id, key, at, _text(text), *fenced) != 1:
+                    claimer = self._claimer()
+                    if (
+                        await db.execute(sql, window_id, key, at, _text(text), *claimer, *fenced)
+                        != 1
+                    ):
                         raise _ClaimedAlready
         except _ClaimedAlready:
             return False
         return True
 
     async def take_alert(
-        self, window_id: str, event: str, at: float, lapsed_before: float
+        self, window_id: str, event: str, at: float, lapsed_before: float, *, orphaned: bool = False
     ) -> Taken | None:
-        """A first claim, or a claim without an outcome made before `lapsed_before` taken
-        over, with its handed-back attempts; the row stays locked to commit, so of two
-        takers one wins."""
+        """A first claim, or a claim without an outcome made before `lapsed_before` (with
+        `orphaned`, or by a run proven dead: `_orphaned`) taken over, with its handed-back
+        attempts; the row stays locked to commit, so of two takers one wins."""
+        dead, proof = self._orphaned() if orphaned else ("1 = 0", ())
         async with self._tx() as db:
             taken = await db.fetch(
-                "INSERT INTO alerts (window_id, event, claimed_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (window_id, event) DO UPDATE SET claimed_at = excluded.claimed_at"
-                " WHERE alerts.result = 'claimed' AND alerts.claimed_at < ?"
+                "INSERT INTO alerts (window_id, event, claimed_at, claimed_by, claimed_run)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (window_id, event) DO UPDATE"
+                " SET claimed_at = excluded.claimed_at, claimed_by = excluded.claimed_by,"
+                " claimed_run = excluded.claimed_run"
+                f" WHERE alerts.result = 'claimed' AND (alerts.claimed_at < ? OR {dead})"
                 " RETURNING attempts",
                 window_id,
                 event,
                 at,
+                *self._claimer(),
                 lapsed_before,
+                *proof,
             )
         return Taken(int(taken[0][0])) if taken else None
 
@@ -1234,13 +1282,15 @@ class SqlStore(ABC):
             )
 
     async def unsettled_alerts(
-        self, claimed_before: float, limit: int = 100
+        self, claimed_before: float, limit: int = 100, *, orphaned: bool = False
     ) -> list[UnsettledAlert]:
+        dead, proof = self._orphaned() if orphaned else ("1 = 0", ())
         rows = await self._fetchall(
             "SELECT window_id, event, claimed_at, payload, sent_to FROM alerts"
-            " WHERE result = 'claimed' AND claimed_at < ? AND payload IS NOT NULL"
+            f" WHERE result = 'claimed' AND (claimed_at < ? OR {dead}) AND payload IS NOT NULL"
             " ORDER BY claimed_at LIMIT ?",
             claimed_before,
+            *proof,
             limit,
         )
         return [UnsettledAlert(r[0], r[1], r[2], r[3], frozenset(r[4].splitlines())) for r in rows]

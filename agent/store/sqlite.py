@@ -321,7 +321,15 @@ class SqliteStore(SqlStore):
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{replica_ids[0]} pid {os.getpid()}\n".encode(), 0)
         self._agent_lock = fd
+        self._held_as(replica_ids[0])
         return replica_ids[0]
+
+    def _orphaned(self) -> tuple[str, tuple[Any, ...]]:
+        """Any other run's claim, whatever replica id it was made under: the file's `flock`
+        (`hold_replica_id`) lets one agent at a time use it, so every other run is dead."""
+        if self._holder is None:
+            return "1 = 0", ()
+        return "(alerts.claimed_run IS NOT NULL AND alerts.claimed_run <> ?)", self._holder[1:]
 
     async def close(self) -> None:
         try:

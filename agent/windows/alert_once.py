@@ -12,8 +12,11 @@ and the outcome is stored last. A claim still without an outcome after `lease_s`
 than the notifier's worst case, so never a live sender's) belongs to a dead sender:
 `recover` (run every few seconds by every replica, `run`) takes it over through
 `Store.take_alert`, which one caller wins, and sends the stored alert to the channels
-not noted, with a fresh deploy-page link. A process's own scans leave alone what it is
-sending itself (`_in_flight`): stopped past the lease (SIGSTOP), it is not dead. Alerts
+not noted, with a fresh deploy-page link. A claim whose claimer the store proves dead
+(the replica's previous process, killed: `orphaned`) is taken over at once, where the
+restart waited out the lease as if another live replica might hold it. A process's own
+scans leave alone what it is sending itself (`_in_flight`): stopped past the lease
+(SIGSTOP), it is not dead. Alerts
 are thus at least once, and a duplicate needs the process to die between a channel
 accepting the alert and that being noted (milliseconds), or to be stopped past the lease
 while another replica takes it over; a window cancelled or superseded meanwhile drops it.
@@ -522,15 +525,19 @@ class WindowAlerts:
                 await self._wake.wait()
 
     async def recover(self, spawn: Callable[[Any], object] | None = None) -> int:
-        """Send the alerts whose sender died mid-send (claims older than the lease and
-        without an outcome); with `spawn`, in the background. How many were taken over."""
+        """Send the alerts whose sender died mid-send (claims without an outcome older than
+        the lease, or at once when the store proves their claimer dead: this replica's
+        previous process); with `spawn`, in the background. How many were taken over."""
         now = self._clock()
         taken = 0
-        for claim in await self._store.unsettled_alerts(claimed_before=now - self.lease_s):
+        # `orphaned`: a claim its own previous process left (kill -9) is taken at once,
+        # where a restart waited out the lease as if a live replica might hold it
+        lapsed = now - self.lease_s
+        for claim in await self._store.unsettled_alerts(claimed_before=lapsed, orphaned=True):
             if self._in_flight(claim.window_id, claim.event):
                 continue  # this process's own send, its lease lapsed while it was stopped
             if not await self._store.take_alert(
-                claim.window_id, claim.event, now, lapsed_before=now - self.lease_s
+                claim.window_id, claim.event, now, lapsed_before=lapsed, orphaned=True
             ):
                 continue  # another replica took it a moment ago
             taken += 1

@@ -91,12 +91,14 @@ class HoldingSink:
             return self.in_flight == 0
 
 
-def write_config(workdir: Path, agent_port: int, sink_port: int) -> Path:
+def write_config(
+    workdir: Path, agent_port: int, sink_port: int, channel_timeout: str = "1s"
+) -> Path:
     text = (
         server_and_store(workdir, agent_port)
         + f"""\
 alerting:
-  timeout: 1s
+  timeout: {channel_timeout}
   channels:
     - {{url: "json://127.0.0.1:{sink_port}/alerts", tags: [oncall]}}
 environments:
@@ -135,16 +137,17 @@ def alerts_settled(workdir: Path, deploy_id: str) -> bool:
     return bool(found) and all(result != "claimed" and retry is None for result, retry in found)
 
 
-def run_alert_trial(workdir: Path, accept: Accept) -> AlertTrial:
+def run_alert_trial(workdir: Path, accept: Accept, channel_timeout: str = "1s") -> AlertTrial:
     """Kill -9 the agent while the sink holds the alert, restart it, and count what the
     sink took once the alert is in and the store says the restarted agent is done with the
-    deploy's alerts (nothing left that its scans would send again), or 30 s passed."""
+    deploy's alerts (nothing left that its scans would send again), or 30 s passed.
+    `channel_timeout` (`alerting.timeout`) sets the claim's lease: twice it and more."""
     sink = HoldingSink(accept)
     server = sink.serve()
     agent: subprocess.Popen[bytes] | None = None
     try:
         port = free_port()
-        config = write_config(workdir, port, server.server_address[1])
+        config = write_config(workdir, port, server.server_address[1], channel_timeout)
         log = workdir / "agent.log"
         agent = start_agent(config, port, log)
         deploy = request_json(

@@ -142,6 +142,21 @@ def test_an_alert_held_at_kill_9_is_sent_once_after_restart(tmp_path: Path) -> N
 
 
 @pytest.mark.timeout(90)
+def test_a_restart_sends_the_alert_its_killed_process_held_before_its_lease_lapses(
+    tmp_path: Path,
+) -> None:
+    """The claim's lease is long (a 60 s channel timeout: over two minutes), past the
+    trial's 30 s wait after the restart: the restarted agent holds the store its killed
+    process held (SQLite: the file's lock, one agent at a time), which proves that process
+    gone, so it takes the claim over at once, not as a live replica's, and sends it once."""
+    from tests.e2e.crash_alert import run_alert_trial
+
+    trial = run_alert_trial(tmp_path, "never", channel_timeout="60s")
+    assert trial.held_arrivals == 1
+    assert 1 <= trial.breaches <= 2
+
+
+@pytest.mark.timeout(90)
 def test_an_alert_taken_just_before_kill_9_is_sent_again_at_most_once(tmp_path: Path) -> None:
     """The one duplicate left: the channel took the alert and the agent died before it
     heard so; the restarted agent cannot know, and sends it once more, not again."""

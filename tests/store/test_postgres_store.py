@@ -330,6 +330,32 @@ def test_store_from_url_builds_a_postgres_store() -> None:
     assert store.where == "db.example/pf"
 
 
+async def test_another_replicas_claim_waits_its_lease_live_or_dead(pg_url: str) -> None:
+    """Two live replicas never both send: a claim made under another replica id is taken
+    only once its lease lapsed, `orphaned` or not, while that replica lives and after it
+    died (nothing this replica holds proves another id's process gone); only the
+    replica id's own next process takes it at once."""
+    stores = [PostgresStore(pg_url) for _ in range(3)]
+    try:
+        for store in stores:
+            await store.open()
+        web1, web2, web1_again = stores
+        await web1.hold_replica_id("web-1")
+        await web2.hold_replica_id("web-2")
+        await web1.create_window(window("dep_1"))
+        assert await web1.claim_alert("dep_1", "failed", 100.0, payload="{}")
+        for alive in (True, False):
+            if not alive:
+                await web1.close()
+            assert await web2.unsettled_alerts(claimed_before=100.0, orphaned=True) == []
+            assert await web2.take_alert("dep_1", "failed", 101.0, 100.0, orphaned=True) is None
+        await web1_again.hold_replica_id("web-1")
+        assert await web1_again.take_alert("dep_1", "failed", 101.0, 100.0, orphaned=True)
+    finally:
+        for store in stores:
+            await store.close()
+
+
 async def test_a_replica_id_is_the_first_of_those_given_that_no_live_agent_holds(
     pg_url: str,
 ) -> None:

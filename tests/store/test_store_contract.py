@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 import math
 import time
+from typing import Any, cast
 
 import pytest
 
@@ -778,6 +779,40 @@ async def test_an_alert_claimed_with_its_payload_is_listed_until_it_has_an_outco
     assert [a.event for a in await store.unsettled_alerts(claimed_before=25.0)] == ["breach:x"]
     await store.record_alert("dep_1", "breach:x", "sent", "")
     assert [a.event for a in await store.unsettled_alerts(claimed_before=99.0)] == ["passed"]
+
+
+async def test_a_claim_its_own_killed_process_left_is_taken_at_once_by_the_restart(
+    backend: Backend,
+) -> None:
+    """kill -9 mid-send, then a restart under the same replica id: holding the id (on
+    PostgreSQL its session lock, on SQLite the file's lock) proves the process that held
+    it before gone, so its claim is listed and taken at once (`orphaned`), long before its
+    lease (claimed at 100, the lease lapsing at 200). Not before the restart holds the id,
+    never without `orphaned`, and never a claim of the restart's own run."""
+    first, restart = backend.make(), backend.make()
+    try:
+        await first.open()
+        await cast(Any, first).hold_replica_id("web-1")
+        await first.create_window(window("dep_1"))
+        assert await first.claim_alert("dep_1", "failed", 100.0, payload='{"alert": {}}')
+        await restart.open()
+        assert await restart.unsettled_alerts(claimed_before=100.0, orphaned=True) == []
+        assert await restart.take_alert("dep_1", "failed", 101.0, 100.0, orphaned=True) is None
+        await first.close()  # killed: its locks end with its process
+        await cast(Any, restart).hold_replica_id("web-1")
+        assert await restart.unsettled_alerts(claimed_before=100.0) == []
+        assert await restart.take_alert("dep_1", "failed", 101.0, lapsed_before=100.0) is None
+        listed = await restart.unsettled_alerts(claimed_before=100.0, orphaned=True)
+        assert [(a.event, a.claimed_at) for a in listed] == [("failed", 100.0)]
+        assert await restart.take_alert("dep_1", "failed", 101.0, 100.0, orphaned=True)
+        # taken: the restart's own now, a live sender's to its own scans
+        assert await restart.unsettled_alerts(claimed_before=100.0, orphaned=True) == []
+        assert await restart.take_alert("dep_1", "failed", 102.0, 100.0, orphaned=True) is None
+        assert await restart.claim_alert("dep_1", "passed", 103.0, payload="{}")
+        assert await restart.unsettled_alerts(claimed_before=100.0, orphaned=True) == []
+    finally:
+        await first.close()
+        await restart.close()
 
 
 async def test_a_failed_alert_is_retried_when_due_by_one_taker_at_a_time(

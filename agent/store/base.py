@@ -553,7 +553,8 @@ class Store(Protocol):
         `orphaned`: also those, however recent, whose claimer is proven dead: made by
         another process under the replica id this one holds (PostgreSQL: the id's session
         lock, which ends with its process), or, on SQLite, by any other process (the
-        file's lock: one agent at a time), so a restart sends them at once."""
+        file's lock: one agent at a time), so a restart sends them at once. Not those of a
+        process that closed its store (a stop: it may send them until it exits)."""
         ...
 
     async def claims_without_outcome(self, event: str, limit: int | None = None) -> list[str]:

@@ -406,6 +406,8 @@ class PostgresStore(SqlStore):
                 taken_by_another = False
 
     async def close(self) -> None:
+        if self._pool is not None and self._replica is not None:
+            await self._let_claims_lapse()  # while the replica id is still held
         keeper, self._replica_keeper = self._replica_keeper, None
         if keeper is not None:
             keeper.cancel()

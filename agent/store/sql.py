@@ -19,6 +19,7 @@ backends answer every call identically, and a fix lands in both at once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import uuid
@@ -263,6 +264,9 @@ KEYS_FORGOTTEN = "idempotency_forgotten_before"
 LOCK_MIGRATE = 0x5046_0001  # "PF" 1: one replica migrates at a time
 LOCK_ENVIRONMENT = 0x5046_0002  # "PF" 2: create_window per environment
 LOCK_REPLICA = 0x5046_0003  # "PF" 3: a replica id, held by one live agent at a time
+
+CLOSE_WRITE_S = 2.0
+"""The longest a close waits to leave its run's unsent alert claims to their lease."""
 
 RELEASED_AT = 0.0
 """A claim handed back (`release_alert`) reads as taken at the epoch: lapsed under any
@@ -578,6 +582,23 @@ class SqlStore(ABC):
     def _claimer(self) -> tuple[str | None, str | None]:
         """What an alert claim records of its claimer: (replica id, run), or none."""
         return self._holder or (None, None)
+
+    async def _let_claims_lapse(self) -> None:
+        """At a close, before the held id is let go: this run's alert claims still without
+        an outcome are left to their lease (their run unsaid), not taken at once as a
+        killed run's. A process that closes its store may still be sending them from
+        apprise's threads until it exits: only a run that never closed (kill -9) is dead
+        the moment its lock is free. Bounded and best-effort: a store that does not
+        answer leaves them to be taken at once, as a kill's."""
+        if self._holder is None:
+            return
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(CLOSE_WRITE_S), self._tx() as db:
+                await db.execute(
+                    "UPDATE alerts SET claimed_run = NULL"
+                    " WHERE result = 'claimed' AND claimed_run = ?",
+                    self._holder[1],
+                )
 
     def _orphaned(self) -> tuple[str, tuple[Any, ...]]:
         """SQL (and its arguments) true for an alert claim whose claimer is proven dead:

@@ -326,13 +326,16 @@ class SqliteStore(SqlStore):
 
     def _orphaned(self) -> tuple[str, tuple[Any, ...]]:
         """Any other run's claim, whatever replica id it was made under: the file's `flock`
-        (`hold_replica_id`) lets one agent at a time use it, so every other run is dead."""
+        (`hold_replica_id`) lets one agent at a time use it, so every other run is dead (a
+        run that closed the file unsaid its own: `_let_claims_lapse`)."""
         if self._holder is None:
             return "1 = 0", ()
         return "(alerts.claimed_run IS NOT NULL AND alerts.claimed_run <> ?)", self._holder[1:]
 
     async def close(self) -> None:
         try:
+            if self._db is not None:
+                await self._let_claims_lapse()
             await self._close()
         finally:  # last: a successor starts only once our writes are in
             lock, self._agent_lock = self._agent_lock, None

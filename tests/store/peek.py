@@ -7,6 +7,7 @@ the product would carry only for its tests.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from contextlib import closing
 from typing import Any
@@ -67,3 +68,17 @@ async def set_rollback(store: Store, intent: RollbackIntent) -> None:
             "UPDATE windows SET state = 'rolled_back' WHERE id = ? AND state = 'failed'",
             intent.window_id,
         )
+
+
+async def killed(store: Store) -> None:
+    """What kill -9 leaves of `store`'s process: the lock holding its replica id (SQLite:
+    the file's `flock`; PostgreSQL: the id's session) let go, and nothing written."""
+    held: Any = store
+    if getattr(held, "_replica_keeper", None) is not None:
+        held._replica_keeper.cancel()
+        held._replica_keeper = None
+        held._replica.terminate()
+        held._replica = None
+    elif getattr(held, "_agent_lock", None) is not None:
+        os.close(held._agent_lock)
+        held._agent_lock = None

@@ -21,6 +21,7 @@ from agent.store import store_from_url
 from agent.store.base import StoreError
 from agent.store.postgres import SCHEMA_VERSION, PostgresStore, describe_url
 from tests.store.conftest import PgCluster
+from tests.store.peek import killed
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -346,7 +347,7 @@ async def test_another_replicas_claim_waits_its_lease_live_or_dead(pg_url: str) 
         assert await web1.claim_alert("dep_1", "failed", 100.0, payload="{}")
         for alive in (True, False):
             if not alive:
-                await web1.close()
+                await killed(web1)
             assert await web2.unsettled_alerts(claimed_before=100.0, orphaned=True) == []
             assert await web2.take_alert("dep_1", "failed", 101.0, 100.0, orphaned=True) is None
         await web1_again.hold_replica_id("web-1")

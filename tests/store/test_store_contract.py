@@ -34,7 +34,7 @@ from agent.store.base import (
     StoreError,
 )
 from tests.store.conftest import Backend
-from tests.store.peek import deliveries
+from tests.store.peek import deliveries, killed
 
 
 def window(wid: str, env: str = "production", created: float = 100.0) -> DeployWindow:
@@ -798,7 +798,7 @@ async def test_a_claim_its_own_killed_process_left_is_taken_at_once_by_the_resta
         await restart.open()
         assert await restart.unsettled_alerts(claimed_before=100.0, orphaned=True) == []
         assert await restart.take_alert("dep_1", "failed", 101.0, 100.0, orphaned=True) is None
-        await first.close()  # killed: its locks end with its process
+        await killed(first)
         await cast(Any, restart).hold_replica_id("web-1")
         assert await restart.unsettled_alerts(claimed_before=100.0) == []
         assert await restart.take_alert("dep_1", "failed", 101.0, lapsed_before=100.0) is None
@@ -812,6 +812,28 @@ async def test_a_claim_its_own_killed_process_left_is_taken_at_once_by_the_resta
         assert await restart.unsettled_alerts(claimed_before=100.0, orphaned=True) == []
     finally:
         await first.close()
+        await restart.close()
+
+
+async def test_a_claim_its_process_left_at_a_clean_stop_waits_its_lease(
+    backend: Backend,
+) -> None:
+    """A process that closed its store may still be sending (apprise's threads, until it
+    exits): its claim without an outcome waits its lease, as before, for the restart too."""
+    first, restart = backend.make(), backend.make()
+    try:
+        await first.open()
+        await cast(Any, first).hold_replica_id("web-1")
+        await first.create_window(window("dep_1"))
+        assert await first.claim_alert("dep_1", "failed", 100.0, payload='{"alert": {}}')
+        await first.close()
+        await restart.open()
+        await cast(Any, restart).hold_replica_id("web-1")
+        assert await restart.unsettled_alerts(claimed_before=100.0, orphaned=True) == []
+        assert await restart.take_alert("dep_1", "failed", 101.0, 100.0, orphaned=True) is None
+        listed = await restart.unsettled_alerts(claimed_before=101.0, orphaned=True)
+        assert [a.event for a in listed] == ["failed"]  # once lapsed
+    finally:
         await restart.close()
 
 

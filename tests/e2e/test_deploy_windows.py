@@ -8,6 +8,8 @@ import os
 import re
 import shlex
 import sys
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +236,10 @@ async def test_cancelled_window_fires_nothing_more(
     await agent.wait_until(deploy["id"], lambda d: d["rounds"] >= 1, within=5)
     cancelled = await agent.cancel(deploy["id"])
     assert cancelled["state"] == "cancelled"
-    await asyncio.sleep(3.5)  # past the window's end
+    # past the window's end and two more rounds' slots (1 s), as a fixed 3.5 s from the
+    # cancel at round 1 was at the least
+    ends = datetime.fromisoformat(deploy["ends_at"]).timestamp()
+    await asyncio.sleep(max(0.0, ends - time.time()) + 1.0)
     final = await agent.get(deploy["id"])
     assert final["state"] == "cancelled"
     assert not any("passed" in n.title for n in json_sink.notifications)

@@ -515,9 +515,12 @@ class Store(Protocol):
         send it there again."""
         ...
 
-    async def alert_retries_due(self, at: float, limit: int = 100) -> list[tuple[str, str]]:
+    async def alert_retries_due(
+        self, at: float, limit: int = 100, *, orphaned: bool = False
+    ) -> list[tuple[str, str]]:
         """(window, event) of the alerts whose retry is due at `at` (or whose retry's
-        taker let its lease lapse), soonest first; take one with `take_alert_retry`."""
+        taker let its lease lapse), soonest first; take one with `take_alert_retry`.
+        `orphaned`: also a retry taken by a run proven dead (`unsettled_alerts`), at once."""
         ...
 
     async def next_alert_retry(self) -> float | None:
@@ -525,7 +528,7 @@ class Store(Protocol):
         ...
 
     async def take_alert_retry(
-        self, window_id: str, event: str, at: float, until: float
+        self, window_id: str, event: str, at: float, until: float, *, orphaned: bool = False
     ) -> AlertRetry | None:
         """The retry due at `at` for the one caller that takes it, held until `until`
         (a lease: a taker that dies mid-send leaves it due again then); None if it is not

@@ -594,14 +594,16 @@ class SqlStore(ABC):
             return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_WRITE_S), self._tx() as db:
-                await db.execute(
-                    "UPDATE alerts SET claimed_run = NULL"
-                    " WHERE result = 'claimed' AND claimed_run = ?",
-                    self._holder[1],
-                )
+                # claims, and retries taken (each on its partial index)
+                for held in ("result = 'claimed'", "retry_at IS NOT NULL"):
+                    await db.execute(
+                        f"UPDATE alerts SET claimed_run = NULL WHERE {held} AND claimed_run = ?",
+                        self._holder[1],
+                    )
 
     def _orphaned(self) -> tuple[str, tuple[Any, ...]]:
-        """SQL (and its arguments) true for an alert claim whose claimer is proven dead:
+        """SQL (and its arguments) true for an alert claim (or a retry taken: `take_alert_retry`;
+        a claim with an outcome and a retry not taken have no run) whose claimer is proven dead:
         made under the replica id this process holds by another run of it. The id is
         held by one live process at a time (PostgreSQL: a session advisory lock, which
         ends with its process), so that run's process is gone. False until an id is held."""
@@ -1281,7 +1283,7 @@ class SqlStore(ABC):
     ) -> None:
         async with self._tx() as db:
             await db.execute(
-                "UPDATE alerts SET result = ?, detail = ?, retry_at = CASE"
+                "UPDATE alerts SET result = ?, detail = ?, claimed_run = NULL, retry_at = CASE"
                 " WHEN payload IS NULL THEN NULL ELSE CAST(? AS DOUBLE PRECISION) END"
                 " WHERE window_id = ? AND event = ?",
                 result,
@@ -1316,11 +1318,16 @@ class SqlStore(ABC):
         )
         return [UnsettledAlert(r[0], r[1], r[2], r[3], frozenset(r[4].splitlines())) for r in rows]
 
-    async def alert_retries_due(self, at: float, limit: int = 100) -> list[tuple[str, str]]:
+    async def alert_retries_due(
+        self, at: float, limit: int = 100, *, orphaned: bool = False
+    ) -> list[tuple[str, str]]:
+        dead, proof = self._orphaned() if orphaned else ("1 = 0", ())
         rows = await self._fetchall(
-            "SELECT window_id, event FROM alerts WHERE retry_at <= ? AND payload IS NOT NULL"
+            "SELECT window_id, event FROM alerts WHERE retry_at IS NOT NULL"
+            f" AND (retry_at <= ? OR {dead}) AND payload IS NOT NULL"
             " ORDER BY retry_at LIMIT ?",
             at,
+            *proof,
             limit,
         )
         return [(r[0], r[1]) for r in rows]
@@ -1330,19 +1337,23 @@ class SqlStore(ABC):
         return None if row is None or row[0] is None else float(row[0])
 
     async def take_alert_retry(
-        self, window_id: str, event: str, at: float, until: float
+        self, window_id: str, event: str, at: float, until: float, *, orphaned: bool = False
     ) -> AlertRetry | None:
         """The row stays locked to commit: of two takers, the second finds `retry_at`
-        moved past `at` and takes nothing."""
+        moved past `at` (and the taker's run its own) and takes nothing."""
+        dead, proof = self._orphaned() if orphaned else ("1 = 0", ())
         async with self._tx() as db:
             rows = await db.fetch(
-                "UPDATE alerts SET retry_at = ?, retries = retries + 1"
-                " WHERE window_id = ? AND event = ? AND retry_at <= ? AND payload IS NOT NULL"
+                "UPDATE alerts SET retry_at = ?, retries = retries + 1, claimed_by = ?,"
+                " claimed_run = ? WHERE window_id = ? AND event = ? AND retry_at IS NOT NULL"
+                f" AND (retry_at <= ? OR {dead}) AND payload IS NOT NULL"
                 " RETURNING payload, sent_to, retries, result, detail",
                 until,
+                *self._claimer(),
                 window_id,
                 event,
                 at,
+                *proof,
             )
         if not rows:
             return None
@@ -1368,7 +1379,7 @@ class SqlStore(ABC):
     ) -> bool:
         async with self._tx() as db:
             changed = await db.execute(
-                "UPDATE alerts SET result = ?, detail = ?, retry_at = ?"
+                "UPDATE alerts SET result = ?, detail = ?, retry_at = ?, claimed_run = NULL"
                 " WHERE window_id = ? AND event = ? AND retry_at = ? AND retries = ?",
                 result,
                 _text(detail[:2000]),

@@ -605,10 +605,13 @@ class WindowAlerts:
             return 0
         now = self._clock()
         taken = 0
-        for window_id, event in await self._store.alert_retries_due(now, limit=free):
+        # `orphaned`: a retry its own previous process was sending (kill -9), at once
+        for window_id, event in await self._store.alert_retries_due(now, free, orphaned=True):
             if self._in_flight(window_id, event):
                 continue  # this process's own retry, its lease lapsed while it was stopped
-            retry = await self._store.take_alert_retry(window_id, event, now, now + self.lease_s)
+            retry = await self._store.take_alert_retry(
+                window_id, event, now, now + self.lease_s, orphaned=True
+            )
             if retry is None:
                 continue  # another replica took it a moment ago
             taken += 1

@@ -236,8 +236,8 @@ class AwayAsARetryIsSent(ReadOnlyAfterTheClaim):
     """A store that goes away (a restart, a failover) as a retry is taken: neither the
     channel's acceptance nor the retry's outcome can be stored until it answers."""
 
-    async def take_alert_retry(self, *args: Any) -> Any:
-        taken = await super().take_alert_retry(*args)
+    async def take_alert_retry(self, *args: Any, **kwargs: Any) -> Any:
+        taken = await super().take_alert_retry(*args, **kwargs)
         self.away = taken is not None
         return taken
 

@@ -815,6 +815,42 @@ async def test_a_claim_its_own_killed_process_left_is_taken_at_once_by_the_resta
         await restart.close()
 
 
+@pytest.mark.parametrize("ended", ["killed", "stopped"])
+async def test_a_retry_its_own_killed_process_was_sending_is_due_at_once_for_the_restart(
+    backend: Backend, ended: str
+) -> None:
+    """A retry taken (held until 200) by a process killed mid-send is due at once for the
+    restart under its replica id, not after its lease; one only scheduled (due at 500) is
+    not made due by its scheduler's death; a stopped process's taken retry waits its
+    lease (it may still be sending until it exits)."""
+    first, restart = backend.make(), backend.make()
+    try:
+        await first.open()
+        await cast(Any, first).hold_replica_id("web-1")
+        for wid, due in (("dep_1", 100.0), ("dep_2", 500.0)):
+            await first.create_window(window(wid))
+            assert await first.claim_alert(wid, "failed", 90.0, payload='{"alert": {}}')
+            await first.record_alert(wid, "failed", "failed", "HTTP 500", retry_at=due)
+        assert await first.take_alert_retry("dep_1", "failed", 100.0, 200.0)
+        await (killed(first) if ended == "killed" else first.close())
+        await restart.open()
+        await cast(Any, restart).hold_replica_id("web-1")
+        assert await restart.alert_retries_due(101.0) == []
+        due = await restart.alert_retries_due(101.0, orphaned=True)
+        taken = await restart.take_alert_retry("dep_1", "failed", 101.0, 300.0, orphaned=True)
+        if ended == "killed":
+            assert due == [("dep_1", "failed")]
+            assert taken is not None and taken.retries == 2
+            # the restart's own now: not due to its own scans until its lease lapses
+            assert await restart.alert_retries_due(299.0, orphaned=True) == []
+        else:
+            assert (due, taken) == ([], None)
+            assert await restart.alert_retries_due(201.0, orphaned=True) == [("dep_1", "failed")]
+    finally:
+        await first.close()
+        await restart.close()
+
+
 async def test_a_claim_its_process_left_at_a_clean_stop_waits_its_lease(
     backend: Backend,
 ) -> None:

@@ -22,3 +22,11 @@ def name_refused(name: str) -> str:
         return "a name takes only letters, digits and _ . : - (no spaces)"
     letters = "the letters A-Z and a-z" if refused.isalnum() else "letters"
     return f"a name takes only {letters}, digits and _ . : - (not {refused!r})"
+
+
+def unknown_environment(name: str, known: list[str]) -> str:
+    """An environment name that is not configured, with the names that are (sorted): the
+    API's 404 and `postflight check` say it alike, where check said `(known: …)` in the
+    file's order and the API `; configured: …`."""
+    configured = ", ".join(sorted(known)) or "none"
+    return f"unknown environment {name!r}; configured: {configured}"

@@ -202,7 +202,7 @@ def test_a_diagnostic_variable_it_cannot_read_is_one_line_and_exit_2(
     done = run_exit(tmp_path, env)
     said = done.stdout + done.stderr
     assert done.returncode == 2, said
-    assert f"postflight: {variable}={value!r}: " in said, said
+    assert f"postflight run: error: {variable}={value!r}: " in said, said
     assert "Traceback" not in said and "listening on" not in said, said
 
 
@@ -217,7 +217,9 @@ def test_a_trace_directory_it_cannot_write_is_said_at_start_exit_2(tmp_path: Pat
     done = run_exit(tmp_path, env)
     said = done.stdout + done.stderr
     assert done.returncode == 2, said
-    assert f"postflight: {heap.TRACEMALLOC_ENV}={str(blocker / 'trace')!r}: " in said, said
+    assert f"postflight run: error: {heap.TRACEMALLOC_ENV}={str(blocker / 'trace')!r}: " in said, (
+        said
+    )
     assert "listening on" not in said, said
 
 

@@ -374,7 +374,7 @@ def test_a_sentry_dsn_sentry_cannot_use_is_one_line_and_exit_2(tmp_path: Path, d
     )
     said = done.stdout + done.stderr
     assert done.returncode == 2, said
-    assert "postflight: SENTRY_DSN is not a Sentry DSN (" in said, said
+    assert "postflight run: error: SENTRY_DSN is not a Sentry DSN (" in said, said
     assert "Traceback" not in said and "listening on" not in said, said
     assert "public-key-0123456789" not in said, said
 

@@ -71,6 +71,7 @@ from agent.store.outages import store_outage
 from common.durations import format_bound, format_duration, format_span
 from common.json_text import JsonTextError, parse_json_text
 from common.times import rfc3339
+from common.words import unknown_environment
 
 log = logging.getLogger("postflight.api")
 
@@ -394,10 +395,8 @@ async def create_deploy(request: web.Request) -> web.Response:
 def _known_environment(request: web.Request, name: str) -> EnvironmentSettings:
     environment: EnvironmentSettings | None = request.config_dict[SETTINGS].environments.get(name)
     if environment is None:
-        known = ", ".join(sorted(request.config_dict[SETTINGS].environments))
-        raise ApiProblem(
-            404, f"unknown environment {name!r}; configured: {known}", slug="unknown-environment"
-        )
+        known = list(request.config_dict[SETTINGS].environments)
+        raise ApiProblem(404, unknown_environment(name, known), slug="unknown-environment")
     return environment
 
 

@@ -33,6 +33,8 @@ from agent.cli.exits import (
     EXIT_PASSED,
     EXIT_USAGE,
     ended,
+    error_line,
+    stopped_line,
 )
 from agent.cli.render import (
     AGENT_BACK,
@@ -190,14 +192,14 @@ def _value_of(fields: dict[str, Any], loc: list[Any]) -> Any:
 
 
 def _fail(command: str, message: str) -> int:
-    print(f"postflight {command}: {message}", file=sys.stderr)
+    """A command's error end, exit 2, said with its code (`error_line`): a pipeline's log
+    read `postflight status: …` and no word of the 2."""
+    print(error_line(command, message), file=sys.stderr)
     return EXIT_USAGE
 
 
 def _register_failed(message: str) -> int:
-    """`register`'s error end, its outcome and exit code said as its other ends say theirs
-    (`ended`): a pipeline's log read `postflight register: …` and no word of the 2."""
-    return _fail("register", ended(f"error: {message}", EXIT_USAGE))
+    return _fail("register", message)
 
 
 def said_stopped(exc: KeyboardInterrupt, command: str, left: str) -> int:
@@ -205,7 +207,8 @@ def said_stopped(exc: KeyboardInterrupt, command: str, left: str) -> int:
     `left`, and exits 143, 129 or 130: SIGTERM (a pipeline's job cancelled) and SIGHUP ended
     it silently (-15, -1), the log saying nothing of what was asked."""
     word, code = stopped_by(exc)
-    print(f"\npostflight {command}: {word} before the agent answered: {left}", file=sys.stderr)
+    said = stopped_line(command, f"{word} before the agent answered: {left}", code)
+    print(f"\n{said}", file=sys.stderr)
     return code
 
 

@@ -17,7 +17,14 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.cli.exits import EXIT_CRASHED, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+from agent.cli.exits import (
+    EXIT_CRASHED,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_USAGE,
+    ended,
+    error_line,
+)
 from agent.cli.stop_signals import STOP_SIGNALS, also_at_arrival, ignore_stops_from_now
 from agent.settings_file import (
     STDIN_SOURCE,
@@ -28,7 +35,7 @@ from agent.settings_file import (
 )
 from agent.stopping import StopBudget, StopDeadline
 from common.durations import format_duration
-from common.words import counted
+from common.words import counted, unknown_environment
 
 if TYPE_CHECKING:
     from checks.base import CheckResult
@@ -102,7 +109,7 @@ def _fail_to_start(message: str, as_logs: bool) -> int:
     if as_logs:
         log.error("%s", message)
     else:
-        print(f"postflight: {message}", file=sys.stderr)
+        print(error_line("run", message), file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -247,22 +254,17 @@ def check_command(args: argparse.Namespace) -> int:
             _config_path(args.config), _unnamed(args.config, "--config PATH"), checks_of=args.env
         )
     except UnknownEnvironment as exc:
-        known = ", ".join(exc.known)
-        print(
-            f"postflight check: unknown environment {args.env!r} (known: {known})",
-            file=sys.stderr,
-        )
+        print(error_line("check", unknown_environment(args.env, exc.known)), file=sys.stderr)
         return EXIT_USAGE
     if loaded is None:
         return EXIT_USAGE
     settings = loaded.settings
     env = settings.environments[args.env]
     if not env.checks:  # an empty table and "0 passed" read as a smoke step that passed
-        print(
-            f"postflight check: {args.env} has no checks: nothing ran (add them under"
-            f" environments.{args.env}.checks)",
-            file=sys.stderr,
+        nothing = (
+            f"{args.env} has no checks: nothing ran (add them under environments.{args.env}.checks)"
         )
+        print(f"postflight check: {ended(nothing, EXIT_OK)}", file=sys.stderr)
         return EXIT_OK
     from agent.metrics import Metrics
     from agent.windows.probing import EnvironmentProbe
@@ -305,8 +307,9 @@ def check_command(args: argparse.Namespace) -> int:
     if bugs:
         # no evidence about the target, but no check either: a CI step must not pass on it
         summary += f", {bugs} not judged (a bug of the check itself; see DETAIL)"
-    print(summary)
-    return EXIT_FAILED if failed or dropped or bugs else EXIT_OK
+    code = EXIT_FAILED if failed or dropped or bugs else EXIT_OK
+    print(ended(summary, code))  # as `register --wait` ends, its exit code said
+    return code
 
 
 def _dropped(result: CheckResult) -> bool:
@@ -322,7 +325,8 @@ def schema_command(args: argparse.Namespace) -> int:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
         except OSError as exc:
-            print(f"postflight: cannot write {args.output}: {exc.strerror or exc}", file=sys.stderr)
+            said = f"cannot write {args.output}: {exc.strerror or exc}"
+            print(error_line("schema", said), file=sys.stderr)
             return EXIT_USAGE
     else:
         sys.stdout.write(text)

@@ -1,5 +1,5 @@
 """`postflight`'s exit codes (contract §1), once: every command returns one of these, and
-`register` says the one it ends with (`ended`)."""
+each says the one it ends with (`ended`, `error_line`, `stopped_line`)."""
 
 from __future__ import annotations
 
@@ -26,3 +26,16 @@ def ended(words: str, code: int) -> str:
     superseded did, and a pipeline's log showed `failed: …` with no word of the 1 it ended
     with (the codes are `agent.cli.commands`', as the contract gives them)."""
     return f"{words} (exit {code})"
+
+
+def error_line(command: str, message: str, code: int = EXIT_USAGE) -> str:
+    """A command's error end, `postflight status: error: no deploy dep_… (exit 2)`, as
+    `register` says its own: `status`, `rollback` and `check` said `postflight status: …`
+    with no word of the code, and their argparse errors `postflight: error: …`."""
+    return f"postflight {command}: {ended(f'error: {message}', code)}"
+
+
+def stopped_line(command: str, words: str, code: int) -> str:
+    """A command a signal stopped, `postflight check: terminated before its checks ended:
+    nothing judged (exit 143)`, the code said as `register` says its own."""
+    return f"postflight {command}: {ended(words, code)}"

@@ -21,7 +21,7 @@ from agent.cli.arguments import (
     add_rollback_arguments,
     add_status_arguments,
 )
-from agent.cli.exits import EXIT_INTERRUPTED, EXIT_USAGE, ended
+from agent.cli.exits import EXIT_INTERRUPTED, EXIT_USAGE, ended, error_line
 from agent.cli.pipe import guard_streams
 
 
@@ -33,12 +33,9 @@ class _Parser(argparse.ArgumentParser):
         message = _with_the_one_meant(self, message)
         if _Parser.json_errors:
             _log_error(f"usage error: {message} (see {self.prog} --help)")
-        elif self.prog == "postflight register":  # said as its other ends say theirs
+        else:  # said as each command's other error ends say theirs, the exit code too
             self.print_usage(sys.stderr)
             print(f"{self.prog}: {ended(f'error: {message}', EXIT_USAGE)}", file=sys.stderr)
-        else:
-            self.print_usage(sys.stderr)
-            print(f"postflight: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -397,7 +394,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.command == "run" and args.log_format == "json":
             _log_error(str(exc), args.log_level)
         else:
-            print(f"postflight: {exc}", file=sys.stderr)
+            print(error_line(args.command, str(exc)), file=sys.stderr)
         return EXIT_USAGE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
@@ -407,6 +404,7 @@ def _check_saying_a_stop(args: argparse.Namespace) -> int:
     """`postflight check`; SIGTERM (a CI job cancelled), SIGHUP or CTRL-C is said, exit 143,
     129 or 130: SIGTERM ended it silently (-15), the CI log saying nothing of the step.
     Set before the imports, a second of the command's time."""
+    from agent.cli.exits import stopped_line
     from agent.cli.stop_signals import stopped_by, stops_as_interrupt
 
     try:
@@ -416,9 +414,8 @@ def _check_saying_a_stop(args: argparse.Namespace) -> int:
             return check_command(args)
     except KeyboardInterrupt as exc:
         word, code = stopped_by(exc)
-        print(
-            f"\npostflight check: {word} before its checks ended: nothing judged", file=sys.stderr
-        )
+        said = stopped_line("check", f"{word} before its checks ended: nothing judged", code)
+        print(f"\n{said}", file=sys.stderr)
         return code
 
 

@@ -10,7 +10,7 @@ import argparse
 import sys
 
 from agent.cli.commands import UsageError, _connection, said_stopped
-from agent.cli.exits import EXIT_USAGE
+from agent.cli.exits import EXIT_USAGE, error_line
 from agent.cli.stop_signals import run_said_stopped, stops_as_interrupt
 from agent.client import ApiError, ClientError, PostflightClient
 from common.redaction import visible
@@ -24,7 +24,7 @@ def rollback_command(args: argparse.Namespace) -> int:
         if not args.reason.strip():
             raise UsageError("--reason must not be empty")
     except UsageError as exc:
-        print(f"postflight rollback: {exc}", file=sys.stderr)
+        print(error_line("rollback", str(exc)), file=sys.stderr)
         return EXIT_USAGE
 
     async def ask() -> int:
@@ -49,8 +49,9 @@ def rollback_command(args: argparse.Namespace) -> int:
         )
         return said_stopped(exc, "rollback", left)
     except ApiError as exc:
-        print(f"postflight rollback: {exc}", file=sys.stderr)
-        return EXIT_REFUSED if exc.status == 409 else EXIT_USAGE
+        code = EXIT_REFUSED if exc.status == 409 else EXIT_USAGE
+        print(error_line("rollback", str(exc), code), file=sys.stderr)
+        return code
     except ClientError as exc:
-        print(f"postflight rollback: {exc}", file=sys.stderr)
+        print(error_line("rollback", str(exc)), file=sys.stderr)
         return EXIT_USAGE

@@ -62,7 +62,8 @@ def test_a_broken_check_plugin_is_one_line_and_exit_2(
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     (line,) = done.stderr.strip().splitlines()
-    assert line.startswith("postflight: check plugin 'brokenimp'")
+    assert line.startswith(f"postflight {argv[0]}: error: check plugin 'brokenimp'"), line
+    assert line.endswith(" (exit 2)"), line
     assert "broken_check_missing" in line and "Reinstall or uninstall that package" in line
 
 

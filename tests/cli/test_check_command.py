@@ -118,7 +118,7 @@ async def test_unknown_environment_exits_2(
     assert await run_cli("check", "--config", str(config), "--env", "nope") == 2
     err = capsys.readouterr().err
     # named by its command, as every other command's error is (it said `postflight:`)
-    assert err.startswith("postflight check: unknown environment 'nope' (known: "), err
+    assert err.startswith("postflight check: error: unknown environment 'nope'; configured: "), err
 
 
 async def test_a_dash_reads_the_configuration_from_standard_input(
@@ -190,7 +190,7 @@ async def test_only_the_variables_its_environments_checks_use_must_be_set(
     assert "1 passed, 0 failed" in captured.out, captured.out + captured.err
     assert await run_cli("check", "--config", str(config), "--env", "nope") == 2
     err = capsys.readouterr().err
-    assert "unknown environment 'nope' (known: staging, production)" in err, err
+    assert "unknown environment 'nope'; configured: production, staging (exit 2)" in err, err
 
 
 async def test_an_environment_a_variable_adds_is_checked_as_the_files_are(
@@ -243,8 +243,8 @@ async def test_an_environment_a_variable_adds_is_named_as_run_names_it(
     assert run_names == ["production", variable.lower()]
     assert await run_cli("check", "--config", str(config), "--env", named) == 2
     err = capsys.readouterr().err
-    known = f"(known: production, {variable.lower()})"
-    assert err == f"postflight check: unknown environment {named!r} {known}\n", err
+    known = f"configured: {', '.join(sorted(['production', variable.lower()]))} (exit 2)"
+    assert err == f"postflight check: error: unknown environment {named!r}; {known}\n", err
     assert await run_cli("check", "--config", str(config), "--env", variable.lower()) == 0
     captured = capsys.readouterr()
     assert "1 passed, 0 failed" in captured.out, captured.out + captured.err
@@ -265,7 +265,8 @@ async def test_an_environment_only_variables_give_is_checked_without_the_files_s
     config.write_text("server: {api_tokens: [tok-1234567890abcdef]}\n")
     assert await run_cli("check", "--config", str(config), "--env", "STAGING") == 2
     err = capsys.readouterr().err
-    assert err == "postflight check: unknown environment 'STAGING' (known: staging)\n", err
+    said = "unknown environment 'STAGING'; configured: staging (exit 2)"
+    assert err == f"postflight check: error: {said}\n", err
     assert await run_cli("check", "--config", str(config), "--env", "staging") == 0
     assert "1 passed, 0 failed" in capsys.readouterr().out
 
@@ -528,7 +529,8 @@ async def test_a_check_stopped_by_a_signal_says_so(
         await server.close()
     said = err.decode()
     assert cli.returncode == code, said
-    assert said.strip() == f"postflight check: {word} before its checks ended: nothing judged"
+    ended = f"{word} before its checks ended: nothing judged (exit {code})"
+    assert said.strip() == f"postflight check: {ended}"
     assert out == b""
 
 

@@ -142,8 +142,9 @@ def test_a_duration_flag_refuses_zero_negative_and_garbage_naming_itself(
     given = [flag + value[0]] if value[0].startswith("=") else [flag, *value]
     assert main([*command, *given]) == 2
     err = capsys.readouterr().err
-    error = "error: " if command[0] == "register" else ""  # its end says its outcome
-    assert err.startswith(f"postflight {command[0]}: {error}{flag}: {said}"), err
+    # each command's end says its outcome and code, as register's does
+    assert err.startswith(f"postflight {command[0]}: error: {flag}: {said}"), err
+    assert err.rstrip().endswith(" (exit 2)"), err
     assert len(err.strip().splitlines()) == 1, err
 
 
@@ -196,7 +197,9 @@ def test_schema_to_a_path_it_cannot_write_is_one_line_and_exit_2(
     target = tmp_path / where
     assert main(["schema", "-o", str(target)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"postflight: cannot write {target}: ") and "Traceback" not in err
+    said = f"postflight schema: error: cannot write {target}: "
+    assert err.startswith(said) and "Traceback" not in err
+    assert err.rstrip().endswith(" (exit 2)"), err
     assert len(err.strip().splitlines()) == 1
 
 
@@ -337,5 +340,6 @@ def test_other_usage_errors_stay_text(argv: list[str], capsys: pytest.CaptureFix
         main(argv)
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    said = "postflight register: error: " if argv[0] == "register" else "postflight: error: "
+    said = f"postflight {argv[0]}: error: " if argv[0] in ("run", "register") else "error: "
     assert err.startswith("usage: postflight") and said in err, err
+    assert err.rstrip().endswith(" (exit 2)"), err

@@ -916,7 +916,7 @@ def test_status_names_the_env_flag_as_register_does(
     `--env: …`."""
     assert status_command(status_args(agent, "--env", env)) == 2
     err = capsys.readouterr().err
-    assert err.startswith("postflight status: --env: not an environment name"), err
+    assert err.startswith("postflight status: error: --env: not an environment name"), err
 
 
 @pytest.mark.timeout(60)
@@ -1388,5 +1388,5 @@ def test_status_and_rollback_stopped_by_a_signal_say_so(
         finally:
             cli.kill()
     assert cli.returncode == code, err
-    assert err.decode().strip() == said.format(word=word)
+    assert err.decode().strip() == said.format(word=word) + f" (exit {code})"
     assert out == b""

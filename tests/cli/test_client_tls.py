@@ -84,8 +84,8 @@ async def test_https_to_an_agent_serving_plain_http_says_so(plain_http: int) -> 
     assert code == 2, said
     assert "Operation not permitted" not in said, said
     assert said == (
-        f"postflight status: cannot reach the agent at https://127.0.0.1:{plain_http}:"
-        " TLS failed: it did not answer in TLS (does it serve http://, not https://?)"
+        f"postflight status: error: cannot reach the agent at https://127.0.0.1:{plain_http}:"
+        " TLS failed: it did not answer in TLS (does it serve http://, not https://?) (exit 2)"
     ), said
 
 
@@ -96,9 +96,9 @@ async def test_https_to_a_self_signed_agent_names_the_certificate_and_the_way_to
     code, _, said = await status(f"https://127.0.0.1:{port}")
     assert code == 2, said
     assert said == (
-        f"postflight status: cannot reach the agent at https://127.0.0.1:{port}: TLS failed:"
-        " its certificate was not verified (self-signed certificate); $SSL_CERT_FILE names"
-        " the CA bundle to verify it with"
+        f"postflight status: error: cannot reach the agent at https://127.0.0.1:{port}: TLS"
+        " failed: its certificate was not verified (self-signed certificate); $SSL_CERT_FILE"
+        " names the CA bundle to verify it with (exit 2)"
     ), said
     code, out, err = await status(f"https://127.0.0.1:{port}", SSL_CERT_FILE=str(cert))
     assert (code, out.strip()) == (0, "no deploy windows yet"), err  # the way named works

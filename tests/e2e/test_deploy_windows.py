@@ -368,7 +368,8 @@ async def test_postflight_rollback_exits_0_accepted_1_refused_2_unknown(
     code, out = await rollback(live["id"])
     assert code == 0, out
     code, out = await rollback(live["id"])
-    said = f"postflight rollback: deploy {live['id']} already has a rollback (HTTP 409)"
+    refused = f"deploy {live['id']} already has a rollback (HTTP 409)"
+    said = f"postflight rollback: error: {refused} (exit 1)"
     assert (code, out.strip()) == (1, said)
     for deploy, state in ((superseded, "superseded"), (cancelled, "cancelled")):
         code, out = await rollback(deploy["id"])
@@ -376,7 +377,7 @@ async def test_postflight_rollback_exits_0_accepted_1_refused_2_unknown(
         assert f"deploy {deploy['id']} was {state}: nothing to roll back (HTTP 409)" in out, out
     code, out = await rollback("dep_none")
     assert code == 2 and "no deploy 'dep_none': a deploy id is dep_ and 26" in out, out
-    assert out.rstrip().endswith("(HTTP 404)"), out
+    assert out.rstrip().endswith("(HTTP 404) (exit 2)"), out
     final = await agent.settled(live["id"], within=20)
     assert final["state"] == "rolled_back" and len(receiver.attempts) == 1
 

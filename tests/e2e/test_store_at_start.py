@@ -203,7 +203,7 @@ async def test_a_sqlite_store_that_cannot_be_opened_is_exit_2_without_a_tracebac
         assert await asyncio.to_thread(agent.wait, 30) == 2
     finally:
         killed(agent)
-    assert f"postflight: store error: cannot open SQLite store {path}" in shown(log)
+    assert f"postflight run: error: store error: cannot open SQLite store {path}" in shown(log)
     assert "Traceback" not in shown(log), shown(log)
 
 
@@ -359,7 +359,7 @@ def test_an_upgrade_migrates_the_store_and_an_older_postflight_refuses_it(
     said = done.stdout + done.stderr
     assert done.returncode == 2, said
     refused = (
-        "postflight: store error: the store's schema is version {}, newer"
+        "postflight run: error: store error: the store's schema is version {}, newer"
         " than this Postflight understands ({}); upgrade Postflight"
     )
     assert refused.format(SCHEMA_VERSION + 1, SCHEMA_VERSION) in said, said

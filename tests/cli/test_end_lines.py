@@ -1,0 +1,116 @@
+"""Every command's error end says its exit code as `register`'s does
+(`postflight status: error: no deploy dep_… (exit 2)`), and an unknown environment is
+said alike by `check` and the API: each through the real CLI, against a real daemon."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.cli.test_run_start import TOKEN, free_port, listening
+from tests.cli_process import awaited_cli
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture
+def agent_url(tmp_path: Path) -> Iterator[str]:
+    """A real `postflight run` with one environment, `production`: its URL."""
+    port = free_port()
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [{TOKEN}]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    agent = listening(str(config), tmp_path / "agent.log")
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=30)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
+
+
+def last_line(text: str) -> str:
+    return text.rstrip("\n").splitlines()[-1]
+
+
+async def test_status_and_rollback_errors_say_their_exit_code(agent_url: str) -> None:
+    agent = ("--url", agent_url, "--token", TOKEN)
+    code, out = await awaited_cli("status", "dep_nope", *agent)
+    assert (code, last_line(out)) == (2, "postflight status: error: no deploy dep_nope (exit 2)")
+    code, out = await awaited_cli("status", "--bogus", *agent)
+    said = "postflight status: error: unrecognized arguments: --bogus (exit 2)"
+    assert (code, last_line(out)) == (2, said), out
+    code, out = await awaited_cli("status", "--limit", "0", *agent)
+    said = "postflight status: error: --limit must be between 1 and 200 (exit 2)"
+    assert (code, last_line(out)) == (2, said), out
+    code, out = await awaited_cli("rollback", "dep_nope", "--reason", "bad", *agent)
+    assert code == 2, out
+    assert last_line(out).startswith("postflight rollback: error: "), out
+    assert last_line(out).endswith(" (exit 2)"), out
+    code, out = await awaited_cli("status", *agent)  # and a shown list ends 0
+    assert code == 0, out
+
+
+async def test_an_unreachable_agent_is_said_with_the_exit_code() -> None:
+    agent = ("--url", f"http://127.0.0.1:{free_port()}", "--token", TOKEN)
+    for argv in (("status",), ("rollback", "dep_x", "--reason", "bad")):
+        code, out = await awaited_cli(*argv, *agent)
+        line = last_line(out)
+        assert code == 2, out
+        assert line.startswith(f"postflight {argv[0]}: error: cannot reach the agent at "), out
+        assert line.endswith(" (exit 2)"), out
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[str]:
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def broken(request: web.Request) -> web.Response:
+        return web.json_response({"status": "down"}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/health", health)
+    app.router.add_get("/broken", broken)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield str(server.make_url("")).rstrip("/")
+    await server.close()
+
+
+async def test_check_ends_with_its_exit_code_and_names_environments_as_the_api_does(
+    tmp_path: Path, target: str, agent_url: str
+) -> None:
+    config = tmp_path / "check.yaml"
+    config.write_text(
+        "server: {api_tokens: [tok-1234567890abcdef]}\n"
+        "environments:\n"
+        "  staging:\n"
+        f"    base_url: {target}\n"
+        "    checks:\n"
+        "      - {name: health, type: http, path: /health}\n"
+        "      - {name: second, type: http, path: /broken}\n"
+        "  production: {base_url: 'http://127.0.0.1:9'}\n"
+    )
+    code, out = await awaited_cli("check", "--config", str(config), "--env", "staging")
+    assert (code, last_line(out)) == (1, "1 passed, 1 failed (exit 1)"), out
+    code, out = await awaited_cli("check", "--config", str(config), "--env", "moon")
+    said = "unknown environment 'moon'; configured: production, staging"
+    assert (code, out) == (2, f"postflight check: error: {said} (exit 2)\n"), out
+    # the API says the same words of an environment it does not have
+    agent = ("--url", agent_url, "--token", TOKEN)
+    code, out = await awaited_cli("register", "--env", "moon", "--version", "v1", *agent)
+    assert code == 2, out
+    assert "unknown environment 'moon'; configured: production (HTTP 404) (exit 2)" in out, out

@@ -79,8 +79,9 @@ def _load_config(
             said = f" ({unnamed})"
         if as_logs:
             _log_config_errors(exc, said)
-        else:
-            print(exc.render() + said, file=sys.stderr)
+        else:  # the heading says the exit code, as each command's end says its own
+            head, _, errors = (exc.render() + said).partition("\n")
+            print(f"{ended(head, EXIT_USAGE)}\n{errors}", file=sys.stderr)
         return None
 
 

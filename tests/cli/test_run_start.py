@@ -295,7 +295,7 @@ def test_with_json_logs_each_configuration_error_is_one_json_record(tmp_path: Pa
     text = run_once(config)  # text logs: as validate-config says them
     assert text.returncode == 2, text.stderr
     assert text.stderr.splitlines() == [
-        f"{config}: 2 configuration errors",
+        f"{config}: 2 configuration errors (exit 2)",
         "  environments.production.window (line 5): 'abc' is not a duration;"
         " write it like 250ms, 30s, 10m or 1h",
         "  environments.production.interval (line 6): must be at least 10ms (got 0s): a shorter"
@@ -495,10 +495,12 @@ def test_run_reads_config_then_the_variable_then_the_default(tmp_path: Path) -> 
         assert done.returncode == 2, done.stderr
         return done.stderr.splitlines()[0]
 
-    assert read() == "postflight.yaml: 1 configuration error"
-    assert read(variable="from-variable.yaml") == "from-variable.yaml: 1 configuration error"
+    assert read() == "postflight.yaml: 1 configuration error (exit 2)"
+    assert (
+        read(variable="from-variable.yaml") == "from-variable.yaml: 1 configuration error (exit 2)"
+    )
     said = read("--config", "from-flag.yaml", variable="from-variable.yaml")
-    assert said == "from-flag.yaml: 1 configuration error"
+    assert said == "from-flag.yaml: 1 configuration error (exit 2)"
 
 
 @pytest.mark.timeout(120)

@@ -44,7 +44,7 @@ def test_a_percentage_missing_its_percent_sign_is_refused(
 ) -> None:
     code, out = run_validate(tmp_path, with_rule_bound(bound), capsys)
     assert code == 2, out
-    assert "1 configuration error\n" in out
+    assert "1 configuration error (exit 2)\n" in out
     assert f"environments.production.{expected}" in out
 
 
@@ -77,7 +77,7 @@ def test_a_negative_bound_of_a_metric_never_below_zero_is_refused(
     text = with_rule_bound(bound).replace("metric: error_rate", f"metric: {metric}")
     code, out = run_validate(tmp_path, text, capsys)
     assert code == 2, out
-    assert "1 configuration error\n" in out
+    assert "1 configuration error (exit 2)\n" in out
     assert f"environments.production.{expected}\n" in out
 
 
@@ -452,7 +452,7 @@ def test_a_fall_of_all_or_more_is_refused_on_a_decrease_rule(
     text = with_rule_bound(f"{bound}\n        direction: decrease")
     code, out = run_validate(tmp_path, text, capsys)
     assert code == 2, out
-    assert "1 configuration error\n" in out
+    assert "1 configuration error (exit 2)\n" in out
     assert "environments.production.rules[0].max_increase (line 17): " in out
     assert "a decrease rule's max_increase is the fall it allows" in out
 

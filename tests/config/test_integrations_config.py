@@ -280,7 +280,7 @@ def test_a_part_with_its_own_error_does_not_hide_its_environments_other_errors(
     )
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.splitlines()
-    assert lines[0] == f"{config}: 6 configuration errors", proc.stderr
+    assert lines[0] == f"{config}: 6 configuration errors (exit 2)", proc.stderr
     assert sorted(line.strip() for line in lines[1:]) == sorted(ITS_SIX_ERRORS), proc.stderr
 
 

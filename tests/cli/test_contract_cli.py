@@ -1,0 +1,211 @@
+"""Contract §1 as a user drives it: `run` stopped by SIGTERM or SIGINT mid-round, `status`
+against that real daemon, and `check` and `validate-config` on files with several errors,
+each command a process of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.cli.test_run_start import TOKEN, free_port, listening
+from tests.cli_process import awaited_cli
+
+pytestmark = pytest.mark.timeout(240)
+
+
+class HeldTarget:
+    """A local target whose /health answers at once until `hold` is set, then holds each
+    request (a probe in flight at the stop) until `release` is set."""
+
+    def __init__(self) -> None:
+        self.hold = asyncio.Event()
+        self.release = asyncio.Event()
+        self.held = asyncio.Event()
+        self.url = ""
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.hold.is_set() and not self.release.is_set():
+            self.held.set()
+            await self.release.wait()
+        return web.json_response({"status": "ok"})
+
+
+@pytest.fixture
+async def held_target() -> AsyncIterator[HeldTarget]:
+    target = HeldTarget()
+    app = web.Application()
+    app.router.add_get("/health", target.health)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    target.url = str(server.make_url("")).rstrip("/")
+    yield target
+    target.release.set()
+    await server.close()
+
+
+def deploy_of(out: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(out[out.index("{") :])
+    return found
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_stop_mid_round_exits_0_within_10s_and_the_restart_resumes_the_window(
+    tmp_path: Path, held_target: HeldTarget, sig: signal.Signals
+) -> None:
+    """Contract §1: SIGTERM/SIGINT stop `run` (a probe held in flight by its target)
+    within 10 s, exit 0, state kept: the restarted daemon shows the window watching with
+    its rounds and goes on judging it; `status` shows it, exit 0."""
+    port = free_port()
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [{TOKEN}]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
+        "environments:\n"
+        "  production:\n"
+        f"    base_url: {held_target.url}\n"
+        "    window: 10m\n"
+        "    interval: 1s\n"
+        "    checks:\n"
+        "      - {name: health, type: http, path: /health, timeout: 30s}\n"
+        "    rules:\n"
+        "      - {name: probe-errors, source: checks, metric: error_rate, max: 1.0}\n"
+    )
+    agent_url = ("--url", f"http://127.0.0.1:{port}", "--token", TOKEN)
+    log = tmp_path / "agent.log"
+    agent = await asyncio.to_thread(listening, str(config), log)
+    try:
+        code, out = await awaited_cli(
+            "register", "--env", "production", "--version", "v1", "--json", *agent_url
+        )
+        assert code == 0, out
+        deploy_id = deploy_of(out)["id"]
+        for _ in range(600):  # a round judged, then the next one's probe held
+            code, out = await awaited_cli("status", deploy_id, "--json", *agent_url)
+            if code == 0 and deploy_of(out)["rounds"] >= 1:
+                break
+            await asyncio.sleep(0.1)
+        held_target.hold.set()
+        await asyncio.wait_for(held_target.held.wait(), 60)
+        rounds = deploy_of((await awaited_cli("status", deploy_id, "--json", *agent_url))[1])[
+            "rounds"
+        ]
+        assert rounds >= 1
+        agent.send_signal(sig)
+        try:  # the contract's bound, on the process's own exit
+            code = await asyncio.to_thread(agent.wait, 10)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"not stopped within 10 s of {sig.name}:\n{log.read_text()}")
+        assert code == 0, log.read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    held_target.release.set()
+    agent = await asyncio.to_thread(listening, str(config), tmp_path / "again.log")
+    try:
+        code, out = await awaited_cli("status", deploy_id, "--json", *agent_url)
+        assert code == 0, out
+        kept = deploy_of(out)
+        assert (kept["state"], kept["verdict"]) == ("watching", None), kept
+        assert kept["rounds"] >= rounds, (kept, rounds)
+        for _ in range(600):
+            code, out = await awaited_cli("status", deploy_id, "--json", *agent_url)
+            if deploy_of(out)["rounds"] > kept["rounds"]:
+                break
+            await asyncio.sleep(0.1)
+        assert deploy_of(out)["rounds"] > kept["rounds"], "the window was not resumed"
+        code, out = await awaited_cli("status", deploy_id, *agent_url)
+        assert code == 0 and deploy_id in out and "watching" in out, out
+        code, out = await awaited_cli("status", "--env", "production", *agent_url)
+        assert code == 0 and deploy_id in out, out
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(agent.wait, 30)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
+
+
+async def test_check_exits_0_when_all_pass_and_2_naming_every_error_of_a_bad_file(
+    tmp_path: Path, held_target: HeldTarget
+) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "server: {api_tokens: [tok-1234567890abcdef]}\n"
+        "environments:\n"
+        "  staging:\n"
+        f"    base_url: {held_target.url}\n"
+        "    checks:\n"
+        "      - {name: health, type: http, path: /health}\n"
+    )
+    code, out = await awaited_cli("check", "--config", str(good), "--env", "staging")
+    assert (code, out.splitlines()[-1]) == (0, "1 passed, 0 failed (exit 0)"), out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "server: {api_tokens: [tok-1234567890abcdef]}\n"
+        "environments:\n"
+        "  staging:\n"
+        f"    base_url: {held_target.url}\n"
+        "    checks:\n"
+        "      - {name: health, type: http, path: health}\n"
+        "      - {type: http, path: /x, timeout: soon}\n"
+    )
+    code, out = await awaited_cli("check", "--config", str(bad), "--env", "staging")
+    assert code == 2, out
+    assert out.splitlines() == [
+        f"{bad}: 3 configuration errors (exit 2)",
+        "  environments.staging.checks[0].path (line 6): a path starts with /; for another"
+        " host write `url:` instead",
+        "  environments.staging.checks[1].name (line 7): required, but missing",
+        "  environments.staging.checks[1].timeout (line 7): 'soon' is not a duration; write"
+        " it like 250ms, 30s, 10m or 1h",
+    ], out
+
+
+async def test_validate_config_says_every_error_with_its_field_path_and_line(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "server:\n"
+        "  api_tokens: [tok-1234567890abcdef]\n"
+        "  listen: nowhere\n"
+        "environments:\n"
+        "  production:\n"
+        "    base_url: ftp://x\n"
+        "    interval: soon\n"
+        "    rules:\n"
+        "      - {name: r1, source: checks, metric: error_rate, max: y}\n"
+        "    colour: blue\n"
+        "  staging: {}\n"
+    )
+    code, out = await awaited_cli("validate-config", str(bad))
+    assert code == 2, out
+    lines = out.splitlines()
+    assert lines[0] == f"{bad}: 6 configuration errors (exit 2)", out
+    assert [line.split(":")[0] for line in lines[1:]] == [
+        "  server.listen (line 3)",
+        "  environments.production.base_url (line 6)",
+        "  environments.production.interval (line 7)",
+        "  environments.production.rules[0].max (line 9)",
+        "  environments.production.colour (line 10)",
+        "  environments.staging.base_url (line 11)",
+    ], out
+    good = tmp_path / "good.yaml"
+    good.write_text(
+        "server: {api_tokens: [tok-1234567890abcdef]}\n"
+        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+    )
+    code, out = await awaited_cli("validate-config", str(good))
+    assert code == 0 and "valid" in out, out

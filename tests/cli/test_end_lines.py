@@ -59,6 +59,10 @@ async def test_status_and_rollback_errors_say_their_exit_code(agent_url: str) ->
     assert code == 2, out
     assert last_line(out).startswith("postflight rollback: error: "), out
     assert last_line(out).endswith(" (exit 2)"), out
+    code, out = await awaited_cli("status", "--url", agent_url, "--token", "tok-wrong-0123456789")
+    assert code == 2, out  # auth: 2, as the contract gives it
+    assert last_line(out).startswith("postflight status: error: "), out
+    assert last_line(out).endswith(" (exit 2)"), out
     code, out = await awaited_cli("status", *agent)  # and a shown list ends 0
     assert code == 0, out
 

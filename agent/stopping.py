@@ -45,6 +45,14 @@ UNWIND_SHARE = 1 / 64
 for it (0.125 s; `StopBudget.held_write_left`), counted from the cut (`StopBudget.settle`)."""
 
 
+CONTRACT_STOP_S = 10.0
+"""Contract §1: `run` exits within 10 s of SIGTERM/SIGINT."""
+HARD_EXIT_S = 0.25
+"""What the hard bound keeps of those 10 s for the process to end once it fires: at
+`server.shutdown_timeout: 10s` (its most) a thread held the exit to the bound and the
+process ended 10.018 s after the signal."""
+
+
 class StopBudget:
     """One stop's time budget, started at the signal (or at its first use)."""
 
@@ -193,11 +201,13 @@ def _name(task: asyncio.Task[Any]) -> str:
 
 def exit_if_still_running(bound: float, code: int = 0) -> None:
     """The last resort of the bound, armed at the signal: a daemon thread that ends the
-    process `bound` seconds later if it is still there. What `settle` cannot leave holds
+    process `bound` seconds later (at most the contract's 10 s less `HARD_EXIT_S`) if it
+    is still there. What `settle` cannot leave holds
     the exit past it: a thread blocked in a call with no timeout (a plugin's synchronous
     client in `asyncio.to_thread`), which the event loop's end and the interpreter's exit
     both join. Ending then is a crash at that instant, which loses nothing (the store has
     every window, alert and rollback intent), and exits `code` as a clean stop does."""
+    bound = min(bound, CONTRACT_STOP_S - HARD_EXIT_S)
 
     def end() -> None:
         main = threading.main_thread()

@@ -519,11 +519,10 @@ def _terminated(task: asyncio.Task[bool], sig: signal.Signals) -> None:
 def _stopped(sig: signal.Signals) -> int:
     """Says the demo was stopped (it ended silently, 143 or 130, its output cut off
     mid-story) once its agent has stopped and its temp dir is gone; 128 + the signal."""
-    print(
-        f"\npostflight demo: {STOPPED_WORDS[sig]}; its agent stopped and its temp dir removed",
-        file=sys.stderr,
-    )
-    return 128 + sig
+    code = 128 + sig  # said as every command's end says its code (agent.cli.exits.ended)
+    said = f"{STOPPED_WORDS[sig]}; its agent stopped and its temp dir removed (exit {code})"
+    print(f"\npostflight demo: {said}", file=sys.stderr)
+    return code
 
 
 def run_demo() -> int:

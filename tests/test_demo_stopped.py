@@ -17,5 +17,6 @@ def test_the_demo_says_a_stop_as_the_cli_does(
     words, code = stopped_by(Terminated(sig))
     assert _stopped(sig) == code == 128 + sig
     said = capsys.readouterr().err
-    assert said == f"\npostflight demo: {words}; its agent stopped and its temp dir removed\n"
+    removed = f"its agent stopped and its temp dir removed (exit {code})"
+    assert said == f"\npostflight demo: {words}; {removed}\n"
     assert words in {"interrupted", "terminated", "hung up"}

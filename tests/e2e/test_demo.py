@@ -113,7 +113,8 @@ def test_a_demo_stopped_midway_stops_its_agent_and_removes_its_temp_dir(
     assert "Traceback" not in err, err
     word = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}[sig]
     # it ended silently, its story cut off mid-line
-    assert f"postflight demo: {word}; its agent stopped and its temp dir removed" in err, err
+    removed = f"its agent stopped and its temp dir removed (exit {code})"
+    assert f"postflight demo: {word}; {removed}" in err, err
     assert not list(tmp_path.glob("postflight-demo-*")), list(tmp_path.iterdir())
     agent_pid = int(started.rsplit("pid ", 1)[1].split(")")[0])
     stat = Path(f"/proc/{agent_pid}/stat")

@@ -156,6 +156,9 @@ class SmokeCheck(Check):
             )
             for step in config.steps
         )
+        budget = self.budget_s()  # above 0: at least one step, each timeout positive
+        self._shares = tuple((s.timeout.total or 0.0) / budget for s in self._steps)
+        """Each step's part of a run's room: its timeout's part of theirs (`_left`)."""
         self._body_secrets = tuple(
             value
             for step in config.steps
@@ -183,6 +186,10 @@ class SmokeCheck(Check):
         values: dict[str, Any] = {}
         samples: list[Sample] = []
         done: list[dict[str, Any]] = []
+        loop = asyncio.get_running_loop()
+        # the run's end as the registry's limit has it (`checks.registry`): a run started
+        # late gets its room
+        end = None if ctx.deadline is None else max(ctx.deadline, loop.time() + ctx.room)
         lag = _StepLag.of(len(self._steps), ctx.target)
         # A session of its own for the cookie jar, over the shared pool's connections.
         async with aiohttp.ClientSession(
@@ -198,8 +205,8 @@ class SmokeCheck(Check):
             for index, compiled in enumerate(self._steps):
                 step = compiled.step
                 timeout: aiohttp.ClientTimeout | float = compiled.timeout
-                if ctx.deadline is not None:  # the round ends first: no step waits past it
-                    left = ctx.deadline - asyncio.get_running_loop().time()
+                if end is not None:  # the round ends first: no step waits past it
+                    left = self._left(index, end, ctx.room, loop.time())
                     if compiled.timeout.total is None or left < compiled.timeout.total:
                         timeout = max(round(left, 3), 0.001)
                 if lag is not None:
@@ -284,6 +291,16 @@ class SmokeCheck(Check):
             message=f"{counted(len(done), 'step')} passed in {format_duration(total_ms / 1000)}",
             details=details,
         )
+
+    def _left(self, index: int, end: float, room: float, now: float) -> float:
+        """How long step `index`, made at `now`, may wait: until the run's `end`, or its
+        share of the `room` (by its timeout) from now if later. A stall since the deadline
+        was fixed (a collection, the process descheduled) is the agent's: before, a step
+        made 5 ms before the round's end waited 5 ms for a 20 ms target, counted as its
+        timeout. The registry's limit still bounds the run: a run it cuts is judged with
+        the stall since the run began (`agent.windows.probing`), the agent's when that
+        explains it; a step timeout cut short to that limit was the target's again."""
+        return max(end - now, room * self._shares[index])
 
     def _step_label(self, index: int) -> str:
         compiled = self._steps[index]

@@ -139,6 +139,19 @@ async def test_per_step_timeout(make_ctx: MakeContext, target: URL) -> None:
     assert "body" not in result.details
 
 
+async def test_a_step_made_past_the_rounds_end_gets_its_share_of_the_room(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    """Each step gets at least its share of the room (its timeout's part of the steps')
+    from when it is made: before, a step made as the round ended waited what was left of
+    it (at most 100 ms here, for a 150 ms answer) and its timeout was the target's."""
+    first = {"name": "first", "path": "/slow?ms=400"}
+    second = {"name": "second", "path": "/slow?ms=150"}
+    ctx = make_ctx(target, deadline=asyncio.get_running_loop().time() + 0.5, room=0.5)
+    result = await run_check(smoke(first, second, timeout="1s"), ctx)
+    assert result.ok, result.message  # the second step waited up to 0.25 s
+
+
 async def test_unreachable_target(make_ctx: MakeContext) -> None:
     result = await run(smoke(LOGIN, PROFILE), make_ctx, f"http://127.0.0.1:{free_port()}")
     assert not result.ok and not result.details.get("crashed")

@@ -9,7 +9,6 @@ tests/api/test_garbage.py's (there: no 5xx). Derandomised with the `ci` profile.
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import json
 import textwrap
@@ -17,7 +16,6 @@ import urllib.parse
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -25,7 +23,7 @@ from hypothesis import strategies as st
 from tests.api.test_garbage import FUZZ, deploy_like, json_values
 from tests.e2e.conftest import TOKEN, environment
 from tests.e2e.crash import free_port
-from tests.e2e.test_replicas import Daemon
+from tests.e2e.test_replicas import Daemon, running
 
 pytestmark = pytest.mark.e2e
 
@@ -49,17 +47,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             "  ",
         )
     )
-    started = Daemon(tmp, "answers", config, None)
-    try:
-
-        async def ready() -> None:
-            async with aiohttp.ClientSession() as session:
-                await started.ready(session)
-
-        asyncio.run(ready())
+    with running(tmp, "answers", config) as started:
         yield started
-    finally:
-        started.kill()
 
 
 def ask(

@@ -6,7 +6,6 @@ unset. Hypothesis, run derandomised with the suite's `ci` profile."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import textwrap
 import urllib.error
@@ -14,7 +13,6 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
-import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -23,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.api.test_garbage import FUZZ, deploy_like, json_values
 from tests.e2e.conftest import TOKEN, environment
 from tests.e2e.crash import free_port
-from tests.e2e.test_replicas import Daemon
+from tests.e2e.test_replicas import Daemon, running
 
 pytestmark = pytest.mark.e2e
 
@@ -86,14 +84,7 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             "  ",
         )
     )
-    started = Daemon(tmp, "fuzz", config, None)
-    try:
-
-        async def ready() -> None:
-            async with aiohttp.ClientSession() as http:
-                await started.ready(http)
-
-        asyncio.run(ready())
+    with running(tmp, "fuzz", config) as started:
         yield started
         assert call(started, "GET", "/readyz")[0] == 200
         with urllib.request.urlopen(started.url + "/metrics", timeout=30) as r:
@@ -102,8 +93,6 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             for sample in family.samples:
                 if sample.name == "postflight_api_requests_total":
                     assert sample.labels.get("result") != "5xx" or sample.value == 0, sample
-    finally:
-        started.kill()
 
 
 def test_random_registrations_are_never_a_5xx(daemon: Daemon) -> None:

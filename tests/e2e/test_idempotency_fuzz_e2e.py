@@ -7,7 +7,6 @@ Derandomised with the suite's `ci` profile (HYPOTHESIS_PROFILE=ci)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import textwrap
@@ -18,7 +17,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -26,7 +24,7 @@ from hypothesis import strategies as st
 from tests.api.test_garbage import FUZZ
 from tests.e2e.conftest import TOKEN, environment
 from tests.e2e.crash import free_port
-from tests.e2e.test_replicas import Daemon
+from tests.e2e.test_replicas import Daemon, running
 
 pytestmark = pytest.mark.e2e
 
@@ -66,17 +64,8 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
             "  ",
         )
     )
-    started = Daemon(tmp, "idempotency", config, None)
-    try:
-
-        async def ready() -> None:
-            async with aiohttp.ClientSession() as http:
-                await started.ready(http)
-
-        asyncio.run(ready())
+    with running(tmp, "idempotency", config) as started:
         yield started
-    finally:
-        started.kill()
 
 
 text = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-", min_size=1, max_size=10)

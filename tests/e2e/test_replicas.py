@@ -11,7 +11,7 @@ import subprocess
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -373,6 +373,23 @@ class Daemon:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait()
+
+
+@contextlib.contextmanager
+def running(workdir: Path, name: str, config: str) -> Iterator[Daemon]:
+    """A `Daemon` (no replica id) started and ready, killed on leaving: a module-scoped
+    fixture's daemon, waited for outside the tests' event loops."""
+    started = Daemon(workdir, name, config, None)
+    try:
+
+        async def ready() -> None:
+            async with aiohttp.ClientSession() as http:
+                await started.ready(http)
+
+        asyncio.run(ready())
+        yield started
+    finally:
+        started.kill()
 
 
 @pytest.fixture

@@ -49,8 +49,8 @@ environments:
     return quiet_integrations(watcher, poll_interval=60.0)
 
 
-async def opened(store: SqliteStore) -> DeployWindow:
-    now = time.time()
+async def created(store: SqliteStore, now: float) -> DeployWindow:
+    """A window of Vercel's deployment NEW, watched from `now`."""
     window = DeployWindow(
         "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
         "production",
@@ -64,6 +64,12 @@ async def opened(store: SqliteStore) -> DeployWindow:
         now,
     )
     await store.create_window(window)
+    return window
+
+
+async def opened(store: SqliteStore) -> DeployWindow:
+    now = time.time()
+    window = await created(store, now)
     assert await store.claim_alert(window.id, PREVIOUS_KEY, now)  # as `_once` claims it
     return window
 
@@ -128,19 +134,7 @@ async def test_a_dead_agents_look_up_is_asked_again_once_its_claim_lapses(
     integrations = await integrations_on(store, fake)
     try:
         now = time.time()
-        window = DeployWindow(
-            "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
-            "production",
-            "v2",
-            "v1",
-            None,
-            {"vercel.deployment": NEW},
-            "watching",
-            now,
-            now + 60,
-            now,
-        )
-        await store.create_window(window)
+        window = await created(store, now)
         lease = integrations._previous_lease()
         assert await store.claim_alert(window.id, PREVIOUS_KEY, now - 1.0)  # a live agent's
         integrations._act(window)

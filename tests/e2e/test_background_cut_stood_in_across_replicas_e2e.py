@@ -14,37 +14,20 @@ import pytest
 
 from agent.app import WATCHER
 from agent.appkeys import STORE
-from tests.e2e.conftest import AgentFactory, environment
+from tests.e2e.conftest import AgentFactory
 from tests.e2e.test_background_yields_across_replicas_e2e import (
+    EVERY_S,
     PROBES,
     ROUND_S,
-    TIMEOUT_S,
     ArrivalTarget,
+    env,
 )
 from tests.heavy import HEAVY
 
 pytestmark = HEAVY
 
-EVERY_S = 3.0
-"""B's background runs (`test_background_yields_across_replicas_e2e`'s)."""
-
 A_EVERY_S = 600.0
 """A's: none falls in its window, so any run its rounds stand in for is the one cut."""
-
-
-def env(url: str, replica: str, every: float, window: float = 2 * ROUND_S) -> str:
-    text = environment(
-        "staging",
-        url,
-        window=f"{window:g}s",
-        interval=f"{ROUND_S:g}s",
-        background_interval=f"{every:g}s",
-        probes=PROBES,
-        timeout=f"{TIMEOUT_S:g}s",
-    )
-    check = f"timeout: {TIMEOUT_S:g}s}}"
-    assert check in text
-    return text.replace(check, f"timeout: {TIMEOUT_S:g}s, headers: {{X-Replica: {replica}}}}}")
 
 
 async def test_a_run_cut_on_another_replica_is_stood_in_for_by_the_windows_rounds(

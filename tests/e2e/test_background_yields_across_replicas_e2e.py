@@ -55,13 +55,14 @@ class ArrivalTarget(LocalTarget):
             await asyncio.sleep(0.005)
 
 
-def env(url: str, replica: str) -> str:
+def env(url: str, replica: str, every: float = EVERY_S, window: float = 2 * ROUND_S) -> str:
+    """The staging environment as `replica` probes it: its probes carry `X-Replica`."""
     text = environment(
         "staging",
         url,
-        window=f"{2 * ROUND_S:g}s",
+        window=f"{window:g}s",
         interval=f"{ROUND_S:g}s",
-        background_interval=f"{EVERY_S:g}s",
+        background_interval=f"{every:g}s",
         probes=PROBES,
         timeout=f"{TIMEOUT_S:g}s",
     )

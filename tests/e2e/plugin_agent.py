@@ -4,13 +4,15 @@ folder on its PYTHONPATH (`tests.plugin_site`), its JSON log read back as record
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.crash import _env
+from tests.cli_process import awaited_cli
+from tests.e2e.crash import TOKEN, _env
 
 
 def start(config: Path, log: Path, site: Path) -> subprocess.Popen[bytes]:
@@ -36,3 +38,13 @@ def start(config: Path, log: Path, site: Path) -> subprocess.Popen[bytes]:
 def records(log: Path) -> list[dict[str, Any]]:
     """The JSON records of `log`, leaving out any other line (a traceback's, Python's)."""
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+
+
+async def registered(url: str, *more: str) -> tuple[int, str, str]:
+    """`postflight register` of v2 on production at the agent at `url` (with `more`
+    arguments): its exit code, its output and the deploy's id."""
+    common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
+    code, said = await awaited_cli("register", *common, *more)
+    found = re.search(r"dep_[0-9A-Z]{26}", said)
+    assert found is not None, said
+    return code, said, found.group()

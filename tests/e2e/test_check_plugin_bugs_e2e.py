@@ -28,9 +28,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.cli_process import awaited_cli
 from tests.e2e.crash import TOKEN, free_port
-from tests.e2e.plugin_agent import records, start
+from tests.e2e.plugin_agent import records, registered, start
 from tests.plugin_site import install_distribution
 from tests.receivers import JsonSink, RollbackReceiver
 
@@ -197,11 +196,7 @@ class Running:
     async def registered(self, *more: str) -> tuple[int, str, str]:
         """`postflight register` of v2 (with `more` arguments): its exit code, its
         output and the deploy's id."""
-        common = ("--url", self.url, "--token", TOKEN, "--env", "production", "--version", "v2")
-        code, said = await awaited_cli("register", *common, *more)
-        found = re.search(r"dep_[0-9A-Z]{26}", said)
-        assert found is not None, said
-        return code, said, found.group()
+        return await registered(self.url, *more)
 
 
 @contextlib.asynccontextmanager

@@ -7,7 +7,6 @@ nothing), the window ending inconclusive for want of data."""
 from __future__ import annotations
 
 import asyncio
-import re
 import signal
 from pathlib import Path
 
@@ -15,9 +14,8 @@ import aiohttp
 import pytest
 
 from agent.store.sqlite import SqliteStore
-from tests.cli_process import awaited_cli
 from tests.e2e.crash import TOKEN, free_port
-from tests.e2e.plugin_agent import start
+from tests.e2e.plugin_agent import registered, start
 from tests.plugin_site import install_distribution
 
 pytestmark = pytest.mark.e2e
@@ -100,13 +98,10 @@ async def test_a_plugins_generator_values_are_judged_and_stored_whole(tmp_path: 
     agent = start(config(tmp_path, port), tmp_path / "agent.log", site)
     try:
         url = f"http://127.0.0.1:{port}"
-        common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
-        code, said = await awaited_cli("register", *common, "--wait", "--timeout", "20s")
-        found = re.search(r"dep_[0-9A-Z]{26}", said)
-        assert found is not None, said
+        code, said, deploy_id = await registered(url, "--wait", "--timeout", "20s")
         async with (
             aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
-            http.get(f"{url}/v1/deploys/{found.group()}") as answer,
+            http.get(f"{url}/v1/deploys/{deploy_id}") as answer,
         ):
             deploy = await answer.json()
     finally:
@@ -115,8 +110,8 @@ async def test_a_plugins_generator_values_are_judged_and_stored_whole(tmp_path: 
     store = SqliteStore(tmp_path / "postflight.db")
     await store.open()
     try:
-        window = await store.get_window(found.group())
-        rounds = await store.rounds(found.group())
+        window = await store.get_window(deploy_id)
+        rounds = await store.rounds(deploy_id)
     finally:
         await store.close()
     assert window is not None and window.baseline is not None, window

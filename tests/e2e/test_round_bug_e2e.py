@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import re
 import signal
 from pathlib import Path
 from typing import Any
@@ -25,11 +24,10 @@ import pytest
 
 from agent.appkeys import STORE
 from alerting import notifier
-from tests.cli_process import awaited_cli
 from tests.e2e.conftest import SECRET as E2E_SECRET
 from tests.e2e.conftest import AgentFactory, failing_production
 from tests.e2e.crash import TOKEN, free_port
-from tests.e2e.plugin_agent import records, start
+from tests.e2e.plugin_agent import records, registered, start
 from tests.plugin_site import install_distribution
 from tests.receivers import JsonSink, RollbackReceiver, SmtpSink, text_of
 
@@ -217,13 +215,10 @@ async def watched(
     agent = start(made, log, site)
     try:
         url = f"http://127.0.0.1:{port}"
-        common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
-        code, said = await awaited_cli("register", *common, "--wait", "--timeout", "20s")
-        found = re.search(r"dep_[0-9A-Z]{26}", said)
-        assert found is not None, said
+        code, said, deploy_id = await registered(url, "--wait", "--timeout", "20s")
         async with (
             aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
-            http.get(f"{url}/v1/deploys/{found.group()}") as answer,
+            http.get(f"{url}/v1/deploys/{deploy_id}") as answer,
         ):
             deploy = await answer.json()
         with contextlib.suppress(TimeoutError):  # none (the old code's): said below

@@ -529,13 +529,28 @@ async def test_a_key_stored_by_the_version_before_still_answers_its_repeat(
     """After an upgrade, a key the previous version stored (with its hash of the raw
     document) replays its repeat, a repeat differing in a null for a field left out
     too, and still refuses another request."""
+    stored_hash = _hash_before_null_was_left_out(stored)
+    await repeated_under_a_hash(client, store, stored, stored_hash, repeat, status)
+
+
+async def repeated_under_a_hash(
+    client: Client,
+    store: SqliteStore,
+    first: dict[str, Any],
+    stored_hash: str,
+    repeat: dict[str, Any],
+    status: int,
+) -> None:
+    """`first` registered with a key whose stored hash is then `stored_hash` (as a version
+    before stored it), and `repeat` sent with that key: answered `status`, with the first
+    answer again for a 200, and one deploy registered in all."""
     headers = {**AUTH, "Idempotency-Key": "k-upgraded"}
-    created = await client.post("/v1/deploys", json=stored, headers=headers)
+    created = await client.post("/v1/deploys", json=first, headers=headers)
     assert created.status == 201, await created.text()
     await rows(
         store,
         "UPDATE idempotency SET request_hash = ? WHERE key = ?",
-        _hash_before_null_was_left_out(stored),
+        stored_hash,
         "k-upgraded",
     )
     again = await client.post("/v1/deploys", json=repeat, headers=headers)

@@ -19,6 +19,7 @@ from agent.api.models import DeployRequest
 from agent.store.sqlite import SqliteStore
 from tests.api.conftest import Client
 from tests.api.harness import AUTH
+from tests.api.test_deploys import repeated_under_a_hash
 from tests.store.peek import rows
 
 FULL_REQUEST = {
@@ -178,17 +179,6 @@ async def test_a_key_stored_by_a_version_before_is_replayed_now(
 ) -> None:
     """The other way round: a key either version before stored replays its repeat here,
     one equal in meaning too, and refuses another request."""
-    headers = {**AUTH, "Idempotency-Key": "k-before"}
-    created = await client.post("/v1/deploys", json=FULL_REQUEST, headers=headers)
-    assert created.status == 201, await created.text()
-    await rows(
-        store,
-        "UPDATE idempotency SET request_hash = ? WHERE key = ?",
-        stored_by(FULL_REQUEST),
-        "k-before",
+    await repeated_under_a_hash(
+        client, store, FULL_REQUEST, stored_by(FULL_REQUEST), repeat, status
     )
-    again = await client.post("/v1/deploys", json=repeat, headers=headers)
-    assert again.status == status, await again.text()
-    if status == 200:
-        assert await again.json() == await created.json()
-    assert len((await store.list_windows()).items) == 1

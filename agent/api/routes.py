@@ -219,14 +219,12 @@ async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
 
 
 async def _differences(
-    request: web.Request, stored: IdempotentResponse, document: Any, body: DeployRequest | None
+    request: web.Request, stored: IdempotentResponse, document: Any, body: DeployRequest
 ) -> list[str]:
     """What a repeat of a key differs in from the request it registered (`differences`);
-    none for the same request. Invalid (`body` None), it is the same only as written."""
+    none for the same request."""
     if stored_as_same(stored.request_hash, document, body):
         return []
-    if body is None:
-        return ["its document"]
     window_id = stored.body.get("id")
     window = (
         await request.config_dict[STORE].get_window(window_id)
@@ -239,12 +237,9 @@ async def _differences(
 
 
 async def _replay(
-    request: web.Request,
-    stored: IdempotentResponse,
-    document: Any,
-    body: DeployRequest | None,
-    key: str,
+    request: web.Request, stored: IdempotentResponse, document: Any, body: DeployRequest, key: str
 ) -> web.Response:
+    """The key's first answer again for the same request (`_replayed`), else a 409."""
     differ = await _differences(request, stored, document, body)
     if differ:
         first = stored.body
@@ -256,6 +251,11 @@ async def _replay(
             " or use a new key for a new deploy",
             slug="idempotency-key-reused",
         )
+    return _replayed(stored)
+
+
+def _replayed(stored: IdempotentResponse) -> web.Response:
+    """A key's first answer, as a replay."""
     headers = {"Idempotent-Replayed": "true"}
     window_id = stored.body.get("id")
     if isinstance(window_id, str):
@@ -298,7 +298,7 @@ async def create_deploy(request: web.Request) -> web.Response:
     except ValidationError as exc:
         if stored is not None and stored_as_same(stored.request_hash, document, None):
             # kept by a version before whose validation took it: its first answer
-            return await _replay(request, stored, document, None, cast(str, key))
+            return _replayed(stored)
         raise invalid_fields(
             validation_errors(exc, known_fields=DeployRequest.model_fields)
         ) from None

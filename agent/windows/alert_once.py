@@ -188,6 +188,9 @@ class WindowAlerts:
         """This process's emits in flight, by (deploy, key): what a resolve waits for."""
         self.retry_delays = tuple(retry_delays)
         """The wait before each retry of a channel that failed (`ALERT_RETRY_DELAYS_S`)."""
+        self._resending: dict[str, list[tuple[UnsettledAlert, float]]] = {}
+        """Claims `recover` took over and has yet to send, by window, in the order they
+        were raised: each window's are sent one at a time (`_resend_in_order`)."""
         self._retrying = 0
         self._wake = asyncio.Event()
         """Set when this process owes a retry or finished one: `run` looks again."""
@@ -529,10 +532,10 @@ class WindowAlerts:
         the lease, or at once when the store proves their claimer dead: this replica's
         previous process); with `spawn`, in the background. How many were taken over."""
         now = self._clock()
-        taken = 0
         # `orphaned`: a claim its own previous process left (kill -9) is taken at once,
         # where a restart waited out the lease as if a live replica might hold it
         lapsed = now - self.lease_s
+        taken: dict[str, list[tuple[UnsettledAlert, float]]] = {}
         for claim in await self._store.unsettled_alerts(claimed_before=lapsed, orphaned=True):
             if self._in_flight(claim.window_id, claim.event):
                 continue  # this process's own send, its lease lapsed while it was stopped
@@ -540,9 +543,37 @@ class WindowAlerts:
                 claim.window_id, claim.event, now, lapsed_before=lapsed, orphaned=True
             ):
                 continue  # another replica took it a moment ago
-            taken += 1
-            await _start(self._resend(claim), spawn)
-        return taken
+            taken.setdefault(claim.window_id, []).append((claim, now))
+        for window_id, claims in taken.items():
+            queued = self._resending.get(window_id)
+            if queued is not None:  # this window's resends are under way: in their order
+                queued.extend(claims)
+                queued[:] = raised_order(queued)
+                continue
+            self._resending[window_id] = raised_order(claims)
+            await _start(self._resend_in_order(window_id), spawn)
+        return sum(len(claims) for claims in taken.values())
+
+    async def _resend_in_order(self, window_id: str) -> None:
+        """A window's taken-over claims, one after another in the order they were raised
+        (`raised_order`): sent side by side, a crash's "rollback requested" and its
+        outcome, or a breach and its resolve, reached a channel in either order, and the
+        newest alert misled on-call. Each after the first is its taker's still, or skipped
+        (`send_claimed`'s test): it waited for the sends before it, bounded by the
+        notifier's timeout each, and may have outlived the lease taken with it."""
+        queue = self._resending[window_id]
+        try:
+            first = True
+            while queue:
+                claim, taken_at = queue.pop(0)
+                if not first and not await self._store.take_alert(
+                    window_id, claim.event, self._clock(), taken_at + self.lease_s
+                ):
+                    continue  # outlived its lease while it waited: another replica's now
+                first = False
+                await self._resend(claim)
+        finally:
+            del self._resending[window_id]
 
     def breach_sending(self, window_id: str, resolved: Sequence[str]) -> bool:
         """Whether this process is sending the breach that any of the `resolved:<rule>`
@@ -555,6 +586,8 @@ class WindowAlerts:
         retry's lease) looks a dead sender's once the process was stopped past the lease
         (SIGSTOP, a frozen VM): on waking, its own scan took it over and sent the alert
         again while the send it was in the middle of delivered it."""
+        if any(claim.event == key for claim, _ in self._resending.get(window_id, ())):
+            return True  # taken over and waiting its turn (`_resend_in_order`)
         return bool(self._sending.get((window_id, key)))
 
     async def _window(self, window_id: str, payload: str) -> DeployWindow | None:
@@ -753,6 +786,37 @@ SETTLED_ROLLBACK_EVENTS = frozenset({"rollback_delivered", "rollback_failed", "r
 request. Both were spawned at once, and a webhook answering at once (or a slow channel
 taking the request) had "ROLLBACK FAILED" reach chat first and "rollback requested"
 last: the newest alert said a rollback was under way that had failed."""
+
+
+def raised_order(
+    claims: Sequence[tuple[UnsettledAlert, float]],
+) -> list[tuple[UnsettledAlert, float]]:
+    """A window's taken-over claims in the order they were raised: by when each was
+    claimed, and an alert after those on-call reads it after (`_comes_after`) whatever
+    the clocks said (replicas' may be off by a little; two claims may share a stamp)."""
+    left = sorted(claims, key=lambda c: c[0].claimed_at)
+    ordered: list[tuple[UnsettledAlert, float]] = []
+    while left:
+        ready = next(
+            (c for c in left if not any(_comes_after(c[0], d[0]) for d in left if d is not c)),
+            left[0],  # never a cycle (`_comes_after` is a partial order): a safe fallback
+        )
+        left.remove(ready)
+        ordered.append(ready)
+    return ordered
+
+
+def _comes_after(claim: UnsettledAlert, other: UnsettledAlert) -> bool:
+    """Whether on-call must read `claim` after `other`: a resolve after its breach, a
+    rollback's request after the breaches that called for it, its outcome after it."""
+    keys = {other.event, *grouped_with(other.payload)}
+    breached = any(k.startswith("breach:") for k in keys)
+    if claim.event == ROLLBACK_REQUESTED:
+        return breached
+    if claim.event in SETTLED_ROLLBACK_EVENTS:
+        return breached or ROLLBACK_REQUESTED in keys
+    resolved = [k for k in (claim.event, *grouped_with(claim.payload)) if k.startswith("resolved:")]
+    return any(_breach_of(k) in keys for k in resolved)
 
 
 def _breach_of(resolved: str) -> str:

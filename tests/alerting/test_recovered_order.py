@@ -1,0 +1,161 @@
+"""A crash's cut-off alerts go out again in the order they were raised (contract §4).
+
+A kill -9 after a rollback's outcome was stored and before its alerts were sent leaves
+the window's "rollback requested" and its outcome (and maybe the breach before them)
+claimed and unsent; the next start's recovery takes them all over at once. Sent side by
+side, a channel slow on the first took the outcome before the request (or a resolve
+before its breach): the newest alert then said a rollback was under way that had
+failed. Each test makes the channel slow on the alert that must come first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from agent.metrics import Metrics
+from agent.store.base import UnsettledAlert
+from agent.store.sqlite import SqliteStore
+from agent.windows.alert_once import WindowAlerts, dump_payload, raised_order
+from alerting.events import Alert, AlertEvent, breach_key, resolved_key
+from tests.alerting.test_window_alerts import make_notifier, rule, window
+from tests.receivers import JsonSink
+
+LEASE_S = 2.0
+
+
+class SlowOn(JsonSink):
+    """A `json://` sink that takes `delay` s over an alert of event `slow` (the
+    `event` field of its body) and answers any other at once; `notifications` in the
+    order it took them."""
+
+    def __init__(self, slow: str, delay: float = 0.6) -> None:
+        super().__init__()
+        self.slow, self.delay = slow, delay
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "POST":
+            body = json.loads(await request.read() or b"{}")
+            if self.slow in str(body.get("title", "")):
+                await asyncio.sleep(self.delay)
+        return await super()._handle(request)
+
+
+TITLES: dict[str, str] = {
+    "breach": "breached",
+    "resolved": "resolved",
+    "rollback_requested": "rollback requested",
+    "rollback_failed": "ROLLBACK FAILED",
+    "rollback_delivered": "rollback delivered",
+}
+
+
+async def crashed_with(path: Path, claims: list[tuple[str, AlertEvent, list[str]]]) -> None:
+    """The store a process left when killed with these alerts claimed and unsent, in
+    this order (key, event, rules), a few ms apart."""
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        w = window()
+        await store.create_window(w)
+        for key, event, rules in claims:
+            alert = Alert.for_window(w, event, rules=[rule(r) for r in rules])
+            payload = dump_payload(alert, ["oncall"])
+            assert await store.claim_alert(w.id, key, time.time(), None, payload)
+            await asyncio.sleep(0.01)
+    finally:
+        await store.close()
+
+
+async def recovered(path: Path, sink: JsonSink, metrics: Metrics) -> int:
+    """A restarted agent past the lease, its recovery's sends run in the background as
+    `run` runs them; how many it took over, once all were sent."""
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        clock = lambda: time.time() + LEASE_S + 1  # noqa: E731
+        notifier = make_notifier([sink.url()], metrics)
+        alerts = WindowAlerts(store, notifier, clock=clock, lease_s=LEASE_S)
+        tasks: list[asyncio.Task[Any]] = []
+        taken = await alerts.recover(lambda work: tasks.append(asyncio.ensure_future(work)))
+        await asyncio.gather(*tasks)
+        assert await alerts.recover() == 0  # each once
+        return taken
+    finally:
+        await store.close()
+
+
+CASES = {
+    "request before its outcome (failed)": [
+        ("rollback_requested", "rollback_requested", ["error-rate"]),
+        ("rollback_failed", "rollback_failed", []),
+    ],
+    "request before its outcome (delivered)": [
+        ("rollback_requested", "rollback_requested", ["error-rate"]),
+        ("rollback_delivered", "rollback_delivered", []),
+    ],
+    "breach, request, outcome": [
+        (breach_key("error-rate"), "breach", ["error-rate"]),
+        ("rollback_requested", "rollback_requested", ["error-rate"]),
+        ("rollback_failed", "rollback_failed", []),
+    ],
+    "breach before its resolve": [
+        (breach_key("error-rate"), "breach", ["error-rate"]),
+        (resolved_key("error-rate"), "resolved", ["error-rate"]),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+async def test_a_crashs_cut_off_alerts_reach_a_channel_in_the_order_they_were_raised(
+    tmp_path: Path, metrics: Metrics, case: str
+) -> None:
+    claims = CASES[case]
+    path = tmp_path / "alerts.db"
+    await crashed_with(path, claims)
+    sink = SlowOn(TITLES[claims[0][1]])
+    await sink.start()
+    try:
+        assert await recovered(path, sink, metrics) == len(claims)
+    finally:
+        await sink.stop()
+    titles = [n.title for n in sink.notifications]
+    assert len(titles) == len(claims), titles
+    for title, (_, event, _) in zip(titles, claims, strict=True):
+        assert TITLES[event] in title, titles
+
+
+def test_a_rollbacks_alerts_keep_their_order_when_the_clocks_disagree() -> None:
+    """Claimed by two replicas (the request with the window's end, the outcome by the
+    sender that settled it), the stamps may run backwards by a clock's offset, or tie:
+    on-call still reads breach, request, outcome; a resolve after its breach, even one
+    of a grouped breach; an alert of its own (a provider's) where its stamp puts it."""
+
+    def claim(event: str, at: float, also: list[str] | None = None) -> tuple[UnsettledAlert, float]:
+        w = window()
+        alert = Alert.for_window(w, "breach")
+        return UnsettledAlert(
+            w.id, event, at, dump_payload(alert, [], also or []), frozenset()
+        ), 0.0
+
+    claims = [
+        claim("rollback_failed", 1.0),
+        claim("provider:prometheus", 1.5),
+        claim("rollback_requested", 2.0),
+        claim(resolved_key("b"), 2.0),
+        claim(breach_key("a"), 3.0, [breach_key("b")]),
+    ]
+    order = [c.event for c, _ in raised_order(claims)]
+    assert order == [
+        "provider:prometheus",
+        breach_key("a"),
+        "rollback_requested",
+        "rollback_failed",
+        resolved_key("b"),
+    ], order

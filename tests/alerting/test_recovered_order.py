@@ -11,13 +11,11 @@ failed. Each test makes the channel slow on the alert that must come first.
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from agent.metrics import Metrics
 from agent.store.base import UnsettledAlert
@@ -25,26 +23,9 @@ from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts, dump_payload, raised_order
 from alerting.events import Alert, AlertEvent, breach_key, resolved_key
 from tests.alerting.test_window_alerts import make_notifier, rule, window
-from tests.receivers import JsonSink
+from tests.receivers import JsonSink, SlowOnTitles
 
 LEASE_S = 2.0
-
-
-class SlowOn(JsonSink):
-    """A `json://` sink that takes `delay` s over an alert of event `slow` (the
-    `event` field of its body) and answers any other at once; `notifications` in the
-    order it took them."""
-
-    def __init__(self, slow: str, delay: float = 0.6) -> None:
-        super().__init__()
-        self.slow, self.delay = slow, delay
-
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
-        if request.method == "POST":
-            body = json.loads(await request.read() or b"{}")
-            if self.slow in str(body.get("title", "")):
-                await asyncio.sleep(self.delay)
-        return await super()._handle(request)
 
 
 TITLES: dict[str, str] = {
@@ -119,7 +100,7 @@ async def test_a_crashs_cut_off_alerts_reach_a_channel_in_the_order_they_were_ra
     claims = CASES[case]
     path = tmp_path / "alerts.db"
     await crashed_with(path, claims)
-    sink = SlowOn(TITLES[claims[0][1]])
+    sink = SlowOnTitles([TITLES[claims[0][1]]])
     await sink.start()
     try:
         assert await recovered(path, sink, metrics) == len(claims)

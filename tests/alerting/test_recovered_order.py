@@ -140,3 +140,34 @@ def test_a_rollbacks_alerts_keep_their_order_when_the_clocks_disagree() -> None:
         "rollback_failed",
         resolved_key("b"),
     ], order
+
+
+async def test_a_cut_off_alert_left_waiting_past_its_lease_is_the_replica_s_that_took_it(
+    tmp_path: Path, metrics: Metrics
+) -> None:
+    """Waiting its turn behind a slow send, the outcome's claim outlived the lease it was
+    taken with and another replica took it over: that one sends it, this one does not
+    (once, not twice); and this process's own next scan leaves a waiting claim alone."""
+    path = tmp_path / "alerts.db"
+    await crashed_with(path, CASES["request before its outcome (failed)"])
+    sink = SlowOnTitles([TITLES["rollback_requested"]], delay=1.0)
+    await sink.start()
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        now = [time.time() + LEASE_S + 1]
+        notifier = make_notifier([sink.url()], metrics)
+        alerts = WindowAlerts(store, notifier, clock=lambda: now[0], lease_s=LEASE_S)
+        tasks: list[asyncio.Task[Any]] = []
+        assert await alerts.recover(lambda work: tasks.append(asyncio.ensure_future(work))) == 2
+        await sink.wait_arrived(1)
+        now[0] += LEASE_S + 1  # the request's send outlives the lease taken with both
+        assert await alerts.recover(lambda work: tasks.append(asyncio.ensure_future(work))) == 0
+        other = await store.take_alert(window().id, "rollback_failed", now[0], now[0] - LEASE_S)
+        assert other is not None  # another replica's take-over
+        await asyncio.gather(*tasks)
+    finally:
+        await store.close()
+        await sink.stop()
+    titles = [n.title for n in sink.notifications]
+    assert len(titles) == 1 and TITLES["rollback_requested"] in titles[0], titles

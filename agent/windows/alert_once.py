@@ -20,6 +20,9 @@ scans leave alone what it is sending itself (`_in_flight`): stopped past the lea
 are thus at least once, and a duplicate needs the process to die between a channel
 accepting the alert and that being noted (milliseconds), or to be stopped past the lease
 while another replica takes it over; a window cancelled or superseded meanwhile drops it.
+A window's taken-over alerts go out one at a time in the order they were raised
+(`raised_order`): a breach before its resolve and the rollback it called for, a rollback's
+request before its outcome, as the live sends keep them.
 
 A channel that fails an alert is retried (`ALERT_RETRY_DELAYS_S`), to the failed
 channels only, by the same means: the outcome is stored with when the next retry is

@@ -25,10 +25,80 @@ from common.words import counted
 
 T = TypeVar("T")
 
+log = logging.getLogger("postflight.watcher")
+
 HELD_ROUNDS_MAX = 120
 """Rounds a watch measures ahead of the store while its file is held (two minutes at a
 second a round; a few KB each, held in memory: at 500 windows, a few hundred MB at most):
 past it, the watch waits for the oldest to be stored, its slots meanwhile passed over."""
+
+
+class HeldFiles:
+    """The agent's watches whose writes wait for the held file, said for all of them: one
+    warning when it is first found held (how many windows' rounds wait), one line when the
+    last write kept is stored (how long, how many rounds were kept), each window's own at
+    DEBUG. Each window said both (a WARNING and an INFO per window): hundreds of lines for
+    one lock at hundreds of windows."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.waiting: set[HeldFile] = set()
+        """Watches with a write the held file refused and not stored yet."""
+        self.windows: set[HeldFile] = set()
+        """Watches that waited since the file was said held."""
+        self.kept = 0
+        """Rounds the watches handed to the store behind a held write since then."""
+        self.since = 0.0
+        self.cause: BaseException | None = None
+        """The first refusal (None: the file is not said held)."""
+        self._saying: asyncio.Handle | None = None
+
+    def held(self, watch: HeldFile, exc: BaseException) -> None:
+        """`watch` has a write the file refused (`HeldFile.written`)."""
+        self.metrics.store_up.set(0)  # writes fail: the dashboards' `PostflightStoreDown`
+        self.waiting.add(watch)
+        self.windows.add(watch)
+        if self.cause is None:
+            self.cause = exc
+            self.since = time.monotonic()
+            # said once every watch refused with it (a batch's rounds fail together) has
+            # told it so: their tasks were woken before this one scheduled the line
+            self._saying = asyncio.get_running_loop().call_soon(self._say_held)
+
+    def let_go(self, watch: HeldFile, kept: int) -> None:
+        """`watch`'s writes are all stored, `kept` rounds of it behind the held one."""
+        self.waiting.discard(watch)
+        self.kept += kept
+        if self.waiting or self.cause is None:
+            return
+        if self._saying is not None:  # let go before it was said: said first
+            self._saying.cancel()
+            self._say_held()
+        self.metrics.store_up.set(1)
+        log.info(
+            "the SQLite file takes the windows' writes again after %.1fs: %s of %s"
+            " measured meanwhile kept, stored in order",
+            time.monotonic() - self.since,
+            counted(self.kept, "round"),
+            counted(len(self.windows), "window"),
+        )
+        self.cause, self.kept = None, 0
+        self.windows.clear()
+
+    def _say_held(self) -> None:
+        self._saying = None
+        log.warning(
+            "%s rounds wait for the store: %s (the SQLite file is held by another"
+            " process); rounds go on and are stored in order once it is let go, nothing a"
+            " round calls for (an alert, a rollback) is acted on before it is stored",
+            _possessive(counted(len(self.waiting), "window")),
+            self.cause,
+        )
+
+
+def _possessive(words: str) -> str:
+    """`3 windows'`, `1 window's`."""
+    return f"{words}'" if words.endswith("s") else f"{words}'s"
 
 
 class HeldFile:
@@ -38,11 +108,11 @@ class HeldFile:
     def __init__(
         self,
         log: logging.LoggerAdapter[logging.Logger],
-        metrics: Metrics,
+        agent: HeldFiles,
         sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     ) -> None:
         self.log = log
-        self.metrics = metrics
+        self.agent = agent
         self.sleep = sleep
         self.waiting = 0
         """Writes of this watch refused by the held file and not stored yet."""
@@ -108,12 +178,12 @@ class HeldFile:
                     self._say_let_go()
 
     def _say_held(self, what: str, exc: BaseException) -> None:
-        self.metrics.store_up.set(0)  # writes fail: the dashboards' `PostflightStoreDown`
+        self.agent.held(self, exc)
         if self.said:
             return
         self.said = True
         self.since = time.monotonic()
-        self.log.warning(
+        self.log.debug(
             "%s waits for the store: %s (the SQLite file is held by another process);"
             " rounds go on and are stored in order once it is let go, nothing a round calls"
             " for (an alert, a rollback) is acted on before it is stored",
@@ -125,11 +195,11 @@ class HeldFile:
         if not self.said:
             return
         self.said = False
-        self.metrics.store_up.set(1)
-        self.log.info(
+        self.log.debug(
             "the SQLite file takes this window's writes again after %.1fs: %s measured"
             " meanwhile kept, stored in order",
             time.monotonic() - self.since,
             counted(self.kept, "round"),
         )
+        self.agent.let_go(self, self.kept)
         self.kept = 0

@@ -63,7 +63,7 @@ from agent.windows.foresight import (
     no_background_baseline,
     policy_of,
 )
-from agent.windows.held import HeldFile
+from agent.windows.held import HeldFile, HeldFiles
 from agent.windows.late import RoundTimer, RoundWaits, timed_wait
 from agent.windows.markers import mark_rollback, marker_claims, marking, scope_of
 from agent.windows.no_data import EmptyAnswers
@@ -147,9 +147,13 @@ class WatchServices:
     redact: Callable[[str], str] = field(default_factory=Redactor)
     """Hides the configuration's secrets in what a watch stores and sends of a bug
     (`agent.windows.broken`)."""
+    held_file: HeldFiles = field(init=False)
+    """The watches' writes waiting for a SQLite file held by another process, said once
+    for all of them."""
 
     def __post_init__(self) -> None:
         self.pace = SteadyClock(self.clock, self.monotonic)
+        self.held_file = HeldFiles(self.metrics)
 
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         """Work in the background (alerts, rollback delivery, provider markers): the
@@ -309,7 +313,7 @@ class WindowWatch:
         self.log = logging.LoggerAdapter(
             log, {"deploy_id": window.id, "environment": window.environment}
         )
-        self.held = HeldFile(self.log, services.metrics)
+        self.held = HeldFile(self.log, services.held_file)
         """This watch's writes waiting for a SQLite file held by another process."""
         self.last_slot: int | None = None
         """The slot of the latest stored round: a restart goes on with the slot after it."""

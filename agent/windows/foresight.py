@@ -9,9 +9,9 @@ end. Must not decide anything: warnings only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from agent.analysis.describe import exact_rate_bounds
+from agent.analysis.describe import exact_rate_bounds, format_percent
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule
@@ -81,17 +81,10 @@ async def failed_releases(
     when the caller listed them already: as many or more, newest first)."""
     if recent is None:
         recent = await recent_windows(store, environment, FAILED_RELEASE_WINDOWS)
-    windows = sorted(
-        (w for w in recent[:FAILED_RELEASE_WINDOWS] if w.deployed_at < until and _went_live(w)),
-        key=lambda w: w.deployed_at,
-    )
     out = []
-    for k, window in enumerate(windows):
+    for window, end in _live_spans(recent, since, until):
         if window.state not in FAILED_STATES:
             continue
-        end = windows[k + 1].deployed_at if k + 1 < len(windows) else until
-        if end <= since:
-            continue  # over before the lookback: no run of it is read (nor its rollback)
         rolled_back = window.state == "rolled_back"
         intent = await store.get_rollback(window.id)
         if rolled_back and intent is not None and intent.finished_at is not None:
@@ -111,6 +104,79 @@ async def failed_releases(
     return out
 
 
+def _live_spans(
+    recent: Sequence[DeployWindow], since: float, until: float
+) -> list[tuple[DeployWindow, float]]:
+    """Each window of `recent` (its `FAILED_RELEASE_WINDOWS` newest) that went live before
+    `until`, with when its release stopped being live: the next deploy, else `until`; those
+    over before `since` are not given (no run of them is read, nor their rollback)."""
+    windows = sorted(
+        (w for w in recent[:FAILED_RELEASE_WINDOWS] if w.deployed_at < until and _went_live(w)),
+        key=lambda w: w.deployed_at,
+    )
+    spans = []
+    for k, window in enumerate(windows):
+        end = windows[k + 1].deployed_at if k + 1 < len(windows) else until
+        if end > since:
+            spans.append((window, end))
+    return spans
+
+
+@dataclass(frozen=True, slots=True)
+class KeptRelease:
+    """A span of time the environment ran a release whose window ended inconclusive with a
+    relative rule not shown within its bound. Nothing rolled it back: it stays live, and
+    its background runs (and its window's rounds kept as stand-ins) are pooled into the
+    next window's baseline, so a regression never shown within bounds became the
+    reference, and the next deploy as slow passed `max_increase` (live trial, seed 1 at
+    20 probes: 3 of 12 latency x2 passed so)."""
+
+    version: str
+    window_id: str
+    since: float
+    until: float
+    unshown: tuple[str, ...]
+    """Its relative rules not shown within their bounds, each in words with its window's
+    estimate against its baseline."""
+
+
+def kept_releases(
+    recent: Sequence[DeployWindow], env: EnvironmentSettings, since: float, until: float
+) -> list[KeptRelease]:
+    """The releases live within [since, until) whose window ended inconclusive with a
+    relative checks rule of the environment inconclusive (its stored verdict's)."""
+    rules = [r.to_rule() for r in env.rules]
+    relative = {r.name: r for r in rules if r.source == "checks" and r.max_increase is not None}
+    out = []
+    for window, end in _live_spans(recent, since, until):
+        if window.state != "inconclusive" or not relative:
+            continue
+        unshown = []
+        for judged in (window.verdict or {}).get("rules") or []:
+            rule = relative.get(str(judged.get("name")))
+            observed, base = judged.get("observed"), judged.get("baseline")
+            if rule is None or judged.get("outcome") != "inconclusive":
+                continue
+            if not (isinstance(observed, int | float) and isinstance(base, int | float) and base):
+                continue  # no figure (no data, no baseline): it measured nothing of it
+            change = observed / base - 1.0
+            words = f"{rule.name}: {rule.metric} not shown within {judged.get('threshold')}"
+            sign = "+" if change >= 0 else ""
+            words += f", {sign}{format_percent(round(change, 2))} against its baseline"
+            unshown.append(words)
+        if unshown:
+            out.append(
+                KeptRelease(
+                    window.version,
+                    window.id,
+                    window.deployed_at,
+                    end,
+                    tuple(unshown),
+                )
+            )
+    return out
+
+
 def _went_live(window: DeployWindow) -> bool:
     """A window's deploy took effect: all but one cancelled before its `deployed_at` (a
     scheduled deploy called off)."""
@@ -126,6 +192,9 @@ class BackgroundRuns:
 
     periods: list[list[Sample]]
     left_out: list[tuple[FailedRelease, int]]
+    kept: list[tuple[KeptRelease, int]] = field(default_factory=list)
+    """The runs pooled that probed a release whose window ended inconclusive
+    (`kept_releases`), counted by release: said, not left out."""
 
 
 async def baseline_runs(
@@ -145,21 +214,27 @@ async def baseline_runs(
     out (`failed_releases`, which reads `recent` when given)."""
     fingerprints = check_fingerprints(env).values()
     rows = await store.probe_summaries(environment, since, until, fingerprints)
+    if recent is None:
+        recent = await recent_windows(store, environment, FAILED_RELEASE_WINDOWS)
     failed = [
         f
         for f in await failed_releases(store, environment, since, until, recent)
         if f.until > since
     ]
+    inconclusive = kept_releases(recent, env, since, until)
     runs: dict[float, list[Sample]] = {}
     left: dict[FailedRelease, set[float]] = {}
+    kept: dict[KeptRelease, set[float]] = {}
     for check, at, summary in rows:
         release = next((f for f in failed if f.since <= at < f.until), None)
         if release is not None:
             left.setdefault(release, set()).add(at)
             continue
+        if (stays := next((k for k in inconclusive if k.since <= at < k.until), None)) is not None:
+            kept.setdefault(stays, set()).add(at)
         runs.setdefault(at, []).extend(unsummarize(check, summary))
     left_out = [(f, len(ats)) for f, ats in left.items()]
-    return BackgroundRuns(list(runs.values()), left_out)
+    return BackgroundRuns(list(runs.values()), left_out, [(k, len(a)) for k, a in kept.items()])
 
 
 def left_out_words(left_out: list[tuple[FailedRelease, int]]) -> str:
@@ -178,6 +253,19 @@ def left_out_words(left_out: list[tuple[FailedRelease, int]]) -> str:
             f" {fate}"
         )
     return "; ".join(said)
+
+
+def kept_words(kept: list[tuple[KeptRelease, int]]) -> str:
+    """`12 background runs of the baseline probed v3 (dep_…), whose window ended
+    inconclusive (latency-up: latency_p95 not shown within max_increase 50%, +64% against its
+    baseline): relative bounds compare with it`, one clause per release, for the log, the
+    registration's warnings and the relative rules' details."""
+    return "; ".join(
+        f"{counted(count, 'background run')} of the baseline probed {release.version}"
+        f" ({release.window_id}), whose window ended inconclusive"
+        f" ({'; '.join(release.unshown)}): relative bounds compare with it"
+        for release, count in kept
+    )
 
 
 def rollback_words(release: FailedRelease) -> str:
@@ -287,6 +375,8 @@ async def registration_warnings(
         periods = background.periods
         if background.left_out:
             said.append(f"baseline: {left_out_words(background.left_out)}")
+        if background.kept:
+            said.append(f"baseline: {kept_words(background.kept)}")
         for rule in judged:
             if rule.source == "checks" and periods:
                 obs = background_baseline(rule, periods, env)

@@ -56,14 +56,17 @@ from agent.windows.evidence import (
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.foresight import (
     FailedRelease,
+    KeptRelease,
     background_baseline,
     baseline_runs,
     exact_bound_warnings,
+    kept_words,
     left_out_words,
     no_background_baseline,
     policy_of,
 )
 from agent.windows.held import HeldFile, HeldFiles
+from agent.windows.kept import KeptBaseline
 from agent.windows.late import RoundTimer, RoundWaits, timed_wait
 from agent.windows.markers import mark_rollback, marker_claims, marking, scope_of
 from agent.windows.no_data import EmptyAnswers
@@ -289,6 +292,8 @@ class WindowWatch:
         self.check_bugs = CheckBugAlerts()
         """Checks whose own bug ended runs of a round: one `check_bug` alert each."""
         self.baseline_bugs = BaselineBugs()
+        self.kept = KeptBaseline()
+        """Inconclusive releases the checks baseline pooled: relative rules name them."""
         """Canary rules without a baseline for a check's bug: their verdict names it."""
         self.queries: dict[str, str] = {
             r.name: q for r in self.judge_rules if r.source != "checks" and (q := r.query)
@@ -390,6 +395,13 @@ class WindowWatch:
                 return
         else:
             self.baselines = {k: observation_from_dict(v) for k, v in self.window.baseline.items()}
+            if any(r.source == "checks" and r.max_increase is not None for r in self.judge_rules):
+                # a resumed watch's relative rules still name what their baseline pooled
+                lookback = self._lookback()
+                background = await baseline_runs(
+                    self.s.store, self.window.environment, self.env, lookback.start, lookback.end
+                )
+                self.kept.note(background.kept, self.judge_rules)
         self.baselines.update(self.late_baselines)
         self.log.info(
             "watching %s %s (round %d, ends %s)",
@@ -530,8 +542,12 @@ class WindowWatch:
             return None
         assert self.compiled is not None and self.judge_state is not None
         self.worded_at, self.worded_round = now, number
-        verdict = self.baseline_bugs.said(
-            self.empty.said(self.unread.said(self.compiled.verdict(self.judge_state, final=final)))
+        verdict = self.kept.said(
+            self.baseline_bugs.said(
+                self.empty.said(
+                    self.unread.said(self.compiled.verdict(self.judge_state, final=final))
+                )
+            )
         )
         return name_what_broke(
             verdict,
@@ -711,7 +727,7 @@ class WindowWatch:
             self.fence,
         ):
             return False
-        self._warn_baseline(background.left_out)
+        self._warn_baseline(background.left_out, background.kept)
         for name, provider in self.s.providers.items():
             if any(r.source == name for r in self.rules):
                 self.s.spawn(self._mark(name, provider))
@@ -729,7 +745,9 @@ class WindowWatch:
         self._baselines_unreachable(unfetched)
         return True
 
-    def _warn_baseline(self, left_out: list[tuple[FailedRelease, int]]) -> None:
+    def _warn_baseline(
+        self, left_out: list[tuple[FailedRelease, int]], kept: list[tuple[KeptRelease, int]]
+    ) -> None:
         """What the checks rules' baseline lacks, and each rate bound that can only fail
         (`exact_bound_warnings`), logged once per window: here, where it is taken and stored
         (a resumed watch reuses it), not at registration, whose `warnings` foresee the same
@@ -739,6 +757,9 @@ class WindowWatch:
         checks_rules = [r for r in self.judge_rules if r.source == "checks"]
         if left_out and checks_rules:
             self.log.warning("baseline: %s", left_out_words(left_out))
+        self.kept.note(kept, self.judge_rules)
+        if kept and checks_rules:
+            self.log.warning("baseline: %s", kept_words(kept))
         if self.env.baseline_url is not None:  # the stable side, probed beside it
             return
         for rule in checks_rules:

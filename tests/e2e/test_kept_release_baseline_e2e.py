@@ -1,0 +1,103 @@
+"""A release whose window ended inconclusive stays live: the next baseline pools its runs,
+and the next registration, its window's log and its relative rule's verdict say so.
+
+Before, nothing did: a regression its window never showed within bounds became the next
+window's reference, and the next deploy as slow passed `max_increase` against it, its
+verdict silent on what it was compared with (live trial, seed 1 at 20 probes: 3 of 12
+latency x2 passed so: t02, t10, t22).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from agent.appkeys import STORE
+from tests.e2e.conftest import AgentFactory, LocalTarget, RunningAgent, environment
+
+pytestmark = pytest.mark.e2e
+
+RULES = ("{name: p95, source: checks, metric: latency_p95, max_increase: 50%}",)
+
+
+class SlowTarget(LocalTarget):
+    """The service: every answer after `delay` seconds (the release's speed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.delay = 0.02
+
+    async def health(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.delay)
+        return web.json_response({"status": "ok"})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/health", self.health)
+
+
+@pytest.fixture
+async def slow_target() -> AsyncIterator[SlowTarget]:
+    target = SlowTarget()
+    await target.start()
+    yield target
+    await target.stop()
+
+
+async def runs_since(agent: RunningAgent, since: float, within: float = 30.0) -> None:
+    """Wait for a background run of `production` at or after `since`."""
+    store = agent.app[STORE]
+    deadline = time.monotonic() + within
+    while not await store.probe_summaries("production", since, time.time() + 3600.0):
+        assert time.monotonic() < deadline, "no background run after the slow deploy"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.timeout(90)
+async def test_an_inconclusive_releases_runs_in_the_next_baseline_are_said(
+    start_agent: AgentFactory, slow_target: SlowTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    agent = await start_agent(
+        environment(
+            "production",
+            slow_target.url,
+            window="900ms",
+            probes=2,
+            analysis="{policy: sequential}",
+            rules=RULES,
+        )
+    )
+    await agent.stored_runs("production", 5)
+    slow_target.delay = 0.04  # v2: twice as slow, too few probes to show it either way
+    for _ in range(3):  # a fail shown is left out of the next baseline: slow it again
+        v2 = await agent.register("production", "v2")
+        ended = await agent.settled(v2["id"])
+        if ended["state"] == "inconclusive":
+            break
+    assert ended["state"] == "inconclusive", ended
+    stored = await agent.app[STORE].get_window(v2["id"])
+    assert stored is not None
+    await runs_since(agent, stored.deployed_at)
+    v3 = await agent.register("production", "v3")
+    said = [w for w in v3.get("warnings") or [] if "ended inconclusive" in w]
+    assert len(said) == 1, v3
+    assert f"of the baseline probed v2 ({v2['id']}), whose window ended inconclusive" in said[0]
+    # its window's p95 against its baseline: few probes, so a slow first one can make it -50%
+    words = r"\(p95: latency_p95 not shown within max_increase 50%, [+-]\d+% against its baseline\)"
+    assert re.search(words + ": relative bounds compare with it$", said[0]), said
+    final = await agent.settled(v3["id"])
+    p95 = next(r for r in final["verdict"]["rules"] if r["name"] == "p95")
+    assert f"of v2 ({v2['id']}), whose window ended inconclusive" in p95["detail"], p95
+    logged = [
+        r
+        for r in caplog.records
+        if "whose window ended inconclusive" in r.getMessage()
+        and getattr(r, "deploy_id", None) == v3["id"]
+    ]
+    assert len(logged) == 1, caplog.text

@@ -138,6 +138,10 @@ class KeptRelease:
     unshown: tuple[str, ...]
     """Its relative rules not shown within their bounds, each in words with its window's
     estimate against its baseline."""
+    beyond: frozenset[str] = frozenset()
+    """Those of them whose window's estimate was past the bound (its observed against its
+    baseline, as stored in its verdict): the release measured as the regression the rule
+    bounds, left out of that rule's next baseline when `KEPT_RUNS_LEFT` others remain."""
 
 
 def kept_releases(
@@ -151,7 +155,7 @@ def kept_releases(
     for window, end in _live_spans(recent, since, until):
         if window.state != "inconclusive" or not relative:
             continue
-        unshown = []
+        unshown, beyond = [], set()
         for judged in (window.verdict or {}).get("rules") or []:
             rule = relative.get(str(judged.get("name")))
             observed, base = judged.get("observed"), judged.get("baseline")
@@ -163,6 +167,10 @@ def kept_releases(
             words = f"{rule.name}: {rule.metric} not shown within {judged.get('threshold')}"
             sign = "+" if change >= 0 else ""
             words += f", {sign}{format_percent(round(change, 2))} against its baseline"
+            assert rule.max_increase is not None
+            if (change if rule.direction == "increase" else -change) > rule.max_increase:
+                beyond.add(rule.name)
+                words += ", past its bound"
             unshown.append(words)
         if unshown:
             out.append(
@@ -172,6 +180,7 @@ def kept_releases(
                     window.deployed_at,
                     end,
                     tuple(unshown),
+                    frozenset(beyond),
                 )
             )
     return out
@@ -192,9 +201,34 @@ class BackgroundRuns:
 
     periods: list[list[Sample]]
     left_out: list[tuple[FailedRelease, int]]
-    kept: list[tuple[KeptRelease, int]] = field(default_factory=list)
-    """The runs pooled that probed a release whose window ended inconclusive
-    (`kept_releases`), counted by release: said, not left out."""
+    kept: list[KeptRuns] = field(default_factory=list)
+    """The runs that probed a release whose window ended inconclusive (`kept_releases`),
+    by release: pooled by some relative rules (said), left out of others'."""
+    by_rule: dict[str, list[list[Sample]]] = field(default_factory=dict)
+    """The periods of each relative rule that leaves some of them out (`KeptRuns`)."""
+
+    def of(self, rule: str) -> list[list[Sample]]:
+        """The runs `rule`'s baseline pools."""
+        return self.by_rule.get(rule, self.periods)
+
+
+KEPT_RUNS_LEFT = 6
+"""Runs a relative rule's lookback must hold besides those of the inconclusive releases past
+its bound for those to be left out of its baseline: `bench/judge_probes.py`'s six, the
+live trial's 30 s of 5 s background runs before its deploys. With fewer, a baseline of
+the few others would be too thin to pass anything on evidence: the runs are pooled, said."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeptRuns:
+    """A kept release's runs in a lookback: how many, the relative rules whose baselines
+    leave them out (its window's estimate past their bound, `KEPT_RUNS_LEFT` others
+    remaining) and those that pool them."""
+
+    release: KeptRelease
+    runs: int
+    left_out_of: tuple[str, ...]
+    pooled_by: tuple[str, ...]
 
 
 async def baseline_runs(
@@ -234,7 +268,26 @@ async def baseline_runs(
             kept.setdefault(stays, set()).add(at)
         runs.setdefault(at, []).extend(unsummarize(check, summary))
     left_out = [(f, len(ats)) for f, ats in left.items()]
-    return BackgroundRuns(list(runs.values()), left_out, [(k, len(a)) for k, a in kept.items()])
+    relative = [r.name for r in env.rules if r.source == "checks" and r.max_increase is not None]
+    by_rule: dict[str, list[list[Sample]]] = {}
+    apart: dict[KeptRelease, list[str]] = {}
+    for name in relative:
+        past = [k for k in kept if name in k.beyond]
+        ats = set().union(*(kept[k] for k in past))
+        if ats and len(runs) - len(ats) >= KEPT_RUNS_LEFT:
+            by_rule[name] = [samples for at, samples in runs.items() if at not in ats]
+            for one in past:
+                apart.setdefault(one, []).append(name)
+    said = [
+        KeptRuns(
+            k,
+            len(ats),
+            tuple(apart.get(k, ())),
+            tuple(n for n in relative if n not in apart.get(k, ())),
+        )
+        for k, ats in kept.items()
+    ]
+    return BackgroundRuns(list(runs.values()), left_out, said, by_rule)
 
 
 def left_out_words(left_out: list[tuple[FailedRelease, int]]) -> str:
@@ -255,17 +308,32 @@ def left_out_words(left_out: list[tuple[FailedRelease, int]]) -> str:
     return "; ".join(said)
 
 
-def kept_words(kept: list[tuple[KeptRelease, int]]) -> str:
+def kept_words(kept: list[KeptRuns]) -> str:
     """`12 background runs of the baseline probed v3 (dep_…), whose window ended
-    inconclusive (latency-up: latency_p95 not shown within max_increase 50%, +64% against its
-    baseline): relative bounds compare with it`, one clause per release, for the log, the
-    registration's warnings and the relative rules' details."""
-    return "; ".join(
-        f"{counted(count, 'background run')} of the baseline probed {release.version}"
-        f" ({release.window_id}), whose window ended inconclusive"
-        f" ({'; '.join(release.unshown)}): relative bounds compare with it"
-        for release, count in kept
-    )
+    inconclusive (latency-up: latency_p95 not shown within max_increase 50%, +64% against
+    its baseline, past its bound): relative bounds compare with it` (pooled) or `…: left out
+    of rule latency-up's baseline` (`KeptRuns`), one clause per release, for the log, the
+    registration's warnings."""
+    said = []
+    for item in kept:
+        release = item.release
+        fate = []
+        if item.left_out_of:
+            fate.append(f"left out of the baseline of {_rules(item.left_out_of)}")
+        if item.pooled_by and item.left_out_of:
+            fate.append(f"{_rules(item.pooled_by)} compare with it")
+        elif item.pooled_by:
+            fate.append("relative bounds compare with it")
+        said.append(
+            f"{counted(item.runs, 'background run')} of the baseline probed {release.version}"
+            f" ({release.window_id}), whose window ended inconclusive"
+            f" ({'; '.join(release.unshown)}): {'; '.join(fate)}"
+        )
+    return "; ".join(said)
+
+
+def _rules(names: tuple[str, ...]) -> str:
+    return f"rule{'s' if len(names) > 1 else ''} {', '.join(names)}"
 
 
 def rollback_words(release: FailedRelease) -> str:
@@ -378,11 +446,12 @@ async def registration_warnings(
         if background.kept:
             said.append(f"baseline: {kept_words(background.kept)}")
         for rule in judged:
-            if rule.source == "checks" and periods:
-                obs = background_baseline(rule, periods, env)
+            if rule.source == "checks" and background.of(rule.name):
+                pooled = background.of(rule.name)
+                obs = background_baseline(rule, pooled, env)
                 if obs.has_data:
                     baselines[rule.name] = obs
-                    per_round[rule.name] = round_traffic(rule, periods, env)
+                    per_round[rule.name] = round_traffic(rule, pooled, env)
         if env.baseline_url is None and (now is None or deployed_at <= now):
             said += [
                 no_background_baseline(rule, env)

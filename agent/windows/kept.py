@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from agent.analysis.types import Rule, RuleVerdict, Verdict
-from agent.windows.foresight import KeptRelease
+from agent.analysis.types import RuleVerdict, Verdict
+from agent.windows.foresight import KeptRuns
 
 
 class KeptBaseline:
@@ -20,27 +20,33 @@ class KeptBaseline:
     relative checks rule's detail."""
 
     def __init__(self) -> None:
-        self._words = ""
-        self._relative: frozenset[str] = frozenset()
+        self._words: dict[str, str] = {}
 
-    def note(self, kept: list[tuple[KeptRelease, int]], rules: list[Rule]) -> None:
-        self._relative = frozenset(
-            r.name for r in rules if r.source == "checks" and r.max_increase is not None
-        )
-        self._words = "; ".join(
-            f"its baseline holds {count} run{'s' if count != 1 else ''} of {release.version}"
-            f" ({release.window_id}), whose window ended inconclusive"
-            for release, count in kept
-        )
+    def note(self, kept: list[KeptRuns]) -> None:
+        words: dict[str, list[str]] = {}
+        for item in kept:
+            release = f"{item.release.version} ({item.release.window_id})"
+            runs = f"{item.runs} run{'s' if item.runs != 1 else ''}"
+            for name in item.pooled_by:
+                words.setdefault(name, []).append(
+                    f"its baseline holds {runs} of {release}, whose window ended inconclusive"
+                )
+            for name in item.left_out_of:
+                words.setdefault(name, []).append(
+                    f"its baseline leaves out {runs} of {release}, whose window ended"
+                    " inconclusive past this bound"
+                )
+        self._words = {name: "; ".join(said) for name, said in words.items()}
 
     def said(self, verdict: Verdict) -> Verdict:
         """`verdict` with each relative checks rule naming the inconclusive releases its
         baseline holds runs of."""
-        if not self._words or not self._relative:
+        if not self._words:
             return verdict
         return dataclasses.replace(verdict, rules=tuple(self._said(r) for r in verdict.rules))
 
     def _said(self, rule: RuleVerdict) -> RuleVerdict:
-        if rule.name not in self._relative or rule.baseline is None:
+        words = self._words.get(rule.name)
+        if words is None or rule.baseline is None:
             return rule
-        return dataclasses.replace(rule, detail=f"{rule.detail}; {self._words}")
+        return dataclasses.replace(rule, detail=f"{rule.detail}; {words}")

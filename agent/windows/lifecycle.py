@@ -56,7 +56,7 @@ from agent.windows.evidence import (
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.foresight import (
     FailedRelease,
-    KeptRelease,
+    KeptRuns,
     background_baseline,
     baseline_runs,
     exact_bound_warnings,
@@ -401,7 +401,7 @@ class WindowWatch:
                 background = await baseline_runs(
                     self.s.store, self.window.environment, self.env, lookback.start, lookback.end
                 )
-                self.kept.note(background.kept, self.judge_rules)
+                self.kept.note(background.kept)
         self.baselines.update(self.late_baselines)
         self.log.info(
             "watching %s %s (round %d, ends %s)",
@@ -692,7 +692,6 @@ class WindowWatch:
         background = await baseline_runs(
             self.s.store, self.window.environment, self.env, lookback.start, lookback.end
         )
-        periods = background.periods
         fetches = {
             rule.name: asyncio.ensure_future(self._fetch_baseline(rule, lookback))
             for rule in self.judge_rules
@@ -718,7 +717,8 @@ class WindowWatch:
                 fetched[name] = Observation(value=None, error=STILL_FETCHING)
         for rule, judged in zip(self.rules, self.judge_rules, strict=True):
             if rule.source == "checks":
-                self.baselines[rule.name] = background_baseline(judged, periods, self.env)
+                pooled = background.of(rule.name)
+                self.baselines[rule.name] = background_baseline(judged, pooled, self.env)
             else:
                 self.baselines[rule.name] = fetched[rule.name]
         if not await self.s.store.set_baseline(
@@ -746,7 +746,7 @@ class WindowWatch:
         return True
 
     def _warn_baseline(
-        self, left_out: list[tuple[FailedRelease, int]], kept: list[tuple[KeptRelease, int]]
+        self, left_out: list[tuple[FailedRelease, int]], kept: list[KeptRuns]
     ) -> None:
         """What the checks rules' baseline lacks, and each rate bound that can only fail
         (`exact_bound_warnings`), logged once per window: here, where it is taken and stored
@@ -757,7 +757,7 @@ class WindowWatch:
         checks_rules = [r for r in self.judge_rules if r.source == "checks"]
         if left_out and checks_rules:
             self.log.warning("baseline: %s", left_out_words(left_out))
-        self.kept.note(kept, self.judge_rules)
+        self.kept.note(kept)
         if kept and checks_rules:
             self.log.warning("baseline: %s", kept_words(kept))
         if self.env.baseline_url is not None:  # the stable side, probed beside it

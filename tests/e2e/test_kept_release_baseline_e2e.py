@@ -14,11 +14,13 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from aiohttp import web
 
 from agent.appkeys import STORE
+from agent.windows import foresight
 from tests.e2e.conftest import AgentFactory, LocalTarget, RunningAgent, environment
 
 pytestmark = pytest.mark.e2e
@@ -58,11 +60,27 @@ async def runs_since(agent: RunningAgent, since: float, within: float = 30.0) ->
         await asyncio.sleep(0.05)
 
 
+def past_its_bound(window: dict[str, Any]) -> bool:
+    """The window's p95 estimate past +50% of its baseline (its stored verdict's)."""
+    p95 = next(r for r in window["verdict"]["rules"] if r["name"] == "p95")
+    return bool(p95["observed"] and p95["baseline"] and p95["observed"] > 1.5 * p95["baseline"])
+
+
 @pytest.mark.timeout(90)
+@pytest.mark.parametrize("fate", ["pooled", "left-out"])
 async def test_an_inconclusive_releases_runs_in_the_next_baseline_are_said(
-    start_agent: AgentFactory, slow_target: SlowTarget, caplog: pytest.LogCaptureFixture
+    start_agent: AgentFactory,
+    slow_target: SlowTarget,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    fate: str,
 ) -> None:
+    """Pooled: too few other runs (`KEPT_RUNS_LEFT` raised past the lookback's) or an
+    estimate within the bound; left out: v2's window put p95 past +50% and the lookback
+    holds enough others."""
     caplog.set_level(logging.WARNING)
+    if fate == "pooled":
+        monkeypatch.setattr(foresight, "KEPT_RUNS_LEFT", 1_000_000)
     agent = await start_agent(
         environment(
             "production",
@@ -73,12 +91,12 @@ async def test_an_inconclusive_releases_runs_in_the_next_baseline_are_said(
             rules=RULES,
         )
     )
-    await agent.stored_runs("production", 5)
-    slow_target.delay = 0.04  # v2: twice as slow, too few probes to show it either way
-    for _ in range(3):  # a fail shown is left out of the next baseline: slow it again
+    await agent.stored_runs("production", 12)
+    slow_target.delay = 0.05  # v2: 2.5 times as slow, too few probes to show it either way
+    for _ in range(5):  # a fail shown is left out of the next baseline: slow it again
         v2 = await agent.register("production", "v2")
         ended = await agent.settled(v2["id"])
-        if ended["state"] == "inconclusive":
+        if ended["state"] == "inconclusive" and (fate == "pooled" or past_its_bound(ended)):
             break
     assert ended["state"] == "inconclusive", ended
     stored = await agent.app[STORE].get_window(v2["id"])
@@ -89,11 +107,22 @@ async def test_an_inconclusive_releases_runs_in_the_next_baseline_are_said(
     assert len(said) == 1, v3
     assert f"of the baseline probed v2 ({v2['id']}), whose window ended inconclusive" in said[0]
     # its window's p95 against its baseline: few probes, so a slow first one can make it -50%
-    words = r"\(p95: latency_p95 not shown within max_increase 50%, [+-]\d+% against its baseline\)"
-    assert re.search(words + ": relative bounds compare with it$", said[0]), said
+    words = r"\(p95: latency_p95 not shown within max_increase 50%, [+-]\d+% against its baseline"
+    if fate == "pooled":
+        assert re.search(
+            words + r"(, past its bound)?\): relative bounds compare with it$", said[0]
+        )
+    else:
+        assert re.search(
+            words + r", past its bound\): left out of the baseline of rule p95$", said[0]
+        )
     final = await agent.settled(v3["id"])
     p95 = next(r for r in final["verdict"]["rules"] if r["name"] == "p95")
-    assert f"of v2 ({v2['id']}), whose window ended inconclusive" in p95["detail"], p95
+    detail = "holds" if fate == "pooled" else "leaves out"
+    assert re.search(
+        f"its baseline {detail} \\d+ runs? of v2 \\({v2['id']}\\), whose window ended inconclusive",
+        p95["detail"],
+    ), p95
     logged = [
         r
         for r in caplog.records

@@ -9,6 +9,8 @@ trial, seed 1 at 20 probes: t02, t10, t22)."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,3 +125,11 @@ async def test_within_its_bound_or_with_too_few_others_it_is_pooled_and_said(
         f" inconclusive (p95: latency_p95 not shown within max_increase 50%, {change} against"
         f" its baseline{past}): relative bounds compare with it"
     )
+
+
+def test_the_readme_says_how_many_other_runs_a_leave_out_needs() -> None:
+    """The README's baseline paragraph gives `KEPT_RUNS_LEFT` as a figure."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    said = re.search(r"leaves them\s+out of its own baseline when the lookback holds (\d+)", readme)
+    assert said is not None
+    assert int(said.group(1)) == KEPT_RUNS_LEFT

@@ -22,6 +22,7 @@ from aiohttp import web
 from agent.appkeys import STORE
 from agent.windows import foresight
 from tests.e2e.conftest import AgentFactory, LocalTarget, RunningAgent, environment
+from tests.receivers import JsonSink
 
 pytestmark = pytest.mark.e2e
 
@@ -71,6 +72,7 @@ def past_its_bound(window: dict[str, Any]) -> bool:
 async def test_an_inconclusive_releases_runs_in_the_next_baseline_are_said(
     start_agent: AgentFactory,
     slow_target: SlowTarget,
+    json_sink: JsonSink,
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
     fate: str,
@@ -89,7 +91,8 @@ async def test_an_inconclusive_releases_runs_in_the_next_baseline_are_said(
             probes=2,
             analysis="{policy: sequential}",
             rules=RULES,
-        )
+        ),
+        f"alerting:\n  channels:\n    - url: {json_sink.url()}\n",
     )
     await agent.stored_runs("production", 12)
     slow_target.delay = 0.05  # v2: 2.5 times as slow, too few probes to show it either way
@@ -123,6 +126,13 @@ async def test_an_inconclusive_releases_runs_in_the_next_baseline_are_said(
         f"its baseline {detail} \\d+ runs? of v2 \\({v2['id']}\\), whose window ended inconclusive",
         p95["detail"],
     ), p95
+    # and the alert that ends v3's window, naming the rule with its detail
+    await json_sink.wait_for(1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10.0
+    while not [n for n in json_sink.notifications if f"of v2 ({v2['id']}), whose" in n.message]:
+        assert loop.time() < deadline, [n.message for n in json_sink.notifications]
+        await asyncio.sleep(0.05)
     logged = [
         r
         for r in caplog.records

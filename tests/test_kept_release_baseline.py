@@ -133,3 +133,15 @@ def test_the_readme_says_how_many_other_runs_a_leave_out_needs() -> None:
     said = re.search(r"leaves them\s+out of its own baseline when the lookback holds (\d+)", readme)
     assert said is not None
     assert int(said.group(1)) == KEPT_RUNS_LEFT
+
+
+async def test_a_canary_compares_with_its_stable_side_and_is_not_told(store: SqliteStore) -> None:
+    """With `baseline_url`, the stable side probed beside the canary is its relative
+    rules' baseline: what the lookback's runs probed is not said."""
+    await runs(store, NEXT - 3_600, T0, 0.05)
+    await runs(store, T0, NEXT, 0.10)
+    await store.create_window(slow_window(observed=0.098, baseline=0.05))
+    text = RELATIVE.replace("    rules:\n", "    baseline_url: http://127.0.0.1:10\n    rules:\n")
+    canary = load_settings_text(text).environments["production"]
+    said = await registration_warnings(store, canary, "production", NEXT, NEXT + 300)
+    assert not [s for s in said if "ended inconclusive" in s], said

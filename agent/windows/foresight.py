@@ -148,7 +148,10 @@ def kept_releases(
     recent: Sequence[DeployWindow], env: EnvironmentSettings, since: float, until: float
 ) -> list[KeptRelease]:
     """The releases live within [since, until) whose window ended inconclusive with a
-    relative checks rule of the environment inconclusive (its stored verdict's)."""
+    relative checks rule of the environment inconclusive (its stored verdict's). None for
+    a canary (`baseline_url`): the stable side, probed beside it, is its baseline."""
+    if env.baseline_url is not None:
+        return []
     rules = [r.to_rule() for r in env.rules]
     relative = {r.name: r for r in rules if r.source == "checks" and r.max_increase is not None}
     out = []

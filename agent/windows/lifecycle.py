@@ -292,9 +292,9 @@ class WindowWatch:
         self.check_bugs = CheckBugAlerts()
         """Checks whose own bug ended runs of a round: one `check_bug` alert each."""
         self.baseline_bugs = BaselineBugs()
+        """Canary rules without a baseline for a check's bug: their verdict names it."""
         self.kept = KeptBaseline()
         """Inconclusive releases the checks baseline pooled: relative rules name them."""
-        """Canary rules without a baseline for a check's bug: their verdict names it."""
         self.queries: dict[str, str] = {
             r.name: q for r in self.judge_rules if r.source != "checks" and (q := r.query)
         }

@@ -24,6 +24,7 @@ import pytest
 from aiohttp import web
 
 from agent.api.models import Deploy
+from agent.cli.exits import EXIT_INCONCLUSIVE
 from agent.cli.render import Style, details, summary
 from tests.e2e.conftest import SECRET, AgentFactory, LocalTarget, environment, held_as_overloaded
 from tests.e2e.providers_support import alerting_yaml
@@ -385,7 +386,7 @@ async def test_a_window_too_short_for_evidence_ends_inconclusive_naming_the_rule
     shown = details(Deploy.model_validate(final), Style())
     assert "errors: error_rate upper bound" in shown
     # the headline above those details does not say there was no data: there was
-    headline = summary(Deploy.model_validate(final), Style())
+    headline = summary(Deploy.model_validate(final), Style(), EXIT_INCONCLUSIVE)
     assert "no rule had data" not in headline and "the rules below say why" in headline
     alerts = await json_sink.wait_for(1, within=10)
     assert any("errors: error_rate upper bound" in a.message for a in alerts), alerts

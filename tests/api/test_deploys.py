@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
+from aiohttp import ClientResponse, web
 from jsonschema import Draft202012Validator
 
 from agent.analysis.types import Verdict
@@ -540,10 +540,10 @@ async def repeated_under_a_hash(
     stored_hash: str,
     repeat: dict[str, Any],
     status: int,
-) -> None:
+) -> ClientResponse:
     """`first` registered with a key whose stored hash is then `stored_hash` (as a version
     before stored it), and `repeat` sent with that key: answered `status`, with the first
-    answer again for a 200, and one deploy registered in all."""
+    answer again as a replay for a 200, and one deploy registered in all. The answer."""
     headers = {**AUTH, "Idempotency-Key": "k-upgraded"}
     created = await client.post("/v1/deploys", json=first, headers=headers)
     assert created.status == 201, await created.text()
@@ -557,7 +557,39 @@ async def repeated_under_a_hash(
     assert again.status == status, await again.text()
     if status == 200:
         assert await again.json() == await created.json()
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert again.headers["Location"] == created.headers["Location"]
     assert len((await store.list_windows()).items) == 1
+    return again
+
+
+TAKEN_BEFORE = {**FULL_REQUEST, "version": "v2.4.1\u061c"}
+"""A request a version before took (b38f2f91 refused the Arabic letter mark) and a 422 now."""
+
+
+@pytest.mark.parametrize(
+    ("repeat", "status"),
+    [
+        (TAKEN_BEFORE, 200),
+        (dict(reversed(list(TAKEN_BEFORE.items()))), 200),
+        ({**TAKEN_BEFORE, "labels": None}, 422),
+        ({**TAKEN_BEFORE, "version": "v2.4.2\u061c"}, 422),
+    ],
+    ids=["same", "key-order", "other-labels", "other-version"],
+)
+async def test_an_invalid_repeat_of_a_key_a_version_before_took_is_replayed(
+    client: Client, store: SqliteStore, repeat: dict[str, Any], status: int
+) -> None:
+    """A key a version before stored for a request it took and this one refuses (its
+    hash of that document; the deploy here is FULL_REQUEST's, as one now cannot register
+    it): its pipeline's retry, that same document, gets the first answer as a replay,
+    where a 422 would ask it to fix a deploy already registered; another invalid body
+    under that key is the 422 naming what to fix."""
+    again = await repeated_under_a_hash(
+        client, store, FULL_REQUEST, _hash_before_null_was_left_out(TAKEN_BEFORE), repeat, status
+    )
+    if status == 422:
+        assert [e["loc"] for e in (await again.json())["errors"]] == [["version"]]
 
 
 async def test_different_idempotency_keys_are_different_deploys(client: Client) -> None:

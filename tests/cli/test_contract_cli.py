@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.cli.test_run_start import TOKEN, free_port, listening
+from tests.cli.test_run_start import TOKEN, agent_config, free_port, listening
 from tests.cli_process import awaited_cli
 from tests.e2e.crash import request_json
 
@@ -67,10 +67,9 @@ async def test_a_stop_mid_round_exits_0_within_10s_and_the_restart_resumes_the_w
     within 10 s, exit 0, state kept: the restarted daemon shows the window watching with
     its rounds and goes on judging it; `status` shows it, exit 0."""
     port = free_port()
-    config = tmp_path / "postflight.yaml"
-    config.write_text(
-        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [{TOKEN}]}}\n"
-        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
+    config = agent_config(
+        tmp_path,
+        port,
         "environments:\n"
         "  production:\n"
         f"    base_url: {held_target.url}\n"
@@ -79,7 +78,7 @@ async def test_a_stop_mid_round_exits_0_within_10s_and_the_restart_resumes_the_w
         "    checks:\n"
         "      - {name: health, type: http, path: /health, timeout: 30s}\n"
         "    rules:\n"
-        "      - {name: probe-errors, source: checks, metric: error_rate, max: 1.0}\n"
+        "      - {name: probe-errors, source: checks, metric: error_rate, max: 1.0}\n",
     )
     agent_url = ("--url", f"http://127.0.0.1:{port}", "--token", TOKEN)
     log = tmp_path / "agent.log"

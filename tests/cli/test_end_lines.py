@@ -12,7 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from tests.cli.test_run_start import TOKEN, free_port, listening
+from tests.cli.test_run_start import TOKEN, agent_config, free_port, listening
 from tests.cli_process import awaited_cli
 
 pytestmark = pytest.mark.timeout(180)
@@ -22,13 +22,7 @@ pytestmark = pytest.mark.timeout(180)
 def agent_url(tmp_path: Path) -> Iterator[str]:
     """A real `postflight run` with one environment, `production`: its URL."""
     port = free_port()
-    config = tmp_path / "postflight.yaml"
-    config.write_text(
-        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [{TOKEN}]}}\n"
-        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
-        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
-    )
-    agent = listening(str(config), tmp_path / "agent.log")
+    agent = listening(str(agent_config(tmp_path, port)), tmp_path / "agent.log")
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

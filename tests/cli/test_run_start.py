@@ -34,6 +34,21 @@ def free_port() -> int:
         return port
 
 
+IDLE = "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
+"""One environment, `production`, whose target nothing listens on."""
+
+
+def agent_config(tmp_path: Path, port: int, environments: str = IDLE) -> Path:
+    """`tmp_path`/postflight.yaml: `run` listening on `port` with TOKEN, its SQLite store
+    in `tmp_path`, and `environments` (YAML from the key on)."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [{TOKEN}]}}\n"
+        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n{environments}"
+    )
+    return config
+
+
 def agent_env() -> dict[str, str]:
     """This checkout's agent, with no Sentry and no configuration from the environment."""
     env = {k: v for k, v in os.environ.items() if k not in ("SENTRY_DSN", "POSTFLIGHT_CONFIG")}
@@ -187,12 +202,7 @@ def test_each_stop_signal_is_a_clean_stop_named_in_the_log(
     reload, or a terminal that closed. Now a clean stop, exit 0, its log line saying there
     is no reload."""
     port = free_port()
-    config = tmp_path / "postflight.yaml"
-    config.write_text(
-        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [{TOKEN}]}}\n"
-        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
-        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
-    )
+    config = agent_config(tmp_path, port)
     text = stopped_once_listening(str(config), tmp_path / "agent.log", sig)
     assert f"{sig.name}: stopping" in text, text
     assert text.rstrip().endswith("postflight: stopped"), text
@@ -210,12 +220,7 @@ def test_stop_signals_repeated_until_the_process_is_gone_still_exit_0(tmp_path: 
     every 2 ms from the first until the process is gone, so every instant of the exit
     meets one."""
     port = free_port()
-    config = tmp_path / "postflight.yaml"
-    config.write_text(
-        f"server: {{listen: 127.0.0.1:{port}, api_tokens: [{TOKEN}]}}\n"
-        f"store: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n"
-        "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"
-    )
+    config = agent_config(tmp_path, port)
     log = tmp_path / "agent.log"
     for _ in range(3):
         agent = listening(str(config), log)

@@ -37,23 +37,6 @@ environments:
 """
 
 
-@pytest.fixture
-async def target() -> TestServer:
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def broken(request: web.Request) -> web.Response:
-        return web.json_response({"status": "down"}, status=503)
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_get("/broken", broken)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield server  # type: ignore[misc]
-    await server.close()
-
-
 def write(tmp_path: Path, target: TestServer, path: str) -> Path:
     config = tmp_path / "postflight.yaml"
     url = str(target.make_url("")).rstrip("/")

@@ -5,11 +5,10 @@ said alike by `check` and the API: each through the real CLI, against a real dae
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.cli.test_run_start import TOKEN, agent_config, free_port, listening
@@ -71,32 +70,16 @@ async def test_an_unreachable_agent_is_said_with_the_exit_code() -> None:
         assert line.endswith(" (exit 2)"), out
 
 
-@pytest.fixture
-async def target() -> AsyncIterator[str]:
-    async def health(request: web.Request) -> web.Response:
-        return web.json_response({"status": "ok"})
-
-    async def broken(request: web.Request) -> web.Response:
-        return web.json_response({"status": "down"}, status=503)
-
-    app = web.Application()
-    app.router.add_get("/health", health)
-    app.router.add_get("/broken", broken)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield str(server.make_url("")).rstrip("/")
-    await server.close()
-
-
 async def test_check_ends_with_its_exit_code_and_names_environments_as_the_api_does(
-    tmp_path: Path, target: str, agent_url: str
+    tmp_path: Path, target: TestServer, agent_url: str
 ) -> None:
+    url = str(target.make_url("")).rstrip("/")
     config = tmp_path / "check.yaml"
     config.write_text(
         "server: {api_tokens: [tok-1234567890abcdef]}\n"
         "environments:\n"
         "  staging:\n"
-        f"    base_url: {target}\n"
+        f"    base_url: {url}\n"
         "    checks:\n"
         "      - {name: health, type: http, path: /health}\n"
         "      - {name: second, type: http, path: /broken}\n"

@@ -781,6 +781,12 @@ async def test_an_alert_claimed_with_its_payload_is_listed_until_it_has_an_outco
     assert [a.event for a in await store.unsettled_alerts(claimed_before=99.0)] == ["passed"]
 
 
+async def opened_as_web_1(store: Store) -> None:
+    """`store` opened as replica web-1, holding its id (a process that held it is gone)."""
+    await store.open()
+    await cast(Any, store).hold_replica_id("web-1")
+
+
 async def test_a_claim_its_own_killed_process_left_is_taken_at_once_by_the_restart(
     backend: Backend,
 ) -> None:
@@ -791,8 +797,7 @@ async def test_a_claim_its_own_killed_process_left_is_taken_at_once_by_the_resta
     never without `orphaned`, and never a claim of the restart's own run."""
     first, restart = backend.make(), backend.make()
     try:
-        await first.open()
-        await cast(Any, first).hold_replica_id("web-1")
+        await opened_as_web_1(first)
         await first.create_window(window("dep_1"))
         assert await first.claim_alert("dep_1", "failed", 100.0, payload='{"alert": {}}')
         await restart.open()
@@ -825,16 +830,14 @@ async def test_a_retry_its_own_killed_process_was_sending_is_due_at_once_for_the
     lease (it may still be sending until it exits)."""
     first, restart = backend.make(), backend.make()
     try:
-        await first.open()
-        await cast(Any, first).hold_replica_id("web-1")
+        await opened_as_web_1(first)
         for wid, due in (("dep_1", 100.0), ("dep_2", 500.0)):
             await first.create_window(window(wid))
             assert await first.claim_alert(wid, "failed", 90.0, payload='{"alert": {}}')
             await first.record_alert(wid, "failed", "failed", "HTTP 500", retry_at=due)
         assert await first.take_alert_retry("dep_1", "failed", 100.0, 200.0)
         await (killed(first) if ended == "killed" else first.close())
-        await restart.open()
-        await cast(Any, restart).hold_replica_id("web-1")
+        await opened_as_web_1(restart)
         assert await restart.alert_retries_due(101.0) == []
         due = await restart.alert_retries_due(101.0, orphaned=True)
         taken = await restart.take_alert_retry("dep_1", "failed", 101.0, 300.0, orphaned=True)
@@ -858,13 +861,11 @@ async def test_a_claim_its_process_left_at_a_clean_stop_waits_its_lease(
     exits): its claim without an outcome waits its lease, as before, for the restart too."""
     first, restart = backend.make(), backend.make()
     try:
-        await first.open()
-        await cast(Any, first).hold_replica_id("web-1")
+        await opened_as_web_1(first)
         await first.create_window(window("dep_1"))
         assert await first.claim_alert("dep_1", "failed", 100.0, payload='{"alert": {}}')
         await first.close()
-        await restart.open()
-        await cast(Any, restart).hold_replica_id("web-1")
+        await opened_as_web_1(restart)
         assert await restart.unsettled_alerts(claimed_before=100.0, orphaned=True) == []
         assert await restart.take_alert("dep_1", "failed", 101.0, 100.0, orphaned=True) is None
         listed = await restart.unsettled_alerts(claimed_before=101.0, orphaned=True)

@@ -219,6 +219,7 @@ def test_a_thread_that_holds_the_exit_at_the_longest_shutdown_timeout_still_ends
     thread blocked with no timeout: the hard bound fired at 10 s and the process ended
     10.018 s after SIGTERM. It keeps a moment for the exit now: exit 0 within 10 s, the
     window kept."""
+    from tests.e2e.plugin_agent import state_after_restart
     from tests.e2e.test_stop_stuck_parts import config, install_plugin, records, start
 
     site = tmp_path / "site"
@@ -248,9 +249,4 @@ def test_a_thread_that_holds_the_exit_at_the_longest_shutdown_timeout_still_ends
             agent.wait()
     warnings = [r["msg"] for r in records(log) if r.get("level") == "warning"]
     assert [m for m in warnings if m.startswith("stopping: still running 9.75s")], warnings
-    agent = start(path, log, site)
-    try:
-        assert request_json("GET", f"{url}/{deploy['id']}")["state"] == "watching"
-    finally:
-        agent.kill()
-        agent.wait()
+    assert state_after_restart(path, log, site, f"{url}/{deploy['id']}") == "watching"

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.cli_process import awaited_cli
-from tests.e2e.crash import TOKEN, _env
+from tests.e2e.crash import TOKEN, _env, request_json
 
 
 def start(config: Path, log: Path, site: Path) -> subprocess.Popen[bytes]:
@@ -33,6 +33,16 @@ def start(config: Path, log: Path, site: Path) -> subprocess.Popen[bytes]:
         assert agent.poll() is None and time.monotonic() < deadline, log.read_text()
         time.sleep(0.05)
     return agent
+
+
+def state_after_restart(config: Path, log: Path, site: Path, deploy_url: str) -> str:
+    """The deploy's state as the agent started again (`start`) shows it; killed then."""
+    agent = start(config, log, site)
+    try:
+        return str(request_json("GET", deploy_url)["state"])
+    finally:
+        agent.kill()
+        agent.wait()
 
 
 def records(log: Path) -> list[dict[str, Any]]:

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.crash import free_port, request_json
+from tests.e2e.plugin_agent import state_after_restart
 from tests.e2e.test_stop_stuck_parts import PLUGIN, SHUTDOWN_TIMEOUT_S, config, records, start
 from tests.plugin_site import install_distribution
 
@@ -92,9 +93,4 @@ def test_a_store_close_running_at_the_budgets_end_is_waited_for_not_left_to_a_cl
     assert [m for m in said if m.startswith("stopping: closing provider hangclose")], said
     assert "test: the store closed" in said, [m for m in said if "stop" in m]
 
-    agent = start(path, log, site)
-    try:
-        assert request_json("GET", f"{url}/{deploy['id']}")["state"] == "watching"
-    finally:
-        agent.kill()
-        agent.wait()
+    assert state_after_restart(path, log, site, f"{url}/{deploy['id']}") == "watching"

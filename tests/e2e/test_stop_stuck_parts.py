@@ -19,7 +19,7 @@ import pytest
 from agent.rollback.delivery import RollbackDelivery
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
 from tests.e2e.crash import TOKEN, free_port, request_json
-from tests.e2e.plugin_agent import records, start
+from tests.e2e.plugin_agent import records, start, state_after_restart
 from tests.plugin_site import install_distribution
 from tests.receivers import RollbackReceiver
 
@@ -192,13 +192,7 @@ def test_a_part_that_does_not_stop_is_named_and_left_and_the_stop_keeps_its_boun
     assert "Traceback" not in log.read_text()
 
     # nothing lost: the next start has the window, still watching
-    agent = start(path, log, site)
-    try:
-        seen = request_json("GET", f"{url}/{deploy['id']}")
-        assert seen["state"] == "watching"
-    finally:
-        agent.kill()
-        agent.wait()
+    assert state_after_restart(path, log, site, f"{url}/{deploy['id']}") == "watching"
 
 
 @pytest.mark.timeout(60)

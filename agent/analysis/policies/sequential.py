@@ -282,25 +282,24 @@ class SequentialPolicy(BasePolicy):
             return Judged(verdict, failed_at, reason)
         if failed_at is not None and comp is not None and decisive is not None:
             _, log_e, log_needed = decisive
-            lr, needed = ratio(log_e), ratio(log_needed)
+            lr, needed = ratio(log_e), _needed(tests, comp, log_needed)
             reason = (
                 f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} "
                 f"{comp.claim} after {units_of(rule, kind, samples)}: evidence {odds(lr)},"
-                f" {odds_number(needed)} needed"
+                f" {needed}"
             )
             # the bound it crossed, as the reason says: a breach alert's "why" is this detail
             detail = (
-                f"{said}; {rule.metric} {comp.claim}: evidence {odds(lr)} of a regression,"
-                f" {odds_number(needed)} needed"
+                f"{said}; {rule.metric} {comp.claim}: evidence {odds(lr)} of a regression, {needed}"
             )
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
             return Judged(verdict, failed_at, reason)
         strongest = ""
         if decisive is not None:  # no test failed: the one closest to failing
-            _, log_e, log_needed = decisive
+            closest, log_e, log_needed = decisive
             strongest = (
                 f"; strongest evidence of a regression: {odds(ratio(log_e))}, "
-                f"{odds_number(ratio(log_needed))} needed"
+                f"{_needed(tests, closest, log_needed)}"
             )
         lacking = [r for r in reached if not r.holds]
         if reached and not lacking and not tests.unpassable:
@@ -541,6 +540,23 @@ def _decisive(
         if best is None or log_e - log_needed > best[1] - best[2]:
             best = (comp, log_e, log_needed)
     return best
+
+
+def _needed(tests: SequentialRule, comp: Component, log_needed: float) -> str:
+    """`1,500 needed`, and when the e-detector is the run shown (`log_evidence`: the more
+    advanced), why its bar is higher: a regression may begin at any round, so it needs
+    rounds / its level, 30x the deploy's run's 1 / alpha in a 30-round window. The page's
+    chart showed the deploy's run's 1,500 from round 1 and the verdict "45,000 needed" at
+    round 14, read as a bar that grew 30x (a README walk-through)."""
+    needed = f"{odds_number(ratio(log_needed))} needed"
+    if not comp.alpha_detector or log_needed != comp.detector_log_threshold(tests.horizon):
+        return needed
+    rounds = max(tests.horizon, 1)
+    return (
+        f"{needed} (a regression may begin at any of {rounds} rounds:"
+        f" {rounds} x {odds_number(1.0 / comp.alpha_detector)}; from the deploy"
+        f" {odds_number(ratio(comp.log_threshold))})"
+    )
 
 
 BELOW_0 = "below_0"

@@ -1,0 +1,59 @@
+"""An absolute `max` on the error rate over a baseline probed while the service was down
+(a README walk-through: background runs 96% errors, the release at 7-10%): the failing test
+reads the release's own rounds only, and a failure the e-detector decides says why its bar
+(rounds x its level) is not the 1 / alpha the page's chart showed from round 1.
+
+Fed as the daemon feeds the judge: background runs merged (`merge`), then rounds of counts."""
+
+from __future__ import annotations
+
+from agent.analysis import Observation, Policy, Rule
+from agent.analysis.judge import Judge
+from agent.analysis.observe import merge
+
+RULES = [Rule("probe-errors", "checks", "error_rate", max=0.05)] + [
+    Rule(f"other-{i}", "checks", "error_rate", max=0.5) for i in range(5)
+]
+"""The example configuration's six rules: the error budget is split six ways."""
+QUIET, FAILING = 6, 21
+"""Rounds: six with no failed probe, then the health probe failing one in twelve."""
+
+
+def _baseline(failed: list[int]) -> Observation:
+    return merge([Observation(b / 10, count=b, total=10) for b in failed])
+
+
+def _window(baseline: Observation) -> list[tuple[str, str, float, float]]:
+    judge = Judge(RULES, {r.name: baseline for r in RULES}, Policy(), horizon=30)
+    state, said = judge.start(), []
+    for i in range(QUIET + FAILING):
+        bad = 0 if i < QUIET else 1
+        rounds = {r.name: Observation(0.0, count=0, total=12) for r in RULES}
+        rounds["probe-errors"] = Observation(bad / 12, count=bad, total=12)
+        state, verdict = judge.step(state, rounds, final=i == 29)
+        rule = verdict.rules[0]
+        ev = rule.evidence
+        said.append((rule.outcome, rule.detail, ev["likelihood_ratio"], ev["p_value"]))
+        if rule.outcome == "fail":
+            break
+    return said
+
+
+def test_an_absolute_bound_fails_alike_over_an_outage_baseline_and_a_healthy_one() -> None:
+    """No baseline figure (its 96% errors, the burstiness its runs show) moves the failing
+    test of an absolute bound: the same rounds, the same evidence, the same round failed."""
+    healthy = _window(_baseline([0, 0, 1, 0, 0, 0]))
+    for failed in ([10, 9, 10, 10, 9, 10], [10, 10, 10, 0, 0, 0]):
+        outage = _window(_baseline(failed))
+        assert [(o, lr, p) for o, _, lr, p in outage] == [(o, lr, p) for o, _, lr, p in healthy]
+    assert healthy[-1][0] == "fail"
+
+
+def test_a_failure_the_detector_decides_says_why_its_bar_is_rounds_times_the_deploys() -> None:
+    """The deploy's run needs 1 / alpha (1,500 here: what the page showed at round 1), the
+    detector of a regression begun later horizon / alpha (45,000): the verdict said only
+    "45,000 needed", read as the bar grown 30x over the window."""
+    detail = _window(_baseline([10, 9, 10, 10, 9, 10]))[-1][1]
+    assert "45,000 needed" in detail, detail
+    assert "may begin at any of 30 rounds: 30 x 1,500" in detail, detail
+    assert "from the deploy 1,500" in detail, detail

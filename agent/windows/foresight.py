@@ -9,9 +9,9 @@ end. Must not decide anything: warnings only.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-from agent.analysis.describe import exact_rate_bounds, format_percent
+from agent.analysis.describe import exact_rate_bounds, format_percent, threshold_text
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule
@@ -455,6 +455,7 @@ async def registration_warnings(
                 if obs.has_data:
                     baselines[rule.name] = obs
                     per_round[rule.name] = round_traffic(rule, pooled, env)
+        said += [w for r in judged if (w := outage_baseline(r, baselines.get(r.name)))]
         if env.baseline_url is None and (now is None or deployed_at <= now):
             said += [
                 no_background_baseline(rule, env)
@@ -523,6 +524,34 @@ def exact_bound_warnings(rules: list[Rule], env: EnvironmentSettings) -> list[st
     if env.analysis.policy != "sequential" or env.analysis.pass_on != "evidence":
         return []
     return [f"rule {r.name}: {sentence}" for r in rules for _, sentence in exact_rate_bounds(r)]
+
+
+OUTAGE_SHARE = 0.5
+"""A checks rule's background error rate at or above which registration says the baseline
+looks probed while the service was down (`outage_baseline`)."""
+
+
+def outage_baseline(rule: Rule, baseline: Observation | None) -> str | None:
+    """What a checks error-rate baseline of mostly failed probes means, or None. A README
+    walk-through's background runs began before the service's stand-ins were up (96%
+    errors) and nothing said so: an absolute bound does not read the baseline (its failing
+    test is the release's probes alone), but a relative one is measured against it."""
+    if rule.source != "checks" or rule.metric != "error_rate" or baseline is None:
+        return None
+    count, total = baseline.count, baseline.total
+    if not count or not total or count / total < OUTAGE_SHARE:
+        return None
+    meaning = []
+    if rule.max is not None or rule.min is not None:
+        absolute = threshold_text(replace(rule, max_increase=None))
+        meaning.append(f"its {absolute} is judged on the release's own probes, not on these")
+    if rule.max_increase is not None:
+        meaning.append("a max_increase over it allows nearly any error rate")
+    return (
+        f"rule {rule.name}: its baseline is {count / total:.0%} errors ({count:,} of"
+        f" {total:,} background probes in the lookback failed): probed while the service"
+        f" was down, or before it was up? {'; '.join(meaning)}"
+    )
 
 
 def no_background_baseline(rule: Rule, env: EnvironmentSettings) -> str:

@@ -10,7 +10,7 @@ markup on the server, so there is one drawing code path, not two.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from common.words import counted
@@ -222,9 +222,19 @@ def rounds_chart(
 
 
 def evidence_chart(
-    title: str, ratios: Sequence[tuple[int, float | None]], needed: float | None
+    title: str,
+    ratios: Sequence[tuple[int, float | None]],
+    needed: float | None,
+    needs: Mapping[int, float] | None = None,
 ) -> Chart:
-    """The e-value (likelihood ratio) per round on a log scale, toward its threshold."""
+    """The e-value (likelihood ratio) per round on a log scale, toward its threshold (the
+    latest round's, `needed`). `needs`: each round's own threshold, as stored: a round shows
+    the more advanced of a rule's run from the deploy (1 / alpha) and its e-detector
+    (rounds / alpha), so the bar can change within the window; each point is read against
+    its own, and the change is said (a page showed 1.5e+03 at round 1, the verdict 45,000
+    needed at round 14, with nothing to say why)."""
+    own = {n: needs.get(n, needed) if needs else needed for n, _ in ratios}
+    changed = len({v for v in own.values() if v}) > 1
     chart = Chart(
         title=title, description="", kind="evidence", x_label="round", y_label="e-value (log)"
     )
@@ -237,9 +247,15 @@ def evidence_chart(
     x = Scale(min(numbers, default=1) - 0.5, max(numbers, default=1) + 0.5, left, right)
     y = Scale(lo, hi, bottom, top, log=True)
     points = [
-        (x(n), y(max(v, 1e-6)), f"round {n}: e-value {v:.3g}", bool(needed and v >= needed))
+        (
+            x(n),
+            y(max(v, 1e-6)),
+            f"round {n}: e-value {v:.3g}" + (f" of {need:.3g} needed" if changed and need else ""),
+            bool(need and v >= need),
+        )
         for n, v in ratios
         if v is not None
+        for need in [own[n]]
     ]
     chart.series.append(points)
     chart.series_kinds.append("evidence")
@@ -258,7 +274,30 @@ def evidence_chart(
     chart.description = f"{title}: e-value per round on a log scale; latest {last}; " + (
         f"the rule fails when it reaches {needed:.3g}." if needed else "no threshold."
     )
+    if changed:
+        chart.description += _bars_said(own, needed)
     return chart
+
+
+def _bars_said(own: Mapping[int, float | None], needed: float | None) -> str:
+    """The rounds whose threshold was not the latest one, and why thresholds differ."""
+    spans: list[tuple[int, int, float]] = []
+    for n, need in sorted(own.items()):
+        if not need or need == needed:
+            continue
+        if spans and spans[-1][2] == need and spans[-1][1] == n - 1:
+            spans[-1] = (spans[-1][0], n, need)
+        else:
+            spans.append((n, n, need))
+    earlier = ", ".join(
+        f"round {a} needed {need:.3g}" if a == b else f"rounds {a}-{b} needed {need:.3g}"
+        for a, b, need in spans
+    )
+    return (
+        f" Its bar changed: {earlier}; each round shows the more advanced of the rule's"
+        " two runs, the one from the deploy (its bar 1 / alpha) and its e-detector of a"
+        " regression that may begin at any round (its bar the window's rounds / alpha)."
+    )
 
 
 def band_chart(title: str, interval: tuple[float, float], tolerance: float) -> Chart:

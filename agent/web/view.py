@@ -223,6 +223,7 @@ def _rule_charts(
 
     observed: list[tuple[int, float | None]] = []
     ratios: list[tuple[int, float | None]] = []
+    needs: dict[int, float] = {}
     samples: list[float] = []
     base_values = [v for v in (baseline_obs or {}).get("values") or () if _num(v) is not None]
     # pooled only for the distribution chart: a rate's or a rule's with no baseline samples
@@ -233,6 +234,8 @@ def _rule_charts(
         observed.append((record.number, _num(obs.get("value"))))
         snap = (record.summary.get("rules") or {}).get(name) or {}
         ratios.append((record.number, _num(snap.get("likelihood_ratio"))))
+        if (need := _num(snap.get("likelihood_ratio_needed"))) is not None:
+            needs[record.number] = need
         if distribution and len(samples) < MAX_DISTRIBUTION_SAMPLES:
             samples.extend(v for v in obs.get("values") or () if _num(v) is not None)
     baseline = _num(item.get("baseline"))
@@ -273,6 +276,7 @@ def _rule_charts(
                 f"{name}: evidence toward failing",
                 ratios,
                 _num(evidence.get("likelihood_ratio_needed")),
+                needs,
             )
         )
     interval = _interval(evidence)

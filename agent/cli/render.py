@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from agent.api.models import Deploy, RuleResult, deploy_json
 from agent.cli.exits import ended
 from agent.client import OPEN_STATES, ClientError, rollback_pending
+from alerting.events import DRY_RUN_NOT_SENT
 from common.durations import format_duration
 from common.redaction import visible
 from common.times import rfc3339
@@ -222,7 +223,8 @@ def details(deploy: Deploy, style: Style) -> str:
     lines = [
         f"{deploy.id}  {deploy.environment}  {deploy.version}"
         + (f" (from {deploy.previous_version})" if deploy.previous_version else ""),
-        f"  state     {style.state(deploy.state)}",
+        f"  state     {style.state(deploy.state)}"
+        + (f": {DRY_RUN_NOT_SENT}" if dry_run_unsent(deploy) else ""),
         f"  deployed  {hms(deploy.deployed_at)}   ends {hms(deploy.ends_at)}"
         f"   rounds {deploy.rounds}",
     ]
@@ -384,6 +386,8 @@ def summary(deploy: Deploy, style: Style, code: int) -> str:
     }.get(deploy.state, deploy.state)
     if rollback_pending(deploy):
         headline = "failed: a rollback was requested and is still being delivered"
+    elif dry_run_unsent(deploy):
+        headline = f"failed: the verdict failed; {DRY_RUN_NOT_SENT}"
     elif deploy.state == "passed" and _threshold_pass(deploy):
         headline = (
             "passed: no rule failed (threshold policy: none past its bound failure_limit"
@@ -397,6 +401,13 @@ def summary(deploy: Deploy, style: Style, code: int) -> str:
             " says how far each got)"
         )
     return f"\n{style.state(deploy.state, ended(headline, code))}\n\n{details(deploy, style)}"
+
+
+def dry_run_unsent(deploy: Deploy) -> bool:
+    """A failed window whose rollback `rollback.dry_run` kept unsent (`skipped`): its end
+    line and state say so first, where "no rollback was delivered" read as one refused."""
+    rollback = deploy.rollback
+    return deploy.state == "failed" and rollback is not None and rollback.state == "skipped"
 
 
 def _lacking_evidence(deploy: Deploy) -> int:

@@ -20,7 +20,12 @@ from agent.api.models import shown_state
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, RoundRecord
 from agent.web.charts import Chart, band_chart, distribution_chart, evidence_chart, rounds_chart
 from agent.web.times import iso
-from alerting.events import AlertEvent, RollbackTarget, failed_rollback_headline
+from alerting.events import (
+    DRY_RUN_NOT_SENT,
+    AlertEvent,
+    RollbackTarget,
+    failed_rollback_headline,
+)
 from alerting.templates import evidence_text, format_value
 
 DECIDED = ("pass", "fail", "inconclusive")
@@ -95,6 +100,16 @@ class DeployView:
     ended_at: str | None = None
     """When an ended window ended (set per fetch, `as_of`): one that ended early read
     "Window ends" with its planned end, a moment that never came."""
+
+    @property
+    def state_note(self) -> str | None:
+        """What the state line says after a `failed` whose rollback `rollback.dry_run` kept
+        unsent: the page's headline said "failed" alone, the dry run only in its Rollback
+        section further down."""
+        rollback = self.rollback
+        if self.state == "failed" and rollback is not None and rollback.state == "skipped":
+            return DRY_RUN_NOT_SENT
+        return None
 
 
 def _num(value: Any) -> float | None:

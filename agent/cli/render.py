@@ -16,7 +16,7 @@ from typing import Any, TextIO
 
 from agent.api.models import Deploy, RuleResult, deploy_json
 from agent.cli.exits import ended
-from agent.client import OPEN_STATES, ClientError, rollback_pending
+from agent.client import OPEN_STATES, ClientError
 from alerting.events import DRY_RUN_NOT_SENT
 from common.durations import format_duration
 from common.redaction import visible
@@ -378,16 +378,16 @@ def summary(deploy: Deploy, style: Style, code: int) -> str:
     (`ended`), then its details."""
     headline = {
         "passed": "passed: the verdict passed (its reason says on what evidence)",
-        "failed": "failed: the verdict failed and no rollback was delivered",
-        "rolled_back": "rolled back: the rollback target accepted the request",
+        "rolled_back": (
+            "rolled back: the rollback target accepted the request (that starts the"
+            " rollback; it is not known to be done)"
+        ),
         "inconclusive": "inconclusive: neither passed nor failed (the rules below say why)",
         "cancelled": "cancelled: no verdict",
         "superseded": "superseded by a later registration: no verdict",
     }.get(deploy.state, deploy.state)
-    if rollback_pending(deploy):
-        headline = "failed: a rollback was requested and is still being delivered"
-    elif dry_run_unsent(deploy):
-        headline = f"failed: the verdict failed; {DRY_RUN_NOT_SENT}"
+    if deploy.state == "failed":
+        headline = _failed_headline(deploy)
     elif deploy.state == "passed" and _threshold_pass(deploy):
         headline = (
             "passed: no rule failed (threshold policy: none past its bound failure_limit"
@@ -401,6 +401,27 @@ def summary(deploy: Deploy, style: Style, code: int) -> str:
             " says how far each got)"
         )
     return f"\n{style.state(deploy.state, ended(headline, code))}\n\n{details(deploy, style)}"
+
+
+def _failed_headline(deploy: Deploy) -> str:
+    """`failed`'s end line, by where its rollback stands as the wait ends: "no rollback
+    was delivered" was said alike of one never asked (none configured), one given up and
+    one a dry run kept unsent (three different next steps), and a rollback still retried
+    was said "requested" with no word of how far it got."""
+    rollback = deploy.rollback
+    if rollback is None:
+        return "failed: the verdict failed; no rollback was requested (none is configured)"
+    tried = counted(rollback.attempts, "attempt")
+    if rollback.state == "pending":
+        return "failed: a rollback was requested and is still being delivered" + (
+            f" (not accepted after {tried} so far)" if rollback.attempts else ""
+        )
+    if dry_run_unsent(deploy):
+        return f"failed: the verdict failed; {DRY_RUN_NOT_SENT}"
+    if rollback.state == "failed":
+        how = f"after {tried}, not delivered" if rollback.attempts else "unsent"
+        return f"failed: the verdict failed; its rollback was given up {how} (below: why)"
+    return f"failed: the verdict failed; its rollback is {rollback.state}"
 
 
 def dry_run_unsent(deploy: Deploy) -> bool:

@@ -338,6 +338,31 @@ def test_register_wait_says_a_rollback_is_still_pending_when_it_stops_following_
     assert "failed: a rollback was requested and is still being delivered" in captured.out
 
 
+def test_register_wait_says_how_far_a_rollback_still_retried_got(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rollback refused twice and retried is still pending when the wait stops following
+    it: its end line said "still being delivered" alone, as of one not yet tried."""
+    monkeypatch.setattr(cli_client, "ROLLBACK_SETTLE_S", 0.3)
+
+    async def script(store: SqliteStore, window_id: str) -> None:
+        await two_rounds(store, window_id)
+        now = time.time()
+        verdict = {"outcome": "fail", "decided_at": now, "reason": "x", "rules": []}
+        intent = RollbackIntent(window_id, "pending", "{}", now)
+        await store.finish_window(window_id, "failed", verdict, now, intent)
+        intent.attempts, intent.last_status = 2, 503  # refused twice, retried on
+        await set_rollback(store, intent)
+
+    agent.watcher.script = script
+    assert register_command(register_args(agent, "--wait", "--timeout", "20s")) == 1
+    out = capsys.readouterr().out
+    assert (
+        "failed: a rollback was requested and is still being delivered"
+        " (not accepted after 2 attempts so far) (exit 1)"
+    ) in out, out
+
+
 def test_register_wait_json_prints_the_final_object(
     agent: AgentThread, capsys: pytest.CaptureFixture[str]
 ) -> None:

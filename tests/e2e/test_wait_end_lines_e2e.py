@@ -4,13 +4,17 @@ Only the cancelled and superseded lines named their code (`cancelled: no verdict
 3)`); a pipeline's log showed `failed: …`, `gave up waiting after …` or `postflight
 register: …` and no word of the 1, 3 or 2 it ended with (contract §1: 0 passed, 1 failed
 or rolled back, 3 inconclusive, 2 usage / connection / auth error; a wait given up is
-3). Through the real CLI, in a process of its own, against the real daemon.
+3). A failed window's line said "no rollback was delivered" alike when none was configured
+and when one was given up, and a rolled-back one's "accepted" read as done: each now says
+where its rollback stands as the wait ends. Through the real CLI, in a process of its
+own, against the real daemon.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
+import socket
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
@@ -25,13 +29,31 @@ ON_EVIDENCE = "{policy: sequential, pass_on: evidence}"
 none of a failure, so inconclusive (tests/e2e/test_wait_headline_e2e.py)."""
 
 
+@pytest.fixture
+def refusing() -> Iterator[str]:
+    """A URL on 127.0.0.1 that refuses connections: a port bound, never listened on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/rollback"
+
+
 @pytest.mark.timeout(90)
 @pytest.mark.parametrize(
     ("case", "code", "starts"),
     [
         ("passed", 0, "passed: "),
-        ("failed", 1, "failed: the verdict failed and no rollback was delivered"),
-        ("rolled_back", 1, "rolled back: the rollback target accepted the request"),
+        ("failed", 1, "failed: the verdict failed; no rollback was requested (none is configured)"),
+        (
+            "given_up",
+            1,
+            "failed: the verdict failed; its rollback was given up after 1 attempt, not delivered",
+        ),
+        (
+            "rolled_back",
+            1,
+            "rolled back: the rollback target accepted the request (that starts the rollback;"
+            " it is not known to be done)",
+        ),
         ("inconclusive", 3, "inconclusive: "),
         ("timeout", 3, "timeout: gave up waiting after "),
         ("error", 2, "postflight register: error: "),
@@ -44,10 +66,13 @@ async def test_each_end_of_register_wait_says_its_outcome_and_exit_code(
     case: str,
     code: int,
     starts: str,
+    refusing: str,
 ) -> None:
     extra, analysis, window, token = "", None, "1500ms", TOKEN
-    if case in ("failed", "rolled_back"):
+    if case in ("failed", "given_up", "rolled_back"):
         flip_target.bad = True
+    if case == "given_up":  # refused at once, and given up after that one attempt
+        extra = f"rollback: {{url: '{refusing}', secret: {SECRET}, max_attempts: 1}}"
     if case == "rolled_back":
         receiver = await rollback_receiver(SECRET)
         extra = f"rollback: {{url: '{receiver.url}', secret: {SECRET}}}"

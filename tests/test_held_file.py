@@ -162,3 +162,58 @@ async def test_a_held_file_is_said_once_for_all_the_windows_it_holds(
             assert [r.number for r in await store.rounds(w.window.id)] == [1]
     finally:
         await store.close()
+
+
+@pytest.mark.parametrize(
+    ("refuse", "let_go", "why"),
+    [
+        ("PRAGMA max_page_count = {pages}", "PRAGMA max_page_count = 9999", "file's disk is full"),
+        ("PRAGMA query_only = 1", "PRAGMA query_only = 0", "file is read-only"),
+    ],
+    ids=["full", "read-only"],
+)
+async def test_a_round_the_file_refuses_for_want_of_space_or_write_access_is_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, refuse: str, let_go: str, why: str
+) -> None:
+    """SQLite's own SQLITE_FULL (the file may not grow: a full disk) and SQLITE_READONLY
+    (a remount) on the real store's writer, as the watch writes a round: kept and stored
+    once the file takes writes again, said with its cause. Before, the write raised at
+    once (a `StoreError`, not `StoreHeld`): the watch ended and the rounds it measured
+    until the watcher claimed it again were lost (a real daemon's 6 s of full disk: 0 of
+    12 rounds stored, 12 slots passed over)."""
+    metrics = Metrics()
+    store = SqliteStore(tmp_path / "f.db")
+    await store.open()
+    now = time.time()
+    try:
+        await store.create_window(
+            DeployWindow("dep_f", "staging", "v1", None, None, {}, "watching", now, now + 600, 0.0)
+        )
+        (window,) = await store.claim_windows("test", now, 60.0)
+        writer = store._db  # the limits are the writer connection's own
+        assert writer is not None
+        (pages,) = await (await writer.execute("PRAGMA page_count")).fetchone()  # type: ignore[misc]
+        await writer.execute(refuse.format(pages=pages))
+        held = held_file(metrics)
+        big = {"checks": "x" * 20_000}  # past the file's free pages: it must grow
+        with caplog.at_level(logging.DEBUG, "postflight"):
+            record = RoundRecord(window.id, 1, now, big)
+            write = asyncio.create_task(
+                held.written(lambda: store.record_round(record, None, window.fence), "round 1")
+            )
+            for _ in range(250):  # 5 s at most
+                if held.waiting or write.done():
+                    break
+                await asyncio.sleep(0.02)
+            assert not write.done(), write.result() if not write.exception() else write.exception()
+            assert store_up(metrics) == 0.0
+            await writer.execute(let_go)
+            assert await write is True
+        said = [r.getMessage() for r in caplog.records if r.levelno > logging.DEBUG]
+        assert len(said) == 2 and f"(the SQLite {why})" in said[0], said
+        assert "held by another process" not in said[0], said
+        assert "the SQLite file takes the windows' writes again" in said[1], said
+        assert store_up(metrics) == 1.0
+        assert [r.number for r in await store.rounds(window.id)] == [1]
+    finally:
+        await store.close()

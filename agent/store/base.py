@@ -226,11 +226,20 @@ class StoreBusy(StoreError):
     up, so it is logged as busy and never said down (`postflight_store_up` stays 1)."""
 
 
+HELD_ELSEWHERE = "the SQLite file is held by another process"
+
+
 class StoreHeld(StoreError):
-    """SQLite's file held by another process past `busy_timeout` (an operator's `sqlite3`
-    in `BEGIN EXCLUSIVE`, a backup tool): nothing was written, and no other agent can
-    take this agent's windows meanwhile (one agent per SQLite file), so a watch keeps its
-    rounds until the file is let go (`agent.windows.lifecycle`)."""
+    """SQLite's file refusing writes for now: held by another process past `busy_timeout`
+    (an operator's `sqlite3` in `BEGIN EXCLUSIVE`, a backup tool), its disk full, or
+    read-only or failing writes (a remount, a file size limit): `why`, as a log line says
+    it. Nothing was written, and no other agent can take this agent's windows meanwhile
+    (one agent per SQLite file), so a watch keeps its rounds until the file takes writes
+    again (`agent.windows.held`), where a full disk ended the watch and dropped them."""
+
+    def __init__(self, message: str, why: str = HELD_ELSEWHERE) -> None:
+        super().__init__(message)
+        self.why = why
 
 
 class Conflict(StoreError):

@@ -36,8 +36,9 @@ def store_busy(exc: BaseException) -> bool:
 
 
 def store_held(exc: BaseException) -> bool:
-    """Whether `exc` is SQLite's file held by another process (`StoreHeld`): an outage
-    that no other agent can use to take a window over, so a watch keeps its rounds."""
+    """Whether `exc` is SQLite's file refusing writes for now (`StoreHeld`: held by another
+    process, its disk full, read-only): an outage that no other agent can use to take a
+    window over, so a watch keeps its rounds."""
     return isinstance(exc, StoreHeld)
 
 

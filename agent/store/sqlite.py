@@ -92,12 +92,23 @@ def _held(exc: BaseException) -> bool:
     return code is not None and code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
+_REFUSES_WRITES = {
+    sqlite3.SQLITE_FULL: "the SQLite file's disk is full",
+    sqlite3.SQLITE_READONLY: "the SQLite file is read-only",
+    sqlite3.SQLITE_IOERR: "the SQLite file's disk fails writes",
+}
+"""A file that takes no write for now, yet may again (space freed, a remount, a file size
+limit raised): `StoreHeld` with these words, as one held by another process is."""
+
+
 def _raise_if_unavailable(exc: sqlite3.Error) -> None:
     """A `StoreError` (the API's 503, a loop's one warning) for a file that cannot answer:
     `database is locked` used to reach a route as a bare sqlite3 error, a 500."""
     code = getattr(exc, "sqlite_errorcode", None)
     if _held(exc):
         raise StoreHeld(f"SQLite: {exc}") from exc
+    if code is not None and code & 0xFF in _REFUSES_WRITES:
+        raise StoreHeld(f"SQLite: {exc}", _REFUSES_WRITES[code & 0xFF]) from exc
     if code is not None and code & 0xFF in _UNAVAILABLE:
         raise StoreError(f"SQLite: {exc}") from exc
 
@@ -239,6 +250,9 @@ class SqliteStore(SqlStore):
         self._group: asyncio.Future[None] | None = None
         """The open transaction changes join until it is committed (see `_tx`)."""
         self._committer: asyncio.Task[None] | None = None
+        self._undone: Exception | None = None
+        """Why SQLite undid the open group itself (a full disk, an I/O error: no savepoint
+        of it left): its COMMIT is not sent, every change of it is told it failed."""
         self.busy_timeout_ms = BUSY_TIMEOUT_MS
         self._beginning: float | None = None
         """When the change holding the writer began waiting for the file's write lock
@@ -430,8 +444,11 @@ class SqliteStore(SqlStore):
             try:
                 yield db
             except BaseException as exc:
-                await db.execute("ROLLBACK TO change")
-                await db.execute("RELEASE change")
+                if self._db is not None and not self._db.in_transaction:
+                    await self._group_undone(db, exc)
+                else:
+                    await db.execute("ROLLBACK TO change")
+                    await db.execute("RELEASE change")
                 if not isinstance(exc, Exception):  # cancelled: no waiting for the group
                     raise
                 failed = exc
@@ -442,6 +459,19 @@ class SqliteStore(SqlStore):
                 await asyncio.shield(group)
             raise failed
         await asyncio.shield(group)
+
+    async def _group_undone(self, db: Connection, exc: BaseException) -> None:
+        """SQLite undid the whole group as `exc` failed a statement of it (SQLITE_FULL,
+        SQLITE_IOERR roll a transaction back): the changes before it in the group are
+        gone, so the group fails (`_undone`), and a transaction is opened again for
+        those still to join it, whose savepoint would otherwise commit on its own at its
+        RELEASE. Before, its ROLLBACK TO raised `no such savepoint`, a bare sqlite3 error
+        (the watch's round not kept as `StoreHeld`, an API change a 500), and the changes
+        before it were told they were stored."""
+        if self._undone is None:
+            self._undone = exc if isinstance(exc, Exception) else StoreError(str(exc))
+        with contextlib.suppress(sqlite3.Error, StoreError):
+            await db.execute("BEGIN")
 
     async def _join_group(self, db: Connection) -> asyncio.Future[None]:
         """Open the group transaction if none is, and a savepoint for this change in it.
@@ -510,15 +540,22 @@ class SqliteStore(SqlStore):
             if group is None:
                 return
             db = _Connection(self._db) if self._db is not None else None
+            undone, self._undone = self._undone, None
             try:
                 if db is None:
                     raise StoreError("the store is not open")
+                if undone is not None:
+                    raise undone
                 await db.execute("COMMIT")
             except BaseException as exc:
                 if db is not None:
                     with contextlib.suppress(Exception):
                         await db.execute("ROLLBACK")
-                group.set_exception(StoreError(f"cannot commit to the SQLite store: {exc}"))
+                said = f"cannot commit to the SQLite store: {exc}"
+                # a file that refuses writes for now stays so: its watches keep their rounds
+                group.set_exception(
+                    StoreHeld(said, exc.why) if isinstance(exc, StoreHeld) else StoreError(said)
+                )
                 # marked seen: its joiners, each told, may all have been cancelled (a store
                 # closed at shutdown), and asyncio would log "never retrieved" for it
                 group.exception()

@@ -1,5 +1,6 @@
-"""A watch's writes kept through SQLite's file held by another process (`StoreHeld`: an
-operator's `sqlite3` in `BEGIN EXCLUSIVE`, a backup tool).
+"""A watch's writes kept through SQLite's file refusing them for now (`StoreHeld`: held by
+another process, an operator's `sqlite3` in `BEGIN EXCLUSIVE`, a backup tool; its disk
+full; read-only or failing writes, a remount, a file size limit).
 
 Why: a round the file refused past `busy_timeout` ended the watch, the rounds it had
 measured were dropped, and none was measured until the watcher claimed the window again
@@ -8,7 +9,9 @@ a 20 s lock 27; one near the end ended the window up to 11 s late). No other age
 take the window meanwhile (one agent per SQLite file), so the watch goes on: each write
 is tried again until the file takes it, rounds are stored in order, and nothing a round
 calls for (an alert, a rollback) is acted on before it is stored. A PostgreSQL outage is
-not this: another replica may take the window over once its lease lapses.
+not this: another replica may take the window over once its lease lapses. A full disk
+ended the watch as a lock did (its rounds through a 6 s SQLITE_FULL on a real daemon: 0
+of 12 stored, the slots passed over): its watch keeps them now the same way.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from agent.metrics import Metrics
+from agent.store.base import HELD_ELSEWHERE
 from agent.store.outages import held_waits, store_held
 from common.words import counted
 
@@ -88,12 +92,18 @@ class HeldFiles:
     def _say_held(self) -> None:
         self._saying = None
         log.warning(
-            "%s rounds wait for the store: %s (the SQLite file is held by another"
-            " process); rounds go on and are stored in order once it is let go, nothing a"
-            " round calls for (an alert, a rollback) is acted on before it is stored",
+            "%s rounds wait for the store: %s (%s); rounds go on and are stored in order"
+            " once it takes writes again, nothing a round calls for (an alert, a rollback)"
+            " is acted on before it is stored",
             _possessive(counted(len(self.waiting), "window")),
             self.cause,
+            _why(self.cause),
         )
+
+
+def _why(exc: BaseException | None) -> str:
+    """Why the file refuses writes (`StoreHeld.why`), as a log line says it."""
+    return getattr(exc, "why", HELD_ELSEWHERE)
 
 
 def _possessive(words: str) -> str:
@@ -184,11 +194,12 @@ class HeldFile:
         self.said = True
         self.since = time.monotonic()
         self.log.debug(
-            "%s waits for the store: %s (the SQLite file is held by another process);"
-            " rounds go on and are stored in order once it is let go, nothing a round calls"
-            " for (an alert, a rollback) is acted on before it is stored",
+            "%s waits for the store: %s (%s); rounds go on and are stored in order once it"
+            " takes writes again, nothing a round calls for (an alert, a rollback) is acted"
+            " on before it is stored",
             what,
             exc,
+            _why(exc),
         )
 
     def _say_let_go(self) -> None:

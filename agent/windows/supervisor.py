@@ -315,7 +315,7 @@ class Watcher:
         # Before claiming anything: stop every watch whose claim may have lapsed (this
         # process was paused, or the store unreachable). Its writes would be refused
         # anyway; a window still ours is claimed again below and watched afresh.
-        # One whose writes wait for a SQLite file held by another process is not: no
+        # One whose writes wait for a SQLite file refusing them (held, full) is not: no
         # other agent takes it meanwhile, and its rounds are kept, not refused.
         lapsed = [wid for wid in self.claims if self._held(wid) < now and not self._kept(wid)]
         if lapsed:
@@ -334,8 +334,8 @@ class Watcher:
             # their lease renewed before any claim: one of a lease that lapsed meanwhile
             # took it afresh, and the rounds kept were refused as another claim's
             raise StoreHeld(
-                f"the rounds of {counted(kept, 'window')} wait for the SQLite file held by"
-                " another process; claims go on once they are stored"
+                f"the rounds of {counted(kept, 'window')} wait for the SQLite file to take"
+                " writes again; claims go on once they are stored"
             )
         if not self._claimed_once:
             windows = await self.store.claim_windows(
@@ -392,8 +392,8 @@ class Watcher:
                 self._published[env] = count
 
     def _kept(self, window_id: str) -> bool:
-        """Whether the window's watch has writes waiting for a SQLite file held by another
-        process (`agent.windows.held`)."""
+        """Whether the window's watch has writes waiting for a SQLite file that refuses
+        them for now (held by another process, its disk full: `agent.windows.held`)."""
         watch = self._watches.get(window_id)
         return watch is not None and watch.held.waiting > 0
 

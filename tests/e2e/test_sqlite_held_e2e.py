@@ -9,10 +9,12 @@ lock (a 10 s lock cost 20 of a 40-round window's rounds at 500 ms, a 20 s lock 2
 from __future__ import annotations
 
 import asyncio
+import resource
 import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
@@ -138,3 +140,56 @@ async def test_rounds_measured_while_another_process_holds_the_file_are_kept(
     assert "watching the window: the store does not answer" not in text, text
     assert "lease may have lapsed" not in text, text
     assert receiver.attempts == []  # a held file never rolls back
+
+
+@pytest.mark.skipif(not hasattr(resource, "prlimit"), reason="prlimit is Linux's")
+async def test_rounds_measured_while_the_files_disk_refuses_writes_are_kept(
+    tmp_path: Path, rollback_receiver: Callable[..., Any]
+) -> None:
+    """The daemon's file size limit lowered to the store's size for 6 s (`prlimit` on its
+    process, as a full disk or a remount refuses writes; SIGXFSZ is ignored by Python, so
+    SQLite's writes fail: `disk I/O error`; a real full tmpfs says SQLITE_FULL, `database
+    or disk is full`, and went the same way): the rounds measured meanwhile are kept and
+    stored in order once it is raised again. Before, the refused round ended the watch:
+    20 of 32 rounds stored, 0 of the 12 slots in those 6 s, "12 slots passed over"."""
+    receiver = await rollback_receiver(SECRET)
+    db = tmp_path / "postflight.db"
+    wal = tmp_path / "postflight.db-wal"
+    port = free_port()
+    log = tmp_path / "agent.log"
+    with thread_target() as target:
+        path = config(tmp_path, port, target.url, receiver.url, "30s")
+        agent = await asyncio.to_thread(start_agent, path, port, log)
+        try:
+            body = {"environment": "staging", "version": "v2"}
+            url = f"http://127.0.0.1:{port}/v1/deploys"
+            window_id = (await asyncio.to_thread(request_json, "POST", url, body))["id"]
+            for _ in range(300):  # a few rounds stored first
+                stored = await asyncio.to_thread(
+                    rows, db, "SELECT count(*) FROM rounds WHERE window_id = ?", window_id
+                )
+                if stored[0][0] >= 4:
+                    break
+                await asyncio.sleep(0.1)
+            _, hard = resource.prlimit(agent.pid, resource.RLIMIT_FSIZE)
+            size = max(wal.stat().st_size, db.stat().st_size, log.stat().st_size) + 100
+            refused_at = time.time()
+            resource.prlimit(agent.pid, resource.RLIMIT_FSIZE, (size, hard))
+            await asyncio.sleep(6.0)
+            resource.prlimit(agent.pid, resource.RLIMIT_FSIZE, (hard, hard))
+            taken_at = time.time()
+            state, rounds, _, _ = await until_ended(db, window_id)
+        finally:
+            agent.send_signal(signal.SIGTERM)
+            await asyncio.to_thread(agent.wait, 30)
+    text = log.read_text()
+    kept = rows(db, "SELECT number, started_at FROM rounds WHERE window_id = ?", window_id)
+    during = [s for _, s in kept if refused_at < s < taken_at]
+    assert state == "passed", text
+    assert [n for n, _ in kept] == list(range(1, rounds + 1)), kept  # in order, none lost
+    assert len(during) >= 6, (refused_at, taken_at, kept)  # 12 slots; load may pass some
+    assert text.count("1 window's rounds wait for the store") == 1, text
+    assert "(the SQLite file's disk fails writes)" in text, text
+    assert text.count("the SQLite file takes the windows' writes again") == 1, text
+    assert "slots passed over" not in text, text
+    assert receiver.attempts == []

@@ -484,14 +484,24 @@ class Store(Protocol):
         ...
 
     async def take_alert(
-        self, window_id: str, event: str, at: float, lapsed_before: float, *, orphaned: bool = False
+        self,
+        window_id: str,
+        event: str,
+        at: float,
+        lapsed_before: float,
+        *,
+        orphaned: bool = False,
+        waiting: bool = False,
     ) -> Taken | None:
         """Like `claim_alert`, and taken by the one caller that takes over a claim still
         without an outcome (`record_alert`) made before `lapsed_before`: a lease on one
         sending whose sender may die mid-call (`rollback.then` follow-ups). `orphaned`:
-        also, at once, a claim whose claimer is proven dead (`unsettled_alerts`). None: not
-        taken. The attempts handed back come with the take, in the same statement: read
-        after it, a store that failed between held the claim, unsent, for its lease."""
+        also, at once, a claim whose claimer is proven dead (`unsettled_alerts`).
+        `waiting`: the taker holds it to wait (a rate limit asked it to, until the lease
+        it takes ends), not to send: its death does not make the claim `orphaned`, so a
+        restart keeps the wait. None: not taken. The attempts handed back come with the
+        take, in the same statement: read after it, a store that failed between held the
+        claim, unsent, for its lease."""
         ...
 
     async def release_alert(

@@ -1232,12 +1232,21 @@ class SqlStore(ABC):
         return True
 
     async def take_alert(
-        self, window_id: str, event: str, at: float, lapsed_before: float, *, orphaned: bool = False
+        self,
+        window_id: str,
+        event: str,
+        at: float,
+        lapsed_before: float,
+        *,
+        orphaned: bool = False,
+        waiting: bool = False,
     ) -> Taken | None:
         """A first claim, or a claim without an outcome made before `lapsed_before` (with
         `orphaned`, or by a run proven dead: `_orphaned`) taken over, with its handed-back
-        attempts; the row stays locked to commit, so of two takers one wins."""
+        attempts; the row stays locked to commit, so of two takers one wins. `waiting`:
+        stamped without a run, as a clean stop leaves its claims (`_let_claims_lapse`)."""
         dead, proof = self._orphaned() if orphaned else ("1 = 0", ())
+        by, run = self._claimer()
         async with self._tx() as db:
             taken = await db.fetch(
                 "INSERT INTO alerts (window_id, event, claimed_at, claimed_by, claimed_run)"
@@ -1249,7 +1258,8 @@ class SqlStore(ABC):
                 window_id,
                 event,
                 at,
-                *self._claimer(),
+                by,
+                None if waiting else run,
                 lapsed_before,
                 *proof,
             )

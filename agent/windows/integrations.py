@@ -569,7 +569,10 @@ class Integrations:
                     # a claim without an outcome is a dead (or stopped) sender's, whose
                     # call may have been taken: told to the work (`_posted_before`)
                     events = await self.s.store.alert_events(window.id)
-                    claimed = await self._taken(window.id, key, now, now - lease)
+                    # or at once one its own killed process left mid-call (`orphaned`),
+                    # where the restart waited out the lease (135 s on the defaults); a
+                    # rate limit's wait stays kept (`_stamp_for_retry`)
+                    claimed = await self._taken(window.id, key, now, now - lease, orphaned=True)
                     if claimed and events.get(key) == "claimed":
                         self._taken_over.add(mark)
                 self._retry_at.pop(mark, None)
@@ -607,18 +610,31 @@ class Integrations:
         which a restart or another replica waits out before taking it over, then ends past
         `due` as it does for a retry after `STATUS_RETRY_S`, where it ended `lease` after
         the claim and the asked wait was not kept. Only while the claim is still this
-        process's (its stamp), as `_once` takes it back."""
+        process's (its stamp), as `_once` takes it back. Stamped `waiting`: a restart
+        after a kill -9 keeps the wait rather than take the claim as its dead run's."""
         moved = due - STATUS_RETRY_S
         if moved <= stamp:
             return
         try:
-            if await self._taken(window_id, key, moved, stamp + OWN_STAMP_S):
+            if await self._taken(window_id, key, moved, stamp + OWN_STAMP_S, waiting=True):
                 self._stamps[mark] = moved
         except Exception as exc:  # kept as claimed: taken over `lease` after that, as before
             log.warning("%s of %s: its claim not moved on (%s)", key, window_id, exc)
 
-    async def _taken(self, window_id: str, key: str, now: float, lapsed_before: float) -> bool:
-        return await self.s.store.take_alert(window_id, key, now, lapsed_before) is not None
+    async def _taken(
+        self,
+        window_id: str,
+        key: str,
+        now: float,
+        lapsed_before: float,
+        *,
+        orphaned: bool = False,
+        waiting: bool = False,
+    ) -> bool:
+        taken = await self.s.store.take_alert(
+            window_id, key, now, lapsed_before, orphaned=orphaned, waiting=waiting
+        )
+        return taken is not None
 
     def _approval_lease(self) -> float:
         """How long one sender holds a Rolling Release approval: its two calls' worst case

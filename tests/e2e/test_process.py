@@ -156,6 +156,21 @@ def test_a_restart_sends_the_alert_its_killed_process_held_before_its_lease_laps
     assert 1 <= trial.breaches <= 2
 
 
+@pytest.mark.timeout(120)
+def test_a_restart_sends_the_status_its_killed_process_held_before_its_lease_lapses(
+    tmp_path: Path,
+) -> None:
+    """GitHub held the `in_progress` status unanswered when the agent was killed; its
+    claim's lease (a 60 s GitHub timeout: over five minutes) is past the trial's 30 s
+    wait: the restart holds the store (SQLite: the file's lock), which proves its killed
+    process gone, so it takes the claim at once and posts the status once more, once."""
+    from tests.e2e.crash_status import run_status_trial
+
+    trial = run_status_trial(tmp_path)
+    assert len(trial.before_kill) == 1  # the held one, never answered
+    assert [p["body"]["state"] for p in trial.posted] == ["in_progress", "in_progress"]
+
+
 @pytest.mark.timeout(90)
 def test_an_alert_taken_just_before_kill_9_is_sent_again_at_most_once(tmp_path: Path) -> None:
     """The one duplicate left: the channel took the alert and the agent died before it

@@ -15,6 +15,7 @@ import logging
 import pytest
 
 from agent.api.hooks import INTEGRATIONS
+from agent.store.sql import SqlStore
 from agent.windows import integrations as module
 from common.durations import parse_duration
 from tests.e2e.conftest import AgentFactory, FlipTarget, RunningAgent
@@ -113,6 +114,48 @@ async def test_a_status_given_up_on_a_long_rate_limit_is_not_tried_before_the_as
 
     # a restart (SQLite), or the other replica (PostgreSQL) taking over once it lapsed
     await _taken_over(first, start_agent, env, extra, store_yaml, at=given_up + LEASE_S)
+    assert len(posted()) == 1, posted()
+    assert fake_github.statuses == []
+
+
+@pytest.mark.timeout(90)
+async def test_a_rate_limits_wait_is_kept_by_the_restart_of_a_killed_process(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    store_yaml: str,
+) -> None:
+    """A restart under the same replica id takes a killed process's status claim at once
+    (`orphaned`), but not one that waits a rate limit's reset: its wait is kept. The kill
+    is what it leaves in the store, its claims' run still said (the stop's
+    `_let_claims_lapse` skipped), with the lease long, so only the kept wait holds it."""
+    monkeypatch.setattr(module, "STATUS_RETRY_S", RETRY_S)
+    posted = lambda: [r for r in fake_github.seen("/statuses") if r.method == "POST"]  # noqa: E731
+    fake_github.fail(
+        "rate_limit",
+        times=1,
+        reset_in=ASKED_S,
+        match=lambda r: r.method == "POST" and "/statuses" in r.path,
+    )
+    env = environments(flip_target, window="60s")
+    extra = integrations(fake_github, fake_vercel)
+    caplog.set_level(logging.WARNING, logger="postflight.integrations")
+    first = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
+    status, opened = await github_hook(first, "deployment_status", gh.deployment_status(), "d-1")
+    assert status == 202, opened
+    given_up = await _given_up(first, caplog, "tried again in")
+    assert len(posted()) == 1, posted()
+
+    async def killed(self: SqlStore) -> None:  # kill -9: nothing said at the end
+        return None
+
+    monkeypatch.setattr(SqlStore, "_let_claims_lapse", killed)
+    await first.stop()
+    restart = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
+    await scanned(restart, 2, at=given_up + RETRY_S)
     assert len(posted()) == 1, posted()
     assert fake_github.statuses == []
 

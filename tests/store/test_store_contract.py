@@ -820,6 +820,36 @@ async def test_a_claim_its_own_killed_process_left_is_taken_at_once_by_the_resta
         await restart.close()
 
 
+async def test_a_claim_its_killed_process_held_to_wait_is_not_taken_at_once(
+    backend: Backend,
+) -> None:
+    """A claim taken `waiting` (a status's rate limit asked for a wait: `_stamp_for_retry`)
+    is kept to its lease by the restart, its killed taker's death notwithstanding; one the
+    same process took to send is the restart's at once (`orphaned`)."""
+    first, restart = backend.make(), backend.make()
+    try:
+        await first.open()
+        await cast(Any, first).hold_replica_id("web-1")
+        await first.create_window(window("dep_1"))
+        for key in ("github:in_progress", "github:success"):
+            assert await first.take_alert("dep_1", key, 100.0, lapsed_before=100.0)
+        assert await first.take_alert(
+            "dep_1", "github:in_progress", 150.0, lapsed_before=100.5, waiting=True
+        )
+        await killed(first)
+        await restart.open()
+        await cast(Any, restart).hold_replica_id("web-1")
+        assert (
+            await restart.take_alert("dep_1", "github:in_progress", 101.0, 100.0, orphaned=True)
+            is None
+        )
+        assert await restart.take_alert("dep_1", "github:success", 101.0, 100.0, orphaned=True)
+        assert await restart.take_alert("dep_1", "github:in_progress", 161.0, 150.5, orphaned=True)
+    finally:
+        await first.close()
+        await restart.close()
+
+
 @pytest.mark.parametrize("ended", ["killed", "stopped"])
 async def test_a_retry_its_own_killed_process_was_sending_is_due_at_once_for_the_restart(
     backend: Backend, ended: str

@@ -1,0 +1,142 @@
+"""kill -9 while a GitHub deployment status is out, then restart (contract §7).
+
+GitHub holds the window's `in_progress` status unanswered (the fake's `hang`): the agent
+is killed mid-call, its claim without an outcome. The channel's timeout is long (60 s:
+`_status_lease` over five minutes), past the trial's 30 s wait after the restart, so the
+restart sends it within the trial only if it takes its killed process's claim at once.
+Counted at the fake GitHub (another process), every request it received included.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.crash import free_port, server_and_store, start_agent, start_fake
+from tests.fakes import github as gh
+
+GH_TOKEN = "crash-status-token"
+GH_SECRET = "crash-status-webhook-secret"
+STATUSES = f"/repos/{gh.REPOSITORY}/deployments/{gh.DEPLOYMENT_ID}/statuses"
+
+
+def write_config(workdir: Path, agent_port: int, github_url: str, target_url: str) -> Path:
+    text = (
+        server_and_store(workdir, agent_port)
+        + f"""\
+integrations:
+  github:
+    api_url: "{github_url}"
+    token: {GH_TOKEN}
+    webhook_secret: {GH_SECRET}
+    timeout: 60s
+environments:
+  production:
+    base_url: {target_url}
+    window: 120s
+    interval: 300ms
+    checks:
+      - {{name: health, type: http, path: /health, timeout: 500ms}}
+    rules:
+      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+    sources:
+      github: {{repository: {gh.REPOSITORY}, environment: Production}}
+"""
+    )
+    path = workdir / "postflight.yaml"
+    path.write_text(text)
+    return path
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        status: int = response.status
+        return status
+
+
+def _status_hook(agent_url: str) -> int:
+    body = gh.deployment_status()
+    return _post(
+        f"{agent_url}/v1/hooks/github",
+        body,
+        {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "deployment_status",
+            "X-GitHub-Delivery": "crash-status-1",
+            "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+        },
+    )
+
+
+def _posted(github_url: str) -> list[dict[str, Any]]:
+    """Every status POST the fake received (the held one, unanswered, included)."""
+    with urllib.request.urlopen(f"{github_url}/_fake/requests", timeout=5) as response:
+        seen: list[dict[str, Any]] = json.loads(response.read())
+    return [r for r in seen if r["method"] == "POST" and r["path"] == STATUSES]
+
+
+def _until(check: Any, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@dataclass
+class StatusTrial:
+    before_kill: list[dict[str, Any]]
+    """The status POSTs the fake had when the agent was killed (the held one)."""
+    posted: list[dict[str, Any]]
+    """Every status POST at the trial's end."""
+
+
+def run_status_trial(workdir: Path, *, wait_s: float = 30.0) -> StatusTrial:
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "site").mkdir(exist_ok=True)
+    (workdir / "site" / "health").write_text("ok\n")
+    target_port = free_port()
+    target = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(target_port)],
+        cwd=workdir / "site",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    fake, github_url = start_fake("tests.fakes.github", GH_TOKEN)
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        # the first status POST is held unanswered: the agent is mid-call when killed
+        _post(
+            f"{github_url}/_fake/fail",
+            json.dumps({"kind": "hang", "times": 1, "match": STATUSES}).encode(),
+            {"Content-Type": "application/json"},
+        )
+        port = free_port()
+        agent_url = f"http://127.0.0.1:{port}"
+        config = write_config(workdir, port, github_url, f"http://127.0.0.1:{target_port}")
+        log = workdir / "agent.log"
+        agent = start_agent(config, port, log)
+        assert _status_hook(agent_url) == 202
+        _until(lambda: _posted(github_url), 30.0)
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        before = _posted(github_url)
+        agent = start_agent(config, port, log)
+        _until(lambda: len(_posted(github_url)) > len(before), wait_s)
+        time.sleep(1.0)  # a second send would come with the first
+        return StatusTrial(before, _posted(github_url))
+    finally:
+        for proc in (agent, fake, target):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGKILL if proc is agent else signal.SIGTERM)
+                try:
+                    proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

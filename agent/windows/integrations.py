@@ -1770,7 +1770,11 @@ class Integrations:
             return
         lease = follow_up_lease(env.rollback)
         now = self.clock()
-        taken = await self.s.store.take_alert(window.id, key, now, lapsed_before=now - lease)
+        # one its own killed process left mid-call is taken at once (`orphaned`), where
+        # the restart waited out its lease (565 s on the defaults)
+        taken = await self.s.store.take_alert(
+            window.id, key, now, lapsed_before=now - lease, orphaned=True
+        )
         if taken is None:
             # another sender holds it (another replica's resume, or the rollback's sender);
             # if that one dies mid-call, its claim lapses and we take it over then

@@ -171,6 +171,21 @@ def test_a_restart_sends_the_status_its_killed_process_held_before_its_lease_lap
     assert [p["body"]["state"] for p in trial.posted] == ["in_progress", "in_progress"]
 
 
+@pytest.mark.timeout(150)
+def test_a_restart_sends_the_follow_up_its_killed_process_held_before_its_lease_lapses(
+    tmp_path: Path,
+) -> None:
+    """The receiver held the `rollback.then` follow-up unanswered when the agent was
+    killed; its claim's lease (a 60 s timeout, 50 attempts) is past the trial's 30 s wait:
+    the restart, holding the store its killed process held, takes the claim at once and
+    the receiver takes the follow-up once."""
+    from tests.e2e.crash_follow_up import run_follow_up_trial
+
+    trial = run_follow_up_trial(tmp_path)
+    assert trial.claimed_at_kill == [("claimed",)]
+    assert len(trial.accepted) == 1, trial.accepted
+
+
 @pytest.mark.timeout(90)
 def test_an_alert_taken_just_before_kill_9_is_sent_again_at_most_once(tmp_path: Path) -> None:
     """The one duplicate left: the channel took the alert and the agent died before it

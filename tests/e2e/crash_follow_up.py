@@ -1,0 +1,133 @@
+"""kill -9 while a `rollback.then` follow-up is out, then restart (contract §7).
+
+The rollback is taken at once; the follow-up's receiver holds it unanswered (`hang`),
+and the agent is killed with its claim taken. The rollback's timeout is long (60 s:
+`follow_up_lease` over an hour with 50 attempts), past the trial's 30 s wait after the
+restart, so the restart sends the follow-up within the trial only if it takes its killed
+process's claim at once. Counted at the receiver (another process).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.crash import (
+    ROOT,
+    SECRET,
+    _env,
+    free_port,
+    read_attempts,
+    request_json,
+    server_and_store,
+    start_agent,
+    store_rows,
+)
+
+
+def write_config(workdir: Path, agent_port: int, receiver_url: str) -> Path:
+    dead_port = free_port()  # nothing listens: every probe fails, the deploy is bad
+    text = (
+        server_and_store(workdir, agent_port)
+        + f"""\
+environments:
+  production:
+    base_url: http://127.0.0.1:{dead_port}
+    window: 60s
+    interval: 300ms
+    probes_per_round: 5
+    checks:
+      - {{name: api-health, type: http, path: /health, timeout: 200ms}}
+    analysis: {{policy: threshold, failure_limit: 1}}
+    rules:
+      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+    rollback:
+      url: {receiver_url}
+      secret: {SECRET}
+      timeout: 60s
+      max_attempts: 50
+      then:
+        - {{name: db, url: {receiver_url}}}
+"""
+    )
+    path = workdir / "postflight.yaml"
+    path.write_text(text)
+    return path
+
+
+def _until(check: Any, within: float) -> None:
+    deadline = time.monotonic() + within
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+@dataclass
+class FollowUpTrial:
+    claimed_at_kill: list[tuple[Any, ...]]
+    """The follow-up's claim as the killed agent left it (its result)."""
+    accepted: list[dict[str, Any]]
+    """The follow-ups the receiver took (answered 2xx), repeats included."""
+
+
+def run_follow_up_trial(workdir: Path, *, wait_s: float = 30.0) -> FollowUpTrial:
+    workdir.mkdir(parents=True, exist_ok=True)
+    receiver_log = workdir / "receiver.jsonl"
+    receiver = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "tests.receivers", "rollback", "--secret", SECRET),
+            *("--log", str(receiver_log), "--script", "200,hang,200"),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+    )
+    agent: subprocess.Popen[bytes] | None = None
+
+    def accepted() -> list[dict[str, Any]]:
+        return [
+            a
+            for a in read_attempts(receiver_log)
+            if a["accepted"] and a["headers"].get("X-Postflight-Event") == "rollback.then"
+        ]
+
+    def claim() -> list[tuple[Any, ...]]:
+        return store_rows(workdir, "SELECT result FROM alerts WHERE event = 'then:db'")
+
+    try:
+        assert receiver.stdout is not None
+        url = json.loads(receiver.stdout.readline())["url"]
+        port = free_port()
+        config = write_config(workdir, port, url)
+        log = workdir / "agent.log"
+        agent = start_agent(config, port, log)
+        request_json(
+            "POST",
+            f"http://127.0.0.1:{port}/v1/deploys",
+            {"environment": "production", "version": "v-then"},
+        )
+        _until(claim, 60.0)  # taken: its POST going out, held by the receiver
+        time.sleep(0.5)
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        at_kill = claim()
+        agent = start_agent(config, port, log)
+        _until(accepted, wait_s)
+        time.sleep(1.0)  # a second send would come with the first
+        return FollowUpTrial(at_kill, accepted())
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+        receiver.send_signal(signal.SIGTERM)
+        try:
+            receiver.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            receiver.kill()
+            receiver.wait()

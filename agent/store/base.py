@@ -629,10 +629,18 @@ class Store(Protocol):
         ...
 
     async def claim_gate(
-        self, callback_url: str, github_environment: str, at: float, until: float
+        self,
+        callback_url: str,
+        github_environment: str,
+        at: float,
+        until: float,
+        *,
+        orphaned: bool = False,
     ) -> bool:
         """True if this caller may answer the gate now: it is unanswered and no other
-        claim runs until `until` (a claimer killed mid-answer is replaced after it)."""
+        claim runs until `until` (a claimer killed mid-answer is replaced after it).
+        `orphaned`: also, at once, a claim whose claimer is proven dead, as
+        `unsettled_alerts` says (not one moved on to a rate limit's wait: `extend_gate`)."""
         ...
 
     async def gate_claimed_before(self, callback_url: str, github_environment: str) -> bool:

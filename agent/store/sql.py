@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import uuid
 from abc import ABC, abstractmethod
@@ -245,6 +246,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE alerts ADD COLUMN claimed_by TEXT;
     ALTER TABLE alerts ADD COLUMN claimed_run TEXT
+    """,
+    # who holds a gate's claim, as an alert's (`claim_gate`): a restart answers at once a
+    # gate its own dead run was answering, where it waited out `GATE_CLAIM_S` (300 s)
+    """
+    ALTER TABLE gates_by_environment ADD COLUMN claimed_by TEXT;
+    ALTER TABLE gates_by_environment ADD COLUMN claimed_run TEXT
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -600,8 +607,13 @@ class SqlStore(ABC):
                         f"UPDATE alerts SET claimed_run = NULL WHERE {held} AND claimed_run = ?",
                         self._holder[1],
                     )
+                await db.execute(
+                    "UPDATE gates_by_environment SET claimed_run = NULL"
+                    " WHERE answered_at IS NULL AND claimed_run = ?",
+                    self._holder[1],
+                )
 
-    def _orphaned(self) -> tuple[str, tuple[Any, ...]]:
+    def _orphaned(self, table: str = "alerts") -> tuple[str, tuple[Any, ...]]:
         """SQL (and its arguments) true for an alert claim (or a retry taken: `take_alert_retry`;
         a claim with an outcome and a retry not taken have no run) whose claimer is proven dead:
         made under the replica id this process holds by another run of it. The id is
@@ -609,7 +621,7 @@ class SqlStore(ABC):
         ends with its process), so that run's process is gone. False until an id is held."""
         if self._holder is None:
             return "1 = 0", ()
-        return "(alerts.claimed_by = ? AND alerts.claimed_run <> ?)", self._holder
+        return f"({table}.claimed_by = ? AND {table}.claimed_run <> ?)", self._holder
 
     @abstractmethod
     def _tx(self) -> AbstractAsyncContextManager[Connection]:
@@ -1522,17 +1534,44 @@ class SqlStore(ABC):
         return [PendingGate(*r) for r in rows]
 
     async def claim_gate(
-        self, callback_url: str, github_environment: str, at: float, until: float
+        self,
+        callback_url: str,
+        github_environment: str,
+        at: float,
+        until: float,
+        *,
+        orphaned: bool = False,
     ) -> bool:
+        """With `orphaned`, a claim its proven-dead claimer holds (`_orphaned`) is taken
+        as a lapsed one: counted lapsed up to its end (`lapsed`), in `gates` too, where the
+        same claim wrote the same end."""
         async with self._tx() as db:
-            if not await self._claim_older_gate(db, callback_url, github_environment, at, until):
+            lapsed = at
+            if orphaned:
+                dead, proof = self._orphaned("gates_by_environment")
+                rows = await db.fetch(
+                    "SELECT claimed_until FROM gates_by_environment WHERE callback_url = ?"
+                    " AND github_environment = ? AND answered_at IS NULL"
+                    f" AND claimed_until IS NOT NULL AND {dead}",
+                    callback_url,
+                    github_environment,
+                    *proof,
+                )
+                if rows:
+                    lapsed = max(at, math.nextafter(float(rows[0][0]), math.inf))
+            if not await self._claim_older_gate(
+                db, callback_url, github_environment, lapsed, until
+            ):
                 return False
             claimed = await db.execute(
-                _CLAIM_GATE.format(table="gates_by_environment"),
+                "UPDATE gates_by_environment SET claimed_until = ?, claimed_by = ?,"
+                " claimed_run = ? WHERE callback_url = ? AND github_environment = ?"
+                " AND answered_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)",
                 until,
+                *self._claimer(),
                 callback_url,
                 github_environment,
-                at,
+                lapsed,
             )
         return claimed == 1
 
@@ -1573,7 +1612,8 @@ class SqlStore(ABC):
     async def extend_gate(
         self, callback_url: str, github_environment: str, until: float, to: float
     ) -> bool:
-        """Fenced by the claim's end (`until`) as `release_gate`, in both tables."""
+        """Fenced by the claim's end (`until`) as `release_gate`, in both tables; its run
+        unsaid (a rate limit's wait, kept across a restart: not `orphaned`)."""
         return await self._move_gate_claim(callback_url, github_environment, until, to)
 
     async def _move_gate_claim(
@@ -1582,8 +1622,9 @@ class SqlStore(ABC):
         async with self._tx() as db:
             moved = 0
             for table in ("gates_by_environment", "gates"):
+                unsaid = ", claimed_run = NULL" if table == "gates_by_environment" else ""
                 changed = await db.execute(
-                    f"UPDATE {table} SET claimed_until = ? WHERE callback_url = ?"
+                    f"UPDATE {table} SET claimed_until = ?{unsaid} WHERE callback_url = ?"
                     " AND github_environment = ? AND answered_at IS NULL AND claimed_until = ?",
                     to,
                     callback_url,

@@ -341,13 +341,13 @@ class SqliteStore(SqlStore):
         self._held_as(replica_ids[0])
         return replica_ids[0]
 
-    def _orphaned(self) -> tuple[str, tuple[Any, ...]]:
+    def _orphaned(self, table: str = "alerts") -> tuple[str, tuple[Any, ...]]:
         """Any other run's claim, whatever replica id it was made under: the file's `flock`
         (`hold_replica_id`) lets one agent at a time use it, so every other run is dead (a
         run that closed the file unsaid its own: `_let_claims_lapse`)."""
         if self._holder is None:
             return "1 = 0", ()
-        return "(alerts.claimed_run IS NOT NULL AND alerts.claimed_run <> ?)", self._holder[1:]
+        return f"({table}.claimed_run IS NOT NULL AND {table}.claimed_run <> ?)", self._holder[1:]
 
     async def close(self) -> None:
         try:

@@ -1487,8 +1487,10 @@ class Integrations:
         until = now + GATE_CLAIM_S
         # read before the claim writes over it: an earlier claimer's answer may be taken
         again = await self.s.store.gate_claimed_before(gate.callback_url, gate.github_environment)
+        # or at once one its own killed process left mid-answer (`orphaned`), where the
+        # restart waited out `GATE_CLAIM_S`; a rate limit's wait stays kept (`_gate_wait`)
         if not await self.s.store.claim_gate(
-            gate.callback_url, gate.github_environment, now, until
+            gate.callback_url, gate.github_environment, now, until, orphaned=True
         ):
             return
         if not gate.callback_url.startswith(github.api_url.rstrip("/") + "/"):

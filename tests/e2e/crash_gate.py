@@ -115,7 +115,29 @@ class GateTrial:
     answers: list[dict[str, Any]]
 
 
-def run_gate_trial(workdir: Path) -> GateTrial:
+def _answers_posted(github_url: str) -> int:
+    """The answers the fake received, the one it holds unanswered included."""
+    with urllib.request.urlopen(f"{github_url}/_fake/requests", timeout=5) as response:
+        seen: list[dict[str, Any]] = json.loads(response.read())
+    return sum(1 for r in seen if r["path"].endswith("/deployment_protection_rule"))
+
+
+def _hang_answers(github_url: str) -> None:
+    """The fake holds the first answer unanswered (the agent is mid-call when killed)."""
+    request = urllib.request.Request(
+        f"{github_url}/_fake/fail",
+        data=json.dumps(
+            {"kind": "hang", "times": 1, "match": "/deployment_protection_rule"}
+        ).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    urllib.request.urlopen(request, timeout=5).close()
+
+
+def run_gate_trial(workdir: Path, *, mid_answer: bool = False, wait_s: float = 60.0) -> GateTrial:
+    """`mid_answer`: killed once staging passed and its answer is out, held by the fake
+    (the gate's claim, `GATE_CLAIM_S`, runs past `wait_s`), not while staging runs."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "site").mkdir(exist_ok=True)
     (workdir / "site" / "health").write_text("ok\n")
@@ -140,12 +162,18 @@ def run_gate_trial(workdir: Path) -> GateTrial:
         # staging has rounds on record before the crash: a busy machine's restart took 5-9 s,
         # past the 5 s window, and a window with no round of its own is inconclusive
         _staging_rounds(f"{agent_url}/v1/deploys/{staging['id']}", 2)
+        if mid_answer:
+            _hang_answers(github_url)
         assert _gate_hook(agent_url, github_url) == 202
+        if mid_answer:
+            deadline = time.monotonic() + 60
+            while not _answers_posted(github_url) and time.monotonic() < deadline:
+                time.sleep(0.05)
         agent.send_signal(signal.SIGKILL)  # staging still watching: the gate is pending
         agent.wait()
         before = _get(f"{github_url}/_fake/gate_answers")
         agent = start_agent(config, port, log)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + wait_s
         state = "watching"
         while time.monotonic() < deadline:
             state = request_json("GET", f"{agent_url}/v1/deploys/{staging['id']}")["state"]

@@ -130,6 +130,21 @@ def test_a_gate_pending_at_kill_9_is_answered_once_after_restart(tmp_path: Path)
     assert trial.answers[0]["environment_name"] == "Production"
 
 
+@pytest.mark.timeout(150)
+def test_a_restart_answers_the_gate_its_killed_process_was_answering_before_its_claim_lapses(
+    tmp_path: Path,
+) -> None:
+    """GitHub held the protection rule's answer unanswered when the agent was killed; the
+    gate's claim (`GATE_CLAIM_S`, 300 s) runs past the trial's 30 s wait: the restart,
+    holding the store its killed process held, takes the claim at once and answers once."""
+    from tests.e2e.crash_gate import run_gate_trial
+
+    trial = run_gate_trial(tmp_path, mid_answer=True, wait_s=30.0)
+    assert trial.answers_before_restart == []  # held by the fake, never taken
+    assert trial.staging_state == "passed"
+    assert [(a["run"], a["state"]) for a in trial.answers] == [("77", "approved")]
+
+
 @pytest.mark.timeout(90)
 def test_an_alert_held_at_kill_9_is_sent_once_after_restart(tmp_path: Path) -> None:
     """Contract §4 across a crash: the channel had not taken the window's last alert

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import sqlite3
 from contextlib import closing
+from typing import Any, cast
 
 from agent.records import GateAsk, GateState, IdempotentResponse, PendingGate
 from agent.store.base import Store
 from agent.store.sql import MIGRATIONS
 from tests.store.conftest import Backend, PostgresBackend, SqliteBackend
+from tests.store.peek import killed
 
 URL = "https://api.github.com/repos/acme/web/actions/runs/{}/deployment_protection_rule"
 
@@ -368,3 +370,59 @@ async def _fetch(backend: Backend, sql: str) -> list[tuple[object, ...]]:
         return [tuple(row) for row in await conn.fetch(sql)]
     finally:
         await conn.close()
+
+
+async def test_a_gate_its_own_killed_process_was_answering_is_taken_at_once(
+    backend: Backend,
+) -> None:
+    """kill -9 mid-answer, then a restart under the same replica id: the gate's claim (to
+    400) is its killed process's, taken at once with `orphaned`; one moved
+    on to a rate limit's wait (`extend_gate`) is kept to its end; a clean stop's claims
+    wait (the process may still be answering until it exits)."""
+    first, restart = backend.make(), backend.make()
+    try:
+        await first.open()
+        await cast(Any, first).hold_replica_id("web-1")
+        for run in (1, 2, 3):
+            await first.add_gate(gate(run))
+            assert await first.claim_gate(URL.format(run), "Production", 100.0, 400.0)
+        assert await first.extend_gate(URL.format(2), "Production", 400.0, 900.0)
+        await restart.open()
+        assert not await restart.claim_gate(
+            URL.format(1), "Production", 101.0, 401.0, orphaned=True
+        )  # the id not held yet: nothing proven
+        await killed(first)
+        await cast(Any, restart).hold_replica_id("web-1")
+        assert not await restart.claim_gate(URL.format(1), "Production", 101.0, 401.0)
+        assert await restart.claim_gate(URL.format(1), "Production", 101.0, 401.0, orphaned=True)
+        assert not await restart.claim_gate(
+            URL.format(1), "Production", 102.0, 402.0, orphaned=True
+        )  # the restart's own now
+        assert not await restart.claim_gate(
+            URL.format(2), "Production", 101.0, 401.0, orphaned=True
+        )  # the asked wait, kept
+        assert await restart.claim_gate(URL.format(2), "Production", 901.0, 1201.0, orphaned=True)
+        assert await restart.claim_gate(URL.format(3), "Production", 101.0, 401.0, orphaned=True)
+    finally:
+        await first.close()
+        await restart.close()
+
+
+async def test_a_gate_claim_its_process_left_at_a_clean_stop_waits_its_end(
+    backend: Backend,
+) -> None:
+    first, restart = backend.make(), backend.make()
+    try:
+        await first.open()
+        await cast(Any, first).hold_replica_id("web-1")
+        await first.add_gate(gate(1))
+        assert await first.claim_gate(URL.format(1), "Production", 100.0, 400.0)
+        await first.close()
+        await restart.open()
+        await cast(Any, restart).hold_replica_id("web-1")
+        assert not await restart.claim_gate(
+            URL.format(1), "Production", 101.0, 401.0, orphaned=True
+        )
+        assert await restart.claim_gate(URL.format(1), "Production", 401.0, 701.0, orphaned=True)
+    finally:
+        await restart.close()

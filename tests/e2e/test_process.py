@@ -187,6 +187,22 @@ def test_a_restart_sends_the_status_its_killed_process_held_before_its_lease_lap
 
 
 @pytest.mark.timeout(150)
+def test_a_restart_sends_the_approval_its_killed_process_held_before_its_lease_lapses(
+    tmp_path: Path,
+) -> None:
+    """Vercel held the passing canary's Rolling Release approval unanswered when the agent
+    was killed; its claim's lease (a 60 s Vercel timeout: over ten minutes) is past the
+    trial's 30 s wait: the restart takes the claim at once, reads the release (still at
+    its stage) and approves it once more, once: the release moves on one stage."""
+    from tests.e2e.crash_approval import run_approval_trial
+
+    trial = run_approval_trial(tmp_path)
+    assert len(trial.before_kill) == 1  # the held one, never answered
+    assert len(trial.approvals) == 2, trial.approvals
+    assert trial.release["activeStage"]["index"] == 1, trial.release
+
+
+@pytest.mark.timeout(150)
 def test_a_restart_sends_the_follow_up_its_killed_process_held_before_its_lease_lapses(
     tmp_path: Path,
 ) -> None:

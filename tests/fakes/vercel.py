@@ -139,6 +139,8 @@ class FakeVercel(FakeServer):
         app.router.add_post("/v1/projects/{project}/rolling-release/approve-stage", self.approve)
         app.router.add_post("/v1/projects/{project}/rolling-release/complete", self.complete)
         app.router.add_get("/_fake/accepted", self._control_accepted)
+        app.router.add_post("/_fake/rolling/{project}/{canary}", self._control_rolling)
+        app.router.add_get("/_fake/rolling/{project}", self._control_rolling_state)
 
     def _denied(self, request: web.Request) -> web.Response | None:
         if request.headers.get("Authorization") != f"Bearer {self.token}":
@@ -281,6 +283,15 @@ class FakeVercel(FakeServer):
 
     async def _control_accepted(self, request: web.Request) -> web.Response:
         return web.json_response(self.accepted)
+
+    async def _control_rolling(self, request: web.Request) -> web.Response:
+        """As its own process (the kill -9 trials): `start_rolling_release`."""
+        self.start_rolling_release(request.match_info["project"], request.match_info["canary"])
+        return web.json_response({"ok": True})
+
+    async def _control_rolling_state(self, request: web.Request) -> web.Response:
+        """As its own process: the project's release as it stands (null if none)."""
+        return web.json_response(self.rolling.get(request.match_info["project"]))
 
 
 def listed_deployment(

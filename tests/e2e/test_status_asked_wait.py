@@ -223,3 +223,41 @@ async def test_a_gate_answer_given_up_on_a_rate_limit_past_its_claim_waits_the_a
     await _taken_over(first, start_agent, env, extra, store_yaml, at=given_up + LEASE_S)
     assert len(fake_github.seen(GATE_PATH)) == 1
     assert fake_github.gate_answers == []
+
+
+@pytest.mark.timeout(90)
+async def test_a_gates_rate_limit_wait_is_kept_by_the_restart_of_a_killed_process(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    store_yaml: str,
+) -> None:
+    """As a status's: the gate's claim moved on to the asked wait (`extend_gate`) is not
+    taken at once by the restart under the same replica id, though its claimer was
+    killed (its claims' run still said: the stop's `_let_claims_lapse` skipped)."""
+    monkeypatch.setattr(module, "GATE_CLAIM_S", LEASE_S)
+    fake_github.fail("rate_limit", times=1, reset_in=ASKED_S, match="deployment_protection_rule")
+    env = environments(flip_target, staging_window="1500ms")
+    extra = integrations(fake_github, fake_vercel)
+    caplog.set_level(logging.WARNING, logger="postflight.integrations")
+    first = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
+    good = "b" * 40
+    staging = await first.register("staging", good)
+    rule = fake_github.ask_gate(sha=good, run_id=41)
+    assert (await github_hook(first, "deployment_protection_rule", rule, "gate-41"))[0] == 202
+    assert (await first.settled(staging["id"]))["state"] == "passed"
+    given_up = await _given_up(first, caplog, "not answered yet")
+    assert len(fake_github.seen(GATE_PATH)) == 1
+
+    async def killed(self: SqlStore) -> None:  # kill -9: nothing said at the end
+        return None
+
+    monkeypatch.setattr(SqlStore, "_let_claims_lapse", killed)
+    await first.stop()
+    restart = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
+    await scanned(restart, 2, at=given_up + LEASE_S)
+    assert len(fake_github.seen(GATE_PATH)) == 1
+    assert fake_github.gate_answers == []

@@ -213,6 +213,15 @@ def rules_table(rules: Sequence[RuleResult], style: Style, *, pending: bool = Fa
     )
 
 
+NO_ROLLBACK = "no rollback configured: none was requested"
+"""`status ID`'s rollback line of a failed window with no rollback configured: it showed
+none, where a rollback still owed and one never asked for looked alike."""
+
+DRY_RUN_STATE = "failed (dry run)"
+"""The `status` table's state of a failed window whose rollback `rollback.dry_run` kept
+unsent (`dry_run_unsent`): a plain `failed` read as one rolled back or refused, where the
+end line and `status ID` say the rollback was not sent; its column is wide enough for it."""
+
 DETAIL_WIDTH = 60
 """The detail column's width; a longer detail is cut there and said in full below the
 table, where its end (the bug or the error that left a rule inconclusive) was lost."""
@@ -263,6 +272,9 @@ def details(deploy: Deploy, style: Style) -> str:
         lines.append("")
         table_lines = rules_table(rules, style, pending=deploy.verdict is None).splitlines()
         lines.extend("  " + line for line in table_lines)
+    if deploy.rollback is None and deploy.state == "failed":
+        # a failed window without one said nothing of its rollback, as if one might come
+        lines += ["", f"  rollback  {NO_ROLLBACK}"]
     if deploy.rollback is not None:
         rb = deploy.rollback
         status = f", last HTTP {rb.last_status}" if rb.last_status is not None else ""
@@ -490,7 +502,7 @@ def deploys_table(deploys: Sequence[Deploy], style: Style) -> str:
                 d.id,
                 d.environment,
                 d.version,
-                d.state,
+                DRY_RUN_STATE if dry_run_unsent(d) else d.state,
                 str(d.rounds),
                 hms(d.deployed_at),
                 d.verdict.outcome if d.verdict is not None else "—",
@@ -500,7 +512,7 @@ def deploys_table(deploys: Sequence[Deploy], style: Style) -> str:
     text = table(
         ["id", "environment", "version", "state", "rounds", "deployed", "verdict", "reason"],
         rows,
-        [30, 24, 24, 12, 6, 24, 12, 60],
+        [30, 24, 24, len(DRY_RUN_STATE), 6, 24, 12, 60],
     )
     if style.color:
         lines = text.splitlines()

@@ -3,9 +3,10 @@ why, first: where it says it failed.
 
 `register --wait` ended "failed: the verdict failed and no rollback was delivered (exit
 1)", which reads as a rollback tried and refused; `status`'s state line and the deploy
-page's said "failed" alone. Only the details below them (`rollback  skipped (dry run: …)`,
-the page's Rollback section) told of the dry run. Through the real CLI, in a process of
-its own, against the real daemon.
+page's said "failed" alone, and so did `status`'s table (now `failed (dry run)`). Only
+the details below them (`rollback  skipped (dry run: …)`, the page's Rollback section)
+told of the dry run. Through the real CLI, in a process of its own, against the real
+daemon.
 """
 
 from __future__ import annotations
@@ -50,6 +51,14 @@ async def test_a_dry_run_failure_says_the_rollback_was_not_sent_first(
     assert code == 0, shown
     (state,) = [line for line in shown.splitlines() if line.lstrip().startswith("state ")]
     assert state.split(None, 1)[1] == f"failed: {NOT_SENT}", shown
+
+    # the list's state column said a plain `failed`, as of a rollback refused
+    code, listed = await awaited_cli("status", *connection)
+    assert code == 0, listed
+    head, *rows = listed.splitlines()
+    (row,) = [row for row in rows if row.startswith(deploy_id)]
+    column = head.index("STATE")
+    assert row[column:].startswith("failed (dry run)  "), listed
 
     async with agent.http.get(f"{agent.url}/deploys/{deploy_id}", headers=agent.headers) as r:
         page = await r.text()

@@ -257,12 +257,13 @@ MIGRATIONS: tuple[str, ...] = (
 SCHEMA_VERSION = len(MIGRATIONS)
 
 _CLAIM_GATE = (
-    "UPDATE {table} SET claimed_until = ? WHERE callback_url = ?"
+    "UPDATE {table} SET claimed_until = ?{claimer} WHERE callback_url = ?"
     " AND github_environment = ? AND answered_at IS NULL"
     " AND (claimed_until IS NULL OR claimed_until < ?)"
 )
-"""A pending gate's claim, one statement for `gates_by_environment` and for `gates`,
-where an agent of the version before migration 14 claims it (`_claim_older_gate`)."""
+"""A pending gate's claim, one statement for `gates_by_environment` (with its `claimer`,
+migration 17) and for `gates`, where an agent of the version before migration 14 claims
+it (`_claim_older_gate`)."""
 KEYS_FORGOTTEN = "idempotency_forgotten_before"
 """`meta` key: the latest cutoff below which retention deleted idempotency keys."""
 
@@ -1564,9 +1565,9 @@ class SqlStore(ABC):
             ):
                 return False
             claimed = await db.execute(
-                "UPDATE gates_by_environment SET claimed_until = ?, claimed_by = ?,"
-                " claimed_run = ? WHERE callback_url = ? AND github_environment = ?"
-                " AND answered_at IS NULL AND (claimed_until IS NULL OR claimed_until < ?)",
+                _CLAIM_GATE.format(
+                    table="gates_by_environment", claimer=", claimed_by = ?, claimed_run = ?"
+                ),
                 until,
                 *self._claimer(),
                 callback_url,
@@ -1668,7 +1669,7 @@ class SqlStore(ABC):
         """Claim the gate in `gates` too, where an older agent would claim it: False if one
         holds it, or answered it since it was asked (its answer is then copied)."""
         if await db.execute(
-            _CLAIM_GATE.format(table="gates"),
+            _CLAIM_GATE.format(table="gates", claimer=""),
             until,
             callback_url,
             github_environment,

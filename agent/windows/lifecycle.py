@@ -55,6 +55,7 @@ from agent.windows.evidence import (
 )
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.foresight import (
+    BackgroundRuns,
     FailedRelease,
     KeptRuns,
     background_baseline,
@@ -397,11 +398,7 @@ class WindowWatch:
             self.baselines = {k: observation_from_dict(v) for k, v in self.window.baseline.items()}
             if any(r.source == "checks" and r.max_increase is not None for r in self.judge_rules):
                 # a resumed watch's relative rules still name what their baseline pooled
-                lookback = self._lookback()
-                background = await baseline_runs(
-                    self.s.store, self.window.environment, self.env, lookback.start, lookback.end
-                )
-                self.kept.note(background.kept)
+                self.kept.note((await self._background_runs()).kept)
         self.baselines.update(self.late_baselines)
         self.log.info(
             "watching %s %s (round %d, ends %s)",
@@ -689,9 +686,7 @@ class WindowWatch:
         """Fetch every rule's baseline once, at the window's start, and store it, so
         that a restart compares against the same period; False if no longer ours."""
         lookback = self._lookback()
-        background = await baseline_runs(
-            self.s.store, self.window.environment, self.env, lookback.start, lookback.end
-        )
+        background = await self._background_runs()
         fetches = {
             rule.name: asyncio.ensure_future(self._fetch_baseline(rule, lookback))
             for rule in self.judge_rules
@@ -837,6 +832,13 @@ class WindowWatch:
         """The baseline's period: `lookback` before the deploy."""
         t0 = self.window.deployed_at
         return Period(t0 - self.env.lookback, t0)
+
+    async def _background_runs(self) -> BackgroundRuns:
+        """The checks rules' background runs of the lookback (`baseline_runs`)."""
+        lookback = self._lookback()
+        return await baseline_runs(
+            self.s.store, self.window.environment, self.env, lookback.start, lookback.end
+        )
 
     async def _fetch_baseline(self, rule: Rule, lookback: Period) -> Observation:
         """A provider rule's baseline: one fetch of the lookback. A provider that can split

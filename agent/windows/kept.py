@@ -1,5 +1,6 @@
-"""The words a relative checks rule takes when its baseline pooled the runs of a release
-whose window ended inconclusive (`foresight.kept_releases`).
+"""The words a relative checks rule takes when its baseline left out, or kept, the runs of
+a release whose window ended inconclusive with that rule's estimate past its bound
+(`foresight.kept_releases`).
 
 No I/O. Why: such a release stays live (nothing rolled it back), so a regression its
 window could not show within bounds became the next window's reference, and the next
@@ -12,12 +13,13 @@ from __future__ import annotations
 import dataclasses
 
 from agent.analysis.types import RuleVerdict, Verdict
+from agent.windows import foresight
 from agent.windows.foresight import KeptRuns
 
 
 class KeptBaseline:
-    """What the checks rules' baseline pooled of inconclusive releases, said in each
-    relative checks rule's detail."""
+    """What the checks rules' baseline left out or kept of inconclusive releases past
+    their bounds, said in each such rule's detail."""
 
     def __init__(self) -> None:
         self._words: dict[str, str] = {}
@@ -29,7 +31,9 @@ class KeptBaseline:
             runs = f"{item.runs} run{'s' if item.runs != 1 else ''}"
             for name in item.pooled_by:
                 words.setdefault(name, []).append(
-                    f"its baseline holds {runs} of {release}, whose window ended inconclusive"
+                    f"its baseline holds {runs} of {release}, whose window ended"
+                    f" inconclusive past this bound (fewer than {foresight.KEPT_RUNS_LEFT}"
+                    " other runs in its lookback)"
                 )
             for name in item.left_out_of:
                 words.setdefault(name, []).append(
@@ -39,8 +43,8 @@ class KeptBaseline:
         self._words = {name: "; ".join(said) for name, said in words.items()}
 
     def said(self, verdict: Verdict) -> Verdict:
-        """`verdict` with each relative checks rule naming the inconclusive releases its
-        baseline holds runs of."""
+        """`verdict` with each relative checks rule naming the inconclusive releases past
+        its bound its baseline left out or holds runs of."""
         if not self._words:
             return verdict
         return dataclasses.replace(verdict, rules=tuple(self._said(r) for r in verdict.rules))

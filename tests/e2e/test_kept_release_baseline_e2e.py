@@ -1,5 +1,7 @@
 """A release whose window ended inconclusive stays live: the next baseline pools its runs,
-and the next registration, its window's log and its relative rule's verdict say so.
+or leaves them out of a relative rule's baseline its window's estimate was past the bound
+of; the next registration, its window's log and that rule's verdict say which. A release
+within its bound, only unproven, is pooled unsaid.
 
 Before, nothing did: a regression its window never showed within bounds became the next
 window's reference, and the next deploy as slow passed `max_increase` against it, its
@@ -67,8 +69,14 @@ def past_its_bound(window: dict[str, Any]) -> bool:
     return bool(p95["observed"] and p95["baseline"] and p95["observed"] > 1.5 * p95["baseline"])
 
 
+def within_its_bound(window: dict[str, Any]) -> bool:
+    """The window's p95 estimate measured, and within +50% of its baseline."""
+    p95 = next(r for r in window["verdict"]["rules"] if r["name"] == "p95")
+    return bool(p95["observed"] and p95["baseline"]) and not past_its_bound(window)
+
+
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("fate", ["pooled", "left-out"])
+@pytest.mark.parametrize("fate", ["kept", "left-out", "within-bound"])
 async def test_an_inconclusive_releases_runs_in_the_next_baseline_are_said(
     start_agent: AgentFactory,
     slow_target: SlowTarget,
@@ -77,12 +85,11 @@ async def test_an_inconclusive_releases_runs_in_the_next_baseline_are_said(
     monkeypatch: pytest.MonkeyPatch,
     fate: str,
 ) -> None:
-    """Pooled: too few other runs (`KEPT_RUNS_LEFT` raised past the lookback's) or an
-    estimate within the bound; left out: v2's window put p95 past +50% and the lookback
-    holds enough others."""
+    """v2's window put p95 past +50%: left out when the lookback holds enough others, kept
+    with too few (`KEPT_RUNS_LEFT` raised past the lookback's), said either way. Within
+    its bound (an A/A release, only unproven at 2 probes): pooled and unsaid, where
+    before its registration warning, log line and verdict detail were said alike."""
     caplog.set_level(logging.WARNING)
-    if fate == "pooled":
-        monkeypatch.setattr(foresight, "KEPT_RUNS_LEFT", 1_000_000)
     agent = await start_agent(
         environment(
             "production",
@@ -95,48 +102,64 @@ async def test_an_inconclusive_releases_runs_in_the_next_baseline_are_said(
         f"alerting:\n  channels:\n    - url: {json_sink.url()}\n",
     )
     await agent.stored_runs("production", 12)
-    slow_target.delay = 0.05  # v2: 2.5 times as slow, too few probes to show it either way
+    if fate != "within-bound":
+        slow_target.delay = 0.05  # v2: 2.5 times as slow, too few probes to show it either way
+    fits = within_its_bound if fate == "within-bound" else past_its_bound
     for _ in range(5):  # a fail shown is left out of the next baseline: slow it again
         v2 = await agent.register("production", "v2")
         ended = await agent.settled(v2["id"])
-        if ended["state"] == "inconclusive" and (fate == "pooled" or past_its_bound(ended)):
+        if ended["state"] == "inconclusive" and fits(ended):
             break
-    assert ended["state"] == "inconclusive", ended
+    assert ended["state"] == "inconclusive" and fits(ended), ended
     stored = await agent.app[STORE].get_window(v2["id"])
     assert stored is not None
     await runs_since(agent, stored.deployed_at)
+    if fate == "kept":  # raised only now: v2's tries before compare as in left-out
+        monkeypatch.setattr(foresight, "KEPT_RUNS_LEFT", 1_000_000)
+    sent = len(json_sink.notifications)
     v3 = await agent.register("production", "v3")
     said = [w for w in v3.get("warnings") or [] if "ended inconclusive" in w]
-    assert len(said) == 1, v3
-    assert f"of the baseline probed v2 ({v2['id']}), whose window ended inconclusive" in said[0]
-    # its window's p95 against its baseline: few probes, so a slow first one can make it -50%
-    words = r"\(p95: latency_p95 not shown within max_increase 50%, [+-]\d+% against its baseline"
-    if fate == "pooled":
-        assert re.search(
-            words + r"(, past its bound)?\): relative bounds compare with it$", said[0]
-        )
-    else:
-        assert re.search(
-            words + r", past its bound\): left out of the baseline of rule p95$", said[0]
-        )
     final = await agent.settled(v3["id"])
     p95 = next(r for r in final["verdict"]["rules"] if r["name"] == "p95")
-    detail = "holds" if fate == "pooled" else "leaves out"
-    assert re.search(
-        f"its baseline {detail} \\d+ runs? of v2 \\({v2['id']}\\), whose window ended inconclusive",
-        p95["detail"],
-    ), p95
-    # and the alert that ends v3's window, naming the rule with its detail
-    await json_sink.wait_for(1)
+    # the alert that ends v3's window, naming the rule with its detail
+    await json_sink.wait_for(sent + 1)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10.0
-    while not [n for n in json_sink.notifications if f"of v2 ({v2['id']}), whose" in n.message]:
+    while not [n for n in json_sink.notifications[sent:] if "v3" in n.title + n.message]:
         assert loop.time() < deadline, [n.message for n in json_sink.notifications]
         await asyncio.sleep(0.05)
+    alerts = [n.message for n in json_sink.notifications[sent:]]
     logged = [
         r
         for r in caplog.records
         if "whose window ended inconclusive" in r.getMessage()
         and getattr(r, "deploy_id", None) == v3["id"]
     ]
+    if fate == "within-bound":
+        assert said == [], v3
+        assert f"of v2 ({v2['id']})" not in p95["detail"], p95
+        assert not [m for m in alerts if f"of v2 ({v2['id']})" in m], alerts
+        assert logged == [], caplog.text
+        return
+    assert len(said) == 1, v3
+    assert f"of the baseline probed v2 ({v2['id']}), whose window ended inconclusive" in said[0]
+    # its window's p95 against its baseline, past the bound
+    words = r"\(p95: latency_p95 not shown within max_increase 50%, \+\d+% against its baseline"
+    if fate == "kept":
+        assert re.search(
+            words + r", past its bound\): kept in the baseline of rule p95, whose lookback"
+            r" holds fewer than 1000000 other runs$",
+            said[0],
+        )
+    else:
+        assert re.search(
+            words + r", past its bound\): left out of the baseline of rule p95$", said[0]
+        )
+    detail = "holds" if fate == "kept" else "leaves out"
+    assert re.search(
+        f"its baseline {detail} \\d+ runs? of v2 \\({v2['id']}\\), whose window ended"
+        " inconclusive past this bound",
+        p95["detail"],
+    ), p95
+    assert [m for m in alerts if f"of v2 ({v2['id']}), whose" in m], alerts
     assert len(logged) == 1, caplog.text

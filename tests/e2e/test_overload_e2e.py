@@ -178,10 +178,12 @@ class TargetLateness:
     `ends`: for each answer the agent parsed, its latency's end (`Parsed.done_at`) less
     the target's answer being ready: what the agent added to the target's own time, the
     write and the kernel's delivery on a quiet loop, the read's lateness where a latency
-    ended at the read."""
+    ended at the read. `took`: each of those latencies, its write to its end, as the agent
+    reads it (the agent's baseline, seen by the test, `baseline_spoilt`)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, target: ThreadTarget) -> None:
         self.written: list[float] = []
+        self.took: list[float] = []
         self.late: list[float] = []
         self.ready: list[float] = []
         self.ends: list[float] = []
@@ -205,6 +207,7 @@ class TargetLateness:
         def parsed(answer: wire.Parsed, *args: Any, **kwargs: Any) -> None:
             parse(answer, *args, **kwargs)
             if self._sent_at is not None:
+                self.took.append(answer.done_at - self._sent_at)
                 self._ended(self._sent_at, answer.done_at)
 
         monkeypatch.setattr(wire._Conn, "send", sent)
@@ -538,18 +541,24 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
     A x2 window the guard held all the same (inconclusive "agent overloaded", nothing
     rolled back: a machine at load 20 dropped 22 of 24 probes as the agent's stalls, on top
     of the test's) is the machine's: one more is made, by a new agent on a store of its
-    own, which must roll back."""
+    own, which must roll back. So is a x2 window not rolled back whose baseline the machine
+    spoilt (`baseline_spoilt`): one whose baseline was clean must roll back."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     lateness = TargetLateness(monkeypatch, target)
     for again in range(3):  # a window the machine spoilt (`one_more`): one more, 3 at most
         store = f"url: sqlite:///{tmp_path / f'again{again}.db'}" if again else None
-        start = len(lateness.late)
-        final, registered = await busy_window(
+        start, began = len(lateness.late), len(lateness.took)
+        final, registered, parsed = await busy_window(
             start_agent, target, receiver, monkeypatch, slower, lateness, store
         )
         late = SERVICE_50MS_S / 2
         late_in_window = lateness.count(late, registered)
-        spoilt = one_more(final, slower, late_in_window, lateness.count(late, start, registered))
+        if slower > 1:  # the x2's premise: a baseline the machine left clean
+            baseline = lateness.took[began:parsed]
+            spoilt = final["state"] != "rolled_back" and baseline_spoilt(baseline)
+        else:
+            late_before = lateness.count(late, start, registered)
+            spoilt = one_more(final, slower, late_in_window, late_before)
         if slower > 1 and held_as_overloaded(final):
             assert receiver.attempts == [], final["verdict"]
         elif not spoilt:
@@ -576,10 +585,11 @@ async def busy_window(
     slower: float,
     lateness: TargetLateness,
     store: str | None = None,
-) -> tuple[dict[str, Any], int]:
+) -> tuple[dict[str, Any], int, int]:
     """A new agent learns the 50 ms service with a free loop; the deploy makes it `slower`
-    while every fourth request blocks the agent's loop: the final deploy, and how many
-    requests the target had come to before it was registered (`lateness.late`)."""
+    while every fourth request blocks the agent's loop: the final deploy, how many requests
+    the target had come to before it was registered (`lateness.late`), and how many of its
+    answers the agent had parsed (`lateness.took`)."""
     target.delay_s = SERVICE_50MS_S
     requests = 0
 
@@ -600,7 +610,7 @@ async def busy_window(
         # however few a loaded machine had made)
         await agent.stored_runs("production", 10)
         target.delay_s = SERVICE_50MS_S * slower
-        registered = len(lateness.late)
+        registered, parsed = len(lateness.late), len(lateness.took)
         mark = lost.mark()
         before = agent.metric("postflight_samples_dropped_total", **labels)
         deploy = await agent.register("production", "v2.4.2")
@@ -613,13 +623,32 @@ async def busy_window(
     lost.explained(mark, dropped)
     await asyncio.sleep(0.3)
     await agent.stop()
-    return final, registered
+    return final, registered, parsed
 
 
 SERVICE_50MS_S = 0.05
 """The x2 test's service: a 20 ms one's background p95 read 31 ms on a machine at load 4.5
 (its scheduler's jitter, 10 ms and more), so its bound (+50%) was 47 ms and the x2 (42 ms)
 passed, 2 runs in 7; 10 ms of jitter on 50 ms leaves the x2 past the bound."""
+BASELINE_PREMISE_S = SERVICE_50MS_S * 1.25
+"""The most the x2 test's baseline p95 may read for its window to be a control: the
+service's own 50 ms and 12.5 ms of the scheduler's jitter (10 ms seen, `SERVICE_50MS_S`),
+a bound (+50%) of 94 ms at most, under the x2's least latency (its 100 ms sleep)."""
+
+
+def baseline_spoilt(latencies: list[float]) -> bool:
+    """Whether the baseline's latencies (`TargetLateness.took`, each the write of a request
+    to the kernel's stamp of its answer, as the agent reads them) have a p95 past
+    `BASELINE_PREMISE_S`: the machine's (its background runs are made on a free loop, none
+    of the test's stalls in them), a window to make again on a fresh baseline. Starved
+    under outside load (8 test sessions and a suite on 2 cores), a baseline read 80 ms, its
+    bound 120 ms: the x2 (106 ms) passed, "within bounds", where the target's measured
+    lateness (`TargetLateness.late`, 3 late answers at least) did not explain it (a p95 of
+    30-odd answers is moved by 2). Read by the test, not from the verdict: an agent whose
+    own baseline were wrong (other runs', its reading of them) is never excused by it."""
+    return statistics.quantiles(latencies, n=20, method="inclusive")[-1] > BASELINE_PREMISE_S
+
+
 SERVICE_S = 0.002
 LATE_S = 0.002
 """How long after each answer is in the agent's socket its loop is still blocked: the loop

@@ -77,6 +77,19 @@ class AlertRetry(NamedTuple):
     detail: str
 
 
+class OwedRetry(NamedTuple):
+    """A window's alert whose failed channels are still owed a retry
+    (`Store.alert_retries_of`): what a later alert catches up first."""
+
+    event: str
+    payload: str
+    sent_to: frozenset[str]
+    retry_at: float
+    """When it is due; `take_alert_retry` at this time takes it unless taken since."""
+    taken: bool
+    """A taker is sending it now (its run stamped; a scheduled retry has none)."""
+
+
 class StoredProbes(NamedTuple):
     """The background runs stored of one check with one fingerprint (`Store.probe_fingerprints`)."""
 
@@ -552,6 +565,11 @@ class Store(Protocol):
         """The retry due at `at` for the one caller that takes it, held until `until`
         (a lease: a taker that dies mid-send leaves it due again then); None if it is not
         due, or another caller took it."""
+        ...
+
+    async def alert_retries_of(self, window_id: str) -> list[OwedRetry]:
+        """The window's alerts still owed a retry (due or not, taken or not), each with
+        its payload and the channels that took it already."""
         ...
 
     async def settle_alert_retry(

@@ -53,6 +53,7 @@ from agent.store.base import (
     AlertRetry,
     Conflict,
     Lease,
+    OwedRetry,
     ProbeRun,
     SameDeployment,
     StoredProbes,
@@ -1391,6 +1392,17 @@ class SqlStore(ABC):
             result,
             detail,
         )
+
+    async def alert_retries_of(self, window_id: str) -> list[OwedRetry]:
+        rows = await self._fetchall(
+            "SELECT event, payload, sent_to, retry_at, claimed_run IS NOT NULL FROM alerts"
+            " WHERE window_id = ? AND retry_at IS NOT NULL AND payload IS NOT NULL",
+            window_id,
+        )
+        return [
+            OwedRetry(r[0], r[1], frozenset(r[2].splitlines()), float(r[3]), bool(r[4]))
+            for r in rows
+        ]
 
     async def settle_alert_retry(
         self,

@@ -27,6 +27,7 @@ from agent.records import (
 from agent.store.base import (
     AlertClaim,
     Conflict,
+    OwedRetry,
     ProbeRun,
     SameDeployment,
     Store,
@@ -882,6 +883,39 @@ async def test_a_retry_its_own_killed_process_was_sending_is_due_at_once_for_the
     finally:
         await first.close()
         await restart.close()
+
+
+async def test_a_windows_owed_retries_are_listed_with_whether_a_sender_holds_one(
+    backend: Backend,
+) -> None:
+    """`alert_retries_of`: the window's alerts owed a retry, due or not, each with its
+    payload, the channels that took it and when it is due; one taken says so (a later
+    alert leaves it to its sender), an outcome without a retry or a mark is not listed."""
+    store = backend.make()
+    try:
+        await store.open()
+        await cast(Any, store).hold_replica_id("web-1")
+        await store.create_window(window("dep_1"))
+        payload = '{"alert": {}}'
+        for event, retry_at in (
+            ("breach:a", 100.0),
+            ("rollback_requested", 500.0),
+            ("passed", None),
+        ):
+            assert await store.claim_alert("dep_1", event, 90.0, payload=payload)
+            await store.note_alert_channel("dep_1", event, "0:json://a")
+            await store.record_alert("dep_1", event, "partial", "1 of 2", retry_at=retry_at)
+        owed = sorted(await store.alert_retries_of("dep_1"))
+        assert owed == [
+            OwedRetry("breach:a", payload, frozenset({"0:json://a"}), 100.0, False),
+            OwedRetry("rollback_requested", payload, frozenset({"0:json://a"}), 500.0, False),
+        ]
+        assert await store.take_alert_retry("dep_1", "breach:a", 100.0, 200.0)
+        taken = {o.event: (o.retry_at, o.taken) for o in await store.alert_retries_of("dep_1")}
+        assert taken == {"breach:a": (200.0, True), "rollback_requested": (500.0, False)}
+        assert await store.alert_retries_of("dep_2") == []
+    finally:
+        await store.close()
 
 
 async def test_a_claim_its_process_left_at_a_clean_stop_waits_its_lease(

@@ -30,6 +30,10 @@ due, `run` takes due retries (`Store.take_alert_retry`, one taker, a lease) and 
 the stored alert to the channels not noted. So a retry owed at a stop or a crash is
 sent by the restarted agent or any replica, a retry cut off mid-send is taken over
 once its lease lapses, and a window cancelled or superseded meanwhile drops it.
+An alert on-call reads after an earlier one (`_follows`) first catches up a channel
+still owed the earlier one's retry (`_catch_up`): the earlier one goes there once, then
+the later one, and the earlier one's retry is dropped there (superseded), where it
+reached the channel after the later one and its newest alert misled.
 
 A breach's result is stored only once its slowest channel has answered, so a
 resolve first waits for this process's sends of that breach (a settled rollback's alert
@@ -72,7 +76,7 @@ from typing import Any, TypeVar
 
 from agent.records import DeployWindow, Fence
 from agent.stopping import StopBudget, named_for_a_stop
-from agent.store.base import AlertClaim, AlertRetry, Store, UnsettledAlert
+from agent.store.base import AlertClaim, AlertRetry, OwedRetry, Store, UnsettledAlert
 from agent.store.outages import StoreOutageLog, held_until_stored, not_taken, store_outage
 from alerting.events import Alert, breach_key
 from alerting.notifier import Notifier, NotifyOutcome
@@ -415,6 +419,7 @@ class WindowAlerts:
             " first)",
             ALERTS,
         )
+        await self._catch_up(window, key, also, tags)
         unnoted: list[str] = []
         outcome = await self._notifier.send(
             self._linked(window, alert),
@@ -704,6 +709,7 @@ class WindowAlerts:
             " was taken, to the channels that have not taken it)",
             ALERTS,
         )
+        await self._catch_up(window, retry.event, also, tags)
         unnoted: list[str] = []
         outcome = await self._notifier.send(
             self._linked(window, alert),
@@ -730,6 +736,89 @@ class WindowAlerts:
             )
         elif next_at is not None:
             self._wake.set()
+
+    async def _catch_up(
+        self, window: DeployWindow, key: str, also: Sequence[str], tags: Sequence[str]
+    ) -> None:
+        """Before `key` goes out: each earlier alert on-call must read before it
+        (`_follows`) whose failed channels are still owed a retry is sent to them now,
+        once, then superseded there (no retry after `key`), whatever its result. Its retry
+        reached a channel after the later alert did (a breach after its resolve, "rollback
+        requested" after "ROLLBACK FAILED"), and the channel's newest alert misled. One
+        taker across replicas and restarts (`take_alert_retry`, at the time it was due);
+        one this process is sending is waited for first (bounded by the notifier's
+        timeout), one another replica is sending is left to it. Never raises but
+        `CancelledError`: a later alert, a rollback's above all, is never held by it."""
+        try:
+            owed = await self._owed_before(window.id, key, also, tags)
+            waited = {o.event for o in owed if self._in_flight(window.id, o.event)}
+            if waited:
+                for event in waited:  # this process's own retry of it: let it end, then look
+                    await self._sends_done(window.id, event)
+                owed = await self._owed_before(window.id, key, also, tags)
+            for earlier in owed:
+                if self._in_flight(window.id, earlier.event):
+                    continue
+                # a retry just waited for was its one send: failed again, it is dropped
+                await self._caught_up(window, earlier, key, send=earlier.event not in waited)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            context = {"deploy_id": window.id, "environment": window.environment, "event": key}
+            said = f"{not_taken(exc)} ({exc})" if store_outage(exc) else None
+            log.warning(
+                "alert %s for %s: the earlier alerts it follows not caught up%s",
+                key, window.id, f": {said}" if said else "", exc_info=said is None, extra=context,
+            )  # fmt: skip
+
+    async def _owed_before(
+        self, window_id: str, key: str, also: Sequence[str], tags: Sequence[str]
+    ) -> list[OwedRetry]:
+        """The window's alerts `key` follows that still owe a retry on some of the
+        channels `key` goes to, in the order raised."""
+        route, now = set(self._notifier.route(tags)), self._clock()
+        owed = [
+            o
+            for o in await self._store.alert_retries_of(window_id)
+            if o.event != key
+            # a sender's now (its lease not lapsed) is left to it, but this process's own
+            and (not o.taken or o.retry_at <= now or self._in_flight(window_id, o.event))
+            and _follows(key, also, {o.event, *grouped_with(o.payload)})
+            and set(self._notifier.route(load_payload(o.payload)[1])) <= route
+        ]
+        return sorted(owed, key=lambda o: _rank(o.event))
+
+    async def _caught_up(
+        self, window: DeployWindow, earlier: OwedRetry, key: str, *, send: bool = True
+    ) -> None:
+        """`earlier` (owed a retry) to the channels it failed, once (unless not `send`),
+        then settled with no retry after: `key` supersedes it there."""
+        retry = await self._store.take_alert_retry(
+            window.id, earlier.event, earlier.retry_at, self._clock() + self.lease_s
+        )
+        if retry is None:
+            return  # taken a moment ago (another replica's retry): left to it
+        also = grouped_with(retry.payload)
+        if not send:
+            detail = f"{retry.detail}; superseded by {key} there: not retried"
+            await self._store.settle_alert_retry(retry, retry.result, detail, None, also)
+            return
+        with self._flights(window.id, [retry.event, *also]):
+            alert, tags = load_payload(retry.payload)
+            unnoted: list[str] = []
+            outcome = await self._notifier.send(
+                self._linked(window, alert),
+                tags,
+                skip=retry.sent_to,
+                on_sent=self._noter(window, retry.event, unnoted),
+                retry=retry.retries,
+            )
+            detail = f"{outcome.describe()} (caught up before {key}"
+            detail += "; superseded by it there: not retried)" if outcome.failed else ")"
+
+            # tried once, not held (`_hold`): the later alert waits on no store outage
+            await self._note(window.id, retry.event, unnoted)
+            await self._store.settle_alert_retry(retry, outcome.result, detail, None, also)
 
     def _after_retry(
         self, retry: AlertRetry, outcome: NotifyOutcome, context: dict[str, Any]
@@ -810,16 +899,29 @@ def raised_order(
 
 
 def _comes_after(claim: UnsettledAlert, other: UnsettledAlert) -> bool:
-    """Whether on-call must read `claim` after `other`: a resolve after its breach, a
-    rollback's request after the breaches that called for it, its outcome after it."""
-    keys = {other.event, *grouped_with(other.payload)}
+    """Whether on-call must read `claim` after `other` (`_follows`)."""
+    return _follows(
+        claim.event, grouped_with(claim.payload), {other.event, *grouped_with(other.payload)}
+    )
+
+
+def _follows(event: str, also: Sequence[str], keys: Collection[str]) -> bool:
+    """Whether on-call must read the alert claimed under `event` (and `also`) after the
+    one claimed under `keys`: a resolve after its breach, a rollback's request after the
+    breaches that called for it, its outcome after it."""
     breached = any(k.startswith("breach:") for k in keys)
-    if claim.event == ROLLBACK_REQUESTED:
+    if event == ROLLBACK_REQUESTED:
         return breached
-    if claim.event in SETTLED_ROLLBACK_EVENTS:
+    if event in SETTLED_ROLLBACK_EVENTS:
         return breached or ROLLBACK_REQUESTED in keys
-    resolved = [k for k in (claim.event, *grouped_with(claim.payload)) if k.startswith("resolved:")]
+    resolved = [k for k in (event, *also) if k.startswith("resolved:")]
     return any(_breach_of(k) in keys for k in resolved)
+
+
+def _rank(event: str) -> int:
+    """Where an alert a later one follows comes among those (`_catch_up`): the breaches,
+    then the rollback's request."""
+    return 1 if event == ROLLBACK_REQUESTED else 0
 
 
 def _breach_of(resolved: str) -> str:

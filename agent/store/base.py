@@ -579,10 +579,14 @@ class Store(Protocol):
         detail: str,
         retry_at: float | None,
         also: Sequence[str] = (),
+        *,
+        retries: int | None = None,
     ) -> bool:
         """Store a retry's outcome and when the next is due (None: no more), only while
         `retry` still holds it; False if its lease lapsed and another took it. `also`:
-        the marks claimed with it take the same outcome (`record_alert`)."""
+        the marks claimed with it take the same outcome (`record_alert`). `retries`: the
+        count stored back, where the take's counts (a later alert's catch-up that failed
+        is no retry of its own: the alert keeps the retries it had)."""
         ...
 
     async def unsettled_alerts(

@@ -1411,14 +1411,18 @@ class SqlStore(ABC):
         detail: str,
         retry_at: float | None,
         also: Sequence[str] = (),
+        *,
+        retries: int | None = None,
     ) -> bool:
         async with self._tx() as db:
             changed = await db.execute(
-                "UPDATE alerts SET result = ?, detail = ?, retry_at = ?, claimed_run = NULL"
+                "UPDATE alerts SET result = ?, detail = ?, retry_at = ?, retries = ?,"
+                " claimed_run = NULL"
                 " WHERE window_id = ? AND event = ? AND retry_at = ? AND retries = ?",
                 result,
                 _text(detail[:2000]),
                 retry_at,
+                retry.retries if retries is None else retries,
                 retry.window_id,
                 retry.event,
                 retry.lease_until,

@@ -214,8 +214,12 @@ class FeedStore:
         detail: str,
         retry_at: float | None,
         also: Sequence[str] = (),
+        *,
+        retries: int | None = None,
     ) -> bool:
-        settled = await self._store.settle_alert_retry(retry, result, detail, retry_at, also)
+        settled = await self._store.settle_alert_retry(
+            retry, result, detail, retry_at, also, retries=retries
+        )
         self._feed.publish(retry.window_id)
         return settled
 

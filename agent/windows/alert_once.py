@@ -32,8 +32,11 @@ sent by the restarted agent or any replica, a retry cut off mid-send is taken ov
 once its lease lapses, and a window cancelled or superseded meanwhile drops it.
 An alert on-call reads after an earlier one (`_follows`) first catches up a channel
 still owed the earlier one's retry (`_catch_up`): the earlier one goes there once, then
-the later one, and the earlier one's retry is dropped there (superseded), where it
-reached the channel after the later one and its newest alert misled.
+the later one, where the earlier one's retry reached the channel after the later one and
+its newest alert misled. Delivered, the earlier one is settled; refused again, it keeps
+its retry (one notification per deploy and event: a channel down throughout gets each
+once when it is back), and the retries a pass takes of one window go out in the order
+raised (`_in_raised_order`): a later one's waits for the earlier one's.
 
 A breach's result is stored only once its slowest channel has answered, so a
 resolve first waits for this process's sends of that breach (a settled rollback's alert
@@ -645,7 +648,7 @@ class WindowAlerts:
         if free <= 0:
             return 0
         now = self._clock()
-        taken = 0
+        taken: list[AlertRetry] = []
         # `orphaned`: a retry its own previous process was sending (kill -9), at once
         for window_id, event in await self._store.alert_retries_due(now, free, orphaned=True):
             if self._in_flight(window_id, event):
@@ -655,9 +658,12 @@ class WindowAlerts:
             )
             if retry is None:
                 continue  # another replica took it a moment ago
-            taken += 1
+            taken.append(retry)
+        # each registers its send before its first wait (`_flights`), so a later one's
+        # catch-up (`_catch_up`) finds the earlier one under way and waits for it
+        for retry in _in_raised_order(taken):
             await _start(self._retry(retry), spawn)
-        return taken
+        return len(taken)
 
     async def _retry(self, retry: AlertRetry) -> None:
         """A taken retry: its stored alert to the channels that have not taken it."""
@@ -742,13 +748,15 @@ class WindowAlerts:
     ) -> None:
         """Before `key` goes out: each earlier alert on-call must read before it
         (`_follows`) whose failed channels are still owed a retry is sent to them now,
-        once, then superseded there (no retry after `key`), whatever its result. Its retry
-        reached a channel after the later alert did (a breach after its resolve, "rollback
-        requested" after "ROLLBACK FAILED"), and the channel's newest alert misled. One
-        taker across replicas and restarts (`take_alert_retry`, at the time it was due);
-        one this process is sending is waited for first (bounded by the notifier's
-        timeout), one another replica is sending is left to it. Never raises but
-        `CancelledError`: a later alert, a rollback's above all, is never held by it."""
+        once: its retry reached a channel after the later alert did (a breach after its
+        resolve, "rollback requested" after "ROLLBACK FAILED"), and the channel's newest
+        alert misled. Delivered, it is settled; refused again, it keeps its retry as it
+        was (`_caught_up`), and `key` goes out all the same, held by that one send only.
+        One taker across replicas and restarts (`take_alert_retry`, at the time it was
+        due); one this process is sending is waited for first (bounded by the notifier's
+        timeout) and that is its one send; one another replica is sending is left to it.
+        Never raises but `CancelledError`: a later alert, a rollback's above all, is never
+        held by it."""
         try:
             owed = await self._owed_before(window.id, key, also, tags)
             waited = {o.event for o in owed if self._in_flight(window.id, o.event)}
@@ -757,10 +765,10 @@ class WindowAlerts:
                     await self._sends_done(window.id, event)
                 owed = await self._owed_before(window.id, key, also, tags)
             for earlier in owed:
-                if self._in_flight(window.id, earlier.event):
+                # a retry just waited for was its one send: failed again, it keeps its next
+                if earlier.event in waited or self._in_flight(window.id, earlier.event):
                     continue
-                # a retry just waited for was its one send: failed again, it is dropped
-                await self._caught_up(window, earlier, key, send=earlier.event not in waited)
+                await self._caught_up(window, earlier, key)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -788,21 +796,17 @@ class WindowAlerts:
         ]
         return sorted(owed, key=lambda o: _rank(o.event))
 
-    async def _caught_up(
-        self, window: DeployWindow, earlier: OwedRetry, key: str, *, send: bool = True
-    ) -> None:
-        """`earlier` (owed a retry) to the channels it failed, once (unless not `send`),
-        then settled with no retry after: `key` supersedes it there."""
+    async def _caught_up(self, window: DeployWindow, earlier: OwedRetry, key: str) -> None:
+        """`earlier` (owed a retry) to the channels it failed, once, before `key`: settled
+        if they all take it; else its retry is kept as it was (when due, how many taken:
+        this send is `key`'s, not one of its retries), where it was dropped there and a
+        channel down throughout got only the newest alert once back."""
         retry = await self._store.take_alert_retry(
             window.id, earlier.event, earlier.retry_at, self._clock() + self.lease_s
         )
         if retry is None:
             return  # taken a moment ago (another replica's retry): left to it
         also = grouped_with(retry.payload)
-        if not send:
-            detail = f"{retry.detail}; superseded by {key} there: not retried"
-            await self._store.settle_alert_retry(retry, retry.result, detail, None, also)
-            return
         with self._flights(window.id, [retry.event, *also]):
             alert, tags = load_payload(retry.payload)
             unnoted: list[str] = []
@@ -813,12 +817,17 @@ class WindowAlerts:
                 on_sent=self._noter(window, retry.event, unnoted),
                 retry=retry.retries,
             )
-            detail = f"{outcome.describe()} (caught up before {key}"
-            detail += "; superseded by it there: not retried)" if outcome.failed else ")"
-
             # tried once, not held (`_hold`): the later alert waits on no store outage
             await self._note(window.id, retry.event, unnoted)
-            await self._store.settle_alert_retry(retry, outcome.result, detail, None, also)
+            if not outcome.failed:
+                detail = f"{outcome.describe()} (caught up before {key})"
+                await self._store.settle_alert_retry(retry, outcome.result, detail, None, also)
+                return
+            detail = f"{outcome.describe()} (caught up before {key}; retried when due)"
+            result = "partial" if outcome.sent else retry.result
+            await self._store.settle_alert_retry(
+                retry, result, detail, earlier.retry_at, also, retries=retry.retries - 1
+            )
 
     def _after_retry(
         self, retry: AlertRetry, outcome: NotifyOutcome, context: dict[str, Any]
@@ -893,6 +902,31 @@ def raised_order(
             (c for c in left if not any(_comes_after(c[0], d[0]) for d in left if d is not c)),
             left[0],  # never a cycle (`_comes_after` is a partial order): a safe fallback
         )
+        left.remove(ready)
+        ordered.append(ready)
+    return ordered
+
+
+def _in_raised_order(retries: Sequence[AlertRetry]) -> list[AlertRetry]:
+    """Retries taken together, a window's in the order on-call must read them
+    (`_follows`), each else as it came (by when it was due)."""
+    left, ordered = list(retries), []
+    while left:
+        ready = next(
+            (
+                r
+                for r in left
+                if not any(
+                    d.window_id == r.window_id
+                    and _follows(
+                        r.event, grouped_with(r.payload), {d.event, *grouped_with(d.payload)}
+                    )
+                    for d in left
+                    if d is not r
+                )
+            ),
+            left[0],
+        )  # never a cycle (`_follows` is a partial order): a safe fallback
         left.remove(ready)
         ordered.append(ready)
     return ordered

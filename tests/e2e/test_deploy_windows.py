@@ -277,22 +277,34 @@ async def test_alerts_lost_to_a_sink_outage_arrive_once_and_never_hold_the_rollb
 ) -> None:
     """The audit's case: the json:// sink is down while the breach and "rollback
     requested" go out. The webhook gets its rollback meanwhile; the sink, back up, gets
-    each alert once, from the background retries (sub-second backoff here)."""
+    each alert once, from the background retries (sub-second backoff here), in the order
+    raised: a later alert's catch-up refused too left the earlier one its retry, and a
+    retry pass sends the earlier one's first."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     json_sink.fail_always(503)
     agent = await start_agent(
         environment(flip_target, receiver.url),
         alerting(json_sink),
-        alert_retry_delays=(0.5,) * 60,
+        alert_retry_delays=(1.5,) * 60,
     )
     deploy = await agent.register("production", "v2.4.1", previous_version="v2.4.0")
     flip_target.bad = True
     final = await agent.settled(deploy["id"], within=30)
 
     assert final["state"] == "rolled_back" and len(receiver.attempts) == 1
+    store = agent.app[STORE]
+    # back once every alert was refused and none is being sent: not between a refused
+    # catch-up and the later alert's send (a flap there has the later one arrive first)
+    for _ in range(300):
+        owed = await store.alert_retries_of(deploy["id"])
+        at_rest = len(owed) >= 3 and not any(o.taken for o in owed)
+        if at_rest and min(o.retry_at for o in owed) > time.time() + 0.5:
+            break
+        await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the alerts never all owed at rest: {owed}")
     assert json_sink.notifications == []  # every alert so far failed: none held it up
     json_sink.come_back()
-    store = agent.app[STORE]
     for _ in range(600):
         if await store.next_alert_retry() is None:
             break
@@ -300,6 +312,9 @@ async def test_alerts_lost_to_a_sink_outage_arrive_once_and_never_hold_the_rollb
     seen = [n.title for n in json_sink.notifications]
     assert any("breach" in t for t in seen) and any("rollback requested" in t for t in seen)
     assert sorted(seen) == sorted(set(seen)), seen  # each alert once
+    raised = ["breach", "rollback requested", "rollback delivered"]
+    order = [next(i for i, word in enumerate(raised) if word in t) for t in seen]
+    assert order == sorted(order) and set(order) == {0, 1, 2}, seen  # in the order raised
     assert agent.metric("postflight_alerts_total", result="sent") == len(seen)
 
 

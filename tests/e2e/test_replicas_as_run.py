@@ -434,7 +434,8 @@ async def test_alert_retries_owed_by_a_killed_replica_are_sent_once_by_the_other
 ) -> None:
     """The channel fails the window's alerts (500) and the replica that sent them is
     killed (-9) with their retries owed; the channel comes back: the other replica sends
-    each retry when due, once, and the alerts after them once."""
+    each retry when due, once, and the alerts after them once, in the order raised (a
+    later alert's catch-up refused too left the earlier one its retry)."""
     json_sink.fail_always()
     flip_target.bad = True
     async with aiohttp.ClientSession(headers=HEADERS) as http:
@@ -460,6 +461,10 @@ async def test_alert_retries_owed_by_a_killed_replica_are_sent_once_by_the_other
         titles = Counter(n.title for n in json_sink.notifications)
         assert max(titles.values()) == 1, titles
         assert len(titles) >= 3, titles
+        seen = [n.title for n in json_sink.notifications]
+        raised = ["breach", "rollback requested", "rollback delivered"]
+        order = [next(i for i, word in enumerate(raised) if word in t) for t in seen]
+        assert order == sorted(order) and set(order) == {0, 1, 2}, seen  # in the order raised
         late = [n.title for n in json_sink.notifications if "on retry" in n.message]
         assert late, "no retry sent"
         accepted = Counter(x.idempotency_key for x in receiver.attempts if x.accepted)

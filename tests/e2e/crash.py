@@ -144,6 +144,49 @@ def start_fake(module: str, token: str) -> tuple[subprocess.Popen[bytes], str]:
     return fake, url
 
 
+def start_site(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A healthy target (`http.server` on `workdir/site`, its `/health` answers 200) and its
+    URL: the deploy a trial watches passes."""
+    (workdir / "site").mkdir(exist_ok=True)
+    (workdir / "site" / "health").write_text("ok\n")
+    port = free_port()
+    target = subprocess.Popen(
+        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        cwd=workdir / "site",
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    return target, f"http://127.0.0.1:{port}"
+
+
+def post(url: str, body: bytes, headers: dict[str, str]) -> int:
+    """POST `body` to `url` (a hook of the agent's, a fake's control path); its status."""
+    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as response:
+        status: int = response.status
+        return status
+
+
+def until(check: Any, within: float) -> None:
+    """Waits until `check()` is truthy or `within` seconds passed (the caller checks)."""
+    deadline = time.monotonic() + within
+    while not check() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def end_all(agent: subprocess.Popen[bytes] | None, *helpers: subprocess.Popen[bytes]) -> None:
+    """End a trial: kill -9 the agent, SIGTERM each helper (killed after 5 s), each still
+    running, in that order."""
+    for proc in (agent, *helpers):
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGKILL if proc is agent else signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 def start_agent(
     config: Path, port: int, log: Path, *, within: float = 120.0, pidfile: Path | None = None
 ) -> subprocess.Popen[bytes]:

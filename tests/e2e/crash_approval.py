@@ -12,14 +12,22 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.crash import free_port, server_and_store, start_agent, start_fake
+from tests.e2e.crash import (
+    end_all,
+    free_port,
+    post,
+    server_and_store,
+    start_agent,
+    start_fake,
+    start_site,
+    until,
+)
 from tests.fakes import vercel as vc
 
 VC_TOKEN = "crash-approval-token"
@@ -57,13 +65,6 @@ environments:
     return path
 
 
-def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        status: int = response.status
-        return status
-
-
 def _get(url: str) -> Any:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
@@ -72,12 +73,6 @@ def _get(url: str) -> Any:
 def _approvals(vercel_url: str) -> list[dict[str, Any]]:
     """Every approval POST the fake received (the held one, unanswered, included)."""
     return [r for r in _get(f"{vercel_url}/_fake/requests") if r["path"] == APPROVE]
-
-
-def _until(check: Any, within: float) -> None:
-    deadline = time.monotonic() + within
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 @dataclass
@@ -92,45 +87,30 @@ class ApprovalTrial:
 
 def run_approval_trial(workdir: Path, *, wait_s: float = 30.0) -> ApprovalTrial:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "site").mkdir(exist_ok=True)
-    (workdir / "site" / "health").write_text("ok\n")
-    target_port = free_port()
-    target = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(target_port)],
-        cwd=workdir / "site",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    target, target_url = start_site(workdir)
     fake, vercel_url = start_fake("tests.fakes.vercel", VC_TOKEN)
     agent: subprocess.Popen[bytes] | None = None
     json_type = {"Content-Type": "application/json"}
     try:
-        _post(f"{vercel_url}/_fake/rolling/{vc.PROJECT}/{vc.NEW}", b"{}", json_type)
+        post(f"{vercel_url}/_fake/rolling/{vc.PROJECT}/{vc.NEW}", b"{}", json_type)
         hang = {"kind": "hang", "times": 1, "match": APPROVE}
-        _post(f"{vercel_url}/_fake/fail", json.dumps(hang).encode(), json_type)
+        post(f"{vercel_url}/_fake/fail", json.dumps(hang).encode(), json_type)
         port = free_port()
         agent_url = f"http://127.0.0.1:{port}"
-        config = write_config(workdir, port, vercel_url, f"http://127.0.0.1:{target_port}")
+        config = write_config(workdir, port, vercel_url, target_url)
         log = workdir / "agent.log"
         agent = start_agent(config, port, log)
         body = vc.event(event_id="crash-approval-1", deployment=vc.NEW)
         headers = {**json_type, "x-vercel-signature": vc.signature(VC_SECRET, body)}
-        assert _post(f"{agent_url}/v1/hooks/vercel", body, headers) == 202
-        _until(lambda: _approvals(vercel_url), 60.0)
+        assert post(f"{agent_url}/v1/hooks/vercel", body, headers) == 202
+        until(lambda: _approvals(vercel_url), 60.0)
         agent.send_signal(signal.SIGKILL)
         agent.wait()
         before = _approvals(vercel_url)
         agent = start_agent(config, port, log)
-        _until(lambda: len(_approvals(vercel_url)) > len(before), wait_s)
+        until(lambda: len(_approvals(vercel_url)) > len(before), wait_s)
         time.sleep(1.0)  # a second send would come with the first
         release = _get(f"{vercel_url}/_fake/rolling/{vc.PROJECT}")
         return ApprovalTrial(before, _approvals(vercel_url), release)
     finally:
-        for proc in (agent, fake, target):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGKILL if proc is agent else signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        end_all(agent, fake, target)

@@ -28,6 +28,7 @@ from tests.e2e.crash import (
     server_and_store,
     start_agent,
     store_rows,
+    until,
 )
 
 
@@ -59,12 +60,6 @@ environments:
     path = workdir / "postflight.yaml"
     path.write_text(text)
     return path
-
-
-def _until(check: Any, within: float) -> None:
-    deadline = time.monotonic() + within
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 
 @dataclass
@@ -112,13 +107,13 @@ def run_follow_up_trial(workdir: Path, *, wait_s: float = 30.0) -> FollowUpTrial
             f"http://127.0.0.1:{port}/v1/deploys",
             {"environment": "production", "version": "v-then"},
         )
-        _until(claim, 60.0)  # taken: its POST going out, held by the receiver
+        until(claim, 60.0)  # taken: its POST going out, held by the receiver
         time.sleep(0.5)
         agent.send_signal(signal.SIGKILL)
         agent.wait()
         at_kill = claim()
         agent = start_agent(config, port, log)
-        _until(accepted, wait_s)
+        until(accepted, wait_s)
         time.sleep(1.0)  # a second send would come with the first
         return FollowUpTrial(at_kill, accepted())
     finally:

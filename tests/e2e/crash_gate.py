@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -19,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.crash import (
+    end_all,
     free_port,
+    post,
     request_json,
     server_and_store,
     start_agent,
     start_fake,
+    start_site,
     store_rows,
 )
 from tests.fakes import github as gh
@@ -124,36 +126,24 @@ def _answers_posted(github_url: str) -> int:
 
 def _hang_answers(github_url: str) -> None:
     """The fake holds the first answer unanswered (the agent is mid-call when killed)."""
-    request = urllib.request.Request(
+    post(
         f"{github_url}/_fake/fail",
-        data=json.dumps(
-            {"kind": "hang", "times": 1, "match": "/deployment_protection_rule"}
-        ).encode(),
-        method="POST",
-        headers={"Content-Type": "application/json"},
+        json.dumps({"kind": "hang", "times": 1, "match": "/deployment_protection_rule"}).encode(),
+        {"Content-Type": "application/json"},
     )
-    urllib.request.urlopen(request, timeout=5).close()
 
 
 def run_gate_trial(workdir: Path, *, mid_answer: bool = False, wait_s: float = 60.0) -> GateTrial:
     """`mid_answer`: killed once staging passed and its answer is out, held by the fake
     (the gate's claim, `GATE_CLAIM_S`, runs past `wait_s`), not while staging runs."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "site").mkdir(exist_ok=True)
-    (workdir / "site" / "health").write_text("ok\n")
-    target_port = free_port()
-    target = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(target_port)],
-        cwd=workdir / "site",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    target, target_url = start_site(workdir)
     fake, github_url = start_fake("tests.fakes.github", GH_TOKEN)
     agent: subprocess.Popen[bytes] | None = None
     try:
         port = free_port()
         agent_url = f"http://127.0.0.1:{port}"
-        config = write_config(workdir, port, github_url, f"http://127.0.0.1:{target_port}")
+        config = write_config(workdir, port, github_url, target_url)
         log = workdir / "agent.log"
         agent = start_agent(config, port, log)
         staging = request_json(
@@ -188,11 +178,4 @@ def run_gate_trial(workdir: Path, *, mid_answer: bool = False, wait_s: float = 6
             time.sleep(0.1)
         return GateTrial(before, state, _get(f"{github_url}/_fake/gate_answers"))
     finally:
-        for proc in (agent, fake, target):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGKILL if proc is agent else signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        end_all(agent, fake, target)

@@ -12,14 +12,22 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.crash import free_port, server_and_store, start_agent, start_fake
+from tests.e2e.crash import (
+    end_all,
+    free_port,
+    post,
+    server_and_store,
+    start_agent,
+    start_fake,
+    start_site,
+    until,
+)
 from tests.fakes import github as gh
 
 GH_TOKEN = "crash-status-token"
@@ -55,16 +63,9 @@ environments:
     return path
 
 
-def _post(url: str, body: bytes, headers: dict[str, str]) -> int:
-    request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-    with urllib.request.urlopen(request, timeout=5) as response:
-        status: int = response.status
-        return status
-
-
 def _status_hook(agent_url: str) -> int:
     body = gh.deployment_status()
-    return _post(
+    return post(
         f"{agent_url}/v1/hooks/github",
         body,
         {
@@ -83,12 +84,6 @@ def _posted(github_url: str) -> list[dict[str, Any]]:
     return [r for r in seen if r["method"] == "POST" and r["path"] == STATUSES]
 
 
-def _until(check: Any, within: float) -> None:
-    deadline = time.monotonic() + within
-    while not check() and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 @dataclass
 class StatusTrial:
     before_kill: list[dict[str, Any]]
@@ -99,44 +94,29 @@ class StatusTrial:
 
 def run_status_trial(workdir: Path, *, wait_s: float = 30.0) -> StatusTrial:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "site").mkdir(exist_ok=True)
-    (workdir / "site" / "health").write_text("ok\n")
-    target_port = free_port()
-    target = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(target_port)],
-        cwd=workdir / "site",
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    target, target_url = start_site(workdir)
     fake, github_url = start_fake("tests.fakes.github", GH_TOKEN)
     agent: subprocess.Popen[bytes] | None = None
     try:
         # the first status POST is held unanswered: the agent is mid-call when killed
-        _post(
+        post(
             f"{github_url}/_fake/fail",
             json.dumps({"kind": "hang", "times": 1, "match": STATUSES}).encode(),
             {"Content-Type": "application/json"},
         )
         port = free_port()
         agent_url = f"http://127.0.0.1:{port}"
-        config = write_config(workdir, port, github_url, f"http://127.0.0.1:{target_port}")
+        config = write_config(workdir, port, github_url, target_url)
         log = workdir / "agent.log"
         agent = start_agent(config, port, log)
         assert _status_hook(agent_url) == 202
-        _until(lambda: _posted(github_url), 30.0)
+        until(lambda: _posted(github_url), 30.0)
         agent.send_signal(signal.SIGKILL)
         agent.wait()
         before = _posted(github_url)
         agent = start_agent(config, port, log)
-        _until(lambda: len(_posted(github_url)) > len(before), wait_s)
+        until(lambda: len(_posted(github_url)) > len(before), wait_s)
         time.sleep(1.0)  # a second send would come with the first
         return StatusTrial(before, _posted(github_url))
     finally:
-        for proc in (agent, fake, target):
-            if proc is not None and proc.poll() is None:
-                proc.send_signal(signal.SIGKILL if proc is agent else signal.SIGTERM)
-                try:
-                    proc.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        end_all(agent, fake, target)

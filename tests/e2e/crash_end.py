@@ -70,25 +70,33 @@ GH_TOKEN = "crash-end-github-token"
 PREVIOUS, VERSION = "v1.0.0", "v1.0.1"
 
 
-def _env(hook: Path, mark: Path) -> dict[str, str]:
+def _env(hook: Path, mark_var: str, mark: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(hook), env.get("PYTHONPATH", "")])
-    env[KILL_AFTER_END] = str(mark)
+    env[mark_var] = str(mark)
     env.pop("SENTRY_DSN", None)
     env.pop("NEW_RELIC_LICENSE_KEY", None)
     return env
 
 
-def start_agent(workdir: Path, config: Path, port: int) -> subprocess.Popen[bytes]:
-    """`postflight run`, killed by its own hook the first time a window's end is stored."""
+def start_agent(
+    workdir: Path,
+    config: Path,
+    port: int,
+    *,
+    sitecustomize: str = SITECUSTOMIZE,
+    mark_var: str = KILL_AFTER_END,
+) -> subprocess.Popen[bytes]:
+    """`postflight run`, killed by its own hook (`sitecustomize`, its mark `workdir/killed`
+    named in `mark_var`) the first time a window's end is stored, or what the hook kills at."""
     hook = workdir / "hook"
     hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    (hook / "sitecustomize.py").write_text(sitecustomize)
     with (workdir / "agent.log").open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "--log-format", "json", "run", "--config", str(config)],
             cwd=ROOT,
-            env=_env(hook, workdir / "killed"),
+            env=_env(hook, mark_var, workdir / "killed"),
             stdout=out,
             stderr=out,
         )

@@ -16,15 +16,14 @@ breach and the request, so alerts sent side by side reach it outcome first.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.crash import ROOT, TOKEN, _wait_ready, free_port, read_attempts, request_json
+from tests.e2e.crash import TOKEN, free_port, read_attempts, request_json
 from tests.e2e.crash_end import _Receivers, _wait
+from tests.e2e.crash_end import start_agent as start_hooked
 from tests.receivers import RollbackReceiver, SlowOnTitles
 
 KILL_AFTER_SETTLED = "POSTFLIGHT_TEST_KILL_AFTER_SETTLED"
@@ -69,29 +68,9 @@ SLOW_ON = ("breached", "rollback requested")
 
 def start_agent(workdir: Path, config: Path, port: int) -> subprocess.Popen[bytes]:
     """`postflight run`, killed by its own hook the first time a rollback settles."""
-    hook = workdir / "hook"
-    hook.mkdir(exist_ok=True)
-    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(hook), env.get("PYTHONPATH", "")])
-    env[KILL_AFTER_SETTLED] = str(workdir / "killed")
-    env.pop("SENTRY_DSN", None)
-    with (workdir / "agent.log").open("ab") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "--log-format", "json", "run", "--config", str(config)],
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=out,
-        )
-    try:
-        _wait_ready(port, proc, 120.0)
-    except BaseException:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        raise
-    return proc
+    return start_hooked(
+        workdir, config, port, sitecustomize=SITECUSTOMIZE, mark_var=KILL_AFTER_SETTLED
+    )
 
 
 def write_config(workdir: Path, port: int, *, sink: str, receiver: str) -> Path:

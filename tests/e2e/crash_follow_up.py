@@ -22,6 +22,7 @@ from tests.e2e.crash import (
     ROOT,
     SECRET,
     _env,
+    end_all,
     free_port,
     read_attempts,
     request_json,
@@ -117,12 +118,4 @@ def run_follow_up_trial(workdir: Path, *, wait_s: float = 30.0) -> FollowUpTrial
         time.sleep(1.0)  # a second send would come with the first
         return FollowUpTrial(at_kill, accepted())
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.send_signal(signal.SIGKILL)
-            agent.wait()
-        receiver.send_signal(signal.SIGTERM)
-        try:
-            receiver.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            receiver.kill()
-            receiver.wait()
+        end_all(agent, receiver)

@@ -21,7 +21,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.crash import TOKEN, free_port, read_attempts, request_json
+from tests.e2e.crash import free_port, read_attempts, request_json, server_and_store
 from tests.e2e.crash_end import _Receivers, _wait
 from tests.e2e.crash_end import start_agent as start_hooked
 from tests.receivers import RollbackReceiver, SlowOnTitles
@@ -75,12 +75,9 @@ def start_agent(workdir: Path, config: Path, port: int) -> subprocess.Popen[byte
 
 def write_config(workdir: Path, port: int, *, sink: str, receiver: str) -> Path:
     path = workdir / "postflight.yaml"
-    path.write_text(f"""\
-server:
-  listen: 127.0.0.1:{port}
-  api_tokens: [{TOKEN}]
-store:
-  url: sqlite:///{workdir / "postflight.db"}
+    path.write_text(
+        server_and_store(workdir, port)
+        + f"""\
 alerting:
   timeout: 3s
   channels:
@@ -104,7 +101,8 @@ environments:
       max_attempts: 1
     alerts:
       tags: [oncall]
-""")
+"""
+    )
     return path
 
 

@@ -255,11 +255,6 @@ _STARTED_NOT_DONE = (
 """How each delivered rollback's headline ends: the target's 2xx starts a rollback (Vercel's
 takes seconds, a GitHub workflow minutes), and "Rollback delivered" alone reads as done
 while the failed release may still serve (`agent.windows.foresight.ROLLBACK_SETTLE_S`)."""
-DRY_RUN_NOT_SENT = "rollback not sent (rollback.dry_run)"
-"""How a failed window whose rollback `rollback.dry_run` kept unsent says so, first, where it
-says it failed (`register --wait`'s end line, `status`, the deploy page's state line): "no
-rollback was delivered" read as one tried and refused, the dry run said only in the details
-below it."""
 _BY_HAND_SKIPPED = (
     "**Rollback requested by hand, not sent.** `rollback.dry_run` is on for this"
     " environment, so its rollback target was not called: roll back by hand if needed."

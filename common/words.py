@@ -30,3 +30,10 @@ def unknown_environment(name: str, known: list[str]) -> str:
     file's order and the API `; configured: …`."""
     configured = ", ".join(sorted(known)) or "none"
     return f"unknown environment {name!r}; configured: {configured}"
+
+
+DRY_RUN_NOT_SENT = "rollback not sent (rollback.dry_run)"
+"""How a failed window whose rollback `rollback.dry_run` kept unsent says so, first, where it
+says it failed (`register --wait`'s end line, `status`, the deploy page's state line): "no
+rollback was delivered" read as one tried and refused, the dry run said only in the details
+below it."""

@@ -17,11 +17,10 @@ from typing import Any, TextIO
 from agent.api.models import Deploy, RuleResult, deploy_json
 from agent.cli.exits import ended
 from agent.client import OPEN_STATES, ClientError
-from alerting.events import DRY_RUN_NOT_SENT
 from common.durations import format_duration
 from common.redaction import visible
 from common.times import rfc3339
-from common.words import counted
+from common.words import DRY_RUN_NOT_SENT, counted
 
 HEARTBEAT_S = 60.0
 """Without a terminal, a line at least this often so CI logs show the wait is alive."""

@@ -21,12 +21,12 @@ from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, RoundRe
 from agent.web.charts import Chart, band_chart, distribution_chart, evidence_chart, rounds_chart
 from agent.web.times import iso
 from alerting.events import (
-    DRY_RUN_NOT_SENT,
     AlertEvent,
     RollbackTarget,
     failed_rollback_headline,
 )
 from alerting.templates import evidence_text, format_value
+from common.words import DRY_RUN_NOT_SENT
 
 DECIDED = ("pass", "fail", "inconclusive")
 """A verdict's outcomes once decided (a window's progress is `pending` until then)."""

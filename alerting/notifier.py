@@ -393,6 +393,7 @@ class Notifier:
         skip: Collection[str] = (),
         on_sent: Callable[[str], Awaitable[None]] | None = None,
         retry: int = 0,
+        ahead_of: str | None = None,
     ) -> NotifyOutcome:
         """Notify the routed channels concurrently; never raises (but for
         cancellation), never takes much longer than `timeout` (and `on_sent`'s awaits).
@@ -402,7 +403,11 @@ class Notifier:
         crash mid-send leaves a record of who was told; it must not raise.
         `retry` (> 0: the alert's Nth retry): a channel failing again is logged at info
         and not counted, as its first failure was (`failed` counts alerts a channel
-        failed, not attempts); one taking it is counted `sent` and logged so."""
+        failed, not attempts); one taking it is counted `sent` and logged so.
+        `ahead_of` (with `retry`): a catch-up sent ahead of the later alert `ahead_of`, not one
+        of the alert's retries, and logged so."""
+        attempt = f"sent again before {ahead_of}" if ahead_of else f"retry {retry}"
+        delivered = f"delivered when {attempt}" if ahead_of else f"delivered on retry {retry}"
         context = {
             "deploy_id": alert.deploy_id,
             "environment": alert.environment,
@@ -462,10 +467,10 @@ class Notifier:
             said = self._redact(f"{type(exc).__name__}: {exc}")
             if retry:  # its traceback was logged at its first send: 4 an alert, alike
                 log.warning(
-                    "alert %s for %s: retry %d not sent: %s",
+                    "alert %s for %s: %s not sent: %s",
                     alert.event,
                     alert.deploy_id,
-                    retry,
+                    attempt,
                     said,
                     extra=context,
                 )
@@ -485,16 +490,16 @@ class Notifier:
                     "alert %s for %s %s to %s",
                     alert.event,
                     alert.deploy_id,
-                    f"delivered on retry {retry}" if retry else "sent",
+                    delivered if retry else "sent",
                     result.url,
                     extra={**context, "channel": result.index},
                 )
             elif retry:
                 log.info(
-                    "alert %s for %s: retry %d failed on %s: %s",
+                    "alert %s for %s: %s failed on %s: %s",
                     alert.event,
                     alert.deploy_id,
-                    retry,
+                    attempt,
                     result.url,
                     result.detail,
                     extra={**context, "channel": result.index},

@@ -816,6 +816,7 @@ class WindowAlerts:
                 skip=retry.sent_to,
                 on_sent=self._noter(window, retry.event, unnoted),
                 retry=retry.retries,
+                ahead_of=key,
             )
             # tried once, not held (`_hold`): the later alert waits on no store outage
             await self._note(window.id, retry.event, unnoted)

@@ -896,38 +896,32 @@ def raised_order(
     """A window's taken-over claims in the order they were raised: by when each was
     claimed, and an alert after those on-call reads it after (`_comes_after`) whatever
     the clocks said (replicas' may be off by a little; two claims may share a stamp)."""
-    left = sorted(claims, key=lambda c: c[0].claimed_at)
-    ordered: list[tuple[UnsettledAlert, float]] = []
-    while left:
-        ready = next(
-            (c for c in left if not any(_comes_after(c[0], d[0]) for d in left if d is not c)),
-            left[0],  # never a cycle (`_comes_after` is a partial order): a safe fallback
-        )
-        left.remove(ready)
-        ordered.append(ready)
-    return ordered
+    return _read_order(
+        sorted(claims, key=lambda c: c[0].claimed_at), lambda c, d: _comes_after(c[0], d[0])
+    )
 
 
 def _in_raised_order(retries: Sequence[AlertRetry]) -> list[AlertRetry]:
     """Retries taken together, a window's in the order on-call must read them
     (`_follows`), each else as it came (by when it was due)."""
-    left, ordered = list(retries), []
+    return _read_order(
+        retries,
+        lambda r, d: (
+            d.window_id == r.window_id
+            and _follows(r.event, grouped_with(r.payload), {d.event, *grouped_with(d.payload)})
+        ),
+    )
+
+
+def _read_order(items: Sequence[T], after: Callable[[T, T], bool]) -> list[T]:
+    """`items` in their order but each after those `after(it, other)` says on-call reads
+    it after: the first item no other must precede, again and again."""
+    left, ordered = list(items), []
     while left:
         ready = next(
-            (
-                r
-                for r in left
-                if not any(
-                    d.window_id == r.window_id
-                    and _follows(
-                        r.event, grouped_with(r.payload), {d.event, *grouped_with(d.payload)}
-                    )
-                    for d in left
-                    if d is not r
-                )
-            ),
-            left[0],
-        )  # never a cycle (`_follows` is a partial order): a safe fallback
+            (i for i in left if not any(after(i, d) for d in left if d is not i)),
+            left[0],  # never a cycle (`_follows` is a partial order): a safe fallback
+        )
         left.remove(ready)
         ordered.append(ready)
     return ordered

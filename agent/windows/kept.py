@@ -15,6 +15,7 @@ import dataclasses
 from agent.analysis.types import RuleVerdict, Verdict
 from agent.windows import foresight
 from agent.windows.foresight import KeptRuns
+from common.words import counted
 
 
 class KeptBaseline:
@@ -28,7 +29,7 @@ class KeptBaseline:
         words: dict[str, list[str]] = {}
         for item in kept:
             release = f"{item.release.version} ({item.release.window_id})"
-            runs = f"{item.runs} run{'s' if item.runs != 1 else ''}"
+            runs = counted(item.runs, "run")
             for name in item.pooled_by:
                 words.setdefault(name, []).append(
                     f"its baseline holds {runs} of {release}, whose window ended"

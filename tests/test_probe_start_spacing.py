@@ -70,10 +70,15 @@ async def test_probes_a_stall_made_late_start_a_step_apart() -> None:
     assert len(results) == 6 and len(started) == 6
     late = [i for i, at in enumerate(planned) if at < begun + STALL_S]
     assert len(late) >= 3, planned  # most fell due in the stall
-    # never closer than planned (a tick's rounding either side), however busy the host:
-    # before, every probe due in the stall started in the turn that ended it
+    # never closer than planned (a tick's rounding either side): before, every probe due
+    # in the stall started in the turn that ended it. The stall moved them all by what it
+    # owed the first (`shift`); a moved start that another stall of a busy host made late
+    # again runs when its turn comes (`Ticks.start_at`), so the next one, on time, follows
+    # it closer by just that lateness (a suite run at load 19 saw 70 ms of a 100 ms step)
+    shift = started[late[0]] - planned[late[0]]
     for i, j in itertools.pairwise(late):
-        assert started[j] - started[i] >= planned[j] - planned[i] - 2 * TICK_S, (
+        late_again = max(0.0, started[i] - (planned[i] + shift))
+        assert started[j] - started[i] >= planned[j] - planned[i] - 2 * TICK_S - late_again, (
             [round(at - begun, 3) for at in planned],
             {k: round(at - begun, 3) for k, at in started.items()},
         )

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import dataclasses
 import logging
 import threading
 import weakref
-from collections.abc import Awaitable, Callable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -110,6 +111,11 @@ class NotifyOutcome:
     @property
     def failed(self) -> int:
         return sum(1 for c in self.channels if not c.sent)
+
+    @property
+    def taken_by(self) -> list[str]:
+        """The keys of the channels that took it (`ChannelResult.key`)."""
+        return [c.key for c in self.channels if c.sent]
 
     @property
     def delivered(self) -> bool:
@@ -385,6 +391,10 @@ class Notifier:
         it; every channel when the environment names no tags."""
         return routed(self._tags, tags)
 
+    def channel_keys(self, tags: Sequence[str]) -> list[str]:
+        """The keys (`ChannelResult.key`) of the channels `route` picks for `tags`."""
+        return [ChannelResult(i, self._urls[i], False, "").key for i in self.route(tags)]
+
     async def send(
         self,
         alert: Alert,
@@ -394,6 +404,7 @@ class Notifier:
         on_sent: Callable[[str], Awaitable[None]] | None = None,
         retry: int = 0,
         ahead_of: str | None = None,
+        held: Mapping[str, str] | None = None,
     ) -> NotifyOutcome:
         """Notify the routed channels concurrently; never raises (but for
         cancellation), never takes much longer than `timeout` (and `on_sent`'s awaits).
@@ -405,7 +416,10 @@ class Notifier:
         and not counted, as its first failure was (`failed` counts alerts a channel
         failed, not attempts); one taking it is counted `sent` and logged so.
         `ahead_of` (with `retry`): a catch-up sent ahead of the later alert `ahead_of`, not one
-        of the alert's retries, and logged so."""
+        of the alert's retries, and logged so.
+        `held`: keys of channels not sent it now, each with the earlier alert still owed
+        there that on-call must read first: reported, logged and counted failed there, as
+        a channel that failed it (it is retried there)."""
         attempt = f"sent again before {ahead_of}" if ahead_of else f"retry {retry}"
         delivered = f"delivered when {attempt}" if ahead_of else f"delivered on retry {retry}"
         context = {
@@ -430,7 +444,14 @@ class Notifier:
                 body += "\n" + late_note(retry)
             before = [ChannelResult(i, self._urls[i], True, SENT_BEFORE) for i in indexes]
             before = [c for c in before if c.key in skip]
-            skipped = {c.index for c in before}
+            owing = held or {}
+            rest = [ChannelResult(i, self._urls[i], False, "") for i in indexes]
+            waiting = [
+                dataclasses.replace(c, detail=f"held behind {owing[c.key]}, still owed there")
+                for c in rest
+                if c.key in owing and c.key not in skip
+            ]
+            skipped = {c.index for c in [*before, *waiting]}
             deadline = asyncio.get_running_loop().time() + self._timeout
             tasks = {
                 i: asyncio.ensure_future(
@@ -482,6 +503,7 @@ class Notifier:
             if not retry:
                 self._metrics.alerts_total.labels(result="failed").inc()
             return NotifyOutcome((failed,))
+        results += waiting
         for result in results:
             if result.sent or not retry:
                 self._metrics.alerts_total.labels(result="sent" if result.sent else "failed").inc()

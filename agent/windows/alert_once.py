@@ -33,10 +33,13 @@ once its lease lapses, and a window cancelled or superseded meanwhile drops it.
 An alert on-call reads after an earlier one (`_follows`) first catches up a channel
 still owed the earlier one's retry (`_catch_up`): the earlier one goes there once, then
 the later one, where the earlier one's retry reached the channel after the later one and
-its newest alert misled. Delivered, the earlier one is settled; refused again, it keeps
-its retry (one notification per deploy and event: a channel down throughout gets each
-once when it is back), and the retries a pass takes of one window go out in the order
-raised (`_in_raised_order`): a later one's waits for the earlier one's.
+its newest alert misled. Delivered, the earlier one is settled (held through a store
+outage with the later one's outcome, `CaughtUp`); refused again, it keeps its retry (one
+notification per deploy and event: a channel down throughout gets each once when it is
+back), and the later one is held on that channel for its own retry, as on a channel
+whose earlier alert another replica is retrying right then: sent there, it went first.
+The retries a pass takes of one window go out in the order raised (`_in_raised_order`):
+a later one's waits for the earlier one's.
 
 A breach's result is stored only once its slowest channel has answered, so a
 resolve first waits for this process's sends of that breach (a settled rollback's alert
@@ -67,6 +70,7 @@ import json
 import logging
 import time
 from collections.abc import (
+    AsyncIterator,
     Awaitable,
     Callable,
     Collection,
@@ -80,7 +84,13 @@ from typing import Any, TypeVar
 from agent.records import DeployWindow, Fence
 from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import AlertClaim, AlertRetry, OwedRetry, Store, UnsettledAlert
-from agent.store.outages import StoreOutageLog, held_until_stored, not_taken, store_outage
+from agent.store.outages import (
+    StoreOutageLog,
+    handed_back,
+    held_until_stored,
+    not_taken,
+    store_outage,
+)
 from alerting.events import Alert, breach_key
 from alerting.notifier import Notifier, NotifyOutcome
 from common.durations import format_duration
@@ -166,6 +176,52 @@ def load_payload(text: str) -> tuple[Alert, list[str]]:
     fields = {k: v for k, v in data["alert"].items() if k in known}
     fields["rules"] = tuple(fields.get("rules") or ())
     return Alert(**fields), [str(t) for t in data.get("tags") or ()]
+
+
+class CaughtUp:
+    """What a later alert's catch-up (`WindowAlerts._catch_up`) leaves it."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, str] = {}
+        """Channel key → the earlier alert still owed there: the later one is held there."""
+        self.flights = contextlib.ExitStack()
+        """The caught-up alerts whose outcome the store has yet to take: in flight
+        meanwhile (`WindowAlerts._flights`), so this process's own scans leave them."""
+        self._unstored: list[Callable[[], Awaitable[None]]] = []
+
+    async def stored_now(
+        self, write: Callable[[], Awaitable[None]], flight: contextlib.ExitStack
+    ) -> bool:
+        """`write()` tried once; one the store does not take (`store_outage`) is kept, to
+        be stored with the later alert's outcome (`stored`), its `flight` kept open till
+        then. Whether it was stored."""
+        try:
+            await write()
+        except Exception as exc:
+            if not store_outage(exc):
+                raise
+            self._unstored.append(write)
+            self.flights.enter_context(flight.pop_all())
+            return False
+        return True
+
+    async def stored(self) -> None:
+        """Store what the store did not take (`stored_now`); raises as the store does,
+        within the later alert's held outcome (`WindowAlerts._hold`)."""
+        while self._unstored:
+            await self._unstored[0]()
+            self._unstored.pop(0)
+
+    async def sent_after(
+        self, send: Awaitable[NotifyOutcome], stop: StopBudget | None
+    ) -> NotifyOutcome:
+        """The later alert's `send`; a cancellation (a stop) cuts it after one more try
+        of what is unstored (`handed_back`): left so, the caught-up alert goes out again."""
+        try:
+            return await send
+        except asyncio.CancelledError:
+            await handed_back(self.stored, stop)
+            raise
 
 
 class WindowAlerts:
@@ -422,29 +478,62 @@ class WindowAlerts:
             " first)",
             ALERTS,
         )
-        await self._catch_up(window, key, also, tags)
-        unnoted: list[str] = []
-        outcome = await self._notifier.send(
-            self._linked(window, alert),
-            tags,
-            skip=sent_to,
-            on_sent=self._noter(window, key, unnoted),
-        )
-        detail, retry_at = outcome.describe(), None
-        if outcome.failed and self.retry_delays:
-            retry_at = self._clock() + self.retry_delays[0]
-            detail += f"; retrying in {format_duration(self.retry_delays[0])}"
+        hold = bool(self.retry_delays)  # held on a channel only for a retry to come
+        async with self._in_order(window, alert, tags, key, also, sent_to, 0, hold) as sent:
+            outcome, noted = sent
+            detail, retry_at = outcome.describe(), None
+            if outcome.failed and self.retry_delays:
+                retry_at = self._clock() + self.retry_delays[0]
+                detail += f"; retrying in {format_duration(self.retry_delays[0])}"
 
-        async def record() -> None:
-            await self._note(window.id, key, unnoted)
-            await self._store.record_alert(
-                window.id, key, outcome.result, detail, retry_at=retry_at, also=also
-            )
+            async def record() -> None:
+                await noted()
+                await self._store.record_alert(
+                    window.id, key, outcome.result, detail, retry_at=retry_at, also=also
+                )
 
-        await self._hold(window, key, record)
+            await self._hold(window, key, record)
         if retry_at is not None:
             self._wake.set()
         return outcome.delivered
+
+    @contextlib.asynccontextmanager
+    async def _in_order(
+        self,
+        window: DeployWindow,
+        alert: Alert,
+        tags: Sequence[str],
+        key: str,
+        also: Sequence[str],
+        skip: Collection[str],
+        retry: int,
+        hold: bool,
+    ) -> AsyncIterator[tuple[NotifyOutcome, Callable[[], Awaitable[None]]]]:
+        """`alert` sent (but to `skip`; `retry`: its Nth retry) once the earlier alerts it
+        follows are caught up (`_catch_up`), held on a channel still owed one (`hold`):
+        its outcome, and what stores the channels that took it and the catch-ups' outcomes
+        the store did not take, to be written with its outcome inside this block (the
+        caught-up alerts stay in flight till then)."""
+        caught = await self._catch_up(window, key, also, tags, hold=hold)
+        with caught.flights:
+            unnoted: list[str] = []
+            outcome = await caught.sent_after(
+                self._notifier.send(
+                    self._linked(window, alert),
+                    tags,
+                    skip=skip,
+                    on_sent=self._noter(window, key, unnoted),
+                    retry=retry,
+                    held=caught.held,
+                ),
+                self.stop,
+            )
+
+            async def noted() -> None:
+                await caught.stored()
+                await self._note(window.id, key, unnoted)
+
+            yield outcome, noted
 
     async def _note(self, window_id: str, key: str, unnoted: list[str]) -> None:
         """The channels that took the alert as the store did not answer (`_noter`),
@@ -715,24 +804,20 @@ class WindowAlerts:
             " was taken, to the channels that have not taken it)",
             ALERTS,
         )
-        await self._catch_up(window, retry.event, also, tags)
-        unnoted: list[str] = []
-        outcome = await self._notifier.send(
-            self._linked(window, alert),
-            tags,
-            skip=retry.sent_to,
-            on_sent=self._noter(window, retry.event, unnoted),
-            retry=n,
-        )
-        detail, next_at = self._after_retry(retry, outcome, context)
+        hold = n < len(self.retry_delays)  # its last retry waits on no earlier alert
+        key = retry.event
+        async with self._in_order(window, alert, tags, key, also, retry.sent_to, n, hold) as sent:
+            outcome, noted = sent
+            detail, next_at = self._after_retry(retry, outcome, context)
 
-        async def settle() -> bool:
-            await self._note(window.id, retry.event, unnoted)
-            return await self._store.settle_alert_retry(
-                retry, outcome.result, detail, next_at, also
-            )
+            async def settle() -> bool:
+                await noted()
+                return await self._store.settle_alert_retry(
+                    retry, outcome.result, detail, next_at, also
+                )
 
-        if not await self._hold(window, retry.event, settle):
+            stored = await self._hold(window, key, settle)
+        if not stored:
             log.warning(
                 "alert %s for %s: retry %d outlived its lease; another agent has taken it",
                 retry.event,
@@ -744,19 +829,29 @@ class WindowAlerts:
             self._wake.set()
 
     async def _catch_up(
-        self, window: DeployWindow, key: str, also: Sequence[str], tags: Sequence[str]
-    ) -> None:
+        self,
+        window: DeployWindow,
+        key: str,
+        also: Sequence[str],
+        tags: Sequence[str],
+        *,
+        hold: bool,
+    ) -> CaughtUp:
         """Before `key` goes out: each earlier alert on-call must read before it
         (`_follows`) whose failed channels are still owed a retry is sent to them now,
         once: its retry reached a channel after the later alert did (a breach after its
         resolve, "rollback requested" after "ROLLBACK FAILED"), and the channel's newest
         alert misled. Delivered, it is settled; refused again, it keeps its retry as it
-        was (`_caught_up`), and `key` goes out all the same, held by that one send only.
-        One taker across replicas and restarts (`take_alert_retry`, at the time it was
-        due); one this process is sending is waited for first (bounded by the notifier's
-        timeout) and that is its one send; one another replica is sending is left to it.
-        Never raises but `CancelledError`: a later alert, a rollback's above all, is never
-        held by it."""
+        was (`_caught_up`). One taker across replicas and restarts (`take_alert_retry`,
+        at the time it was due); one this process is sending is waited for first (bounded
+        by the notifier's timeout) and that is its one send; one another replica is
+        sending is left to it. With `hold` (`key` has a retry left), `key` is held on each
+        channel still owed an earlier alert after that (`CaughtUp.held`): sent there on
+        its own retry, after the earlier one's, where it went first and the earlier one's
+        retry, or another replica's send under way, reached the channel after it. Never
+        raises but `CancelledError`: a later alert, a rollback's above all, is never held
+        by it on a channel that owes nothing, nor by a store that does not answer."""
+        caught = CaughtUp()
         try:
             owed = await self._owed_before(window.id, key, also, tags)
             waited = {o.event for o in owed if self._in_flight(window.id, o.event)}
@@ -764,12 +859,22 @@ class WindowAlerts:
                 for event in waited:  # this process's own retry of it: let it end, then look
                     await self._sends_done(window.id, event)
                 owed = await self._owed_before(window.id, key, also, tags)
+            now = self._clock()
             for earlier in owed:
-                # a retry just waited for was its one send: failed again, it keeps its next
-                if earlier.event in waited or self._in_flight(window.id, earlier.event):
-                    continue
-                await self._caught_up(window, earlier, key)
+                # a retry just waited for was its one send (failed again, it keeps its next);
+                # one under way here or at another replica (its lease live) is left to it
+                busy = self._in_flight(window.id, earlier.event) or (
+                    earlier.taken and earlier.retry_at > now
+                )
+                if earlier.event in waited or busy:
+                    still: Collection[str] = self._owed_on(earlier.payload, earlier.sent_to)
+                else:
+                    still = await self._caught_up(window, earlier, key, caught)
+                for channel in still:
+                    caught.held.setdefault(channel, earlier.event)
         except asyncio.CancelledError:
+            await handed_back(caught.stored, self.stop)
+            caught.flights.close()
             raise
         except Exception as exc:
             context = {"deploy_id": window.id, "environment": window.environment, "event": key}
@@ -778,36 +883,50 @@ class WindowAlerts:
                 "alert %s for %s: the earlier alerts it follows not caught up%s",
                 key, window.id, f": {said}" if said else "", exc_info=said is None, extra=context,
             )  # fmt: skip
+            caught.held.clear()  # what is owed is not known: sent as before
+        if not hold:
+            caught.held.clear()
+        return caught
+
+    def _owed_on(self, payload: str, taken: Collection[str]) -> list[str]:
+        """The channels a stored alert is still owed on: routed to it, and not `taken`."""
+        routed_to = self._notifier.channel_keys(load_payload(payload)[1])
+        return [c for c in routed_to if c not in taken]
 
     async def _owed_before(
         self, window_id: str, key: str, also: Sequence[str], tags: Sequence[str]
     ) -> list[OwedRetry]:
         """The window's alerts `key` follows that still owe a retry on some of the
         channels `key` goes to, in the order raised."""
-        route, now = set(self._notifier.route(tags)), self._clock()
+        route = set(self._notifier.route(tags))
         owed = [
             o
             for o in await self._store.alert_retries_of(window_id)
             if o.event != key
-            # a sender's now (its lease not lapsed) is left to it, but this process's own
-            and (not o.taken or o.retry_at <= now or self._in_flight(window_id, o.event))
             and _follows(key, also, {o.event, *grouped_with(o.payload)})
             and set(self._notifier.route(load_payload(o.payload)[1])) <= route
         ]
         return sorted(owed, key=lambda o: _rank(o.event))
 
-    async def _caught_up(self, window: DeployWindow, earlier: OwedRetry, key: str) -> None:
+    async def _caught_up(
+        self, window: DeployWindow, earlier: OwedRetry, key: str, caught: CaughtUp
+    ) -> list[str]:
         """`earlier` (owed a retry) to the channels it failed, once, before `key`: settled
         if they all take it; else its retry is kept as it was (when due, how many taken:
         this send is `key`'s, not one of its retries), where it was dropped there and a
-        channel down throughout got only the newest alert once back."""
+        channel down throughout got only the newest alert once back. What the store does
+        not take of it is left to `caught` (`CaughtUp.stored`), tried again with `key`'s
+        outcome: given up, the retry's lease lapsed and it went to the channel again,
+        after `key`. The channels still owed it."""
         retry = await self._store.take_alert_retry(
             window.id, earlier.event, earlier.retry_at, self._clock() + self.lease_s
         )
         if retry is None:
-            return  # taken a moment ago (another replica's retry): left to it
+            # taken a moment ago (another replica's retry): left to it
+            return self._owed_on(earlier.payload, earlier.sent_to)
         also = grouped_with(retry.payload)
-        with self._flights(window.id, [retry.event, *also]):
+        with contextlib.ExitStack() as flight:
+            flight.enter_context(self._flights(window.id, [retry.event, *also]))
             alert, tags = load_payload(retry.payload)
             unnoted: list[str] = []
             outcome = await self._notifier.send(
@@ -818,17 +937,29 @@ class WindowAlerts:
                 retry=retry.retries,
                 ahead_of=key,
             )
-            # tried once, not held (`_hold`): the later alert waits on no store outage
-            await self._note(window.id, retry.event, unnoted)
+            result: str = outcome.result
             if not outcome.failed:
                 detail = f"{outcome.describe()} (caught up before {key})"
-                await self._store.settle_alert_retry(retry, outcome.result, detail, None, also)
-                return
-            detail = f"{outcome.describe()} (caught up before {key}; retried when due)"
-            result = "partial" if outcome.sent else retry.result
-            await self._store.settle_alert_retry(
-                retry, result, detail, earlier.retry_at, also, retries=retry.retries - 1
-            )
+                retry_at, retries = None, None
+            else:
+                detail = f"{outcome.describe()} (caught up before {key}; retried when due)"
+                result = "partial" if outcome.sent else retry.result
+                retry_at, retries = earlier.retry_at, retry.retries - 1
+
+            async def settle() -> None:
+                await self._note(window.id, retry.event, unnoted)
+                await self._store.settle_alert_retry(
+                    retry, result, detail, retry_at, also, retries=retries
+                )
+
+            if not await caught.stored_now(settle, flight):
+                log.warning(
+                    "alert %s for %s: caught up before %s, but the store did not take it:"
+                    " held until it does",
+                    retry.event, window.id, key,
+                    extra={"deploy_id": window.id, "event": retry.event},
+                )  # fmt: skip
+        return self._owed_on(retry.payload, {*retry.sent_to, *outcome.taken_by})
 
     def _after_retry(
         self, retry: AlertRetry, outcome: NotifyOutcome, context: dict[str, Any]

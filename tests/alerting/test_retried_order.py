@@ -23,7 +23,8 @@ import pytest
 from aiohttp import web
 
 from agent.metrics import Metrics
-from agent.store.base import AlertRetry, OwedRetry
+from agent.records import DeployWindow
+from agent.store.base import AlertRetry, OwedRetry, Store
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
 from alerting.events import Alert, AlertEvent, breach_key, resolved_key
@@ -154,39 +155,58 @@ async def test_a_later_alert_catches_a_channel_up_on_the_earlier_one_it_owes(
     assert failed == 1  # the earlier alert's failure on B, counted once
 
 
-async def test_a_catch_up_refused_too_keeps_the_earlier_alert_s_retry(
+async def breached(
+    store: Store, sinks: list[JsonSink], metrics: Metrics, offset: list[float]
+) -> tuple[WindowAlerts, DeployWindow]:
+    """A window's breach of `error-rate`, emitted to `sinks` on `store` by alerts whose
+    clock runs `offset[0]` seconds ahead (its retries `LATER_S` after a failure)."""
+    clock = lambda: time.time() + offset[0]  # noqa: E731
+    notifier = make_notifier([s.url() for s in sinks], metrics)
+    alerts = WindowAlerts(store, notifier, clock=clock, retry_delays=(LATER_S, LATER_S))
+    w = window()
+    await store.create_window(w)
+    breach = Alert.for_window(w, "breach", rules=[rule("error-rate")])
+    assert await alerts.emit(w, breach, ["oncall"], key=breach_key("error-rate"))
+    return alerts, w
+
+
+async def breached_then_resolved(
+    store: Store, sinks: list[JsonSink], metrics: Metrics, offset: list[float]
+) -> tuple[WindowAlerts, DeployWindow]:
+    """`breached`, then its resolve."""
+    alerts, w = await breached(store, sinks, metrics, offset)
+    resolve = Alert.for_window(w, "resolved", rules=[rule("error-rate")])
+    assert await alerts.emit(w, resolve, ["oncall"], key=resolved_key("error-rate"))
+    return alerts, w
+
+
+async def test_a_channel_back_between_a_refused_catch_up_and_the_later_alert_gets_both_in_order(
     store: SqliteStore, json_sink: JsonSink, metrics: Metrics
 ) -> None:
-    """The later alert goes next all the same (held by that one send only), and the
-    earlier one keeps its retry as it was, its count too (the catch-up was the later
-    alert's, not a retry): its retry delivers it, once, not counted failed again. It was
-    superseded there, and the channel never got the breach."""
+    """The channel refused the breach and its catch-up, then was back for the resolve: it
+    took the resolve, then the breach on its retry (its newest alert: breached). Now the
+    resolve waits there for its own retry, and the retry pass sends the breach first (its
+    retry kept as it was, its count too: the catch-up was the resolve's), then the resolve:
+    each once, in order, each counted failed once (the channel did not have it when sent).
+    The other channel took the resolve at once."""
     down = JsonSink([503, 503])  # refuses the breach and its catch-up
     await down.start()
     try:
         offset = [0.0]
-        clock = lambda: time.time() + offset[0]  # noqa: E731
-        notifier = make_notifier([json_sink.url(), down.url()], metrics)
-        alerts = WindowAlerts(store, notifier, clock=clock, retry_delays=(LATER_S, LATER_S))
-        w = window()
-        await store.create_window(w)
-        rules = [rule("error-rate")]
-        breach = Alert.for_window(w, "breach", rules=rules)
-        assert await alerts.emit(w, breach, ["oncall"], key=breach_key("error-rate"))
-        resolve = Alert.for_window(w, "resolved", rules=rules)
-        assert await alerts.emit(w, resolve, ["oncall"], key=resolved_key("error-rate"))
+        alerts, w = await breached_then_resolved(store, [json_sink, down], metrics, offset)
+        assert (down.arrived, len(titles(json_sink))) == (2, 2), titles(json_sink)
         offset[0] = 10 * LATER_S
         retried = await alerts.retry()
         got = titles(down)
-        assert [TITLES["resolved"] in t for t in got] == [True, False], got
-        assert TITLES["breach"] in got[1] and down.arrived == 4 and retried == 1, got
+        assert len(got) == 2 and down.arrived == 4 and retried == 2, got
+        assert TITLES["breach"] in got[0] and TITLES["resolved"] in got[1], got
         assert (await alerts.retry(), len(titles(down))) == (0, 2)  # once: nothing owed
     finally:
         await down.stop()
     events = await store.alert_events(w.id)
     assert events == {"breach:error-rate": "sent", "resolved:error-rate": "sent"}, events
     failed = metrics.registry.get_sample_value("postflight_alerts_total", {"result": "failed"})
-    assert failed == 1
+    assert failed == 2
     detail = await detail_of(store, breach_key("error-rate"))
     assert "delivered on retry 1" in detail, detail
 
@@ -195,14 +215,15 @@ async def test_a_catch_up_refused_too_keeps_the_earlier_alert_s_retry(
 async def test_a_channel_down_throughout_gets_every_alert_once_in_order_when_back(
     tmp_path: Path, sqlite_template: Path, json_sink: JsonSink, metrics: Metrics, pair: str
 ) -> None:
-    """Down for the earlier alert, its catch-up and the later alert: back up, the retry
+    """Down for the earlier alert and its catch-up (the later one held there behind it,
+    `tests/alerting/test_held_behind.py`): back up, the retry
     pass sends both, the earlier one first, though the later one's was due first (the
     earlier one's first retry failed too, and its next waits longer) and both run at once
     (spawned, as the daemon runs them) and the store is slow to hand the earlier one
     over: the later one's task began first, found the earlier one taken, not yet under
     way, and went to the channel first (`_in_raised_order`)."""
     (first_key, first), (then_key, then) = PAIRS[pair]
-    down = JsonSink([503] * 4)  # the earlier, its retry 1, its catch-up, the later
+    down = JsonSink([503] * 3)  # the earlier, its retry 1, its catch-up
     shutil.copyfile(sqlite_template, tmp_path / "postflight.db")
     store = SlowTaker(tmp_path / "postflight.db")
     await store.open()
@@ -222,7 +243,7 @@ async def test_a_channel_down_throughout_gets_every_alert_once_in_order_when_bac
         assert await alerts.retry() == 1  # refused: its next is due at 111
         later = Alert.for_window(w, then, rules=rules)
         assert await alerts.emit(w, later, ["oncall"], key=then_key)  # due at 22
-        assert down.notifications == [] and down.arrived == 4
+        assert down.notifications == [] and down.arrived == 3
         offset[0] = 200.0
         tasks: list[asyncio.Task[Any]] = []
         assert await alerts.retry(lambda work: tasks.append(asyncio.ensure_future(work))) == 2
@@ -269,38 +290,30 @@ async def test_a_later_alert_waits_for_the_earlier_one_s_retry_this_process_is_s
     """The earlier alert's retry under way here (a slow channel) is let end first, then
     the later alert goes: it would have overtaken the slow retry. (A resolve waited for
     its breach's sends already; the rollback the breach called for did not.) That retry
-    was the channel's one catch-up: refused again, it keeps its next retry, and goes out
-    after the later alert then (it was not caught up)."""
+    was the channel's one catch-up: refused again, it keeps its next retry, and the later
+    alert is held there behind it (`tests/alerting/test_held_behind.py`), where it went
+    first and the breach's next retry came after it; the retry pass sends both, in
+    order."""
     slow = HeldOnTitles([TITLES["breach"]], delay=0.6)
     slow.script(*[503] * (2 if refused_again else 1))  # the breach, maybe its retry
     await slow.start()
     try:
         offset = [0.0]
-        clock = lambda: time.time() + offset[0]  # noqa: E731
-        notifier = make_notifier([json_sink.url(), slow.url()], metrics)
-        alerts = WindowAlerts(store, notifier, clock=clock, retry_delays=(LATER_S, LATER_S))
-        w = window()
-        await store.create_window(w)
-        rules = [rule("error-rate")]
-        breach = Alert.for_window(w, "breach", rules=rules)
-        assert await alerts.emit(w, breach, ["oncall"], key=breach_key("error-rate"))
+        alerts, w = await breached(store, [json_sink, slow], metrics, offset)
         offset[0] = LATER_S + 1
         tasks: list[asyncio.Task[Any]] = []
         assert await alerts.retry(lambda work: tasks.append(asyncio.ensure_future(work))) == 1
         await slow.wait_held(2)  # the retry is at the slow channel
-        request = Alert.for_window(w, "rollback_requested", rules=rules)
+        request = Alert.for_window(w, "rollback_requested", rules=[rule("error-rate")])
         assert await alerts.emit(w, request, ["oncall"])
         await asyncio.gather(*tasks)
-        assert slow.arrived == 3, titles(slow)  # not caught up again: the retry was its send
+        # not caught up again (the retry was its send); refused, the request waits there
+        assert slow.arrived == (2 if refused_again else 3), titles(slow)
         offset[0] = 10 * LATER_S
         retried = await alerts.retry()
         got = titles(slow)
-        assert retried == (1 if refused_again else 0), (got, retried)
-        expected = [TITLES["rollback_requested"]]
-        if refused_again:
-            expected.append(TITLES["breach"])
-        else:
-            expected.insert(0, TITLES["breach"])
+        assert retried == (2 if refused_again else 0), (got, retried)
+        expected = [TITLES["breach"], TITLES["rollback_requested"]]
         assert len(got) == 2, got
         assert all(t in title for t, title in zip(expected, got, strict=True)), got
     finally:

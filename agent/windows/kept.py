@@ -11,11 +11,25 @@ was compared with (live trial, seed 1 at 20 probes: 3 of 12 latency x2 passed so
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any
 
-from agent.analysis.types import RuleVerdict, Verdict
+from agent.analysis.types import Rule, RuleVerdict, Verdict
 from agent.windows import foresight
 from agent.windows.foresight import KeptRuns
 from common.words import counted
+
+STORED_KEY = "kept"
+"""The key of a relative checks rule's stored baseline observation holding its words
+(`KeptBaseline.stored_in`); `observation_from_dict` reads past it. Why stored: a resumed
+watch read its lookback's probe summaries again to rebuild them (start-up reads as long as
+the lookback, for every window resumed), and could word them otherwise than the window's
+first watch did (runs pruned, windows ended since)."""
+
+
+def _relative_checks(rules: Iterable[Rule]) -> list[str]:
+    """The rules whose verdict detail can hold these words (`foresight.baseline_runs`)."""
+    return [r.name for r in rules if r.source == "checks" and r.max_increase is not None]
 
 
 class KeptBaseline:
@@ -42,6 +56,30 @@ class KeptBaseline:
                     " inconclusive past this bound"
                 )
         self._words = {name: "; ".join(said) for name, said in words.items()}
+
+    def stored_in(self, baseline: Mapping[str, Any], rules: Iterable[Rule]) -> dict[str, Any]:
+        """`baseline` (rule name to stored observation) with each relative checks rule's
+        words under `STORED_KEY` (empty: none), stored with it so that a resumed watch
+        reads them back (`restore`) instead of the lookback's probe summaries again."""
+        out = dict(baseline)
+        for name in _relative_checks(rules):
+            if name in out:
+                out[name] = {**out[name], STORED_KEY: self._words.get(name, "")}
+        return out
+
+    def restore(self, baseline: Mapping[str, Any], rules: Iterable[Rule]) -> bool:
+        """The words stored with `baseline` (`stored_in`); False, none taken, when a
+        relative checks rule's were not stored (a baseline stored before they were: the
+        caller rebuilds them from the lookback, once)."""
+        words: dict[str, str] = {}
+        for name in _relative_checks(rules):
+            stored = baseline.get(name)
+            if not isinstance(stored, Mapping) or not isinstance(stored.get(STORED_KEY), str):
+                return False
+            if stored[STORED_KEY]:
+                words[name] = stored[STORED_KEY]
+        self._words = words
+        return True
 
     def said(self, verdict: Verdict) -> Verdict:
         """`verdict` with each relative checks rule naming the inconclusive releases past

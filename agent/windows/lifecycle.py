@@ -396,8 +396,9 @@ class WindowWatch:
                 return
         else:
             self.baselines = {k: observation_from_dict(v) for k, v in self.window.baseline.items()}
-            if any(r.source == "checks" and r.max_increase is not None for r in self.judge_rules):
-                # a resumed watch's relative rules still name what their baseline pooled
+            # a resumed watch's relative rules still name what their baseline pooled: the
+            # words stored with it, else (stored before they were) the lookback read again
+            if not self.kept.restore(self.window.baseline, self.judge_rules):
                 self.kept.note((await self._background_runs()).kept)
         self.baselines.update(self.late_baselines)
         self.log.info(
@@ -716,11 +717,10 @@ class WindowWatch:
                 self.baselines[rule.name] = background_baseline(judged, pooled, self.env)
             else:
                 self.baselines[rule.name] = fetched[rule.name]
-        if not await self.s.store.set_baseline(
-            self.window.id,
-            {k: observation_to_dict(v) for k, v in self.baselines.items()},
-            self.fence,
-        ):
+        self.kept.note(background.kept)
+        stored = {k: observation_to_dict(v) for k, v in self.baselines.items()}
+        stored = self.kept.stored_in(stored, self.judge_rules)
+        if not await self.s.store.set_baseline(self.window.id, stored, self.fence):
             return False
         self._warn_baseline(background.left_out, background.kept)
         for name, provider in self.s.providers.items():
@@ -752,7 +752,6 @@ class WindowWatch:
         checks_rules = [r for r in self.judge_rules if r.source == "checks"]
         if left_out and checks_rules:
             self.log.warning("baseline: %s", left_out_words(left_out))
-        self.kept.note(kept)
         if kept and checks_rules:
             self.log.warning("baseline: %s", kept_words(kept))
         if self.env.baseline_url is not None:  # the stable side, probed beside it

@@ -16,13 +16,18 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from agent.appkeys import STORE
+from agent.records import DeployWindow
+from agent.store.sql import SqlStore
+from agent.store.sqlite import SqliteStore
 from agent.windows import foresight
+from agent.windows.kept import STORED_KEY
 from tests.e2e.conftest import AgentFactory, LocalTarget, RunningAgent, environment
 from tests.receivers import JsonSink
 
@@ -163,3 +168,95 @@ async def test_an_inconclusive_releases_runs_in_the_next_baseline_are_said(
     ), p95
     assert [m for m in alerts if f"of v2 ({v2['id']}), whose" in m], alerts
     assert len(logged) == 1, caplog.text
+
+
+def kept_said(deploy: dict[str, Any]) -> str:
+    """What p95's verdict detail says of the inconclusive releases its baseline left out."""
+    p95 = next(r for r in deploy["verdict"]["rules"] if r["name"] == "p95")
+    said = [part for part in p95["detail"].split("; ") if part.startswith("its baseline ")]
+    return "; ".join(said)
+
+
+async def worded(agent: RunningAgent, deploy_id: str, within: float = 30.0) -> DeployWindow:
+    """The window once its verdict is stored mid-window (the API shows none until the end)."""
+    deadline = time.monotonic() + within
+    while not ((window := await agent.app[STORE].get_window(deploy_id)) and window.verdict):
+        assert time.monotonic() < deadline, "no verdict stored"
+        await asyncio.sleep(0.05)
+    return window
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stored", ["with-words", "before-words"])
+async def test_a_resumed_window_reads_its_kept_release_words_back_with_its_baseline(
+    start_agent: AgentFactory,
+    slow_target: SlowTarget,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    stored: str,
+) -> None:
+    """v3's baseline leaves out v2's runs (its window past p95's bound); the agent stops
+    mid-window and another resumes it on the same store. It reads the words back with the
+    baseline: no probe summary of the lookback is read again, where each resumed window
+    read its whole lookback's (start-up reads as long as the lookback). A baseline stored
+    before the words were (`before-words`) is still resumed: its lookback read once. The
+    words are the same before and after either way."""
+    config = environment(
+        "production",
+        slow_target.url,
+        window="900ms",
+        probes=2,
+        analysis="{policy: sequential}",
+        rules=RULES,
+    )
+    agent = await start_agent(config)
+    await agent.stored_runs("production", 12)
+    slow_target.delay = 0.05
+    for _ in range(8):  # under load 5 tries fell short once (as the test above)
+        v2 = await agent.register("production", "v2")
+        ended = await agent.settled(v2["id"])
+        if ended["state"] == "inconclusive" and past_its_bound(ended):
+            break
+    assert ended["state"] == "inconclusive" and past_its_bound(ended), ended
+    v2_window = await agent.app[STORE].get_window(v2["id"])
+    assert v2_window is not None
+    await runs_since(agent, v2_window.deployed_at)
+    slow_target.delay = 0.02  # v3: back to v1's speed, so its window runs to its end
+    v3 = await agent.register("production", "v3", window="6s")
+    live = await worded(agent, v3["id"])
+    before_rounds, before = live.rounds, kept_said({"verdict": live.verdict})
+    assert live.active, live
+    assert before.startswith("its baseline leaves out "), before
+    assert f"of v2 ({v2['id']})" in before, before
+    await agent.stop()
+    path = tmp_path / "postflight.db"
+    store = SqliteStore(path)
+    await store.open()
+    try:
+        window = await store.get_window(v3["id"])
+        assert window is not None and window.baseline is not None
+        assert window.baseline["p95"][STORED_KEY] == before
+        if stored == "before-words":
+            old = {
+                k: {f: v for f, v in o.items() if f != STORED_KEY}
+                for k, o in window.baseline.items()
+            }
+            assert await store.set_baseline(v3["id"], old)
+    finally:
+        await store.close()
+    lookback_reads: list[tuple[float, float]] = []
+    read = SqlStore.probe_summaries
+
+    async def counted_read(
+        self: SqlStore, environment: str, since: float, until: float, *args: Any
+    ) -> Any:
+        if until == window.deployed_at:
+            lookback_reads.append((since, until))
+        return await read(self, environment, since, until, *args)
+
+    monkeypatch.setattr(SqlStore, "probe_summaries", counted_read)
+    again = await start_agent(config)
+    final = await again.settled(v3["id"])
+    assert final["rounds"] > before_rounds, final  # resumed, not ended at once
+    assert kept_said(final) == before, final["verdict"]
+    assert len(lookback_reads) == (0 if stored == "with-words" else 1), lookback_reads

@@ -121,6 +121,21 @@ def unit_noun(rule: Rule) -> str:
     return "probes" if rule.source == "checks" else "events"
 
 
+OUTAGE_SHARE = 0.5
+"""A checks error-rate baseline's share of failed probes at or above which it looks probed
+while the service was down: registration says so (`foresight.outage_baseline`), and an
+absolute bound's pass side does not read its burstiness (`SequentialRule._bursty`)."""
+
+
+def outage_share(rule: Rule, count: float | None, total: float | None) -> float | None:
+    """A checks error-rate baseline's share of errors when it looks probed while the
+    service was down (at least `OUTAGE_SHARE`), else None."""
+    if rule.source != "checks" or rule.metric != "error_rate" or not count or not total:
+        return None
+    share = count / total
+    return share if share >= OUTAGE_SHARE else None
+
+
 def exact_rate_bounds(rule: Rule) -> list[tuple[str, str]]:
     """(key, sentence) for each bound of a rate at its very end, `max: 0` or `min: 1`: the
     sequential policy fails it at the first bad event (none can happen under it), but no

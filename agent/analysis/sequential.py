@@ -47,6 +47,7 @@ from agent.analysis.describe import (
     format_percent,
     format_value,
     never_negative,
+    outage_share,
     quantile_of,
 )
 from agent.analysis.stats import FloatArray
@@ -384,6 +385,11 @@ class PassTest:
     """Within-period correlation (rho) of the statistic's events (errors, samples past the
     cutoff) across the baseline's periods: the floor's design effect
     (`SequentialRule._design_effect`); 0 when nothing measured it."""
+    outage: float | None = None
+    """The baseline's share of errors when it looks probed while the service was down
+    (`describe.outage_share`), for an absolute bound on its rate: its burstiness, then, is
+    the outage's (whole runs failed beside runs that passed: rho near 1), not the
+    release's, and is not read (`dispersion` 0); the verdict says so. None otherwise."""
 
     @property
     def key(self) -> str:
@@ -859,11 +865,21 @@ class SequentialRule:
     def _bursty(self, test: PassTest) -> PassTest:
         """`test` with its events' burstiness across the baseline's periods (`dispersion`):
         a rate's as `merge` measured it, a share's from the periods' samples past its
-        cutoff (`BaselineData.share_dispersion`)."""
+        cutoff (`BaselineData.share_dispersion`). Not an absolute bound's rate over a
+        baseline probed while the service was down (`PassTest.outage`): its rho near 1 is
+        the outage's (whole runs failed beside whole runs passed), and widened a healthy
+        release's upper end past its bound, 0.047 to 0.146 at 30 rounds of 12 probes
+        against `max 0.05`, so it ended inconclusive for the old release's outage
+        (`bench/outage_baseline_rho.py`: passed 0 of 300, 267 now, as over a calm
+        baseline). Its floor is then the binomial one, the window's own spread read as
+        always. Passing only: the failing side never reads the baseline's burstiness."""
         base = self.baseline
         if base is None or test.statistic == "value":
             return test
         if test.statistic == "rate":
+            outage = outage_share(self.rule, base.count, base.total)
+            if outage is not None and test.bound != "max_increase":
+                return replace(test, outage=outage)  # the window's own spread alone
             rho = base.dispersion
         else:
             rho = base.share_dispersion(test.cutoff, below=test.below)

@@ -11,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from agent.analysis.describe import exact_rate_bounds, format_percent, threshold_text
+from agent.analysis.describe import (
+    exact_rate_bounds,
+    format_percent,
+    outage_share,
+    threshold_text,
+)
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule
@@ -532,21 +537,14 @@ def exact_bound_warnings(rules: list[Rule], env: EnvironmentSettings) -> list[st
     return [f"rule {r.name}: {sentence}" for r in rules for _, sentence in exact_rate_bounds(r)]
 
 
-OUTAGE_SHARE = 0.5
-"""A checks rule's background error rate at or above which registration says the baseline
-looks probed while the service was down (`outage_baseline`)."""
-
-
 def outage_baseline(rule: Rule, baseline: Observation | None) -> str | None:
     """What a checks error-rate baseline of mostly failed probes means, or None. A README
     walk-through's background runs began before the service's stand-ins were up (96%
     errors) and nothing said so: an absolute bound does not read the baseline (its failing
     test is the release's probes alone), but a relative one is measured against it."""
-    if rule.source != "checks" or rule.metric != "error_rate" or baseline is None:
+    if baseline is None or outage_share(rule, baseline.count, baseline.total) is None:
         return None
-    count, total = baseline.count, baseline.total
-    if not count or not total or count / total < OUTAGE_SHARE:
-        return None
+    count, total = baseline.count or 0, baseline.total or 0
     meaning = []
     if rule.max is not None or rule.min is not None:
         absolute = threshold_text(replace(rule, max_increase=None))

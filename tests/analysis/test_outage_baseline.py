@@ -10,6 +10,8 @@ from __future__ import annotations
 from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge
+from agent.analysis.sequential import BaselineData, SequentialRule
+from agent.analysis.types import RuleVerdict
 
 RULES = [Rule("probe-errors", "checks", "error_rate", max=0.05)] + [
     Rule(f"other-{i}", "checks", "error_rate", max=0.5) for i in range(5)
@@ -57,3 +59,59 @@ def test_a_failure_the_detector_decides_says_why_its_bar_is_rounds_times_the_dep
     assert "45,000 needed" in detail, detail
     assert "may begin at any of 30 rounds: 30 x 1,500" in detail, detail
     assert "from the deploy 1,500" in detail, detail
+
+
+ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)
+OUTAGE = [10, 10, 10, 0, 0, 0]
+"""Six background runs of 10 probes, the first three while the service was down: 50%
+errors, and `merge` measures their burstiness near 1 (whole runs failed, whole runs not)."""
+
+
+def _alone(baseline: Observation, failed_rounds: frozenset[int] = frozenset()) -> RuleVerdict:
+    """`probe-errors` alone over 30 rounds of 12 probes, none failing but `failed_rounds`
+    (failing whole): its verdict at the window's end."""
+    judge = Judge([ERRORS], {ERRORS.name: baseline}, Policy(), horizon=30)
+    state = judge.start()
+    for i in range(30):
+        bad = 12 if i in failed_rounds else 0
+        state, verdict = judge.step(
+            state, {ERRORS.name: Observation(bad / 12, count=bad, total=12)}, final=i == 29
+        )
+    return verdict.rules[0]
+
+
+def test_a_healthy_release_over_an_outage_baseline_passes_on_its_own_rounds() -> None:
+    """No failed probe in 360: over a calm baseline it passes on evidence, and now over an
+    outage baseline too, where that baseline's burstiness (the outage's) widened its upper
+    end from 0.0413 to 0.143 and it ended inconclusive; the detail says why it was not read."""
+    outage = _baseline(OUTAGE)
+    assert outage.dispersion is not None and outage.dispersion > 0.9
+    calm = _alone(_baseline([0, 0, 1, 0, 0, 0]))
+    over_outage = _alone(outage)
+    assert calm.outcome == "pass", calm.detail
+    assert over_outage.outcome == "pass", over_outage.detail
+    assert over_outage.evidence["evidence"] == calm.evidence["evidence"]
+    assert (
+        "error_rate upper bound 0.0413 vs max 0.05 (on the release's own rounds: its baseline,"
+        " 50% errors, looks probed while the service was down, so the outage's bursts are"
+        " not read as the release's)"
+    ) in over_outage.detail, over_outage.detail
+
+
+def test_a_release_failing_whole_rounds_over_an_outage_baseline_does_not_pass() -> None:
+    """Two rounds of 30 failing whole (6.7%, past the bound): the window's own spread keeps
+    its upper end far past the bound, over an outage baseline as over any."""
+    rule = _alone(_baseline(OUTAGE), frozenset({9, 19}))
+    assert rule.outcome != "pass", rule.detail
+    (bound,) = rule.evidence["evidence"]
+    assert not bound["holds"] and bound["reached"] > 0.1, bound
+
+
+def test_an_outage_baseline_keeps_its_burstiness_for_a_relative_bound() -> None:
+    """Only an absolute bound reads the window's own spread alone: a `max_increase` is
+    measured against the baseline, its burstiness included."""
+    rule = Rule("probe-errors", "checks", "error_rate", max=0.05, max_increase=0.5)
+    base = BaselineData.from_observation(_baseline(OUTAGE))
+    tests = {t.bound: t for t in SequentialRule(rule, base, "proportion", 0.01).passes}
+    assert tests["max"].outage == 0.5 and tests["max"].dispersion == 0.0
+    assert tests["max_increase"].outage is None and tests["max_increase"].dispersion > 0.9

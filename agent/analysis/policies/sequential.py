@@ -634,7 +634,14 @@ def _reached_text(rule: Rule, reached: Reached) -> str:
             f" the baseline's own error: {rule.metric} {end} bound {value} vs"
             f" {test.counted_from}"
         )
-    return f"{rule.metric} {end} bound {value} vs {test.text}"
+    said = f"{rule.metric} {end} bound {value} vs {test.text}"
+    if test.outage is not None:
+        said += (
+            f" (on the release's own rounds: its baseline, {test.outage:.0%} errors, looks"
+            " probed while the service was down, so the outage's bursts are not read as"
+            " the release's)"
+        )
+    return said
 
 
 def _effect_band(

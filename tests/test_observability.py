@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from agent.logs import JsonFormatter, log_context, setup_logging
-from agent.observability import _scrub, init_newrelic, init_sentry
+from agent.observability import _scrub, init_newrelic, init_sentry, sentry_dsn_problem
 from common.redaction import Redactor
 from tests.cli.test_run_start import ROOT, free_port
 
@@ -161,15 +161,11 @@ async def test_sentry_reports_reach_a_real_endpoint_scrubbed(tmp_path: Any) -> N
     assert "supersecret-value" not in text
 
 
-@pytest.mark.parametrize(("environ", "active"), [("None", True), ("{}", False)])
-def test_an_app_given_no_environment_reports_to_no_sentry(
-    tmp_path: Any, environ: str, active: bool
-) -> None:
+def test_an_app_given_no_environment_reports_to_no_sentry(tmp_path: Any) -> None:
     """The demo builds its agent with `environ={}`: a SENTRY_DSN in the shell that runs it
-    must not send its events anywhere ("nothing leaves this machine")."""
-    import subprocess
-    import sys
-
+    must not send its events anywhere ("nothing leaves this machine"); the daemon's own
+    app (`environ` not given) reads it. One process builds both, `{}` first (sentry-sdk's
+    client is the process's: once on, it stays on)."""
     script = (
         "import asyncio, os, sentry_sdk\n"
         "from aiohttp import web\n"
@@ -179,20 +175,23 @@ def test_an_app_given_no_environment_reports_to_no_sentry(
         f"text = '''server: {{api_tokens: [tok-1234567890abcdef]}}\n"
         f"store: {{url: 'sqlite:///{tmp_path}/x.db'}}\n"
         "environments: {prod: {base_url: 'http://127.0.0.1:9'}}'''\n"
-        "async def main():\n"
+        "async def active(environ):\n"
         "    settings = load_settings_text(text)\n"
-        f"    app = build_app(settings, background_probing=False, environ={environ})\n"
+        "    app = build_app(settings, background_probing=False, environ=environ)\n"
         "    runner = web.AppRunner(app)\n"
         "    await runner.setup()\n"
         "    print(sentry_sdk.get_client().is_active())\n"
         "    await runner.cleanup()\n"
+        "async def main():\n"
+        "    await active({})\n"
+        "    await active(None)\n"
         "asyncio.run(main())\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == str(active)
+    assert done.stdout.strip().splitlines()[-2:] == ["False", "True"], done.stdout
 
 
 async def test_sentry_hears_the_agents_errors_not_a_targets_refused_connection() -> None:
@@ -365,10 +364,20 @@ def test_the_daemon_runs_the_new_relic_agent_only_with_a_license_key(
 @pytest.mark.parametrize(
     "dsn", ["garbage", "https://public-key-0123456789@sentry.example/", "ftp://k@h/1"]
 )
-def test_a_sentry_dsn_sentry_cannot_use_is_one_line_and_exit_2(tmp_path: Path, dsn: str) -> None:
+def test_a_sentry_dsn_sentry_cannot_use_is_named_without_its_key(dsn: str) -> None:
+    """What `postflight run` says of a mistyped SENTRY_DSN before it starts: which
+    variable, never the DSN's key (its user part)."""
+    problem = sentry_dsn_problem({"SENTRY_DSN": dsn})
+    assert problem is not None and problem.startswith("SENTRY_DSN is not a Sentry DSN ("), problem
+    assert "public-key-0123456789" not in problem, problem
+
+
+def test_a_sentry_dsn_sentry_cannot_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
     """`postflight run` with a mistyped SENTRY_DSN stopped with sentry-sdk's traceback
     (`BadDsn: Unsupported scheme ''`, exit 1) once it had started; now it says so in one
-    line before it starts, exit 2, without the DSN's key."""
+    line before it starts, exit 2, without the DSN's key (each way of mistyping it:
+    `sentry_dsn_problem`, above)."""
+    dsn = "https://public-key-0123456789@sentry.example/"
     done = _run_to_its_end(
         _daemon_config(tmp_path, free_port()), _env_without_observability(SENTRY_DSN=dsn)
     )

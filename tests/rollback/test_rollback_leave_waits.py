@@ -111,9 +111,11 @@ async def test_a_rollback_waiting_for_the_store_to_answer_is_left_at_once(
         sending = asyncio.create_task(sender.deliver(intent, settings(receiver.url), "production"))
         await receiver.wait_for_attempts(1)
         for _ in range(1000):  # until it waits for the store
-            if any("going on as soon as it does" in r.getMessage() for r in caplog.records):
+            if any("going on once the store takes it" in r.getMessage() for r in caplog.records):
                 break
             await asyncio.sleep(0.01)
+        else:  # the wait's line reworded: this loop waited out its 10 s and went on
+            pytest.fail("the sender never said it waits for the store")
         sender.leave_waits()
         done, _ = await asyncio.wait({sending}, timeout=10)  # a bound for a hung test only
         assert done, "the stop waited for the store to come back"

@@ -31,7 +31,7 @@ LONG_TIMEOUT_S = 60.0
 
 BOUND_S = 20.0
 """An operation on the frozen server ends well before this (it took 60 s, 40 s at the
-defaults); the look itself takes about 4 s."""
+defaults); the look itself takes about 4 s (2 s where a test sets `PROBE_S` to 1 s)."""
 
 
 @contextmanager
@@ -54,14 +54,18 @@ def frozen(cluster: PgCluster) -> Iterator[None]:
 
 
 async def test_a_frozen_server_is_an_outage_within_seconds_and_a_slow_query_is_not(
-    own_pg_cluster: PgCluster,
+    own_pg_cluster: PgCluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from agent.store import postgres
+
+    monkeypatch.setattr(postgres, "PROBE_S", 1.0)  # the look's length is not what is asked
     url = await own_pg_cluster.create_database()
     store = PostgresStore(url, connect_timeout=LONG_TIMEOUT_S, command_timeout=LONG_TIMEOUT_S)
     await store.open()
     try:
         async with store._read() as db:
-            rows = await db.fetch("SELECT 1 FROM pg_sleep(5)")  # slow, past a look: waited
+            # slow, past a look (begun at LOOK_S, at most PROBE_S): waited
+            rows = await db.fetch("SELECT 1 FROM pg_sleep(3)")
         assert [tuple(row) for row in rows] == [(1,)]
         assert await store.get_window("dep_none") is None  # one pooled connection
         with frozen(own_pg_cluster):

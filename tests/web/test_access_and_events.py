@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from yarl import URL
 
+from agent.api.models import CLOCK_SKEW_S
 from agent.appkeys import SETTINGS
 from agent.web import events as events_module
 from agent.web.feed import FEED
@@ -510,7 +511,9 @@ async def test_a_scheduled_window_is_scheduled_on_its_page_and_stream_until_it_g
     event stream said `watching` (the stored state), and no `state` event marked the
     moment it went live. Now: `scheduled` first, `watching` before the first round."""
     agent = await journey_agent(window="2s")
-    ahead = datetime.now(UTC) + timedelta(seconds=7)
+    # past the clock skew taken as now by 1 s: the registration, the page and the stream's
+    # opening come well before it goes live (0.2-0.4 s at load 17)
+    ahead = datetime.now(UTC) + timedelta(seconds=CLOCK_SKEW_S + 1)
     deploy = await agent.register("production", "v1", deployed_at=ahead.isoformat())
     assert deploy["state"] == "scheduled"
     async with agent.http.get(f"{agent.url}/deploys/{deploy['id']}", headers=agent.headers) as r:

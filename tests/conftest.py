@@ -29,6 +29,7 @@ pytest_plugins = [
     "tests.pg",
     "tests.prometheus",
     "tests.sqlite_template",
+    "tests.warm_bytecode",
     "tests.one_directory_node",  # each folder's conftest fixtures, in any order of paths
 ]
 

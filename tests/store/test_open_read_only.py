@@ -22,6 +22,29 @@ from tests.rollback.test_rollback_outcome_kept import Failover
 pytestmark = pytest.mark.timeout(60)
 
 
+async def opening_once_it_waits(
+    store: PostgresStore, stopping: asyncio.Event
+) -> asyncio.Task[None]:
+    """`open_when_it_answers(store, stopping)` started, once it has said it waits (its
+    `waiting`), not failed: where a test slept 1.5 s to see it still running."""
+    said = asyncio.Event()
+
+    async def waiting() -> None:
+        said.set()
+
+    opening = asyncio.create_task(open_when_it_answers(store, stopping, waiting))
+    heard = asyncio.create_task(said.wait())
+    await asyncio.wait({opening, heard}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    heard.cancel()
+    if not said.is_set() or opening.done():
+        opening.cancel()
+        await asyncio.gather(opening, return_exceptions=True)
+        if opening.done() and not opening.cancelled():
+            opening.result()  # its failure, said as the test's
+        pytest.fail(f"it did not wait (said: {said.is_set()}; ended: {opening.done()})")
+    return opening
+
+
 async def test_a_start_while_postgresql_is_read_only_waits_and_opens_once_it_takes_writes(
     pg_cluster: PgCluster,
 ) -> None:
@@ -34,10 +57,8 @@ async def test_a_start_while_postgresql_is_read_only_waits_and_opens_once_it_tak
 
     store = PostgresStore(failover.url)
     stopping = asyncio.Event()
-    opening = asyncio.create_task(open_when_it_answers(store, stopping))
+    opening = await opening_once_it_waits(store, stopping)
     try:
-        await asyncio.sleep(1.5)
-        assert not opening.done(), opening.exception()  # waiting, not failed
         await failover.back()
         await asyncio.wait_for(opening, 20)
         assert await store.ping()

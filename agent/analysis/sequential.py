@@ -360,6 +360,17 @@ class Component:
 _BETS_OF = {"proportion": "count", "exceedance": "count", "rank": "conformal_rank"}
 
 
+class RunEvidence(NamedTuple):
+    """One run of a test as its verdict shows it: its peak log e-value, the log threshold
+    it must reach, and whether it is the e-detector's (a regression begun at any round) or
+    the e-process's from the deploy. Which run it is travels with it: the words once told
+    them apart by comparing `log_needed` with the detector's threshold, a float compare."""
+
+    log_e: float
+    log_needed: float
+    detector: bool
+
+
 @dataclass(frozen=True, slots=True)
 class PassTest:
     """The evidence that a bound holds: a confidence sequence for the mean of a round
@@ -1267,14 +1278,14 @@ class SequentialRule:
             return start
         return max(start, float(st["peak_d"]) - comp.detector_log_threshold(self.horizon))
 
-    def log_evidence(self, state: dict[str, Any], comp: Component) -> tuple[float, float]:
-        """(peak log e-value, its log threshold) of the more advanced of a test's two runs."""
+    def log_evidence(self, state: dict[str, Any], comp: Component) -> RunEvidence:
+        """The more advanced of a test's two runs (the deploy's on a tie), naming which."""
         st = state["tests"][comp.key]
-        start = (st["peak"], comp.log_threshold)
+        start = RunEvidence(st["peak"], comp.log_threshold, detector=False)
         if st["peak_d"] is None:
             return start
-        detector = (st["peak_d"], comp.detector_log_threshold(self.horizon))
-        return max(start, detector, key=lambda pair: pair[0] - pair[1])
+        detector = RunEvidence(st["peak_d"], comp.detector_log_threshold(self.horizon), True)
+        return max(start, detector, key=lambda run: run.log_e - run.log_needed)
 
     def p_value(self, state: dict[str, Any]) -> float:
         """Always-valid p-value of the rule (union over its tests and their two runs)."""

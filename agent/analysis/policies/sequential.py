@@ -35,6 +35,7 @@ from agent.analysis.sequential import (
     Detectable,
     Kind,
     Reached,
+    RunEvidence,
     SequentialRule,
 )
 from agent.analysis.threshold import relative_limit
@@ -234,10 +235,10 @@ class SequentialPolicy(BasePolicy):
             figures |= {"effect_interval": band, "tolerance": tests.rule.max_increase}
         decisive = _decisive(tests, seq, comp)
         if decisive is not None:
-            _, log_e, log_needed = decisive
+            _, shown = decisive
             figures |= {
-                "likelihood_ratio": ratio(log_e),
-                "likelihood_ratio_needed": ratio(log_needed),
+                "likelihood_ratio": ratio(shown.log_e),
+                "likelihood_ratio_needed": ratio(shown.log_needed),
             }
         if failed_at is not None and comp is not None:
             return rule_glance(rule, "fail", observed, figures, failed_at)
@@ -281,8 +282,8 @@ class SequentialPolicy(BasePolicy):
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
             return Judged(verdict, failed_at, reason)
         if failed_at is not None and comp is not None and decisive is not None:
-            _, log_e, log_needed = decisive
-            lr, needed = ratio(log_e), _needed(tests, comp, log_needed)
+            _, run = decisive
+            lr, needed = ratio(run.log_e), _needed(tests, comp, run)
             reason = (
                 f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} "
                 f"{comp.claim} after {units_of(rule, kind, samples)}: evidence {odds(lr)},"
@@ -296,10 +297,10 @@ class SequentialPolicy(BasePolicy):
             return Judged(verdict, failed_at, reason)
         strongest = ""
         if decisive is not None:  # no test failed: the one closest to failing
-            closest, log_e, log_needed = decisive
+            closest, run = decisive
             strongest = (
-                f"; strongest evidence of a regression: {odds(ratio(log_e))}, "
-                f"{_needed(tests, closest, log_needed)}"
+                f"; strongest evidence of a regression: {odds(ratio(run.log_e))}, "
+                f"{_needed(tests, closest, run)}"
             )
         lacking = [r for r in reached if not r.holds]
         if reached and not lacking and not tests.unpassable:
@@ -338,8 +339,8 @@ class SequentialPolicy(BasePolicy):
         base: BaselineData | None,
         st: State,
         reached: list[Reached],
-        decisive: tuple[Component, float, float] | None,
-        logs: list[tuple[float, float]],
+        decisive: tuple[Component, RunEvidence] | None,
+        logs: list[RunEvidence],
     ) -> dict[str, Any]:
         """The rule's evidence; `decisive` and `logs` (each test's `log_evidence`) as
         `_decisive` and `judge` read them, once."""
@@ -378,11 +379,11 @@ class SequentialPolicy(BasePolicy):
                 "bound_below_detectable": self._blind_to(tests.rule, can),
             }
         if decisive is not None:
-            comp, log_e, log_needed = decisive
+            comp, shown = decisive
             out |= {
                 "test": _TEST_NAMES[comp.test],
-                "likelihood_ratio": ratio(log_e),
-                "likelihood_ratio_needed": ratio(log_needed),
+                "likelihood_ratio": ratio(shown.log_e),
+                "likelihood_ratio_needed": ratio(shown.log_needed),
                 "null": comp.null,
             }
         out["components"] = [
@@ -396,7 +397,7 @@ class SequentialPolicy(BasePolicy):
                 "failed_at_round": round_number(seq["tests"][c.key]["crossed"]),
             }
             | _final_figures(c, seq["tests"][c.key])
-            for c, (log_e, log_needed) in zip(tests.components, logs, strict=True)
+            for c, (log_e, log_needed, _) in zip(tests.components, logs, strict=True)
         ]
         return out  # made JSON-safe once, by `rule_verdict`
 
@@ -526,30 +527,30 @@ def _decisive(
     tests: SequentialRule,
     seq: State,
     failed: Component | None,
-    logs: list[tuple[float, float]] | None = None,
-) -> tuple[Component, float, float] | None:
+    logs: list[RunEvidence] | None = None,
+) -> tuple[Component, RunEvidence] | None:
     """The test that failed, else the one closest to failing (`SequentialRule.closest`:
     the largest peak log e-value over its threshold, the first on a tie), with its
     `log_evidence`: each test's evidence read once (`logs`, when read already), not once
     to find it and again to show it."""
     if failed is not None:
-        return (failed, *tests.log_evidence(seq, failed))
-    best: tuple[Component, float, float] | None = None
+        return failed, tests.log_evidence(seq, failed)
+    best: tuple[Component, RunEvidence] | None = None
     for k, comp in enumerate(tests.components):
-        log_e, log_needed = logs[k] if logs is not None else tests.log_evidence(seq, comp)
-        if best is None or log_e - log_needed > best[1] - best[2]:
-            best = (comp, log_e, log_needed)
+        run = logs[k] if logs is not None else tests.log_evidence(seq, comp)
+        if best is None or run.log_e - run.log_needed > best[1].log_e - best[1].log_needed:
+            best = (comp, run)
     return best
 
 
-def _needed(tests: SequentialRule, comp: Component, log_needed: float) -> str:
+def _needed(tests: SequentialRule, comp: Component, shown: RunEvidence) -> str:
     """`1,500 needed`, and when the e-detector is the run shown (`log_evidence`: the more
     advanced), why its bar is higher: a regression may begin at any round, so it needs
     rounds / its level, 30x the deploy's run's 1 / alpha in a 30-round window. The page's
     chart showed the deploy's run's 1,500 from round 1 and the verdict "45,000 needed" at
     round 14, read as a bar that grew 30x (a README walk-through)."""
-    needed = f"{odds_number(ratio(log_needed))} needed"
-    if not comp.alpha_detector or log_needed != comp.detector_log_threshold(tests.horizon):
+    needed = f"{odds_number(ratio(shown.log_needed))} needed"
+    if not shown.detector:
         return needed
     rounds = max(tests.horizon, 1)
     return (

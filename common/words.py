@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 
 def counted(count: int, noun: str) -> str:
@@ -37,3 +38,17 @@ DRY_RUN_NOT_SENT = "rollback not sent (rollback.dry_run)"
 says it failed (`register --wait`'s end line, `status`, the deploy page's state line): "no
 rollback was delivered" read as one tried and refused, the dry run said only in the details
 below it."""
+
+
+class _Stated(Protocol):
+    @property
+    def state(self) -> str: ...
+
+
+def dry_run_note(state: str, rollback: _Stated | None) -> str | None:
+    """`DRY_RUN_NOT_SENT` for a failed window whose rollback `rollback.dry_run` kept unsent
+    (`skipped`), else None: the CLI (an API deploy) and the deploy page (a stored window)
+    ask it alike, where each once spelt the test out."""
+    if state == "failed" and rollback is not None and rollback.state == "skipped":
+        return DRY_RUN_NOT_SENT
+    return None

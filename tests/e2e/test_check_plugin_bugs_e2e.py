@@ -231,8 +231,8 @@ async def watched(
 ) -> tuple[int, str, dict[str, Any], list[Any], Path, JsonSink]:
     """Register v2 with `--wait` on an agent whose check plugin has the bug `mode`, then
     stop the agent: the exit code and output, the deploy as the API shows it (its
-    `metrics`: a scrape of `/metrics` then), the rollback requests, the agent's log and
-    the alerts' sink."""
+    `metrics`: a scrape of `/metrics` then; its `page`: the deploy page then), the
+    rollback requests, the agent's log and the alerts' sink."""
     async with running(tmp_path, target, mode) as run:
         code, said, deploy_id = await run.registered("--wait", "--timeout", "30s")
         async with (
@@ -242,6 +242,8 @@ async def watched(
             deploy = await answer.json()
             async with http.get(f"{run.url}/metrics") as scraped:
                 deploy["metrics"] = await scraped.text()
+            async with http.get(f"{run.url}/deploys/{deploy_id}") as page:
+                deploy["page"] = await page.text()
         await ended(run.sink)
     return code, said, deploy, run.receiver.attempts, run.log, run.sink
 
@@ -354,6 +356,10 @@ def _told_once(sink: JsonSink, deploy: dict[str, Any]) -> None:
     assert deploy["id"] in said, said
     assert PLUGIN_SECRET not in json.dumps([n.payload for n in sink.notifications])
     assert [n for n in sink.notifications if "deploy passed" in n.title], sink.notifications
+    # the deploy page's "Alerts sent" names it, its event (`check_bug`) and check as it was
+    # stored: the one place a user reads the event's name (README: "a check type")
+    sent = re.findall(r'<li title="(check_bug:[^"]*)"[^>]*>([^<]*)</li>', deploy["page"])
+    assert sent == [("check_bug:plug", "check plug has a bug (its runs not evidence): sent")], sent
 
 
 async def _ended_on_api(url: str, deploy_id: str, within: float = 40.0) -> dict[str, Any]:

@@ -4,6 +4,7 @@ said alike by `check` and the API: each through the real CLI, against a real dae
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,24 @@ async def test_status_and_rollback_errors_say_their_exit_code(agent_url: str) ->
     assert last_line(out).endswith(" (exit 2)"), out
     code, out = await awaited_cli("status", *agent)  # and a shown list ends 0
     assert code == 0, out
+
+
+async def test_a_rollback_by_hand_where_none_is_configured_is_refused_exit_1(
+    agent_url: str,
+) -> None:
+    """README's `postflight rollback`: refused (exit 1) for an environment with no `rollback`,
+    saying so, as for a deploy that already has one; the README named only those refusals
+    (a walk-through of a fresh `postflight run`)."""
+    agent = ("--url", agent_url, "--token", TOKEN)
+    code, out = await awaited_cli("register", "--env", "production", "--version", "v2", *agent)
+    assert code == 0, out
+    (deploy_id,) = set(re.findall(r"\bdep_[0-9A-Z]{26}\b", out))
+    code, out = await awaited_cli("rollback", deploy_id, "--reason", "by hand", *agent)
+    said = (
+        "postflight rollback: error: environment 'production' has no rollback configured"
+        " (HTTP 409) (exit 1)"
+    )
+    assert (code, last_line(out)) == (1, said), out
 
 
 async def test_an_unreachable_agent_is_said_with_the_exit_code() -> None:

@@ -541,8 +541,10 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
     A x2 window the guard held all the same (inconclusive "agent overloaded", nothing
     rolled back: a machine at load 20 dropped 22 of 24 probes as the agent's stalls, on top
     of the test's) is the machine's: one more is made, by a new agent on a store of its
-    own, which must roll back. So is a x2 window not rolled back whose baseline the machine
-    spoilt (`baseline_spoilt`): one whose baseline was clean must roll back."""
+    own, which must roll back. Over a baseline the machine slowed (`baseline_spoilt`) the
+    deploy is x2 of that baseline as the agent read it (`regressed_delay`), so such a
+    window is a control too; one not rolled back all the same is made again, and a third
+    such must say the slow baseline it was judged against."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
     lateness = TargetLateness(monkeypatch, target)
     for again in range(3):  # a window the machine spoilt (`one_more`): one more, 3 at most
@@ -553,7 +555,7 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
         )
         late = SERVICE_50MS_S / 2
         late_in_window = lateness.count(late, registered)
-        if slower > 1:  # the x2's premise: a baseline the machine left clean
+        if slower > 1:  # the x2's premise: a deploy x2 of the baseline the agent read
             baseline = lateness.took[began:parsed]
             spoilt = final["state"] != "rolled_back" and baseline_spoilt(baseline)
         else:
@@ -564,10 +566,18 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
         elif not spoilt:
             break
         receiver.attempts.clear()
-    if spoilt:
+    if spoilt and slower == 1:
         # each window's verdict the target's own measured lateness explains (the machine
         # starved it, `one_more`): no control of the agent; what the agent kept of each
         # latency was asserted in `busy_window`, window by window
+        return
+    if spoilt:
+        # three baselines the machine slowed, a x2 of each not rolled back all the same:
+        # the verdict was judged against the slow baseline the test read, and says so
+        (rule,) = final["verdict"]["rules"]
+        assert rule["baseline"] > BASELINE_PREMISE_S, final["verdict"]
+        assert final["state"] in ("passed", "inconclusive"), final["verdict"]
+        assert receiver.attempts == [], final["verdict"]
         return
     if slower > 1:
         assert final["state"] == "rolled_back", json.dumps(final["verdict"])[:3000]
@@ -591,6 +601,7 @@ async def busy_window(
     the target had come to before it was registered (`lateness.late`), and how many of its
     answers the agent had parsed (`lateness.took`)."""
     target.delay_s = SERVICE_50MS_S
+    began = len(lateness.took)
     requests = 0
 
     def late_s() -> float:
@@ -609,8 +620,8 @@ async def busy_window(
         # a baseline of some 30 probes, by a free loop (waited for: a fixed 3 s held
         # however few a loaded machine had made)
         await agent.stored_runs("production", 10)
-        target.delay_s = SERVICE_50MS_S * slower
         registered, parsed = len(lateness.late), len(lateness.took)
+        target.delay_s = regressed_delay(slower, lateness.took[began:parsed])
         mark = lost.mark()
         before = agent.metric("postflight_samples_dropped_total", **labels)
         deploy = await agent.register("production", "v2.4.2")
@@ -646,7 +657,33 @@ def baseline_spoilt(latencies: list[float]) -> bool:
     lateness (`TargetLateness.late`, 3 late answers at least) did not explain it (a p95 of
     30-odd answers is moved by 2). Read by the test, not from the verdict: an agent whose
     own baseline were wrong (other runs', its reading of them) is never excused by it."""
-    return statistics.quantiles(latencies, n=20, method="inclusive")[-1] > BASELINE_PREMISE_S
+    return _p95(latencies) > BASELINE_PREMISE_S
+
+
+def _p95(latencies: list[float]) -> float:
+    return statistics.quantiles(latencies, n=20, method="inclusive")[-1]
+
+
+SLOWEST_DEPLOY_S = 0.4
+"""The slowest the x2 test's deploy answers: its probes' timeout is 1 s and its rounds
+500 ms apart, three probes each."""
+
+
+def regressed_delay(slower: float, baseline: list[float]) -> float:
+    """How long the deploy's answers take: `slower` x the 50 ms service, or over a baseline
+    the machine slowed (`baseline_spoilt`) `slower` x its p95 as the agent read it (at most
+    `SLOWEST_DEPLOY_S`): the x2 is of what the agent compares with. A x2 of the service
+    alone passed within its bound over such a baseline; the window was made again, and a
+    third such returned with nothing asserted: beside six CPU hogs (load 20-24) every
+    baseline read 64-490 ms, 15 of 23 windows were not rolled back, and 4 runs of 12
+    asserted nothing; so made, 3 of 13 windows, and 1 run of 10 (its three baselines
+    183-319 ms, a deploy of 395 ms read 297 ms). The machine keeps no thread on time here:
+    a target thread, and the agent's, at nice -15 still read baselines of 77-103 ms, and a
+    bare 50 ms sleep at nice -20 overslept 26 ms at p95."""
+    delay = SERVICE_50MS_S * slower
+    if slower > 1 and baseline_spoilt(baseline):
+        return max(delay, min(slower * _p95(baseline), SLOWEST_DEPLOY_S))
+    return delay
 
 
 SERVICE_S = 0.002

@@ -371,6 +371,8 @@ async def _ended_on_api(url: str, deploy_id: str, within: float = 40.0) -> dict[
             async with http.get(f"{url}/v1/deploys/{deploy_id}") as answer:
                 deploy: dict[str, Any] = await answer.json()
             if deploy["state"] not in ("pending", "watching"):
+                async with http.get(f"{url}/deploys/{deploy_id}") as page:
+                    deploy["page"] = await page.text()  # as `watched` keeps it
                 return deploy
             await asyncio.sleep(0.1)
 

@@ -493,3 +493,63 @@ async def test_a_stop_lets_go_of_a_read_out_at_once_and_waits_for_a_call_that_ac
     # before: the read waited for its answer too (ok, its data taken)
     assert (read.ok, read.left, read.attempts, read.data) == (False, True, 1, None)
     assert (acted.ok, acted.left, acted.data) == (True, False, {"id": 1})
+
+
+@pytest.mark.parametrize("taken_back", [True, False], ids=["taken-back", "taken-over"])
+async def test_a_wait_asked_for_is_kept_by_the_tasks_keeper_and_a_lost_claim_sends_no_more(
+    monkeypatch: pytest.MonkeyPatch, taken_back: bool
+) -> None:
+    """A `Retry-After` within one call is handed to the keeper the task set (`keeping`)
+    before the call waits it, so a kill or a stop in it leaves it stored; our own backoff
+    (asked by no one) is not. After the wait, a claim another sender took over meanwhile
+    ends the call with nothing more sent (`lost`), counted at the server."""
+    from agent.integrations.asked_waits import keeping
+
+    waits = waits_asked_for(monkeypatch, jitter=0.5)
+    answers = [web.Response(status=503), web.Response(status=503, headers={"Retry-After": "7"})]
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.path)
+        return answers[len(seen) - 1] if len(seen) <= len(answers) else web.json_response({})
+
+    class Keeper:
+        def __init__(self) -> None:
+            self.kept: list[float] = []
+            self.resumed = 0
+
+        async def keep(self, seconds: float) -> None:
+            self.kept.append(seconds)
+
+        async def resume(self) -> bool:
+            self.resumed += 1
+            return taken_back
+
+    others: list[str] = []
+
+    async def other_handler(request: web.Request) -> web.Response:
+        others.append(request.path)
+        if len(others) == 1:
+            return web.Response(status=503, headers={"Retry-After": "3"})
+        return web.json_response({})
+
+    keeper = Keeper()
+    app = web.Application()
+    app.router.add_post("/statuses", handler)
+    app.router.add_post("/other", other_handler)
+    async with TestServer(app, host="127.0.0.1") as server, aiohttp.ClientSession() as session:
+        with keeping(keeper):
+            result = await call(session, "POST", str(server.make_url("/statuses")), headers={})
+            # a task it spawns (its context copied) does not keep its waits under the claim
+            other = await asyncio.create_task(
+                call(session, "POST", str(server.make_url("/other")), headers={})
+            )
+    assert waits[:2] == [0.5, 7.0], waits  # a backoff of ours, then the asked wait
+    assert (keeper.kept, keeper.resumed) == ([7.0], 1)
+    assert other.ok and waits[2:] == [3.0], waits
+    if taken_back:
+        assert result.ok and result.attempts == 3
+        assert len(seen) == 3
+    else:
+        assert (result.ok, result.lost, result.attempts) == (False, True, 2)
+        assert len(seen) == 2  # nothing more of it

@@ -21,6 +21,7 @@ from typing import Any
 
 import aiohttp
 
+from agent.integrations.asked_waits import keeper
 from common.answers import read_answer
 from common.durations import format_duration
 from common.retry_after import (
@@ -58,6 +59,9 @@ class CallResult:
     retry_after: float | None = None
     """With `gave_up`: the wait the last answer asked for (`Retry-After`, a rate limit's
     reset), in seconds from its end: a later try of the call is not to come before it."""
+    lost: bool = False
+    """The call's claim was taken over by another sender while it waited what its
+    provider asked (`AskedWait.resume`): nothing more of it sent; the other sends it."""
 
 
 CALL_ATTEMPTS = 4
@@ -124,7 +128,9 @@ async def call(
     once (`CallResult.left`), where the stop waited it out within its grace and sent the
     next attempt inside it; a read's attempt out is let go of at once too (a read acts on
     nothing), where the stop waited for its answer. A call that acts is never cut: its
-    answer says whether it was taken."""
+    answer says whether it was taken. A wait the provider asked for is kept in the store
+    while it lasts by the task's `AskedWait` (`asked_waits.keeping`), if it set one: a
+    kill -9 or a stop in it left the next start sending at once, inside it."""
     status: int | None = None
     error: str | None = None
     unanswered = 0
@@ -211,8 +217,15 @@ async def call(
                     break
                 spent += spans - 1
                 delay = retry_after
+            kept = keeper() if retry_after is not None and delay > 0 else None
+            if kept is not None:
+                await kept.keep(delay)
             # this module's sleep, so a test that swaps it records the waits asked for
-            await sleep_unless(leaving, delay, sleep=asyncio.sleep)
+            left = await sleep_unless(leaving, delay, sleep=asyncio.sleep)
+            if kept is not None and not left and not await kept.resume():
+                return CallResult(
+                    False, status, error, None, attempt, unanswered=unanswered, lost=True
+                )
     return CallResult(
         False,
         status,

@@ -527,6 +527,16 @@ class Store(Protocol):
         outcome, or another caller took it over since."""
         ...
 
+    async def count_alert_attempts(
+        self, window_id: str, event: str, claimed_at: float, attempts: int
+    ) -> bool:
+        """Add `attempts` (the calls its sender made) to a claim `take_alert` took at
+        `claimed_at`, still without an outcome, kept as it is: a stop in a wait the
+        receiver asked for keeps the claim to the wait's end rather than hand it back
+        (`release_alert`), and the next taker's count goes on from them all the same.
+        False if it has an outcome, or another caller took it over since."""
+        ...
+
     async def record_alert(
         self,
         window_id: str,

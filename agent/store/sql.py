@@ -1296,6 +1296,20 @@ class SqlStore(ABC):
             )
         return released == 1
 
+    async def count_alert_attempts(
+        self, window_id: str, event: str, claimed_at: float, attempts: int
+    ) -> bool:
+        async with self._tx() as db:
+            counted = await db.execute(
+                "UPDATE alerts SET attempts = attempts + ?"
+                " WHERE window_id = ? AND event = ? AND result = 'claimed' AND claimed_at = ?",
+                attempts,
+                window_id,
+                event,
+                claimed_at,
+            )
+        return counted == 1
+
     async def record_alert(
         self,
         window_id: str,

@@ -26,6 +26,7 @@ import aiohttp
 from agent import __version__
 from agent.api.models import deploy_path
 from agent.appkeys import WindowEvents
+from agent.integrations.asked_waits import keeping
 from agent.integrations.clients import CallResult, call, call_worst_case_s
 from agent.integrations.events import Gate
 from agent.integrations.runs import run_was_cancelled
@@ -60,6 +61,7 @@ from agent.store.outages import (
 )
 from agent.web.links import deploy_page_url
 from agent.windows.alert_once import alert_claim
+from agent.windows.claim_waits import OWN_STAMP_S, AlertClaimWait, GateClaimWait
 from agent.windows.lifecycle import FOLLOW_UPS, WatchServices, deliver_rollback
 from agent.windows.markers import mark_rollback, marker_claims, marking
 from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert, AlertEvent, IntegrationCall
@@ -140,9 +142,11 @@ STATUS_RETRY_FOR_S = 3600.0
 """How long after its window ended (began, for `in_progress`) a status is still tried
 again, and a gate's answer after its `gate.timeout`; past it the status is recorded
 failed, the gate answered with the error, as a refusal that will not change is."""
-OWN_STAMP_S = 0.001
-"""How far past this process's own claim stamp a later try of its own still takes it back
-(the store keeps the stamp as written: a float's round trip, not a clock's skew)."""
+FOLLOW_UP_LOOK_S = 2.0
+"""How often a follow-up whose claim another holds is tried again: it lapses when the
+wait its receiver asked for ends (`AlertClaimWait`), which this process does not know,
+where it was tried again once a whole lease (`follow_up_lease`, 565 s on the defaults)
+had passed."""
 GATE_CLAIM_S = 300.0
 """How long one replica may take to answer a gate (the call's retries included) before
 another may: a replica killed mid-answer, or one whose answer GitHub could not take yet
@@ -254,6 +258,8 @@ class Integrations:
         """Per deploy: its statuses go out in order, a manual rollback is asked once."""
         self._later: set[asyncio.Task[None]] = set()
         """Follow-ups held by another sender, to take over if its claim lapses."""
+        self._following: set[tuple[str, str]] = set()
+        """(window, `then:` key) of the follow-ups `_later` tries again."""
         self._seen: set[str] = set()
         """The newest page's windows at the last scan (`_new_windows` stops at them): only
         those, so that a process that runs for months does not keep every id it read."""
@@ -578,16 +584,28 @@ class Integrations:
                 self._retry_at.pop(mark, None)
                 if claimed:
                     self._stamps[mark] = now
-                    done = await work() is not False
+                    if lease is None:
+                        done = await work() is not False
+                        stamp, kept = now, False
+                    else:
+                        # a wait GitHub or Vercel asks for inside a call is kept in the
+                        # claim (`AlertClaimWait`), where a kill -9 in it left the restart
+                        # sending at once, inside the wait
+                        wait = AlertClaimWait(self.s.store, window.id, key, now, lease, self.clock)
+                        with keeping(wait):
+                            done = await work() is not False
+                        stamp, kept = wait.stamp, wait.waiting
+                        self._stamps[mark] = stamp
                     due = self._retry_at.get(mark)
                     if not done and lease is not None and due is not None:
-                        await self._stamp_for_retry(window.id, key, mark, now, due)
-                    if not done and lease is not None and self._leaving.is_set():
+                        await self._stamp_for_retry(window.id, key, mark, stamp, due)
+                    if not done and lease is not None and self._leaving.is_set() and not kept:
                         # a stop met it before an attempt or between two: nothing of it
                         # out, its claim handed back, where the next start waited for it
-                        # to lapse (`_status_lease`, 135 s with the defaults)
+                        # to lapse (`_status_lease`, 135 s with the defaults); in a wait
+                        # the provider asked for, kept till its end (`kept`)
                         release = self.s.store.release_alert
-                        await handed_back(lambda: release(window.id, key, now), self.s.stop)
+                        await handed_back(lambda: release(window.id, key, stamp), self.s.stop)
                 elif lease is not None:
                     # held by a live sender, or by a dead one whose claim has not lapsed
                     # yet: looked at again on a later scan until it has an outcome
@@ -969,6 +987,15 @@ class Integrations:
 
         With `call`, a call given up for good (refused, or past the retries) is counted and
         told to on-call (`_given_up`); one not made (nothing to approve) is neither."""
+        if result.lost:  # another sender took its claim over in an asked wait: it sends it
+            log.info(
+                "%s: taken over by another sender while waiting what the provider asked"
+                " (%d attempt(s) made here); not sent again from here",
+                what,
+                result.attempts,
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
+            return False
         if result.left:  # a stop, with nothing of it out: no outcome (`_once` hands it back)
             log.info(
                 "%s: stopping before its next attempt (%d attempt(s) made): left pending to"
@@ -1507,20 +1534,38 @@ class Integrations:
         body = {"environment_name": gate.github_environment, "state": answer, "comment": comment}
         asked = f"protection rule for {gate.github_environment} {gate.sha[:12]}"
 
+        # a wait GitHub asks for inside the call is kept in the claim, where a kill -9 in
+        # it left the restart answering at once, inside it
+        wait = GateClaimWait(
+            self.s.store,
+            gate.callback_url,
+            gate.github_environment,
+            until,
+            GATE_CLAIM_S,
+            self.clock,
+        )
+
         async def hand_back() -> None:
             # given back, where the next start (or the other replica) waited for it to
-            # lapse (`GATE_CLAIM_S`, 300 s) and the job behind the rule waited as long
-            release = self.s.store.release_gate
-            await handed_back(
-                lambda: release(gate.callback_url, gate.github_environment, until), self.s.stop
-            )
+            # lapse (`GATE_CLAIM_S`, 300 s) and the job behind the rule waited as long;
+            # not in a kept wait: the next start answers it after the wait
+            if not wait.waiting:
+                release = self.s.store.release_gate
+                await handed_back(
+                    lambda: release(gate.callback_url, gate.github_environment, wait.until),
+                    self.s.stop,
+                )
 
         named_for_a_stop(f"the answer to the {asked} (handed back: answered at the next start)")
         try:
-            result = await self._github_post(gate.callback_url, body)
+            with keeping(wait):
+                result = await self._github_post(gate.callback_url, body)
         except asyncio.CancelledError:
             await hand_back()  # a stop cut it, its request out
             raise
+        if result.lost:  # another claimer took it over in an asked wait: it answers it
+            log.info("%s: taken over by another claimer while waiting what GitHub asked", asked)
+            return
         if result.left:  # a stop, with nothing of it out: handed back at once
             await hand_back()
             log.info(
@@ -1534,13 +1579,13 @@ class Integrations:
             # GitHub down or rate limited: left pending, so answered again once this claim
             # lapses (`GATE_CLAIM_S`), where marked answered it was never sent and the
             # production job waited on its protection rule for GitHub's 30 days
-            wait = await self._gate_wait(gate, until, result.retry_after)
+            again_in = await self._gate_wait(gate, wait.until, result.retry_after)
             log.warning(
                 "protection rule for %s %s not answered yet: %s (tried again in %s)",
                 gate.github_environment,
                 gate.sha[:12],
                 result.error,
-                format_duration(wait),
+                format_duration(again_in),
             )
             return
         outcome = f"HTTP {result.status}" if result.ok else (result.error or "failed")
@@ -1780,9 +1825,7 @@ class Integrations:
         if taken is None:
             # another sender holds it (another replica's resume, or the rollback's sender);
             # if that one dies mid-call, its claim lapses and we take it over then
-            later = asyncio.create_task(self._follow_up_later(window, env, intent, name, lease))
-            self._later.add(later)
-            later.add_done_callback(self._later.discard)
+            self._follow_up_later(window, env, intent, name, lease)
             return
         self._busy.add(mark)
         try:
@@ -1818,42 +1861,54 @@ class Integrations:
                 " delivered: not sent again; the follow-up is handed back, sent at the"
                 " next start)"
             )
+            # a wait the receiver asks for inside the call is kept in the claim, where a
+            # kill -9 in it left the restart sending at once, inside it
+            wait = AlertClaimWait(self.s.store, window.id, key, now, lease, self.clock)
+
+            async def hand_back() -> None:
+                # in a kept wait, kept: the next start sends it once the wait is over
+                store = self.s.store
+                write = store.count_alert_attempts if wait.waiting else store.release_alert
+                await handed_back(lambda: write(window.id, key, wait.stamp, made), self.s.stop)
+
             try:
                 # the attempts are the follow-up's, not the sender's: those made before a
                 # hand-back count (told by the take, no read between), where each agent
                 # started again at 1 with a fresh budget and backoff
                 before = taken.attempts
-                result = await call(
-                    self._client(),
-                    "POST",
-                    follow.url,
-                    headers={
-                        "Content-Type": "application/json",
-                        "Idempotency-Key": f"{window.id}:{name}",
-                        "X-Postflight-Event": "rollback.then",
-                    },
-                    body=body,
-                    headers_per_attempt=signed,
-                    timeout_s=env.rollback.timeout,
-                    # one at least: a last attempt cut in flight has no known answer (as a
-                    # rollback's, it is sent once more, with the same Idempotency-Key)
-                    attempts=max(1, env.rollback.max_attempts - before),
-                    backoff=env.rollback.backoff,
-                    max_backoff=env.rollback.max_backoff,
-                    made_before=before,
-                    redact=self.redact,
-                    leaving=self._leaving,
-                )
+                with keeping(wait):
+                    result = await call(
+                        self._client(),
+                        "POST",
+                        follow.url,
+                        headers={
+                            "Content-Type": "application/json",
+                            "Idempotency-Key": f"{window.id}:{name}",
+                            "X-Postflight-Event": "rollback.then",
+                        },
+                        body=body,
+                        headers_per_attempt=signed,
+                        timeout_s=env.rollback.timeout,
+                        # one at least: a last attempt cut in flight has no known answer (as a
+                        # rollback's, it is sent once more, with the same Idempotency-Key)
+                        attempts=max(1, env.rollback.max_attempts - before),
+                        backoff=env.rollback.backoff,
+                        max_backoff=env.rollback.max_backoff,
+                        made_before=before,
+                        redact=self.redact,
+                        leaving=self._leaving,
+                    )
             except asyncio.CancelledError:
                 # a stop cut it (its request out, or a retry's wait): its claim is given
                 # back, where the next agent waited for it to lapse (`follow_up_lease`,
                 # 565 s with the defaults); sent again with its Idempotency-Key
-                release = self.s.store.release_alert
-                await handed_back(lambda: release(window.id, key, now, made), self.s.stop)
+                await hand_back()
                 raise
+            if result.lost:  # another sender took it over in an asked wait: it sends it
+                self._follow_up_later(window, env, intent, name, lease)
+                return
             if result.left:  # a stop, with nothing of it out: handed back at once
-                release = self.s.store.release_alert
-                await handed_back(lambda: release(window.id, key, now, made), self.s.stop)
+                await hand_back()
                 log.info(
                     "follow-up %r of rollback %s: stopping before its next attempt (%d attempt(s)"
                     " made): left pending to the next start, which sends it; nothing of it"
@@ -1948,7 +2003,7 @@ class Integrations:
             )
         return claimed
 
-    async def _follow_up_later(
+    def _follow_up_later(
         self,
         window: DeployWindow,
         env: EnvironmentSettings,
@@ -1956,9 +2011,24 @@ class Integrations:
         name: str,
         lease: float,
     ) -> None:
-        await asyncio.sleep(lease)
-        await self._follow_up(window, env, intent, name)
-        await self._followed_up(window, env)
+        """Try the follow-up again (one try at a time) after `FOLLOW_UP_LOOK_S`: its claim
+        may lapse any time within `lease` (a wait its receiver asked for, kept in it)."""
+        mark = (window.id, f"then:{name}")
+        if mark in self._following:
+            return
+        self._following.add(mark)
+
+        async def later() -> None:
+            try:
+                await asyncio.sleep(min(lease, FOLLOW_UP_LOOK_S))
+            finally:
+                self._following.discard(mark)
+            await self._follow_up(window, env, intent, name)
+            await self._followed_up(window, env)
+
+        task = asyncio.create_task(later())
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
 
     async def _resume_after_rollbacks(self) -> None:
         """A restart between a delivered rollback and its follow-ups finishes them: the

@@ -26,6 +26,7 @@ from tests.e2e.crash import (
     start_agent,
     start_fake,
     start_site,
+    store_rows,
     until,
 )
 from tests.fakes import github as gh
@@ -120,3 +121,61 @@ def run_status_trial(workdir: Path, *, wait_s: float = 30.0) -> StatusTrial:
         return StatusTrial(before, _posted(github_url))
     finally:
         end_all(agent, fake, target)
+
+
+@dataclass
+class AskedWaitTrial:
+    asked_s: float
+    """The `Retry-After` GitHub's secondary rate limit answered the first status with."""
+    posted: list[dict[str, Any]]
+    """Every status POST at the trial's end, each with when the fake received it (`at`)."""
+
+
+def run_asked_wait_trial(workdir: Path, *, asked_s: float = 20.0) -> AskedWaitTrial:
+    """GitHub answers the window's first status with a secondary rate limit whose
+    `Retry-After` (`asked_s`) is within one call's waits (`CALL_MAX_BACKOFF_S`): the agent
+    waits it inside the call, and is killed in that wait, then started again."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    target, target_url = start_site(workdir)
+    fake, github_url = start_fake("tests.fakes.github", GH_TOKEN)
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        post(
+            f"{github_url}/_fake/fail",
+            json.dumps(
+                {
+                    "kind": "secondary_rate_limit",
+                    "times": 1,
+                    "reset_in": asked_s,
+                    "match": STATUSES,
+                }
+            ).encode(),
+            {"Content-Type": "application/json"},
+        )
+        port = free_port()
+        agent_url = f"http://127.0.0.1:{port}"
+        config = write_config(workdir, port, github_url, target_url)
+        log = workdir / "agent.log"
+        agent = start_agent(config, port, log)
+        assert _status_hook(agent_url) == 202
+        until(lambda: _posted(github_url), 30.0)
+        # killed once the wait is in the store (its claim's run unsaid), or a few seconds
+        # into it where nothing keeps it: well inside the wait either way
+        until(lambda: _kept(workdir), 5.0)
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        agent = start_agent(config, port, log)
+        until(lambda: len(_posted(github_url)) > 1, asked_s + 30.0)
+        time.sleep(1.0)  # a third send would come with the second
+        return AskedWaitTrial(asked_s, _posted(github_url))
+    finally:
+        end_all(agent, fake, target)
+
+
+def _kept(workdir: Path) -> bool:
+    """Whether the `in_progress` status's claim is kept as a wait (no live run said)."""
+    rows = store_rows(
+        workdir,
+        "SELECT claimed_run FROM alerts WHERE event = 'github:in_progress' AND result = 'claimed'",
+    )
+    return bool(rows) and rows[0][0] is None

@@ -187,6 +187,26 @@ def test_a_restart_sends_the_status_its_killed_process_held_before_its_lease_lap
 
 
 @pytest.mark.timeout(150)
+def test_a_restart_keeps_the_wait_github_asked_for_when_killed_inside_it(
+    tmp_path: Path,
+) -> None:
+    """GitHub answered the `in_progress` status with a secondary rate limit (`Retry-After`
+    20 s, one call's wait) and the agent was killed while it waited: the restart takes the
+    claim over (its killed process's) but sends no earlier than GitHub asked, counted by
+    when the fake received each. It sent at once, inside the wait: the wait was kept
+    only in the killed process's memory."""
+    from tests.e2e.crash_status import run_asked_wait_trial
+
+    trial = run_asked_wait_trial(tmp_path)
+    first, *again = trial.posted
+    assert len(again) == 1, trial.posted  # sent again once, after the restart
+    # the fake's Retry-After is whole seconds from its own clock (the agent's may be
+    # a few ms behind in reading it)
+    assert again[0]["at"] >= first["at"] + trial.asked_s - 0.5, (first["at"], again[0]["at"])
+    assert [p["body"]["state"] for p in trial.posted] == ["in_progress", "in_progress"]
+
+
+@pytest.mark.timeout(150)
 def test_a_restart_sends_the_approval_its_killed_process_held_before_its_lease_lapses(
     tmp_path: Path,
 ) -> None:

@@ -40,11 +40,12 @@ async def test_a_follow_up_cut_by_a_stop_is_sent_at_once_by_the_next_agent(
 ) -> None:
     """A `rollback.then` follow-up a stop cuts (its request out) or meets in its retry's
     wait (left at once, no longer waited out and cut) is handed back: its claim released,
-    so the restart sends it at once, where it waited for the claim to lapse
+    so the restart sends it at once, or, in a wait its receiver asked for (4 s), kept to
+    that wait's end, once it is over, where it waited for the claim to lapse
     (`follow_up_lease`: 8 × (2 s + 30 s) + 5 s = 261 s here, 565 s with the defaults).
     The rollback itself reached its receiver once."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    first = "503:retry-after=30" if cut == "retry" else "hang"
+    first = "503:retry-after=4" if cut == "retry" else "hang"
     follow: RollbackReceiver = await rollback_receiver(SECRET, script=[first], path="/then")
     delivery = "timeout: 2s, max_attempts: 8, backoff: 1s, max_backoff: 30s"
     rollback = rollback_then_migrations(receiver.url, SECRET, follow.url, delivery)
@@ -53,7 +54,7 @@ async def test_a_follow_up_cut_by_a_stop_is_sent_at_once_by_the_next_agent(
     agent = await start_agent(env, server=server, owner="replica-a")
     deploy = await agent.register("production", "v2")
     flip_target.bad = True
-    await follow.wait_for_attempts(1, within=30)  # the follow-up refused (30 s wait) or hung
+    await follow.wait_for_attempts(1, within=30)  # the follow-up refused (a 4 s wait) or hung
     with caplog.at_level(logging.INFO, logger="postflight"):
         await agent.stop()
     said = [r.getMessage() for r in caplog.records if deploy["id"] in r.getMessage()]
@@ -76,6 +77,9 @@ async def test_a_follow_up_cut_by_a_stop_is_sent_at_once_by_the_next_agent(
     assert [a.accepted for a in receiver.attempts] == [True], receiver.attempts
     assert [a.accepted for a in follow.attempts][-1] is True, follow.attempts
     assert len(follow.attempts) == 2, follow.attempts
+    if cut == "retry":  # not inside the wait the receiver asked for
+        sent, again = follow.attempts
+        assert again.at >= sent.at + 4 - 0.1, (sent.at, again.at)
 
 
 @pytest.mark.timeout(90)
@@ -86,11 +90,12 @@ async def test_a_follow_up_handed_back_keeps_its_attempts_for_the_next_agent(
     json_sink: JsonSink,
 ) -> None:
     """The attempts are the follow-up's, not the agent's: two made before a stop (cut in
-    the second one's 30 s wait) leave the next agent one of `max_attempts: 3`, and its
+    the 4 s wait the second one's answer asked for, the claim kept to its end) leave the
+    next agent one of `max_attempts: 3`, and its
     page counts all three, where the count started again at 1 after the hand-back (three
     more sent, five in all, and the page said "after 3 attempt(s)" of the last three)."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET)
-    script = [503, "503:retry-after=30", 503, 503, 503]
+    script = [503, "503:retry-after=4", 503, 503, 503]
     follow: RollbackReceiver = await rollback_receiver(SECRET, script=script, path="/then")
     delivery = "timeout: 2s, max_attempts: 3, backoff: 100ms, max_backoff: 30s"
     rollback = rollback_then_migrations(receiver.url, SECRET, follow.url, delivery)
@@ -100,7 +105,7 @@ async def test_a_follow_up_handed_back_keeps_its_attempts_for_the_next_agent(
     agent = await start_agent(env, alerting, server=server, owner="replica-a")
     deploy = await agent.register("production", "v2")
     flip_target.bad = True
-    await follow.wait_for_attempts(2, within=30)  # the second asks for a 30 s wait
+    await follow.wait_for_attempts(2, within=30)  # the second asks for a 4 s wait
     await agent.stop()
 
     restarted = await start_agent(env, alerting, server=server, owner="replica-a")

@@ -1,7 +1,8 @@
 """A stop (SIGTERM) while a `rollback.then` follow-up waits to retry leaves it at once.
 
 Nothing of the follow-up is out in its wait (a `Retry-After`, a backoff: `call`'s sleep
-between attempts): the stop hands its claim back, where it waited the wait out within its
+between attempts): the stop hands its claim back (a `Retry-After` kept in it: the next
+start sends once that is over), where it waited the wait out within its
 grace (5 s of the default 8 s `shutdown_timeout`), sent the next attempt inside the stop
 when the wait ended within the grace, and logged 'did not finish within 5.0 s; cut off'
 when it did not. Counted at the receiver: the next attempt is made once, by the next start.
@@ -72,7 +73,7 @@ async def test_a_stop_while_a_follow_up_waits_to_retry_leaves_it_to_the_next_sta
             assert "left pending to the next start" in said, said
             if retry_after > 10:
                 return  # its wait outlasts the test; the hand-back is what is checked
-            # the next start sends it at once (its claim handed back), once
+            # the next start sends it once its wait is over (kept in its claim), once
             restarted = Daemon(tmp_path, "first", text, None)
             await restarted.ready(http)
             then: list = []
@@ -83,6 +84,9 @@ async def test_a_stop_while_a_follow_up_waits_to_retry_leaves_it_to_the_next_sta
                 await asyncio.sleep(0.1)
             assert then == [{"name": "migrations", "state": "delivered"}], then
             assert [a.accepted for a in follow.attempts] == [False, True], follow.attempts
+            # not inside the wait the receiver asked for: the stop kept it in the claim
+            first, again = follow.attempts
+            assert again.at >= first.at + retry_after - 0.1, (first.at, again.at)
             assert [a.accepted for a in receiver.attempts] == [True], receiver.attempts
     finally:
         daemon.kill()

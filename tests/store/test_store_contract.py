@@ -761,6 +761,21 @@ async def test_a_claim_handed_back_keeps_the_attempts_its_senders_made(store: St
     assert await store.take_alert("dep_1", "then:db", 130.0, lapsed_before=50.0) is None
 
 
+async def test_a_claim_kept_through_a_wait_counts_its_senders_attempts(store: Store) -> None:
+    """A stop in a wait its receiver asked for keeps the claim (its stamp, so its lapse)
+    as it is, and adds the calls its sender made: the next taker, once it lapses, is
+    told them, as after a hand-back; only its taker's count is added."""
+    await store.create_window(window("dep_1"))
+    assert await store.take_alert("dep_1", "then:db", 100.0, lapsed_before=1.0)
+    assert not await store.count_alert_attempts("dep_1", "then:db", 99.0, 5)  # not its
+    assert await store.count_alert_attempts("dep_1", "then:db", 100.0, 2)
+    assert await store.take_alert("dep_1", "then:db", 110.0, lapsed_before=100.0) is None
+    later = await store.take_alert("dep_1", "then:db", 200.0, lapsed_before=150.0)
+    assert later is not None and later.attempts == 2
+    await store.record_alert("dep_1", "then:db", "delivered", "HTTP 200")
+    assert not await store.count_alert_attempts("dep_1", "then:db", 200.0, 1)  # an outcome
+
+
 async def test_an_alert_claimed_with_its_payload_is_listed_until_it_has_an_outcome(
     store: Store,
 ) -> None:

@@ -522,6 +522,11 @@ class RollbackDelivery:
             return await self._look_before_failing(
                 intent, settings, environment, context, claims, None
             )
+        if intent.attempts and recorded and self._conflicted(intent, settings):
+            # its last attempt met a 409 and a stop (or a kill) cut the look at whether the
+            # rollback took effect: the restart looks, as the 409's own look does, where it
+            # read the 409 as a 5xx's answer and sent the rollback again (another 409)
+            return await self._conflict_looked(intent, settings, environment, context, claims)
         looked: _Looked | None = None
         if intent.attempts and not recorded:
             # its last attempt went out, or was about to, and no answer was recorded: GitHub
@@ -623,34 +628,17 @@ class RollbackDelivery:
                     extra=context,
                 )
                 return final
-            conflict: _Looked | None = None
-            unstored: DeliveryAttempt | None = attempt
             if outcome.result == "rejected" and outcome.status == 409:
                 # a conflict with the target's state: the state rolled back to already
-                # (an earlier attempt's answer lost, a rollback by hand), not a refusal; a
-                # look that cannot tell is asked again, and then said, not read as either
-                conflict = await self._looked_for(
-                    intent, settings, environment, attempt, until_told=True
-                )
-                if conflict is None:
+                # (an earlier attempt's answer lost, a rollback by hand), not a refusal.
+                # Stored before the look, so that a kill in it leaves the look owed to the
+                # restart (`_conflicted`), where it found the attempt's answer unrecorded
+                # and, the look not finding it taken, sent the rollback again
+                # under the lease as `begin_attempt` stored it (or taken again since)
+                intent.lease_until = max(until, intent.lease_until or 0.0)
+                if not await self._held_settle(intent, attempt, "answered 409", context):
                     return await self._lost(intent, context)
-                if conflict.looks > 1:
-                    unstored = None  # stored with the first wait
-                if conflict.look.done is None:
-                    return await self._unknown(
-                        intent, settings, environment, context, claims, conflict, unstored
-                    )
-            if conflict is not None and conflict.look.done:
-                log.info(
-                    "rollback for %s: the target answered HTTP 409, and %s; delivered",
-                    intent.window_id,
-                    FOUND_DONE.get(settings.target, "it took effect"),
-                    extra=context,
-                )
-                intent.last_error = None
-                return await self._finish(
-                    intent, "delivered", environment, context, unstored, claims
-                )
+                return await self._conflict_looked(intent, settings, environment, context, claims)
             if outcome.result == "rejected":
                 log.error(
                     "rollback for %s refused on attempt %d (%s); not retried",
@@ -659,7 +647,7 @@ class RollbackDelivery:
                     what,
                     extra=context,
                 )
-                return await self._finish(intent, "failed", environment, context, unstored, claims)
+                return await self._finish(intent, "failed", environment, context, attempt, claims)
             if intent.attempts >= settings.max_attempts:
                 if outcome.status is None:
                     return await self._look_before_failing(
@@ -704,6 +692,48 @@ class RollbackDelivery:
                 )
                 intent.last_error = None
                 return await self._finish(intent, "delivered", environment, context, claims=claims)
+
+    def _conflicted(self, intent: RollbackIntent, settings: RollbackSettings) -> bool:
+        """Whether the rollback's last attempt, recorded, met a 409 at a target that is
+        asked whether it took effect: pending still, its look is owed (a 409 is otherwise
+        ended at once: delivered or failed)."""
+        asked = self._targets is not None and settings.target in FOUND_NOT_DONE
+        return asked and intent.last_status == 409
+
+    async def _conflict_looked(
+        self,
+        intent: RollbackIntent,
+        settings: RollbackSettings,
+        environment: str,
+        context: dict[str, Any],
+        claims: SettleClaims | None,
+    ) -> RollbackIntent:
+        """A 409's outcome, the attempt stored: a look at whether the rollback took effect
+        (the target already in the state rolled back to), delivered if so; a look that
+        cannot tell is asked again, and then said, not read as either; not there, failed
+        as the target's refusal. Nothing is sent again."""
+        conflict = await self._looked_for(intent, settings, environment, until_told=True)
+        if conflict is None:
+            return await self._lost(intent, context)
+        if conflict.look.done is None:
+            return await self._unknown(intent, settings, environment, context, claims, conflict)
+        if conflict.look.done:
+            log.info(
+                "rollback for %s: the target answered HTTP 409, and %s; delivered",
+                intent.window_id,
+                FOUND_DONE.get(settings.target, "it took effect"),
+                extra=context,
+            )
+            intent.last_error = None
+            return await self._finish(intent, "delivered", environment, context, claims=claims)
+        log.error(
+            "rollback for %s refused on attempt %d (HTTP %s); not retried",
+            intent.window_id,
+            intent.attempts,
+            intent.last_status,
+            extra=context,
+        )
+        return await self._finish(intent, "failed", environment, context, claims=claims)
 
     def _not_found(
         self, error: str | None, settings: RollbackSettings, looked: str = ""
@@ -1025,32 +1055,45 @@ class RollbackDelivery:
         if attempt is None:
             settled = await self._store.settle_rollback(final, None, alerts)
         else:
-            answered = attempt
-
-            def outage_begins(exc: Exception) -> None:
-                log.warning(
-                    "rollback for %s %s on attempt %d; %s (%s):"
-                    " recording it once the store takes it, not sending it again",
-                    intent.window_id,
-                    "accepted" if state == "delivered" else "answered",
-                    answered.attempt,
-                    not_taken(exc),
-                    self._redact(str(exc)),
-                    extra=context,
-                )
-
-            settled, waited = await held_until_stored(
-                lambda: self._store.settle_rollback(final, answered, alerts),
-                outage_begins,
-                self._sleep,
-                self.stop,
-            )
-            if waited:
-                log.info("rollback for %s: its outcome is stored", intent.window_id, extra=context)
+            said = "accepted" if state == "delivered" else "answered"
+            settled = await self._held_settle(final, attempt, said, context, alerts)
         if not settled:
             return await self._lost(intent, context)
         self._metrics.rollbacks_total.labels(environment=environment, result=state).inc()
         return final
+
+    async def _held_settle(
+        self,
+        intent: RollbackIntent,
+        attempt: DeliveryAttempt,
+        said: str,
+        context: dict[str, Any],
+        alerts: Sequence[AlertClaim] = (),
+    ) -> bool:
+        """`settle_rollback(intent, attempt, alerts)` held until the store takes it
+        (`held_until_stored`): an answered attempt's outcome, which `said` names."""
+
+        def outage_begins(exc: Exception) -> None:
+            log.warning(
+                "rollback for %s %s on attempt %d; %s (%s):"
+                " recording it once the store takes it, not sending it again",
+                intent.window_id,
+                said,
+                attempt.attempt,
+                not_taken(exc),
+                self._redact(str(exc)),
+                extra=context,
+            )
+
+        settled, waited = await held_until_stored(
+            lambda: self._store.settle_rollback(intent, attempt, alerts),
+            outage_begins,
+            self._sleep,
+            self.stop,
+        )
+        if waited:
+            log.info("rollback for %s: its outcome is stored", intent.window_id, extra=context)
+        return settled
 
     def _prepare(
         self, body: bytes, intent: RollbackIntent, settings: RollbackSettings, environment: str

@@ -665,3 +665,68 @@ async def test_a_stop_while_vercel_is_asked_whether_it_took_effect_lets_the_look
     now = time.time()
     taken = await store.take_rollback(intent.window_id, "b", now, now + 30)
     assert taken is not None and taken.attempts == 1  # handed back: taken at once
+
+
+@pytest.mark.parametrize("cut", ["stop", "kill"])
+@pytest.mark.parametrize("production", [OLD, NEW], ids=["rolled-back", "not-there"])
+async def test_a_409s_look_cut_short_is_left_to_the_restart_not_a_resend(
+    fake: FakeVercel, store: SqliteStore, production: str, cut: str
+) -> None:
+    """Vercel answered the rollback 409, and a stop let the look at its production go
+    (`LeftAsking`, the 409 stored with the hand-back), or a kill cut it (the task
+    cancelled: nothing more stored). The restart read the first as an answered 5xx, the
+    second as an attempt whose answer was lost: looks, then, not rolled back, the
+    rollback sent again (another 409, counted at the fake). The 409 is stored before the
+    look, and the restart looks as the 409's own look does: delivered if production is
+    the deployment rolled back to, else failed as Vercel's refusal, nothing sent again."""
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+    fake.fail("409", match="/rollback/")
+    asked, let_go = asyncio.Event(), asyncio.Event()
+    rollback = config.environments["production"].rollback
+    assert rollback is not None
+    first = RollbackDelivery(store, Metrics(), owner="a", targets=RollbackTargets(config))
+    original = fake.project
+
+    async def held_project(request: web.Request) -> web.Response:
+        asked.set()
+        await let_go.wait()  # not answered before the stop lets it go
+        return await original(request)
+
+    fake.project = held_project  # type: ignore[method-assign]
+    try:
+        await fake.stop()
+        await fake.start(fake.port)  # its routes bound again, to the held look
+        sending = asyncio.create_task(first.deliver(intent, rollback, "production"))
+        await asyncio.wait_for(asked.wait(), 30)
+        if cut == "stop":
+            first.leave_waits()
+            await asyncio.wait_for(sending, 30)  # a bound for a hung test only
+        else:
+            sending.cancel()
+            await asyncio.gather(sending, return_exceptions=True)
+    finally:
+        let_go.set()
+        await first.aclose()
+    left = await store.get_rollback(intent.window_id)
+    assert left is not None and (left.state, left.attempts) == ("pending", 1)
+    assert [a.status for a in await deliveries(store, intent.window_id)] == [409]
+
+    fake.project = original  # type: ignore[method-assign]
+    await fake.stop()
+    await fake.start(fake.port)
+    fake.production[PROJECT] = production
+    stored = await store.get_rollback(intent.window_id)
+    assert stored is not None
+    restart = RollbackDelivery(store, Metrics(), owner="a", targets=RollbackTargets(config))
+    try:  # the next start of the same replica
+        done = await restart.deliver(stored, rollback, "production")
+    finally:
+        await restart.aclose()
+    assert len(fake.seen("/rollback/")) == 1, fake.seen("/rollback/")  # not sent again
+    assert [a.status for a in await deliveries(store, intent.window_id)] == [409]
+    if production == OLD:
+        assert (done.state, done.last_status, done.last_error) == ("delivered", 409, None)
+    else:
+        assert (done.state, done.last_status) == ("failed", 409)
+        assert "Vercel answered HTTP 409" in (done.last_error or ""), done.last_error

@@ -1669,18 +1669,21 @@ class Integrations:
         limit asked for when that is longer (fenced by `until`: only while the claim is
         still ours), where every claimer, this process included, answered it again once
         the claim lapsed (`GATE_CLAIM_S`), inside the wait: GitHub may ban an integration
-        that goes on calling while limited."""
+        that goes on calling while limited. A claim that ends past the wait already is
+        kept to its end all the same, its run unsaid: a restart after a kill -9 took it at
+        once as its dead run's (`orphaned`), and answered inside the wait."""
         now = self.clock()
-        if asked is None or now + asked <= until:
+        if asked is None:
             return max(0.0, until - now)
+        to = max(until, now + asked)
         try:
             moved = await self.s.store.extend_gate(
-                gate.callback_url, gate.github_environment, until, now + asked
+                gate.callback_url, gate.github_environment, until, to
             )
         except Exception as exc:  # kept to its end: answered again after it, as before
             log.warning("protection rule %s: its claim not moved on (%s)", gate.callback_url, exc)
             moved = False
-        return asked if moved else max(0.0, until - now)
+        return max(0.0, (to if moved else until) - now)
 
     async def _gate_given_up(
         self, gate: PendingGate, window: DeployWindow | None, answer: str, why: str

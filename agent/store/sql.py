@@ -1284,31 +1284,31 @@ class SqlStore(ABC):
     ) -> bool:
         """Its claim time set to `RELEASED_AT`, before any lease's lapse: fenced by the
         time it was taken at, so a taker that came since keeps it."""
-        async with self._tx() as db:
-            released = await db.execute(
-                "UPDATE alerts SET claimed_at = ?, attempts = attempts + ?"
-                " WHERE window_id = ? AND event = ? AND result = 'claimed' AND claimed_at = ?",
-                RELEASED_AT,
-                attempts,
-                window_id,
-                event,
-                claimed_at,
-            )
-        return released == 1
+        return await self._counted(window_id, event, claimed_at, attempts, released=True)
 
     async def count_alert_attempts(
         self, window_id: str, event: str, claimed_at: float, attempts: int
     ) -> bool:
+        return await self._counted(window_id, event, claimed_at, attempts, released=False)
+
+    async def _counted(
+        self, window_id: str, event: str, claimed_at: float, attempts: int, *, released: bool
+    ) -> bool:
+        """`attempts` added to the claim taken at `claimed_at` (fenced by it), still
+        without an outcome; with `released`, its claim time set to `RELEASED_AT`."""
+        released_at = (RELEASED_AT,) if released else ()
         async with self._tx() as db:
-            counted = await db.execute(
+            changed = await db.execute(
                 "UPDATE alerts SET attempts = attempts + ?"
-                " WHERE window_id = ? AND event = ? AND result = 'claimed' AND claimed_at = ?",
+                + (", claimed_at = ?" if released else "")
+                + " WHERE window_id = ? AND event = ? AND result = 'claimed' AND claimed_at = ?",
                 attempts,
+                *released_at,
                 window_id,
                 event,
                 claimed_at,
             )
-        return counted == 1
+        return changed == 1
 
     async def record_alert(
         self,

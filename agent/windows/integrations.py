@@ -987,19 +987,18 @@ class Integrations:
 
         With `call`, a call given up for good (refused, or past the retries) is counted and
         told to on-call (`_given_up`); one not made (nothing to approve) is neither."""
-        if result.lost:  # another sender took its claim over in an asked wait: it sends it
-            log.info(
-                "%s: taken over by another sender while waiting what the provider asked"
-                " (%d attempt(s) made here); not sent again from here",
-                what,
-                result.attempts,
-                extra={"deploy_id": window.id, "environment": window.environment},
+        if result.left or result.lost:
+            # a stop, with nothing of it out: no outcome (`_once` hands it back); or
+            # another sender took its claim over in a wait the provider asked for
+            said = (
+                "taken over by another sender while waiting what the provider asked (%d"
+                " attempt(s) made here); not sent again from here"
+                if result.lost
+                else "stopping before its next attempt (%d attempt(s) made): left pending to"
+                " the next start, which posts it; nothing of it was in flight"
             )
-            return False
-        if result.left:  # a stop, with nothing of it out: no outcome (`_once` hands it back)
             log.info(
-                "%s: stopping before its next attempt (%d attempt(s) made): left pending to"
-                " the next start, which posts it; nothing of it was in flight",
+                "%s: " + said,
                 what,
                 result.attempts,
                 extra={"deploy_id": window.id, "environment": window.environment},

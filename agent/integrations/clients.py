@@ -15,7 +15,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,6 +108,7 @@ async def call(
     headers: dict[str, str],
     body: bytes | None = None,
     headers_per_attempt: Callable[[], dict[str, str]] | None = None,
+    before_attempt: Callable[[], Awaitable[None]] | None = None,
     timeout_s: float = 10.0,
     attempts: int = CALL_ATTEMPTS,
     backoff: float = 0.5,
@@ -123,7 +124,9 @@ async def call(
     `max_backoff` is waited whole, spending the attempts it spans, or, past the attempts
     left, ends the call (`gave_up`): never asked again inside it. `made_before`: the
     attempts earlier senders made (a follow-up handed back by a stop): the waits go on
-    growing from there, where the next sender's began again at the first's. `leaving`
+    growing from there, where the next sender's began again at the first's.
+    `before_attempt` is awaited as each attempt is about to go out (a follow-up counts
+    it in the store: a kill -9 lost the count, and the next sender's budget began again). `leaving`
     (set by a stop): no attempt goes out once it is set, and a wait between two ends at
     once (`CallResult.left`), where the stop waited it out within its grace and sent the
     next attempt inside it; a read's attempt out is let go of at once too (a read acts on
@@ -141,6 +144,8 @@ async def call(
             return CallResult(False, status, error, None, attempt, left=True, unanswered=unanswered)
         attempt += 1
         spent += 1
+        if before_attempt is not None:
+            await before_attempt()
         retry_after: float | None = None
         sent = dict(headers)
         if headers_per_attempt is not None:

@@ -1867,11 +1867,27 @@ class Integrations:
             # kill -9 in it left the restart sending at once, inside it
             wait = AlertClaimWait(self.s.store, window.id, key, now, lease, self.clock)
 
+            counted = 0  # of `made`, in the store already (`count`)
+
+            async def count() -> None:
+                # each attempt counted in the claim as it goes out: a kill -9 lost those
+                # made, and the restart's budget began again (`max_attempts` more)
+                nonlocal counted
+                try:
+                    if await self.s.store.count_alert_attempts(window.id, key, wait.stamp, 1):
+                        counted += 1
+                except Exception as exc:  # counted with the hand-back, if there is one
+                    log.warning(
+                        "follow-up %r of %s: attempt not counted (%s)", name, window.id, exc
+                    )
+
             async def hand_back() -> None:
                 # in a kept wait, kept: the next start sends it once the wait is over
                 store = self.s.store
                 write = store.count_alert_attempts if wait.waiting else store.release_alert
-                await handed_back(lambda: write(window.id, key, wait.stamp, made), self.s.stop)
+                await handed_back(
+                    lambda: write(window.id, key, wait.stamp, made - counted), self.s.stop
+                )
 
             try:
                 # the attempts are the follow-up's, not the sender's: those made before a
@@ -1890,6 +1906,7 @@ class Integrations:
                         },
                         body=body,
                         headers_per_attempt=signed,
+                        before_attempt=count,
                         timeout_s=env.rollback.timeout,
                         # one at least: a last attempt cut in flight has no known answer (as a
                         # rollback's, it is sent once more, with the same Idempotency-Key)

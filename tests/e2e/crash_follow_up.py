@@ -33,7 +33,12 @@ from tests.e2e.crash import (
 )
 
 
-def write_config(workdir: Path, agent_port: int, receiver_url: str) -> Path:
+def write_config(
+    workdir: Path,
+    agent_port: int,
+    receiver_url: str,
+    delivery: str = "timeout: 60s\n      max_attempts: 50",
+) -> Path:
     dead_port = free_port()  # nothing listens: every probe fails, the deploy is bad
     text = (
         server_and_store(workdir, agent_port)
@@ -52,8 +57,7 @@ environments:
     rollback:
       url: {receiver_url}
       secret: {SECRET}
-      timeout: 60s
-      max_attempts: 50
+      {delivery}
       then:
         - {{name: db, url: {receiver_url}}}
 """
@@ -117,5 +121,68 @@ def run_follow_up_trial(workdir: Path, *, wait_s: float = 30.0) -> FollowUpTrial
         until(accepted, wait_s)
         time.sleep(1.0)  # a second send would come with the first
         return FollowUpTrial(at_kill, accepted())
+    finally:
+        end_all(agent, receiver)
+
+
+@dataclass
+class FollowUpBudgetTrial:
+    sent: list[dict[str, Any]]
+    """Every follow-up the receiver received (all refused), across the kill."""
+    at_kill: int
+    """How many of them had come when the agent was killed."""
+
+
+def run_follow_up_budget_trial(workdir: Path, *, max_attempts: int = 3) -> FollowUpBudgetTrial:
+    """The follow-up's receiver refuses every attempt (503, asking for 2 s); the agent is
+    killed once it has made two of its `max_attempts`, and started again."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    receiver_log = workdir / "receiver.jsonl"
+    receiver = subprocess.Popen(
+        [
+            sys.executable,
+            *("-m", "tests.receivers", "rollback", "--secret", SECRET),
+            *("--log", str(receiver_log), "--script", "200" + ",503:retry-after=2" * 20),
+        ],
+        cwd=ROOT,
+        env=_env(),
+        stdout=subprocess.PIPE,
+    )
+    agent: subprocess.Popen[bytes] | None = None
+
+    def sent() -> list[dict[str, Any]]:
+        return [
+            a
+            for a in read_attempts(receiver_log)
+            if a["headers"].get("X-Postflight-Event") == "rollback.then"
+        ]
+
+    def outcome() -> list[tuple[Any, ...]]:
+        return store_rows(
+            workdir, "SELECT result FROM alerts WHERE event = 'then:db' AND result <> 'claimed'"
+        )
+
+    try:
+        assert receiver.stdout is not None
+        url = json.loads(receiver.stdout.readline())["url"]
+        port = free_port()
+        delivery = f"timeout: 5s\n      max_attempts: {max_attempts}"
+        config = write_config(workdir, port, url, delivery)
+        log = workdir / "agent.log"
+        agent = start_agent(config, port, log)
+        request_json(
+            "POST",
+            f"http://127.0.0.1:{port}/v1/deploys",
+            {"environment": "production", "version": "v-then"},
+        )
+        until(lambda: len(sent()) >= 2, 60.0)
+        time.sleep(0.3)  # its answer read: in the wait it asks for
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        at_kill = len(sent())
+        agent = start_agent(config, port, log)
+        until(outcome, 60.0)  # the follow-up failed, its budget spent
+        time.sleep(1.0)  # one more would come with the last
+        return FollowUpBudgetTrial(sent(), at_kill)
     finally:
         end_all(agent, receiver)

@@ -237,6 +237,21 @@ def test_a_restart_sends_the_follow_up_its_killed_process_held_before_its_lease_
     assert len(trial.accepted) == 1, trial.accepted
 
 
+@pytest.mark.timeout(150)
+def test_a_follow_ups_attempts_made_before_a_kill_count_against_its_budget(
+    tmp_path: Path,
+) -> None:
+    """The receiver refuses every attempt of the `rollback.then` follow-up; the agent is
+    killed after two of its `max_attempts: 3`: the restart makes the one left, where the
+    count lived only in the killed process (handed back by a stop alone) and the restart
+    made three more, five in all."""
+    from tests.e2e.crash_follow_up import run_follow_up_budget_trial
+
+    trial = run_follow_up_budget_trial(tmp_path, max_attempts=3)
+    assert trial.at_kill == 2, trial.sent
+    assert len(trial.sent) == 3, [a["at"] for a in trial.sent]
+
+
 @pytest.mark.timeout(90)
 def test_an_alert_taken_just_before_kill_9_is_sent_again_at_most_once(tmp_path: Path) -> None:
     """The one duplicate left: the channel took the alert and the agent died before it

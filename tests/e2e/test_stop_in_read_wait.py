@@ -1,5 +1,6 @@
 """A stop while a read that a status or an approval needs first waits to retry leaves it
-at once, its claim handed back to the next start: the full SHA of a short `--commit`
+at once, its claim left to the next start, kept to the end of the wait the provider
+asked for (the next start read at once, inside it): the full SHA of a short `--commit`
 (`GET /repos/{repository}/commits/{ref}`, before its commit status) and the Rolling
 Release's state (`GET /v1/projects/{project}/rolling-release`, before its approval).
 
@@ -34,7 +35,9 @@ from tests.fakes.vercel import FakeVercel
 pytestmark = pytest.mark.e2e
 
 SERVER = "shutdown_timeout: 5s"
-"""A 2 s grace: the 30 s waits below end far past it."""
+"""A 2 s grace: the waits below (`ASKED_S`) end past it."""
+ASKED_S = 5.0
+"""The wait GitHub's and Vercel's rate limits ask for below."""
 
 
 def _stopped_in_the_wait(said: list[str], what: str) -> None:
@@ -55,7 +58,7 @@ async def test_a_stop_while_a_short_commits_full_sha_waits_to_retry_hands_its_st
     fake_github.fail(
         "secondary_rate_limit",
         times=1,
-        reset_in=30,
+        reset_in=ASKED_S,
         match=lambda r: r.method == "GET" and r.path.endswith(f"/commits/{short}"),
     )
     env = commit_status_staging(flip_target, window="60s")
@@ -73,6 +76,8 @@ async def test_a_stop_while_a_short_commits_full_sha_waits_to_retry_hands_its_st
     await start_agent(env, extra=extra, server=SERVER, owner="replica-a")
     await eventually(lambda: len(fake_github.commit_statuses) >= 1, within=15)  # not 135 s
     assert [(s["sha"], s["state"]) for s in fake_github.commit_statuses] == [(gh.COMMIT, "pending")]
+    first, again = [r for r in fake_github.requests if r.path.endswith(f"/commits/{short}")]
+    assert again.at >= first.at + ASKED_S - 0.1, (first.at, again.at)  # not inside the wait
 
 
 @pytest.mark.timeout(90)
@@ -84,7 +89,7 @@ async def test_a_stop_while_the_rolling_release_read_waits_to_retry_hands_the_ap
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The window notes its stage at its open; the passed window's approval reads the
-    release first, and that read meets Vercel's rate limit (its reset 30 s away)."""
+    release first, and that read meets Vercel's rate limit (its reset `ASKED_S` away)."""
     env = environments(flip_target, window="3s", rolling_release=True)
     extra = integrations(fake_github, fake_vercel)
     agent = await start_agent(env, extra=extra, server=SERVER, owner="replica-a")
@@ -94,7 +99,7 @@ async def test_a_stop_while_the_rolling_release_read_waits_to_retry_hands_the_ap
     await eventually(lambda: len(fake_vercel.seen("/rolling-release")) >= 1)  # the note
     fake_vercel.fail(
         "rate_limit",
-        reset_in=30,
+        reset_in=ASKED_S,
         match=lambda r: r.method == "GET" and r.path.endswith("/rolling-release"),
     )
     assert (await agent.settled(opened["deploy"]["id"]))["state"] == "passed"
@@ -111,3 +116,5 @@ async def test_a_stop_while_the_rolling_release_read_waits_to_retry_hands_the_ap
     await eventually(lambda: len(fake_vercel.approvals) >= 1, within=15)
     assert len(fake_vercel.approvals) == 1
     assert len(fake_vercel.seen("/approve-stage")) == 1
+    limited, again = fake_vercel.seen("/rolling-release")[1:3]
+    assert again.at >= limited.at + ASKED_S - 0.1, (limited.at, again.at)  # not inside it

@@ -306,7 +306,9 @@ class Integrations:
         """A stop: a `rollback.then` follow-up, a GitHub status, a protection rule's
         answer or a Rolling Release approval waiting to retry (a `Retry-After`, a backoff)
         hands its claim back at once, and none is sent again in this process: the next
-        start sends it (`_resume_after_rollbacks`, the scan). An attempt out finishes
+        start sends it (`_resume_after_rollbacks`, the scan); in a wait the provider or the
+        receiver asked for, its claim is kept to that wait's end (`claim_waits`), and the
+        next start sends it then. An attempt out finishes
         within the stop's grace (a follow-up or a gate's answer cut at its end is handed
         back too). The stop waited the wait out within its grace, sent the next attempt
         inside it when the wait was shorter, and cut it off when not."""

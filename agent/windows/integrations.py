@@ -154,6 +154,28 @@ another may: a replica killed mid-answer, or one whose answer GitHub could not t
 (`Store.release_gate`)."""
 
 
+def has_a_rollback(window_id: str, environment: str, rollback: RollbackIntent) -> str:
+    """Why a manual rollback of a deploy with one is refused (409), in words that do not
+    say a rollback went out when none did: a `failed` window's was skipped by a dry run,
+    or its delivery failed, and the person asking is asking because of that. One rollback
+    is requested per deploy (contract section 3), so what is left is said."""
+    said = f"deploy {window_id} already has a rollback"
+    if rollback.state == "skipped":
+        return (
+            f"{said}, skipped: {environment}'s rollback.dry_run is true, so nothing is sent"
+            " to its target, by hand neither"
+        )
+    if rollback.state == "failed":
+        why = rollback.last_error or (
+            f"HTTP {rollback.last_status}" if rollback.last_status else "no answer"
+        )
+        return (
+            f"{said}, which failed: {why}. One rollback is requested per deploy: roll back"
+            " at the target by hand if it still serves this deploy"
+        )
+    return said
+
+
 @dataclass(frozen=True, slots=True)
 class Release:
     """A project's Rolling Release as Vercel told it, read for a window's canary."""
@@ -1733,8 +1755,9 @@ class Integrations:
             env = self.settings.environments.get(window.environment)
             if env is None or env.rollback is None:
                 raise Conflict(f"environment {window.environment!r} has no rollback configured")
-            if await self.s.store.get_rollback(window_id) is not None:
-                raise Conflict(f"deploy {window_id} already has a rollback")
+            existing = await self.s.store.get_rollback(window_id)
+            if existing is not None:
+                raise Conflict(has_a_rollback(window_id, window.environment, existing))
             if window.state not in MANUAL_STATES:
                 raise Conflict(f"deploy {window_id} was {window.state}: nothing to roll back")
             now = self.clock()

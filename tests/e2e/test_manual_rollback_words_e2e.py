@@ -16,7 +16,7 @@ import pytest
 
 from agent.records import RollbackIntent
 from agent.store.sql import SqlStore
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, environment
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RefusingReceiver, environment
 from tests.receivers import RollbackReceiver
 
 pytestmark = pytest.mark.e2e
@@ -62,3 +62,40 @@ async def test_a_manual_rollback_is_sent_by_its_sender_not_picked_up_as_resumed(
     said = [r.getMessage() for r in caplog.records]
     assert not [m for m in said if "rollback delivery" in m], said
     assert f"rollback for {deploy['id']} delivered on attempt 1 (HTTP 200)" in said, said
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("rollback", ["refused", "dry_run"])
+async def test_a_manual_rollback_of_a_failed_window_says_what_its_rollback_did(
+    start_agent: AgentFactory, flip_target: FlipTarget, rollback: str
+) -> None:
+    """A `failed` window has a rollback whose delivery failed, or one a dry run skipped:
+    the contract's 409 for a second ask said "already has a rollback" alone, as if one
+    had gone out, and `postflight rollback` printed just that to the person who was
+    asking because none had. It says what that rollback was, and what is left to do."""
+    receiver = RefusingReceiver(400, lambda request: "unknown service")
+    await receiver.start()
+    try:
+        dry_run = "true" if rollback == "dry_run" else "false"
+        extra = f"rollback: {{url: '{receiver.url}', secret: {SECRET}, dry_run: {dry_run}}}"
+        agent = await start_agent(
+            environment("production", flip_target.url, window="30s", extra=extra)
+        )
+        deploy = await agent.register("production", "v2")
+        flip_target.bad = True
+        final = await agent.settled(deploy["id"])
+        assert final["state"] == "failed", final
+        url = f"{agent.url}/v1/deploys/{deploy['id']}/rollback"
+        async with agent.http.post(url, json={"reason": "by hand"}, headers=agent.headers) as r:
+            assert r.status == 409
+            detail = (await r.json())["detail"]
+    finally:
+        await receiver.stop()
+    assert detail.startswith(f"deploy {deploy['id']} already has a rollback, "), detail
+    if rollback == "dry_run":
+        assert "skipped: production's rollback.dry_run is true" in detail, detail
+        assert receiver.posts == 0
+    else:
+        assert "which failed: HTTP 400" in detail, detail
+        assert "roll back at the target by hand" in detail, detail
+        assert receiver.posts == 1

@@ -311,6 +311,42 @@ async def test_a_vercel_target_written_capitalised_still_maps_its_events(
     )
 
 
+async def test_each_vercel_target_the_contract_names_maps_its_events(
+    aiohttp_client: Callable[[web.Application], Awaitable[Client]], store: SqliteStore
+) -> None:
+    """Contract §7: `target: production | preview | a custom environment's name`, and the
+    version is `meta.githubCommitSha` when present, else the deployment id. Vercel says a
+    preview with `"target": null` (the key may be left out) and a custom environment by
+    its name; a deployment from the CLI carries no git metadata."""
+    env = {"base_url": "http://127.0.0.1:9"}
+    config = Settings(
+        server={"api_tokens": [TOKEN]},
+        integrations={"vercel": {"token": "t", "webhook_secret": VC_SECRET}},
+        environments={
+            name: {**env, "sources": {"vercel": {"project": vc.PROJECT, "target": target}}}
+            for name, target in [("prod", "production"), ("pr", "preview"), ("qa", "staging")]
+        },
+    )
+    client = await aiohttp_client(create_api_app(config, store, Metrics()))
+    sha = "9fceb02d0ae598e95dc970b74767f19372d61af8"
+    preview = json.loads(vc.event(event_id="e3", deployment="dpl_pr2", target=None, sha=None))
+    del preview["payload"]["target"], preview["payload"]["deployment"]["meta"]
+    sent = [
+        (vc.event(event_id="e1", deployment="dpl_prod", sha=sha), "prod", sha),
+        (vc.event(event_id="e2", deployment="dpl_pr1", target=None), "pr", sha),
+        (json.dumps(preview).encode(), "pr", "dpl_pr2"),
+        (vc.event(event_id="e4", deployment="dpl_qa", target="staging", sha=None), "qa", "dpl_qa"),
+    ]
+    for body, environment, version in sent:
+        response = await client.post("/v1/hooks/vercel", data=body, headers=vercel_headers(body))
+        assert response.status == 202, await response.text()
+        deploy = (await response.json())["deploy"]
+        assert (deploy["environment"], deploy["version"]) == (environment, version), deploy
+        assert (
+            deploy["labels"]["vercel.deployment"] == json.loads(body)["payload"]["deployment"]["id"]
+        )
+
+
 @pytest.mark.parametrize("provider", ["vercel", "github"])
 async def test_a_hook_url_with_a_trailing_slash_is_the_same_hook(
     app_client: AppClient, store: SqliteStore, provider: str

@@ -376,6 +376,11 @@ def _built_page(
 
 async def deploy_page(request: web.Request) -> web.Response:
     _ui_on(request)
+    server = request.config_dict[SETTINGS].server
+    return _session_from_bearer(request, server, request_now(request), await _deploy_page(request))
+
+
+async def _deploy_page(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
     store = request.config_dict[STORE]
     window_id = request.match_info["id"]
@@ -475,6 +480,11 @@ async def _spliced_off_loop(
 
 async def deploy_list(request: web.Request) -> web.Response:
     _ui_on(request)
+    server = request.config_dict[SETTINGS].server
+    return _session_from_bearer(request, server, request_now(request), await _deploy_list(request))
+
+
+async def _deploy_list(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
     store = request.config_dict[STORE]
     now = request_now(request)
@@ -607,15 +617,21 @@ async def login(request: web.Request) -> web.Response:
     target = _next_on_agent(asked, settings.server)
     if not token or not token_matches(token, settings.server.accepted_tokens()):
         return _login_refused(request, 401, target, "That token is not accepted.")
-    now = request_now(request)
-    key = signing_key(settings.server)
-    session = sign(key, session_subject(key, token), now + SESSION_TTL_S)
     # `next` is a path of the agent's; the browser goes there through the proxy's prefix
     location = _prefix_as_sent(settings.server) + target
     response = web.Response(status=303, headers={**SECURITY_HEADERS, "Location": location})
+    _set_session(response, settings.server, token, request_now(request))
+    return response
+
+
+def _set_session(
+    response: web.StreamResponse, server: ServerSettings, token: str, now: float
+) -> None:
+    """The session cookie, made from accepted API token `token` (never holding it)."""
+    key = signing_key(server)
     response.set_cookie(
         SESSION_COOKIE,
-        session,
+        sign(key, session_subject(key, token), now + SESSION_TTL_S),
         max_age=int(SESSION_TTL_S),
         httponly=True,
         # Lax, not Strict: a deploy page's link followed from chat or a ticket (a
@@ -624,9 +640,24 @@ async def login(request: web.Request) -> web.Response:
         # stream only (the API's writes take a bearer token), and Lax keeps it off other
         # sites' POSTs and frames all the same.
         samesite="Lax",
-        secure=settings.server.base_url.startswith("https://"),
-        path=_cookie_path(settings.server),
+        secure=server.base_url.startswith("https://"),
+        path=_cookie_path(server),
     )
+
+
+def _session_from_bearer(
+    request: web.Request, server: ServerSettings, now: float, response: web.Response
+) -> web.Response:
+    """Contract §8 opens the pages with "a session cookie set from" an API token and names
+    no login route: a page opened with the token as `Authorization: Bearer` sets the
+    session too, as `POST /login` does, so a client holding only the token and the
+    contract gets the cookie that opens the pages and the event stream (an EventSource
+    sends no header). Not again while the request's own session holds."""
+    token = bearer_token(request)
+    if token is None or signed_in(request, server, now):
+        return response
+    if token_matches(token, server.accepted_tokens()):
+        _set_session(response, server, token, now)
     return response
 
 

@@ -93,3 +93,36 @@ async def test_a_client_is_refused_in_problem_json_and_a_form_in_html(
             f"{agent.url}/login", data={"token": wrong}, headers=headers, allow_redirects=False
         ) as r:
             assert (r.status, r.content_type) == (401, "text/html"), headers
+
+
+async def test_a_page_opened_with_a_bearer_token_sets_the_session_cookie_from_it(
+    journey_agent: JourneyAgent,
+) -> None:
+    """Contract §8 names three ways into the pages, "a session cookie set from" an API
+    token one of them, and no login route: a client holding the contract alone opened a
+    page with its token and got no cookie, so none to open the pages and the event stream
+    with (an EventSource sends no header). Opened with the token, a page sets the session
+    as `/login` does; a request whose session still holds gets none again."""
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    for path in (f"/deploys/{deploy['id']}", "/deploys"):
+        async with agent.http.get(f"{agent.url}{path}", headers=bearer) as r:
+            assert r.status == 200, path
+            cookie = r.cookies.get("postflight_session")
+        assert cookie is not None and TOKEN not in cookie.value, path
+        assert cookie["httponly"] and cookie["samesite"] == "Lax" and cookie["path"] == "/"
+        session = {"Cookie": f"postflight_session={cookie.value}"}
+        for opened in (f"/deploys/{deploy['id']}", "/deploys"):
+            async with agent.http.get(f"{agent.url}{opened}", headers=session) as r:
+                assert r.status == 200, (path, opened)
+        async with agent.http.get(f"{agent.url}{path}", headers={**bearer, **session}) as r:
+            assert r.status == 200 and "postflight_session" not in r.cookies, path
+    events = f"{agent.url}/v1/deploys/{deploy['id']}/events"
+    async with agent.http.head(events, headers=session) as r:
+        assert r.status == 200
+    async with agent.http.get(
+        f"{agent.url}/deploys", headers={"Authorization": "Bearer wrong-token-0123456789"}
+    ) as r:
+        assert r.status == 401 and "postflight_session" not in r.cookies
+    await agent.cancel(deploy["id"])

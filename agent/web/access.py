@@ -1,10 +1,10 @@
 """Who may see a deploy page or its event stream (contract §8). No I/O.
 
 Three ways in: an API token as `Authorization: Bearer`, the session cookie the login
-form sets from one, or `?view=`, a signed, expiring token for one deploy. A view
-token opens only the deploy it was signed for: the list, another deploy, or the API
-get 403, as do expired and tampered tokens, unless a bearer token or session sent
-beside it admits the request.
+form sets from one, or `?view=`, a signed, expiring token for one deploy (also taken as
+the bearer). A view token opens only the deploy it was signed for: the list, another
+deploy, or the API get 403, as do expired and tampered tokens, unless a bearer token or
+session sent beside it admits the request.
 """
 
 from __future__ import annotations
@@ -77,6 +77,10 @@ def admitted(
     if token is not None:
         if token_matches(token, server.accepted_tokens()):
             return "ok", math.inf
+        if deploy_id is not None and verify(key, token, deploy_id, now):
+            # this deploy's view token sent as the bearer, as a client sends a token, out
+            # of the URL (and of proxies' logs): what it opens in the query, no more
+            return "ok", expiry(token)
         return ("ok", expiry(view)) if view_ok and view is not None else (refused, now)
     held = [expiry(view)] if view_ok and view is not None else []
     session = request.cookies.get(SESSION_COOKIE)

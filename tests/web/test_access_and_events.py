@@ -719,3 +719,33 @@ async def test_an_event_stream_refusing_a_bearer_token_says_it_was_not_accepted(
         assert (await r.json())[
             "detail"
         ] == "send one Authorization header: this request has several"
+
+
+async def test_a_view_token_sent_as_the_bearer_opens_its_page_and_stream_only(
+    journey_agent: JourneyAgent,
+) -> None:
+    """Contract §8's event stream takes a "bearer token or view token": a client given a
+    deploy's view token (an alert's link) that sent it as `Authorization: Bearer`, as it
+    sends an API token, where no proxy's log keeps it, got 401 from the page and the
+    stream it opens in the query. Sent so it opens the same two, and nothing more."""
+    agent = await journey_agent()
+    one = await agent.register("production", "v1")
+    two = await agent.register("production", "v2")
+    view = {"Authorization": f"Bearer {view_of(one['links']['page'])}"}
+    assert await status(agent, f"/deploys/{one['id']}", **view) == 200
+    assert await status(agent, f"/v1/deploys/{one['id']}/events", **view) == 200
+    assert await status(agent, f"/deploys/{one['id']}?fragment=1", **view) == 200
+    assert await status(agent, f"/deploys/{two['id']}", **view) == 401
+    assert await status(agent, f"/v1/deploys/{two['id']}/events", **view) == 401
+    assert await status(agent, "/deploys", **view) == 401
+    assert await status(agent, f"/v1/deploys/{one['id']}", **view) == 401  # the API
+    async with agent.http.post(
+        f"{agent.url}/v1/deploys/{one['id']}/rollback", json={"reason": "x"}, headers=view
+    ) as r:
+        assert r.status == 401
+    async with agent.http.get(f"{agent.url}/deploys/{one['id']}", headers=view) as r:
+        assert "postflight_session" not in r.cookies  # a view token makes no session
+    key = signing_key(agent.app[SETTINGS].server)
+    expired = {"Authorization": f"Bearer {sign(key, two['id'], time.time() - 1)}"}
+    assert await status(agent, f"/deploys/{two['id']}", **expired) == 401
+    await agent.cancel(two["id"])

@@ -233,6 +233,8 @@ class _Stream:
         self.unsent: list[bytes] = []
         """Frames written before the response started (`start`)."""
         self.started = False
+        self.retry = f"retry: {random.randint(*RETRY_MS)}\n".encode()  # a spread, no secret
+        """The reconnect delay asked of the client, until it goes with the first event."""
         self.written_at = asyncio.get_running_loop().time()
         if resume is None:
             follower.seen_rounds = None  # a new client: from the snapshot it gets first
@@ -257,14 +259,18 @@ class _Stream:
         """Send the headers and what was read before them."""
         await self.response.prepare(self.request)
         self.started = True
-        retry = random.randint(*RETRY_MS)  # a spread, not a secret
-        frames, self.unsent = [f"retry: {retry}\n\n".encode(), *self.unsent], []
-        await self.write(b"".join(frames))
+        frames, self.unsent = self.unsent, []
+        if frames:
+            await self.write(b"".join(frames))
 
     async def write(self, frame: bytes) -> None:
         if not self.started:
             self.unsent.append(frame)
             return
+        if self.retry and not frame.startswith(b":"):
+            # with the first event, not in a block of its own: SSE clients that go by
+            # blocks (httpx-sse) read a block without data as an empty event, first
+            frame, self.retry = self.retry + frame, b""
         try:
             async with asyncio.timeout(WRITE_TIMEOUT_S):
                 await self.response.write(frame)

@@ -207,11 +207,42 @@ async def test_an_idle_stream_sends_a_comment_to_keep_proxies_from_closing_it(
                     if raw.startswith(b":"):
                         break
             # a reconnect delay drawn per stream: the tabs of a stopped replica come back
-            # spread over RETRY_MS, not all in the same instant
+            # spread over RETRY_MS, not all in the same instant; sent with the first event
             low, high = events_module.RETRY_MS
-            assert lines[0].startswith(b"retry: ") and lines[1] == b"\n"
+            assert lines[0].startswith(b"retry: ") and lines[1] == b"event: state\n"
             assert low <= int(lines[0][7:]) <= high
-            assert lines[2] == b"event: state\n" and lines[-1] == b": keep-alive\n"
+            assert lines[-1] == b": keep-alive\n"
+    finally:
+        await store.close()
+
+
+async def test_every_block_of_the_stream_but_a_comment_is_an_event_with_data(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The stream began with `retry:` in a block of its own: an EventSource dispatches no
+    block without data, but SSE clients that go by blocks (httpx-sse 0.4 yields it as an
+    empty `message` event) read an empty event first, where contract §8 says a client
+    first gets the deploy object as a `state` event. `retry:` goes with that event."""
+    monkeypatch.setattr(events_module, "HEARTBEAT_S", 0.2)
+    store = SqliteStore(tmp_path / "postflight.db")
+    await store.open()
+    try:
+        async with stream_app(store) as (client, _):
+            response = await client.get(f"/v1/deploys/{WINDOW}/events", headers=bearer())
+            text = b""
+            async with asyncio.timeout(10):
+                async for raw in response.content:
+                    text += raw
+                    if raw.startswith(b":"):
+                        break
+            # each block's fields, its comments (`: keep-alive`) left out
+            fields = [
+                [line.partition(b":")[0] for line in block.split(b"\n") if line[:1] not in b":"]
+                for block in text.split(b"\n\n")
+            ]
+            assert fields[0] == [b"retry", b"event", b"id", b"data"], text
+            assert fields[-1] == [], text  # the keep-alive
+            assert all(b"data" in block for block in fields if block), text
     finally:
         await store.close()
 

@@ -203,7 +203,9 @@ async def _follow(stream: _Stream, until: float) -> None:
             break  # the agent is stopping: end here; a client reconnects to its next start
         await stream.catch_up()
         if clock() - stream.written_at >= HEARTBEAT_S:
-            await stream.write(b": keep-alive\n\n")
+            # a comment line in the block to come, not a block of its own: SSE clients
+            # that go by blocks (httpx-sse) read a block without data as an empty event
+            await stream.write(b": keep-alive\n")
     await stream.response.write_eof()
 
 

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from agent.api.auth import bearer_token, token_matches
 from agent.settings import ServerSettings
-from agent.web.links import expiry, signing_key, verify
+from agent.web.links import as_signed, expiry, signing_key, verify
 
 SESSION_COOKIE = "postflight_session"
 SESSION_SUBJECT = "session"
@@ -71,6 +71,7 @@ def admitted(
     old alert's link sees the page, as the 403's advice to sign in promises."""
     key = signing_key(server)
     view = request.query.get("view")
+    view = None if view is None else as_signed(view)
     view_ok = view is not None and deploy_id is not None and verify(key, view, deploy_id, now)
     refused: Access = "forbidden" if view is not None else "unauthenticated"
     token = bearer_token(request)
@@ -92,4 +93,4 @@ def admitted(
 def view_admits(server: ServerSettings, view: str | None, deploy_id: str, now: float) -> bool:
     """Whether `?view=` itself opens `deploy_id` (a page passes it on to its stream only
     then: a dead token beside a session would end the stream at once)."""
-    return view is not None and verify(signing_key(server), view, deploy_id, now)
+    return view is not None and verify(signing_key(server), as_signed(view), deploy_id, now)

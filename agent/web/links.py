@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import re
 from urllib.parse import quote
 
 from agent.settings import ServerSettings
@@ -54,6 +55,19 @@ def verify(key: bytes, token: str, subject: str, now: float) -> bool:
     expires = int(expires_text)
     good = hmac.compare_digest(signature.encode(), _signature(key, subject, expires).encode())
     return good and now < expires
+
+
+_AS_SIGNED = re.compile(rf"({_VERSION}\.\d{{1,12}}\.[A-Za-z0-9_-]{{43}})[^A-Za-z0-9_-]*")
+"""A token whose signature (32 bytes, base64url) is whole, and what a reader took along
+after it: no part of it."""
+
+
+def as_signed(token: str) -> str:
+    """`token` without what follows a whole signature: an alert writes its link as a
+    markdown autolink, `<https://…?view=…>`, and a reader (a mail's text part, a script
+    taking the URL up to the next space) kept the `>`, or a sentence's `.` or `)`."""
+    whole = _AS_SIGNED.fullmatch(token)
+    return whole.group(1) if whole else token
 
 
 def expiry(token: str) -> float:

@@ -53,7 +53,7 @@ from agent.web.access import (
 )
 from agent.web.built_views import BUILT_VIEWS, BuiltPage, BuiltViews
 from agent.web.compression import accepts_gzip, compressed, deflated, gzip_around
-from agent.web.links import sign, signing_key
+from agent.web.links import as_signed, sign, signing_key
 from agent.web.shared_reads import SharedReads
 from agent.web.times import iso, request_now
 from agent.web.view import (
@@ -429,6 +429,7 @@ async def _deploy_page(request: web.Request) -> web.Response:
         rollback_advice=advice,
     )
     view_token = request.query.get("view")
+    view_token = None if view_token is None else as_signed(view_token)
     if not view_admits(settings.server, view_token, window_id, now):
         view_token = None  # let in by a session or a bearer token: the whole UI is theirs
     query = f"?{urlencode({'view': view_token})}" if view_token else ""

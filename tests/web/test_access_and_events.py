@@ -749,3 +749,24 @@ async def test_a_view_token_sent_as_the_bearer_opens_its_page_and_stream_only(
     expired = {"Authorization": f"Bearer {sign(key, two['id'], time.time() - 1)}"}
     assert await status(agent, f"/deploys/{two['id']}", **expired) == 401
     await agent.cancel(two["id"])
+
+
+async def test_a_view_link_read_with_the_bracket_or_stop_after_it_still_opens(
+    journey_agent: JourneyAgent,
+) -> None:
+    """An alert writes its link as a markdown autolink, `<https://…?view=v1.…>`: a reader
+    (a mail's text part, a script taking the URL up to the next space) that kept the `>`,
+    or a sentence's `.` or `)`, sent a token it could not have altered by hand and got
+    403. What follows a whole signature is no part of the token; a changed one still is."""
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    token = view_of(deploy["links"]["page"])
+    for tail in (">", "%3E", ").", ","):
+        assert await status(agent, f"/deploys/{deploy['id']}?view={token}{tail}") == 200, tail
+        events = f"/v1/deploys/{deploy['id']}/events?view={token}{tail}"
+        assert await status(agent, events) == 200, tail
+    async with agent.http.get(f"{agent.url}/deploys/{deploy['id']}?view={token}>") as r:
+        assert f'events?view={token}"' in await r.text()  # the stream's link: the token
+    for altered in (f"{token}A>", f"{token[:-1]}>", f"{token}_"):
+        assert await status(agent, f"/deploys/{deploy['id']}?view={altered}") == 403, altered
+    await agent.cancel(deploy["id"])

@@ -873,6 +873,17 @@ class SequentialRule:
             "max_increase", statistic2, limit, up, a, text=text, counted_from=counted_from
         )
 
+    @property
+    def outage_baseline(self) -> float | None:
+        """The baseline's share of errors when it looks probed while the service was down
+        (`describe.outage_share`), else None: an absolute bound on its rate is then judged
+        on the release's own rounds, its pass side (`_bursty`) and what its look can detect
+        (`_detectable_look`) alike; a `max_increase` still reads the baseline."""
+        base = self.baseline
+        if base is None or self.kind != "proportion":
+            return None
+        return outage_share(self.rule, base.count, base.total)
+
     def _bursty(self, test: PassTest) -> PassTest:
         """`test` with its events' burstiness across the baseline's periods (`dispersion`):
         a rate's as `merge` measured it, a share's from the periods' samples past its
@@ -888,7 +899,7 @@ class SequentialRule:
         if base is None or test.statistic == "value":
             return test
         if test.statistic == "rate":
-            outage = outage_share(self.rule, base.count, base.total)
+            outage = self.outage_baseline
             if outage is not None and test.bound != "max_increase":
                 return replace(test, outage=outage)  # the window's own spread alone
             rho = base.dispersion
@@ -1378,6 +1389,8 @@ class SequentialRule:
             return out
         for test in self.passes:
             mean = self._baseline_statistic(test, base)
+            if test.outage is not None:  # judged on the release's own rounds: at best none
+                mean = 0.0 if test.upper else 1.0
             if mean is None:
                 continue
             p = min(max(test.limit, 1e-6), 1 - 1e-6)
@@ -1553,9 +1566,11 @@ class SequentialRule:
             return self._scaled(comp, _smallest(rank_p, level, 1.0, 1e3, grow=True))
         if comp.test == "exceedance" or not comp.ladder:
             # an absolute bound on a rate: its events read as bursty as the baseline's, if
-            # it has one (conformal placements, samples past a bound: independent, as before)
+            # it has one (conformal placements, samples past a bound: independent, as before),
+            # but for an outage's (`outage_baseline`): its pass side reads the window's own
+            # spread alone (`_bursty`), and so does this
             counted = self.kind == "proportion" and base is not None and base.has_counts
-            rho = base.dispersion if counted and base else 0.0
+            rho = base.dispersion if counted and base and not self.outage_baseline else 0.0
             m = self._base_size if comp.conformal else 0
             base_var = _baseline_noise(comp.level * (1.0 - comp.level), samples, m)
 
@@ -1817,7 +1832,10 @@ class SequentialRule:
         share = min(ratio * comp.level, 1.0)
         if comp.test == "proportion":
             value = 1.0 - share if comp.flip else share
-            effect = abs(value / base.value - 1.0) if base is not None and base.value else ratio - 1
+            # a change from the baseline's rate, but from the bound over an outage's: the
+            # bound is judged on the release's own rounds (`outage_baseline`)
+            of_base = base is not None and base.value and self.outage_baseline is None
+            effect = abs(value / base.value - 1.0) if of_base and base else ratio - 1
             side = "or less" if comp.flip else "or more"
             return Detectable(comp.bound, value, effect, f"{metric} {value:.3g} {side}")
         sv = base.sorted_values if base is not None else _EMPTY

@@ -115,3 +115,39 @@ def test_an_outage_baseline_keeps_its_burstiness_for_a_relative_bound() -> None:
     tests = {t.bound: t for t in SequentialRule(rule, base, "proportion", 0.01).passes}
     assert tests["max"].outage == 0.5 and tests["max"].dispersion == 0.0
     assert tests["max_increase"].outage is None and tests["max_increase"].dispersion > 0.9
+
+
+def _words(baseline: Observation) -> tuple[list[str], str]:
+    """What registration says of `probe-errors` alone at 12 probes a round over 30 rounds
+    (`blind_spots`), and what its first round's verdict says it can detect."""
+    judge = Judge([ERRORS], {ERRORS.name: baseline}, Policy(), horizon=30)
+    spots = judge.blind_spots({ERRORS.name: 12.0})
+    _, verdict = judge.step(
+        judge.start(), {ERRORS.name: Observation(0.0, count=0, total=12)}, final=False
+    )
+    return spots, verdict.rules[0].evidence["detectable"]["text"]
+
+
+def test_what_an_absolute_bound_can_detect_over_an_outage_baseline_is_its_own_rounds() -> None:
+    """The failing side reads the release's own probes over any baseline, and the pass side
+    no longer reads an outage's burstiness: so what the bound can detect is said as over a
+    calm baseline. It was read with the outage's rho (near 1) and as a fall from its 50%:
+    'can detect error_rate 0.279 or more' with no warning where a calm baseline's words
+    said 0.106, tighter than `max 0.05` can see, and registration said it could not pass,
+    'a release just like its baseline (error_rate 0.5)'."""
+    calm_spots, calm_can = _words(_baseline([0, 0, 1, 0, 0, 0]))
+    spots, can = _words(_baseline(OUTAGE))
+    assert can == calm_can == "can detect error_rate 0.106 or more by the window's end", can
+    assert spots == calm_spots, spots
+    assert "its max bound is tighter than the smallest change it can detect" in spots[0]
+
+
+def test_a_bound_over_an_outage_baseline_reaches_as_a_release_with_no_error_would() -> None:
+    """Whether a bound can pass by the window's end is said of the best release judged on
+    its own rounds (no error), not of one 'just like its baseline', the outage."""
+    rule = SequentialRule(
+        ERRORS, BaselineData.from_observation(_baseline(OUTAGE)), "proportion", 0.01, horizon=30
+    )
+    (reach,) = rule.pass_reach(12.0, 30)
+    assert reach.test.outage == 0.5 and reach.mean == 0.0
+    assert reach.rounds_needed is not None and reach.rounds_needed <= 30, reach

@@ -24,6 +24,7 @@ from agent.analysis.describe import (
     never_negative,
     odds,
     odds_number,
+    outage_share,
     quantile_of,
     unit_noun,
 )
@@ -480,6 +481,8 @@ class SequentialPolicy(BasePolicy):
             else:
                 shown = _reached_text(rule, Reached(test, reach.reached, False))
                 like = f"a release just like its baseline ({was}) would reach {shown}"
+                if test.outage is not None:  # `pass_reach`: one with no error, then
+                    like = f"a release with no {unit_noun(rule)} failed would reach {shown}"
             if reach.rounds_needed is None:
                 needs = "no window of any length would show it"
             else:
@@ -496,17 +499,22 @@ class SequentialPolicy(BasePolicy):
         the one its bound allows. A rate's `max`/`min` is a change from the baseline's
         rate, which is 0 when the background runs saw no error: then the bound's distance
         from 0 is what it allows (`max 0.03` that can only catch 0.078 warned only in the
-        environments whose background runs happened to fail a probe: 3 of 12)."""
+        environments whose background runs happened to fail a probe: 3 of 12). So is it
+        over a baseline probed while the service was down (`describe.outage_share`): the
+        bound is judged on the release's own probes, not as a change from the outage's
+        rate (`max 0.05` over 50% errors read as a fall of 90% it could see)."""
         if any(key == can.bound for key, _ in exact_rate_bounds(rule)):
             return False  # it fails at the first bad event: no test sees more
         tolerance = self._tolerance(rule, can.bound)
         base = self.window.base[rule.name]
         if (
-            tolerance is None
-            and can.bound in ("max", "min")
+            can.bound in ("max", "min")
             and is_rate(rule.metric)
             and base is not None
-            and base.value == 0.0
+            and (
+                (tolerance is None and base.value == 0.0)
+                or outage_share(rule, base.count, base.total) is not None
+            )
         ):
             limit = rule.max if can.bound == "max" else rule.min
             return limit is not None and abs(can.value) > SEEN_WITHIN * abs(limit)

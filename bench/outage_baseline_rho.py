@@ -28,7 +28,14 @@ Beta rounds at 6% (kappa 1): 0 | 9 | 0 (calm background: 7). A cap of 0.1 still 
 healthy release from passing (its end 0.065 against 0.05): only rho near 0 lets it pass.
 The judge landed `own` (`SequentialRule._bursty`).
 
-    python bench/outage_baseline_rho.py [--windows 300]
+`--provider` (a Sentry `error_rate` baseline: 60 one-minute buckets of 200 spans, rounds
+of 200 events; 150 windows a case, pass of 150, baseline | own | cap): healthy 0.5% after
+half the buckets failed whole 0 | 150 | 12 (after calm buckets: 150), its upper end 0.147
+| 0.015 | 0.051; 2% errors 0 | 150 | 0; past the bound, whole rounds failing 6%: 0 | 25 |
+25 (calm buckets: 35), Beta 6% k1 0 | 6 | 0 (calm 5); fails identical in every variant.
+The same argument holds, so the judge reads a provider's as a checks rule's.
+
+    python bench/outage_baseline_rho.py [--windows 300] [--provider]
 """
 
 from __future__ import annotations
@@ -49,10 +56,17 @@ from agent.analysis.sequential import PassTest, SequentialRule
 
 ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)
 ROUNDS, PROBES, RUN_PROBES = 30, 12, 10
+PROVIDER = Rule("errors", "sentry", "error_rate", max=0.05)
+"""`--provider`: a Sentry `error_rate` rule, its baseline the previous release's lookback in
+`BUCKETS` one-minute buckets of `SPANS` spans (`sentry.bucketed_baseline` pools them with
+`merge`), the window's rounds `SPANS` events each (a 30 s round of a service at 400 spans
+a minute); an outage is buckets failed whole."""
+BUCKETS, SPANS = 60, 200
 CAP = 0.1
 OUTAGE = 0.5
 VARIANTS = ("judge", "baseline", "own", "cap")
 MODE = ["judge"]
+RULE = [ERRORS]
 _JUDGE_BURSTY = SequentialRule._bursty
 
 Draw = Callable[[np.random.Generator, int], Observation]
@@ -115,10 +129,11 @@ def calm_runs(draw: Draw, runs: int) -> Callable[[np.random.Generator], list[Obs
 
 
 def decide(baseline: Observation, rounds: list[Observation]) -> tuple[str, float | None]:
-    judge = Judge([ERRORS], {ERRORS.name: baseline}, Policy(), horizon=ROUNDS)
+    rule = RULE[0]
+    judge = Judge([rule], {rule.name: baseline}, Policy(), horizon=ROUNDS)
     state = judge.start()
     for i, obs in enumerate(rounds):
-        state = judge.advance(state, {ERRORS.name: obs}, in_place=True, final=i == ROUNDS - 1)
+        state = judge.advance(state, {rule.name: obs}, in_place=True, final=i == ROUNDS - 1)
     glance = judge.glance(state, final=True)
     verdict = judge.verdict(state, final=True)
     bound = next((b for b in verdict.rules[0].evidence.get("evidence", [])), None)
@@ -157,34 +172,51 @@ def run(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=300)
+    parser.add_argument("--provider", action="store_true", help="buckets of spans, not runs")
     args = parser.parse_args()
     w = args.windows
+    global PROBES, RUN_PROBES
+    if args.provider:
+        RULE[0], PROBES, RUN_PROBES = PROVIDER, SPANS, SPANS
+    few, many = (BUCKETS, 120) if args.provider else (6, 120)
     cases = [
         (
-            "healthy 0.5% after calm 0.5% (6 runs)",
-            calm_runs(independent(0.005), 6),
+            f"healthy 0.5% after calm 0.5% ({few} runs)",
+            calm_runs(independent(0.005), few),
             independent(0.005),
         ),
-        ("healthy 0.5% after outage 50% (6 runs)", outage_runs(0.5, 6), independent(0.005)),
-        ("healthy 0.5% after outage 50% (120 runs)", outage_runs(0.5, 120), independent(0.005)),
-        ("healthy 0.5% after outage, every run (6)", outage_runs(0.96, 6), independent(0.005)),
-        ("healthy 2% after outage 50% (6 runs)", outage_runs(0.5, 6), independent(0.02)),
+        (f"healthy 0.5% after outage 50% ({few} runs)", outage_runs(0.5, few), independent(0.005)),
         (
-            "whole rounds 6% after calm (6 runs)",
-            calm_runs(independent(0.005), 6),
+            f"healthy 0.5% after outage 50% ({many} runs)",
+            outage_runs(0.5, many),
+            independent(0.005),
+        ),
+        (
+            f"healthy 0.5% after outage, every run ({few})",
+            outage_runs(0.96, few),
+            independent(0.005),
+        ),
+        (f"healthy 2% after outage 50% ({few} runs)", outage_runs(0.5, few), independent(0.02)),
+        (
+            f"whole rounds 6% after calm ({few} runs)",
+            calm_runs(independent(0.005), few),
             whole_rounds(0.06),
         ),
-        ("whole rounds 6% after outage 50% (6 runs)", outage_runs(0.5, 6), whole_rounds(0.06)),
-        ("whole rounds 6% after outage 50% (120)", outage_runs(0.5, 120), whole_rounds(0.06)),
         (
-            "whole rounds 6% after bursty 6% (120)",
-            calm_runs(whole_rounds(0.06), 120),
+            f"whole rounds 6% after outage 50% ({few} runs)",
+            outage_runs(0.5, few),
             whole_rounds(0.06),
         ),
-        ("Beta 6% k1 after outage 50% (6 runs)", outage_runs(0.5, 6), beta(0.06, 1)),
-        ("Beta 6% k1 after calm (6 runs)", calm_runs(independent(0.005), 6), beta(0.06, 1)),
-        ("10% errors after outage 50% (6 runs)", outage_runs(0.5, 6), independent(0.10)),
-        ("still down 50% rounds after outage (6)", outage_runs(0.5, 6), whole_rounds(0.5)),
+        (f"whole rounds 6% after outage 50% ({many})", outage_runs(0.5, many), whole_rounds(0.06)),
+        (
+            f"whole rounds 6% after bursty 6% ({many})",
+            calm_runs(whole_rounds(0.06), many),
+            whole_rounds(0.06),
+        ),
+        (f"Beta 6% k1 after outage 50% ({few} runs)", outage_runs(0.5, few), beta(0.06, 1)),
+        (f"Beta 6% k1 after calm ({few} runs)", calm_runs(independent(0.005), few), beta(0.06, 1)),
+        (f"10% errors after outage 50% ({few} runs)", outage_runs(0.5, few), independent(0.10)),
+        (f"still down 50% rounds after outage ({few})", outage_runs(0.5, few), whole_rounds(0.5)),
     ]
     for k, (label, before, during) in enumerate(cases):
         run(label, before, during, w, 4400 + k)

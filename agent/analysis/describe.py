@@ -122,18 +122,27 @@ def unit_noun(rule: Rule) -> str:
 
 
 OUTAGE_SHARE = 0.5
-"""A checks error-rate baseline's share of failed probes at or above which it looks probed
-while the service was down: registration says so (`foresight.outage_baseline`), and an
-absolute bound's pass side does not read its burstiness (`SequentialRule._bursty`)."""
+"""An error-rate baseline's share of errors at or above which it looks taken while the
+service was down (a checks rule's background probes, a provider's previous release):
+registration says so (`foresight.outage_baseline`), and an absolute bound's pass side does
+not read its burstiness (`SequentialRule._bursty`)."""
 
 
 def outage_share(rule: Rule, count: float | None, total: float | None) -> float | None:
-    """A checks error-rate baseline's share of errors when it looks probed while the
-    service was down (at least `OUTAGE_SHARE`), else None."""
-    if rule.source != "checks" or rule.metric != "error_rate" or not count or not total:
+    """An error-rate baseline's share of errors when it looks taken while the service was
+    down (at least `OUTAGE_SHARE`), else None: a checks rule's or a provider's alike (a
+    Sentry baseline of the previous release's period half failed was neither said nor
+    judged as one)."""
+    if rule.metric != "error_rate" or not count or not total:
         return None
     share = count / total
     return share if share >= OUTAGE_SHARE else None
+
+
+def outage_taken(rule: Rule) -> str:
+    """How an outage baseline was taken, for `... looks {this} while the service was down`:
+    probed between windows (checks), or the previous release's period (a provider)."""
+    return "probed" if rule.source == "checks" else "measured over the previous release"
 
 
 def exact_rate_bounds(rule: Rule) -> list[tuple[str, str]]:

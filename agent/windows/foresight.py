@@ -16,6 +16,7 @@ from agent.analysis.describe import (
     format_percent,
     outage_share,
     threshold_text,
+    unit_noun,
 )
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
@@ -482,6 +483,8 @@ async def registration_warnings(
             if rule.source != "checks" and stored is not None and stored.has_data:
                 baselines[rule.name] = stored
                 per_round[rule.name] = _size(stored) * env.interval / env.lookback
+                if outage := outage_baseline(rule, stored, LAST_PERIOD):
+                    said.append(outage)
     if not baselines and not any(exact_rate_bounds(rule) for rule in judged):
         return said
     # the rounds that run: one registered after its start passes over those already past
@@ -537,24 +540,40 @@ def exact_bound_warnings(rules: list[Rule], env: EnvironmentSettings) -> list[st
     return [f"rule {r.name}: {sentence}" for r in rules for _, sentence in exact_rate_bounds(r)]
 
 
-def outage_baseline(rule: Rule, baseline: Observation | None) -> str | None:
-    """What a checks error-rate baseline of mostly failed probes means, or None. A README
-    walk-through's background runs began before the service's stand-ins were up (96%
-    errors) and nothing said so: an absolute bound does not read the baseline (its failing
-    test is the release's probes alone), but a relative one is measured against it."""
-    if baseline is None or outage_share(rule, baseline.count, baseline.total) is None:
+LAST_PERIOD = "the environment's last window's (this one's is fetched as it opens)"
+"""Whose baseline registration reads for a provider rule: the last window stored it."""
+
+
+def outage_baseline(
+    rule: Rule, baseline: Observation | None, period: str = "the previous release's period"
+) -> str | None:
+    """What an error-rate baseline of mostly errors means, or None. A README walk-through's
+    background runs began before the service's stand-ins were up (96% errors) and nothing
+    said so: an absolute bound does not read the baseline (its failing test is the
+    release's own probes or events), but a relative one is measured against it. A
+    provider's (Sentry, New Relic) is `period`: the previous release's, before the deploy
+    (registration foresees it from the environment's last window's)."""
+    share = None if baseline is None else outage_share(rule, baseline.count, baseline.total)
+    if baseline is None or share is None:
         return None
-    count, total = baseline.count or 0, baseline.total or 0
+    count, total, units = baseline.count or 0, baseline.total or 0, unit_noun(rule)
     meaning = []
     if rule.max is not None or rule.min is not None:
         absolute = threshold_text(replace(rule, max_increase=None))
-        meaning.append(f"its {absolute} is judged on the release's own probes, not on these")
+        meaning.append(f"its {absolute} is judged on the release's own {units}, not on these")
     if rule.max_increase is not None:
         meaning.append("a max_increase over it allows nearly any error rate")
+    if rule.source == "checks":
+        counted = f"{count:,.0f} of {total:,.0f} background probes in the lookback failed"
+        taken = "probed"
+    else:
+        counted = (
+            f"{count:,.0f} of {total:,.0f} {rule.source} events in the lookback, {period}, failed"
+        )
+        taken = "the previous release measured"
     return (
-        f"rule {rule.name}: its baseline is {count / total:.0%} errors ({count:,} of"
-        f" {total:,} background probes in the lookback failed): probed while the service"
-        f" was down, or before it was up? {'; '.join(meaning)}"
+        f"rule {rule.name}: its baseline is {share:.0%} errors ({counted}): {taken} while"
+        f" the service was down, or before it was up? {'; '.join(meaning)}"
     )
 
 

@@ -64,6 +64,7 @@ from agent.windows.foresight import (
     kept_words,
     left_out_words,
     no_background_baseline,
+    outage_baseline,
     policy_of,
 )
 from agent.windows.held import HeldFile, HeldFiles
@@ -743,7 +744,8 @@ class WindowWatch:
     def _warn_baseline(
         self, left_out: list[tuple[FailedRelease, int]], kept: list[KeptRuns]
     ) -> None:
-        """What the checks rules' baseline lacks, and each rate bound that can only fail
+        """What the checks rules' baseline lacks, a provider's that looks measured while the
+        service was down (`outage_baseline`), and each rate bound that can only fail
         (`exact_bound_warnings`), logged once per window: here, where it is taken and stored
         (a resumed watch reuses it), not at registration, whose `warnings` foresee the same
         from the runs stored then."""
@@ -754,6 +756,11 @@ class WindowWatch:
             self.log.warning("baseline: %s", left_out_words(left_out))
         if kept and checks_rules:
             self.log.warning("baseline: %s", kept_words(kept))
+        for rule in self.judge_rules:  # a provider's, just fetched (registration foresaw it)
+            if rule.source != "checks" and (
+                said := outage_baseline(rule, self.baselines[rule.name])
+            ):
+                self.log.warning("%s", said)
         if self.env.baseline_url is not None:  # the stable side, probed beside it
             return
         for rule in checks_rules:

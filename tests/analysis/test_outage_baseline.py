@@ -7,6 +7,8 @@ Fed as the daemon feeds the judge: background runs merged (`merge`), then rounds
 
 from __future__ import annotations
 
+import pytest
+
 from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge
@@ -151,3 +153,28 @@ def test_a_bound_over_an_outage_baseline_reaches_as_a_release_with_no_error_woul
     (reach,) = rule.pass_reach(12.0, 30)
     assert reach.test.outage == 0.5 and reach.mean == 0.0
     assert reach.rounds_needed is not None and reach.rounds_needed <= 30, reach
+
+
+@pytest.mark.parametrize("source", ["sentry", "newrelic"])
+def test_a_provider_baseline_of_the_previous_release_down_is_judged_as_a_checks_one(
+    source: str,
+) -> None:
+    """A Sentry or New Relic `error_rate` baseline of the previous release's period, its
+    60 minute buckets (200 spans each) half failed whole: a healthy release, 1 error a
+    round of 200 events, passes on its own rounds and its detail says why. It ended
+    inconclusive, its upper end 0.147 against 0.05 for the buckets' rho near 1, the
+    outage's (Sentry's `events-timeseries` measures it; New Relic's one row gives none)."""
+    rule = Rule("errors", source, "error_rate", max=0.05)
+    base = merge([Observation(b / 200, count=b, total=200) for b in [200] * 30 + [1] * 30])
+    judge = Judge([rule], {rule.name: base}, Policy(), horizon=30)
+    state = judge.start()
+    for i in range(30):
+        state, verdict = judge.step(
+            state, {rule.name: Observation(1 / 200, count=1, total=200)}, final=i == 29
+        )
+    (judged,) = verdict.rules
+    assert judged.outcome == "pass", judged.detail
+    assert (
+        "its baseline, 50% errors, looks measured over the previous release while the service"
+        " was down"
+    ) in judged.detail, judged.detail

@@ -25,6 +25,7 @@ from agent.analysis.describe import (
     odds,
     odds_number,
     outage_share,
+    outage_taken,
     quantile_of,
     unit_noun,
 )
@@ -647,8 +648,8 @@ def _reached_text(rule: Rule, reached: Reached) -> str:
     if test.outage is not None:
         said += (
             f" (on the release's own rounds: its baseline, {test.outage:.0%} errors, looks"
-            " probed while the service was down, so the outage's bursts are not read as"
-            " the release's)"
+            f" {outage_taken(rule)} while the service was down, so the outage's bursts are"
+            " not read as the release's)"
         )
     return said
 

@@ -34,8 +34,10 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
 
 from agent import __version__
+from agent.settings import EnvironmentSettings
 from tests.e2e.conftest import LocalTarget
 from tests.fakes.prometheus import PrometheusProcess, free_port, prometheus_binary
 from tests.prometheus import ONE_PROMETHEUS, PrometheusStack
@@ -180,6 +182,39 @@ class Daemon:
             data: dict[str, Any] = await r.json()
             assert r.status == 200, data
             return data
+
+    async def kept_answers(self, environment: str, check: str) -> float:
+        """How many of `check`'s probes in `environment` the agent kept, by §5's
+        `postflight_check_runs_total` (every result; a probe dropped as the agent's own lag
+        is not counted there)."""
+        async with self.http.get(f"{self.url}/metrics") as r:
+            text = await r.text()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "postflight_check_runs_total"
+            and sample.labels.get("environment") == environment
+            and sample.labels.get("check") == check
+        )
+
+    async def baseline_kept(self, environment: str, check: str, within: float = 60.0) -> None:
+        """Wait until the agent kept answers of more than one background run of `check` (an
+        http check) in `environment`, before any deploy there: a check's runs follow one
+        another, so a run with answers kept was stored before this returns, and a deploy
+        registered after has it in its baseline. Registered at once, production's first
+        deploy came 0.35-1.4 s after the daemon began probing: at load 20, 2 of 27 came
+        before its first 500 ms run ended, the window cut the runs in flight (by design,
+        `agent.windows.in_flight`), and with no baseline its alerts said "baseline n/a"
+        (rightly: its bound is absolute, and it was rolled back all the same), where this
+        test asserts the figure; in 3 more, the one run in its lookback was stored 7-58 ms
+        before it."""
+        one_run = EnvironmentSettings.model_fields["probes_per_round"].default
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within
+        while (kept := await self.kept_answers(environment, check)) <= one_run:
+            assert loop.time() < deadline, f"{kept} {check} answers kept in {environment}"
+            await asyncio.sleep(0.1)
 
     async def settled(self, deploy_id: str, within: float = 90.0) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
@@ -590,7 +625,9 @@ async def on_production(
 ) -> tuple[Deployed, Deployed, Deployed, Deployed, Deployed]:
     """Production's deploys, one after another (rolled back, refused, inconclusive), and
     canary's and edge's rollbacks that fail after their retries."""
-    # ---- production: a bad deploy rolled back through a retried webhook
+    # ---- production: a bad deploy rolled back through a retried webhook, its alerts
+    # naming the background baseline (0% errors): one is kept before it is registered
+    await daemon.baseline_kept("production", "api-health")
     receiver.script(503, "429:retry-after=1", 408, 200)
     prod.bad = True
     v2 = await daemon.register(

@@ -27,6 +27,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent import __version__
 from agent.settings import EnvironmentSettings
+from common.times import rfc3339
 from tests.e2e.conftest import LocalTarget
 from tests.fakes.prometheus import PrometheusProcess, free_port, prometheus_binary
 from tests.prometheus import ONE_PROMETHEUS, PrometheusStack
@@ -629,10 +631,14 @@ async def on_production(
     # naming the background baseline (0% errors): one is kept before it is registered
     await daemon.baseline_kept("production", "api-health")
     receiver.script(503, "429:retry-after=1", 408, 200)
+    # the deploy goes live as the target turns bad, and says so: a background run stored
+    # between then and its registration probed the bad target, and is after the deploy,
+    # not in its baseline (registered as of now, at load 40: "baseline 4.444%")
+    went_live = rfc3339(time.time())
     prod.bad = True
     v2 = await daemon.register(
         environment="production", version="v2.4.1", previous_version="v2.4.0",
-        commit="9fceb02", labels={"pipeline": "run-1234"},
+        commit="9fceb02", labels={"pipeline": "run-1234"}, deployed_at=went_live,
     )  # fmt: skip
     final = await daemon.settled(v2["id"])
     assert final["state"] == "rolled_back", final

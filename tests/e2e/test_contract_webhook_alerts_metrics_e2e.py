@@ -426,12 +426,19 @@ async def drive(
     assert [a.idempotency_key for a in receiver.attempts] == [v2["id"]] * 4 + [v3["id"]]
 
     # ---- §4 routing: the e-mail channel (tags oncall, email) took every alert the chat
-    # one did; the channel tagged pager, which no environment picks, none
-    await smtp.wait_for(len(sink.notifications), within=30)
-    subjects = sorted(str(m["Subject"]) for m in smtp.messages)
-    assert subjects == sorted(n.title for n in sink.notifications), subjects
+    # one did; the channel tagged pager, which no environment picks, none. A window's last
+    # alerts may still be on their way once it settled (at load 39 the chat took v2.4.3's
+    # "provider newrelic unreachable" while the mail was waited for, one alert short), so
+    # the two are compared until they agree
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+    while (subjects := sorted(str(m["Subject"]) for m in smtp.messages)) != (
+        titles := sorted(n.title for n in sink.notifications)
+    ):
+        assert loop.time() < deadline, (subjects, titles)
+        await asyncio.sleep(0.1)
     assert unpicked.arrived == 0
-    assert failing.arrived >= len(sink.notifications)
+    await failing.wait_arrived(len(sink.notifications), within=30)
 
     # ---- §4 every alert: its title begins `[postflight] <environment> <version>:`, its
     # body names the deploy id, no secret anywhere

@@ -191,6 +191,8 @@ async def test_a_load_checks_connections_close_when_the_daemon_stops(tmp_path: P
             if seen:
                 break
             await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("the background run opened no connection")
         await asyncio.sleep(0.3)  # its run (200 ms) is over; its connections stay open
         open_before = [p for p in seen if getattr(p, "transport", None) is not None]
         assert open_before, "the background run kept no connection open"

@@ -145,6 +145,8 @@ async def test_a_held_file_is_said_once_for_all_the_windows_it_holds(
                 if all(w.held.waiting for w in watches):
                     break
                 await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("not every window waits for the held file")
             for w in watches:
                 w.held.chain()  # round 2 measured, handed to the store behind round 1
             assert store_up(metrics) == 0.0

@@ -65,6 +65,8 @@ def staging_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
                 if site.poll() is not None:
                     raise
                 time.sleep(0.05)
+        else:
+            raise AssertionError("the staging site never listened")
         yield f"http://127.0.0.1:{port}", log
     finally:
         site.terminate()

@@ -339,8 +339,9 @@ def test_the_daemon_runs_the_new_relic_agent_only_with_a_license_key(
     held: list[socket.socket] = []  # accepted and never answered, as a stalled collector
     try:
         deadline = time.monotonic() + 60
-        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+        while "listening on" not in log.read_text():
             assert agent.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"not listening within 60 s:\n{log.read_text()}"
             time.sleep(0.1)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as answer:
             assert answer.status == 200

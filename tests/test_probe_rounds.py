@@ -444,6 +444,8 @@ async def test_a_cancelled_round_leaves_its_probes_tasks_to_no_collection(
                 if len(arrivals) == 2:
                     break
                 await asyncio.sleep(0.01)
+            else:
+                raise AssertionError(f"{len(arrivals)} probes arrived, not 2")
             round_.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await round_

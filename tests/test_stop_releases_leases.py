@@ -51,6 +51,8 @@ async def test_a_store_that_cannot_answer_the_release_does_not_hold_the_windows_
             if "w1" in watcher.tasks:
                 break
             await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the window was never watched")
         watch = watcher.tasks["w1"]
         store.cut = True
         running.cancel()

@@ -88,6 +88,8 @@ async def test_a_stop_leaves_the_look_up_of_the_previous_deployment_at_once(
             if fake.seen("/v6/deployments"):
                 break
             await asyncio.sleep(0.005)
+        else:
+            raise AssertionError("its first ask never came")
         integrations.leave_waits()  # the stop, while the look waits to ask again
         done = await looking
         events = await store.alert_events(window.id)
@@ -143,6 +145,8 @@ async def test_a_dead_agents_look_up_is_asked_again_once_its_claim_lapses(
             if mark not in integrations._busy:
                 break
             await asyncio.sleep(0.005)
+        else:
+            raise AssertionError("its claim was never looked at")
         assert fake.seen("/v6/deployments") == []  # left to it
         assert await store.take_alert(window.id, PREVIOUS_KEY, now - lease - 1.0, now)
         integrations._done.discard(mark)  # its next scan: still owed
@@ -152,6 +156,8 @@ async def test_a_dead_agents_look_up_is_asked_again_once_its_claim_lapses(
             if events[PREVIOUS_KEY] != "claimed":
                 break
             await asyncio.sleep(0.005)
+        else:
+            raise AssertionError(f"the look-up was not taken over: {events}")
         stored = await store.get_window(window.id)
     finally:
         await integrations.aclose()

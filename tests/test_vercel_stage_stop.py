@@ -83,6 +83,8 @@ async def test_a_stop_while_the_stage_is_read_leaves_it_to_the_next_start(
             if fake.seen(READ):
                 break
             await asyncio.sleep(0.005)
+        else:
+            raise AssertionError("its read never went out")
         first.leave_waits()  # the stop
         await settled(first, window)
     finally:

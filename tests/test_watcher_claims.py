@@ -105,6 +105,8 @@ async def test_a_watch_renewing_its_own_lease_is_not_stopped_and_started_again(
             if stored is not None and (stored.lease_until or 0) > T0 + LEASE_S:
                 break
             await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(f"the lease was not renewed: {stored}")
         renewed = stored.lease_until if stored is not None else None
         assert renewed is not None and renewed > T0 + LEASE_S
 

@@ -248,6 +248,8 @@ async def crash_mid_send(
         if await sent_to(store) >= noted:
             break
         await asyncio.sleep(0.01)
+    else:
+        raise AssertionError(f"{noted} channels' acceptance never stored: {await sent_to(store)}")
     sending.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sending
@@ -639,6 +641,8 @@ async def test_a_retry_cut_off_by_a_crash_is_taken_over_without_resending_to_who
             if (await rows(store, "SELECT sent_to FROM alerts"))[0][0]:
                 break
             await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("chat's acceptance was never stored")
         sending.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sending

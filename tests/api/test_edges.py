@@ -172,6 +172,8 @@ async def running_daemon(tmp_path: Path) -> AsyncIterator[tuple[int, Metrics]]:
                     if response.status == 200:
                         break
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError("the daemon never answered /healthz")
     try:
         yield port, metrics
     finally:

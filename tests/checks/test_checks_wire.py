@@ -330,6 +330,8 @@ async def test_a_connection_the_target_ends_while_idle_is_not_reused(
                     await asyncio.sleep(0.01)
                     if raw_server.ended >= ended:
                         break
+                else:
+                    raise AssertionError(f"the target never ended connection {ended}")
                 await asyncio.sleep(0.02)  # the end's packet, to the client's socket
             client = lean_client(ctx.session)
             assert client is None or client.sent == 3  # each once: no retry needed
@@ -445,6 +447,8 @@ async def test_a_cancelled_send_gives_up_its_turn_or_its_connection(
             await asyncio.sleep(0.01)
             if "c" in answers:
                 break
+        else:
+            raise AssertionError("c was never answered")
         under_way = send("d")
         await asyncio.sleep(0.05)
         under_way.cancel()
@@ -516,6 +520,8 @@ async def test_a_pool_closed_while_it_connects_leaves_no_socket_open(raw_server:
             await asyncio.sleep(0.01)
             if answers:
                 break
+        else:
+            raise AssertionError("the closed pool's send never ended")
     await asyncio.sleep(0.05)  # the target's end of it closed too
     assert [type(a) for a in answers] == [Disconnected]
     assert raw_server.requests == []
@@ -579,6 +585,8 @@ async def test_probes_cut_at_a_rounds_end_leave_no_connection_for_the_collector(
                 await asyncio.sleep(0.02)
                 if alive() <= limit:
                     break
+            else:
+                raise AssertionError(f"{alive()} connections alive, the pool holds {limit}")
             left = alive()
     finally:
         gc.enable()

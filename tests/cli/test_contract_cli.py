@@ -94,6 +94,8 @@ async def test_a_stop_mid_round_exits_0_within_10s_and_the_restart_resumes_the_w
             if code == 0 and deploy_of(out)["rounds"] >= 1:
                 break
             await asyncio.sleep(0.1)
+        else:
+            raise AssertionError(f"no round judged: {out}")
         held_target.hold.set()
         await asyncio.wait_for(held_target.held.wait(), 60)
         rounds = deploy_of((await awaited_cli("status", deploy_id, "--json", *agent_url))[1])[

@@ -77,8 +77,9 @@ def listening(
             agent.stdin.write(stdin)
             agent.stdin.close()
         deadline = time.monotonic() + 90
-        while "listening on" not in log.read_text() and time.monotonic() < deadline:
+        while "listening on" not in log.read_text():
             assert agent.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"not listening within 90 s:\n{log.read_text()}"
             time.sleep(0.05)
     except BaseException:
         if agent.poll() is None:

@@ -168,7 +168,17 @@ def post(url: str, body: bytes, headers: dict[str, str]) -> int:
 
 
 def until(check: Any, within: float) -> None:
-    """Waits until `check()` is truthy or `within` seconds passed (the caller checks)."""
+    """Waits until `check()` is truthy; fails if it is not within `within` seconds."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting {within} s")
+        time.sleep(0.05)
+
+
+def for_at_most(check: Any, within: float) -> None:
+    """Waits until `check()` is truthy or `within` seconds passed: for what may not come
+    (a restart's send a trial counts, there or not; the caller checks)."""
     deadline = time.monotonic() + within
     while not check() and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -20,6 +20,7 @@ from typing import Any
 
 from tests.e2e.crash import (
     end_all,
+    for_at_most,
     free_port,
     post,
     server_and_store,
@@ -108,7 +109,7 @@ def run_approval_trial(workdir: Path, *, wait_s: float = 30.0) -> ApprovalTrial:
         agent.wait()
         before = _approvals(vercel_url)
         agent = start_agent(config, port, log)
-        until(lambda: len(_approvals(vercel_url)) > len(before), wait_s)
+        for_at_most(lambda: len(_approvals(vercel_url)) > len(before), wait_s)
         time.sleep(1.0)  # a second send would come with the first
         release = _get(f"{vercel_url}/_fake/rolling/{vc.PROJECT}")
         return ApprovalTrial(before, _approvals(vercel_url), release)

@@ -19,9 +19,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +32,7 @@ from tests.e2e.crash import (
     read_attempts,
     request_json,
     store_rows,
+    until,
 )
 from tests.fakes import github as gh
 from tests.fakes.sentry import FakeSentry
@@ -252,15 +251,6 @@ environments:
     return path
 
 
-def _wait(done: Callable[[], bool], within: float) -> bool:
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if done():
-            return True
-        time.sleep(0.1)
-    return done()
-
-
 def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
     """A failed verdict's end; with `manual`, a healthy deploy's end by a rollback asked
     through the API (`POST /v1/deploys/{id}/rollback`) as it is watched."""
@@ -303,7 +293,7 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
             },
         )
         if manual:
-            _wait(lambda: request_json("GET", f"{deploys}/{deploy['id']}")["rounds"] >= 1, 30)
+            until(lambda: request_json("GET", f"{deploys}/{deploy['id']}")["rounds"] >= 1, 30)
             with contextlib.suppress(OSError):  # killed as it answers
                 request_json("POST", f"{deploys}/{deploy['id']}/rollback", {"reason": "by hand"})
         agent.wait(timeout=60)  # killed by its hook at the window's end
@@ -322,7 +312,7 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
                 and all(result != "claimed" and retry is None for result, retry in alerts)
             )
 
-        _wait(settled, 60)
+        until(settled, 60)
         state = request_json("GET", url)["state"]
         _stopped(agent)
         requests = _get(f"{sentry_url}/_fake/requests")
@@ -453,7 +443,7 @@ environments:
                 result != "claimed" and retry is None for result, retry in alerts
             )
 
-        _wait(settled, 60)
+        until(settled, 60)
         state = request_json("GET", url)["state"]
         _stopped(agent)
         return EndTrial(

@@ -23,6 +23,7 @@ from tests.e2e.crash import (
     SECRET,
     _env,
     end_all,
+    for_at_most,
     free_port,
     read_attempts,
     request_json,
@@ -118,7 +119,7 @@ def run_follow_up_trial(workdir: Path, *, wait_s: float = 30.0) -> FollowUpTrial
         agent.wait()
         at_kill = claim()
         agent = start_agent(config, port, log)
-        until(accepted, wait_s)
+        for_at_most(accepted, wait_s)
         time.sleep(1.0)  # a second send would come with the first
         return FollowUpTrial(at_kill, accepted())
     finally:

@@ -27,6 +27,7 @@ from tests.e2e.crash import (
     start_fake,
     start_site,
     store_rows,
+    until,
 )
 from tests.fakes import github as gh
 
@@ -156,9 +157,7 @@ def run_gate_trial(workdir: Path, *, mid_answer: bool = False, wait_s: float = 6
             _hang_answers(github_url)
         assert _gate_hook(agent_url, github_url) == 202
         if mid_answer:
-            deadline = time.monotonic() + 60
-            while not _answers_posted(github_url) and time.monotonic() < deadline:
-                time.sleep(0.05)
+            until(lambda: _answers_posted(github_url), 60)
         agent.send_signal(signal.SIGKILL)  # staging still watching: the gate is pending
         agent.wait()
         before = _get(f"{github_url}/_fake/gate_answers")

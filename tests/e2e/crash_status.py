@@ -20,6 +20,7 @@ from typing import Any
 
 from tests.e2e.crash import (
     end_all,
+    for_at_most,
     free_port,
     post,
     server_and_store,
@@ -116,7 +117,7 @@ def run_status_trial(workdir: Path, *, wait_s: float = 30.0) -> StatusTrial:
         agent.wait()
         before = _posted(github_url)
         agent = start_agent(config, port, log)
-        until(lambda: len(_posted(github_url)) > len(before), wait_s)
+        for_at_most(lambda: len(_posted(github_url)) > len(before), wait_s)
         time.sleep(1.0)  # a second send would come with the first
         return StatusTrial(before, _posted(github_url))
     finally:

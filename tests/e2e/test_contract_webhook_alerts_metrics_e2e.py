@@ -384,6 +384,8 @@ async def daemon_run(tmp_path: Path, config: Path, env: dict[str, str]) -> Async
                     pass
                 assert agent.returncode is None, (tmp_path / "agent.log").read_text()
                 await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"not ready in 60 s:\n{(tmp_path / 'agent.log').read_text()}")
             yield Daemon(url, http)
     finally:
         if agent.returncode is None:

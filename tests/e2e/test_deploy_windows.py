@@ -309,6 +309,8 @@ async def test_alerts_lost_to_a_sink_outage_arrive_once_and_never_hold_the_rollb
         if await store.next_alert_retry() is None:
             break
         await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("alerts still owed after 60 s")
     seen = [n.title for n in json_sink.notifications]
     assert any("breach" in t for t in seen) and any("rollback requested" in t for t in seen)
     assert sorted(seen) == sorted(set(seen)), seen  # each alert once

@@ -208,6 +208,8 @@ async def run_the_example(
                 except aiohttp.ClientError:
                     pass
                 await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("the agent was not ready in 30 s")
             prod.bad = True
             bad, good = await asyncio.gather(
                 cli(

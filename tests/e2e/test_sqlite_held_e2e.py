@@ -115,6 +115,8 @@ async def test_rounds_measured_while_another_process_holds_the_file_are_kept(
                 if stored[0][0] >= 4:
                     break
                 await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"fewer than 4 rounds stored: {stored}")
             held_at, let_go_at = await asyncio.to_thread(hold, db, HOLD_S)
             state, rounds, ends_at, ended_at = await until_ended(db, window_id)
         finally:
@@ -171,6 +173,8 @@ async def test_rounds_measured_while_the_files_disk_refuses_writes_are_kept(
                 if stored[0][0] >= 4:
                     break
                 await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"fewer than 4 rounds stored: {stored}")
             _, hard = resource.prlimit(agent.pid, resource.RLIMIT_FSIZE)
             size = max(wal.stat().st_size, db.stat().st_size, log.stat().st_size) + 100
             refused_at = time.time()

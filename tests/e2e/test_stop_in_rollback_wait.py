@@ -75,6 +75,8 @@ async def test_a_stop_while_a_rollback_waits_to_retry_leaves_it_to_the_next_star
                 if "retrying in" in daemon.said():
                     break
                 await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"never said it waits to retry:\n{daemon.said()}")
             daemon.proc.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(daemon.proc.wait, 15) == 0, daemon.said()
             said = daemon.said()

@@ -40,6 +40,8 @@ async def test_a_rollback_waiting_out_a_retry_after_is_left_at_once_to_another_s
             if await waiting(store, intent.window_id):
                 break
             await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the rollback never stored its wait")
         caplog.set_level(logging.INFO, "postflight.rollback")
         sender.leave_waits()
         left = await asyncio.wait_for(sending, 30)  # a bound for a hung test only

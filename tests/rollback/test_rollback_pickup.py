@@ -74,6 +74,8 @@ async def test_a_dead_senders_rollback_is_swept_up_as_its_lease_lapses(
             if stored is not None and stored.state != "pending":
                 break
             await asyncio.sleep(0.01)
+        else:
+            raise AssertionError(f"the swept rollback never left pending: {stored}")
     finally:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)

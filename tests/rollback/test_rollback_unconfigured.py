@@ -105,6 +105,8 @@ async def resume(w: Watcher, *, startup: bool) -> None:
         if not w.resuming:
             break
         await asyncio.sleep(0.01)
+    else:
+        raise AssertionError(f"still resuming: {w.resuming}")
     await w.drain(10.0)
     await w.services.delivery.aclose()
 

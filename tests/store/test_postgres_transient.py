@@ -186,6 +186,8 @@ async def test_a_watch_whose_round_writes_meet_deadlocks_goes_on_once_they_pass(
                 break
             assert not task.done()
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"no round stored: {stored}")
         refused = await conn.fetchval("SELECT last_value FROM refusals")  # type: ignore[attr-defined]
     finally:
         task.cancel()
@@ -308,6 +310,8 @@ async def test_a_claim_pass_the_server_refused_says_busy_and_keeps_the_store_up(
                 break
             assert not task.done()
             await asyncio.sleep(0.05)
+        else:
+            raise AssertionError(f"refused {refused} times, store_up set to {store_up}")
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

@@ -12,6 +12,7 @@ POSTFLIGHT_REQUIRE_ALL=1, see tests/conftest.py).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import glob
@@ -115,6 +116,78 @@ class PgCluster:
         finally:
             await conn.close()
         return f"{self.url()}?search_path={name}"
+
+    async def create_migrated_database(self) -> str:
+        """As `create_database`, with the store's tables in it: a copy of the schema the
+        store's own migrations made once for this process on this cluster (`_migrated`),
+        in one round trip, where each test's store ran every migration's statements one
+        by one at its open. The migrations themselves still run from empty at the open
+        of every `pg_url` test's store, and once here."""
+        import asyncpg
+
+        script = await _migrated(self)
+        name = f"t_{uuid.uuid4().hex[:16]}"
+        conn = await asyncpg.connect(self.url(), timeout=10)
+        try:
+            await conn.execute(
+                f'CREATE SCHEMA "{name}";' + script.replace(f"{MIGRATED}.", f'"{name}".')
+            )
+        finally:
+            await conn.close()
+        return f"{self.url()}?search_path={name}"
+
+
+MIGRATED = "postflight_migrated"
+"""The schema the store's migrations make once a process on each cluster, to copy."""
+
+_MIGRATED_SCRIPTS: dict[Path, str] = {}
+"""Each cluster's (by its directory) migrated schema, as SQL making it again."""
+
+
+async def _migrated(cluster: PgCluster) -> str:
+    """SQL making `cluster`'s `MIGRATED` schema again, its tables and its rows (the
+    schema's version): made by a store's open, dumped by `pg_dump`, once."""
+    import asyncpg
+
+    made = _MIGRATED_SCRIPTS.get(cluster.socket_dir)
+    if made is not None:
+        return made
+    from agent.store.postgres import PostgresStore
+
+    conn = await asyncpg.connect(cluster.url(), timeout=10)
+    try:
+        await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{MIGRATED}"')
+    finally:
+        await conn.close()
+    store = PostgresStore(f"{cluster.url()}?search_path={MIGRATED}")
+    await store.open()
+    await store.close()
+    dumped = await asyncio.to_thread(_dump, cluster, MIGRATED)
+    # its statements only: not psql's commands (\restrict), the session's settings, the
+    # schema itself (made under each copy's name)
+    skipped = ("--", "\\", "SET ", "SELECT pg_catalog.set_config", "CREATE SCHEMA")
+    script = "\n".join(line for line in dumped.splitlines() if not line.startswith(skipped))
+    _MIGRATED_SCRIPTS[cluster.socket_dir] = script
+    return script
+
+
+def _dump(cluster: PgCluster, schema: str) -> str:
+    """`schema` as `pg_dump` writes it: its tables and their rows, as SQL."""
+    bindir = _bindir()
+    assert bindir is not None and cluster.runner is not None
+    where = ["-h", cluster.host, "-p", str(cluster.port), "-U", cluster.user]
+    what = [f"--schema={schema}", "--inserts", "--no-owner", "--no-privileges", "postgres"]
+    dumped = subprocess.run(
+        [str(bindir / "pg_dump"), *where, *what],
+        env=cluster.runner.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if dumped.returncode != 0:
+        raise RuntimeError(f"pg_dump of the {schema} schema failed: {dumped.stderr}")
+    return dumped.stdout
 
 
 class _Runner:

@@ -81,7 +81,7 @@ async def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     if request.param == "sqlite":
         return SqliteBackend(tmp_path / "pf.db")
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    return PostgresBackend(await cluster.create_database())
+    return PostgresBackend(await cluster.create_migrated_database())
 
 
 @pytest.fixture

@@ -192,6 +192,19 @@ def of_commit(deployments: Any, commit: str) -> str | None:
     return None
 
 
+class LookUpDeferred(Exception):
+    """Vercel's list of production deployments could not be read now: every attempt of
+    `look_up_previous` met an answer worth asking again (a rate limit whose reset is past
+    the look-up's own short wait, a 5xx, a timeout). Not "nothing to roll back to": the
+    rollback asks again after `retry_after` (the wait Vercel asked for), or its own
+    backoff, where it failed at once and a bad deploy stayed live for a 429."""
+
+    def __init__(self, why: str, retry_after: float | None) -> None:
+        super().__init__(why)
+        self.why = why
+        self.retry_after = retry_after
+
+
 LEFT = "not asked: the agent is stopping"
 """Why `look_up_previous` found nothing when a stop came first."""
 LOOK_UP_ATTEMPTS = 2
@@ -220,7 +233,8 @@ async def look_up_previous(
     lists (`of_commit`). `leaving` (set by a stop): no attempt goes out once it is set,
     and a wait between the two or an attempt out ends at once, (None, `LEFT`), as the
     other reads of Vercel and GitHub leave (`call`); before, a stop waited for the answer
-    and out its backoff (up to 2 s), and sent the second attempt."""
+    and out its backoff (up to 2 s), and sent the second attempt. Every attempt met an
+    answer worth asking again (a 429, a 5xx, a timeout): `LookUpDeferred`."""
     assert vercel.token is not None
     url = vercel_url(
         vercel.api_url,
@@ -245,6 +259,9 @@ async def look_up_previous(
     )
     if result.left:
         return None, LEFT
+    if result.gave_up:
+        why = f"Vercel's list of production deployments: {result.error}"
+        raise LookUpDeferred(why, result.retry_after)
     if not result.ok:
         return None, f"Vercel's list of production deployments: {result.error}{FALLBACK}"
     listed = result.data.get("deployments") if isinstance(result.data, dict) else None
@@ -318,7 +335,9 @@ class RollbackTargets:
         "nothing to roll back to" though Vercel knew. The one found, when asked now. A
         stop (`leaving`) leaves it at once with nothing kept, so it is asked again:
         `LeftAsking`, and the caller hands the rollback back unsent (`RollbackDelivery`),
-        where the stop waited for Vercel's answer and sent the rollback inside its grace."""
+        where the stop waited for Vercel's answer and sent the rollback inside its grace.
+        Vercel could not answer now (a rate limit, a 5xx): `LookUpDeferred`, nothing kept,
+        asked again by the caller after the wait."""
         vercel = self._settings.integrations.vercel
         env = self._settings.environments.get(environment)
         source = env.sources.vercel if env is not None else None

@@ -37,6 +37,7 @@ from agent import __version__
 from agent.integrations.targets import (
     LeftAsking,
     Look,
+    LookUpDeferred,
     PreparedRequest,
     RollbackTargets,
     github_rate_limit_wait,
@@ -496,25 +497,9 @@ class RollbackDelivery:
     ) -> RollbackIntent:
         body = intent.body.encode()
         if self._targets is not None:
-            # a Vercel deploy that names no previous deployment: Vercel is asked which
-            # one it replaced, before anything is looked for or sent
-            try:
-                previous = await self._targets.look_up(
-                    self._client(), intent, settings, environment, self._redact, self._leaving
-                )
-            except LeftAsking:
-                # a stop met it asking (the look-up let go of at once): nothing of it is
-                # out, so it is handed back as stored, asked again by the next start or
-                # another replica, where the stop waited for Vercel's answer and sent the
-                # rollback inside its grace
-                await self._hand_back(intent)
-                asking = "Vercel which deployment to roll back to"
-                raise _LeftAtStop(intent, asking=asking) from None
-            if previous is not None:  # on the window's labels too, as if its event named it
-                try:
-                    await self._store.add_labels(intent.window_id, {"vercel.previous": previous})
-                except Exception as exc:  # the rollback goes on; only the label is missing
-                    log.warning("vercel.previous of %s not stored: %s", intent.window_id, exc)
+            ended = await self._look_up_previous(intent, settings, environment, context, claims)
+            if ended is not None:
+                return ended
         recorded = await self._last_recorded(intent)
         if intent.attempts >= settings.max_attempts and recorded:
             # stopped while it looked whether its last attempt, unanswered, took effect:
@@ -692,6 +677,75 @@ class RollbackDelivery:
                 )
                 intent.last_error = None
                 return await self._finish(intent, "delivered", environment, context, claims=claims)
+
+    async def _look_up_previous(
+        self,
+        intent: RollbackIntent,
+        settings: RollbackSettings,
+        environment: str,
+        context: dict[str, Any],
+        claims: SettleClaims | None,
+    ) -> RollbackIntent | None:
+        """A Vercel deploy that names no previous deployment: Vercel is asked which one
+        it replaced, before anything is looked for or sent. None once known (or nothing
+        to ask); the rollback as it ended otherwise. Vercel unable to answer now (a rate
+        limit whose reset is past the look-up's own wait, a 5xx: `LookUpDeferred`) is a
+        failed try of the rollback: the wait is stored and held (`_hold`, as a backoff's:
+        a restart waits what is left of it) and Vercel asked again, up to `max_attempts`
+        asks, where the rollback failed at once, "nothing to roll back to", a bad deploy
+        left live for a 429."""
+        assert self._targets is not None
+        asks = 0
+        while True:
+            if not intent.attempts and intent.next_attempt_at is not None:
+                # a look-up's wait stored before a restart (or a stop): what is left of it
+                # is waited before asking, not inside the rate limit's window
+                wait = min(RETRY_AFTER_MAX_S, intent.next_attempt_at - self._clock())
+                if wait > 0 and not await self._hold(intent, wait):
+                    return await self._lost(intent, context)
+                intent.next_attempt_at = None
+            try:
+                previous = await self._targets.look_up(
+                    self._client(), intent, settings, environment, self._redact, self._leaving
+                )
+            except LeftAsking:
+                # a stop met it asking (the look-up let go of at once): nothing of it is
+                # out, so it is handed back as stored, asked again by the next start or
+                # another replica, where the stop waited for Vercel's answer and sent the
+                # rollback inside its grace
+                await self._hand_back(intent)
+                asking = "Vercel which deployment to roll back to"
+                raise _LeftAtStop(intent, asking=asking) from None
+            except LookUpDeferred as deferred:
+                asks += 1
+                if asks >= settings.max_attempts:
+                    problem = (
+                        f"Vercel could not say which production deployment to roll back to"
+                        f" (asked {asks} times, the last answer {deferred.why})"
+                    )
+                    return await self._unsendable(intent, problem, environment, context, claims)
+                delay = backoff_delay(
+                    asks, settings, retry_after=deferred.retry_after, random=self._random
+                )
+                log.warning(
+                    "rollback for %s: Vercel could not say which deployment to roll back to"
+                    " (%s); asking again in %s",
+                    intent.window_id,
+                    self._redact(deferred.why),
+                    format_duration(delay),
+                    extra=context,
+                )
+                if not await self._hold(intent, delay):
+                    return await self._lost(intent, context)
+                if not intent.attempts:
+                    intent.next_attempt_at = None  # waited out here
+                continue
+            if previous is not None:  # on the window's labels too, as if its event named it
+                try:
+                    await self._store.add_labels(intent.window_id, {"vercel.previous": previous})
+                except Exception as exc:  # the rollback goes on; only the label is missing
+                    log.warning("vercel.previous of %s not stored: %s", intent.window_id, exc)
+            return None
 
     def _conflicted(self, intent: RollbackIntent, settings: RollbackSettings) -> bool:
         """Whether the rollback's last attempt, recorded, met a 409 at a target that is

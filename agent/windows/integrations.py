@@ -31,8 +31,10 @@ from agent.integrations.clients import CallResult, call, call_worst_case_s
 from agent.integrations.events import Gate
 from agent.integrations.runs import run_was_cancelled
 from agent.integrations.targets import (
+    FALLBACK,
     GITHUB_HEADERS,
     LEFT,
+    LookUpDeferred,
     github_rate_limit_wait,
     look_up_previous,
     look_up_worst_case_s,
@@ -1148,14 +1150,17 @@ class Integrations:
         env = self.settings.environments[window.environment]
         assert vercel is not None and env.sources.vercel is not None
         own = window.labels["vercel.deployment"]
-        found, why = await look_up_previous(
-            self._client(),
-            vercel,
-            env.sources.vercel.project,
-            own,
-            self.redact,
-            leaving=self._leaving,
-        )
+        try:
+            found, why = await look_up_previous(
+                self._client(),
+                vercel,
+                env.sources.vercel.project,
+                own,
+                self.redact,
+                leaving=self._leaving,
+            )
+        except LookUpDeferred as exc:  # not known now: the rollback asks again itself
+            found, why = None, exc.why + FALLBACK
         context = {"deploy_id": window.id, "environment": window.environment}
         if found is None and why == LEFT:
             log.info("vercel.previous of %s not asked: stopping", own, extra=context)

@@ -6,6 +6,7 @@ recorded)."""
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -730,3 +731,52 @@ async def test_a_409s_look_cut_short_is_left_to_the_restart_not_a_resend(
     else:
         assert (done.state, done.last_status) == ("failed", 409)
         assert "Vercel answered HTTP 409" in (done.last_error or ""), done.last_error
+
+
+async def test_a_rate_limit_on_the_look_up_of_the_previous_deployment_is_waited_out(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """Vercel's list of production deployments (the look-up of what to roll back to)
+    answered 429 with a reset past the look-up's own 2 s wait: the rollback failed at
+    once, "nothing to roll back to", the bad deploy left live for a rate limit. The
+    reset is waited for (stored, as the rollback's other waits), then Vercel is asked
+    again and the rollback goes out once."""
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW})
+    fake.fail("rate_limit", times=1, reset_in=2.5, match="/v6/deployments")
+    delivering = asyncio.create_task(delivered_to_target(store, config, intent))
+    stored = None
+    for _ in range(2000):  # the wait stored, as a backoff's is (a restart waits it too)
+        stored = await store.get_rollback(intent.window_id)
+        if stored is not None and stored.next_attempt_at is not None:
+            break
+        await asyncio.sleep(0.005)
+    done = await delivering
+    listed = fake.seen("/v6/deployments")
+    reset = math.ceil(listed[0].at + 2.5)  # X-RateLimit-Reset, as the fake answered it
+    assert stored is not None and stored.next_attempt_at is not None
+    assert stored.next_attempt_at >= reset - 0.05
+    assert (done.state, done.last_error) == ("delivered", None), done.last_error
+    assert [a["deployment"] for a in fake.accepted] == [OLD]  # 0 before: failed at once
+    assert len(listed) == 2
+    assert listed[1].at >= reset - 0.05  # the reset waited for, not asked inside it
+    (sent,) = fake.seen("/rollback/")
+    assert sent.at >= listed[1].at
+
+
+async def test_a_look_up_vercel_never_answers_is_asked_within_the_rollbacks_attempts(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """Vercel's list answering 503 on every ask: asked `max_attempts` times (3 here), then
+    failed saying Vercel could not say, not "nothing to roll back to"; nothing sent."""
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW})
+    fake.fail("503", match="/v6/deployments")
+    done = await delivered_to_target(store, config, intent, backoff=0.01, max_backoff=0.01)
+    error = done.last_error or ""
+    assert done.state == "failed"
+    assert "Vercel could not say which production deployment to roll back to" in error, error
+    assert "asked 3 times" in error and "HTTP 503" in error, error
+    assert "nothing to roll back to" not in error
+    assert len(fake.seen("/v6/deployments")) == 3 * 2  # the look-up's own two attempts each
+    assert fake.seen("/rollback/") == [] and fake.accepted == []

@@ -308,6 +308,9 @@ class Integrations:
         self._taken_over: set[tuple[str, str]] = set()
         """(window, key) claims `_once` took over from a sender that left no outcome."""
         self._follow_ups_outage = StoreOutageLog(log, "integrations: owed follow-ups")
+        self._actions_outage = StoreOutageLog(log, "integrations: statuses and approvals")
+        """Said once when a status's or approval's task meets the store not answering
+        (`_once`, tried again on the next scans), once when it answers again."""
         self._resume = True
         """Follow-ups owed to look for at the next turn (`_resume_after_rollbacks`): at
         the start, and after a store failure left a delivered rollback's owed."""
@@ -637,6 +640,20 @@ class Integrations:
                     # yet: looked at again on a later scan until it has an outcome
                     events = await self.s.store.alert_events(window.id)
                     done = events.get(key, "claimed") != "claimed"
+                self._actions_outage.answered()
+            except Exception as exc:
+                if not store_outage(exc):
+                    raise
+                # the store did not answer (a restart, a file held elsewhere): tried again
+                # by the scans once it does, where it was marked done, and the status
+                # never posted until a restart. A claim of ours is taken back at once
+                # (`_retry_at`, its stamp ours); one not taken is claimed afresh.
+                done = False
+                if mark in self._stamps:
+                    self._retry_at[mark] = self.clock()
+                self._actions_outage.failed(
+                    exc, {"deploy_id": window.id, "environment": window.environment}
+                )
             finally:
                 self._busy.discard(mark)
                 self._taken_over.discard(mark)

@@ -1,0 +1,119 @@
+"""A GitHub status whose task met the store not answering (`Integrations._once`) is tried
+again once it answers, counted at the fake GitHub. Before, a store error there marked the
+task done for the life of the process: a SQLite file held by another connection (an
+operator's `sqlite3` in `BEGIN EXCLUSIVE`) for a second as the window's verdict was
+scanned, and its deployment's `success` was never posted, until a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.records import DeployWindow
+from agent.settings_file import load_settings_text
+from agent.store.sqlite import SqliteStore
+from agent.windows.integrations import Integrations
+from tests.fakes.github import FakeGitHub
+from tests.test_watcher_claims import quiet_integrations, quiet_watcher
+
+pytestmark = pytest.mark.timeout(60)
+TOKEN = "gh-token"
+REPOSITORY = "acme/web"
+TURN = 0.05
+
+
+@pytest.fixture
+async def github() -> AsyncIterator[FakeGitHub]:
+    async with FakeGitHub(token=TOKEN) as server:
+        yield server
+
+
+def integrations_on(store: SqliteStore, github: FakeGitHub) -> Integrations:
+    watcher = quiet_watcher(store, background_probing=False)
+    watcher.settings = load_settings_text(
+        f"""
+server: {{api_tokens: [tok-1234567890abcdef]}}
+integrations: {{github: {{api_url: '{github.url}', token: {TOKEN}}}}}
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+"""
+    )
+    return quiet_integrations(watcher, poll_interval=TURN)
+
+
+async def passed_window(store: SqliteStore) -> DeployWindow:
+    """A window of GitHub deployment 42 that passed, its statuses not posted yet."""
+    now = time.time()
+    window = DeployWindow(
+        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+        "production",
+        "v2",
+        "v1",
+        None,
+        {"github.repository": REPOSITORY, "github.deployment": "42"},
+        "watching",
+        now - 60,
+        now,
+        now - 60,
+    )
+    await store.create_window(window)
+    await store.finish_window(window.id, "passed", None, now, None)
+    stored = await store.get_window(window.id)
+    assert stored is not None and stored.state == "passed"
+    return stored
+
+
+class HeldAfterTheClaim(SqliteStore):
+    """The file taken by `other`'s `BEGIN EXCLUSIVE` right after the status's claim is
+    first taken: the task's next write (its `in_progress` claim) is refused."""
+
+    other: sqlite3.Connection | None = None
+
+    async def take_alert(self, window_id: str, event: str, *args: Any, **kwargs: Any) -> Any:
+        taken = await super().take_alert(window_id, event, *args, **kwargs)
+        if self.other is not None and event == "github:success":
+            self.other.execute("BEGIN EXCLUSIVE")
+            self.other = None  # once
+        return taken
+
+
+@pytest.mark.parametrize("held", ["at-the-claim", "after-the-claim"])
+async def test_a_status_whose_task_met_a_held_file_is_posted_once_it_is_let_go(
+    tmp_path: Path, github: FakeGitHub, held: str
+) -> None:
+    store = HeldAfterTheClaim(tmp_path / "postflight.db")
+    store.busy_timeout_ms = 200
+    await store.open()
+    integrations = integrations_on(store, github)
+    await passed_window(store)
+    scans = asyncio.create_task(integrations.run())
+    try:
+        with closing(sqlite3.connect(store.path, isolation_level=None)) as other:
+            if held == "at-the-claim":
+                other.execute("BEGIN EXCLUSIVE")  # the claim of the status refused meanwhile
+            else:
+                store.other = other
+            await asyncio.sleep(1.0)  # some 20 scans, each refused
+            assert other.in_transaction
+            assert github.statuses == []
+            other.execute("COMMIT")
+            for _ in range(400):  # 10 s at most, on a busy machine
+                if any(s["state"] == "success" for s in github.statuses):
+                    break
+                await asyncio.sleep(0.025)
+            await asyncio.sleep(0.2)  # and scans after it: nothing posted twice
+    finally:
+        scans.cancel()
+        await asyncio.gather(scans, return_exceptions=True)
+        await integrations.aclose()
+        await store.close()
+    # before: none, ever (the task was marked done at its first refusal)
+    assert [s["state"] for s in github.statuses] == ["in_progress", "success"]

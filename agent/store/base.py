@@ -688,6 +688,21 @@ class Store(Protocol):
         """Mark the gate answered (`approved`/`rejected`; `result`: how the POST went)."""
         ...
 
+    async def refuse_gate(
+        self, callback_url: str, github_environment: str, until: float, result: str
+    ) -> bool:
+        """Keep, on the gate still unanswered under the claim `claim_gate` took until
+        `until`, that GitHub refused its answer (`result`, a 422's): stored before the
+        claimer reads whether the run was cancelled, so a kill in that read leaves the
+        next claimer the refusal to page on (`gate_refused`), not an answer to send again
+        whose second 422 reads as the first one taken. False if the gate was answered, or
+        another caller claimed it since."""
+        ...
+
+    async def gate_refused(self, callback_url: str, github_environment: str) -> str | None:
+        """The refusal `refuse_gate` kept on the unanswered gate, if any."""
+        ...
+
     async def release_gate(self, callback_url: str, github_environment: str, until: float) -> bool:
         """Hand back a claim `claim_gate` took until `until`, the gate still unanswered:
         the next `claim_gate` takes it at once, where it waited for the claim to lapse (a

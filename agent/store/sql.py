@@ -1631,6 +1631,29 @@ class SqlStore(ABC):
                     github_environment,
                 )
 
+    async def refuse_gate(
+        self, callback_url: str, github_environment: str, until: float, result: str
+    ) -> bool:
+        async with self._tx() as db:
+            kept = await db.execute(
+                "UPDATE gates_by_environment SET result = ? WHERE callback_url = ?"
+                " AND github_environment = ? AND answered_at IS NULL AND claimed_until = ?",
+                _text(result[:2000]),
+                callback_url,
+                github_environment,
+                until,
+            )
+        return kept == 1
+
+    async def gate_refused(self, callback_url: str, github_environment: str) -> str | None:
+        row = await self._fetchone(
+            "SELECT result FROM gates_by_environment WHERE callback_url = ?"
+            " AND github_environment = ? AND answered_at IS NULL",
+            callback_url,
+            github_environment,
+        )
+        return None if row is None or row[0] is None else str(row[0])
+
     async def release_gate(self, callback_url: str, github_environment: str, until: float) -> bool:
         """Its claim ended at the epoch (`RELEASED_AT`: lapsed for any claimer, an older
         agent's too, yet still a claim for `gate_claimed_before`: the answer a stop cut

@@ -1559,6 +1559,12 @@ class Integrations:
         until = now + GATE_CLAIM_S
         # read before the claim writes over it: an earlier claimer's answer may be taken
         again = await self.s.store.gate_claimed_before(gate.callback_url, gate.github_environment)
+        # and the refusal an earlier claimer kept before it read the run (`refuse_gate`)
+        refused = (
+            await self.s.store.gate_refused(gate.callback_url, gate.github_environment)
+            if again
+            else None
+        )
         # or at once one its own killed process left mid-answer (`orphaned`), where the
         # restart waited out `GATE_CLAIM_S`; a rate limit's wait stays kept (`_gate_wait`)
         if not await self.s.store.claim_gate(
@@ -1601,13 +1607,20 @@ class Integrations:
                     self.s.stop,
                 )
 
-        named_for_a_stop(f"the answer to the {asked} (handed back: answered at the next start)")
-        try:
-            with keeping(wait):
-                result = await self._github_post(gate.callback_url, body)
-        except asyncio.CancelledError:
-            await hand_back()  # a stop cut it, its request out
-            raise
+        if refused is not None:
+            # GitHub refused the earlier claimer's answer (422) and it died reading the
+            # run: not answered again, where the second 422 read as its answer taken
+            # ("answered before") and the page was lost; the run is read here
+            result = CallResult(False, 422, refused, None, 0)
+            again = False
+        else:
+            named_for_a_stop(f"the answer to the {asked} (handed back: answered at the next start)")
+            try:
+                with keeping(wait):
+                    result = await self._github_post(gate.callback_url, body)
+            except asyncio.CancelledError:
+                await hand_back()  # a stop cut it, its request out
+                raise
         if result.lost:  # another claimer took it over in an asked wait: it answers it
             log.info("%s: taken over by another claimer while waiting what GitHub asked", asked)
             return
@@ -1639,7 +1652,10 @@ class Integrations:
         # claimer's answer may: a 422 after either is that answer taken
         taken_before = again or result.unanswered > 0
         if not result.ok and not taken_before and result.status == 422:
-            # a 422 is also nothing left waiting: the run, read, tells a cancelled one
+            # a 422 is also nothing left waiting: the run, read, tells a cancelled one;
+            # the refusal kept first, so a kill in the read leaves it to page on
+            if refused is None:
+                await self._keep_refusal(gate, wait.until, outcome)
             assert github.token is not None
             cancelled, found = await run_was_cancelled(
                 self._client(),
@@ -1708,6 +1724,21 @@ class Integrations:
             "answered" if result.ok else result.error,
             ", its answer stored" if waited else "",
         )
+
+    async def _keep_refusal(self, gate: PendingGate, until: float, refusal: str) -> None:
+        """Keep GitHub's refusal of the gate's answer under its claim (`refuse_gate`)
+        before its run is read: a store that does not take it leaves the gate as before
+        (a kill in the read then loses the page); the read goes on either way."""
+        try:
+            await self.s.store.refuse_gate(
+                gate.callback_url, gate.github_environment, until, refusal
+            )
+        except Exception as exc:
+            log.warning(
+                "protection rule %s: its refusal not kept before the run's read (%s)",
+                gate.callback_url,
+                self.redact(str(exc)),
+            )
 
     async def _gate_wait(self, gate: PendingGate, until: float, asked: float | None) -> float:
         """Until the gate is answered again: its claim's end, moved on to the wait a rate

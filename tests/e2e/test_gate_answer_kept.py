@@ -158,3 +158,50 @@ async def test_a_gate_given_up_with_no_window_pages_once_across_a_kill_before_it
     paged = [n.title for n in json_sink.notifications if "NOT" in n.title]
     assert len(paged) == 1, paged
     assert len(integrated.github.seen(GATE_PATH)) == 2  # answered twice, both refused
+
+
+@pytest.mark.timeout(90)
+async def test_a_422_whose_run_read_a_kill_cut_still_pages_after_the_restart(
+    integrated: Integrated,  # noqa: F811
+    json_sink: JsonSink,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GitHub refused A's answer (422: a body it refuses, or nothing waits any more) and A
+    died reading whether the run was cancelled: its read never returns, as a kill -9 at
+    that instant leaves it. Its restart sent the answer again, was refused again, took
+    that 422 for A's answer taken ("answered before") and paged no one: the job behind the
+    rule waited for a person nobody told. The 422 is stored before the read: the restart
+    reads the run, and pages, without answering again."""
+    run_was_cancelled = integrations_module.run_was_cancelled
+    frozen = asyncio.Event()
+    reads: list[str] = []
+
+    async def dies_once(*args: Any, **kwargs: Any) -> tuple[bool, str]:
+        reads.append(args[1])
+        if len(reads) == 1:
+            frozen.set()
+            await asyncio.Event().wait()  # A: as killed, never read
+        return await run_was_cancelled(*args, **kwargs)
+
+    monkeypatch.setattr(integrations_module, "run_was_cancelled", dies_once)
+    monkeypatch.setattr(integrations_module, "GATE_CLAIM_S", 2.0)
+    env = integrated.environments(staging_window="1500ms")
+    alerting = alerts_to(json_sink)
+    integrated.github.fail("422", match="deployment_protection_rule")
+    first = await integrated.start(env, alerting=alerting, owner="a", server=AS_KILLED)
+    good = "d" * 40
+    assert (await first.settled((await first.register("staging", good))["id"]))["state"] == "passed"
+    rule = integrated.github.ask_gate(sha=good, run_id=13)
+    status, _ = await github_hook(first, "deployment_protection_rule", rule, "gate-read-cut")
+    assert status == 202
+    await asyncio.wait_for(frozen.wait(), 15)
+    await first.stop()  # one agent per SQLite file: B is A's restart
+    second = await integrated.start(env, alerting=alerting, owner="b")
+    await eventually_async(second.app[STORE].pending_gates, [], within=20)
+    await eventually(lambda: any("NOT" in n.title for n in json_sink.notifications))
+    paged = [n for n in json_sink.notifications if "NOT" in n.title]
+    # before: no page ("answered before"), and the answer sent twice, refused twice
+    assert len(paged) == 1, [n.title for n in paged]
+    assert "HTTP 422" in paged[0].message and "its run is waiting" in paged[0].message
+    assert len(integrated.github.seen(GATE_PATH)) == 1  # refused once, not sent again
+    assert len(reads) == 2  # A's, cut; B's

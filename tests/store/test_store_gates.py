@@ -337,6 +337,30 @@ async def test_a_gate_claimed_before_and_not_answered_says_so(store: Store) -> N
     assert not await store.gate_claimed_before(URL.format(9), "Production")  # unknown
 
 
+async def test_a_refusal_kept_under_its_claim_is_read_until_the_gate_is_answered(
+    store: Store,
+) -> None:
+    """`refuse_gate` keeps GitHub's 422 on the unanswered gate, fenced by the claim's end
+    (a claim taken since keeps the gate as it is); `gate_refused` reads it, until the gate
+    is answered, and a gate asked again after its answer starts without it."""
+    await store.add_gate(gate(1))
+    assert await store.gate_refused(URL.format(1), "Production") is None
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 230.0)
+    assert not await store.refuse_gate(URL.format(1), "Production", 229.0, "HTTP 422")  # not its
+    assert await store.refuse_gate(URL.format(1), "Production", 230.0, "HTTP 422: refused")
+    assert await store.gate_refused(URL.format(1), "Production") == "HTTP 422: refused"
+    assert await store.pending_gates() == [gate(1)]  # still waits for its outcome
+    assert await store.claim_gate(URL.format(1), "Production", 231.0, 260.0)  # lapsed
+    assert await store.gate_refused(URL.format(1), "Production") == "HTTP 422: refused"
+    await store.answer_gate(URL.format(1), "Production", "approved", "HTTP 422: paged", 240.0)
+    assert await store.gate_refused(URL.format(1), "Production") is None
+    assert not await store.refuse_gate(URL.format(1), "Production", 260.0, "HTTP 422")
+    next_job = await store.add_gate(gate(1, created_at=300.0), delivery("guid-next"))
+    assert next_job == GateAsk.ADDED  # the run's next job asks again: opened again
+    assert await store.gate_refused(URL.format(1), "Production") is None
+    assert await store.gate_refused(URL.format(9), "Production") is None  # unknown
+
+
 async def test_a_gate_claim_handed_back_is_released_for_an_older_replica_too(
     backend: Backend,
 ) -> None:

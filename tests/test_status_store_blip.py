@@ -17,11 +17,10 @@ from typing import Any
 import pytest
 
 from agent.records import DeployWindow
-from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.integrations import Integrations
 from tests.fakes.github import FakeGitHub
-from tests.test_watcher_claims import quiet_integrations, quiet_watcher
+from tests.test_watcher_claims import integrations_of
 
 pytestmark = pytest.mark.timeout(60)
 TOKEN = "gh-token"
@@ -36,17 +35,14 @@ async def github() -> AsyncIterator[FakeGitHub]:
 
 
 def integrations_on(store: SqliteStore, github: FakeGitHub) -> Integrations:
-    watcher = quiet_watcher(store, background_probing=False)
-    watcher.settings = load_settings_text(
-        f"""
+    config = f"""
 server: {{api_tokens: [tok-1234567890abcdef]}}
 integrations: {{github: {{api_url: '{github.url}', token: {TOKEN}}}}}
 environments:
   production:
     base_url: http://127.0.0.1:9
 """
-    )
-    return quiet_integrations(watcher, poll_interval=TURN)
+    return integrations_of(store, config, poll_interval=TURN)
 
 
 async def passed_window(store: SqliteStore) -> DeployWindow:

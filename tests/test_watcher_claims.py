@@ -61,6 +61,14 @@ def quiet_watcher(
     )
 
 
+def integrations_of(store: Store, config: str, poll_interval: float) -> Integrations:
+    """`quiet_integrations` beside a `quiet_watcher` of `config` (YAML) in place of
+    `CONFIG`: the integrations and environments a test configures."""
+    watcher = quiet_watcher(store, background_probing=False)
+    watcher.settings = load_settings_text(config)
+    return quiet_integrations(watcher, poll_interval=poll_interval)
+
+
 def quiet_integrations(watcher: Watcher, poll_interval: float) -> Integrations:
     """The integrations beside `watcher`, as the daemon sets them up (none configured)."""
     return Integrations(

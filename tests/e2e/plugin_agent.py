@@ -50,10 +50,10 @@ def records(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
 
-async def registered(url: str, *more: str) -> tuple[int, str, str]:
-    """`postflight register` of v2 on production at the agent at `url` (with `more`
+async def registered(url: str, *more: str, env: str = "production") -> tuple[int, str, str]:
+    """`postflight register` of v2 on `env` at the agent at `url` (with `more`
     arguments): its exit code, its output and the deploy's id."""
-    common = ("--url", url, "--token", TOKEN, "--env", "production", "--version", "v2")
+    common = ("--url", url, "--token", TOKEN, "--env", env, "--version", "v2")
     code, said = await awaited_cli("register", *common, *more)
     found = re.search(r"dep_[0-9A-Z]{26}", said)
     assert found is not None, said

@@ -16,6 +16,8 @@ import contextlib
 import json
 import logging
 import signal
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,14 @@ from tests.e2e.conftest import AgentFactory, failing_production
 from tests.e2e.crash import TOKEN, free_port
 from tests.e2e.plugin_agent import records, registered, start
 from tests.plugin_site import install_distribution
-from tests.receivers import JsonSink, RollbackReceiver, SmtpSink, text_of
+from tests.receivers import (
+    JsonNotification,
+    JsonSink,
+    RollbackAttempt,
+    RollbackReceiver,
+    SmtpSink,
+    text_of,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -42,9 +51,10 @@ fine): `text` and `nan`, a value that is no number; `bytes` and `dict`, an error
 no text; `numpy`, figures the judge reads but JSON does not (numpy's); `sizes_*`, the
 values' `period_sizes` in numpy's counts (`sizes_numpy`), or not counts (`sizes_float`,
 `sizes_negative`), or counts that do not add up to the values (`sizes_sum`); `raise`, a fetch
-that raises, naming its key; `judge`, a judge that raises on every round, and `store`, a
-round's write that raises (a summary that is no JSON), each patched in as the plugin is
-loaded (a bug of the agent's own, in the daemon as it runs).
+that raises, naming its key; `by-environment`, each environment's answers those of the
+mode it is named after (one agent for many); `judge`, a judge that raises on every round,
+and `store`, a round's write that raises (a summary that is no JSON), each patched in as
+the plugin is loaded (a bug of the agent's own, in the daemon as it runs).
 And a check that raises in every run (its own bug, not the target's)."""
 
 import dataclasses
@@ -88,17 +98,18 @@ class BuggyProvider:
     async def fetch(self, rule, scope, period, release):
         if release != scope.version:
             return Observation(value=0.01)
-        if self.config.mode in ("text", "judge"):
+        mode = scope.environment if self.config.mode == "by-environment" else self.config.mode
+        if mode in ("text", "judge"):
             return Observation(value="n/a")
-        if self.config.mode == "nan":
+        if mode == "nan":
             return Observation(value=float("nan"))
-        if self.config.mode == "store":
+        if mode == "store":
             return Observation(value=0.01)
-        if self.config.mode == "bytes":
+        if mode == "bytes":
             return Observation(value=None, error=b"connection reset")
-        if self.config.mode == "dict":
+        if mode == "dict":
             return Observation(value=None, error={"code": 503, "detail": "overloaded"})
-        if self.config.mode == "numpy":
+        if mode == "numpy":
             import numpy as np
 
             return Observation(
@@ -108,7 +119,7 @@ class BuggyProvider:
                 seconds=np.float32(0.5),
                 values=np.array([0.01]),
             )
-        if self.config.mode.startswith("sizes_"):
+        if mode.startswith("sizes_"):
             import numpy as np
 
             sizes = {
@@ -116,7 +127,7 @@ class BuggyProvider:
                 "sizes_float": (1.0, 2.0),
                 "sizes_negative": (4, -1),
                 "sizes_sum": (1, 1),
-            }[self.config.mode]
+            }[mode]
             return Observation(value=0.02, values=(0.01, 0.02, 0.03), period_sizes=sizes)
         raise RuntimeError(f"fetch exploded (key {self.config.api_key.get_secret_value()})")
 
@@ -156,6 +167,14 @@ def install_plugin(site: Path) -> None:
     (site / "buggy_provider.py").write_text(PLUGIN)
 
 
+# An environment's checks and rules: mode `check`'s (or an environment named so), the
+# crashy check judged by its own rule; any other's, the buggy provider's rule.
+CRASHY_CHECK = f"{{name: crashy, type: crashy, secret: {API_KEY}}}"
+HEALTH_CHECK = "{name: health, type: http, path: /health, timeout: 200ms}"
+CHECK_RULE = "{name: probe-errors, source: checks, metric: error_rate, max: 0.5}"
+BUGGY_RULE = "{name: bug-rate, source: buggy, metric: error_rate, max: 0.5}"
+
+
 def config(
     tmp_path: Path,
     port: int,
@@ -164,17 +183,8 @@ def config(
     receiver: str,
     window: str = "30s",
     mail: str | None = None,
+    environments: Sequence[str] = ("production",),
 ) -> Path:
-    check = (
-        f"{{name: crashy, type: crashy, secret: {API_KEY}}}"
-        if mode == "check"
-        else "{name: health, type: http, path: /health, timeout: 200ms}"
-    )
-    rule = (
-        "{name: probe-errors, source: checks, metric: error_rate, max: 0.5}"
-        if mode == "check"
-        else "{name: bug-rate, source: buggy, metric: error_rate, max: 0.5}"
-    )
     path = tmp_path / "postflight.yaml"
     path.write_text(
         f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
@@ -183,22 +193,25 @@ def config(
         + (f"    - {{url: '{mail}', tags: [oncall]}}\n" if mail else "")
         + f"providers:\n  buggy: {{mode: {mode}, api_key: {API_KEY}}}\n"
         "environments:\n"
-        "  production:\n"
-        f"    base_url: http://127.0.0.1:{free_port()}\n"
-        f"    window: {window}\n"
-        "    interval: 500ms\n"
-        "    background_interval: 200ms\n"
-        f"    checks: [{check}]\n"
-        "    analysis: {policy: threshold, failure_limit: 1}\n"
-        f"    rules: [{rule}]\n"
-        "    alerts: {tags: [oncall]}\n"
-        f"    rollback: {{url: '{receiver}', secret: {SECRET}}}\n"
+        + "".join(
+            f"  {name}:\n"
+            f"    base_url: http://127.0.0.1:{free_port()}\n"
+            f"    window: {window}\n"
+            "    interval: 500ms\n"
+            "    background_interval: 200ms\n"
+            f"    checks: [{CRASHY_CHECK if 'check' in (mode, name) else HEALTH_CHECK}]\n"
+            "    analysis: {policy: threshold, failure_limit: 1}\n"
+            f"    rules: [{CHECK_RULE if 'check' in (mode, name) else BUGGY_RULE}]\n"
+            "    alerts: {tags: [oncall]}\n"
+            f"    rollback: {{url: '{receiver}', secret: {SECRET}}}\n"
+            for name in environments
+        )
     )
     return path
 
 
 async def watched(
-    tmp_path: Path, mode: str, window: str = "30s"
+    tmp_path: Path, mode: str
 ) -> tuple[int, str, dict[str, Any], JsonSink, list[Any], Path, SmtpSink]:
     """Register v2 with `--wait` on an agent whose provider has the bug `mode`, then stop
     the agent: the exit code and output, the deploy as the API shows it, the sink, the
@@ -211,7 +224,7 @@ async def watched(
     await mail.start()
     port = free_port()
     log = tmp_path / "agent.log"
-    made = config(tmp_path, port, mode, sink.url(), receiver.url, window, mail.url())
+    made = config(tmp_path, port, mode, sink.url(), receiver.url, mail=mail.url())
     agent = start(made, log, site)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -284,109 +297,219 @@ async def test_a_part_that_raises_on_every_try_ends_the_window_inconclusive_nami
     assert len(retried) == (0 if mode == "judge" else 1), retried
 
 
-@pytest.mark.timeout(90)
-async def test_a_provider_whose_fetch_raises_fails_soft_naming_the_exception(
-    tmp_path: Path,
-) -> None:
-    """Before, the exception went out of the round: the watch ended, and the watcher met
-    it again at each claim (then, with the watcher's bug rule, ended the window at round 1
-    as a bug of "the window's watch", with no provider alert)."""
-    code, said, deploy, sink, rollbacks, log, _ = await watched(tmp_path, "raise", window="3s")
+ANSWERED_NO_NUMBER = {
+    "text": "its value 'n/a' (str) is not a number",
+    "nan": "its value nan is not a finite",
+    "bytes": "its error b'connection reset' (bytes) is not text",
+    "dict": "its error {'code': 503, 'detail': 'overloaded'} (dict) is not text",
+    "sizes_float": "its period_sizes[0] 1.0 (float) is not a count",
+    "sizes_negative": "its period_sizes[1] -1 (int) is not a count",
+    "sizes_sum": "its period_sizes (1, 1) (tuple) count 2 values, not its 3",
+}
+"""The provider's answers the judge cannot read, by mode, and the words that say why."""
 
-    assert code == 3, said
-    assert deploy["state"] == "inconclusive", deploy
-    assert deploy["rounds"] > 1, deploy  # went on to its end
-    assert "raised RuntimeError: fetch exploded (key ***)" in deploy["verdict"]["reason"], deploy
-    provider, end = sink.notifications  # the provider's one alert of the window, and the end
-    assert "provider buggy" in provider.title, provider.title
-    assert "raised RuntimeError: fetch exploded (key " in provider.message, provider.message
-    assert "inconclusive" in end.title, end.title
-    assert rollbacks == []
-    text = log.read_text()
-    assert API_KEY not in text and all(API_KEY not in n.message for n in sink.notifications)
-    assert API_KEY not in json.dumps(deploy)
+ANSWERED_NUMPY = ("numpy", "sizes_numpy")
+"""The provider's answers in numpy's figures, which the judge reads but JSON does not."""
+
+
+@dataclass
+class Watch:
+    """One environment's deploy in `answers_by_environment`'s run."""
+
+    code: int
+    said: str
+    """`register --wait`'s exit code and output."""
+    deploy: dict[str, Any]
+    """The deploy as the API shows it."""
+    notifications: list[JsonNotification]
+    """The sink's alerts about this environment's deploy."""
+    logged: list[dict[str, Any]]
+    """The agent's log records about this environment (their `environment` field)."""
+
+
+@dataclass
+class AnswersRun:
+    """One agent whose provider answers each environment as the mode it is named after."""
+
+    watches: dict[str, Watch]
+    rollbacks: list[RollbackAttempt]
+    """Every rollback request of the run, whatever its environment."""
+    notifications: list[JsonNotification]
+    """Every alert of the run."""
+    logged: list[dict[str, Any]]
+    """Every record of the agent's log."""
+    text: str
+    """The agent's log as written."""
+
+
+async def watched_by_environment(tmp_path: Path, modes: Sequence[str]) -> AnswersRun:
+    """`watched` for many modes at once: one agent, an environment named after each mode
+    (`by-environment`), v2 registered on each with `--wait` at once, then the agent stopped.
+    Each test ran an agent of its own, one after another: an agent's start, window and
+    stop each (54 s for the 9 of `answers_run`, 14 s as one run)."""
+    site = tmp_path / "site"
+    install_plugin(site)
+    sink, receiver = JsonSink(), RollbackReceiver(SECRET)
+    await sink.start()
+    await receiver.start()
+    port = free_port()
+    log = tmp_path / "agent.log"
+    made = config(
+        tmp_path, port, "by-environment", sink.url(), receiver.url, "3s", environments=modes
+    )
+    agent = start(made, log, site)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        answers = await asyncio.gather(
+            *(registered(url, "--wait", "--timeout", "20s", env=mode) for mode in modes)
+        )
+        deploys = {}
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+            for mode, (_, _, deploy_id) in zip(modes, answers, strict=True):
+                async with http.get(f"{url}/v1/deploys/{deploy_id}") as answer:
+                    deploys[mode] = await answer.json()
+        with contextlib.suppress(TimeoutError):  # what came is asserted by each test
+            await sink.wait_for(len(modes))
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(agent.wait, 30)  # in a thread: see `watched`
+        await sink.stop()
+        await receiver.stop()
     logged = records(log)
-    traced = [r for r in logged if r["level"] == "error" and r.get("exc")]
-    assert len(traced) == 1 and "RuntimeError" in traced[0]["exc"], traced
-    assert not [r for r in logged if "watching the window failed" in r["msg"]]
+    watches = {
+        mode: Watch(
+            code,
+            said,
+            deploys[mode],
+            [n for n in sink.notifications if n.title.startswith(f"[postflight] {mode} v2:")],
+            [r for r in logged if r.get("environment") == mode],
+        )
+        for mode, (code, said, _) in zip(modes, answers, strict=True)
+    }
+    return AnswersRun(watches, receiver.attempts, sink.notifications, logged, log.read_text())
 
 
+@pytest.fixture(scope="module")
+def answers_run(tmp_path_factory: pytest.TempPathFactory) -> AnswersRun:
+    """The run of every mode of `ANSWERED_NO_NUMBER` and `ANSWERED_NUMPY`, shared by
+    their tests (one worker runs them all: `ONE_ANSWERS_RUN`)."""
+    modes = [*ANSWERED_NO_NUMBER, *ANSWERED_NUMPY]
+    return asyncio.run(watched_by_environment(tmp_path_factory.mktemp("answers"), modes))
+
+
+@pytest.fixture(scope="module")
+def bugs_run(tmp_path_factory: pytest.TempPathFactory) -> AnswersRun:
+    """The run of a provider's fetch that raises (`raise`) and a check that raises
+    (`check`), shared by their tests: apart from `answers_run`, whose tests find no
+    exception in its whole log."""
+    return asyncio.run(watched_by_environment(tmp_path_factory.mktemp("bugs"), ["raise", "check"]))
+
+
+ONE_ANSWERS_RUN = pytest.mark.xdist_group("round-bug-answers")
+"""The tests of `answers_run` on one worker, which runs it once (`--dist loadgroup`)."""
+
+
+@ONE_ANSWERS_RUN
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize(
-    ("mode", "said"),
-    [
-        ("text", "its value 'n/a' (str) is not a number"),
-        ("nan", "its value nan is not a finite"),
-        ("bytes", "its error b'connection reset' (bytes) is not text"),
-        ("dict", "its error {'code': 503, 'detail': 'overloaded'} (dict) is not text"),
-        ("sizes_float", "its period_sizes[0] 1.0 (float) is not a count"),
-        ("sizes_negative", "its period_sizes[1] -1 (int) is not a count"),
-        ("sizes_sum", "its period_sizes (1, 1) (tuple) count 2 values, not its 3"),
-    ],
-)
-async def test_a_provider_answering_no_number_makes_its_rule_inconclusive_not_the_window_a_bug(
-    tmp_path: Path, mode: str, said: str
+@pytest.mark.parametrize(("mode", "said"), ANSWERED_NO_NUMBER.items())
+def test_a_provider_answering_no_number_makes_its_rule_inconclusive_not_the_window_a_bug(
+    answers_run: AnswersRun, mode: str, said: str
 ) -> None:
     """The judge raised on it (or, NaN, took it for no data, unsaid), and the whole window
     ended at round 1 as a bug of "the judge"; an error that is no text made the round's
     store write raise, three times, and the window ended as a bug of "the store": the
     answer is the provider's fault, told as an answer that cannot be read is."""
-    code, out, deploy, sink, rollbacks, log, _ = await watched(tmp_path, mode, window="3s")
+    watch = answers_run.watches[mode]
+    code, out, deploy = watch.code, watch.said, watch.deploy
 
     assert code == 3, out
     assert deploy["state"] == "inconclusive", deploy
     assert deploy["rounds"] > 1, deploy  # went on to its end
     reason = deploy["verdict"]["reason"]
     assert "a bug in the agent" not in reason, reason
-    provider, end = sink.notifications  # the provider's one alert of the window, and the end
+    provider, end = watch.notifications  # the provider's one alert of the window, and the end
     assert provider.title.endswith("provider buggy answered, but not usably"), provider.title
     marked = said.replace("[", "\\[").replace("]", "\\]")  # the alert's Markdown escapes
     assert marked in provider.message, provider.message
     assert end.title.endswith("inconclusive, not enough data or evidence to pass"), end.title
-    assert rollbacks == []
-    logged = records(log)
+    assert answers_run.rollbacks == []
+    logged = answers_run.logged
     assert not [r for r in logged if r.get("exc")], logged
-    warned = [r for r in logged if r["msg"].startswith("provider buggy answered")]
+    warned = [r for r in watch.logged if r["msg"].startswith("provider buggy answered")]
     assert len(warned) == 1 and said in warned[0]["msg"], warned
     assert not [r for r in logged if "watching the window failed" in r["msg"]]
 
 
+@ONE_ANSWERS_RUN
 @pytest.mark.timeout(90)
-@pytest.mark.parametrize("mode", ["numpy", "sizes_numpy"])
-async def test_a_provider_answering_numpy_figures_is_judged_and_stored(
-    tmp_path: Path, mode: str
+@pytest.mark.parametrize("mode", ANSWERED_NUMPY)
+def test_a_provider_answering_numpy_figures_is_judged_and_stored(
+    answers_run: AnswersRun, mode: str
 ) -> None:
     """numpy's numbers are numbers to the judge, but not to JSON: the round's store write
     raised on them (`Object of type int64 is not JSON serializable`), three times, and the
     window ended at round 1 as a bug of the store. They are stored as Python's; so too
     `period_sizes` in a numpy array (its truth, asked by the store write, raised)."""
-    code, out, deploy, sink, _, log, _ = await watched(tmp_path, mode, window="3s")
+    watch = answers_run.watches[mode]
+    code, out, deploy = watch.code, watch.said, watch.deploy
 
     assert deploy["rounds"] > 1, (code, out, deploy)  # went on to its end
     assert deploy["state"] in ("passed", "failed", "inconclusive"), deploy
     assert "a bug in the agent" not in deploy["verdict"]["reason"], deploy
-    assert not [n for n in sink.notifications if "provider buggy" in n.title], sink.notifications
-    logged = records(log)
+    notifications = watch.notifications
+    assert not [n for n in notifications if "provider buggy" in n.title], notifications
+    logged = answers_run.logged
     assert not [r for r in logged if r.get("exc")], logged
     assert not [r for r in logged if "watching the window failed" in r["msg"]]
 
 
+@ONE_ANSWERS_RUN
 @pytest.mark.timeout(90)
-async def test_a_check_that_raises_in_run_is_its_bug_not_a_failed_probe(tmp_path: Path) -> None:
+def test_a_provider_whose_fetch_raises_fails_soft_naming_the_exception(
+    bugs_run: AnswersRun,
+) -> None:
+    """Before, the exception went out of the round: the watch ended, and the watcher met
+    it again at each claim (then, with the watcher's bug rule, ended the window at round 1
+    as a bug of "the window's watch", with no provider alert)."""
+    watch = bugs_run.watches["raise"]
+    code, said, deploy = watch.code, watch.said, watch.deploy
+
+    assert code == 3, said
+    assert deploy["state"] == "inconclusive", deploy
+    assert deploy["rounds"] > 1, deploy  # went on to its end
+    assert "raised RuntimeError: fetch exploded (key ***)" in deploy["verdict"]["reason"], deploy
+    provider, end = watch.notifications  # the provider's one alert of the window, and the end
+    assert "provider buggy" in provider.title, provider.title
+    assert "raised RuntimeError: fetch exploded (key " in provider.message, provider.message
+    assert "inconclusive" in end.title, end.title
+    assert bugs_run.rollbacks == []
+    assert API_KEY not in bugs_run.text
+    assert all(API_KEY not in n.message for n in bugs_run.notifications)
+    assert API_KEY not in json.dumps(deploy)
+    logged = bugs_run.logged
+    traced = [r for r in logged if r["level"] == "error" and r.get("exc")]
+    assert len(traced) == 1 and "RuntimeError" in traced[0]["exc"], traced
+    assert not [r for r in logged if "watching the window failed" in r["msg"]]
+
+
+@ONE_ANSWERS_RUN
+@pytest.mark.timeout(90)
+def test_a_check_that_raises_in_run_is_its_bug_not_a_failed_probe(bugs_run: AnswersRun) -> None:
     """Each run's exception (a `RuntimeError`, not about the target) is the check's own
     bug (`checks.bugs`): no evidence, its rule without data ending the window
     inconclusive, its reason naming the bug, redacted; logged once, the window never
     retried, nothing rolled back. Before, each run was a failed probe: every probe
     failed, and the window failed and asked for its rollback."""
-    code, said, deploy, _, rollbacks, log, _ = await watched(tmp_path, "check", window="3s")
+    watch = bugs_run.watches["check"]
+    code, said, deploy = watch.code, watch.said, watch.deploy
 
     assert code == 3, said
     assert deploy["state"] == "inconclusive", deploy
-    assert rollbacks == []
+    assert bugs_run.rollbacks == []
     reason = deploy["verdict"]["reason"]
     assert "check crashy (crashy) has a bug: RuntimeError: boom (secret ***) at" in reason, reason
-    assert API_KEY not in json.dumps(deploy) and API_KEY not in log.read_text()
-    logged = records(log)
+    assert API_KEY not in json.dumps(deploy) and API_KEY not in bugs_run.text
+    logged = bugs_run.logged
     told = [r for r in logged if r["logger"] == "checks.registry" and "has a bug" in r["msg"]]
     assert [r["level"] for r in told] == ["warning"], told  # once, not once a probe
     assert not [r for r in logged if "watching the window failed" in r["msg"]]

@@ -85,17 +85,19 @@ def killed(agent: subprocess.Popen[bytes]) -> None:
 async def test_a_stop_while_waiting_for_the_store_exits_0_and_an_unknown_database_2(
     tmp_path: Path, pg_cluster: PgCluster
 ) -> None:
+    # both at once: neither waits for the other's start
     agent, _, log = start(tmp_path / "down", f"postgresql://pf@127.0.0.1:{free_port()}/pf")
+    unknown, _, unknown_log = start(tmp_path / "unknown", pg_cluster.url("no_such_database"))
     try:
         await said(log, agent, WAITING)
         agent.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(agent.wait, 20) == 0
+        assert await asyncio.to_thread(unknown.wait, 30) == 2
     finally:
         killed(agent)
+        killed(unknown)
     assert "stopped while waiting for the store" in shown(log)
-    agent, _, log = start(tmp_path / "unknown", pg_cluster.url("no_such_database"))
-    assert await asyncio.to_thread(agent.wait, 30) == 2
-    assert 'database "no_such_database" does not exist' in shown(log)
+    assert 'database "no_such_database" does not exist' in shown(unknown_log)
 
 
 async def test_run_waits_for_a_store_that_does_not_answer_yet_then_serves_on_the_same_socket(
@@ -247,29 +249,14 @@ async def test_run_waits_for_a_sqlite_file_another_process_holds_then_serves(
     assert "locked" in text and "the store answers; starting" in text, text
 
 
-async def test_a_stop_while_waiting_for_a_held_sqlite_file_exits_0(tmp_path: Path) -> None:
-    """The wait for a SQLite file another process holds is a stop's clean exit too."""
-    path = tmp_path / "postflight.db"
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("PRAGMA journal_mode=WAL")
-    holder.execute("BEGIN EXCLUSIVE")
-    agent, _, log = start(tmp_path / "agent", f"sqlite:///{path}")
-    try:
-        await said(log, agent, WAITING)
-        agent.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(agent.wait, 20) == 0
-    finally:
-        killed(agent)
-        holder.close()
-    assert "stopped while waiting for the store" in shown(log), shown(log)
-
-
-async def test_the_contracts_gauges_are_served_while_waiting_for_the_store(
+async def test_the_contracts_gauges_are_served_while_waiting_for_the_store_and_a_stop_exits_0(
     tmp_path: Path,
 ) -> None:
     """`postflight_windows_active` (contract §5) was missing from /metrics until the store
     answered: a dashboard saw each environment's series vanish across a restart that
-    waited. It is 0 per configured environment meanwhile: nothing is watched yet."""
+    waited. It is 0 per configured environment meanwhile: nothing is watched yet. The wait
+    for a SQLite file another process holds is a stop's clean exit too (a test of its own
+    before, the same start and stop)."""
     path = tmp_path / "postflight.db"
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("PRAGMA journal_mode=WAL")
@@ -288,6 +275,7 @@ async def test_the_contracts_gauges_are_served_while_waiting_for_the_store(
     finally:
         killed(agent)
         holder.close()
+    assert "stopped while waiting for the store" in shown(log), shown(log)
 
 
 def test_a_postgresql_store_without_its_driver_says_the_extra_to_install(tmp_path: Path) -> None:

@@ -3,13 +3,17 @@ folder on its PYTHONPATH (`tests.plugin_site`), its JSON log read back as record
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from tests.cli_process import awaited_cli
 from tests.e2e.crash import TOKEN, _env, request_json
@@ -58,3 +62,18 @@ async def registered(url: str, *more: str, env: str = "production") -> tuple[int
     found = re.search(r"dep_[0-9A-Z]{26}", said)
     assert found is not None, said
     return code, said, found.group()
+
+
+async def registered_each(
+    url: str, environments: Sequence[str], *more: str
+) -> dict[str, tuple[int, str, dict[str, Any]]]:
+    """`registered` on each of `environments` at once (with `more` arguments), then each
+    deploy as the API shows it: by environment, the exit code, the output and the deploy
+    (one agent's windows side by side, where each test started an agent of its own)."""
+    answers = await asyncio.gather(*(registered(url, *more, env=env) for env in environments))
+    found = {}
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        for env, (code, said, deploy_id) in zip(environments, answers, strict=True):
+            async with http.get(f"{url}/v1/deploys/{deploy_id}") as answer:
+                found[env] = (code, said, await answer.json())
+    return found

@@ -29,7 +29,7 @@ from alerting import notifier
 from tests.e2e.conftest import SECRET as E2E_SECRET
 from tests.e2e.conftest import AgentFactory, failing_production
 from tests.e2e.crash import TOKEN, free_port
-from tests.e2e.plugin_agent import records, registered, start
+from tests.e2e.plugin_agent import records, registered, registered_each, start
 from tests.plugin_site import install_distribution
 from tests.receivers import (
     JsonNotification,
@@ -354,7 +354,7 @@ async def watched_by_environment(tmp_path: Path, modes: Sequence[str]) -> Answer
     """`watched` for many modes at once: one agent, an environment named after each mode
     (`by-environment`), v2 registered on each with `--wait` at once, then the agent stopped.
     Each test ran an agent of its own, one after another: an agent's start, window and
-    stop each (54 s for the 9 of `answers_run`, 14 s as one run)."""
+    stop each (54 s for the 9 of `answers_run` at load 13, 14 s as one run of 3 s windows)."""
     site = tmp_path / "site"
     install_plugin(site)
     sink, receiver = JsonSink(), RollbackReceiver(SECRET)
@@ -374,14 +374,7 @@ async def watched_by_environment(tmp_path: Path, modes: Sequence[str]) -> Answer
     agent = start(made, log, site)
     try:
         url = f"http://127.0.0.1:{port}"
-        answers = await asyncio.gather(
-            *(registered(url, "--wait", "--timeout", "20s", env=mode) for mode in modes)
-        )
-        deploys = {}
-        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http:
-            for mode, (_, _, deploy_id) in zip(modes, answers, strict=True):
-                async with http.get(f"{url}/v1/deploys/{deploy_id}") as answer:
-                    deploys[mode] = await answer.json()
+        ends = await registered_each(url, modes, "--wait", "--timeout", "20s")
         with contextlib.suppress(TimeoutError):  # what came is asserted by each test
             await sink.wait_for(len(modes))
     finally:
@@ -394,11 +387,11 @@ async def watched_by_environment(tmp_path: Path, modes: Sequence[str]) -> Answer
         mode: Watch(
             code,
             said,
-            deploys[mode],
+            deploy,
             [n for n in sink.notifications if n.title.startswith(f"[postflight] {mode} v2:")],
             [r for r in logged if r.get("environment") == mode],
         )
-        for mode, (code, said, _) in zip(modes, answers, strict=True)
+        for mode, (code, said, deploy) in ends.items()
     }
     return AnswersRun(watches, receiver.attempts, sink.notifications, logged, log.read_text())
 

@@ -38,7 +38,7 @@ async def test_a_bug_in_a_canarys_baseline_runs_alone_is_alerted_once(
     receiver, sink = run.receiver, run.sink
     assert code == 3, said  # inconclusive: the rule had no baseline
     assert receiver.attempts == [], said
-    (bug,) = _bug_alerts(sink)  # before: none, the end's "no baseline" alone
+    (bug,) = _bug_alerts(sink.notifications)  # before: none, the end's "no baseline" alone
     assert bug.title == BUG_TITLE and bug.payload["type"] == "warning", bug.payload
     # all its round's baseline runs (but one its round cut short under load: a timeout)
     assert re.search(

@@ -46,9 +46,10 @@ LOOKS = 4
 
 
 class _Clocks:
-    """The system clock's offset from the monotonic one as last read (the least and the
-    most it can be: `time.time()` read between two `time.perf_counter()`), and when it was
-    last seen to step, back or forth (`time.perf_counter()`; -inf: never)."""
+    """The system clock's offset from the monotonic one (the least and the most it can be:
+    `time.time()` read between two `time.perf_counter()`, narrowed by each read since the
+    last step), and when it was last seen to step, back or forth (`time.perf_counter()`;
+    -inf: never)."""
 
     offset: tuple[float, float] | None = None
     stepped_at = float("-inf")
@@ -77,6 +78,11 @@ class _Clocks:
         last = cls.offset
         if last is not None and (most < last[0] - STEP_S or least > last[1] + STEP_S):
             cls.stepped_at = before
+        elif last is not None and max(least, last[0]) <= min(most, last[1]):
+            # no step: the offset is in both brackets, so in their overlap, which a step
+            # past `STEP_S` leaves (kept as the last bracket, a wide one let a step inside
+            # it go unseen: one stalled look's 20 ms hid a 10 ms step, a latency 10 ms short)
+            least, most = max(least, last[0]), min(most, last[1])
         cls.offset = (least, most)
         return before, wall, after
 

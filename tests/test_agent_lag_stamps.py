@@ -432,3 +432,88 @@ def test_a_system_clock_step_leaves_the_read_time_never_a_short_latency(
     # kernel's clock (here: not stepped with the one the agent reads), never early
     assert all(r.kernel is not None and r.kernel <= 0.0002 for r in answers[:6]), answers
     assert all(r.end >= r.before for r in answers), answers
+
+
+async def _answers_across_a_hidden_step(offset: list[float], stall: list[float]) -> list[Read]:
+    """6 answers on one keep-alive connection, the target 30 ms on the last: as it has
+    that request, the agent's loop reads the clocks while stalled inside the read
+    (`stall[0]`, before each `time.time()`: as a connection being made looks, on a loaded
+    machine), then the system clock (`offset[0]`) steps 10 ms forward, before the answer
+    is read."""
+    loop = asyncio.get_running_loop()
+    lag = ticks().lag
+    asked = [0]
+
+    def stalled_look_then_step() -> None:
+        import checks.stamps as stamps
+
+        stall[0] = 0.02
+        stamps._Clocks.look()
+        stall[0] = 0.0
+        offset[0] = 0.01
+
+    def on_request() -> None:
+        asked[0] += 1
+        if asked[0] == 7:  # (the first request opened the connection)
+            target.service_s = 0.03
+            loop.call_soon_threadsafe(stalled_look_then_step)
+
+    target = RawTarget(on_request)
+    client = LeanClient(limit=1, keepalive_s=30.0, force_close=False, default_headers={})
+    url = URL(f"http://127.0.0.1:{target.port}/health")
+    head = client.head("GET", url, None, None)
+    out: list[Read] = []
+    try:
+        await client.request(head, url, 2.0, False)
+        target.parsed = 1
+        for _ in range(6):
+            lag.total()
+            parsed, _ = await client.request(head, url, 2.0, False)
+            target.parsed += 1
+            while len(target.sent) < target.parsed:  # noqa: ASYNC110 - a thread's notes
+                await asyncio.sleep(0.0005)
+            before, seen = target.sent[target.parsed - 1]
+            out.append(Read(before, seen, parsed))
+            await asyncio.sleep(0.013)
+    finally:
+        client.close()
+        target.close()
+    return out
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
+def test_a_clock_step_inside_an_earlier_stalled_reading_is_seen_never_a_short_latency(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reading of the clocks stalled inside (20 ms between its monotonic reads, on a
+    loaded machine) bounds the system clock's offset only to those 20 ms; a step of 10 ms
+    after it is inside that bound. Compared with that last reading alone, it went unseen,
+    and the answer that came before the step and was read after it ended 10 ms before it
+    reached the machine: its latency shorter than the target's own 30 ms (counted by the
+    target: its answer went to the kernel after the agent's latency had ended). The offset
+    is narrowed by every reading since the last step (`checks.stamps._Clocks`), so the
+    step is seen: that answer ends at its read, never short."""
+    import checks.stamps as stamps
+
+    real_time = time.time
+    offset, stall = [0.0], [0.0]
+
+    def stepped_time() -> float:
+        if stall[0]:
+            time.sleep(stall[0])
+        return real_time() + offset[0]
+
+    monkeypatch.setattr(
+        stamps, "time", types.SimpleNamespace(perf_counter=time.perf_counter, time=stepped_time)
+    )
+    fresh = type("_Clocks", (stamps._Clocks,), {"offset": None, "stepped_at": float("-inf")})
+    monkeypatch.setattr(stamps, "_Clocks", fresh, raising=False)
+    loop = _loop(kind)
+    try:
+        answers = loop.run_until_complete(_answers_across_a_hidden_step(offset, stall))
+    finally:
+        loop.close()
+    short = [r for r in answers if r.end < r.before]
+    assert not short, answers  # never before the target sent it
+    assert answers[-1].kernel is None and answers[-1].end == answers[-1].read, answers
+    assert all(r.kernel is not None for r in answers[:-1]), answers

@@ -664,9 +664,12 @@ def _p95(latencies: list[float]) -> float:
     return statistics.quantiles(latencies, n=20, method="inclusive")[-1]
 
 
-SLOWEST_DEPLOY_S = 0.4
-"""The slowest the x2 test's deploy answers: its probes' timeout is 1 s and its rounds
-500 ms apart, three probes each."""
+SLOWEST_DEPLOY_S = 0.2
+"""The slowest the x2 test's deploy answers: within its probes' room, half its 500 ms
+round (their 1 s timeout is longer), 250 ms from each probe's start. At 0.4 s most answers
+came after it: timeouts whose latencies are the waits (a lower bound, README), 250-360 ms,
+so a deploy of 395 ms read a p95 of 297 ms (beside six CPU hogs, 18 of 25 such timeouts
+under 395 ms; none of 160 answers ended before the target's, counted at the target)."""
 
 
 def regressed_delay(slower: float, baseline: list[float]) -> float:
@@ -677,9 +680,11 @@ def regressed_delay(slower: float, baseline: list[float]) -> float:
     third such returned with nothing asserted: beside six CPU hogs (load 20-24) every
     baseline read 64-490 ms, 15 of 23 windows were not rolled back, and 4 runs of 12
     asserted nothing; so made, 3 of 13 windows, and 1 run of 10 (its three baselines
-    183-319 ms, a deploy of 395 ms read 297 ms). The machine keeps no thread on time here:
-    a target thread, and the agent's, at nice -15 still read baselines of 77-103 ms, and a
-    bare 50 ms sleep at nice -20 overslept 26 ms at p95."""
+    183-319 ms, a deploy of 395 ms read 297 ms: its probes timed out, `SLOWEST_DEPLOY_S`;
+    over a baseline past 133 ms the deploy is within its bound: a window made again). The
+    machine keeps no thread on time here: a target thread, and the agent's, at nice -15
+    still read baselines of 77-103 ms, and a bare 50 ms sleep at nice -20 overslept 26 ms
+    at p95."""
     delay = SERVICE_50MS_S * slower
     if slower > 1 and baseline_spoilt(baseline):
         return max(delay, min(slower * _p95(baseline), SLOWEST_DEPLOY_S))

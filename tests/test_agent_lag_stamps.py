@@ -358,7 +358,6 @@ async def _stepped_answers(offset: list[float], step_s: float) -> list[Read]:
     keep-alive connection; the 7th is written while the loop is blocked 4 ms, at the end
     of which the system clock (`offset[0]`) steps by `step_s`, before the answer is read."""
     loop = asyncio.get_running_loop()
-    lag = ticks().lag
     asked = [0]
 
     def block_then_step() -> None:
@@ -370,7 +369,12 @@ async def _stepped_answers(offset: list[float], step_s: float) -> list[Read]:
         if asked[0] == 8:  # (the first request opened the connection)
             loop.call_soon_threadsafe(block_then_step)
 
-    target = RawTarget(on_request)
+    return await _answers_of(RawTarget(on_request), 12)
+
+
+async def _answers_of(target: RawTarget, count: int) -> list[Read]:
+    """`count` answers of `target` on one keep-alive connection (opened by one more)."""
+    lag = ticks().lag
     client = LeanClient(limit=1, keepalive_s=30.0, force_close=False, default_headers={})
     url = URL(f"http://127.0.0.1:{target.port}/health")
     head = client.head("GET", url, None, None)
@@ -381,7 +385,7 @@ async def _stepped_answers(offset: list[float], step_s: float) -> list[Read]:
         (conn,) = client._open
         assert conn.transport is not None
         target.peer = conn.transport.get_extra_info("socket").fileno()
-        for _ in range(12):
+        for _ in range(count):
             lag.total()
             parsed, _ = await client.request(head, url, 2.0, False)
             target.parsed += 1
@@ -397,6 +401,17 @@ async def _stepped_answers(offset: list[float], step_s: float) -> list[Read]:
     return out
 
 
+def _system_clock(monkeypatch: pytest.MonkeyPatch, read: Callable[[], float]) -> None:
+    """`checks.stamps` reads the system clock with `read`, and the clocks as first read
+    (no step seen yet), restored after."""
+    import checks.stamps as stamps
+
+    clock = types.SimpleNamespace(perf_counter=time.perf_counter, time=read)
+    monkeypatch.setattr(stamps, "time", clock)
+    fresh = type("_Clocks", (stamps._Clocks,), {"offset": None, "stepped_at": float("-inf")})
+    monkeypatch.setattr(stamps, "_Clocks", fresh, raising=False)
+
+
 @pytest.mark.parametrize("step_s", [1.0, -1.0, -0.002], ids=["forward", "back", "back-2ms"])
 @pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
 def test_a_system_clock_step_leaves_the_read_time_never_a_short_latency(
@@ -408,17 +423,9 @@ def test_a_system_clock_step_leaves_the_read_time_never_a_short_latency(
     nothing) or in the future (back). That answer's latency ends at its read (never
     short), its measure is the heartbeat's bound, and the answers after it end at the
     kernel's stamp again."""
-    import checks.stamps as stamps
-
     real_time = time.time
     offset = [0.0]
-    clock = types.SimpleNamespace(
-        perf_counter=time.perf_counter, time=lambda: real_time() + offset[0]
-    )
-    monkeypatch.setattr(stamps, "time", clock)
-    # the clocks as first read (no step seen yet), restored after
-    fresh = type("_Clocks", (stamps._Clocks,), {"offset": None, "stepped_at": float("-inf")})
-    monkeypatch.setattr(stamps, "_Clocks", fresh, raising=False)
+    _system_clock(monkeypatch, lambda: real_time() + offset[0])
     loop = _loop(kind)
     try:
         answers = loop.run_until_complete(_stepped_answers(offset, step_s))
@@ -441,7 +448,6 @@ async def _answers_across_a_hidden_step(offset: list[float], stall: list[float])
     machine), then the system clock (`offset[0]`) steps 10 ms forward, before the answer
     is read."""
     loop = asyncio.get_running_loop()
-    lag = ticks().lag
     asked = [0]
 
     def stalled_look_then_step() -> None:
@@ -459,26 +465,7 @@ async def _answers_across_a_hidden_step(offset: list[float], stall: list[float])
             loop.call_soon_threadsafe(stalled_look_then_step)
 
     target = RawTarget(on_request)
-    client = LeanClient(limit=1, keepalive_s=30.0, force_close=False, default_headers={})
-    url = URL(f"http://127.0.0.1:{target.port}/health")
-    head = client.head("GET", url, None, None)
-    out: list[Read] = []
-    try:
-        await client.request(head, url, 2.0, False)
-        target.parsed = 1
-        for _ in range(6):
-            lag.total()
-            parsed, _ = await client.request(head, url, 2.0, False)
-            target.parsed += 1
-            while len(target.sent) < target.parsed:  # noqa: ASYNC110 - a thread's notes
-                await asyncio.sleep(0.0005)
-            before, seen = target.sent[target.parsed - 1]
-            out.append(Read(before, seen, parsed))
-            await asyncio.sleep(0.013)
-    finally:
-        client.close()
-        target.close()
-    return out
+    return await _answers_of(target, 6)
 
 
 @pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
@@ -493,8 +480,6 @@ def test_a_clock_step_inside_an_earlier_stalled_reading_is_seen_never_a_short_la
     target: its answer went to the kernel after the agent's latency had ended). The offset
     is narrowed by every reading since the last step (`checks.stamps._Clocks`), so the
     step is seen: that answer ends at its read, never short."""
-    import checks.stamps as stamps
-
     real_time = time.time
     offset, stall = [0.0], [0.0]
 
@@ -503,11 +488,7 @@ def test_a_clock_step_inside_an_earlier_stalled_reading_is_seen_never_a_short_la
             time.sleep(stall[0])
         return real_time() + offset[0]
 
-    monkeypatch.setattr(
-        stamps, "time", types.SimpleNamespace(perf_counter=time.perf_counter, time=stepped_time)
-    )
-    fresh = type("_Clocks", (stamps._Clocks,), {"offset": None, "stepped_at": float("-inf")})
-    monkeypatch.setattr(stamps, "_Clocks", fresh, raising=False)
+    _system_clock(monkeypatch, stepped_time)
     loop = _loop(kind)
     try:
         answers = loop.run_until_complete(_answers_across_a_hidden_step(offset, stall))

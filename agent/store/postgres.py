@@ -130,11 +130,22 @@ class ReplicaIdInUse(StoreError):
     """Another live agent holds this agent's replica id on the shared store."""
 
 
-_HOLDER = """
+_REPLICA_KEY = (
+    "hashtext(CASE WHEN COALESCE(current_schema(), 'public') = 'public' THEN $2"
+    " ELSE current_schema() || '/' || $2 END)"
+)
+"""A replica id's lock key: the id within its store. Advisory locks are the database's,
+and a store is a schema of it (the URL's `search_path`): two agents of two stores in one
+database (staging's and production's, each `POSTFLIGHT_REPLICA_ID=web-1`) refused each
+other's id, as a test suite's agents on one server did (`ReplicaIdInUse` from a test
+before's agent). The default schema keeps the bare id: the key every earlier version
+takes, so a rolling upgrade still meets an older agent under the same id."""
+
+_HOLDER = f"""
 SELECT a.application_name, a.client_addr, a.backend_start
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
-  AND l.classid = $1::bigint AND l.objid = hashtext($2)::bigint & 4294967295
+  AND l.classid = $1::bigint AND l.objid = {_REPLICA_KEY}::bigint & 4294967295
 LIMIT 1
 """
 """Who holds a replica id's lock (`pg_locks` gives a two-key lock's keys as oids)."""
@@ -353,7 +364,7 @@ class PostgresStore(SqlStore):
             self._unavailable(exc, "cannot reach")
         try:
             held = await conn.fetchval(
-                "SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_REPLICA, replica_id
+                f"SELECT pg_try_advisory_lock($1, {_REPLICA_KEY})", LOCK_REPLICA, replica_id
             )
             holder = None if held else await conn.fetchrow(_HOLDER, LOCK_REPLICA, replica_id)
         except BaseException as exc:

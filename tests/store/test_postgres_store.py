@@ -379,3 +379,52 @@ async def test_a_replica_id_is_the_first_of_those_given_that_no_live_agent_holds
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_a_replica_id_is_held_within_its_store_not_across_a_databases_schemas(
+    pg_cluster: PgCluster,
+) -> None:
+    """Two stores in one database (a schema each, the URL's `search_path`: staging's and
+    production's agents) each hold `web-1`: advisory locks are the database's, and the
+    second was refused as if a live agent held its id. Within one store it is still
+    refused, naming the holder."""
+    from agent.store.postgres import ReplicaIdInUse
+
+    staging, production = [await pg_cluster.create_database() for _ in range(2)]
+    stores = [PostgresStore(url) for url in (staging, production, production)]
+    try:
+        assert await stores[0].hold_replica_id("web-1") == "web-1"
+        assert await stores[1].hold_replica_id("web-1") == "web-1"  # was ReplicaIdInUse
+        with pytest.raises(ReplicaIdInUse, match=r"'web-1' is held .* \(postflight web-1 pid"):
+            await stores[2].hold_replica_id("web-1")
+    finally:
+        for store in stores:
+            await store.close()
+
+
+async def test_on_the_default_schema_a_replica_id_meets_an_older_agent_under_it(
+    pg_cluster: PgCluster,
+) -> None:
+    """A store on the database's default schema (no `search_path`) keeps the bare id's key,
+    the one every earlier version holds: in a rolling upgrade the new agent is refused an id
+    an older live one holds, naming it, as before."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    from agent.store.postgres import ReplicaIdInUse
+    from agent.store.sql import LOCK_REPLICA
+
+    older = await asyncpg.connect(
+        pg_cluster.url(), server_settings={"application_name": "postflight older"}
+    )
+    store = PostgresStore(pg_cluster.url())
+    try:
+        assert await older.fetchval(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))", LOCK_REPLICA, "web-9"
+        )
+        with pytest.raises(ReplicaIdInUse, match=r"'web-9' is held .* \(postflight older"):
+            await store.hold_replica_id("web-9")
+        await older.close()
+        assert await store.hold_replica_id("web-9") == "web-9"
+    finally:
+        await store.close()
+        await older.close()

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
-import dataclasses
 import logging
 import threading
 import weakref
@@ -89,9 +88,14 @@ class ChannelResult:
 
     @property
     def key(self) -> str:
-        """Names the channel in the store (`Store.note_alert_channel`): its position and
-        label, so a channel moved or replaced across a restart is not taken for another."""
-        return f"{self.index}:{self.url}"
+        """Names the channel in the store (`channel_key`)."""
+        return channel_key(self.index, self.url)
+
+
+def channel_key(index: int, url: str) -> str:
+    """Names a channel in the store (`Store.note_alert_channel`): its position and label,
+    so a channel moved or replaced across a restart is not taken for another."""
+    return f"{index}:{url}"
 
 
 SENT_BEFORE = "sent before a restart"
@@ -393,7 +397,7 @@ class Notifier:
 
     def channel_keys(self, tags: Sequence[str]) -> list[str]:
         """The keys (`ChannelResult.key`) of the channels `route` picks for `tags`."""
-        return [ChannelResult(i, self._urls[i], False, "").key for i in self.route(tags)]
+        return [channel_key(i, self._urls[i]) for i in self.route(tags)]
 
     async def send(
         self,
@@ -445,11 +449,11 @@ class Notifier:
             before = [ChannelResult(i, self._urls[i], True, SENT_BEFORE) for i in indexes]
             before = [c for c in before if c.key in skip]
             owing = held or {}
-            rest = [ChannelResult(i, self._urls[i], False, "") for i in indexes]
+            keys = {i: channel_key(i, self._urls[i]) for i in indexes}
             waiting = [
-                dataclasses.replace(c, detail=f"held behind {owing[c.key]}, still owed there")
-                for c in rest
-                if c.key in owing and c.key not in skip
+                ChannelResult(i, self._urls[i], False, f"held behind {owing[k]}, still owed there")
+                for i, k in keys.items()
+                if k in owing and k not in skip
             ]
             skipped = {c.index for c in [*before, *waiting]}
             deadline = asyncio.get_running_loop().time() + self._timeout

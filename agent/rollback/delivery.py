@@ -618,7 +618,7 @@ class RollbackDelivery:
                 # (an earlier attempt's answer lost, a rollback by hand), not a refusal.
                 # Stored before the look, so that a kill in it leaves the look owed to the
                 # restart (`_conflicted`), where it found the attempt's answer unrecorded
-                # and, the look not finding it taken, sent the rollback again
+                # and, the look not finding it taken, sent the rollback again. Stored
                 # under the lease as `begin_attempt` stored it (or taken again since)
                 intent.lease_until = max(until, intent.lease_until or 0.0)
                 if not await self._held_settle(intent, attempt, "answered 409", context):

@@ -31,7 +31,8 @@ class AskedWait(Protocol):
 
     async def resume(self) -> bool:
         """After the wait: the claim taken back for the call's next attempt; False if
-        another sender took it over meanwhile (the wait ended, and it held the claim),
+        another sender took it over meanwhile (the wait ended, and it held the claim), or
+        the store did not answer (the claim lapsed with the wait: a later try takes it),
         and this call must send nothing more."""
         ...
 

@@ -60,8 +60,9 @@ class CallResult:
     """With `gave_up`: the wait the last answer asked for (`Retry-After`, a rate limit's
     reset), in seconds from its end: a later try of the call is not to come before it."""
     lost: bool = False
-    """The call's claim was taken over by another sender while it waited what its
-    provider asked (`AskedWait.resume`): nothing more of it sent; the other sends it."""
+    """The call's claim was not taken back after a wait its provider asked for
+    (`AskedWait.resume`): another sender took it over meanwhile, and sends it, or the
+    store did not answer, and the claim lapsed with the wait. Nothing more of it sent."""
 
 
 CALL_ATTEMPTS = 4
@@ -126,8 +127,8 @@ async def call(
     attempts earlier senders made (a follow-up handed back by a stop): the waits go on
     growing from there, where the next sender's began again at the first's.
     `before_attempt` is awaited as each attempt is about to go out (a follow-up counts
-    it in the store: a kill -9 lost the count, and the next sender's budget began again). `leaving`
-    (set by a stop): no attempt goes out once it is set, and a wait between two ends at
+    it in the store: a kill -9 lost the count, and the next sender's budget began again).
+    `leaving` (set by a stop): no attempt goes out once it is set, and a wait between two ends at
     once (`CallResult.left`), where the stop waited it out within its grace and sent the
     next attempt inside it; a read's attempt out is let go of at once too (a read acts on
     nothing), where the stop waited for its answer. A call that acts is never cut: its

@@ -1925,7 +1925,7 @@ class Integrations:
             ).encode()
             secret = follow.secret or env.rollback.secret
             assert secret is not None
-            made = 0  # by this sender; handed back with the claim (`release_alert`)
+            made = 0  # by this sender; those not counted (`count`) go with `hand_back`
 
             def signed() -> dict[str, str]:  # called once per attempt, as it goes out
                 nonlocal made
@@ -1997,8 +1997,9 @@ class Integrations:
                     )
             except asyncio.CancelledError:
                 # a stop cut it (its request out, or a retry's wait): its claim is given
-                # back, where the next agent waited for it to lapse (`follow_up_lease`,
-                # 565 s with the defaults); sent again with its Idempotency-Key
+                # back (kept, in a wait the receiver asked for: `hand_back`), where the
+                # next agent waited for it to lapse (`follow_up_lease`, 565 s with the
+                # defaults); sent again with its Idempotency-Key
                 await hand_back()
                 raise
             if result.lost:  # another sender took it over in an asked wait: it sends it

@@ -479,7 +479,9 @@ class WindowAlerts:
             ALERTS,
         )
         hold = bool(self.retry_delays)  # held on a channel only for a retry to come
-        async with self._in_order(window, alert, tags, key, also, sent_to, 0, hold) as sent:
+        async with self._sent_in_order(
+            window, alert, tags, key, also, sent_to, retry=0, hold=hold
+        ) as sent:
             outcome, noted = sent
             detail, retry_at = outcome.describe(), None
             if outcome.failed and self.retry_delays:
@@ -498,7 +500,7 @@ class WindowAlerts:
         return outcome.delivered
 
     @contextlib.asynccontextmanager
-    async def _in_order(
+    async def _sent_in_order(
         self,
         window: DeployWindow,
         alert: Alert,
@@ -506,6 +508,7 @@ class WindowAlerts:
         key: str,
         also: Sequence[str],
         skip: Collection[str],
+        *,
         retry: int,
         hold: bool,
     ) -> AsyncIterator[tuple[NotifyOutcome, Callable[[], Awaitable[None]]]]:
@@ -806,7 +809,9 @@ class WindowAlerts:
         )
         hold = n < len(self.retry_delays)  # its last retry waits on no earlier alert
         key = retry.event
-        async with self._in_order(window, alert, tags, key, also, retry.sent_to, n, hold) as sent:
+        async with self._sent_in_order(
+            window, alert, tags, key, also, retry.sent_to, retry=n, hold=hold
+        ) as sent:
             outcome, noted = sent
             detail, next_at = self._after_retry(retry, outcome, context)
 

@@ -507,7 +507,7 @@ class RollbackDelivery:
             return await self._look_before_failing(
                 intent, settings, environment, context, claims, None
             )
-        if intent.attempts and recorded and self._conflicted(intent, settings):
+        if intent.attempts and recorded and self._conflict_look_owed(intent, settings):
             # its last attempt met a 409 and a stop (or a kill) cut the look at whether the
             # rollback took effect: the restart looks, as the 409's own look does, where it
             # read the 409 as a 5xx's answer and sent the rollback again (another 409)
@@ -616,10 +616,10 @@ class RollbackDelivery:
             if outcome.result == "rejected" and outcome.status == 409:
                 # a conflict with the target's state: the state rolled back to already
                 # (an earlier attempt's answer lost, a rollback by hand), not a refusal.
-                # Stored before the look, so that a kill in it leaves the look owed to the
-                # restart (`_conflicted`), where it found the attempt's answer unrecorded
-                # and, the look not finding it taken, sent the rollback again. Stored
-                # under the lease as `begin_attempt` stored it (or taken again since)
+                # Stored before the look, so that a kill in it leaves the look owed to
+                # the restart (`_conflict_look_owed`), where it found the attempt's answer
+                # unrecorded and, the look not finding it taken, sent the rollback again.
+                # Stored under the lease as `begin_attempt` stored it (or taken again since)
                 intent.lease_until = max(until, intent.lease_until or 0.0)
                 if not await self._held_settle(intent, attempt, "answered 409", context):
                     return await self._lost(intent, context)
@@ -747,7 +747,7 @@ class RollbackDelivery:
                     log.warning("vercel.previous of %s not stored: %s", intent.window_id, exc)
             return None
 
-    def _conflicted(self, intent: RollbackIntent, settings: RollbackSettings) -> bool:
+    def _conflict_look_owed(self, intent: RollbackIntent, settings: RollbackSettings) -> bool:
         """Whether the rollback's last attempt, recorded, met a 409 at a target that is
         asked whether it took effect: pending still, its look is owed (a 409 is otherwise
         ended at once: delivered or failed)."""

@@ -317,6 +317,17 @@ async def test_a_gate_claim_extended_is_held_to_its_new_end(store: Store) -> Non
     assert not await store.extend_gate(URL.format(9), "Production", 500.0, 900.0)  # unknown
 
 
+async def test_a_gate_claim_moved_to_a_sooner_end_lapses_then(store: Store) -> None:
+    """A wait GitHub asked for inside one answer, shorter than the claim, moves the
+    claim's end back to the wait's (`GateClaimWait.keep`): another claimer takes it once
+    the wait is over, not only once the whole claim (`GATE_CLAIM_S`) would have lapsed."""
+    await store.add_gate(gate(1))
+    assert await store.claim_gate(URL.format(1), "Production", 200.0, 500.0)
+    assert await store.extend_gate(URL.format(1), "Production", 500.0, 260.0)
+    assert not await store.claim_gate(URL.format(1), "Production", 259.0, 559.0)  # waiting
+    assert await store.claim_gate(URL.format(1), "Production", 261.0, 561.0)  # wait over
+
+
 async def test_a_gate_claimed_before_and_not_answered_says_so(store: Store) -> None:
     """`gate_claimed_before`: a claim that lapsed (its claimer killed, maybe after GitHub
     took its answer) or was handed back (a stop cut its answer in flight) is one an

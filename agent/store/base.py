@@ -717,7 +717,9 @@ class Store(Protocol):
         """Move on to `to` the end of a claim `claim_gate` took until `until`, the gate
         still unanswered: an answer given up on a rate limit longer than the claim is not
         taken over by the next start or another replica before the wait the provider
-        asked for. False if the gate was answered, or another caller claimed it since."""
+        asked for. `to` may come sooner than `until`: a wait asked for inside one answer
+        (`claim_waits.GateClaimWait`) holds the claim to that wait's end only. False if
+        the gate was answered, or another caller claimed it since."""
         ...
 
     # background probing (pre-deploy baselines)

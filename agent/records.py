@@ -25,6 +25,10 @@ FINAL_STATES: tuple[WindowState, ...] = (
     "cancelled",
     "superseded",
 )
+JUDGED_STATES: tuple[WindowState, ...] = ("passed", "failed", "rolled_back", "inconclusive")
+"""The ends a verdict took effect in. A decision stored on a watching window is not acted
+on yet (a round is stored with its verdict before the window's end is), and a cancelled or
+superseded window ended before one was: nothing fired, so no verdict (contract section 2)."""
 RollbackState = Literal["pending", "delivered", "failed", "skipped"]
 FollowUpState = Literal["pending", "delivered", "failed"]
 """A `rollback.then` follow-up as the API shows it (`agent.integrations.followups`)."""
@@ -86,6 +90,11 @@ class DeployWindow:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE_STATES
+
+    @property
+    def judged(self) -> bool:
+        """Whether a decision stored in `verdict` took effect (`JUDGED_STATES`)."""
+        return self.state in JUDGED_STATES
 
     @property
     def fence(self) -> Fence:

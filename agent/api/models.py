@@ -585,12 +585,13 @@ def _judgement(window: DeployWindow) -> tuple[Verdict | None, Progress | None]:
     stored = window.verdict
     if not stored:
         return None, None
-    decided = stored.get("outcome") in get_args(RuleOutcome)
+    decided = window.judged and stored.get("outcome") in get_args(RuleOutcome)
     data = dict(stored)
     data["rules"] = _rules(stored)
     try:
         if not decided:
-            # An interim judgement (`pending`, `continue`) is not a decision.
+            # An interim judgement (`pending`, `continue`) is not a decision, nor one
+            # cut off by a supersede or cancel before the window ended on it.
             data["outcome"] = "pending"
             return None, Progress.model_validate(data)
         decided_at = data.get("decided_at")

@@ -645,7 +645,7 @@ def verdict_words(window: DeployWindow, verdict: Mapping[str, Any]) -> tuple[str
     stored and their round: `pending` promised a verdict that will never come."""
     outcome = str(verdict.get("outcome") or "pending")
     reason = str(verdict.get("reason") or "")
-    if window.active or outcome in DECIDED:
+    if window.active or (outcome in DECIDED and window.judged):
         return outcome, reason
     said = f"{window.state} before a verdict"
     figures = _num(verdict.get("round"))

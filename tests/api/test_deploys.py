@@ -19,6 +19,7 @@ from agent.api.openapi import openapi_document
 from agent.metrics import Metrics
 from agent.records import DeployWindow, RollbackIntent, decided_verdict
 from agent.store.sqlite import SqliteStore
+from agent.web.view import verdict_words
 from agent.windows.evidence import verdict_to_dict
 from common.durations import DURATION_TEXT_PATTERN
 from tests.api.conftest import NOW, Client
@@ -206,6 +207,34 @@ async def test_a_new_deploy_supersedes_the_active_window_of_its_environment(
     assert staging["state"] == "watching"
     new = await (await client.get(f"/v1/deploys/{second['id']}", headers=AUTH)).json()
     assert new["state"] == "watching"
+
+
+@pytest.mark.parametrize("ended_by", ["superseded", "cancelled"])
+async def test_a_verdict_cut_off_by_a_supersede_or_cancel_is_no_verdict(
+    client: Client, store: SqliteStore, ended_by: str
+) -> None:
+    """The watcher stores a round with its verdict, then ends the window: a supersede or
+    cancel between the two wins (nothing is fired), and the window ends with no decision.
+    It showed `verdict: fail` beside `superseded` and `rollback: null` (seen from outside:
+    2 of 15 supersedes timed at the verdict's round)."""
+    from agent.records import RoundRecord
+
+    created = await register(client)
+    judged = {"outcome": "fail", "decided_at": None, "reason": "probe-errors: 1 > max 0.05"}
+    judged["rules"] = [rule("probe-errors", "fail", 1.0)]
+    assert await store.record_round(RoundRecord(created["id"], 6, 0.0, {}), judged)
+    if ended_by == "superseded":
+        await register(client, {"environment": "production", "version": "v2"})
+    else:
+        cancel = await client.post(f"/v1/deploys/{created['id']}/cancel", headers=AUTH)
+        assert (await cancel.json())["verdict"] is None
+    body = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()
+    assert (body["state"], body["verdict"], body["rollback"]) == (ended_by, None, None)
+    assert [r["outcome"] for r in body["progress"]["rules"]] == ["fail"]
+    window = await store.get_window(created["id"])
+    assert window is not None and window.verdict is not None
+    said = verdict_words(window, window.verdict)  # the deploy page's words, as `status`'s
+    assert said == ("none", f"{ended_by} before a verdict: probe-errors: 1 > max 0.05")
 
 
 async def test_get_returns_the_stored_deploy(client: Client) -> None:

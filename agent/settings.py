@@ -1440,15 +1440,17 @@ def _list_items_in_document(
 
 
 def channels_in_document(document: Mapping[str, Any]) -> list[tuple[tuple[str | int, ...], str]]:
-    """Each alert channel whose URL apprise cannot use, among those that validate on their
-    own (`AlertingSettings` judges them only once every channel is valid)."""
+    """Each alert channel whose URL apprise cannot use, among those whose `url` validates
+    (`AlertingSettings` judges them only once every channel is valid): judged by the URL
+    alone, so that a channel's bad `tags` or unknown key does not hide it."""
     from agent.alert_channels import unusable_channel
 
     alerting = document.get("alerting")
     channels = alerting.get("channels") if isinstance(alerting, dict) else None
     found: list[tuple[tuple[str | int, ...], str]] = []
     listed = channels if isinstance(channels, list) else []
-    for i, channel in _valid_items(TypeAdapter(AlertChannel), listed):
+    urls = [{"url": item.get("url")} if isinstance(item, dict) else item for item in listed]
+    for i, channel in _valid_items(TypeAdapter(AlertChannel), urls):
         problem = unusable_channel(channel.url.get_secret_value())
         if problem is not None:
             found.append((("alerting", "channels", i, "url"), problem))

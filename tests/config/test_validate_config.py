@@ -1016,6 +1016,14 @@ def broken(checks: str = "", rules: str = "", channels: str = "", sentry: bool =
             ),
             {"channels[0].url": "apprise cannot use", "channels[1].tags": "should be a list"},
         ),
+        (
+            broken(channels="    - {url: 'nosuchscheme://x', tags: oncall, extra: 1}\n"),
+            {
+                "channels[0].url": "apprise cannot use",
+                "channels[0].tags": "should be a list",
+                "channels[0].extra": "unknown key",
+            },
+        ),
     ],
     ids=[
         "check-named-twice",
@@ -1023,6 +1031,7 @@ def broken(checks: str = "", rules: str = "", channels: str = "", sentry: bool =
         "rule-named-twice",
         "provider-rule",
         "unusable-channel",
+        "unusable-channel-beside-its-own-keys",
     ],
 )
 def test_the_checks_across_a_lists_items_are_said_beside_another_items_error(

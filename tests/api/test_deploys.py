@@ -223,6 +223,8 @@ async def test_a_verdict_cut_off_by_a_supersede_or_cancel_is_no_verdict(
     judged = {"outcome": "fail", "decided_at": None, "reason": "probe-errors: 1 > max 0.05"}
     judged["rules"] = [rule("probe-errors", "fail", 1.0)]
     assert await store.record_round(RoundRecord(created["id"], 6, 0.0, {}), judged)
+    live = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()
+    assert (live["state"], live["verdict"]) == ("watching", None)  # not acted on yet
     if ended_by == "superseded":
         await register(client, {"environment": "production", "version": "v2"})
     else:

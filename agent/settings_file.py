@@ -456,27 +456,36 @@ def _hidden(problems: list[ConfigProblem], secrets: list[str]) -> list[ConfigPro
     return out
 
 
+SECRET_KEYS = frozenset(
+    {"api_tokens", "named_tokens", "view_secret", "token", "api_key", "secret", "webhook_secret"}
+)
+"""The keys whose values are secrets (`SecretStr` settings): a variable they read is one,
+whatever its name."""
+
+
 def _secret_variables(data: Any, environ: Mapping[str, str]) -> list[str]:
     """The values of the variables the file reads that are named as secrets
-    (`HEALTH_TOKEN`, `SMOKE_PASSWORD`, `API_KEY`: a part of the name between `_`s): a
-    `${HEALTH_TOKEN}` in a check's path or body is no SecretStr, and a failure quoted it
-    (`GET /health?key=…`) in `check`, alerts and the API."""
+    (`HEALTH_TOKEN`, `SMOKE_PASSWORD`, `API_KEY`: a part of the name between `_`s), or
+    read by a secret key (`SECRET_KEYS`): a `${HEALTH_TOKEN}` in a check's path or body is
+    no SecretStr, and a failure quoted it (`GET /health?key=…`) in `check`, alerts and the
+    API; a `rollback.secret` variable also read by mistake by `interval` was quoted by
+    its error."""
     found: list[str] = []
 
-    def walk(node: Any) -> None:
+    def walk(node: Any, secret: bool = False) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
                 walk(key)
-                walk(value)
+                walk(value, secret or (isinstance(key, str) and key in SECRET_KEYS))
         elif isinstance(node, list):
             for item in node:
-                walk(item)
+                walk(item, secret)
         elif isinstance(node, str) and "${" in node:
             for name in _ANY_REFERENCE.findall(node):
                 value = environ.get(name, "")
                 parts = name.upper().split("_")
-                if len(value) >= MIN_VARIABLE_SECRET and any(
-                    _SECRET_NAME_PART.fullmatch(part) for part in parts
+                if len(value) >= MIN_VARIABLE_SECRET and (
+                    secret or any(_SECRET_NAME_PART.fullmatch(part) for part in parts)
                 ):
                     found.append(value)
 

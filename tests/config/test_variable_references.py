@@ -151,3 +151,16 @@ def test_a_value_from_a_variable_named_as_a_secret_is_not_quoted_by_its_error() 
     message = found["environments.production.checks[0].timeout"]
     assert "sekrit-health-value" not in message, message
     assert message.startswith("'***' is not a duration"), message
+
+
+def test_a_value_a_secret_key_reads_is_not_quoted_where_another_key_reads_it() -> None:
+    """Contract §6: secrets are never printed. A variable whose name says nothing of a
+    secret (`HOOK_SIGNING`) read by `rollback.secret` and, by mistake, by `interval` too
+    was printed by validate-config ("'…' is not a duration (from $HOOK_SIGNING)"): what a
+    secret key reads is a secret, whatever the variable's name."""
+    text = MINIMAL.replace("secret: shh-secret", 'secret: "${HOOK_SIGNING}"').replace(
+        "interval: 30s", 'interval: "${HOOK_SIGNING}"'
+    )
+    found = problems(text, {"HOOK_SIGNING": "sekrit-signing-value"})
+    message = found["environments.production.interval"]
+    assert message.startswith("'***' is not a duration"), message

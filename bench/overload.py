@@ -26,7 +26,9 @@ import subprocess
 import sys
 import tempfile
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -56,6 +58,17 @@ def start_receiver(log: Path) -> tuple[subprocess.Popen[bytes], str]:
         raise RuntimeError("the rollback receiver did not start")
     url = str(json.loads(first)["url"])
     return proc, url
+
+
+def with_rollback(plain: Callable[..., str], url: str) -> Callable[..., str]:
+    """The footprint's environment (`plain`, whatever its arguments) with a rollback
+    webhook to `url`: a wrapper naming them broke when footprint's grew `probes`."""
+
+    def environment(*args: Any) -> str:
+        rollback = f"    rollback: {{url: {url}, secret: {SECRET}, backoff: 1s}}"
+        return plain(*args) + "\n" + rollback
+
+    return environment
 
 
 def received(log: Path) -> int:
@@ -110,20 +123,15 @@ def main() -> int:
         workdir = Path(tmp)
         log = workdir / "rollbacks.jsonl"
         receiver, url = start_receiver(log)
-        plain = footprint.environment
         counted: dict[str, float] = {}
         plain_metrics = footprint.agent_metrics
-
-        def environment(name: str, port: int, interval: float, window: float, dozen: bool) -> str:
-            rollback = f"    rollback: {{url: {url}, secret: {SECRET}, backoff: 1s}}"
-            return plain(name, port, interval, window, dozen) + "\n" + rollback
 
         def agent_metrics(port: int) -> dict[str, float]:
             counted.update(probe_counts(port))  # at the run's end, before the agent stops
             return plain_metrics(port)
 
-        footprint.environment = environment  # type: ignore[assignment]
-        footprint.agent_metrics = agent_metrics  # type: ignore[assignment]
+        footprint.environment = with_rollback(footprint.environment, url)
+        footprint.agent_metrics = agent_metrics
         os.environ["FOOTPRINT_WORKDIR"] = str(workdir)
         try:
             figures = footprint.measure(

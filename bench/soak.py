@@ -19,7 +19,10 @@ objects per type and of tasks per coroutine (that collection frees what cycles k
 the agent's own rare ones: with a `--census` longer than the run, RSS shows that too).
 From outside: open fds (`/proc`), the SQLite store's bytes and rows per table,
 `postflight_round_overruns_total` and the stored rounds' lateness against their slots
-(`deployed_at + k × interval`).
+(`deployed_at + k × interval`), and the same lateness as the target saw it: each load
+run starts at its round's start, so the first `/api/feed` request after a quiet second,
+time-stamped by the target, is a round's start (`arrival_lag_ms_*`), and a slot of a
+window with no run arriving is a round passed over (`arrival_slots_missed`).
 At the end: start/end of each series, the growth over the second half, bytes per 1000
 windows, and the object types that grew most between the first census after warm-up and
 the last.
@@ -60,6 +63,9 @@ from common.durations import format_duration, parse_duration  # noqa: E402
 HOST = "127.0.0.1"
 TOKEN = "soak-api-token-0123456789"
 ENVIRONMENTS = 12
+RUN_GAP_S = 1.0
+"""A `/api/feed` request this long after the previous one starts a load run (20/s: 50 ms
+apart within one)."""
 TABLES = (
     "windows",
     "rounds",
@@ -139,6 +145,9 @@ async def peers(counts_path: Path) -> None:
 
     counts: collections.Counter[str] = collections.Counter()
     bad: set[int] = set()
+    last_feed: dict[int, float] = {}
+    runs_started: list[tuple[int, float]] = []  # (environment, wall time): a load run's first
+    runs_path = counts_path.with_name("load_runs.jsonl")
 
     async def site(app: web.Application) -> int:
         runner = web.AppRunner(app, access_log=None)
@@ -158,6 +167,13 @@ async def peers(counts_path: Path) -> None:
             await request.read()
             return web.json_response({"token": f"t{i}"})
 
+        async def feed(request: web.Request) -> web.Response:
+            now = time.time()
+            if now - last_feed.get(i, 0.0) > RUN_GAP_S:
+                runs_started.append((i, now))
+            last_feed[i] = now
+            return await health(request)
+
         async def me(request: web.Request) -> web.Response:
             return web.json_response({"user": "smoke"}, status=500 if i in bad else 200)
 
@@ -167,7 +183,7 @@ async def peers(counts_path: Path) -> None:
 
         app = web.Application()
         app.router.add_get("/api/health", health)
-        app.router.add_get("/api/feed", health)
+        app.router.add_get("/api/feed", feed)
         app.router.add_post("/api/login", login)
         app.router.add_get("/api/me", me)
         app.router.add_post("/_control/{state}", control)
@@ -198,6 +214,9 @@ async def peers(counts_path: Path) -> None:
         totals = {k: v for k, v in counts.items() if not k.startswith("rollback ")}
         twice = sum(1 for k, v in counts.items() if k.startswith("rollback ") and v > 1)
         await asyncio.to_thread(counts_path.write_text, json.dumps(totals | {"twice": twice}))
+        started, runs_started[:] = runs_started[:], []
+        with runs_path.open("a") as sink:
+            sink.writelines(json.dumps(run) + "\n" for run in started)
 
 
 # ------------------------------------------------------------- the soak
@@ -445,6 +464,53 @@ def lateness(lags: dict[tuple[str, int], tuple[float, int, float]]) -> dict[str,
     return {"rounds": len(lags), "first": first, "later": later}
 
 
+def arrival_lateness(out: Path, until: float) -> dict[str, Any]:
+    """Each window's rounds as its target saw them start (a load run's first request, the
+    target's clock), against their slots (`deployed_at + k × interval`) up to the window's
+    end (or `until`): the lags of those that arrived, the first slot apart (it also waits
+    for the registration and the claim), and the slots no run arrived in."""
+    runs: dict[str, list[float]] = collections.defaultdict(list)
+    path = out / "load_runs.jsonl"
+    for line in path.read_text().splitlines() if path.exists() else []:
+        i, at = json.loads(line)
+        runs[f"env{i:02d}"].append(at)
+    with sqlite3.connect(f"file:{out / 'postflight.db'}?mode=ro", uri=True, timeout=10) as db:
+        windows = db.execute(
+            "SELECT environment, deployed_at, coalesce(ended_at, ends_at), ends_at FROM windows"
+        ).fetchall()
+    interval = {env: float(i) for env, i in _intervals(out).items()}
+    first: list[float] = []
+    later: list[float] = []
+    missed = due = 0
+    for environment, deployed_at, ended_at, ends_at in windows:
+        every = interval[environment]
+        end = min(ended_at, ends_at, until) - 1.0  # a slot starting later: not due yet
+        slots = max(0, math.ceil((end - deployed_at) / every))
+        arrived: set[int] = set()
+        for at in runs.get(environment, []):
+            if deployed_at - 0.5 <= at < end + every:
+                slot = max(0, math.floor((at - deployed_at) / every))
+                if slot < slots and slot not in arrived:
+                    arrived.add(slot)
+                    lag_ms = max(0.0, at - (deployed_at + slot * every)) * 1e3
+                    (first if slot == 0 else later).append(lag_ms)
+        due += slots
+        missed += slots - len(arrived)
+    return {"due": due, "missed": missed, "first": first, "later": later}
+
+
+def _intervals(out: Path) -> dict[str, float]:
+    """Each environment's interval, from the configuration the agent ran."""
+    interval, found, env = 30.0, {}, ""
+    for line in (out / "postflight.yaml").read_text().splitlines():
+        if line.startswith("  env") and line.endswith(":"):
+            env = line.strip()[:-1]
+            found[env] = interval
+        elif line.startswith("    interval:") and env:
+            found[env] = parse_duration(line.split(":", 1)[1].strip())
+    return found
+
+
 def table_bytes(db_path: Path) -> dict[str, int]:
     """Bytes stored per table and its indexes (the cells' payload in SQLite's `dbstat`: what
     a deleted row or a forgotten column frees, though the file keeps its pages), at the end."""
@@ -534,6 +600,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
             if not args.json:
                 print(json.dumps(row), flush=True)
     finally:
+        until = time.time()
         for d in drivers:
             d.stopping.set()
         agent.send_signal(signal.SIGTERM)
@@ -547,7 +614,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     (out / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     read_lags(out / "postflight.db", t0, lags)
     late = lateness(lags)
-    return report(out, samples, late, drivers, args)
+    return report(out, samples, late, drivers, args, until)
 
 
 def report(
@@ -556,7 +623,10 @@ def report(
     late: dict[str, Any],
     drivers: list[Driver],
     args: argparse.Namespace,
+    until: float,
 ) -> dict[str, Any]:
+    """The figures; `until`: when the soak stopped watching (wall clock), so the slots of
+    windows still open after it are not counted as due."""
     heap = [json.loads(x) for x in (out / "heap.jsonl").read_text().splitlines()]
     half = args.seconds / 2
     first, last = samples[0], samples[-1]
@@ -606,6 +676,12 @@ def report(
     r["late_past_next_slot"] = sum(
         1 for part in ("first", "later") for _, x in late[part] if x > args.interval * 1000
     )
+    seen = arrival_lateness(out, until)
+    r["arrival_slots_due"], r["arrival_slots_missed"] = seen["due"], seen["missed"]
+    for part in ("first", "later"):
+        r[f"arrival_lag_ms_{part}_rounds_p50_p99_max"] = [
+            round(percentile(seen[part], q), 1) if seen[part] else None for q in (0.5, 0.99, 1.0)
+        ]
     sizes = table_bytes(out / "postflight.db")
     r["table_bytes_end"] = sizes
     if windows:

@@ -5,32 +5,18 @@ footprint's arguments, and broke (`TypeError`, the bench ran nothing) when footp
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def overload() -> ModuleType:
-    sys.path.insert(0, str(ROOT / "bench"))
-    path = ROOT / "bench" / "overload.py"
-    spec = importlib.util.spec_from_file_location("overload_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.bench_module import bench_module
 
 
 def test_every_environment_of_the_default_run_has_the_rollback_webhook(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    bench = overload()
+    bench = bench_module("overload")
     footprint = bench.footprint
     url = "http://127.0.0.1:9/rollback"
     monkeypatch.setattr(footprint, "environment", bench.with_rollback(footprint.environment, url))

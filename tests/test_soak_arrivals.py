@@ -4,30 +4,17 @@ passed over, from the target's clock, not the agent's stored rounds."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import sqlite3
-import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def soak() -> ModuleType:
-    path = ROOT / "bench" / "soak.py"
-    spec = importlib.util.spec_from_file_location("soak_bench", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tests.bench_module import bench_module
 
 
 def test_late_and_passed_over_slots_are_read_from_the_load_runs_arrivals(tmp_path: Path) -> None:
-    bench = soak()
+    bench = bench_module("soak")
     ports = {"targets": [1, 2], "receivers": 3}
     config = bench.configuration(tmp_path, ports, 4, window=120.0, interval=30.0)
     (tmp_path / "postflight.yaml").write_text(config)

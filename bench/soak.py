@@ -64,6 +64,11 @@ HOST = "127.0.0.1"
 TOKEN = "soak-api-token-0123456789"
 ENVIRONMENTS = 12
 RUN_GAP_S = 1.0
+HEARTBEAT_S = 0.05
+TARGET_STALL_S = 0.25
+"""The targets' loop this much later than its heartbeat is a stall of the target's own:
+a request time-stamped during it may have waited in the socket, so its lateness is not
+the agent's alone (a machine that starves the agent starves the targets too)."""
 """A `/api/feed` request this long after the previous one starts a load run (20/s: 50 ms
 apart within one)."""
 TABLES = (
@@ -209,14 +214,30 @@ async def peers(counts_path: Path) -> None:
     receivers.router.add_post("/rollback", rollback)
     receivers.router.add_post("/alerts", alert)
     print(json.dumps({"targets": ports, "receivers": await site(receivers)}), flush=True)
+    stalls: list[tuple[float, float]] = []  # (from, to), wall time: this loop late to run
+
+    async def heartbeat() -> None:
+        """The target's own loop's stalls: a request it time-stamps then was read late."""
+        while True:
+            before = time.time()
+            await asyncio.sleep(HEARTBEAT_S)
+            if time.time() - before > HEARTBEAT_S + TARGET_STALL_S:
+                stalls.append((before + HEARTBEAT_S, time.time()))
+
+    beating = asyncio.create_task(heartbeat())
     while True:
         await asyncio.sleep(5)
+        if beating.done():
+            beating.result()  # a heartbeat that failed: say why
         totals = {k: v for k, v in counts.items() if not k.startswith("rollback ")}
         twice = sum(1 for k, v in counts.items() if k.startswith("rollback ") and v > 1)
         await asyncio.to_thread(counts_path.write_text, json.dumps(totals | {"twice": twice}))
         started, runs_started[:] = runs_started[:], []
         with runs_path.open("a") as sink:
             sink.writelines(json.dumps(run) + "\n" for run in started)
+        stalled, stalls[:] = stalls[:], []
+        with runs_path.with_name("target_stalls.jsonl").open("a") as sink:
+            sink.writelines(json.dumps(stall) + "\n" for stall in stalled)
 
 
 # ------------------------------------------------------------- the soak
@@ -474,6 +495,8 @@ def arrival_lateness(out: Path, until: float) -> dict[str, Any]:
     for line in path.read_text().splitlines() if path.exists() else []:
         i, at = json.loads(line)
         runs[f"env{i:02d}"].append(at)
+    path = out / "target_stalls.jsonl"
+    stalls = [json.loads(x) for x in (path.read_text().splitlines() if path.exists() else [])]
     with sqlite3.connect(f"file:{out / 'postflight.db'}?mode=ro", uri=True, timeout=10) as db:
         windows = db.execute(
             "SELECT environment, deployed_at, coalesce(ended_at, ends_at), ends_at FROM windows"
@@ -481,6 +504,7 @@ def arrival_lateness(out: Path, until: float) -> dict[str, Any]:
     interval = {env: float(i) for env, i in _intervals(out).items()}
     first: list[float] = []
     later: list[float] = []
+    target_stalled: list[float] = []
     missed = due = 0
     for environment, deployed_at, ended_at, ends_at in windows:
         every = interval[environment]
@@ -493,10 +517,21 @@ def arrival_lateness(out: Path, until: float) -> dict[str, Any]:
                 if slot < slots and slot not in arrived:
                     arrived.add(slot)
                     lag_ms = max(0.0, at - (deployed_at + slot * every)) * 1e3
+                    if any(a <= at <= b + TARGET_STALL_S for a, b in stalls):
+                        target_stalled.append(lag_ms)  # the target's time, maybe not the agent's
+                        continue
                     (first if slot == 0 else later).append(lag_ms)
         due += slots
         missed += slots - len(arrived)
-    return {"due": due, "missed": missed, "first": first, "later": later}
+    return {
+        "due": due,
+        "missed": missed,
+        "first": first,
+        "later": later,
+        "in_target_stall": target_stalled,
+        "target_stalls": len(stalls),
+        "target_stall_max_s": max((b - a for a, b in stalls), default=0.0),
+    }
 
 
 def _intervals(out: Path) -> dict[str, float]:
@@ -678,10 +713,12 @@ def report(
     )
     seen = arrival_lateness(out, until)
     r["arrival_slots_due"], r["arrival_slots_missed"] = seen["due"], seen["missed"]
-    for part in ("first", "later"):
+    for part in ("first", "later", "in_target_stall"):
         r[f"arrival_lag_ms_{part}_rounds_p50_p99_max"] = [
             round(percentile(seen[part], q), 1) if seen[part] else None for q in (0.5, 0.99, 1.0)
         ]
+    r["target_stalls"] = seen["target_stalls"]
+    r["target_stall_max_s"] = round(seen["target_stall_max_s"], 2)
     sizes = table_bytes(out / "postflight.db")
     r["table_bytes_end"] = sizes
     if windows:

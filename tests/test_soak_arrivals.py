@@ -35,3 +35,24 @@ def test_late_and_passed_over_slots_are_read_from_the_load_runs_arrivals(tmp_pat
     assert seen["missed"] == 1 + 0 + 1
     assert seen["first"] == pytest.approx([200.0, 300.0, 400.0])
     assert sorted(seen["later"]) == pytest.approx([100.0, 100.0, 2500.0])
+    assert seen["in_target_stall"] == []
+
+
+def test_a_run_the_target_read_in_its_own_stall_is_counted_apart(tmp_path: Path) -> None:
+    """The target time-stamps a request when its loop reads it: one read in the target's
+    own stall may have waited in the socket, lateness that is not the agent's."""
+    bench = bench_module("soak")
+    config = bench.configuration(tmp_path, {"targets": [1], "receivers": 3}, 4, 60.0, 30.0)
+    (tmp_path / "postflight.yaml").write_text(config)
+    db = sqlite3.connect(tmp_path / "postflight.db")
+    db.execute("CREATE TABLE windows (environment, deployed_at, ended_at, ends_at)")
+    db.execute("INSERT INTO windows VALUES ('env00', 1000.0, 1061.0, 1060.0)")
+    db.commit()
+    db.close()
+    (tmp_path / "load_runs.jsonl").write_text("[0, 1000.1]\n[0, 1034.0]\n")
+    (tmp_path / "target_stalls.jsonl").write_text("[1030.5, 1033.9]\n")
+    seen = bench.arrival_lateness(tmp_path, until=2000.0)
+    assert seen["first"] == pytest.approx([100.0])
+    assert seen["later"] == []
+    assert seen["in_target_stall"] == pytest.approx([4000.0])
+    assert (seen["target_stalls"], seen["target_stall_max_s"]) == (1, pytest.approx(3.4))

@@ -64,13 +64,13 @@ HOST = "127.0.0.1"
 TOKEN = "soak-api-token-0123456789"
 ENVIRONMENTS = 12
 RUN_GAP_S = 1.0
+"""A `/api/feed` request this long after the previous one starts a load run (20/s: 50 ms
+apart within one)."""
 HEARTBEAT_S = 0.05
 TARGET_STALL_S = 0.25
 """The targets' loop this much later than its heartbeat is a stall of the target's own:
 a request time-stamped during it may have waited in the socket, so its lateness is not
 the agent's alone (a machine that starves the agent starves the targets too)."""
-"""A `/api/feed` request this long after the previous one starts a load run (20/s: 50 ms
-apart within one)."""
 TABLES = (
     "windows",
     "rounds",

@@ -20,7 +20,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -30,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.ports import free_port
 
 SERVER_BINARIES = ("initdb", "pg_ctl", "postgres")
 SUPERUSER = "postflight"
@@ -58,12 +59,6 @@ def _major(name: str) -> int:
         return int(name)
     except ValueError:
         return 0
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -273,7 +268,7 @@ def _start_cluster(runner: _Runner) -> PgCluster:
         raise RuntimeError(f"copying the initialised cluster failed: {copied.stderr}")
     last = ""
     for _ in range(3):  # another process may take the free port before the server binds it
-        port = _free_port()
+        port = free_port()
         start = _pg_ctl_start(runner, port)
         if start.returncode == 0:
             return PgCluster("127.0.0.1", port, SUPERUSER, home, runner)

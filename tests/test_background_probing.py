@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -28,6 +27,7 @@ from agent.windows.probing import (
 )
 from checks.base import Check, CheckConfig, CheckResult
 from checks.sessions import TargetSessions
+from tests.ports import free_port
 from tests.virtual_clock import VirtualClock, on_clock
 
 CONFIG = """
@@ -166,13 +166,6 @@ async def test_background_runs_start_at_each_environments_offset() -> None:
         assert at < spread
     order_seen = sorted(first, key=first.__getitem__)
     assert order_seen == sorted(first, key=lambda n: background_offset(n, spread))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_failing_background_runs_are_logged_once_then_their_recovery_once(

@@ -13,7 +13,6 @@ import os
 import posixpath
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,15 +22,9 @@ from pathlib import Path
 import pytest
 
 from agent.settings_file import load_settings_text
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def build_stage_copies(dockerfile: str) -> list[str]:

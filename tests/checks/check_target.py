@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import operator
-import socket
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -14,6 +13,7 @@ from pydantic import Field
 
 from checks.base import Check, CheckContext, CheckResult
 from checks.registry import config_models, run_check, start_check
+from tests.ports import free_port as free_port
 
 SECRET = "s3cr3t-t0ken-value"
 
@@ -144,14 +144,6 @@ def target_app() -> web.Application:
     app.router.add_get("/seen/{key}", seen)
     app.router.add_get("/notjson", notjson)
     return app
-
-
-def free_port() -> int:
-    """A local port nothing listens on (for connection-refused cases)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
 
 
 def check_config_union() -> Any:

@@ -20,18 +20,12 @@ import pytest
 
 from agent.cli.stop_signals import STOP_SIGNALS
 from agent.store.location import store_location
+from tests.ports import free_port as free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "tok-1234567890abcdef"
 SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 """What stops `run` cleanly: the contract's two, and SIGHUP."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 IDLE = "environments: {production: {base_url: 'http://127.0.0.1:9'}}\n"

@@ -20,7 +20,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -32,17 +31,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.ports import free_port as free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "crash-api-token-0123"
 SECRET = "crash-rollback-secret"
 RECEIVER_SCRIPT = "503:delay=0.05,503:delay=0.1,503:delay=0.05,200:delay=0.15"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _env() -> dict[str, str]:

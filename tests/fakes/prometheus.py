@@ -19,7 +19,6 @@ import math
 import os
 import re
 import shutil
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.fakes._server import Failure, FakeServer
+from tests.ports import free_port as free_port
 
 HOST = "127.0.0.1"
 PROMETHEUS_BINARY = os.environ.get("POSTFLIGHT_PROMETHEUS", "/usr/bin/prometheus")
@@ -39,12 +39,6 @@ def prometheus_binary() -> str | None:
     if os.access(PROMETHEUS_BINARY, os.X_OK):
         return PROMETHEUS_BINARY
     return shutil.which("prometheus")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class ScrapeTarget:

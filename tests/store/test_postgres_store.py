@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,6 +19,7 @@ from agent.records import DeployWindow, RoundRecord
 from agent.store import store_from_url
 from agent.store.base import StoreError
 from agent.store.postgres import SCHEMA_VERSION, PostgresStore, describe_url
+from tests.ports import free_port
 from tests.store.conftest import PgCluster
 from tests.store.peek import killed
 
@@ -43,12 +43,6 @@ def window(wid: str, env: str = "production", created: float = 100.0) -> DeployW
 
 def with_netloc(url: str, netloc: str) -> str:
     return urlunsplit(urlsplit(url)._replace(netloc=netloc))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

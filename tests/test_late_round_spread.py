@@ -26,6 +26,7 @@ from agent.settings_file import load_settings_text
 from agent.windows.probing import EnvironmentProbe
 from agent.windows.schedule import probe_step
 from checks.sessions import TargetSessions
+from tests.ports import free_port
 
 CONFIG = """
 server: {{api_tokens: [tok-1234567890abcdef]}}
@@ -45,9 +46,7 @@ def staging_site(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     `{"status": "ok"}` at /api/health; its stderr is its access log, a line a request."""
     (tmp_path / "site" / "api").mkdir(parents=True)
     (tmp_path / "site" / "api" / "health").write_text('{"status": "ok"}\n')
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = tmp_path / "access.log"
     with log.open("wb") as out:
         site = subprocess.Popen(

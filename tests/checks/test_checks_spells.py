@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from typing import Literal
 
 import pytest
@@ -17,6 +16,7 @@ from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.registry import run_check
 from checks.sessions import TargetSessions
 from checks.spells import SPELL_QUIET_S, SPELL_REMIND_S, RaisingSpells
+from tests.ports import free_port
 
 
 class FetchConfig(CheckConfig):
@@ -45,9 +45,7 @@ class Target:
     """A local service on a port of its own that can go away and come back on it."""
 
     def __init__(self) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.runner: web.AppRunner | None = None
 
     @property

@@ -42,6 +42,7 @@ from agent.store.sqlite import SqliteStore
 from common.times import rfc3339
 from tests.api.harness import TOKEN, ScriptedWatcher, make_app, rule
 from tests.cli_process import start_cli, stopped_by_each_signal
+from tests.ports import free_port
 from tests.store.peek import set_rollback
 
 T = TypeVar("T")
@@ -636,9 +637,7 @@ def test_unknown_environment_exits_2_and_names_it(
 def test_an_unreachable_agent_exits_2(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     parser = argparse.ArgumentParser()
     add_register_arguments(parser)
     args = parser.parse_args(

@@ -6,7 +6,6 @@ import asyncio
 import gc
 import json
 import logging
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from agent.rollback.delivery import RollbackDelivery, backoff_delay, takeover_wa
 from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore
 from common.retry_after import retry_after_seconds
+from tests.ports import free_port
 from tests.receivers import Reply, RollbackAttempt, RollbackReceiver, expected_signature
 from tests.rollback.support import (
     BREACH,
@@ -617,9 +617,7 @@ async def test_a_hung_webhook_times_out_and_is_retried(
 async def test_connection_refused_is_retried_then_fails_without_raising(
     store: SqliteStore, delivery: RollbackDelivery
 ) -> None:
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     url = f"http://127.0.0.1:{port}/rollback"
 
     done = await delivery.deliver(
@@ -667,9 +665,7 @@ async def test_refused_attempts_leave_no_exceptions_for_the_collector(
     aiohappyeyeballs keep each in a frame its own traceback holds (`common.tracebacks`),
     ~90 objects an attempt, and the daemon collects rarely (`agent.windows.heap`): a
     receiver down left them behind at every retry."""
-    with socket.socket() as sock:  # a port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a port nobody listens on
     url = f"http://127.0.0.1:{port}/rollback"
     warm = await stored_intent(store, "dep_01JDWARM")  # what stays for good: the session…
     await delivery.deliver(warm, settings(url, max_attempts=1), "production")

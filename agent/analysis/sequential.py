@@ -397,10 +397,11 @@ class PassTest:
     cutoff) across the baseline's periods: the floor's design effect
     (`SequentialRule._design_effect`); 0 when nothing measured it."""
     outage: float | None = None
-    """The baseline's share of errors when it looks probed while the service was down
-    (`describe.outage_share`), for an absolute bound on its rate: its burstiness, then, is
-    the outage's (whole runs failed beside runs that passed: rho near 1), not the
-    release's, and is not read (`dispersion` 0); the verdict says so. None otherwise."""
+    """The baseline's share of errors when it looks taken while the service was down (a
+    checks rule's background probes, a provider's previous release: `describe.outage_share`),
+    for an absolute bound on its rate: its burstiness, then, is the outage's (whole runs
+    failed beside runs that passed: rho near 1), not the release's, and is not read
+    (`dispersion` 0); the verdict says so. None otherwise."""
 
     @property
     def key(self) -> str:
@@ -875,10 +876,11 @@ class SequentialRule:
 
     @property
     def outage_baseline(self) -> float | None:
-        """The baseline's share of errors when it looks probed while the service was down
-        (`describe.outage_share`), else None: an absolute bound on its rate is then judged
-        on the release's own rounds, its pass side (`_bursty`) and what its look can detect
-        (`_detectable_look`) alike; a `max_increase` still reads the baseline."""
+        """The baseline's share of errors when it looks taken while the service was down
+        (probed between windows, or a provider's previous release: `describe.outage_share`),
+        else None: an absolute bound on its rate is then judged on the release's own rounds,
+        its pass side (`_bursty`) and what its look can detect (`_detectable_look`) alike; a
+        `max_increase` still reads the baseline."""
         base = self.baseline
         if base is None or self.kind != "proportion":
             return None
@@ -888,7 +890,7 @@ class SequentialRule:
         """`test` with its events' burstiness across the baseline's periods (`dispersion`):
         a rate's as `merge` measured it, a share's from the periods' samples past its
         cutoff (`BaselineData.share_dispersion`). Not an absolute bound's rate over a
-        baseline probed while the service was down (`PassTest.outage`): its rho near 1 is
+        baseline taken while the service was down (`PassTest.outage`): its rho near 1 is
         the outage's (whole runs failed beside whole runs passed), and widened a healthy
         release's upper end past its bound, 0.047 to 0.146 at 30 rounds of 12 probes
         against `max 0.05`, so it ended inconclusive for the old release's outage

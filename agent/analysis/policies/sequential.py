@@ -501,9 +501,9 @@ class SequentialPolicy(BasePolicy):
         rate, which is 0 when the background runs saw no error: then the bound's distance
         from 0 is what it allows (`max 0.03` that can only catch 0.078 warned only in the
         environments whose background runs happened to fail a probe: 3 of 12). So is it
-        over a baseline probed while the service was down (`describe.outage_share`): the
-        bound is judged on the release's own probes, not as a change from the outage's
-        rate (`max 0.05` over 50% errors read as a fall of 90% it could see)."""
+        over a baseline taken while the service was down (`describe.outage_share`): the
+        bound is judged on the release's own probes or events, not as a change from the
+        outage's rate (`max 0.05` over 50% errors read as a fall of 90% it could see)."""
         if any(key == can.bound for key, _ in exact_rate_bounds(rule)):
             return False  # it fails at the first bad event: no test sees more
         tolerance = self._tolerance(rule, can.bound)

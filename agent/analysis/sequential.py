@@ -1571,8 +1571,9 @@ class SequentialRule:
             # it has one (conformal placements, samples past a bound: independent, as before),
             # but for an outage's (`outage_baseline`): its pass side reads the window's own
             # spread alone (`_bursty`), and so does this
-            counted = self.kind == "proportion" and base is not None and base.has_counts
-            rho = base.dispersion if counted and base and not self.outage_baseline else 0.0
+            rho = 0.0
+            if self.kind == "proportion" and base is not None and base.has_counts:
+                rho = base.dispersion if self.outage_baseline is None else 0.0
             m = self._base_size if comp.conformal else 0
             base_var = _baseline_noise(comp.level * (1.0 - comp.level), samples, m)
 
@@ -1836,8 +1837,10 @@ class SequentialRule:
             value = 1.0 - share if comp.flip else share
             # a change from the baseline's rate, but from the bound over an outage's: the
             # bound is judged on the release's own rounds (`outage_baseline`)
-            of_base = base is not None and base.value and self.outage_baseline is None
-            effect = abs(value / base.value - 1.0) if of_base and base else ratio - 1
+            if base is not None and base.value and self.outage_baseline is None:
+                effect = abs(value / base.value - 1.0)
+            else:
+                effect = ratio - 1
             side = "or less" if comp.flip else "or more"
             return Detectable(comp.bound, value, effect, f"{metric} {value:.3g} {side}")
         sv = base.sorted_values if base is not None else _EMPTY

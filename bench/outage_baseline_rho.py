@@ -1,6 +1,6 @@
 """Which burstiness (rho) an absolute rate bound's pass side should read when its baseline
-was probed during an outage (at least `OUTAGE_SHARE` errors: registration warns "probed
-while the service was down?").
+was probed during an outage (at least `describe.OUTAGE_SHARE` errors, `describe.outage_share`:
+registration warns "probed while the service was down?").
 
 Not a test: the pure judge (`Judge.advance`, the last round final, read with
 `Judge.glance(final=True)`), its pass side's rho swapped per variant by replacing
@@ -50,6 +50,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.analysis import Observation, Policy, Rule
+from agent.analysis.describe import outage_share
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge
 from agent.analysis.sequential import PassTest, SequentialRule
@@ -63,7 +64,6 @@ PROVIDER = Rule("errors", "sentry", "error_rate", max=0.05)
 a minute); an outage is buckets failed whole."""
 BUCKETS, SPANS = 60, 200
 CAP = 0.1
-OUTAGE = 0.5
 VARIANTS = ("judge", "baseline", "own", "cap")
 MODE = ["judge"]
 RULE = [ERRORS]
@@ -77,7 +77,7 @@ def _bursty(self: SequentialRule, test: PassTest) -> PassTest:
     if mode == "judge" or base is None or test.statistic != "rate" or test.bound == "max_increase":
         return _JUDGE_BURSTY(self, test)
     rho = base.dispersion
-    outage = base.has_counts and base.value >= OUTAGE
+    outage = outage_share(self.rule, base.count, base.total) is not None  # the judge's own
     if mode == "own" and outage:
         rho = 0.0
     elif mode == "cap" and outage:

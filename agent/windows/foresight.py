@@ -8,7 +8,7 @@ end. Must not decide anything: warnings only.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from agent.analysis.describe import (
@@ -281,7 +281,7 @@ async def baseline_runs(
             kept.setdefault(stays, set()).add(at)
         runs.setdefault(at, []).extend(unsummarize(check, summary))
     left_out = [(f, len(ats)) for f, ats in left.items()]
-    relative = [r.name for r in env.rules if r.source == "checks" and r.max_increase is not None]
+    relative = relative_checks(env.rules)
     by_rule: dict[str, list[list[Sample]]] = {}
     apart: dict[KeptRelease, list[str]] = {}
     for name in relative:
@@ -542,6 +542,13 @@ def exact_bound_warnings(rules: list[Rule], env: EnvironmentSettings) -> list[st
 
 LAST_PERIOD = "the environment's last window's (this one's is fetched as it opens)"
 """Whose baseline registration reads for a provider rule: the last window stored it."""
+
+
+def relative_checks(rules: Iterable[Rule | RuleSettings]) -> list[str]:
+    """The checks rules judged against their baseline (`max_increase`), by name: the ones
+    whose baseline leaves out or keeps an inconclusive release's runs (`baseline_runs`),
+    and whose verdict says so (`kept.KeptBaseline`)."""
+    return [r.name for r in rules if r.source == "checks" and r.max_increase is not None]
 
 
 def outage_baseline(

@@ -27,11 +27,6 @@ the lookback, for every window resumed), and could word them otherwise than the 
 first watch did (runs pruned, windows ended since)."""
 
 
-def _relative_checks(rules: Iterable[Rule]) -> list[str]:
-    """The rules whose verdict detail can hold these words (`foresight.baseline_runs`)."""
-    return [r.name for r in rules if r.source == "checks" and r.max_increase is not None]
-
-
 class KeptBaseline:
     """What the checks rules' baseline left out or kept of inconclusive releases past
     their bounds, said in each such rule's detail."""
@@ -62,7 +57,7 @@ class KeptBaseline:
         words under `STORED_KEY` (empty: none), stored with it so that a resumed watch
         reads them back (`restore`) instead of the lookback's probe summaries again."""
         out = dict(baseline)
-        for name in _relative_checks(rules):
+        for name in foresight.relative_checks(rules):
             if name in out:
                 out[name] = {**out[name], STORED_KEY: self._words.get(name, "")}
         return out
@@ -72,7 +67,7 @@ class KeptBaseline:
         relative checks rule's were not stored (a baseline stored before they were: the
         caller rebuilds them from the lookback, once)."""
         words: dict[str, str] = {}
-        for name in _relative_checks(rules):
+        for name in foresight.relative_checks(rules):
             stored = baseline.get(name)
             if not isinstance(stored, Mapping) or not isinstance(stored.get(STORED_KEY), str):
                 return False

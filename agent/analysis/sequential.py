@@ -1384,7 +1384,10 @@ class SequentialRule:
         best: the round's statistic has the baseline's mean and only sampling noise, as the
         sequence's own floor allows (its design effect included: the baseline's bursts
         widen it as they widen `_ends`), so a bound said to fall short cannot pass by the
-        window's end on any release like its baseline."""
+        window's end on any release like its baseline. Over an outage's baseline
+        (`PassTest.outage`) the release is the best one instead (no error, for a `max`):
+        the bound is judged on its own rounds, and one like the outage is not the release
+        to ask about."""
         out: list[PassReach] = []
         base = self.baseline
         if base is None or per_round <= 0 or horizon < 1:
@@ -2110,11 +2113,12 @@ def _shows(test: PassTest, end: float) -> bool:
 @dataclass(frozen=True, slots=True)
 class PassReach:
     """Where a bound's evidence would stand at the window's end on a release just like its
-    baseline (`SequentialRule.pass_reach`)."""
+    baseline, or the best one over an outage's (`SequentialRule.pass_reach`)."""
 
     test: PassTest
     mean: float
-    """The round statistic on the baseline (a rate, a share past the cutoff)."""
+    """The round statistic on the baseline (a rate, a share past the cutoff); over an
+    outage's, the best a release can show (0 for a `max`, 1 for a `min`)."""
     reached: float | None
     """The confidence sequence's end after the window's rounds (None: one round, too few
     for a sequence)."""

@@ -463,9 +463,10 @@ class SequentialPolicy(BasePolicy):
         )
 
     def _cannot_pass(self, tests: SequentialRule, size: float) -> list[str]:
-        """Each bound whose evidence a release just like its baseline could not show by the
-        window's end: the window would end `inconclusive` however good the release (a
-        1-minute window of p99 latencies, say), said before it opens, not after."""
+        """Each bound whose evidence a release just like its baseline (over an outage's: the
+        best one, `pass_reach`) could not show by the window's end: the window would
+        end `inconclusive` however good the release (a 1-minute window of p99 latencies,
+        say), said before it opens, not after."""
         rule, horizon = tests.rule, self.window.horizon
         out = []
         for reach in tests.pass_reach(size, horizon):

@@ -40,12 +40,15 @@ rollback was delivered" read as one tried and refused, the dry run said only in 
 below it."""
 
 
-class _Stated(Protocol):
+class _HasState(Protocol):
+    """A rollback as the CLI (the API's `Rollback`) and the deploy page (a stored intent)
+    hold it: only its state is read."""
+
     @property
     def state(self) -> str: ...
 
 
-def dry_run_note(state: str, rollback: _Stated | None) -> str | None:
+def dry_run_unsent_note(state: str, rollback: _HasState | None) -> str | None:
     """`DRY_RUN_NOT_SENT` for a failed window whose rollback `rollback.dry_run` kept unsent
     (`skipped`), else None: the CLI (an API deploy) and the deploy page (a stored window)
     ask it alike, where each once spelt the test out."""

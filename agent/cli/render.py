@@ -20,7 +20,7 @@ from agent.client import OPEN_STATES, ClientError
 from common.durations import format_duration
 from common.redaction import visible
 from common.times import rfc3339
-from common.words import counted, dry_run_note
+from common.words import counted, dry_run_unsent_note
 
 HEARTBEAT_S = 60.0
 """Without a terminal, a line at least this often so CI logs show the wait is alive."""
@@ -218,7 +218,7 @@ none, where a rollback still owed and one never asked for looked alike."""
 
 DRY_RUN_STATE = "failed (dry run)"
 """The `status` table's state of a failed window whose rollback `rollback.dry_run` kept
-unsent (`dry_run_note`): a plain `failed` read as one rolled back or refused, where the
+unsent (`dry_run_unsent_note`): a plain `failed` read as one rolled back or refused, where the
 end line and `status ID` say the rollback was not sent; its column is wide enough for it."""
 
 DETAIL_WIDTH = 60
@@ -232,7 +232,7 @@ def details(deploy: Deploy, style: Style) -> str:
         f"{deploy.id}  {deploy.environment}  {deploy.version}"
         + (f" (from {deploy.previous_version})" if deploy.previous_version else ""),
         f"  state     {style.state(deploy.state)}"
-        + (f": {note}" if (note := dry_run_note(deploy.state, deploy.rollback)) else ""),
+        + (f": {note}" if (note := dry_run_unsent_note(deploy.state, deploy.rollback)) else ""),
         f"  deployed  {hms(deploy.deployed_at)}   ends {hms(deploy.ends_at)}"
         f"   rounds {deploy.rounds}",
     ]
@@ -427,7 +427,7 @@ def _failed_headline(deploy: Deploy) -> str:
         return "failed: a rollback was requested and is still being delivered" + (
             f" (not accepted after {tried} so far)" if rollback.attempts else ""
         )
-    if note := dry_run_note(deploy.state, rollback):
+    if note := dry_run_unsent_note(deploy.state, rollback):
         return f"failed: the verdict failed; {note}"
     if rollback.state == "failed":
         how = f"after {tried}, not delivered" if rollback.attempts else "unsent"
@@ -494,7 +494,7 @@ def deploys_table(deploys: Sequence[Deploy], style: Style) -> str:
                 d.id,
                 d.environment,
                 d.version,
-                DRY_RUN_STATE if dry_run_note(d.state, d.rollback) else d.state,
+                DRY_RUN_STATE if dry_run_unsent_note(d.state, d.rollback) else d.state,
                 str(d.rounds),
                 hms(d.deployed_at),
                 d.verdict.outcome if d.verdict is not None else "—",

@@ -26,7 +26,7 @@ from alerting.events import (
     failed_rollback_headline,
 )
 from alerting.templates import evidence_text, format_value
-from common.words import dry_run_note
+from common.words import dry_run_unsent_note
 
 DECIDED = ("pass", "fail", "inconclusive")
 """A verdict's outcomes once decided (a window's progress is `pending` until then)."""
@@ -106,7 +106,7 @@ class DeployView:
         """What the state line says after a `failed` whose rollback `rollback.dry_run` kept
         unsent: the page's headline said "failed" alone, the dry run only in its Rollback
         section further down."""
-        return dry_run_note(self.state, self.rollback)
+        return dry_run_unsent_note(self.state, self.rollback)
 
 
 def _num(value: Any) -> float | None:

@@ -124,8 +124,9 @@ def unit_noun(rule: Rule) -> str:
 OUTAGE_SHARE = 0.5
 """An error-rate baseline's share of errors at or above which it looks taken while the
 service was down (a checks rule's background probes, a provider's previous release):
-registration says so (`foresight.outage_baseline`), and an absolute bound's pass side does
-not read its burstiness (`SequentialRule._bursty`)."""
+registration says so, and a provider's window as it opens (`foresight.outage_baseline`),
+and an absolute bound on its rate is judged on the release's own rounds
+(`SequentialRule.outage_baseline`: its pass side, what it can detect, its reach)."""
 
 
 def outage_share(rule: Rule, count: float | None, total: float | None) -> float | None:

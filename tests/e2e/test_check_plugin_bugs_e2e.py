@@ -251,6 +251,10 @@ class Watch:
     """Every record of the run's agent."""
     text: str
     """The run's agent's log as written."""
+    sent: list[JsonNotification]
+    """Every alert of the run."""
+    asked: list[RollbackAttempt]
+    """Every rollback request of the run."""
 
 
 async def watched_together(tmp_path: Path, target: str, modes: Sequence[str]) -> dict[str, Watch]:
@@ -281,6 +285,8 @@ async def watched_together(tmp_path: Path, target: str, modes: Sequence[str]) ->
             [r for r in _bugs_logged(run.log) if f"(environment {mode};" in r["msg"]],
             logged,
             text,
+            run.sink.notifications,
+            run.receiver.attempts,
         )
     return watches
 
@@ -520,6 +526,26 @@ def test_a_check_plugin_raising_for_the_targets_http_error_is_a_failed_probe(
     assert code == 1, said
     assert "ClientResponseError: 503" in json.dumps(deploy), deploy
     assert not watch.told
+
+
+@ONE_WATCHED_RUN
+@pytest.mark.timeout(90)
+def test_the_shared_run_sent_nothing_its_deploys_tests_leave_out(
+    watched_run: dict[str, Watch],
+) -> None:
+    """Each test reads its deploy's alerts by their title, its rollbacks by their key and
+    its bug lines by the environment they name: every one the run sent is one of those, as
+    each test's own agent once asserted of all it sent (`(end,)`, `rollbacks == []`), and
+    none carries the plugin's secret."""
+    run = next(iter(watched_run.values()))
+    titles = [n.title for n in run.sent]
+    assert sorted(n.title for w in watched_run.values() for n in w.notifications) == sorted(
+        titles
+    ), titles
+    assert sum(len(w.rollbacks) for w in watched_run.values()) == len(run.asked), run.asked
+    bugs = [r for r in run.logged if r["logger"] == "checks.registry" and "has a bug" in r["msg"]]
+    assert sum(len(w.told) for w in watched_run.values()) == len(bugs), bugs
+    assert PLUGIN_SECRET not in json.dumps([n.payload for n in run.sent])
 
 
 @pytest.mark.timeout(90)

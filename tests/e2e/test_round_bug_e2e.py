@@ -522,6 +522,23 @@ def test_a_check_that_raises_in_run_is_its_bug_not_a_failed_probe(bugs_run: Answ
     assert not [r for r in logged if "watching the window failed" in r["msg"]]
 
 
+@ONE_ANSWERS_RUN
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("shared", ["answers_run", "bugs_run"])
+def test_a_shared_run_sent_no_alert_its_deploys_tests_leave_out(
+    request: pytest.FixtureRequest, shared: str
+) -> None:
+    """Each test reads its deploy's alerts by their title and its provider's warnings by
+    the environment they name: every one the run sent is one of those, as each test's own
+    agent once asserted of all it sent (`provider, end = sink.notifications`)."""
+    run: AnswersRun = request.getfixturevalue(shared)
+    titles = [n.title for n in run.notifications]
+    about = [n.title for w in run.watches.values() for n in w.notifications]
+    assert sorted(about) == sorted(titles), titles
+    warned = [r for r in run.logged if r["msg"].startswith("provider buggy answered")]
+    assert all(r.get("environment") in run.watches for r in warned), warned
+
+
 @pytest.mark.timeout(60)
 async def test_an_alert_whose_render_raises_holds_no_window_and_no_rollback_back(
     start_agent: AgentFactory,

@@ -105,6 +105,8 @@ async def test_a_status_whose_task_met_a_held_file_is_posted_once_it_is_let_go(
                 if any(s["state"] == "success" for s in github.statuses):
                     break
                 await asyncio.sleep(0.025)
+            else:
+                raise AssertionError(f"no success status posted: {github.statuses}")
             await asyncio.sleep(0.2)  # and scans after it: nothing posted twice
     finally:
         scans.cancel()

@@ -3,8 +3,8 @@
 go on as if it had come. test_rollback_leave_waits's loop waited for a log line reworded
 long before: it ran out its 10 s every run, and the test passed.
 
-A loop passes when it has an `else:` (run when it ran out), or the statement after it
-is an `assert`, a `raise` or a `pytest.fail(...)`. The few loops meant to end either way
+A loop passes when it has an `else:` (run when it ran out) that fails, or the statement
+after it is an `assert`, a `raise` or a `pytest.fail(...)`. The few loops meant to end either way
 are listed below, each with why.
 """
 
@@ -147,7 +147,7 @@ def _loops_falling_through(path: Path) -> Iterator[tuple[str, int]]:
                     )
                     rest = block[i + 1 :] or ([then] if through and then is not None else [])
                     # a `while` ended by its condition runs its `else` whether or not it came
-                    else_fails = bool(statement.orelse) and _exits(statement)
+                    else_fails = _exits(statement) and _then_fails(statement.orelse)
                     if (
                         not forever
                         and not else_fails
@@ -218,5 +218,18 @@ def test_the_check_finds_a_loop_that_falls_through(tmp_path: Path) -> None:
         "            return\n"
         "        await asyncio.sleep(0.1)\n"
         "    pytest.fail('never came')\n"
+        "\n"
+        "async def noted(done):\n"
+        "    for _ in range(10):\n"
+        "        if done():\n"
+        "            break\n"
+        "        await asyncio.sleep(0.1)\n"
+        "    else:\n"
+        "        print('never came')\n"
+        "    go_on()\n"
     )
-    assert list(_loops_falling_through(source)) == [("silent", 2), ("conditioned", 17)]
+    assert list(_loops_falling_through(source)) == [
+        ("silent", 2),
+        ("conditioned", 17),
+        ("noted", 30),
+    ]

@@ -192,13 +192,13 @@ async def test_a_client_that_reads_nothing_is_dropped_and_its_stream_ends(
 async def test_an_idle_stream_sends_a_comment_to_keep_proxies_from_closing_it(
     tmp_path: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """And every block of the stream is an event with data. It began with `retry:` in a
-    block of its own, and each keep-alive comment ended a block: an EventSource dispatches
-    no block without data, but SSE clients that go by blocks (httpx-sse 0.4 yields them
-    as empty `message` events) read an empty event first, where contract §8 says a client
-    first gets the deploy object as a `state` event, and another every 15 s between
-    rounds. `retry:` goes with the first event, a keep-alive is a comment line inside the
-    block to come."""
+    """A keep-alive comment every `HEARTBEAT_S` between events, and every block of the
+    stream an event with data. The stream began with `retry:` in a block of its own, and
+    each keep-alive comment ended a block: an EventSource dispatches no block without
+    data, but SSE clients that go by blocks (httpx-sse 0.4 yields them as empty `message`
+    events) read an empty event first, where contract §8 says a client first gets the
+    deploy object as a `state` event, and another every 15 s between rounds. `retry:`
+    goes with the first event, a keep-alive is a comment line inside the block to come."""
     monkeypatch.setattr(events_module, "HEARTBEAT_S", 0.2)
     store = SqliteStore(tmp_path / "postflight.db")
     await store.open()

@@ -35,6 +35,12 @@ def agent_away(error: ClientError) -> str:
 AGENT_BACK = "  agent reachable again"
 
 
+SHORT = "short"
+"""A decided verdict's threshold rule that passed past its bound in its last rounds with
+data, short of `failure_limit`: shown `! pass`, never `✓ pass` beside its figure (a window
+ended `✓ pass probe-errors 0.4 (max 0.05)`, the rule past its bound in its last round)."""
+
+
 @dataclass
 class Style:
     """Colours and symbols only on a terminal that wants them (NO_COLOR is honoured)."""
@@ -52,12 +58,15 @@ class Style:
 
     @staticmethod
     def outcome_code(outcome: str) -> str:
-        return {"pass": "32", "fail": "31", "inconclusive": "33", "breach": "33"}.get(outcome, "2")
+        return {"pass": "32", "fail": "31", "inconclusive": "33", "breach": "33", SHORT: "33"}.get(
+            outcome, "2"
+        )
 
     def outcome(self, outcome: str, *, color: bool = True) -> str:
-        """`✓ pass`, `✗ fail`, `? inconclusive`: readable without colour too."""
-        symbol = {"pass": "✓", "fail": "✗", "inconclusive": "?", "breach": "!"}.get(outcome, "·")
-        text = f"{symbol} {outcome}"
+        """`✓ pass`, `✗ fail`, `? inconclusive`: readable without colour too (`SHORT`:
+        `! pass`)."""
+        symbol = {"pass": "✓", "fail": "✗", "inconclusive": "?", "breach": "!", SHORT: "!"}
+        text = f"{symbol.get(outcome, '·')} {'pass' if outcome == SHORT else outcome}"
         return self.paint(text, self.outcome_code(outcome)) if color else text
 
     def state(self, state: str, text: str | None = None) -> str:
@@ -123,12 +132,25 @@ def _breaching(rule: RuleResult) -> tuple[int, int] | None:
 
 
 def _shown(rule: RuleResult, pending: bool) -> tuple[str, str]:
-    """The outcome and threshold a rule is shown with: a breach short of its limit, while
-    the window is pending, as `breach` with how far along it is."""
-    breach = _breaching(rule) if pending else None
+    """The outcome and threshold a rule is shown with: a breach short of its limit as
+    `breach` while the window is pending, `SHORT` once decided, with how far along it is."""
+    breach = _breaching(rule)
     if breach is None:
         return rule.outcome, rule.threshold
-    return "breach", f"{rule.threshold}, {breach[0]} of {breach[1]} rounds"
+    return "breach" if pending else SHORT, f"{rule.threshold}, {breach[0]} of {breach[1]} rounds"
+
+
+def _short_words(rule: RuleResult) -> str:
+    """Why a `SHORT` pass passed, for its round line: `past max 0.05 in round 2: 1 of 2
+    rounds in a row, too few to fail` (its figure is of that round, its last with data)."""
+    evidence = rule.evidence or {}
+    streak, limit = _breaching(rule) or (0, 0)
+    rounds = [n for n in evidence.get("failing_rounds") or () if isinstance(n, int)]
+    where = f" in round{'s' if len(rounds) > 1 else ''} {', '.join(map(str, rounds))}"
+    return (
+        f"past {rule.threshold}{where if rounds else ''}: {streak} of {limit} rounds in a row,"
+        " too few to fail"
+    )
 
 
 def _figures_of(deploy: Deploy) -> str:
@@ -372,6 +394,8 @@ class Progress:
         parts = []
         for r in rules:
             outcome, threshold = _shown(r, deploy.verdict is None)
+            if outcome == SHORT:
+                threshold = _short_words(r)
             parts.append(
                 f"{self.style.outcome(outcome)} {r.name} {_value(r.metric, r.observed)}"
                 + (f" ({threshold})" if threshold else "")

@@ -1293,7 +1293,70 @@ def test_a_rule_breaching_short_of_its_failure_limit_is_not_shown_as_a_pass() ->
             },
         }
     )
-    assert "probe-errors  ✓ pass" in details(decided, Style())
+    assert "probe-errors  ! pass" in details(decided, Style())  # was `✓ pass` beside 1
+
+
+@pytest.mark.parametrize(
+    ("name", "counts", "past"),
+    [
+        # round 1's probes all dropped as the agent's own lag (no data), round 2 at 0.4
+        ("no data, then 0.4", [None, (2, 5)], "in round 2"),
+        # round 2 had no data: its line shows round 1's figure, and says whose it is
+        ("0.4, then no data", [(2, 5), None], "in round 1"),
+        ("0, then 0.4", [(0, 5), (2, 5)], "in round 2"),
+    ],
+)
+def test_a_window_passed_short_of_its_failure_limit_never_ends_on_a_tick_beside_its_breach(
+    name: str, counts: list[tuple[int, int] | None], past: str
+) -> None:
+    """A threshold window (max 0.05, failure_limit 2) over a 40%-errors target passed, its
+    last round line `✓ pass probe-errors 0.4 (max 0.05)` (the shared run of the wait end
+    lines, baseline 0.392). The pass is the policy's: the rule's last round with data was
+    past its bound, one round of the two in a row that fail it (the judge, pure, fed such
+    rounds, passes them; two such rounds in a row fail). The line now says so, `! pass`."""
+    from agent.analysis.judge import judge
+    from agent.analysis.types import Observation, Policy
+    from agent.analysis.types import Rule as JudgedRule
+    from agent.api.models import Deploy
+    from agent.cli.render import details
+    from agent.windows.evidence import verdict_to_dict
+
+    errors = JudgedRule("probe-errors", "checks", "error_rate", max=0.05)
+    rounds = [
+        {
+            errors.name: Observation(None, error="no data")
+            if c is None
+            else Observation(c[0] / c[1], count=c[0], total=c[1])
+        }
+        for c in counts
+    ]
+    baseline = {errors.name: Observation(0.392, count=49, total=125)}
+    breaching = next(r for r, c in zip(rounds, counts, strict=True) if c and c[0])
+    verdict = judge([errors], baseline, rounds, Policy("threshold", failure_limit=2), final=True)
+    assert verdict.decision == "pass", name  # by the policy's rules: 1 of 2 rounds in a row
+    both = judge(
+        [errors], baseline, [breaching] * 2, Policy("threshold", failure_limit=2), final=True
+    )
+    assert both.decision == "fail"  # the judge never passes two such rounds in a row
+    deploy = _deploy(2, state="passed")
+    deploy = Deploy.model_validate(
+        {
+            **deploy.model_dump(mode="json"),
+            "progress": None,
+            "verdict": verdict_to_dict(verdict, decided_at=time.time()),
+        }
+    )
+    out = io.StringIO()
+    Progress(out=out, style=Style(), live=False).update(deploy)
+    line = out.getvalue()
+    assert "✓" not in line, line
+    assert (
+        f"! pass probe-errors 0.4 (past max 0.05 {past}: 1 of 2 rounds in a row, too few"
+        " to fail)" in line
+    ), line
+    shown = details(deploy, Style())  # `status ID`, and the end of `register --wait`
+    row = next(line for line in shown.splitlines() if line.strip().startswith("probe-errors"))
+    assert "✓" not in row and "! pass" in row and "max 0.05, 1 of 2 rounds" in row, shown
 
 
 def test_a_breach_starting_short_of_the_limit_is_a_line_in_a_ci_log() -> None:

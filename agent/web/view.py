@@ -531,9 +531,12 @@ def rounds_view(
         # judge's `max 0.05` beside `observed 50%` and a chart's `max 5%` made on-call do
         # the sum (its words stay in the reason, the API and the webhook)
         threshold = drawn.bounds or rate_bounds_in_percent(metric, item.get("threshold"))
-        breach = None if decided else breaching(outcome, evidence)
+        breach = breaching(outcome, evidence)
         if breach is not None:
-            outcome, threshold = "breach", f"{threshold}, {breach[0]} of {breach[1]} rounds past it"
+            threshold = f"{threshold}, {breach[0]} of {breach[1]} rounds past it"
+            outcome = "short" if decided else "breach"
+            if decided:  # passed so: `! pass`, never `✔ pass` beside 40% past max 5%
+                threshold += ": too few to fail"
         views.append(
             RuleView(
                 name=name,

@@ -307,3 +307,39 @@ def test_a_rules_bound_is_said_in_the_unit_of_its_values() -> None:
     )
     shown = said("latency_p95", "max 300ms, max_increase 2.5%", [latency], 0.2, 0.1)
     assert shown == "max 300ms, baseline +2.5% 102ms", shown
+
+
+def test_a_rule_past_its_bound_as_its_window_passed_is_not_a_tick() -> None:
+    """A threshold window passed with its rule past `max 0.05` in its last round, one of
+    the two in a row that fail it: the page showed it `✔ pass` beside 40%, as
+    `register --wait` said `✓ pass probe-errors 0.4 (max 0.05)`. It is `! pass` now, its
+    bound saying how far along the limit it was."""
+    evidence = {"policy": "threshold", "streak": 1, "failure_limit": 2, "failing_rounds": [2]}
+    verdict = {
+        "outcome": "pass",
+        "reason": "1 of 1 rule passed over 2 rounds",
+        "rules": [
+            {
+                "name": "errors",
+                "source": "checks",
+                "metric": "error_rate",
+                "outcome": "pass",
+                "observed": 0.4,
+                "baseline": 0.392,
+                "threshold": "max 0.05",
+                "evidence": evidence,
+            }
+        ],
+    }
+    view = deploy_view(
+        window(verdict=verdict, state="passed", ended_at=NOW),
+        rounds(),
+        rules=[Rule(name="errors", source="checks", metric="error_rate", max=0.05)],
+        rollback=None,
+        attempts=[],
+        alerts={},
+        now=NOW,
+    )
+    rule = view.rules[0]
+    assert rule.outcome == "short", rule
+    assert rule.threshold == "max 5%, 1 of 2 rounds past it: too few to fail", rule.threshold

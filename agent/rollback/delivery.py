@@ -501,17 +501,19 @@ class RollbackDelivery:
             if ended is not None:
                 return ended
         recorded = await self._last_recorded(intent)
+        if intent.attempts and recorded and self._conflict_look_owed(intent, settings):
+            # its last attempt met a 409 and a stop (or a kill) cut the look at whether the
+            # rollback took effect: the restart looks, as the 409's own look does, where it
+            # read the 409 as a 5xx's answer and sent the rollback again (another 409).
+            # Asked first: on the last allowed attempt the 409 is an answer, not the lost
+            # one the look before failing is for (asked 5 times, its error "asked ...")
+            return await self._conflict_looked(intent, settings, environment, context, claims)
         if intent.attempts >= settings.max_attempts and recorded:
             # stopped while it looked whether its last attempt, unanswered, took effect:
             # it looks again, and sends nothing more
             return await self._look_before_failing(
                 intent, settings, environment, context, claims, None
             )
-        if intent.attempts and recorded and self._conflict_look_owed(intent, settings):
-            # its last attempt met a 409 and a stop (or a kill) cut the look at whether the
-            # rollback took effect: the restart looks, as the 409's own look does, where it
-            # read the 409 as a 5xx's answer and sent the rollback again (another 409)
-            return await self._conflict_looked(intent, settings, environment, context, claims)
         looked: _Looked | None = None
         if intent.attempts and not recorded:
             # its last attempt went out, or was about to, and no answer was recorded: GitHub

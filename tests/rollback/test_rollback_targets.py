@@ -668,10 +668,11 @@ async def test_a_stop_while_vercel_is_asked_whether_it_took_effect_lets_the_look
     assert taken is not None and taken.attempts == 1  # handed back: taken at once
 
 
+@pytest.mark.parametrize("max_attempts", [3, 1], ids=["attempts-left", "last-attempt"])
 @pytest.mark.parametrize("cut", ["stop", "kill"])
 @pytest.mark.parametrize("production", [OLD, NEW], ids=["rolled-back", "not-there"])
 async def test_a_409s_look_cut_short_is_left_to_the_restart_not_a_resend(
-    fake: FakeVercel, store: SqliteStore, production: str, cut: str
+    fake: FakeVercel, store: SqliteStore, production: str, cut: str, max_attempts: int
 ) -> None:
     """Vercel answered the rollback 409, and a stop let the look at its production go
     (`LeftAsking`, the 409 stored with the hand-back), or a kill cut it (the task
@@ -679,13 +680,17 @@ async def test_a_409s_look_cut_short_is_left_to_the_restart_not_a_resend(
     second as an attempt whose answer was lost: looks, then, not rolled back, the
     rollback sent again (another 409, counted at the fake). The 409 is stored before the
     look, and the restart looks as the 409's own look does: delivered if production is
-    the deployment rolled back to, else failed as Vercel's refusal, nothing sent again."""
+    the deployment rolled back to, else failed as Vercel's refusal, nothing sent again.
+    On the last allowed attempt too, where the restart took it for an unanswered last
+    attempt: Vercel asked 5 times over the final looks' waits, "(asked 5 times over
+    150ms)" added to the 409's error."""
     config = settings(fake)
     intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
     fake.fail("409", match="/rollback/")
     asked, let_go = asyncio.Event(), asyncio.Event()
     rollback = config.environments["production"].rollback
     assert rollback is not None
+    rollback = rollback.model_copy(update={"max_attempts": max_attempts})
     first = RollbackDelivery(store, Metrics(), owner="a", targets=RollbackTargets(config))
     original = fake.project
 
@@ -719,18 +724,23 @@ async def test_a_409s_look_cut_short_is_left_to_the_restart_not_a_resend(
     fake.production[PROJECT] = production
     stored = await store.get_rollback(intent.window_id)
     assert stored is not None
+    looked_before = len(fake.seen(f"/v9/projects/{PROJECT}"))
     restart = RollbackDelivery(store, Metrics(), owner="a", targets=RollbackTargets(config))
     try:  # the next start of the same replica
         done = await restart.deliver(stored, rollback, "production")
     finally:
         await restart.aclose()
     assert len(fake.seen("/rollback/")) == 1, fake.seen("/rollback/")  # not sent again
-    assert [a.status for a in await deliveries(store, intent.window_id)] == [409]
+    (answered,) = await deliveries(store, intent.window_id)
+    assert answered.status == 409
+    # one look, as the 409's own look: found or not found, it is not asked again
+    assert len(fake.seen(f"/v9/projects/{PROJECT}")) - looked_before == 1
     if production == OLD:
         assert (done.state, done.last_status, done.last_error) == ("delivered", 409, None)
     else:
         assert (done.state, done.last_status) == ("failed", 409)
         assert "Vercel answered HTTP 409" in (done.last_error or ""), done.last_error
+        assert done.last_error == answered.error  # the 409's words, nothing added
 
 
 async def test_a_rate_limit_on_the_look_up_of_the_previous_deployment_is_waited_out(

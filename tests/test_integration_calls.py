@@ -517,6 +517,7 @@ async def test_a_wait_asked_for_is_kept_by_the_tasks_keeper_and_a_lost_claim_sen
         def __init__(self) -> None:
             self.kept: list[float] = []
             self.resumed = 0
+            self.store_away = False
 
         async def keep(self, seconds: float) -> None:
             self.kept.append(seconds)

@@ -7,6 +7,7 @@ scanned, and its deployment's `success` was never posted, until a restart."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from typing import Any
 import pytest
 
 from agent.records import DeployWindow
+from agent.store.base import StoreUnreachable
 from agent.store.sqlite import SqliteStore
 from agent.windows.integrations import Integrations
 from tests.fakes.github import FakeGitHub
@@ -115,3 +117,52 @@ async def test_a_status_whose_task_met_a_held_file_is_posted_once_it_is_let_go(
         await store.close()
     # before: none, ever (the task was marked done at its first refusal)
     assert [s["state"] for s in github.statuses] == ["in_progress", "success"]
+
+
+class AwayAtTheTakeBack(SqliteStore):
+    """The store not answering the status claim's take-back after the wait GitHub asked
+    for (`AlertClaimWait.resume`), once; answering again from the next call on."""
+
+    kept = False
+    failed = False
+
+    async def take_alert(self, window_id: str, event: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("waiting"):
+            self.kept = True
+        elif self.kept and not self.failed:
+            self.failed = True
+            raise StoreUnreachable("connection refused")
+        return await super().take_alert(window_id, event, *args, **kwargs)
+
+
+async def test_a_status_claim_the_store_failed_to_take_back_is_not_said_taken_over(
+    tmp_path: Path, github: FakeGitHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GitHub asked the `in_progress` status to wait (a secondary rate limit, 1 s), and the
+    store did not answer the claim's take-back after it: the log said the status was
+    "taken over by another sender", though none was; it says the store did not answer, and
+    the deployment's status is posted once the store answers, counted at the fake GitHub."""
+    github.fail("secondary_rate_limit", times=1, reset_in=1, match="/statuses")
+    store = AwayAtTheTakeBack(tmp_path / "postflight.db")
+    await store.open()
+    integrations = integrations_on(store, github)
+    await passed_window(store)
+    scans = asyncio.create_task(integrations.run())
+    try:
+        with caplog.at_level(logging.INFO, logger="postflight"):
+            for _ in range(400):  # 10 s at most, on a busy machine
+                if any(s["state"] == "success" for s in github.statuses):
+                    break
+                await asyncio.sleep(0.025)
+    finally:
+        scans.cancel()
+        await asyncio.gather(scans, return_exceptions=True)
+        await integrations.aclose()
+        await store.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert store.failed, said
+    assert not [m for m in said if "taken over by another sender" in m], said
+    (away,) = [m for m in said if "not taken back after waiting" in m]
+    assert "the store does not answer" in away and "in_progress" in away, away
+    # tried again once the store answered: the deployment's state now, posted once
+    assert [s["state"] for s in github.statuses] == ["success"]

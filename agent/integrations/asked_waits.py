@@ -23,6 +23,9 @@ from typing import Protocol
 class AskedWait(Protocol):
     """Keeps the claim a call is made under across a wait its provider asked for."""
 
+    store_away: bool
+    """The last `resume` found the store not answering (not the claim taken over)."""
+
     async def keep(self, seconds: float) -> None:
         """Store that nothing of the call goes out for `seconds` from now: the claim is
         held, as a rate limit's wait, till then, and a restart or another replica takes
@@ -32,8 +35,8 @@ class AskedWait(Protocol):
     async def resume(self) -> bool:
         """After the wait: the claim taken back for the call's next attempt; False if
         another sender took it over meanwhile (the wait ended, and it held the claim), or
-        the store did not answer (the claim lapsed with the wait: a later try takes it),
-        and this call must send nothing more."""
+        the store did not answer (the claim lapsed with the wait: a later try takes it;
+        `store_away` says which), and this call must send nothing more."""
         ...
 
 

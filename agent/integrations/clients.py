@@ -63,6 +63,9 @@ class CallResult:
     """The call's claim was not taken back after a wait its provider asked for
     (`AskedWait.resume`): another sender took it over meanwhile, and sends it, or the
     store did not answer, and the claim lapsed with the wait. Nothing more of it sent."""
+    store_away: bool = False
+    """With `lost`: the store did not answer the take-back (`AskedWait.store_away`), where
+    the log said another sender took the call over."""
 
 
 CALL_ATTEMPTS = 4
@@ -230,7 +233,14 @@ async def call(
             left = await sleep_unless(leaving, delay, sleep=asyncio.sleep)
             if kept is not None and not left and not await kept.resume():
                 return CallResult(
-                    False, status, error, None, attempt, unanswered=unanswered, lost=True
+                    False,
+                    status,
+                    error,
+                    None,
+                    attempt,
+                    unanswered=unanswered,
+                    lost=True,
+                    store_away=kept.store_away,
                 )
     return CallResult(
         False,

@@ -42,6 +42,8 @@ class AlertClaimWait:
         """The claim's stamp as stored now: what a take-back or a hand-back is fenced by."""
         self.waiting = False
         """A kept wait holds the claim (a stop in it leaves it so: not handed back)."""
+        self.store_away = False
+        """The take-back after the wait met the store not answering (`AskedWait`)."""
 
     async def keep(self, seconds: float) -> None:
         moved = self._clock() + seconds - self._lease
@@ -66,6 +68,7 @@ class AlertClaimWait:
             )
         except Exception as exc:  # the claim lapsed with the wait: the next try takes it
             log.warning("%s of %s: not taken back (%s)", self._key, self._window_id, exc)
+            self.store_away = True
             return False
         if taken:
             self.stamp = now
@@ -91,6 +94,8 @@ class GateClaimWait:
         """The claim's end as stored now: what a hand-back or a move is fenced by."""
         self.waiting = False
         """A kept wait holds the claim (a stop in it leaves it so: not handed back)."""
+        self.store_away = False
+        """The take-back after the wait met the store not answering (`AskedWait`)."""
 
     async def keep(self, seconds: float) -> None:
         end = self._clock() + seconds
@@ -113,6 +118,7 @@ class GateClaimWait:
             claimed = await self._store.claim_gate(self._url, self._environment, at, until)
         except Exception as exc:  # the claim lapsed with the wait: the next scan claims it
             log.warning("protection rule %s: not claimed back (%s)", self._url, exc)
+            self.store_away = True
             return False
         if claimed:
             self.until = until

@@ -1032,9 +1032,13 @@ class Integrations:
         told to on-call (`_given_up`); one not made (nothing to approve) is neither."""
         if result.left or result.lost:
             # a stop, with nothing of it out: no outcome (`_once` hands it back); or
-            # another sender took its claim over in a wait the provider asked for
+            # another sender took its claim over in a wait the provider asked for, or the
+            # store did not answer its take-back (the claim lapsed with the wait)
             said = (
-                "taken over by another sender while waiting what the provider asked (%d"
+                "its claim not taken back after waiting what the provider asked: the store"
+                " does not answer (%d attempt(s) made here); tried again once it does"
+                if result.store_away
+                else "taken over by another sender while waiting what the provider asked (%d"
                 " attempt(s) made here); not sent again from here"
                 if result.lost
                 else "stopping before its next attempt (%d attempt(s) made): left pending to"
@@ -1621,6 +1625,13 @@ class Integrations:
             except asyncio.CancelledError:
                 await hand_back()  # a stop cut it, its request out
                 raise
+        if result.store_away:  # its claim lapsed with the asked wait: the next scan claims it
+            log.info(
+                "%s: not claimed back after waiting what GitHub asked: the store does not"
+                " answer; answered once it does",
+                asked,
+            )
+            return
         if result.lost:  # another claimer took it over in an asked wait: it answers it
             log.info("%s: taken over by another claimer while waiting what GitHub asked", asked)
             return

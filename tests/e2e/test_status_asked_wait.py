@@ -11,10 +11,12 @@ integrations' scan that would have tried it, seen to end with nothing of it in h
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 
 from agent.api.hooks import INTEGRATIONS
+from agent.store.base import StoreUnreachable
 from agent.store.sql import SqlStore
 from agent.windows import integrations as module
 from common.durations import parse_duration
@@ -64,6 +66,16 @@ def _waits_the_asked(caplog: pytest.LogCaptureFixture, words: str) -> None:
     said = [r.getMessage() for r in caplog.records if words in r.getMessage()]
     wait = parse_duration(said[0].rsplit("tried again in ", 1)[1].split(")")[0])
     assert wait >= ASKED_S - 2, said
+
+
+async def _gate_asked(agent: RunningAgent, fake_github: FakeGitHub) -> None:  # noqa: F811
+    """GitHub asks `agent` to answer a protection rule (run 41) for a staging deploy that
+    passed: its answer is then due."""
+    good = "b" * 40
+    staging = await agent.register("staging", good)
+    rule = fake_github.ask_gate(sha=good, run_id=41)
+    assert (await github_hook(agent, "deployment_protection_rule", rule, "gate-41"))[0] == 202
+    assert (await agent.settled(staging["id"]))["state"] == "passed"
 
 
 async def _taken_over(
@@ -210,11 +222,7 @@ async def test_a_gate_answer_given_up_on_a_rate_limit_past_its_claim_waits_the_a
     extra = integrations(fake_github, fake_vercel)
     caplog.set_level(logging.WARNING, logger="postflight.integrations")
     first = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
-    good = "b" * 40
-    staging = await first.register("staging", good)
-    rule = fake_github.ask_gate(sha=good, run_id=41)
-    assert (await github_hook(first, "deployment_protection_rule", rule, "gate-41"))[0] == 202
-    assert (await first.settled(staging["id"]))["state"] == "passed"
+    await _gate_asked(first, fake_github)
     given_up = await _given_up(first, caplog, "not answered yet")
     _waits_the_asked(caplog, "not answered yet")  # the reset GitHub named, not the claim's end
     await scanned(first, 1, at=given_up + LEASE_S)  # its claim's end
@@ -249,11 +257,7 @@ async def test_a_gates_rate_limit_wait_is_kept_by_the_restart_of_a_killed_proces
     extra = integrations(fake_github, fake_vercel)
     caplog.set_level(logging.WARNING, logger="postflight.integrations")
     first = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
-    good = "b" * 40
-    staging = await first.register("staging", good)
-    rule = fake_github.ask_gate(sha=good, run_id=41)
-    assert (await github_hook(first, "deployment_protection_rule", rule, "gate-41"))[0] == 202
-    assert (await first.settled(staging["id"]))["state"] == "passed"
+    await _gate_asked(first, fake_github)
     given_up = await _given_up(first, caplog, "not answered yet")
     assert len(fake_github.seen(GATE_PATH)) == 1
 
@@ -266,3 +270,41 @@ async def test_a_gates_rate_limit_wait_is_kept_by_the_restart_of_a_killed_proces
     await scanned(restart, 2, at=given_up + LEASE_S)
     assert len(fake_github.seen(GATE_PATH)) == 1
     assert fake_github.gate_answers == []
+
+
+@pytest.mark.timeout(90)
+async def test_a_gate_claim_the_store_failed_to_claim_back_is_not_said_taken_over(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A protection rule's answer met GitHub's secondary rate limit (1 s, waited inside
+    the call, the claim moved on to its end), and the store did not answer the claim back
+    after it: the log said "taken over by another claimer", though none was. It says the
+    store did not answer, and the gate is answered once, by a later scan."""
+    fake_github.fail("secondary_rate_limit", times=1, reset_in=1, match=GATE_PATH)
+    claim_gate = SqlStore.claim_gate
+    failed: list[bool] = []
+
+    async def away_at_the_claim_back(self: SqlStore, *args: Any, **kwargs: Any) -> bool:
+        if len(fake_github.seen(GATE_PATH)) == 1 and not kwargs and not failed:
+            failed.append(True)  # the claim back after the wait: no `orphaned`, once
+            raise StoreUnreachable("connection refused")
+        return await claim_gate(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqlStore, "claim_gate", away_at_the_claim_back)
+    env = environments(flip_target, staging_window="1500ms")
+    extra = integrations(fake_github, fake_vercel)
+    caplog.set_level(logging.INFO, logger="postflight.integrations")
+    agent = await start_agent(env, extra=extra, owner="replica-a")
+    await _gate_asked(agent, fake_github)
+    await eventually(lambda: len(fake_github.gate_answers) >= 1, within=20)
+    said = [r.getMessage() for r in caplog.records]
+    assert failed, said
+    assert not [m for m in said if "taken over by another claimer" in m], said
+    (away,) = [m for m in said if "not claimed back after waiting" in m]
+    assert "the store does not answer" in away, away
+    assert len(fake_github.gate_answers) == 1

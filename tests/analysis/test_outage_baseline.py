@@ -178,3 +178,20 @@ def test_a_provider_baseline_of_the_previous_release_down_is_judged_as_a_checks_
         "its baseline, 50% errors, looks measured over the previous release while the service"
         " was down"
     ) in judged.detail, judged.detail
+
+
+def test_registration_names_the_release_an_outage_baselines_reach_was_asked_of() -> None:
+    """Over an outage baseline a bound's reach is asked of the best release on its own
+    rounds (`pass_reach`): for a `min` on the error rate, one with every probe failed (its
+    mean 1.0). Registration said 'a release with no probes failed would reach error_rate
+    lower bound 0.962 vs min 0.99', the words of a `max`'s best release, whose lower bound
+    is near 0, not 0.962."""
+    rule = Rule("probe-errors", "checks", "error_rate", min=0.99)
+    judge = Judge([rule], {rule.name: _baseline(OUTAGE)}, Policy(), horizon=30)
+    (spot,) = judge.blind_spots({rule.name: 3.0})
+    assert (
+        "cannot pass on evidence by the window's end at the baseline's traffic (3 samples a"
+        " round, 30 rounds), so the window would end inconclusive: a release with all probes"
+        " failed would reach error_rate lower bound 0.962 vs min 0.99"
+    ) in spot, spot
+    assert "no probes failed" not in spot, spot

@@ -483,8 +483,9 @@ class SequentialPolicy(BasePolicy):
             else:
                 shown = _reached_text(rule, Reached(test, reach.reached, False))
                 like = f"a release just like its baseline ({was}) would reach {shown}"
-                if test.outage is not None:  # `pass_reach`: one with no error, then
-                    like = f"a release with no {unit_noun(rule)} failed would reach {shown}"
+                if test.outage is not None:  # `pass_reach`: the best one, at its mean
+                    failed = "no" if reach.mean == 0.0 else "all"  # a `max`'s 0, a `min`'s 1
+                    like = f"a release with {failed} {unit_noun(rule)} failed would reach {shown}"
             if reach.rounds_needed is None:
                 needs = "no window of any length would show it"
             else:

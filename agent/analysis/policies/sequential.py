@@ -24,7 +24,6 @@ from agent.analysis.describe import (
     never_negative,
     odds,
     odds_number,
-    outage_share,
     outage_taken,
     quantile_of,
     unit_noun,
@@ -378,7 +377,7 @@ class SequentialPolicy(BasePolicy):
                 "value": to_json(can.value),
                 "effect": to_json(can.effect),
                 "text": f"can detect {can.text} by the window's end",
-                "bound_below_detectable": self._blind_to(tests.rule, can),
+                "bound_below_detectable": self._blind_to(tests, can),
             }
         if decisive is not None:
             comp, shown = decisive
@@ -430,7 +429,7 @@ class SequentialPolicy(BasePolicy):
             state = tests.start()
             state["samples"] = size
             can = tests.detectable(state, 1)
-            if can is not None and self._blind_to(rule, can):
+            if can is not None and self._blind_to(tests, can):
                 out.append(
                     f"rule {rule.name}: its {can.bound} bound is tighter than the smallest"
                     f" change it can detect by the window's end at the baseline's traffic"
@@ -497,15 +496,17 @@ class SequentialPolicy(BasePolicy):
             out.append(f"{like}; {needs}")
         return out
 
-    def _blind_to(self, rule: Rule, can: Detectable) -> bool:
+    def _blind_to(self, tests: SequentialRule, can: Detectable) -> bool:
         """Whether the smallest change the rule can detect is more than `SEEN_WITHIN` times
         the one its bound allows. A rate's `max`/`min` is a change from the baseline's
         rate, which is 0 when the background runs saw no error: then the bound's distance
         from 0 is what it allows (`max 0.03` that can only catch 0.078 warned only in the
         environments whose background runs happened to fail a probe: 3 of 12). So is it
-        over a baseline taken while the service was down (`describe.outage_share`): the
-        bound is judged on the release's own probes or events, not as a change from the
-        outage's rate (`max 0.05` over 50% errors read as a fall of 90% it could see)."""
+        over a baseline taken while the service was down, as the tests decide it
+        (`SequentialRule.outage_baseline`, a count's kind alone): the bound is judged on the
+        release's own probes or events, not as a change from the outage's rate (`max 0.05`
+        over 50% errors read as a fall of 90% it could see)."""
+        rule = tests.rule
         if any(key == can.bound for key, _ in exact_rate_bounds(rule)):
             return False  # it fails at the first bad event: no test sees more
         tolerance = self._tolerance(rule, can.bound)
@@ -514,10 +515,7 @@ class SequentialPolicy(BasePolicy):
             can.bound in ("max", "min")
             and is_rate(rule.metric)
             and base is not None
-            and (
-                (tolerance is None and base.value == 0.0)
-                or outage_share(rule, base.count, base.total) is not None
-            )
+            and ((tolerance is None and base.value == 0.0) or tests.outage_baseline is not None)
         ):
             limit = rule.max if can.bound == "max" else rule.min
             return limit is not None and abs(can.value) > SEEN_WITHIN * abs(limit)

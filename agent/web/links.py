@@ -27,6 +27,7 @@ from agent.settings import ServerSettings
 
 _LABEL = b"postflight deploy page links v1"
 _VERSION = "v1"
+_EXPIRES = re.compile(r"[0-9]{1,12}")
 
 
 def signing_key(server: ServerSettings) -> bytes:
@@ -50,14 +51,19 @@ def verify(key: bytes, token: str, subject: str, now: float) -> bool:
     malformed or for another subject: False (compared in constant time)."""
     version, _, rest = token.partition(".")
     expires_text, _, signature = rest.partition(".")
-    if version != _VERSION or not expires_text.isdigit() or len(expires_text) > 12:
+    # ASCII digits, as signed: `str.isdigit` also takes `²` (which `int` refuses) and
+    # `١٢` (which `int` reads: a second spelling of one token)
+    if version != _VERSION or not _EXPIRES.fullmatch(expires_text):
         return False
     expires = int(expires_text)
-    good = hmac.compare_digest(signature.encode(), _signature(key, subject, expires).encode())
+    # surrogateescape: a header's bytes that are no UTF-8 (aiohttp reads them to
+    # surrogates) are a wrong signature, not an encoding error (a 500)
+    given = signature.encode("utf-8", "surrogateescape")
+    good = hmac.compare_digest(given, _signature(key, subject, expires).encode())
     return good and now < expires
 
 
-_AS_SIGNED = re.compile(rf"({_VERSION}\.\d{{1,12}}\.[A-Za-z0-9_-]{{43}})[^A-Za-z0-9_-]*")
+_AS_SIGNED = re.compile(rf"({_VERSION}\.[0-9]{{1,12}}\.[A-Za-z0-9_-]{{43}})[^A-Za-z0-9_-]*")
 """A token whose signature (32 bytes, base64url) is whole, and what a reader took along
 after it: no part of it."""
 

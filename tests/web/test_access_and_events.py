@@ -770,3 +770,37 @@ async def test_a_view_link_read_with_the_bracket_or_stop_after_it_still_opens(
     for altered in (f"{token}A>", f"{token[:-1]}>", f"{token}_"):
         assert await status(agent, f"/deploys/{deploy['id']}?view={altered}") == 403, altered
     await agent.cancel(deploy["id"])
+
+
+async def test_a_view_token_whose_expiry_is_not_ascii_digits_is_refused_not_a_500(
+    journey_agent: JourneyAgent,
+) -> None:
+    """A view token's expiry is ASCII digits, as signed: one sent with a superscript
+    (`v1.²…`, a digit to `str.isdigit`, not to `int`) made the page and the stream 500,
+    in the query or as the bearer; the same expiry in Arabic-Indic digits (a digit to
+    both) opened the page, a second spelling of one token. Both are refused as altered."""
+    agent = await journey_agent()
+    deploy = await agent.register("production", "v1")
+    _, expires, signature = view_of(deploy["links"]["page"]).split(".")
+    arabic = "".join(chr(0x660 + int(digit)) for digit in expires)
+    for token in (f"v1.\u00b2.{signature}", f"v1.{arabic}.{signature}"):
+        page, stream = f"/deploys/{deploy['id']}", f"/v1/deploys/{deploy['id']}/events"
+        assert await status(agent, f"{page}?view={token}") == 403, token
+        assert await status(agent, f"{stream}?view={token}") == 403, token
+    bearer = {"Authorization": f"Bearer v1.\u00b2.{signature}"}
+    assert await status(agent, f"/deploys/{deploy['id']}", **bearer) == 401
+    assert await status(agent, f"/v1/deploys/{deploy['id']}/events", **bearer) == 401
+    # a bearer whose signature is no UTF-8 (aiohttp reads it to surrogates): 500 too
+    for path in (f"/deploys/{deploy['id']}", f"/v1/deploys/{deploy['id']}/events"):
+        reader, writer = await asyncio.open_connection("127.0.0.1", urlsplit(agent.url).port)
+        try:
+            writer.write(
+                f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n".encode()
+                + f"Authorization: Bearer v1.{expires}.".encode()
+                + b"\xff\xfe\r\n\r\n"
+            )
+            async with asyncio.timeout(10):
+                assert (await reader.readline()).startswith(b"HTTP/1.1 401 "), path
+        finally:
+            writer.close()
+    await agent.cancel(deploy["id"])

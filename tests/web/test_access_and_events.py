@@ -804,3 +804,28 @@ async def test_a_view_token_whose_expiry_is_not_ascii_digits_is_refused_not_a_50
         finally:
             writer.close()
     await agent.cancel(deploy["id"])
+
+
+async def test_nothing_after_a_view_tokens_signature_opens_another_deploy_or_expiry(
+    journey_agent: JourneyAgent,
+) -> None:
+    """What a reader took along after a whole signature is dropped (the link read with
+    its `>`): nothing so dropped, nor a second `view=`, may choose the deploy or the expiry
+    the token opens. The first `view=` is the token, for the page and its stream alike."""
+    agent = await journey_agent()
+    one = await agent.register("production", "v1")
+    two = await agent.register("production", "v2")
+    ones, twos = view_of(one["links"]["page"]), view_of(two["links"]["page"])
+    page, stream = f"/deploys/{two['id']}", f"/v1/deploys/{two['id']}/events"
+    for query in (
+        f"view={ones}&view={twos}",  # one's token first: refused on two's page
+        f"view={ones}%00&view={twos}",
+        f"view={ones}%26view%3D{twos}",
+        f"view={ones}%00.{int(twos.split('.')[1]) + 10**6}",
+        f"view={ones}%E2%80%8B{twos.split('.')[2]}",
+    ):
+        assert await status(agent, f"{page}?{query}") == 403, query
+        assert await status(agent, f"{stream}?{query}") == 403, query
+    async with agent.http.get(f"{agent.url}{page}?view={twos}%00&view={ones}") as r:
+        assert r.status == 200 and f'events?view={twos}"' in await r.text()
+    await agent.cancel(two["id"])

@@ -126,3 +126,39 @@ async def test_a_page_opened_with_a_bearer_token_sets_the_session_cookie_from_it
     ) as r:
         assert r.status == 401 and "postflight_session" not in r.cookies
     await agent.cancel(deploy["id"])
+
+
+async def test_the_session_a_bearer_page_sets_writes_nothing_and_is_secure_behind_https(
+    journey_agent: JourneyAgent,
+) -> None:
+    """The cookie a page opened with the bearer token sets must be no more than the
+    login's: a cross-site request rides on a cookie, never on a header a page cannot set
+    (no CORS: a preflight for `Authorization` gets no allow), so that cookie must write
+    nothing (cancel, rollback, register: 401, the deploy as it was) and read no API
+    object, and behind `https` it is `Secure`, HttpOnly and Lax, as `/login`'s."""
+    agent = await journey_agent(server="public_url: 'https://ops.example/'")
+    deploy = await agent.register("production", "v1")
+    bearer = {"Authorization": f"Bearer {TOKEN}"}
+    async with agent.http.get(f"{agent.url}/deploys/{deploy['id']}", headers=bearer) as r:
+        cookie = r.cookies["postflight_session"]
+    assert cookie["secure"] and cookie["httponly"] and cookie["samesite"] == "Lax"
+    session = {"Cookie": f"postflight_session={cookie.value}"}
+    for path in (f"/v1/deploys/{deploy['id']}/cancel", f"/v1/deploys/{deploy['id']}/rollback"):
+        async with agent.http.post(
+            f"{agent.url}{path}", json={"reason": "x"}, headers=session
+        ) as r:
+            assert r.status == 401, path
+    async with agent.http.post(f"{agent.url}/v1/deploys", json={}, headers=session) as r:
+        assert r.status == 401
+    async with agent.http.get(f"{agent.url}/v1/deploys/{deploy['id']}", headers=session) as r:
+        assert r.status == 401
+    preflight = {
+        "Origin": "https://evil.example",
+        "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "authorization",
+    }
+    async with agent.http.options(f"{agent.url}/deploys", headers=preflight) as r:
+        assert "Access-Control-Allow-Origin" not in r.headers
+    async with agent.http.get(f"{agent.url}/v1/deploys/{deploy['id']}", headers=bearer) as r:
+        assert (await r.json())["state"] == deploy["state"]  # not cancelled, nor rolled back
+    await agent.cancel(deploy["id"])

@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from agent.api.models import Deploy, RuleResult, deploy_json
 from agent.cli.exits import ended
 from agent.client import OPEN_STATES, ClientError
+from common.breaching import breaching
 from common.durations import format_duration
 from common.redaction import visible
 from common.times import rfc3339
@@ -119,16 +120,9 @@ def _rules(deploy: Deploy) -> list[RuleResult]:
 
 
 def _breaching(rule: RuleResult) -> tuple[int, int] | None:
-    """(rounds past its bound, `failure_limit`) of a threshold rule breaching short of its
-    limit: `pass` in the agent's progress (the verdict would pass if the window ended
-    now), which read `✓ pass probe-errors 1 (max 0.05)` at 100% errors. None otherwise."""
-    evidence = rule.evidence or {}
-    if rule.outcome != "pass" or evidence.get("policy") != "threshold":
-        return None
-    streak, limit = evidence.get("streak"), evidence.get("failure_limit")
-    if isinstance(streak, int) and isinstance(limit, int) and streak > 0:
-        return streak, limit
-    return None
+    """`breaching` of a rule as the API gives it: `✓ pass probe-errors 1 (max 0.05)` was
+    read at 100% errors."""
+    return breaching(rule.outcome, rule.evidence)
 
 
 def _shown(rule: RuleResult, pending: bool) -> tuple[str, str]:

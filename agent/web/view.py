@@ -26,6 +26,7 @@ from alerting.events import (
     failed_rollback_headline,
 )
 from alerting.templates import evidence_text, format_value
+from common.breaching import breaching
 from common.words import dry_run_unsent_note
 
 DECIDED = ("pass", "fail", "inconclusive")
@@ -626,20 +627,6 @@ def failed_rollback_advice(
     replaced = (newer.version, newer.id) if newer is not None else None
     text = failed_rollback_headline(target, replaced_by=replaced, unconfigured=unconfigured)
     return text.replace("**", "").replace("`", "")
-
-
-def breaching(outcome: str, evidence: Any) -> tuple[int, int] | None:
-    """(rounds past its bound, `failure_limit`) of a threshold rule past its bound short of
-    its limit: `pass` in the window's progress (the verdict if it ended now), which the
-    page showed as `✔ pass` beside 100% errors. None otherwise."""
-    if outcome != "pass" or not isinstance(evidence, Mapping):
-        return None
-    if evidence.get("policy") != "threshold":
-        return None
-    streak, limit = evidence.get("streak"), evidence.get("failure_limit")
-    if isinstance(streak, int) and isinstance(limit, int) and streak > 0:
-        return streak, limit
-    return None
 
 
 def verdict_words(window: DeployWindow, verdict: Mapping[str, Any]) -> tuple[str, str]:

@@ -55,6 +55,20 @@ def runnable(script: str) -> str:
     return body
 
 
+def assert_staging_rounds(steps: str) -> None:
+    """Staging's last round is as its comment shows it: round 6 of a 6 s window of 1 s
+    rounds; an earlier one only when the agent said a round overran its slot (the README's
+    round schedule: past a whole interval the next round starts at the slot then under
+    way, missed slots are never run in a burst, and the overrun is logged once a window).
+    A machine busy enough to stall the agent's loop a few seconds (CI, 5 workers on 2
+    cores) ends the window at round 4 or 5, saying why; without that word it is round 6."""
+    last = re.findall(r"round\s+(\d+)\s+✓ pass probe-errors 0 \(max 0\.1\)", steps)
+    assert last, steps[-4000:]
+    staging = steps.split('{"gate"', 1)[0]  # the output up to production's protection rule
+    overran = re.search(r"WARNING postflight\.window: round \d+ overran its 1s slot by", staging)
+    assert last[-1] == "6" or (overran and 1 <= int(last[-1]) < 6), steps[-4000:]
+
+
 @pytest.mark.skipif(
     not (shutil.which("openssl") and shutil.which("curl")),
     reason="the walkthrough signs with openssl and sends with curl",
@@ -76,8 +90,7 @@ def test_the_readme_walkthrough_runs_as_shown() -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     assert "exit 0" in steps and "state=passed" in steps, steps[-4000:]  # 3. staging gate
-    # as its comment shows it (round 6 of a 6 s window of 1 s rounds, unless one was late)
-    assert re.search(r"round\s+[56]\s+✓ pass probe-errors 0 \(max 0\.1\)", steps), steps[-4000:]
+    assert_staging_rounds(steps)
     assert '"state": "approved"' in steps or '"state":"approved"' in steps, steps[-4000:]  # 4.
     assert '"comment": "Postflight: staging window passed \\u2014 http://' in steps  # as shown
     assert "dpl_old111" in steps and "\n401\n" in steps, steps[-4000:]  # 5. window; bad sig

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
+import pytest
 
 from tests.test_readme_decides_figures import section
 
@@ -28,6 +29,7 @@ def judge_probes() -> ModuleType:
     return module
 
 
+@pytest.mark.timeout(240)  # CPU only, no wait: 18 s alone, past 60 s on a loaded 2-core CI
 def test_the_readmes_a_a_figures_are_the_benchs() -> None:
     """`passes A/A in 0%, 30% and 89%`: 100 windows of each size, the bench's seeds (before
     the bench merged its runs as the daemon does: 0%, 34% and 96%, the README's figures,

@@ -154,6 +154,8 @@ async def test_a_status_claim_the_store_failed_to_take_back_is_not_said_taken_ov
                 if any(s["state"] == "success" for s in github.statuses):
                     break
                 await asyncio.sleep(0.025)
+            else:
+                raise AssertionError(f"no success status posted: {github.statuses}")
     finally:
         scans.cancel()
         await asyncio.gather(scans, return_exceptions=True)

@@ -78,6 +78,37 @@ async def _gate_asked(agent: RunningAgent, fake_github: FakeGitHub) -> None:  # 
     assert (await agent.settled(staging["id"]))["state"] == "passed"
 
 
+def _statuses_posted(fake_github: FakeGitHub) -> Any:  # noqa: F811
+    """What the fake GitHub was asked to post as commit or deployment statuses, as asked."""
+    return lambda: [r for r in fake_github.seen("/statuses") if r.method == "POST"]
+
+
+async def _status_rate_limited(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+    store_yaml: str,
+) -> tuple[RunningAgent, str, str]:
+    """replica-a started on `store_yaml` and a deployment's status event opening its window,
+    GitHub answering the status's first post with a rate limit whose reset is `ASKED_S`
+    away: the agent, its environments and its integrations, to start it again with."""
+    fake_github.fail(
+        "rate_limit",
+        times=1,
+        reset_in=ASKED_S,
+        match=lambda r: r.method == "POST" and "/statuses" in r.path,
+    )
+    env = environments(flip_target, window="60s")
+    extra = integrations(fake_github, fake_vercel)
+    caplog.set_level(logging.WARNING, logger="postflight.integrations")
+    first = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
+    status, opened = await github_hook(first, "deployment_status", gh.deployment_status(), "d-1")
+    assert status == 202, opened
+    return first, env, extra
+
+
 async def _taken_over(
     first: RunningAgent,
     start_agent: AgentFactory,  # noqa: F811
@@ -106,19 +137,10 @@ async def test_a_status_given_up_on_a_long_rate_limit_is_not_tried_before_the_as
 ) -> None:
     monkeypatch.setattr(module, "STATUS_RETRY_S", RETRY_S)
     monkeypatch.setattr(module.Integrations, "_status_lease", lambda self: LEASE_S)
-    posted = lambda: [r for r in fake_github.seen("/statuses") if r.method == "POST"]  # noqa: E731
-    fake_github.fail(
-        "rate_limit",
-        times=1,
-        reset_in=ASKED_S,
-        match=lambda r: r.method == "POST" and "/statuses" in r.path,
+    posted = _statuses_posted(fake_github)
+    first, env, extra = await _status_rate_limited(
+        start_agent, flip_target, fake_github, fake_vercel, caplog, store_yaml
     )
-    env = environments(flip_target, window="60s")
-    extra = integrations(fake_github, fake_vercel)
-    caplog.set_level(logging.WARNING, logger="postflight.integrations")
-    first = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
-    status, opened = await github_hook(first, "deployment_status", gh.deployment_status(), "d-1")
-    assert status == 202, opened
     given_up = await _given_up(first, caplog, "tried again in")
     _waits_the_asked(caplog, "tried again in")  # the reset GitHub named, not STATUS_RETRY_S
     await scanned(first, 1, at=given_up + RETRY_S)  # its own retry: in that scan
@@ -145,19 +167,10 @@ async def test_a_rate_limits_wait_is_kept_by_the_restart_of_a_killed_process(
     is what it leaves in the store, its claims' run still said (the stop's
     `_let_claims_lapse` skipped), with the lease long, so only the kept wait holds it."""
     monkeypatch.setattr(module, "STATUS_RETRY_S", RETRY_S)
-    posted = lambda: [r for r in fake_github.seen("/statuses") if r.method == "POST"]  # noqa: E731
-    fake_github.fail(
-        "rate_limit",
-        times=1,
-        reset_in=ASKED_S,
-        match=lambda r: r.method == "POST" and "/statuses" in r.path,
+    posted = _statuses_posted(fake_github)
+    first, env, extra = await _status_rate_limited(
+        start_agent, flip_target, fake_github, fake_vercel, caplog, store_yaml
     )
-    env = environments(flip_target, window="60s")
-    extra = integrations(fake_github, fake_vercel)
-    caplog.set_level(logging.WARNING, logger="postflight.integrations")
-    first = await start_agent(env, extra=extra, store=store_yaml, owner="replica-a")
-    status, opened = await github_hook(first, "deployment_status", gh.deployment_status(), "d-1")
-    assert status == 202, opened
     given_up = await _given_up(first, caplog, "tried again in")
     assert len(posted()) == 1, posted()
 

@@ -25,7 +25,7 @@ import logging
 import os
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -133,6 +133,11 @@ def takeover_wait_s(settings: RollbackSettings) -> float:
     its rollback this much more than the attempt's lease (`bench/ha_chaos.py`'s
     sender_killed case: picked up within one lease + the timeout + 10 s)."""
     return settings.timeout + TAKEOVER_GRACE_S
+
+
+NEWER_LOOK_S = 1.0
+"""How often a rollback waiting to retry looks for a newer deploy of its environment
+(`RollbackDelivery._newer_comes`), which gives it up at once."""
 
 
 RETRY_AFTER_MAX_S = 600.0
@@ -551,7 +556,7 @@ class RollbackDelivery:
         if intent.next_attempt_at is not None:
             longest = max(settings.max_backoff, RETRY_AFTER_MAX_S)  # a clock that jumped
             wait = min(longest, intent.next_attempt_at - self._clock())
-            if wait > 0 and not await self._hold(intent, wait):
+            if wait > 0 and not await self._hold(intent, wait, watching=environment):
                 return await self._lost(intent, context)
         while True:
             newer = await self._replaced_by(intent, environment)
@@ -659,7 +664,7 @@ class RollbackDelivery:
                 format_duration(delay),
                 extra=context,
             )
-            if not await self._hold(intent, delay, attempt):
+            if not await self._hold(intent, delay, attempt, watching=environment):
                 return await self._lost(intent, context)
             if outcome.status is None:  # it may have been taken: a look that cannot tell
                 # is asked again, and never taken for "not done" (a second dispatch)
@@ -978,17 +983,25 @@ class RollbackDelivery:
         )
 
     async def _hold(
-        self, intent: RollbackIntent, delay: float, attempt: DeliveryAttempt | None = None
+        self,
+        intent: RollbackIntent,
+        delay: float,
+        attempt: DeliveryAttempt | None = None,
+        *,
+        watching: str | None = None,
     ) -> bool:
         """Store the next attempt's time (and `attempt`'s outcome) with the lease held
         through the wait, then wait; False if the lease is no longer ours. A stop in the
-        wait (or before it) hands it back and raises `_LeftAtStop`."""
+        wait (or before it) hands it back and raises `_LeftAtStop`. `watching` (the
+        environment): the wait also ends once a newer deploy of it took effect
+        (`_newer_comes`), for the caller to give the rollback up at once."""
         intent.next_attempt_at = self._clock() + delay
         intent.lease_until = intent.next_attempt_at + self.lease_s
         if not await self._store.settle_rollback(intent, attempt):
             return False
+        newer = None if watching is None else self._newer_comes(intent, watching)
         try:
-            left = await self._wait_unless_leaving(delay)
+            left = await self._wait_unless_leaving(delay, newer)
         except asyncio.CancelledError:
             await self._hand_back(intent)
             raise
@@ -997,9 +1010,41 @@ class RollbackDelivery:
             raise _LeftAtStop(intent)
         return True
 
-    async def _wait_unless_leaving(self, delay: float) -> bool:
-        """Wait `delay` seconds; True, at once, if a stop (`leave_waits`) comes first."""
-        return await sleep_unless(self._leaving, delay, sleep=self._sleep)
+    async def _wait_unless_leaving(
+        self, delay: float, until: Coroutine[Any, Any, None] | None = None
+    ) -> bool:
+        """Wait `delay` seconds; True, at once, if a stop (`leave_waits`) comes first;
+        False, at once, if `until` returns first (it is let go of otherwise)."""
+        waiting = sleep_unless(self._leaving, delay, sleep=self._sleep)
+        if until is None:
+            return await waiting
+        over, cut = asyncio.ensure_future(waiting), asyncio.ensure_future(until)
+        try:
+            await asyncio.wait({over, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (over, cut):
+                if not task.done():
+                    task.cancel()
+                    await asyncio.wait({task})
+        if cut.done() and not cut.cancelled():
+            cut.result()  # a bug in looking is raised, as the caller's own look raises it
+            return False
+        return over.result()
+
+    async def _newer_comes(self, intent: RollbackIntent, environment: str) -> None:
+        """Returns once a newer deploy of `environment` took effect (`_replaced_by`),
+        looked for every `NEWER_LOOK_S` on the loop's clock, in whichever replica it was
+        registered: a rollback waiting out a `Retry-After` (up to `RETRY_AFTER_MAX_S`) or
+        its backoff read `pending` and paged nothing that long after the fix registered,
+        then was given up. A store that does not answer is asked again at the next look."""
+        while True:
+            await asyncio.sleep(NEWER_LOOK_S)
+            try:
+                if await self._replaced_by(intent, environment) is not None:
+                    return
+            except Exception as exc:
+                if not store_outage(exc):
+                    raise
 
     def _left(
         self,

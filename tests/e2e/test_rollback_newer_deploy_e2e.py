@@ -1,0 +1,119 @@
+"""A rollback still owed when the pipeline registers a newer deploy of the environment
+(the fix) is not sent again: it would roll the environment back past the fix. Counted
+at the receiver; the deploy object and the alert say why, once the fix registers, not
+at the next attempt's time."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent, environment
+from tests.receivers import JsonSink, RollbackReceiver, alert_titled
+
+GIVEN_UP_WITHIN_S = 5.0
+"""How soon after the fix registers the old rollback reads failed: far less than the
+receiver's `Retry-After` (30 s), the wait its sender was in."""
+
+
+def _config(
+    flip_target: FlipTarget, receiver: RollbackReceiver, json_sink: JsonSink
+) -> tuple[str, str]:
+    """The environments and alerting sections: production on `flip_target`, rolling back
+    to `receiver`, alerts to `json_sink`."""
+    rollback = f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms, timeout: 2s}}"
+    alerting = f"alerting:\n  channels:\n    - {{url: '{json_sink.url()}', tags: [oncall]}}\n"
+    extra = rollback + "\nalerts: {tags: [oncall]}"
+    return environment("production", flip_target.url, window="30s", extra=extra), alerting
+
+
+async def _bad_deploy_retrying(
+    agent: RunningAgent, flip_target: FlipTarget, receiver: RollbackReceiver
+) -> dict[str, Any]:
+    """v2.4.1, registered on `agent`, fails its verdict and its rollback meets the
+    receiver's first scripted answer: the fix's pipeline is up next."""
+    bad = await agent.register("production", "v2.4.1", previous_version="v2.4.0")
+    flip_target.bad = True
+    await receiver.wait_for_attempts(1, within=20)
+    flip_target.bad = False
+    return bad
+
+
+async def _given_up_for(
+    agent: RunningAgent,
+    bad: dict[str, Any],
+    fix: dict[str, Any],
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+) -> None:
+    """`bad`'s rollback ends failed within `GIVEN_UP_WITHIN_S` of `fix`'s registration,
+    naming it, with one alert that says it was not sent, and nothing more reached the
+    receiver than the attempt it had when `fix` registered."""
+    final = await agent.wait_until(
+        bad["id"], lambda d: d["rollback"]["state"] != "pending", within=GIVEN_UP_WITHIN_S
+    )
+    alert = await alert_titled(json_sink, "ROLLBACK NOT SENT")
+    await asyncio.sleep(1.0)  # a further attempt would have come by now (backoff 100 ms)
+
+    assert [a.idempotency_key for a in receiver.attempts] == [bad["id"]]
+    assert receiver.delivered == {}
+    assert final["state"] == "failed" and final["rollback"]["state"] == "failed"
+    error = final["rollback"]["last_error"]
+    assert fix["id"] in error and "v2.4.2" in error, error
+    assert alert.title == "[postflight] production v2.4.1: ROLLBACK NOT SENT, v2.4.2 deployed since"
+    assert len([n for n in json_sink.notifications if "ROLLBACK" in n.title]) == 1
+
+
+@pytest.mark.parametrize("first", ["503:retry-after=30", "hang"], ids=["retry-after", "timeout"])
+async def test_a_rollback_retrying_when_a_newer_deploy_registers_is_not_sent(
+    first: str,
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    """v2.4.1's rollback met a 503 asking for 30 s (or an attempt that timed out); v2.4.2,
+    the fix, registers meanwhile: no further POST reaches the receiver, and the rollback
+    ends failed naming v2.4.2 within seconds, with one alert saying it was not sent. The
+    503 case waited out the 30 s with the rollback `pending` before giving it up."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(first,))
+    agent = await start_agent(*_config(flip_target, receiver, json_sink))
+    bad = await _bad_deploy_retrying(agent, flip_target, receiver)
+    fix = await agent.register("production", "v2.4.2", previous_version="v2.4.1")
+
+    await _given_up_for(agent, bad, fix, receiver, json_sink)
+    assert (
+        agent.metric("postflight_rollbacks_total", environment="production", result="failed") == 1
+    )
+
+
+async def test_a_newer_deploy_registered_on_another_replica_gives_the_rollback_up(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+    pg_url: str,
+) -> None:
+    """Two replicas on one PostgreSQL store: the fix registers on the replica that does
+    not hold the rollback, which its holder, waiting out a 30 s `Retry-After`, gives up
+    within seconds all the same."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=("503:retry-after=30",))
+    config = _config(flip_target, receiver, json_sink)
+    replicas = {
+        owner: await start_agent(*config, store=f"url: {pg_url}", owner=owner)
+        for owner in ("replica-a", "replica-b")
+    }
+    bad = await _bad_deploy_retrying(replicas["replica-a"], flip_target, receiver)
+    conn = await asyncpg.connect(pg_url)
+    try:
+        sql = "SELECT lease_owner FROM rollbacks WHERE window_id = $1"
+        holder = await conn.fetchval(sql, bad["id"])
+    finally:
+        await conn.close()
+    (other,) = (agent for owner, agent in replicas.items() if owner != holder)
+    fix = await other.register("production", "v2.4.2", previous_version="v2.4.1")
+
+    await _given_up_for(replicas[holder], bad, fix, receiver, json_sink)

@@ -6,11 +6,18 @@ at the next attempt's time."""
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from tests.e2e import crash
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent, environment
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled
 
@@ -117,3 +124,44 @@ async def test_a_newer_deploy_registered_on_another_replica_gives_the_rollback_u
     fix = await other.register("production", "v2.4.2", previous_version="v2.4.1")
 
     await _given_up_for(replicas[holder], bad, fix, receiver, json_sink)
+
+
+@pytest.mark.timeout(120)
+def test_a_rollback_resumed_after_kill_9_is_given_up_when_the_fix_registers(
+    tmp_path: Path,
+) -> None:
+    """`postflight run` killed -9 while v2.4.1's rollback waits out a 30 s `Retry-After`:
+    the restarted agent resumes that wait, and the fix registered on it gives the
+    rollback up within seconds; the receiver (its own process) got the one attempt."""
+    log = tmp_path / "receiver.jsonl"
+    receiver = subprocess.Popen(
+        [sys.executable, "-m", "tests.receivers", "rollback", "--secret", crash.SECRET,
+         "--log", str(log), "--script", "503:retry-after=30"],
+        cwd=crash.ROOT, stdout=subprocess.PIPE,
+    )  # fmt: skip
+    agent: subprocess.Popen[bytes] | None = None
+    try:
+        assert receiver.stdout is not None
+        port = crash.free_port()
+        config = crash.write_config(tmp_path, port, json.loads(receiver.stdout.readline())["url"])
+        agent = crash.start_agent(config, port, tmp_path / "agent.log")
+        api = f"http://127.0.0.1:{port}/v1/deploys"
+        bad = crash.request_json("POST", api, {"environment": "production", "version": "v2.4.1"})
+        crash.until(lambda: crash.read_attempts(log), within=30)
+        agent.send_signal(signal.SIGKILL)
+        agent.wait()
+        agent = crash.start_agent(config, port, tmp_path / "agent.log")
+        fix = crash.request_json("POST", api, {"environment": "production", "version": "v2.4.2"})
+
+        def rollback() -> dict[str, Any]:
+            rollback: dict[str, Any] = crash.request_json("GET", f"{api}/{bad['id']}")["rollback"]
+            return rollback
+
+        crash.until(lambda: rollback()["state"] != "pending", within=GIVEN_UP_WITHIN_S)
+        time.sleep(1.0)  # a further attempt would have come by now (backoff 50 ms)
+        final = rollback()
+        sent = [a for a in crash.read_attempts(log) if a["idempotency_key"] == bad["id"]]
+    finally:
+        crash.end_all(agent, receiver)
+    assert len(sent) == 1 and not sent[0]["accepted"], sent
+    assert final["state"] == "failed" and fix["id"] in final["last_error"], final

@@ -19,6 +19,18 @@ import pytest
 
 from tests.e2e import crash
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent, environment
+from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    environments,
+    eventually,
+    fake_github,
+    fake_vercel,
+    integrations,
+    start_agent,
+    vercel_hook,
+)
+from tests.fakes import vercel as vc
+from tests.fakes.github import FakeGitHub
+from tests.fakes.vercel import FakeVercel
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled
 
 GIVEN_UP_WITHIN_S = 5.0
@@ -77,7 +89,7 @@ async def _given_up_for(
 @pytest.mark.parametrize("first", ["503:retry-after=30", "hang"], ids=["retry-after", "timeout"])
 async def test_a_rollback_retrying_when_a_newer_deploy_registers_is_not_sent(
     first: str,
-    start_agent: AgentFactory,
+    start_agent: AgentFactory,  # noqa: F811
     flip_target: FlipTarget,
     rollback_receiver: Any,
     json_sink: JsonSink,
@@ -98,7 +110,7 @@ async def test_a_rollback_retrying_when_a_newer_deploy_registers_is_not_sent(
 
 
 async def test_a_newer_deploy_registered_on_another_replica_gives_the_rollback_up(
-    start_agent: AgentFactory,
+    start_agent: AgentFactory,  # noqa: F811
     flip_target: FlipTarget,
     rollback_receiver: Any,
     json_sink: JsonSink,
@@ -165,3 +177,54 @@ def test_a_rollback_resumed_after_kill_9_is_given_up_when_the_fix_registers(
         crash.end_all(agent, receiver)
     assert len(sent) == 1 and not sent[0]["accepted"], sent
     assert final["state"] == "failed" and fix["id"] in final["last_error"], final
+
+
+@pytest.mark.parametrize("target", ["vercel", "github"])
+async def test_a_vercel_or_github_rollback_retrying_is_not_sent_after_the_fix(
+    target: str,
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_vercel: FakeVercel,  # noqa: F811
+    fake_github: FakeGitHub,  # noqa: F811
+) -> None:
+    """Vercel's instant rollback (to the deployment before the bad one) or the GitHub
+    rollback workflow answers 503 asking for 30 s; the fix deploys meanwhile (Vercel's
+    event, or the pipeline's registration): neither is asked again, and the rollback
+    ends failed naming the fix within seconds. Vercel, asked, would have put the
+    deployment before the bad one in production, in place of the fix."""
+    path, rollback = {
+        "vercel": ("/rollback/", "{target: vercel, backoff: 50ms}"),
+        "github": ("/dispatches", "{target: github, github: {workflow: rollback.yml, ref: main}}"),
+    }[target]
+    agent = await start_agent(
+        environments(flip_target, rollback=rollback), extra=integrations(fake_github, fake_vercel)
+    )
+    fake = fake_vercel if target == "vercel" else fake_github
+    fake.fail("unavailable", reset_in=30, times=1, match=path)
+    if target == "vercel":  # production served OLD, then NEW, the bad deploy
+        await vercel_hook(agent, vc.event(event_id="evt_old", deployment=vc.OLD, sha="a" * 40))
+        status, opened = await vercel_hook(agent, vc.event(event_id="evt_new", deployment=vc.NEW))
+        assert status == 202, opened
+        bad = opened["deploy"]
+    else:
+        bad = await agent.register("production", "v2.4.1", previous_version="v2.4.0")
+    flip_target.bad = True
+    await eventually(lambda: fake.seen(path), within=20)
+    flip_target.bad = False
+    if target == "vercel":
+        fixed = vc.event(event_id="evt_fix", deployment="dpl_fix333", sha="d" * 40)
+        status, opened = await vercel_hook(agent, fixed)
+        assert status == 202, opened
+        fix = opened["deploy"]
+    else:
+        fix = await agent.register("production", "v2.4.2", previous_version="v2.4.1")
+
+    final = await agent.wait_until(
+        bad["id"], lambda d: d["rollback"]["state"] != "pending", within=GIVEN_UP_WITHIN_S
+    )
+    await asyncio.sleep(1.0)  # a further attempt would have come by now (backoff 50 ms)
+
+    assert len(fake.seen(path)) == 1
+    assert fake_vercel.accepted == [] and fake_github.dispatches == []
+    assert final["state"] == "failed" and final["rollback"]["state"] == "failed"
+    assert fix["id"] in final["rollback"]["last_error"], final["rollback"]

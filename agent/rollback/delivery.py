@@ -704,13 +704,17 @@ class RollbackDelivery:
         assert self._targets is not None
         asks = 0
         while True:
+            if asks and await self._replaced_by(intent, environment) is not None:
+                return None  # Vercel's answer no longer matters: the rollback is given up
             if not intent.attempts and intent.next_attempt_at is not None:
                 # a look-up's wait stored before a restart (or a stop): what is left of it
                 # is waited before asking, not inside the rate limit's window
                 wait = min(RETRY_AFTER_MAX_S, intent.next_attempt_at - self._clock())
-                if wait > 0 and not await self._hold(intent, wait):
+                if wait > 0 and not await self._hold(intent, wait, watching=environment):
                     return await self._lost(intent, context)
                 intent.next_attempt_at = None
+                if await self._replaced_by(intent, environment) is not None:
+                    return None
             try:
                 previous = await self._targets.look_up(
                     self._client(), intent, settings, environment, self._redact, self._leaving
@@ -742,7 +746,7 @@ class RollbackDelivery:
                     format_duration(delay),
                     extra=context,
                 )
-                if not await self._hold(intent, delay):
+                if not await self._hold(intent, delay, watching=environment):
                     return await self._lost(intent, context)
                 if not intent.attempts:
                     intent.next_attempt_at = None  # waited out here

@@ -790,3 +790,33 @@ async def test_a_look_up_vercel_never_answers_is_asked_within_the_rollbacks_atte
     assert "nothing to roll back to" not in error
     assert len(fake.seen("/v6/deployments")) == 3 * 2  # the look-up's own two attempts each
     assert fake.seen("/rollback/") == [] and fake.accepted == []
+
+
+async def test_a_look_up_waiting_out_a_rate_limit_is_given_up_when_a_newer_deploy_comes(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """Vercel's list of production deployments (what to roll back to) rate limited for
+    30 s; v3 deploys meanwhile: Vercel is not asked again (its answer would no longer be
+    what to roll back to, v3 serving), and the rollback fails naming v3 within seconds,
+    where the look-up waited out the 30 s, asked again, then gave the rollback up."""
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW})
+    fake.fail("rate_limit", reset_in=30, match="/v6/deployments")
+    delivering = asyncio.create_task(delivered_to_target(store, config, intent))
+    for _ in range(2000):  # waiting out the reset, its wait stored
+        stored = await store.get_rollback(intent.window_id)
+        if stored is not None and stored.next_attempt_at is not None:
+            break
+        await asyncio.sleep(0.005)
+    now = time.time()
+    newer = DeployWindow(
+        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8V3", "production", "v3", "v2", None, {}, "watching",
+        now, now + 60, now,
+    )  # fmt: skip
+    await store.create_window(newer)
+
+    done = await asyncio.wait_for(delivering, 5.0)
+
+    assert done.state == "failed" and newer.id in (done.last_error or ""), done.last_error
+    assert len(fake.seen("/v6/deployments")) == 1  # once: the reset is past its own wait
+    assert fake.seen("/rollback/") == [] and fake.accepted == []

@@ -406,9 +406,17 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
     """Serve until `stop` is set (SIGTERM/SIGINT), then shut down within the bound. A store
     that does not answer at start is waited for behind `agent.api.starting`'s answers
     (/healthz 200, /readyz and the API 503), on the socket the agent then takes over."""
-    app = build_app(settings, **kwargs)  # type: ignore[arg-type]
-    app[STOPPING] = stop
     listener = Listener(settings.server.host, settings.server.port)
+    # bound first: the port `listen: host:0` takes is the one its links and log name
+    port = await listener.bind()
+    try:
+        if port != settings.server.port:
+            settings = settings.model_copy(update={"server": settings.server.bound_to(port)})
+        app = build_app(settings, **kwargs)  # type: ignore[arg-type]
+    except BaseException:
+        listener.close()
+        raise
+    app[STOPPING] = stop
     # the requests in flight: a quarter of the stop, at most 2 s
     in_flight_s = min(2.0, settings.server.shutdown_timeout / 4)
     waiting = starting_app(app[METRICS], settings.server)

@@ -160,9 +160,8 @@ class ServerSettings(StrictModel):
             raise ValueError(f"{value!r} is not HOST:PORT: write 127.0.0.1:{value}")
         if not sep or not host or not port.isdigit():
             raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
-        if not 0 < int(port) < 65536:
-            # 0 (any free port) too: the links in alerts and pages are built from it
-            raise ValueError(f"port {port} is not one of 1-65535 (in {value!r})")
+        if not 0 <= int(port) < 65536:  # 0: a free port, the one bound said and linked
+            raise ValueError(f"port {port} is not one of 0-65535 (in {value!r})")
         return value
 
     @model_validator(mode="after")
@@ -209,6 +208,13 @@ class ServerSettings(StrictModel):
     @property
     def port(self) -> int:
         return int(self.listen.rpartition(":")[2])
+
+    def bound_to(self, port: int) -> ServerSettings:
+        """These settings with `listen`'s port the one bound: `listen: 127.0.0.1:0` takes
+        a free port, which the start log, the links and the pages must name."""
+        if port == self.port:
+            return self
+        return self.model_copy(update={"listen": f"{self.listen.rpartition(':')[0]}:{port}"})
 
 
 class RetentionSettings(StrictModel):

@@ -8,7 +8,9 @@ stays bound and its protocol factory (this object) makes each new connection wit
 server of the runner current when it opens. A connection already open stays with the
 server that accepted it; that runner's `cleanup` ends it. aiohttp's `TCPSite` binds a
 runner's server for good, so the socket is opened here with asyncio's `create_server`,
-as `TCPSite.start` does (the same host, port, backlog and `reuse_address`).
+as `TCPSite.start` does (the same host, port, backlog and `reuse_address`). It is bound
+before the application is built, accepting only once served: the port `listen: host:0`
+takes is then known to everything built on it (links, the start log).
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+
+SAME_PORT_TRIES = 5
+"""Binds of port 0 on a host of several addresses before one free port is found on all."""
 
 
 class CannotListen(OSError):
@@ -34,25 +39,59 @@ class Listener:
 
     @property
     def listening(self) -> bool:
-        return self._sockets is not None
+        return self._server is not None
 
     def __call__(self) -> web.RequestHandler:
         """A new connection, served by the current runner's server."""
         assert self._server is not None  # listening only once a runner was given
         return self._server()
 
+    async def bind(self) -> int:
+        """Bind the socket, accepting nothing yet (a connection is refused until `serve`):
+        the port bound, the one the kernel took for port 0, before anything is built on
+        it (the links, the start log). For port 0 every address of the host (`localhost`:
+        127.0.0.1 and ::1) is bound on one port, as the links name one."""
+        if self._sockets is None:
+            self._sockets = await self._on_one_port()
+        port: int = self._sockets.sockets[0].getsockname()[1]
+        return port
+
+    async def _on_one_port(self) -> asyncio.Server:
+        sockets = await self._bound(self._port)
+        tries = 0
+        while len(set(ports := [sock.getsockname()[1] for sock in sockets.sockets])) > 1:
+            sockets.close()  # port 0: each address was given a port of its own
+            tries += 1
+            if tries > SAME_PORT_TRIES:
+                raise CannotListen(f"no port free on every address of {self._host}")
+            try:
+                sockets = await self._bound(ports[0])
+            except CannotListen:  # taken on another address meanwhile: another port
+                sockets = await self._bound(0)
+        return sockets
+
+    async def _bound(self, port: int) -> asyncio.Server:
+        try:
+            return await asyncio.get_running_loop().create_server(
+                self, self._host, port, reuse_address=True, backlog=128, start_serving=False
+            )
+        except OSError as exc:
+            raise CannotListen(*exc.args) from exc
+
     async def serve(self, runner: web.BaseRunner) -> None:
-        """Serve new connections with `runner` (set up), binding the socket the first time;
-        the runner served before is its owner's to clean up."""
+        """Serve new connections with `runner` (set up), binding the socket when `bind` did
+        not and accepting on it the first time; the runner served before is its owner's
+        to clean up."""
         if runner.server is None:
             raise RuntimeError("set the runner up before serving with it")
+        await self.bind()
+        assert self._sockets is not None
+        started = self._server is not None
         self._server = runner.server
-        if self._sockets is None:
+        if not started:
             try:
-                self._sockets = await asyncio.get_running_loop().create_server(
-                    self, self._host, self._port, reuse_address=True, backlog=128
-                )
-            except OSError as exc:
+                await self._sockets.start_serving()
+            except OSError as exc:  # another socket listens on the port meanwhile
                 raise CannotListen(*exc.args) from exc
 
     def close(self) -> None:

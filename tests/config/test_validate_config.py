@@ -161,10 +161,10 @@ BROKEN = [
         id="bad-listen",
     ),
     pytest.param(
-        MINIMAL.replace("listen: 127.0.0.1:8787", "listen: 127.0.0.1:0"),
+        MINIMAL.replace("listen: 127.0.0.1:8787", "listen: 127.0.0.1:65536"),
         "server.listen",
-        "port 0 is not one of 1-65535",
-        id="listen-port-0",
+        "port 65536 is not one of 0-65535",
+        id="listen-port-65536",
     ),
     pytest.param(
         MINIMAL.replace("    rollback:\n", "    analysis:\n      confidence: 1.5\n    rollback:\n"),
@@ -1068,7 +1068,7 @@ environments:
 """A configuration that leaves every setting the README gives a default for unset."""
 
 README_DEFAULTS: list[tuple[str, str, object]] = [
-    ("`listen` (HOST:PORT, default `127.0.0.1:8787`)", "server.listen", "127.0.0.1:8787"),
+    ("`listen` (HOST:PORT, default `127.0.0.1:8787`;", "server.listen", "127.0.0.1:8787"),
     ("default `http://<listen>`", "server.base_url", "http://127.0.0.1:8787"),
     ("`ui` (default true", "server.ui", True),
     ("`view_ttl` (how long a link stays valid, default 168h)", "server.view_ttl", 168 * 3600.0),

@@ -402,10 +402,18 @@ def _loop_ended(what: str, up: Gauge, task: asyncio.Task[None]) -> None:
     )
 
 
-async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> None:
+async def serve(
+    settings: Settings,
+    stop: asyncio.Event,
+    *,
+    on_listening: Callable[[str], object] = lambda base: None,
+    **kwargs: object,
+) -> None:
     """Serve until `stop` is set (SIGTERM/SIGINT), then shut down within the bound. A store
     that does not answer at start is waited for behind `agent.api.starting`'s answers
-    (/healthz 200, /readyz and the API 503), on the socket the agent then takes over."""
+    (/healthz 200, /readyz and the API 503), on the socket the agent then takes over.
+    `on_listening` is given the address it accepts on (`http://127.0.0.1:41234`, the port
+    `listen: host:0` took) once it does: the demo reads its agent's from it."""
     listener = Listener(settings.server.host, settings.server.port)
     # bound first: the port `listen: host:0` takes is the one its links and log name
     port = await listener.bind()
@@ -430,7 +438,8 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
             app[METRICS].windows_active.labels(environment).set(0)
         await starting.setup()
         await listener.serve(starting)
-        _say_listening(settings, "; /healthz answers, /readyz and the API 503 until the store does")
+        meanwhile = "; /healthz answers, /readyz and the API 503 until the store does"
+        _say_listening(settings, on_listening, meanwhile)
 
     app[WAITING] = listen_while_waiting
     runner = _runner(app, app[METRICS], in_flight_s)
@@ -450,7 +459,7 @@ async def serve(settings: Settings, stop: asyncio.Event, **kwargs: object) -> No
         # took is answered by them once and closed, its next request made to the agent
         await listener.serve(runner)
         if not waited:
-            _say_listening(settings)
+            _say_listening(settings, on_listening)
         if settings.server.ui:
             log.info("deploy pages at %s/deploys", settings.server.base_url)
         async with daemon_heap(app[METRICS]):
@@ -474,7 +483,10 @@ def _runner(app: web.Application, metrics: Metrics, in_flight_s: float) -> ApiRu
     )
 
 
-def _say_listening(settings: Settings, meanwhile: str = "") -> None:
+def _say_listening(
+    settings: Settings, on_listening: Callable[[str], object], meanwhile: str = ""
+) -> None:
+    on_listening(f"http://{settings.server.listen}")
     log.info(
         "postflight %s listening on http://%s (event loop: %s)%s",
         __version__,

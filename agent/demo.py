@@ -17,7 +17,6 @@ import json
 import os
 import random
 import signal
-import socket
 import sys
 import tempfile
 import textwrap
@@ -38,7 +37,7 @@ SECRET = "demo-webhook-secret"
 
 CONFIG = """\
 server:
-  listen: 127.0.0.1:{agent_port}
+  listen: 127.0.0.1:0
   api_tokens: ["{token}"]
 store:
   url: sqlite:///{db}
@@ -85,10 +84,12 @@ environments:
 
 
 def demo_config(ports: dict[str, int], db: Path) -> str:
-    """The demo agent's configuration, on these ports (`agent`, `service`, `receiver`,
-    `sink`) and this SQLite file."""
+    """The demo agent's configuration: the ports of the service, receiver and sink
+    (`service`, `receiver`, `sink`), and this SQLite file. The agent takes a free port as
+    it binds (`listen: 127.0.0.1:0`) and says it (`agent_address`): a port picked here by
+    binding 0, reading it and closing could be taken by another process before the agent
+    bound it."""
     return CONFIG.format(
-        agent_port=ports["agent"],
         service_port=ports["service"],
         receiver_port=ports["receiver"],
         sink_port=ports["sink"],
@@ -96,18 +97,6 @@ def demo_config(ports: dict[str, int], db: Path) -> str:
         token=TOKEN,
         secret=SECRET,
     )
-
-
-def free_ports() -> dict[str, int]:
-    """A free loopback port for each of the demo's listeners."""
-    return {name: _free_port() for name in ("agent", "service", "receiver", "sink")}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class DemoService:
@@ -169,11 +158,13 @@ class Receivers:
         return app
 
 
-async def _start(app: web.Application, port: int) -> web.AppRunner:
+async def _start(app: web.Application) -> tuple[web.AppRunner, int]:
+    """`app` served on a loopback port the kernel took as it bound: the runner, the port."""
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    port: int = runner.addresses[0][1]
+    return runner, port
 
 
 def say(text: str = "", *, indent: int = 0) -> None:
@@ -305,15 +296,29 @@ def own_env() -> dict[str, str]:
 
 async def start_agent(config: Path) -> asyncio.subprocess.Process:
     """The demo's agent in a process of its own (`agent.demo_agent`: why). Its standard
-    input is a pipe this process holds: when it goes, so does the agent."""
+    input is a pipe this process holds: when it goes, so does the agent. Its standard
+    output says its address, once (`agent_address`)."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         "agent.demo_agent",
         str(config),
         stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
         env=own_env(),
     )
+
+
+async def agent_address(agent: asyncio.subprocess.Process) -> str | None:
+    """The agent's base URL (`http://127.0.0.1:PORT`, the port it took), as it says it once
+    it listens; None when it ended first, or said nothing within `AGENT_START_S`."""
+    assert agent.stdout is not None
+    try:
+        async with asyncio.timeout(AGENT_START_S):
+            line = await agent.stdout.readline()
+    except TimeoutError:
+        return None
+    return line.decode().strip() or None
 
 
 async def stop_agent(agent: asyncio.subprocess.Process) -> int:
@@ -424,7 +429,24 @@ def _load() -> tuple[float | None, int | None]:
 
 async def demo() -> bool:
     _stop_on_terminate()
-    ports = free_ports()
+    service, receivers = DemoService(), Receivers()
+    served: dict[str, tuple[web.AppRunner, int]] = {}
+    try:
+        for name, app in (
+            ("service", service.app()),
+            ("receiver", receivers.app()),
+            ("sink", receivers.app()),
+        ):
+            served[name] = await _start(app)
+        ports = {name: port for name, (_, port) in served.items()}
+        return await _story(service, receivers, ports)
+    finally:
+        for runner, _ in served.values():
+            await runner.cleanup()
+
+
+async def _story(service: DemoService, receivers: Receivers, ports: dict[str, int]) -> bool:
+    """The demo's story, told with its service and receivers served on `ports`."""
     with tempfile.TemporaryDirectory(prefix="postflight-demo-") as tmp:
         text = demo_config(ports, Path(tmp) / "postflight.db")
         # self-contained: no POSTFLIGHT__ override (nor any other variable) may point
@@ -432,20 +454,14 @@ async def demo() -> bool:
         settings = load_settings_text(text, source="demo config", env={})
         config = Path(tmp) / "postflight.yaml"
         config.write_text(text)
-        service, receivers = DemoService(), Receivers()
         say("Postflight demo — everything runs on 127.0.0.1, nothing leaves this machine.\n")
         say("The agent's configuration for this demo:")
         say(text.replace(TOKEN, "***").replace(SECRET, "***"), indent=2)
-        runners = [
-            await _start(service.app(), ports["service"]),
-            await _start(receivers.app(), ports["receiver"]),
-            await _start(receivers.app(), ports["sink"]),
-        ]
         agent = await start_agent(config)
-        base = f"http://127.0.0.1:{ports['agent']}"
         try:
             async with aiohttp.ClientSession() as http:
-                if not await agent_ready(http, base, agent):
+                base = await agent_address(agent)
+                if base is None or not await agent_ready(http, base, agent):
                     say(f"\n✘ The demo's agent did not start (exit {agent.returncode}).")
                     return False
                 say(
@@ -470,8 +486,6 @@ async def demo() -> bool:
                 bad = await _ship(http, base, service, receivers, "v1.2.0-bad", "v1.1.0", metrics)
         finally:
             await stop_agent(agent)
-            for runner in runners:
-                await runner.cleanup()
         say("\n▶ What the pipeline's rollback webhook received (signature verified):")
         for item in receivers.rollbacks:
             body = item["body"]

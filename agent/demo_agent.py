@@ -62,13 +62,26 @@ def main(argv: Sequence[str]) -> int:
             os.set_blocking(stdin, False)
             loop.add_reader(stdin, parent_gone)
         try:
-            await serve(settings, stop, poll_interval=POLL_INTERVAL_S, owner="demo", environ={})
+            await serve(
+                settings,
+                stop,
+                on_listening=said_on_stdout,
+                poll_interval=POLL_INTERVAL_S,
+                owner="demo",
+                environ={},
+            )
         finally:
             if watching:
                 loop.remove_reader(stdin)
 
     run_daemon(serve_until_stopped())
     return 0
+
+
+def said_on_stdout(base: str) -> None:
+    """The agent's address (the port `listen: 127.0.0.1:0` took), one line on standard
+    output, the demo's pipe (`agent.demo.agent_address`)."""
+    print(base, flush=True)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agent.analysis import Observation
 from agent.analysis.judge import judge
-from agent.demo import demo_config, free_ports
+from agent.demo import demo_config
 from agent.settings_file import load_settings_text
 from agent.windows.foresight import policy_of
 
@@ -26,7 +26,9 @@ def test_the_demos_errors_rule_alone_fails_the_bad_version_within_half_its_windo
     tmp_path: Path,
 ) -> None:
     settings = load_settings_text(
-        demo_config(free_ports(), tmp_path / "demo.db"), source="demo config", env={}
+        demo_config(dict.fromkeys(("service", "receiver", "sink"), 9), tmp_path / "demo.db"),
+        source="demo config",
+        env={},
     )
     env = settings.environments["demo"]
     rules = [r.to_rule() for r in env.rules]

@@ -6,23 +6,35 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from pathlib import Path
 
 import aiohttp
 import pytest
 
-from agent.demo import TOKEN, agent_ready, demo_config, free_ports, start_agent, stop_agent
+from agent.demo import TOKEN, agent_address, agent_ready, demo_config, start_agent, stop_agent
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
+NOTHING = {"service": 9, "receiver": 9, "sink": 9}
+"""The demo's service and receivers, on a port nothing listens on: not started here."""
+
 
 async def started(tmp_path: Path) -> tuple[asyncio.subprocess.Process, str]:
-    ports = free_ports()
+    """The demo's agent on its configuration, on the port it took (`listen:
+    127.0.0.1:0`, said on its standard output): the demo picked one by binding 0, reading
+    it and closing, and another process could take it before the agent bound it."""
     config = tmp_path / "postflight.yaml"
-    config.write_text(demo_config(ports, tmp_path / "postflight.db"))
+    text = demo_config(NOTHING, tmp_path / "postflight.db")
+    assert "listen: 127.0.0.1:0\n" in text
+    config.write_text(text)
     agent = await start_agent(config)
-    base = f"http://127.0.0.1:{ports['agent']}"
+    base = await agent_address(agent)
+    if base is None:
+        await stop_agent(agent)
+        pytest.fail(f"the demo's agent did not say its address (exit {agent.returncode})")
+    assert re.fullmatch(r"http://127\.0\.0\.1:[1-9][0-9]*", base), base
     async with aiohttp.ClientSession() as http:
         if not await agent_ready(http, base, agent):
             await stop_agent(agent)

@@ -23,6 +23,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.error
 import urllib.request
@@ -63,32 +64,48 @@ def store_rows(workdir: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         return list(db.execute(sql, args).fetchall())
 
 
-def write_config(workdir: Path, agent_port: int, receiver_url: str) -> Path:
-    dead_port = free_port()  # nothing listens: every probe fails, the deploy is bad
-    text = (
-        server_and_store(workdir, agent_port)
-        + f"""\
+BAD_ENVIRONMENT = """\
 environments:
   production:
     base_url: http://127.0.0.1:{dead_port}
     window: 60s
-    interval: 300ms
-    probes_per_round: 5
+    interval: {interval}
+    probes_per_round: {probes}
     checks:
       - {{name: api-health, type: http, path: /health, timeout: 200ms}}
     analysis: {{policy: threshold, failure_limit: 1}}
     rules:
       - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
     rollback:
-      url: {receiver_url}
-      secret: {SECRET}
-      backoff: 50ms
-      max_backoff: 200ms
-      max_attempts: 50
-"""
+{rollback}{more}"""
+
+
+def bad_environment(
+    rollback: str, *, more: str = "", interval: str = "300ms", probes: int = 5
+) -> str:
+    """The kill trials' `environments:` section: `production`, whose `base_url` nothing
+    listens on, so every probe fails and its deploy is rolled back at its first round.
+    `rollback`: the lines of its `rollback:`, `more`: its other keys (both written from
+    column 0)."""
+    return BAD_ENVIRONMENT.format(
+        dead_port=free_port(),
+        interval=interval,
+        probes=probes,
+        rollback=textwrap.indent(textwrap.dedent(rollback), " " * 6),
+        more=textwrap.indent(textwrap.dedent(more), " " * 4),
     )
+
+
+def write_config(workdir: Path, agent_port: int, receiver_url: str) -> Path:
+    rollback = f"""\
+url: {receiver_url}
+secret: {SECRET}
+backoff: 50ms
+max_backoff: 200ms
+max_attempts: 50
+"""
     path = workdir / "postflight.yaml"
-    path.write_text(text)
+    path.write_text(server_and_store(workdir, agent_port) + bad_environment(rollback))
     return path
 
 

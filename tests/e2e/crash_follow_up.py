@@ -22,6 +22,7 @@ from tests.e2e.crash import (
     ROOT,
     SECRET,
     _env,
+    bad_environment,
     end_all,
     for_at_most,
     free_port,
@@ -38,33 +39,17 @@ def write_config(
     workdir: Path,
     agent_port: int,
     receiver_url: str,
-    delivery: str = "timeout: 60s\n      max_attempts: 50",
+    delivery: str = "timeout: 60s\nmax_attempts: 50",
 ) -> Path:
-    dead_port = free_port()  # nothing listens: every probe fails, the deploy is bad
-    text = (
-        server_and_store(workdir, agent_port)
-        + f"""\
-environments:
-  production:
-    base_url: http://127.0.0.1:{dead_port}
-    window: 60s
-    interval: 300ms
-    probes_per_round: 5
-    checks:
-      - {{name: api-health, type: http, path: /health, timeout: 200ms}}
-    analysis: {{policy: threshold, failure_limit: 1}}
-    rules:
-      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-    rollback:
-      url: {receiver_url}
-      secret: {SECRET}
-      {delivery}
-      then:
-        - {{name: db, url: {receiver_url}}}
+    rollback = f"""\
+url: {receiver_url}
+secret: {SECRET}
+{delivery}
+then:
+  - {{name: db, url: {receiver_url}}}
 """
-    )
     path = workdir / "postflight.yaml"
-    path.write_text(text)
+    path.write_text(server_and_store(workdir, agent_port) + bad_environment(rollback))
     return path
 
 
@@ -167,7 +152,7 @@ def run_follow_up_budget_trial(workdir: Path, *, max_attempts: int = 3) -> Follo
         assert receiver.stdout is not None
         url = json.loads(receiver.stdout.readline())["url"]
         port = free_port()
-        delivery = f"timeout: 5s\n      max_attempts: {max_attempts}"
+        delivery = f"timeout: 5s\nmax_attempts: {max_attempts}"
         config = write_config(workdir, port, url, delivery)
         log = workdir / "agent.log"
         agent = start_agent(config, port, log)

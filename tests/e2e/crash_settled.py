@@ -21,7 +21,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.e2e.crash import for_at_most, free_port, read_attempts, request_json, server_and_store
+from tests.e2e.crash import (
+    bad_environment,
+    for_at_most,
+    free_port,
+    read_attempts,
+    request_json,
+    server_and_store,
+)
 from tests.e2e.crash_end import _Receivers
 from tests.e2e.crash_end import start_agent as start_hooked
 from tests.receivers import RollbackReceiver, SlowOnTitles
@@ -74,35 +81,24 @@ def start_agent(workdir: Path, config: Path, port: int) -> subprocess.Popen[byte
 
 
 def write_config(workdir: Path, port: int, *, sink: str, receiver: str) -> Path:
-    path = workdir / "postflight.yaml"
-    path.write_text(
-        server_and_store(workdir, port)
-        + f"""\
+    alerting = f"""\
 alerting:
   timeout: 3s
   channels:
     - {{url: "{sink}", tags: [oncall]}}
-environments:
-  production:
-    base_url: http://127.0.0.1:{free_port()}
-    window: 60s
-    interval: 500ms
-    probes_per_round: 3
-    checks:
-      - {{name: api-health, type: http, path: /health, timeout: 200ms}}
-    analysis: {{policy: threshold, failure_limit: 1}}
-    rules:
-      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-    rollback:
-      url: {receiver}
-      secret: {SECRET}
-      backoff: 50ms
-      max_backoff: 200ms
-      max_attempts: 1
-    alerts:
-      tags: [oncall]
 """
+    rollback = f"""\
+url: {receiver}
+secret: {SECRET}
+backoff: 50ms
+max_backoff: 200ms
+max_attempts: 1
+"""
+    environment = bad_environment(
+        rollback, more="alerts:\n  tags: [oncall]\n", interval="500ms", probes=3
     )
+    path = workdir / "postflight.yaml"
+    path.write_text(server_and_store(workdir, port) + alerting + environment)
     return path
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.crash import (
-    TOKEN,
+    bad_environment,
     free_port,
     kill_and_restart,
     request_json,
+    server_and_store,
     start_agent,
     start_fake,
     stop,
@@ -34,36 +35,16 @@ OLD, NEW = "dpl_old111", "dpl_new222"
 
 
 def write_config(workdir: Path, agent_port: int, vercel_url: str) -> Path:
-    dead_port = free_port()  # nothing listens: every probe fails, the deploy is bad
-    text = f"""\
-server:
-  listen: 127.0.0.1:{agent_port}
-  api_tokens: [{TOKEN}]
-store:
-  url: sqlite:///{workdir / "postflight.db"}
+    integrations = f"""\
 integrations:
   vercel: {{api_url: "{vercel_url}", token: {VERCEL_TOKEN}}}
-environments:
-  production:
-    base_url: http://127.0.0.1:{dead_port}
-    window: 60s
-    interval: 300ms
-    probes_per_round: 5
-    checks:
-      - {{name: api-health, type: http, path: /health, timeout: 200ms}}
-    analysis: {{policy: threshold, failure_limit: 1}}
-    rules:
-      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-    sources:
-      vercel: {{project: {PROJECT}, target: production}}
-    rollback:
-      target: vercel
-      backoff: 50ms
-      max_backoff: 200ms
-      max_attempts: 50
 """
+    environment = bad_environment(
+        "target: vercel\nbackoff: 50ms\nmax_backoff: 200ms\nmax_attempts: 50\n",
+        more=f"sources:\n  vercel: {{project: {PROJECT}, target: production}}\n",
+    )
     path = workdir / "postflight.yaml"
-    path.write_text(text)
+    path.write_text(server_and_store(workdir, agent_port) + integrations + environment)
     return path
 
 

@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import json
 import re
-import signal
 import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.cli.test_run_start import TOKEN, agent_config, listening
+from tests.cli.test_run_start import TOKEN, agent_config, listening_until_stopped
 
 
 @pytest.mark.timeout(120)
 def test_a_daemon_on_port_0_answers_on_the_port_its_log_names(tmp_path: Path) -> None:
     config = agent_config(tmp_path, 0)
     log = tmp_path / "agent.log"
-    agent = listening(str(config), log)
-    try:
+    with listening_until_stopped(str(config), log):
         said = log.read_text()
         found = re.search(r"listening on http://127\.0\.0\.1:(\d+) ", said)
         assert found, said
@@ -40,9 +38,3 @@ def test_a_daemon_on_port_0_answers_on_the_port_its_log_names(tmp_path: Path) ->
             deploy = json.load(answer)
         assert deploy["links"]["page"].startswith(f"{base}/deploys/"), deploy
         assert f"deploy pages at {base}/deploys" in log.read_text()
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()

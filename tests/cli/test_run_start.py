@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -92,15 +93,30 @@ def stopped_once_listening(
 ) -> str:
     """`postflight run --config CONFIG` (in `cwd`, given `stdin`) until it listens, then
     stopped by `sig`, which must end it with exit 0: its output."""
+    with listening_until_stopped(config, log, sig, cwd, stdin):
+        pass
+    return log.read_text()
+
+
+@contextlib.contextmanager
+def listening_until_stopped(
+    config: str,
+    log: Path,
+    sig: signal.Signals = signal.SIGTERM,
+    cwd: Path | None = None,
+    stdin: bytes | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`listening`, then stopped by `sig` as the block ends, which must end it with exit
+    0; killed if the block raised."""
     agent = listening(config, log, cwd, stdin)
     try:
+        yield agent
         agent.send_signal(sig)
         assert agent.wait(timeout=30) == 0, log.read_text()
     finally:
         if agent.poll() is None:
             agent.kill()
             agent.wait()
-    return log.read_text()
 
 
 @pytest.mark.timeout(120)

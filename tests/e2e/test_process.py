@@ -191,7 +191,7 @@ def test_a_restart_keeps_the_wait_github_asked_for_when_killed_inside_it(
     tmp_path: Path,
 ) -> None:
     """GitHub answered the `in_progress` status with a secondary rate limit (`Retry-After`
-    20 s, one call's wait) and the agent was killed while it waited: the restart takes the
+    10 s, one call's wait) and the agent was killed while it waited: the restart takes the
     claim over (its killed process's) but sends no earlier than GitHub asked, counted by
     when the fake received each. It sent at once, inside the wait: the wait was kept
     only in the killed process's memory."""

@@ -29,6 +29,10 @@ pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
 SECRET = "held-rollback-secret"
 HOLD_S = 8.0
 """Past the store's 5 s `busy_timeout`: a round's write is refused, then held."""
+WINDOW = "12s"
+"""Four rounds stored (2 s), the file held or refused for `HOLD_S` at most, and a few
+seconds after it before the window's end, which each test waits for: 16 s left some 6 s
+more than that, each test's wait."""
 
 
 def config(workdir: Path, port: int, target: str, receiver: str, lease: str) -> Path:
@@ -39,7 +43,7 @@ def config(workdir: Path, port: int, target: str, receiver: str, lease: str) -> 
         f"""environments:
   staging:
     base_url: {target}
-    window: 16s
+    window: {WINDOW}
     interval: 500ms
     probes_per_round: 3
     checks:

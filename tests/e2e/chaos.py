@@ -791,13 +791,18 @@ async def paused_woken(plan: Plan, url: str) -> Findings:
         return run.f
 
 
-async def sender_killed(plan: Plan, url: str, down_s: float = 40.0) -> Findings:
+async def sender_killed(
+    plan: Plan, url: str, down_s: float = 40.0, in_flight_s: float = 4.0
+) -> Findings:
     """The sender killed mid-attempt (the receiver is slow) and held down until a survivor
     has delivered the orphaned rollback (at most `down_s`); then it restarts, which must
-    not send it again."""
+    not send it again. The first attempt is in flight for `in_flight_s` (the receiver's
+    delay), within the rollback's timeout (2 s longer): a survivor picks the orphan up
+    after the attempt's lease (the timeout + 1) and its takeover wait (the timeout + the
+    grace), 16 s at 4 s."""
     plan.windows, plan.regressed, plan.sigstop = 1, 1, False
-    plan.receiver_script = "200:delay=4"  # the first attempt is in flight for 4 s
-    plan.rollback_timeout_s = 6.0
+    plan.receiver_script = f"200:delay={in_flight_s:g}"
+    plan.rollback_timeout_s = in_flight_s + 2.0
     async with chaos_run(plan, url) as run:
         deploy = await run.register(0)
         sender = await _sender_of(run, deploy, in_flight=True)

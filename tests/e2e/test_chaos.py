@@ -40,7 +40,9 @@ async def test_kill_9_and_a_pause_past_the_lease_deliver_each_rollback_once(
 @pytest.mark.timeout(150)
 async def test_a_sender_killed_mid_attempt_is_replaced_by_a_survivor(pg_url: str) -> None:
     plan = Plan(lease_s=2.0, window_s=8.0, interval_s=0.4, seed=4)
-    found = await sender_killed(plan, pg_url, down_s=20.0)
+    # the attempt 2 s in flight (4 s by default): long enough to find it out and kill its
+    # sender, and the survivor's pickup 12 s after the kill, not 16
+    found = await sender_killed(plan, pg_url, down_s=20.0, in_flight_s=2.0)
     assert found.delivered and all(n == 1 for n in found.delivered.values()), found.delivered
     assert len(found.orphan_pickup_s) == 1, found.events  # by a survivor, not the restart
     # the attempt's lease (timeout + 1 here), then the takeover wait (timeout + grace)

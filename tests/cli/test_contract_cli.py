@@ -20,6 +20,7 @@ from aiohttp.test_utils import TestServer
 from tests.cli.test_run_start import TOKEN, agent_config, free_port, listening
 from tests.cli_process import awaited_cli
 from tests.e2e.crash import request_json
+from tests.receivers import RollbackAttempt
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -252,3 +253,86 @@ def test_a_thread_that_holds_the_exit_at_the_longest_shutdown_timeout_still_ends
     warnings = [r["msg"] for r in records(log) if r.get("level") == "warning"]
     assert [m for m in warnings if m.startswith("stopping: still running 9.75s")], warnings
     assert state_after_restart(path, log, site, f"{url}/{deploy['id']}") == "watching"
+
+
+async def test_a_stop_takes_no_new_work_while_it_finishes_a_rollback_in_flight(
+    tmp_path: Path, rollback_receiver: Any
+) -> None:
+    """Contract §1: SIGTERM "stop[s] taking work, finish[es] … in-flight" work. A rollback
+    attempt whose answer the receiver holds is in flight at the signal: while the stop
+    waits for it, `postflight register` is refused (exit 2, the agent unreachable), not
+    accepted as a window the stopping agent would not watch; answered then, the attempt
+    is finished and the agent exits 0 within 10 s; restarted, the deploy is `rolled_back`
+    and the refused registration left no window."""
+    release = asyncio.Event()
+
+    async def held(attempt: RollbackAttempt) -> None:
+        await release.wait()
+
+    receiver = await rollback_receiver("contract-cli-rollback-secret", on_attempt=held)
+    port = free_port()
+    config = agent_config(
+        tmp_path,
+        port,
+        "environments:\n"
+        "  production:\n"
+        f"    base_url: http://127.0.0.1:{free_port()}\n"  # nothing listens: every probe fails
+        "    window: 1m\n"
+        "    interval: 1s\n"
+        "    checks:\n"
+        "      - {name: health, type: http, path: /health}\n"
+        "    analysis: {policy: threshold, failure_limit: 1}\n"
+        "    rules:\n"
+        "      - {name: probe-errors, source: checks, metric: error_rate, max: 0.05}\n"
+        f"    rollback: {{url: '{receiver.url}', secret: contract-cli-rollback-secret}}\n",
+    )
+    agent_url = ("--url", f"http://127.0.0.1:{port}", "--token", TOKEN)
+    log = tmp_path / "agent.log"
+    agent = await asyncio.to_thread(listening, str(config), log)
+    try:
+        code, out = await awaited_cli(
+            "register", "--env", "production", "--version", "v2", "--quiet", *agent_url
+        )
+        assert code == 0, out
+        deploy_id = out.strip()
+        await receiver.wait_for_attempts(1, within=60)  # its answer held until released
+        agent.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        for _ in range(100):
+            if "stopping: no new work" in log.read_text():
+                break
+            await asyncio.sleep(0.02)
+        assert agent.poll() is None, "the stop did not wait for the rollback in flight"
+        code, out = await awaited_cli(
+            "register", "--env", "production", "--version", "v3", "--quiet", *agent_url
+        )
+        assert code == 2 and "cannot reach the agent" in out, out
+        assert agent.poll() is None, log.read_text()  # refused during the stop
+        release.set()
+        try:
+            code = await asyncio.to_thread(agent.wait, 10 - (time.monotonic() - stopped_at))
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"not stopped within 10 s of SIGTERM:\n{log.read_text()}")
+        assert code == 0, log.read_text()
+    finally:
+        release.set()
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert [a.status for a in receiver.attempts] == [200], receiver.attempts
+    agent = await asyncio.to_thread(listening, str(config), tmp_path / "again.log")
+    try:
+        code, out = await awaited_cli("status", deploy_id, "--json", *agent_url)
+        assert code == 0, out
+        kept = deploy_of(out)
+        assert (kept["state"], kept["rollback"]["state"]) == ("rolled_back", "delivered"), kept
+        code, out = await awaited_cli("status", "--env", "production", "--quiet", *agent_url)
+        assert (code, out.split()) == (0, [deploy_id]), out
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(agent.wait, 30)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()

@@ -74,6 +74,15 @@ def _apprise_workers() -> int:
     return workers if isinstance(workers, int) and workers > 0 else 4
 
 
+def channel_share(workers: int, channels: int) -> int:
+    """How many of apprise's `workers` one of `channels` may hold at once: an equal share
+    (at least one). A channel that takes the connection and says nothing holds each of its
+    sends' threads for the whole timeout; with no share, a burst of alerts (12 deploys
+    failing in one round) gave it every thread, and a healthy channel's alerts waited
+    behind it until they were reported failed, 7 of its 12 "rollback requested"."""
+    return max(1, workers // max(1, channels))
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelResult:
     """One channel's outcome for one alert."""
@@ -301,6 +310,8 @@ class Notifier:
         self._tasks: set[asyncio.Task[ChannelResult]] = set()
         self._slots: asyncio.Semaphore | None = None
         """As many channel sends at once as apprise has threads (`_apprise_workers`)."""
+        self._shares: list[asyncio.Semaphore] = []
+        """Per channel, its share of those (`channel_share`): a hung one holds no more."""
         _guard_apprise_logs(redact)
         # apprise quotes URLs piece by piece (a Slack token alone): hide every piece
         self._pieces = piece_redactor(c.url.get_secret_value() for c in channels)
@@ -321,6 +332,8 @@ class Notifier:
         load_plugins_for(c.url.get_secret_value() for c in channels)
         asset = apprise.AppriseAsset(app_id="Postflight", async_mode=True)
         self._slots = asyncio.Semaphore(_apprise_workers())
+        share = channel_share(_apprise_workers(), len(channels))
+        self._shares = [asyncio.Semaphore(share) for _ in channels]
         for index, channel in enumerate(channels):
             ap = apprise.Apprise(asset=asset)
             if ap.add(channel.url.get_secret_value()):
@@ -580,17 +593,31 @@ class Notifier:
         ap = self._channels[index]
         if ap is None or self._slots is None:
             return ChannelResult(index, url, False, "apprise cannot use this channel's URL")
+        own = self._shares[index]
+        waited = START_SHARE * self._timeout
         try:
-            async with asyncio.timeout_at(deadline - START_SHARE * self._timeout):
-                await self._slots.acquire()
+            async with asyncio.timeout_at(deadline - waited):
+                await own.acquire()
         except TimeoutError:
-            waited = START_SHARE * self._timeout
-            busy = f"not started within {waited:g}s: all {_apprise_workers()} of apprise's"
-            return ChannelResult(index, url, False, busy + " senders were busy with other alerts")
+            busy = f"not started within {waited:g}s: its share of apprise's senders"
+            return ChannelResult(
+                index, url, False, busy + " was busy with its earlier alerts, unanswered"
+            )
         try:
-            return await self._notify(ap, index, title, body, notify_type, retry, deadline)
+            try:
+                async with asyncio.timeout_at(deadline - waited):
+                    await self._slots.acquire()
+            except TimeoutError:
+                busy = f"not started within {waited:g}s: all {_apprise_workers()} of apprise's"
+                return ChannelResult(
+                    index, url, False, busy + " senders were busy with other alerts"
+                )
+            try:
+                return await self._notify(ap, index, title, body, notify_type, retry, deadline)
+            finally:
+                self._slots.release()
         finally:
-            self._slots.release()
+            own.release()
 
     async def _notify(
         self,

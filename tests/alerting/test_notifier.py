@@ -280,6 +280,33 @@ async def test_an_alert_reported_failed_in_a_burst_is_not_delivered_late(
     assert all("not started" in d for d in late), late
 
 
+async def test_a_hung_channel_leaves_the_other_channels_senders_free_in_a_burst(
+    hanging_server: HangingServer, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """Contract §4: a channel that fails is logged and counted, and never blocks the
+    others. Two alerts a worker thread at once (12 deploys failing in one round) to a chat
+    webhook that takes the connection and says nothing and to one that answers at once:
+    the hung one's sends held every one of apprise's senders, and at the 5 s default 7 of
+    12 "rollback requested" reached the healthy channel 37-52 s late, the rest after 4 s;
+    in a burst like this one the healthy channel's sends were reported failed ("not
+    started … all 6 of apprise's senders were busy"), logged and counted as its failures.
+    Now a channel holds at most its share of the senders: the healthy one takes every
+    alert, and only the hung one's sends fail."""
+    from apprise.apprise import get_shared_executor
+
+    hung = f"json://127.0.0.1:{hanging_server.port}/alerts"
+    notify = notifier([(hung, []), (json_sink.url(), [])], metrics, timeout=2.0)
+    burst = [alert(deploy_id=f"dep_{i}") for i in range(2 * get_shared_executor()._max_workers)]
+
+    outcomes = await asyncio.gather(*(notify.send(a, []) for a in burst))
+
+    healthy = [o.channels[1] for o in outcomes]
+    assert [c.detail for c in healthy if not c.sent] == []
+    assert len(json_sink.notifications) == len(burst)
+    assert not any(o.channels[0].sent for o in outcomes)
+    assert (sent(metrics, "sent"), sent(metrics, "failed")) == (len(burst), len(burst))
+
+
 async def test_a_hung_smtp_server_neither_blocks_the_loop_nor_delays_a_rollback(
     hanging_server: HangingServer,
     json_sink: JsonSink,

@@ -5,6 +5,7 @@ each command a process of its own."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import subprocess
@@ -60,6 +61,53 @@ def deploy_of(out: str) -> dict[str, Any]:
     return found
 
 
+@contextlib.asynccontextmanager
+async def running_again(config: Path, log: Path) -> AsyncIterator[None]:
+    """`postflight run` on `config` again, on the store its stopped run kept (its output in
+    `log`), stopped by SIGTERM after."""
+    agent = await asyncio.to_thread(listening, str(config), log)
+    try:
+        yield
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.to_thread(agent.wait, 30)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()
+
+
+async def registered_on(
+    config: Path, port: int, log: Path, version: str
+) -> tuple[subprocess.Popen[bytes], tuple[str, ...], str]:
+    """`postflight run` on `config` (listening on `port`, its output in `log`) and
+    `postflight register` of `version` in production to it: the agent, the flags that
+    reach it, and the deploy's id. The agent is killed if the registration fails."""
+    agent_url = ("--url", f"http://127.0.0.1:{port}", "--token", TOKEN)
+    agent = await asyncio.to_thread(listening, str(config), log)
+    try:
+        code, out = await awaited_cli(
+            "register", "--env", "production", "--version", version, "--json", *agent_url
+        )
+        assert code == 0, out
+    except BaseException:
+        agent.kill()
+        agent.wait()
+        raise
+    return agent, agent_url, deploy_of(out)["id"]
+
+
+def production(base_url: str, check: str, rules: str, more: str = "") -> str:
+    """`environments:` with one, `production`, at `base_url`: `check` its one http check
+    and `rules` its rules (flow mappings), `more` its further keys (YAML lines), probed
+    each second for a window long past the test."""
+    return (
+        f"environments:\n  production:\n    base_url: {base_url}\n    window: 10m\n"
+        f"    interval: 1s\n    checks:\n      - {check}\n{more}    rules:\n      - {rules}\n"
+    )
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_a_stop_mid_round_exits_0_within_10s_and_the_restart_resumes_the_window(
     tmp_path: Path, held_target: HeldTarget, sig: signal.Signals
@@ -71,25 +119,15 @@ async def test_a_stop_mid_round_exits_0_within_10s_and_the_restart_resumes_the_w
     config = agent_config(
         tmp_path,
         port,
-        "environments:\n"
-        "  production:\n"
-        f"    base_url: {held_target.url}\n"
-        "    window: 10m\n"
-        "    interval: 1s\n"
-        "    checks:\n"
-        "      - {name: health, type: http, path: /health, timeout: 30s}\n"
-        "    rules:\n"
-        "      - {name: probe-errors, source: checks, metric: error_rate, max: 1.0}\n",
+        production(
+            held_target.url,
+            "{name: health, type: http, path: /health, timeout: 30s}",
+            "{name: probe-errors, source: checks, metric: error_rate, max: 1.0}",
+        ),
     )
-    agent_url = ("--url", f"http://127.0.0.1:{port}", "--token", TOKEN)
     log = tmp_path / "agent.log"
-    agent = await asyncio.to_thread(listening, str(config), log)
+    agent, agent_url, deploy_id = await registered_on(config, port, log, "v1")
     try:
-        code, out = await awaited_cli(
-            "register", "--env", "production", "--version", "v1", "--json", *agent_url
-        )
-        assert code == 0, out
-        deploy_id = deploy_of(out)["id"]
         for _ in range(600):  # a round judged, then the next one's probe held
             code, out = await awaited_cli("status", deploy_id, "--json", *agent_url)
             if code == 0 and deploy_of(out)["rounds"] >= 1:
@@ -114,8 +152,7 @@ async def test_a_stop_mid_round_exits_0_within_10s_and_the_restart_resumes_the_w
             agent.kill()
             agent.wait()
     held_target.release.set()
-    agent = await asyncio.to_thread(listening, str(config), tmp_path / "again.log")
-    try:
+    async with running_again(config, tmp_path / "again.log"):
         code, out = await awaited_cli("status", deploy_id, "--json", *agent_url)
         assert code == 0, out
         kept = deploy_of(out)
@@ -131,14 +168,6 @@ async def test_a_stop_mid_round_exits_0_within_10s_and_the_restart_resumes_the_w
         assert code == 0 and deploy_id in out and "watching" in out, out
         code, out = await awaited_cli("status", "--env", "production", *agent_url)
         assert code == 0 and deploy_id in out, out
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(agent.wait, 30)
-        finally:
-            if agent.poll() is None:
-                agent.kill()
-                agent.wait()
 
 
 async def test_check_exits_0_when_all_pass_and_2_naming_every_error_of_a_bad_file(
@@ -274,27 +303,17 @@ async def test_a_stop_takes_no_new_work_while_it_finishes_a_rollback_in_flight(
     config = agent_config(
         tmp_path,
         port,
-        "environments:\n"
-        "  production:\n"
-        f"    base_url: http://127.0.0.1:{free_port()}\n"  # nothing listens: every probe fails
-        "    window: 1m\n"
-        "    interval: 1s\n"
-        "    checks:\n"
-        "      - {name: health, type: http, path: /health}\n"
-        "    analysis: {policy: threshold, failure_limit: 1}\n"
-        "    rules:\n"
-        "      - {name: probe-errors, source: checks, metric: error_rate, max: 0.05}\n"
-        f"    rollback: {{url: '{receiver.url}', secret: contract-cli-rollback-secret}}\n",
+        production(
+            f"http://127.0.0.1:{free_port()}",  # nothing listens: every probe fails
+            "{name: health, type: http, path: /health}",
+            "{name: probe-errors, source: checks, metric: error_rate, max: 0.05}",
+            "    analysis: {policy: threshold, failure_limit: 1}\n"
+            f"    rollback: {{url: '{receiver.url}', secret: contract-cli-rollback-secret}}\n",
+        ),
     )
-    agent_url = ("--url", f"http://127.0.0.1:{port}", "--token", TOKEN)
     log = tmp_path / "agent.log"
-    agent = await asyncio.to_thread(listening, str(config), log)
+    agent, agent_url, deploy_id = await registered_on(config, port, log, "v2")
     try:
-        code, out = await awaited_cli(
-            "register", "--env", "production", "--version", "v2", "--quiet", *agent_url
-        )
-        assert code == 0, out
-        deploy_id = out.strip()
         await receiver.wait_for_attempts(1, within=60)  # its answer held until released
         agent.send_signal(signal.SIGTERM)
         stopped_at = time.monotonic()
@@ -320,19 +339,10 @@ async def test_a_stop_takes_no_new_work_while_it_finishes_a_rollback_in_flight(
             agent.kill()
             agent.wait()
     assert [a.status for a in receiver.attempts] == [200], receiver.attempts
-    agent = await asyncio.to_thread(listening, str(config), tmp_path / "again.log")
-    try:
+    async with running_again(config, tmp_path / "again.log"):
         code, out = await awaited_cli("status", deploy_id, "--json", *agent_url)
         assert code == 0, out
         kept = deploy_of(out)
         assert (kept["state"], kept["rollback"]["state"]) == ("rolled_back", "delivered"), kept
         code, out = await awaited_cli("status", "--env", "production", "--quiet", *agent_url)
         assert (code, out.split()) == (0, [deploy_id]), out
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            await asyncio.to_thread(agent.wait, 30)
-        finally:
-            if agent.poll() is None:
-                agent.kill()
-                agent.wait()

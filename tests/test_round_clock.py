@@ -45,10 +45,12 @@ class CountingTarget(LocalTarget):
         self.probes = 0
         self.before_restart = 0
         self.failing = False
+        self.healthy_first = 0
+        """How many probes answer ok before a failing target fails."""
 
     async def health(self, request: web.Request) -> web.Response:
         self.probes += 1
-        if self.failing:  # a bad deploy: every check fails
+        if self.failing and self.probes > self.healthy_first:  # a bad deploy: checks fail
             return web.json_response({"status": "down"}, status=500)
         return web.json_response({"status": "ok"})
 
@@ -310,16 +312,26 @@ async def test_a_restart_after_the_windows_end_logs_its_downtime_not_an_overrun(
 
 
 @pytest.mark.usefixtures("window_log")
-@pytest.mark.parametrize("failing", [True, False], ids=["bad-deploy", "good-deploy"])
+@pytest.mark.parametrize(
+    ("failing", "healthy_first"),
+    [(True, 1), (True, 0), (False, 0)],
+    ids=["bad-deploy", "all-failing", "good-deploy"],
+)
 async def test_a_window_that_ended_unwatched_passes_no_rule_still_past_its_bound(
-    tmp_path: Path, target: CountingTarget, caplog: pytest.LogCaptureFixture, failing: bool
+    tmp_path: Path,
+    target: CountingTarget,
+    caplog: pytest.LogCaptureFixture,
+    failing: bool,
+    healthy_first: int,
 ) -> None:
-    """Every probe of a bad deploy fails for 2 rounds (a streak short of `failure_limit`
-    5), then the agent is down until past the window's end: it is inconclusive, not
-    passed (missing rounds are missing evidence); a good deploy still passes. Before, the
-    bad one passed "on the rounds it had" (`bench/ha_faults.py` seed 704: 2 deploys, each
-    all failures, passed after a replica holding them was killed)."""
-    target.failing = failing
+    """A bad deploy's probe passes in round 1 and fails in round 2 (a streak short of
+    `failure_limit` 5), then the agent is down until past the window's end: it is
+    inconclusive, not passed (missing rounds are missing evidence); a good deploy still
+    passes. Before, the bad one passed "on the rounds it had" (`bench/ha_faults.py` seed
+    704: 2 deploys, each all failures, passed after a replica holding them was killed).
+    One whose every probe failed is inconclusive by the judge itself: no round showed it
+    within its bound."""
+    target.failing, target.healthy_first = failing, healthy_first
     said = await restart_after(tmp_path, target, caplog, down_s=600.0, failure_limit=5)
     window, rounds = await stored(tmp_path / "postflight.db")
     assert window is not None and len(rounds) == 3, said
@@ -329,9 +341,13 @@ async def test_a_window_that_ended_unwatched_passes_no_rule_still_past_its_bound
         return
     assert window.state == "inconclusive", window.verdict
     assert window.verdict is not None
-    assert "went unwatched" in window.verdict["reason"], window.verdict["reason"]
     [rule] = window.verdict["rules"]
-    assert rule["outcome"] == "inconclusive" and rule["evidence"]["unwatched_slots"] > 0, rule
+    assert rule["outcome"] == "inconclusive", rule
+    if not healthy_first:
+        assert "no rule was seen within its bound" in window.verdict["reason"], window.verdict
+        return
+    assert "went unwatched" in window.verdict["reason"], window.verdict["reason"]
+    assert rule["evidence"]["unwatched_slots"] > 0, rule
 
 
 @pytest.mark.usefixtures("window_log")

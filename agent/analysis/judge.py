@@ -232,7 +232,7 @@ class Judge:
         rules = tuple(self._glance_rule(r, state["rules"][r.name], final) for r in self.rules)
         failed = any(g.failed_at is not None for g in rules)
         outcomes = [g.outcome for g in rules]
-        silent = any(g.without_data for g in rules)
+        silent = any(g.without_data or g.none_within for g in rules)
         on_evidence = self.rule_policy.on_evidence
         return Glance(_decision(outcomes, failed, final, on_evidence, silent), rules)
 
@@ -331,7 +331,7 @@ def _decision(
     without_data: bool,
 ) -> WindowDecision:
     """`_decide`'s decision alone, from the rules' outcomes (`without_data`: a rule had no
-    data in any round)."""
+    data in any round, or no round within its bound: `Judged.none_within`)."""
     if failed:
         return "fail"
     if not final:
@@ -389,14 +389,22 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
             f"lacked evidence of a pass: {lacking}",
             verdicts,
         )
-    silent = [j for j in judged if j.without_data]
+    silent = [j for j in judged if j.without_data or j.none_within]
     if judgeable and silent:
         # what did not fail passes, but a rule that never had data (its provider down
-        # throughout) was not judged at all: the contract's inconclusive, never a pass
+        # throughout) was not judged at all: the contract's inconclusive, never a pass;
+        # nor is one whose every round judged was past its bound (`Judged.none_within`)
+        had = (
+            "had no data in any round"
+            if all(j.without_data for j in silent)
+            else "had no round within its bound"
+            if all(j.none_within for j in silent)
+            else "had no data, or no round within its bound"
+        )
         return Verdict(
             "inconclusive",
-            f"no rule failed over {of_rounds}, but {len(silent)} of {len(verdicts)} had no "
-            f"data in any round: {'; '.join(j.lacking for j in silent)}",
+            f"no rule failed over {of_rounds}, but {len(silent)} of {len(verdicts)} {had}:"
+            f" {'; '.join(j.lacking for j in silent)}",
             verdicts,
         )
     if judgeable:
@@ -408,9 +416,12 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
         )
     if len(silent) == len(verdicts):
         named = "; ".join(j.lacking for j in silent)
-        return Verdict(
-            "inconclusive", f"no rule had data to judge over {of_rounds}: {named}", verdicts
+        none = (
+            "no rule had data to judge"
+            if all(j.without_data for j in silent)
+            else "no rule was seen within its bound"
         )
+        return Verdict("inconclusive", f"{none} over {of_rounds}: {named}", verdicts)
     # a rule with data but nothing to judge it against (no baseline) had data: said so
     named = "; ".join(j.lacking or f"{j.verdict.name}: {j.verdict.detail}" for j in judged)
     return Verdict("inconclusive", f"no rule could be judged over {of_rounds}: {named}", verdicts)

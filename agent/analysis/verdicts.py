@@ -35,6 +35,10 @@ class Judged:
     without_data: bool = False
     """The rule had no data in any round so far (its provider down throughout, say): at the
     window's end that leaves the window `inconclusive` under every policy."""
+    none_within: bool = False
+    """At the window's end, every round the rule was judged on was past its bound, too few
+    of them to fail (a threshold streak short of `failure_limit`): no round showed it
+    within its bound, so it is `inconclusive`, and so is the window, as `without_data`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +54,8 @@ class RuleGlance:
     failed_at: int | None = None
     without_data: bool = False
     """As `Judged.without_data`."""
+    none_within: bool = False
+    """As `Judged.none_within`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +82,13 @@ def glance_of(judged: Judged) -> RuleGlance:
     """A worded verdict's glance (policies with no cheaper way to tell their outcome)."""
     v = judged.verdict
     return RuleGlance(
-        v.name, v.outcome, v.observed, v.evidence, judged.failed_at, judged.without_data
+        v.name,
+        v.outcome,
+        v.observed,
+        v.evidence,
+        judged.failed_at,
+        judged.without_data,
+        judged.none_within,
     )
 
 

@@ -178,3 +178,34 @@ def test_a_rule_past_its_bound_short_of_the_limit_is_not_counted_passing() -> No
     assert alone.reason == "no rule failed after 1 round (1 past its bound, short of failure_limit)"
     calm = judge([ERRORS], {}, rounds_of(ERRORS, rate(1)), THRESHOLD, final=False)
     assert calm.reason == "no rule failed after 1 round (1 passing)"  # as before
+
+
+def test_a_rule_whose_every_round_judged_breached_is_not_passed_at_the_end() -> None:
+    """Rounds without data neither break nor extend a streak, so a rule whose only round
+    with data was past its bound passed the window on it ("2 of 2 rules passed"): a pass
+    must rest on a round within the bound. It is `inconclusive`, and so is the window,
+    saying so; a rule back within its bound in an earlier round still passes."""
+    other = Rule("slow", "checks", "error_rate", max=0.5)
+    gap = Observation(None, error="provider timeout")
+    rounds = [{ERRORS.name: rate(90), other.name: rate(1)}]
+    rounds += [{ERRORS.name: gap, other.name: rate(1)}] * 4
+    verdict = judge([ERRORS, other], {}, rounds, THRESHOLD, final=True)
+    assert verdict.decision == "inconclusive", verdict.reason
+    assert verdict.reason == (
+        "no rule failed over 5 rounds, but 1 of 2 had no round within its bound:"
+        " probe-errors: 1 round past max 0.05, too few to fail (failure_limit 3), none within it"
+    )
+    rule = verdict.rules[0]
+    assert rule.outcome == "inconclusive" and rule.observed == 0.9
+    assert rule.detail == (
+        "90 of 100 probes failed; past max 0.05 in the only round judged, none within it:"
+        " 1 of 3 rounds, too few to fail, and no evidence of a pass"
+    )
+    # while the window runs it is past its bound, short of the limit, as before
+    assert judge([ERRORS, other], {}, rounds, THRESHOLD, final=False).decision == "continue"
+    alone = judge([ERRORS], {}, rounds_of(ERRORS, rate(90), rate(80)), THRESHOLD, final=True)
+    assert alone.decision == "inconclusive"
+    assert alone.reason.startswith("no rule was seen within its bound over 2 rounds: ")
+    assert "in each of the 2 rounds judged" in alone.rules[0].detail
+    within = rounds_of(ERRORS, rate(1), rate(90), gap)
+    assert judge([ERRORS], {}, within, THRESHOLD, final=True).decision == "pass"

@@ -1296,30 +1296,12 @@ def test_a_rule_breaching_short_of_its_failure_limit_is_not_shown_as_a_pass() ->
     assert "probe-errors  ! pass" in details(decided, Style())  # was `✓ pass` beside 1
 
 
-@pytest.mark.parametrize(
-    ("name", "counts", "past"),
-    [
-        # round 1's probes all dropped as the agent's own lag (no data), round 2 at 0.4
-        ("no data, then 0.4", [None, (2, 5)], "in round 2"),
-        # round 2 had no data: its line shows round 1's figure, and says whose it is
-        ("0.4, then no data", [(2, 5), None], "in round 1"),
-        ("0, then 0.4", [(0, 5), (2, 5)], "in round 2"),
-    ],
-)
-def test_a_window_passed_short_of_its_failure_limit_never_ends_on_a_tick_beside_its_breach(
-    name: str, counts: list[tuple[int, int] | None], past: str
-) -> None:
-    """A threshold window (max 0.05, failure_limit 2) over a 40%-errors target passed, its
-    last round line `✓ pass probe-errors 0.4 (max 0.05)` (the shared run of the wait end
-    lines, baseline 0.392). The pass is the policy's: the rule's last round with data was
-    past its bound, one round of the two in a row that fail it (the judge, pure, fed such
-    rounds, passes them; two such rounds in a row fail). The line now says so, `! pass`."""
+def _short_window(counts: list[tuple[int, int] | None]) -> Any:
+    """The verdict of a threshold window (max 0.05, failure_limit 2) over rounds of `counts`
+    (failed, probes; None: no data), as the judge gives it, pure."""
     from agent.analysis.judge import judge
     from agent.analysis.types import Observation, Policy
     from agent.analysis.types import Rule as JudgedRule
-    from agent.api.models import Deploy
-    from agent.cli.render import details
-    from agent.windows.evidence import verdict_to_dict
 
     errors = JudgedRule("probe-errors", "checks", "error_rate", max=0.05)
     rounds = [
@@ -1331,32 +1313,79 @@ def test_a_window_passed_short_of_its_failure_limit_never_ends_on_a_tick_beside_
         for c in counts
     ]
     baseline = {errors.name: Observation(0.392, count=49, total=125)}
-    breaching = next(r for r, c in zip(rounds, counts, strict=True) if c and c[0])
-    verdict = judge([errors], baseline, rounds, Policy("threshold", failure_limit=2), final=True)
-    assert verdict.decision == "pass", name  # by the policy's rules: 1 of 2 rounds in a row
-    both = judge(
-        [errors], baseline, [breaching] * 2, Policy("threshold", failure_limit=2), final=True
-    )
-    assert both.decision == "fail"  # the judge never passes two such rounds in a row
-    deploy = _deploy(2, state="passed")
-    deploy = Deploy.model_validate(
+    return judge([errors], baseline, rounds, Policy("threshold", failure_limit=2), final=True)
+
+
+def _decided(verdict: Any, state: str) -> Any:
+    """A deploy of 2 rounds ended `state` with `verdict` (the judge's)."""
+    from agent.api.models import Deploy
+    from agent.windows.evidence import verdict_to_dict
+
+    deploy = _deploy(2, state=state)
+    return Deploy.model_validate(
         {
             **deploy.model_dump(mode="json"),
             "progress": None,
             "verdict": verdict_to_dict(verdict, decided_at=time.time()),
         }
     )
+
+
+def test_a_window_passed_short_of_its_failure_limit_never_ends_on_a_tick_beside_its_breach() -> (
+    None
+):
+    """A threshold window (max 0.05, failure_limit 2) over a 40%-errors target passed, its
+    last round line `✓ pass probe-errors 0.4 (max 0.05)` (the shared run of the wait end
+    lines, baseline 0.392). The pass is the policy's: the rule's last round with data was
+    past its bound, one round of the two in a row that fail it, after one within it (the
+    judge, pure, fed such rounds, passes them; two such rounds in a row fail). The line now
+    says so, `! pass`."""
+    from agent.cli.render import details
+
+    verdict = _short_window([(0, 5), (2, 5)])
+    assert verdict.decision == "pass"  # by the policy's rules: 1 of 2 rounds in a row
+    assert _short_window([(2, 5)] * 2).decision == "fail"  # never two such rounds in a row
+    deploy = _decided(verdict, "passed")
     out = io.StringIO()
     Progress(out=out, style=Style(), live=False).update(deploy)
     line = out.getvalue()
     assert "✓" not in line, line
     assert (
-        f"! pass probe-errors 0.4 (past max 0.05 {past}: 1 of 2 rounds in a row, too few"
+        "! pass probe-errors 0.4 (past max 0.05 in round 2: 1 of 2 rounds in a row, too few"
         " to fail)" in line
     ), line
     shown = details(deploy, Style())  # `status ID`, and the end of `register --wait`
     row = next(line for line in shown.splitlines() if line.strip().startswith("probe-errors"))
     assert "✓" not in row and "! pass" in row and "max 0.05, 1 of 2 rounds" in row, shown
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [
+        # round 1's probes all dropped as the agent's own lag (no data), round 2 at 0.4
+        [None, (2, 5)],
+        # round 2 had no data: round 1 at 0.4 was its only round with data
+        [(2, 5), None],
+    ],
+    ids=["no data, then 0.4", "0.4, then no data"],
+)
+def test_a_window_whose_only_round_with_data_breached_ends_inconclusive_saying_so(
+    counts: list[tuple[int, int] | None],
+) -> None:
+    """Its one round with data past its bound passed it (`! pass probe-errors 0.4 (past
+    max 0.05 in round 2: 1 of 2 rounds in a row, too few to fail)`): no round showed the
+    rule within its bound, so the window is `inconclusive`, and its lines say why."""
+    from agent.cli.render import details
+
+    verdict = _short_window(counts)
+    assert verdict.decision == "inconclusive", verdict.reason
+    deploy = _decided(verdict, "inconclusive")
+    out = io.StringIO()
+    Progress(out=out, style=Style(), live=False).update(deploy)
+    line = out.getvalue()
+    assert "✓" not in line and "! pass" not in line, line
+    shown = details(deploy, Style())
+    assert "had no round within its bound" in shown or "none within it" in shown, shown
 
 
 def test_a_breach_starting_short_of_the_limit_is_a_line_in_a_ci_log() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from agent.analysis.describe import format_past, format_value
 from agent.analysis.policies.base import BasePolicy
-from agent.analysis.sequential import Kind
+from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.threshold import breaches
 from agent.analysis.types import Observation, Rule
 from agent.analysis.verdicts import (
@@ -97,9 +97,39 @@ class ThresholdPolicy(BasePolicy):
             detail = counts or f"{metric} {value} {op} {text}"
             verdict = rule_verdict(rule, "fail", last_value, base, detail, evidence)
             return Judged(verdict, st["failed_at"], reason)
+        if final and st["breaches"] and len(streak) == st["streak_rounds"]:
+            return _none_within(rule, st, base, limit, counts or f"{metric} {value}", evidence)
         if st["breaches"]:
             state = f"past {st['breaches'][0][1]} for {len(streak)} of {counted(limit, 'round')}"
         else:
             state = "within bounds"
         detail = f"{counts}; {state}" if counts else f"{metric} {value}, {state}"
         return Judged(rule_verdict(rule, "pass", last_value, base, detail, evidence))
+
+
+def _none_within(
+    rule: Rule,
+    st: State,
+    base: BaselineData | None,
+    limit: int,
+    figure: str,
+    evidence: dict[str, Any],
+) -> Judged:
+    """A rule every judged round of which was past its bound, too few of them to fail, at
+    the window's end: `inconclusive`, not passed. Why: rounds without data neither break
+    nor extend a streak, so a window whose only round with data breached passed on that
+    round alone (what did not fail passes), with no round showing the rule within it."""
+    judged = st["streak_rounds"]
+    past = st["breaches"][0][1]
+    where = "the only round judged" if judged == 1 else f"each of the {judged} rounds judged"
+    detail = (
+        f"{figure}; past {past} in {where}, none within it: {judged} of"
+        f" {counted(limit, 'round')}, too few to fail, and no evidence of a pass"
+    )
+    lacking = (
+        f"{rule.name}: {counted(judged, 'round')} past {past}, too few to fail"
+        f" (failure_limit {limit}), none within it"
+    )
+    said = evidence | {"reason": "no round within its bound"}
+    verdict = rule_verdict(rule, "inconclusive", st["streak_value"], base, detail, said)
+    return Judged(verdict, lacking=lacking, none_within=True)

@@ -33,6 +33,7 @@ from typing import Any, Literal
 
 from agent.analysis import sketch
 from agent.analysis.describe import is_rate, quantile_of
+from agent.analysis.observe import NO_SAMPLES
 from agent.analysis.policies import Window, compile_policy
 from agent.analysis.policies.fixed import FixedPolicy
 from agent.analysis.policies.sequential import SequentialPolicy
@@ -194,7 +195,9 @@ class Judge:
 
     def _step_rule(self, rule: Rule, st: State, obs: Observation | None, index: int) -> None:
         if obs is None or not _usable(obs):
-            st["last_error"] = "no observation" if obs is None else (obs.error or "no data")
+            said = None if obs is None else obs.error
+            if said not in _EMPTY_ROUND or st["last_error"] is None:
+                st["last_error"] = said or ("no observation" if obs is None else "no data")
             return
         if st["kind"] is None:
             st["kind"] = _kind_of(rule, obs)
@@ -310,6 +313,13 @@ def _kind_of(rule: Rule, obs: Observation) -> Kind:
     if is_rate(rule.metric) and _has_counts(obs):
         return "proportion"
     return "value"
+
+
+_EMPTY_ROUND = frozenset({None, NO_SAMPLES})
+"""What a round with nothing in it says of a rule (no run of its check, a provider's answer
+not in yet): no reason of its own, so it never replaces the reason an earlier round gave
+for the rule having no data (a provider's error, a check's bug), which the window's
+reason then names, where it said `no data (no data)` or `no data (no samples)`."""
 
 
 def _usable(obs: Observation) -> bool:

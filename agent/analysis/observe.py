@@ -19,6 +19,9 @@ from agent.analysis.stats import intra_period_correlation, percentile
 from agent.analysis.types import Observation, Rule
 from common.samples import Sample, Target
 
+NO_SAMPLES = "no samples"
+"""A check-backed rule's round without a run of its checks: nothing of why it had none."""
+
 
 def _usable(obs: Observation) -> bool:
     return obs.value is not None and math.isfinite(obs.value) and obs.error is None
@@ -44,7 +47,7 @@ def observe(
     else:
         chosen = [s for s in samples if s.target == target and s.check == check]
     if not chosen:
-        return Observation(value=None, error="no samples", seconds=round_seconds)
+        return Observation(value=None, error=NO_SAMPLES, seconds=round_seconds)
     metric = rule.metric
     n = len(chosen)
     if metric == "error_rate":

@@ -15,9 +15,6 @@ import dataclasses
 
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 
-JUDGES_WORDS = "no data (no data)"
-"""What the judge says of a rule whose latest answer had neither a value nor an error."""
-
 
 def empty_answer_words(rule: Rule, release: str | None) -> str:
     """What an answer with nothing to measure since the deploy says of `rule`."""
@@ -50,12 +47,21 @@ class EmptyAnswers:
         rules: list[RuleVerdict] = []
         for rule in verdict.rules:
             why = self._why.get(rule.name)
-            if why is None or rule.outcome != "inconclusive" or rule.detail != JUDGES_WORDS:
+            if why is None or not _judges_no_data(rule):
                 rules.append(rule)
                 continue
             words = f"no data ({why})"
             rules.append(
                 dataclasses.replace(rule, detail=words, evidence={**rule.evidence, "reason": why})
             )
-            reason = reason.replace(f"{rule.name}: {JUDGES_WORDS}", f"{rule.name}: {words}")
+            reason = reason.replace(f"{rule.name}: {rule.detail}", f"{rule.name}: {words}")
         return dataclasses.replace(verdict, reason=reason, rules=tuple(rules))
+
+
+def _judges_no_data(rule: RuleVerdict) -> bool:
+    """The judge's verdict of a rule with no data in any round: `no data (<why>)`, its why
+    `no data` when no round said more, or an earlier round's error that the rounds with
+    nothing in them left standing (the judge keeps it). The latest answer's emptiness is
+    news beside that error (the provider is back, with nothing of the release): said."""
+    why = rule.evidence.get("reason")
+    return rule.outcome == "inconclusive" and rule.detail == f"no data ({why})"

@@ -10,6 +10,7 @@ import pytest
 
 from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import Judge
+from agent.analysis.observe import NO_SAMPLES
 
 PROBES = Rule("probe-errors", "checks", "error_rate", max=0.5)
 SENTRY = Rule("sentry-errors", "sentry", "error_rate", max=0.05)
@@ -74,3 +75,22 @@ def test_a_window_whose_every_rule_had_no_data_names_them() -> None:
         "no rule had data to judge over 3 rounds: sentry-errors: no data (Sentry answered 503"
         " (after 3 attempts))"
     )
+
+
+@pytest.mark.parametrize("name", list(POLICIES))
+def test_a_round_with_nothing_in_it_keeps_the_reason_an_earlier_round_gave(name: str) -> None:
+    """A provider down for 8 rounds, then 2 whose answer was not in yet (no value, no
+    error: nothing new): the reason said `sentry-errors: no data (no data)`, the last
+    round's, where the provider's error is why the rule had none. The generic words stay
+    for a rule that never had more (`no samples`: no run of its check at all)."""
+    decision, reason, _ = end_of(POLICIES[name], [DOWN] * 8 + [Observation(None)] * 2)
+    assert decision == "inconclusive", reason
+    assert "sentry-errors: no data (Sentry answered 503 (after 3 attempts))" in reason, reason
+    judge = Judge((PROBES,), {}, POLICIES[name])
+    state = judge.start()
+    for said in ("no latencies", NO_SAMPLES, None):
+        state = judge.advance(state, {PROBES.name: Observation(None, error=said)})
+    assert judge.verdict(state, final=True).rules[0].detail == "no data (no latencies)"
+    state = judge.advance(judge.start(), {PROBES.name: Observation(None, error=NO_SAMPLES)})
+    state = judge.advance(state, {})
+    assert judge.verdict(state, final=True).rules[0].detail == "no data (no samples)"

@@ -26,8 +26,12 @@ from checks.lag import AGENT_DELAY, AGENT_KERNEL_DELAY, least_latency
 from common.words import counted
 
 OVERLOADED_SHARE = 0.5
-"""A probe rule whose evidence was mostly dropped (the samples, or for a latency rule the
-latencies) is judged by nobody: the window's decision becomes `inconclusive`."""
+"""A probe rule whose evidence was mostly dropped (more than this share of the samples, or
+for a latency rule of the latencies) is judged by nobody: the window's decision becomes
+`inconclusive`. Exactly half is not most, as for a round (`STALLED_ROUND_SHARE`): the
+half kept is the target's own evidence (each kept probe passed the drop rule, and a
+latency fail on it is still weighed against the agent's delay: `agent_limited`), pinned
+by `tests/test_agent_lag.py` (2 of 4)."""
 
 CHECKS = "checks"
 

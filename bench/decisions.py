@@ -233,6 +233,7 @@ class _Sample(NamedTuple):
     ok: bool
     latency_s: float | None
     target: str = "deploy"
+    error: str | None = None
 
 
 # -- ours -------------------------------------------------------------------------------------

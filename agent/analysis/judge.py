@@ -32,13 +32,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 from agent.analysis import sketch
-from agent.analysis.describe import is_rate, quantile_of
+from agent.analysis.describe import format_value, is_rate, quantile_of, threshold_text
 from agent.analysis.observe import NO_SAMPLES
 from agent.analysis.policies import Window, compile_policy
 from agent.analysis.policies.fixed import FixedPolicy
 from agent.analysis.policies.sequential import SequentialPolicy
 from agent.analysis.policies.threshold import ThresholdPolicy
 from agent.analysis.sequential import BaselineData, Kind
+from agent.analysis.threshold import breaches
 from agent.analysis.types import (
     Observation,
     Policy,
@@ -205,6 +206,9 @@ class Judge:
         if kind == "proportion" and not _has_counts(obs):
             st["last_error"] = "no counts"
             return
+        if 2 * obs.lower_bounds > len(obs.values) and self._waits_within(rule, obs):
+            st["last_error"] = _waits_words(rule, obs)
+            return
         needs_samples = getattr(self.rule_policy, "needs_samples", True)
         if kind == "distribution" and not obs.values and needs_samples:
             st["last_error"] = "no samples"
@@ -221,6 +225,17 @@ class Judge:
         else:
             st["vsum"] += float(obs.value or 0.0)
         self.rule_policy.step(rule, st, obs, kind, index)
+
+    def _waits_within(self, rule: Rule, obs: Observation) -> bool:
+        """Whether a round whose latencies are mostly timeouts' waits (lower bounds on the
+        target's time) is not past the rule's upper bound: then it shows nothing, since
+        the target's time may be anywhere above them. Past it, it is past it (at least
+        that long), and judged so: a target that stopped answering still fails."""
+        if quantile_of(rule.metric) is None or obs.value is None:
+            return False
+        base = self.base[rule.name]
+        past = breaches(rule, obs.value, base.value if base is not None else None)
+        return not any(b.op == ">" for b in past)
 
     # -- reading the state ----------------------------------------------------------------
 
@@ -313,6 +328,16 @@ def _kind_of(rule: Rule, obs: Observation) -> Kind:
     if is_rate(rule.metric) and _has_counts(obs):
         return "proportion"
     return "value"
+
+
+def _waits_words(rule: Rule, obs: Observation) -> str:
+    """Why a round mostly of timeouts' waits within the bound gave a latency rule no data."""
+    figure = format_value(rule.metric, obs.value)
+    return (
+        f"{obs.lower_bounds} of {counted(len(obs.values), 'probe')} timed out: their waits"
+        f" ({rule.metric} {figure}) are lower bounds on the target's time, which cannot"
+        f" show it within {threshold_text(rule)}"
+    )
 
 
 _EMPTY_ROUND = frozenset({None, NO_SAMPLES})

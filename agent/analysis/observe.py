@@ -39,7 +39,8 @@ def observe(
     Only samples of `target` count, and only those of `rule.check` when the rule names one.
     `error_rate` = failed / total (count = failed, total = n); `latency_pNN` = the NN-th
     percentile in seconds of the samples that have a latency (values = those latencies,
-    count = total = n); `throughput` = n / round_seconds (count = n).
+    count = total = n, `lower_bounds` = how many are a timeout's wait); `throughput` =
+    n / round_seconds (count = n).
     """
     check = rule.check  # list comprehensions, not generators: this runs per rule per round
     if check is None:
@@ -63,6 +64,8 @@ def observe(
         if not latencies:
             return Observation(value=None, error="no latencies", seconds=round_seconds)
         value = percentile(latencies, q)
+        # a timeout's latency is the time it waited: at least the target's, never a measure
+        waits = len([s for s in chosen if s.error == "timeout" and s.latency_s is not None])
         return Observation(
             value=value,
             count=len(latencies),
@@ -70,6 +73,7 @@ def observe(
             values=latencies,
             quantile=q,
             seconds=round_seconds,
+            lower_bounds=waits,
         )
     return Observation(value=None, error=f"checks do not measure {metric}")
 

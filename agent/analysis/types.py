@@ -77,6 +77,10 @@ class Observation:
     """With `error`: no answer was read in time while the agent's own event loop was
     stalled for more of the wait than it can vouch for (`checks.lag`): the agent's
     failure, not the source's; asked again, never alerted as the source's."""
+    lower_bounds: int = 0
+    """How many of `values` are the waits of probes that timed out: lower bounds on the
+    target's time, not measures of it (`observe`). A round mostly of them can show a
+    latency rule past its bound, never within it (the judge skips it otherwise)."""
 
     @property
     def has_data(self) -> bool:

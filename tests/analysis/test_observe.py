@@ -115,3 +115,35 @@ def test_merge_never_reads_latency_sample_counts_as_a_rate() -> None:
     assert merged.value == pytest.approx(float(np.percentile([0.1, 0.2], 95)))
     only_bare = merge([bare, Observation(0.2, total=15, quantile=0.95)])
     assert only_bare.value == pytest.approx(0.25) and only_bare.quantile == 0.95
+
+
+def test_a_round_mostly_of_timeouts_shows_a_latency_rule_past_its_bound_never_within() -> None:
+    """A timeout's latency is its wait, a lower bound on the target's time: a round whose
+    probes mostly timed out within the bound (150 ms waits, max 500ms) passed a target
+    that answered nothing. It gives the rule no data, saying why; waits past the bound
+    still fail it (the target took at least that long), and a round of fewer timeouts
+    than answers is judged as it was."""
+    from agent.analysis.judge import judge
+    from agent.analysis.types import Policy
+
+    p95 = Rule("p95", "checks", "latency_p95", max=0.5)
+    answered = [Sample("c", ok=True, latency_s=0.02)]
+
+    def round_of(waits: list[float], answers: int) -> list[Sample]:
+        timed_out = [Sample("c", ok=False, latency_s=w, error="timeout") for w in waits]
+        return timed_out + answered * answers
+
+    silent = observe(p95, round_of([0.15] * 5, 0), 0.3)
+    assert silent.lower_bounds == 5 and silent.value == pytest.approx(0.15)
+    for policy in (Policy("threshold", failure_limit=2), Policy()):
+        verdict = judge([p95], {}, [{p95.name: silent}] * 30, policy, final=True)
+        assert verdict.decision == "inconclusive", verdict.reason
+        assert verdict.rules[0].detail == (
+            "no data (5 of 5 probes timed out: their waits (latency_p95 150ms) are lower"
+            " bounds on the target's time, which cannot show it within max 500ms)"
+        )
+        slow = observe(p95, round_of([0.8] * 5, 0), 1.6)
+        assert judge([p95], {}, [{p95.name: slow}] * 30, policy, final=True).decision == "fail"
+    half = observe(p95, round_of([0.15] * 2, 2), 0.3)  # 2 of 4: not most
+    threshold = judge([p95], {}, [{p95.name: half}] * 3, Policy("threshold"), final=True)
+    assert threshold.decision == "pass", threshold.reason

@@ -1,0 +1,69 @@
+"""A latency rule over a round whose probes mostly timed out: their waits are lower bounds
+on the target's time, so they can show it past its bound, never within it. Driven through
+the daemon's API against a target that never answers, counted at the target."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from tests.e2e.conftest import AgentFactory, LocalTarget, environment
+
+pytestmark = pytest.mark.e2e
+
+P95 = "{name: p95, source: checks, metric: latency_p95, max: 500ms}"
+
+
+class Silent(LocalTarget):
+    """A target that takes every request and never answers (until it stops)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+        self.never = asyncio.Event()
+        """Never set: each request waits for it until the target stops."""
+
+    async def health(self, request: web.Request) -> web.Response:
+        self.requests += 1
+        await self.never.wait()
+        return web.json_response({"status": "ok"})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/health", self.health)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("analysis", ["{policy: threshold, failure_limit: 2}", None])
+async def test_a_latency_rule_never_passes_on_probes_that_all_timed_out_below_its_bound(
+    start_agent: AgentFactory, analysis: str | None
+) -> None:
+    """Rounds of 300 ms give each probe 150 ms (half the round) before it is a timeout, a
+    wait below the rule's 500 ms: every probe of a target that never answers timed out
+    there, and p95 read 150 ms, within max 500ms, so the rule passed (and with it the
+    window, this its only rule) on a target that answered nothing. The default policy
+    would too, given rounds enough; both now end inconclusive, saying why."""
+    target = Silent()
+    await target.start()
+    try:
+        agent = await start_agent(
+            environment("production", target.url, window="2s", analysis=analysis, rules=(P95,))
+        )
+        deploy = await agent.register("production", "v2")
+        final: dict[str, Any] = await agent.settled(deploy["id"])
+    finally:
+        await target.stop()
+    assert target.requests >= 10, target.requests  # counted at the target: probed, unanswered
+    [rule] = final["verdict"]["rules"]
+    # before: `passed`, "1 of 1 rule passed over 7 rounds" (threshold)
+    assert final["state"] == "inconclusive", final["verdict"]
+    assert rule["outcome"] == "inconclusive", rule
+    # every probe of the round timed out (5, fewer if a loaded agent dropped some)
+    assert re.match(r"no data \((\d+) of \1 probes? timed out: their waits", rule["detail"]), rule
+    assert rule["detail"].endswith(
+        "are lower bounds on the target's time, which cannot show it within max 500ms)"
+    ), rule
+    assert rule["detail"] in final["verdict"]["reason"], final["verdict"]["reason"]

@@ -7,70 +7,29 @@ every other, the truth counted at that Prometheus."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
-from aiohttp import web
 
-from tests.e2e.conftest import PROBE_ERRORS, AgentFactory, FlipTarget, LocalTarget, environment
+from tests.e2e.conftest import AgentFactory, FlipTarget
+from tests.e2e.scripted_prometheus import ScriptedPrometheus, judged_with
 
 pytestmark = pytest.mark.e2e
-
-RATIO = "{name: http-5xx, source: prometheus, query: 'sum(rate(errors[1m]))', max: 0.05}"
-BASELINE_PERIOD_S = 60.0
-"""A query over a period this long or longer is a baseline's (the agent's: the 1 h lookback)."""
-
-
-class OneRoundOfData(LocalTarget):
-    """Prometheus answering the baseline (a series at 0) and the window's first round
-    fetch (a series at 0.5, past max 0.05); 503 to every fetch after it."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.answered = 0
-        self.refused = 0
-
-    async def query_range(self, request: web.Request) -> web.Response:
-        start = float(request.query.get("start", "0"))
-        value = "0"
-        if float(request.query.get("end", "0")) - start < BASELINE_PERIOD_S:
-            if self.answered:
-                self.refused += 1
-                return web.Response(status=503, text="down for maintenance")
-            self.answered += 1
-            value = "0.5"
-        data = {"resultType": "matrix", "result": [{"metric": {}, "values": [[start, value]]}]}
-        return web.json_response({"status": "success", "data": data})
-
-    def routes(self, app: web.Application) -> None:
-        app.router.add_get("/api/v1/query_range", self.query_range)
 
 
 @pytest.mark.timeout(60)
 async def test_a_threshold_rule_whose_only_round_with_data_breached_is_not_passed(
     start_agent: AgentFactory, flip_target: FlipTarget
 ) -> None:
-    prometheus = OneRoundOfData()
-    await prometheus.start()
-    try:
-        agent = await start_agent(
-            environment(
-                "production",
-                flip_target.url,
-                window="2s",
-                analysis="{policy: threshold, failure_limit: 3}",
-                rules=(PROBE_ERRORS, RATIO),
-            ),
-            providers="providers:\n  prometheus:\n"
-            f"    url: {prometheus.url}\n    timeout: 1s\n    request_timeout: 200ms\n"
-            "    max_attempts: 1\n",
-        )
-        deploy = await agent.register("production", "v2")
-        final: dict[str, Any] = await agent.settled(deploy["id"])
-    finally:
-        await prometheus.stop()
+    prometheus = ScriptedPrometheus("0.5", "503")
+    final = await judged_with(
+        start_agent,
+        flip_target.url,
+        prometheus,
+        window="2s",
+        analysis="{policy: threshold, failure_limit: 3}",
+        budget="200ms",
+    )
     # counted at Prometheus: one round's fetch had data (past the bound), later ones none
-    assert prometheus.answered == 1 and prometheus.refused >= 2, vars(prometheus)
+    assert prometheus.asked[0] == "0.5" and prometheus.asked[1:3] == ["503"] * 2, prometheus.asked
     assert final["rollback"] is None, final
     verdict = final["verdict"]
     rules = {r["name"]: r for r in verdict["rules"]}

@@ -1023,12 +1023,16 @@ class Settings(BaseSettings):
     def link_warnings(self) -> list[tuple[tuple[str | int, ...], str]]:
         """(loc, message) when the links (alerts, `register --wait`, the pages, GitHub
         statuses) would be built on a listen address no one can open: every interface
-        (`0.0.0.0`, `::`, as in the container image) with no `public_url`."""
+        (`0.0.0.0`, `::`, as in the container image) with no `public_url`. Port 0 is
+        said as the port taken at start, which the links name (read before the bind)."""
         server = self.server
         if server.public_url is not None or server.host not in WILDCARD_HOSTS:
             return []
+        base = server.base_url
+        if server.port == 0:
+            base = f"{base.rpartition(':')[0]}:<the port taken at start>"
         message = (
-            f"links in alerts, pages and deployment statuses would read {server.base_url}/…,"
+            f"links in alerts, pages and deployment statuses would read {base}/…,"
             " which no one can open: set server.public_url to the URL on-call reaches"
             " this agent at"
         )

@@ -531,6 +531,17 @@ def test_listening_on_every_interface_without_a_public_url_is_a_warning(
     assert code == 0 and "server.listen" not in out, out
 
 
+def test_listening_on_every_interface_on_port_0_warns_of_the_port_it_will_take(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Port 0 is a free port taken at start: the links would name it, not `:0`."""
+    text = MINIMAL.replace("listen: 127.0.0.1:8787", "listen: '0.0.0.0:0'")
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 0, out
+    assert "would read http://0.0.0.0:<the port taken at start>/…, which no one" in out, out
+    assert ":0/" not in out, out
+
+
 def test_a_zero_interval_and_an_empty_token_are_named_by_their_own_paths(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

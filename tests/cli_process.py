@@ -84,6 +84,26 @@ def sigint_at_default() -> Iterator[None]:
         signal.signal(signal.SIGINT, inherited)
 
 
+@contextmanager
+def stopped_as_the_block_ends(
+    agent: subprocess.Popen[bytes],
+    log: Path,
+    sig: signal.Signals = signal.SIGTERM,
+    within: float = 30.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`agent` (a `postflight run` started, its output in `log`), stopped by `sig` as the
+    block ends, which must end it with exit 0 within `within` seconds; killed if the block
+    raised, so no test leaves a daemon behind."""
+    try:
+        yield agent
+        agent.send_signal(sig)
+        assert agent.wait(timeout=within) == 0, log.read_text()
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+
+
 def start_cli(*argv: str) -> subprocess.Popen[bytes]:
     """`postflight *argv`, its output piped, SIGINT at its default."""
     with sigint_at_default():

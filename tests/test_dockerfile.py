@@ -12,7 +12,6 @@ import json
 import os
 import posixpath
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from agent.settings_file import load_settings_text
+from tests.cli_process import stopped_as_the_block_ends
 from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -137,7 +137,7 @@ def test_the_image_runs_as_the_readme_says_and_its_healthcheck_passes(
     log = tmp_path / "agent.log"
     with log.open("wb") as out:
         agent = subprocess.Popen([postflight, "run"], env=run_env, stdout=out, stderr=out)
-    try:
+    with stopped_as_the_block_ends(agent, log):
         deadline = time.monotonic() + 60
         while "listening on" not in log.read_text() and time.monotonic() < deadline:
             assert agent.poll() is None, log.read_text()
@@ -151,12 +151,6 @@ def test_the_image_runs_as_the_readme_says_and_its_healthcheck_passes(
             check=False,
         )
         assert healthcheck.returncode == 0, healthcheck.stderr + log.read_text()
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
     text = log.read_text()
     assert f"config {mount}; store SQLite file {tmp_path}/postflight.db" in text, text
 

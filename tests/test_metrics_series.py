@@ -5,7 +5,6 @@ failed rollbacks missed the first after every start)."""
 from __future__ import annotations
 
 import re
-import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -151,7 +150,7 @@ def test_postflight_run_exports_what_the_readmes_metrics_section_names(tmp_path:
     unit; and each environment's series at 0 from the start add 19 lines a scrape (the
     README once said 14: `postflight_windows_active` beside the 14 counters and 4 overrun
     causes `Metrics.expect` fills)."""
-    from tests.cli.test_run_start import TOKEN, free_port, listening
+    from tests.cli.test_run_start import TOKEN, free_port, listening_until_stopped
 
     port = free_port()
     config = tmp_path / "postflight.yaml"
@@ -163,8 +162,7 @@ def test_postflight_run_exports_what_the_readmes_metrics_section_names(tmp_path:
         "  one: {base_url: 'http://127.0.0.1:9'}\n"
         "  two: {base_url: 'http://127.0.0.1:9'}\n"
     )
-    agent = listening(str(config), tmp_path / "agent.log")
-    try:
+    with listening_until_stopped(str(config), tmp_path / "agent.log"):
         url = f"http://127.0.0.1:{port}/metrics"
         deadline = time.monotonic() + 30
         # the watcher's first claim pass, just after "listening on", sets the active gauge
@@ -172,12 +170,6 @@ def test_postflight_run_exports_what_the_readmes_metrics_section_names(tmp_path:
             assert time.monotonic() < deadline, text
             time.sleep(0.1)
         openmetrics = _scrape(url, "application/openmetrics-text; version=1.0.0")
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=30) == 0, (tmp_path / "agent.log").read_text()
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
     section = README.read_text().split("\n## Metrics\n", 1)[1].split("\n## ", 1)[0]
     named = set(re.findall(r"\bpostflight_[a-z_]+[a-z]", section))
     exported = set(re.findall(r"^# TYPE (postflight_\S+) ", text, re.M))

@@ -21,6 +21,7 @@ import pytest
 
 from agent.cli.stop_signals import STOP_SIGNALS
 from agent.store.location import store_location
+from tests.cli_process import stopped_as_the_block_ends
 from tests.ports import free_port as free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -108,15 +109,8 @@ def listening_until_stopped(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`listening`, then stopped by `sig` as the block ends, which must end it with exit
     0; killed if the block raised."""
-    agent = listening(config, log, cwd, stdin)
-    try:
+    with stopped_as_the_block_ends(listening(config, log, cwd, stdin), log, sig) as agent:
         yield agent
-        agent.send_signal(sig)
-        assert agent.wait(timeout=30) == 0, log.read_text()
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
 
 
 @pytest.mark.timeout(120)

@@ -5,12 +5,12 @@ exit landed 20 s + `shutdown_timeout` after the SIGTERM, past the bound."""
 
 from __future__ import annotations
 
-import signal
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.cli_process import stopped_as_the_block_ends
 from tests.e2e.crash import free_port
 from tests.e2e.test_stop_stuck_parts import SHUTDOWN_TIMEOUT_S, config, records, start
 from tests.plugin_site import install_distribution
@@ -66,19 +66,12 @@ def test_the_hard_bound_counts_from_the_signals_arrival_while_the_loop_is_blocke
     started = tmp_path / "started"
     path = config(tmp_path, port, "check", started)
     log = tmp_path / "agent.log"
-    agent = start(path, log, site)
-    try:
+    with stopped_as_the_block_ends(start(path, log, site), log, within=60):
         (tmp_path / "go").touch()
         deadline = time.monotonic() + 30
         while not started.exists():  # the loop is blocked from here on, for 20 s
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
-        agent.send_signal(signal.SIGTERM)
-        assert agent.wait(timeout=60) == 0, log.read_text()
-    finally:
-        if agent.poll() is None:
-            agent.kill()
-            agent.wait()
     # the bound ended it while the loop was still blocked: the check never woke
     assert not (tmp_path / "woke").exists(), log.read_text()
     warnings = [r["msg"] for r in records(log) if r.get("level") == "warning"]

@@ -4,6 +4,7 @@ a local target whose behaviour flips after the deploy, and real receivers."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import textwrap
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -307,6 +308,7 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
     adds lines to the `server:` section."""
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
+    sockets: list[socket.socket] = []
 
     async def start(
         environments: str,
@@ -319,7 +321,13 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
         server: str = "",
         alert_retry_delays: Sequence[float] = ALERT_RETRY_DELAYS_S,
     ) -> RunningAgent:
-        port = free_port()
+        # bound and held from here (port 0: the kernel's pick) until the agent serves it,
+        # where free_port()'s bind-read-close let another process take it meanwhile; the
+        # settings and the links name the port bound
+        sock = socket.socket()
+        sockets.append(sock)  # closed at the end if never served (a start that raised)
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
         store = store or f"url: sqlite:///{tmp_path / 'postflight.db'}"
         text = (
             f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{TOKEN}]\n"
@@ -345,7 +353,7 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
         # after 2 s instead of holding the runner for aiohttp's default 60 s
         runner = ApiRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", port).start()
+        await web.SockSite(runner, sock).start()
         runners.append(runner)
         http = aiohttp.ClientSession()
         sessions.append(http)
@@ -357,3 +365,5 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
     for runner in runners:
         if runner.server is not None:  # not already stopped by the test
             await runner.cleanup()
+    for sock in sockets:
+        sock.close()

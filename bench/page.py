@@ -38,15 +38,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.footprint import TOKEN, register, start_target  # noqa: E402
-from tests.e2e.crash import _wait_ready, free_port  # noqa: E402
+from tests.e2e.crash import _wait_ready  # noqa: E402
 
 # the same token `register` (from footprint.py) sends
 
 
-def write_config(workdir: Path, agent_port: int, target_port: int, n: int, interval: str) -> Path:
+def write_config(workdir: Path, target_port: int, n: int, interval: str) -> Path:
     lines = [
         "server:",
-        f"  listen: 127.0.0.1:{agent_port}",
+        "  listen: 127.0.0.1:0",  # the port the agent takes as it binds (`listening_port`)
         f"  api_tokens: [{TOKEN}]",
         "store:",
         f"  url: sqlite:///{workdir / 'postflight.db'}",
@@ -72,7 +72,8 @@ def write_config(workdir: Path, agent_port: int, target_port: int, n: int, inter
 
 
 def serve(config: str, stored_log: str) -> None:
-    """The daemon as `postflight run` builds it, noting when each round is stored."""
+    """The daemon as `postflight run` builds it, noting when each round is stored, and its
+    address once it listens in `LISTENING` beside the config (`listening_port`)."""
     from agent.app import serve as serve_app
     from agent.settings_file import load_settings
     from agent.store import store_from_url
@@ -97,9 +98,33 @@ def serve(config: str, stored_log: str) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await serve_app(settings, stop, store=NotingStore(store_from_url(settings.store.url)))
+        await serve_app(
+            settings,
+            stop,
+            on_listening=lambda base: Path(config).with_name(LISTENING).write_text(f"{base}\n"),
+            store=NotingStore(store_from_url(settings.store.url)),
+        )
 
     asyncio.run(main())
+
+
+LISTENING = "listening"
+"""The file `serve` writes its agent's address to (`http://127.0.0.1:PORT`) once it listens."""
+
+
+def listening_port(workdir: Path, agent: subprocess.Popen[bytes], within: float = 30.0) -> int:
+    """The port the agent in `workdir` took (its config's `listen: 127.0.0.1:0`), as it
+    says once it listens: no other process can take it meanwhile, as one could a port
+    chosen here by bind-read-close."""
+    said = workdir / LISTENING
+    deadline = time.monotonic() + within
+    while not said.exists() or not said.read_text().endswith("\n"):  # written whole
+        if agent.poll() is not None:
+            raise RuntimeError(f"agent exited early with {agent.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"agent not listening within {within:g} s")
+        time.sleep(0.05)
+    return int(said.read_text().strip().rpartition(":")[2])
 
 
 # --- the browser's side ---------------------------------------------------------------
@@ -193,8 +218,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="postflight-page-") as tmp:
         workdir = Path(tmp)
         target, target_port, target_kind = start_target(workdir)
-        agent_port = free_port()
-        config = write_config(workdir, agent_port, target_port, args.windows, args.interval)
+        config = write_config(workdir, target_port, args.windows, args.interval)
         stored_log = workdir / "stored.log"
         with (workdir / "agent.log").open("ab") as log:
             agent = subprocess.Popen(
@@ -204,6 +228,7 @@ def main() -> int:
                 stderr=log,
             )
         try:
+            agent_port = listening_port(workdir, agent)
             _wait_ready(agent_port, agent)
             base = f"http://127.0.0.1:{agent_port}"
             for i in range(args.windows):

@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 
@@ -340,10 +340,19 @@ def one_more(final: dict[str, Any], late_in_window: int) -> bool:
     """Whether the A/A window `final` is the machine's (see `TargetLateness`), a window to
     make again: rolled back while the target answered late, past the rule's allowance, at
     least a round's worth of the deploy's requests. Made 3 times at most: a third such
-    window is no control of the agent, and its verdict is not asserted; what the agent
-    kept of each latency still is. (A x2's control has a stored baseline instead,
-    `seeded_baseline`: the machine cannot slow it past the deploy.)"""
+    window is no control of the agent, and the test fails saying so (`starved_thrice`),
+    never passing with its verdict unasserted. (A x2's control has a stored baseline
+    instead, `seeded_baseline`: the machine cannot slow it past the deploy.)"""
     return final["state"] == "rolled_back" and late_in_window >= 3
+
+
+def starved_thrice(final: dict[str, Any], late_in_window: int) -> NoReturn:
+    """Fails an A/A test whose 3 windows the machine spoilt (`one_more`), naming it."""
+    pytest.fail(
+        "3 A/A windows rolled back while the target itself answered late past the rule's"
+        f" allowance ({late_in_window} of the last's requests): the machine starved it, no"
+        f" control of the agent: {final['verdict']['reason']}"
+    )
 
 
 async def settled_every_fifth_stalled(
@@ -419,9 +428,7 @@ async def test_a_fast_targets_latency_read_late_by_a_busy_agent_is_no_rollback(
             break
         receiver.attempts.clear()
     else:
-        # each window's verdict the target's own measured lateness explains: no control
-        # of the agent; what it kept of each latency was asserted in `stalled_window`
-        return
+        starved_thrice(final, late_in_window)
     reason = final["verdict"]["reason"]
     assert final["state"] == "passed", reason
     assert final["rollback"] is None
@@ -553,16 +560,13 @@ async def test_a_fast_services_latency_x2_on_a_mildly_busy_agent_is_rolled_back(
                 break
             assert receiver.attempts == [], final["verdict"]
         else:
-            late = SERVICE_50MS_S / 2
-            if not one_more(final, lateness.count(late, registered)):
+            late_in_window = lateness.count(SERVICE_50MS_S / 2, registered)
+            if not one_more(final, late_in_window):
                 break
         receiver.attempts.clear()
     else:
         if slower == 1:
-            # each window's verdict the target's own measured lateness explains (the
-            # machine starved it, `one_more`): no control of the agent; what the agent kept
-            # of each latency was asserted in `busy_window`, window by window
-            return
+            starved_thrice(final, late_in_window)
     if slower > 1:
         assert final["state"] == "rolled_back", json.dumps(final["verdict"])[:3000]
         assert len(receiver.attempts) >= 1
@@ -740,11 +744,7 @@ async def test_a_2ms_services_answers_read_late_by_a_blocked_loop_are_no_latency
         receiver.attempts.clear()
     else:
         if slower == 1:
-            pytest.fail(
-                "3 A/A windows rolled back while the target itself answered late past the"
-                f" rule's allowance ({late_in_window} of the last's requests): the machine"
-                f" starved it, no control of the agent: {final['verdict']['reason']}"
-            )
+            starved_thrice(final, late_in_window)
     reason = final["verdict"]["reason"]
     if slower > 1:
         assert final["state"] == "rolled_back", reason

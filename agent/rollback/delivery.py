@@ -46,7 +46,6 @@ from agent.integrations.targets import (
 from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.contract import sign
-from agent.rollback.newer import newer_deploy
 from agent.settings import RollbackSettings
 from agent.stopping import StopBudget
 from agent.store.base import IN_FLIGHT, AlertClaim, Store
@@ -556,25 +555,12 @@ class RollbackDelivery:
         if intent.next_attempt_at is not None:
             longest = max(settings.max_backoff, RETRY_AFTER_MAX_S)  # a clock that jumped
             wait = min(longest, intent.next_attempt_at - self._clock())
-            if wait > 0 and not await self._hold(intent, wait, watching=environment):
+            if wait > 0 and not await self._hold(intent, wait, watching=True):
                 return await self._lost(intent, context)
         while True:
-            newer = await self._replaced_by(intent, environment)
+            newer = await self._replaced_by(intent)
             if newer is not None:
-                intent.last_error = (
-                    f"{newer.version} ({newer.id}) was deployed to {environment} at"
-                    f" {rfc3339(newer.deployed_at)}, after this rollback was requested:"
-                    " rolling back now would undo it"
-                )
-                intent.replaced_by = newer
-                log.error(
-                    "rollback for %s given up after %d attempt(s): %s",
-                    intent.window_id,
-                    intent.attempts,
-                    intent.last_error,
-                    extra=context,
-                )
-                return await self._finish(intent, "failed", environment, context, claims=claims)
+                return await self._given_up_for(newer, intent, environment, context, claims)
             request = self._prepare(body, intent, settings, environment)
             if request.problem is not None:
                 problem = request.problem
@@ -585,7 +571,10 @@ class RollbackDelivery:
             # outlasts the request's timeout, so a live sender is never replaced mid-way.
             until = now + max(self.lease_s, settings.timeout + 1.0)
             number = await self._store.begin_attempt(intent.window_id, intent.fence, now, until)
-            if number is None:
+            if number is None:  # another's, or a newer deploy registered since the look
+                newer = await self._replaced_by(intent)
+                if newer is not None:
+                    return await self._given_up_for(newer, intent, environment, context, claims)
                 return await self._lost(intent, context)
             intent.attempts, intent.next_attempt_at = number, None
             if not await self._lease_outlasts_the_request(intent, settings, now, until, read_at):
@@ -664,7 +653,7 @@ class RollbackDelivery:
                 format_duration(delay),
                 extra=context,
             )
-            if not await self._hold(intent, delay, attempt, watching=environment):
+            if not await self._hold(intent, delay, attempt, watching=True):
                 return await self._lost(intent, context)
             if outcome.status is None:  # it may have been taken: a look that cannot tell
                 # is asked again, and never taken for "not done" (a second dispatch)
@@ -704,16 +693,16 @@ class RollbackDelivery:
         assert self._targets is not None
         asks = 0
         while True:
-            if asks and await self._replaced_by(intent, environment) is not None:
+            if asks and await self._replaced_by(intent) is not None:
                 return None  # Vercel's answer no longer matters: the rollback is given up
             if not intent.attempts and intent.next_attempt_at is not None:
                 # a look-up's wait stored before a restart (or a stop): what is left of it
                 # is waited before asking, not inside the rate limit's window
                 wait = min(RETRY_AFTER_MAX_S, intent.next_attempt_at - self._clock())
-                if wait > 0 and not await self._hold(intent, wait, watching=environment):
+                if wait > 0 and not await self._hold(intent, wait, watching=True):
                     return await self._lost(intent, context)
                 intent.next_attempt_at = None
-                if await self._replaced_by(intent, environment) is not None:
+                if await self._replaced_by(intent) is not None:
                     return None
             try:
                 previous = await self._targets.look_up(
@@ -746,7 +735,7 @@ class RollbackDelivery:
                     format_duration(delay),
                     extra=context,
                 )
-                if not await self._hold(intent, delay, watching=environment):
+                if not await self._hold(intent, delay, watching=True):
                     return await self._lost(intent, context)
                 if not intent.attempts:
                     intent.next_attempt_at = None  # waited out here
@@ -979,12 +968,34 @@ class RollbackDelivery:
         held, and the attempt went out after a survivor had delivered."""
         return min(until - self._clock(), until - now - (self._monotonic() - read_at))
 
-    async def _replaced_by(self, intent: RollbackIntent, environment: str) -> DeployWindow | None:
+    async def _replaced_by(self, intent: RollbackIntent) -> DeployWindow | None:
         """A newer deploy of the environment that took effect after this rollback was
-        requested (`newer_deploy`): a rollback still owed stops here."""
-        return await newer_deploy(
-            self._store, intent.window_id, intent.requested_at, environment, self._clock()
+        requested (`Store.newer_deploy`): a rollback still owed stops here."""
+        return await self._store.newer_deploy(intent.window_id, self._clock())
+
+    async def _given_up_for(
+        self,
+        newer: DeployWindow,
+        intent: RollbackIntent,
+        environment: str,
+        context: dict[str, Any],
+        claims: SettleClaims | None,
+    ) -> RollbackIntent:
+        """Failed, unsent, naming `newer`: sending it would roll `newer` back too."""
+        intent.last_error = (
+            f"{newer.version} ({newer.id}) was deployed to {environment} at"
+            f" {rfc3339(newer.deployed_at)}, after this rollback was requested:"
+            " rolling back now would undo it"
         )
+        intent.replaced_by = newer
+        log.error(
+            "rollback for %s given up after %d attempt(s): %s",
+            intent.window_id,
+            intent.attempts,
+            intent.last_error,
+            extra=context,
+        )
+        return await self._finish(intent, "failed", environment, context, claims=claims)
 
     async def _hold(
         self,
@@ -992,18 +1003,18 @@ class RollbackDelivery:
         delay: float,
         attempt: DeliveryAttempt | None = None,
         *,
-        watching: str | None = None,
+        watching: bool = False,
     ) -> bool:
         """Store the next attempt's time (and `attempt`'s outcome) with the lease held
         through the wait, then wait; False if the lease is no longer ours. A stop in the
-        wait (or before it) hands it back and raises `_LeftAtStop`. `watching` (the
-        environment): the wait also ends once a newer deploy of it took effect
+        wait (or before it) hands it back and raises `_LeftAtStop`. `watching`: the
+        wait also ends once a newer deploy of the environment took effect
         (`_newer_comes`), for the caller to give the rollback up at once."""
         intent.next_attempt_at = self._clock() + delay
         intent.lease_until = intent.next_attempt_at + self.lease_s
         if not await self._store.settle_rollback(intent, attempt):
             return False
-        newer = None if watching is None else self._newer_comes(intent, watching)
+        newer = self._newer_comes(intent) if watching else None
         try:
             left = await self._wait_unless_leaving(delay, newer)
         except asyncio.CancelledError:
@@ -1035,8 +1046,8 @@ class RollbackDelivery:
             return False
         return over.result()
 
-    async def _newer_comes(self, intent: RollbackIntent, environment: str) -> None:
-        """Returns once a newer deploy of `environment` took effect (`_replaced_by`),
+    async def _newer_comes(self, intent: RollbackIntent) -> None:
+        """Returns once a newer deploy of its environment took effect (`_replaced_by`),
         looked for every `NEWER_LOOK_S` on the loop's clock, in whichever replica it was
         registered: a rollback waiting out a `Retry-After` (up to `RETRY_AFTER_MAX_S`) or
         its backoff read `pending` and paged nothing that long after the fix registered,
@@ -1044,7 +1055,7 @@ class RollbackDelivery:
         while True:
             await asyncio.sleep(NEWER_LOOK_S)
             try:
-                if await self._replaced_by(intent, environment) is not None:
+                if await self._replaced_by(intent) is not None:
                     return
             except Exception as exc:
                 if not store_outage(exc):

@@ -452,7 +452,22 @@ class Store(Protocol):
         self, window_id: str, fence: Fence, now: float, until: float
     ) -> int | None:
         """Allocate and store the next attempt number before it goes out (the lease is
-        extended to `until`); None if the lease is no longer `fence`'s."""
+        extended to `until`); None if the lease is no longer `fence`'s, or a newer deploy
+        took effect by `now` (`newer_deploy`), read in the same transaction: a
+        registration committed after the sender's last look and before this record
+        stops the attempt, where it went out and rolled that deploy back."""
+        ...
+
+    async def newer_deploy(self, window_id: str, now: float) -> DeployWindow | None:
+        """The newest deploy of `window_id`'s environment that took effect by `now` after
+        its rollback was requested, if any: rolling back to `previous_version` then would
+        undo it (a pipeline shipped the fix while the receiver was down), so a rollback
+        still owed is given up for it (`agent.rollback.delivery`), and a failed
+        rollback's page tells on-call not to roll back by hand. A deploy registered
+        before the request (a rollback asked for by hand, knowingly), one not yet
+        deployed or called off before its time, an older deploy reported late, and
+        `previous_version` itself (this rollback landing, its 2xx lost to a crash: sent
+        again, the receiver dedupes) do not count. None without a rollback."""
         ...
 
     async def add_rollback(

@@ -294,6 +294,17 @@ _HELD = "state = 'watching' AND lease_owner = ? AND lease_until >= ? ORDER BY cr
 writing them at that instant, as long as our lease on them is still valid. A lapsed
 lease of ours that was skipped is being taken over by another replica right now:
 reporting it would have two replicas watching one window."""
+_NEWER_DEPLOY = (
+    "windows ours JOIN windows newer ON newer.environment = ours.environment"
+    " WHERE ours.id = rollbacks.window_id AND newer.id <> ours.id"
+    " AND newer.created_at > rollbacks.requested_at"
+    " AND newer.deployed_at > ours.deployed_at AND newer.deployed_at <= ?"
+    " AND (ours.previous_version IS NULL OR newer.version <> ours.previous_version)"
+    " AND (newer.ended_at IS NULL OR newer.ended_at >= newer.deployed_at)"
+)
+"""What `Store.newer_deploy` counts for the rollback row `rollbacks` (took effect by `?`),
+after FROM: one definition for the look and `begin_attempt`'s guard. The windows
+compared: `ours` (the rollback's) and `newer`."""
 _ROLLBACK_COLUMNS = (
     "window_id, state, body, requested_at, attempts, last_status, last_error,"
     " next_attempt_at, finished_at, lease_owner, lease_epoch, lease_until"
@@ -1120,11 +1131,14 @@ class SqlStore(ABC):
             rows = await db.fetch(
                 "UPDATE rollbacks SET attempts = attempts + 1, next_attempt_at = NULL,"
                 " lease_until = ? WHERE window_id = ? AND state = 'pending' AND lease_owner = ?"
-                " AND lease_epoch = ? AND lease_until >= ? RETURNING attempts",
+                " AND lease_epoch = ? AND lease_until >= ?"
+                f" AND NOT EXISTS (SELECT 1 FROM {_NEWER_DEPLOY})"
+                " RETURNING attempts",
                 until,
                 window_id,
                 fence.owner,
                 fence.epoch,
+                now,
                 now,
             )
             if not rows:
@@ -1139,6 +1153,16 @@ class SqlStore(ABC):
                 IN_FLIGHT,
             )
         return number
+
+    async def newer_deploy(self, window_id: str, now: float) -> DeployWindow | None:
+        columns = ", ".join(f"newer.{c.strip()}" for c in _WINDOW_COLUMNS.split(","))
+        row = await self._fetchone(
+            f"SELECT {columns} FROM rollbacks, {_NEWER_DEPLOY} AND rollbacks.window_id = ?"
+            " ORDER BY newer.created_at DESC, newer.id DESC LIMIT 1",
+            now,
+            window_id,
+        )
+        return _window(row) if row else None
 
     async def settle_rollback(
         self,

@@ -38,7 +38,6 @@ from agent.records import (
     RollbackIntent,
     RoundRecord,
 )
-from agent.rollback.newer import newer_deploy
 from agent.settings import ServerSettings, Settings
 from agent.store.base import Store
 from agent.store.cursor import encode_cursor
@@ -402,9 +401,7 @@ async def _deploy_page(request: web.Request) -> web.Response:
     advice = None
     if stored.rollback is not None and stored.rollback.state == "failed":
         configured = env.rollback if env is not None else None
-        newer = await newer_deploy(
-            store, window.id, stored.rollback.requested_at, window.environment, now
-        )
+        newer = await store.newer_deploy(window.id, now)
         advice = failed_rollback_advice(
             configured.target if configured is not None else "webhook",
             newer,

@@ -816,6 +816,14 @@ async def test_a_delivered_rollback_is_never_sent_again(
     assert len(receiver.attempts) == 1
 
 
+def the_fix() -> DeployWindow:
+    """v2.4.2, registered and deployed 20 s after v2.4.1's rollback was requested."""
+    return make_window(
+        "dep_01JDNEWER", version="v2.4.2", deployed_at=REQUESTED_AT + 20,
+        ends_at=REQUESTED_AT + 620, created_at=REQUESTED_AT + 20,
+    )  # fmt: skip
+
+
 class NewerDeployDuringBackoff(FakeSleep):
     """The pipeline ships v2.4.2 while the rollback of v2.4.1 waits out its backoff."""
 
@@ -835,10 +843,7 @@ async def test_a_rollback_still_owed_when_a_newer_deploy_takes_effect_is_not_sen
     """Rolling v2.4.1 back to v2.4.0 after v2.4.2 went out would undo v2.4.2: the
     receiver is never asked again, and the rollback fails saying why."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(503, 200))
-    newer = make_window(
-        "dep_01JDNEWER", version="v2.4.2", deployed_at=REQUESTED_AT + 20,
-        ends_at=REQUESTED_AT + 620, created_at=REQUESTED_AT + 20,
-    )  # fmt: skip
+    newer = the_fix()
     sleep = NewerDeployDuringBackoff(store, newer)
     sender = RollbackDelivery(
         store, metrics, sleep=sleep, random=lambda: 0.5, clock=lambda: REQUESTED_AT + 30
@@ -855,6 +860,50 @@ async def test_a_rollback_still_owed_when_a_newer_deploy_takes_effect_is_not_sen
     assert stored is not None and stored.state == "failed"
     assert counter(metrics, "postflight_rollbacks_total", environment="production",
                    result="failed") == 1  # fmt: skip
+
+
+class RegisteredAsTheAttemptBegins:
+    """The pipeline's registration of v2.4.2 commits after the sender's look for a newer
+    deploy and before the store records its next attempt: the instant a look before the
+    send cannot see (a real SQLite store under it)."""
+
+    def __init__(self, inner: SqliteStore, newer: DeployWindow) -> None:
+        self._inner, self.newer, self.begun = inner, newer, 0
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        return getattr(self._inner, name)  # type: ignore[no-any-return]
+
+    async def begin_attempt(self, *args: Any) -> int | None:
+        self.begun += 1
+        if self.begun == 2:
+            await self._inner.create_window(self.newer)
+        return await self._inner.begin_attempt(*args)
+
+
+async def test_a_newer_deploy_registered_as_the_attempt_begins_stops_it(
+    store: SqliteStore, metrics: Metrics, sleep: FakeSleep, rollback_receiver: Any
+) -> None:
+    """v2.4.2 registered between the look and the attempt's record: that attempt is not
+    sent (the receiver took the rollback of v2.4.1, undoing v2.4.2), and the rollback
+    fails naming v2.4.2 with the one attempt made before it."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(503, 200))
+    newer = the_fix()
+    racing = RegisteredAsTheAttemptBegins(store, newer)
+    sender = RollbackDelivery(
+        racing,  # type: ignore[arg-type]
+        metrics, sleep=sleep, random=lambda: 0.5, clock=lambda: REQUESTED_AT + 30,
+    )  # fmt: skip
+
+    done = await sender.deliver(await stored_intent(store), settings(receiver.url), "production")
+    await sender.aclose()
+
+    assert racing.begun == 2
+    assert len(receiver.attempts) == 1 and receiver.delivered == {}
+    assert done.state == "failed" and done.attempts == 1
+    assert done.last_error is not None and "v2.4.2 (dep_01JDNEWER)" in done.last_error
+    stored = await store.get_rollback("dep_01JDTEST")
+    assert stored is not None and stored.state == "failed" and stored.attempts == 1
+    assert [a.status for a in await store.deliveries("dep_01JDTEST")] == [503]
 
 
 @pytest.mark.parametrize(

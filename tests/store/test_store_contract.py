@@ -604,6 +604,40 @@ async def test_a_rollback_has_one_sender_at_a_time(store: Store) -> None:
     assert await store.begin_attempt("dep_1", theirs.fence, now=100, until=130) is None
 
 
+async def test_a_newer_deploy_of_the_environment_refuses_the_rollbacks_next_attempt(
+    store: Store,
+) -> None:
+    """`newer_deploy` and `begin_attempt`'s guard read one definition: what does not
+    count leaves the attempt to go out, and the first deploy that does refuses it in the
+    same transaction (the rollback keeps its attempts, the lease its holder's)."""
+    await store.create_window(window("dep_1", created=100))
+    intent = RollbackIntent("dep_1", "pending", "{}", requested_at=110)
+    assert await store.finish_window("dep_1", "failed", None, 110, intent)
+    taken = await store.take_rollback("dep_1", "a", now=111, until=500)
+    assert taken is not None
+    not_newer = [
+        dataclasses.replace(window("dep_2", "staging", created=120), version="v2"),
+        dataclasses.replace(window("dep_3", created=105), version="v2"),  # before the request
+        dataclasses.replace(window("dep_4", created=120), version="v0"),  # the rollback landing
+        dataclasses.replace(window("dep_5", created=125), version="v2", deployed_at=90),  # late
+        dataclasses.replace(window("dep_6", created=130), version="v2", deployed_at=900),
+    ]
+    for other in not_newer:
+        await store.create_window(other)
+    assert await store.newer_deploy("dep_1", now=200) is None
+    assert await store.begin_attempt("dep_1", taken.fence, now=200, until=500) == 1
+
+    await store.create_window(dataclasses.replace(window("dep_7", created=150), version="v2"))
+
+    found = await store.newer_deploy("dep_1", now=200)
+    assert found is not None and (found.id, found.version) == ("dep_7", "v2")
+    assert await store.newer_deploy("dep_1", now=149) is None  # not yet deployed then
+    assert await store.begin_attempt("dep_1", taken.fence, now=200, until=500) is None
+    stored = await store.get_rollback("dep_1")
+    assert stored is not None and stored.attempts == 1 and stored.fence == taken.fence
+    assert await store.newer_deploy("dep_missing", now=200) is None
+
+
 async def test_attempts_are_numbered_once_and_their_rows_never_overwritten(
     store: Store,
 ) -> None:

@@ -555,7 +555,10 @@ class RollbackDelivery:
         if intent.next_attempt_at is not None:
             longest = max(settings.max_backoff, RETRY_AFTER_MAX_S)  # a clock that jumped
             wait = min(longest, intent.next_attempt_at - self._clock())
-            if wait > 0 and not await self._hold(intent, wait, watching=True):
+            # not waited for a newer deploy that already took effect (a rollback taken over
+            # to be given up for it): given up below at once
+            replaced = wait > 0 and await self._replaced_by(intent) is not None
+            if wait > 0 and not replaced and not await self._hold(intent, wait, watching=True):
                 return await self._lost(intent, context)
         while True:
             newer = await self._replaced_by(intent)

@@ -448,6 +448,17 @@ class Store(Protocol):
         already `owner`'s as `held`; None while another sender holds it."""
         ...
 
+    async def take_replaced_rollback(
+        self, window_id: str, owner: str, until: float, replaced_by: float
+    ) -> RollbackIntent | None:
+        """Lease to `owner` (new epoch) a pending rollback another sender holds through a
+        stored wait, none of its attempts in flight, once a newer deploy took effect by
+        `replaced_by` (`newer_deploy`, registered by then too): a live holder looks for
+        one every second and gives the rollback up itself, so a lease still held well
+        after is a sender's that no longer looks (killed: the lease of its wait lasts
+        the wait and `store.lease` more, up to ten minutes and more). None otherwise."""
+        ...
+
     async def begin_attempt(
         self, window_id: str, fence: Fence, now: float, until: float
     ) -> int | None:

@@ -1122,11 +1122,34 @@ class SqlStore(ABC):
             )
         return _rollback(rows[0]) if rows else None
 
+    async def take_replaced_rollback(
+        self, window_id: str, owner: str, until: float, replaced_by: float
+    ) -> RollbackIntent | None:
+        async with self._tx() as db:
+            rows = await db.fetch(
+                "UPDATE rollbacks SET lease_owner = ?, lease_epoch = lease_epoch + 1,"
+                " lease_until = ? WHERE window_id = ? AND state = 'pending'"
+                " AND lease_owner <> ? AND next_attempt_at IS NOT NULL AND NOT EXISTS"
+                " (SELECT 1 FROM deliveries WHERE deliveries.window_id = rollbacks.window_id"
+                " AND deliveries.attempt = rollbacks.attempts AND deliveries.status IS NULL"
+                f" AND deliveries.error = ?) AND EXISTS (SELECT 1 FROM {_NEWER_DEPLOY}"
+                f" AND newer.created_at <= ?) RETURNING {_ROLLBACK_COLUMNS}",
+                owner,
+                until,
+                window_id,
+                owner,
+                IN_FLIGHT,
+                replaced_by,
+                replaced_by,
+            )
+        return _rollback(rows[0]) if rows else None
+
     async def begin_attempt(
         self, window_id: str, fence: Fence, now: float, until: float
     ) -> int | None:
         """The next attempt's number, allocated and stored (with an in-flight delivery
-        row) before it goes out; None if the lease is no longer this sender's."""
+        row) before it goes out; None if the lease is no longer this sender's, or a newer
+        deploy took effect by `now` (read in this transaction)."""
         async with self._tx() as db:
             rows = await db.fetch(
                 "UPDATE rollbacks SET attempts = attempts + 1, next_attempt_at = NULL,"

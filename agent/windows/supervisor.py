@@ -20,9 +20,9 @@ from typing import Any
 from agent.integrations.events import event_url, event_url_refused, window_base_url
 from agent.metrics import Metrics
 from agent.providers.base import Provider
-from agent.records import DeployWindow, Fence, decided_verdict
+from agent.records import DeployWindow, Fence, RollbackIntent, decided_verdict
 from agent.rollback.contract import resumed_from
-from agent.rollback.delivery import RollbackDelivery
+from agent.rollback.delivery import NEWER_LOOK_S, RollbackDelivery
 from agent.settings import EnvironmentSettings, Settings
 from agent.stopping import StopBudget, named_for_a_stop
 from agent.store.base import Lease, Store, StoreHeld
@@ -39,6 +39,7 @@ from agent.windows.lifecycle import (
 from agent.windows.markers import resume_markers
 from agent.windows.probing import BackgroundProber, EnvironmentProbe
 from checks.sessions import TargetSessions
+from common.durations import format_duration
 from common.redaction import Redactor
 from common.words import counted
 
@@ -60,6 +61,12 @@ them."""
 LAPSE_MARGIN_S = 0.05
 """How long after a rollback's lease lapses the sweep looks again (a lease is lapsed once
 `lease_until < now`: at the instant itself it is still held)."""
+
+UNWATCHED_S = 5 * NEWER_LOOK_S
+"""How long after a newer deploy took effect a rollback another sender holds through a
+wait, still pending, is taken over to be given up (`_replaced_unwatched`): its sender,
+alive, looks every `NEWER_LOOK_S` and gives it up itself; one taken from a live but slow
+sender is safe all the same (fenced: it stands down, nothing sent), only noisier."""
 
 STORE_CLOCK_EVERY_S = 10.0
 """How often the claim passes read the store's clock, which rounds are paced by when it
@@ -587,7 +594,10 @@ class Watcher:
                 continue
             lapsed = intent.lease_owner is None or (intent.lease_until or 0.0) < now
             if not lapsed and not (startup and intent.lease_owner == self.services.owner):
-                continue
+                replaced = await self._replaced_unwatched(intent, now)
+                if replaced is None:
+                    continue
+                intent = replaced
             window = await self.store.get_window(intent.window_id)
             if window is None:
                 log.error("cannot resume rollback of %s: its window is gone", intent.window_id)
@@ -608,6 +618,34 @@ class Watcher:
             self.resuming.add(window.id)
             task = self.services.spawn(deliver_rollback(window, intent, env, self.services))
             task.add_done_callback(functools.partial(self._resumed, window.id))
+
+    async def _replaced_unwatched(
+        self, intent: RollbackIntent, now: float
+    ) -> RollbackIntent | None:
+        """`intent`, taken from another sender that holds it through a wait
+        (`Store.take_replaced_rollback`), when a newer deploy of its environment took effect
+        `UNWATCHED_S` ago and it is still pending: its sender no longer looks (killed, or
+        stopped under an id no agent runs any more), and its lease lasts the wait, up to
+        ten minutes and a lease, all that while reading pending and paging nothing. The
+        delivery then gives it up at once, as its own sender would have (or finds the
+        attempt it may have taken delivered, for a target asked whether it took it)."""
+        if intent.lease_owner == self.services.owner or intent.next_attempt_at is None:
+            return None
+        if await self.store.newer_deploy(intent.window_id, now - UNWATCHED_S) is None:
+            return None  # a read first: most polls find none, and take nothing
+        taken = await self.store.take_replaced_rollback(
+            intent.window_id, self.services.owner, now + self.services.lease_s, now - UNWATCHED_S
+        )
+        if taken is not None:
+            log.warning(
+                "rollback for %s: a newer deploy of its environment took effect over %s ago"
+                " and its sender (%s) has not given it up: taken over to give it up here",
+                intent.window_id,
+                format_duration(UNWATCHED_S),
+                intent.lease_owner,
+                extra={"deploy_id": intent.window_id},
+            )
+        return taken
 
     async def _resume_markers(self, *, startup: bool) -> None:
         """Rollback markers claimed with a window's end and left unwritten by a sender that

@@ -16,7 +16,12 @@ from typing import Any
 
 import asyncpg
 import pytest
+from ulid import ULID
 
+from agent.records import DeliveryAttempt
+from agent.rollback.contract import rollback_intent
+from agent.store.postgres import PostgresStore
+from agent.windows.supervisor import UNWATCHED_S
 from tests.e2e import crash
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, RunningAgent, environment
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
@@ -32,6 +37,7 @@ from tests.fakes import vercel as vc
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import FakeVercel
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled
+from tests.rollback.support import BREACH, make_window
 
 GIVEN_UP_WITHIN_S = 5.0
 """How soon after the fix registers the old rollback reads failed: far less than the
@@ -136,6 +142,64 @@ async def test_a_newer_deploy_registered_on_another_replica_gives_the_rollback_u
     fix = await other.register("production", "v2.4.2", previous_version="v2.4.1")
 
     await _given_up_for(replicas[holder], bad, fix, receiver, json_sink)
+
+
+async def _left_by_a_killed_replica(pg_url: str, now: float) -> str:
+    """What replica-a, killed -9 while v2.4.1's rollback waited out a 30 s `Retry-After`,
+    left on the store: its one attempt answered 503, the next due in 30 s, its lease
+    lasting that wait and 30 s more. Written through the store as replica-a wrote it."""
+    store = PostgresStore(pg_url)
+    await store.open()
+    try:
+        bad = make_window(
+            f"dep_{ULID()}", deployed_at=now - 60, created_at=now - 60, ends_at=now + 540
+        )
+        await store.create_window(bad)
+        intent = rollback_intent(bad, "probe-errors failed", [BREACH], now - 30)
+        assert await store.finish_window(bad.id, "failed", None, now - 30, rollback=intent)
+        held = await store.take_rollback(bad.id, "replica-a", now - 30, now)
+        assert held is not None
+        number = await store.begin_attempt(bad.id, held.fence, now - 30, now)
+        assert number == 1
+        held.attempts, held.last_status, held.last_error = number, 503, "HTTP 503"
+        held.next_attempt_at, held.lease_until = now + 30, now + 60
+        answer = DeliveryAttempt(bad.id, number, now - 30, 503, "HTTP 503", 0.01)
+        assert await store.settle_rollback(held, answer)
+    finally:
+        await store.close()
+    return bad.id
+
+
+async def test_a_rollback_a_killed_replica_held_in_its_wait_is_given_up_by_the_other(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+    pg_url: str,
+) -> None:
+    """replica-a was killed while v2.4.1's rollback waited out a 30 s `Retry-After`: its
+    lease lasts that wait and a lease more, and nobody looks for a newer deploy under it.
+    The fix registers on replica-b, which takes the rollback over and gives it up within
+    seconds, where it read pending (no alert) until replica-a's lease lapsed a minute on;
+    nothing reaches the receiver."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    bad_id = await _left_by_a_killed_replica(pg_url, time.time())
+    config = _config(flip_target, receiver, json_sink)
+    replica_b = await start_agent(*config, store=f"url: {pg_url}", owner="replica-b")
+    fix = await replica_b.register("production", "v2.4.2", previous_version="v2.4.1")
+
+    final = await replica_b.wait_until(
+        bad_id,
+        lambda d: d["rollback"]["state"] != "pending",
+        within=UNWATCHED_S + GIVEN_UP_WITHIN_S,
+    )
+    alert = await alert_titled(json_sink, "ROLLBACK NOT SENT")
+
+    assert receiver.attempts == []
+    assert final["state"] == "failed" and final["rollback"]["state"] == "failed"
+    assert fix["id"] in final["rollback"]["last_error"], final["rollback"]
+    assert alert.title == "[postflight] production v2.4.1: ROLLBACK NOT SENT, v2.4.2 deployed since"
+    assert len([n for n in json_sink.notifications if "ROLLBACK" in n.title]) == 1
 
 
 @pytest.mark.timeout(120)

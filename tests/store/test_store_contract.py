@@ -638,6 +638,33 @@ async def test_a_newer_deploy_of_the_environment_refuses_the_rollbacks_next_atte
     assert await store.newer_deploy("dep_missing", now=200) is None
 
 
+async def test_a_rollback_held_through_a_wait_is_taken_once_a_newer_deploy_is_old_enough(
+    store: Store,
+) -> None:
+    """`take_replaced_rollback`: another sender's lease, live, through a stored wait, is
+    taken only once a newer deploy took effect (and registered) by `replaced_by`, never
+    while an attempt of it is in flight, nor by its own holder."""
+    await store.create_window(window("dep_1", created=100))
+    intent = RollbackIntent("dep_1", "pending", "{}", requested_at=110)
+    assert await store.finish_window("dep_1", "failed", None, 110, intent)
+    held = await store.take_rollback("dep_1", "a", now=111, until=500)
+    assert held is not None
+    assert await store.begin_attempt("dep_1", held.fence, now=111, until=500) == 1
+    await store.create_window(dataclasses.replace(window("dep_7", created=150), version="v2"))
+    # attempt 1 in flight (no outcome stored): not taken, whatever the newer deploy
+    assert await store.take_replaced_rollback("dep_1", "b", until=600, replaced_by=160) is None
+    held.attempts, held.last_status, held.next_attempt_at, held.lease_until = 1, 503, 400, 430
+    assert await store.settle_rollback(held, DeliveryAttempt("dep_1", 1, 111, 503, "503", 0.1))
+
+    assert await store.take_replaced_rollback("dep_1", "b", until=600, replaced_by=149) is None
+    assert await store.take_replaced_rollback("dep_1", "a", until=600, replaced_by=160) is None
+    taken = await store.take_replaced_rollback("dep_1", "b", until=600, replaced_by=160)
+
+    assert taken is not None and taken.fence == Fence("b", held.lease_epoch + 1)
+    assert (taken.lease_until, taken.attempts, taken.next_attempt_at) == (600, 1, 400)
+    assert await store.begin_attempt("dep_1", held.fence, now=401, until=500) is None
+
+
 async def test_attempts_are_numbered_once_and_their_rows_never_overwritten(
     store: Store,
 ) -> None:

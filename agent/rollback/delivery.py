@@ -702,6 +702,8 @@ class RollbackDelivery:
                 # a look-up's wait stored before a restart (or a stop): what is left of it
                 # is waited before asking, not inside the rate limit's window
                 wait = min(RETRY_AFTER_MAX_S, intent.next_attempt_at - self._clock())
+                if wait > 0 and await self._replaced_by(intent) is not None:
+                    return None  # given up by the caller at once, not after the wait
                 if wait > 0 and not await self._hold(intent, wait, watching=True):
                     return await self._lost(intent, context)
                 intent.next_attempt_at = None

@@ -452,11 +452,15 @@ class Store(Protocol):
         self, window_id: str, owner: str, until: float, replaced_by: float
     ) -> RollbackIntent | None:
         """Lease to `owner` (new epoch) a pending rollback another sender holds through a
-        stored wait, none of its attempts in flight, once a newer deploy took effect by
-        `replaced_by` (`newer_deploy`, registered by then too): a live holder looks for
-        one every second and gives the rollback up itself, so a lease still held well
-        after is a sender's that no longer looks (killed: the lease of its wait lasts
-        the wait and `store.lease` more, up to ten minutes and more). None otherwise."""
+        stored wait once a newer deploy took effect, and was registered, by `replaced_by`
+        (`newer_deploy`). A live holder looks for one every second and gives the rollback
+        up itself, so a lease still held well after is that of a sender no longer looking
+        (killed: the lease of its wait lasts the wait and `store.lease` more). Only with
+        no attempt in flight and the last one answered, not 409 (or none made: a wait to
+        ask Vercel what to roll back to): its new sender then gives it up without a wait
+        of its own, in which a third could take it again (after an unanswered attempt or
+        a 409 it first looks, over seconds, whether the rollback took effect). None
+        otherwise."""
         ...
 
     async def begin_attempt(

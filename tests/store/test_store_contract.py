@@ -663,6 +663,10 @@ async def test_a_rollback_held_through_a_wait_is_taken_once_a_newer_deploy_is_ol
     assert taken is not None and taken.fence == Fence("b", held.lease_epoch + 1)
     assert (taken.lease_until, taken.attempts, taken.next_attempt_at) == (600, 1, 400)
     assert await store.begin_attempt("dep_1", held.fence, now=401, until=500) is None
+    # its last attempt unanswered (a look owed before giving up): left to its holder
+    taken.last_status, taken.last_error = None, "timed out after 10s"
+    assert await store.settle_rollback(taken)
+    assert await store.take_replaced_rollback("dep_1", "c", until=700, replaced_by=160) is None
 
 
 async def test_attempts_are_numbered_once_and_their_rows_never_overwritten(

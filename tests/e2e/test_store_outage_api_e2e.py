@@ -96,7 +96,7 @@ async def test_postgresql_stopped_mid_window_is_a_503_on_each_route_and_register
     tmp_path: Path, own_pg_cluster: PgCluster, flip_target: FlipTarget
 ) -> None:
     store_url = await own_pg_cluster.create_database()
-    base, config = _configured(tmp_path, store_url, flip_target.url, window="15s")
+    base, config = _configured(tmp_path, store_url, flip_target.url, window="10s")
     log = tmp_path / "agent.log"
     agent = _run(config, log)
     wait: asyncio.subprocess.Process | None = None
@@ -213,18 +213,28 @@ async def test_postgresql_frozen_is_a_503_within_seconds_on_each_route_and_the_p
             assert status == 201, created
             deploy = f"{base}/v1/deploys/{created['id']}"
             assert (await _answer(http, "GET", deploy))[0] == 200
-            with frozen(own_pg_cluster):
-                for method, url, body in [
-                    ("GET", f"{base}/v1/deploys", None),
-                    ("GET", deploy, None),
-                    ("POST", f"{base}/v1/deploys", {"environment": "production", "version": "v3"}),
-                ]:
-                    status, headers, problem = await _answer(http, method, url, body)
-                    assert status == 503, (method, url, status, problem)
-                    assert headers["Retry-After"] == "1", (method, url, headers)
-                    assert problem["type"] == UNAVAILABLE, problem
+
+            async def unavailable(method: str, url: str, body: Any = None) -> None:
+                status, headers, problem = await _answer(http, method, url, body)
+                assert status == 503, (method, url, status, problem)
+                assert headers["Retry-After"] == "1", (method, url, headers)
+                assert problem["type"] == UNAVAILABLE, problem
+
+            async def page_unavailable() -> None:
                 async with http.get(f"{base}/deploys/{created['id']}", headers=AUTH) as page:
                     assert page.status == 503 and "store does not answer" in await page.text()
+
+            with frozen(own_pg_cluster):
+                # the first alone, on the pool as it was; then the others at once, each
+                # within its own 9 s (one after another, each took its look's 4 s)
+                await unavailable("GET", f"{base}/v1/deploys")
+                await asyncio.gather(
+                    unavailable("GET", deploy),
+                    unavailable(
+                        "POST", f"{base}/v1/deploys", {"environment": "production", "version": "v3"}
+                    ),
+                    page_unavailable(),
+                )
             status, _, shown_again = await _answer(http, "GET", deploy)
             assert status == 200 and shown_again["id"] == created["id"], shown_again
     finally:

@@ -23,6 +23,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from agent.cli.render import AGENT_BACK
 from tests.cli_process import awaited_cli
 from tests.e2e.conftest import SECRET, TOKEN, FlipTarget, environment
 from tests.e2e.crash import ROOT
@@ -96,6 +97,23 @@ async def waiter(url: str, deploy_id: str) -> asyncio.subprocess.Process:
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
     assert deploy_id.encode() in line, line
     return proc
+
+
+AWAY = "; retrying until the timeout"
+"""The end of the line `register --wait` says as the agent it waits on stops answering
+(`agent.cli.render.agent_away`)."""
+
+
+async def printed_until(proc: asyncio.subprocess.Process, words: str, within: float = 30) -> bytes:
+    """What `proc` printed up to the end of its line with `words` (`within` s at most)."""
+    assert proc.stdout is not None
+    printed = b""
+    async with asyncio.timeout(within):
+        while words.encode() not in printed:
+            line = await proc.stdout.readline()
+            assert line, f"exited without saying {words!r}: {printed.decode()}"
+            printed += line
+    return printed
 
 
 async def deploy(http: aiohttp.ClientSession, daemon: Daemon, deploy_id: str) -> Any:
@@ -355,13 +373,17 @@ async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_l
         # every event of the ended window had: 204 on either replica (EventSource stops)
         async with http.get(url, headers={"Last-Event-ID": last_id or ""}) as response:
             assert response.status == 204, await response.text()
-        await asyncio.sleep(2.0)
+        # the `--wait` on the victim has met its absence (it says so) before the restart,
+        # where a fixed 2 s was waited for it to
+        printed = await printed_until(waiting, AWAY)
         again = Daemon(victim.config.parent, "again", victim.config.read_text(), holder)
         again.url = victim.url  # its configuration is the killed one's: its address
         try:
             await again.ready(http)
             out, _ = await asyncio.wait_for(waiting.communicate(), 60)
-            assert waiting.returncode == 1, out.decode()
+            printed += out
+            assert waiting.returncode == 1, printed.decode()
+            assert AGENT_BACK.encode() in out, printed.decode()
             ended = f"{again.url}/v1/deploys/{deploy_id}/events"
             async with http.get(ended, headers={"Last-Event-ID": last_id or ""}) as r:
                 assert r.status == 204, await r.text()

@@ -209,7 +209,17 @@ async def test_a_sqlite_store_that_cannot_be_opened_is_exit_2_without_a_tracebac
     assert "Traceback" not in shown(log), shown(log)
 
 
-async def test_run_waits_for_a_sqlite_file_another_process_holds_then_serves(
+def held_sqlite(path: Path) -> sqlite3.Connection:
+    """A connection holding the SQLite file at `path` (`BEGIN EXCLUSIVE`, in WAL mode), as
+    an operator's `sqlite3` session does: the holder, to commit and close."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("PRAGMA journal_mode=WAL")
+    holder.execute("BEGIN EXCLUSIVE")
+    return holder
+
+
+async def test_run_waits_for_a_sqlite_file_another_process_holds_then_serves_or_stops(
     tmp_path: Path,
 ) -> None:
     """A SQLite file held by another process as `run` starts (an operator's `sqlite3`
@@ -217,21 +227,41 @@ async def test_run_waits_for_a_sqlite_file_another_process_holds_then_serves(
     database is locked`, exit 2: the code of a configuration to fix (contract §1), for a
     store that answers once the other process lets go, as a PostgreSQL still starting
     does, which `run` waits for. It waits for this one the same way: /healthz 200,
-    /readyz 503, then serves once the file is free, and stops cleanly, exit 0."""
-    path = tmp_path / "postflight.db"
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("PRAGMA journal_mode=WAL")
-    holder.execute("BEGIN EXCLUSIVE")
-    agent, api_port, log = start(tmp_path / "agent", f"sqlite:///{path}")
+    /readyz 503, then serves once the file is free, and stops cleanly, exit 0.
+
+    `postflight_windows_active` (contract §5) was missing from /metrics until the store
+    answered: a dashboard saw each environment's series vanish across a restart that
+    waited. It is 0 per configured environment meanwhile: nothing is watched yet. A stop
+    while it waits is a clean exit too.
+
+    Two agents at once, each on a file of its own (`served`, let go; `stopped`, stopped
+    while it waits): each first open waits out SQLite's busy timeout (5 s) before it says
+    it waits, where a test each waited it out one after the other."""
+    holders = {
+        name: held_sqlite(tmp_path / name / "postflight.db") for name in ("served", "stopped")
+    }
+    started = {
+        name: start(tmp_path / name / "agent", f"sqlite:///{tmp_path / name / 'postflight.db'}")
+        for name in holders
+    }
+    (agent, api_port, log), (stopped, stopped_port, stopped_log) = started.values()
     base = f"http://127.0.0.1:{api_port}"
     try:
-        await said(log, agent, WAITING)
+        await asyncio.gather(said(log, agent, WAITING), said(stopped_log, stopped, WAITING))
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            assert (await answers(http, f"http://127.0.0.1:{stopped_port}/healthz"))[0] == 200
+            async with http.get(f"http://127.0.0.1:{stopped_port}/metrics") as r:
+                text = await r.text()
+            assert WAITING_GAUGE + " 1.0" in text, text
+            assert '\npostflight_windows_active{environment="production"} 0.0\n' in text, text
+            stopped.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(stopped.wait, 20) == 0
+
             assert await answers(http, f"{base}/healthz") == (200, {"status": "ok"})
             async with http.get(f"{base}/readyz") as r:
                 assert r.status == 503, await r.text()
-            holder.execute("COMMIT")
-            holder.close()
+            holders["served"].execute("COMMIT")
+            holders["served"].close()
             for _ in range(600):  # 30 s at most: the next try of the open
                 async with http.get(f"{base}/readyz") as r:
                     if r.status == 200:
@@ -244,38 +274,12 @@ async def test_run_waits_for_a_sqlite_file_another_process_holds_then_serves(
         assert await asyncio.to_thread(agent.wait, 20) == 0
     finally:
         killed(agent)
-        holder.close()
+        killed(stopped)
+        for holder in holders.values():
+            holder.close()
     text = shown(log)
     assert "locked" in text and "the store answers; starting" in text, text
-
-
-async def test_the_contracts_gauges_are_served_while_waiting_for_the_store_and_a_stop_exits_0(
-    tmp_path: Path,
-) -> None:
-    """`postflight_windows_active` (contract §5) was missing from /metrics until the store
-    answered: a dashboard saw each environment's series vanish across a restart that
-    waited. It is 0 per configured environment meanwhile: nothing is watched yet. The wait
-    for a SQLite file another process holds is a stop's clean exit too (a test of its own
-    before, the same start and stop)."""
-    path = tmp_path / "postflight.db"
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("PRAGMA journal_mode=WAL")
-    holder.execute("BEGIN EXCLUSIVE")
-    agent, api_port, log = start(tmp_path / "agent", f"sqlite:///{path}")
-    try:
-        await said(log, agent, WAITING)
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            assert (await answers(http, f"http://127.0.0.1:{api_port}/healthz"))[0] == 200
-            async with http.get(f"http://127.0.0.1:{api_port}/metrics") as r:
-                text = await r.text()
-        assert WAITING_GAUGE + " 1.0" in text, text
-        assert '\npostflight_windows_active{environment="production"} 0.0\n' in text, text
-        agent.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(agent.wait, 20) == 0
-    finally:
-        killed(agent)
-        holder.close()
-    assert "stopped while waiting for the store" in shown(log), shown(log)
+    assert "stopped while waiting for the store" in shown(stopped_log), shown(stopped_log)
 
 
 def test_a_postgresql_store_without_its_driver_says_the_extra_to_install(tmp_path: Path) -> None:

@@ -137,10 +137,22 @@ def settled(d: Any) -> bool:
     return d["state"] in ENDED and (d["rollback"] or {}).get("state") != "pending"
 
 
-async def each_once(receiver: RollbackReceiver, sink: JsonSink, deploy_id: str) -> None:
-    """After twice the lease (a second sender has had its chance): one rollback acted on
-    at the receiver, every request with its key and one body, and each alert once."""
-    await asyncio.sleep(2 * LEASE_S + 1)
+def now() -> float:
+    """The loop's time: when a test saw its deploy settled (`each_once`)."""
+    return asyncio.get_running_loop().time()
+
+
+async def each_once(
+    receiver: RollbackReceiver, sink: JsonSink, deploy_id: str, settled_at: float | None = None
+) -> None:
+    """Twice the lease and a second after the test saw the deploy settled (`settled_at`, the
+    loop's time; by default now: a second sender has had its chance): one rollback acted on
+    at the receiver, every request with its key and one body, and each alert once. What
+    the test did since it saw it settled (a CLI's run, a restart) counts toward the wait,
+    where each test waited the 3 s after it all."""
+    loop = asyncio.get_running_loop()
+    since = loop.time() if settled_at is None else settled_at
+    await asyncio.sleep(max(0.0, since + 2 * LEASE_S + 1 - loop.time()))
     accepted = Counter(a.idempotency_key for a in receiver.attempts if a.accepted)
     assert accepted == {deploy_id: 1}, receiver.attempts
     assert {a.body for a in receiver.attempts} == {receiver.delivered[deploy_id]}
@@ -370,6 +382,8 @@ async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_l
                     states.append(event.data["state"])
         assert rounds == list(range(rounds[0], rounds[0] + len(rounds))), rounds
         assert states[-1] == "rolled_back", states
+        await until(http, survivor, deploy_id, settled)
+        settled_at = now()
         # every event of the ended window had: 204 on either replica (EventSource stops)
         async with http.get(url, headers={"Last-Event-ID": last_id or ""}) as response:
             assert response.status == 204, await response.text()
@@ -389,7 +403,7 @@ async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_l
                 assert r.status == 204, await r.text()
         finally:
             again.kill()
-        await each_once(receiver, json_sink, deploy_id)
+        await each_once(receiver, json_sink, deploy_id, settled_at)
 
 
 async def test_a_replica_stopped_while_its_alert_is_at_a_slow_channel_sends_it_once(
@@ -414,13 +428,14 @@ async def test_a_replica_stopped_while_its_alert_is_at_a_slow_channel_sends_it_o
         stopped.proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(stopped.proc.wait, 15) == 0, stopped.said()
         final = await until(http, other, deploy_id, settled)
+        settled_at = now()
         assert final["state"] == "rolled_back", final
         # the slow channel's answers: every request that came in answered (counted), where
         # a fixed 3 s was waited whatever was in flight
         await json_sink._wait_until(
             lambda: len(json_sink.notifications) >= json_sink.arrived, within=30
         )
-        await each_once(receiver, json_sink, deploy_id)
+        await each_once(receiver, json_sink, deploy_id, settled_at)
 
 
 async def test_a_good_deploy_whose_replica_was_killed_passes_once_on_the_other(
@@ -686,11 +701,12 @@ class TestOnOneRunningPair:
             code, out = await cli("register", "--url", b.url, *common, "--wait")
             assert code == 1, out
             assert deploy_id in out and "rolled back" in out.replace("_", " "), out
+            await until(http, b, deploy_id, settled)
+            settled_at = now()
             code, out = await cli("status", "--url", b.url, deploy_id, "--json")
             assert code == 0, out
             assert '"rolled_back"' in out, out
 
-            await until(http, b, deploy_id, settled)
             for daemon in (a, b):
                 async with http.get(f"{daemon.url}/deploys/{deploy_id}") as r:
                     assert r.status == 200, await r.text()
@@ -701,7 +717,7 @@ class TestOnOneRunningPair:
                     assert response.status == 200
                     states = [e.data["state"] async for e in events(response) if e.name == "state"]
                 assert states and states[-1] == "rolled_back", (daemon.url, states)
-            await each_once(receiver, json_sink, deploy_id)
+            await each_once(receiver, json_sink, deploy_id, settled_at)
 
             # an alert's link (signed, read-only) opens the page on either replica
             (link,) = set(
@@ -786,11 +802,12 @@ class TestOnOneRunningPair:
             assert code == 0, out
             flip_target.bad = True
             final = await until(http, watcher, deploy_id, settled)
+            settled_at = now()
             assert final["state"] == "rolled_back", final
             for daemon in (watcher, other):
                 code, out = await cli("rollback", "--url", daemon.url, deploy_id, "--reason", "x")
                 assert code == 1, out
-            await each_once(receiver, json_sink, deploy_id)
+            await each_once(receiver, json_sink, deploy_id, settled_at)
             assert len(receiver.attempts) == 1, receiver.attempts
 
     async def test_two_deploys_registered_at_once_on_two_replicas_leave_one_watching(

@@ -296,15 +296,18 @@ async def test_a_replica_stopped_past_its_grace_mid_rollback_leaves_it_to_the_ot
     the sender is killed -9 while it waits): the sender never hears an answer; the other
     replica takes the rollback over once its lease lapses and sends it again, same key and
     body, acted on once; each alert goes out once between them and a stream on the other
-    replica, opened before, follows it to the end. (A 3 s stop and a 4 s timeout: the
-    other waits out the attempt's timeout and 3 s before sending again, where the default
-    8 s and 10 s made this test 30 s long.)"""
+    replica, opened before, follows it to the end. (A 3 s stop and a 3 s timeout: the
+    other takes it over a lease past the attempt's timeout and waits that timeout and 3 s
+    more before sending again, where the default 8 s and 10 s made this test 30 s long, and
+    a 4 s timeout 2 s longer. The signal comes 0.15 s after the attempt at load 12, far
+    within the timeout, which a sender that heard its timeout first would have retried
+    itself: the other's delivery, asserted, says it did not.)"""
     receiver = RollbackReceiver(SECRET, ["200:delay=6"])
     await receiver.start()
     flip_target.bad = True
     try:
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            text = config(pg_url, flip_target.url, receiver, json_sink, stop="3s", timeout="4s")
+            text = config(pg_url, flip_target.url, receiver, json_sink, stop="3s", timeout="3s")
             a, b = await replicas(http, text)
             deploy_id = await register(http, a)
             await receiver.wait_for_attempts(1, within=30)
@@ -323,6 +326,7 @@ async def test_a_replica_stopped_past_its_grace_mid_rollback_leaves_it_to_the_ot
             await each_once(receiver, json_sink, deploy_id)
             assert len(receiver.attempts) == 2, receiver.attempts
             assert not receiver.attempts[0].accepted
+            assert f"{deploy_id} delivered on attempt 2" in other.said(), other.said()
     finally:
         await receiver.stop()
 

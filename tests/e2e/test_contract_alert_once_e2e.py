@@ -1,0 +1,82 @@
+"""Contract §4, "One notification per deploy and event (no repeats per round); a breach
+that clears sends a resolve", as on-call sees it across a flapping release: the real
+`postflight run` in its own process, an apprise `json://` channel, and the rounds read
+from the deploy object (§2). A rule breaches, clears, breaches again for three rounds and
+clears again: the channel hears one breach and one resolve, nothing per round and nothing
+for the second breach."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from tests.cli.test_contract_cli import running_again
+from tests.cli.test_run_start import TOKEN, agent_config, free_port
+from tests.e2e.conftest import FlipTarget
+from tests.receivers import JsonSink, alert_titled, titled
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+async def rounds_more(
+    http: aiohttp.ClientSession, deploy: str, headers: dict[str, str], more: int
+) -> None:
+    """Until the deploy object at `deploy` says `more` rounds beyond those it says now
+    were judged (its `rounds`, contract §2)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 60
+    start = now = -1
+    while now < start + more:
+        assert loop.time() < deadline, (start, now)
+        async with http.get(deploy, headers=headers) as r:
+            assert r.status == 200, await r.text()
+            now = (await r.json())["rounds"]
+        start = now if start < 0 else start
+        await asyncio.sleep(0.1)
+
+
+async def test_a_rule_that_breaches_clears_and_breaches_again_pages_one_breach_and_one_resolve(
+    tmp_path: Path, json_sink: JsonSink, flip_target: FlipTarget
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = agent_config(
+        tmp_path,
+        port,
+        f"alerting:\n  channels:\n    - {{url: '{json_sink.url()}', tags: [oncall]}}\n"
+        "environments:\n  production:\n"
+        f"    base_url: {flip_target.url}\n    window: 1m\n    interval: 1s\n"
+        "    checks:\n      - {name: health, type: http, path: /api/health}\n"
+        # never fails the window: each breach stays short of failure_limit
+        "    analysis: {policy: threshold, failure_limit: 100}\n"
+        "    rules:\n"
+        "      - {name: probe-errors, source: checks, metric: error_rate, max: 0.05}\n"
+        "    alerts: {tags: [oncall]}\n",
+    )
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    prefix = "[postflight] production v7: "
+    # stopped (SIGTERM) once the window is cancelled: the stop finishes the alerts in flight
+    async with running_again(config, tmp_path / "agent.log"), aiohttp.ClientSession() as http:
+        flip_target.bad = True
+        body = {"environment": "production", "version": "v7", "previous_version": "v6"}
+        async with http.post(f"{url}/v1/deploys", json=body, headers=headers) as r:
+            assert r.status == 201, await r.text()
+            deploy = await r.json()
+        breach = await alert_titled(json_sink, f"{prefix}probe-errors breached", within=60)
+        assert breach.type == "warning", breach.payload
+        flip_target.bad = False
+        resolved = await alert_titled(json_sink, f"{prefix}probe-errors resolved", within=60)
+        assert resolved.type == "success", resolved.payload
+        this = f"{url}/v1/deploys/{deploy['id']}"
+        flip_target.bad = True  # breaching again, for three rounds
+        await rounds_more(http, this, headers, 3)
+        flip_target.bad = False  # and clear again, for three rounds
+        await rounds_more(http, this, headers, 3)
+        async with http.post(f"{this}/cancel", headers=headers) as r:
+            assert r.status == 200, await r.text()
+    titles = [n.title for n in titled(json_sink, prefix)]
+    assert titles == [f"{prefix}probe-errors breached", f"{prefix}probe-errors resolved"], titles
+    assert all(deploy["id"] in n.message for n in json_sink.notifications), titles

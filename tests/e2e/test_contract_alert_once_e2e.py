@@ -1,13 +1,14 @@
 """Contract §4, "One notification per deploy and event (no repeats per round); a breach
 that clears sends a resolve", as on-call sees it across a flapping release: the real
-`postflight run` in its own process, an apprise `json://` channel, and the rounds read
-from the deploy object (§2). A rule breaches, clears, breaches again for three rounds and
-clears again: the channel hears one breach and one resolve, nothing per round and nothing
-for the second breach."""
+`postflight run` in its own process on SQLite and on PostgreSQL, an apprise `json://`
+channel, and the rounds read from the deploy object (§2). A rule breaches, clears,
+breaches again for three rounds and clears again: the channel hears one breach and one
+resolve, nothing per round and nothing for the second breach."""
 
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import aiohttp
@@ -19,6 +20,12 @@ from tests.e2e.conftest import FlipTarget
 from tests.receivers import JsonSink, alert_titled, titled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(180)]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> str | None:
+    """The agent's store: its SQLite file (`agent_config`'s, None here), or PostgreSQL."""
+    return request.getfixturevalue("pg_url") if request.param == "postgres" else None
 
 
 async def rounds_more(
@@ -39,7 +46,7 @@ async def rounds_more(
 
 
 async def test_a_rule_that_breaches_clears_and_breaches_again_pages_one_breach_and_one_resolve(
-    tmp_path: Path, json_sink: JsonSink, flip_target: FlipTarget
+    tmp_path: Path, json_sink: JsonSink, flip_target: FlipTarget, store_url: str | None
 ) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
@@ -56,6 +63,10 @@ async def test_a_rule_that_breaches_clears_and_breaches_again_pages_one_breach_a
         "      - {name: probe-errors, source: checks, metric: error_rate, max: 0.05}\n"
         "    alerts: {tags: [oncall]}\n",
     )
+    if store_url is not None:
+        text, n = re.subn(r"(?m)^store: .*$", f"store: {{url: '{store_url}'}}", config.read_text())
+        assert n == 1, text
+        config.write_text(text)
     headers = {"Authorization": f"Bearer {TOKEN}"}
     prefix = "[postflight] production v7: "
     # stopped (SIGTERM) once the window is cancelled: the stop finishes the alerts in flight

@@ -137,6 +137,10 @@ class RollbackIntent:
     """The one sender of this rollback (a replica), until `lease_until`."""
     lease_epoch: int = 0
     lease_until: float | None = None
+    look_ups: int = 0
+    """How many times Vercel was asked which deployment to roll back to, counted before
+    each ask goes out (`Store.begin_look_up`): a restart continues the count, and the
+    rollback's `max_attempts` bound the asks in total, not per process."""
     replaced_by: DeployWindow | None = field(default=None, compare=False)
     """Not stored: the newer deploy its sender gave it up for, unsent
     (`agent.rollback.delivery`), so that the alert claimed with that outcome names it

@@ -288,6 +288,20 @@ def labelled_previous(intent: RollbackIntent) -> str | None:
     return previous if isinstance(previous, str) and previous else None
 
 
+def _own_deployment(intent: RollbackIntent) -> tuple[str | None, str | None]:
+    """The deploy's own Vercel deployment (`vercel.deployment`) and commit, as its
+    rollback's body names them: the look-up asks by the commit when no Vercel event named
+    the deployment."""
+    deploy = _deploy(intent)
+    labels = deploy.get("labels") or {}
+    own = labels.get("vercel.deployment") if isinstance(labels, dict) else None
+    commit = deploy.get("commit")
+    return (
+        own if isinstance(own, str) and own else None,
+        commit if isinstance(commit, str) and commit else None,
+    )
+
+
 def _unlabelled(deploy: dict[str, Any]) -> str:
     """Why Vercel was not asked: a deploy registered by a pipeline (`POST /v1/deploys`)
     has no `vercel.deployment` label, which a Vercel event sets, and Vercel's list can
@@ -338,25 +352,13 @@ class RollbackTargets:
         where the stop waited for Vercel's answer and sent the rollback inside its grace.
         Vercel could not answer now (a rate limit, a 5xx): `LookUpDeferred`, nothing kept,
         asked again by the caller after the wait."""
-        vercel = self._settings.integrations.vercel
-        env = self._settings.environments.get(environment)
-        source = env.sources.vercel if env is not None else None
-        deploy = _deploy(intent)
-        labels = deploy.get("labels") or {}
-        own = labels.get("vercel.deployment") if isinstance(labels, dict) else None
-        own = own if isinstance(own, str) and own else None
-        commit = deploy.get("commit")  # no Vercel event named its deployment: by its commit
-        commit = commit if isinstance(commit, str) and commit else None
-        if (
-            rollback.target != "vercel"
-            or vercel is None
-            or vercel.token is None
-            or source is None
-            or (own is None and commit is None)
-            or labelled_previous(intent) is not None
-            or (self._looked_up.get(intent.window_id) or (None,))[0] is not None
-        ):
+        if not self.asks(intent, rollback, environment):
             return None
+        vercel = self._settings.integrations.vercel
+        env = self._settings.environments[environment]
+        assert vercel is not None and env.sources.vercel is not None
+        source = env.sources.vercel
+        own, commit = _own_deployment(intent)
         found = await look_up_previous(
             session, vercel, source.project, own, redact, commit=commit, leaving=leaving
         )
@@ -375,6 +377,23 @@ class RollbackTargets:
                 extra={"deploy_id": intent.window_id, "environment": environment},
             )
         return found[0]
+
+    def asks(self, intent: RollbackIntent, rollback: RollbackSettings, environment: str) -> bool:
+        """Whether `look_up` would ask Vercel (a Vercel rollback of a deploy naming no
+        previous deployment, none found yet): the caller counts the ask before it."""
+        vercel = self._settings.integrations.vercel
+        env = self._settings.environments.get(environment)
+        own, commit = _own_deployment(intent)
+        return (
+            rollback.target == "vercel"
+            and vercel is not None
+            and vercel.token is not None
+            and env is not None
+            and env.sources.vercel is not None
+            and (own is not None or commit is not None)
+            and labelled_previous(intent) is None
+            and (self._looked_up.get(intent.window_id) or (None,))[0] is None
+        )
 
     def _previous(self, intent: RollbackIntent) -> str | None:
         return labelled_previous(intent) or (self._looked_up.get(intent.window_id) or (None,))[0]

@@ -692,11 +692,12 @@ class RollbackDelivery:
         failed try of the rollback: the wait is stored and held (`_hold`, as a backoff's:
         a restart waits what is left of it) and Vercel asked again, up to `max_attempts`
         asks, where the rollback failed at once, "nothing to roll back to", a bad deploy
-        left live for a 429."""
+        left live for a 429. The asks are counted in the store before each goes out
+        (`RollbackIntent.look_ups`): a restart continues the count, where each process
+        began at zero and a kill -9 between asks gave the rollback `max_attempts` more."""
         assert self._targets is not None
-        asks = 0
         while True:
-            if asks and await self._replaced_by(intent) is not None:
+            if intent.look_ups and await self._replaced_by(intent) is not None:
                 return None  # Vercel's answer no longer matters: the rollback is given up
             if not intent.attempts and intent.next_attempt_at is not None:
                 # a look-up's wait stored before a restart (or a stop): what is left of it
@@ -709,6 +710,22 @@ class RollbackDelivery:
                 intent.next_attempt_at = None
                 if await self._replaced_by(intent) is not None:
                     return None
+            if not self._targets.asks(intent, settings, environment):
+                return None
+            if intent.look_ups >= settings.max_attempts:  # the last ask's answer died with
+                # the process that asked it
+                problem = (
+                    f"Vercel could not say which production deployment to roll back to"
+                    f" (asked {intent.look_ups} times, the last answer lost to a restart)"
+                )
+                return await self._unsendable(intent, problem, environment, context, claims)
+            now = self._clock()
+            counted = await self._store.begin_look_up(
+                intent.window_id, intent.fence, now, now + self.lease_s
+            )
+            if counted is None:
+                return await self._lost(intent, context)
+            intent.look_ups, intent.lease_until = counted, now + self.lease_s
             try:
                 previous = await self._targets.look_up(
                     self._client(), intent, settings, environment, self._redact, self._leaving
@@ -722,15 +739,14 @@ class RollbackDelivery:
                 asking = "Vercel which deployment to roll back to"
                 raise _LeftAtStop(intent, asking=asking) from None
             except LookUpDeferred as deferred:
-                asks += 1
-                if asks >= settings.max_attempts:
+                if intent.look_ups >= settings.max_attempts:
                     problem = (
                         f"Vercel could not say which production deployment to roll back to"
-                        f" (asked {asks} times, the last answer {deferred.why})"
+                        f" (asked {intent.look_ups} times, the last answer {deferred.why})"
                     )
                     return await self._unsendable(intent, problem, environment, context, claims)
                 delay = backoff_delay(
-                    asks, settings, retry_after=deferred.retry_after, random=self._random
+                    intent.look_ups, settings, retry_after=deferred.retry_after, random=self._random
                 )
                 log.warning(
                     "rollback for %s: Vercel could not say which deployment to roll back to"

@@ -254,6 +254,9 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE gates_by_environment ADD COLUMN claimed_by TEXT;
     ALTER TABLE gates_by_environment ADD COLUMN claimed_run TEXT
     """,
+    # a rollback's asks of which Vercel deployment to roll back to, counted before each
+    # (`begin_look_up`): a restart continues the count, where each process began at zero
+    "ALTER TABLE rollbacks ADD COLUMN look_ups INTEGER NOT NULL DEFAULT 0",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -307,7 +310,7 @@ after FROM: one definition for the look and `begin_attempt`'s guard. The windows
 compared: `ours` (the rollback's) and `newer`."""
 _ROLLBACK_COLUMNS = (
     "window_id, state, body, requested_at, attempts, last_status, last_error,"
-    " next_attempt_at, finished_at, lease_owner, lease_epoch, lease_until"
+    " next_attempt_at, finished_at, lease_owner, lease_epoch, lease_until, look_ups"
 )
 
 PENDING_ROLLBACKS = (
@@ -1187,6 +1190,22 @@ class SqlStore(ABC):
             window_id,
         )
         return _window(row) if row else None
+
+    async def begin_look_up(
+        self, window_id: str, fence: Fence, now: float, until: float
+    ) -> int | None:
+        async with self._tx() as db:
+            rows = await db.fetch(
+                "UPDATE rollbacks SET look_ups = look_ups + 1, lease_until = ?"
+                " WHERE window_id = ? AND state = 'pending' AND lease_owner = ?"
+                " AND lease_epoch = ? AND lease_until >= ? RETURNING look_ups",
+                until,
+                window_id,
+                fence.owner,
+                fence.epoch,
+                now,
+            )
+        return int(rows[0][0]) if rows else None
 
     async def settle_rollback(
         self,

@@ -669,6 +669,24 @@ async def test_a_rollback_held_through_a_wait_is_taken_once_a_newer_deploy_is_ol
     assert await store.take_replaced_rollback("dep_1", "c", until=700, replaced_by=160) is None
 
 
+async def test_a_rollbacks_look_ups_are_counted_with_its_lease_and_outlive_it(store: Store) -> None:
+    """The asks of which deployment to roll back to are counted before each goes out,
+    fenced by the lease; the next sender reads the count where the last left it."""
+    await failed_with_rollback(store)
+    mine = await store.take_rollback("dep_1", "a", now=11, until=40)
+    assert mine is not None and mine.look_ups == 0
+    assert await store.begin_look_up("dep_1", mine.fence, now=12, until=50) == 1
+    assert await store.begin_look_up("dep_1", mine.fence, now=13, until=50) == 2
+    assert await store.take_rollback("dep_1", "b", now=45, until=80) is None  # extended
+    theirs = await store.take_rollback("dep_1", "b", now=51, until=80)
+    assert theirs is not None and theirs.look_ups == 2  # a was killed: b goes on from 2
+    assert await store.begin_look_up("dep_1", mine.fence, now=52, until=90) is None
+    assert await store.begin_look_up("dep_1", theirs.fence, now=52, until=90) == 3
+    assert await store.begin_attempt("dep_1", theirs.fence, now=53, until=90) == 1
+    stored = await store.get_rollback("dep_1")
+    assert stored is not None and (stored.look_ups, stored.attempts) == (3, 1)
+
+
 async def test_attempts_are_numbered_once_and_their_rows_never_overwritten(
     store: Store,
 ) -> None:

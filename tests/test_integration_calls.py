@@ -518,6 +518,7 @@ async def test_a_wait_asked_for_is_kept_by_the_tasks_keeper_and_a_lost_claim_sen
             self.kept: list[float] = []
             self.resumed = 0
             self.store_away = False
+            self.not_back = ""
 
         async def keep(self, seconds: float) -> None:
             self.kept.append(seconds)

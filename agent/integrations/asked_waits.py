@@ -24,7 +24,10 @@ class AskedWait(Protocol):
     """Keeps the claim a call is made under across a wait its provider asked for."""
 
     store_away: bool
-    """The last `resume` found the store not answering (not the claim taken over)."""
+    """The last `resume` failed here (not the claim taken over): the store did not answer,
+    or a bug, logged as one; the claim lapses with the wait and a later try takes it."""
+    not_back: str
+    """With `store_away`: why, in words for a log line ("the store does not answer")."""
 
     async def keep(self, seconds: float) -> None:
         """Store that nothing of the call goes out for `seconds` from now: the claim is
@@ -35,8 +38,8 @@ class AskedWait(Protocol):
     async def resume(self) -> bool:
         """After the wait: the claim taken back for the call's next attempt; False if
         another sender took it over meanwhile (the wait ended, and it held the claim), or
-        the store did not answer (the claim lapsed with the wait: a later try takes it;
-        `store_away` says which), and this call must send nothing more."""
+        the store did not answer, or a bug met (the claim lapsed with the wait: a later
+        try takes it; `store_away` says which), and this call must send nothing more."""
         ...
 
 

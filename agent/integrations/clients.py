@@ -64,8 +64,10 @@ class CallResult:
     (`AskedWait.resume`): another sender took it over meanwhile, and sends it, or the
     store did not answer, and the claim lapsed with the wait. Nothing more of it sent."""
     store_away: bool = False
-    """With `lost`: the store did not answer the take-back (`AskedWait.store_away`), where
-    the log said another sender took the call over."""
+    """With `lost`: the take-back failed here (`AskedWait.store_away`; `not_back` says
+    why: the store did not answer, or a bug), where the log said another sender took the
+    call over."""
+    not_back: str = ""
 
 
 CALL_ATTEMPTS = 4
@@ -241,6 +243,7 @@ async def call(
                     unanswered=unanswered,
                     lost=True,
                     store_away=kept.store_away,
+                    not_back=kept.not_back,
                 )
     return CallResult(
         False,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import uuid
@@ -64,6 +65,8 @@ from agent.store.base import (
     sha_and_abbreviations,
 )
 from agent.store.cursor import decode_cursor, encode_cursor
+
+log = logging.getLogger("postflight.store")
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -578,6 +581,24 @@ def _window(row: Sequence[Any]) -> DeployWindow:
         lease_until=row[15],
         lease_epoch=row[16],
     )
+
+
+def _handed_back(value: Any, window_id: str, event: str) -> int:
+    """A claim's count of attempts handed back (`Taken.attempts`), read as none when it is
+    not a count this version can read (a row another version wrote): the claim is taken
+    all the same, where the take-back after an asked wait failed after its commit, read
+    as the store not answering, and the call waited a whole lease for a later try."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        log.warning(
+            "%s of %s: its stored count of attempts %r is not one this version reads (a"
+            " row another version wrote?): read as none",
+            event,
+            window_id,
+            value,
+        )
+        return 0
 
 
 def _rollback(row: Sequence[Any]) -> RollbackIntent:
@@ -1344,7 +1365,7 @@ class SqlStore(ABC):
                 lapsed_before,
                 *proof,
             )
-        return Taken(int(taken[0][0])) if taken else None
+        return Taken(_handed_back(taken[0][0], window_id, event)) if taken else None
 
     async def release_alert(
         self, window_id: str, event: str, claimed_at: float, attempts: int = 0

@@ -14,9 +14,30 @@ import logging
 import math
 from collections.abc import Callable
 
-from agent.store.base import Store
+from agent.store.base import Store, StoreError
 
 log = logging.getLogger("postflight.integrations")
+
+
+def not_back(what: str, exc: Exception) -> str:
+    """Why a claim was not taken back after its asked wait, logged: the store's own error
+    (`StoreError`: it did not answer, was busy, held) at warning; anything else is a bug,
+    at error with its type, words and traceback, where every exception read as the store
+    not answering. Either way the claim lapses with the wait and a later try takes it:
+    nothing of the call is sent from here."""
+    if isinstance(exc, StoreError):
+        log.warning("%s: not taken back (%s)", what, exc)
+        return "the store does not answer"
+    log.error(
+        "%s: not taken back after its asked wait, a bug (%s: %s); its claim lapses with the"
+        " wait and a later try takes it",
+        what,
+        type(exc).__name__,
+        exc,
+        exc_info=exc,
+    )
+    return f"a bug ({type(exc).__name__})"
+
 
 OWN_STAMP_S = 0.001
 """How far past this process's own claim stamp a later try of its own still takes it back
@@ -43,7 +64,8 @@ class AlertClaimWait:
         self.waiting = False
         """A kept wait holds the claim (a stop in it leaves it so: not handed back)."""
         self.store_away = False
-        """The take-back after the wait met the store not answering (`AskedWait`)."""
+        """The take-back after the wait failed here (`AskedWait`): `not_back` says why."""
+        self.not_back = ""
 
     async def keep(self, seconds: float) -> None:
         moved = self._clock() + seconds - self._lease
@@ -67,7 +89,7 @@ class AlertClaimWait:
                 self._window_id, self._key, now, self.stamp + OWN_STAMP_S
             )
         except Exception as exc:  # the claim lapsed with the wait: the next try takes it
-            log.warning("%s of %s: not taken back (%s)", self._key, self._window_id, exc)
+            self.not_back = not_back(f"{self._key} of {self._window_id}", exc)
             self.store_away = True
             return False
         if taken:
@@ -95,7 +117,8 @@ class GateClaimWait:
         self.waiting = False
         """A kept wait holds the claim (a stop in it leaves it so: not handed back)."""
         self.store_away = False
-        """The take-back after the wait met the store not answering (`AskedWait`)."""
+        """The take-back after the wait failed here (`AskedWait`): `not_back` says why."""
+        self.not_back = ""
 
     async def keep(self, seconds: float) -> None:
         end = self._clock() + seconds
@@ -117,7 +140,7 @@ class GateClaimWait:
         try:
             claimed = await self._store.claim_gate(self._url, self._environment, at, until)
         except Exception as exc:  # the claim lapsed with the wait: the next scan claims it
-            log.warning("protection rule %s: not claimed back (%s)", self._url, exc)
+            self.not_back = not_back(f"protection rule {self._url}", exc)
             self.store_away = True
             return False
         if claimed:

@@ -1035,8 +1035,9 @@ class Integrations:
             # another sender took its claim over in a wait the provider asked for, or the
             # store did not answer its take-back (the claim lapsed with the wait)
             said = (
-                "its claim not taken back after waiting what the provider asked: the store"
-                " does not answer (%d attempt(s) made here); tried again once it does"
+                "its claim not taken back after waiting what the provider asked: "
+                + result.not_back.replace("%", "%%")
+                + " (%d attempt(s) made here); tried again by a later scan"
                 if result.store_away
                 else "taken over by another sender while waiting what the provider asked (%d"
                 " attempt(s) made here); not sent again from here"
@@ -1627,9 +1628,10 @@ class Integrations:
                 raise
         if result.store_away:  # its claim lapsed with the asked wait: the next scan claims it
             log.info(
-                "%s: not claimed back after waiting what GitHub asked: the store does not"
-                " answer; answered once it does",
+                "%s: not claimed back after waiting what GitHub asked: %s; answered by a later"
+                " scan",
                 asked,
+                result.not_back,
             )
             return
         if result.lost:  # another claimer took it over in an asked wait: it answers it

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -154,6 +154,17 @@ GATE_CLAIM_S = 300.0
 another may: a replica killed mid-answer, or one whose answer GitHub could not take yet
 (down, rate limited), which is so tried again. A stop hands its claim back instead
 (`Store.release_gate`)."""
+
+
+def receiver_of(url: str) -> str:
+    """Which receiver a follow-up goes to, for a log line: its host and port, never the
+    path, query or userinfo of its URL, where a webhook keeps its token or password."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname or "?", parts.port
+    except ValueError:
+        return "its url"
+    return f"{host}:{port}" if port else host
 
 
 def has_a_rollback(window_id: str, environment: str, rollback: RollbackIntent) -> str:
@@ -1577,11 +1588,10 @@ class Integrations:
         ):
             return
         if not gate.callback_url.startswith(github.api_url.rstrip("/") + "/"):
-            log.error(
-                "protection rule callback %s is not under integrations.github.api_url",
-                gate.callback_url,
+            why = (
+                f"its callback URL {gate.callback_url} is not under"
+                " integrations.github.api_url: not sent"
             )
-            why = "its callback URL is not under integrations.github.api_url: not sent"
             await self._gate_given_up(gate, window, answer, why)
             await self.s.store.answer_gate(
                 gate.callback_url, gate.github_environment, answer, "not sent", now
@@ -1781,13 +1791,24 @@ class Integrations:
         job behind the protection rule waits for a person. About the window it answers
         from (deduplicated with its alerts), else (none ended in time) about the sha."""
         self._count("github:gate", "failed")
-        env = self.settings.environments.get(gate.environment)
-        if env is None:
-            return
         reason = (
             f"{gate.environment}'s protection rule for {gate.sha[:12]} (GitHub environment"
             f" {gate.github_environment!r}) was to be {answer}: {why}"
         )
+        # paged below; the log said nothing, and an on-call reading it could not tell
+        # the answer never arrived
+        log.warning(
+            "%s; given up, not answered (deploy %s)",
+            reason,
+            window.id if window is not None else "none: no window ended in time",
+            extra={
+                "deploy_id": window.id if window is not None else None,
+                "environment": gate.environment,
+            },
+        )
+        env = self.settings.environments.get(gate.environment)
+        if env is None:
+            return
         # one a request: the run's next job asks on the same callback URL again
         run = re.search(r"/runs/([^/]+)/", gate.callback_url)
         asked = f"{run.group(1) if run else gate.sha[:12]}:{gate.github_environment}"
@@ -2039,6 +2060,17 @@ class Integrations:
             alert: Alert | None = None
             if not result.ok:
                 detail = f"{result.error} after {attempts} attempt(s)"
+                # the outcome is paged and shown failed; the log said nothing, and an
+                # on-call reading it could not tell the follow-up never arrived
+                log.warning(
+                    "follow-up %r of rollback %s (rollback.then to %s) given up: %s; the"
+                    " rollback itself was delivered",
+                    name,
+                    window.id,
+                    receiver_of(follow.url),
+                    detail,
+                    extra={"deploy_id": window.id, "environment": window.environment},
+                )
                 alert = Alert.for_window(
                     window,
                     "rollback_failed",

@@ -8,6 +8,7 @@ once."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -148,10 +149,12 @@ async def test_a_rolling_release_approval_given_up_is_an_alert(
 
 
 async def test_a_gate_answer_github_refuses_is_an_alert_to_the_gated_environment(
-    refusing: Refusing, json_sink: JsonSink
+    refusing: Refusing, json_sink: JsonSink, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Staging passed, and GitHub refused the approval (422: the token cannot answer the
-    rule): production's job waited on its protection rule for GitHub's 30 days."""
+    rule): production's job waited on its protection rule for GitHub's 30 days. Said in
+    the log too, once, where the log said nothing of it."""
+    caplog.set_level(logging.INFO, logger="postflight")
     agent = await refusing.alerting(json_sink, staging_window="1500ms")
     good = "b" * 40
     staging = await agent.register("staging", good)
@@ -169,6 +172,15 @@ async def test_a_gate_answer_github_refuses_is_an_alert_to_the_gated_environment
     # a 422 may be a run with nothing left waiting (cancelled, answered by hand): said so
     assert "a 422 also when nothing waits any more: the run cancelled" in told.message
     assert await failed_calls(agent, "github") == 1
+    logged = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and "given up, not answered" in r.getMessage()
+    ]
+    assert len(logged) == 1, logged
+    assert "production's protection rule for bbbbbbbbbbbb" in logged[0], logged
+    assert "HTTP 422" in logged[0] and f"(deploy {staging['id']})" in logged[0], logged
+    assert refusing.github.token not in "\n".join(r.getMessage() for r in caplog.records)
 
 
 async def test_a_gate_with_no_staging_window_whose_rejection_is_refused_is_an_alert(

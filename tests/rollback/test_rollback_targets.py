@@ -820,3 +820,29 @@ async def test_a_look_up_waiting_out_a_rate_limit_is_given_up_when_a_newer_deplo
     assert done.state == "failed" and newer.id in (done.last_error or ""), done.last_error
     assert len(fake.seen("/v6/deployments")) == 1  # once: the reset is past its own wait
     assert fake.seen("/rollback/") == [] and fake.accepted == []
+
+
+async def test_a_restart_finding_the_look_ups_spent_fails_without_asking_again(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """Its last ask (of `max_attempts`, 3 here) out when its process was killed: stored
+    as counted, so the restart asks no more, and fails saying the last answer was lost,
+    where each process began its count at zero and asked 3 times more."""
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW})
+    dead = await store.take_rollback(intent.window_id, "a", time.time(), time.time() + 0.2)
+    assert dead is not None
+    for counted in (1, 2, 3):  # its third ask went out, and its answer died with it
+        asked = await store.begin_look_up(
+            dead.window_id, dead.fence, time.time(), time.time() + 0.2
+        )
+        assert asked == counted
+    await asyncio.sleep(0.3)  # its lease lapsed
+    stored = await store.get_rollback(intent.window_id)
+    assert stored is not None and stored.look_ups == 3
+    done = await delivered_to_target(store, config, stored)
+    assert done.state == "failed"
+    error = done.last_error or ""
+    assert "asked 3 times, the last answer lost to a restart" in error, error
+    assert fake.seen("/v6/deployments") == []  # 3 GETs' worth more before
+    assert fake.seen("/rollback/") == [] and fake.accepted == []

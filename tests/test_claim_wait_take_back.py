@@ -10,7 +10,6 @@ that cannot be read is said and read as none, and the call goes on."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 from contextlib import closing
@@ -22,47 +21,31 @@ import pytest
 from agent.store.sqlite import SqliteStore
 from tests.fakes.github import FakeGitHub
 from tests.test_status_store_blip import (  # noqa: F401 (the fixture)
+    AwayAtTheTakeBack,
     github,
-    integrations_on,
-    passed_window,
+    posted_after_an_asked_wait,
 )
 
 pytestmark = pytest.mark.timeout(60)
 
 
-async def _posted_once(store: SqliteStore, github: FakeGitHub) -> None:  # noqa: F811
-    """Scan until the deployment's `success` is posted (10 s at most), and a while after
-    it: nothing posted twice."""
-    integrations = integrations_on(store, github)
-    await passed_window(store)
-    scans = asyncio.create_task(integrations.run())
-    try:
-        for _ in range(400):
-            if any(s["state"] == "success" for s in github.statuses):
-                break
-            await asyncio.sleep(0.025)
-        else:
-            raise AssertionError(f"no success status posted: {github.statuses}")
-        await asyncio.sleep(0.3)
-    finally:
-        scans.cancel()
-        await asyncio.gather(scans, return_exceptions=True)
-        await integrations.aclose()
+async def _said_as_posted_once(
+    store: SqliteStore,
+    github: FakeGitHub,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> list[logging.LogRecord]:
+    """`posted_after_an_asked_wait`'s log, which never says the store did not answer."""
+    await posted_after_an_asked_wait(store, github, caplog)
+    said = [r.getMessage() for r in caplog.records]
+    assert not [m for m in said if "the store does not answer" in m], said
+    return caplog.records
 
 
-class BugAtTheTakeBack(SqliteStore):
+class BugAtTheTakeBack(AwayAtTheTakeBack):
     """A bug in the take-back after the asked wait (a TypeError), once."""
 
-    kept = False
-    failed = False
-
-    async def take_alert(self, window_id: str, event: str, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("waiting"):
-            self.kept = True
-        elif self.kept and not self.failed:
-            self.failed = True
-            raise TypeError("unsupported operand type(s) for +: 'NoneType' and 'float'")
-        return await super().take_alert(window_id, event, *args, **kwargs)
+    def failure(self) -> Exception:
+        return TypeError("unsupported operand type(s) for +: 'NoneType' and 'float'")
 
 
 async def test_a_bug_at_the_take_back_is_logged_as_one_and_the_status_still_posted_once(
@@ -70,22 +53,14 @@ async def test_a_bug_at_the_take_back_is_logged_as_one_and_the_status_still_post
     github: FakeGitHub,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    github.fail("secondary_rate_limit", times=1, reset_in=1, match="/statuses")
     store = BugAtTheTakeBack(tmp_path / "postflight.db")
-    await store.open()
-    try:
-        with caplog.at_level(logging.INFO, logger="postflight"):
-            await _posted_once(store, github)
-    finally:
-        await store.close()
+    records = await _said_as_posted_once(store, github, caplog)
     assert store.failed
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    errors = [r.getMessage() for r in records if r.levelno >= logging.ERROR]
     assert any(
         "a bug" in m and "TypeError: unsupported operand type(s)" in m and "github:success" in m
         for m in errors
     ), errors
-    said = [r.getMessage() for r in caplog.records]
-    assert not [m for m in said if "the store does not answer" in m], said
     # the claim lapsed with the wait; a later try posted the deployment's state, once
     assert [s["state"] for s in github.statuses] == ["success"]
 
@@ -114,17 +89,10 @@ async def test_a_claim_row_whose_count_cannot_be_read_is_said_and_the_status_pos
     github: FakeGitHub,  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    github.fail("secondary_rate_limit", times=1, reset_in=1, match="/statuses")
     store = CountRewritten(tmp_path / "postflight.db")
-    await store.open()
-    try:
-        with caplog.at_level(logging.INFO, logger="postflight"):
-            await _posted_once(store, github)
-    finally:
-        await store.close()
+    records = await _said_as_posted_once(store, github, caplog)
     assert store.rewritten
-    said = [r.getMessage() for r in caplog.records]
+    said = [r.getMessage() for r in records]
     assert any("'many'" in m and "github:success" in m for m in said), said
-    assert not [m for m in said if "the store does not answer" in m], said
     # taken back after the wait: the call went on, its status posted, once each
     assert [s["state"] for s in github.statuses] == ["in_progress", "success"]

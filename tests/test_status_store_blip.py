@@ -119,31 +119,13 @@ async def test_a_status_whose_task_met_a_held_file_is_posted_once_it_is_let_go(
     assert [s["state"] for s in github.statuses] == ["in_progress", "success"]
 
 
-class AwayAtTheTakeBack(SqliteStore):
-    """The store not answering the status claim's take-back after the wait GitHub asked
-    for (`AlertClaimWait.resume`), once; answering again from the next call on."""
-
-    kept = False
-    failed = False
-
-    async def take_alert(self, window_id: str, event: str, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("waiting"):
-            self.kept = True
-        elif self.kept and not self.failed:
-            self.failed = True
-            raise StoreUnreachable("connection refused")
-        return await super().take_alert(window_id, event, *args, **kwargs)
-
-
-async def test_a_status_claim_the_store_failed_to_take_back_is_not_said_taken_over(
-    tmp_path: Path, github: FakeGitHub, caplog: pytest.LogCaptureFixture
+async def posted_after_an_asked_wait(
+    store: SqliteStore, github: FakeGitHub, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """GitHub asked the `in_progress` status to wait (a secondary rate limit, 1 s), and the
-    store did not answer the claim's take-back after it: the log said the status was
-    "taken over by another sender", though none was; it says the store did not answer, and
-    the deployment's status is posted once the store answers, counted at the fake GitHub."""
+    """GitHub asks the status's first post to wait 1 s (a secondary rate limit); scans on
+    `store` (opened, then closed) until the deployment's `success` is posted (10 s at
+    most), and a while after it, to see nothing posted twice; logged to `caplog`."""
     github.fail("secondary_rate_limit", times=1, reset_in=1, match="/statuses")
-    store = AwayAtTheTakeBack(tmp_path / "postflight.db")
     await store.open()
     integrations = integrations_on(store, github)
     await passed_window(store)
@@ -156,11 +138,43 @@ async def test_a_status_claim_the_store_failed_to_take_back_is_not_said_taken_ov
                 await asyncio.sleep(0.025)
             else:
                 raise AssertionError(f"no success status posted: {github.statuses}")
+            await asyncio.sleep(0.3)
     finally:
         scans.cancel()
         await asyncio.gather(scans, return_exceptions=True)
         await integrations.aclose()
         await store.close()
+
+
+class AwayAtTheTakeBack(SqliteStore):
+    """The store not answering the status claim's take-back after the wait GitHub asked
+    for (`AlertClaimWait.resume`), once; answering again from the next call on."""
+
+    kept = False
+    failed = False
+
+    def failure(self) -> Exception:
+        """What the take-back meets."""
+        return StoreUnreachable("connection refused")
+
+    async def take_alert(self, window_id: str, event: str, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("waiting"):
+            self.kept = True
+        elif self.kept and not self.failed:
+            self.failed = True
+            raise self.failure()
+        return await super().take_alert(window_id, event, *args, **kwargs)
+
+
+async def test_a_status_claim_the_store_failed_to_take_back_is_not_said_taken_over(
+    tmp_path: Path, github: FakeGitHub, caplog: pytest.LogCaptureFixture
+) -> None:
+    """GitHub asked the `in_progress` status to wait (a secondary rate limit, 1 s), and the
+    store did not answer the claim's take-back after it: the log said the status was
+    "taken over by another sender", though none was; it says the store did not answer, and
+    the deployment's status is posted once the store answers, counted at the fake GitHub."""
+    store = AwayAtTheTakeBack(tmp_path / "postflight.db")
+    await posted_after_an_asked_wait(store, github, caplog)
     said = [r.getMessage() for r in caplog.records]
     assert store.failed, said
     assert not [m for m in said if "taken over by another sender" in m], said

@@ -34,13 +34,22 @@ PROJECT = "prj_web123"
 OLD, NEW = "dpl_old111", "dpl_new222"
 
 
-def write_config(workdir: Path, agent_port: int, vercel_url: str) -> Path:
+def write_config(
+    workdir: Path,
+    agent_port: int,
+    vercel_url: str,
+    *,
+    backoff: str = "50ms",
+    max_backoff: str = "200ms",
+    max_attempts: int = 50,
+) -> Path:
+    """The trial's configuration (`backoff`, `max_backoff`, `max_attempts`: its rollback's)."""
     integrations = f"""\
 integrations:
   vercel: {{api_url: "{vercel_url}", token: {VERCEL_TOKEN}}}
 """
     environment = bad_environment(
-        "target: vercel\nbackoff: 50ms\nmax_backoff: 200ms\nmax_attempts: 50\n",
+        f"target: vercel\nbackoff: {backoff}\nmax_backoff: {max_backoff}\nmax_attempts: {max_attempts}\n",
         more=f"sources:\n  vercel: {{project: {PROJECT}, target: production}}\n",
     )
     path = workdir / "postflight.yaml"

@@ -17,13 +17,12 @@ from tests.e2e.crash import (
     free_port,
     kill_and_restart,
     request_json,
-    server_and_store,
     start_agent,
     start_fake,
     stop,
     until,
 )
-from tests.e2e.crash_vercel import PROJECT, VERCEL_TOKEN, _fake
+from tests.e2e.crash_vercel import VERCEL_TOKEN, _fake, write_config
 
 pytestmark = pytest.mark.e2e
 
@@ -31,38 +30,6 @@ SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"
 LIST = "/v6/deployments"
 ASKS = 3
 """`rollback.max_attempts`: how many times the list may be asked, each ask its two GETs."""
-
-
-def _config(workdir: Path, port: int, vercel_url: str) -> Path:
-    dead = free_port()  # nothing listens: every probe fails, the deploy is bad
-    text = (
-        server_and_store(workdir, port)
-        + f"""\
-integrations:
-  vercel: {{api_url: "{vercel_url}", token: {VERCEL_TOKEN}}}
-environments:
-  production:
-    base_url: http://127.0.0.1:{dead}
-    window: 60s
-    interval: 300ms
-    probes_per_round: 2
-    checks:
-      - {{name: api-health, type: http, path: /health, timeout: 200ms}}
-    analysis: {{policy: threshold, failure_limit: 1}}
-    rules:
-      - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-    sources:
-      vercel: {{project: {PROJECT}, target: production}}
-    rollback:
-      target: vercel
-      backoff: 3s
-      max_backoff: 3s
-      max_attempts: {ASKS}
-"""
-    )
-    path = workdir / "postflight.yaml"
-    path.write_text(text)
-    return path
 
 
 @pytest.mark.timeout(240)
@@ -76,7 +43,9 @@ def test_kill_9_between_look_ups_does_not_give_the_rollback_more_asks(tmp_path: 
             return sum(r["path"] == LIST for r in _fake(url, "/_fake/requests"))
 
         port = free_port()
-        config = _config(tmp_path, port, url)
+        config = write_config(
+            tmp_path, port, url, backoff="3s", max_backoff="3s", max_attempts=ASKS
+        )
         log = tmp_path / "agent.log"
         agent = start_agent(config, port, log)
         # no vercel.deployment label: the window's own look-up at open is not owed, and

@@ -139,7 +139,7 @@ class RollbackIntent:
     lease_until: float | None = None
     look_ups: int = 0
     """How many times Vercel was asked which deployment to roll back to, counted before
-    each ask goes out (`Store.begin_look_up`): a restart continues the count, and the
+    each ask goes out (`Store.count_look_up`): a restart continues the count, and the
     rollback's `max_attempts` bound the asks in total, not per process."""
     replaced_by: DeployWindow | None = field(default=None, compare=False)
     """Not stored: the newer deploy its sender gave it up for, unsent

@@ -48,7 +48,7 @@ from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
 from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
 from agent.stopping import StopBudget
-from agent.store.base import IN_FLIGHT, AlertClaim, Store
+from agent.store.base import IN_FLIGHT, AlertClaim, Store, StoreError
 from agent.store.outages import (
     HELD_RETRY_S,
     handed_back,
@@ -720,7 +720,7 @@ class RollbackDelivery:
                 )
                 return await self._unsendable(intent, problem, environment, context, claims)
             now = self._clock()
-            counted = await self._store.begin_look_up(
+            counted = await self._store.count_look_up(
                 intent.window_id, intent.fence, now, now + self.lease_s
             )
             if counted is None:
@@ -734,7 +734,9 @@ class RollbackDelivery:
                 # a stop met it asking (the look-up let go of at once): nothing of it is
                 # out, so it is handed back as stored, asked again by the next start or
                 # another replica, where the stop waited for Vercel's answer and sent the
-                # rollback inside its grace
+                # rollback inside its grace; the ask let go of is not spent (a rollback
+                # allowed one would fail at the restart unasked)
+                await self._not_spent(intent)
                 await self._hand_back(intent)
                 asking = "Vercel which deployment to roll back to"
                 raise _LeftAtStop(intent, asking=asking) from None
@@ -1122,6 +1124,21 @@ class RollbackDelivery:
             extra={"deploy_id": intent.window_id, "environment": environment},
         )
         return intent
+
+    async def _not_spent(self, intent: RollbackIntent) -> None:
+        """Take back the count of an ask a stop let go of (`count_look_up` by -1); one the
+        store does not take stays spent."""
+        try:
+            left = await self._store.count_look_up(
+                intent.window_id, intent.fence, self._clock(), intent.lease_until or 0.0, -1
+            )
+        except StoreError as exc:
+            log.warning(
+                "rollback for %s: its ask let go of stays counted (%s)", intent.window_id, exc
+            )
+            return
+        if left is not None:
+            intent.look_ups = left
 
     async def _hand_back(
         self, intent: RollbackIntent, attempt: DeliveryAttempt | None = None

@@ -485,12 +485,12 @@ class Store(Protocol):
         again, the receiver dedupes) do not count. None without a rollback."""
         ...
 
-    async def begin_look_up(
-        self, window_id: str, fence: Fence, now: float, until: float
+    async def count_look_up(
+        self, window_id: str, fence: Fence, now: float, until: float, by: int = 1
     ) -> int | None:
         """Count one more ask of which deployment to roll back to (`RollbackIntent.look_ups`)
-        before it goes out, the lease extended to `until`: the count so far; None if the
-        lease is no longer `fence`'s."""
+        before it goes out (`by` -1: one a stop let go of, not spent), the lease extended
+        to `until`: the count so far; None if the lease is no longer `fence`'s."""
         ...
 
     async def add_rollback(

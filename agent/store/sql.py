@@ -258,7 +258,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE gates_by_environment ADD COLUMN claimed_run TEXT
     """,
     # a rollback's asks of which Vercel deployment to roll back to, counted before each
-    # (`begin_look_up`): a restart continues the count, where each process began at zero
+    # (`count_look_up`): a restart continues the count, where each process began at zero
     "ALTER TABLE rollbacks ADD COLUMN look_ups INTEGER NOT NULL DEFAULT 0",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -1212,14 +1212,15 @@ class SqlStore(ABC):
         )
         return _window(row) if row else None
 
-    async def begin_look_up(
-        self, window_id: str, fence: Fence, now: float, until: float
+    async def count_look_up(
+        self, window_id: str, fence: Fence, now: float, until: float, by: int = 1
     ) -> int | None:
         async with self._tx() as db:
             rows = await db.fetch(
-                "UPDATE rollbacks SET look_ups = look_ups + 1, lease_until = ?"
+                "UPDATE rollbacks SET look_ups = look_ups + ?, lease_until = ?"
                 " WHERE window_id = ? AND state = 'pending' AND lease_owner = ?"
                 " AND lease_epoch = ? AND lease_until >= ? RETURNING look_ups",
+                by,
                 until,
                 window_id,
                 fence.owner,

@@ -71,7 +71,8 @@ def config(vercel: FakeVercel, target: FlipTarget, rollback: bool) -> tuple[str,
       vercel: {{project: {vc.PROJECT}, target: production}}
     """
     if rollback:
-        extra += "rollback: {target: vercel, backoff: 50ms, max_backoff: 200ms}\n"
+        # one ask allowed: the stop's, let go of, is not spent (the restart asks again)
+        extra += "rollback: {target: vercel, backoff: 50ms, max_backoff: 200ms, max_attempts: 1}\n"
     integrations = f"""
     integrations:
       vercel: {{api_url: "{vercel.url}", token: {TOKEN}, webhook_secret: {SECRET}}}

@@ -833,7 +833,7 @@ async def test_a_restart_finding_the_look_ups_spent_fails_without_asking_again(
     dead = await store.take_rollback(intent.window_id, "a", time.time(), time.time() + 0.2)
     assert dead is not None
     for counted in (1, 2, 3):  # its third ask went out, and its answer died with it
-        asked = await store.begin_look_up(
+        asked = await store.count_look_up(
             dead.window_id, dead.fence, time.time(), time.time() + 0.2
         )
         assert asked == counted

@@ -675,13 +675,16 @@ async def test_a_rollbacks_look_ups_are_counted_with_its_lease_and_outlive_it(st
     await failed_with_rollback(store)
     mine = await store.take_rollback("dep_1", "a", now=11, until=40)
     assert mine is not None and mine.look_ups == 0
-    assert await store.begin_look_up("dep_1", mine.fence, now=12, until=50) == 1
-    assert await store.begin_look_up("dep_1", mine.fence, now=13, until=50) == 2
+    assert await store.count_look_up("dep_1", mine.fence, now=12, until=50) == 1
+    assert await store.count_look_up("dep_1", mine.fence, now=13, until=50) == 2
     assert await store.take_rollback("dep_1", "b", now=45, until=80) is None  # extended
     theirs = await store.take_rollback("dep_1", "b", now=51, until=80)
     assert theirs is not None and theirs.look_ups == 2  # a was killed: b goes on from 2
-    assert await store.begin_look_up("dep_1", mine.fence, now=52, until=90) is None
-    assert await store.begin_look_up("dep_1", theirs.fence, now=52, until=90) == 3
+    assert await store.count_look_up("dep_1", mine.fence, now=52, until=90) is None
+    assert await store.count_look_up("dep_1", theirs.fence, now=52, until=90) == 3
+    # one a stop let go of is taken back, not spent
+    assert await store.count_look_up("dep_1", theirs.fence, now=52, until=90, by=-1) == 2
+    assert await store.count_look_up("dep_1", theirs.fence, now=52, until=90) == 3
     assert await store.begin_attempt("dep_1", theirs.fence, now=53, until=90) == 1
     stored = await store.get_rollback("dep_1")
     assert stored is not None and (stored.look_ups, stored.attempts) == (3, 1)

@@ -18,7 +18,10 @@ from typing import Any
 
 import pytest
 
+from agent.records import PendingGate
+from agent.store.base import StoreUnreachable
 from agent.store.sqlite import SqliteStore
+from agent.windows.claim_waits import GateClaimWait
 from tests.fakes.github import FakeGitHub
 from tests.test_status_store_blip import (  # noqa: F401 (the fixture)
     AwayAtTheTakeBack,
@@ -96,3 +99,62 @@ async def test_a_claim_row_whose_count_cannot_be_read_is_said_and_the_status_pos
     assert any("'many'" in m and "github:success" in m for m in said), said
     # taken back after the wait: the call went on, its status posted, once each
     assert [s["state"] for s in github.statuses] == ["in_progress", "success"]
+
+
+class GateStore(SqliteStore):
+    """`claim_gate` (the gate's take-back) and `extend_gate` (its keep) meeting `failure`."""
+
+    failure: Exception | None = None
+
+    async def claim_gate(self, *args: Any, **kwargs: Any) -> bool:
+        if self.failure is not None:
+            raise self.failure
+        return await super().claim_gate(*args, **kwargs)
+
+    async def extend_gate(self, *args: Any, **kwargs: Any) -> bool:
+        if self.failure is not None:
+            raise self.failure
+        return await super().extend_gate(*args, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("failure", "level", "why"),
+    [
+        (KeyError("claimed_until"), logging.ERROR, "a bug (KeyError)"),
+        (StoreUnreachable("connection refused"), logging.WARNING, "the store does not answer"),
+    ],
+    ids=["bug", "store-away"],
+)
+async def test_a_gates_take_back_that_fails_says_why_and_leaves_the_claim_to_lapse(
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    failure: Exception,
+    level: int,
+    why: str,
+) -> None:
+    """A protection rule's answer waited what GitHub asked (its claim's end moved to the
+    wait's), and its take-back met a bug or the store away: said as such, nothing more
+    sent from there, and the claim lapses at the wait's end for the next scan to take."""
+    store = GateStore(tmp_path / "postflight.db")
+    await store.open()
+    try:
+        url = "https://api.github.com/repos/acme/web/actions/runs/7/deployment_protection_rule"
+        await store.add_gate(PendingGate(url, "production", "a" * 40, "Production", 900.0, 100.0))
+        assert await store.claim_gate(url, "Production", 200.0, 500.0)
+        now = [200.0]
+        wait = GateClaimWait(store, url, "Production", 500.0, 300.0, lambda: now[0])
+        await wait.keep(10.0)  # till 210
+        assert wait.waiting and wait.until == 210.0
+        now[0], store.failure = 210.0, failure  # the wait over: its take-back fails
+        with caplog.at_level(logging.INFO, logger="postflight"):
+            assert not await wait.resume()
+            await wait.keep(10.0)  # and a keep meeting it: said the same way
+        assert wait.store_away and wait.not_back == why
+        lines = [r for r in caplog.records if r.name == "postflight.integrations"]
+        assert [r.levelno for r in lines] == [level, level], [r.getMessage() for r in lines]
+        assert all(str(failure) in r.getMessage() for r in lines)
+        store.failure = None
+        assert not await store.claim_gate(url, "Production", 209.0, 509.0)  # still waiting
+        assert await store.claim_gate(url, "Production", 211.0, 511.0)  # lapsed: taken
+    finally:
+        await store.close()

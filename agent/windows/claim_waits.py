@@ -19,24 +19,30 @@ from agent.store.base import Store, StoreError
 log = logging.getLogger("postflight.integrations")
 
 
-def not_back(what: str, exc: Exception) -> str:
-    """Why a claim was not taken back after its asked wait, logged: the store's own error
-    (`StoreError`: it did not answer, was busy, held) at warning; anything else is a bug,
-    at error with its type, words and traceback, where every exception read as the store
-    not answering. Either way the claim lapses with the wait and a later try takes it:
-    nothing of the call is sent from here."""
+def said(what: str, step: str, exc: Exception, after: str) -> str:
+    """Log a store call of an asked wait that failed (`step`, with what it leaves:
+    `after`): the store's own error (`StoreError`: it did not answer, was busy, held) at
+    warning; anything else is a bug, at error with its type, words and traceback, where
+    every exception read as the store not answering. Why, in words for the call's line."""
     if isinstance(exc, StoreError):
-        log.warning("%s: not taken back (%s)", what, exc)
+        log.warning("%s: %s (%s); %s", what, step, exc, after)
         return "the store does not answer"
     log.error(
-        "%s: not taken back after its asked wait, a bug (%s: %s); its claim lapses with the"
-        " wait and a later try takes it",
+        "%s: %s, a bug (%s: %s); %s",
         what,
+        step,
         type(exc).__name__,
         exc,
+        after,
         exc_info=exc,
     )
     return f"a bug ({type(exc).__name__})"
+
+
+NOT_KEPT = "its asked wait not kept"
+KEPT_AS_CLAIMED = "kept as claimed: a restart takes it over at once, as before"
+NOT_BACK = "not taken back after its asked wait"
+LAPSES = "its claim lapses with the wait and a later try takes it; nothing more sent from here"
 
 
 OWN_STAMP_S = 0.001
@@ -73,8 +79,8 @@ class AlertClaimWait:
             taken = await self._store.take_alert(
                 self._window_id, self._key, moved, self.stamp + OWN_STAMP_S, waiting=True
             )
-        except Exception as exc:  # kept as claimed: taken at once by a restart, as before
-            log.warning("%s of %s: its asked wait not kept (%s)", self._key, self._window_id, exc)
+        except Exception as exc:
+            said(f"{self._key} of {self._window_id}", NOT_KEPT, exc, KEPT_AS_CLAIMED)
             return
         if taken:
             self.stamp, self.waiting = moved, True
@@ -88,8 +94,8 @@ class AlertClaimWait:
             taken = await self._store.take_alert(
                 self._window_id, self._key, now, self.stamp + OWN_STAMP_S
             )
-        except Exception as exc:  # the claim lapsed with the wait: the next try takes it
-            self.not_back = not_back(f"{self._key} of {self._window_id}", exc)
+        except Exception as exc:
+            self.not_back = said(f"{self._key} of {self._window_id}", NOT_BACK, exc, LAPSES)
             self.store_away = True
             return False
         if taken:
@@ -124,8 +130,8 @@ class GateClaimWait:
         end = self._clock() + seconds
         try:
             moved = await self._store.extend_gate(self._url, self._environment, self.until, end)
-        except Exception as exc:  # kept as claimed: taken at once by a restart, as before
-            log.warning("protection rule %s: its asked wait not kept (%s)", self._url, exc)
+        except Exception as exc:
+            said(f"protection rule {self._url}", NOT_KEPT, exc, KEPT_AS_CLAIMED)
             return
         if moved:
             self.until, self.waiting = end, True
@@ -139,8 +145,8 @@ class GateClaimWait:
         until = at + self._hold_s
         try:
             claimed = await self._store.claim_gate(self._url, self._environment, at, until)
-        except Exception as exc:  # the claim lapsed with the wait: the next scan claims it
-            self.not_back = not_back(f"protection rule {self._url}", exc)
+        except Exception as exc:
+            self.not_back = said(f"protection rule {self._url}", NOT_BACK, exc, LAPSES)
             self.store_away = True
             return False
         if claimed:

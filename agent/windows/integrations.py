@@ -69,6 +69,7 @@ from agent.windows.markers import mark_rollback, marker_claims, marking
 from alerting.events import MANUAL_ROLLBACK_PREFIX, Alert, AlertEvent, IntegrationCall
 from common.durations import format_duration
 from common.keyed_locks import KeyedLocks
+from common.redaction import address_redactor
 from common.times import rfc3339
 
 log = logging.getLogger("postflight.integrations")
@@ -2026,7 +2027,9 @@ class Integrations:
                         backoff=env.rollback.backoff,
                         max_backoff=env.rollback.max_backoff,
                         made_before=before,
-                        redact=self.redact,
+                        # a receiver's refusal that quotes the path it was sent (its
+                        # token, as a hook's) is said, paged and stored without it
+                        redact=lambda text: address_redactor(follow.url)(self.redact(text)),
                         leaving=self._leaving,
                     )
             except asyncio.CancelledError:

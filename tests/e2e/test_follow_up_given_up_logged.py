@@ -15,10 +15,11 @@ from tests.e2e.conftest import (
     SECRET,
     AgentFactory,
     FlipTarget,
+    RefusingReceiver,
     environment,
     rollback_then_migrations,
 )
-from tests.receivers import RollbackReceiver
+from tests.receivers import JsonSink, RollbackReceiver, alert_titled
 
 pytestmark = pytest.mark.e2e
 
@@ -75,3 +76,45 @@ async def test_a_follow_up_given_up_on_is_logged_once_with_its_receiver_deploy_a
     assert getattr(line, "deploy_id", None) == deploy["id"]
     every = "\n".join(r.getMessage() for r in caplog.records)
     assert PASSWORD not in every and TOKEN_IN_PATH not in every, said
+
+
+@pytest.mark.timeout(90)
+async def test_a_follow_up_refusal_that_quotes_its_url_is_logged_and_paged_without_its_token(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    caplog: pytest.LogCaptureFixture,
+    json_sink: JsonSink,
+) -> None:
+    """A receiver whose 404 quotes the path it was sent (as Express answers "Cannot POST
+    /hooks/<token>/then"): the follow-up's line and page say the refusal, not the token."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    follow = RefusingReceiver(404, lambda request: f"Cannot POST {request.path}")
+    await follow.start()
+    try:
+        url = f"{follow.url}/hooks/{TOKEN_IN_PATH}/then"
+        rollback = rollback_then_migrations(receiver.url, SECRET, url, "max_attempts: 3")
+        caplog.set_level(logging.INFO, logger="postflight")
+        env = environment("production", flip_target.url, extra=rollback)
+        agent = await start_agent(env, f"alerting:\n  channels:\n    - url: {json_sink.url()}\n")
+        deploy = await agent.register("production", "v2")
+        flip_target.bad = True
+        await agent.wait_until(
+            deploy["id"],
+            lambda d: (d.get("rollback") or {}).get("then", [{}])[0].get("state") == "failed",
+            30,
+        )
+    finally:
+        await follow.stop()
+    assert follow.posts == 1  # a 404 is not tried again
+    (line,) = [
+        r.getMessage()
+        for r in caplog.records
+        if "follow-up 'migrations'" in r.getMessage() and "given up" in r.getMessage()
+    ]
+    assert "HTTP 404: Cannot POST /hooks/***/then" in line, line
+    every = "\n".join(r.getMessage() for r in caplog.records)
+    assert TOKEN_IN_PATH not in every
+    page = await alert_titled(json_sink, "ROLLBACK FAILED", within=20)
+    assert "Cannot POST /hooks/" in page.message, page.message  # its *** escaped
+    assert TOKEN_IN_PATH not in page.message

@@ -395,6 +395,11 @@ class RollbackTargets:
             and (self._looked_up.get(intent.window_id) or (None,))[0] is None
         )
 
+    def remember(self, window_id: str, previous: str) -> None:
+        """`previous` is what the window's rollback goes back to, as its stored labels say
+        (an earlier process's look-up): `look_up` asks Vercel no more."""
+        self._looked_up[window_id] = (previous, "")
+
     def _previous(self, intent: RollbackIntent) -> str | None:
         return labelled_previous(intent) or (self._looked_up.get(intent.window_id) or (None,))[0]
 

@@ -712,6 +712,12 @@ class RollbackDelivery:
                     return None
             if not self._targets.asks(intent, settings, environment):
                 return None
+            window = await self._store.get_window(intent.window_id)
+            known = (window.labels if window is not None else {}).get("vercel.previous")
+            if known:  # found by an earlier ask (a process killed before sending), or at
+                # the window's open after the verdict: not asked again, not spent again
+                self._targets.remember(intent.window_id, known)
+                return None
             if intent.look_ups >= settings.max_attempts:  # the last ask's answer died with
                 # the process that asked it
                 problem = (

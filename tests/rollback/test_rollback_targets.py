@@ -846,3 +846,25 @@ async def test_a_restart_finding_the_look_ups_spent_fails_without_asking_again(
     assert "asked 3 times, the last answer lost to a restart" in error, error
     assert fake.seen("/v6/deployments") == []  # 3 GETs' worth more before
     assert fake.seen("/rollback/") == [] and fake.accepted == []
+
+
+async def test_a_restart_finds_the_deployment_an_earlier_ask_found_on_the_windows_labels(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """Its third ask (of 3) found the deployment, kept on the window's labels, and its
+    process was killed before the rollback went out: the restart sends it there, not
+    asking Vercel again, where the spent count would have failed it unasked."""
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW})
+    dead = await store.take_rollback(intent.window_id, "a", time.time(), time.time() + 0.2)
+    assert dead is not None
+    for _ in range(3):
+        await store.count_look_up(dead.window_id, dead.fence, time.time(), time.time() + 0.2)
+    await store.add_labels(intent.window_id, {"vercel.previous": OLD})
+    await asyncio.sleep(0.3)  # its lease lapsed
+    stored = await store.get_rollback(intent.window_id)
+    assert stored is not None and stored.look_ups == 3
+    done = await delivered_to_target(store, config, stored)
+    assert (done.state, done.last_error) == ("delivered", None), done.last_error
+    assert fake.seen("/v6/deployments") == []
+    assert [a["deployment"] for a in fake.accepted] == [OLD]

@@ -69,6 +69,15 @@ async def passed_window(store: SqliteStore) -> DeployWindow:
     return stored
 
 
+async def success_posted(github: FakeGitHub) -> None:
+    """Until the deployment's `success` is posted: 10 s at most, on a busy machine."""
+    for _ in range(400):
+        if any(s["state"] == "success" for s in github.statuses):
+            return
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"no success status posted: {github.statuses}")
+
+
 class HeldAfterTheClaim(SqliteStore):
     """The file taken by `other`'s `BEGIN EXCLUSIVE` right after the status's claim is
     first taken: the task's next write (its `in_progress` claim) is refused."""
@@ -103,12 +112,7 @@ async def test_a_status_whose_task_met_a_held_file_is_posted_once_it_is_let_go(
             assert other.in_transaction
             assert github.statuses == []
             other.execute("COMMIT")
-            for _ in range(400):  # 10 s at most, on a busy machine
-                if any(s["state"] == "success" for s in github.statuses):
-                    break
-                await asyncio.sleep(0.025)
-            else:
-                raise AssertionError(f"no success status posted: {github.statuses}")
+            await success_posted(github)
             await asyncio.sleep(0.2)  # and scans after it: nothing posted twice
     finally:
         scans.cancel()
@@ -132,12 +136,7 @@ async def posted_after_an_asked_wait(
     scans = asyncio.create_task(integrations.run())
     try:
         with caplog.at_level(logging.INFO, logger="postflight"):
-            for _ in range(400):  # 10 s at most, on a busy machine
-                if any(s["state"] == "success" for s in github.statuses):
-                    break
-                await asyncio.sleep(0.025)
-            else:
-                raise AssertionError(f"no success status posted: {github.statuses}")
+            await success_posted(github)
             await asyncio.sleep(0.3)
     finally:
         scans.cancel()

@@ -822,25 +822,31 @@ async def test_a_look_up_waiting_out_a_rate_limit_is_given_up_when_a_newer_deplo
     assert fake.seen("/rollback/") == [] and fake.accepted == []
 
 
+async def asked_3_times_by_a_dead_process(store: SqliteStore) -> RollbackIntent:
+    """A Vercel rollback of a deploy naming no previous deployment, as stored after its
+    sender (replica "a") counted 3 asks of Vercel and was killed: its lease lapsed."""
+    intent = await rollback_requested(store, {"vercel.deployment": NEW})
+    dead = await store.take_rollback(intent.window_id, "a", time.time(), time.time() + 0.2)
+    assert dead is not None
+    for counted in (1, 2, 3):
+        asked = await store.count_look_up(
+            dead.window_id, dead.fence, time.time(), time.time() + 0.2
+        )
+        assert asked == counted
+    await asyncio.sleep(0.3)
+    stored = await store.get_rollback(intent.window_id)
+    assert stored is not None and stored.look_ups == 3
+    return stored
+
+
 async def test_a_restart_finding_the_look_ups_spent_fails_without_asking_again(
     fake: FakeVercel, store: SqliteStore
 ) -> None:
     """Its last ask (of `max_attempts`, 3 here) out when its process was killed: stored
     as counted, so the restart asks no more, and fails saying the last answer was lost,
     where each process began its count at zero and asked 3 times more."""
-    config = settings(fake)
-    intent = await rollback_requested(store, {"vercel.deployment": NEW})
-    dead = await store.take_rollback(intent.window_id, "a", time.time(), time.time() + 0.2)
-    assert dead is not None
-    for counted in (1, 2, 3):  # its third ask went out, and its answer died with it
-        asked = await store.count_look_up(
-            dead.window_id, dead.fence, time.time(), time.time() + 0.2
-        )
-        assert asked == counted
-    await asyncio.sleep(0.3)  # its lease lapsed
-    stored = await store.get_rollback(intent.window_id)
-    assert stored is not None and stored.look_ups == 3
-    done = await delivered_to_target(store, config, stored)
+    stored = await asked_3_times_by_a_dead_process(store)
+    done = await delivered_to_target(store, settings(fake), stored)
     assert done.state == "failed"
     error = done.last_error or ""
     assert "asked 3 times, the last answer lost to a restart" in error, error
@@ -854,17 +860,9 @@ async def test_a_restart_finds_the_deployment_an_earlier_ask_found_on_the_window
     """Its third ask (of 3) found the deployment, kept on the window's labels, and its
     process was killed before the rollback went out: the restart sends it there, not
     asking Vercel again, where the spent count would have failed it unasked."""
-    config = settings(fake)
-    intent = await rollback_requested(store, {"vercel.deployment": NEW})
-    dead = await store.take_rollback(intent.window_id, "a", time.time(), time.time() + 0.2)
-    assert dead is not None
-    for _ in range(3):
-        await store.count_look_up(dead.window_id, dead.fence, time.time(), time.time() + 0.2)
-    await store.add_labels(intent.window_id, {"vercel.previous": OLD})
-    await asyncio.sleep(0.3)  # its lease lapsed
-    stored = await store.get_rollback(intent.window_id)
-    assert stored is not None and stored.look_ups == 3
-    done = await delivered_to_target(store, config, stored)
+    stored = await asked_3_times_by_a_dead_process(store)
+    await store.add_labels(stored.window_id, {"vercel.previous": OLD})
+    done = await delivered_to_target(store, settings(fake), stored)
     assert (done.state, done.last_error) == ("delivered", None), done.last_error
     assert fake.seen("/v6/deployments") == []
     assert [a["deployment"] for a in fake.accepted] == [OLD]

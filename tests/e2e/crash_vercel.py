@@ -49,7 +49,8 @@ integrations:
   vercel: {{api_url: "{vercel_url}", token: {VERCEL_TOKEN}}}
 """
     environment = bad_environment(
-        f"target: vercel\nbackoff: {backoff}\nmax_backoff: {max_backoff}\nmax_attempts: {max_attempts}\n",
+        f"target: vercel\nbackoff: {backoff}\nmax_backoff: {max_backoff}\n"
+        f"max_attempts: {max_attempts}\n",
         more=f"sources:\n  vercel: {{project: {PROJECT}, target: production}}\n",
     )
     path = workdir / "postflight.yaml"

@@ -29,6 +29,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -864,43 +865,90 @@ class SlowOnRequested(LocalTarget):
         app.router.add_post("/{tail:.*}", self.take)
 
 
+OUTCOMES = {"refused": ("v9", 400), "delivered": ("v10", 200)}
+"""Each rollback's deploy (its version) and what the webhook answers it, one after the
+other on one daemon."""
+
+
+def settled_words(answer: int) -> str:
+    """What the alert of a rollback settled by `answer` says."""
+    return "ROLLBACK FAILED" if answer == 400 else "rollback delivered"
+
+
+@dataclass
+class Outcomes:
+    """What `outcomes_in_one_run` saw: each rollback's deploy as settled, and every title the
+    slow channel took, in the order it took them."""
+
+    settled: dict[str, dict[str, Any]]
+    titles: list[str]
+
+
+async def outcomes_in_one_run(tmp_path: Path) -> Outcomes:
+    """One daemon on the example, "rollback requested" slow at its chat channel
+    (`SlowOnRequested`): a production deploy whose rollback the webhook refuses (400),
+    then, once its outcome reached the channel, one whose rollback it takes (200)."""
+    prod, staging = Service(), Service()
+    chat, smtp = SlowOnRequested(), SmtpSink()
+    receiver = RollbackReceiver(SECRET, [answer for _, answer in OUTCOMES.values()])
+    servers = (prod, staging, chat, smtp, receiver)
+    for server in servers:
+        await server.start()
+    try:
+        config = tmp_path / "postflight.yaml"
+        config.write_text(configuration("", ""))
+        chat_url = f"json://127.0.0.1:{chat.port}/alerts"
+        env = example_env(free_port(), receiver.url, chat_url, smtp.url(), prod, staging)
+        prod.bad = True
+        settled = {}
+        async with daemon_run(tmp_path, config, env) as daemon:
+            for name, (version, answer) in OUTCOMES.items():
+                deploy = await daemon.register(
+                    environment="production", version=version, previous_version="v8", window="1m"
+                )
+                settled[name] = await daemon.settled(deploy["id"])
+                words = settled_words(answer)
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + 30
+                while not any(words in t and f" {version}:" in t for t in chat.titles):
+                    assert loop.time() < deadline, chat.titles
+                    await asyncio.sleep(0.1)
+        return Outcomes(settled, list(chat.titles))
+    finally:
+        for server in reversed(servers):
+            await server.stop()
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> Outcomes:
+    """`outcomes_in_one_run`, once for this module's tests of it: each rollback took a
+    daemon of its own. Each deploy's alerts are its own (titled by its version), and the
+    second registered only once the first's outcome reached the channel."""
+    return asyncio.run(outcomes_in_one_run(tmp_path_factory.mktemp("outcomes")))
+
+
+ONE_OUTCOMES_RUN = pytest.mark.xdist_group("contract-outcome-alerts")
+"""The tests of `outcomes` on one worker, which runs it once (`--dist loadgroup`)."""
+
+
+@ONE_OUTCOMES_RUN
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("answer", [400, 200], ids=["refused", "delivered"])
-async def test_a_rollbacks_outcome_alert_never_reaches_a_channel_before_its_request(
-    tmp_path: Path,
-    rollback_receiver: Callable[..., Any],
-    smtp_sink: SmtpSink,
-    services: tuple[Service, Service],
-    answer: int,
+@pytest.mark.parametrize("name", list(OUTCOMES))
+def test_a_rollbacks_outcome_alert_never_reaches_a_channel_before_its_request(
+    outcomes: Outcomes, name: str
 ) -> None:
     """§4's events of one rollback, in the order they happened on every channel: a
     webhook answering at once settled the rollback while its "rollback requested" alert
     was still on its way to a slow channel, and "ROLLBACK FAILED" (or "rollback
     delivered") came first there, the request last: on-call reading the newest alert
     took a rollback that had failed for one under way."""
-    prod, staging = services
-    chat = SlowOnRequested()
-    await chat.start()
-    try:
-        receiver: RollbackReceiver = await rollback_receiver(SECRET, [answer])
-        config = tmp_path / "postflight.yaml"
-        config.write_text(configuration("", ""))
-        chat_url = f"json://127.0.0.1:{chat.port}/alerts"
-        env = example_env(free_port(), receiver.url, chat_url, smtp_sink.url(), prod, staging)
-        prod.bad = True
-        async with daemon_run(tmp_path, config, env) as daemon:
-            deploy = await daemon.register(
-                environment="production", version="v9", previous_version="v8", window="1m"
-            )
-            final = await daemon.settled(deploy["id"])
-            assert final["state"] == ("failed" if answer == 400 else "rolled_back"), final
-            settled = "ROLLBACK FAILED" if answer == 400 else "rollback delivered"
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 30
-            while not any(settled in t for t in chat.titles):
-                assert loop.time() < deadline, chat.titles
-                await asyncio.sleep(0.1)
-    finally:
-        await chat.stop()
-    order = [t for t in chat.titles if "rollback requested" in t or settled in t]
-    assert len(order) == 2 and "rollback requested" in order[0], chat.titles
+    version, answer = OUTCOMES[name]
+    final = outcomes.settled[name]
+    assert final["state"] == ("failed" if answer == 400 else "rolled_back"), final
+    settled = settled_words(answer)
+    order = [
+        t
+        for t in outcomes.titles
+        if f" {version}:" in t and ("rollback requested" in t or settled in t)
+    ]
+    assert len(order) == 2 and "rollback requested" in order[0], outcomes.titles

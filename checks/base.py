@@ -32,6 +32,12 @@ class CheckConfig(BaseModel):
     type: str
     timeout: PositiveDuration = 5.0
 
+    def longest_request_s(self) -> float:
+        """The longest one request of a run may wait before it is a timeout (a type whose
+        requests have timeouts of their own, a smoke check's steps, says theirs): what a
+        timeout's latency, its wait, can reach."""
+        return float(self.timeout)
+
 
 @dataclass(frozen=True, slots=True)
 class CheckResult:

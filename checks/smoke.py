@@ -87,6 +87,9 @@ class SmokeCheckConfig(ClientOptions, CheckConfig):
     type: Literal["smoke"] = "smoke"
     steps: list[SmokeStep] = Field(min_length=1, max_length=50)
 
+    def longest_request_s(self) -> float:
+        return max(float(s.timeout if s.timeout is not None else self.timeout) for s in self.steps)
+
     @model_validator(mode="after")
     def _steps_fit_together(self) -> Self:
         seen: set[str] = set()

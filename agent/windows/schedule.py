@@ -19,6 +19,11 @@ RESERVE_MAX_S = 1.0
 a tenth of the interval, at most a second."""
 
 
+def round_reserve(interval: float) -> float:
+    """What a round of `interval` leaves for its providers, judge and store write."""
+    return min(RESERVE_FRACTION * interval, RESERVE_MAX_S)
+
+
 @dataclass(frozen=True, slots=True)
 class RoundSchedule:
     start: float
@@ -65,7 +70,7 @@ class RoundSchedule:
 
     @property
     def reserve(self) -> float:
-        return min(RESERVE_FRACTION * self.interval, RESERVE_MAX_S)
+        return round_reserve(self.interval)
 
     def length(self, slot: int, now: float) -> float:
         """How long the checks of the round started at `now` have: what is left of its
@@ -90,7 +95,7 @@ def probe_step(length: float, interval: float, room: float, runs: int) -> float:
     plain = max(0.0, length - room) / runs
     if runs <= 1:
         return plain
-    reserve = min(RESERVE_FRACTION * interval, RESERVE_MAX_S)
+    reserve = round_reserve(interval)
     on_time = max(0.0, interval - reserve - room) / runs
     return max(plain, min(on_time, length / runs))
 

@@ -1,0 +1,84 @@
+"""A latency rule's `max` at or above the longest a probe waits before it is a timeout can
+never fail on timeouts: a target that stops answering gives waits within it (h4's judge
+reads a round mostly of such waits as no data), so only an error rule catches a dead
+target. The configuration says so (a warning at the rule's `max`, exit 0)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.config.test_validate_config import MINIMAL, run_validate
+
+SAID = "can never fail on a target that stops answering"
+
+
+def with_latency_rule(bound: str, *, interval: str = "30s", check: str = "") -> str:
+    """MINIMAL (an http check on its default 5s timeout, 30s rounds) with a second rule,
+    `latency_p95` bounded by `max: {bound}`, and `check` (a YAML list item) as well."""
+    rule = f"      - {{name: p95, source: checks, metric: latency_p95, max: {bound}}}\n"
+    text = MINIMAL.replace("        max: 0.05\n", "        max: 0.05\n" + rule)
+    text = text.replace("    interval: 30s\n", f"    interval: {interval}\n")
+    return text.replace("        path: /health\n", "        path: /health\n" + check)
+
+
+@pytest.mark.parametrize(
+    ("text", "wait"),
+    [
+        # the check's timeout is the shorter: 5s of a 30s round
+        (with_latency_rule("5s"), "5s: its timeout"),
+        (with_latency_rule("6s"), "5s: its timeout"),
+        (with_latency_rule("4990ms"), None),
+        # the round is: 1s less its reserve (a tenth), where a probe started at the round's
+        # start waits until the round's end (one started later, at least half the round)
+        (with_latency_rule("900ms", interval="1s"), "900ms: what a 1s round leaves it"),
+        (with_latency_rule("899ms", interval="1s"), None),
+        # a smoke step's own timeout, longer than the check's
+        (
+            with_latency_rule(
+                "7s",
+                check="      - {name: journey, type: smoke, timeout: 2s, steps: [{name: a,"
+                " path: /, timeout: 8s}]}\n",
+            ),
+            None,
+        ),
+        # a load check's requests wait their timeout whatever the round
+        (
+            with_latency_rule(
+                "2s",
+                interval="1s",
+                check="      - {name: feed, type: load, path: /, rate: 5/s, duration: 500ms,"
+                " timeout: 3s}\n",
+            ),
+            None,
+        ),
+    ],
+    ids=["timeout", "past-timeout", "below-timeout", "round", "below-round", "smoke", "load"],
+)
+def test_a_latency_max_no_timeout_can_pass_is_warned_at_its_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, wait: str | None
+) -> None:
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 0, out
+    if wait is None:
+        assert SAID not in out, out
+        return
+    assert "warning: environments.production.rules[1].max (line " in out, out
+    assert f"the longest a probe of api-health waits before it is a timeout ({wait})" in out, out
+    assert f"rule 'p95': latency_p95 max {text.split('max: ')[-1].split('}')[0]}" in out, out
+    assert SAID in out and "only an error_rate rule catches it" in out, out
+
+
+def test_a_rule_of_one_check_reads_that_checks_wait(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rule naming its check is judged on that check's waits alone: a load check's 3s
+    timeout is not the http check's 900ms in 1s rounds."""
+    load = "      - {name: feed, type: load, path: /, rate: 5/s, duration: 500ms, timeout: 3s}\n"
+    text = with_latency_rule("2s", interval="1s", check=load).replace(
+        "metric: latency_p95, max", "check: api-health, metric: latency_p95, max"
+    )
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 0, out
+    assert "rules[1].max (line " in out and "(900ms: what a 1s round leaves it)" in out, out

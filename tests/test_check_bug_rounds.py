@@ -11,11 +11,12 @@ from typing import Any, Literal
 
 import pytest
 
+from agent.analysis.judge import judge
 from agent.analysis.observe import observe
-from agent.analysis.types import Rule, RuleVerdict, Verdict
+from agent.analysis.types import Policy, Rule, RuleVerdict, Verdict
 from agent.analysis.verdicts import Glance
 from agent.web.view import alert_words
-from agent.windows.check_bugs import BaselineBugs, CheckBugAlerts, DeployBugs
+from agent.windows.check_bugs import BaselineBugs, CheckBugAlerts, bug_said
 from agent.windows.evidence import WhatBroke
 from agent.windows.lifecycle import WindowWatch
 from agent.windows.overload import DropTally
@@ -96,34 +97,40 @@ async def test_a_rule_whose_every_probe_was_a_bug_names_it() -> None:
     samples = [s for r in bugs for s in r.samples]
     lone = observe(_rule("plug"), samples, 1.0)
     assert lone.error == "no samples"
-    said = DeployBugs().said(_rule("plug"), lone, bugs)
+    said = bug_said(_rule("plug"), lone, bugs)
     assert said.value is None and said.error == bugs[0].message
     assert "has a bug: KeyError: 'latency' at test_check_bug_rounds.py:" in said.error
     # the rule reads another check's probes, or has probes left: left as it is
-    assert DeployBugs().said(_rule("another"), lone, bugs) is lone
+    assert bug_said(_rule("another"), lone, bugs) is lone
     kept = observe(_rule(None), [*samples, *_answered("plug").samples], 1.0)
-    assert DeployBugs().said(_rule(None), kept, bugs) is kept and kept.value == 0.0
+    assert bug_said(_rule(None), kept, bugs) is kept and kept.value == 0.0
 
 
-async def test_a_round_with_no_run_of_the_check_names_the_bug_of_the_rounds_before() -> None:
+@pytest.mark.parametrize("policy", [Policy(), Policy("threshold")], ids=["sequential", "threshold"])
+async def test_a_round_with_no_run_of_the_check_leaves_the_bug_named_in_the_verdict(
+    policy: Policy,
+) -> None:
     """A round that ran nothing of the rule's check (the window's last, cut at its end; one a
-    stalled agent ran nothing in) is no news about the bug: it names it still, where it said
-    "no samples" and so did the window's reason (a shared agent at load 20: 11 rounds of the
-    bug, then a last round with no run, and the window ended "no data (no samples)"). A round
-    with runs and no bug, or with data, is news."""
-    bugs = DeployBugs()
+    stalled agent ran nothing in) is no news about the bug: the verdict names it still,
+    where the window's reason said "no data (no samples)" (a shared agent at load 20: 11
+    rounds of the bug, then a last round with no run). Nor is a run without the bug or
+    its sample (dropped as the agent's), nor another check's bug; data since the bug is."""
     rule = _rule("plug")
-    lone = observe(rule, [], 1.0)
-    assert bugs.said(rule, lone, []) is lone  # no bug seen yet: as it is
     first = await _bug()
-    assert bugs.said(rule, lone, [first]).error == first.message
-    assert bugs.said(rule, lone, []).error == first.message  # was "no samples"
-    assert bugs.said(rule, lone, [await _bug("other")]).error == first.message
     dropped = CheckResult("plug", "http", True, (), "plug: dropped", 0.02, {})
-    assert bugs.said(rule, lone, [dropped]) is lone  # a run without the bug: news
-    answered = observe(rule, _answered("plug").samples, 1.0)
-    assert bugs.said(rule, answered, [_answered("plug")]) is answered
-    assert bugs.said(rule, lone, []) is lone  # data since the bug: forgotten
+
+    def verdict_of(rounds: list[list[CheckResult]]) -> RuleVerdict:
+        observed = [
+            {rule.name: bug_said(rule, observe(rule, [s for r in rs for s in r.samples], 1.0), rs)}
+            for rs in rounds
+        ]
+        return judge([rule], {}, observed, policy, final=True).rules[0]
+
+    for after in ([], [await _bug("other")], [dropped], [dropped], []):
+        said = verdict_of([[first], after])
+        assert said.outcome == "inconclusive", said
+        assert said.detail == f"no data ({first.message})", said.detail
+    assert first.message not in verdict_of([[first], [_answered("plug")], []]).detail
 
 
 async def test_a_rounds_bugs_are_each_checks_one_alert_naming_the_runs_it_took() -> None:
@@ -147,7 +154,7 @@ async def test_a_rounds_bugs_are_each_checks_one_alert_naming_the_runs_it_took()
 
 
 async def test_a_bugs_alert_counts_the_deploys_runs_as_its_rules_do() -> None:
-    """A canary's baseline runs are not the deploy's probes: `DeployBugs.said` reads the deploy's
+    """A canary's baseline runs are not the deploy's probes: `bug_said` reads the deploy's
     only, and so does the alert's "N of M runs" (before, it counted the baseline's runs and
     bugs too: "2 of 4 runs", "judged on 2 other probes", where the deploy's rule had none,
     and a bug of the baseline's runs alone was alerted as the deploy's); the baseline's
@@ -159,7 +166,7 @@ async def test_a_bugs_alert_counts_the_deploys_runs_as_its_rules_do() -> None:
     assert (plug.bugs, plug.runs) == (2, 2)
     assert "all 2 runs of round 1 ended so" in plug.reason(1), plug.reason(1)
     lone = observe(_rule("plug"), [], 1.0)  # the deploy's probes of the rule: none
-    assert DeployBugs().said(_rule("plug"), lone, round_1).error == plug.said[0]  # they agree
+    assert bug_said(_rule("plug"), lone, round_1).error == plug.said[0]  # they agree
     # the baseline's runs alone: alerted as the baseline's (they are its rules' baseline)
     (alone,) = CheckBugAlerts().new([await _bug(target="baseline"), _answered("plug")])
     assert (alone.bugs, alone.runs, alone.baseline_bugs, alone.baseline_runs) == (0, 1, 1, 1)

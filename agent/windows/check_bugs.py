@@ -25,47 +25,28 @@ from checks.lag import run_target
 from common.words import counted
 
 
-class DeployBugs:
-    """Per rule: the latest bug that ended the deploy's runs of its check, while the rule
-    has no data since."""
-
-    def __init__(self) -> None:
-        self._why: dict[str, str] = {}
-        """Rule name → the bug's words."""
-
-    def said(
-        self, rule: Rule, observation: Observation, results: Sequence[CheckResult]
-    ) -> Observation:
-        """`observation` of `rule` for a round of `results`: when it has no data and a check
-        the rule reads had its bug in the round, its error is that bug's words (the check,
-        the exception, where; redacted by the registry), the latest of them. A round with no
-        run of the rule's checks at all (the window's last, cut at its end; one a stalled
-        agent ran nothing in) says the bug of the rounds before it, where it said "no
-        samples" and the window's reason with it: a shared agent's run at load 20 ended
-        "no data (no samples)" after 11 rounds of the bug."""
-        if observation.value is not None:
-            self._why.pop(rule.name, None)
-            return observation
-        said = _bugs_of(rule, results, "deploy")
-        if said:
-            self._why[rule.name] = said[-1].message
-        elif rule.name not in self._why or _runs_of(rule, results, "deploy"):
-            return observation
-        return dataclasses.replace(observation, error=self._why[rule.name])
-
-
-def _runs_of(rule: Rule, results: Sequence[CheckResult], target: str) -> list[CheckResult]:
-    """The runs of `rule`'s checks of `target` among `results`."""
-    return [
-        r
-        for r in results
-        if run_target(r) == target and (rule.check is None or r.check == rule.check)
-    ]
+def bug_said(rule: Rule, observation: Observation, results: Sequence[CheckResult]) -> Observation:
+    """`observation` of `rule` for a round of `results`: when it has no data and a check
+    the rule reads had its bug in the round, its error is that bug's words (the check,
+    the exception, where; redacted by the registry), the latest of them. A later round
+    with no run of the rule's checks at all (the window's last, cut at its end; one a
+    stalled agent ran nothing in) says `no samples`, which the judge never lets replace
+    the bug's words (`agent.analysis.judge._EMPTY_ROUND`), so the verdict names the bug."""
+    if observation.value is not None:
+        return observation
+    said = _bugs_of(rule, results, "deploy")
+    if not said:
+        return observation
+    return dataclasses.replace(observation, error=said[-1].message)
 
 
 def _bugs_of(rule: Rule, results: Sequence[CheckResult], target: str) -> list[CheckResult]:
     """The runs of `rule`'s checks of `target` among `results` that a bug ended."""
-    return [r for r in _runs_of(rule, results, target) if r.bug]
+    return [
+        r
+        for r in results
+        if r.bug and run_target(r) == target and (rule.check is None or r.check == rule.check)
+    ]
 
 
 class BaselineBugs:
@@ -190,7 +171,7 @@ TOLD = (
 
 def round_bugs(results: Iterable[CheckResult]) -> list[RoundBugs]:
     """The checks whose own bug ended runs in a round's `results`, in the order met,
-    counting the deploy's runs (those `DeployBugs.said` reads) apart from a canary's baseline
+    counting the deploy's runs (those `bug_said` reads) apart from a canary's baseline
     runs: those are no probe of the deploy, but they are its rules' baseline, and a bug
     in them alone left a relative rule "no baseline to compare with" and on-call untold."""
     runs: dict[tuple[str, bool], int] = {}

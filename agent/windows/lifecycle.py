@@ -38,7 +38,7 @@ from agent.store.outages import not_taken, store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.answers import plain, taken, unreadable
 from agent.windows.broken import bug_reason, end_broken, raised_words
-from agent.windows.check_bugs import BaselineBugs, CheckBugAlerts, DeployBugs
+from agent.windows.check_bugs import BaselineBugs, CheckBugAlerts, bug_said
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
     WhatBroke,
@@ -295,8 +295,6 @@ class WindowWatch:
         """Checks whose own bug ended runs of a round: one `check_bug` alert each."""
         self.baseline_bugs = BaselineBugs()
         """Canary rules without a baseline for a check's bug: their verdict names it."""
-        self.deploy_bugs = DeployBugs()
-        """Rules without data for a check's bug: each round's observation names it."""
         self.kept = KeptBaseline()
         """Inconclusive releases the checks baseline pooled: relative rules name them."""
         self.queries: dict[str, str] = {
@@ -1011,7 +1009,7 @@ class WindowWatch:
         for rule, judged in zip(self.rules, self.judge_rules, strict=True):
             if rule.source == "checks":
                 observed = observe(judged, deploy_samples, length)
-                observations[rule.name] = self.deploy_bugs.said(judged, observed, results)
+                observations[rule.name] = bug_said(judged, observed, results)
                 if self.env.baseline_url:
                     # a canary's stable side, probed side by side, is the baseline
                     self.baselines[rule.name] = observe(

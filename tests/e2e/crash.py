@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -215,6 +216,52 @@ def start_agent(
     took 37 s on a 2-core machine at load 24 (imports and the store's opening), and a
     30 s bound ended `bench/crash_resume.py` in a traceback at its 14th trial. Its pid is
     in `pidfile` at once, whole (written aside, then renamed): it may send before ready."""
+    proc = _spawn(config, log, pidfile)
+    try:
+        _wait_ready(port, proc, within)
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    return proc
+
+
+def start_on_port_0(
+    config: Path, log: Path, *, within: float = 120.0, pidfile: Path | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """`start_agent` on `config` listening on `127.0.0.1:0`, and the port the kernel gave
+    it, as its `listening on` line names it; `config` then names that port, so that its
+    restarts (`start_agent`) listen there again. Where the trial chose the port by
+    bind-read-close (`free_port`), another process could take it before the agent bound
+    it; now only a restart's rebind after a kill can meet that."""
+    text = config.read_text()
+    assert _PORT_0 in text, f"{config} does not listen on 127.0.0.1:0"
+    said = log.stat().st_size if log.exists() else 0  # the log is appended across restarts
+    proc = _spawn(config, log, pidfile)
+    try:
+        deadline = time.monotonic() + within
+        while not (found := _LISTENING.search(log.read_bytes()[said:])):
+            if proc.poll() is not None:
+                raise RuntimeError(f"agent exited early with {proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("agent did not say where it listens")
+            time.sleep(0.05)
+        port = int(found[1])
+        _wait_ready(port, proc, max(1.0, deadline - time.monotonic()))
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    config.write_text(text.replace(_PORT_0, f"listen: 127.0.0.1:{port}\n", 1))
+    return proc, port
+
+
+_PORT_0 = "listen: 127.0.0.1:0\n"
+_LISTENING = re.compile(rb"listening on http://127\.0\.0\.1:(\d+) ")
+
+
+def _spawn(config: Path, log: Path, pidfile: Path | None) -> subprocess.Popen[bytes]:
+    """`postflight run` on `config`, its output appended to `log`, its pid in `pidfile`."""
     with log.open("ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "--log-format", "json", "run", "--config", str(config)],
@@ -227,12 +274,6 @@ def start_agent(
         aside = pidfile.with_name(pidfile.name + ".new")
         aside.write_text(str(proc.pid))
         os.replace(aside, pidfile)
-    try:
-        _wait_ready(port, proc, within)
-    except BaseException:
-        proc.kill()
-        proc.wait()
-        raise
     return proc
 
 
@@ -363,10 +404,9 @@ def run_trial(
     try:
         assert receiver.stdout is not None
         ready = json.loads(receiver.stdout.readline())
-        port = free_port()
-        config = write_config(workdir, port, ready["url"])
+        config = write_config(workdir, 0, ready["url"])
         agent_log = workdir / "agent.log"
-        agent = start_tracked(config, port, agent_log, pidfile)
+        agent, port = start_on_port_0(config, agent_log, pidfile=pidfile)
         deploy = request_json(
             "POST",
             f"http://127.0.0.1:{port}/v1/deploys",

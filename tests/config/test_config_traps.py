@@ -235,6 +235,16 @@ def test_the_settings_warn_exactly_when_the_notifier_would_send_nowhere() -> Non
 def test_run_logs_the_warning_once_at_start(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    logged = start_log_warnings(tmp_path, monkeypatch, caplog, UNROUTED)
+    said = [message for message in logged if "sent nowhere" in message]
+    assert said == ["configuration: " + UNROUTED_WARNING.removeprefix("warning: ")]
+
+
+def start_log_warnings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, text: str
+) -> list[str]:
+    """The WARNING lines `postflight run` logs at start on a config of `text` (the daemon
+    itself is not started)."""
     import agent.app
     import agent.logs
     from agent.cli.main import main
@@ -245,7 +255,7 @@ def test_run_logs_the_warning_once_at_start(
     monkeypatch.setattr(agent.app, "serve", serve)
     monkeypatch.setattr(agent.logs, "setup_logging", lambda *args: None)  # keep caplog's
     path = tmp_path / "postflight.yaml"
-    path.write_text(UNROUTED)
+    path.write_text(text)
     # `run` makes SIGTERM/SIGINT/SIGHUP exit 0 for its process: this one is pytest's
     handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
@@ -254,8 +264,7 @@ def test_run_logs_the_warning_once_at_start(
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
-    said = [r.getMessage() for r in caplog.records if "sent nowhere" in r.getMessage()]
-    assert said == ["configuration: " + UNROUTED_WARNING.removeprefix("warning: ")]
+    return [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
 
 
 def test_the_shortest_interval_and_background_interval_are_accepted() -> None:

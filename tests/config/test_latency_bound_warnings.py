@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.config.test_config_traps import start_log_warnings
 from tests.config.test_validate_config import MINIMAL, run_validate
 
 SAID = "can never fail on a target that stops answering"
@@ -82,3 +83,12 @@ def test_a_rule_of_one_check_reads_that_checks_wait(
     code, out = run_validate(tmp_path, text, capsys)
     assert code == 0, out
     assert "rules[1].max (line " in out and "(900ms: what a 1s round leaves it)" in out, out
+
+
+def test_run_logs_it_once_at_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    logged = start_log_warnings(tmp_path, monkeypatch, caplog, with_latency_rule("5s"))
+    said = [message for message in logged if SAID in message]
+    assert len(said) == 1, logged
+    assert said[0].startswith("configuration: environments.production.rules[1].max (line "), said

@@ -206,7 +206,8 @@ class Judge:
         if kind == "proportion" and not _has_counts(obs):
             st["last_error"] = "no counts"
             return
-        if 2 * obs.lower_bounds > len(obs.values) and self._waits_within(rule, obs):
+        on_waits = obs.rests_on_waits or 2 * obs.lower_bounds > len(obs.values)
+        if on_waits and self._waits_within(rule, obs):
             st["last_error"] = _waits_words(rule, obs)
             return
         needs_samples = getattr(self.rule_policy, "needs_samples", True)
@@ -331,11 +332,13 @@ def _kind_of(rule: Rule, obs: Observation) -> Kind:
 
 
 def _waits_words(rule: Rule, obs: Observation) -> str:
-    """Why a round mostly of timeouts' waits within the bound gave a latency rule no data."""
+    """Why a round whose percentile rests on timeouts' waits within the bound gave a latency
+    rule no data."""
     figure = format_value(rule.metric, obs.value)
+    waits = "their waits, lower bounds" if obs.lower_bounds > 1 else "its wait, a lower bound"
     return (
-        f"{obs.lower_bounds} of {counted(len(obs.values), 'probe')} timed out: their waits"
-        f" ({rule.metric} {figure}) are lower bounds on the target's time, which cannot"
+        f"{obs.lower_bounds} of {counted(len(obs.values), 'probe')} timed out:"
+        f" {rule.metric} {figure} rests on {waits} on the target's time, which cannot"
         f" show it within {threshold_text(rule)}"
     )
 

@@ -39,8 +39,9 @@ def observe(
     Only samples of `target` count, and only those of `rule.check` when the rule names one.
     `error_rate` = failed / total (count = failed, total = n); `latency_pNN` = the NN-th
     percentile in seconds of the samples that have a latency (values = those latencies,
-    count = total = n, `lower_bounds` = how many are a timeout's wait); `throughput` =
-    n / round_seconds (count = n).
+    count = total = n, `lower_bounds` = how many are a timeout's wait, `rests_on_waits` =
+    whether the percentile is a lower bound too); `throughput` = n / round_seconds (count =
+    n).
     """
     check = rule.check  # list comprehensions, not generators: this runs per rule per round
     if check is None:
@@ -65,7 +66,10 @@ def observe(
             return Observation(value=None, error="no latencies", seconds=round_seconds)
         value = percentile(latencies, q)
         # a timeout's latency is the time it waited: at least the target's, never a measure
-        waits = len([s for s in chosen if s.error == "timeout" and s.latency_s is not None])
+        answered = [
+            float(s.latency_s) for s in chosen if s.latency_s is not None and s.error != "timeout"
+        ]
+        waits = len(latencies) - len(answered)
         return Observation(
             value=value,
             count=len(latencies),
@@ -74,8 +78,26 @@ def observe(
             quantile=q,
             seconds=round_seconds,
             lower_bounds=waits,
+            rests_on_waits=waits > 0 and _rests_on_waits(answered, waits, q, value),
         )
     return Observation(value=None, error=f"checks do not measure {metric}")
+
+
+def _rests_on_waits(answered: list[float], waits: int, q: float, value: float) -> bool:
+    """Whether the round's q-quantile `value` would be higher were its `waits` timeouts'
+    waits longer: it is then a lower bound itself, whatever their share (a p95 of 5 probes
+    is read off its slowest, so one timeout of 5 is enough). The quantile with the waits
+    unbounded, as numpy's linear method reads it: unbounded when it reaches one of them."""
+    ordered = sorted(answered)
+    virtual = (len(answered) + waits - 1) * q
+    below = math.floor(virtual)
+    gamma = virtual - below
+    if below >= len(ordered) or (gamma > 0 and below + 1 >= len(ordered)):
+        return True
+    upper = (
+        ordered[below] + (ordered[below + 1] - ordered[below]) * gamma if gamma else ordered[below]
+    )
+    return upper > value + 1e-9 * max(1.0, abs(value))
 
 
 def merge(observations: Sequence[Observation]) -> Observation:

@@ -81,6 +81,10 @@ class Observation:
     """How many of `values` are the waits of probes that timed out: lower bounds on the
     target's time, not measures of it (`observe`). A round mostly of them can show a
     latency rule past its bound, never within it (the judge skips it otherwise)."""
+    rests_on_waits: bool = False
+    """`value`, a percentile, would be higher were a timeout's wait longer (`observe`): a
+    lower bound itself, as when most probes timed out, though they were few (one of 5 for
+    a p95). Such a round too shows a latency rule past its bound, never within it."""
 
     @property
     def has_data(self) -> bool:

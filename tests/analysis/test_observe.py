@@ -121,8 +121,8 @@ def test_a_round_mostly_of_timeouts_shows_a_latency_rule_past_its_bound_never_wi
     """A timeout's latency is its wait, a lower bound on the target's time: a round whose
     probes mostly timed out within the bound (150 ms waits, max 500ms) passed a target
     that answered nothing. It gives the rule no data, saying why; waits past the bound
-    still fail it (the target took at least that long), and a round of fewer timeouts
-    than answers is judged as it was."""
+    still fail it (the target took at least that long). Half of them timed out is no
+    measure either: their waits give the p95 (the next test)."""
     from agent.analysis.judge import judge
     from agent.analysis.types import Policy
 
@@ -139,11 +139,45 @@ def test_a_round_mostly_of_timeouts_shows_a_latency_rule_past_its_bound_never_wi
         verdict = judge([p95], {}, [{p95.name: silent}] * 30, policy, final=True)
         assert verdict.decision == "inconclusive", verdict.reason
         assert verdict.rules[0].detail == (
-            "no data (5 of 5 probes timed out: their waits (latency_p95 150ms) are lower"
+            "no data (5 of 5 probes timed out: latency_p95 150ms rests on their waits, lower"
             " bounds on the target's time, which cannot show it within max 500ms)"
         )
         slow = observe(p95, round_of([0.8] * 5, 0), 1.6)
         assert judge([p95], {}, [{p95.name: slow}] * 30, policy, final=True).decision == "fail"
-    half = observe(p95, round_of([0.15] * 2, 2), 0.3)  # 2 of 4: not most
+    half = observe(p95, round_of([0.15] * 2, 2), 0.3)  # 2 of 4: not most, but its p95's
     threshold = judge([p95], {}, [{p95.name: half}] * 3, Policy("threshold"), final=True)
-    assert threshold.decision == "pass", threshold.reason
+    assert threshold.decision == "inconclusive", threshold.reason  # was passed
+
+
+def test_a_round_whose_percentile_rests_on_a_timeouts_wait_is_a_lower_bound_too() -> None:
+    """Not only most: a p95 of 5 probes is read off its slowest, so one timeout of 5 makes
+    it a lower bound (a target hanging one request in four passed `max: 500ms` on 124 ms).
+    A percentile the answers alone give (a median with 1 of 5 timed out, a p95 of 40 with
+    1) is a measure, judged as before; waits below an answer count as well."""
+    from agent.analysis.judge import judge
+    from agent.analysis.types import Policy
+
+    def round_of(waits: list[float], answers: list[float], rule: Rule) -> Observation:
+        timed_out = [Sample("c", ok=False, latency_s=w, error="timeout") for w in waits]
+        return observe(rule, timed_out + [Sample("c", ok=True, latency_s=a) for a in answers], 1)
+
+    p95 = Rule("p95", "checks", "latency_p95", max=0.5)
+    p50 = Rule("p50", "checks", "latency_p50", max=0.5)
+    one = round_of([0.15], [0.02] * 4, p95)
+    assert one.rests_on_waits and one.value == pytest.approx(0.124)
+    assert not round_of([0.15], [0.02] * 4, p50).rests_on_waits  # the median is an answer
+    assert not round_of([0.15], [0.02] * 39, p95).rests_on_waits  # 38.05 of 39: answers
+    assert round_of([0.15] * 2, [0.02] * 38, p95).rests_on_waits
+    assert round_of([0.1], [0.02, 0.02, 0.6, 0.6], p50).rests_on_waits  # its wait the median
+    assert not round_of([], [0.02] * 5, p95).rests_on_waits
+    for policy in (Policy("threshold"), Policy(), Policy(pass_on="no_failure")):
+        verdict = judge([p95], {}, [{p95.name: one}] * 30, policy, final=True)
+        assert verdict.decision == "inconclusive", verdict.reason
+        assert verdict.rules[0].detail == (
+            "no data (1 of 5 probes timed out: latency_p95 124ms rests on its wait, a lower"
+            " bound on the target's time, which cannot show it within max 500ms)"
+        )
+    slow = round_of([0.8], [0.02] * 4, p95)  # past the bound: at least that, a fail
+    assert (
+        judge([p95], {}, [{p95.name: slow}] * 3, Policy("threshold"), final=True).decision == "fail"
+    )

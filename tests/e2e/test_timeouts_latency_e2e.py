@@ -1,6 +1,7 @@
-"""A latency rule over a round whose probes mostly timed out: their waits are lower bounds
-on the target's time, so they can show it past its bound, never within it. Driven through
-the daemon's API against a target that never answers, counted at the target."""
+"""A latency rule over a round whose percentile rests on timed-out probes (most of them, or
+one of 5 for a p95): their waits are lower bounds on the target's time, so they can show
+it past its bound, never within it. Driven through the daemon's API against a target that
+never answers, or hangs one request in four, counted at the target."""
 
 from __future__ import annotations
 
@@ -62,8 +63,59 @@ async def test_a_latency_rule_never_passes_on_probes_that_all_timed_out_below_it
     assert final["state"] == "inconclusive", final["verdict"]
     assert rule["outcome"] == "inconclusive", rule
     # every probe of the round timed out (5, fewer if a loaded agent dropped some)
-    assert re.match(r"no data \((\d+) of \1 probes? timed out: their waits", rule["detail"]), rule
+    said = r"no data \((\d+) of \1 probes? timed out: latency_p95 \d+ms rests on (its|their) wait"
+    assert re.match(said, rule["detail"]), rule
     assert rule["detail"].endswith(
-        "are lower bounds on the target's time, which cannot show it within max 500ms)"
+        "on the target's time, which cannot show it within max 500ms)"
     ), rule
+    assert rule["detail"] in final["verdict"]["reason"], final["verdict"]["reason"]
+
+
+class HangsOneInFour(Silent):
+    """A target that answers three requests in four at once and never answers the fourth."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answered = 0
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.requests % 4 == 3:
+            return await super().health(request)  # counted there, never answered
+        self.requests += 1
+        self.answered += 1
+        return web.json_response({"status": "ok"})
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "analysis", ["{policy: threshold, failure_limit: 2}", "{pass_on: no_failure}"]
+)
+async def test_a_p95_rule_never_passes_on_rounds_whose_p95_rests_on_a_timeouts_wait(
+    start_agent: AgentFactory, analysis: str
+) -> None:
+    """A quarter of the requests never answered: each round of 5 probes had 1 or 2
+    timeouts, never most, and its p95 (124-150 ms) was read from their 150 ms waits, within
+    max 500ms, so the rule passed on a target whose p95 was past any bound. A round's
+    percentile that would be higher were a wait longer is itself a lower bound: it gives
+    the rule no data unless it is past the bound, as a round mostly of timeouts does."""
+    target = HangsOneInFour()
+    await target.start()
+    try:
+        agent = await start_agent(
+            environment("production", target.url, window="2s", analysis=analysis, rules=(P95,))
+        )
+        deploy = await agent.register("production", "v2")
+        final: dict[str, Any] = await agent.settled(deploy["id"])
+    finally:
+        await target.stop()
+    hung = target.requests - target.answered  # counted at the target
+    assert hung >= 3 and target.answered >= 3 * hung - 3, (hung, target.answered)
+    [rule] = final["verdict"]["rules"]
+    # before: `passed`, "1 of 1 rule passed over 7 rounds"
+    assert final["state"] == "inconclusive", final["verdict"]
+    assert rule["outcome"] == "inconclusive", rule
+    said = re.match(
+        r"no data \((\d+) of (\d+) probes? timed out: latency_p95 \d+ms rests on", rule["detail"]
+    )
+    assert said and 2 * int(said[1]) <= int(said[2]), rule  # not most of them
     assert rule["detail"] in final["verdict"]["reason"], final["verdict"]["reason"]

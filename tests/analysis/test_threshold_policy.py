@@ -209,3 +209,26 @@ def test_a_rule_whose_every_round_judged_breached_is_not_passed_at_the_end() -> 
     assert "in each of the 2 rounds judged" in alone.rules[0].detail
     within = rounds_of(ERRORS, rate(1), rate(90), gap)
     assert judge([ERRORS], {}, within, THRESHOLD, final=True).decision == "pass"
+
+
+def test_a_streak_judged_rule_under_sequential_is_not_passed_without_a_round_within() -> None:
+    """The sequential policy judges a bare value's `min` (throughput) by the threshold
+    streak: a rule whose only round with data was past it passed by the streak alone
+    ("1 of 1 rule passed over 6 rounds by the threshold streak alone", or with `pass_on:
+    no_failure` "1 of 1 rule passed"), though no round showed it within its bound. It is
+    `inconclusive` under either, as under `threshold`; one within it in a round passes."""
+    throughput = Rule("rps", "checks", "throughput", min=5.0)
+    gap = Observation(None, error="provider timeout")
+    rounds = rounds_of(throughput, Observation(1.0), *[gap] * 5)
+    said = "rps: 1 round past min 5, too few to fail (failure_limit 3), none within it"
+    evidence = judge([throughput], {}, rounds, Policy(), final=True)
+    assert evidence.decision == "inconclusive", evidence.reason
+    assert (
+        evidence.reason
+        == f"no rule failed over 6 rounds, but 1 of 1 lacked evidence of a pass: {said}"
+    )
+    no_failure = judge([throughput], {}, rounds, Policy(pass_on="no_failure"), final=True)
+    assert no_failure.decision == "inconclusive", no_failure.reason
+    assert no_failure.reason == f"no rule was seen within its bound over 6 rounds: {said}"
+    within = rounds_of(throughput, Observation(9.0), Observation(1.0), gap)
+    assert judge([throughput], {}, within, Policy(), final=True).decision == "pass"

@@ -37,8 +37,9 @@ class Judged:
     window's end that leaves the window `inconclusive` under every policy."""
     none_within: bool = False
     """At the window's end, every round the rule was judged on was past its bound, too few
-    of them to fail (a threshold streak short of `failure_limit`): no round showed it
-    within its bound, so it is `inconclusive`, and so is the window, as `without_data`."""
+    of them to fail (a threshold streak short of `failure_limit`), or none was (each had
+    fewer than `min_samples`): no round showed it within its bound, so it is
+    `inconclusive`, and so is the window, as `without_data`."""
 
 
 @dataclass(frozen=True, slots=True)

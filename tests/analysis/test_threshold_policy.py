@@ -232,3 +232,24 @@ def test_a_streak_judged_rule_under_sequential_is_not_passed_without_a_round_wit
     assert no_failure.reason == f"no rule was seen within its bound over 6 rounds: {said}"
     within = rounds_of(throughput, Observation(9.0), Observation(1.0), gap)
     assert judge([throughput], {}, within, Policy(), final=True).decision == "pass"
+
+
+def test_a_rule_no_round_of_which_had_its_min_samples_leaves_the_window_inconclusive() -> None:
+    """A round with fewer samples than the rule's `min_samples` is not judged: a rule none
+    of whose rounds had them was judged in none, and the window passed on its other rules
+    ("1 of 2 rules passed over 4 rounds, 1 inconclusive"), the rule's 9 of 10 failed
+    probes a round unread. Not judged at all is no pass, as a rule without data."""
+    starved = Rule("probe-errors", "checks", "error_rate", max=0.05, min_samples=20)
+    other = Rule("slow", "checks", "error_rate", max=0.5)
+    rounds = [{starved.name: rate(9, 10), other.name: rate(1)}] * 4
+    verdict = judge([starved, other], {}, rounds, THRESHOLD, final=True)
+    assert verdict.decision == "inconclusive", verdict.reason
+    assert verdict.reason == (
+        "no rule failed over 4 rounds, but 1 of 2 had no round within its bound:"
+        " probe-errors: no round with at least 20 samples, so none was judged against its bound"
+    )
+    assert verdict.rules[0].outcome == "inconclusive"
+    assert verdict.rules[0].detail == "no round with at least 20 samples"
+    assert judge([starved, other], {}, rounds, THRESHOLD, final=False).decision == "continue"
+    enough = [*rounds, {starved.name: rate(0, 20), other.name: rate(1)}]
+    assert judge([starved, other], {}, enough, THRESHOLD, final=True).decision == "pass"

@@ -3,13 +3,14 @@ bound: a rule whose only round with data was past its bound (too few rounds to f
 provider answering nothing usable at the others) ends the window `inconclusive`, saying
 so, where it passed on that one breaching round. Driven through the daemon's API with a
 Prometheus that answers one round's fetch with a 5xx ratio of 50% (max 5%) and 503 to
-every other, the truth counted at that Prometheus."""
+every other, the truth counted at that Prometheus; and a rule no round of which had its
+`min_samples`, judged in none, against a target answering 503 to two requests in five."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import AgentFactory, FlipTarget
+from tests.e2e.conftest import AgentFactory, FlipTarget, environment
 from tests.e2e.scripted_prometheus import ScriptedPrometheus, judged_with
 
 pytestmark = pytest.mark.e2e
@@ -43,4 +44,33 @@ async def test_a_threshold_rule_whose_only_round_with_data_breached_is_not_passe
     assert (
         "1 of 2 had no round within its bound: http-5xx: 1 round past max 0.05"
         in (verdict["reason"])
+    ), verdict["reason"]
+
+
+@pytest.mark.timeout(60)
+async def test_a_rule_none_of_whose_rounds_had_its_min_samples_is_not_passed(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """`min_samples: 20` over rounds of 5 probes: no round is judged on probe-errors, and
+    the window passed on its latency rule while two answers in five were 503s. Judged in
+    no round, the rule leaves the window `inconclusive`, saying why."""
+    starved = "{name: probe-errors, source: checks, metric: error_rate, max: 0.05, min_samples: 20}"
+    p95 = "{name: p95, source: checks, metric: latency_p95, max: 2s}"
+    flip_target.bad = True
+    agent = await start_agent(
+        environment("production", flip_target.url, window="1500ms", rules=(starved, p95))
+    )
+    before = flip_target.requests
+    deploy = await agent.register("production", "v2")
+    final = await agent.settled(deploy["id"])
+    assert flip_target.requests - before >= 10  # counted at the target: probed, 40% 503s
+    verdict = final["verdict"]
+    rules = {r["name"]: r for r in verdict["rules"]}
+    # before: `passed`, "1 of 2 rules passed over 5 rounds, 1 inconclusive"
+    assert final["state"] == "inconclusive", verdict
+    assert rules["p95"]["outcome"] == "pass", rules
+    assert rules["probe-errors"]["outcome"] == "inconclusive", rules
+    assert verdict["reason"].endswith(
+        "had no round within its bound: probe-errors: no round with at least 20 samples,"
+        " so none was judged against its bound"
     ), verdict["reason"]

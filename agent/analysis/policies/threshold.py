@@ -81,8 +81,12 @@ class ThresholdPolicy(BasePolicy):
         }
         counts = count_detail(rule, st, pooled=False)
         if st["streak_rounds"] == 0:
+            # every round with data had fewer than `min_samples`: judged in none, which at
+            # the window's end is no pass (`Judged.none_within`), as a rule without data
             detail = f"no round with at least {counted(rule.min_samples, 'sample')}"
-            return Judged(rule_verdict(rule, "inconclusive", None, base, detail, evidence))
+            verdict = rule_verdict(rule, "inconclusive", None, base, detail, evidence)
+            lacking = f"{rule.name}: {detail}, so none was judged against its bound"
+            return Judged(verdict, lacking=lacking, none_within=final)
         metric = rule.metric
         value = format_value(metric, last_value)
         if st["failed_at"] is not None:

@@ -37,6 +37,23 @@ class Silent(LocalTarget):
         app.router.add_get("/api/health", self.health)
 
 
+async def judged_against(
+    target: Silent, start_agent: AgentFactory, analysis: str | None
+) -> dict[str, Any]:
+    """`target` started, a 2 s window of the p95 rule alone watched on it under `analysis`
+    to its end, the target stopped: the deploy as it settled."""
+    await target.start()
+    try:
+        agent = await start_agent(
+            environment("production", target.url, window="2s", analysis=analysis, rules=(P95,))
+        )
+        deploy = await agent.register("production", "v2")
+        final: dict[str, Any] = await agent.settled(deploy["id"])
+    finally:
+        await target.stop()
+    return final
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("analysis", ["{policy: threshold, failure_limit: 2}", None])
 async def test_a_latency_rule_never_passes_on_probes_that_all_timed_out_below_its_bound(
@@ -48,15 +65,7 @@ async def test_a_latency_rule_never_passes_on_probes_that_all_timed_out_below_it
     window, this its only rule) on a target that answered nothing. The default policy
     would too, given rounds enough; both now end inconclusive, saying why."""
     target = Silent()
-    await target.start()
-    try:
-        agent = await start_agent(
-            environment("production", target.url, window="2s", analysis=analysis, rules=(P95,))
-        )
-        deploy = await agent.register("production", "v2")
-        final: dict[str, Any] = await agent.settled(deploy["id"])
-    finally:
-        await target.stop()
+    final = await judged_against(target, start_agent, analysis)
     assert target.requests >= 10, target.requests  # counted at the target: probed, unanswered
     [rule] = final["verdict"]["rules"]
     # before: `passed`, "1 of 1 rule passed over 7 rounds" (threshold)
@@ -99,15 +108,7 @@ async def test_a_p95_rule_never_passes_on_rounds_whose_p95_rests_on_a_timeouts_w
     percentile that would be higher were a wait longer is itself a lower bound: it gives
     the rule no data unless it is past the bound, as a round mostly of timeouts does."""
     target = HangsOneInFour()
-    await target.start()
-    try:
-        agent = await start_agent(
-            environment("production", target.url, window="2s", analysis=analysis, rules=(P95,))
-        )
-        deploy = await agent.register("production", "v2")
-        final: dict[str, Any] = await agent.settled(deploy["id"])
-    finally:
-        await target.stop()
+    final = await judged_against(target, start_agent, analysis)
     hung = target.requests - target.answered  # counted at the target
     assert hung >= 3 and target.answered >= 3 * hung - 3, (hung, target.answered)
     [rule] = final["verdict"]["rules"]

@@ -14,10 +14,10 @@ client reads `/deploys/{id}` and follows each window's event stream (SSE).
 
 The agent runs under a watcher (`--watch`, in its process, outside its bookkeeping) that
 writes, every `--sample` seconds, its asyncio task count and RSS, and, every
-`--census` seconds, after a full collection (one pause of the agent), the count of live
-objects per type and of tasks per coroutine (that collection frees what cycles kept for
-the agent's own rare ones: with a `--census` longer than the run, RSS shows that too).
-From outside: open fds (`/proc`), the SQLite store's bytes and rows per table,
+`--census` seconds, after a full collection on its loop (one pause of the agent), the
+count of live objects per type and of tasks per coroutine (that collection frees what
+cycles kept for the agent's own rare ones: with a `--census` longer than the run, RSS
+shows that too). From outside: open fds (`/proc`), the SQLite store's bytes and rows per table,
 `postflight_round_overruns_total` and the stored rounds' lateness against their slots
 (`deployed_at + k × interval`), and the same lateness as the target saw it: each load
 run starts at its round's start, so the first `/api/feed` request after a quiet second,
@@ -36,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import concurrent.futures
 import gc
 import json
 import math
@@ -85,42 +86,74 @@ TABLES = (
 # ------------------------------------------------------------- the watcher
 
 
+def census() -> dict[str, Any]:
+    """Live objects by type after a full collection (what cycles kept until the agent's
+    rare collections is not growth), and tasks by coroutine."""
+    begun = time.perf_counter()
+    gc.collect()
+    pause = time.perf_counter() - begun
+    kinds = collections.Counter(
+        f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
+    )
+    coros: collections.Counter[str] = collections.Counter()
+    for task in list(asyncio.tasks._all_tasks):  # type: ignore[attr-defined]
+        if task.done():
+            continue
+        coro = task.get_coro()
+        coros[getattr(coro, "__qualname__", type(coro).__qualname__)] += 1
+    return {
+        "objects": sum(kinds.values()),
+        "census": dict(kinds.most_common(400)),
+        "coros": dict(coros.most_common(40)),
+        "collect_s": round(pause, 3),
+    }
+
+
+def census_on(loop: asyncio.AbstractEventLoop, timeout: float = 120.0) -> dict[str, Any]:
+    """`census()` run on `loop`'s thread, between two of its callbacks. From the
+    watcher's thread, the list `gc.get_objects()` returns held a reference to a tuple
+    the agent was building from a generator (`tuple(x for …)`, resized as it grows,
+    which only a tuple nobody else refers to may be): the agent stopped on `SystemError:
+    bad argument to internal function` (a default soak's agent did, at its first census,
+    building its checks)."""
+    done: concurrent.futures.Future[dict[str, Any]] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            done.set_result(census())
+        except BaseException as exc:  # said by the watcher, not the agent's loop
+            done.set_exception(exc)
+
+    loop.call_soon_threadsafe(run)
+    return done.result(timeout)
+
+
+def live_tasks() -> list[asyncio.Task[Any]] | None:
+    """The agent's tasks not done (the set also holds finished ones until they are
+    collected), read from another thread; None when the set kept changing meanwhile."""
+    for _ in range(5):
+        try:
+            every = list(asyncio.tasks._all_tasks)  # type: ignore[attr-defined]
+        except RuntimeError:  # the set changed while it was read
+            continue
+        return [task for task in every if not task.done()]
+    return None
+
+
+def running_loop() -> asyncio.AbstractEventLoop | None:
+    """The agent's event loop, from a task of it (None before it has one)."""
+    live = live_tasks()
+    return live[0].get_loop() if live else None
+
+
 def watch(out: Path, sample_s: float, census_s: float, argv: list[str]) -> None:
     """Run `python -m agent ARGV` in this process, its tasks, RSS and heap sampled."""
     sink = out.open("a", buffering=1)
     t0 = time.time()
 
     def tasks() -> int:
-        """Tasks not done (the set also holds finished ones until they are collected)."""
-        for _ in range(5):
-            try:
-                every = list(asyncio.tasks._all_tasks)  # type: ignore[attr-defined]
-                return sum(1 for task in every if not task.done())
-            except RuntimeError:  # the set changed while it was read
-                continue
-        return -1
-
-    def census() -> dict[str, Any]:
-        """Live objects by type after a full collection (what cycles kept until the
-        agent's rare collections is not growth), and tasks by coroutine."""
-        begun = time.perf_counter()
-        gc.collect()
-        pause = time.perf_counter() - begun
-        kinds = collections.Counter(
-            f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
-        )
-        coros: collections.Counter[str] = collections.Counter()
-        for task in list(asyncio.tasks._all_tasks):  # type: ignore[attr-defined]
-            if task.done():
-                continue
-            coro = task.get_coro()
-            coros[getattr(coro, "__qualname__", type(coro).__qualname__)] += 1
-        return {
-            "objects": sum(kinds.values()),
-            "census": dict(kinds.most_common(400)),
-            "coros": dict(coros.most_common(40)),
-            "collect_s": round(pause, 3),
-        }
+        live = live_tasks()
+        return -1 if live is None else len(live)
 
     def sample() -> None:
         next_census = 0.0
@@ -131,9 +164,12 @@ def watch(out: Path, sample_s: float, census_s: float, argv: list[str]) -> None:
                 rss = next(int(x.split()[1]) for x in status if x.startswith("VmRSS:"))
             row: dict[str, Any] = {"t": round(t, 1), "rss_mb": round(rss / 1024, 1)}
             row["tasks"] = tasks()
-            if t >= next_census:
+            if t >= next_census and (loop := running_loop()) is not None:
                 next_census = t + census_s
-                row |= census()
+                try:
+                    row |= census_on(loop)
+                except (RuntimeError, TimeoutError) as exc:  # the loop closed: stopping
+                    row["census_error"] = repr(exc)
             sink.write(json.dumps(row) + "\n")
 
     threading.Thread(target=sample, daemon=True).start()

@@ -1,0 +1,46 @@
+"""bench/soak.py's census of the agent's heap, taken while the agent runs: it must not
+break what the agent is doing meanwhile."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from tests.bench_module import bench_module
+
+
+@pytest.mark.timeout(60)
+def test_a_census_leaves_the_tuples_the_agent_is_building_alone() -> None:
+    """Taken from the watcher's thread, a census held every live object (the list of
+    `gc.get_objects()`) while the agent went on: a tuple the agent was building from a
+    generator then had a second reference, and growing it failed with `SystemError: bad
+    argument to internal function` (a default soak's agent stopped so). On the agent's
+    loop, between two callbacks, it holds nothing being built."""
+    bench = bench_module("soak")
+    failures: list[BaseException] = []
+    censuses: list[dict[str, Any]] = []
+
+    async def agent() -> None:
+        loop = asyncio.get_running_loop()
+        taker = threading.Thread(
+            target=lambda: censuses.extend(bench.census_on(loop) for _ in range(8))
+        )
+        taker.start()
+        kept = [[object()] for _ in range(20_000)]  # a census long enough to be cut into
+        while taker.is_alive():
+            for _ in range(200):
+                try:
+                    tuple(x for x in range(64) if x % 3 or kept is None)
+                except SystemError as exc:
+                    failures.append(exc)
+            await asyncio.sleep(0)
+        taker.join()
+
+    asyncio.run(agent())
+    assert failures == []
+    assert len(censuses) == 8
+    for taken in censuses:  # each saw the agent's task, under way
+        assert [name.rpartition(".")[2] for name in taken["coros"]] == ["agent"]

@@ -13,16 +13,18 @@ environment opens a window after the previous ended: 30% bad deploys (the target
 client reads `/deploys/{id}` and follows each window's event stream (SSE).
 
 The agent runs under a watcher (`--watch`, in its process, outside its bookkeeping) that
-writes, every `--sample` seconds, its asyncio task count and RSS, and, every
-`--census` seconds, after a full collection on its loop (one pause of the agent), the
-count of live objects per type and of tasks per coroutine (that collection frees what
-cycles kept for the agent's own rare ones: with a `--census` longer than the run, RSS
-shows that too). From outside: open fds (`/proc`), the SQLite store's bytes and rows per table,
-`postflight_round_overruns_total` and the stored rounds' lateness against their slots
-(`deployed_at + k × interval`), and the same lateness as the target saw it: each load
-run starts at its round's start, so the first `/api/feed` request after a quiet second,
-time-stamped by the target, is a round's start (`arrival_lag_ms_*`), and a slot of a
-window with no run arriving is a round passed over (`arrival_slots_missed`).
+writes, every `--sample` seconds, its asyncio task count, RSS and where its anonymous
+memory is (glibc malloc's heap in use and free but kept, the rest: pymalloc's arenas;
+`allocators`), and, every `--census` seconds, after a full collection on its loop (one
+pause of the agent), the count of live objects per type and of tasks per coroutine (that
+collection frees what cycles kept for the agent's own rare ones: with a `--census` longer
+than the run, RSS shows that too). From outside: open fds (`/proc`), the SQLite store's
+bytes and rows per table, `postflight_round_overruns_total` and the stored rounds'
+lateness against their slots (`deployed_at + k × interval`), and the same lateness as the
+target saw it: each load run starts at its round's start, so the first `/api/feed`
+request after a quiet second, time-stamped by the target, is a round's start
+(`arrival_lag_ms_*`), and a slot of a window with no run arriving is a round passed over
+(`arrival_slots_missed`).
 At the end: start/end of each series, the growth over the second half, bytes per 1000
 windows, and the object types that grew most between the first census after warm-up and
 the last.
@@ -37,6 +39,7 @@ import argparse
 import asyncio
 import collections
 import concurrent.futures
+import ctypes
 import gc
 import json
 import math
@@ -146,6 +149,51 @@ def running_loop() -> asyncio.AbstractEventLoop | None:
     return live[0].get_loop() if live else None
 
 
+class _Mallinfo2(ctypes.Structure):
+    """glibc's `struct mallinfo2` (2.33 on): its malloc's heap, every arena summed."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def allocators() -> dict[str, float]:
+    """Where the process's anonymous memory is, in MB: glibc malloc's heap in use
+    (`heap_used_mb`: C libraries' and Python's blocks over 512 bytes) and free but kept
+    (`heap_free_mb`: what its arenas cannot give back), its blocks mapped apart
+    (`heap_mmap_mb`), and the rest of `anon_mb` (`outside_heap_mb`: pymalloc's arenas,
+    where Python's small objects live, and the threads' stacks). RSS growing with
+    `heap_free_mb` or `outside_heap_mb` while the census stays flat is the allocators
+    keeping a peak, not objects kept. Only `anon_mb` where glibc is not the allocator."""
+    with open("/proc/self/status") as status:
+        anon_kb = next((int(x.split()[1]) for x in status if x.startswith("RssAnon:")), 0)
+    out = {"anon_mb": round(anon_kb / 1024, 1)}
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):  # not glibc, or older than 2.33
+        return out
+    mallinfo2.restype = _Mallinfo2
+    heap = mallinfo2()
+    mb = 1024 * 1024
+    out["heap_used_mb"] = round(heap.uordblks / mb, 1)
+    out["heap_free_mb"] = round(heap.fordblks / mb, 1)
+    out["heap_mmap_mb"] = round(heap.hblkhd / mb, 1)
+    out["outside_heap_mb"] = round(out["anon_mb"] - (heap.arena + heap.hblkhd) / mb, 1)
+    return out
+
+
 def watch(out: Path, sample_s: float, census_s: float, argv: list[str]) -> None:
     """Run `python -m agent ARGV` in this process, its tasks, RSS and heap sampled."""
     sink = out.open("a", buffering=1)
@@ -164,6 +212,7 @@ def watch(out: Path, sample_s: float, census_s: float, argv: list[str]) -> None:
                 rss = next(int(x.split()[1]) for x in status if x.startswith("VmRSS:"))
             row: dict[str, Any] = {"t": round(t, 1), "rss_mb": round(rss / 1024, 1)}
             row["tasks"] = tasks()
+            row |= allocators()
             if t >= next_census and (loop := running_loop()) is not None:
                 next_census = t + census_s
                 try:
@@ -707,6 +756,12 @@ def report(
     r["rss_mb_per_h_2nd_half"] = round(
         slope_per_hour([(h["t"], h["rss_mb"]) for h in heap if h["t"] >= half]), 1
     )
+    for figure in ("anon_mb", "heap_used_mb", "heap_free_mb", "outside_heap_mb"):
+        if figure in heap[0] and figure in heap[-1]:  # where the split: RSS kept or grown
+            r[figure] = [heap[0][figure], heap[-1][figure]]
+            r[f"{figure}_per_h_2nd_half"] = round(
+                slope_per_hour([(h["t"], h[figure]) for h in heap if h["t"] >= half]), 1
+            )
     r["tasks"] = [heap[0]["tasks"], heap[-1]["tasks"], max(h["tasks"] for h in heap)]
     r["fds"] = [first["fds"], last["fds"], max(s["fds"] for s in samples)]
     censuses = [h for h in heap if "census" in h]

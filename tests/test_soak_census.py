@@ -44,3 +44,19 @@ def test_a_census_leaves_the_tuples_the_agent_is_building_alone() -> None:
     assert len(censuses) == 8
     for taken in censuses:  # each saw the agent's task, under way
         assert [name.rpartition(".")[2] for name in taken["coros"]] == ["agent"]
+
+
+def test_the_allocators_split_says_where_memory_went() -> None:
+    """RSS that grows while the census stays flat is told apart: blocks over 512 bytes in
+    glibc's heap, small objects outside it (pymalloc's arenas)."""
+    bench = bench_module("soak")
+    before = bench.allocators()
+    if "heap_used_mb" not in before:
+        pytest.skip("not glibc 2.33 or later: no mallinfo2")
+    large = [bytearray(1000) for _ in range(20_000)]  # 20 MB in malloc's heap
+    small = [(i, i + 1) for i in range(200_000)]  # ~13 MB of pymalloc's 56-byte blocks
+    after = bench.allocators()
+    assert len(large) + len(small) == 220_000
+    assert after["heap_used_mb"] - before["heap_used_mb"] >= 18
+    assert after["outside_heap_mb"] - before["outside_heap_mb"] >= 10
+    assert after["anon_mb"] - before["anon_mb"] >= 28

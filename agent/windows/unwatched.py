@@ -30,8 +30,9 @@ def unwatched_end(
     glance: Glance, verdict: Verdict | None, unwatched: int
 ) -> tuple[Glance, Verdict | None]:
     """`glance` and `verdict` as a window with `unwatched` slots passed over may end: a
-    pass on a rule still breaching is `inconclusive`, saying why."""
-    if glance.decision != "pass" or unwatched <= 0:
+    pass on a rule still breaching is `inconclusive`, saying why, whether the window would
+    have passed or is inconclusive for another reason (a rule without data) too."""
+    if glance.decision not in ("pass", "inconclusive") or unwatched <= 0:
         return glance, verdict
     short = {r.name for r in glance.rules if breaching_at_end(r.outcome, r.evidence)}
     if not short:
@@ -43,11 +44,14 @@ def unwatched_end(
         f"{counted(unwatched, 'slot')} of the window went unwatched (a replica's takeover"
         " or a restart)"
     )
-    reason = (
+    said = (
         f"{', '.join(sorted(short))} still past its bound at the window's end and {why}:"
-        f" missing rounds are missing evidence, so it is not passed (the judge alone said:"
-        f" {verdict.decision}: {verdict.reason})"
+        " missing rounds are missing evidence, so it is not passed"
     )
+    if verdict.decision == "pass":
+        reason = f"{said} (the judge alone said: {verdict.decision}: {verdict.reason})"
+    else:  # inconclusive already: the judge's reason first, this one beside it
+        reason = f"{verdict.reason}; {said}"
     rules = tuple(_rule(r, short, why, unwatched) for r in verdict.rules)
     return glance, Verdict("inconclusive", reason, rules)
 

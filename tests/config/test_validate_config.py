@@ -1100,6 +1100,7 @@ README_DEFAULTS: list[tuple[str, str, object]] = [
     ("`sequential` (the default)", "environments.production.analysis.policy", "sequential"),
     ("consecutive rounds, default 3", "environments.production.analysis.failure_limit", 3),
     ("`evidence` (the default", "environments.production.analysis.pass_on", "evidence"),
+    ("`min_samples` (default 1)", "environments.production.rules.0.min_samples", 1),
     ("`max_attempts` (default 8)", "environments.production.rollback.max_attempts", 8),
     ("`timeout` (default 10s)", "environments.production.rollback.timeout", 10.0),
     ("`backoff` (default 1s;", "environments.production.rollback.backoff", 1.0),
@@ -1177,7 +1178,7 @@ environments:
       newrelic: {app_name: web, entity_guid: abc}
     analysis: {policy: threshold, failure_limit: 3, pass_on: no_failure}
     rules:
-      - {name: e, source: checks, metric: error_rate, max: 0.05}
+      - {name: e, source: checks, metric: error_rate, max: 0.05, min_samples: 20}
       - {name: l, source: checks, metric: latency_p95, max_increase: 50%}
       - {name: s, source: sentry, metric: error_rate, max: 0.05}
       - {name: p, source: prometheus, query: up, max: 1}

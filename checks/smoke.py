@@ -16,7 +16,6 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Self
 
-from jsonpath_ng import JSONPath
 from pydantic import Field, field_validator, model_validator
 from yarl import URL
 
@@ -40,6 +39,7 @@ from common.words import counted
 if TYPE_CHECKING:  # aiohttp's client (checks.exchange) is imported where a check runs: the
     # settings import this module for its Config alone (validate-config, schema)
     import aiohttp
+    from jsonpath_ng import JSONPath  # loaded by compile_path, where a capture names one
 
     from checks.exchange import Reply
 

@@ -42,8 +42,9 @@ with open(sys.argv[2], "w") as out:
 
 AT_FIRST_USE = ("scipy", "apprise", "requests", "jinja2")
 """Loaded by the daemon only where it uses them (see the module's docstring)."""
-NEVER_UNASKED = ("sentry_sdk", "newrelic", "asyncpg")
-"""Loaded only with their configuration (a DSN, a license key, a postgres store)."""
+NEVER_UNASKED = ("sentry_sdk", "newrelic", "asyncpg", "jsonpath_ng")
+"""Loaded only with their configuration (a DSN, a license key, a postgres store, a check
+that names a JSON key: `expect.json` or a smoke step's `capture`)."""
 EVERY_WINDOW = ("numpy", "agent.analysis.judge", "aiosqlite", "aiohttp.web")
 """What a daemon that judged a window has loaded: the dump is from one."""
 

@@ -11,7 +11,6 @@ else is the check's bug, left out of the evidence by the registry (`checks.regis
 
 from __future__ import annotations
 
-import http.client
 import sys
 import traceback
 from collections.abc import Iterable
@@ -22,10 +21,10 @@ from checks.base import Check
 TARGET_ERRORS: tuple[type[BaseException], ...] = (
     OSError,  # refused, reset, unreachable, DNS, TLS, a socket's timeout
     TimeoutError,
-    http.client.HTTPException,
 )
-"""What a run may raise about its target, whatever client it uses; a file system's error
-(`_FILE_ERRORS`, or any with a `filename`) is the agent's side, not the target's."""
+"""What a run may raise about its target, whatever client it uses (besides the HTTP
+clients' errors, `_CLIENTS`); a file system's error (`_FILE_ERRORS`, or any with a
+`filename`) is the agent's side, not the target's."""
 
 NOT_EVIDENCE = ": not evidence about the target, its run left out of it"
 """How a bug's result message ends (`checks.registry`): what a reader of it must know."""
@@ -36,11 +35,13 @@ _CLIENTS = (
     ("aiohttp", "ClientError"),  # its connection, payload and HTTP status errors
     ("httpx", "HTTPError"),
     ("urllib3.exceptions", "HTTPError"),
+    ("http.client", "HTTPException"),  # the standard library's (urllib's, a plugin's own)
 )
 """The HTTP clients' base errors (a connection, a timeout, a status), looked up only once
 imported: an exception of a client is raised only where it was imported, and reading a
 configuration (which loads this module through the check types) must not import aiohttp
-(`tests/e2e/test_cli_imports.py`). requests' errors are `OSError`s already."""
+(`tests/e2e/test_cli_imports.py`), nor http.client (and the email package it parses
+headers with: 8 ms of a `validate-config`'s CPU). requests' errors are `OSError`s already."""
 
 
 def about_target(exc: BaseException, check: Check) -> bool:

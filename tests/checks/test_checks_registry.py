@@ -222,6 +222,7 @@ async def test_an_exception_not_about_the_target_is_the_checks_bug_and_no_sample
         aiohttp.ServerDisconnectedError(),
         aiohttp.ClientResponseError(None, (), status=503),  # type: ignore[arg-type]
         http.client.RemoteDisconnected("closed"),
+        http.client.BadStatusLine("HTTP/1.1 9x"),  # an HTTPException, not an OSError
         requests.exceptions.ConnectionError("refused"),
         requests.exceptions.HTTPError("503 Server Error"),
         urllib3.exceptions.ProtocolError("Connection aborted."),

@@ -75,11 +75,9 @@ def _time(argv: list[str], env: dict[str, str], runs: int) -> dict[str, float]:
     return {"wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus)}
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+def client_env() -> dict[str, str]:
+    """This shell's environment with the example's secrets, less what would point a
+    command elsewhere or add to its work."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), **EXAMPLE_ENV)
     for unwanted in (
         "SENTRY_DSN",
@@ -89,6 +87,15 @@ def main() -> int:
         "PYTHONDONTWRITEBYTECODE",
     ):
         env.pop(unwanted, None)
+    return env
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    env = client_env()
     figures: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()

@@ -42,26 +42,31 @@ ENVIRONMENT = (
 CHANNEL = "alerting:\n  channels:\n    - url: json://127.0.0.1:{port}/alerts\n"
 
 
-def _start(env: dict[str, str], channel: bool) -> tuple[float, float]:
-    """Seconds to the first `/readyz` 200 and CPU seconds used by then."""
+def _start(
+    env: dict[str, str], channel: bool, flags: tuple[str, ...] = ()
+) -> tuple[float, float, str]:
+    """Seconds to the first `/readyz` 200, CPU seconds used by then and what the agent
+    said on stderr by its exit (with `flags`, the interpreter's: `-X importtime`)."""
     with tempfile.TemporaryDirectory() as tmp:
         port = free_port()
         config = Path(tmp) / "postflight.yaml"
         text = server_and_store(Path(tmp), port) + ENVIRONMENT.format(port=free_port())
         config.write_text(text + (CHANNEL.format(port=free_port()) if channel else ""))
+        said = Path(tmp) / "stderr"
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "agent", "run", "--config", str(config)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with said.open("wb") as stderr:  # a file, not a pipe: importtime fills a pipe's
+            # buffer before the agent is ready, and the agent then waits on it for ever
+            proc = subprocess.Popen(
+                [sys.executable, *flags, "-m", "agent", "run", "--config", str(config)],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         try:
             while True:
                 if proc.poll() is not None:
-                    assert proc.stderr is not None
-                    raise RuntimeError(f"the agent exited: {proc.stderr.read().decode()}")
+                    raise RuntimeError(f"the agent exited: {said.read_text()}")
                 try:
                     with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1):
                         break
@@ -73,7 +78,15 @@ def _start(env: dict[str, str], channel: bool) -> tuple[float, float]:
         finally:
             proc.terminate()
             proc.wait(timeout=15)
-        return wall, cpu
+        return wall, cpu, said.read_text()
+
+
+def daemon_env() -> dict[str, str]:
+    """This shell's environment, less what would add to a start (an APM agent's)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    for unwanted in ("SENTRY_DSN", "NEW_RELIC_LICENSE_KEY", "PYTHONDONTWRITEBYTECODE"):
+        env.pop(unwanted, None)
+    return env
 
 
 def main() -> int:
@@ -81,9 +94,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=7)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for unwanted in ("SENTRY_DSN", "NEW_RELIC_LICENSE_KEY", "PYTHONDONTWRITEBYTECODE"):
-        env.pop(unwanted, None)
+    env = daemon_env()
     figures: dict[str, dict[str, float]] = {}
     for name, channel in (("no channel", False), ("one channel", True)):
         _start(env, channel)

@@ -13,6 +13,7 @@ has its `.pyc` files): the figures are imports and work, not compiling the sourc
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -21,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -75,6 +77,32 @@ def _time(argv: list[str], env: dict[str, str], runs: int) -> dict[str, float]:
     return {"wall_s": statistics.median(walls), "cpu_s": statistics.median(cpus)}
 
 
+def commands(port: int) -> dict[str, list[str]]:
+    """The commands timed, by name: `register` and `status` ask the agent on `port`."""
+    url = ["--url", f"http://127.0.0.1:{port}", "--token", TOKEN]
+    return {
+        "--help": ["--help"],
+        "register --help": ["register", "--help"],
+        "register": ["register", *url, "--env", "production", "--version", "v1"],
+        "status": ["status", *url],
+        "validate-config": ["validate-config", str(EXAMPLE)],
+    }
+
+
+@contextlib.contextmanager
+def an_agent() -> Iterator[int]:
+    """The port of an agent ready there (its store in a temporary directory), stopped at
+    the end."""
+    with tempfile.TemporaryDirectory() as tmp:
+        port = free_port()
+        agent = start_agent(_config(Path(tmp), port), port, Path(tmp) / "agent.log")
+        try:
+            yield port
+        finally:
+            agent.terminate()
+            agent.wait(timeout=15)
+
+
 def client_env() -> dict[str, str]:
     """This shell's environment with the example's secrets, less what would point a
     command elsewhere or add to its work."""
@@ -96,24 +124,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     env = client_env()
-    figures: dict[str, dict[str, float]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        agent = start_agent(_config(Path(tmp), port), port, Path(tmp) / "agent.log")
-        try:
-            url = ["--url", f"http://127.0.0.1:{port}", "--token", TOKEN]
-            commands = {
-                "--help": ["--help"],
-                "register --help": ["register", "--help"],
-                "register": ["register", *url, "--env", "production", "--version", "v1"],
-                "status": ["status", *url],
-                "validate-config": ["validate-config", str(EXAMPLE)],
-            }
-            for name, argv in commands.items():
-                figures[name] = _time(argv, env, args.runs)
-        finally:
-            agent.terminate()
-            agent.wait(timeout=15)
+    with an_agent() as port:
+        figures = {name: _time(argv, env, args.runs) for name, argv in commands(port).items()}
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0

@@ -1,5 +1,5 @@
 """What starting Postflight costs, and where it goes: median wall and CPU time of the
-commands a user or a pipeline types (`--help`, `validate-config`, `status`, `register`)
+commands a user or a pipeline types (`--help`, `register`, `status`, `validate-config`)
 and of a daemon's start to its first `/readyz` 200, then each path's costliest imports.
 
     python bench/startup.py [--runs 5] [--top 12] [--json]
@@ -21,16 +21,15 @@ import re
 import statistics
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli_start import EXAMPLE, _config, _time, client_env
+from cli_start import _time, an_agent, client_env, commands
 from daemon_start import _start, daemon_env
 
-from tests.e2e.crash import ROOT, TOKEN, free_port, start_agent
+from tests.e2e.crash import ROOT
 
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)")
 
@@ -72,23 +71,10 @@ def main() -> int:
     times: dict[str, dict[str, float]] = {}
     imports: dict[str, dict[str, int]] = {}
     env = client_env()
-    with tempfile.TemporaryDirectory() as tmp:
-        port = free_port()
-        agent = start_agent(_config(Path(tmp), port), port, Path(tmp) / "agent.log")
-        try:
-            url = ["--url", f"http://127.0.0.1:{port}", "--token", TOKEN]
-            commands = {
-                "--help": ["--help"],
-                "validate-config": ["validate-config", str(EXAMPLE)],
-                "status": ["status", *url],
-                "register": ["register", *url, "--env", "production", "--version", "v1"],
-            }
-            for name, argv in commands.items():
-                times[name] = _time(argv, env, args.runs)
-                imports[name] = least(_command_imports(argv, env) for _ in range(args.runs))
-        finally:
-            agent.terminate()
-            agent.wait(timeout=15)
+    with an_agent() as port:
+        for name, argv in commands(port).items():
+            times[name] = _time(argv, env, args.runs)
+            imports[name] = least(_command_imports(argv, env) for _ in range(args.runs))
     env = daemon_env()
     _start(env, channel=False)  # uncounted, as the commands' first run
     starts = [_start(env, channel=False) for _ in range(args.runs)]

@@ -72,6 +72,24 @@ def _loaded(modules: list[str], names: tuple[str, ...]) -> list[str]:
     return sorted({n for n in names for m in modules if m == n or m.startswith(n + ".")})
 
 
+def _commands_run(
+    commands: list[list[str]], env: dict[str, str], tmp_path: Path
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """`commands` run by `RUN_COMMANDS` in a fresh interpreter: the process, its report."""
+    result = tmp_path / "result.json"
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_COMMANDS, json.dumps(commands), str(result)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(result.read_text())
+    return done, report
+
+
 def test_help_and_usage_errors_load_neither_the_client_nor_the_daemon(tmp_path: Path) -> None:
     commands = [
         ["--help"],
@@ -80,18 +98,8 @@ def test_help_and_usage_errors_load_neither_the_client_nor_the_daemon(tmp_path: 
         ["rollback", "--help"],
         ["register", "--env", "production"],  # no --version: a usage error, exit 2
     ]
-    result = tmp_path / "result.json"
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_COMMANDS, json.dumps(commands), str(result)],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
+    done, report = _commands_run(commands, _env(tmp_path), tmp_path)
     assert "postflight register" in done.stdout  # the help was printed
-    report: dict[str, Any] = json.loads(result.read_text())
     assert report["codes"] == [0, 0, 0, 0, 2], done.stderr
     assert _loaded(report["modules"], DAEMON_ONLY + CLIENT_ONLY) == []
 
@@ -145,7 +153,6 @@ def test_reading_a_configuration_loads_neither_the_statistics_nor_the_http_clien
     scipy, and the checks' and providers' config models, not the client they send with or
     the daemon's metrics."""
     commands = [["validate-config", str(EXAMPLE)], ["schema", "-o", str(tmp_path / "s.json")]]
-    result = tmp_path / "result.json"
     env = _env(tmp_path)
     env.update(
         POSTFLIGHT_API_TOKEN="test-token-1234567",
@@ -153,16 +160,7 @@ def test_reading_a_configuration_loads_neither_the_statistics_nor_the_http_clien
         SENTRY_AUTH_TOKEN="t",
         NEW_RELIC_API_KEY="k",
     )
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_COMMANDS, json.dumps(commands), str(result)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(result.read_text())
+    done, report = _commands_run(commands, env, tmp_path)
     assert report["codes"] == [0, 0], done.stdout + done.stderr
     assert "valid" in done.stdout
     assert _loaded(report["modules"], ("agent.settings",)) == ["agent.settings"]
@@ -175,17 +173,7 @@ def test_the_schema_loads_no_http_client_of_the_standard_library(tmp_path: Path)
     check types' `checks.bugs` knows http.client's errors as the target's, looked up once
     a check's client loaded it, not imported for it (8 ms of CPU with the email package)."""
     commands = [["schema", "-o", str(tmp_path / "s.json")]]
-    result = tmp_path / "result.json"
-    done = subprocess.run(
-        [sys.executable, "-c", RUN_COMMANDS, json.dumps(commands), str(result)],
-        cwd=ROOT,
-        env=_env(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert done.returncode == 0, done.stderr
-    report: dict[str, Any] = json.loads(result.read_text())
+    done, report = _commands_run(commands, _env(tmp_path), tmp_path)
     assert report["codes"] == [0], done.stdout + done.stderr
     assert _loaded(report["modules"], ("checks.bugs",)) == ["checks.bugs"]
     assert _loaded(report["modules"], ("http.client", "apprise", "aiohttp")) == []

@@ -260,6 +260,10 @@ MIGRATIONS: tuple[str, ...] = (
     # a rollback's asks of which Vercel deployment to roll back to, counted before each
     # (`count_look_up`): a restart continues the count, where each process began at zero
     "ALTER TABLE rollbacks ADD COLUMN look_ups INTEGER NOT NULL DEFAULT 0",
+    # a rollback waiting to retry looks for a newer deploy of its environment every second
+    # (`NEWER_DEPLOY`, `begin_attempt`'s guard): it reads the windows deployed since its
+    # own, where each look read every window the environment ever had
+    "CREATE INDEX IF NOT EXISTS windows_by_env_deployed ON windows (environment, deployed_at)",
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -300,17 +304,46 @@ _HELD = "state = 'watching' AND lease_owner = ? AND lease_until >= ? ORDER BY cr
 writing them at that instant, as long as our lease on them is still valid. A lapsed
 lease of ours that was skipped is being taken over by another replica right now:
 reporting it would have two replicas watching one window."""
-_NEWER_DEPLOY = (
-    "windows ours JOIN windows newer ON newer.environment = ours.environment"
-    " WHERE ours.id = rollbacks.window_id AND newer.id <> ours.id"
-    " AND newer.created_at > rollbacks.requested_at"
-    " AND newer.deployed_at > ours.deployed_at AND newer.deployed_at <= ?"
-    " AND (ours.previous_version IS NULL OR newer.version <> ours.previous_version)"
+_NEWER_THAN = (
+    "newer.environment = {environment} AND newer.id <> {id}"
+    " AND newer.created_at > {requested_at}"
+    " AND newer.deployed_at > {deployed_at} AND newer.deployed_at <= ?"
+    " AND ({previous} IS NULL OR newer.version <> {previous})"
     " AND (newer.ended_at IS NULL OR newer.ended_at >= newer.deployed_at)"
 )
-"""What `Store.newer_deploy` counts for the rollback row `rollbacks` (took effect by `?`),
-after FROM: one definition for the look and `begin_attempt`'s guard. The windows
-compared: `ours` (the rollback's) and `newer`."""
+"""What counts as a newer deploy (`newer`, took effect by `?`) of the rollback of the
+deploy whose fields the slots name: one definition for the look (`NEWER_DEPLOY`, values
+bound), `begin_attempt`'s guard and the take-over (`_NEWER_DEPLOY`, joined)."""
+_NEWER_DEPLOY = "windows ours, windows newer WHERE ours.id = rollbacks.window_id AND " + (
+    _NEWER_THAN.format(
+        environment="ours.environment",
+        id="ours.id",
+        requested_at="rollbacks.requested_at",
+        deployed_at="ours.deployed_at",
+        previous="ours.previous_version",
+    )
+)
+"""`_NEWER_THAN` for the rollback row `rollbacks`, after FROM: the windows compared,
+`ours` (the rollback's) and `newer`."""
+ROLLED_BACK_DEPLOY = (
+    "SELECT ours.environment, ours.id, rollbacks.requested_at, ours.deployed_at,"
+    " ours.previous_version FROM rollbacks JOIN windows ours ON ours.id = rollbacks.window_id"
+    " WHERE rollbacks.window_id = ?"
+)
+"""The fields of a rollback's deploy `NEWER_DEPLOY` is bound with, in its slots' order."""
+NEWER_DEPLOY = (
+    f"SELECT {', '.join(f'newer.{c.strip()}' for c in _WINDOW_COLUMNS.split(','))}"
+    " FROM windows newer WHERE "
+    + _NEWER_THAN.format(
+        environment="?", id="?", requested_at="?", deployed_at="?", previous="CAST(? AS TEXT)"
+    )
+    + " ORDER BY newer.created_at DESC, newer.id DESC LIMIT 1"
+)
+"""`Store.newer_deploy`'s query, bound with `ROLLED_BACK_DEPLOY`'s row, `now`, and the previous
+version again: the environment's windows deployed between the rollback's deploy and now,
+read through `windows_by_env_deployed`. Bound, not joined: PostgreSQL's planner, not
+knowing the joined deploy's time, guessed a third of the environment's windows newer and
+read them all (a hash join; for the `LIMIT 1`, `windows_by_created` in its order)."""
 _ROLLBACK_COLUMNS = (
     "window_id, state, body, requested_at, attempts, last_status, last_error,"
     " next_attempt_at, finished_at, lease_owner, lease_epoch, lease_until, look_ups"
@@ -1203,12 +1236,12 @@ class SqlStore(ABC):
         return number
 
     async def newer_deploy(self, window_id: str, now: float) -> DeployWindow | None:
-        columns = ", ".join(f"newer.{c.strip()}" for c in _WINDOW_COLUMNS.split(","))
+        ours = await self._fetchone(ROLLED_BACK_DEPLOY, window_id)
+        if ours is None:
+            return None
+        environment, id_, requested_at, deployed_at, previous = ours
         row = await self._fetchone(
-            f"SELECT {columns} FROM rollbacks, {_NEWER_DEPLOY} AND rollbacks.window_id = ?"
-            " ORDER BY newer.created_at DESC, newer.id DESC LIMIT 1",
-            now,
-            window_id,
+            NEWER_DEPLOY, environment, id_, requested_at, deployed_at, now, previous, previous
         )
         return _window(row) if row else None
 

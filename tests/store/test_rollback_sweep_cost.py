@@ -68,13 +68,13 @@ async def sqlite_steps(store: SqliteStore, work: Callable[[], Awaitable[object]]
     return counted[0]
 
 
-def rows_read(plan: dict[str, Any]) -> int:
-    """Rows the plan's nodes on `rollbacks` read: kept, and thrown away by a filter."""
+def rows_read(plan: dict[str, Any], relation: str = "rollbacks") -> int:
+    """Rows the plan's nodes on `relation` read: kept, and thrown away by a filter."""
     read = 0
-    if plan.get("Relation Name") == "rollbacks":
+    if plan.get("Relation Name") == relation:
         read += plan["Actual Rows"] + plan.get("Rows Removed by Filter", 0)
         read += plan.get("Rows Removed by Index Recheck", 0)
-    return read + sum(rows_read(p) for p in plan.get("Plans", ()))
+    return read + sum(rows_read(p, relation) for p in plan.get("Plans", ()))
 
 
 async def postgres_rows_read(store: Store) -> int:

@@ -88,7 +88,8 @@ async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_pat
     db.execute("ALTER TABLE alerts DROP COLUMN claimed_run")
     # (gates_by_environment's claimer columns went with its table)
     db.execute("ALTER TABLE rollbacks DROP COLUMN look_ups")
-    assert before == SCHEMA_VERSION - 13, "a migration after these thirteen: undo it here too"
+    db.execute("DROP INDEX windows_by_env_deployed")
+    assert before == SCHEMA_VERSION - 14, "a migration after these fourteen: undo it here too"
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (before,))
     db.execute(
         "INSERT INTO probe_summaries (environment, check_name, at, summary)"
@@ -103,7 +104,8 @@ async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_pat
         assert await upgraded.probe_summaries("production", 0, 100, ["fp"]) == []
         with closing(sqlite3.connect(tmp_path / "pf.db")) as db:
             indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
-        assert {"windows_ended", "rollbacks_pending", "idempotency_by_created"} <= indexes
+        made = {"windows_ended", "rollbacks_pending", "idempotency_by_created"}
+        assert made | {"windows_by_env_deployed"} <= indexes
     finally:
         await upgraded.close()
 

@@ -119,6 +119,32 @@ class RoundRecord:
     """Per rule the observation, per check the results, and the round's decision."""
 
 
+@dataclass(frozen=True, slots=True)
+class SentBefore:
+    """What of a rollback went out before it was given up (`sent_before`)."""
+
+    sent: int = 0
+    """Attempts that reached, or may have reached, the receiver."""
+    unanswered: int = 0
+    """Of those, the ones whose answer never came (a timeout, a connection cut after
+    sending, a sender killed with it out): the receiver may have acted on them."""
+
+
+NOT_REACHED = ("cannot connect to ", "cannot resolve ", "ClientConnector")
+"""How an attempt's error begins when the request never reached the receiver
+(`agent.rollback.delivery._unanswered`'s words: a refused connection, a host that does
+not resolve, aiohttp's words for a TLS handshake that failed)."""
+
+
+def sent_before(attempts: Sequence[DeliveryAttempt]) -> SentBefore:
+    """What of a rollback's stored `attempts` went out, and got no answer: "NOT SENT" is
+    untrue once one did, and one unanswered may have been acted on."""
+    sent = [
+        a for a in attempts if a.status is not None or not (a.error or "").startswith(NOT_REACHED)
+    ]
+    return SentBefore(len(sent), sum(1 for a in sent if a.status is None))
+
+
 @dataclass(slots=True)
 class RollbackIntent:
     """A rollback the agent has decided to request: stored before any attempt."""
@@ -145,6 +171,9 @@ class RollbackIntent:
     """Not stored: the newer deploy its sender gave it up for, unsent
     (`agent.rollback.delivery`), so that the alert claimed with that outcome names it
     and does not send on-call to roll back by hand (that would undo the newer deploy)."""
+    sent_before: SentBefore = field(default_factory=lambda: SentBefore(), compare=False)
+    """Not stored: with `replaced_by`, what of it went out before it was given up
+    (`sent_before`), which the alert claimed with that outcome says."""
 
     @property
     def fence(self) -> Fence:

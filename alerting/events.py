@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from agent.records import DeployWindow
+from agent.records import DeployWindow, SentBefore
+from common.words import counted
 
 AlertEvent = Literal[
     "breach",
@@ -108,6 +109,11 @@ class Alert:
     unsent (`replaced_by_id` its id). Its headline and title say so instead of "roll back
     by hand, act now": that would undo the newer deploy, which its own window judges."""
     replaced_by_id: str | None = None
+    replaced_sent: int = 0
+    """With `replaced_by`: how many attempts went out before it was given up, and how many
+    of those got no answer (`replaced_unanswered`), which the receiver may have acted on:
+    its title and headline say so, where "NOT SENT" was untrue."""
+    replaced_unanswered: int = 0
     unconfigured: bool = False
     """For `rollback_failed`: given up unsent because the environment, or its `rollback`,
     left the configuration (no agent can send it): its headline says so, not that the
@@ -129,6 +135,11 @@ class Alert:
     """For `check_bug`: the check whose own bug ended runs of the window."""
 
     @property
+    def sent_before(self) -> SentBefore:
+        """`replaced_sent` and `replaced_unanswered` as one."""
+        return SentBefore(self.replaced_sent, self.replaced_unanswered)
+
+    @property
     def notify_type(self) -> NotifyType:
         return EVENTS[self.event].notify_type
 
@@ -146,6 +157,7 @@ class Alert:
         link: str | None = None,
         rollback_target: RollbackTarget = "webhook",
         replaced_by: DeployWindow | None = None,
+        sent_before: SentBefore | None = None,
         unconfigured: bool = False,
         on_evidence: bool = True,
         call: IntegrationCall | None = None,
@@ -169,6 +181,8 @@ class Alert:
             rollback_target=rollback_target,
             replaced_by=replaced_by.version if replaced_by is not None else None,
             replaced_by_id=replaced_by.id if replaced_by is not None else None,
+            replaced_sent=sent_before.sent if sent_before is not None else 0,
+            replaced_unanswered=sent_before.unanswered if sent_before is not None else 0,
             unconfigured=unconfigured,
             on_evidence=on_evidence,
             call=call,
@@ -302,7 +316,7 @@ EVENTS: dict[AlertEvent, EventSpec] = {
         "**Rollback FAILED.** The pipeline's webhook did not accept it, or could not be"
         " reached (the reason says which): roll back by hand.",
         lambda a: (
-            f"ROLLBACK NOT SENT, {a.replaced_by} deployed since"
+            given_up_summary(a.replaced_by, a.sent_before, a.rollback_target)
             if a.replaced_by is not None
             else "ROLLBACK FAILED, act now"
         ),
@@ -423,13 +437,58 @@ TARGET_HEADLINES: dict[tuple[AlertEvent, RollbackTarget], str] = {
 """Headlines naming the rollback's real target (`EVENTS` words the webhook's)."""
 
 
-def replaced_headline(version: str, deploy_id: str) -> str:
+RECEIVERS: dict[RollbackTarget, str] = {"vercel": "Vercel", "github": "GitHub"}
+"""Who may have acted on an attempt whose answer never came, by target (else the receiver)."""
+
+
+def sent_words(sent: SentBefore, target: RollbackTarget) -> str:
+    """What of a rollback given up for a newer deploy went out before (`sent.sent` > 0), as
+    it is: an attempt whose answer never came may have been acted on."""
+    who = RECEIVERS.get(target, "the receiver")
+    attempts = counted(sent.sent, "attempt") + " sent"
+    if not sent.unanswered:
+        return f"{attempts}, {'not accepted' if sent.sent == 1 else 'none accepted'}"
+    them = "it" if sent.unanswered == 1 else "them"
+    if sent.sent == 1:
+        lost = "its answer never came"
+    elif sent.unanswered == sent.sent:
+        lost = "their answers never came"
+    else:
+        lost = f"{sent.unanswered} never answered"
+    return f"{attempts}, {lost}; {who} may have acted on {them}"
+
+
+def given_up_summary(version: str, sent: SentBefore, target: RollbackTarget) -> str:
+    """`rollback_failed`'s title for a rollback given up for the newer deploy `version`:
+    NOT SENT only when nothing went out."""
+    if not sent.sent:
+        return f"ROLLBACK NOT SENT, {version} deployed since"
+    return f"ROLLBACK GIVEN UP, {version} deployed since: {sent_words(sent, target)}"
+
+
+def replaced_headline(
+    version: str,
+    deploy_id: str,
+    sent: SentBefore | None = None,
+    target: RollbackTarget = "webhook",
+) -> str:
     """`rollback_failed`'s headline for a rollback given up for a newer deploy
-    (`Alert.replaced_by`): nothing to roll back by hand, the newer deploy is judged."""
+    (`Alert.replaced_by`): nothing to roll back by hand, the newer deploy is judged; what
+    went out before (`sent`) said as it is, and an attempt unanswered as one that may
+    have rolled the newer deploy back."""
+    undo = (
+        f"Rolling back now would undo {version}, so do not roll back by hand: {version}'s"
+        " own window judges it."
+    )
+    if sent is None or not sent.sent:
+        return f"**Rollback NOT sent: {version} ({deploy_id}) was deployed since.** {undo}"
+    words = sent_words(sent, target)
+    head = f"**Rollback given up: {version} ({deploy_id}) was deployed since.** "
+    if not sent.unanswered:
+        return f"{head}{words[0].upper()}{words[1:]}. {undo}"
     return (
-        f"**Rollback NOT sent: {version} ({deploy_id}) was deployed since.** Rolling back"
-        f" now would undo {version}, so do not roll back by hand: {version}'s own window"
-        " judges it."
+        f"{head}{words[0].upper()}{words[1:]}: if so, {version} may have been rolled back"
+        f" too, so check that {version} is what serves, and deploy it again if not. {undo}"
     )
 
 
@@ -437,6 +496,7 @@ def failed_rollback_headline(
     target: RollbackTarget,
     *,
     replaced_by: tuple[str, str] | None = None,
+    sent: SentBefore | None = None,
     unconfigured: bool = False,
     quote: Callable[[str], str] = str,
 ) -> str:
@@ -444,7 +504,7 @@ def failed_rollback_headline(
     deploy (`replaced_by`: its version and id) went out since. The alert's headline and
     the deploy page's advice (`agent.web.view`) both, so they never say different things."""
     if replaced_by is not None:
-        return replaced_headline(quote(replaced_by[0]), quote(replaced_by[1]))
+        return replaced_headline(quote(replaced_by[0]), quote(replaced_by[1]), sent, target)
     if unconfigured:
         return UNCONFIGURED_HEADLINE
     return TARGET_HEADLINES.get(("rollback_failed", target), EVENTS["rollback_failed"].headline)
@@ -552,6 +612,7 @@ def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
         return failed_rollback_headline(
             alert.rollback_target,
             replaced_by=replaced,
+            sent=alert.sent_before,
             unconfigured=alert.unconfigured,
             quote=quote,
         )

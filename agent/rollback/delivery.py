@@ -44,7 +44,7 @@ from agent.integrations.targets import (
     vercel_rate_limit_wait,
 )
 from agent.metrics import Metrics
-from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent
+from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, sent_before
 from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
 from agent.stopping import StopBudget
@@ -57,6 +57,7 @@ from agent.store.outages import (
     not_taken,
     store_outage,
 )
+from alerting.events import sent_words
 from common.answers import read_answer
 from common.durations import format_duration
 from common.redaction import Redactor, address_redactor
@@ -563,7 +564,9 @@ class RollbackDelivery:
         while True:
             newer = await self._replaced_by(intent)
             if newer is not None:
-                return await self._given_up_for(newer, intent, environment, context, claims)
+                return await self._given_up_for(
+                    newer, intent, settings, environment, context, claims
+                )
             request = self._prepare(body, intent, settings, environment)
             if request.problem is not None:
                 problem = request.problem
@@ -577,7 +580,9 @@ class RollbackDelivery:
             if number is None:  # another's, or a newer deploy registered since the look
                 newer = await self._replaced_by(intent)
                 if newer is not None:
-                    return await self._given_up_for(newer, intent, environment, context, claims)
+                    return await self._given_up_for(
+                        newer, intent, settings, environment, context, claims
+                    )
                 return await self._lost(intent, context)
             intent.attempts, intent.next_attempt_at = number, None
             if not await self._lease_outlasts_the_request(intent, settings, now, until, read_at):
@@ -1006,17 +1011,23 @@ class RollbackDelivery:
         self,
         newer: DeployWindow,
         intent: RollbackIntent,
+        settings: RollbackSettings,
         environment: str,
         context: dict[str, Any],
         claims: SettleClaims | None,
     ) -> RollbackIntent:
-        """Failed, unsent, naming `newer`: sending it would roll `newer` back too."""
+        """Failed, not sent again, naming `newer`: sending it would roll `newer` back too.
+        What went out before is said as it is (`sent_before`): an attempt whose answer
+        never came may have been acted on, where "not sent" said none went out."""
+        sent = sent_before(await self._store.deliveries(intent.window_id))
+        target = settings.target if self._targets is not None else "webhook"
         intent.last_error = (
             f"{newer.version} ({newer.id}) was deployed to {environment} at"
             f" {rfc3339(newer.deployed_at)}, after this rollback was requested:"
             " rolling back now would undo it"
+            + (f"; given up after {sent_words(sent, target)}" if sent.sent else "")
         )
-        intent.replaced_by = newer
+        intent.replaced_by, intent.sent_before = newer, sent
         log.error(
             "rollback for %s given up after %d attempt(s): %s",
             intent.window_id,

@@ -406,6 +406,7 @@ async def _deploy_page(request: web.Request) -> web.Response:
             configured.target if configured is not None else "webhook",
             newer,
             unconfigured=configured is None,
+            attempts=stored.attempts,
         )
     view = as_of(
         stored.built.view,

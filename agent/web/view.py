@@ -17,7 +17,13 @@ from typing import Any, get_args
 from agent.analysis.describe import format_percent, is_duration, is_rate
 from agent.analysis.types import Rule
 from agent.api.models import shown_state
-from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, RoundRecord
+from agent.records import (
+    DeliveryAttempt,
+    DeployWindow,
+    RollbackIntent,
+    RoundRecord,
+    sent_before,
+)
 from agent.web.charts import Chart, band_chart, distribution_chart, evidence_chart, rounds_chart
 from agent.web.times import iso
 from alerting.events import (
@@ -619,13 +625,19 @@ def as_of(
 
 
 def failed_rollback_advice(
-    target: RollbackTarget, newer: DeployWindow | None, *, unconfigured: bool
+    target: RollbackTarget,
+    newer: DeployWindow | None,
+    *,
+    unconfigured: bool,
+    attempts: Sequence[DeliveryAttempt] = (),
 ) -> str:
     """The FAILED rollback alert's headline (`failed_rollback_headline`, one source for
     both) as the page's plain text: its Markdown marks dropped, the text escaped by the
-    template."""
+    template. `attempts`: the rollback's, what of it went out said as the alert says it."""
     replaced = (newer.version, newer.id) if newer is not None else None
-    text = failed_rollback_headline(target, replaced_by=replaced, unconfigured=unconfigured)
+    text = failed_rollback_headline(
+        target, replaced_by=replaced, sent=sent_before(attempts), unconfigured=unconfigured
+    )
     return text.replace("**", "").replace("`", "")
 
 

@@ -1629,6 +1629,7 @@ def settled_alert(
         detail=f"The last answer was HTTP {done.last_status}." if done.last_status else "",
         rollback_target=target,
         replaced_by=done.replaced_by if done.state == "failed" else None,
+        sent_before=done.sent_before,
         unconfigured=unconfigured,
     )
 

@@ -261,13 +261,29 @@ async def test_a_failed_rollback_pages_once(
 # -- a rollback given up for a newer deploy ----------------------------------------------
 
 
+@pytest.mark.parametrize(
+    ("first", "sent"),
+    [
+        ("503", "1 attempt sent, not accepted"),
+        # a receiver stalled past the attempt's timeout: the attempt went out, and may
+        # have been acted on, where the title said ROLLBACK NOT SENT
+        ("hang", "1 attempt sent, its answer never came; the receiver may have acted on it"),
+    ],
+    ids=["answered-503", "unanswered"],
+)
 async def test_a_rollback_given_up_for_a_newer_deploy_does_not_say_roll_back_by_hand(
-    store: SqliteStore, json_sink: JsonSink, metrics: Metrics, rollback_receiver: Any
+    first: str,
+    sent: str,
+    store: SqliteStore,
+    json_sink: JsonSink,
+    metrics: Metrics,
+    rollback_receiver: Any,
 ) -> None:
-    """v2.4.2 went out while the rollback of v2.4.1 waited out a 503: rolling back by hand
-    would undo v2.4.2 too, yet the page's headline and title said to ("act now"), and only
-    its Why line told otherwise."""
-    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(503, 200))
+    """v2.4.2 went out while the rollback of v2.4.1 waited out a 503 (or an attempt that
+    timed out): rolling back by hand would undo v2.4.2 too, yet the page's headline and
+    title said to ("act now"), and only its Why line told otherwise. What went out before
+    is said as it is."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(first, 200))
     newer = make_window(
         "dep_01JDNEWER", version="v2.4.2", deployed_at=REQUESTED_AT + 20,
         ends_at=REQUESTED_AT + 620, created_at=REQUESTED_AT + 20,
@@ -282,6 +298,7 @@ async def test_a_rollback_given_up_for_a_newer_deploy_does_not_say_roll_back_by_
     )
     watching = rollback_services(store, metrics, json_sink, delivery)
     env = rollback_env(receiver.url)
+    env = env.model_copy(update={"rollback": settings(receiver.url, timeout=0.3)})
     try:
         await deliver_rollback(make_window(), await stored_intent(store), env, watching)
     finally:
@@ -290,11 +307,12 @@ async def test_a_rollback_given_up_for_a_newer_deploy_does_not_say_roll_back_by_
     assert receiver.delivered == {}
     [page] = json_sink.notifications
     assert page.title == (
-        "[postflight] production v2.4.1: ROLLBACK NOT SENT, v2.4.2 deployed since"
+        f"[postflight] production v2.4.1: ROLLBACK GIVEN UP, v2.4.2 deployed since: {sent}"
     )
     headline = page.message.split("\n\n")[0]
     assert headline.startswith(
-        "**Rollback NOT sent: v2.4.2 (dep_01JDNEWER) was deployed since.**"
+        f"**Rollback given up: v2.4.2 (dep_01JDNEWER) was deployed since.** {sent[0].upper()}"
+        f"{sent[1:]}"
     ), headline
     assert "do not roll back by hand: v2.4.2's own window judges it" in headline
     assert "did not accept it" not in page.message

@@ -39,6 +39,12 @@ from tests.fakes.vercel import FakeVercel
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled
 from tests.rollback.support import BREACH, make_window
 
+GIVEN_UP = "[postflight] production v2.4.1: ROLLBACK GIVEN UP, v2.4.2 deployed since: "
+REFUSED = GIVEN_UP + "1 attempt sent, not accepted"
+UNANSWERED = GIVEN_UP + "1 attempt sent, its answer never came; the receiver may have acted on it"
+"""The alert's title when the one attempt made before the fix was answered 503, and when
+it timed out: it went out, where the title said ROLLBACK NOT SENT."""
+
 GIVEN_UP_WITHIN_S = 5.0
 """How soon after the fix registers the old rollback reads failed: far less than the
 receiver's `Retry-After` (30 s), the wait its sender was in."""
@@ -73,14 +79,15 @@ async def _given_up_for(
     fix: dict[str, Any],
     receiver: RollbackReceiver,
     json_sink: JsonSink,
+    titled: str = REFUSED,
 ) -> None:
     """`bad`'s rollback ends failed within `GIVEN_UP_WITHIN_S` of `fix`'s registration,
-    naming it, with one alert that says it was not sent, and nothing more reached the
-    receiver than the attempt it had when `fix` registered."""
+    naming it, with one alert `titled`, saying what went out, and nothing more reached
+    the receiver than the attempt it had when `fix` registered."""
     final = await agent.wait_until(
         bad["id"], lambda d: d["rollback"]["state"] != "pending", within=GIVEN_UP_WITHIN_S
     )
-    alert = await alert_titled(json_sink, "ROLLBACK NOT SENT")
+    alert = await alert_titled(json_sink, "ROLLBACK GIVEN UP")
     await asyncio.sleep(1.0)  # a further attempt would have come by now (backoff 100 ms)
 
     assert [a.idempotency_key for a in receiver.attempts] == [bad["id"]]
@@ -88,7 +95,8 @@ async def _given_up_for(
     assert final["state"] == "failed" and final["rollback"]["state"] == "failed"
     error = final["rollback"]["last_error"]
     assert fix["id"] in error and "v2.4.2" in error, error
-    assert alert.title == "[postflight] production v2.4.1: ROLLBACK NOT SENT, v2.4.2 deployed since"
+    assert error.endswith(f"; given up after {titled.removeprefix(GIVEN_UP)}"), error
+    assert alert.title == titled
     assert len([n for n in json_sink.notifications if "ROLLBACK" in n.title]) == 1
 
 
@@ -102,14 +110,17 @@ async def test_a_rollback_retrying_when_a_newer_deploy_registers_is_not_sent(
 ) -> None:
     """v2.4.1's rollback met a 503 asking for 30 s (or an attempt that timed out); v2.4.2,
     the fix, registers meanwhile: no further POST reaches the receiver, and the rollback
-    ends failed naming v2.4.2 within seconds, with one alert saying it was not sent. The
-    503 case waited out the 30 s with the rollback `pending` before giving it up."""
+    ends failed naming v2.4.2 within seconds, with one alert saying what went out: the
+    attempt that timed out (a receiver stalled past the timeout) may have been acted on,
+    where the alert said ROLLBACK NOT SENT. The 503 case waited out the 30 s with the
+    rollback `pending` before giving it up."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(first,))
     agent = await start_agent(*_config(flip_target, receiver, json_sink))
     bad = await _bad_deploy_retrying(agent, flip_target, receiver)
     fix = await agent.register("production", "v2.4.2", previous_version="v2.4.1")
 
-    await _given_up_for(agent, bad, fix, receiver, json_sink)
+    titled = UNANSWERED if first == "hang" else REFUSED
+    await _given_up_for(agent, bad, fix, receiver, json_sink, titled)
     assert (
         agent.metric("postflight_rollbacks_total", environment="production", result="failed") == 1
     )
@@ -193,12 +204,12 @@ async def test_a_rollback_a_killed_replica_held_in_its_wait_is_given_up_by_the_o
         lambda d: d["rollback"]["state"] != "pending",
         within=UNWATCHED_S + GIVEN_UP_WITHIN_S,
     )
-    alert = await alert_titled(json_sink, "ROLLBACK NOT SENT")
+    alert = await alert_titled(json_sink, "ROLLBACK GIVEN UP")
 
     assert receiver.attempts == []
     assert final["state"] == "failed" and final["rollback"]["state"] == "failed"
     assert fix["id"] in final["rollback"]["last_error"], final["rollback"]
-    assert alert.title == "[postflight] production v2.4.1: ROLLBACK NOT SENT, v2.4.2 deployed since"
+    assert alert.title == REFUSED  # replica-a's attempt, answered 503
     assert len([n for n in json_sink.notifications if "ROLLBACK" in n.title]) == 1
 
 

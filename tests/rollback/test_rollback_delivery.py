@@ -24,6 +24,8 @@ from agent.rollback.contract import rollback_body, rollback_intent, sign, verify
 from agent.rollback.delivery import RollbackDelivery, backoff_delay, takeover_wait_s
 from agent.store.base import StoreError
 from agent.store.sqlite import SqliteStore
+from alerting.events import Alert
+from alerting.templates import body, title
 from common.retry_after import retry_after_seconds
 from tests.ports import free_port
 from tests.receivers import Reply, RollbackAttempt, RollbackReceiver, expected_signature
@@ -860,6 +862,42 @@ async def test_a_rollback_still_owed_when_a_newer_deploy_takes_effect_is_not_sen
     assert stored is not None and stored.state == "failed"
     assert counter(metrics, "postflight_rollbacks_total", environment="production",
                    result="failed") == 1  # fmt: skip
+
+
+async def test_a_rollback_given_up_after_an_unanswered_attempt_says_it_may_have_been_acted_on(
+    store: SqliteStore, metrics: Metrics, rollback_receiver: Any
+) -> None:
+    """Its one attempt went out and the receiver, stalled past the timeout, never
+    answered; v2.4.2 went out meanwhile. "NOT SENT" was untrue: the deploy object and the
+    alert say an attempt went out, its answer never came, and the receiver may have acted
+    on it (so v2.4.2 may have been rolled back)."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=("hang", 200))
+    sender = RollbackDelivery(
+        store, metrics, sleep=NewerDeployDuringBackoff(store, the_fix()), random=lambda: 0.5,
+        clock=lambda: REQUESTED_AT + 30,
+    )  # fmt: skip
+
+    done = await sender.deliver(
+        await stored_intent(store), settings(receiver.url, timeout=0.2), "production"
+    )
+    await sender.aclose()
+
+    assert len(receiver.attempts) == 1 and receiver.delivered == {}
+    assert done.state == "failed" and done.replaced_by is not None
+    sent = "1 attempt sent, its answer never came; the receiver may have acted on it"
+    assert done.last_error is not None and done.last_error.endswith(f"; given up after {sent}")
+    alert = Alert.for_window(
+        make_window(), "rollback_failed", replaced_by=done.replaced_by,
+        sent_before=done.sent_before,
+    )  # fmt: skip
+    assert title(alert) == (
+        f"[postflight] production v2.4.1: ROLLBACK GIVEN UP, v2.4.2 deployed since: {sent}"
+    )
+    assert body(alert).startswith(
+        "**Rollback given up: v2.4.2 (dep_01JDNEWER) was deployed since.** 1 attempt sent, its"
+        " answer never came; the receiver may have acted on it: if so, v2.4.2 may have been"
+        " rolled back too, so check that v2.4.2 is what serves"
+    )
 
 
 class RegisteredAsTheAttemptBegins:

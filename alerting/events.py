@@ -107,7 +107,9 @@ class Alert:
     replaced_by: str | None = None
     """For `rollback_failed`: the version of the newer deploy the rollback was given up for,
     unsent (`replaced_by_id` its id). Its headline and title say so instead of "roll back
-    by hand, act now": that would undo the newer deploy, which its own window judges."""
+    by hand, act now": that would undo the newer deploy, which its own window judges.
+    For `rollback_delivered`: the newer deploy that took effect while its attempt was out,
+    which the receiver may have rolled back too: its title and headline warn of it."""
     replaced_by_id: str | None = None
     replaced_sent: int = 0
     """With `replaced_by`: how many attempts went out before it was given up, and how many
@@ -141,6 +143,8 @@ class Alert:
 
     @property
     def notify_type(self) -> NotifyType:
+        if self.event == "rollback_delivered" and self.replaced_by is not None:
+            return "failure"  # a human must look: the newer deploy may be rolled back
         return EVENTS[self.event].notify_type
 
     @classmethod
@@ -309,7 +313,11 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     "rollback_delivered": EventSpec(
         "info",
         "**Rollback delivered.** The pipeline's webhook accepted it." + _STARTED_NOT_DONE,
-        lambda a: "rollback delivered",
+        lambda a: (
+            f"rollback delivered after {a.replaced_by} was deployed: check what serves"
+            if a.replaced_by is not None
+            else "rollback delivered"
+        ),
     ),
     "rollback_failed": EventSpec(
         "failure",
@@ -466,6 +474,20 @@ def given_up_summary(version: str, sent: SentBefore, target: RollbackTarget) -> 
     return f"ROLLBACK GIVEN UP, {version} deployed since: {sent_words(sent, target)}"
 
 
+def delivered_past_headline(alert: Alert, quote: Callable[[str], str] = str) -> str:
+    """`rollback_delivered`'s headline when a newer deploy took effect while its attempt was
+    out (`Alert.replaced_by`): the receiver took it with the newer deploy live, and may
+    have rolled back past it."""
+    version, deploy_id = quote(alert.replaced_by or "?"), quote(alert.replaced_by_id or "?")
+    who = RECEIVERS.get(alert.rollback_target, "The pipeline's webhook")
+    to = f", to {quote(alert.previous_version)}" if alert.previous_version else ""
+    return (
+        f"**Rollback delivered after {version} ({deploy_id}) was deployed.** {who} accepted"
+        f" it while {version} was already out: it may have rolled back past {version}{to}."
+        f" Check which version serves, and deploy {version} again if it was rolled back."
+    )
+
+
 def replaced_headline(
     version: str,
     deploy_id: str,
@@ -616,6 +638,8 @@ def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
             unconfigured=alert.unconfigured,
             quote=quote,
         )
+    if alert.event == "rollback_delivered" and alert.replaced_by is not None:
+        return delivered_past_headline(alert, quote)
     if alert.event == "passed" and not alert.on_evidence:
         return PASSED_ON_NO_FAILURE_HEADLINE
     if failed := failed_breach(alert):

@@ -1007,6 +1007,28 @@ class RollbackDelivery:
         requested (`Store.newer_deploy`): a rollback still owed stops here."""
         return await self._store.newer_deploy(intent.window_id, self._clock())
 
+    async def _deployed_meanwhile(
+        self, intent: RollbackIntent, context: dict[str, Any]
+    ) -> DeployWindow | None:
+        """For a rollback delivered: a newer deploy of its environment that took effect
+        while its attempt was out (`begin_attempt` sends none after one), which the
+        receiver may have rolled back too; its alert names it. The store away: None, said
+        in the log (the 2xx is recorded all the same, `_held_settle`)."""
+        try:
+            return await self._replaced_by(intent)
+        except Exception as exc:
+            if not store_outage(exc):
+                raise
+            log.warning(
+                "rollback for %s delivered; whether a newer deploy took effect meanwhile is"
+                " not known: %s (%s)",
+                intent.window_id,
+                not_taken(exc),
+                self._redact(str(exc)),
+                extra=context,
+            )
+            return None
+
     async def _given_up_for(
         self,
         newer: DeployWindow,
@@ -1219,6 +1241,8 @@ class RollbackDelivery:
         (`held_until_stored`): a 2xx left unstored when the store did not answer for a
         moment (a PostgreSQL restart) was sent again once it came back, by this very
         process or a replica, though nothing had crashed."""
+        if state == "delivered":
+            intent.replaced_by = await self._deployed_meanwhile(intent, context)
         final = dataclasses.replace(
             intent, state=state, next_attempt_at=None, finished_at=self._clock(), lease_until=None
         )

@@ -1628,7 +1628,7 @@ def settled_alert(
         rules=body.get("breaches", []),
         detail=f"The last answer was HTTP {done.last_status}." if done.last_status else "",
         rollback_target=target,
-        replaced_by=done.replaced_by if done.state == "failed" else None,
+        replaced_by=done.replaced_by if done.state in ("failed", "delivered") else None,
         sent_before=done.sent_before,
         unconfigured=unconfigured,
     )

@@ -20,7 +20,7 @@ import pytest
 from agent.analysis.types import RuleVerdict, Verdict
 from agent.analysis.verdicts import Glance
 from agent.metrics import Metrics
-from agent.records import RollbackIntent, RoundRecord
+from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import AlertChannel, AlertRouting, EnvironmentSettings
 from agent.store.sqlite import SqliteStore
@@ -37,7 +37,7 @@ from tests.rollback.support import (
     settings,
     stored_intent,
 )
-from tests.rollback.test_rollback_delivery import NewerDeployDuringBackoff
+from tests.rollback.test_rollback_delivery import NewerDeployDuringBackoff, the_fix
 
 LEASE_S = 2.0
 TITLE = "[postflight] production v2.4.1: deploy passed"
@@ -316,6 +316,58 @@ async def test_a_rollback_given_up_for_a_newer_deploy_does_not_say_roll_back_by_
     ), headline
     assert "do not roll back by hand: v2.4.2's own window judges it" in headline
     assert "did not accept it" not in page.message
+
+
+class RegisteredWhileTheAttemptIsOut:
+    """The pipeline's registration of v2.4.2 commits once the sender's attempt is recorded
+    and on its way: too late for `begin_attempt` to stop it (a real SQLite store under it)."""
+
+    def __init__(self, inner: SqliteStore, newer: DeployWindow) -> None:
+        self._inner, self.newer = inner, newer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    async def begin_attempt(self, *args: Any) -> int | None:
+        number = await self._inner.begin_attempt(*args)
+        await self._inner.create_window(self.newer)
+        return number
+
+
+async def test_a_rollback_delivered_after_a_newer_deploy_warns_it_may_have_undone_it(
+    store: SqliteStore, json_sink: JsonSink, metrics: Metrics, rollback_receiver: Any
+) -> None:
+    """v2.4.2 registered while the attempt was out, and the receiver then answered 2xx:
+    delivered (it was), but "rollback delivered" alone let on-call think all was well while
+    the receiver may have rolled production back past v2.4.2. The alert names v2.4.2."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    newer = the_fix()
+    delivery = RollbackDelivery(
+        RegisteredWhileTheAttemptIsOut(store, newer),  # type: ignore[arg-type]
+        metrics, owner="test", clock=lambda: REQUESTED_AT + 30,
+    )  # fmt: skip
+    watching = rollback_services(store, metrics, json_sink, delivery)
+    try:
+        env = rollback_env(receiver.url)
+        await deliver_rollback(make_window(), await stored_intent(store), env, watching)
+    finally:
+        await delivery.aclose()
+
+    assert len(receiver.delivered) == 1
+    stored = await store.get_rollback("dep_01JDTEST")
+    assert stored is not None and stored.state == "delivered"
+    [page] = json_sink.notifications
+    assert page.title == (
+        "[postflight] production v2.4.1: rollback delivered after v2.4.2 was deployed:"
+        " check what serves"
+    )
+    assert page.message.startswith(
+        "**Rollback delivered after v2.4.2 (dep_01JDNEWER) was deployed.** The pipeline's"
+        " webhook accepted it while v2.4.2 was already out: it may have rolled back past"
+        " v2.4.2, to v2.4.0. Check which version serves, and deploy v2.4.2 again if it was"
+        " rolled back."
+    ), page.message
+    assert page.type == "failure"
 
 
 class ClaimsLate(DiesAtTheEnd):

@@ -19,7 +19,7 @@ from agent.store.base import Store
 from agent.store.sql import NEWER_DEPLOY, ROLLED_BACK_DEPLOY
 from agent.store.sqlite import SqliteStore
 from tests.store.peek import rows
-from tests.store.test_rollback_sweep_cost import rows_read, sqlite_steps
+from tests.store.test_rollback_sweep_cost import emptied, rows_read, sqlite_steps
 
 FEW, MANY = 10, 5000
 BAD = "dep_bad"
@@ -82,11 +82,7 @@ async def test_the_look_for_a_newer_deploy_reads_only_the_windows_deployed_since
 ) -> None:
     cost, plan = {}, ["(PostgreSQL)"]
     for name, older in (("few", FEW), ("many", MANY)):
-        store: Store = backend.make()
-        await store.open()
-        try:
-            await rows(store, "DELETE FROM rollbacks")
-            await rows(store, "DELETE FROM windows")
+        async with emptied(backend) as store:
             await with_windows(store, older)
             assert await store.newer_deploy(BAD, NOW) is None
             if isinstance(store, SqliteStore):
@@ -95,8 +91,6 @@ async def test_the_look_for_a_newer_deploy_reads_only_the_windows_deployed_since
                 plan = await sqlite_plan(store)
             else:
                 cost[name] = await postgres_windows_read(store)
-        finally:
-            await store.close()
     # 4,990 older windows of the environment more cost nothing; before, each look read them
     assert cost["many"] <= cost["few"] + 2, cost
     if isinstance(store, SqliteStore):

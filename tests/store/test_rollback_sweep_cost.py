@@ -9,8 +9,9 @@ time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, cast
 
 from agent.store.base import Store
@@ -85,14 +86,23 @@ async def postgres_rows_read(store: Store) -> int:
     return rows_read((json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"])
 
 
+@contextlib.asynccontextmanager
+async def emptied(backend: Any) -> AsyncIterator[Store]:
+    """A store of `backend`, open, with no window and no rollback in it."""
+    store: Store = backend.make()
+    await store.open()
+    try:
+        await rows(store, "DELETE FROM rollbacks")
+        await rows(store, "DELETE FROM windows")
+        yield store
+    finally:
+        await store.close()
+
+
 async def test_the_sweep_reads_no_finished_rollback(backend: Any) -> None:
     cost = {}
     for name, finished in (("few", FEW), ("many", MANY)):
-        store: Store = backend.make()
-        await store.open()
-        try:
-            await rows(store, "DELETE FROM rollbacks")
-            await rows(store, "DELETE FROM windows")
+        async with emptied(backend) as store:
             await with_rollbacks(store, finished)
             pending = await store.pending_rollbacks()
             assert [i.window_id for i in pending] == [f"dep_{finished + 1}", f"dep_{finished + 2}"]
@@ -100,7 +110,5 @@ async def test_the_sweep_reads_no_finished_rollback(backend: Any) -> None:
                 cost[name] = await sqlite_steps(store, store.pending_rollbacks)
             else:
                 cost[name] = await postgres_rows_read(store)
-        finally:
-            await store.close()
     # 4,990 finished rollbacks more cost nothing; before, the sweep read each of them
     assert cost["many"] <= cost["few"] + 2, cost

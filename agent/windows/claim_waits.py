@@ -19,7 +19,7 @@ from agent.store.base import Store, StoreError
 log = logging.getLogger("postflight.integrations")
 
 
-def said(what: str, step: str, exc: Exception, after: str) -> str:
+def _logged_failure(what: str, step: str, exc: Exception, after: str) -> str:
     """Log a store call of an asked wait that failed (`step`, with what it leaves:
     `after`): the store's own error (`StoreError`: it did not answer, was busy, held) at
     warning; anything else is a bug, at error with its type, words and traceback, where
@@ -39,6 +39,7 @@ def said(what: str, step: str, exc: Exception, after: str) -> str:
     return f"a bug ({type(exc).__name__})"
 
 
+# the steps of an asked wait's store calls, and what a failure of each leaves
 NOT_KEPT = "its asked wait not kept"
 KEPT_AS_CLAIMED = "kept as claimed: a restart takes it over at once, as before"
 NOT_BACK = "not taken back after its asked wait"
@@ -80,7 +81,7 @@ class AlertClaimWait:
                 self._window_id, self._key, moved, self.stamp + OWN_STAMP_S, waiting=True
             )
         except Exception as exc:
-            said(f"{self._key} of {self._window_id}", NOT_KEPT, exc, KEPT_AS_CLAIMED)
+            _logged_failure(f"{self._key} of {self._window_id}", NOT_KEPT, exc, KEPT_AS_CLAIMED)
             return
         if taken:
             self.stamp, self.waiting = moved, True
@@ -95,7 +96,9 @@ class AlertClaimWait:
                 self._window_id, self._key, now, self.stamp + OWN_STAMP_S
             )
         except Exception as exc:
-            self.not_back = said(f"{self._key} of {self._window_id}", NOT_BACK, exc, LAPSES)
+            self.not_back = _logged_failure(
+                f"{self._key} of {self._window_id}", NOT_BACK, exc, LAPSES
+            )
             self.store_away = True
             return False
         if taken:
@@ -131,7 +134,7 @@ class GateClaimWait:
         try:
             moved = await self._store.extend_gate(self._url, self._environment, self.until, end)
         except Exception as exc:
-            said(f"protection rule {self._url}", NOT_KEPT, exc, KEPT_AS_CLAIMED)
+            _logged_failure(f"protection rule {self._url}", NOT_KEPT, exc, KEPT_AS_CLAIMED)
             return
         if moved:
             self.until, self.waiting = end, True
@@ -146,7 +149,7 @@ class GateClaimWait:
         try:
             claimed = await self._store.claim_gate(self._url, self._environment, at, until)
         except Exception as exc:
-            self.not_back = said(f"protection rule {self._url}", NOT_BACK, exc, LAPSES)
+            self.not_back = _logged_failure(f"protection rule {self._url}", NOT_BACK, exc, LAPSES)
             self.store_away = True
             return False
         if claimed:

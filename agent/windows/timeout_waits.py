@@ -19,11 +19,10 @@ from __future__ import annotations
 
 from agent.analysis.describe import format_value, quantile_of
 from agent.settings import CheckSettings, EnvironmentSettings, RuleSettings, Settings
+from agent.settings_units import Loc
 from agent.windows.schedule import round_reserve
 from checks.registry import check_types
 from common.durations import format_duration
-
-Loc = tuple[str | int, ...]
 
 
 def longest_wait(check: CheckSettings, interval: float) -> tuple[float, str]:

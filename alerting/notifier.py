@@ -83,6 +83,16 @@ def channel_share(workers: int, channels: int) -> int:
     return max(1, workers // max(1, channels))
 
 
+async def _acquired(slots: asyncio.Semaphore, by: float) -> bool:
+    """Whether one of `slots` was taken by the loop time `by` (held then: release it)."""
+    try:
+        async with asyncio.timeout_at(by):
+            await slots.acquire()
+    except TimeoutError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelResult:
     """One channel's outcome for one alert."""
@@ -331,8 +341,9 @@ class Notifier:
         inline_code_in_text()  # an e-mail's text part (`alerting.mail_text`)
         load_plugins_for(c.url.get_secret_value() for c in channels)
         asset = apprise.AppriseAsset(app_id="Postflight", async_mode=True)
-        self._slots = asyncio.Semaphore(_apprise_workers())
-        share = channel_share(_apprise_workers(), len(channels))
+        workers = _apprise_workers()
+        self._slots = asyncio.Semaphore(workers)
+        share = channel_share(workers, len(channels))
         self._shares = [asyncio.Semaphore(share) for _ in channels]
         for index, channel in enumerate(channels):
             ap = apprise.Apprise(asset=asset)
@@ -595,19 +606,13 @@ class Notifier:
             return ChannelResult(index, url, False, "apprise cannot use this channel's URL")
         own = self._shares[index]
         waited = START_SHARE * self._timeout
-        try:
-            async with asyncio.timeout_at(deadline - waited):
-                await own.acquire()
-        except TimeoutError:
+        if not await _acquired(own, deadline - waited):
             busy = f"not started within {waited:g}s: its share of apprise's senders"
             return ChannelResult(
                 index, url, False, busy + " was busy with its earlier alerts, unanswered"
             )
         try:
-            try:
-                async with asyncio.timeout_at(deadline - waited):
-                    await self._slots.acquire()
-            except TimeoutError:
+            if not await _acquired(self._slots, deadline - waited):
                 busy = f"not started within {waited:g}s: all {_apprise_workers()} of apprise's"
                 return ChannelResult(
                     index, url, False, busy + " senders were busy with other alerts"

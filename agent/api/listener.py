@@ -20,7 +20,8 @@ import asyncio
 from aiohttp import web
 
 SAME_PORT_TRIES = 5
-"""Binds of port 0 on a host of several addresses before one free port is found on all."""
+"""How many times port 0 on a host of several addresses, each given a port of its own, is
+bound again on one port for all before `CannotListen`."""
 
 
 class CannotListen(OSError):

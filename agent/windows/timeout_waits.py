@@ -2,7 +2,7 @@
 
 A timeout's latency is what it waited, a lower bound on the target's time (`checks.
 exchange`). A window's probe waits until its round's end, at least its room (its timeout
-or half the round, `probing.run_round`), never past its timeout; the round's checks end
+or half the round if less, `probing.run_round`), never past its timeout; the round's checks end
 its reserve before the slot does (`schedule.round_reserve`). So a target that stops
 answering gives waits of at most that long, and a latency rule whose `max` is at or above
 it can never fail on them (the judge reads a round mostly of waits within the bound as no

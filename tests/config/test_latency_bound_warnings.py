@@ -24,42 +24,39 @@ def with_latency_rule(bound: str, *, interval: str = "30s", check: str = "") -> 
     return text.replace("        path: /health\n", "        path: /health\n" + check)
 
 
+SMOKE = (
+    "      - {name: journey, type: smoke, timeout: 2s, steps: [{name: a, path: /, timeout: 8s}]}\n"
+)
+LOAD = "      - {name: feed, type: load, path: /, rate: 5/s, duration: 500ms, timeout: 3s}\n"
+
+
 @pytest.mark.parametrize(
-    ("text", "wait"),
+    ("bound", "interval", "check", "wait"),
     [
         # the check's timeout is the shorter: 5s of a 30s round
-        (with_latency_rule("5s"), "5s: its timeout"),
-        (with_latency_rule("6s"), "5s: its timeout"),
-        (with_latency_rule("4990ms"), None),
+        ("5s", "30s", "", "5s: its timeout"),
+        ("6s", "30s", "", "5s: its timeout"),
+        ("4990ms", "30s", "", None),
         # the round is: 1s less its reserve (a tenth), where a probe started at the round's
         # start waits until the round's end (one started later, at least half the round)
-        (with_latency_rule("900ms", interval="1s"), "900ms: what a 1s round leaves it"),
-        (with_latency_rule("899ms", interval="1s"), None),
+        ("900ms", "1s", "", "900ms: what a 1s round leaves it"),
+        ("899ms", "1s", "", None),
         # a smoke step's own timeout, longer than the check's
-        (
-            with_latency_rule(
-                "7s",
-                check="      - {name: journey, type: smoke, timeout: 2s, steps: [{name: a,"
-                " path: /, timeout: 8s}]}\n",
-            ),
-            None,
-        ),
+        ("7s", "30s", SMOKE, None),
         # a load check's requests wait their timeout whatever the round
-        (
-            with_latency_rule(
-                "2s",
-                interval="1s",
-                check="      - {name: feed, type: load, path: /, rate: 5/s, duration: 500ms,"
-                " timeout: 3s}\n",
-            ),
-            None,
-        ),
+        ("2s", "1s", LOAD, None),
     ],
     ids=["timeout", "past-timeout", "below-timeout", "round", "below-round", "smoke", "load"],
 )
 def test_a_latency_max_no_timeout_can_pass_is_warned_at_its_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, wait: str | None
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    bound: str,
+    interval: str,
+    check: str,
+    wait: str | None,
 ) -> None:
+    text = with_latency_rule(bound, interval=interval, check=check)
     code, out = run_validate(tmp_path, text, capsys)
     assert code == 0, out
     if wait is None:
@@ -67,7 +64,7 @@ def test_a_latency_max_no_timeout_can_pass_is_warned_at_its_key(
         return
     assert "warning: environments.production.rules[1].max (line " in out, out
     assert f"the longest a probe of api-health waits before it is a timeout ({wait})" in out, out
-    assert f"rule 'p95': latency_p95 max {text.split('max: ')[-1].split('}')[0]}" in out, out
+    assert f"rule 'p95': latency_p95 max {bound}" in out, out
     assert SAID in out and "only an error_rate rule catches it" in out, out
 
 
@@ -76,8 +73,7 @@ def test_a_rule_of_one_check_reads_that_checks_wait(
 ) -> None:
     """A rule naming its check is judged on that check's waits alone: a load check's 3s
     timeout is not the http check's 900ms in 1s rounds."""
-    load = "      - {name: feed, type: load, path: /, rate: 5/s, duration: 500ms, timeout: 3s}\n"
-    text = with_latency_rule("2s", interval="1s", check=load).replace(
+    text = with_latency_rule("2s", interval="1s", check=LOAD).replace(
         "metric: latency_p95, max", "check: api-health, metric: latency_p95, max"
     )
     code, out = run_validate(tmp_path, text, capsys)

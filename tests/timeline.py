@@ -24,11 +24,18 @@ import pytest
 TIMELINE_ENV = "POSTFLIGHT_TIMELINE"
 
 
-def _record(**fields: object) -> None:
+def _worker(config: pytest.Config) -> str:
+    """This session's xdist worker id, or "controller": from its config, not the environment,
+    whose `PYTEST_XDIST_WORKER` a session run inside a worker (pytester) inherits."""
+    workerinput: dict[str, object] = getattr(config, "workerinput", {})
+    return str(workerinput.get("workerid", "controller"))
+
+
+def _record(config: pytest.Config, **fields: object) -> None:
     directory = os.environ.get(TIMELINE_ENV)
     if not directory:
         return
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "controller")
+    worker = _worker(config)
     out = Path(directory) / f"{worker}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("a") as file:
@@ -36,11 +43,11 @@ def _record(**fields: object) -> None:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    _record(event="sessionstart", t=time.time())
+    _record(session.config, event="sessionstart", t=time.time())
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    _record(event="sessionfinish", t=time.time())
+    _record(session.config, event="sessionfinish", t=time.time())
 
 
 @pytest.hookimpl(wrapper=True)
@@ -51,7 +58,9 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     finally:
         mark = item.get_closest_marker("xdist_group")
         group = (mark.args[0] if mark.args else mark.kwargs.get("name")) if mark else None
-        _record(event="test", nodeid=item.nodeid, group=group, start=start, end=time.time())
+        _record(
+            item.config, event="test", nodeid=item.nodeid, group=group, start=start, end=time.time()
+        )
 
 
 @dataclass(frozen=True)

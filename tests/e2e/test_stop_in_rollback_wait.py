@@ -130,6 +130,11 @@ async def stop_in_the_waits(workdir: Path) -> Stopped:
                     if done["state"] != "pending":
                         break
                     await asyncio.sleep(0.1)
+                else:
+                    raise AssertionError(
+                        f"the rollback of {name} ({deploy_id}) never left pending after"
+                        f" the next start: {done}\n{restarted.said()}"
+                    )
                 stopped.settled[name] = done
             stopped.accepted = {n: [a.accepted for a in r.attempts] for n, r in receivers.items()}
             return stopped

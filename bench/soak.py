@@ -89,9 +89,10 @@ TABLES = (
 # ------------------------------------------------------------- the watcher
 
 
-def census() -> dict[str, Any]:
+def census(loop: asyncio.AbstractEventLoop) -> dict[str, Any]:
     """Live objects by type after a full collection (what cycles kept until the agent's
-    rare collections is not growth), and tasks by coroutine."""
+    rare collections is not growth), and `loop`'s tasks by coroutine (another loop's in
+    the process are not the agent's)."""
     begun = time.perf_counter()
     gc.collect()
     pause = time.perf_counter() - begun
@@ -99,9 +100,7 @@ def census() -> dict[str, Any]:
         f"{type(o).__module__}.{type(o).__qualname__}" for o in gc.get_objects()
     )
     coros: collections.Counter[str] = collections.Counter()
-    for task in list(asyncio.tasks._all_tasks):  # type: ignore[attr-defined]
-        if task.done():
-            continue
+    for task in asyncio.all_tasks(loop):
         coro = task.get_coro()
         coros[getattr(coro, "__qualname__", type(coro).__qualname__)] += 1
     return {
@@ -123,7 +122,7 @@ def census_on(loop: asyncio.AbstractEventLoop, timeout: float = 120.0) -> dict[s
 
     def run() -> None:
         try:
-            done.set_result(census())
+            done.set_result(census(loop))
         except BaseException as exc:  # said by the watcher, not the agent's loop
             done.set_exception(exc)
 

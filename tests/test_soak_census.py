@@ -46,6 +46,33 @@ def test_a_census_leaves_the_tuples_the_agent_is_building_alone() -> None:
         assert [name.rpartition(".")[2] for name in taken["coros"]] == ["agent"]
 
 
+@pytest.mark.timeout(60)
+def test_a_census_counts_the_tasks_of_its_loop_only() -> None:
+    """Another loop's task under way in the same process (in a test run, a worker's
+    earlier tests leave some) is not the agent's: the census of the agent's loop does
+    not count it."""
+    bench = bench_module("soak")
+    other = asyncio.new_event_loop()
+    parked: asyncio.Future[None] = other.create_future()
+
+    async def elsewhere() -> None:
+        await parked
+
+    async def agent() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, bench.census_on, loop)
+
+    runner = threading.Thread(target=other.run_until_complete, args=(elsewhere(),))
+    runner.start()
+    try:
+        taken = asyncio.run(agent())
+    finally:
+        other.call_soon_threadsafe(parked.set_result, None)
+        runner.join()
+        other.close()
+    assert [name.rpartition(".")[2] for name in taken["coros"]] == ["agent"]
+
+
 def test_the_allocators_split_says_where_memory_went() -> None:
     """RSS that grows while the census stays flat is told apart: blocks over 512 bytes in
     glibc's heap, small objects outside it (pymalloc's arenas)."""

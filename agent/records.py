@@ -189,6 +189,22 @@ class RollbackIntent:
         reason = body.get("reason") if isinstance(body, dict) else None
         return reason if isinstance(reason, str) and reason else None
 
+    def given_up_for(self, newer: DeployWindow | None) -> bool:
+        """Whether this rollback failed because `newer` took effect (its `last_error` begins
+        `replaced_words(newer)`), not on its own (refused, its attempts spent) with `newer`
+        registered later: the deploy page says which, as the alert did."""
+        return (
+            self.state == "failed"
+            and newer is not None
+            and (self.last_error or "").startswith(replaced_words(newer))
+        )
+
+
+def replaced_words(newer: DeployWindow) -> str:
+    """How the `last_error` of a rollback given up for `newer` begins
+    (`agent.rollback.delivery`), which `RollbackIntent.given_up_for` reads back."""
+    return f"{newer.version} ({newer.id}) was deployed to {newer.environment}"
+
 
 @dataclass(slots=True)
 class DeliveryAttempt:

@@ -478,9 +478,26 @@ def delivered_past_headline(alert: Alert, quote: Callable[[str], str] = str) -> 
     """`rollback_delivered`'s headline when a newer deploy took effect while its attempt was
     out (`Alert.replaced_by`): the receiver took it with the newer deploy live, and may
     have rolled back past it."""
-    version, deploy_id = quote(alert.replaced_by or "?"), quote(alert.replaced_by_id or "?")
-    who = RECEIVERS.get(alert.rollback_target, "The pipeline's webhook")
-    to = f", to {quote(alert.previous_version)}" if alert.previous_version else ""
+    return delivered_past(
+        (alert.replaced_by or "?", alert.replaced_by_id or "?"),
+        alert.rollback_target,
+        alert.previous_version,
+        quote,
+    )
+
+
+def delivered_past(
+    newer: tuple[str, str],
+    target: RollbackTarget,
+    previous_version: str | None,
+    quote: Callable[[str], str] = str,
+) -> str:
+    """`delivered_past_headline` from its parts: the newer deploy's version and id, the
+    rollback's target and the version it goes back to. The alert's headline and the deploy
+    page's advice (`agent.web.view`) both."""
+    version, deploy_id = quote(newer[0]), quote(newer[1])
+    who = RECEIVERS.get(target, "The pipeline's webhook")
+    to = f", to {quote(previous_version)}" if previous_version else ""
     return (
         f"**Rollback delivered after {version} ({deploy_id}) was deployed.** {who} accepted"
         f" it while {version} was already out: it may have rolled back past {version}{to}."
@@ -498,10 +515,7 @@ def replaced_headline(
     (`Alert.replaced_by`): nothing to roll back by hand, the newer deploy is judged; what
     went out before (`sent`) said as it is, and an attempt unanswered as one that may
     have rolled the newer deploy back."""
-    undo = (
-        f"Rolling back now would undo {version}, so do not roll back by hand: {version}'s"
-        " own window judges it."
-    )
+    undo = _undo(version)
     if sent is None or not sent.sent:
         return f"**Rollback NOT sent: {version} ({deploy_id}) was deployed since.** {undo}"
     words = sent_words(sent, target)
@@ -520,16 +534,39 @@ def failed_rollback_headline(
     replaced_by: tuple[str, str] | None = None,
     sent: SentBefore | None = None,
     unconfigured: bool = False,
+    deployed_since: tuple[str, str] | None = None,
     quote: Callable[[str], str] = str,
 ) -> str:
     """What to do about a rollback that FAILED: roll back by hand, or not when a newer
     deploy (`replaced_by`: its version and id) went out since. The alert's headline and
-    the deploy page's advice (`agent.web.view`) both, so they never say different things."""
+    the deploy page's advice (`agent.web.view`) both, so they never say different things.
+
+    `deployed_since`: a newer deploy (version, id) that took effect after a rollback that
+    failed on its own (refused, its attempts spent): the page, read later, keeps the
+    failure's words but not "roll back by hand", which would now undo that deploy; where
+    it said the rollback was given up for it (or NOT sent), which was untrue."""
     if replaced_by is not None:
         return replaced_headline(quote(replaced_by[0]), quote(replaced_by[1]), sent, target)
-    if unconfigured:
-        return UNCONFIGURED_HEADLINE
-    return TARGET_HEADLINES.get(("rollback_failed", target), EVENTS["rollback_failed"].headline)
+    failed = (
+        UNCONFIGURED_HEADLINE
+        if unconfigured
+        else TARGET_HEADLINES.get(("rollback_failed", target), EVENTS["rollback_failed"].headline)
+    )
+    if deployed_since is None:
+        return failed
+    version, deploy_id = quote(deployed_since[0]), quote(deployed_since[1])
+    return (
+        f"{failed[: failed.rindex(': roll back by hand')]}. Since then {version}"
+        f" ({deploy_id}) was deployed, after this rollback was requested. {_undo(version)}"
+    )
+
+
+def _undo(version: str) -> str:
+    """Why not to roll back by hand once `version`, a newer deploy, took effect."""
+    return (
+        f"Rolling back now would undo {version}, so do not roll back by hand: {version}'s"
+        " own window judges it."
+    )
 
 
 MANUAL_ROLLBACK_PREFIX = "manual rollback by "

@@ -44,7 +44,13 @@ from agent.integrations.targets import (
     vercel_rate_limit_wait,
 )
 from agent.metrics import Metrics
-from agent.records import DeliveryAttempt, DeployWindow, RollbackIntent, sent_before
+from agent.records import (
+    DeliveryAttempt,
+    DeployWindow,
+    RollbackIntent,
+    replaced_words,
+    sent_before,
+)
 from agent.rollback.contract import sign
 from agent.settings import RollbackSettings
 from agent.stopping import StopBudget
@@ -1044,8 +1050,8 @@ class RollbackDelivery:
         sent = sent_before(await self._store.deliveries(intent.window_id))
         target = settings.target if self._targets is not None else "webhook"
         intent.last_error = (
-            f"{newer.version} ({newer.id}) was deployed to {environment} at"
-            f" {rfc3339(newer.deployed_at)}, after this rollback was requested:"
+            f"{replaced_words(newer)} at {rfc3339(newer.deployed_at)}, after this rollback"
+            " was requested:"
             " rolling back now would undo it"
             + (f"; given up after {sent_words(sent, target)}" if sent.sent else "")
         )

@@ -14,7 +14,7 @@ import asyncio
 import functools
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import quote, urlencode
@@ -38,7 +38,7 @@ from agent.records import (
     RollbackIntent,
     RoundRecord,
 )
-from agent.settings import ServerSettings, Settings
+from agent.settings import EnvironmentSettings, ServerSettings, Settings
 from agent.store.base import Store
 from agent.store.cursor import encode_cursor
 from agent.web import assets as static_files
@@ -58,6 +58,7 @@ from agent.web.times import iso, request_now
 from agent.web.view import (
     alert_result_words,
     as_of,
+    delivered_rollback_advice,
     drawn_round,
     failed_rollback_advice,
     rollback_target_words,
@@ -379,6 +380,39 @@ async def deploy_page(request: web.Request) -> web.Response:
     return _session_from_bearer(request, server, request_now(request), await _deploy_page(request))
 
 
+async def _rollback_advice(
+    store: Store,
+    window: DeployWindow,
+    rollback: RollbackIntent | None,
+    attempts: Sequence[DeliveryAttempt],
+    env: EnvironmentSettings | None,
+    now: float,
+) -> str | None:
+    """What its settled rollback's alert said to do, in the same words: a FAILED one's
+    (roll back by hand, or not: given up for a newer deploy, or one deployed since it
+    failed), a delivered one's when a newer deploy took effect while it was out (check
+    what serves). The newer deploy its sender met is the one that took effect by its end
+    (`finished_at`), as the alert named; the page named the newest at the fetch, and said
+    a rollback refused before it was given up for it."""
+    if rollback is None or rollback.state not in ("failed", "delivered"):
+        return None
+    configured = env.rollback if env is not None else None
+    target = configured.target if configured is not None else "webhook"
+    ended = min(now, rollback.finished_at if rollback.finished_at is not None else now)
+    met = await store.newer_deploy(window.id, ended)
+    if rollback.state == "delivered":
+        return delivered_rollback_advice(target, met, window.previous_version)
+    given_up_for = met if rollback.given_up_for(met) else None
+    since = None if given_up_for is not None else await store.newer_deploy(window.id, now)
+    return failed_rollback_advice(
+        target,
+        given_up_for,
+        unconfigured=configured is None,
+        attempts=attempts,
+        deployed_since=since,
+    )
+
+
 async def _deploy_page(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
     store = request.config_dict[STORE]
@@ -398,16 +432,7 @@ async def _deploy_page(request: web.Request) -> web.Response:
         )
     window = stored.window
     env = settings.environments.get(window.environment)
-    advice = None
-    if stored.rollback is not None and stored.rollback.state == "failed":
-        configured = env.rollback if env is not None else None
-        newer = await store.newer_deploy(window.id, now)
-        advice = failed_rollback_advice(
-            configured.target if configured is not None else "webhook",
-            newer,
-            unconfigured=configured is None,
-            attempts=stored.attempts,
-        )
+    advice = await _rollback_advice(store, window, stored.rollback, stored.attempts, env, now)
     view = as_of(
         stored.built.view,
         window,

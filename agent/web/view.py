@@ -29,6 +29,7 @@ from agent.web.times import iso
 from alerting.events import (
     AlertEvent,
     RollbackTarget,
+    delivered_past,
     failed_rollback_headline,
 )
 from alerting.templates import evidence_text, format_value
@@ -626,19 +627,45 @@ def as_of(
 
 def failed_rollback_advice(
     target: RollbackTarget,
-    newer: DeployWindow | None,
+    given_up_for: DeployWindow | None,
     *,
     unconfigured: bool,
     attempts: Sequence[DeliveryAttempt] = (),
+    deployed_since: DeployWindow | None = None,
 ) -> str:
     """The FAILED rollback alert's headline (`failed_rollback_headline`, one source for
     both) as the page's plain text: its Markdown marks dropped, the text escaped by the
-    template. `attempts`: the rollback's, what of it went out said as the alert says it."""
-    replaced = (newer.version, newer.id) if newer is not None else None
+    template. `given_up_for`: the newer deploy it was given up for, as its alert named;
+    `deployed_since`: one that took effect after it failed on its own. `attempts`: the
+    rollback's, what of it went out said as the alert says it."""
     text = failed_rollback_headline(
-        target, replaced_by=replaced, sent=sent_before(attempts), unconfigured=unconfigured
+        target,
+        replaced_by=_named(given_up_for),
+        sent=sent_before(attempts),
+        unconfigured=unconfigured,
+        deployed_since=_named(deployed_since),
     )
-    return text.replace("**", "").replace("`", "")
+    return _plain(text)
+
+
+def delivered_rollback_advice(
+    target: RollbackTarget, newer: DeployWindow | None, previous_version: str | None
+) -> str | None:
+    """The "rollback delivered after vX was deployed" alert's headline (`delivered_past`)
+    as the page's plain text, for a rollback delivered while `newer` took effect: the page
+    said "delivered" alone, all well, where the receiver may have rolled `newer` back."""
+    if newer is None:
+        return None
+    return _plain(delivered_past((newer.version, newer.id), target, previous_version))
+
+
+def _named(window: DeployWindow | None) -> tuple[str, str] | None:
+    return (window.version, window.id) if window is not None else None
+
+
+def _plain(markdown: str) -> str:
+    """An alert's headline as the page shows it: its Markdown marks dropped."""
+    return markdown.replace("**", "").replace("`", "")
 
 
 def verdict_words(window: DeployWindow, verdict: Mapping[str, Any]) -> tuple[str, str]:

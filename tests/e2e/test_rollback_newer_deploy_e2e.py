@@ -6,6 +6,7 @@ at the next attempt's time."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
 import signal
 import subprocess
@@ -36,7 +37,13 @@ from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
 from tests.fakes import vercel as vc
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import FakeVercel
-from tests.receivers import JsonSink, RollbackReceiver, alert_titled
+from tests.receivers import (
+    JsonNotification,
+    JsonSink,
+    RollbackAttempt,
+    RollbackReceiver,
+    alert_titled,
+)
 from tests.rollback.support import BREACH, make_window
 
 GIVEN_UP = "[postflight] production v2.4.1: ROLLBACK GIVEN UP, v2.4.2 deployed since: "
@@ -98,6 +105,27 @@ async def _given_up_for(
     assert error.endswith(f"; given up after {titled.removeprefix(GIVEN_UP)}"), error
     assert alert.title == titled
     assert len([n for n in json_sink.notifications if "ROLLBACK" in n.title]) == 1
+    assert await page_advice(agent, bad["id"]) == as_on_the_page(alert)
+
+
+async def page_advice(agent: RunningAgent, deploy_id: str) -> str | None:
+    """The deploy page's advice on its rollback (`GET /deploys/{id}` over HTTP, as a
+    browser fetches it), unescaped; None when it gives none."""
+    url = f"{agent.url}/deploys/{deploy_id}"
+    async with agent.http.get(url, headers=agent.headers) as r:
+        assert r.status == 200 and r.content_type == "text/html"
+        page = await r.text()
+    section = page[page.index('id="rollback-title"') :]
+    head = '<p class="rollback-advice"><strong>'
+    if head not in section:
+        return None
+    start = section.index(head) + len(head)
+    return html.unescape(section[start : section.index("</strong>", start)])
+
+
+def as_on_the_page(alert: JsonNotification) -> str:
+    """An alert's headline (its message's first paragraph) as the page says it: plain."""
+    return alert.message.split("\n\n")[0].replace("**", "").replace("`", "")
 
 
 @pytest.mark.parametrize("first", ["503:retry-after=30", "hang"], ids=["retry-after", "timeout"])
@@ -303,3 +331,65 @@ async def test_a_vercel_or_github_rollback_retrying_is_not_sent_after_the_fix(
     assert fake_vercel.accepted == [] and fake_github.dispatches == []
     assert final["state"] == "failed" and final["rollback"]["state"] == "failed"
     assert fix["id"] in final["rollback"]["last_error"], final["rollback"]
+
+
+async def test_a_rollback_delivered_as_a_newer_deploy_registers_says_check_what_serves(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    """v2.4.2 registers while v2.4.1's rollback is at the receiver, which then accepts
+    it: the alert says the rollback was delivered after v2.4.2 and to check what serves,
+    and the deploy page, fetched over HTTP, says the same, where it said "delivered" and
+    nothing more (the receiver may have rolled v2.4.2 back too)."""
+    running: list[RunningAgent] = []
+    fixes: list[dict[str, Any]] = []
+
+    async def the_fix_registers(attempt: RollbackAttempt) -> None:
+        if not fixes:
+            fixes.append(await running[0].register("production", "v2.4.2"))
+
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, on_attempt=the_fix_registers)
+    agent = await start_agent(*_config(flip_target, receiver, json_sink))
+    running.append(agent)
+    bad = await _bad_deploy_retrying(agent, flip_target, receiver)
+    final = await agent.settled(bad["id"])
+    alert = await alert_titled(json_sink, "rollback delivered after v2.4.2 was deployed")
+
+    assert final["state"] == "rolled_back" and final["rollback"]["state"] == "delivered"
+    assert list(receiver.delivered) == [bad["id"]]
+    said = await page_advice(agent, bad["id"])
+    assert said == as_on_the_page(alert)
+    assert said.startswith(f"Rollback delivered after v2.4.2 ({fixes[0]['id']}) was deployed.")
+
+
+async def test_a_rollback_refused_before_a_newer_deploy_is_not_said_given_up_for_it(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    """The receiver refuses v2.4.1's rollback (a 400: failed at once, ROLLBACK FAILED,
+    roll back by hand); then the pipeline ships v2.4.2. The page, fetched after, keeps the
+    alert's words for the failure and no longer says to roll back by hand (it would undo
+    v2.4.2), where it said the rollback was given up for v2.4.2 ("deployed since"),
+    which was untrue: it failed first."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(400,))
+    agent = await start_agent(*_config(flip_target, receiver, json_sink))
+    bad = await _bad_deploy_retrying(agent, flip_target, receiver)
+    await agent.settled(bad["id"])
+    alert = await alert_titled(json_sink, "ROLLBACK FAILED, act now")
+    assert await page_advice(agent, bad["id"]) == as_on_the_page(alert)
+
+    fix = await agent.register("production", "v2.4.2", previous_version="v2.4.1")
+    said = await page_advice(agent, bad["id"])
+
+    failed = as_on_the_page(alert)
+    assert failed.endswith("(the reason says which): roll back by hand."), failed
+    assert said == (
+        f"{failed.removesuffix(': roll back by hand.')}. Since then v2.4.2 ({fix['id']}) was"
+        " deployed, after this rollback was requested. Rolling back now would undo v2.4.2, so"
+        " do not roll back by hand: v2.4.2's own window judges it."
+    ), said
+    assert [a.status for a in receiver.attempts] == [400]

@@ -13,7 +13,7 @@ from markupsafe import escape as html_escape
 
 from agent.api import create_api_app
 from agent.metrics import Metrics
-from agent.records import DeployWindow, RollbackIntent, RoundRecord
+from agent.records import DeployWindow, RollbackIntent, RoundRecord, replaced_words
 from agent.rollback import rollback_intent
 from agent.settings import Settings
 from agent.store.sqlite import SqliteStore
@@ -349,7 +349,10 @@ async def test_a_failed_rollbacks_section_says_what_to_do_as_its_alert_does(
     """The section said "failed after 8 attempts" and the last error, not what to do: roll
     back by hand, or not since a newer deploy went out (that would undo it). The ROLLBACK
     FAILED alert says so; the page now gives its headline (`failed_rollback_headline`,
-    one source), in each case the alert has."""
+    one source), in each case the alert has: given up for the newer deploy its sender met
+    (named as the alert named it, not the newest at the fetch), failed on its own with a
+    newer deploy registered after (not "given up for" it: it was refused first), and
+    delivered while a newer deploy took effect (check what serves)."""
     now = time.time()
     window, intent = await _failed_asking_rollback(store, now, "bad")
     intent.state, intent.finished_at, intent.attempts = "failed", now - 9, 8
@@ -364,25 +367,28 @@ async def test_a_failed_rollbacks_section_says_what_to_do_as_its_alert_does(
     mount_pages(app)
     client: TestClient = await aiohttp_client(app)
 
-    async def advice() -> str:
+    async def advice() -> str | None:
         html = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
         section = html[html.index('id="rollback-title"') :]
+        if 'class="rollback-advice"' not in section:
+            return None
         start = section.index('<p class="rollback-advice"><strong>') + 35
         return section[start : section.index("</strong>", start)]
 
     def alerts_headline(newer: DeployWindow | None) -> str:
+        intent.replaced_by = newer
         alert = settled_alert(window, settings.environments["production"], intent)
-        if newer is not None:
-            alert = dataclasses.replace(alert, replaced_by=newer.version, replaced_by_id=newer.id)
         return html_escape(headline(alert).replace("**", "").replace("`", ""))
 
     by_hand = await advice()
+    assert by_hand is not None
     assert by_hand.startswith("Rollback FAILED. The pipeline&#39;s webhook did not accept it")
     assert by_hand.endswith("roll back by hand.")
     assert by_hand == alerts_headline(None)
 
-    # v3 deployed since the rollback was asked for: rolling back by hand would undo it
-    newer = dataclasses.replace(
+    # v3 deployed 4 s after the rollback failed on its own (503s, its attempts spent):
+    # rolling back by hand would now undo v3, but the rollback was not given up for it
+    v3 = dataclasses.replace(
         window,
         id="dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WR",
         version="v3",
@@ -391,17 +397,43 @@ async def test_a_failed_rollbacks_section_says_what_to_do_as_its_alert_does(
         ends_at=now + 595,
         created_at=now - 5,
     )
-    await store.create_window(newer)
-    not_by_hand = await advice()
-    assert not_by_hand.startswith(f"Rollback NOT sent: v3 ({newer.id}) was deployed since.")
-    assert "do not roll back by hand" in not_by_hand
-    assert not_by_hand == alerts_headline(newer)
+    await store.create_window(v3)
+    failed_first = await advice()
+    assert failed_first is not None
+    assert failed_first.startswith(
+        "Rollback FAILED. The pipeline&#39;s webhook did not accept it, or could not be"
+        f" reached (the reason says which). Since then v3 ({v3.id}) was deployed, after this"
+        " rollback was requested. Rolling back now would undo v3, so do not roll back by"
+        " hand: v3&#39;s own window judges it."
+    ), failed_first
+    assert "NOT sent" not in failed_first and "given up" not in failed_first
 
-    # a delivered rollback has no advice
-    intent.state = "delivered"
+    # given up for v3, as its sender words it; v4 registered after: named as the alert did
+    intent.finished_at, intent.attempts, intent.last_status = now - 4, 1, None
+    intent.last_error = f"{replaced_words(v3)} at ..., after this rollback was requested"
     await set_rollback(store, intent)
-    html = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
-    assert "rollback-advice" not in html
+    v4 = dataclasses.replace(
+        v3, id="dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WS", version="v4", deployed_at=now - 2,
+        created_at=now - 2,
+    )  # fmt: skip
+    await store.create_window(v4)
+    not_by_hand = await advice()
+    assert not_by_hand is not None
+    assert not_by_hand.startswith(f"Rollback NOT sent: v3 ({v3.id}) was deployed since.")
+    assert "do not roll back by hand" in not_by_hand
+    assert not_by_hand == alerts_headline(v3)
+
+    # delivered while v3 took effect: its alert said to check what serves, and so does
+    # the page; delivered before v3 took effect, nothing to say
+    intent.state, intent.last_error, intent.last_status = "delivered", None, 200
+    await set_rollback(store, intent)
+    delivered_past = await advice()
+    assert delivered_past is not None
+    assert delivered_past.startswith(f"Rollback delivered after v3 ({v3.id}) was deployed.")
+    assert delivered_past == alerts_headline(v3)
+    intent.finished_at = now - 6
+    await set_rollback(store, intent)
+    assert await advice() is None
 
 
 async def test_a_window_that_ended_early_says_when_it_ended_beside_its_planned_end(

@@ -1,0 +1,102 @@
+"""Contract §7's inbound hooks and Vercel target through the real daemon, where only a
+component test or a test client proved them: a team's `teamId` on the rollback, a
+deployment without a commit opening a window versioned by its id, a forged delivery
+that takes no delivery id from the real one after it, a superseded window's manual
+rollback refused. Counted at the fakes (reference/seed-stack-apis.md's shapes)."""
+
+from __future__ import annotations
+
+from tests.e2e.conftest import AgentFactory, FlipTarget
+from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    VC_SECRET,
+    VC_TOKEN,
+    environments,
+    fake_github,
+    fake_vercel,
+    github_hook,
+    integrations,
+    post_hook,
+    start_agent,
+    vercel_hook,
+    windows,
+)
+from tests.fakes import github as gh
+from tests.fakes import vercel as vc
+from tests.fakes.github import FakeGitHub
+from tests.fakes.vercel import FakeVercel
+
+TEAM = "team_acme42"
+
+
+async def test_a_teams_vercel_rollback_carries_its_team_id_and_goes_to_the_previous_deployment(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+) -> None:
+    """`integrations.vercel.team_id` set: the instant rollback is `POST /v1/projects/
+    {project}/rollback/{previous}?teamId=...` (the fake refuses it without, 403); the
+    deployments' events carry no commit, so each window's version is its deployment id."""
+    async with FakeVercel(token=VC_TOKEN, team_id=TEAM) as fake:
+        extra = integrations(fake_github, fake).replace(
+            f"webhook_secret: {VC_SECRET}}}", f"webhook_secret: {VC_SECRET}, team_id: {TEAM}}}"
+        )
+        agent = await start_agent(environments(flip_target), extra=extra)
+        status, opened = await vercel_hook(
+            agent, vc.event(event_id="e1", deployment=vc.OLD, sha=None)
+        )
+        assert status == 202, opened
+        assert opened["deploy"]["version"] == vc.OLD
+        status, opened = await vercel_hook(
+            agent, vc.event(event_id="e2", deployment=vc.NEW, sha=None)
+        )
+        assert status == 202, opened
+        deploy = opened["deploy"]
+        assert deploy["version"] == vc.NEW
+        assert deploy["labels"]["vercel.deployment"] == vc.NEW
+        assert deploy["labels"]["vercel.previous"] == vc.OLD
+
+        flip_target.bad = True
+        final = await agent.settled(deploy["id"])
+
+        assert (final["state"], final["rollback"]["state"]) == ("rolled_back", "delivered")
+        [sent] = fake.seen("/rollback/")
+        assert sent.path == f"/v1/projects/{vc.PROJECT}/rollback/{vc.OLD}"
+        assert sent.param("teamId") == TEAM
+        assert [a["deployment"] for a in fake.accepted] == [vc.OLD]
+
+
+async def test_a_forged_delivery_keeps_nothing_and_a_superseded_window_is_not_rolled_back(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+) -> None:
+    """A delivery that fails its signature, under the GUID the real one then comes with:
+    401 problem+json, and the real one opens its window (nothing was kept of the forgery,
+    not even its delivery id). A window superseded by the next deployment's: a manual
+    rollback of it is a 409 problem+json, and nothing reaches GitHub or Vercel."""
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    first = gh.deployment_status(sha="a" * 40, deployment_id=41)
+    forged = {
+        "Content-Type": "application/json",
+        "X-GitHub-Event": "deployment_status",
+        "X-GitHub-Delivery": "guid-1",
+        "X-Hub-Signature-256": gh.signature("not-the-secret", first),
+    }
+    async with agent.http.post(f"{agent.url}/v1/hooks/github", data=first, headers=forged) as r:
+        assert r.status == 401 and r.content_type == "application/problem+json"
+    assert await windows(agent) == []
+    status, opened = await github_hook(agent, "deployment_status", first, "guid-1")
+    assert status == 202, opened
+    superseded = opened["deploy"]["id"]
+    status, newer = await github_hook(agent, "deployment_status", gh.deployment_status(), "guid-2")
+    assert status == 202, newer
+    assert (await agent.get(superseded))["state"] == "superseded"
+
+    url = f"{agent.url}/v1/deploys/{superseded}/rollback"
+    async with agent.http.post(url, json={"reason": "by hand"}, headers=agent.headers) as r:
+        assert r.status == 409 and r.content_type == "application/problem+json"
+    assert (await agent.get(superseded))["rollback"] is None
+    assert fake_vercel.accepted == [] and fake_github.dispatches == []

@@ -314,7 +314,7 @@ EVENTS: dict[AlertEvent, EventSpec] = {
         "info",
         "**Rollback delivered.** The pipeline's webhook accepted it." + _STARTED_NOT_DONE,
         lambda a: (
-            f"rollback delivered after {a.replaced_by} was deployed: check what serves"
+            delivered_past_summary(a.replaced_by)
             if a.replaced_by is not None
             else "rollback delivered"
         ),
@@ -464,6 +464,12 @@ def sent_words(sent: SentBefore, target: RollbackTarget) -> str:
     else:
         lost = f"{sent.unanswered} never answered"
     return f"{attempts}, {lost}; {who} may have acted on {them}"
+
+
+def delivered_past_summary(version: str) -> str:
+    """`rollback_delivered`'s title for a rollback delivered while the newer deploy
+    `version` took effect (`delivered_past_headline`)."""
+    return f"rollback delivered after {version} was deployed: check what serves"
 
 
 def given_up_summary(version: str, sent: SentBefore, target: RollbackTarget) -> str:

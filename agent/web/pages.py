@@ -63,6 +63,7 @@ from agent.web.view import (
     failed_rollback_advice,
     rollback_target_words,
     rounds_view,
+    settled_rollback_words,
 )
 from common.durations import format_duration
 from common.json_text import parse_json_text
@@ -380,37 +381,47 @@ async def deploy_page(request: web.Request) -> web.Response:
     return _session_from_bearer(request, server, request_now(request), await _deploy_page(request))
 
 
-async def _rollback_advice(
+@dataclass(frozen=True, slots=True)
+class _RollbackSaid:
+    advice: str | None = None
+    """What to do (`as_of`'s `rollback_advice`)."""
+    alert: str | None = None
+    """Its alert's title words (`as_of`'s `rollback_alert`)."""
+
+
+async def _rollback_said(
     store: Store,
     window: DeployWindow,
     rollback: RollbackIntent | None,
     attempts: Sequence[DeliveryAttempt],
     env: EnvironmentSettings | None,
     now: float,
-) -> str | None:
-    """What its settled rollback's alert said to do, in the same words: a FAILED one's
+) -> _RollbackSaid:
+    """What its settled rollback's alert said, in the same words: a FAILED one's advice
     (roll back by hand, or not: given up for a newer deploy, or one deployed since it
     failed), a delivered one's when a newer deploy took effect while it was out (check
-    what serves). The newer deploy its sender met is the one that took effect by its end
-    (`finished_at`), as the alert named; the page named the newest at the fetch, and said
-    a rollback refused before it was given up for it."""
+    what serves), and their titles. The newer deploy its sender met is the one that took
+    effect by its end (`finished_at`), as the alert named; the page named the newest at
+    the fetch, and said a rollback refused before it was given up for it."""
     if rollback is None or rollback.state not in ("failed", "delivered"):
-        return None
+        return _RollbackSaid()
     configured = env.rollback if env is not None else None
     target = configured.target if configured is not None else "webhook"
     ended = min(now, rollback.finished_at if rollback.finished_at is not None else now)
     met = await store.newer_deploy(window.id, ended)
+    alert = settled_rollback_words(target, rollback, met, attempts)
     if rollback.state == "delivered":
-        return delivered_rollback_advice(target, met, window.previous_version)
+        return _RollbackSaid(delivered_rollback_advice(target, met, window.previous_version), alert)
     given_up_for = met if rollback.given_up_for(met) else None
     since = None if given_up_for is not None else await store.newer_deploy(window.id, now)
-    return failed_rollback_advice(
+    advice = failed_rollback_advice(
         target,
         given_up_for,
         unconfigured=configured is None,
         attempts=attempts,
         deployed_since=since,
     )
+    return _RollbackSaid(advice, alert)
 
 
 async def _deploy_page(request: web.Request) -> web.Response:
@@ -432,7 +443,7 @@ async def _deploy_page(request: web.Request) -> web.Response:
         )
     window = stored.window
     env = settings.environments.get(window.environment)
-    advice = await _rollback_advice(store, window, stored.rollback, stored.attempts, env, now)
+    said = await _rollback_said(store, window, stored.rollback, stored.attempts, env, now)
     view = as_of(
         stored.built.view,
         window,
@@ -449,7 +460,8 @@ async def _deploy_page(request: web.Request) -> web.Response:
             if env is not None and env.rollback is not None
             else None
         ),
-        rollback_advice=advice,
+        rollback_advice=said.advice,
+        rollback_alert=said.alert,
     )
     view_token = request.query.get("view")
     view_token = None if view_token is None else as_signed(view_token)

@@ -30,7 +30,9 @@ from alerting.events import (
     AlertEvent,
     RollbackTarget,
     delivered_past,
+    delivered_past_summary,
     failed_rollback_headline,
+    given_up_summary,
 )
 from alerting.templates import evidence_text, format_value
 from common.breaching import breaching
@@ -598,9 +600,17 @@ def as_of(
     now: float,
     rollback_target: str | None = None,
     rollback_advice: str | None = None,
+    rollback_alert: str | None = None,
 ) -> DeployView:
     """`built` (`rounds_view` of `window`'s stored round) as of `now`, with its rollback,
-    delivery attempts and alerts: cheap, done for each fetch."""
+    delivery attempts and alerts: cheap, done for each fetch. `rollback_alert`: how its
+    settled rollback's alert was titled when that named a newer deploy
+    (`settled_rollback_words`), which "Alerts sent" says in place of its event's words."""
+    settled = None
+    if rollback is not None and rollback_alert is not None:
+        settled = {"failed": "rollback_failed", "delivered": "rollback_delivered"}.get(
+            rollback.state
+        )
     return replace(
         built,
         window=window,
@@ -609,7 +619,7 @@ def as_of(
         rollback=rollback,
         attempts=list(attempts),
         alerts=[
-            (k, alert_words(k, alerts), v)
+            (k, rollback_alert if rollback_alert and k == settled else alert_words(k, alerts), v)
             for k, v in sorted(
                 ((k, v) for k, v in alerts.items() if k.split(":", 1)[0] in ALERT_KEYS),
                 key=lambda kv: (
@@ -657,6 +667,25 @@ def delivered_rollback_advice(
     if newer is None:
         return None
     return _plain(delivered_past((newer.version, newer.id), target, previous_version))
+
+
+def settled_rollback_words(
+    target: RollbackTarget,
+    rollback: RollbackIntent,
+    met: DeployWindow | None,
+    attempts: Sequence[DeliveryAttempt] = (),
+) -> str | None:
+    """How the alert of `rollback`, settled, was titled when it named `met`, the newer
+    deploy that took effect by its end: given up for it (ROLLBACK NOT SENT / GIVEN UP, vX
+    deployed since), or delivered after it (check what serves). "Alerts sent" said
+    "ROLLBACK FAILED" and "rollback delivered" for those. None for any other."""
+    if met is None:
+        return None
+    if rollback.state == "delivered":
+        return delivered_past_summary(met.version)
+    if rollback.given_up_for(met):
+        return given_up_summary(met.version, sent_before(attempts), target)
+    return None
 
 
 def _named(window: DeployWindow | None) -> tuple[str, str] | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import html
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -46,7 +47,8 @@ from tests.receivers import (
 )
 from tests.rollback.support import BREACH, make_window
 
-GIVEN_UP = "[postflight] production v2.4.1: ROLLBACK GIVEN UP, v2.4.2 deployed since: "
+TITLE_HEAD = "[postflight] production v2.4.1: "
+GIVEN_UP = TITLE_HEAD + "ROLLBACK GIVEN UP, v2.4.2 deployed since: "
 REFUSED = GIVEN_UP + "1 attempt sent, not accepted"
 UNANSWERED = GIVEN_UP + "1 attempt sent, its answer never came; the receiver may have acted on it"
 """The alert's title when the one attempt made before the fix was answered 503, and when
@@ -106,21 +108,33 @@ async def _given_up_for(
     assert alert.title == titled
     assert len([n for n in json_sink.notifications if "ROLLBACK" in n.title]) == 1
     assert await page_advice(agent, bad["id"]) == as_on_the_page(alert)
+    said = (await page_alerts(agent, bad["id"]))["rollback_failed"]
+    assert said == f"{titled.removeprefix(TITLE_HEAD)}: sent", said
 
 
 async def page_advice(agent: RunningAgent, deploy_id: str) -> str | None:
     """The deploy page's advice on its rollback (`GET /deploys/{id}` over HTTP, as a
     browser fetches it), unescaped; None when it gives none."""
-    url = f"{agent.url}/deploys/{deploy_id}"
-    async with agent.http.get(url, headers=agent.headers) as r:
-        assert r.status == 200 and r.content_type == "text/html"
-        page = await r.text()
+    page = await _page(agent, deploy_id)
     section = page[page.index('id="rollback-title"') :]
     head = '<p class="rollback-advice"><strong>'
     if head not in section:
         return None
     start = section.index(head) + len(head)
     return html.unescape(section[start : section.index("</strong>", start)])
+
+
+async def page_alerts(agent: RunningAgent, deploy_id: str) -> dict[str, str]:
+    """The deploy page's "Alerts sent", by event: what it says each alert was."""
+    page = await _page(agent, deploy_id)
+    items = re.findall(r'<li title="([^"]+)" data-result="[^"]*">([^<]*)</li>', page)
+    return {event: html.unescape(words) for event, words in items}
+
+
+async def _page(agent: RunningAgent, deploy_id: str) -> str:
+    async with agent.http.get(f"{agent.url}/deploys/{deploy_id}", headers=agent.headers) as r:
+        assert r.status == 200 and r.content_type == "text/html"
+        return await r.text()
 
 
 def as_on_the_page(alert: JsonNotification) -> str:
@@ -362,6 +376,8 @@ async def test_a_rollback_delivered_as_a_newer_deploy_registers_says_check_what_
     said = await page_advice(agent, bad["id"])
     assert said == as_on_the_page(alert)
     assert said.startswith(f"Rollback delivered after v2.4.2 ({fixes[0]['id']}) was deployed.")
+    listed = (await page_alerts(agent, bad["id"]))["rollback_delivered"]
+    assert listed == f"{alert.title.removeprefix(TITLE_HEAD)}: sent", listed
 
 
 async def test_a_rollback_refused_before_a_newer_deploy_is_not_said_given_up_for_it(
@@ -393,3 +409,4 @@ async def test_a_rollback_refused_before_a_newer_deploy_is_not_said_given_up_for
         " do not roll back by hand: v2.4.2's own window judges it."
     ), said
     assert [a.status for a in receiver.attempts] == [400]
+    assert (await page_alerts(agent, bad["id"]))["rollback_failed"] == "ROLLBACK FAILED: sent"

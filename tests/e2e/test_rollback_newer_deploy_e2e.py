@@ -253,6 +253,8 @@ async def test_a_rollback_a_killed_replica_held_in_its_wait_is_given_up_by_the_o
     assert fix["id"] in final["rollback"]["last_error"], final["rollback"]
     assert alert.title == REFUSED  # replica-a's attempt, answered 503
     assert len([n for n in json_sink.notifications if "ROLLBACK" in n.title]) == 1
+    # given up by the replica that took it over: its page says what the alert said
+    assert await page_advice(replica_b, bad_id) == as_on_the_page(alert)
 
 
 @pytest.mark.timeout(120)

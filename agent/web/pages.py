@@ -407,7 +407,7 @@ async def _rollback_said(
         return _RollbackSaid()
     configured = env.rollback if env is not None else None
     target = configured.target if configured is not None else "webhook"
-    ended = min(now, rollback.finished_at if rollback.finished_at is not None else now)
+    ended = rollback.finished_at if rollback.finished_at is not None else now  # its sender's clock
     met = await store.newer_deploy(window.id, ended)
     alert = settled_rollback_words(target, rollback, met, attempts)
     if rollback.state == "delivered":

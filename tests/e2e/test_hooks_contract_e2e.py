@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from tests.e2e.conftest import AgentFactory, FlipTarget
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
+    GH_SECRET,
     VC_SECRET,
     VC_TOKEN,
     environments,
@@ -73,8 +74,10 @@ async def test_a_forged_delivery_keeps_nothing_and_a_superseded_window_is_not_ro
 ) -> None:
     """A delivery that fails its signature, under the GUID the real one then comes with:
     401 problem+json, and the real one opens its window (nothing was kept of the forgery,
-    not even its delivery id). A window superseded by the next deployment's: a manual
-    rollback of it is a 409 problem+json, and nothing reaches GitHub or Vercel."""
+    not even its delivery id); a signed body that is not a `deployment_status` under that
+    GUID: 400 problem+json, nothing kept either. A window superseded by the next
+    deployment's: a manual rollback of it is a 409 problem+json, and nothing reaches GitHub
+    or Vercel."""
     agent = await start_agent(
         environments(flip_target), extra=integrations(fake_github, fake_vercel)
     )
@@ -88,8 +91,16 @@ async def test_a_forged_delivery_keeps_nothing_and_a_superseded_window_is_not_ro
     async with agent.http.post(f"{agent.url}/v1/hooks/github", data=first, headers=forged) as r:
         assert r.status == 401 and r.content_type == "application/problem+json"
     assert await windows(agent) == []
+    junk = b'{"zen": "Keep it logically awesome."}'  # signed, but no deployment_status
+    async with agent.http.post(
+        f"{agent.url}/v1/hooks/github",
+        data=junk,
+        headers={**forged, "X-Hub-Signature-256": gh.signature(GH_SECRET, junk)},
+    ) as r:
+        assert r.status == 400 and r.content_type == "application/problem+json"
+    assert await windows(agent) == []
     status, opened = await github_hook(agent, "deployment_status", first, "guid-1")
-    assert status == 202, opened
+    assert status == 202 and set(opened) == {"deploy"}, opened
     superseded = opened["deploy"]["id"]
     status, newer = await github_hook(agent, "deployment_status", gh.deployment_status(), "guid-2")
     assert status == 202, newer

@@ -699,6 +699,11 @@ async def test_github_target_dispatches_the_rollback_workflow(
     assert dispatch["workflow"] == "rollback.yml" and dispatch["ref"] == "main"
     assert dispatch["inputs"]["deploy_id"] == deploy["id"]
     assert dispatch["inputs"]["previous_version"] == "v4"
+    assert (dispatch["inputs"]["environment"], dispatch["inputs"]["version"]) == (
+        "production",
+        "v5",
+    )
+    assert dispatch["inputs"]["reason"] == final["verdict"]["reason"], dispatch["inputs"]
     assert set(dispatch["inputs"]) == {
         "deploy_id",
         "environment",

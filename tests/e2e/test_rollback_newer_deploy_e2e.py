@@ -347,6 +347,12 @@ async def test_a_vercel_or_github_rollback_retrying_is_not_sent_after_the_fix(
     assert fake_vercel.accepted == [] and fake_github.dispatches == []
     assert final["state"] == "failed" and final["rollback"]["state"] == "failed"
     assert fix["id"] in final["rollback"]["last_error"], final["rollback"]
+    said = await page_advice(agent, bad["id"])
+    assert said == (
+        f"Rollback given up: {fix['version']} ({fix['id']}) was deployed since. 1 attempt sent,"
+        f" not accepted. Rolling back now would undo {fix['version']}, so do not roll back by"
+        f" hand: {fix['version']}'s own window judges it."
+    ), said
 
 
 async def test_a_rollback_delivered_as_a_newer_deploy_registers_says_check_what_serves(

@@ -31,6 +31,7 @@ from agent.settings import (
 from agent.settings_keys import holds, suggestion
 from agent.settings_units import bare_millisecond_warnings
 from agent.windows.timeout_waits import latency_bound_warnings
+from agent.windows.unjudged import min_samples_warnings
 from common.words import counted, name_refused
 
 Loc = tuple[str | int, ...]
@@ -314,6 +315,7 @@ def load_config_text(
             *settings.baseline_warnings(),
             *settings.rule_warnings(),
             *latency_bound_warnings(settings),
+            *min_samples_warnings(settings),
             *bare_millisecond_warnings(document),
         ]
     ]

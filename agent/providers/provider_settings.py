@@ -86,6 +86,15 @@ class ProviderSettings(StrictModel):
         environment's `baseline:`; a plugin's config model may define it too.
         """
 
+    @classmethod
+    def bare_value(cls, rule: Rule) -> bool:
+        """Whether each round's figure of `rule` comes without a sample count (a PromQL
+        query's value): the threshold policy, which counts a round's samples, then judges
+        every round with data, whatever its `min_samples` (`agent.windows.unjudged`).
+        False when it may have one (a New Relic query's columns decide); a plugin's config
+        model may define it too."""
+        return False
+
 
 class HttpProviderSettings(ProviderSettings):
     """What every HTTP provider has: budgets, retries and concurrency."""
@@ -148,6 +157,11 @@ class SentrySettings(HttpProviderSettings):
             raise ValueError(
                 "source sentry: set baseline.sentry.project (which Sentry project to compare)"
             )
+
+    @classmethod
+    def bare_value(cls, rule: Rule) -> bool:
+        """An error_count is the round's errors alone, with no events it is a share of."""
+        return rule.metric == "error_count"
 
 
 class NewRelicSettings(HttpProviderSettings):
@@ -266,6 +280,11 @@ class PrometheusSettings(HttpProviderSettings):
                 " seconds (650 ms would read as 650 s): divide it by 1000, e.g."
                 " histogram_quantile(0.95, …) / 1000",
             )
+
+    @classmethod
+    def bare_value(cls, rule: Rule) -> bool:
+        """A query's value is a number, never the requests it was read from."""
+        return True
 
 
 class ProvidersSettings(BaseModel):

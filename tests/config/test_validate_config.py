@@ -1178,7 +1178,7 @@ environments:
       newrelic: {app_name: web, entity_guid: abc}
     analysis: {policy: threshold, failure_limit: 3, pass_on: no_failure}
     rules:
-      - {name: e, source: checks, metric: error_rate, max: 0.05, min_samples: 20}
+      - {name: e, source: checks, metric: error_rate, max: 0.05, min_samples: 10}
       - {name: l, source: checks, metric: latency_p95, max_increase: 50%}
       - {name: s, source: sentry, metric: error_rate, max: 0.05}
       - {name: p, source: prometheus, query: up, max: 1}

@@ -111,17 +111,19 @@ async def test_a_third_party_provider_joins_through_its_entry_point(echo_plugin:
         ProvidersSettings.model_validate({"echo": {"valeu": 7}})
 
 
-def test_a_plugin_validates_its_own_rules_as_built_ins_do(echo_plugin: None) -> None:
-    document = {
+def echo_document(rule: dict[str, Any], **environment: Any) -> dict[str, Any]:
+    """A configuration document with the echo provider and `rule` in `production`, whose
+    other keys are `environment`'s."""
+    production = {"base_url": "http://127.0.0.1:1", "rules": [rule], **environment}
+    return {
         "server": {"api_tokens": ["tok-1234567890abcdef"]},
         "providers": {"echo": {"value": 7}},
-        "environments": {
-            "production": {
-                "base_url": "http://127.0.0.1:1",
-                "rules": [{"name": "r", "source": "echo", "metric": "echo_value", "max": 1}],
-            }
-        },
+        "environments": {"production": production},
     }
+
+
+def test_a_plugin_validates_its_own_rules_as_built_ins_do(echo_plugin: None) -> None:
+    document = echo_document({"name": "r", "source": "echo", "metric": "echo_value", "max": 1})
     assert settings_from_document(document).environments["production"].rules[0].source == "echo"
     document["environments"]["production"]["rules"][0]["metric"] = "other"  # type: ignore[index]
     with pytest.raises(ValidationError, match="metric must be echo_value for source echo"):
@@ -131,6 +133,25 @@ def test_a_plugin_validates_its_own_rules_as_built_ins_do(echo_plugin: None) -> 
     document["providers"] = {"sentry": {"org": "acme", "token": "sntrys_x1234"}}
     with pytest.raises(ValidationError, match=r"metric must be one of .* for source sentry"):
         settings_from_document(document)
+
+
+def test_a_plugin_says_which_of_its_rules_have_no_sample_count(
+    echo_plugin: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bare_value(rule)` on a plugin's config model, as the built-ins': where it is true, a
+    `min_samples` under the threshold policy does not apply and is warned so; a plugin
+    without it is taken to count (no warning rather than a wrong one)."""
+    from agent.windows.unjudged import min_samples_warnings
+    from tests.providers.plugin_example import EchoSettings
+
+    rule = {"name": "r", "source": "echo", "metric": "echo_value", "max": 1, "min_samples": 5}
+    document = echo_document(rule, analysis={"policy": "threshold"})
+    assert min_samples_warnings(settings_from_document(document)) == []
+    bare = classmethod(lambda cls, rule: rule.metric == "echo_value")
+    monkeypatch.setattr(EchoSettings, "bare_value", bare, raising=False)
+    ((loc, said),) = min_samples_warnings(settings_from_document(document))
+    assert loc == ("environments", "production", "rules", 0, "min_samples")
+    assert "its echo_value (source echo) is one figure a round" in said, said
 
 
 @pytest.mark.parametrize(

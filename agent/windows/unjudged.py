@@ -1,0 +1,145 @@
+"""Rules whose `min_samples` keeps them from ever being judged, or that it does not reach.
+
+A rule is judged once it has `min_samples` samples (a rate's probes, a latency's probe
+times, a bare value's rounds with data): the threshold policy counts them in each round,
+`sequential` and `fixed` over the window so far (`agent.analysis.policies`). So a
+`min_samples` above what a round can give (threshold), or above what the environment's
+window can (the others), leaves the rule `inconclusive` in every window, and with it
+every window; and a bare value (a PromQL query's, a checks `throughput`, a Sentry
+`error_count`) has no count in a round, so the threshold policy judges its every round
+with data whatever `min_samples` says. Said at config time (validate-config, and `run`'s
+start log), as `Settings`' own warnings are; the judge is unchanged.
+
+What a round can give is read from the configuration: an http check's
+`probes_per_round`, a smoke scenario's steps that many times, a load check's measured
+requests (rate × duration). A check of another type (a plugin's), or a provider rule
+whose count its query decides (New Relic), is not counted: no warning rather than a
+wrong one.
+
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+
+from agent.providers.plugins import config_model_for
+from agent.settings import CheckSettings, EnvironmentSettings, RuleSettings, Settings
+from agent.settings_units import Loc
+from agent.windows.schedule import RoundSchedule
+from checks.http import HttpCheckConfig
+from checks.load import LoadCheckConfig
+from checks.smoke import SmokeCheckConfig
+from common.durations import format_duration
+from common.words import counted
+
+
+def min_samples_warnings(settings: Settings) -> list[tuple[Loc, str]]:
+    """(loc, message) of each rule whose `min_samples` does not apply (a bare value under
+    the threshold policy) or is never reached (above a round's samples under it, above
+    the environment's window's under the others), at the rule's `min_samples`."""
+    warnings: list[tuple[Loc, str]] = []
+    for name, env in settings.environments.items():
+        for index, rule in enumerate(env.rules):
+            if rule.min_samples <= 1:
+                continue
+            message = _unjudged(env, rule)
+            if message is not None:
+                warnings.append((("environments", name, "rules", index, "min_samples"), message))
+    return warnings
+
+
+def check_round_samples(check: CheckSettings, env: EnvironmentSettings) -> tuple[int, str] | None:
+    """The most samples one round gives a rule from `check`, and whence; None
+    for a type whose count its configuration does not say (a plugin's)."""
+    probes = env.probes_per_round
+    if isinstance(check, HttpCheckConfig):
+        return probes, f"{check.name}'s {counted(probes, 'probe')}"
+    if isinstance(check, SmokeCheckConfig):
+        steps = len(check.steps)
+        return steps * probes, f"{check.name}'s {counted(steps, 'step')} × {counted(probes, 'run')}"
+    if isinstance(check, LoadCheckConfig):
+        measured = check.requests()[1]
+        return measured, f"{check.name}'s {counted(measured, 'request')}, rate × duration"
+    return None
+
+
+def _bare(rule: RuleSettings) -> bool:
+    """Whether each round's figure of `rule` has no sample count."""
+    if rule.source == "checks":
+        return rule.metric == "throughput"
+    model = config_model_for(rule.source)
+    hook = getattr(model, "bare_value", None)
+    return bool(hook(rule.to_rule())) if hook is not None else False
+
+
+def _round_samples(env: EnvironmentSettings, rule: RuleSettings) -> tuple[int, str] | None:
+    """The most samples a round gives `rule` over checks, and from what; None when a check
+    it reads is of a type not counted."""
+    parts = []
+    for check in env.checks:
+        if rule.check not in (None, check.name):
+            continue
+        given = check_round_samples(check, env)
+        if given is None:
+            return None
+        parts.append(given)
+    if not parts:
+        return None  # a check the rule names that is not there: an error of its own
+    return sum(n for n, _ in parts), ", ".join(said for _, said in parts)
+
+
+def _unjudged(env: EnvironmentSettings, rule: RuleSettings) -> str | None:
+    threshold = env.analysis.policy == "threshold"
+    needed = rule.min_samples
+    if _bare(rule):
+        if threshold:
+            return (
+                f"rule {rule.name!r}: min_samples {needed} does not apply under analysis.policy"
+                f" threshold: its {rule.display_metric} (source {rule.source}) is one figure"
+                " a round, with no sample count, so every round with data is judged; remove"
+                " min_samples (sequential and fixed count its rounds with data)"
+            )
+        return _beyond_the_window(env, rule, 1, "one figure")
+    if rule.source != "checks":
+        return None  # a provider's count: known only once it answers
+    per_round = _round_samples(env, rule)
+    if per_round is None:
+        return None
+    samples, how = per_round
+    if not threshold:
+        return _beyond_the_window(env, rule, samples, f"{samples} ({how})")
+    if needed <= samples:
+        return None
+    reads = [c for c in env.checks if rule.check in (None, c.name)]
+    more = (
+        "raise the load check's rate or duration"
+        if all(isinstance(c, LoadCheckConfig) for c in reads)
+        else "raise probes_per_round"
+    )
+    return (
+        f"rule {rule.name!r}: min_samples {needed} is more than a round can give it"
+        f" ({samples}: {how}), and analysis.policy threshold counts each round's samples,"
+        " so no round is ever judged and every window ends inconclusive; lower"
+        f" min_samples to at most {samples}, or {more}"
+    )
+
+
+def _beyond_the_window(
+    env: EnvironmentSettings, rule: RuleSettings, samples: int, each: str
+) -> str | None:
+    """Under `sequential` or `fixed`: `rule`'s `min_samples` above what the environment's
+    window gives it at `samples` a round (`each` says them)."""
+    rounds = RoundSchedule(0.0, env.interval, env.window).slots
+    reach = samples * rounds
+    needed = rule.min_samples
+    if needed <= reach:
+        return None
+    longer = format_duration(math.ceil(needed / samples) * env.interval)
+    return (
+        f"rule {rule.name!r}: min_samples {needed} is more than the environment's window of"
+        f" {format_duration(env.window)} can give it ({reach}: {counted(rounds, 'round')} of"
+        f" {each} each), and analysis.policy {env.analysis.policy} counts them over the"
+        " window, so the rule is never judged and every window ends inconclusive; lower"
+        f" min_samples to at most {reach}, or lengthen window to {longer}"
+    )

@@ -31,7 +31,7 @@ from agent.settings import (
 from agent.settings_keys import holds, suggestion
 from agent.settings_units import bare_millisecond_warnings
 from agent.windows.timeout_waits import latency_bound_warnings
-from agent.windows.unjudged import min_samples_warnings
+from agent.windows.unjudged import failure_limit_warnings, min_samples_warnings
 from common.words import counted, name_refused
 
 Loc = tuple[str | int, ...]
@@ -316,6 +316,7 @@ def load_config_text(
             *settings.rule_warnings(),
             *latency_bound_warnings(settings),
             *min_samples_warnings(settings),
+            *failure_limit_warnings(settings),
             *bare_millisecond_warnings(document),
         ]
     ]

@@ -1,4 +1,4 @@
-"""Rules whose `min_samples` keeps them from ever being judged, or that it does not reach.
+"""Rules their configuration keeps from ever being judged, or from ever failing.
 
 A rule is judged once it has `min_samples` samples (a rate's probes, a latency's probe
 times, a bare value's rounds with data): the threshold policy counts them in each round,
@@ -15,6 +15,10 @@ What a round can give is read from the configuration: an http check's
 requests (rate × duration). A check of another type (a plugin's), or a provider rule
 whose count its query decides (New Relic), is not counted: no warning rather than a
 wrong one.
+
+And under the threshold policy a rule fails after `failure_limit` consecutive rounds past
+its bound: a window of fewer rounds fails nothing, however bad the release (its rules end
+`inconclusive`, "too few to fail", `agent.analysis.policies.threshold`).
 
 Pure: no I/O.
 """
@@ -130,7 +134,7 @@ def _beyond_the_window(
 ) -> str | None:
     """Under `sequential` or `fixed`: `rule`'s `min_samples` above what the environment's
     window gives it at `samples` a round (`each` says them)."""
-    rounds = RoundSchedule(0.0, env.interval, env.window).slots
+    rounds = _rounds(env)
     reach = samples * rounds
     needed = rule.min_samples
     if needed <= reach:
@@ -143,3 +147,29 @@ def _beyond_the_window(
         " window, so the rule is never judged and every window ends inconclusive; lower"
         f" min_samples to at most {reach}, or lengthen window to {longer}"
     )
+
+
+def failure_limit_warnings(settings: Settings) -> list[tuple[Loc, str]]:
+    """(loc, message) of each threshold environment whose window has fewer rounds than its
+    `failure_limit`, at the limit: no rule of it can fail a window."""
+    warnings: list[tuple[Loc, str]] = []
+    for name, env in settings.environments.items():
+        limit = env.analysis.failure_limit
+        rounds = _rounds(env)
+        if env.analysis.policy != "threshold" or limit <= rounds:
+            continue
+        message = (
+            f"failure_limit {limit} is more than the {counted(rounds, 'round')} of the"
+            f" environment's window ({format_duration(env.window)} of"
+            f" {format_duration(env.interval)} rounds), and analysis.policy threshold fails a"
+            f" rule after {limit} consecutive rounds past its bound, so no window ever fails"
+            " and nothing is rolled back: lower failure_limit to at most"
+            f" {rounds}, or lengthen window to {format_duration(limit * env.interval)}"
+        )
+        warnings.append((("environments", name, "analysis", "failure_limit"), message))
+    return warnings
+
+
+def _rounds(env: EnvironmentSettings) -> int:
+    """The rounds a window of the environment's length holds."""
+    return RoundSchedule(0.0, env.interval, env.window).slots

@@ -91,8 +91,7 @@ class ProviderSettings(StrictModel):
         """Whether each round's figure of `rule` comes without a sample count (a PromQL
         query's value): the threshold policy, which counts a round's samples, then judges
         every round with data, whatever its `min_samples` (`agent.windows.unjudged`).
-        False when it may have one (a New Relic query's columns decide); a plugin's config
-        model may define it too."""
+        False when it may have one; a plugin's config model may define it too."""
         return False
 
 
@@ -212,6 +211,12 @@ class NewRelicSettings(HttpProviderSettings):
                 " to 1 (0.5% errors would read as 50%): divide it by 100, e.g."
                 " SELECT percentage(count(*), WHERE error IS true) / 100 FROM Transaction",
             )
+
+    @classmethod
+    def bare_value(cls, rule: Rule) -> bool:
+        """A row has a count only beside a column named `total` (`observation_from_rows`):
+        a query that never says `total` gives none. One that does may (said of none)."""
+        return "total" not in (rule.query or "").lower()
 
 
 _PERCENTAGE = re.compile(r"\bpercentage\s*\(", re.IGNORECASE)

@@ -13,8 +13,7 @@ start log), as `Settings`' own warnings are; the judge is unchanged.
 What a round can give is read from the configuration: an http check's
 `probes_per_round`, a smoke scenario's steps that many times, a load check's measured
 requests (rate × duration). A check of another type (a plugin's), or a provider rule
-whose count its query decides (New Relic), is not counted: no warning rather than a
-wrong one.
+whose count only its answer tells, is not counted: no warning rather than a wrong one.
 
 And under the threshold policy a rule fails after `failure_limit` consecutive rounds past
 its bound: a window of fewer rounds fails nothing, however bad the release (its rules end

@@ -23,6 +23,7 @@ server:
 providers:
   prometheus: {url: http://127.0.0.1:9090}
   sentry: {org: acme, token: sntrys-abc}
+  newrelic: {account_id: 1, api_key: NRAK-abc}
 """
 ENVIRONMENT = """\
   {name}:
@@ -73,30 +74,40 @@ def said_at(lines: list[str], at: str) -> list[str]:
 
 
 def test_threshold_says_min_samples_does_not_apply_to_a_bare_value(tmp_path: Path) -> None:
-    """A PromQL query's value, a Sentry error_count and a checks throughput have no count
-    in a round: under threshold each round with data is judged, whatever `min_samples`
-    says (`tests/analysis/test_min_samples.py`). A Sentry error_rate has one, and so does
-    a rule over checks' error rate: no warning; nor for the default of 1."""
+    """A PromQL query's value, a Sentry error_count, a checks throughput and a New Relic
+    query without a `total` column have no count in a round: under threshold each round
+    with data is judged, whatever `min_samples` says (`tests/analysis/test_min_samples.py`).
+    A Sentry error_rate has one, and so do a rule over checks' error rate and a New Relic
+    query with a `total`: no warning; nor for the default of 1."""
     rules = [
         "{name: p, source: prometheus, query: up, max: 1, min_samples: 5}",
         "{name: s, source: sentry, metric: error_count, max: 10, min_samples: 5}",
         "{name: t, source: checks, metric: throughput, min: 1, min_samples: 3}",
+        "{name: n, source: newrelic, nrql: 'SELECT percentile(duration, 95) FROM Transaction',"
+        " max: 1, min_samples: 5}",
         "{name: rate, source: sentry, metric: error_rate, max: 0.1, min_samples: 500}",
         "{name: e, source: checks, metric: error_rate, max: 0.05, min_samples: 40}",
         "{name: one, source: prometheus, query: up, max: 1, min_samples: 1}",
+        "{name: counted, source: newrelic, metric: error_rate, max: 0.1, min_samples: 500, nrql:"
+        " 'SELECT filter(count(*), WHERE error IS true) AS errors, count(*) AS total FROM"
+        " Transaction'}",
     ]
     lines = validate(tmp_path, config_of(production=("threshold", rules)))
-    for index, what in enumerate(
-        ["query (source prometheus)", "error_count (source sentry)", "throughput (source checks)"]
-    ):
+    bare = [
+        ("p", "query (source prometheus)"),
+        ("s", "error_count (source sentry)"),
+        ("t", "throughput (source checks)"),
+        ("n", "nrql (source newrelic)"),
+    ]
+    for index, (name, what) in enumerate(bare):
         (said,) = said_at(lines, f"production.rules[{index}]")
-        assert said.startswith(f"rule '{'pst'[index]}': min_samples "), said
+        assert said.startswith(f"rule '{name}': min_samples "), said
         assert NOT_APPLYING in said and f"its {what} is one figure a round" in said, said
         assert said.endswith("remove min_samples (sequential and fixed count its rounds with data)")
-    for index in (3, 4, 5):
+    for index in (4, 5, 6, 7):
         assert said_at(lines, f"production.rules[{index}]") == [], lines
     # the same rules under sequential: their rounds with data count, 20 in the window
-    lines = validate(tmp_path, config_of(production=("sequential", rules[:3])))
+    lines = validate(tmp_path, config_of(production=("sequential", rules[:4])))
     assert not [line for line in lines if "min_samples" in line], lines
 
 

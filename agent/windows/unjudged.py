@@ -4,11 +4,11 @@ A rule is judged once it has `min_samples` samples (a rate's probes, a latency's
 times, a bare value's rounds with data): the threshold policy counts them in each round,
 `sequential` and `fixed` over the window so far (`agent.analysis.policies`). So a
 `min_samples` above what a round can give (threshold), or above what the environment's
-window can (the others), leaves the rule `inconclusive` in every window, and with it
-every window; and a bare value (a PromQL query's, a checks `throughput`, a Sentry
-`error_count`) has no count in a round, so the threshold policy judges its every round
-with data whatever `min_samples` says. Said at config time (validate-config, and `run`'s
-start log), as `Settings`' own warnings are; the judge is unchanged.
+window can (the others), leaves the rule `inconclusive` in every window; and a bare
+value (a PromQL query's, a checks `throughput`, a Sentry `error_count`, a New Relic query's
+without a `total` column) has no count in a round, so the threshold policy judges its every
+round with data whatever `min_samples` says. Said at config time (validate-config, and
+`run`'s start log), as `Settings`' own warnings are; the judge is unchanged.
 
 What a round can give is read from the configuration: an http check's
 `probes_per_round`, a smoke scenario's steps that many times, a load check's measured
@@ -36,6 +36,9 @@ from checks.smoke import SmokeCheckConfig
 from common.durations import format_duration
 from common.words import counted
 
+OVER_THE_WINDOW = ("sequential", "fixed")
+"""The policies that count a rule's samples over the window so far."""
+
 
 def min_samples_warnings(settings: Settings) -> list[tuple[Loc, str]]:
     """(loc, message) of each rule whose `min_samples` does not apply (a bare value under
@@ -52,7 +55,7 @@ def min_samples_warnings(settings: Settings) -> list[tuple[Loc, str]]:
     return warnings
 
 
-def check_round_samples(check: CheckSettings, env: EnvironmentSettings) -> tuple[int, str] | None:
+def _check_round_samples(check: CheckSettings, env: EnvironmentSettings) -> tuple[int, str] | None:
     """The most samples one round gives a rule from `check`, and whence; None
     for a type whose count its configuration does not say (a plugin's)."""
     probes = env.probes_per_round
@@ -83,7 +86,7 @@ def _round_samples(env: EnvironmentSettings, rule: RuleSettings) -> tuple[int, s
     for check in env.checks:
         if rule.check not in (None, check.name):
             continue
-        given = check_round_samples(check, env)
+        given = _check_round_samples(check, env)
         if given is None:
             return None
         parts.append(given)
@@ -94,6 +97,8 @@ def _round_samples(env: EnvironmentSettings, rule: RuleSettings) -> tuple[int, s
 
 def _unjudged(env: EnvironmentSettings, rule: RuleSettings) -> str | None:
     threshold = env.analysis.policy == "threshold"
+    if not threshold and env.analysis.policy not in OVER_THE_WINDOW:
+        return None  # a registered policy of its own: how it counts is its own
     needed = rule.min_samples
     if _bare(rule):
         if threshold:
@@ -123,8 +128,8 @@ def _unjudged(env: EnvironmentSettings, rule: RuleSettings) -> str | None:
     return (
         f"rule {rule.name!r}: min_samples {needed} is more than a round can give it"
         f" ({samples}: {how}), and analysis.policy threshold counts each round's samples,"
-        " so no round is ever judged and every window ends inconclusive; lower"
-        f" min_samples to at most {samples}, or {more}"
+        " so no round is ever judged and the rule ends inconclusive in every window;"
+        f" lower min_samples to at most {samples}, or {more}"
     )
 
 
@@ -143,7 +148,7 @@ def _beyond_the_window(
         f"rule {rule.name!r}: min_samples {needed} is more than the environment's window of"
         f" {format_duration(env.window)} can give it ({reach}: {counted(rounds, 'round')} of"
         f" {each} each), and analysis.policy {env.analysis.policy} counts them over the"
-        " window, so the rule is never judged and every window ends inconclusive; lower"
+        " window, so the rule is never judged and ends inconclusive in every window; lower"
         f" min_samples to at most {reach}, or lengthen window to {longer}"
     )
 

@@ -131,8 +131,8 @@ def test_threshold_says_min_samples_above_what_a_round_gives(tmp_path: Path) -> 
     assert health == (
         f"rule 'health': min_samples 11 {NO_ROUND} (10: api-health's 10 probes), and"
         " analysis.policy threshold counts each round's samples, so no round is ever judged"
-        " and every window ends inconclusive; lower min_samples to at most 10, or raise"
-        " probes_per_round"
+        " and the rule ends inconclusive in every window; lower min_samples to at most 10, or"
+        " raise probes_per_round"
     )
     (feed,) = said_at(lines, "production.rules[1]")
     assert "(10: feed's 10 requests, rate × duration)" in feed, feed
@@ -164,8 +164,8 @@ def test_sequential_and_fixed_say_min_samples_above_what_the_window_gives(
     assert health == (
         f"rule 'health': min_samples 201 {NO_WINDOW} (200: 20 rounds of 10 (api-health's 10"
         f" probes) each), and analysis.policy {policy} counts them over the window, so the"
-        " rule is never judged and every window ends inconclusive; lower min_samples to at"
-        " most 200, or lengthen window to 10m30s"
+        " rule is never judged and ends inconclusive in every window; lower min_samples to"
+        " at most 200, or lengthen window to 10m30s"
     )
     (bare,) = said_at(lines, "production.rules[1]")
     assert "(20: 20 rounds of one figure each)" in bare, bare

@@ -72,7 +72,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agent.analysis.judge import Judge
 from agent.analysis.observe import observe
-from agent.analysis.types import Policy, Rule
+from agent.analysis.types import Observation, Policy, Rule
 from agent.settings import EnvironmentSettings
 from agent.windows.foresight import background_baseline
 from checks.base import Sample
@@ -239,19 +239,26 @@ class _Sample(NamedTuple):
 # -- ours -------------------------------------------------------------------------------------
 
 
-def ours(pre: Stream, deploy: Stream) -> float | None:
-    """Seconds to rollback (from the deploy), None when the window ended without one."""
+def window_judge(pre: Stream) -> Judge:
+    """The window's judge, its baselines built from the pre-deploy stream as the watcher
+    builds them (`background_baseline` over `PERIOD_S` periods)."""
     periods = [samples(pre, s, s + PERIOD_S) for s in range(0, BASELINE_S, PERIOD_S)]
     baselines = {rule.name: background_baseline(rule, periods, ENVIRONMENT) for rule in RULES}
-    judge = Judge(RULES, baselines, POLICY, horizon=ROUNDS)
+    return Judge(RULES, baselines, POLICY, horizon=ROUNDS)
+
+
+def observed(deploy: Stream, k: int) -> dict[str, Observation]:
+    """Second `k` of the deploy stream as the round the daemon would fold (rule → observation)."""
+    round_samples = samples(deploy, k, k + 1)
+    return {r.name: observe(r, round_samples, ROUND_S) for r in RULES}
+
+
+def ours(pre: Stream, deploy: Stream) -> float | None:
+    """Seconds to rollback (from the deploy), None when the window ended without one."""
+    judge = window_judge(pre)
     state = judge.start()
     for k in range(ROUNDS):
-        round_samples = samples(deploy, k, k + 1)
-        state = judge.advance(
-            state,
-            {r.name: observe(r, round_samples, ROUND_S) for r in RULES},
-            final=k == ROUNDS - 1,
-        )
+        state = judge.advance(state, observed(deploy, k), final=k == ROUNDS - 1)
         at = judge.failed_round(state)
         if at is not None:
             return (at + 1) * ROUND_S
@@ -368,8 +375,9 @@ PEER_DEFAULT = {
 # -- one window -------------------------------------------------------------------------------
 
 
-def run_window(rps: float, family: Family, seed: np.random.SeedSequence) -> dict[str, Any]:
-    rng = np.random.default_rng(seed)
+def window_streams(rng: np.random.Generator, rps: float, family: Family) -> tuple[Stream, Stream]:
+    """A window's (pre-deploy, deploy) streams: one stream cut at the deploy, the
+    regression (if any) from `family.onset_s` after it."""
     both = simulate(rng, rps, family, BASELINE_S + ROUNDS, BASELINE_S + family.onset_s)
     pre = Stream(
         both.total[:BASELINE_S],
@@ -384,6 +392,12 @@ def run_window(rps: float, family: Family, seed: np.random.SeedSequence) -> dict
         both.latency[split:],
         both.edges[BASELINE_S:] - split,
     )
+    return pre, deploy
+
+
+def run_window(rps: float, family: Family, seed: np.random.SeedSequence) -> dict[str, Any]:
+    rng = np.random.default_rng(seed)
+    pre, deploy = window_streams(rng, rps, family)
     same = Family("control", family.error_base, kappa=family.kappa, drift=family.drift)
     control = simulate(rng, rps, same, ROUNDS, None)
     return {

@@ -18,25 +18,42 @@ place by `agent.api.runner`) answers each as the client's own mistake:
 - a request line without a version (HTTP/0.9's `GET /`): the parser waits for
   headers that never come, or parses it as version 0.9 and the answer's status line
   said `HTTP/0.9`. It is `NoHttpVersion` as soon as its line is in.
+- a method the C parser does not know (`FOO /healthz HTTP/1.1`: a method is any
+  token): it raised `BadHttpMethod`, a 400 saying the request does not begin with a
+  method, where `PURGE` was the router's 405. The connection's requests go on to
+  aiohttp's pure-Python parser (`other_methods`), which takes any token, so the
+  router answers as for any method it does not serve.
 
 It also tells the connection whether a request head is under way (`in_head`), for
-the runner's time limit on one. Nothing of aiohttp is replaced: every other call
+the runner's time limit on one. Nothing of aiohttp is patched: every other call
 goes to the parser itself.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http import HttpVersion10
-from aiohttp.http_exceptions import BadStatusLine, HttpProcessingError, TransferEncodingError
+from aiohttp.http_exceptions import (
+    BadHttpMethod,
+    BadStatusLine,
+    HttpProcessingError,
+    TransferEncodingError,
+)
 from aiohttp.streams import StreamReader
 
 _HEAD_END = b"\r\n\r\n"
 _LINE_KEPT = 64 * 1024
 _NOTHING: tuple[Sequence[Any], bool, bytes] = ((), False, b"")
+_TOKEN_AND_SPACE = re.compile(rb"(?:\r?\n)*[-!#$%&'*+.^_`|~0-9A-Z]+ [^\s]")
+"""The start of a request line whose method is a token (RFC 9110 §9.1), whatever it
+names: what the pure-Python parser reads on. Bytes that are not HTTP at all (a TLS
+hello, an SSH banner) do not match, nor does a method with a lower-case letter: that
+parser upper-cases it, and `post` would register a deploy (a method is case-sensitive;
+the C parser's 400 stays)."""
 
 Message = tuple[Any, StreamReader]
 """aiohttp's (RawRequestMessage, its body)."""
@@ -64,9 +81,17 @@ class RequestFraming:
     `body_error(exc)` is told of a body whose framing broke (the body's reader gets
     the error too)."""
 
-    def __init__(self, parser: Any, body_error: Callable[[HttpProcessingError], None]) -> None:
+    def __init__(
+        self,
+        parser: Any,
+        body_error: Callable[[HttpProcessingError], None],
+        other_methods: Callable[[], Any] | None = None,
+    ) -> None:
         self.parser = parser
         self.body_error = body_error
+        self.other_methods = other_methods
+        """Makes a parser that takes any method token, for the connection's requests
+        from the first whose method `parser` refused."""
         self.pending: HttpProcessingError | None = None
         """An error met after requests the same read completed: raised on the next
         feed, once aiohttp has queued those requests."""
@@ -92,6 +117,7 @@ class RequestFraming:
         (`agent.windows.heap`). `broken_body` stays: a handler still running reads it."""
         self.parser = None
         self.body_error = _told_nobody
+        self.other_methods = None
         self._body = None
 
     def _body_done(self) -> bool:
@@ -121,6 +147,7 @@ class RequestFraming:
 
     def _feed(self, messages: list[Message], piece: bytes) -> tuple[bool, bytes]:
         between = self._body_done()
+        head_starts = between and not self.in_head
         try:
             new, upgraded, tail = self.parser.feed_data(piece)
             for message, body in new:
@@ -138,6 +165,12 @@ class RequestFraming:
                 self._check_line(piece)
             elif self._body_done():  # the body ended in this piece: at its end, or unknown
                 self._line = bytearray() if piece.endswith(_HEAD_END) else None
+        except BadHttpMethod as exc:
+            if head_starts and self.other_methods is not None and _TOKEN_AND_SPACE.match(piece):
+                self.parser, self.other_methods = self.other_methods(), None
+                return self._feed(messages, piece)  # nothing of `piece` was taken
+            self._fail(exc, messages)
+            return False, b""
         except HttpProcessingError as exc:
             self._fail(exc, messages)
             return False, b""

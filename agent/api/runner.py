@@ -50,6 +50,7 @@ from aiohttp.http_exceptions import (
     LineTooLong,
     TransferEncodingError,
 )
+from aiohttp.http_parser import HttpRequestParserPy
 
 from agent.api.framing import HeadTimeout, NoHttpVersion, RequestFraming
 from agent.api.problems import (
@@ -190,13 +191,29 @@ class ProblemRequestHandler(web.RequestHandler):
     """aiohttp's connection protocol, answering its own errors as problem+json, its
     parser fed through `RequestFraming`, and a request head given `HEAD_TIMEOUT_S`."""
 
-    __slots__ = ("_framing", "_head_timer")
+    __slots__ = ("_auto_decompress", "_framing", "_head_timer")
 
     def __init__(self, manager: web.Server, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
-        self._framing = RequestFraming(self._parser, self._body_broke)
+        self._auto_decompress: bool = kwargs.get("auto_decompress", True)
+        self._framing = RequestFraming(self._parser, self._body_broke, self._any_method_parser)
         self._parser = cast(Any, self._framing)  # BaseProtocol's one parser slot
         self._head_timer: asyncio.TimerHandle | None = None
+
+    def _any_method_parser(self) -> HttpRequestParserPy:
+        """aiohttp's pure-Python parser, as aiohttp makes its C one for a connection: it
+        takes any method token, where the C one refuses those it does not know."""
+        return HttpRequestParserPy(
+            self,
+            self._loop,
+            self._read_bufsize,
+            max_line_size=self.max_line_size,
+            max_field_size=self.max_field_size,
+            max_headers=self.max_headers,
+            payload_exception=web.RequestPayloadError,
+            auto_decompress=self._auto_decompress,
+            max_msg_queue_size=self._max_msg_queue_size,
+        )
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

@@ -583,3 +583,49 @@ async def test_a_good_request_pipelined_before_a_malformed_one_is_answered_first
         (200, "application/json"),
         (400, "application/problem+json"),
     ], answer
+
+
+# --- a method the HTTP parser does not know ----------------------------------------
+
+AUTH_LINE = b"Authorization: " + AUTH["Authorization"].encode()
+UNKNOWN_METHOD_ANSWERS = [
+    (b"/healthz", [], 405, "GET,HEAD"),
+    (b"/v1/deploys", [], 401, None),
+    (b"/v1/deploys", [AUTH_LINE], 405, "GET,HEAD,POST"),
+    (b"/nowhere", [], 404, None),
+]
+
+
+@pytest.mark.parametrize("method", [b"FOO", b"BREW", b"X_CUSTOM.1"])
+async def test_a_method_the_parser_does_not_know_is_answered_as_any_other_method(
+    daemon: tuple[int, Metrics], method: bytes
+) -> None:
+    """`FOO /healthz HTTP/1.1` is well-formed HTTP (a method is any token): aiohttp's C
+    parser knows a fixed list of methods and refused the rest, so it was a 400 saying
+    "the request does not begin with an HTTP method", where `PROPFIND` or `PURGE` were
+    the router's 405 with `Allow` (and every method aiohttp's pure-Python parser's).
+    Now any method is routed alike: the token first on /v1, 405 with `Allow` on a route,
+    404 elsewhere; the connection is kept and serves the next request."""
+    port, metrics = daemon
+    for path, carried, status, allow in UNKNOWN_METHOD_ANSWERS:
+        answer = await raw(port, request(method + b" " + path + b" HTTP/1.1", carried) + GOOD)
+        got = answers(answer)
+        assert [code for code, _, _ in got] == [status, 200], answer[:300]
+        head, _, _ = answer.partition(b"\r\n\r\n")
+        _, headers, body = problem(head + b"\r\n\r\n" + got[0][2])
+        assert headers["content-type"].startswith("application/problem+json"), headers
+        assert body["status"] == status and "HTTP method" not in body["detail"], body
+        assert headers.get("allow") == allow, headers
+    assert not metrics.registry.get_sample_value("postflight_malformed_requests_total")
+
+
+async def test_a_method_in_lower_case_is_not_taken_for_the_upper_case_one(
+    daemon: tuple[int, Metrics],
+) -> None:
+    """A method is case-sensitive (RFC 9110 §9.1): `get` is not GET, nor `post` POST."""
+    port, _ = daemon
+    for line in (b"get /healthz HTTP/1.1", b"post /v1/deploys HTTP/1.1"):
+        code, _, body = problem(
+            await raw(port, post(body=b"{}").replace(b"POST /v1/deploys HTTP/1.1", line))
+        )
+        assert code == 400 and body["type"] == "urn:postflight:problem:malformed-http", body

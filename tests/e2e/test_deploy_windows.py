@@ -269,6 +269,43 @@ async def test_a_new_deploy_supersedes_the_active_window(
     assert not any("v1:" in n.title for n in json_sink.notifications)
 
 
+async def test_a_superseded_window_that_was_breaching_fires_nothing_more(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    """Contract §2: "the old window ends in state `superseded` and fires nothing more",
+    seen where it matters: v1 breaches at its first round, short of its failure limit,
+    and v2 supersedes it on the same failing service. The webhook gets v2's rollback
+    only, and no alert about v1 arrives after it was superseded (its breach, sent before,
+    is all there is: no verdict, no rollback requested, no resolve)."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(
+        environment(flip_target, receiver.url, interval="1s", failure_limit=4),
+        alerting(json_sink),
+    )
+    flip_target.bad = True
+    first = await agent.register("production", "v1")
+    breach = [a.title for a in await json_sink.wait_for(1, within=10)]
+    assert breach == ["[postflight] production v1: probe-errors breached"], breach
+    second = await agent.register("production", "v2")
+    old = await agent.get(first["id"])
+    assert old["state"] == "superseded" and old["verdict"] is None, old
+
+    final = await agent.settled(second["id"], within=30)
+    assert final["state"] == "rolled_back", final
+    await asyncio.sleep(2.5)  # two more of v1's rounds, had it gone on
+    assert {a.idempotency_key for a in receiver.attempts} == {second["id"]}
+    assert all(second["id"] in a.body and first["id"] not in a.body for a in receiver.attempts)
+    assert [n.title for n in json_sink.notifications if " v1:" in n.title] == breach
+    assert (await agent.get(first["id"]))["state"] == "superseded"
+    assert (
+        agent.metric("postflight_rollbacks_total", environment="production", result="delivered")
+        == 1
+    )
+
+
 async def test_alerts_lost_to_a_sink_outage_arrive_once_and_never_hold_the_rollback(
     start_agent: AgentFactory,
     flip_target: FlipTarget,

@@ -89,6 +89,8 @@ def needs_auth(request: web.Request) -> bool:
     canonical = resource.canonical if resource is not None else ""
     if canonical in PUBLIC_V1_PATHS or canonical in SELF_AUTHENTICATED_PATHS:
         return False
+    if resource is None and request.path.rstrip("/") in PUBLIC_V1_PATHS:
+        return False  # `/v1/openapi.json/`: no route, so a 404 naming the one meant
     return canonical.startswith("/v1") or request.path.startswith("/v1")
 
 

@@ -236,6 +236,20 @@ async def test_a_route_with_a_trailing_slash_is_a_404_naming_the_route(
     assert "did you mean" not in nothing["detail"], nothing
 
 
+@pytest.mark.parametrize("path", ["/v1/openapi.json/", "/v1/openapi.json//"])
+async def test_the_openapi_document_with_a_trailing_slash_is_a_404_naming_it_without_a_token(
+    client: Client, path: str
+) -> None:
+    """The document needs no token, so neither does its misspelling: it was a 401 asking
+    for a bearer token (`WWW-Authenticate: Bearer`) the document never takes."""
+    response = await client.get(path)
+    body = await problem(response, 404)
+    assert "did you mean /v1/openapi.json " in body["detail"], body
+    assert "WWW-Authenticate" not in response.headers
+    # the protected routes' misspellings still ask for the token first
+    await problem(await client.get("/v1/deploys/"), 401)
+
+
 async def test_wrong_method_is_a_405_problem(client: Client) -> None:
     response = await client.delete("/v1/deploys", headers=AUTH)
     await problem(response, 405)

@@ -166,6 +166,10 @@ def _malformed_detail(exc: HttpProcessingError, reason: str) -> str:
         return _CHUNKED
     if "'host'" in reason:
         return "an HTTP/1.1 request needs exactly one Host header"
+    if "duplicate" in reason:  # named from aiohttp's list, not copied from the request
+        given = [name for name in _ONE_VALUE_HEADERS if f"'{name}'" in reason]
+        named = f"the {given[0].title()} header" if given else "a header that takes one value"
+        return f"send {named} once: this request gives it more than once"
     if "header" in reason:
         return _HEADER_LINE
     if "url" in reason:
@@ -175,6 +179,18 @@ def _malformed_detail(exc: HttpProcessingError, reason: str) -> str:
     return "the request is not valid HTTP/1.1: check its request line, headers and body framing"
 
 
+_ONE_VALUE_HEADERS = (
+    "content-length",
+    "content-location",
+    "content-range",
+    "content-type",
+    "etag",
+    "max-forwards",
+    "server",
+    "transfer-encoding",
+    "user-agent",
+)
+"""The headers aiohttp's parser refuses twice (RFC 9110's singletons; Host is said apart)."""
 _TARGET = (
     "the request target must be a path such as /v1/deploys, "
     "with spaces and control characters percent-encoded"

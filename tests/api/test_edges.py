@@ -99,6 +99,13 @@ REFUSED: list[tuple[str, bytes, int, str, int]] = [
     ),
     ("bad-version", request(b"GET /healthz HTTP/9.9"), 400, "HTTP/1.1", logging.WARNING),
     ("two-hosts", request(headers=[b"Host: y"]), 400, "one Host header", logging.WARNING),
+    (
+        "two-content-types",
+        post(b"Content-Type: text/plain", body=b"{}"),
+        400,
+        "send the Content-Type header once",
+        logging.WARNING,
+    ),
     ("bad-content-length", post(b"Content-Length: 1x"), 400, "Content-Length", logging.WARNING),
     (
         "length-and-chunked",

@@ -129,6 +129,17 @@ def _is_json(content_type: str) -> bool:
     )
 
 
+def _sent_content_type(request: web.Request) -> str:
+    """The media type the request gave, as a 415 quotes it: aiohttp reads a header that is
+    not one (`json`) as application/octet-stream, which the client never sent."""
+    given = request.headers.get(hdrs.CONTENT_TYPE)
+    if given is None:
+        return "none"
+    if "/" not in given.partition(";")[0]:
+        return f"{given[:64]!r}, not a media type"
+    return request.content_type
+
+
 async def _read_limited(request: web.Request, limit: int) -> bytes:
     chunks: list[bytes] = []
     size = 0
@@ -151,7 +162,7 @@ async def read_json_body(request: web.Request, limit: int = MAX_BODY_BYTES) -> A
     if request.content_length is not None and request.content_length > limit:
         raise ApiProblem(413, f"the request body must be at most {limit // 1024} KiB")
     if not _is_json(request.content_type):
-        sent = request.content_type if hdrs.CONTENT_TYPE in request.headers else "none"
+        sent = _sent_content_type(request)
         raise ApiProblem(415, f"send the body as Content-Type: application/json (got {sent})")
     coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
     if coding not in decoded_codings():

@@ -115,6 +115,12 @@ async def test_a_body_sent_without_a_content_type_is_said_to_have_none(
         "/v1/deploys", data=b"{}", headers={**AUTH, "Content-Type": "text/plain"}
     )
     assert (await problem(response, 415)).endswith("(got text/plain)")
+    # not a media type at all: aiohttp reads it as application/octet-stream, which the
+    # client never sent; said as given
+    response = await client.post(
+        "/v1/deploys", data=b"{}", headers={**AUTH, "Content-Type": "json"}
+    )
+    assert (await problem(response, 415)).endswith("(got 'json', not a media type)")
 
 
 async def test_a_form_encoded_github_delivery_is_told_to_send_json(

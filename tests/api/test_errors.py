@@ -291,6 +291,31 @@ async def test_a_body_of_exactly_64_kib_is_read(client: Client) -> None:
     await problem(response, 422)  # read and validated: the label value is too long
 
 
+@pytest.mark.parametrize("size", [64 * 1024, 64 * 1024 + 1])
+async def test_a_valid_body_of_64_kib_is_registered_and_one_byte_more_is_413(
+    client: Client, store: SqliteStore, size: int
+) -> None:
+    """The bound itself, in a body that is valid whatever its size (JSON whitespace pads
+    it), sent with and without a Content-Length (chunked: counted while read)."""
+    document = json.dumps(VALID)
+    body = document[:-1] + " " * (size - len(document)) + "}"
+    assert len(body.encode()) == size
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for at in range(0, size, 4096):
+            yield body.encode()[at : at + 4096]
+
+    for data in (body.encode(), chunked()):
+        response = await client.post(
+            "/v1/deploys", data=data, headers={**AUTH, "Content-Type": "application/json"}
+        )
+        if size == 64 * 1024:
+            assert response.status == 201, await response.text()
+        else:
+            await problem(response, 413)
+    assert len((await store.list_windows()).items) == (2 if size == 64 * 1024 else 0)
+
+
 # --- 415 ----------------------------------------------------------------------------
 
 

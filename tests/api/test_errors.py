@@ -463,6 +463,30 @@ async def test_an_invisible_mark_or_a_blank_letter_alone_is_422(
         assert response.status == 201, await response.text()
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"version": "v"},
+        {"version": "v" * 128},
+        {"version": "é" * 128},
+        {"version": "\U0001f680" * 128},  # outside the BMP: one character each, not two
+        {"version": "release 2.4.1 (canary)"},
+        {"labels": {f"k{i}": "v" for i in range(32)}},
+        {"labels": {}},
+    ],
+    ids=["1-char", "128-ascii", "128-latin", "128-astral", "spaces-inside", "32-labels", "none"],
+)
+async def test_the_bounds_themselves_are_registered_as_sent(
+    client: Client, fields: dict[str, Any]
+) -> None:
+    """Contract §2: `version` 1–128 printable characters, `labels` at most 32 entries; a
+    character is a code point, as JSON and Python count it."""
+    response = await post_raw(client, json.dumps({**VALID, **fields}))
+    assert response.status == 201, await response.text()
+    deploy = await response.json()
+    assert {key: deploy[key] for key in fields} == fields
+
+
 async def test_too_many_labels_is_said_as_labels(client: Client) -> None:
     """33 labels read "Dictionary should have at most 32 items after validation, not
     more", pydantic's words, to the API and `register --label` alike (live audit)."""

@@ -49,14 +49,23 @@ _HEAD_END = b"\r\n\r\n"
 _LINE_KEPT = 64 * 1024
 _NOTHING: tuple[Sequence[Any], bool, bytes] = ((), False, b"")
 _TOKEN_AND_SPACE = re.compile(rb"(?:\r?\n)*[-!#$%&'*+.^_`|~0-9A-Z]+ [^\s]")
+_ANY_CASE_TOKEN_AND_SPACE = re.compile(rb"(?:\r?\n)*[-!#$%&'*+.^_`|~0-9A-Za-z]+ [^\s]")
 """The start of a request line whose method is a token (RFC 9110 §9.1), whatever it
 names: what the pure-Python parser reads on. Bytes that are not HTTP at all (a TLS
 hello, an SSH banner) do not match, nor does a method with a lower-case letter: that
-parser upper-cases it, and `post` would register a deploy (a method is case-sensitive;
-the C parser's 400 stays)."""
+parser upper-cases it, and `post` would register a deploy (a method is case-sensitive:
+it is `LowerCaseMethod`)."""
 
 Message = tuple[Any, StreamReader]
 """aiohttp's (RawRequestMessage, its body)."""
+
+
+class LowerCaseMethod(BadHttpMethod):
+    """A request line whose method is a token with a lower-case letter (`get`): HTTP,
+    but not a method this server serves in any spelling (methods are case-sensitive)."""
+
+    def __init__(self) -> None:
+        super().__init__(error="method with a lower-case letter")
 
 
 class NoHttpVersion(BadStatusLine):
@@ -149,6 +158,9 @@ class RequestFraming:
         between = self._body_done()
         head_starts = between and not self.in_head
         try:
+            if head_starts and _lower_case_method(piece):
+                # before any parser: the pure-Python one would take `post` for POST
+                raise LowerCaseMethod
             new, upgraded, tail = self.parser.feed_data(piece)
             for message, body in new:
                 if message.version < HttpVersion10:
@@ -165,16 +177,24 @@ class RequestFraming:
                 self._check_line(piece)
             elif self._body_done():  # the body ended in this piece: at its end, or unknown
                 self._line = bytearray() if piece.endswith(_HEAD_END) else None
-        except BadHttpMethod as exc:
-            if head_starts and self.other_methods is not None and _TOKEN_AND_SPACE.match(piece):
+        except HttpProcessingError as exc:
+            if self._other_method(exc, piece, head_starts):
+                assert self.other_methods is not None
                 self.parser, self.other_methods = self.other_methods(), None
                 return self._feed(messages, piece)  # nothing of `piece` was taken
             self._fail(exc, messages)
             return False, b""
-        except HttpProcessingError as exc:
-            self._fail(exc, messages)
-            return False, b""
         return upgraded, tail
+
+    def _other_method(self, exc: HttpProcessingError, piece: bytes, head_starts: bool) -> bool:
+        """The parser refused the method of a request line `piece` begins, a token in
+        capitals that the pure-Python parser takes (`other_methods`)."""
+        return (
+            isinstance(exc, BadHttpMethod)
+            and head_starts
+            and self.other_methods is not None
+            and bool(_TOKEN_AND_SPACE.match(piece))
+        )
 
     def _check_line(self, piece: bytes) -> None:
         if self._line is None:
@@ -208,6 +228,11 @@ class RequestFraming:
         else:
             self.failed = True
             raise exc
+
+
+def _lower_case_method(piece: bytes) -> bool:
+    """`piece` begins a request line whose method is a token with a lower-case letter."""
+    return bool(_ANY_CASE_TOKEN_AND_SPACE.match(piece)) and not _TOKEN_AND_SPACE.match(piece)
 
 
 def _told_nobody(exc: HttpProcessingError) -> None:

@@ -52,7 +52,7 @@ from aiohttp.http_exceptions import (
 )
 from aiohttp.http_parser import HttpRequestParserPy
 
-from agent.api.framing import HeadTimeout, NoHttpVersion, RequestFraming
+from agent.api.framing import HeadTimeout, LowerCaseMethod, NoHttpVersion, RequestFraming
 from agent.api.problems import (
     CHUNKED_DETAIL,
     ApiProblem,
@@ -132,6 +132,12 @@ def parser_problem(
         # without their libraries (a body that does not decode is the route's 400)
         return undecoded_coding(), False
     reason = (exc.message or "").partition("\n")[0].lower()
+    if isinstance(exc, LowerCaseMethod):
+        return ApiProblem(
+            400,
+            "the method is case-sensitive: send it in capitals, such as GET or POST",
+            slug=_MALFORMED,
+        ), False
     if isinstance(exc, BadHttpMethod):
         if "https" in reason:
             detail = "this port speaks plain HTTP, not TLS: use http:// (or put TLS in a proxy)"

@@ -627,12 +627,22 @@ async def test_a_method_the_parser_does_not_know_is_answered_as_any_other_method
 
 
 async def test_a_method_in_lower_case_is_not_taken_for_the_upper_case_one(
-    daemon: tuple[int, Metrics],
+    daemon: tuple[int, Metrics], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A method is case-sensitive (RFC 9110 §9.1): `get` is not GET, nor `post` POST."""
+    """A method is case-sensitive (RFC 9110 §9.1): `get` is not GET, nor `post` POST. The
+    400 says so (it said the request "does not begin with an HTTP method"), logged as a
+    client's mistake, not as noise that is not HTTP at all."""
     port, _ = daemon
-    for line in (b"get /healthz HTTP/1.1", b"post /v1/deploys HTTP/1.1"):
+    for line in (b"get /healthz HTTP/1.1", b"post /v1/deploys HTTP/1.1", b"Post /x HTTP/1.1"):
         code, _, body = problem(
             await raw(port, post(body=b"{}").replace(b"POST /v1/deploys HTTP/1.1", line))
         )
         assert code == 400 and body["type"] == "urn:postflight:problem:malformed-http", body
+        assert "case-sensitive" in body["detail"], body
+    server_records = [r for r in caplog.records if r.name.startswith("aiohttp")]
+    assert [r.levelno for r in server_records] == [logging.WARNING] * 3, server_records
+    # nor once a method the C parser does not know handed the connection to the
+    # pure-Python parser, which upper-cases what it reads
+    second = post(body=b"{}").replace(b"POST /v1/deploys HTTP/1.1", b"post /v1/deploys HTTP/1.1")
+    answer = await raw(port, request(b"FOO /healthz HTTP/1.1") + second)
+    assert [code for code, _, _ in answers(answer)] == [405, 400], answer[:400]

@@ -88,3 +88,48 @@ async def test_a_bearer_route_checks_the_token_before_the_method(
     response = await hooks_client.request(method, path, headers=CARRIED["an API token"])
     await problem(response, 405)
     assert set(response.headers["Allow"].split(",")) == allow
+
+
+@pytest.mark.parametrize(
+    ("path", "carried", "status"),
+    [
+        ("/healthz", "nothing", 200),
+        ("/readyz", "nothing", 200),
+        ("/metrics", "nothing", 200),
+        ("/v1/openapi.json", "nothing", 200),
+        ("/v1/deploys", "an API token", 200),
+        ("/v1/deploys", "nothing", 401),
+        ("/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ", "an API token", 404),
+    ],
+)
+async def test_head_answers_as_get_without_a_body(
+    hooks_client: Client, path: str, carried: str, status: int
+) -> None:
+    """HEAD is GET's answer without its body (RFC 9110 §9.3.2): its status, and the
+    problem+json type of a refusal."""
+    got = await hooks_client.get(path, headers=CARRIED[carried])
+    head = await hooks_client.head(path, headers=CARRIED[carried])
+    assert head.status == got.status == status
+    assert head.headers["Content-Type"] == got.headers["Content-Type"]
+    assert await head.read() == b""
+    if status == 401:
+        assert head.headers["WWW-Authenticate"] == "Bearer"
+
+
+@pytest.mark.parametrize(
+    ("path", "allow"),
+    [
+        ("/healthz", {"GET", "HEAD"}),
+        ("/v1/deploys", {"GET", "HEAD", "POST"}),
+        ("/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ/cancel", {"POST"}),
+    ],
+)
+async def test_options_is_a_405_naming_the_methods_a_route_takes(
+    hooks_client: Client, path: str, allow: set[str]
+) -> None:
+    """The API serves no CORS preflight: OPTIONS is a method its routes do not take, so a
+    405 with `Allow` (after the token on the bearer routes), never a 200 with nothing."""
+    response = await hooks_client.options(path, headers=CARRIED["an API token"])
+    body = await problem(response, 405)
+    assert set(response.headers["Allow"].split(",")) == allow
+    assert body["type"] == "urn:postflight:problem:method-not-allowed"

@@ -541,6 +541,7 @@ def failed_rollback_headline(
     sent: SentBefore | None = None,
     unconfigured: bool = False,
     deployed_since: tuple[str, str] | None = None,
+    back_to: str | None = None,
     quote: Callable[[str], str] = str,
 ) -> str:
     """What to do about a rollback that FAILED: roll back by hand, or not when a newer
@@ -550,7 +551,10 @@ def failed_rollback_headline(
     `deployed_since`: a newer deploy (version, id) that took effect after a rollback that
     failed on its own (refused, its attempts spent): the page, read later, keeps the
     failure's words but not "roll back by hand", which would now undo that deploy; where
-    it said the rollback was given up for it (or NOT sent), which was untrue."""
+    it said the rollback was given up for it (or NOT sent), which was untrue. When it is
+    of `back_to`, the version the rollback goes back to, the rollback was done another
+    way (on-call deployed it, or the receiver's own rollback registered it): the page
+    still said to roll back by hand."""
     if replaced_by is not None:
         return replaced_headline(quote(replaced_by[0]), quote(replaced_by[1]), sent, target)
     failed = (
@@ -561,9 +565,16 @@ def failed_rollback_headline(
     if deployed_since is None:
         return failed
     version, deploy_id = quote(deployed_since[0]), quote(deployed_since[1])
+    if deployed_since[0] == back_to:
+        done = (
+            "the version this rollback was to go back to: the rollback was done another way,"
+            " and nothing is left to roll back by hand."
+        )
+    else:
+        done = f"after this rollback was requested. {_undo(version)}"
     return (
         f"{failed[: failed.rindex(': roll back by hand')]}. Since then {version}"
-        f" ({deploy_id}) was deployed, after this rollback was requested. {_undo(version)}"
+        f" ({deploy_id}) was deployed, {done}"
     )
 
 

@@ -473,7 +473,9 @@ class Store(Protocol):
         stops the attempt, where it went out and rolled that deploy back."""
         ...
 
-    async def newer_deploy(self, window_id: str, now: float) -> DeployWindow | None:
+    async def newer_deploy(
+        self, window_id: str, now: float, *, counting_previous: bool = False
+    ) -> DeployWindow | None:
         """The newest deploy of `window_id`'s environment that took effect by `now` after
         its rollback was requested, if any: rolling back to `previous_version` then would
         undo it (a pipeline shipped the fix while the receiver was down), so a rollback
@@ -482,7 +484,11 @@ class Store(Protocol):
         before the request (a rollback asked for by hand, knowingly), one not yet
         deployed or called off before its time, an older deploy reported late, and
         `previous_version` itself (this rollback landing, its 2xx lost to a crash: sent
-        again, the receiver dedupes) do not count. None without a rollback."""
+        again, the receiver dedupes) do not count. None without a rollback.
+
+        `counting_previous`: a deploy of `previous_version` counts too, for the page of a
+        rollback that failed: one deployed after it was requested did the rollback
+        another way (by hand, or the receiver's own), and is newest when it is."""
         ...
 
     async def count_look_up(

@@ -1235,11 +1235,15 @@ class SqlStore(ABC):
             )
         return number
 
-    async def newer_deploy(self, window_id: str, now: float) -> DeployWindow | None:
+    async def newer_deploy(
+        self, window_id: str, now: float, *, counting_previous: bool = False
+    ) -> DeployWindow | None:
         ours = await self._fetchone(ROLLED_BACK_DEPLOY, window_id)
         if ours is None:
             return None
         environment, id_, requested_at, deployed_at, previous = ours
+        if counting_previous:
+            previous = None  # `_NEWER_THAN` leaves out no version then
         row = await self._fetchone(
             NEWER_DEPLOY, environment, id_, requested_at, deployed_at, now, previous, previous
         )

@@ -398,11 +398,12 @@ async def _rollback_said(
     now: float,
 ) -> _RollbackSaid:
     """What its settled rollback's alert said, in the same words: a FAILED one's advice
-    (roll back by hand, or not: given up for a newer deploy, or one deployed since it
-    failed), a delivered one's when a newer deploy took effect while it was out (check
-    what serves), and their titles. The newer deploy its sender met is the one that took
-    effect by its end (`finished_at`), as the alert named; the page named the newest at
-    the fetch, and said a rollback refused before it was given up for it."""
+    (roll back by hand, or not: given up for a newer deploy, one deployed since it
+    failed, or its previous version deployed since: done another way), a delivered one's
+    when a newer deploy took effect while it was out (check what serves), and their
+    titles. The newer deploy its sender met is the one that took effect by its end
+    (`finished_at`), as the alert named; the page named the newest at the fetch, and said
+    a rollback refused before it was given up for it."""
     if rollback is None or rollback.state not in ("failed", "delivered"):
         return _RollbackSaid()
     configured = env.rollback if env is not None else None
@@ -413,13 +414,16 @@ async def _rollback_said(
     if rollback.state == "delivered":
         return _RollbackSaid(delivered_rollback_advice(target, met, window.previous_version), alert)
     given_up_for = met if rollback.given_up_for(met) else None
-    since = None if given_up_for is not None else await store.newer_deploy(window.id, now)
+    since = None
+    if given_up_for is None:  # a deploy of previous_version: the rollback done another way
+        since = await store.newer_deploy(window.id, now, counting_previous=True)
     advice = failed_rollback_advice(
         target,
         given_up_for,
         unconfigured=configured is None,
         attempts=attempts,
         deployed_since=since,
+        back_to=window.previous_version,
     )
     return _RollbackSaid(advice, alert)
 

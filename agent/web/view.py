@@ -642,11 +642,13 @@ def failed_rollback_advice(
     unconfigured: bool,
     attempts: Sequence[DeliveryAttempt] = (),
     deployed_since: DeployWindow | None = None,
+    back_to: str | None = None,
 ) -> str:
     """The FAILED rollback alert's headline (`failed_rollback_headline`, one source for
     both) as the page's plain text: its Markdown marks dropped, the text escaped by the
     template. `given_up_for`: the newer deploy it was given up for, as its alert named;
-    `deployed_since`: one that took effect after it failed on its own. `attempts`: the
+    `deployed_since`: one that took effect after it failed on its own, or a deploy of
+    `back_to` (its `previous_version`) that did it another way. `attempts`: the
     rollback's, what of it went out said as the alert says it."""
     text = failed_rollback_headline(
         target,
@@ -654,6 +656,7 @@ def failed_rollback_advice(
         sent=sent_before(attempts),
         unconfigured=unconfigured,
         deployed_since=_named(deployed_since),
+        back_to=back_to,
     )
     return _plain(text)
 

@@ -418,3 +418,33 @@ async def test_a_rollback_refused_before_a_newer_deploy_is_not_said_given_up_for
     ), said
     assert [a.status for a in receiver.attempts] == [400]
     assert (await page_alerts(agent, bad["id"]))["rollback_failed"] == "ROLLBACK FAILED: sent"
+
+
+async def test_a_failed_rollback_done_by_hand_says_so_on_its_page(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+) -> None:
+    """The receiver refuses v2.4.1's rollback (ROLLBACK FAILED, roll back by hand); on-call
+    does so, deploying v2.4.0 again through the pipeline (registered: a new window). The
+    sender rightly never counts a deploy of the version it goes back to as newer (the
+    receiver's own rollback may register it); the page, fetched after, says the rollback
+    was done another way, where it still said to roll back by hand."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(400,))
+    agent = await start_agent(*_config(flip_target, receiver, json_sink))
+    bad = await _bad_deploy_retrying(agent, flip_target, receiver)
+    await agent.settled(bad["id"])
+    alert = await alert_titled(json_sink, "ROLLBACK FAILED, act now")
+
+    by_hand = await agent.register("production", "v2.4.0", previous_version="v2.4.1")
+    said = await page_advice(agent, bad["id"])
+
+    failed = as_on_the_page(alert)
+    assert said == (
+        f"{failed.removesuffix(': roll back by hand.')}. Since then v2.4.0 ({by_hand['id']})"
+        " was deployed, the version this rollback was to go back to: the rollback was done"
+        " another way, and nothing is left to roll back by hand."
+    ), said
+    assert [a.status for a in receiver.attempts] == [400]
+    assert (await page_alerts(agent, bad["id"]))["rollback_failed"] == "ROLLBACK FAILED: sent"

@@ -625,12 +625,17 @@ async def test_a_newer_deploy_of_the_environment_refuses_the_rollbacks_next_atte
     for other in not_newer:
         await store.create_window(other)
     assert await store.newer_deploy("dep_1", now=200) is None
+    # counting previous_version, for a failed rollback's page: the rollback done by hand
+    landed = await store.newer_deploy("dep_1", now=200, counting_previous=True)
+    assert landed is not None and landed.id == "dep_4"
     assert await store.begin_attempt("dep_1", taken.fence, now=200, until=500) == 1
 
     await store.create_window(dataclasses.replace(window("dep_7", created=150), version="v2"))
 
     found = await store.newer_deploy("dep_1", now=200)
     assert found is not None and (found.id, found.version) == ("dep_7", "v2")
+    newest = await store.newer_deploy("dep_1", now=200, counting_previous=True)
+    assert newest is not None and newest.id == "dep_7"
     assert await store.newer_deploy("dep_1", now=149) is None  # not yet deployed then
     assert await store.begin_attempt("dep_1", taken.fence, now=200, until=500) is None
     stored = await store.get_rollback("dep_1")

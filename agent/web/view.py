@@ -110,6 +110,8 @@ class DeployView:
     ended_at: str | None = None
     """When an ended window ended (set per fetch, `as_of`): one that ended early read
     "Window ends" with its planned end, a moment that never came."""
+    ran_s: float | None = None
+    """How long an ended window ran, as its moments on the page tell it (`ran_for`)."""
 
     @property
     def state_note(self) -> str | None:
@@ -141,6 +143,16 @@ def progress(window: DeployWindow, now: float) -> dict[str, Any]:
         "fraction": round(elapsed / length, 4) if window.active else 1.0,
         "remaining_s": round(max(window.ends_at - now, 0.0), 3) if window.active else 0.0,
     }
+
+
+def ran_for(window: DeployWindow, now: float) -> float:
+    """How long `window` ran, from its deploy to its end (`now` for one ended with no end
+    stored), as the moments the page shows say it: whole seconds, truncated (`iso`). The
+    exact figure rounded disagreed with them: deployed at :32.7 and ended at :34.1 read
+    "ended after 1s" beside :32 and :34. At most its length, as `progress` has it."""
+    end = window.ended_at if window.ended_at is not None else now
+    ran = math.floor(end) - math.floor(window.deployed_at)
+    return float(min(max(ran, 0), max(window.ends_at - window.deployed_at, 0.0)))
 
 
 def round_event(record: RoundRecord, window: DeployWindow, now: float) -> dict[str, Any]:
@@ -632,6 +644,7 @@ def as_of(
         rollback_target=rollback_target,
         rollback_advice=rollback_advice,
         ended_at=iso(window.ended_at) if not window.active else None,
+        ran_s=ran_for(window, now) if not window.active else None,
     )
 
 

@@ -480,3 +480,23 @@ async def test_a_window_that_ran_its_full_length_says_it_ended_then(
     end = iso(now)
     assert f'<dt>Window ended</dt><dd><time datetime="{end}">{end}</time></dd>' in shown
     assert "planned end" not in shown
+
+
+async def test_a_window_ended_says_how_long_it_ran_as_its_moments_show(
+    aiohttp_client: Any, store: SqliteStore
+) -> None:
+    """Deployed at :32.7 and ended at :34.1, the page showed "Deployed …:32", "Window
+    ended …:34" (whole seconds, truncated) and "Window ended after 1s of its 30s" (1.4 s,
+    rounded): the reader's own sum said 2 s. It now says how long as the moments it shows
+    tell it; a window that ran its length still says its length."""
+    t = 1_733_380_000.0
+    window = DeployWindow(
+        ID, "production", "v2", "v1", "abc123", {}, "watching", t + 32.7, t + 62.7, t + 32.7
+    )
+    await store.create_window(window)
+    await store.finish_window(ID, "cancelled", None, t + 34.1)
+    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    html = await (await client.get(f"/deploys/{ID}", headers=AUTH)).text()
+
+    assert f'<time datetime="{iso(t + 32)}">' in html and f'<time datetime="{iso(t + 34)}">' in html
+    assert '<p id="window-ended">Window ended after 2s of its 30s.</p>' in html

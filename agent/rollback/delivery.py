@@ -708,19 +708,20 @@ class RollbackDelivery:
         began at zero and a kill -9 between asks gave the rollback `max_attempts` more."""
         assert self._targets is not None
         while True:
-            if intent.look_ups and await self._replaced_by(intent) is not None:
-                return None  # Vercel's answer no longer matters: the rollback is given up
+            if await self._replaced_by(intent) is not None:
+                # Vercel's answer no longer matters: given up by the caller at once (not
+                # after a wait, not after an ask)
+                return None
             if not intent.attempts and intent.next_attempt_at is not None:
                 # a look-up's wait stored before a restart (or a stop): what is left of it
-                # is waited before asking, not inside the rate limit's window
+                # is waited before asking, not inside the rate limit's window; a newer
+                # deploy is looked for in it, and again at the top after it
                 wait = min(RETRY_AFTER_MAX_S, intent.next_attempt_at - self._clock())
-                if wait > 0 and await self._replaced_by(intent) is not None:
-                    return None  # given up by the caller at once, not after the wait
                 if wait > 0 and not await self._hold(intent, wait, watching=True):
                     return await self._lost(intent, context)
                 intent.next_attempt_at = None
-                if await self._replaced_by(intent) is not None:
-                    return None
+                if wait > 0:
+                    continue
             if not self._targets.asks(intent, settings, environment):
                 return None
             window = await self._store.get_window(intent.window_id)

@@ -822,6 +822,47 @@ async def test_a_look_up_waiting_out_a_rate_limit_is_given_up_when_a_newer_deplo
     assert fake.seen("/rollback/") == [] and fake.accepted == []
 
 
+async def v3_deployed(store: SqliteStore) -> DeployWindow:
+    """v3 of production, deployed now (after the rollback was requested): the fix."""
+    now = time.time()
+    newer = DeployWindow(
+        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8V3", "production", "v3", "v2", None, {}, "watching",
+        now, now + 60, now,
+    )  # fmt: skip
+    await store.create_window(newer)
+    return newer
+
+
+async def test_a_newer_deploy_before_the_look_up_gives_the_rollback_up_with_vercel_unasked(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """v3 deployed before the rollback's sender asked Vercel what to roll back to: the
+    rollback is given up naming v3, and Vercel is not asked (its answer no longer
+    matters), where it was asked once and the rollback then given up."""
+    intent = await rollback_requested(store, {"vercel.deployment": NEW})
+    newer = await v3_deployed(store)
+    done = await asyncio.wait_for(delivered_to_target(store, settings(fake), intent), 5.0)
+    assert done.state == "failed" and newer.id in (done.last_error or ""), done.last_error
+    assert fake.seen("/v6/deployments") == []
+    assert fake.seen("/rollback/") == [] and fake.accepted == []
+
+
+async def test_a_restart_in_the_look_ups_wait_after_a_newer_deploy_gives_up_at_once(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """Stopped while it waited 20 s to ask Vercel again (the wait stored), and v3 deployed
+    meanwhile: the restart gives the rollback up at once, naming v3, not after the wait,
+    and asks Vercel nothing."""
+    intent = await rollback_requested(store, {"vercel.deployment": NEW})
+    intent.next_attempt_at = time.time() + 20
+    await set_rollback(store, intent)
+    newer = await v3_deployed(store)
+    done = await asyncio.wait_for(delivered_to_target(store, settings(fake), intent), 5.0)
+    assert done.state == "failed" and newer.id in (done.last_error or ""), done.last_error
+    assert fake.seen("/v6/deployments") == []
+    assert fake.seen("/rollback/") == [] and fake.accepted == []
+
+
 async def asked_3_times_by_a_dead_process(store: SqliteStore) -> RollbackIntent:
     """A Vercel rollback of a deploy naming no previous deployment, as stored after its
     sender (replica "a") counted 3 asks of Vercel and was killed: its lease lapsed."""

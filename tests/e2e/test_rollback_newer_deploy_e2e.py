@@ -399,6 +399,27 @@ async def test_a_rollback_refused_before_a_newer_deploy_is_not_said_given_up_for
     alert's words for the failure and no longer says to roll back by hand (it would undo
     v2.4.2), where it said the rollback was given up for v2.4.2 ("deployed since"),
     which was untrue: it failed first."""
+    failed, fix, said = await _refused_then_deployed(
+        start_agent, flip_target, rollback_receiver, json_sink, "v2.4.2"
+    )
+    assert said == (
+        f"{failed}. Since then v2.4.2 ({fix['id']}) was deployed, after this rollback was"
+        " requested. Rolling back now would undo v2.4.2, so do not roll back by hand:"
+        " v2.4.2's own window judges it."
+    ), said
+
+
+async def _refused_then_deployed(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+    version: str,
+) -> tuple[str, dict[str, Any], str]:
+    """v2.4.1's rollback refused (a 400: ROLLBACK FAILED, roll back by hand, the page
+    saying as the alert does), then `version` registered: the alert's headline without
+    its ": roll back by hand.", the deploy registered, and the page's advice after it.
+    Nothing more reached the receiver, and "Alerts sent" still says ROLLBACK FAILED."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(400,))
     agent = await start_agent(*_config(flip_target, receiver, json_sink))
     bad = await _bad_deploy_retrying(agent, flip_target, receiver)
@@ -406,18 +427,14 @@ async def test_a_rollback_refused_before_a_newer_deploy_is_not_said_given_up_for
     alert = await alert_titled(json_sink, "ROLLBACK FAILED, act now")
     assert await page_advice(agent, bad["id"]) == as_on_the_page(alert)
 
-    fix = await agent.register("production", "v2.4.2", previous_version="v2.4.1")
+    deployed = await agent.register("production", version, previous_version="v2.4.1")
     said = await page_advice(agent, bad["id"])
 
     failed = as_on_the_page(alert)
     assert failed.endswith("(the reason says which): roll back by hand."), failed
-    assert said == (
-        f"{failed.removesuffix(': roll back by hand.')}. Since then v2.4.2 ({fix['id']}) was"
-        " deployed, after this rollback was requested. Rolling back now would undo v2.4.2, so"
-        " do not roll back by hand: v2.4.2's own window judges it."
-    ), said
     assert [a.status for a in receiver.attempts] == [400]
     assert (await page_alerts(agent, bad["id"]))["rollback_failed"] == "ROLLBACK FAILED: sent"
+    return failed.removesuffix(": roll back by hand."), deployed, said or ""
 
 
 async def test_a_failed_rollback_done_by_hand_says_so_on_its_page(
@@ -431,20 +448,11 @@ async def test_a_failed_rollback_done_by_hand_says_so_on_its_page(
     sender rightly never counts a deploy of the version it goes back to as newer (the
     receiver's own rollback may register it); the page, fetched after, says the rollback
     was done another way, where it still said to roll back by hand."""
-    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=(400,))
-    agent = await start_agent(*_config(flip_target, receiver, json_sink))
-    bad = await _bad_deploy_retrying(agent, flip_target, receiver)
-    await agent.settled(bad["id"])
-    alert = await alert_titled(json_sink, "ROLLBACK FAILED, act now")
-
-    by_hand = await agent.register("production", "v2.4.0", previous_version="v2.4.1")
-    said = await page_advice(agent, bad["id"])
-
-    failed = as_on_the_page(alert)
+    failed, by_hand, said = await _refused_then_deployed(
+        start_agent, flip_target, rollback_receiver, json_sink, "v2.4.0"
+    )
     assert said == (
-        f"{failed.removesuffix(': roll back by hand.')}. Since then v2.4.0 ({by_hand['id']})"
-        " was deployed, the version this rollback was to go back to: the rollback was done"
-        " another way, and nothing is left to roll back by hand."
+        f"{failed}. Since then v2.4.0 ({by_hand['id']}) was deployed, the version this"
+        " rollback was to go back to: the rollback was done another way, and nothing is"
+        " left to roll back by hand."
     ), said
-    assert [a.status for a in receiver.attempts] == [400]
-    assert (await page_alerts(agent, bad["id"]))["rollback_failed"] == "ROLLBACK FAILED: sent"

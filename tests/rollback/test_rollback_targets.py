@@ -792,6 +792,17 @@ async def test_a_look_up_vercel_never_answers_is_asked_within_the_rollbacks_atte
     assert fake.seen("/rollback/") == [] and fake.accepted == []
 
 
+async def v3_deployed(store: SqliteStore) -> DeployWindow:
+    """v3 of production, deployed now (after the rollback was requested): the fix."""
+    now = time.time()
+    newer = DeployWindow(
+        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8V3", "production", "v3", "v2", None, {}, "watching",
+        now, now + 60, now,
+    )  # fmt: skip
+    await store.create_window(newer)
+    return newer
+
+
 async def test_a_look_up_waiting_out_a_rate_limit_is_given_up_when_a_newer_deploy_comes(
     fake: FakeVercel, store: SqliteStore
 ) -> None:
@@ -808,29 +819,13 @@ async def test_a_look_up_waiting_out_a_rate_limit_is_given_up_when_a_newer_deplo
         if stored is not None and stored.next_attempt_at is not None:
             break
         await asyncio.sleep(0.005)
-    now = time.time()
-    newer = DeployWindow(
-        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8V3", "production", "v3", "v2", None, {}, "watching",
-        now, now + 60, now,
-    )  # fmt: skip
-    await store.create_window(newer)
+    newer = await v3_deployed(store)
 
     done = await asyncio.wait_for(delivering, 5.0)
 
     assert done.state == "failed" and newer.id in (done.last_error or ""), done.last_error
     assert len(fake.seen("/v6/deployments")) == 1  # once: the reset is past its own wait
     assert fake.seen("/rollback/") == [] and fake.accepted == []
-
-
-async def v3_deployed(store: SqliteStore) -> DeployWindow:
-    """v3 of production, deployed now (after the rollback was requested): the fix."""
-    now = time.time()
-    newer = DeployWindow(
-        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8V3", "production", "v3", "v2", None, {}, "watching",
-        now, now + 60, now,
-    )  # fmt: skip
-    await store.create_window(newer)
-    return newer
 
 
 async def test_a_newer_deploy_before_the_look_up_gives_the_rollback_up_with_vercel_unasked(

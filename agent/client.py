@@ -22,6 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from agent import __version__
 from agent.api.models import Deploy, DeployList, DeployRequest
+from agent.deferred_ca import load_before_a_redirect, load_ca_certificates
 from agent.records import WindowState
 from common.durations import format_duration
 from common.os_words import os_reason
@@ -248,9 +249,14 @@ class PostflightClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
+            if self.base_url.startswith("https://"):
+                load_ca_certificates()
+            redirects = aiohttp.TraceConfig()  # an agent behind a proxy may redirect to https
+            redirects.on_request_redirect.append(load_before_a_redirect)
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.timeout),
                 headers={"User-Agent": f"postflight-cli/{__version__}"},
+                trace_configs=[redirects],
             )
         return self._session
 

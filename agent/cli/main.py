@@ -347,6 +347,10 @@ def _main(argv: Sequence[str] | None) -> int:
     # `check`, `validate-config`, `schema`) and the daemon (`run`, `demo`) each cost
     # hundreds of ms of CPU, and each command needs only its own (bench/cli_start.py).
     try:
+        if args.command in ("register", "status", "rollback"):
+            from agent.deferred_ca import import_aiohttp_without_ca_certificates
+
+            import_aiohttp_without_ca_certificates()  # read at an https request, if any
         if args.command == "register":
             from agent.cli.commands import register_command
 

@@ -102,3 +102,30 @@ async def test_https_to_a_self_signed_agent_names_the_certificate_and_the_way_to
     ), said
     code, out, err = await status(f"https://127.0.0.1:{port}", SSL_CERT_FILE=str(cert))
     assert (code, out.strip()) == (0, "no deploy windows yet"), err  # the way named works
+
+
+async def test_a_redirect_from_http_to_https_is_followed_with_the_ca_bundle_read(
+    self_signed_https: tuple[int, Path],
+) -> None:
+    """The client commands read the CA bundle at their first https request, not as aiohttp
+    is imported (agent.deferred_ca): a plain http `--url` that a proxy redirects to https
+    still verifies the agent's certificate against `$SSL_CERT_FILE`."""
+    port, cert = self_signed_https
+
+    async def to_https(request: web.Request) -> web.Response:
+        raise web.HTTPMovedPermanently(f"https://127.0.0.1:{port}{request.path_qs}")
+
+    app = web.Application()
+    app.router.add_get("/v1/deploys", to_https)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    http_port = free_port()
+    await web.TCPSite(runner, "127.0.0.1", http_port).start()
+    try:
+        code, out, err = await status(f"http://127.0.0.1:{http_port}", SSL_CERT_FILE=str(cert))
+        assert (code, out.strip()) == (0, "no deploy windows yet"), err
+        code, _, said = await status(f"http://127.0.0.1:{http_port}")  # the system's bundle
+        assert code == 2, said
+        assert "its certificate was not verified (self-signed certificate)" in said, said
+    finally:
+        await runner.cleanup()

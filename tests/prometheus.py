@@ -12,7 +12,7 @@ the lane's own `job` and `instance` labels, which Prometheus keeps (`honor_label
 lane is scraped at the next scrape, with no reload, and a query that selects a lane's job
 (`Lane.selector`) sees no series of any other lane. A test's lanes are its own
 (`prometheus_lane`), withdrawn after it; the one lane all may read, `healthy`, carries
-constant healthy traffic for the whole session and no test may change it. A few lanes of
+constant healthy traffic for the stack's whole life and no test may change it. A few lanes of
 healthy traffic are opened with Prometheus (`WARM_LANES`) and each is handed to one test
 only, which so finds seconds of healthy history instead of waiting for it. Tests wait for
 data by asking Prometheus (`wait_for_samples`), never for a fixed time.
@@ -208,16 +208,42 @@ class PrometheusStack:
                 await asyncio.sleep(0.1)
 
 
-@pytest.fixture(scope="session")
-def prometheus_stack() -> Iterator[PrometheusStack]:
-    """This worker's Prometheus, once its healthy lane holds data to take rates of."""
+_running: list[PrometheusStack] = []
+"""This worker's stack while its tests run (one at most)."""
+
+
+@pytest.fixture
+def prometheus_stack() -> PrometheusStack:
+    """This worker's Prometheus, once its healthy lane holds data to take rates of: started
+    for the first test that asks for it, kept while the next test is of `ONE_PROMETHEUS`'s
+    group or asks for it too, stopped after the last such (`pytest_runtest_teardown`)."""
     if prometheus_binary() is None:
         pytest.skip("prometheus binary not found: apt-get install prometheus (Debian package)")
-    stack = PrometheusStack().start()
-    try:
-        yield stack
-    finally:
-        stack.stop()
+    if not _running:
+        _running.append(PrometheusStack().start())
+    return _running[0]
+
+
+def _needs_prometheus(item: pytest.Item) -> bool:
+    in_group = any(m.args[:1] == ("prometheus",) for m in item.iter_markers("xdist_group"))
+    return in_group or "prometheus_stack" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Stop the stack once the tests that share it are done (after the test's own fixtures,
+    which close its lanes). Kept to the session's end, its scrape every 500 ms (Prometheus'
+    process, and the target's handler on a thread of the worker) ran beside each of the
+    worker's later tests, and its loop's connection task was a task under way in the
+    worker that no later test had started (the soak census counted it, as `start`)."""
+    yield
+    if _running and (nextitem is None or not _needs_prometheus(nextitem)):
+        _running.pop().stop()
+
+
+def pytest_sessionfinish() -> None:
+    while _running:  # a run cut short
+        _running.pop().stop()
 
 
 LaneFactory = Callable[..., Lane]

@@ -452,7 +452,10 @@ class PostgresStore(SqlStore):
             async with asyncio.timeout(None) as deadline:
                 watch = asyncio.create_task(self._watch(deadline, held))
                 try:
-                    async with pool.acquire(timeout=self.connect_timeout) as conn:
+                    # no timeout of its own: a wait behind the pool's busy connections
+                    # on a server that answers is no outage (`_watch` ends it when the
+                    # server does not); connecting a new one has `connect_timeout`
+                    async with pool.acquire() as conn:
                         held.append(conn)
                         try:
                             yield conn

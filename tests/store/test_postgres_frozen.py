@@ -275,3 +275,28 @@ async def test_a_stall_of_the_loop_does_not_cut_the_replica_ids_session(
         assert store._replica is held and not held.conn.is_closed()
     finally:
         await store.close()
+
+
+async def test_an_operation_queued_for_a_pooled_connection_waits_while_the_server_answers(
+    pg_url: str,
+) -> None:
+    """Waiting for one of the pool's connections, all busy with slow queries on a server
+    that answers, is not an outage: it waited out `connect_timeout` (asyncpg's `acquire`
+    timeout) and ended as one (`StoreUnreachable`, a 503): 1,201 windows created at once
+    on the 10 connections did so at load 40, the last ones queued past 10 s. The look
+    (`LOOK_S`) ends such a wait when the server does not answer, as it ends a query's."""
+    store = PostgresStore(pg_url, max_size=1, connect_timeout=1.0, command_timeout=LONG_TIMEOUT_S)
+    await store.open()
+    try:
+
+        async def slow() -> list[tuple[object, ...]]:
+            async with store._read() as db:
+                return [tuple(row) for row in await db.fetch("SELECT 1 FROM pg_sleep(3)")]
+
+        holding = asyncio.create_task(slow())
+        await asyncio.sleep(0.5)  # the one connection is the slow query's
+        queued = await asyncio.gather(store.get_window("dep_none"), return_exceptions=True)
+        assert queued == [None]
+        assert await holding == [(1,)]
+    finally:
+        await store.close()

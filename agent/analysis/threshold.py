@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.analysis.describe import change_floor, format_limit, format_percent, format_value
+from agent.analysis.describe import (
+    change_floor,
+    format_limit,
+    format_percent,
+    format_value,
+    is_rate,
+    never_negative,
+)
 from agent.analysis.types import Rule
 
 
@@ -97,3 +104,24 @@ def scan_streak(
         if len(streak) >= limit:
             return StreakScan(with_data, index, len(streak), value, last, tuple(streak))
     return StreakScan(with_data, None, len(streak), last_value, last, tuple(streak))
+
+
+def keeps_the_streak(rule: Rule) -> bool:
+    """Whether a bare value of `rule` is judged by the threshold streak (`failure_limit`
+    rounds in a row past a bound) whatever its baseline: not a rate, with a `min` or a
+    relative decrease (no bounded bad side to test: the decrease had no test and never
+    failed), or a `max` below 0 (a delta's: the value test bets on value / bound, which
+    needs a bound above 0; it had no test and never failed), or at 0 unless no value is
+    below 0 (a count's `max: 0` fails at its first value above 0; a delta's did too,
+    however far below 0 its mean). Read by the sequential policy
+    (`agent.analysis.policies.sequential`) and the configuration's warnings
+    (`agent.windows.unjudged`), which load no statistics."""
+    if is_rate(rule.metric):
+        return False
+    if rule.min is not None:
+        return True
+    if rule.max_increase is not None and rule.direction == "decrease":
+        return True  # its low side, as a `min`'s (it had no test: `SequentialRule._planned`)
+    if rule.max is None:
+        return False
+    return rule.max < 0 or (rule.max == 0 and not never_negative(rule.metric))

@@ -17,7 +17,8 @@ whose count only its answer tells, is not counted: no warning rather than a wron
 
 And under the threshold policy a rule fails after `failure_limit` consecutive rounds past
 its bound: a window of fewer rounds fails nothing, however bad the release (its rules end
-`inconclusive`, "too few to fail", `agent.analysis.policies.threshold`).
+`inconclusive`, "too few to fail", `agent.analysis.policies.threshold`). So does a bare
+value the sequential policy judges by that streak (`agent.analysis.threshold.keeps_the_streak`).
 
 Pure: no I/O.
 """
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import math
 
+from agent.analysis.describe import quantile_of
+from agent.analysis.threshold import keeps_the_streak
 from agent.providers.plugins import config_model_for
 from agent.settings import CheckSettings, EnvironmentSettings, RuleSettings, Settings
 from agent.settings_units import Loc
@@ -154,24 +157,61 @@ def _beyond_the_window(
 
 
 def failure_limit_warnings(settings: Settings) -> list[tuple[Loc, str]]:
-    """(loc, message) of each threshold environment whose window has fewer rounds than its
-    `failure_limit`, at the limit: no rule of it can fail a window."""
+    """(loc, message) of each environment whose window has fewer rounds than its
+    `failure_limit`, at the limit, where the judge counts that streak: under threshold no
+    rule of it can fail a window; under sequential, none of its bare values judged by the
+    streak (`keeps_the_streak`) can."""
     warnings: list[tuple[Loc, str]] = []
     for name, env in settings.environments.items():
         limit = env.analysis.failure_limit
         rounds = _rounds(env)
-        if env.analysis.policy != "threshold" or limit <= rounds:
+        if limit <= rounds:
             continue
-        message = (
+        window = (
             f"failure_limit {limit} is more than the {counted(rounds, 'round')} of the"
             f" environment's window ({format_duration(env.window)} of"
-            f" {format_duration(env.interval)} rounds), and analysis.policy threshold fails a"
-            f" rule after {limit} consecutive rounds past its bound, so no window ever fails"
-            " and nothing is rolled back: lower failure_limit to at most"
-            f" {rounds}, or lengthen window to {format_duration(limit * env.interval)}"
+            f" {format_duration(env.interval)} rounds)"
         )
+        fix = (
+            f"lower failure_limit to at most {rounds}, or lengthen window to"
+            f" {format_duration(limit * env.interval)}"
+        )
+        if env.analysis.policy == "threshold":
+            message = (
+                f"{window}, and analysis.policy threshold fails a rule after {limit}"
+                " consecutive rounds past its bound, so no window ever fails and nothing is"
+                f" rolled back: {fix}"
+            )
+        elif env.analysis.policy == "sequential" and (streaked := _streak_judged(env)):
+            names = ", ".join(repr(rule.name) for rule in streaked)
+            which, none = (
+                (f"rule {names}", "it never fails")
+                if len(streaked) == 1
+                else (f"rules {names}", "none of them ever fails")
+            )
+            message = (
+                f"{window}, and analysis.policy sequential judges {which} as threshold does"
+                " (a bare value's min, relative decrease or max of 0 or below has no"
+                f" sequential test), failing one after {limit} consecutive rounds past its"
+                f" bound, so {none} a window: {fix}"
+            )
+        else:
+            continue
         warnings.append((("environments", name, "analysis", "failure_limit"), message))
     return warnings
+
+
+def _streak_judged(env: EnvironmentSettings) -> list[RuleSettings]:
+    """The rules of `env` the sequential judge fails by the threshold streak alone, as far
+    as the configuration tells: a bare value (no rate, a percentile only without samples)
+    whose bounds have no sequential test. One over a baseline of 0 or below, or whose
+    values go below 0, joins them only as the window runs, unsaid here."""
+    return [
+        rule
+        for rule in env.rules
+        if (quantile_of(rule.display_metric) is None or _bare(rule))
+        and keeps_the_streak(rule.to_rule())
+    ]
 
 
 def _rounds(env: EnvironmentSettings) -> int:

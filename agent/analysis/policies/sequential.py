@@ -39,7 +39,7 @@ from agent.analysis.sequential import (
     RunEvidence,
     SequentialRule,
 )
-from agent.analysis.threshold import relative_limit
+from agent.analysis.threshold import keeps_the_streak, relative_limit
 from agent.analysis.types import Observation, Rule, RuleOutcome
 from agent.analysis.verdicts import (
     Judged,
@@ -92,22 +92,12 @@ class SequentialPolicy(BasePolicy):
         self._compiled: dict[tuple[str, str], SequentialRule] = {}
 
     def _streak_only(self, rule: Rule, kind: Kind) -> bool:
-        """A bare value that is not a rate keeps the threshold streak with a `min` or a
-        relative decrease (no bounded bad side to test: the decrease had no test and
-        never failed), or a `max` below 0 (a delta's: the value test bets on value /
-        bound, which needs a bound above 0; it had no test and never failed), or at 0
-        unless no value is below 0 (a count's `max: 0` fails at its first value above 0;
-        a delta's did too, however far below 0 its mean), or a relative bound whose limit
-        is there (`_relative_limit_not_above_0`)."""
-        if kind != "value" or is_rate(rule.metric):
+        """A bare value that keeps the threshold streak: by its bounds alone
+        (`keeps_the_streak`), or by a relative bound whose limit over its baseline is 0 or
+        below (`_relative_limit_not_above_0`)."""
+        if kind != "value":
             return False
-        if rule.min is not None or self._relative_limit_not_above_0(rule) is not None:
-            return True
-        if rule.max_increase is not None and rule.direction == "decrease":
-            return True  # its low side, as a `min`'s (it had no test: `_planned`)
-        if rule.max is None:
-            return False
-        return rule.max < 0 or (rule.max == 0 and not never_negative(rule.metric))
+        return keeps_the_streak(rule) or self._relative_limit_not_above_0(rule) is not None
 
     def _relative_limit_not_above_0(self, rule: Rule) -> float | None:
         """The limit of a value's relative bound over its bare baseline, where it is 0 or

@@ -22,14 +22,16 @@ from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule
 from agent.records import DeployWindow, RollbackState
-from agent.settings import CheckSettings, EnvironmentSettings, RuleSettings
+from agent.settings import EnvironmentSettings, RuleSettings
 from agent.store.base import Store
 from agent.windows.evidence import observation_from_dict
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.probing import background_every, unsummarize
 from agent.windows.schedule import RoundSchedule
+from agent.windows.unjudged import check_round_samples
 from checks.base import Sample
 from checks.registry import build_check
+from checks.smoke import SmokeCheckConfig
 from common.durations import format_duration
 from common.words import counted
 
@@ -387,7 +389,10 @@ def round_traffic(rule: Rule, periods: list[list[Sample]], env: EnvironmentSetti
     `progress` and its log said of the same rule. A check of another kind with no
     background runs (a plugin's) is not counted, so the figure errs low there: a
     warning too many, never one missed."""
-    traffic = sum(scenario_traffic(check, env) for check in env.background_checks_of(rule)[0])
+    traffic = 0.0
+    for read in env.background_checks_of(rule)[0]:
+        if isinstance(read, SmokeCheckConfig) and (given := check_round_samples(read, env)):
+            traffic += given[0]
     by_check: dict[str, list[list[Sample]]] = {}
     for period in periods:
         split: dict[str, list[Sample]] = {}
@@ -400,15 +405,6 @@ def round_traffic(rule: Rule, periods: list[list[Sample]], env: EnvironmentSetti
         if obs.has_data:
             traffic += _size(obs) / max(1, obs.periods)
     return traffic
-
-
-def scenario_traffic(check: CheckSettings, env: EnvironmentSettings) -> float:
-    """Samples a round gives from a smoke scenario: one per step, `probes_per_round` runs
-    (0 for any other check: its traffic is its background runs')."""
-    steps = getattr(check, "steps", None)
-    if check.type != "smoke" or not isinstance(steps, list):
-        return 0.0
-    return float(len(steps) * env.probes_per_round)
 
 
 def policy_of(env: EnvironmentSettings) -> Policy:

@@ -58,9 +58,10 @@ def min_samples_warnings(settings: Settings) -> list[tuple[Loc, str]]:
     return warnings
 
 
-def _check_round_samples(check: CheckSettings, env: EnvironmentSettings) -> tuple[int, str] | None:
+def check_round_samples(check: CheckSettings, env: EnvironmentSettings) -> tuple[int, str] | None:
     """The most samples one round gives a rule from `check`, and whence; None
-    for a type whose count its configuration does not say (a plugin's)."""
+    for a type whose count its configuration does not say (a plugin's). Registration's
+    traffic reads a smoke scenario's here too (`agent.windows.foresight.round_traffic`)."""
     probes = env.probes_per_round
     if isinstance(check, HttpCheckConfig):
         return probes, f"{check.name}'s {counted(probes, 'probe')}"
@@ -89,7 +90,7 @@ def _round_samples(env: EnvironmentSettings, rule: RuleSettings) -> tuple[int, s
     for check in env.checks:
         if rule.check not in (None, check.name):
             continue
-        given = _check_round_samples(check, env)
+        given = check_round_samples(check, env)
         if given is None:
             return None
         parts.append(given)

@@ -170,9 +170,18 @@ class Metrics:
         self.provider_requests_total = Counter(
             "postflight_provider_requests_total",
             "Fetches from metric providers (one query for one period, its retries and pages"
-            " included), by result: ok, error (the provider's failure), agent_lag (no answer"
-            " read in time while the agent's own event loop was stalled: not the provider's).",
+            " included), by result: ok, error (the provider's failure). One that ran out of"
+            " time while the agent's own event loop was stalled is the agent's, counted in"
+            " postflight_provider_agent_stalls_total.",
             ["provider", "result"],
+            registry=r,
+        )
+        self.provider_agent_stalls_total = Counter(
+            "postflight_provider_agent_stalls_total",
+            "Provider fetches and marker writes that ran out of time while the agent's own"
+            " event loop was stalled (no answer read in time: not the provider's failure, so"
+            " not in postflight_provider_requests_total, whose result is ok or error).",
+            ["provider"],
             registry=r,
         )
         self.provider_http_requests_total = Counter(
@@ -321,6 +330,7 @@ class Metrics:
         for provider in providers:
             for result in PROVIDER_RESULTS:
                 self.provider_requests_total.labels(provider=provider, result=result)
+            self.provider_agent_stalls_total.labels(provider=provider)
             for result in HTTP_RESULTS:
                 self.provider_http_requests_total.labels(provider=provider, result=result)
         for hook in hooks:
@@ -347,7 +357,7 @@ ROLLBACK_RESULTS = ("delivered", "failed")
 ATTEMPT_RESULTS = ("delivered", "retryable", "rejected")
 ALERT_RESULTS = ("sent", "failed")
 INTEGRATION_RESULTS = ("sent", "failed")
-PROVIDER_RESULTS = ("ok", "error", "agent_lag")
+PROVIDER_RESULTS = ("ok", "error")
 HTTP_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
 DROP_REASONS = ("agent_lag", "agent_lag_latency")
 OVERRUN_CAUSES = ("checks", "providers", "store", "host")

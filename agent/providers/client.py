@@ -22,8 +22,8 @@ This module owns everything that must be the same for all of them:
   logged when they start, once a minute, and when the provider answers again
   (`agent.providers.outages`), not at every round;
 - a fetch that ran out of time while the agent's own event loop was stalled is the
-  agent's (`agent.providers.agent_lag`): `Observation(agent_lag=True)`, counted as
-  `result="agent_lag"`, never the provider's error.
+  agent's (`agent.providers.agent_lag`): `Observation(agent_lag=True)`, counted in
+  `postflight_provider_agent_stalls_total`, never the provider's error.
 
 Why a small loop rather than a retry library (tenacity, backoff, stamina): the
 wait is decided by the answer (X-Sentry-Rate-Limit-Reset, Retry-After, a GraphQL
@@ -623,7 +623,7 @@ class HttpProvider:
 
     async def _observe(self, plan: Plan) -> Observation:
         started = time.perf_counter()
-        result = "error"
+        result: Literal["ok", "error", "agent_lag"] = "error"
         with watching() as fetch:
             try:
                 async with asyncio.timeout(self.timeout):
@@ -661,8 +661,13 @@ class HttpProvider:
     def _count_http(self, result: str) -> None:
         self._metrics.provider_http_requests_total.labels(provider=self.name, result=result).inc()
 
-    def _count(self, result: str, seconds: float | None) -> None:
-        self._metrics.provider_requests_total.labels(provider=self.name, result=result).inc()
+    def _count(self, result: Literal["ok", "error", "agent_lag"], seconds: float | None) -> None:
+        """A fetch's or marker write's end: `agent_lag`, the agent's own stall, is not the
+        provider's result, so counted apart from contract §5's ok and error."""
+        if result == "agent_lag":
+            self._metrics.provider_agent_stalls_total.labels(provider=self.name).inc()
+        else:
+            self._metrics.provider_requests_total.labels(provider=self.name, result=result).inc()
         if seconds is not None:
             self._metrics.provider_request_duration_seconds.labels(provider=self.name).observe(
                 seconds

@@ -43,9 +43,11 @@ VALUES: dict[tuple[str, str], set[str]] = {
     ("postflight_check_runs", "result"): {"pass", "fail", "error"},
     ("postflight_rollbacks", "result"): {"delivered", "failed"},
     ("postflight_alerts", "result"): {"sent", "failed"},
-    # agent_lag: the agent's own stall, not the provider's (known beyond the table)
-    ("postflight_provider_requests", "result"): {"ok", "error", "agent_lag"},
-    # breaching: a round past its bound short of failure_limit (documented in its HELP)
+    # the agent's own stall is not a result of the provider's: its own metric counts it
+    ("postflight_provider_requests", "result"): {"ok", "error"},
+    # breaching: a round past its bound short of failure_limit (documented in its HELP;
+    # §5 lists no values of this outcome, and §4's "rule breached" is the state): as
+    # `pass` it read 100% errors as passing, as `inconclusive` it read as §3's no data
     ("postflight_rule_evaluations", "outcome"): {"pass", "fail", "inconclusive", "breaching"},
 }  # fmt: skip
 """The label values the table lists, and the known extras."""
@@ -186,6 +188,11 @@ async def test_the_metrics_table_as_a_scraper_reads_it(
     assert value("postflight_rule_evaluations_total", rule="probe-errors", outcome="fail") == 1
     assert value("postflight_provider_requests_total", provider="prometheus", result="ok") >= 1
     assert value("postflight_provider_request_duration_seconds_count", provider="prometheus") >= 1
+    # the agent's own stalls beside them, at 0 from the start (nothing stalled here)
+    stalls = exposed["postflight_provider_agent_stalls"].samples
+    assert [(s.labels, s.value) for s in stalls if s.name.endswith("_total")] == [
+        ({"provider": "prometheus"}, 0.0)
+    ]
 
     promtool = shutil.which("promtool")
     if promtool is None:

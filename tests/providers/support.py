@@ -73,6 +73,14 @@ def requests_counted(metrics: Metrics, provider: str, result: str) -> float:
     return value or 0.0
 
 
+def stalls_counted(metrics: Metrics, provider: str) -> float:
+    """The provider's fetches and marker writes the agent's own stall ran out of time."""
+    value = metrics.registry.get_sample_value(
+        "postflight_provider_agent_stalls_total", {"provider": provider}
+    )
+    return value or 0.0
+
+
 def sentry_settings(fake: FakeSentry, **overrides: Any) -> SentrySettings:
     return SentrySettings.model_validate(
         {"base_url": fake.url, "org": fake.org, "token": SENTRY_TOKEN, **FAST, **overrides}

@@ -30,10 +30,16 @@ def validate(tmp_path: Path, analysis: str, window: str = "2m", rules: str = "")
     return proc.stderr
 
 
+def warned(tmp_path: Path, analysis: str, rules: str = "") -> str:
+    """validate()'s one warning at the failure limit, in a window of 4 rounds."""
+    said = validate(tmp_path, analysis, rules=rules)
+    (line,) = [line.strip() for line in said.splitlines() if AT in line]
+    return line
+
+
 def test_a_failure_limit_above_the_windows_rounds_is_warned(tmp_path: Path) -> None:
     """2m of 30s rounds: 4. A limit of 5 never fails a window; 4 can."""
-    said = validate(tmp_path, "{policy: threshold, failure_limit: 5}")
-    (line,) = [line.strip() for line in said.splitlines() if AT in line]
+    line = warned(tmp_path, "{policy: threshold, failure_limit: 5}")
     assert line.endswith(
         "failure_limit 5 is more than the 4 rounds of the environment's window (2m of 30s"
         " rounds), and analysis.policy threshold fails a rule after 5 consecutive rounds past"
@@ -45,7 +51,7 @@ def test_a_failure_limit_above_the_windows_rounds_is_warned(tmp_path: Path) -> N
     assert "failure_limit 3 is more than the 2 rounds" in validate(
         tmp_path, "{policy: threshold}", window="1m"
     )
-    # sequential judges no streak
+    # sequential judges a rate's bound by its own test, not the streak
     assert AT not in validate(tmp_path, "{policy: sequential, failure_limit: 5}")
 
 
@@ -65,8 +71,7 @@ THROUGHPUT_MIN = "      - {name: traffic, source: checks, metric: throughput, mi
 def test_a_sequential_rule_judged_by_the_streak_is_warned(tmp_path: Path) -> None:
     """A checks throughput with a `min` under sequential: 4 rounds never fail it at a limit
     of 5 (`test_the_sequential_judge_fails_such_a_rule_by_the_streak`)."""
-    said = validate(tmp_path, "{policy: sequential, failure_limit: 5}", rules=THROUGHPUT_MIN)
-    (line,) = [line.strip() for line in said.splitlines() if AT in line]
+    line = warned(tmp_path, "{policy: sequential, failure_limit: 5}", rules=THROUGHPUT_MIN)
     assert line.endswith(
         "failure_limit 5 is more than the 4 rounds of the environment's window (2m of 30s"
         " rounds), and analysis.policy sequential judges rule 'traffic' as threshold does (a"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -60,6 +61,22 @@ def decided_verdict(
 
 DEPLOY_ID_PATTERN = r"^dep_[0-9A-HJKMNP-TV-Z]{26}$"
 """A deploy window's id: `dep_` + a ULID (Crockford base32: no I, L, O, U)."""
+
+DEPLOY_ID_ASKED_PATTERN = r"^dep_[0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{26}$"
+"""A deploy id as a request's path may name it: its ULID in either case."""
+
+_DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
+
+
+def deploy_id_as_stored(text: str) -> str | None:
+    """The deploy id `text` names, as it is stored (the ULID in upper case), or None when
+    it names none. A ULID is case-insensitive (its spec, and Crockford's base32), so
+    `dep_01jd8x…`, copied from a lower-cased log or URL, names the deploy `dep_01JD8X…`;
+    the store compares ids exactly, so the id is read in its stored case first."""
+    if not text.isascii():
+        return None  # an upper case of some other letters is ASCII: 'ſ' is 'S'
+    stored = text[:4] + text[4:].upper()
+    return stored if _DEPLOY_ID.fullmatch(stored) else None
 
 
 @dataclass(slots=True)

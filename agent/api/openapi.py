@@ -30,7 +30,7 @@ from agent.api.models import (
 )
 from agent.api.problems import PROBLEM_CONTENT_TYPE
 from agent.api.runner import HEAD_TIMEOUT_S, MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
-from agent.records import DEPLOY_ID_PATTERN
+from agent.records import DEPLOY_ID_ASKED_PATTERN
 
 _REF = "#/components/schemas/{model}"
 
@@ -184,8 +184,8 @@ def _document() -> dict[str, Any]:
         "name": "id",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "pattern": DEPLOY_ID_PATTERN},
-        "description": "A deploy id (`dep_` and a ULID).",
+        "schema": {"type": "string", "pattern": DEPLOY_ID_ASKED_PATTERN},
+        "description": "A deploy id (`dep_` and a ULID, whose case is no part of it).",
     }
     bearer: list[dict[str, list[str]]] = [{"bearer": []}]
     location = {"Location": {"description": "`/v1/deploys/{id}`", "schema": {"type": "string"}}}

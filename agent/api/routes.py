@@ -56,13 +56,13 @@ from agent.appkeys import (
     Foresight,
 )
 from agent.records import (
-    DEPLOY_ID_PATTERN,
     DeployState,
     DeployWindow,
     IdempotentResponse,
     WindowCreated,
     WindowState,
     decided_verdict,
+    deploy_id_as_stored,
 )
 from agent.settings import EnvironmentSettings
 from agent.store.base import Conflict, Store
@@ -81,7 +81,6 @@ CLOCK: web.AppKey[Callable[[], float]] = web.AppKey("api_clock")
 BODY_READ_TIMEOUT_S = 10.0
 """A client that trickles its body slower than this is dropped with 408."""
 READY_TIMEOUT_S = 2.0
-_DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
 
 
@@ -579,14 +578,15 @@ async def list_deploys(request: web.Request) -> web.Response:
 
 def _window_id(request: web.Request) -> str:
     window_id = request.match_info["id"]
-    if not _DEPLOY_ID.match(window_id):
+    stored = deploy_id_as_stored(window_id)
+    if stored is None:
         raise ApiProblem(
             404,
             f"no deploy {window_id[:64]!r}: a deploy id is dep_ and 26 letters and digits, as"
             " its registration answered (`id`, and the end of its `Location`)",
             slug="unknown-deploy",
         )
-    return window_id
+    return stored
 
 
 async def get_deploy(request: web.Request) -> web.Response:

@@ -42,7 +42,7 @@ from agent.api.auth import (
 from agent.api.problems import ApiProblem
 from agent.api.routes import CLOCK
 from agent.appkeys import SETTINGS, STORE
-from agent.records import DEPLOY_ID_PATTERN, DEPLOY_STATES
+from agent.records import DEPLOY_STATES, deploy_id_as_stored
 from agent.web.access import admitted
 from agent.web.feed import FEED, DeployFeed
 from agent.web.reader import DeployReader, Follower, Snapshot, following
@@ -69,7 +69,6 @@ start or another replica, from its last event), when the window ends (a reconnec
 204) or when its view token expires (403). Browsers wait 3 s (Chrome) to 5 s (Firefox)
 by default, and every tab of a stopped replica came back in the same instant; drawn per
 stream, the reconnects of fifty tabs spread over two seconds, about as soon."""
-_DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
 _EVENT_ID = re.compile(r"(\d{1,9})\.([a-z_]{1,16})\.([0-9a-f]{12})")
 
 
@@ -117,7 +116,8 @@ def _refused(request: web.Request) -> str:
 
 async def deploy_events(request: web.Request) -> web.StreamResponse:
     settings = request.config_dict[SETTINGS]
-    window_id = request.match_info["id"]
+    asked = request.match_info["id"]
+    window_id = deploy_id_as_stored(asked) or asked  # a ULID's case is no part of it
     now = request_now(request)
     if not settings.server.ui:
         # the pages are off (`server.ui: false`): the stream stays, as the API route it
@@ -128,7 +128,7 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
         raise ApiProblem(401, _refused(request), headers=CHALLENGE)
     if allowed == "forbidden":
         raise ApiProblem(403, "the view token is expired, altered or for another deploy")
-    if not _DEPLOY_ID.match(window_id):
+    if deploy_id_as_stored(window_id) is None:
         raise ApiProblem(404, f"no deploy {window_id[:64]}", slug="unknown-deploy")
     feed = request.config_dict.get(FEED) or DeployFeed()
     resume = _resume(request)

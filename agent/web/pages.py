@@ -30,13 +30,13 @@ from agent.api.problems import ApiProblem
 from agent.api.routes import windows_shown
 from agent.appkeys import SETTINGS, STORE, BrowserPage, UnavailablePage
 from agent.records import (
-    DEPLOY_ID_PATTERN,
     DEPLOY_STATES,
     DeliveryAttempt,
     DeployState,
     DeployWindow,
     RollbackIntent,
     RoundRecord,
+    deploy_id_as_stored,
 )
 from agent.settings import EnvironmentSettings, ServerSettings, Settings
 from agent.store.base import Store
@@ -82,7 +82,6 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-_DEPLOY_ID = re.compile(DEPLOY_ID_PATTERN)
 
 
 @functools.cache
@@ -431,14 +430,15 @@ async def _rollback_said(
 async def _deploy_page(request: web.Request) -> web.Response:
     settings = request.config_dict[SETTINGS]
     store = request.config_dict[STORE]
-    window_id = request.match_info["id"]
+    asked = request.match_info["id"]
+    known = deploy_id_as_stored(asked)  # `dep_01jd…` is `dep_01JD…`: a ULID's case is no part of it
+    window_id = asked if known is None else known
     now = request_now(request)
     verdict = access(request, settings.server, window_id, now)
     if verdict != "ok":
         return _denied(request, verdict)
-    known = _DEPLOY_ID.match(window_id)
     stored = None
-    if known:
+    if known is not None:
         reading = _reading(store, window_id, settings, request.config_dict[BUILT_VIEWS])
         stored = await _PAGE_READS.read((store, window_id), reading)
     if stored is None:

@@ -9,6 +9,7 @@ import signal
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
@@ -114,3 +115,46 @@ async def test_check_ends_with_its_exit_code_and_names_environments_as_the_api_d
     code, out = await awaited_cli("register", "--env", "moon", "--version", "v1", *agent)
     assert code == 2, out
     assert "unknown environment 'moon'; configured: production (HTTP 404) (exit 2)" in out, out
+
+
+async def test_a_rollback_by_hand_of_a_superseded_or_cancelled_deploy_is_refused_exit_1(
+    tmp_path: Path,
+) -> None:
+    """README's `postflight rollback`: 1 refused when the deploy "was cancelled or
+    superseded", in an environment that has a `rollback` (where none is configured, that
+    is the refusal said first); through the real CLI against a real `postflight run`."""
+    port = free_port()
+    environments = (
+        "environments: {production: {base_url: 'http://127.0.0.1:9', window: 10m,"
+        " rollback: {url: 'http://127.0.0.1:9/rollback', secret: s3cret-0123}}}\n"
+    )
+    agent = listening(str(agent_config(tmp_path, port, environments)), tmp_path / "agent.log")
+    try:
+        connection = ("--url", f"http://127.0.0.1:{port}", "--token", TOKEN)
+        ids = []
+        for version in ("v1", "v2"):
+            code, out = await awaited_cli(
+                "register", "--env", "production", "--version", version, *connection
+            )
+            assert code == 0, out
+            ids += sorted(set(re.findall(r"\bdep_[0-9A-Z]{26}\b", out)) - set(ids))
+        superseded, live = ids
+        async with (
+            aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+            http.post(f"http://127.0.0.1:{port}/v1/deploys/{live}/cancel") as answer,
+        ):
+            assert (await answer.json())["state"] == "cancelled"
+        for deploy_id, state in ((superseded, "superseded"), (live, "cancelled")):
+            code, out = await awaited_cli("rollback", deploy_id, "--reason", "by hand", *connection)
+            assert code == 1, out
+            line = last_line(out)
+            assert line.startswith("postflight rollback: error: "), out
+            assert state in line and line.endswith("(HTTP 409) (exit 1)"), out
+    finally:
+        agent.send_signal(signal.SIGTERM)
+        try:
+            agent.wait(timeout=30)
+        finally:
+            if agent.poll() is None:
+                agent.kill()
+                agent.wait()

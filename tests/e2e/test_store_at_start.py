@@ -359,3 +359,44 @@ def test_an_upgrade_migrates_the_store_and_an_older_postflight_refuses_it(
     # before it (going back a version), in the words this one printed
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert refused.format(SCHEMA_VERSION, SCHEMA_VERSION - 1) in readme
+
+
+async def test_run_waits_for_a_postgresql_out_of_connections_then_serves(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    """The README's "out of connections": a role at its `CONNECTION LIMIT` (PostgreSQL's
+    53300, `too many connections`, as a server at `max_connections`) is a store that does
+    not answer yet, waited for and said once, not a configuration to fix (exit 2); the
+    agent serves once a connection is free. Only a server refusing or cut was tried."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    url = await pg_cluster.create_database()
+    schema = url.rsplit("search_path=", 1)[1]
+    role = f"pf_{schema}"
+    admin = await asyncpg.connect(pg_cluster.url(), timeout=10)
+    try:
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0')
+        await admin.execute(f'GRANT ALL ON SCHEMA "{schema}" TO "{role}"')
+        agent, api_port, log = start(tmp_path, url.replace(f"//{pg_cluster.user}@", f"//{role}@"))
+        try:
+            await said(log, agent, WAITING)
+            assert "too many connections" in shown(log), shown(log)
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+                async with http.get(f"http://127.0.0.1:{api_port}/readyz") as r:
+                    assert r.status == 503, await r.text()
+                await admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
+                await said(log, agent, "the store answers; starting")
+                for _ in range(600):  # 30 s at most: ready once its loops run
+                    async with http.get(f"http://127.0.0.1:{api_port}/readyz") as r:
+                        if r.status == 200:
+                            break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError(f"never ready: {shown(log)}")
+            agent.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(agent.wait, 20) == 0
+        finally:
+            killed(agent)
+        assert shown(log).count(WAITING) == 1, shown(log)
+    finally:
+        await admin.close()

@@ -399,4 +399,35 @@ async def test_run_waits_for_a_postgresql_out_of_connections_then_serves(
             killed(agent)
         assert shown(log).count(WAITING) == 1, shown(log)
     finally:
+        await admin.execute(f'DROP OWNED BY "{role}"')
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+
+
+async def test_a_refused_login_is_exit_2_at_once_saying_why(
+    tmp_path: Path, pg_cluster: PgCluster
+) -> None:
+    """The README's "a refused login … is a configuration to fix: `postflight run: error:
+    store error: … (exit 2)`, at once": a role that does not exist, and one that may not
+    log in, on a real PostgreSQL; never the wait for a store that does not answer."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    nologin = f"pf_nologin_{free_port()}"
+    admin = await asyncpg.connect(pg_cluster.url(), timeout=10)
+    try:
+        await admin.execute(f'CREATE ROLE "{nologin}" NOLOGIN')
+        for role, why in ((f"pf_nobody_{free_port()}", "does not exist"), (nologin, "log in")):
+            url = pg_cluster.url().replace(f"//{pg_cluster.user}@", f"//{role}@")
+            agent, _, log = start(tmp_path / role, url)
+            try:
+                assert await asyncio.to_thread(agent.wait, 40) == 2, shown(log)
+            finally:
+                killed(agent)
+            text = shown(log)
+            assert WAITING not in text and "Traceback" not in text, text
+            (line,) = [x for x in text.splitlines() if x.startswith("postflight run: error:")]
+            assert line.startswith("postflight run: error: store error: "), text
+            assert f'"{role}"' in line and why in line and line.endswith(" (exit 2)"), text
+    finally:
+        await admin.execute(f'DROP ROLE IF EXISTS "{nologin}"')
         await admin.close()

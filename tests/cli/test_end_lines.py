@@ -13,7 +13,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.cli.test_run_start import TOKEN, agent_config, free_port, listening
+from tests.cli.test_run_start import (
+    TOKEN,
+    agent_config,
+    free_port,
+    listening,
+    listening_until_stopped,
+)
 from tests.cli_process import awaited_cli
 
 pytestmark = pytest.mark.timeout(180)
@@ -128,8 +134,8 @@ async def test_a_rollback_by_hand_of_a_superseded_or_cancelled_deploy_is_refused
         "environments: {production: {base_url: 'http://127.0.0.1:9', window: 10m,"
         " rollback: {url: 'http://127.0.0.1:9/rollback', secret: s3cret-0123}}}\n"
     )
-    agent = listening(str(agent_config(tmp_path, port, environments)), tmp_path / "agent.log")
-    try:
+    config = str(agent_config(tmp_path, port, environments))
+    with listening_until_stopped(config, tmp_path / "agent.log"):
         connection = ("--url", f"http://127.0.0.1:{port}", "--token", TOKEN)
         ids = []
         for version in ("v1", "v2"):
@@ -150,11 +156,3 @@ async def test_a_rollback_by_hand_of_a_superseded_or_cancelled_deploy_is_refused
             line = last_line(out)
             assert line.startswith("postflight rollback: error: "), out
             assert state in line and line.endswith("(HTTP 409) (exit 1)"), out
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(timeout=30)
-        finally:
-            if agent.poll() is None:
-                agent.kill()
-                agent.wait()

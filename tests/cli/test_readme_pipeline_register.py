@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import signal
 import sys
 from pathlib import Path
 
@@ -15,7 +14,13 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from tests.cli.test_run_start import TOKEN, agent_config, agent_env, listening, readme_blocks
+from tests.cli.test_run_start import (
+    TOKEN,
+    agent_config,
+    agent_env,
+    listening_until_stopped,
+    readme_blocks,
+)
 from tests.ports import free_port
 
 README_URL = "https://postflight.internal:8787"
@@ -37,12 +42,12 @@ async def test_the_readme_register_command_runs_as_written_and_exits_0_on_a_pass
         "    rules:\n"
         "      - {name: probe-errors, source: checks, metric: error_rate, max: 0.05}\n"
     )
-    agent = listening(str(agent_config(tmp_path, port, environments)), tmp_path / "agent.log")
+    config = str(agent_config(tmp_path, port, environments))
     url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in agent_env().items() if not k.startswith("POSTFLIGHT")}
     env |= {"POSTFLIGHT_TOKEN": TOKEN, "GIT_SHA": "3f9c2ab"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    try:
+    with listening_until_stopped(config, tmp_path / "agent.log"):
         for _ in range(3):  # a window the loaded machine's own stall held is registered again
             shell = await asyncio.create_subprocess_exec(
                 "bash",
@@ -72,11 +77,3 @@ async def test_the_readme_register_command_runs_as_written_and_exits_0_on_a_pass
             "labels": {"pipeline": "run-1234"},
         }, deploy
         assert deploy["state"] == "passed", deploy
-    finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(timeout=30)
-        finally:
-            if agent.poll() is None:
-                agent.kill()
-                agent.wait()

@@ -75,6 +75,19 @@ async def answers(http: aiohttp.ClientSession, url: str) -> tuple[int, object]:
     raise AssertionError(f"{url} refused connections for 5 s")
 
 
+async def ready(
+    http: aiohttp.ClientSession, base: str, agent: subprocess.Popen[bytes], log: Path
+) -> None:
+    """Wait until `/readyz` at `base` is 200: 30 s at most, the agent running meanwhile."""
+    for _ in range(600):
+        async with http.get(f"{base}/readyz") as r:
+            if r.status == 200:
+                return
+        assert agent.poll() is None, shown(log)
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never ready: {shown(log)}")
+
+
 def killed(agent: subprocess.Popen[bytes]) -> None:
     """What a test's end leaves of an agent it started: nothing."""
     if agent.poll() is None:
@@ -262,14 +275,7 @@ async def test_run_waits_for_a_sqlite_file_another_process_holds_then_serves_or_
                 assert r.status == 503, await r.text()
             holders["served"].execute("COMMIT")
             holders["served"].close()
-            for _ in range(600):  # 30 s at most: the next try of the open
-                async with http.get(f"{base}/readyz") as r:
-                    if r.status == 200:
-                        break
-                assert agent.poll() is None, shown(log)
-                await asyncio.sleep(0.05)
-            else:
-                raise AssertionError(f"never ready: {shown(log)}")
+            await ready(http, base, agent, log)  # at the next try of the open
         agent.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(agent.wait, 20) == 0
     finally:
@@ -386,13 +392,7 @@ async def test_run_waits_for_a_postgresql_out_of_connections_then_serves(
                     assert r.status == 503, await r.text()
                 await admin.execute(f'ALTER ROLE "{role}" CONNECTION LIMIT -1')
                 await said(log, agent, "the store answers; starting")
-                for _ in range(600):  # 30 s at most: ready once its loops run
-                    async with http.get(f"http://127.0.0.1:{api_port}/readyz") as r:
-                        if r.status == 200:
-                            break
-                    await asyncio.sleep(0.05)
-                else:
-                    raise AssertionError(f"never ready: {shown(log)}")
+                await ready(http, f"http://127.0.0.1:{api_port}", agent, log)
             agent.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(agent.wait, 20) == 0
         finally:

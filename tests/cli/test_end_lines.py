@@ -25,9 +25,16 @@ from tests.cli_process import awaited_cli
 pytestmark = pytest.mark.timeout(180)
 
 
-@pytest.fixture
-def agent_url(tmp_path: Path) -> Iterator[str]:
-    """A real `postflight run` with one environment, `production`: its URL."""
+ONE_AGENT = pytest.mark.xdist_group("end-lines-agent")
+"""The tests of `agent_url` on one worker, which starts it once (`--dist loadgroup`)."""
+
+
+@pytest.fixture(scope="module")
+def agent_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `postflight run` with one environment, `production`: its URL. One a module:
+    its tests read it (errors, a refused registration) and one registers a deploy no other
+    asks about, where each started an agent of its own (a start and a stop each)."""
+    tmp_path = tmp_path_factory.mktemp("end-lines")
     port = free_port()
     agent = listening(str(agent_config(tmp_path, port)), tmp_path / "agent.log")
     try:
@@ -46,6 +53,7 @@ def last_line(text: str) -> str:
     return text.rstrip("\n").splitlines()[-1]
 
 
+@ONE_AGENT
 async def test_status_and_rollback_errors_say_their_exit_code(agent_url: str) -> None:
     agent = ("--url", agent_url, "--token", TOKEN)
     code, out = await awaited_cli("status", "dep_nope", *agent)
@@ -68,6 +76,7 @@ async def test_status_and_rollback_errors_say_their_exit_code(agent_url: str) ->
     assert code == 0, out
 
 
+@ONE_AGENT
 async def test_a_rollback_by_hand_where_none_is_configured_is_refused_exit_1(
     agent_url: str,
 ) -> None:
@@ -96,6 +105,7 @@ async def test_an_unreachable_agent_is_said_with_the_exit_code() -> None:
         assert line.endswith(" (exit 2)"), out
 
 
+@ONE_AGENT
 async def test_check_ends_with_its_exit_code_and_names_environments_as_the_api_does(
     tmp_path: Path, target: TestServer, agent_url: str
 ) -> None:

@@ -4,12 +4,13 @@ signal (tests/cli): a signal's default action is the process's own, never pytest
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -48,6 +49,22 @@ def postflight(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
         timeout=60,
         env={**os.environ, **env},
     )
+
+
+def validated_here(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """`postflight(*args, env=env)` in this process: the CLI's `main` with `env` added to
+    the environment (and taken away after) and its output captured, for a command that
+    only reads its configuration and says what it found (`validate-config`). A test of
+    the words, not of the process, spared a Python start: 0.35 s of CPU, seconds of wall
+    on a loaded machine."""
+    from agent.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(out), redirect_stderr(err):
+        for name, value in env.items():
+            patch.setenv(name, value)
+        code = main(list(args))
+    return subprocess.CompletedProcess(["postflight", *args], code, out.getvalue(), err.getvalue())
 
 
 async def awaited_cli(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from agent.settings_file import load_settings_text
-from tests.cli_process import postflight
+from tests.cli_process import postflight, validated_here
 from tests.config.test_validate_config import MINIMAL, error_lines, run_validate
 
 
@@ -412,7 +412,7 @@ def test_two_environments_one_override_cannot_tell_apart_are_refused(
     staging = MINIMAL.split("environments:\n", 1)[1].replace("production:", f"{second}:", 1)
     config = tmp_path / "postflight.yaml"
     config.write_text(MINIMAL.replace("production:", f"{first}:", 1) + staging)
-    proc = postflight("validate-config", str(config), env={})
+    proc = validated_here("validate-config", str(config), env={})
     assert proc.returncode == 2, proc.stdout + proc.stderr
     line = MINIMAL.count("\n") + 1  # the second environment's name
     assert proc.stderr.splitlines()[1:] == [

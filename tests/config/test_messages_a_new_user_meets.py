@@ -18,7 +18,7 @@ import yaml
 
 from agent.cli.main import main
 from agent.settings_file import ConfigError, load_config_text, load_settings_text
-from tests.cli_process import postflight
+from tests.cli_process import validated_here
 
 MINIMAL = """\
 server:
@@ -590,7 +590,7 @@ def test_a_query_on_a_rule_whose_source_reads_none_is_refused_at_it(
         "SENTRY_AUTH_TOKEN": "st",
         "NEW_RELIC_API_KEY": "nk",
     }
-    proc = postflight("validate-config", str(config), env=env)
+    proc = validated_here("validate-config", str(config), env=env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     errors = proc.stderr.splitlines()[1:]
     assert len(errors) == 1, errors

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.cli_process import postflight
+from tests.cli_process import validated_here
 from tests.config.test_validate_config import MINIMAL
 
 TOKEN = "tok-1234567890abcdef"
@@ -34,7 +34,7 @@ def test_an_api_token_no_header_can_carry_is_refused_at_its_path(
 ) -> None:
     config = tmp_path / "postflight.yaml"
     config.write_text(MINIMAL.replace(f'["{TOKEN}"]', '["${PF_TEST_API_TOKEN}"]'))
-    proc = postflight("validate-config", str(config), env={"PF_TEST_API_TOKEN": value})
+    proc = validated_here("validate-config", str(config), env={"PF_TEST_API_TOKEN": value})
     assert proc.returncode == 2, proc.stdout + proc.stderr
     errors = proc.stderr.splitlines()[1:]
     assert len(errors) == 1 and errors[0].startswith("  server.api_tokens[0] (line 3): "), errors
@@ -47,7 +47,7 @@ def test_a_token_with_a_space_inside_still_validates(tmp_path: Path) -> None:
     """`Bearer a b` reaches the agent as the token `a b`: usable, so not refused."""
     config = tmp_path / "postflight.yaml"
     config.write_text(MINIMAL.replace(TOKEN, "tok-12345678 90abcdef"))
-    proc = postflight("validate-config", str(config), env={})
+    proc = validated_here("validate-config", str(config), env={})
     assert proc.returncode == 0, proc.stderr
 
 
@@ -75,7 +75,7 @@ def test_a_providers_token_with_a_newline_is_refused_at_its_path(
 ) -> None:
     config = tmp_path / "postflight.yaml"
     config.write_text(section + MINIMAL)
-    proc = postflight(
+    proc = validated_here(
         "validate-config", str(config), env={"PF_TEST_TOKEN": "prov-token-abcdef123456\n"}
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr

@@ -18,38 +18,59 @@ from tests.bench_module import bench_module
 ROOT = Path(__file__).resolve().parents[1]
 
 
+BUILDING_TUPLES = """
+import asyncio, json, sys, threading
+from tests.bench_module import bench_module
+bench = bench_module("soak")
+sys.setswitchinterval(1e-6)  # the threads take turns at every chance: a census cuts in
+failures, censuses = [], []
+
+async def agent():
+    loop = asyncio.get_running_loop()
+    taker = threading.Thread(
+        target=lambda: censuses.extend(bench.census_on(loop) for _ in range(8))
+    )
+    taker.start()
+    kept = [[object()] for _ in range(20_000)]  # a census long enough to be cut into
+    while taker.is_alive():
+        for _ in range(200):
+            try:
+                tuple(x for x in range(64) if x % 3 or kept is None)
+            except SystemError as exc:
+                failures.append(repr(exc))
+        await asyncio.sleep(0)
+    taker.join()
+
+asyncio.run(agent())
+print(json.dumps({"failures": failures, "coros": [list(c["coros"]) for c in censuses]}))
+"""
+
+
 @pytest.mark.timeout(60)
 def test_a_census_leaves_the_tuples_the_agent_is_building_alone() -> None:
     """Taken from the watcher's thread, a census held every live object (the list of
     `gc.get_objects()`) while the agent went on: a tuple the agent was building from a
     generator then had a second reference, and growing it failed with `SystemError: bad
     argument to internal function` (a default soak's agent stopped so). On the agent's
-    loop, between two callbacks, it holds nothing being built."""
-    bench = bench_module("soak")
-    failures: list[BaseException] = []
-    censuses: list[dict[str, Any]] = []
-
-    async def agent() -> None:
-        loop = asyncio.get_running_loop()
-        taker = threading.Thread(
-            target=lambda: censuses.extend(bench.census_on(loop) for _ in range(8))
-        )
-        taker.start()
-        kept = [[object()] for _ in range(20_000)]  # a census long enough to be cut into
-        while taker.is_alive():
-            for _ in range(200):
-                try:
-                    tuple(x for x in range(64) if x % 3 or kept is None)
-                except SystemError as exc:
-                    failures.append(exc)
-            await asyncio.sleep(0)
-        taker.join()
-
-    asyncio.run(agent())
-    assert failures == []
-    assert len(censuses) == 8
-    for taken in censuses:  # each saw the agent's task, under way
-        assert [name.rpartition(".")[2] for name in taken["coros"]] == ["agent"]
+    loop, between two callbacks, it holds nothing being built.
+    In a fresh interpreter, whose heap is the agent's few objects: in a long-lived xdist
+    worker each census walked every object the worker's earlier tests left (56 s of a
+    full run's test for its 8, against its timeout of 60 s). The threads switch every
+    microsecond there: a census taken from the thread (the old `census`) then failed 6
+    times in 6 runs (6-7 SystemErrors each), where at the default 5 ms it failed 2 in 5."""
+    run = subprocess.run(
+        [sys.executable, "-c", BUILDING_TUPLES],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+    )
+    taken = json.loads(run.stdout)
+    assert taken["failures"] == []
+    assert len(taken["coros"]) == 8
+    for coros in taken["coros"]:  # each saw the agent's task, under way
+        assert [name.rpartition(".")[2] for name in coros] == ["agent"]
 
 
 @pytest.mark.timeout(60)

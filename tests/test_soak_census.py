@@ -18,6 +18,20 @@ from tests.bench_module import bench_module
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def in_a_fresh_interpreter(script: str) -> Any:
+    """What `script` (run by `python -c` in the checkout) prints, as JSON: a heap of its
+    own, not a long-lived xdist worker's."""
+    run = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=True,
+    )
+    return json.loads(run.stdout)
+
+
 BUILDING_TUPLES = """
 import asyncio, json, sys, threading
 from tests.bench_module import bench_module
@@ -58,15 +72,7 @@ def test_a_census_leaves_the_tuples_the_agent_is_building_alone() -> None:
     full run's test for its 8, against its timeout of 60 s). The threads switch every
     microsecond there: a census taken from the thread (the old `census`) then failed 6
     times in 6 runs (6-7 SystemErrors each), where at the default 5 ms it failed 2 in 5."""
-    run = subprocess.run(
-        [sys.executable, "-c", BUILDING_TUPLES],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=True,
-    )
-    taken = json.loads(run.stdout)
+    taken = in_a_fresh_interpreter(BUILDING_TUPLES)
     assert taken["failures"] == []
     assert len(taken["coros"]) == 8
     for coros in taken["coros"]:  # each saw the agent's task, under way
@@ -118,15 +124,7 @@ def test_the_allocators_split_says_where_memory_went() -> None:
     glibc's heap, small objects outside it (pymalloc's arenas). Measured in a fresh
     interpreter: in one that ran other tests, pymalloc reuses the arenas they freed and
     RSS outside the heap need not grow."""
-    run = subprocess.run(
-        [sys.executable, "-c", ALLOCATING],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=True,
-    )
-    figures = json.loads(run.stdout)
+    figures = in_a_fresh_interpreter(ALLOCATING)
     before, after = figures["before"], figures["after"]
     if "heap_used_mb" not in before:
         pytest.skip("not glibc 2.33 or later: no mallinfo2")

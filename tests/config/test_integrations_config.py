@@ -14,6 +14,7 @@ import yaml
 from pydantic import SecretStr
 
 from agent.settings_file import ConfigError, load_settings, load_settings_text
+from tests.cli_process import validated_here
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "postflight.github-vercel.example.yaml"
@@ -61,16 +62,7 @@ def test_the_example_validates_against_the_json_schema(variables: None) -> None:
 
 
 def test_validate_config_accepts_it_and_prints_no_secret(tmp_path: Path) -> None:
-    import os
-
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent", "validate-config", str(EXAMPLE)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-        env={**os.environ, **VARIABLES},
-    )
+    proc = validated_here("validate-config", str(EXAMPLE), env=VARIABLES)
     assert proc.returncode == 0, proc.stderr
     for secret in VARIABLES.values():
         assert secret not in proc.stdout + proc.stderr
@@ -349,13 +341,7 @@ def test_each_follow_up_without_a_secret_is_said(tmp_path: Path) -> None:
         "        - {name: cache, url: 'http://127.0.0.1:9/cache'}\n"
         "        - {name: mail, url: 'http://127.0.0.1:9/mail', secret: s}\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent", "validate-config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    proc = validated_here("validate-config", str(config), env={})
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.splitlines()[1:] == [
         f"  environments.production.rollback (line 7): then {name!r} needs a secret"

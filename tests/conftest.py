@@ -92,9 +92,11 @@ def _whole_suite(config: pytest.Config) -> bool:
     return config.args_source is pytest.Config.ArgsSource.TESTPATHS
 
 
-CPU_BOUND = ("tests/analysis/", "tests/test_judge_")
+CPU_BOUND = ("tests/analysis/", "tests/test_judge_", "tests/test_readme_judge_probes.py")
 """Modules that keep a core busy from their first test to their last: the judge's simulated
-windows."""
+windows (the README's A/A figures too: 300 windows through the bench, 18 s of CPU alone,
+45.7 s of a test in a full run at -n 2, where it ran at full priority beside the timing
+tests on whichever worker took it)."""
 
 CPU_BOUND_TIMEOUT_S = 300
 """pytest-timeout's limit for a `CPU_BOUND` test without its own: pure computation, which

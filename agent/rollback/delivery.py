@@ -898,16 +898,28 @@ class RollbackDelivery:
         for honoured, up to `RETRY_AFTER_MAX_S`) while the target could not tell, and, but
         with `until_told`, while not found, for a target that is asked, with the lease held
         through each wait (`_hold`, which stores `attempt`'s outcome with the first). None
-        when the lease was lost in a wait."""
+        when the lease was lost in a wait.
+
+        Not asked again once a newer deploy of the environment took effect (a wait ends
+        for it, `_newer_comes`): the rollback is then given up (or said done, or unknown,
+        as the last look found), and no wait is stored for it, in which another replica's
+        sweep would take it over to give it up (`Store.take_replaced_rollback`), then a
+        third from that one, for as long as the target could not tell. So a sender killed
+        in a wait after an unanswered attempt or a 409 is given up by the sweep within
+        seconds of the newer deploy, where its lease (the wait and `store.lease` more) was
+        waited out: 51 s after the fix's registration (`tests/e2e/
+        test_rollback_unanswered_killed.py`)."""
         looks, waited = 1, 0.0
         look = await self._took_effect(intent, settings, environment, attempt)
         asked = self._targets is not None and settings.target in FOUND_NOT_DONE
         for wait in final_look_waits(settings) if asked else []:
             if look.done or (look.done is False and until_told):
                 break
+            if await self._replaced_by(intent) is not None:
+                break
             if look.retry_after is not None:
                 wait = min(RETRY_AFTER_MAX_S, max(wait, look.retry_after))
-            if not await self._hold(intent, wait, attempt):
+            if not await self._hold(intent, wait, attempt, watching=True):
                 return None
             attempt = None
             looks, waited = looks + 1, waited + wait

@@ -456,11 +456,11 @@ class Store(Protocol):
         (`newer_deploy`). A live holder looks for one every second and gives the rollback
         up itself, so a lease still held well after is that of a sender no longer looking
         (killed: the lease of its wait lasts the wait and `store.lease` more). Only with
-        no attempt in flight and the last one answered, not 409 (or none made: a wait to
-        ask Vercel what to roll back to): its new sender then gives it up without a wait
-        of its own, in which a third could take it again (after an unanswered attempt or
-        a 409 it first looks, over seconds, whether the rollback took effect). None
-        otherwise."""
+        no attempt in flight: its new sender then gives it up without a wait of its own,
+        in which a third could take it again (after an unanswered attempt or a 409 it
+        looks once whether the rollback took effect, `RollbackDelivery._looked_for`, where
+        the sender killed in a wait after one was left its lease: given up a lease after
+        the kill). None otherwise."""
         ...
 
     async def begin_attempt(

@@ -1186,8 +1186,7 @@ class SqlStore(ABC):
             rows = await db.fetch(
                 "UPDATE rollbacks SET lease_owner = ?, lease_epoch = lease_epoch + 1,"
                 " lease_until = ? WHERE window_id = ? AND state = 'pending'"
-                " AND lease_owner <> ? AND next_attempt_at IS NOT NULL AND (attempts = 0"
-                " OR (last_status IS NOT NULL AND last_status <> 409)) AND NOT EXISTS"
+                " AND lease_owner <> ? AND next_attempt_at IS NOT NULL AND NOT EXISTS"
                 " (SELECT 1 FROM deliveries WHERE deliveries.window_id = rollbacks.window_id"
                 " AND deliveries.attempt = rollbacks.attempts AND deliveries.status IS NULL"
                 f" AND deliveries.error = ?) AND EXISTS (SELECT 1 FROM {_NEWER_DEPLOY}"

@@ -127,3 +127,28 @@ async def test_a_github_dispatch_whose_looks_time_out_is_not_dispatched_again(
     said = final["rollback"]["last_error"]
     assert "GitHub could not say whether it took the dispatch" in said, said
     assert "/actions/workflows/rollback.yml" in said, said
+
+
+@pytest.mark.timeout(60)
+async def test_a_rollback_whose_looks_cannot_tell_is_not_held_once_the_fix_registers(
+    integrated: Integrated,  # noqa: F811
+) -> None:
+    """The rollback unanswered (`unanswered`), every look answers 503; the fix registers
+    after the first look: the rollback ends within seconds, failed, Vercel asked at most
+    once more and sent nothing more, where its looks went on over their waits (2+4+8+16 s
+    with a 2 s backoff), each a wait stored under its lease, which another replica's sweep
+    takes over to give it up, then a third from that one, as long as Vercel could not
+    tell."""
+    vercel = integrated.vercel
+    unanswered(vercel, SEND)
+    vercel.fail("503", match=lambda r: r.method == "GET" and LOOK in r.path)
+    rollback = f"{{target: vercel, secret: {SECRET}, timeout: 1s, backoff: 2s}}"
+    agent = await integrated.start(integrated.environments(rollback=rollback))
+    deploy_id = await rolled_back_by_hand(agent)
+    await eventually(lambda: vercel.seen(LOOK), within=20)
+    await agent.register("production", "v3")  # the fix
+
+    final = await agent.wait_until(deploy_id, _settled, within=5)
+    assert final["rollback"]["state"] == "failed", final
+    assert len(vercel.seen(LOOK)) <= 2, vercel.seen(LOOK)
+    assert len(vercel.seen(SEND)) == 1, vercel.seen(SEND)

@@ -668,10 +668,15 @@ async def test_a_rollback_held_through_a_wait_is_taken_once_a_newer_deploy_is_ol
     assert taken is not None and taken.fence == Fence("b", held.lease_epoch + 1)
     assert (taken.lease_until, taken.attempts, taken.next_attempt_at) == (600, 1, 400)
     assert await store.begin_attempt("dep_1", held.fence, now=401, until=500) is None
-    # its last attempt unanswered (a look owed before giving up): left to its holder
-    taken.last_status, taken.last_error = None, "timed out after 10s"
-    assert await store.settle_rollback(taken)
-    assert await store.take_replaced_rollback("dep_1", "c", until=700, replaced_by=160) is None
+    # its last attempt unanswered, or a 409 (a look owed, once, before giving up): taken
+    # all the same, where its killed sender's lease was waited out
+    for status, error, taker in ((None, "timed out after 10s", "c"), (409, "HTTP 409", "d")):
+        taken.last_status, taken.last_error = status, error
+        assert await store.settle_rollback(taken)
+        again = await store.take_replaced_rollback("dep_1", taker, until=700, replaced_by=160)
+        assert again is not None and again.fence == Fence(taker, taken.lease_epoch + 1)
+        assert (again.last_status, again.next_attempt_at) == (status, 400)
+        taken = again
 
 
 async def test_a_rollbacks_look_ups_are_counted_with_its_lease_and_outlive_it(store: Store) -> None:

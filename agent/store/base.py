@@ -481,7 +481,9 @@ class Store(Protocol):
         undo it (a pipeline shipped the fix while the receiver was down), so a rollback
         still owed is given up for it (`agent.rollback.delivery`), and a failed
         rollback's page tells on-call not to roll back by hand. A deploy registered
-        before the request (a rollback asked for by hand, knowingly), one not yet
+        before the request (a rollback asked for by hand, knowingly; by the store's order
+        of the environment's registrations, not by the clocks of the replicas that
+        stamped them, `windows.registered`), one not yet
         deployed or called off before its time, an older deploy reported late, and
         `previous_version` itself (this rollback landing, its 2xx lost to a crash: sent
         again, the receiver dedupes) do not count. None without a rollback.

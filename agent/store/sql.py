@@ -264,6 +264,15 @@ MIGRATIONS: tuple[str, ...] = (
     # (`NEWER_DEPLOY`, `begin_attempt`'s guard): it reads the windows deployed since its
     # own, where each look read every window the environment ever had
     "CREATE INDEX IF NOT EXISTS windows_by_env_deployed ON windows (environment, deployed_at)",
+    # "registered after the rollback was requested" (`_NEWER_THAN`) by the store's order of
+    # the environment's registrations, not by two replicas' clocks: a fix registered on a
+    # replica whose clock was a minute behind the one that requested the rollback read as
+    # registered before it, and the rollback went out after the fix, undoing it
+    """
+    ALTER TABLE windows ADD COLUMN registered BIGINT;
+    ALTER TABLE rollbacks ADD COLUMN requested_after BIGINT;
+    CREATE INDEX IF NOT EXISTS windows_by_env_registered ON windows (environment, registered)
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -306,7 +315,7 @@ lease of ours that was skipped is being taken over by another replica right now:
 reporting it would have two replicas watching one window."""
 _NEWER_THAN = (
     "newer.environment = {environment} AND newer.id <> {id}"
-    " AND newer.created_at > {requested_at}"
+    " AND COALESCE(newer.registered > {requested_after}, newer.created_at > {requested_at})"
     " AND newer.deployed_at > {deployed_at} AND newer.deployed_at <= ?"
     " AND ({previous} IS NULL OR newer.version <> {previous})"
     " AND (newer.ended_at IS NULL OR newer.ended_at >= newer.deployed_at)"
@@ -319,6 +328,7 @@ _NEWER_DEPLOY = "windows ours, windows newer WHERE ours.id = rollbacks.window_id
         environment="ours.environment",
         id="ours.id",
         requested_at="rollbacks.requested_at",
+        requested_after="rollbacks.requested_after",
         deployed_at="ours.deployed_at",
         previous="ours.previous_version",
     )
@@ -326,16 +336,21 @@ _NEWER_DEPLOY = "windows ours, windows newer WHERE ours.id = rollbacks.window_id
 """`_NEWER_THAN` for the rollback row `rollbacks`, after FROM: the windows compared,
 `ours` (the rollback's) and `newer`."""
 ROLLED_BACK_DEPLOY = (
-    "SELECT ours.environment, ours.id, rollbacks.requested_at, ours.deployed_at,"
-    " ours.previous_version FROM rollbacks JOIN windows ours ON ours.id = rollbacks.window_id"
-    " WHERE rollbacks.window_id = ?"
+    "SELECT ours.environment, ours.id, rollbacks.requested_after, rollbacks.requested_at,"
+    " ours.deployed_at, ours.previous_version FROM rollbacks"
+    " JOIN windows ours ON ours.id = rollbacks.window_id WHERE rollbacks.window_id = ?"
 )
 """The fields of a rollback's deploy `NEWER_DEPLOY` is bound with, in its slots' order."""
 NEWER_DEPLOY = (
     f"SELECT {', '.join(f'newer.{c.strip()}' for c in _WINDOW_COLUMNS.split(','))}"
     " FROM windows newer WHERE "
     + _NEWER_THAN.format(
-        environment="?", id="?", requested_at="?", deployed_at="?", previous="CAST(? AS TEXT)"
+        environment="?",
+        id="?",
+        requested_after="CAST(? AS BIGINT)",
+        requested_at="?",
+        deployed_at="?",
+        previous="CAST(? AS TEXT)",
     )
     + " ORDER BY newer.created_at DESC, newer.id DESC LIMIT 1"
 )
@@ -344,6 +359,33 @@ version again: the environment's windows deployed between the rollback's deploy 
 read through `windows_by_env_deployed`. Bound, not joined: PostgreSQL's planner, not
 knowing the joined deploy's time, guessed a third of the environment's windows newer and
 read them all (a hash join; for the `LIMIT 1`, `windows_by_created` in its order)."""
+NEXT_REGISTERED = (
+    "SELECT COALESCE(MAX(registered), 0) + 1 FROM windows WHERE environment = CAST(? AS TEXT)"
+)
+"""A new window's place among its environment's registrations (`windows.registered`),
+bound with the environment: taken under `create_window`'s lock on the environment, so two
+replicas never give one place twice, in the order the registrations commit."""
+LAST_REGISTERED = (
+    "SELECT MAX(last.registered) FROM windows ours JOIN windows last"
+    " ON last.environment = ours.environment WHERE ours.id = CAST(? AS TEXT)"
+)
+"""The place of the last registration of a window's environment (bound with its id) as a
+rollback of it is requested (`rollbacks.requested_after`): a deploy placed after it was
+registered after the request, whatever the clocks of the replicas that stamped them (a
+window registered before migration 20 has none: their clocks are compared)."""
+
+
+def newer_deploy_values(
+    ours: Sequence[Any], now: float, *, counting_previous: bool = False
+) -> tuple[Any, ...]:
+    """`NEWER_DEPLOY`'s values: `ROLLED_BACK_DEPLOY`'s row `ours` and `now`;
+    `counting_previous`: a deploy of the rollback's `previous_version` counts too."""
+    environment, id_, requested_after, requested_at, deployed_at, previous = ours
+    if counting_previous:
+        previous = None  # `_NEWER_THAN` leaves out no version then
+    return environment, id_, requested_after, requested_at, deployed_at, now, previous, previous
+
+
 _ROLLBACK_COLUMNS = (
     "window_id, state, body, requested_at, attempts, last_status, last_error,"
     " next_attempt_at, finished_at, lease_owner, lease_epoch, lease_until, look_ups"
@@ -429,8 +471,9 @@ async def _insert_rollback(db: Connection, intent: RollbackIntent, guard: str, *
     """Store a rollback intent (with its lease, if handed over) when `guard` holds."""
     return await db.execute(
         "INSERT INTO rollbacks (window_id, state, body, requested_at, attempts,"
-        " next_attempt_at, finished_at, last_error, lease_owner, lease_epoch, lease_until)"
-        f" SELECT ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ? WHERE {guard}"
+        " next_attempt_at, finished_at, last_error, lease_owner, lease_epoch, lease_until,"
+        f" requested_after) SELECT ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ({LAST_REGISTERED})"
+        f" WHERE {guard}"
         " ON CONFLICT (window_id) DO NOTHING",
         intent.window_id,
         intent.state,
@@ -442,6 +485,7 @@ async def _insert_rollback(db: Connection, intent: RollbackIntent, guard: str, *
         intent.lease_owner,
         intent.lease_epoch,
         intent.lease_until,
+        intent.window_id,
         *args,
     )
 
@@ -776,7 +820,8 @@ class SqlStore(ABC):
                     old.id,
                 )
             await db.execute(
-                f"INSERT INTO windows ({_WINDOW_COLUMNS}) VALUES ({', '.join('?' * 17)})",
+                f"INSERT INTO windows ({_WINDOW_COLUMNS}, registered)"
+                f" VALUES ({', '.join('?' * 17)}, ({NEXT_REGISTERED}))",
                 window.id,
                 window.environment,
                 window.version,
@@ -794,6 +839,7 @@ class SqlStore(ABC):
                 window.lease_owner,
                 window.lease_until,
                 window.lease_epoch,
+                window.environment,
             )
             created = WindowCreated(window=window, superseded=superseded)
             if idempotency is not None:
@@ -1240,11 +1286,8 @@ class SqlStore(ABC):
         ours = await self._fetchone(ROLLED_BACK_DEPLOY, window_id)
         if ours is None:
             return None
-        environment, id_, requested_at, deployed_at, previous = ours
-        if counting_previous:
-            previous = None  # `_NEWER_THAN` leaves out no version then
         row = await self._fetchone(
-            NEWER_DEPLOY, environment, id_, requested_at, deployed_at, now, previous, previous
+            NEWER_DEPLOY, *newer_deploy_values(ours, now, counting_previous=counting_previous)
         )
         return _window(row) if row else None
 

@@ -305,7 +305,7 @@ async def flip_target() -> AsyncIterator[FlipTarget]:
 async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
     """Factory: `await start_agent(environments_yaml, alerting_yaml="", providers_yaml="")`
     → a running agent. The YAML snippets are top-level sections (dedented); `server`
-    adds lines to the `server:` section."""
+    adds lines to the `server:` section; `clock`: the agent's wall clock (one skewed)."""
     runners: list[web.AppRunner] = []
     sessions: list[aiohttp.ClientSession] = []
     sockets: list[socket.socket] = []
@@ -320,6 +320,7 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
         extra: str = "",
         server: str = "",
         alert_retry_delays: Sequence[float] = ALERT_RETRY_DELAYS_S,
+        clock: Callable[[], float] = time.time,
     ) -> RunningAgent:
         # bound and held from here (port 0: the kernel's pick) until the agent serves it,
         # where free_port()'s bind-read-close let another process take it meanwhile; the
@@ -347,6 +348,7 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
             poll_interval=0.1,
             owner=owner,
             alert_retry_delays=alert_retry_delays,
+            clock=clock,
         )
         # the daemon's runner (`agent.app.serve`: parser errors as problem+json, its header
         # limits), bounded as it bounds it: a live stream still open at teardown is ended

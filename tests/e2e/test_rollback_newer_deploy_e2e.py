@@ -197,6 +197,35 @@ async def test_a_newer_deploy_registered_on_another_replica_gives_the_rollback_u
     await _given_up_for(replicas[holder], bad, fix, receiver, json_sink)
 
 
+SKEW_S = 60.0
+"""How far replica-a's clock runs ahead of replica-b's and the store's."""
+
+
+async def test_a_fix_registered_on_a_replica_whose_clock_is_behind_gives_the_rollback_up(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+    json_sink: JsonSink,
+    pg_url: str,
+) -> None:
+    """replica-a's clock runs a minute ahead: the rollback it requests is stamped a minute
+    late, and the fix, registered on replica-b after it, reads as stamped before it. The
+    store's order of registrations says the fix came after (migration 20): the rollback,
+    waiting out a 30 s `Retry-After`, is given up within seconds, where it was sent
+    once that wait was over and accepted, rolling the fix back."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET, script=("503:retry-after=30",))
+    config = _config(flip_target, receiver, json_sink)
+    store = f"url: {pg_url}"
+    ahead = await start_agent(
+        *config, store=store, owner="replica-a", clock=lambda: time.time() + SKEW_S
+    )
+    bad = await _bad_deploy_retrying(ahead, flip_target, receiver)
+    behind = await start_agent(*config, store=store, owner="replica-b")
+    fix = await behind.register("production", "v2.4.2", previous_version="v2.4.1")
+
+    await _given_up_for(ahead, bad, fix, receiver, json_sink)
+
+
 async def _left_by_a_killed_replica(pg_url: str, now: float) -> str:
     """What replica-a, killed -9 while v2.4.1's rollback waited out a 30 s `Retry-After`,
     left on the store: its one attempt answered 503, the next due in 30 s, its lease

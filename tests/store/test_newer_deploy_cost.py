@@ -16,7 +16,7 @@ from contextlib import closing
 from typing import Any
 
 from agent.store.base import Store
-from agent.store.sql import NEWER_DEPLOY, ROLLED_BACK_DEPLOY
+from agent.store.sql import NEWER_DEPLOY, ROLLED_BACK_DEPLOY, newer_deploy_values
 from agent.store.sqlite import SqliteStore
 from tests.store.peek import rows
 from tests.store.test_rollback_sweep_cost import emptied, rows_read, sqlite_steps
@@ -58,10 +58,8 @@ async def with_windows(store: Store, older: int) -> None:
 
 async def bound(store: Store) -> tuple[Any, ...]:
     """`NEWER_DEPLOY`'s values, as `Store.newer_deploy` binds them."""
-    [(environment, id_, requested_at, deployed_at, previous)] = await rows(
-        store, ROLLED_BACK_DEPLOY, BAD
-    )
-    return environment, id_, requested_at, deployed_at, NOW, previous, previous
+    [ours] = await rows(store, ROLLED_BACK_DEPLOY, BAD)
+    return newer_deploy_values(ours, NOW)
 
 
 async def postgres_windows_read(store: Store) -> int:

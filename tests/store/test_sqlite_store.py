@@ -89,7 +89,10 @@ async def test_a_store_from_before_fingerprints_keeps_its_runs_unmatched(tmp_pat
     # (gates_by_environment's claimer columns went with its table)
     db.execute("ALTER TABLE rollbacks DROP COLUMN look_ups")
     db.execute("DROP INDEX windows_by_env_deployed")
-    assert before == SCHEMA_VERSION - 14, "a migration after these fourteen: undo it here too"
+    db.execute("DROP INDEX windows_by_env_registered")
+    db.execute("ALTER TABLE windows DROP COLUMN registered")
+    db.execute("ALTER TABLE rollbacks DROP COLUMN requested_after")
+    assert before == SCHEMA_VERSION - 15, "a migration after these fifteen: undo it here too"
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (before,))
     db.execute(
         "INSERT INTO probe_summaries (environment, check_name, at, summary)"

@@ -617,7 +617,6 @@ async def test_a_newer_deploy_of_the_environment_refuses_the_rollbacks_next_atte
     assert taken is not None
     not_newer = [
         dataclasses.replace(window("dep_2", "staging", created=120), version="v2"),
-        dataclasses.replace(window("dep_3", created=105), version="v2"),  # before the request
         dataclasses.replace(window("dep_4", created=120), version="v0"),  # the rollback landing
         dataclasses.replace(window("dep_5", created=125), version="v2", deployed_at=90),  # late
         dataclasses.replace(window("dep_6", created=130), version="v2", deployed_at=900),
@@ -641,6 +640,32 @@ async def test_a_newer_deploy_of_the_environment_refuses_the_rollbacks_next_atte
     stored = await store.get_rollback("dep_1")
     assert stored is not None and stored.attempts == 1 and stored.fence == taken.fence
     assert await store.newer_deploy("dep_missing", now=200) is None
+
+
+async def test_registered_after_the_rollbacks_request_is_the_stores_order_not_a_clock(
+    store: Store,
+) -> None:
+    """A deploy registered before the rollback was requested (one asked for by hand after
+    it, knowingly) is not newer, though a replica whose clock runs ahead stamped it after
+    the request; one registered after is, though a replica whose clock runs behind stamped
+    it before: the store's order of the environment's registrations (migration 20), where
+    their clocks were compared and the rollback went out after the fix, undoing it."""
+    await store.create_window(window("dep_1", created=100))
+    assert await store.finish_window("dep_1", "failed", None, 104)
+    ahead = dataclasses.replace(window("dep_2", created=170), version="v2", deployed_at=105)
+    await store.create_window(ahead)
+    assert await store.add_rollback(RollbackIntent("dep_1", "pending", "{}", requested_at=110))
+    taken = await store.take_rollback("dep_1", "a", now=111, until=500)
+    assert taken is not None
+    assert await store.newer_deploy("dep_1", now=200) is None
+    assert await store.begin_attempt("dep_1", taken.fence, now=200, until=500) == 1
+
+    behind = dataclasses.replace(window("dep_3", created=108), version="v3")
+    await store.create_window(behind)
+
+    found = await store.newer_deploy("dep_1", now=200)
+    assert found is not None and found.id == "dep_3"
+    assert await store.begin_attempt("dep_1", taken.fence, now=200, until=500) is None
 
 
 async def test_a_rollback_held_through_a_wait_is_taken_once_a_newer_deploy_is_old_enough(

@@ -173,6 +173,9 @@ OLD_GATES = [
     "ALTER TABLE alerts DROP COLUMN claimed_by",  # the migration after them, undone
     "ALTER TABLE alerts DROP COLUMN claimed_run",
     "ALTER TABLE rollbacks DROP COLUMN look_ups",  # and the one after that
+    "DROP INDEX windows_by_env_registered",  # and migration 20
+    "ALTER TABLE windows DROP COLUMN registered",
+    "ALTER TABLE rollbacks DROP COLUMN requested_after",
     "CREATE TABLE gates (callback_url TEXT PRIMARY KEY, environment TEXT NOT NULL,"
     " sha TEXT NOT NULL, github_environment TEXT NOT NULL, deadline DOUBLE PRECISION NOT NULL,"
     " created_at DOUBLE PRECISION NOT NULL, claimed_until DOUBLE PRECISION, answer TEXT,"

@@ -140,20 +140,29 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], within: float = 30.0) 
 
 def start_fake(module: str, token: str) -> tuple[subprocess.Popen[bytes], str]:
     """A fake service as its own process (`python -m tests.fakes.<name>`) and its URL."""
-    fake = subprocess.Popen(
-        [sys.executable, "-m", module, "--token", token],
-        cwd=ROOT,
-        env=_env(),
-        stdout=subprocess.PIPE,
+    return _serving(module, "--token", token)
+
+
+def start_rollback_receiver(log: Path, script: str) -> tuple[subprocess.Popen[bytes], str]:
+    """The rollback receiver as its own process (`python -m tests.receivers rollback`),
+    answering by `script`, logging each request to `log`; and its URL."""
+    args = ("--secret", SECRET, "--log", str(log), "--script", script)
+    return _serving("tests.receivers", "rollback", *args)
+
+
+def _serving(module: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    """`python -m module args` and the URL it says it serves on its first line."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", module, *args], cwd=ROOT, env=_env(), stdout=subprocess.PIPE
     )
     try:
-        assert fake.stdout is not None
-        url: str = json.loads(fake.stdout.readline())["url"]
+        assert server.stdout is not None
+        url: str = json.loads(server.stdout.readline())["url"]
     except BaseException:
-        fake.kill()
-        fake.wait()
+        server.kill()
+        server.wait()
         raise
-    return fake, url
+    return server, url
 
 
 def start_site(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:

@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import html
-import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -294,16 +292,11 @@ def test_a_rollback_resumed_after_kill_9_is_given_up_when_the_fix_registers(
     the restarted agent resumes that wait, and the fix registered on it gives the
     rollback up within seconds; the receiver (its own process) got the one attempt."""
     log = tmp_path / "receiver.jsonl"
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "tests.receivers", "rollback", "--secret", crash.SECRET,
-         "--log", str(log), "--script", "503:retry-after=30"],
-        cwd=crash.ROOT, stdout=subprocess.PIPE,
-    )  # fmt: skip
+    receiver, url = crash.start_rollback_receiver(log, "503:retry-after=30")
     agent: subprocess.Popen[bytes] | None = None
     try:
-        assert receiver.stdout is not None
         port = crash.free_port()
-        config = crash.write_config(tmp_path, port, json.loads(receiver.stdout.readline())["url"])
+        config = crash.write_config(tmp_path, port, url)
         agent = crash.start_agent(config, port, tmp_path / "agent.log")
         api = f"http://127.0.0.1:{port}/v1/deploys"
         bad = crash.request_json("POST", api, {"environment": "production", "version": "v2.4.1"})

@@ -8,10 +8,8 @@ receiver that counts the POSTs."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -80,15 +78,9 @@ def test_a_killed_senders_rollback_after_an_unanswered_attempt_is_given_up_by_th
     tmp_path: Path, store_url: str
 ) -> None:
     log = tmp_path / "receiver.jsonl"
-    receiver = subprocess.Popen(
-        [sys.executable, "-m", "tests.receivers", "rollback", "--secret", crash.SECRET,
-         "--log", str(log), "--script", "200:delay=2"],
-        cwd=crash.ROOT, stdout=subprocess.PIPE,
-    )  # fmt: skip
+    receiver, url = crash.start_rollback_receiver(log, "200:delay=2")
     agent: subprocess.Popen[bytes] | None = None
     try:
-        assert receiver.stdout is not None
-        url = json.loads(receiver.stdout.readline())["url"]
         port = crash.free_port()
         rollback = ROLLBACK.format(url=url, secret=crash.SECRET)
         config = tmp_path / "postflight.yaml"

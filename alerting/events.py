@@ -278,6 +278,54 @@ _BY_HAND_SKIPPED = (
     " environment, so its rollback target was not called: roll back by hand if needed."
 )
 
+
+@dataclass(frozen=True, slots=True)
+class FailedWords:
+    """A FAILED rollback's headline kept in its two parts: what failed, and what to do by
+    hand. A newer deploy taken effect since (`failed_rollback_headline`'s `deployed_since`)
+    replaces the second where it is a rollback by hand, which would now undo that deploy;
+    cutting it out of the joined headline failed on one that does not hold the phrase."""
+
+    failed: str
+    by_hand: str = "roll back by hand."
+    rolls_back: bool = True
+    """Whether `by_hand` is rolling back (a `rollback.then` follow-up's is its own step)."""
+
+    @property
+    def headline(self) -> str:
+        return f"{self.failed}: {self.by_hand}"
+
+
+FAILED_WORDS: dict[RollbackTarget, FailedWords] = {
+    "webhook": FailedWords(
+        "**Rollback FAILED.** The pipeline's webhook did not accept it, or could not be"
+        " reached (the reason says which)"
+    ),
+    "vercel": FailedWords(
+        "**Rollback FAILED.** Vercel did not accept it, or it could not be sent (the reason"
+        " says which)"
+    ),
+    "github": FailedWords(
+        "**Rollback FAILED.** The GitHub workflow dispatch was not accepted, or could not be"
+        " sent (the reason says which)"
+    ),
+    "then": FailedWords(
+        "**Rollback follow-up FAILED.** The rollback was delivered, but a `rollback.then`"
+        " webhook did not accept its follow-up",
+        "run that step by hand.",
+        rolls_back=False,
+    ),
+}
+"""`rollback_failed`'s headline by target, in its parts (`FailedWords`)."""
+
+UNCONFIGURED_WORDS = FailedWords(
+    "**Rollback FAILED: not sent.** This environment, or its `rollback`, is no longer in"
+    " Postflight's configuration, so no agent will send the rollback it still owed",
+    "roll back by hand if this deploy is still live.",
+)
+"""`rollback_failed`'s headline for a rollback given up that way (`Alert.unconfigured`)."""
+
+
 EVENTS: dict[AlertEvent, EventSpec] = {
     "breach": EventSpec(
         "warning",
@@ -321,8 +369,7 @@ EVENTS: dict[AlertEvent, EventSpec] = {
     ),
     "rollback_failed": EventSpec(
         "failure",
-        "**Rollback FAILED.** The pipeline's webhook did not accept it, or could not be"
-        " reached (the reason says which): roll back by hand.",
+        FAILED_WORDS["webhook"].headline,
         lambda a: (
             given_up_summary(a.replaced_by, a.sent_before, a.rollback_target)
             if a.replaced_by is not None
@@ -419,12 +466,7 @@ PROVIDER_ANSWERED_HEADLINE = (
 )
 """`provider_unreachable`'s headline when the provider did answer (`Alert.provider_answered`)."""
 
-UNCONFIGURED_HEADLINE = (
-    "**Rollback FAILED: not sent.** This environment, or its `rollback`, is no longer in"
-    " Postflight's configuration, so no agent will send the rollback it still owed:"
-    " roll back by hand if this deploy is still live."
-)
-"""`rollback_failed`'s headline for a rollback given up that way (`Alert.unconfigured`)."""
+UNCONFIGURED_HEADLINE = UNCONFIGURED_WORDS.headline
 
 TARGET_HEADLINES: dict[tuple[AlertEvent, RollbackTarget], str] = {
     ("rollback_requested", "vercel"): f"{_FAILED_REQUESTED} from Vercel"
@@ -435,12 +477,7 @@ TARGET_HEADLINES: dict[tuple[AlertEvent, RollbackTarget], str] = {
     + _STARTED_NOT_DONE,
     ("rollback_delivered", "github"): "**Rollback delivered.** GitHub accepted the rollback"
     " workflow's dispatch." + _STARTED_NOT_DONE,
-    ("rollback_failed", "vercel"): "**Rollback FAILED.** Vercel did not accept it, or it"
-    " could not be sent (the reason says which): roll back by hand.",
-    ("rollback_failed", "github"): "**Rollback FAILED.** The GitHub workflow dispatch was not"
-    " accepted, or could not be sent (the reason says which): roll back by hand.",
-    ("rollback_failed", "then"): "**Rollback follow-up FAILED.** The rollback was delivered,"
-    " but a `rollback.then` webhook did not accept its follow-up: run that step by hand.",
+    **{("rollback_failed", target): words.headline for target, words in FAILED_WORDS.items()},
 }
 """Headlines naming the rollback's real target (`EVENTS` words the webhook's)."""
 
@@ -557,13 +594,11 @@ def failed_rollback_headline(
     still said to roll back by hand."""
     if replaced_by is not None:
         return replaced_headline(quote(replaced_by[0]), quote(replaced_by[1]), sent, target)
-    failed = (
-        UNCONFIGURED_HEADLINE
-        if unconfigured
-        else TARGET_HEADLINES.get(("rollback_failed", target), EVENTS["rollback_failed"].headline)
+    words = (
+        UNCONFIGURED_WORDS if unconfigured else FAILED_WORDS.get(target, FAILED_WORDS["webhook"])
     )
-    if deployed_since is None:
-        return failed
+    if deployed_since is None or not words.rolls_back:
+        return words.headline
     version, deploy_id = quote(deployed_since[0]), quote(deployed_since[1])
     if deployed_since[0] == back_to:
         done = (
@@ -572,10 +607,7 @@ def failed_rollback_headline(
         )
     else:
         done = f"after this rollback was requested. {_undo(version)}"
-    return (
-        f"{failed[: failed.rindex(': roll back by hand')]}. Since then {version}"
-        f" ({deploy_id}) was deployed, {done}"
-    )
+    return f"{words.failed}. Since then {version} ({deploy_id}) was deployed, {done}"
 
 
 def _undo(version: str) -> str:

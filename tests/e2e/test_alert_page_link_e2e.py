@@ -1,7 +1,8 @@
 """README, the deploy page: "Every window has a page, linked from every alert body". Each
 alert a failed, rolled-back deploy sends (its breach, the rollback asked, the rollback
 delivered) reaches a `json://` channel with the link to its deploy's page, and that link
-alone, with no token or session beside it, opens that page."""
+alone, with no token or session beside it, opens that page, its rollback attempt's time,
+status and latency on it."""
 
 from __future__ import annotations
 
@@ -51,3 +52,6 @@ async def test_every_alert_body_links_the_deploys_page_and_the_link_opens_it(
             html = await r.text()
             assert r.status == 200 and r.content_type == "text/html", (r.status, html[:300])
         assert deploy["id"] in html and "v2" in html
+        # "every rollback attempt (time, status, latency)"
+        row = r'<tr class="attempt"><td>1</td><td><time datetime="[0-9T:-]+Z">[^<]+</time></td>'
+        assert re.search(row + r"<td>200</td><td>\d+ ms</td></tr>", html), html

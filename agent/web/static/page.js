@@ -51,11 +51,11 @@
   // (ROLLBACK FAILED, rollback delivered) may still be going out: the last fetch showed it
   // `sending` until a reload, so on-call read that the page never went out. Once ended,
   // the live part is fetched again while an alert is still being sent, waiting 1 s,
-  // doubling to 30 s, for 5 minutes at most.
+  // doubling to 30 s, for 5 minutes at most (the last wait cut to what is left of them).
   function unsettled() {
-    if (!done || pause !== null || settling > 300000) return;
+    if (!done || pause !== null || settling >= 300000) return;
     if (!live.querySelector('.alerts li[data-result="claimed"]')) return;
-    var wait = settle;
+    var wait = Math.min(settle, 300000 - settling);
     settle = Math.min(settle * 2, 30000);
     settling += wait;
     pause = setTimeout(function () { pause = null; refresh(); }, wait);

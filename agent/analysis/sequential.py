@@ -163,6 +163,19 @@ a cell on three seed sets apart from its own: rare errors x5 at 10 req/s 96-99% 
 e-processes keep the rest for what must be caught within seconds: errors x5 at 10 req/s
 lose about a round (0.2 of the share is 0.22 nats)."""
 
+WARN_SHARE = 2.0 / 3.0
+"""The `rule breached` warning (contract section 4) under the sequential policy: a test's
+e-process from the deploy, read as it stands after each round (its wealth now, not its
+peak, so it falls again as rounds within the bound come), at this share of the log of its
+failing bar or more: 1 / alpha^(2/3). At the null's edge a test's chance of ever reaching
+it is at most alpha^(2/3) (Ville), 0.8% for the example's `probe-errors` (1,500 fails it,
+131 warns), which is warned after two rounds all errors at 40 probes a round or more and
+fails at the third (`tests/analysis/test_breach_warning.py`). A bar from the e-detector
+warned far more (its statistic grows like the rounds under the null) and one a round of
+all errors can reach (e.g. 15) a quarter more of the A/A-like windows; see
+`bench/breach_warnings.py` for the share of the decision benchmark's A/A-like windows
+warned. Read, never stepped: no verdict depends on it."""
+
 FOUR_IN_FIVE = 0.8
 """The chance of a catch a "can detect" figure stands for (`LOOK_POWER` is its z)."""
 
@@ -358,6 +371,15 @@ class Component:
 
 
 _BETS_OF = {"proportion": "count", "exceedance": "count", "rank": "conformal_rank"}
+
+
+class Breaching(NamedTuple):
+    """A test past its warning bar (`SequentialRule.breaching`): its e-process from the
+    deploy's log e-value now, and the bar's."""
+
+    comp: Component
+    log_e: float
+    log_warn: float
 
 
 class RunEvidence(NamedTuple):
@@ -1299,6 +1321,33 @@ class SequentialRule:
             return start
         detector = RunEvidence(st["peak_d"], comp.detector_log_threshold(self.horizon), True)
         return max(start, detector, key=lambda run: run.log_e - run.log_needed)
+
+    def log_now(self, state: dict[str, Any], comp: Component) -> float | None:
+        """The log e-value of `comp`'s e-process from the deploy after the latest round: its
+        wealth now, not its peak, so it falls again as rounds within the bound come (None
+        before the rule has `min_samples`, as its peak)."""
+        if state["samples"] < max(1, self.rule.min_samples):
+            return None
+        st = state["tests"][comp.key]
+        if comp.ladder:
+            return stats.ladder_log_e(comp.bets, st["w"], self._ladder_of(comp).bases)
+        return stats.log_mix(st["w"], comp.bets)
+
+    def breaching(self, state: dict[str, Any]) -> Breaching | None:
+        """The read-out behind the `rule breached` warning (`WARN_SHARE`): the test whose
+        e-process from the deploy stands furthest past its warning bar after the latest
+        round, None when none does. Read, never stepped: no verdict depends on it."""
+        best: Breaching | None = None
+        for comp in self.components:
+            log_e = self.log_now(state, comp)
+            if log_e is None or math.isnan(log_e):
+                continue
+            log_warn = WARN_SHARE * comp.log_threshold
+            if log_e >= log_warn and (
+                best is None or log_e - log_warn > best.log_e - best.log_warn
+            ):
+                best = Breaching(comp, log_e, log_warn)
+        return best
 
     def p_value(self, state: dict[str, Any]) -> float:
         """Always-valid p-value of the rule (union over its tests and their two runs)."""

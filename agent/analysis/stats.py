@@ -603,6 +603,14 @@ def bet_log_factors_rows(kind: str, y: FloatArray, size: FloatArray) -> FloatArr
     return out
 
 
+def ladder_log_e(kind: str, log_wealth: list[list[float]], log_base: FloatArray) -> float:
+    """A ladder's log e-value from its stored wealth rows, as `ladder_round` mixes them
+    (the least over intervals of the baseline's e-value times the row's mixture): its value
+    after the latest round, read without a round to fold."""
+    mixed = log_mix_rows(np.array(log_wealth, dtype=np.float64), kind)
+    return float(np.minimum.reduce(log_base + mixed))
+
+
 def log_mix_rows(
     log_wealth: FloatArray, kind: str, log_weights: FloatArray | None = None
 ) -> FloatArray:

@@ -32,6 +32,7 @@ from agent.analysis.policies.base import BasePolicy, Window
 from agent.analysis.policies.threshold import ThresholdPolicy
 from agent.analysis.sequential import (
     BaselineData,
+    Breaching,
     Component,
     Detectable,
     Kind,
@@ -233,6 +234,9 @@ class SequentialPolicy(BasePolicy):
             }
         if failed_at is not None and comp is not None:
             return rule_glance(rule, "fail", observed, figures, failed_at)
+        warn = tests.breaching(seq)
+        if warn is not None:
+            figures["breaching"] = _breaching_figures(warn)
         outcome: RuleOutcome = "pass"
         if self.on_evidence:
             reached = tests.evidence_bounds(seq)
@@ -287,6 +291,10 @@ class SequentialPolicy(BasePolicy):
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
             return Judged(verdict, failed_at, reason)
         strongest = ""
+        warn = tests.breaching(seq)
+        if warn is not None:  # the `rule breached` warning's read-out, said first
+            evidence["breaching"] = _breaching_figures(warn)
+            strongest = f"; {_breaching_words(warn)}"
         if decisive is not None:  # no test failed: the one closest to failing
             closest, run = decisive
             strongest = (
@@ -540,6 +548,28 @@ def _decisive(
         if best is None or run.log_e - run.log_needed > best[1].log_e - best[1].log_needed:
             best = (comp, run)
     return best
+
+
+def _breaching_figures(warn: Breaching) -> dict[str, Any]:
+    """The warning's read-out as a rule's evidence keeps it (`breaching`: its presence is
+    what `rule breached` and its resolve read)."""
+    return {
+        "bound": warn.comp.bound,
+        "test": _TEST_NAMES[warn.comp.test],
+        "likelihood_ratio": ratio(warn.log_e),
+        "likelihood_ratio_warned": ratio(warn.log_warn),
+        "likelihood_ratio_needed": ratio(warn.comp.log_threshold),
+    }
+
+
+def _breaching_words(warn: Breaching) -> str:
+    """What a breach alert says of a rule that has not failed: its evidence now against the
+    warning's bar and the rollback's."""
+    return (
+        f"past its {warn.comp.bound} bound on the evidence since the deploy as it stands:"
+        f" {odds(ratio(warn.log_e))}, at least {odds_number(ratio(warn.log_warn))} warns,"
+        f" {odds_number(ratio(warn.comp.log_threshold))} fails it"
+    )
 
 
 def _needed(tests: SequentialRule, comp: Component, shown: RunEvidence) -> str:

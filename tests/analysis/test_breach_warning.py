@@ -1,0 +1,83 @@
+"""The sequential policy's `rule breached` read-out (contract §4; `SequentialRule.breaching`):
+on the example configuration's production environment (six rules, confidence 0.99, 30
+rounds, 320 samples a round for `probe-errors`: 40 health probes, the load check's 200
+requests, the login scenario's 80 steps), a release failing every request is warned
+before its window fails, and a spell of errors that ends clears the warning; glance (each
+round) and verdict (the alert's words) read it alike."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent.analysis.judge import Judge
+from agent.analysis.types import Observation
+from agent.settings_file import load_settings
+from agent.windows.foresight import policy_of
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "postflight.example.yaml"
+PER_ROUND = 320
+
+
+@pytest.fixture
+def example(example_env: dict[str, str]) -> Judge:
+    env = load_settings(EXAMPLE).environments["production"]
+    rules = [r.to_rule() for r in env.rules]
+    # background probes at 0.5% errors: an hour of 30 s runs of api-health
+    base = {"probe-errors": Observation(0.005, count=24, total=4800, periods=120)}
+    return Judge(rules, base, policy_of(env), horizon=round(env.window / env.interval))
+
+
+def errors(share: float) -> dict[str, Observation]:
+    bad = round(share * PER_ROUND)
+    return {"probe-errors": Observation(bad / PER_ROUND, count=bad, total=PER_ROUND)}
+
+
+def fold(judge: Judge, shares: list[float]) -> list[tuple[str, dict[str, Any] | None]]:
+    """Each round's decision and `probe-errors`' warning read-out (None: not breaching),
+    asserting that the glance and the verdict say the same."""
+    state = judge.start()
+    out: list[tuple[str, dict[str, Any] | None]] = []
+    for share in shares:
+        state, verdict = judge.step(state, errors(share), final=False)
+        glance = judge.glance(state, final=False)
+        rule = next(r for r in verdict.rules if r.name == "probe-errors")
+        glanced = next(r for r in glance.rules if r.name == "probe-errors")
+        assert rule.evidence.get("breaching") == glanced.evidence.get("breaching")
+        assert glance.decision == verdict.decision
+        out.append((verdict.decision, rule.evidence.get("breaching")))
+        if verdict.decision == "fail":
+            break
+    return out
+
+
+def test_a_release_failing_every_request_is_warned_before_its_window_fails(
+    example: Judge,
+) -> None:
+    rounds = fold(example, [1.0] * 10)
+    decisions = [d for d, _ in rounds]
+    assert decisions[-1] == "fail" and decisions[:-1] == ["continue"] * (len(rounds) - 1)
+    warned = [i for i, (d, w) in enumerate(rounds) if d == "continue" and w is not None]
+    assert warned and warned[0] < len(rounds) - 1, rounds  # a round warned, not yet failed
+    warning = rounds[warned[0]][1]
+    assert warning is not None
+    assert warning["likelihood_ratio_warned"] <= warning["likelihood_ratio"]
+    assert warning["likelihood_ratio"] < warning["likelihood_ratio_needed"]
+
+
+def test_a_spell_of_errors_that_ends_clears_the_warning_without_a_failure(
+    example: Judge,
+) -> None:
+    rounds = fold(example, [1.0, 1.0] + [0.0] * 28)
+    assert all(d == "continue" for d, _ in rounds), rounds
+    warned = [w is not None for _, w in rounds]
+    assert warned[1], rounds  # breached after the second round all errors
+    cleared = warned.index(False, 2)
+    assert cleared <= 4 and not any(warned[cleared:]), warned  # and back within 3 rounds
+
+
+def test_a_release_within_its_bound_is_never_warned(example: Judge) -> None:
+    rounds = fold(example, [0.005] * 30)
+    assert all(d == "continue" and w is None for d, w in rounds), rounds

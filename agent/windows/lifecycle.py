@@ -1429,7 +1429,7 @@ class WindowWatch:
             resolved_key(r.name): r
             for r in verdict.rules
             # `pass` with a threshold streak is still past its bound (`_state`): not cleared
-            if _state(r) == "pass" and previous.get(r.name) == "breached"
+            if _cleared(r) and previous.get(r.name) == "breached"
         }
         if cleared:
             self._alert_group("resolved", cleared, final=verdict.decision != "continue")
@@ -1549,15 +1549,26 @@ def _warned_in(verdict: dict[str, Any] | None) -> set[str]:
 
 def _state_of(outcome: str, evidence: dict[str, Any]) -> str:
     """`breached` when a rule failed, or breaches its bound this round without yet
-    failing the window (a threshold streak below `failure_limit`): on-call hears of
-    it at once, and of the resolve when it clears."""
-    if outcome == "fail" or (evidence.get("streak") or 0) > 0:
+    failing the window (a threshold streak below `failure_limit`; the sequential
+    policy's `breaching` read-out): on-call hears of it at once, and of the resolve
+    when it clears."""
+    if outcome == "fail" or (evidence.get("streak") or 0) > 0 or evidence.get("breaching"):
         return "breached"
     return outcome
 
 
 def _state(rule: RuleVerdict) -> str:
     return _state_of(rule.outcome, rule.evidence)
+
+
+def _cleared(rule: RuleVerdict) -> bool:
+    """Back within its bound: `pass`, or under the sequential policy no longer `breaching`
+    while its evidence has yet to show a pass (`inconclusive` until then, with
+    `pass_on: evidence`, the default)."""
+    state = _state(rule)
+    return state == "pass" or (
+        state == "inconclusive" and rule.evidence.get("policy") == "sequential"
+    )
 
 
 def _group_reason(event: AlertEvent, rules: list[RuleVerdict]) -> str:

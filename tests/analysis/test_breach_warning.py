@@ -57,14 +57,14 @@ def test_a_release_failing_every_request_is_warned_before_its_window_fails(
     example: Judge,
 ) -> None:
     rounds = fold(example, [1.0] * 10)
-    decisions = [d for d, _ in rounds]
-    assert decisions[-1] == "fail" and decisions[:-1] == ["continue"] * (len(rounds) - 1)
-    warned = [i for i, (d, w) in enumerate(rounds) if d == "continue" and w is not None]
-    assert warned and warned[0] < len(rounds) - 1, rounds  # a round warned, not yet failed
-    warning = rounds[warned[0]][1]
+    # the README's figures: warned at round 2 (131 to 1 warns), failed at round 3 (1,500)
+    assert [d for d, _ in rounds] == ["continue", "continue", "fail"], rounds
+    assert [w is not None for _, w in rounds[:2]] == [False, True], rounds
+    warning = rounds[1][1]
     assert warning is not None
-    assert warning["likelihood_ratio_warned"] <= warning["likelihood_ratio"]
-    assert warning["likelihood_ratio"] < warning["likelihood_ratio_needed"]
+    assert round(warning["likelihood_ratio_warned"]) == 131, warning
+    assert round(warning["likelihood_ratio_needed"]) == 1500, warning
+    assert 131 <= warning["likelihood_ratio"] < 1500, warning
 
 
 def test_a_spell_of_errors_that_ends_clears_the_warning_without_a_failure(
@@ -81,3 +81,15 @@ def test_a_spell_of_errors_that_ends_clears_the_warning_without_a_failure(
 def test_a_release_within_its_bound_is_never_warned(example: Judge) -> None:
     rounds = fold(example, [0.005] * 30)
     assert all(d == "continue" and w is None for d, w in rounds), rounds
+
+
+def test_the_breach_alerts_words_say_the_evidence_against_both_bars(example: Judge) -> None:
+    """The alert's "why" is the rule's detail: it says how far the evidence has come."""
+    state = example.start()
+    for _ in range(2):
+        state, verdict = example.step(state, errors(1.0), final=False)
+    detail = next(r for r in verdict.rules if r.name == "probe-errors").detail
+    assert (
+        "past its max bound on the evidence since the deploy as it stands: 379 to 1,"
+        " at least 131 warns, 1,500 fails it" in detail
+    ), detail

@@ -297,7 +297,7 @@ class SequentialPolicy(BasePolicy):
             strongest = f"; {_breaching_words(warn)}"
         if decisive is not None:  # no test failed: the one closest to failing
             closest, run = decisive
-            strongest = (
+            strongest += (
                 f"; strongest evidence of a regression: {odds(ratio(run.log_e))}, "
                 f"{_needed(tests, closest, run)}"
             )

@@ -77,7 +77,7 @@ from agent.windows.pace import SteadyClock
 from agent.windows.probing import EnvironmentProbe, samples_of, summarize, unsummarize
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing, stored_overrun_s
 from agent.windows.unread import UnreadBaselines
-from agent.windows.unwatched import unwatched_end
+from agent.windows.unwatched import breaching_at_end, unwatched_end
 from alerting.events import (
     Alert,
     AlertEvent,
@@ -1305,7 +1305,8 @@ class WindowWatch:
         the threshold policy's `failure_limit` counts as `breaching`, not `pass`."""
         counters = self.rule_counters
         for rule in glance.rules:
-            breaching = rule.outcome == "pass" and _state_of(rule.outcome, rule.evidence) != "pass"
+            # the threshold streak's (the sequential warning's read-out is not a bound passed)
+            breaching = breaching_at_end(rule.outcome, rule.evidence)
             outcome = "breaching" if breaching else rule.outcome
             counter = counters.get((rule.name, outcome))
             if counter is None:

@@ -170,11 +170,11 @@ peak, so it falls again as rounds within the bound come), at this share of the l
 failing bar or more: 1 / alpha^(2/3). At the null's edge a test's chance of ever reaching
 it is at most alpha^(2/3) (Ville), 0.8% for the example's `probe-errors` (1,500 fails it,
 131 warns), which is warned after two rounds all errors at 40 probes a round or more and
-fails at the third (`tests/analysis/test_breach_warning.py`). A bar from the e-detector
-warned far more (its statistic grows like the rounds under the null) and one a round of
-all errors can reach (e.g. 15) a quarter more of the A/A-like windows; see
-`bench/breach_warnings.py` for the share of the decision benchmark's A/A-like windows
-warned. Read, never stepped: no verdict depends on it."""
+fails at the third (`tests/analysis/test_breach_warning.py`). Of the decision benchmark's
+1,200 A/A-like windows it warned 10 (0.8%), all at `boundary` (`bench/breach_warnings.py`);
+a bar at the square root warned 1.9%, a fixed 15 to 1 (one round of all errors reaches
+it) 3.2%, and the e-detector's statistic, which grows like the rounds under the null, far
+more. Read, never stepped: no verdict depends on it."""
 
 FOUR_IN_FIVE = 0.8
 """The chance of a catch a "can detect" figure stands for (`LOOK_POWER` is its z)."""

@@ -7,7 +7,7 @@ within its bound, one `resolved`, and no rollback; a steady release pages no war
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +113,13 @@ async def watched(
 
 
 async def test_a_breach_that_clears_pages_one_warning_and_one_resolve_and_no_rollback(
-    tmp_path: Path, spell_target: SpellTarget, json_sink: JsonSink
+    tmp_path: Path,
+    spell_target: SpellTarget,
+    json_sink: JsonSink,
+    rollback_receiver: Callable[..., Awaitable[RollbackReceiver]],
 ) -> None:
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
-    try:
-        deploy = await watched(tmp_path, spell_target, json_sink, receiver, SPELL)
-    finally:
-        await receiver.stop()
+    receiver = await rollback_receiver(SECRET)
+    deploy = await watched(tmp_path, spell_target, json_sink, receiver, SPELL)
     assert spell_target.failed == SPELL // 2, spell_target.failed
     titles = [n.title for n in titled(json_sink, PREFIX)]
     breached = titled(json_sink, f"{PREFIX}probe-errors breached")
@@ -135,14 +134,13 @@ async def test_a_breach_that_clears_pages_one_warning_and_one_resolve_and_no_rol
 
 
 async def test_a_steady_release_pages_no_warning(
-    tmp_path: Path, spell_target: SpellTarget, json_sink: JsonSink
+    tmp_path: Path,
+    spell_target: SpellTarget,
+    json_sink: JsonSink,
+    rollback_receiver: Callable[..., Awaitable[RollbackReceiver]],
 ) -> None:
-    receiver = RollbackReceiver(SECRET)
-    await receiver.start()
-    try:
-        deploy = await watched(tmp_path, spell_target, json_sink, receiver, 0)
-    finally:
-        await receiver.stop()
+    receiver = await rollback_receiver(SECRET)
+    deploy = await watched(tmp_path, spell_target, json_sink, receiver, 0)
     titles = [n.title for n in titled(json_sink, PREFIX)]
     assert not titled(json_sink, "breached") and not titled(json_sink, "resolved"), titles
     assert deploy["verdict"] != "fail" and receiver.attempts == [], (deploy, titles)

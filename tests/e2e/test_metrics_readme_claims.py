@@ -1,0 +1,236 @@
+"""README "Metrics" claims no other test read from a real agent's `/metrics` over HTTP
+(each before read from the agent's own registry, or not at all), each held against what
+a receiver, a provider or the client counted: the rollback attempts by result, the
+provider's HTTP requests beside its fetches (the retries a fetch that ended `ok`
+hides), one rule evaluation per rule per round, the requests the HTTP parser refused,
+the API's requests by status class."""
+
+from __future__ import annotations
+
+import asyncio
+import textwrap
+from collections import Counter
+from typing import Any
+
+import pytest
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+
+from agent.appkeys import STORE
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget, RunningAgent
+from tests.receivers import RollbackReceiver
+
+pytestmark = pytest.mark.e2e
+
+
+class FlakyPrometheus(LocalTarget):
+    """`/api/v1/query_range` answering 503 to its first request, then one series at 0."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.statuses: list[int] = []
+
+    async def query_range(self, request: web.Request) -> web.Response:
+        if not self.statuses:
+            self.statuses.append(503)
+            return web.json_response({"status": "error"}, status=503)
+        self.statuses.append(200)
+        start = float(request.query.get("start", "0"))
+        data = {"resultType": "matrix", "result": [{"metric": {}, "values": [[start, "0"]]}]}
+        return web.json_response({"status": "success", "data": data})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/api/v1/query_range", self.query_range)
+
+
+async def scrape(agent: RunningAgent) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of `/metrics` over HTTP, parsed as a scraper parses it."""
+    async with agent.http.get(f"{agent.url}/metrics") as r:
+        assert r.status == 200
+        text = await r.text()
+    return {
+        (s.name, frozenset(s.labels.items())): float(s.value)
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(
+    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    """A sample summed over the series that carry `labels`."""
+    return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= ls)
+
+
+def watched(name: str, target: str, rollback_url: str, extra_rule: str = "") -> str:
+    """One environment of a bad target, rolled back to `rollback_url` at failure_limit 2."""
+    return textwrap.dedent(
+        f"""\
+        {name}:
+          base_url: {target}
+          window: 20s
+          interval: 300ms
+          background_interval: 200ms
+          probes_per_round: 5
+          checks:
+            - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+          analysis: {{policy: threshold, failure_limit: 2}}
+          rules:
+            - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+            {extra_rule}
+          rollback: {{url: "{rollback_url}", secret: {SECRET}, backoff: 100ms}}
+        """
+    )
+
+
+async def test_rollback_attempts_provider_requests_and_rule_evaluations_as_counted_there(
+    start_agent: AgentFactory, flip_target: FlipTarget, rollback_receiver: Any
+) -> None:
+    """README: `postflight_rollback_attempts_total` by result (a 503 `retryable`, a 2xx
+    `delivered`, another 4xx `rejected`) beside `postflight_rollbacks_total`;
+    `postflight_provider_http_requests_total` counts every attempt by status class, where
+    `postflight_provider_requests_total` counts the fetch, `ok` after a retry;
+    `postflight_rule_evaluations_total` one evaluation per rule per round, by its outcome
+    after it (`breaching` short of `failure_limit`, then `fail`)."""
+    retried: RollbackReceiver = await rollback_receiver(SECRET, script=(503, 200))
+    refused: RollbackReceiver = await rollback_receiver(SECRET, script=(400,))
+    provider = FlakyPrometheus()
+    await provider.start()
+    try:
+        extra = "- {name: http-5xx, source: prometheus, query: 'sum(up)', max: 5}"
+        agent = await start_agent(
+            watched("production", flip_target.url, retried.url, extra)
+            + watched("staging", flip_target.url, refused.url),
+            providers=f"""
+            providers:
+              prometheus: {{url: "{provider.url}"}}
+            """,
+        )
+        flip_target.bad = True
+        production = await agent.register("production", "v2.4.1", previous_version="v2.4.0")
+        staging = await agent.register("staging", "v2.4.1", previous_version="v2.4.0")
+        assert (await agent.settled(production["id"], within=30))["state"] == "rolled_back"
+        assert (await agent.settled(staging["id"], within=30))["rollback"]["state"] == "failed"
+        # the provider's last answer counted before its requests are compared with it
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            samples = await scrape(agent)
+            http = value(samples, "postflight_provider_http_requests_total", provider="prometheus")
+            if http >= len(provider.statuses) or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        statuses = Counter(provider.statuses)
+        store = agent.app[STORE]
+        rounds = {
+            "production": len(await store.rounds(production["id"])),
+            "staging": len(await store.rounds(staging["id"])),
+        }
+    finally:
+        await provider.stop()
+
+    for receiver, environment in ((retried, "production"), (refused, "staging")):
+        answered = Counter(a.status for a in receiver.attempts)
+        attempts = {
+            result: value(
+                samples,
+                "postflight_rollback_attempts_total",
+                environment=environment,
+                result=result,
+            )
+            for result in ("delivered", "retryable", "rejected")
+        }
+        assert attempts == {
+            "delivered": answered[200],
+            "retryable": answered[503],
+            "rejected": answered[400],
+        }, (environment, answered)
+    assert (
+        value(samples, "postflight_rollbacks_total", environment="production", result="delivered")
+        == 1
+    )
+    assert value(samples, "postflight_rollbacks_total", environment="staging", result="failed") == 1
+
+    # every HTTP request the provider took, by status class; the fetch retried is one ok
+    assert statuses[503] == 1 and statuses[200] >= 1, statuses
+    http_by = {
+        result: value(
+            samples, "postflight_provider_http_requests_total", provider="prometheus", result=result
+        )
+        for result in ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
+    }
+    assert http_by == {
+        "2xx": statuses[200], "3xx": 0, "4xx": 0, "5xx": 1, "timeout": 0, "error": 0,
+    }, statuses  # fmt: skip
+    fetches = value(
+        samples, "postflight_provider_requests_total", provider="prometheus", result="ok"
+    )
+    assert fetches == statuses[200], statuses
+    assert value(samples, "postflight_provider_requests_total", result="error") == 0
+
+    # one evaluation per rule per round: breaching, then fail at failure_limit
+    for environment, rules in (
+        ("production", ("probe-errors", "http-5xx")),
+        ("staging", ("probe-errors",)),
+    ):
+        for rule in rules:
+            evaluated = value(
+                samples, "postflight_rule_evaluations_total", environment=environment, rule=rule
+            )
+            assert evaluated == rounds[environment], (environment, rule, rounds)
+    errors = {
+        outcome: value(
+            samples,
+            "postflight_rule_evaluations_total",
+            environment="production",
+            rule="probe-errors",
+            outcome=outcome,
+        )
+        for outcome in ("pass", "fail", "inconclusive", "breaching")
+    }
+    assert errors["fail"] == 1 and errors["breaching"] >= 1, errors
+
+
+async def test_refused_requests_and_api_requests_by_status_class(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """README: `postflight_malformed_requests_total` counts the requests the HTTP parser
+    refused, each answered 400 (there at 0 before); `postflight_api_requests_total` counts
+    API requests by status class."""
+    agent = await start_agent(
+        f"""
+        production:
+          base_url: {flip_target.url}
+          checks:
+            - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+        """
+    )
+    before = await scrape(agent)
+    assert ("postflight_malformed_requests_total", frozenset()) in before
+    assert value(before, "postflight_malformed_requests_total") == 0
+
+    port = int(agent.url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /\x01 HTTP/1.1\r\nHost: x\r\n\r\n")
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)
+    writer.close()
+    assert status_line.split()[1] == b"400", status_line
+
+    async with agent.http.get(f"{agent.url}/v1/deploys", headers=agent.headers) as r:
+        assert r.status == 200
+    async with agent.http.get(f"{agent.url}/v1/deploys/dep_nope", headers=agent.headers) as r:
+        assert r.status == 404
+    async with agent.http.post(f"{agent.url}/v1/deploys", json={}) as r:
+        assert r.status == 401
+    after = await scrape(agent)
+
+    assert value(after, "postflight_malformed_requests_total") == 1
+    grew = {
+        result: value(after, "postflight_api_requests_total", result=result)
+        - value(before, "postflight_api_requests_total", result=result)
+        for result in ("2xx", "4xx", "5xx")
+    }
+    # the 200 and the scrape between the two reads (the first scrape is counted after it
+    # was answered) are 2xx; the refused request never reached the API
+    assert grew == {"2xx": 2, "4xx": 2, "5xx": 0}, grew

@@ -8,11 +8,15 @@ the API's requests by status class."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import textwrap
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,6 +25,8 @@ from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget, Ru
 from tests.receivers import RollbackReceiver
 
 pytestmark = pytest.mark.e2e
+
+CONFIG = Path(__file__).resolve().parents[2] / "config"
 
 
 class FlakyPrometheus(LocalTarget):
@@ -234,3 +240,78 @@ async def test_refused_requests_and_api_requests_by_status_class(
     # the 200 and the scrape between the two reads (the first scrape is counted after it
     # was answered) are 2xx; the refused request never reached the API
     assert grew == {"2xx": 2, "4xx": 2, "5xx": 0}, grew
+
+
+SELECTOR = re.compile(r"\b(postflight_\w+)(?:\{([^}]*)\})?")
+MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+GROUPING = re.compile(r"\bby\s*\(([^)]*)\)")
+NOT_THE_AGENTS = {"le", "instance", "job", "loop"}
+"""Labels the examples group by that the agent does not write: a histogram's bucket,
+Prometheus' target labels, and `loop`, which the examples' own `label_replace` makes."""
+
+
+async def test_the_shipped_dashboard_and_alerts_select_series_the_agent_exports(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """README: `config/` has alerting rules and a Grafana dashboard on the agent's
+    metrics. Each series they select, each label they match or group by, and each value
+    they match is one a running agent's `/metrics` carries (a typo'd value, such as
+    `result="fail"` for `"failed"`, selects nothing: an alert that never fires, a panel
+    that stays empty); the names alone were checked against the agent's registry."""
+    agent = await start_agent(
+        f"""
+        production:
+          base_url: {flip_target.url}
+          window: 2s
+          interval: 300ms
+          background_interval: 200ms
+          checks:
+            - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+          rules:
+            - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+            - {{name: http-5xx, source: prometheus, query: 'sum(up)', max: 5}}
+        """,
+        providers="""
+        providers:
+          prometheus: {url: "http://127.0.0.1:9"}
+        """,
+        extra="""
+        integrations:
+          github: {api_url: "http://127.0.0.1:9", token: gh-token, webhook_secret: gh-secret}
+          vercel: {api_url: "http://127.0.0.1:9", token: vc-token, webhook_secret: vc-secret}
+        """,
+    )
+    deploy = await agent.register("production", "v2.4.1")
+    await agent.rounds(deploy["id"], at_least=1)
+    # a histogram's series appear at its first observation: a fetch's, once its retries
+    # against the provider that does not answer gave up
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while True:
+        samples = await scrape(agent)
+        fetched = value(samples, "postflight_provider_request_duration_seconds_count")
+        if fetched or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.1)
+    carried: dict[str, dict[str, set[str]]] = {}
+    for name, labels in samples:
+        for label, given in labels:
+            carried.setdefault(name, {}).setdefault(label, set()).add(given)
+        carried.setdefault(name, {})
+
+    dashboard = json.loads((CONFIG / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    rules = yaml.safe_load((CONFIG / "postflight-alerts.yml").read_text())
+    exprs += [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    for expr in exprs:
+        selected = SELECTOR.findall(expr)
+        for name, matchers in selected:
+            assert name in carried, (name, expr)
+            for label, _op, pattern in MATCHER.findall(matchers):
+                assert label in carried[name], (name, label, expr)
+                for given in pattern.split("|"):
+                    assert given in carried[name][label], (name, label, given, expr)
+        for grouping in GROUPING.findall(expr):
+            for label in {g.strip() for g in grouping.split(",")} - NOT_THE_AGENTS - {""}:
+                for name, _ in selected:
+                    assert label in carried[name], (name, label, expr)

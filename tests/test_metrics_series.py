@@ -189,3 +189,12 @@ def test_postflight_run_exports_what_the_readmes_metrics_section_names(tmp_path:
     assert {env: len(lines) for env, lines in per_environment.items()} == {"one": 19, "two": 19}
     assert all(line.endswith(" 0.0") for line in per_environment["one"]), per_environment
     assert "add 19 an environment" in " ".join(section.split())
+    # every collection's pause, the full ones' too: the full one start-up's tuning made
+    counts = {
+        name: float(line.rsplit(" ", 1)[1])
+        for line in series
+        for name in ("postflight_gc_pause_seconds", "postflight_gc_full_pause_seconds")
+        if line.startswith(f"{name}_count ")
+    }
+    every, full = counts["postflight_gc_pause_seconds"], counts["postflight_gc_full_pause_seconds"]
+    assert every >= full >= 1, counts

@@ -250,15 +250,10 @@ NOT_THE_AGENTS = {"le", "instance", "job", "loop"}
 Prometheus' target labels, and `loop`, which the examples' own `label_replace` makes."""
 
 
-async def test_the_shipped_dashboard_and_alerts_select_series_the_agent_exports(
-    start_agent: AgentFactory, flip_target: FlipTarget
-) -> None:
-    """README: `config/` has alerting rules and a Grafana dashboard on the agent's
-    metrics. Each series they select, each label they match or group by, and each value
-    they match is one a running agent's `/metrics` carries (a typo'd value, such as
-    `result="fail"` for `"failed"`, selects nothing: an alert that never fires, a panel
-    that stays empty); the names alone were checked against the agent's registry."""
-    agent = await start_agent(
+async def with_hooks(start_agent: AgentFactory, flip_target: FlipTarget) -> RunningAgent:
+    """An agent with a check, a rule on it and one on Prometheus (which does not answer),
+    and both GitHub and Vercel configured."""
+    return await start_agent(
         f"""
         production:
           base_url: {flip_target.url}
@@ -281,6 +276,17 @@ async def test_the_shipped_dashboard_and_alerts_select_series_the_agent_exports(
           vercel: {api_url: "http://127.0.0.1:9", token: vc-token, webhook_secret: vc-secret}
         """,
     )
+
+
+async def test_the_shipped_dashboard_and_alerts_select_series_the_agent_exports(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """README: `config/` has alerting rules and a Grafana dashboard on the agent's
+    metrics. Each series they select, each label they match or group by, and each value
+    they match is one a running agent's `/metrics` carries (a typo'd value, such as
+    `result="fail"` for `"failed"`, selects nothing: an alert that never fires, a panel
+    that stays empty); the names alone were checked against the agent's registry."""
+    agent = await with_hooks(start_agent, flip_target)
     deploy = await agent.register("production", "v2.4.1")
     await agent.rounds(deploy["id"], at_least=1)
     # a histogram's series appear at its first observation: a fetch's, once its retries
@@ -315,3 +321,43 @@ async def test_the_shipped_dashboard_and_alerts_select_series_the_agent_exports(
             for label in {g.strip() for g in grouping.split(",")} - NOT_THE_AGENTS - {""}:
                 for name, _ in selected:
                     assert label in carried[name], (name, label, expr)
+
+
+async def test_a_running_agent_says_its_loops_up_and_each_hooks_series_at_zero(
+    start_agent: AgentFactory, flip_target: FlipTarget
+) -> None:
+    """README: `postflight_watcher_up`, `postflight_integrations_up` and
+    `postflight_alert_recovery_up` are 1 while each loop runs; `postflight_store_up` 1
+    while the store answers and `postflight_waiting_for_store` 0 once it did;
+    `postflight_deploy_events_total` and `postflight_integration_calls_total` at 0 from
+    the start for each configured integration, by each of their results."""
+    agent = await with_hooks(start_agent, flip_target)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    gauges = (
+        "postflight_watcher_up",
+        "postflight_integrations_up",
+        "postflight_alert_recovery_up",
+        "postflight_store_up",
+    )
+    while True:  # the store is said up at the watcher's first claim, just after start
+        samples = await scrape(agent)
+        if all(value(samples, g) == 1 for g in gauges) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    assert {g: value(samples, g) for g in gauges} == dict.fromkeys(gauges, 1.0)
+    assert value(samples, "postflight_waiting_for_store") == 0
+    results = {
+        "postflight_deploy_events_total": {
+            "opened", "joined", "redelivered", "gate", "ignored", "rejected", "invalid",
+        },
+        "postflight_integration_calls_total": {"sent", "failed"},
+    }  # fmt: skip
+    for name, wanted in results.items():
+        for provider in ("github", "vercel"):
+            seen = {
+                dict(labels)["result"]: v
+                for (n, labels), v in samples.items()
+                if n == name and ("provider", provider) in labels
+            }
+            assert seen == dict.fromkeys(wanted, 0.0), (name, provider, seen)

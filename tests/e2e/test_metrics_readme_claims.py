@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.appkeys import STORE
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget, RunningAgent
-from tests.receivers import RollbackReceiver
+from tests.receivers import JsonSink, RollbackReceiver
 
 pytestmark = pytest.mark.e2e
 
@@ -361,3 +361,57 @@ async def test_a_running_agent_says_its_loops_up_and_each_hooks_series_at_zero(
                 if n == name and ("provider", provider) in labels
             }
             assert seen == dict.fromkeys(wanted, 0.0), (name, provider, seen)
+
+
+async def test_an_alert_failed_then_sent_on_a_retry_is_counted_once_each(
+    start_agent: AgentFactory, flip_target: FlipTarget, json_sink: JsonSink
+) -> None:
+    """README: `postflight_alerts_total` counts each alert once per channel: `sent` when
+    the channel took it (at once or on a retry), `failed` when the channel failed it the
+    first time. A channel that answers the first alert 500 and every later one 200: one
+    failed, and sent as many as the channel took, the retried one among them."""
+    json_sink.script(500)
+    agent = await start_agent(
+        f"""
+        production:
+          base_url: {flip_target.url}
+          window: 20s
+          interval: 300ms
+          probes_per_round: 5
+          checks:
+            - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
+          analysis: {{policy: threshold, failure_limit: 2}}
+          rules:
+            - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
+          alerts: {{tags: [oncall]}}
+        """,
+        f"""
+        alerting:
+          channels:
+            - {{url: "{json_sink.url()}", tags: [oncall]}}
+        """,
+        alert_retry_delays=(0.2, 0.2),
+    )
+    flip_target.bad = True
+    deploy = await agent.register("production", "v2.4.1")
+    assert (await agent.settled(deploy["id"], within=30))["state"] == "failed"
+    titles = [n.title for n in await json_sink.wait_for(2, within=10)]
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:  # a send is counted once its channel answered
+        samples = await scrape(agent)
+        sent = value(samples, "postflight_alerts_total", result="sent")
+        if sent >= len(json_sink.notifications) or loop.time() > deadline:
+            break
+        await asyncio.sleep(0.05)
+    refused = json_sink.arrived - len(json_sink.notifications)
+    assert refused == 1, (json_sink.arrived, titles)
+    assert len(set(n.title for n in json_sink.notifications)) == len(json_sink.notifications)
+    assert value(samples, "postflight_alerts_total", result="failed") == refused
+    assert sent == len(json_sink.notifications), titles
+    # the breach, refused once, taken on its retry beside the verdict's
+    taken = [n.title for n in json_sink.notifications]
+    assert sorted(t.rsplit(": ", 1)[1] for t in taken) == [
+        "deploy failed (probe-errors)",
+        "probe-errors breached",
+    ], taken

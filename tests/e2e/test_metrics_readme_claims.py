@@ -22,6 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from agent.appkeys import STORE
 from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget, RunningAgent
+from tests.e2e.providers_support import NEWRELIC_KEY, environment_yaml, providers_yaml
+from tests.fakes.newrelic import FakeNewRelic
 from tests.receivers import JsonSink, RollbackReceiver
 
 pytestmark = pytest.mark.e2e
@@ -415,3 +417,55 @@ async def test_an_alert_failed_then_sent_on_a_retry_is_counted_once_each(
         "deploy failed (probe-errors)",
         "probe-errors breached",
     ], taken
+
+
+NRQL = "SELECT percentile(duration, 95) FROM Transaction WHERE appName = 'web (production)'"
+
+
+async def test_each_fetch_and_the_marker_are_one_provider_request_each(
+    start_agent: AgentFactory, rollback_receiver: Any
+) -> None:
+    """README: `postflight_provider_requests_total` and
+    `postflight_provider_request_duration_seconds` count per fetch, "a marker is one
+    too". New Relic answering every request at once (no retry, no page): each request
+    it took is one fetch or the deploy marker, and the two metrics count as many."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    async with FakeNewRelic(api_key=NEWRELIC_KEY) as newrelic:
+        newrelic.answer(NRQL, [{"percentile.duration": {"95": 0.2}}])
+        rule = f"""\
+    - name: nr-p95
+      source: newrelic
+      nrql: "{NRQL}"
+      max_increase: 50%
+"""
+        agent = await start_agent(
+            environment_yaml(
+                rule,
+                rollback_url=receiver.url,
+                secret=SECRET,
+                window="2s",
+                interval="250ms",
+                lookback="5s",
+                sentry=False,
+            ),
+            providers=providers_yaml(newrelic=newrelic, markers=True),
+        )
+        deploy = await agent.register("production", "v2.4.1")
+        await agent.settled(deploy["id"], within=20)
+        markers = [r for r in newrelic.requests if "changeTrackingCreateEvent" in str(r.body)]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:  # the last fetch counted once its answer was read
+            samples = await scrape(agent)
+            counted = value(samples, "postflight_provider_requests_total", provider="newrelic")
+            if counted >= len(newrelic.requests) or loop.time() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        took = len(newrelic.requests)
+    assert len(markers) == 1, [str(r.body)[:80] for r in newrelic.requests]
+    assert took >= 3, took  # the baseline's fetch, a round's, the marker
+    assert counted == took, (counted, took)
+    durations = "postflight_provider_request_duration_seconds_count"
+    assert value(samples, durations, provider="newrelic") == took
+    http = value(samples, "postflight_provider_http_requests_total", provider="newrelic")
+    assert http == took

@@ -172,6 +172,41 @@ class FlipTarget(LocalTarget):
         app.router.add_get("/api/health", self.health)
 
 
+def watched(
+    name: str,
+    target: str,
+    rollback_url: str | None = None,
+    *,
+    extra_rule: str = "",
+    alerts: bool = False,
+    window: str = "20s",
+) -> str:
+    """One environment of `start_agent` probing `target`'s /api/health five times a
+    300 ms round, judged on its error rate at failure_limit 2 (`extra_rule`: a second
+    rule, a YAML flow mapping), rolled back to `rollback_url` if given, its alerts
+    tagged `oncall` if `alerts`, over a `window` of 20 s unless said."""
+    lines = [
+        f"{name}:",
+        f"  base_url: {target}",
+        f"  window: {window}",
+        "  interval: 300ms",
+        "  background_interval: 200ms",
+        "  probes_per_round: 5",
+        "  checks:",
+        "    - {name: api-health, type: http, path: /api/health, timeout: 1s}",
+        "  analysis: {policy: threshold, failure_limit: 2}",
+        "  rules:",
+        "    - {name: probe-errors, source: checks, metric: error_rate, max: 0.05}",
+    ]
+    if extra_rule:
+        lines.append(f"    - {extra_rule}")
+    if rollback_url is not None:
+        lines.append(f'  rollback: {{url: "{rollback_url}", secret: {SECRET}, backoff: 100ms}}')
+    if alerts:
+        lines.append("  alerts: {tags: [oncall]}")
+    return "\n".join(lines) + "\n"
+
+
 @dataclass
 class RunningAgent:
     url: str

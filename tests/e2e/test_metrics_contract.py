@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget
+from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget, watched
 from tests.fakes.prometheus import PrometheusProcess, prometheus_binary
 from tests.receivers import JsonSink, RollbackReceiver
 
@@ -74,6 +74,17 @@ class FakePrometheus(LocalTarget):
         app.router.add_get("/api/v1/query_range", self.query_range)
 
 
+PROMETHEUS_RULE = "{name: http-5xx, source: prometheus, query: 'sum(up)', max: 5}"
+
+
+def production(target: str, rollback_url: str, window: str = "20s") -> str:
+    """`production` judged on its probes' error rate and a rule on Prometheus, rolled
+    back to `rollback_url`, its alerts to the `oncall` channel."""
+    return watched(
+        "production", target, rollback_url, extra_rule=PROMETHEUS_RULE, alerts=True, window=window
+    )
+
+
 DURATIONS = ("postflight_check_duration_seconds", "postflight_provider_request_duration_seconds")
 """§5's histograms: "`_seconds` durations", in seconds, said as their unit."""
 
@@ -93,22 +104,7 @@ async def test_the_metrics_table_as_a_scraper_reads_it(
     await prometheus.start()
     try:
         agent = await start_agent(
-            f"""
-            production:
-              base_url: {flip_target.url}
-              window: 20s
-              interval: 300ms
-              background_interval: 200ms
-              probes_per_round: 5
-              checks:
-                - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-              analysis: {{policy: threshold, failure_limit: 2}}
-              rules:
-                - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-                - {{name: http-5xx, source: prometheus, query: 'sum(up)', max: 5}}
-              rollback: {{url: "{receiver.url}", secret: {SECRET}, backoff: 100ms}}
-              alerts: {{tags: [oncall]}}
-            """,
+            production(flip_target.url, receiver.url),
             f"""
             alerting:
               channels:
@@ -224,22 +220,7 @@ async def test_a_real_prometheus_scrapes_the_table_as_the_receivers_counted_it(
     scraper: PrometheusProcess | None = None
     try:
         agent = await start_agent(
-            f"""
-            production:
-              base_url: {flip_target.url}
-              window: 3s
-              interval: 300ms
-              background_interval: 200ms
-              probes_per_round: 5
-              checks:
-                - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-              analysis: {{policy: threshold, failure_limit: 2}}
-              rules:
-                - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-                - {{name: http-5xx, source: prometheus, query: 'sum(up)', max: 5}}
-              rollback: {{url: "{receiver.url}", secret: {SECRET}, backoff: 100ms}}
-              alerts: {{tags: [oncall]}}
-            """,
+            production(flip_target.url, receiver.url, window="3s"),
             f"""
             alerting:
               channels:

@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import textwrap
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,14 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from agent.appkeys import STORE
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget, LocalTarget, RunningAgent
+from tests.e2e.conftest import (
+    SECRET,
+    AgentFactory,
+    FlipTarget,
+    LocalTarget,
+    RunningAgent,
+    watched,
+)
 from tests.e2e.providers_support import NEWRELIC_KEY, environment_yaml, providers_yaml
 from tests.fakes.newrelic import FakeNewRelic
 from tests.receivers import JsonSink, RollbackReceiver
@@ -51,7 +58,11 @@ class FlakyPrometheus(LocalTarget):
         app.router.add_get("/api/v1/query_range", self.query_range)
 
 
-async def scrape(agent: RunningAgent) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+"""Each sample of a scrape by its name and labels."""
+
+
+async def scrape(agent: RunningAgent) -> Samples:
     """Every sample of `/metrics` over HTTP, parsed as a scraper parses it."""
     async with agent.http.get(f"{agent.url}/metrics") as r:
         assert r.status == 200
@@ -63,32 +74,24 @@ async def scrape(agent: RunningAgent) -> dict[tuple[str, frozenset[tuple[str, st
     }
 
 
-def value(
-    samples: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
-) -> float:
+def value(samples: Samples, name: str, **labels: str) -> float:
     """A sample summed over the series that carry `labels`."""
     return sum(v for (n, ls), v in samples.items() if n == name and labels.items() <= ls)
 
 
-def watched(name: str, target: str, rollback_url: str, extra_rule: str = "") -> str:
-    """One environment of a bad target, rolled back to `rollback_url` at failure_limit 2."""
-    return textwrap.dedent(
-        f"""\
-        {name}:
-          base_url: {target}
-          window: 20s
-          interval: 300ms
-          background_interval: 200ms
-          probes_per_round: 5
-          checks:
-            - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-          analysis: {{policy: threshold, failure_limit: 2}}
-          rules:
-            - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-            {extra_rule}
-          rollback: {{url: "{rollback_url}", secret: {SECRET}, backoff: 100ms}}
-        """
-    )
+async def scrape_until(
+    agent: RunningAgent, done: Callable[[Samples], bool], within: float = 10.0
+) -> Samples:
+    """Scrapes until `done` holds of one (a count moves once an answer was read, just
+    after the receiver saw it), or `within` seconds: the last scrape, for the test's
+    asserts to say what was missing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        samples = await scrape(agent)
+        if done(samples) or loop.time() > deadline:
+            return samples
+        await asyncio.sleep(0.05)
 
 
 async def test_rollback_attempts_provider_requests_and_rule_evaluations_as_counted_there(
@@ -105,9 +108,9 @@ async def test_rollback_attempts_provider_requests_and_rule_evaluations_as_count
     provider = FlakyPrometheus()
     await provider.start()
     try:
-        extra = "- {name: http-5xx, source: prometheus, query: 'sum(up)', max: 5}"
+        extra = "{name: http-5xx, source: prometheus, query: 'sum(up)', max: 5}"
         agent = await start_agent(
-            watched("production", flip_target.url, retried.url, extra)
+            watched("production", flip_target.url, retried.url, extra_rule=extra)
             + watched("staging", flip_target.url, refused.url),
             providers=f"""
             providers:
@@ -120,14 +123,13 @@ async def test_rollback_attempts_provider_requests_and_rule_evaluations_as_count
         assert (await agent.settled(production["id"], within=30))["state"] == "rolled_back"
         assert (await agent.settled(staging["id"], within=30))["rollback"]["state"] == "failed"
         # the provider's last answer counted before its requests are compared with it
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while True:
-            samples = await scrape(agent)
-            http = value(samples, "postflight_provider_http_requests_total", provider="prometheus")
-            if http >= len(provider.statuses) or loop.time() > deadline:
-                break
-            await asyncio.sleep(0.05)
+        samples = await scrape_until(
+            agent,
+            lambda got: (
+                value(got, "postflight_provider_http_requests_total", provider="prometheus")
+                >= len(provider.statuses)
+            ),
+        )
         statuses = Counter(provider.statuses)
         store = agent.app[STORE]
         rounds = {
@@ -293,14 +295,9 @@ async def test_the_shipped_dashboard_and_alerts_select_series_the_agent_exports(
     await agent.rounds(deploy["id"], at_least=1)
     # a histogram's series appear at its first observation: a fetch's, once its retries
     # against the provider that does not answer gave up
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 20
-    while True:
-        samples = await scrape(agent)
-        fetched = value(samples, "postflight_provider_request_duration_seconds_count")
-        if fetched or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.1)
+    samples = await scrape_until(
+        agent, lambda got: value(got, "postflight_provider_request_duration_seconds_count") > 0, 20
+    )
     carried: dict[str, dict[str, set[str]]] = {}
     for name, labels in samples:
         for label, given in labels:
@@ -334,19 +331,14 @@ async def test_a_running_agent_says_its_loops_up_and_each_hooks_series_at_zero(
     `postflight_deploy_events_total` and `postflight_integration_calls_total` at 0 from
     the start for each configured integration, by each of their results."""
     agent = await with_hooks(start_agent, flip_target)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
     gauges = (
         "postflight_watcher_up",
         "postflight_integrations_up",
         "postflight_alert_recovery_up",
         "postflight_store_up",
     )
-    while True:  # the store is said up at the watcher's first claim, just after start
-        samples = await scrape(agent)
-        if all(value(samples, g) == 1 for g in gauges) or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.05)
+    # the store is said up at the watcher's first claim, just after start
+    samples = await scrape_until(agent, lambda got: all(value(got, g) == 1 for g in gauges))
     assert {g: value(samples, g) for g in gauges} == dict.fromkeys(gauges, 1.0)
     assert value(samples, "postflight_waiting_for_store") == 0
     results = {
@@ -374,19 +366,7 @@ async def test_an_alert_failed_then_sent_on_a_retry_is_counted_once_each(
     failed, and sent as many as the channel took, the retried one among them."""
     json_sink.script(500)
     agent = await start_agent(
-        f"""
-        production:
-          base_url: {flip_target.url}
-          window: 20s
-          interval: 300ms
-          probes_per_round: 5
-          checks:
-            - {{name: api-health, type: http, path: /api/health, timeout: 1s}}
-          analysis: {{policy: threshold, failure_limit: 2}}
-          rules:
-            - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
-          alerts: {{tags: [oncall]}}
-        """,
+        watched("production", flip_target.url, alerts=True),
         f"""
         alerting:
           channels:
@@ -398,14 +378,13 @@ async def test_an_alert_failed_then_sent_on_a_retry_is_counted_once_each(
     deploy = await agent.register("production", "v2.4.1")
     assert (await agent.settled(deploy["id"], within=30))["state"] == "failed"
     titles = [n.title for n in await json_sink.wait_for(2, within=10)]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while True:  # a send is counted once its channel answered
-        samples = await scrape(agent)
-        sent = value(samples, "postflight_alerts_total", result="sent")
-        if sent >= len(json_sink.notifications) or loop.time() > deadline:
-            break
-        await asyncio.sleep(0.05)
+    samples = await scrape_until(  # a send is counted once its channel answered
+        agent,
+        lambda got: (
+            value(got, "postflight_alerts_total", result="sent") >= len(json_sink.notifications)
+        ),
+    )
+    sent = value(samples, "postflight_alerts_total", result="sent")
     refused = json_sink.arrived - len(json_sink.notifications)
     assert refused == 1, (json_sink.arrived, titles)
     assert len(set(n.title for n in json_sink.notifications)) == len(json_sink.notifications)
@@ -453,14 +432,14 @@ async def test_each_fetch_and_the_marker_are_one_provider_request_each(
         deploy = await agent.register("production", "v2.4.1")
         await agent.settled(deploy["id"], within=20)
         markers = [r for r in newrelic.requests if "changeTrackingCreateEvent" in str(r.body)]
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while True:  # the last fetch counted once its answer was read
-            samples = await scrape(agent)
-            counted = value(samples, "postflight_provider_requests_total", provider="newrelic")
-            if counted >= len(newrelic.requests) or loop.time() > deadline:
-                break
-            await asyncio.sleep(0.05)
+        samples = await scrape_until(  # the last fetch counted once its answer was read
+            agent,
+            lambda got: (
+                value(got, "postflight_provider_requests_total", provider="newrelic")
+                >= len(newrelic.requests)
+            ),
+        )
+        counted = value(samples, "postflight_provider_requests_total", provider="newrelic")
         took = len(newrelic.requests)
     assert len(markers) == 1, [str(r.body)[:80] for r in newrelic.requests]
     assert took >= 3, took  # the baseline's fetch, a round's, the marker

@@ -71,3 +71,20 @@ def test_the_alert_rules_fire_when_they_should() -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_undelivered_rollback_alert_names_every_rollback_target() -> None:
+    """A rollback goes to the environment's webhook, to Vercel or to a GitHub workflow
+    dispatch, each counted in `postflight_rollbacks_total`; the shipped alert said "The
+    pipeline's rollback webhook refused or never answered", and an on-call whose
+    environments roll back through Vercel looked for a webhook they do not have."""
+    rules = yaml.safe_load((CONFIG / "postflight-alerts.yml").read_text())
+    (rule,) = [
+        r
+        for g in rules["groups"]
+        for r in g["rules"]
+        if r.get("alert") == "PostflightRollbackNotDelivered"
+    ]
+    said = rule["annotations"]["description"]
+    for target in ("webhook", "Vercel", "GitHub"):
+        assert target in said, said

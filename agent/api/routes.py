@@ -582,8 +582,9 @@ def _window_id(request: web.Request) -> str:
     if stored is None:
         raise ApiProblem(
             404,
-            f"no deploy {window_id[:64]!r}: a deploy id is dep_ and 26 letters and digits, as"
-            " its registration answered (`id`, and the end of its `Location`)",
+            f"no deploy {window_id[:64]!r}: a deploy id is dep_ and 26 characters of"
+            " Crockford's base32 (digits, and letters other than I, L, O and U, in either"
+            " case), as its registration answered (`id`, and the end of its `Location`)",
             slug="unknown-deploy",
         )
     return stored

@@ -55,6 +55,17 @@ async def test_a_deploy_id_in_lower_case_names_the_same_deploy(
     cancelled = await agent.cancel(lower_cased(second["id"]))
     assert (cancelled["id"], cancelled["state"]) == (second["id"], "cancelled")
 
+    # an I (not in Crockford's base32) is no deploy id: the 404 says which letters are
+    not_an_id = f"{agent.url}/v1/deploys/{low[:-1]}i"
+    async with agent.http.get(not_an_id, headers=agent.headers) as missing:
+        problem = await missing.json()
+    assert missing.status == 404 and problem["type"].endswith("unknown-deploy"), problem
+    assert (
+        "26 characters of Crockford's base32 (digits, and letters other than I, L, O"
+        in (problem["detail"])
+    ), problem
+    assert "and U, in either case)" in problem["detail"], problem
+
 
 @pytest.mark.parametrize(
     "text",

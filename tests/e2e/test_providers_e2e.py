@@ -944,12 +944,20 @@ def world(
 
 
 async def healthy_deploy_during_outage(
-    world: World, failing: list[str], kind: str, *, markers: bool = False, store: str | None = None
+    world: World,
+    failing: list[str],
+    kind: str,
+    *,
+    markers: bool = False,
+    store: str | None = None,
+    reset_in: float = 1.0,
+    match: str | None = None,
 ) -> Outage:
     """All three providers healthy (Sentry 1% → 1%, New Relic p95 0.2 s → 0.2 s,
     Prometheus ~1% 5xx), except `failing`, which fail with `kind` for the whole
     window, baseline included (`markers`: Sentry's and New Relic's deploy markers on;
-    `store`: the agent's, the test's SQLite file if None)."""
+    `store`: the agent's, the test's SQLite file if None; `reset_in`: the seconds a
+    429's reset or a `Retry-After` names; `match`: the requests that fail, all if None)."""
     stack, sentry_fake, newrelic_fake = world.stack, world.sentry, world.newrelic
     receiver, json_sink, start_agent = world.receiver, world.sink, world.start_agent
     t0 = deploy_second()
@@ -959,7 +967,7 @@ async def healthy_deploy_during_outage(
     async with PrometheusProxy(stack.url) as prometheus:
         fakes = {"sentry": sentry_fake, "newrelic": newrelic_fake, "prometheus": prometheus}
         for name in failing:
-            fakes[name].fail(kind)
+            fakes[name].fail(kind, reset_in=reset_in, match=match)
         healthy = ratio_query(stack.healthy.selector)
         rules = SENTRY_RULE + NEWRELIC_RULE + prometheus_rule(healthy)
         agent = await start_agent(
@@ -1074,6 +1082,11 @@ async def assert_fail_soft(outage: Outage, world: World, failing: list[str], kin
         reason = REJECTED[provider] if kind == "401" else REASONS[kind]
         assert reason in alert.message, alert.message
 
+    # the providers' credentials and the rollback secret are in no alert and no log line
+    said = [a.title + a.message for a in json_sink.notifications] + [world.caplog.text]
+    for secret in (SENTRY_TOKEN, NEWRELIC_KEY, SECRET):
+        assert not [words for words in said if secret in words], secret
+
     # the provider's log: one line when its fetches began to fail, not one per fetch (the
     # outage lasts seconds, under the minute between reminders); a fetch the agent's own
     # stall cut is the agent's, logged as such
@@ -1117,6 +1130,24 @@ async def test_a_failing_provider_never_rolls_back_a_healthy_deploy(
     assert outage.final["state"] == "inconclusive", outage.final
     assert outage.final["verdict"]["outcome"] == "inconclusive"
     await assert_fail_soft(outage, world, [failing], kind)
+
+
+@ONE_PROMETHEUS
+async def test_a_sentry_rate_limit_reset_past_the_budget_fails_at_once_and_holds_later_asks(
+    world: World,
+) -> None:
+    """README: a 429 whose `X-Sentry-Rate-Limit-Reset` is past the fetch's budget fails
+    the fetch at once and keeps every later fetch of that endpoint (the next rounds')
+    from asking before it. Counted at the fake Sentry: its `events/` endpoint is asked
+    in one burst (the requests already in flight when the first 429 came) and never
+    again over rounds of a window 30 s short of the reset."""
+    events = "/events/?"  # not `events-timeseries/`, nor the project looked up first
+    outage = await healthy_deploy_during_outage(world, ["sentry"], "429", reset_in=30, match=events)
+    await assert_fail_soft(outage, world, ["sentry"], "429")
+    asked = [r.at for r in world.sentry.seen("/events/")]
+    assert asked and max(asked) - min(asked) < 0.5, asked
+    rounds = outage.final["rounds"]
+    assert len(asked) < rounds, (len(asked), rounds)
 
 
 @ONE_PROMETHEUS

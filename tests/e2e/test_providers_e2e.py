@@ -701,6 +701,51 @@ async def test_newrelic_p95_from_200ms_to_900ms_is_rolled_back(
     assert query.startswith(NRQL + " SINCE ")
 
 
+async def test_a_bad_nrql_is_asked_once_a_fetch_and_alerted_once_in_new_relics_words(
+    newrelic_fake: FakeNewRelic,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    start_agent: AgentFactory,
+) -> None:
+    """README: GraphQL `errors` with HTTP 200 (a bad NRQL) is not retried: the rule is
+    inconclusive and the provider's one alert of the window gives New Relic's own words
+    (`NRQL rejected: …`). Counted at the fake New Relic: each period since the deploy
+    (`SINCE` the deploy, `UNTIL` a round's now) is asked once, though 3 attempts are
+    allowed."""
+    t0 = deploy_second()
+    bad = "SELECT percentile(duration, 95) FORM Transaction"  # NerdGraph: a syntax error
+    rules = NEWRELIC_RULE.replace(NRQL, bad)
+    agent = await start_agent(
+        environment_yaml(
+            rules,
+            rollback_url=receiver.url,
+            secret=SECRET,
+            window="3s",
+            interval="250ms",
+            lookback="1h",
+            sentry=False,
+        ),
+        alerting_yaml(json_sink.url()),
+        providers_yaml(newrelic=newrelic_fake, max_attempts=3),
+    )
+    final = await judged(agent, t0, 2.5)
+
+    assert final["state"] == "inconclusive" and final["rollback"] is None, final
+    rule = rule_of(final, "apm-latency")
+    assert rule["outcome"] == "inconclusive", rule
+    assert receiver.attempts == []
+    (alert,) = titled(json_sink, "provider newrelic ")
+    assert alert.title.endswith(": provider newrelic answered, but not usably"), alert.title
+    said = "NRQL rejected: NRQL Syntax Error: Error at line 1 position 8, unexpected 'FORM'"
+    assert said in alert.message, alert.message
+    assert NEWRELIC_KEY not in alert.message
+
+    asked = [r.body["variables"]["nrql"] for r in newrelic_fake.seen() if r.method == "POST"]
+    since_deploy = [nrql for nrql in asked if f"SINCE {t0 * 1000} UNTIL" in nrql]
+    assert len(since_deploy) >= 2, asked  # rounds went on, each asking its own period
+    assert len(set(since_deploy)) == len(since_deploy), since_deploy  # none asked again
+
+
 async def test_one_answer_for_the_first_second_is_one_round_of_evidence_not_two(
     newrelic_fake: FakeNewRelic,
     receiver: RollbackReceiver,

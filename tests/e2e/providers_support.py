@@ -22,7 +22,7 @@ from aiohttp import web
 
 from tests.fakes._server import FakeServer
 from tests.fakes.newrelic import FakeNewRelic
-from tests.fakes.sentry import FakeSentry, SentryStats
+from tests.fakes.sentry import GOLDEN, FakeSentry, SentryStats
 
 SENTRY_TOKEN = "sntrys_e2e-sentry-token-0123456789"
 NEWRELIC_KEY = "NRAK-E2EKEY0123456789"
@@ -83,11 +83,12 @@ class PrometheusProxy(FakeServer):
 @dataclass(frozen=True)
 class Growth:
     """A release serving traffic from `since`: `per_second` transactions, of which
-    `failure_rate` fail."""
+    `failure_rate` fail, 95% of them within `p95_ms`."""
 
     since: float
     per_second: float
     failure_rate: float
+    p95_ms: float = 200.0
 
 
 class GrowingSentry(FakeSentry):
@@ -99,10 +100,16 @@ class GrowingSentry(FakeSentry):
         self.growth: dict[str, Growth] = {}
 
     def grow(
-        self, release: str, *, per_second: float, failure_rate: float, since: float | None = None
+        self,
+        release: str,
+        *,
+        per_second: float,
+        failure_rate: float,
+        since: float | None = None,
+        p95_ms: float = 200.0,
     ) -> None:
         self.growth[release] = Growth(
-            time.time() if since is None else since, per_second, failure_rate
+            time.time() if since is None else since, per_second, failure_rate, p95_ms
         )
 
     def stats_for(self, release: str | None, start: float | None) -> SentryStats:
@@ -110,7 +117,18 @@ class GrowingSentry(FakeSentry):
         if growth is None:
             return super().stats_for(release, start)
         n = int(growth.per_second * max(0.0, time.time() - growth.since))
-        return SentryStats(transactions=n, failure_rate=growth.failure_rate, errors=0)
+        # each transaction's duration, newest first (as Sentry's `-timestamp` pages): a
+        # round's newest are new ones, spread evenly up to p95/0.95 whatever their number
+        top = growth.p95_ms / 0.95
+        newest = range(n - 1, max(-1, n - 501), -1)  # the fake's most: 500
+        durations = tuple(round(top * ((j * GOLDEN) % 1.0), 3) for j in newest)
+        return SentryStats(
+            transactions=n,
+            failure_rate=growth.failure_rate,
+            errors=0,
+            p95_ms=growth.p95_ms,
+            durations_ms=durations,
+        )
 
 
 # ---------------------------------------------------------------------- YAML

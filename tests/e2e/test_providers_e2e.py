@@ -337,6 +337,26 @@ async def test_sentry_p95_from_200ms_to_900ms_is_rolled_back_reading_every_page(
     assert "p95(span.duration)" in query
 
 
+async def test_a_sentry_token_without_project_read_is_one_alert_naming_the_scope(
+    receiver: RollbackReceiver, json_sink: JsonSink, start_agent: AgentFactory
+) -> None:
+    """README: a 403 names the `project:read` scope. Through the real daemon, a token
+    with `org:read` alone: the rule inconclusive, never a rollback, and one "answered,
+    but not usably" alert naming the scope and the setting, not the token."""
+    async with GrowingSentry(token=SENTRY_TOKEN, scopes={"org:read"}) as sentry:
+        t0 = deploy_second()
+        sentry.grow(VERSION, per_second=400, failure_rate=0.12, since=t0)
+        agent = await sentry_agent(start_agent, "sequential", receiver, json_sink, sentry, "3s")
+        final = await judged(agent, t0, 2.5)
+    assert final["state"] == "inconclusive" and final["rollback"] is None, final
+    assert rule_of(final, "sentry-errors")["outcome"] == "inconclusive"
+    assert receiver.attempts == []
+    (alert,) = titled(json_sink, "provider sentry ")
+    assert alert.title.endswith(": provider sentry answered, but not usably"), alert.title
+    assert "403" in alert.message and "project:read" in alert.message, alert.message
+    assert "providers.sentry.token" in alert.message and SENTRY_TOKEN not in alert.message
+
+
 @pytest.mark.parametrize("policy", ["sequential", "threshold"])
 async def test_a_baseline_sentry_failed_at_the_start_is_asked_again_and_judged(
     policy: str,

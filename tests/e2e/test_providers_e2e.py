@@ -357,6 +357,27 @@ async def test_a_sentry_token_without_project_read_is_one_alert_naming_the_scope
     assert "providers.sentry.token" in alert.message and SENTRY_TOKEN not in alert.message
 
 
+async def test_an_environment_sentry_has_not_seen_is_no_data_yet_never_a_rollback(
+    receiver: RollbackReceiver, json_sink: JsonSink, start_agent: AgentFactory
+) -> None:
+    """README: an environment Sentry has not seen yet is "no data yet" (inconclusive).
+    Through the real daemon, a Sentry that knows `staging` only (its 404 for
+    `production`): the rule says so, and nothing is rolled back."""
+    async with GrowingSentry(token=SENTRY_TOKEN, environments={"staging"}) as sentry:
+        t0 = deploy_second()
+        sentry.grow(VERSION, per_second=400, failure_rate=0.12, since=t0)
+        agent = await sentry_agent(start_agent, "sequential", receiver, json_sink, sentry, "3s")
+        final = await judged(agent, t0, 2.5)
+    assert final["state"] == "inconclusive" and final["rollback"] is None, final
+    rule = rule_of(final, "sentry-errors")
+    assert rule["outcome"] == "inconclusive", rule
+    said = "no data yet for environment 'production': Sentry has seen no event there (404)"
+    assert said in rule["detail"], rule
+    assert receiver.attempts == []
+    (alert,) = titled(json_sink, "provider sentry ")  # once in the window
+    assert said in alert.message, alert.message
+
+
 @pytest.mark.parametrize("policy", ["sequential", "threshold"])
 async def test_a_baseline_sentry_failed_at_the_start_is_asked_again_and_judged(
     policy: str,

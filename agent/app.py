@@ -292,7 +292,7 @@ def build_app(
     # registrations (`deployed_at`, a cancel's end) are stamped by the clock rounds are
     # paced by: the store's once this replica follows it, so a replica whose clock is off
     # neither holds a new window back by its offset nor cuts it short
-    app[CLOCK] = lambda: pace.now_or(time.time)
+    app[CLOCK] = lambda: pace.now_or(clock)
     app[WINDOW_EVENTS] = watcher
     app[FORESIGHT] = registration_warnings
     integrations = Integrations(

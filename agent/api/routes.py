@@ -449,13 +449,29 @@ def _newer_live(created: WindowCreated) -> list[DeployWindow]:
     """The windows this registration superseded that were deployed after its deployed_at
     and were live (not `scheduled`): a late or retried registration of an older deploy,
     or one that went live in between. Contract §2 has it supersede them as any new deploy
-    does; the 201 and the log say so, for the newer deploy may be what serves."""
+    does; the 201 and the log say so, for the newer deploy may be what serves.
+
+    A window deployed as it was registered (no `deployed_at`) took its time from the clock
+    of the replica that registered it: where that decides, the store's order of
+    registrations does (`Store.create_window`, under the environment's lock: what this one
+    superseded was registered before it), not two replicas' clocks. One registered a
+    minute ahead on a replica whose clock ran ahead read as `scheduled` here, with no
+    warning; this registration, deployed as registered, is the newest whatever the clocks."""
     window = created.window
+    if _deployed_as_registered(window):
+        return []
     return [
         old
         for old in created.superseded
-        if window.deployed_at < old.deployed_at <= window.created_at
+        if window.deployed_at < old.deployed_at
+        and (_deployed_as_registered(old) or old.deployed_at <= window.created_at)
     ]
+
+
+def _deployed_as_registered(window: DeployWindow) -> bool:
+    """Registered without a `deployed_at` (or one within `CLOCK_SKEW_S` ahead): deployed
+    when its replica registered it (`_deployed_at`), live from then on."""
+    return window.deployed_at == window.created_at
 
 
 def _overtaken(window: DeployWindow, newer: DeployWindow) -> str:

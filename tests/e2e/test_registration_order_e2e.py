@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from agent.appkeys import STORE
+from agent.windows import pace
 from common.times import rfc3339
 from tests.e2e.conftest import SECRET, TOKEN, AgentFactory, FlipTarget, environment
 from tests.receivers import RollbackReceiver
@@ -175,3 +176,41 @@ async def test_register_wait_exits_3_when_a_late_registration_supersedes_its_win
     assert "newer deploy" not in said, said
     assert (await agent.get(v2.id))["state"] == "superseded"
     await agent.cancel(late["id"])
+
+
+SKEW_S = 60.0
+"""How far replica-a's clock runs ahead of replica-b's."""
+
+
+@pytest.mark.timeout(60)
+async def test_the_warning_of_a_late_registration_is_the_stores_order_not_a_replicas_clock(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    pg_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """v2, registered without a `deployed_at` on replica-a whose clock runs a minute
+    ahead, was live (deployed as registered, before v1's registration in the store's
+    order); v1's late registration on replica-b, deployed 30 s ago, names it, where it
+    read v2's stamp as a minute ahead, `scheduled`, and said nothing. v3, registered on
+    replica-b without a `deployed_at` after v2 on replica-a, is the newest: no warning
+    Replicas share a PostgreSQL store too far away to follow its clock (every reading's
+    round trip over `MAX_ROUND_TRIP_S`): each stamps registrations by its own."""
+    monkeypatch.setattr(pace, "MAX_ROUND_TRIP_S", -1.0)
+    config = environment("production", flip_target.url, window="10m")
+    store = f"url: {pg_url}"
+    ahead = await start_agent(
+        config, store=store, owner="replica-a", clock=lambda: time.time() + SKEW_S
+    )
+    behind = await start_agent(config, store=store, owner="replica-b")
+    live = await ahead.register("production", "v2")
+    late = await behind.register(
+        "production", "v1", deployed_at=rfc3339(time.time() - 30, millis=False)
+    )
+    [warning] = late.get("warnings") or [None]
+    assert warning is not None and f"registered after v2 ({live['id']}," in warning, late
+    again = await ahead.register("production", "v2")
+    newest = await behind.register("production", "v3")
+    assert not newest.get("warnings"), newest
+    assert (await behind.get(again["id"]))["state"] == "superseded"
+    await behind.cancel(newest["id"])

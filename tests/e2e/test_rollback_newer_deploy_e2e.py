@@ -18,6 +18,7 @@ import asyncpg
 import pytest
 from ulid import ULID
 
+from agent.app import WATCHER
 from agent.records import DeliveryAttempt
 from agent.rollback.contract import rollback_intent
 from agent.store.postgres import PostgresStore
@@ -217,6 +218,9 @@ async def test_a_fix_registered_on_a_replica_whose_clock_is_behind_gives_the_rol
     ahead = await start_agent(
         *config, store=store, owner="replica-a", clock=lambda: time.time() + SKEW_S
     )
+    # registrations are stamped by the store's clock once a replica follows it: the deploy
+    # goes live now, not a minute ahead; the rollback's request is stamped by replica-a's
+    await eventually(lambda: ahead.app[WATCHER].services.pace.anchored, within=10.0)
     bad = await _bad_deploy_retrying(ahead, flip_target, receiver)
     behind = await start_agent(*config, store=store, owner="replica-b")
     fix = await behind.register("production", "v2.4.2", previous_version="v2.4.1")

@@ -945,11 +945,22 @@ class RollbackDelivery:
         where = self._targets.where_to_look(settings, environment) if self._targets else ""
         asked = f"asked {looked.looks} times over {format_duration(looked.waited)}"
         said = f", the last answer {looked.look.why}" if looked.look.why else ""
-        intent.last_error = (
-            f"{intent.last_error or 'no answer'}; "
+        unknown = (
             f"{FOUND_UNKNOWN.get(settings.target, 'the target could not say whether it took it')}"
-            f" ({asked}{said}): not sent again, as that could roll back twice. Whether it"
-            " went out is unknown: check by hand" + (f" at {where}" if where else "")
+            f" ({asked}{said})"
+        )
+        newer = await self._replaced_by(intent)
+        if newer is not None:
+            # its looks stopped for it (`_looked_for`): given up for it, in the words its
+            # alert and page use (`replaced_words`), where "check by hand" named none
+            at = f" at {where}" if where else ""
+            return await self._given_up_for(
+                newer, intent, settings, environment, context, claims, attempt, f"{unknown}{at}"
+            )
+        intent.last_error = (
+            f"{intent.last_error or 'no answer'}; {unknown}: not sent again, as that could"
+            " roll back twice. Whether it went out is unknown: check by hand"
+            + (f" at {where}" if where else "")
         )
         log.error(
             "rollback for %s failed: %d attempt(s), %s",
@@ -1056,17 +1067,23 @@ class RollbackDelivery:
         environment: str,
         context: dict[str, Any],
         claims: SettleClaims | None,
+        attempt: DeliveryAttempt | None = None,
+        unknown: str = "",
     ) -> RollbackIntent:
         """Failed, not sent again, naming `newer`: sending it would roll `newer` back too.
         What went out before is said as it is (`sent_before`): an attempt whose answer
-        never came may have been acted on, where "not sent" said none went out."""
-        sent = sent_before(await self._store.deliveries(intent.window_id))
+        never came may have been acted on, where "not sent" said none went out. `attempt`:
+        one not yet stored, stored with the outcome; `unknown`: the target could not say
+        whether it took one (`_unknown`), and where to look."""
+        stored = await self._store.deliveries(intent.window_id)
+        sent = sent_before([*stored, attempt] if attempt is not None else stored)
         target = settings.target if self._targets is not None else "webhook"
         intent.last_error = (
             f"{replaced_words(newer)} at {rfc3339(newer.deployed_at)}, after this rollback"
             " was requested:"
             " rolling back now would undo it"
             + (f"; given up after {sent_words(sent, target)}" if sent.sent else "")
+            + (f"; {unknown}" if unknown else "")
         )
         intent.replaced_by, intent.sent_before = newer, sent
         log.error(
@@ -1076,7 +1093,7 @@ class RollbackDelivery:
             intent.last_error,
             extra=context,
         )
-        return await self._finish(intent, "failed", environment, context, claims=claims)
+        return await self._finish(intent, "failed", environment, context, attempt, claims)
 
     async def _hold(
         self,

@@ -8,6 +8,7 @@ send. Counted at the fakes, with the real daemon."""
 
 from __future__ import annotations
 
+import html
 import itertools
 from typing import Any
 
@@ -146,9 +147,18 @@ async def test_a_rollback_whose_looks_cannot_tell_is_not_held_once_the_fix_regis
     agent = await integrated.start(integrated.environments(rollback=rollback))
     deploy_id = await rolled_back_by_hand(agent)
     await eventually(lambda: vercel.seen(LOOK), within=20)
-    await agent.register("production", "v3")  # the fix
+    fix = await agent.register("production", "v3")  # the fix
 
     final = await agent.wait_until(deploy_id, _settled, within=5)
     assert final["rollback"]["state"] == "failed", final
     assert len(vercel.seen(LOOK)) <= 2, vercel.seen(LOOK)
     assert len(vercel.seen(SEND)) == 1, vercel.seen(SEND)
+    # given up for the fix, named in its words (`replaced_words`), as its alert and page
+    # say: "check by hand" named none, and its alert said ROLLBACK FAILED
+    said = final["rollback"]["last_error"]
+    assert said.startswith(f"v3 ({fix['id']}) was deployed to production at "), said
+    assert "Vercel could not say whether it took the rollback (asked" in said, said
+    async with agent.http.get(f"{agent.url}/deploys/{deploy_id}", headers=agent.headers) as r:
+        page = html.unescape(await r.text())
+    assert f"Rollback given up: v3 ({fix['id']}) was deployed since." in page, page
+    assert ">ROLLBACK GIVEN UP, v3 deployed since: 1 attempt sent, its answer never" in page

@@ -15,22 +15,11 @@ from typing import Any
 
 import pytest
 
-from agent.windows.supervisor import UNWATCHED_S
 from tests.e2e import crash
 from tests.e2e.crash_vercel import NEW, OLD, VERCEL_TOKEN, _fake, write_config
+from tests.e2e.test_rollback_unanswered_killed import settled_after_the_fix, start_replica
 
 pytestmark = pytest.mark.e2e
-
-GIVEN_UP_WITHIN_S = UNWATCHED_S + 5.0
-"""How soon after the fix registers the old rollback reads failed: the take-over's
-`UNWATCHED_S` and a few sweeps; the killed sender's look waited 20 s and more."""
-
-
-def _start(config: Path, port: int, log: Path, replica: str) -> subprocess.Popen[bytes]:
-    """`postflight run` as `replica` (POSTFLIGHT_REPLICA_ID, read from this environment)."""
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("POSTFLIGHT_REPLICA_ID", replica)
-        return crash.start_agent(config, port, log)
 
 
 @pytest.mark.timeout(180)
@@ -42,7 +31,7 @@ def test_a_killed_senders_rollback_after_a_409_is_given_up_by_the_next(tmp_path:
         _fake(url, "/_fake/fail", {"kind": "503", "match": "/v9/projects/"})  # cannot tell
         port = crash.free_port()
         config = write_config(tmp_path, port, url, backoff="20s", max_backoff="10m")
-        agent = _start(config, port, tmp_path / "a.log", "replica-a")
+        agent = start_replica(config, port, tmp_path / "a.log", "replica-a")
         api = f"http://127.0.0.1:{port}/v1/deploys"
         labels = {"vercel.deployment": NEW, "vercel.previous": OLD}
         bad = crash.request_json(
@@ -60,17 +49,10 @@ def test_a_killed_senders_rollback_after_a_409_is_given_up_by_the_next(tmp_path:
         attempts, next_at = row()
         assert attempts == 1 and next_at > time.time(), (attempts, next_at)
 
-        agent = _start(config, port, tmp_path / "b.log", "replica-b")
-        fix = crash.request_json("POST", api, {"environment": "production", "version": "v-fix"})
-        registered = time.monotonic()
-
-        def rollback() -> dict[str, Any]:
-            rollback: dict[str, Any] = crash.request_json("GET", f"{api}/{bad['id']}")["rollback"]
-            return rollback
-
-        crash.until(lambda: rollback()["state"] != "pending", within=GIVEN_UP_WITHIN_S)
-        took = time.monotonic() - registered
-        final = rollback()
+        agent = start_replica(config, port, tmp_path / "b.log", "replica-b")
+        # within UNWATCHED_S and a few sweeps; the killed sender's look waited 20 s and more
+        fix, took = settled_after_the_fix(api, bad["id"], "v-fix")
+        final = crash.request_json("GET", f"{api}/{bad['id']}")["rollback"]
         sent = [r for r in _fake(url, "/_fake/requests") if "/rollback/" in r["path"]]
     finally:
         crash.end_all(agent, fake)

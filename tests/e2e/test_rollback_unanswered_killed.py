@@ -66,11 +66,27 @@ def _rollback_row(store_url: str, workdir: Path, deploy_id: str) -> tuple[Any, .
     return asyncio.run(read())
 
 
-def _start(config: Path, port: int, log: Path, replica: str) -> subprocess.Popen[bytes]:
+def start_replica(config: Path, port: int, log: Path, replica: str) -> subprocess.Popen[bytes]:
     """`postflight run` as `replica` (POSTFLIGHT_REPLICA_ID, read from this environment)."""
     with pytest.MonkeyPatch.context() as env:
         env.setenv("POSTFLIGHT_REPLICA_ID", replica)
         return crash.start_agent(config, port, log)
+
+
+def settled_after_the_fix(api: str, deploy_id: str, version: str) -> tuple[dict[str, Any], float]:
+    """The fix `version` registered through `api`; the deploy's rollback once no longer
+    `pending` (within `GIVEN_UP_WITHIN_S`): the fix, and how long that took."""
+    fix: dict[str, Any] = crash.request_json(
+        "POST", api, {"environment": "production", "version": version}
+    )
+    registered = time.monotonic()
+
+    def pending() -> bool:
+        rollback = crash.request_json("GET", f"{api}/{deploy_id}")["rollback"]
+        return bool(rollback["state"] == "pending")
+
+    crash.until(lambda: not pending(), within=GIVEN_UP_WITHIN_S)
+    return fix, time.monotonic() - registered
 
 
 @pytest.mark.timeout(180)
@@ -88,7 +104,7 @@ def test_a_killed_senders_rollback_after_an_unanswered_attempt_is_given_up_by_th
             f"server:\n  listen: 127.0.0.1:{port}\n  api_tokens: [{crash.TOKEN}]\n"
             f"store:\n  url: {store_url}\n" + crash.bad_environment(rollback)
         )
-        agent = _start(config, port, tmp_path / "a.log", "replica-a")
+        agent = start_replica(config, port, tmp_path / "a.log", "replica-a")
         api = f"http://127.0.0.1:{port}/v1/deploys"
         bad = crash.request_json("POST", api, {"environment": "production", "version": "v2.4.1"})
         deadline = time.monotonic() + 60
@@ -100,18 +116,10 @@ def test_a_killed_senders_rollback_after_an_unanswered_attempt_is_given_up_by_th
         attempts, next_at = _rollback_row(store_url, tmp_path, bad["id"])
         assert attempts == 1 and next_at > time.time(), (attempts, next_at)
 
-        agent = _start(config, port, tmp_path / "b.log", "replica-b")
-        fix = crash.request_json("POST", api, {"environment": "production", "version": "v2.4.2"})
-        registered = time.monotonic()
-
-        def rollback() -> dict[str, Any]:
-            rollback: dict[str, Any] = crash.request_json("GET", f"{api}/{bad['id']}")["rollback"]
-            return rollback
-
-        crash.until(lambda: rollback()["state"] != "pending", within=GIVEN_UP_WITHIN_S)
-        took = time.monotonic() - registered
+        agent = start_replica(config, port, tmp_path / "b.log", "replica-b")
+        fix, took = settled_after_the_fix(api, bad["id"], "v2.4.2")
         time.sleep(2.5)  # the receiver logs the attempt that timed out (answered at 2 s)
-        final = rollback()
+        final = crash.request_json("GET", f"{api}/{bad['id']}")["rollback"]
         sent = [a for a in crash.read_attempts(log) if a["idempotency_key"] == bad["id"]]
     finally:
         crash.end_all(agent, receiver)

@@ -252,7 +252,8 @@ class Metrics:
         )
         self.api_requests_total = Counter(
             "postflight_api_requests_total",
-            "API requests, by result: the status class (2xx, 4xx, 5xx).",
+            "Every request the HTTP server answered, /metrics scrapes and /healthz probes"
+            " included, by result: the status class (2xx, 4xx, 5xx).",
             ["result"],
             registry=r,
         )

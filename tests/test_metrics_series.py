@@ -67,6 +67,15 @@ def test_the_expected_label_values_are_the_ones_the_code_counts() -> None:
     assert set(m.WINDOW_OUTCOMES) == ended
 
 
+def _helps() -> dict[str, str]:
+    """Each series' HELP text, as `/metrics` (and Prometheus' metadata) shows it."""
+    return {
+        line.split(" ")[2]: line.split(" ", 3)[3]
+        for line in generate_latest(m.Metrics().registry).decode().splitlines()
+        if line.startswith("# HELP ")
+    }
+
+
 HELP_NAMES = {
     "postflight_windows_total": m.WINDOW_OUTCOMES,
     "postflight_check_runs_total": ("pass", "fail", "error"),
@@ -87,11 +96,7 @@ def test_each_counters_help_names_every_value_of_its_outcome_or_result() -> None
     `Deploy windows ended, by outcome.`, `Alert notifications, by result.` named no value
     and said nothing of what `error` or `failed` counts (a failed alert is one a channel
     failed the first time, though a retry may deliver it)."""
-    helps = {
-        line.split(" ")[2]: line.split(" ", 3)[3]
-        for line in generate_latest(m.Metrics().registry).decode().splitlines()
-        if line.startswith("# HELP ")
-    }
+    helps = _helps()
     # a window registered with deployed_at ahead is counted active at once (live audit)
     assert "scheduled" in helps["postflight_windows_active"], helps["postflight_windows_active"]
     for name, values in HELP_NAMES.items():
@@ -102,11 +107,7 @@ def test_each_counters_help_names_every_value_of_its_outcome_or_result() -> None
 def test_each_loops_gauge_says_what_stops_with_it() -> None:
     """Every loop's gauge said "deploys go unwatched until a restart", the alert-recovery
     loop's too, whose stop leaves deploys watched and failed alerts unsent."""
-    helps = {
-        line.split(" ")[2]: line
-        for line in generate_latest(m.Metrics().registry).decode().splitlines()
-        if line.startswith("# HELP postflight_") and line.split(" ")[2].endswith("_up")
-    }
+    helps = _helps()
     assert "deploys go unwatched until a restart" in helps["postflight_watcher_up"]
     for name in ("postflight_integrations_up", "postflight_alert_recovery_up"):
         assert "deploys go unwatched" not in helps[name], helps[name]
@@ -119,15 +120,21 @@ def test_the_rollback_counters_help_names_every_target_not_the_webhook_alone() -
     deployment) or to GitHub (a workflow dispatch), each counted in the same two series;
     their help said "the webhook took one", "Rollback webhook attempts", and an on-call
     whose environments roll back through Vercel read them as not theirs."""
-    helps = {
-        line.split(" ")[2]: line.split(" ", 3)[3]
-        for line in generate_latest(m.Metrics().registry).decode().splitlines()
-        if line.startswith("# HELP postflight_rollback")
-    }
+    helps = _helps()
     for name in ("postflight_rollbacks_total", "postflight_rollback_attempts_total"):
         assert "webhook" in helps[name] and "Vercel" in helps[name], helps[name]
         assert "GitHub" in helps[name], helps[name]
         assert not helps[name].startswith("Rollback webhook"), helps[name]
+
+
+def test_the_api_requests_help_says_every_answered_request_is_counted() -> None:
+    """`API requests, by result` read as the deploy API's alone, and an on-call comparing
+    it with their deploy rate found it far higher: it counts every request the server
+    answered, each Prometheus scrape of `/metrics` and each `/healthz` probe among them."""
+    text = _helps()["postflight_api_requests_total"]
+    assert "every request" in text.lower() and "/metrics" in text and "/healthz" in text, text
+    for status_class in ("2xx", "4xx", "5xx"):
+        assert status_class in text, text
 
 
 README = Path(__file__).resolve().parents[1] / "README.md"

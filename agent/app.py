@@ -430,7 +430,7 @@ async def serve(
     waiting = starting_app(app[METRICS], settings.server)
     if UNAVAILABLE_PAGE in app:  # a deploy page's path gets the page saying why
         waiting[UNAVAILABLE_PAGE] = app[UNAVAILABLE_PAGE]
-    starting = _runner(waiting, app[METRICS], in_flight_s)
+    starting = api_runner(waiting, app[METRICS], in_flight_s)
 
     async def listen_while_waiting() -> None:
         app[METRICS].waiting_for_store.set(1)
@@ -442,7 +442,7 @@ async def serve(
         _say_listening(settings, on_listening, meanwhile)
 
     app[WAITING] = listen_while_waiting
-    runner = _runner(app, app[METRICS], in_flight_s)
+    runner = api_runner(app, app[METRICS], in_flight_s)
     try:
         await runner.setup()
     except BaseException as exc:
@@ -473,7 +473,11 @@ async def serve(
         log.info("stopped")
 
 
-def _runner(app: web.Application, metrics: Metrics, in_flight_s: float) -> ApiRunner:
+def api_runner(app: web.Application, metrics: Metrics, in_flight_s: float) -> ApiRunner:
+    """The runner the daemon serves `app` with: parser errors as problem+json, its header
+    limits, its server log counting them in postflight_malformed_requests_total, requests
+    in flight given `in_flight_s` at a stop. Public so the e2e harness serves through the
+    same one instead of a copy that drifts from it."""
     return ApiRunner(
         app,
         handle_signals=False,

@@ -17,9 +17,7 @@ import pytest
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
-from agent.api.runner import ApiRunner
-from agent.api.server_log import ServerLog
-from agent.app import build_app
+from agent.app import api_runner, build_app
 from agent.appkeys import STORE
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
@@ -386,11 +384,10 @@ async def start_agent(tmp_path: Path) -> AsyncIterator[AgentFactory]:
             alert_retry_delays=alert_retry_delays,
             clock=clock,
         )
-        # the daemon's runner (`agent.app.serve`: parser errors as problem+json, its header
-        # limits, its server log counting them in postflight_malformed_requests_total),
-        # bounded as it bounds it: a live stream still open at teardown is ended after 2 s
-        # instead of holding the runner for aiohttp's default 60 s
-        runner = ApiRunner(app, access_log=None, shutdown_timeout=2.0, logger=ServerLog(metrics))
+        # the daemon's own runner (`agent.app.serve`'s), its in-flight bound the daemon's
+        # most: a live stream still open at teardown is ended after 2 s instead of
+        # holding the runner for aiohttp's default 60 s
+        runner = api_runner(app, metrics, in_flight_s=2.0)
         await runner.setup()
         await web.SockSite(runner, sock).start()
         runners.append(runner)

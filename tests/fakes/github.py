@@ -72,7 +72,8 @@ class FakeGitHub(FakeServer):
     def failure_response(self, failure: Failure, request: web.Request) -> web.StreamResponse:
         """GitHub's rate limits answer 403 (or 429), as its REST docs say: `rate_limit`
         (primary: `x-ratelimit-remaining: 0`, `x-ratelimit-reset` in epoch seconds) and
-        `secondary_rate_limit` (`Retry-After` in seconds), each `reset_in` from now;
+        `secondary_rate_limit` (`Retry-After` in seconds), each `reset_in` from now, and
+        `secondary_rate_limit_unnamed_wait` (its message alone: at least a minute);
         `forbidden` is a 403 that is not one (the token lacks a permission)."""
         if failure.kind == "rate_limit":
             response = _message(403, "API rate limit exceeded for installation ID 1.")
@@ -86,6 +87,16 @@ class FakeGitHub(FakeServer):
                 " before you try again.",
             )
             response.headers["Retry-After"] = str(math.ceil(failure.reset_in))
+            response.headers["x-ratelimit-remaining"] = "4000"
+            return response
+        if failure.kind == "secondary_rate_limit_unnamed_wait":
+            # GitHub's docs: without `retry-after` (nor `x-ratelimit-remaining: 0`), wait
+            # at least a minute
+            response = _message(
+                403,
+                "You have exceeded a secondary rate limit. Please wait a few minutes"
+                " before you try again.",
+            )
             response.headers["x-ratelimit-remaining"] = "4000"
             return response
         if failure.kind == "forbidden":

@@ -635,28 +635,6 @@ async def test_a_manual_rollback_in_dry_run_says_nothing_was_sent_to_its_target(
     assert fake_vercel.seen("/rollback/") == []
 
 
-async def test_a_permanent_vercel_refusal_is_one_alert_and_state_failed(
-    start_agent: AgentFactory,
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,
-    fake_github: FakeGitHub,
-) -> None:
-    agent = await start_agent(
-        environments(flip_target), extra=integrations(fake_github, fake_vercel)
-    )
-    fake_vercel.token = "rotated"  # our token no longer works: 403, never retried
-    deploy = await agent.register(
-        "production", "v3", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
-    )
-    flip_target.bad = True
-    final = await agent.settled(deploy["id"])
-    assert final["state"] == "failed"
-    assert final["rollback"]["state"] == "failed"
-    assert final["rollback"]["last_status"] == 403
-    assert len(fake_vercel.seen("/rollback/")) == 1
-    assert fake_vercel.accepted == []
-
-
 async def test_vercel_retries_429_with_retry_after_and_5xx(
     start_agent: AgentFactory,
     flip_target: FlipTarget,

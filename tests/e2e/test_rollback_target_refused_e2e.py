@@ -1,10 +1,9 @@
 """README's rollback targets: "a 4xx that will not change (a bad token, an unknown
 deployment) is one alert and state `failed`", through the real daemon: a failing window
 whose rollback goes to the fake Vercel or GitHub, refused for a token the fake does not
-take or with a 404. Counted at the fakes (one request: a 4xx is not retried) and at a
-json:// sink (one ROLLBACK FAILED page). The delivery-level tests
-(tests/rollback/test_rollback_targets.py) held a GitHub 403 alone, without the daemon's state or
-its page."""
+take or with a 404. Counted at the fakes (one request: a 4xx is not retried, nothing
+taken) and at a json:// sink (one ROLLBACK FAILED page). Before, the daemon's test of it
+(test_integrations_e2e's, folded in here) took Vercel's 403 alone and counted no page."""
 
 from __future__ import annotations
 
@@ -73,6 +72,7 @@ async def test_a_rollback_target_refusing_with_a_4xx_is_one_request_one_page_and
     answered = {"token": "HTTP 403" if fake is fake_vercel else "HTTP 401", "404": "HTTP 404"}
     assert answered[how] in final["rollback"]["last_error"], final["rollback"]
     assert len(fake.seen(path)) == 1, fake.requests
+    assert fake_vercel.accepted == [] and fake_github.dispatches == []
     await scanned(agent)
     pages = [n.title for n in json_sink.notifications if "ROLLBACK FAILED" in n.title]
     assert pages == ["[postflight] production v2: ROLLBACK FAILED, act now"], pages

@@ -224,7 +224,12 @@ async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
         # than show a state that never was
         window = await store.get_window(window.id) or window
     return await shown_deploy(
-        store, window, rollback, page=_page(request, window.id), now=_now(request)
+        store,
+        window,
+        rollback,
+        page=_page(request, window.id),
+        now=_now(request),
+        settings=request.config_dict[SETTINGS],
     )
 
 

@@ -4,22 +4,36 @@ The stream's reader once rendered it itself and left out the rollback's follow-u
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from agent.api.models import deploy_object
 from agent.integrations.followups import follow_up_states
 from agent.records import DeployWindow, FollowUpState, RollbackIntent
+from agent.settings import Settings
 from agent.store.base import Store
 
 
+def configured_follow_ups(settings: Settings, environment: str) -> tuple[str, ...]:
+    """The names of `environment`'s `rollback.then` follow-ups, in their order."""
+    env = settings.environments.get(environment)
+    if env is None or env.rollback is None:
+        return ()
+    return tuple(follow.name for follow in env.rollback.then)
+
+
 async def follow_ups(
-    store: Store, window_id: str, rollback: RollbackIntent | None
+    store: Store, window_id: str, rollback: RollbackIntent | None, configured: Sequence[str]
 ) -> dict[str, FollowUpState] | None:
     """The `rollback.then` follow-ups and how each went; None before the rollback is
-    delivered (none is sent before)."""
+    delivered (none is sent before). The `configured` ones come first, in their order,
+    one not begun yet `pending` (to be sent): the store knew only those claimed, and
+    the ones after a follow-up under way were not shown at all."""
     if rollback is None or rollback.state != "delivered":
         return None
-    return follow_up_states(await store.alert_events(window_id))
+    states = follow_up_states(await store.alert_events(window_id))
+    ordered: dict[str, FollowUpState] = {n: states.pop(n, "pending") for n in configured}
+    return {**ordered, **states}  # then any no longer configured, as stored
 
 
 async def shown_deploy(
@@ -29,8 +43,11 @@ async def shown_deploy(
     *,
     page: str | None,
     now: float | None,
+    settings: Settings,
 ) -> dict[str, Any]:
     """The deploy object of `window` and the `rollback` read with it (its follow-ups read
-    here): one code path for the API's answer and the stream's events."""
-    then = await follow_ups(store, window.id, rollback)
+    here, `settings` naming those configured): one code path for the API's answer and
+    the stream's events."""
+    configured = configured_follow_ups(settings, window.environment)
+    then = await follow_ups(store, window.id, rollback, configured)
     return deploy_object(window, rollback, then, page=page, now=now)

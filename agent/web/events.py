@@ -135,7 +135,7 @@ async def deploy_events(request: web.Request) -> web.StreamResponse:
     follower = Follower(None if resume is None else resume.rounds)
     clock = request.config_dict.get(CLOCK)
     with following(
-        feed, window_id, follower, request.config_dict[STORE], settings.server, clock or time.time
+        feed, window_id, follower, request.config_dict[STORE], settings, clock or time.time
     ) as reader:
         await reader.fresh()  # before the headers: a store down now is a 503
         snapshot = reader.snapshot

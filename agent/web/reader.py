@@ -29,7 +29,7 @@ from typing import Any
 
 from agent.api.shown import shown_deploy
 from agent.records import DeployWindow, RollbackIntent, RoundRecord
-from agent.settings import ServerSettings
+from agent.settings import Settings
 from agent.store.base import Store, StoreError
 from agent.web.feed import DeployFeed, Subscription
 from agent.web.links import deploy_page_url
@@ -99,12 +99,12 @@ class DeployReader:
         window_id: str,
         store: Store,
         feed: DeployFeed,
-        server: ServerSettings,
+        settings: Settings,
         clock: Callable[[], float],
     ) -> None:
         self.window_id = window_id
         self._store = store
-        self._server = server
+        self._settings = settings
         self._clock = clock
         self._subscribing = feed.subscribe(window_id)
         self._news: Subscription = self._subscribing.__enter__()  # before any read
@@ -280,10 +280,15 @@ class DeployReader:
                         kept[record.number] = record
             known = max(known, window.rounds)
         now = self._clock()
-        page = deploy_page_url(self._server, window_id, now=now) if window else None
+        server = self._settings.server
+        page = deploy_page_url(server, window_id, now=now) if window else None
         # the deploy object as stored; a stream that starts from it gets the rounds the
         # feed brought since as `round` events
-        current = await shown_deploy(store, window, rollback, page=page, now=now) if window else {}
+        current = (
+            await shown_deploy(store, window, rollback, page=page, now=now, settings=self._settings)
+            if window
+            else {}
+        )
         said = fingerprint(window_id, current)
         stored = window.rounds if window is not None else 0
         self.snapshot = Snapshot(window, rollback, current, said, stored)
@@ -319,7 +324,7 @@ def following(
     window_id: str,
     follower: Follower,
     store: Store,
-    server: ServerSettings,
+    settings: Settings,
     clock: Callable[[], float],
 ) -> Iterator[DeployReader]:
     """`window_id`'s reader, shared with its other streams of this process, with
@@ -327,7 +332,7 @@ def following(
     readers = _READERS.setdefault(feed, {})
     reader = readers.get(window_id)
     if reader is None:
-        reader = readers[window_id] = DeployReader(window_id, store, feed, server, clock)
+        reader = readers[window_id] = DeployReader(window_id, store, feed, settings, clock)
     reader.followers.add(follower)
     try:
         yield reader

@@ -16,42 +16,27 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import AgentFactory, FlipTarget, environment
+from tests.e2e.conftest import RunningAgent, environment
+from tests.e2e.integrations_support import Integrated, integrated  # noqa: F401 (fixture)
 from tests.e2e.test_github_action import github_env, outputs, run_action
-from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
-    eventually,
-    fake_github,
-    fake_vercel,
-    integrations,
-    start_agent,
-    vercel_hook,
-    windows,
-)
+from tests.e2e.test_integrations_e2e import vercel_hook, windows
 from tests.fakes import vercel as vc
-from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import FakeVercel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
 SHA = "9fceb02d0ae598e95dc970b74767f19372d61af8"  # the Action's GITHUB_SHA, the event's commit
 
 
-async def agent_with_vercel_source(
-    start: AgentFactory, target: FlipTarget, github: FakeGitHub, vercel: FakeVercel
-) -> Any:
+async def agent_with_vercel_source(fakes: Integrated) -> RunningAgent:
     extra = f"sources: {{vercel: {{project: {vc.PROJECT}, target: production}}}}"
-    config = environment("production", target.url, window="3s", extra=extra)
-    return await start(config, extra=integrations(github, vercel))
+    return await fakes.start(environment("production", fakes.target.url, window="3s", extra=extra))
 
 
 async def test_a_vercel_event_then_the_action_opens_two_windows_the_actions_watched(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    agent = await agent_with_vercel_source(start_agent, flip_target, fake_github, fake_vercel)
+    agent = await agent_with_vercel_source(integrated)
     status, answer = await vercel_hook(agent, vc.event(sha=SHA))
     assert status == 202, answer
     code, log = await run_action(github_env(tmp_path, agent.url))
@@ -64,13 +49,10 @@ async def test_a_vercel_event_then_the_action_opens_two_windows_the_actions_watc
 
 
 async def test_the_action_then_a_vercel_event_opens_two_windows_and_fails_the_job(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     tmp_path: Path,
 ) -> None:
-    agent = await agent_with_vercel_source(start_agent, flip_target, fake_github, fake_vercel)
+    agent = await agent_with_vercel_source(integrated)
     action = asyncio.ensure_future(run_action(github_env(tmp_path, agent.url)))
     registered: list[dict[str, Any]] = []
 

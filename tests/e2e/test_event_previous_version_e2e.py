@@ -12,18 +12,11 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import AgentFactory, FlipTarget, environment
-from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
-    eventually,
-    fake_github,
-    fake_vercel,
-    github_hook,
-    integrations,
-    start_agent,
-)
+from tests.e2e.conftest import environment
+from tests.e2e.integrations_support import Integrated, integrated  # noqa: F401 (fixture)
+from tests.e2e.test_integrations_e2e import eventually, github_hook
 from tests.fakes import github as gh
 from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import FakeVercel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
 
@@ -50,15 +43,13 @@ def dispatched(github: FakeGitHub, deploy_id: str) -> dict[str, str]:
 
 
 async def test_a_deploy_events_window_dispatches_what_the_environment_served_before(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
 ) -> None:
+    fake_github, flip_target = integrated.github, integrated.target
     config = environment("production", flip_target.url, extra=sources("Production")) + environment(
         "staging", flip_target.url, window="30s", extra=sources("Staging")
     )
-    agent = await start_agent(config, extra=integrations(fake_github, fake_vercel))
+    agent = await integrated.start(config)
     # an environment's first window: "" (nothing Postflight saw served before it)
     first = await opened(agent, A, 1, "Staging")
     await agent.rollback(first, "checkout broken")

@@ -13,29 +13,19 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import SECRET, AgentFactory, FlipTarget
-from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
-    environments,
-    fake_github,
-    fake_vercel,
-    integrations,
-    start_agent,
-)
+from tests.e2e.conftest import SECRET
+from tests.e2e.integrations_support import Integrated, integrated  # noqa: F401 (fixture)
 from tests.fakes import vercel as vc
-from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import FakeVercel
 from tests.receivers import RollbackReceiver
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 
 async def test_follow_ups_go_out_once_each_in_order_under_their_own_keys(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     rollback_receiver: Any,
 ) -> None:
+    fake_vercel = integrated.vercel
     migrations: RollbackReceiver = await rollback_receiver("follow-secret", script=(503, 503))
     audit: RollbackReceiver = await rollback_receiver(SECRET, script=(400,))
     cache: RollbackReceiver = await rollback_receiver(SECRET)
@@ -43,9 +33,7 @@ async def test_follow_ups_go_out_once_each_in_order_under_their_own_keys(
         then: [{{name: migrations, url: '{migrations.url}', secret: follow-secret}},
                {{name: audit, url: '{audit.url}'}},
                {{name: cache-purge, url: '{cache.url}'}}]}}"""
-    agent = await start_agent(
-        environments(flip_target, rollback=rollback), extra=integrations(fake_github, fake_vercel)
-    )
+    agent = await integrated.start(integrated.environments(rollback=rollback))
     deploy = await agent.register(
         "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
     )

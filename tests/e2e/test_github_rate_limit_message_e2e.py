@@ -14,17 +14,8 @@ import asyncio
 import pytest
 
 from agent.appkeys import STORE
-from tests.e2e.conftest import AgentFactory, FlipTarget
-from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
-    environments,
-    eventually,
-    fake_github,
-    fake_vercel,
-    integrations,
-    start_agent,
-)
-from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import FakeVercel
+from tests.e2e.integrations_support import Integrated, integrated  # noqa: F401 (fixture)
+from tests.e2e.test_integrations_e2e import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
@@ -35,16 +26,11 @@ ROLLBACK = (
 
 
 async def test_a_403_naming_a_rate_limit_without_a_wait_is_waited_a_minute(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
 ) -> None:
+    fake_github, flip_target = integrated.github, integrated.target
     fake_github.fail("secondary_rate_limit_unnamed_wait", times=1, match="/dispatches")
-    agent = await start_agent(
-        environments(flip_target, rollback=ROLLBACK, window="1500ms"),
-        extra=integrations(fake_github, fake_vercel),
-    )
+    agent = await integrated.start(integrated.environments(rollback=ROLLBACK, window="1500ms"))
     deploy = await agent.register("production", "v2")
     flip_target.bad = True
     await eventually(lambda: len(fake_github.seen("/dispatches")) == 1, within=30)

@@ -8,36 +8,27 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import AgentFactory, FlipTarget, environment
-from tests.e2e.integrations_support import scanned
-from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
-    GH_SECRET,
-    fake_github,
-    fake_vercel,
-    github_hook,
-    start_agent,
-)
+from tests.e2e.conftest import environment
+from tests.e2e.integrations_support import Integrated, integrated, scanned  # noqa: F401
+from tests.e2e.test_integrations_e2e import GH_SECRET, github_hook
 from tests.fakes import github as gh
-from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import FakeVercel
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 
 
 async def test_a_github_integration_without_a_token_opens_windows_and_posts_no_status(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
 ) -> None:
+    fake_github = integrated.github
     extra = f"sources: {{github: {{repository: {gh.REPOSITORY}, environment: Production}}}}"
-    agent = await start_agent(
-        environment("production", flip_target.url, extra=extra),
+    agent = await integrated.start_agent(
+        environment("production", integrated.target.url, extra=extra),
         extra=f"""
     integrations:
       github: {{api_url: "{fake_github.url}", webhook_secret: {GH_SECRET}}}
     """,
     )
+    integrated.started.append(agent)  # stopped before the fakes
     status, opened = await github_hook(agent, "deployment_status", gh.deployment_status(), "d-1")
     assert status == 202, opened
     assert (await agent.settled(opened["deploy"]["id"]))["state"] == "passed"

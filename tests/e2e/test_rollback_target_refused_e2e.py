@@ -9,22 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.conftest import AgentFactory, FlipTarget
-from tests.e2e.integrations_support import scanned
-from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
-    GH_TOKEN,
-    VC_TOKEN,
-    alerts_to,
-    environments,
-    eventually,
-    fake_github,
-    fake_vercel,
-    integrations,
-    start_agent,
-)
+from tests.e2e.integrations_support import Integrated, integrated, scanned  # noqa: F401
+from tests.e2e.test_integrations_e2e import GH_TOKEN, VC_TOKEN, alerts_to
 from tests.fakes import vercel as vc
-from tests.fakes.github import FakeGitHub
-from tests.fakes.vercel import FakeVercel
 from tests.receivers import JsonSink
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -42,26 +29,25 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 async def test_a_rollback_target_refusing_with_a_4xx_is_one_request_one_page_and_failed(
-    start_agent: AgentFactory,  # noqa: F811
-    flip_target: FlipTarget,
-    fake_vercel: FakeVercel,  # noqa: F811
-    fake_github: FakeGitHub,  # noqa: F811
+    integrated: Integrated,  # noqa: F811
     json_sink: JsonSink,
     case: str,
 ) -> None:
     rollback, path, how = CASES[case]
+    fake_github, fake_vercel, flip_target = integrated.github, integrated.vercel, integrated.target
     fake = fake_vercel if "vercel" in rollback else fake_github
-    extra = integrations(fake_github, fake_vercel)
+    extra = integrated.extra
     if how == "token":  # the agent's tokens are ones the fakes do not take
         for token in (GH_TOKEN, VC_TOKEN):
             extra = extra.replace(f"token: {token},", "token: not-the-token,")
     else:
         fake.fail(how, match=path)
-    agent = await start_agent(
-        environments(flip_target, rollback=rollback, window="1500ms"),
+    agent = await integrated.start_agent(
+        integrated.environments(rollback=rollback, window="1500ms"),
         alerting=alerts_to(json_sink),
         extra=extra,
     )
+    integrated.started.append(agent)  # stopped before the fakes
     deploy = await agent.register(
         "production", "v2", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
     )

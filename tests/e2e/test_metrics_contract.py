@@ -184,11 +184,12 @@ async def test_the_metrics_table_as_a_scraper_reads_it(
     assert value("postflight_rule_evaluations_total", rule="probe-errors", outcome="fail") == 1
     assert value("postflight_provider_requests_total", provider="prometheus", result="ok") >= 1
     assert value("postflight_provider_request_duration_seconds_count", provider="prometheus") >= 1
-    # the agent's own stalls beside them, at 0 from the start (nothing stalled here)
+    # the agent's own stalls beside them, a series from the start (0 unless the loaded
+    # machine stalled the agent: it did once in a full run at load 20, counted 1)
     stalls = exposed["postflight_provider_agent_stalls"].samples
-    assert [(s.labels, s.value) for s in stalls if s.name.endswith("_total")] == [
-        ({"provider": "prometheus"}, 0.0)
-    ]
+    totals = [s for s in stalls if s.name.endswith("_total")]
+    assert [s.labels for s in totals] == [{"provider": "prometheus"}]
+    assert all(s.value >= 0 and s.value == int(s.value) for s in totals)
 
     promtool = shutil.which("promtool")
     if promtool is None:

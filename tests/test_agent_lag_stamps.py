@@ -179,8 +179,11 @@ def test_a_latency_ends_when_the_answer_came_never_before_and_not_when_it_was_re
     assert not early, early  # never short
     late = [(r.seen, r.end) for r in reads if r.seen is not None and r.end > r.seen + 0.0002]
     assert not late, late  # (seen there, the latency's end)
-    assert all(r.kernel is not None and r.kernel <= 0.0002 for r in reads), reads
-    assert all(r.delay == r.kernel and r.end <= r.read for r in reads), reads
+    # the reads that break a rule, named alone (a list of 40 is cut before them)
+    unstamped = [r for r in reads if r.kernel is None or r.kernel > 0.0002]
+    assert not unstamped, unstamped
+    unmeasured = [(r, r.delay) for r in reads if r.delay != r.kernel or r.end > r.read]
+    assert not unmeasured, unmeasured
     if block:  # the loop blocked as answers came: they waited, out of their latency
         assert sum(r.seen is not None for r in reads) >= 10
         assert max(r.read - r.end for r in reads) >= 0.002

@@ -106,6 +106,8 @@ class Read:
         self.read = parsed.read_at
         self.kernel = parsed.kernel_delay
         self.delay = parsed.agent_delay
+        self.held = parsed.held
+        """The loop wrote the request this late (the agent's, in its delay too)."""
 
     def __repr__(self) -> str:
         def us(x: float | None) -> str:
@@ -167,7 +169,9 @@ def test_a_latency_ends_when_the_answer_came_never_before_and_not_when_it_was_re
     it (the loop blocked 4 ms as each request came, the answer written 0-6 ms later, or a
     quiet loop): the agent's block is not in it, where it ended at the read before (a 2 ms
     service read 4 ms late looked x2). The agent's part left in it, both measures, is the
-    clocks' reading. On asyncio the transport's own `sock.recv` keeps the stamp; uvloop
+    clocks' reading, and the loop's lateness in writing the request, if it was (`held`:
+    beside CPU hogs, 6 of 8 failures were the measure taken for the kernel's alone with a
+    write held 7 µs-9 ms). On asyncio the transport's own `sock.recv` keeps the stamp; uvloop
     reads the descriptor itself, so the client reads a duplicate of it
     (`checks.wire._Conn.read_own`)."""
     loop = _loop(kind)
@@ -182,7 +186,11 @@ def test_a_latency_ends_when_the_answer_came_never_before_and_not_when_it_was_re
     # the reads that break a rule, named alone (a list of 40 is cut before them)
     unstamped = [r for r in reads if r.kernel is None or r.kernel > 0.0002]
     assert not unstamped, unstamped
-    unmeasured = [(r, r.delay) for r in reads if r.delay != r.kernel or r.end > r.read]
+    unmeasured = [
+        (r, r.delay, r.held)
+        for r in reads
+        if r.kernel is None or r.delay != r.kernel + r.held or r.end > r.read
+    ]
     assert not unmeasured, unmeasured
     if block:  # the loop blocked as answers came: they waited, out of their latency
         assert sum(r.seen is not None for r in reads) >= 10

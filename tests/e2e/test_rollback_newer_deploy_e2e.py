@@ -59,11 +59,16 @@ receiver's `Retry-After` (30 s), the wait its sender was in."""
 
 
 def _config(
-    flip_target: FlipTarget, receiver: RollbackReceiver, json_sink: JsonSink
+    flip_target: FlipTarget,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    timeout: str = "2s",
 ) -> tuple[str, str]:
     """The environments and alerting sections: production on `flip_target`, rolling back
-    to `receiver`, alerts to `json_sink`."""
-    rollback = f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms, timeout: 2s}}"
+    to `receiver` (each attempt given up after `timeout`), alerts to `json_sink`."""
+    rollback = (
+        f"rollback: {{url: {receiver.url}, secret: {SECRET}, backoff: 100ms, timeout: {timeout}}}"
+    )
     alerting = f"alerting:\n  channels:\n    - {{url: '{json_sink.url()}', tags: [oncall]}}\n"
     extra = rollback + "\nalerts: {tags: [oncall]}"
     return environment("production", flip_target.url, window="30s", extra=extra), alerting
@@ -381,6 +386,13 @@ async def test_a_vercel_or_github_rollback_retrying_is_not_sent_after_the_fix(
     ), said
 
 
+HELD_TIMEOUT = "30s"
+"""The attempt's timeout while the receiver holds it for the fix's registration: as long
+as the test waits for the rollback to settle, so only the order of the registration and
+the answer decides, never how fast a loaded machine registers (0.1-0.7 s measured with
+eight copies beside six CPU hogs, against the 2 s the other tests give an attempt)."""
+
+
 async def test_a_rollback_delivered_as_a_newer_deploy_registers_says_check_what_serves(
     start_agent: AgentFactory,  # noqa: F811
     flip_target: FlipTarget,
@@ -399,7 +411,10 @@ async def test_a_rollback_delivered_as_a_newer_deploy_registers_says_check_what_
             fixes.append(await running[0].register("production", "v2.4.2"))
 
     receiver: RollbackReceiver = await rollback_receiver(SECRET, on_attempt=the_fix_registers)
-    agent = await start_agent(*_config(flip_target, receiver, json_sink))
+    # the attempt waits on the fix's registration (an HTTP round trip to the agent, same
+    # loop): with the 2 s timeout a loaded machine's slow registration could time the attempt
+    # out, and the fix gave the rollback up instead (ROLLBACK GIVEN UP, never delivered)
+    agent = await start_agent(*_config(flip_target, receiver, json_sink, timeout=HELD_TIMEOUT))
     running.append(agent)
     bad = await _bad_deploy_retrying(agent, flip_target, receiver)
     final = await agent.settled(bad["id"])

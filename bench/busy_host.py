@@ -24,7 +24,8 @@ From the store: each window's probe latency p95 (its rounds' stand-ins for backg
 runs) against its baseline's (the background runs before the deploy), failed probes
 (timeouts: the targets never err) and latencies the agent dropped as its own stall's
 (`checks.lag`). From each target: its own handler time p95 before and during the window
-(a sleep overshoot is the target starved), each request kept in the run's directory.
+(a sleep overshoot is the target starved; each request kept in the run's directory), and
+each probe's latency less its handler time.
 
 Measured (session 46, 12 environments of a 50 ± 5 ms target, 2-core host already at load
 11-19 from other work): 2 hogs, 5m windows: 0 rollbacks, 5 passed and 7 inconclusive
@@ -33,9 +34,9 @@ window probes, p95 86-105 ms in windows against 92-124 ms in their baselines (lo
 12 of 12); 4 hogs (load 19-23), 6m windows: 0 rollbacks, 12 inconclusive, 0 timeouts in
 8,160 probes, p95 142-172 against 127-195 (higher in 8 of 12: the host got busier, the
 targets' own handler p95 104-122 ms before, 114-142 during). Paired request by request
-(the `*.target.json` files), the time outside the target's handler (its process waiting
-for a CPU to read and answer) was p50 1-5 ms, p95 39-101 ms in the baselines and 52-76 ms
-in the 5 windows whose arrivals paired exactly: the host's, not the window's.
+(`outside_handler_p95_ms`), the time outside the target's handler (its process waiting
+for a CPU to read and answer, and the wire) had a p95 of 39-101 ms in the baselines and
+52-76 ms in the 10 windows that paired: the host's, not the window's.
 
     python bench/busy_host.py [--envs 12] [--hogs 2] [--window 5m] [--pre 150] [--json]
     python bench/busy_host.py target LATENCY JITTER SEED   # one target; prints its port
@@ -164,8 +165,8 @@ def api(port: int, path: str) -> Any:
 def store_latencies(workdir: Path, env: str, deployed_at: float) -> dict[str, Any]:
     """The background runs' latencies before `deployed_at` and the window's rounds'
     (their stand-ins), with each side's failed probes."""
-    before: list[float] = []
-    during: list[float] = []
+    before: list[float | None] = []
+    during: list[float | None] = []
     failed = {"baseline": 0, "window": 0}
     dropped = {"baseline": 0, "window": 0}
     for (summary,) in crash.store_rows(
@@ -175,7 +176,7 @@ def store_latencies(workdir: Path, env: str, deployed_at: float) -> dict[str, An
         deployed_at,
     ):
         run = json.loads(summary)
-        before += [x for x in run["latency"] if x is not None]
+        before += run["latency"]
         failed["baseline"] += run["ok"].count(0)
         dropped["baseline"] += run["latency"].count(None)
     rounds = crash.store_rows(
@@ -186,19 +187,22 @@ def store_latencies(workdir: Path, env: str, deployed_at: float) -> dict[str, An
     )
     for (summary,) in rounds:
         for run in json.loads(summary).get("stand_ins", []):
-            during += [x for x in run["latency"] if x is not None]
+            during += run["latency"]
             failed["window"] += run["ok"].count(0)
             dropped["window"] += run["latency"].count(None)
+    kept = {"baseline": [x for x in before if x is not None]}
+    kept["window"] = [x for x in during if x is not None]
     return {
-        "baseline_latencies": len(before),
-        "window_latencies": len(during),
-        "baseline_p95_ms": round(1000 * percentile(before, 0.95), 1),
-        "window_p95_ms": round(1000 * percentile(during, 0.95), 1),
-        "baseline_max_ms": round(1000 * max(before, default=0.0), 1),
-        "window_max_ms": round(1000 * max(during, default=0.0), 1),
+        "baseline_latencies": len(kept["baseline"]),
+        "window_latencies": len(kept["window"]),
+        "baseline_p95_ms": round(1000 * percentile(kept["baseline"], 0.95), 1),
+        "window_p95_ms": round(1000 * percentile(kept["window"], 0.95), 1),
+        "baseline_max_ms": round(1000 * max(kept["baseline"], default=0.0), 1),
+        "window_max_ms": round(1000 * max(kept["window"], default=0.0), 1),
         "failed": failed,
         "latency_dropped": dropped,
         "rounds": len(rounds),
+        "_probed": {"baseline": before, "window": during},
     }
 
 
@@ -208,12 +212,27 @@ def target_side(url: str, deployed_at: float, ended_at: float, keep: Path) -> di
     with urllib.request.urlopen(f"{url}/stats", timeout=60) as response:
         handled = json.loads(response.read())
     keep.write_text(json.dumps(handled))
-    before = [d for at, d in handled if at < deployed_at]
-    during = [d for at, d in handled if deployed_at <= at < ended_at]
+    before = [d for at, d in sorted(handled) if at < deployed_at]
+    during = [d for at, d in sorted(handled) if deployed_at <= at < ended_at]
     return {
         "target_baseline_p95_ms": round(1000 * percentile(before, 0.95), 1),
         "target_window_p95_ms": round(1000 * percentile(during, 0.95), 1),
+        "_handled": {"baseline": before, "window": during},
     }
+
+
+def outside_handler(probed: list[float | None], handled: list[float], head: bool) -> float | None:
+    """p95 (ms) of each probe's latency less the target's handler time for it, paired in
+    order: the time the target's process took to read and answer outside its handler, and
+    the wire's. The target's extra arrivals are a background run the window's start cut:
+    its first probes before the deploy (`head`: pair from the start), its last one after
+    (pair from the end). None where the pairing fails (a latency shorter than its handler
+    time: a probe the agent dropped whole)."""
+    handled = handled[: len(probed)] if head else handled[len(handled) - len(probed) :]
+    outside = [x - d for x, d in zip(probed, handled, strict=False) if x is not None]
+    if len(handled) != len(probed) or min(outside, default=0.0) < 0:
+        return None
+    return round(1000 * percentile(outside, 0.95), 1)
 
 
 def run(a: argparse.Namespace) -> dict[str, Any]:
@@ -258,15 +277,21 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
                 workdir, "SELECT deployed_at, ended_at FROM windows WHERE id = ?", deploy["id"]
             )[0]
             rules = deploy.get("verdict") or {}
+            probed = store_latencies(workdir, name, row[0])
+            keep = workdir / f"{name}.target.json"
+            target = target_side(url, row[0], row[1] or time.time(), keep)
+            sides = probed.pop("_probed"), target.pop("_handled")
             windows.append(
                 {
                     "env": name,
                     "state": deploy["state"],
                     "rules": {r["name"]: r["outcome"] for r in rules.get("rules", [])},
-                    **store_latencies(workdir, name, row[0]),
-                    **target_side(
-                        url, row[0], row[1] or time.time(), workdir / f"{name}.target.json"
-                    ),
+                    **probed,
+                    **target,
+                    "outside_handler_p95_ms": {
+                        side: outside_handler(sides[0][side], sides[1][side], side == "baseline")
+                        for side in ("baseline", "window")
+                    },
                 }
             )
     finally:
@@ -313,7 +338,7 @@ def main() -> None:
     for key, value in result.items():
         if key != "windows":
             print(f"{key}: {value}")
-    print("\nenv state rounds p95_ms(base/win) max_ms failed dropped target_p95_ms rules")
+    print("\nenv state rounds p95_ms(base/win) max_ms failed dropped target_p95 outside_p95 rules")
     for w in result["windows"]:
         print(
             w["env"],
@@ -324,6 +349,7 @@ def main() -> None:
             "{baseline}/{window}".format(**w["failed"]),
             "{baseline}/{window}".format(**w["latency_dropped"]),
             f"{w['target_baseline_p95_ms']}/{w['target_window_p95_ms']}",
+            "{baseline}/{window}".format(**w["outside_handler_p95_ms"]),
             " ".join(f"{k}={v}" for k, v in w["rules"].items()),
         )
 

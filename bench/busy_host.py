@@ -331,8 +331,9 @@ def main() -> None:
     p.add_argument("--jitter", type=float, default=0.005)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true")
-    result = run(p.parse_args())
-    if result and "--json" in sys.argv:
+    args = p.parse_args()
+    result = run(args)
+    if args.json:
         print(json.dumps(result))
         return
     for key, value in result.items():

@@ -12,6 +12,8 @@ import re
 
 from agent.analysis.types import Metric, Rule
 from common.durations import format_duration
+from common.words import odds as odds  # their home; the judge and alerts import them here
+from common.words import odds_number as odds_number
 
 _PERCENTILE = re.compile(r"(?:^|_)p(\d{1,2}(?:\.\d+)?)(?:_|$)")
 
@@ -170,23 +172,3 @@ def exact_rate_bounds(rule: Rule) -> list[tuple[str, str]]:
                 )
             )
     return out
-
-
-def odds(ratio: float) -> str:
-    """A likelihood ratio as odds an operator reads: `2,340 to 1` (not `2.34e+03`), `741
-    million to 1`, `more than a billion to 1` (the exact figure is in the evidence's
-    `likelihood_ratio`); below 1 the other way round
-    (`1 to 20`: the data favour no regression), where `0.05 to 1` read as a slip."""
-    if 0 < ratio < 1:
-        return f"1 to {odds_number(1.0 / ratio)}"
-    return f"{odds_number(ratio)} to 1"
-
-
-def odds_number(ratio: float) -> str:
-    if ratio < 1e3:
-        return f"{ratio:.3g}"
-    if ratio < 1e6:
-        return f"{ratio:,.0f}"
-    if ratio < 1e9:
-        return f"{ratio / 1e6:.3g} million"
-    return "more than a billion"

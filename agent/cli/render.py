@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from agent.api.models import Deploy, RuleResult, deploy_json
 from agent.cli.exits import ended
 from agent.client import OPEN_STATES, ClientError
-from common.breaching import breaching
+from common.breaching import Breach, breaching
 from common.durations import format_duration
 from common.redaction import visible
 from common.times import rfc3339
@@ -119,31 +119,35 @@ def _rules(deploy: Deploy) -> list[RuleResult]:
     return []
 
 
-def _breaching(rule: RuleResult) -> tuple[int, int] | None:
+def _breaching(rule: RuleResult) -> Breach | None:
     """`breaching` of a rule as the API gives it: `✓ pass probe-errors 1 (max 0.05)` was
-    read at 100% errors."""
+    read at 100% errors, `? inconclusive` beside a sequential rule paged `breached`."""
     return breaching(rule.outcome, rule.evidence)
 
 
 def _shown(rule: RuleResult, pending: bool) -> tuple[str, str]:
-    """The outcome and threshold a rule is shown with: a breach short of its limit as
-    `breach` while the window is pending, `SHORT` once decided, with how far along it is."""
+    """The outcome and threshold a rule is shown with: a breach short of failing as
+    `breach` while the window is pending, a pass so `SHORT` once decided, with how far
+    along it is."""
     breach = _breaching(rule)
     if breach is None:
         return rule.outcome, rule.threshold
-    return "breach" if pending else SHORT, f"{rule.threshold}, {breach[0]} of {breach[1]} rounds"
+    shown = "breach" if pending else SHORT if rule.outcome == "pass" else rule.outcome
+    return shown, f"{rule.threshold}, {breach.so_far}"
 
 
 def _short_words(rule: RuleResult) -> str:
     """Why a `SHORT` pass passed, for its round line: `past max 0.05 in round 2: 1 of 2
     rounds in a row, too few to fail` (its figure is of that round, its last with data)."""
     evidence = rule.evidence or {}
-    streak, limit = _breaching(rule) or (0, 0)
+    breach = _breaching(rule) or Breach("")
+    if not breach.limit:  # the sequential warning's: evidence short of what fails it
+        return f"past {rule.threshold} on the evidence: {breach.so_far}, too little to fail"
     rounds = [n for n in evidence.get("failing_rounds") or () if isinstance(n, int)]
     where = f" in round{'s' if len(rounds) > 1 else ''} {', '.join(map(str, rounds))}"
     return (
-        f"past {rule.threshold}{where if rounds else ''}: {streak} of {limit} rounds in a row,"
-        " too few to fail"
+        f"past {rule.threshold}{where if rounds else ''}: {breach.streak} of {breach.limit}"
+        " rounds in a row, too few to fail"
     )
 
 
@@ -216,9 +220,9 @@ def rules_table(rules: Sequence[RuleResult], style: Style, *, pending: bool = Fa
             16,
             12,
             12,
-            32,
+            40,
             DETAIL_WIDTH,
-        ],  # a threshold with its streak: `max_increase 100%, 1 of 3 rounds`
+        ],  # a threshold with its streak or evidence: `max_increase 100%, 7,115 to 1 of 250,000`
         paint,
     )
     return drawn + "".join(

@@ -554,11 +554,14 @@ def rounds_view(
         # the sum (its words stay in the reason, the API and the webhook)
         threshold = drawn.bounds or rate_bounds_in_percent(metric, item.get("threshold"))
         breach = breaching(outcome, evidence)
-        if breach is not None:
-            threshold = f"{threshold}, {breach[0]} of {breach[1]} rounds past it"
+        if breach is not None and breach.limit:
+            threshold = f"{threshold}, {breach.so_far} past it"
             outcome = "short" if decided else "breach"
             if decided:  # passed so: `! pass`, never `✔ pass` beside 40% past max 5%
                 threshold += ": too few to fail"
+        elif breach is not None:  # the sequential warning's, as `rule breached` was paged
+            threshold = f"{threshold}, past it on the evidence: {breach.so_far}"
+            outcome = ("short" if outcome == "pass" else outcome) if decided else "breach"
         views.append(
             RuleView(
                 name=name,

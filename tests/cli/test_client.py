@@ -1506,3 +1506,45 @@ def test_status_and_rollback_stopped_by_a_signal_say_so(
     assert cli.returncode == code, err
     assert err.decode().strip() == said.format(word=word) + f" (exit {code})"
     assert out == b""
+
+
+def test_a_sequential_rule_warned_breached_is_shown_so_pending_and_decided() -> None:
+    """The sequential policy's `rule breached` warning (`breaching` in a rule's evidence)
+    was shown `? inconclusive` (or `✓ pass` under `pass_on: no_failure`) while on-call had
+    just been paged `breached`. Pending, `! breach` with its evidence against what fails it;
+    a window passed so, `! pass` with the same words; an inconclusive one stays so."""
+    from agent.api.models import Deploy
+    from agent.cli.render import details
+
+    warned = {
+        "p_value": 0.2,
+        "breaching": {
+            "bound": "max",
+            "likelihood_ratio": 7115.0,
+            "likelihood_ratio_warned": 3969.0,
+            "likelihood_ratio_needed": 250000.0,
+        },
+    }
+    unsure = rule("probe-errors", "inconclusive", observed=0.5, evidence=warned)
+    deploy = _deploy(4)
+    deploy = Deploy.model_validate(
+        {**deploy.model_dump(mode="json"), "progress": {**pending(unsure), "round": 4}}
+    )
+    out = io.StringIO()
+    Progress(out=out, style=Style(), live=False).update(deploy)
+    line = out.getvalue()
+    assert "! breach probe-errors 0.5 (max 0.05, 7,115 to 1 of 250,000)" in line, line
+    assert "probe-errors  ! breach" in details(deploy, Style())
+
+    def decided(outcome: str) -> str:
+        verdict = {
+            "outcome": outcome,
+            "decided_at": "2026-11-26T14:10:00Z",
+            "reason": outcome,
+            "rules": [rule("probe-errors", outcome, observed=0.5, evidence=warned)],
+        }
+        body = {**deploy.model_dump(mode="json"), "progress": None, "verdict": verdict}
+        return details(Deploy.model_validate({**body, "state": "passed"}), Style())
+
+    assert "probe-errors  ! pass" in decided("pass")
+    assert "probe-errors  ? inconclusive" in decided("inconclusive")

@@ -4,33 +4,13 @@ break what the agent is doing meanwhile."""
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
-import sys
 import threading
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.bench_module import bench_module
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def in_a_fresh_interpreter(script: str) -> Any:
-    """What `script` (run by `python -c` in the checkout) prints, as JSON: a heap of its
-    own, not a long-lived xdist worker's."""
-    run = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        check=True,
-    )
-    return json.loads(run.stdout)
-
+from tests.fresh_interpreter import in_a_fresh_interpreter
 
 BUILDING_TUPLES = """
 import asyncio, json, sys, threading

@@ -3,13 +3,8 @@ break what the agent is doing meanwhile."""
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from typing import Any
-
 import pytest
 
-from tests.bench_module import bench_module
 from tests.fresh_interpreter import in_a_fresh_interpreter
 
 BUILDING_TUPLES = """
@@ -59,30 +54,39 @@ def test_a_census_leaves_the_tuples_the_agent_is_building_alone() -> None:
         assert [name.rpartition(".")[2] for name in coros] == ["agent"]
 
 
+TWO_LOOPS = """
+import asyncio, json, threading
+from tests.bench_module import bench_module
+bench = bench_module("soak")
+other = asyncio.new_event_loop()
+parked = other.create_future()
+
+async def elsewhere():
+    await parked
+
+async def agent():
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, bench.census_on, loop)
+
+runner = threading.Thread(target=other.run_until_complete, args=(elsewhere(),))
+runner.start()
+try:
+    taken = asyncio.run(agent())
+finally:
+    other.call_soon_threadsafe(parked.set_result, None)
+    runner.join()
+    other.close()
+print(json.dumps({"coros": list(taken["coros"])}))
+"""
+
+
 @pytest.mark.timeout(60)
 def test_a_census_counts_the_tasks_of_its_loop_only() -> None:
     """Another loop's task under way in the same process (in a test run, a worker's
     earlier tests leave some) is not the agent's: the census of the agent's loop does
-    not count it."""
-    bench = bench_module("soak")
-    other = asyncio.new_event_loop()
-    parked: asyncio.Future[None] = other.create_future()
-
-    async def elsewhere() -> None:
-        await parked
-
-    async def agent() -> dict[str, Any]:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, bench.census_on, loop)
-
-    runner = threading.Thread(target=other.run_until_complete, args=(elsewhere(),))
-    runner.start()
-    try:
-        taken = asyncio.run(agent())
-    finally:
-        other.call_soon_threadsafe(parked.set_result, None)
-        runner.join()
-        other.close()
+    not count it. In a fresh interpreter, as the census of the tuples: in a long-lived
+    xdist worker it walked every object the worker's earlier tests left."""
+    taken = in_a_fresh_interpreter(TWO_LOOPS)
     assert [name.rpartition(".")[2] for name in taken["coros"]] == ["agent"]
 
 

@@ -555,3 +555,30 @@ async def test_a_wait_asked_for_is_kept_by_the_tasks_keeper_and_a_lost_claim_sen
     else:
         assert (result.ok, result.lost, result.attempts) == (False, True, 2)
         assert len(seen) == 2  # nothing more of it
+
+
+async def test_a_github_refusal_is_quoted_by_its_message_in_githubs_shape() -> None:
+    """GitHub's error body is `{"message", "documentation_url"}`: the fake answered a
+    scripted refusal `{"detail": …}` and a path or method it has no route for with
+    aiohttp's text `404: Not Found`, so a reading of `detail` would have passed. The
+    call's error quotes GitHub's `message` as it came, whatever the refusal."""
+    from tests.fakes.github import DEPLOYMENT_ID, REPOSITORY, FakeGitHub
+
+    async with FakeGitHub(token="gh") as github, aiohttp.ClientSession() as session:
+        statuses = f"{github.url}/repos/{REPOSITORY}/deployments/{DEPLOYMENT_ID}/statuses"
+        refusals = [
+            ("POST", statuses, "fake failure 422"),
+            ("POST", f"{github.url}/repos/{REPOSITORY}/deployment/{DEPLOYMENT_ID}", "Not Found"),
+            ("DELETE", statuses, "Not Found"),  # GitHub: a 404, not a 405
+        ]
+        for method, url, message in refusals:
+            if message.startswith("fake"):
+                github.fail("422", times=2)  # the look below, then the call
+            headers = {"Authorization": "Bearer gh"}
+            async with session.request(method, url, headers=headers) as answer:
+                assert answer.content_type == "application/json", (method, url)
+                body = await answer.json()
+            assert body == {"message": message, "documentation_url": "https://docs.github.com/rest"}
+            result = await call(session, method, url, headers=headers, body=b"{}", attempts=1)
+            assert (result.ok, result.status) == (False, answer.status)
+            assert result.error is not None and f'"message": "{message}"' in result.error

@@ -167,6 +167,15 @@ class FakeServer:
     def routes(self, app: web.Application) -> None:
         raise NotImplementedError
 
+    def error_answer(self, status: int, message: str) -> web.Response:
+        """An error answer in the provider's own shape (a subclass's), here a generic one."""
+        return web.json_response({"detail": message}, status=status)
+
+    def unrouted(self, request: web.Request, refused: web.HTTPException) -> web.StreamResponse:
+        """The answer to a path or method no route takes: aiohttp's own (plain text), unless
+        the provider answers these its own way (a subclass's)."""
+        raise refused
+
     def failure_response(self, failure: Failure, request: web.Request) -> web.StreamResponse:
         kind = failure.kind
         if kind.startswith("html:"):
@@ -174,16 +183,14 @@ class FakeServer:
             page = f"<html><body><h1>Error {status}</h1><p>origin unreachable</p></body></html>"
             return web.Response(text=page, status=status, content_type="text/html")
         if kind == "unavailable":
-            return web.json_response(
-                {"detail": "service unavailable"},
-                status=503,
-                headers={"Retry-After": str(math.ceil(failure.reset_in))},
-            )
+            response = self.error_answer(503, "service unavailable")
+            response.headers["Retry-After"] = str(math.ceil(failure.reset_in))
+            return response
         if kind == "moved":
             location = f"https://{request.host}{request.path_qs}"
             return web.Response(status=301, headers={"Location": location})
         if kind.isdigit():
-            return web.json_response({"detail": f"fake failure {kind}"}, status=int(kind))
+            return self.error_answer(int(kind), f"fake failure {kind}")
         if kind == "malformed":
             return web.Response(text='{"data": [{"count', content_type="application/json")
         if kind == "bad_shape":
@@ -242,7 +249,10 @@ class FakeServer:
                 return await self._cut_short(failure, request, handler)
             if failure is not None:
                 return self.failure_response(failure, request)
-            response = await handler(request)
+            try:
+                response = await handler(request)
+            except (web.HTTPNotFound, web.HTTPMethodNotAllowed) as refused:
+                response = self.unrouted(request, refused)
             seen.status = response.status
             if isinstance(response, web.Response) and response.content_type == "application/json":
                 with contextlib.suppress(ValueError, TypeError):

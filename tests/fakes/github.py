@@ -103,6 +103,17 @@ class FakeGitHub(FakeServer):
             return _message(403, "Resource not accessible by integration")
         return super().failure_response(failure, request)
 
+    def error_answer(self, status: int, message: str) -> web.Response:
+        """GitHub's error body, `{"message", "documentation_url"}`, for any error status
+        (`fail("404")`, `fail("unavailable")`), where the base fake's `{"detail"}` let a
+        reading of a key GitHub never sends pass."""
+        return _message(status, message)
+
+    def unrouted(self, request: web.Request, refused: web.HTTPException) -> web.StreamResponse:
+        """GitHub answers a path it does not know, and a method a path does not take, 404
+        `Not Found` in its JSON shape (its docs: a 404, not a 405), not aiohttp's text."""
+        return _message(404, "Not Found")
+
     def routes(self, app: web.Application) -> None:
         app.router.add_post(
             "/repos/{owner}/{repo}/deployments/{deployment}/statuses", self.create_status

@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agent.api.runner import ApiRunner  # noqa: E402
-from agent.app import build_app  # noqa: E402
-from agent.appkeys import STORE  # noqa: E402
+from agent.app import api_runner, build_app  # noqa: E402
+from agent.appkeys import METRICS, STORE  # noqa: E402
 from agent.records import RoundRecord  # noqa: E402
 from agent.settings_file import load_settings_text  # noqa: E402
 from agent.windows.heap import tune_collector  # noqa: E402
@@ -88,7 +88,7 @@ def config(agent_port: int, target_port: int, db: Path, checks: int, probes: int
 async def start(text: str, port: int) -> tuple[web.Application, ApiRunner]:
     settings = load_settings_text(text, source="bench config")
     app = build_app(settings, poll_interval=0.1)
-    runner = ApiRunner(app, access_log=None, shutdown_timeout=2.0)
+    runner = api_runner(app, app[METRICS], in_flight_s=2.0)  # the daemon's
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", port).start()
     return app, runner

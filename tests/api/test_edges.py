@@ -28,8 +28,8 @@ from aiohttp.http_parser import HttpRequestParserPy
 
 from agent.api import routes, runner
 from agent.api.problems import CHUNKED_DETAIL
-from agent.api.runner import MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES, ApiRunner, parser_problem
-from agent.app import serve
+from agent.api.runner import MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES, parser_problem
+from agent.app import api_runner, serve
 from agent.metrics import Metrics
 from tests.api.harness import AUTH, make_settings
 from tests.e2e.crash import free_port
@@ -325,7 +325,7 @@ async def test_a_bug_past_the_middlewares_is_a_500_problem_and_still_an_error_lo
 
     app = web.Application()
     app.router.add_get("/broken", broken)
-    runner = ApiRunner(app, access_log=None)
+    runner = api_runner(app, Metrics(), in_flight_s=2.0)  # the daemon's, its ServerLog
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()

@@ -11,7 +11,9 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from agent.api.runner import ApiRunner, ProblemRequestHandler
+from agent.api.runner import ProblemRequestHandler
+from agent.app import api_runner
+from agent.metrics import Metrics
 
 REQUESTS = [
     b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
@@ -30,7 +32,7 @@ async def api() -> AsyncIterator[int]:
 
     app = web.Application()
     app.router.add_route("*", "/x", echo)
-    runner = ApiRunner(app)
+    runner = api_runner(app, Metrics(), in_flight_s=2.0)  # the daemon's, its ServerLog
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -25,8 +25,8 @@ from typing import Any, TypeVar
 import pytest
 from aiohttp import web
 
-from agent.api.runner import ApiRunner
-from agent.app import build_app
+from agent.app import api_runner, build_app
+from agent.appkeys import METRICS
 from agent.settings import Settings
 from tests.api.harness import AUTH, make_settings
 
@@ -42,8 +42,9 @@ class ServedAgent:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         # the daemon's runner: what schemathesis sends that the parser refuses is answered
-        # as the daemon answers it
-        self.runner = ApiRunner(build_app(settings, background_probing=False), access_log=None)
+        # (and logged, counted) as the daemon answers it
+        app = build_app(settings, background_probing=False)
+        self.runner = api_runner(app, app[METRICS], in_flight_s=2.0)
         self.port = self.call(self._start())
 
     async def _start(self) -> int:

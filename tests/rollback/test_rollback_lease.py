@@ -100,12 +100,19 @@ async def test_a_sender_that_wakes_after_a_takeover_does_not_retry(
     assert stored is not None and (stored.state, stored.attempts) == ("delivered", 2)
 
 
+HUNG_TIMEOUT = 2.0
+"""The hung attempt's timeout: how long "b"'s whole delivery, run as the receiver holds
+"a"'s attempt, has before "a" goes on. At 0.3 s a loaded machine's slower delivery let
+"a" time out first, and the test failed on its own premise (no takeover yet), not on the
+sender; ~10 ms measured here, so only the order decides. The test waits it out once."""
+
+
 async def test_a_timeout_after_a_pause_does_not_resend_while_another_holds_the_lease(
     store: SqliteStore, rollback_receiver: Any
 ) -> None:
     clock = Clock()
     survivor = sender(store, "b", clock)
-    conf = settings("http://unused", timeout=0.3)
+    conf = settings("http://unused", timeout=HUNG_TIMEOUT)
     results = []
 
     async def during_the_first(attempt: RollbackAttempt) -> None:
@@ -117,7 +124,7 @@ async def test_a_timeout_after_a_pause_does_not_resend_while_another_holds_the_l
     receiver: RollbackReceiver = await rollback_receiver(
         SECRET, script=("hang", 200), on_attempt=during_the_first
     )
-    conf = settings(receiver.url, timeout=0.3)
+    conf = settings(receiver.url, timeout=HUNG_TIMEOUT)
     first = sender(store, "a", clock)
     try:
         done = await first.deliver(await stored_intent(store), conf, "production")

@@ -97,6 +97,10 @@ class Findings:
     `failure_limit` (see `ended_short`): a judging matter, not a rollback lost."""
     unready: list[str] = field(default_factory=list)
     """Replicas whose /readyz did not answer 200 at the end."""
+    held_2xx: bool | None = None
+    """`store_outage`: whether the receiver's 2xx to attempt 1 went to a sender still
+    connected, the held 2xx the run is about (not if the store's stop outlasted the
+    attempt's timeout: then a later attempt delivered, and the run proved nothing)."""
     kills: int = 0
     pauses: int = 0
     events: list[str] = field(default_factory=list)
@@ -864,6 +868,9 @@ async def store_outage(plan: Plan, url: str, cluster: PgCluster) -> Findings:
         await asyncio.sleep(back + resend_by - time.monotonic())
         await run.monitor.poll()
         run.count_deliveries()
+        assert run._receiver is not None  # in-process: it runs `stop_the_store`
+        first = [a.accepted for a in run._receiver.attempts if a.n == 1]
+        run.f.held_2xx = first == [True]
         b = run.monitor.rollbacks.get(deploy, {})
         run.log(f"rollback {b.get('state')} after {b.get('attempts')} attempt(s)")
         for replica in run.replicas:  # who held the 2xx, who took over (their own words)

@@ -646,3 +646,26 @@ async def test_a_method_in_lower_case_is_not_taken_for_the_upper_case_one(
     second = post(body=b"{}").replace(b"POST /v1/deploys HTTP/1.1", b"post /v1/deploys HTTP/1.1")
     answer = await raw(port, request(b"FOO /healthz HTTP/1.1") + second)
     assert [code for code, _, _ in answers(answer)] == [405, 400], answer[:400]
+
+
+@pytest.mark.parametrize(
+    ("key", "status"),
+    [(b"k" * 255, 201), (b"k" * 256, 422), ("r\u00e9try-1".encode(), 422), (b"\t", 422)],
+    ids=["255-taken", "256", "non-ascii", "blank"],
+)
+async def test_an_idempotency_key_is_1_to_255_printable_ascii_through_the_daemon(
+    daemon: tuple[int, Metrics], key: bytes, status: int
+) -> None:
+    """The README's "`Idempotency-Key` (1–255 printable ASCII)", as `run` serves it: the
+    bytes as a client sends them, through aiohttp's parser (which strips a blank value to
+    nothing), the longest taken and one past it, or a non-ASCII one, a 422 naming it."""
+    port, _ = daemon
+    body = json.dumps({"environment": "production", "version": "v2"}).encode()
+    length = f"Content-Length: {len(body)}".encode()
+    answer = await raw(
+        port, post(b"Idempotency-Key: " + key, length, b"Connection: close", body=body)
+    )
+    got, _, document = problem(answer)
+    assert got == status, document
+    if status == 422:
+        assert [e["loc"] for e in document["errors"]] == [["header", "Idempotency-Key"]]

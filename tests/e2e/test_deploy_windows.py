@@ -391,6 +391,32 @@ async def test_a_manual_rollback_sends_the_reason_as_given_and_its_alert_names_w
     assert requested[0].message.startswith("**Rollback requested by hand** from the pipeline")
 
 
+async def test_a_manual_rollback_reason_is_1_to_1000_printable_characters(
+    start_agent: AgentFactory,
+    flip_target: FlipTarget,
+    rollback_receiver: Any,
+) -> None:
+    """The README's `{"reason": …}` "(1–1000 printable characters: no control or
+    invisible ones, not only spaces, else `422`)", through `run`: characters, not bytes
+    (1000 two-byte ones are taken and reach the webhook as given), one more or a reason of
+    spaces a 422 naming it, and nothing sent for either."""
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    agent = await start_agent(environment(flip_target, receiver.url))
+    deploy = await agent.register("production", "v2.4.1", previous_version="v2.4.0")
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/rollback"
+    for refused in ("é" * 1001, "   ", "line\nbreak"):
+        async with agent.http.post(url, json={"reason": refused}, headers=agent.headers) as r:
+            problem = await r.json(content_type=None)
+            assert r.status == 422, problem
+            assert [e["loc"] for e in problem["errors"]] == [["reason"]], problem
+    async with agent.http.post(url, json={"reason": "é" * 1000}, headers=agent.headers) as r:
+        assert r.status == 202, await r.text()
+    final = await agent.settled(deploy["id"], within=20)
+    assert final["state"] == "rolled_back"
+    assert len(receiver.attempts) == 1
+    assert json.loads(receiver.attempts[0].body)["reason"] == "é" * 1000
+
+
 async def test_postflight_rollback_exits_0_accepted_1_refused_2_unknown(
     start_agent: AgentFactory,
     flip_target: FlipTarget,

@@ -56,7 +56,7 @@ from tests.e2e.providers_support import (
 from tests.fakes.newrelic import FakeNewRelic
 from tests.fakes.sentry import EMPTY, SentryStats
 from tests.prometheus import ONE_PROMETHEUS, LaneFactory, PrometheusStack
-from tests.receivers import JsonSink, RollbackReceiver, alert_titled, titled
+from tests.receivers import JsonNotification, JsonSink, RollbackReceiver, alert_titled, titled
 
 pytestmark = pytest.mark.e2e
 
@@ -337,6 +337,28 @@ async def test_sentry_p95_from_200ms_to_900ms_is_rolled_back_reading_every_page(
     assert "p95(span.duration)" in query
 
 
+async def a_failing_release_sentry_will_not_show(
+    start_agent: AgentFactory,
+    receiver: RollbackReceiver,
+    json_sink: JsonSink,
+    sentry: GrowingSentry,
+) -> tuple[dict[str, Any], JsonNotification]:
+    """A 12%-errors release judged through the real daemon by `sentry`, which refuses
+    to show it (the test's scopes or environments): the window ends inconclusive, its
+    rule inconclusive, nothing rolled back, and one alert of `sentry` in the window.
+    Returns the rule and that alert."""
+    t0 = deploy_second()
+    sentry.grow(VERSION, per_second=400, failure_rate=0.12, since=t0)
+    agent = await sentry_agent(start_agent, "sequential", receiver, json_sink, sentry, "3s")
+    final = await judged(agent, t0, 2.5)
+    assert final["state"] == "inconclusive" and final["rollback"] is None, final
+    rule = rule_of(final, "sentry-errors")
+    assert rule["outcome"] == "inconclusive", rule
+    assert receiver.attempts == []
+    (alert,) = titled(json_sink, "provider sentry ")  # once in the window
+    return rule, alert
+
+
 async def test_a_sentry_token_without_project_read_is_one_alert_naming_the_scope(
     receiver: RollbackReceiver, json_sink: JsonSink, start_agent: AgentFactory
 ) -> None:
@@ -344,14 +366,9 @@ async def test_a_sentry_token_without_project_read_is_one_alert_naming_the_scope
     with `org:read` alone: the rule inconclusive, never a rollback, and one "answered,
     but not usably" alert naming the scope and the setting, not the token."""
     async with GrowingSentry(token=SENTRY_TOKEN, scopes={"org:read"}) as sentry:
-        t0 = deploy_second()
-        sentry.grow(VERSION, per_second=400, failure_rate=0.12, since=t0)
-        agent = await sentry_agent(start_agent, "sequential", receiver, json_sink, sentry, "3s")
-        final = await judged(agent, t0, 2.5)
-    assert final["state"] == "inconclusive" and final["rollback"] is None, final
-    assert rule_of(final, "sentry-errors")["outcome"] == "inconclusive"
-    assert receiver.attempts == []
-    (alert,) = titled(json_sink, "provider sentry ")
+        _, alert = await a_failing_release_sentry_will_not_show(
+            start_agent, receiver, json_sink, sentry
+        )
     assert alert.title.endswith(": provider sentry answered, but not usably"), alert.title
     assert "403" in alert.message and "project:read" in alert.message, alert.message
     assert "providers.sentry.token" in alert.message and SENTRY_TOKEN not in alert.message
@@ -364,17 +381,11 @@ async def test_an_environment_sentry_has_not_seen_is_no_data_yet_never_a_rollbac
     Through the real daemon, a Sentry that knows `staging` only (its 404 for
     `production`): the rule says so, and nothing is rolled back."""
     async with GrowingSentry(token=SENTRY_TOKEN, environments={"staging"}) as sentry:
-        t0 = deploy_second()
-        sentry.grow(VERSION, per_second=400, failure_rate=0.12, since=t0)
-        agent = await sentry_agent(start_agent, "sequential", receiver, json_sink, sentry, "3s")
-        final = await judged(agent, t0, 2.5)
-    assert final["state"] == "inconclusive" and final["rollback"] is None, final
-    rule = rule_of(final, "sentry-errors")
-    assert rule["outcome"] == "inconclusive", rule
+        rule, alert = await a_failing_release_sentry_will_not_show(
+            start_agent, receiver, json_sink, sentry
+        )
     said = "no data yet for environment 'production': Sentry has seen no event there (404)"
     assert said in rule["detail"], rule
-    assert receiver.attempts == []
-    (alert,) = titled(json_sink, "provider sentry ")  # once in the window
     assert said in alert.message, alert.message
 
 

@@ -99,6 +99,9 @@ class Alert:
     provider_answered: bool = False
     """For `provider_unreachable`: the provider answered, but not usably (a rejected key or
     query, an unreadable answer), so on-call looks at the configuration, not the network."""
+    provider_not_yet: bool = False
+    """With `provider_answered`: what it answered is that it has nothing yet (an environment
+    with no event so far), which the first event ends: nothing to fix."""
     link: str | None = None
     """Where to look at the deploy (e.g. the API's `/v1/deploys/{id}` on a public address)."""
     rollback_target: RollbackTarget = "webhook"
@@ -158,6 +161,7 @@ class Alert:
         detail: str = "",
         provider: str | None = None,
         provider_answered: bool = False,
+        provider_not_yet: bool = False,
         link: str | None = None,
         rollback_target: RollbackTarget = "webhook",
         replaced_by: DeployWindow | None = None,
@@ -181,6 +185,7 @@ class Alert:
             detail=detail,
             provider=provider,
             provider_answered=provider_answered,
+            provider_not_yet=provider_not_yet,
             link=link,
             rollback_target=rollback_target,
             replaced_by=replaced_by.version if replaced_by is not None else None,
@@ -458,13 +463,24 @@ INTEGRATION_HEADLINES: dict[str, str] = {
 }
 """`integration_failed`'s headline, by `Alert.call`: what now waits, and what to do."""
 
-PROVIDER_ANSWERED_HEADLINE = (
-    "**Provider answered, but not usably.** A rejected key or query, or an answer that"
-    " cannot be read: fix the configuration or the provider's side; waiting will not help."
+_INCONCLUSIVE_WHILE = (
     " Its rules are inconclusive while it cannot be read (a relative one until its"
     " baseline comes, too); that is never a reason to roll back."
 )
+PROVIDER_ANSWERED_HEADLINE = (
+    "**Provider answered, but not usably.** A rejected key or query, or an answer that"
+    " cannot be read: fix the configuration or the provider's side; waiting will not help."
+    + _INCONCLUSIVE_WHILE
+)
 """`provider_unreachable`'s headline when the provider did answer (`Alert.provider_answered`)."""
+
+PROVIDER_NOT_YET_HEADLINE = (
+    "**Provider has no data here yet.** It answered that it has seen no event there so"
+    " far (a new environment, say): not yet, rather than wrong; it comes with the first"
+    " event." + _INCONCLUSIVE_WHILE
+)
+"""`provider_unreachable`'s headline when what it answered is "nothing yet"
+(`Alert.provider_not_yet`)."""
 
 UNCONFIGURED_HEADLINE = UNCONFIGURED_WORDS.headline
 
@@ -711,6 +727,8 @@ def _headline(alert: Alert, quote: Callable[[str], str]) -> str:
         return BUG_HEADLINE
     if held := held_regressions(alert):
         return HELD_HEADLINE.format(rules=", ".join(f"`{name}`" for name in held))
+    if alert.event == "provider_unreachable" and alert.provider_not_yet:
+        return PROVIDER_NOT_YET_HEADLINE
     if alert.event == "provider_unreachable" and alert.provider_answered:
         return PROVIDER_ANSWERED_HEADLINE
     if alert.event == "rollback_failed":

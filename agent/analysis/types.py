@@ -73,6 +73,9 @@ class Observation:
     answered: bool = False
     """With `error`: the source answered, but not usably (a rejected key or query, an answer
     that cannot be read): a fix in the configuration, not an outage that passes."""
+    not_yet: bool = False
+    """With `error`: the source answered that it has nothing there yet (Sentry's 404 for
+    an environment it has seen no event of): it comes with the first event."""
     agent_lag: bool = False
     """With `error`: no answer was read in time while the agent's own event loop was
     stalled for more of the wait than it can vouch for (`checks.lag`): the agent's

@@ -102,7 +102,15 @@ class ProviderError(Exception):
     we cannot read): something to fix in the configuration, not an outage."""
 
     answered = True
+    not_yet = False
     agent_lag = False
+
+
+class ProviderNotYet(ProviderError):
+    """The provider answered that it has nothing there yet (an environment with no event
+    so far): not a fix to make, it comes with the first event."""
+
+    not_yet = True
 
 
 class ProviderUnreachable(ProviderError):
@@ -285,7 +293,9 @@ class HttpProvider:
             self._count("error", None)
             message = self.mask_secrets(str(exc))
             self.failing.failed((scope.environment, rule.name), rule.name, message)
-            return Observation(value=None, error=message, answered=exc.answered)
+            return Observation(
+                value=None, error=message, answered=exc.answered, not_yet=exc.not_yet
+            )
         # the baseline's fetch and the round's fail together when a provider is down: the
         # log says which is which
         what = "baseline" if period.end <= scope.deployed_at else "since the deploy"
@@ -645,6 +655,7 @@ class HttpProvider:
                     error=self.mask_secrets(str(failure)),
                     query=plan.query,
                     answered=failure.answered,
+                    not_yet=failure.not_yet,
                     agent_lag=failure.agent_lag,
                 )
             except Exception as exc:  # fail soft: a bug or a surprise must not stop a window

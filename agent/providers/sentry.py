@@ -100,6 +100,7 @@ from agent.providers.client import (
     Params,
     Plan,
     ProviderError,
+    ProviderNotYet,
     Redact,
     Retry,
     parse_model,
@@ -895,7 +896,7 @@ class SentryProvider(HttpProvider):
         answer = await self.send("GET", self._api_root + path, deadline=deadline, params=params)
         if answer.status == 404 and environment:
             # the project was found just before: the environment is what Sentry lacks
-            raise ProviderError(
+            raise ProviderNotYet(
                 f"no data yet for environment {environment!r}: Sentry has seen no event there (404)"
             )
         self._raise_for_status(answer, what, fix)

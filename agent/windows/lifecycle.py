@@ -795,6 +795,7 @@ class WindowWatch:
                 rules=rules,
                 provider=provider,
                 provider_answered=first.answered,
+                provider_not_yet=first.not_yet,
             )
 
     def _awaits_baseline(self, rule: Rule) -> bool:
@@ -1326,6 +1327,7 @@ class WindowWatch:
         rules: list[dict[str, Any]] | None = None,
         provider: str | None = None,
         provider_answered: bool = False,
+        provider_not_yet: bool = False,
         check: str | None = None,
     ) -> Alert:
         if rules is None and verdict is not None:
@@ -1338,6 +1340,7 @@ class WindowWatch:
             rules=rules or [],
             provider=provider,
             provider_answered=provider_answered,
+            provider_not_yet=provider_not_yet,
             check=check,
             rollback_target=self.env.rollback.target if self.env.rollback else "webhook",
             # the judge's policy says what its pass means (a plugin's too); a pass always
@@ -1355,6 +1358,7 @@ class WindowWatch:
         rules: list[dict[str, Any]] | None = None,
         provider: str | None = None,
         provider_answered: bool = False,
+        provider_not_yet: bool = False,
         check: str | None = None,
     ) -> None:
         alert = self._alert_of(
@@ -1364,6 +1368,7 @@ class WindowWatch:
             rules=rules,
             provider=provider,
             provider_answered=provider_answered,
+            provider_not_yet=provider_not_yet,
             check=check,
         )
         tags = self.env.alerts.tags
@@ -1460,6 +1465,7 @@ class WindowWatch:
                 ],
                 provider=provider,
                 provider_answered=first.answered,
+                provider_not_yet=first.not_yet,
             )
 
     async def _fail(self, verdict: Verdict, verdict_json: dict[str, Any]) -> None:

@@ -379,7 +379,8 @@ async def test_an_environment_sentry_has_not_seen_is_no_data_yet_never_a_rollbac
 ) -> None:
     """README: an environment Sentry has not seen yet is "no data yet" (inconclusive).
     Through the real daemon, a Sentry that knows `staging` only (its 404 for
-    `production`): the rule says so, and nothing is rolled back."""
+    `production`): the rule says so, nothing is rolled back, and the one alert says
+    "not yet" (the environment comes with its first event), not "waiting will not help"."""
     async with GrowingSentry(token=SENTRY_TOKEN, environments={"staging"}) as sentry:
         rule, alert = await a_failing_release_sentry_will_not_show(
             start_agent, receiver, json_sink, sentry
@@ -387,6 +388,9 @@ async def test_an_environment_sentry_has_not_seen_is_no_data_yet_never_a_rollbac
     said = "no data yet for environment 'production': Sentry has seen no event there (404)"
     assert said in rule["detail"], rule
     assert said in alert.message, alert.message
+    # the environment appears with its first event: not yet, rather than wrong
+    assert "no data here yet" in alert.message, alert.message
+    assert "waiting will not help" not in alert.message, alert.message
 
 
 @pytest.mark.parametrize("policy", ["sequential", "threshold"])

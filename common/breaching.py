@@ -6,13 +6,16 @@ Shared by `status`/`register --wait` (`agent.cli.render`) and the deploy page
 `inconclusive` beside a sequential rule on-call had just been paged `breached` for: one
 rule, here at the bottom both may import. The threshold policy writes `streak` and
 `failure_limit` into a rule's evidence, the sequential policy its warning's `breaching`
-figures (`agent.analysis.policies.sequential`).
+figures (`agent.analysis.policies.sequential`). The threshold streak's own test,
+`in_a_streak`, is here too: the alerts' `breached`, /metrics' `breaching` and a window
+that went unwatched read it alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from common.words import odds, odds_number
 
@@ -45,3 +48,19 @@ def breaching(outcome: str, evidence: object) -> Breach | None:
         if isinstance(now, int | float) and isinstance(fails, int | float):
             return Breach(f"{odds(now)} of {odds_number(fails)}")
     return None
+
+
+def in_a_streak(evidence: Mapping[str, Any]) -> bool:
+    """The threshold policy's streak under way: the rule past its bound in its latest
+    round judged, `streak` rounds in a row. Whatever its outcome: at the window's end a
+    rule every judged round of which was past its bound, too few to fail, is `inconclusive`
+    with its streak (the threshold policy's `_none_within`), and alerts call that
+    `breached` as they do a `pass` in a streak; `breaching` and `passed_in_a_streak` read
+    only the `pass`."""
+    return (evidence.get("streak") or 0) > 0
+
+
+def passed_in_a_streak(outcome: str, evidence: Mapping[str, Any]) -> bool:
+    """A rule passed by the judge while past its bound (a streak short of the limit): what
+    /metrics counts as `breaching` and a window that went unwatched does not pass."""
+    return outcome == "pass" and in_a_streak(evidence)

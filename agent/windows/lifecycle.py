@@ -77,7 +77,7 @@ from agent.windows.pace import SteadyClock
 from agent.windows.probing import EnvironmentProbe, samples_of, summarize, unsummarize
 from agent.windows.schedule import RoundSchedule, overrun_s, round_timing, stored_overrun_s
 from agent.windows.unread import UnreadBaselines
-from agent.windows.unwatched import breaching_at_end, unwatched_end
+from agent.windows.unwatched import unwatched_end
 from alerting.events import (
     Alert,
     AlertEvent,
@@ -89,6 +89,7 @@ from alerting.events import (
 from checks.base import CheckResult, Sample
 from checks.lag import run_target
 from checks.ticks import ticks
+from common.breaching import in_a_streak, passed_in_a_streak
 from common.redaction import Redactor, without_credentials
 from common.times import rfc3339
 from common.tracebacks import drop_cancellation
@@ -1307,7 +1308,7 @@ class WindowWatch:
         counters = self.rule_counters
         for rule in glance.rules:
             # the threshold streak's (the sequential warning's read-out is not a bound passed)
-            breaching = breaching_at_end(rule.outcome, rule.evidence)
+            breaching = passed_in_a_streak(rule.outcome, rule.evidence)
             outcome = "breaching" if breaching else rule.outcome
             counter = counters.get((rule.name, outcome))
             if counter is None:
@@ -1556,10 +1557,10 @@ def _warned_in(verdict: dict[str, Any] | None) -> set[str]:
 
 def _state_of(outcome: str, evidence: dict[str, Any]) -> str:
     """`breached` when a rule failed, or breaches its bound this round without yet
-    failing the window (a threshold streak below `failure_limit`; the sequential
-    policy's `breaching` read-out): on-call hears of it at once, and of the resolve
-    when it clears."""
-    if outcome == "fail" or (evidence.get("streak") or 0) > 0 or evidence.get("breaching"):
+    failing the window (a threshold streak below `failure_limit`, `in_a_streak`, an
+    `inconclusive` one at the window's end included; the sequential policy's `breaching`
+    read-out): on-call hears of it at once, and of the resolve when it clears."""
+    if outcome == "fail" or in_a_streak(evidence) or evidence.get("breaching"):
         return "breached"
     return outcome
 

@@ -14,16 +14,11 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable
-from typing import Any
 
 from agent.analysis.types import RuleVerdict, Verdict
 from agent.analysis.verdicts import Glance, RuleGlance
+from common.breaching import passed_in_a_streak
 from common.words import counted
-
-
-def breaching_at_end(outcome: str, evidence: dict[str, Any]) -> bool:
-    """A rule passed by the judge while past its bound (a streak short of the limit)."""
-    return outcome == "pass" and (evidence.get("streak") or 0) > 0
 
 
 def unwatched_end(
@@ -34,7 +29,7 @@ def unwatched_end(
     have passed or is inconclusive for another reason (a rule without data) too."""
     if glance.decision not in ("pass", "inconclusive") or unwatched <= 0:
         return glance, verdict
-    short = {r.name for r in glance.rules if breaching_at_end(r.outcome, r.evidence)}
+    short = {r.name for r in glance.rules if passed_in_a_streak(r.outcome, r.evidence)}
     if not short:
         return glance, verdict
     glance = Glance("inconclusive", tuple(_glance(r, short) for r in glance.rules))

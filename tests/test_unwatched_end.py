@@ -8,7 +8,7 @@ from agent.analysis.judge import Judge
 from agent.analysis.types import Verdict
 from agent.analysis.verdicts import Glance
 from agent.windows.unwatched import unwatched_end
-from common.breaching import breaching
+from common.breaching import Breach, breaching
 
 ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)
 SENTRY = Rule("sentry-errors", "sentry", "error_rate", max=0.05)
@@ -70,7 +70,9 @@ def test_a_window_that_would_pass_still_reads_as_before() -> None:
     # no slot unwatched: the judge's pass stands, its streak read as a breaching pass
     glance, verdict = ended([ERRORS], rounds, unwatched=0)
     assert verdict is not None and verdict.decision == "pass"
-    assert breaching(verdict.rules[0].outcome, verdict.rules[0].evidence) == (1, 3)
+    assert breaching(verdict.rules[0].outcome, verdict.rules[0].evidence) == Breach(
+        "1 of 3 rounds", 1, 3
+    )
 
 
 def test_a_rule_back_within_its_bound_and_a_fail_are_left_as_they_are() -> None:

@@ -31,6 +31,7 @@ from yarl import URL
 from agent.analysis.types import Observation, Rule, RuleVerdict, Verdict
 from agent.analysis.verdicts import Glance, RuleGlance
 from agent.windows.overload import DropTally
+from checks import stamps
 from checks.base import CheckResult, Sample
 from checks.lag import AGENT_DELAY, AGENT_KERNEL_DELAY
 from checks.ticks import ticks
@@ -153,6 +154,35 @@ async def _waits(block: bool, block_s: float = BLOCK_S) -> list[Read]:
     return out
 
 
+class _ClocksWatch:
+    """Each `checks.stamps._Clocks.look` of a test, so that its failure says whether the
+    clocks are to blame: a step seen (a stamp refused), or a bracket wide (a stamp put
+    late on the agent's clock), or neither (the kernel's stamp itself: missing, or late);
+    and the state an earlier test of the process left (`offset`, `stepped_at`)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.left = (stamps._Clocks.offset, stamps._Clocks.stepped_at)
+        self.widths: list[float] = []
+        self.steps: list[float] = []
+        look = stamps._Clocks.look
+
+        def watched() -> tuple[float, float, float]:
+            before, wall, after = look()
+            self.widths.append(after - before)
+            if stamps._Clocks.stepped_at == before:
+                self.steps.append(before)
+            return before, wall, after
+
+        monkeypatch.setattr(stamps._Clocks, "look", watched)
+
+    def __repr__(self) -> str:
+        widest = [f"{w * 1e6:.1f}us" for w in sorted(self.widths)[-3:]]
+        return (
+            f"_ClocksWatch(looks {len(self.widths)}, widest {widest}, steps seen at"
+            f" {self.steps}, left by earlier tests {self.left})"
+        )
+
+
 def _loop(kind: str) -> asyncio.AbstractEventLoop:
     if kind == "uvloop":
         uvloop = pytest.importorskip("uvloop", reason="uvloop is the `fast` extra")
@@ -163,7 +193,7 @@ def _loop(kind: str) -> asyncio.AbstractEventLoop:
 @pytest.mark.parametrize("block", [True, False], ids=["blocked", "quiet"])
 @pytest.mark.parametrize("kind", ["asyncio", "uvloop"])
 def test_a_latency_ends_when_the_answer_came_never_before_and_not_when_it_was_read(
-    kind: str, block: bool
+    kind: str, block: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Each latency ends when its answer reached the machine, to 0.2 ms, and never before
     it (the loop blocked 4 ms as each request came, the answer written 0-6 ms later, or a
@@ -174,6 +204,7 @@ def test_a_latency_ends_when_the_answer_came_never_before_and_not_when_it_was_re
     write held 7 µs-9 ms). On asyncio the transport's own `sock.recv` keeps the stamp; uvloop
     reads the descriptor itself, so the client reads a duplicate of it
     (`checks.wire._Conn.read_own`)."""
+    clocks = _ClocksWatch(monkeypatch)
     loop = _loop(kind)
     try:
         reads = loop.run_until_complete(_waits(block))
@@ -182,10 +213,10 @@ def test_a_latency_ends_when_the_answer_came_never_before_and_not_when_it_was_re
     early = [r for r in reads if r.end < r.before]
     assert not early, early  # never short
     late = [(r.seen, r.end) for r in reads if r.seen is not None and r.end > r.seen + 0.0002]
-    assert not late, late  # (seen there, the latency's end)
+    assert not late, (late, clocks)  # (seen there, the latency's end)
     # the reads that break a rule, named alone (a list of 40 is cut before them)
     unstamped = [r for r in reads if r.kernel is None or r.kernel > 0.0002]
-    assert not unstamped, unstamped
+    assert not unstamped, (unstamped, clocks)
     unmeasured = [
         (r, r.delay, r.held)
         for r in reads

@@ -182,19 +182,28 @@ async def test_a_check_that_ignores_the_deadline_is_cut_there() -> None:
     assert DEADLINE_GRACE_S - 0.1 < float(said[1]) <= DEADLINE_GRACE_S, result.message
 
 
+_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
 @pytest.fixture
-def threaded_target() -> Iterator[str]:
-    """A keep-alive HTTP target on its own thread: it answers while the agent's loop stalls."""
+def threaded_target(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A keep-alive HTTP target on its own thread: it answers while the agent's loop stalls,
+    its whole answer in one write; `split` (the test's parameter): its head, then its body
+    `split` seconds later."""
+    split = float(getattr(request, "param", 0.0))
 
     class Ok(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
         def do_GET(self) -> None:
             time.sleep(0.05)  # answers once the agent's loop has stalled
-            self.send_response(200)
-            self.send_header("Content-Length", "2")
-            self.end_headers()
-            self.wfile.write(b"ok")
+            head, body = _ANSWER[:-2], _ANSWER[-2:]
+            if not split:
+                self.wfile.write(_ANSWER)  # one write: the whole answer waits in the kernel
+                return
+            self.wfile.write(head)
+            time.sleep(split)
+            self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
             pass
@@ -207,6 +216,18 @@ def threaded_target() -> Iterator[str]:
     server.server_close()
 
 
+async def _stalled_round(url: str, stall: float) -> list[CheckResult]:
+    """A round of one http probe of `url` (on a connection the round before opened) whose
+    agent's loop stalls `stall` seconds 20 ms in, after the probe went out."""
+    env = load_settings_text(CONFIG.format(url=url)).environments["production"]
+    async with TargetSessions() as sessions:
+        probe = EnvironmentProbe("production", env, sessions, Metrics())
+        await probe.run_round(0.4, probes=1, kinds=lambda c: c.type == "http")  # connect first
+        loop = asyncio.get_running_loop()
+        loop.call_later(0.02, time.sleep, stall)  # after the probe went out
+        return await probe.run_round(0.4, probes=1, kinds=lambda c: c.type == "http")
+
+
 @pytest.mark.parametrize("stall", [0.6, 1.8])
 async def test_an_answer_a_stalled_agent_reads_late_is_not_a_timeout(
     threaded_target: str, stall: float
@@ -215,15 +236,28 @@ async def test_an_answer_a_stalled_agent_reads_late_is_not_a_timeout(
     comes while it is stalled; the loop wakes past the round's end (0.4 s) or past the
     registry's safety net too (1.4 s): the answer waiting in the kernel is read, not
     recorded as the target's timeout."""
-    env = load_settings_text(CONFIG.format(url=threaded_target)).environments["production"]
-    async with TargetSessions() as sessions:
-        probe = EnvironmentProbe("production", env, sessions, Metrics())
-        await probe.run_round(0.4, probes=1, kinds=lambda c: c.type == "http")  # connect first
-        loop = asyncio.get_running_loop()
-        loop.call_later(0.02, time.sleep, stall)  # after the probe went out
-        results = await probe.run_round(0.4, probes=1, kinds=lambda c: c.type == "http")
-    assert [r.samples[0].error for r in results] == [None], [r.message for r in results]
+    results = await _stalled_round(threaded_target, stall)
+    said = [(r.message, r.details) for r in results]
+    assert [[s.error for s in r.samples] for r in results] == [[None]], said
     assert results[0].ok
+
+
+@pytest.mark.parametrize("threaded_target", [0.65], indirect=True)
+async def test_half_an_answer_a_stalled_agent_finds_is_never_the_targets_timeout(
+    threaded_target: str,
+) -> None:
+    """The answer's head comes while the agent's loop stalls (0.6 s), its body after the
+    loop woke past the round's end: what the loop found was no silence, and the stall
+    stands between the agent and the rest, so the probe is read or dropped as the
+    agent's (`checks.lag.attributed`), never an error of the target's."""
+    results = await _stalled_round(threaded_target, 0.6)
+    said = [(r.message, r.details) for r in results]
+    assert len(results) == 1, said
+    result = results[0]
+    if result.samples:
+        assert [s.error for s in result.samples] == [None], said
+    else:
+        assert result.details["dropped"] == "agent_lag", said
 
 
 async def test_the_concurrency_limit_is_kept_in_order_and_survives_cancelled_waiters() -> None:

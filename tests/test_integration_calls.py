@@ -582,3 +582,31 @@ async def test_a_github_refusal_is_quoted_by_its_message_in_githubs_shape() -> N
             result = await call(session, method, url, headers=headers, body=b"{}", attempts=1)
             assert (result.ok, result.status) == (False, answer.status)
             assert result.error is not None and f'"message": "{message}"' in result.error
+
+
+async def test_a_vercel_refusal_is_quoted_by_its_message_in_vercels_shape() -> None:
+    """Vercel's error body is `{"error": {"code", "message"}}`: the fake answered
+    `fail("unavailable")` `{"detail": …}` and a path or method it has no route for with
+    aiohttp's text `404: Not Found`, so a reading of `detail` would have passed. The
+    call's error quotes Vercel's `message` as it came, whatever the refusal."""
+    from tests.fakes.vercel import OLD, PROJECT, FakeVercel
+
+    async with FakeVercel(token="vc") as vercel, aiohttp.ClientSession() as session:
+        rollback = f"{vercel.url}/v1/projects/{PROJECT}/rollback/{OLD}"
+        refusals = [
+            ("POST", rollback, 503, "service unavailable"),
+            ("POST", f"{vercel.url}/v1/projects/{PROJECT}/rollbacks/{OLD}", 404, None),
+            ("DELETE", rollback, 404, None),
+        ]
+        for method, url, status, message in refusals:
+            if message is not None:
+                vercel.fail("unavailable", times=2)  # the look below, then the call
+            headers = {"Authorization": "Bearer vc"}
+            async with session.request(method, url, headers=headers) as answer:
+                assert (answer.status, answer.content_type) == (status, "application/json")
+                error = (await answer.json())["error"]
+            assert set(error) == {"code", "message"}, (method, url)
+            assert message is None or error["message"] == message
+            result = await call(session, method, url, headers=headers, body=b"{}", attempts=1)
+            assert (result.ok, result.status) == (False, status)
+            assert result.error is not None and f'"message": "{error["message"]}"' in result.error

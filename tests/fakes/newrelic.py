@@ -155,6 +155,17 @@ class FakeNewRelic(FakeServer):
             return web.json_response({"errors": [{"message": "Too many requests"}]}, status=429)
         return super().failure_response(failure, request)
 
+    def error_answer(self, status: int, message: str) -> web.Response:
+        """NerdGraph's error body, GraphQL's `{"errors": [{"message"}]}`, for any error
+        status (`fail("500")`, `fail("unavailable")`), where the base fake's `{"detail"}`
+        let a reading of a key New Relic never sends pass."""
+        return web.json_response({"errors": [{"message": message}]}, status=status)
+
+    def unrouted(self, request: web.Request, refused: web.HTTPException) -> web.StreamResponse:
+        """NerdGraph serves `POST /graphql` alone: any other path or method is a 404 in its
+        `errors` shape here, not aiohttp's text."""
+        return self.error_answer(404, "Not Found")
+
     async def _graphql(self, request: web.Request) -> web.Response:
         if request.headers.get("API-Key") != self.api_key:
             return web.json_response(

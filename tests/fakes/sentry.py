@@ -268,6 +268,16 @@ class FakeSentry(FakeServer):
             )
         return super().failure_response(failure, request)
 
+    def unrouted(self, request: web.Request, refused: web.HTTPException) -> web.StreamResponse:
+        """Sentry answers a path it does not know 404 and a method a path does not take 405
+        (Django REST framework's `Method "X" not allowed.`), each `{"detail"}` in JSON,
+        not aiohttp's text. Its error answers are the base fake's: `{"detail"}` is
+        Sentry's shape."""
+        if isinstance(refused, web.HTTPMethodNotAllowed):
+            detail = f'Method "{request.method}" not allowed.'
+            return web.json_response({"detail": detail}, status=405)
+        return web.json_response(NOT_FOUND, status=404)
+
     def _authorized(self, request: web.Request) -> bool:
         return request.headers.get("Authorization") == f"Bearer {self.token}"
 

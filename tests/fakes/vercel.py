@@ -127,9 +127,19 @@ class FakeVercel(FakeServer):
             if failure.kind == "429":
                 response.headers["Retry-After"] = str(math.ceil(failure.reset_in))
             return response
-        if failure.kind.isdigit():
-            return _error(int(failure.kind), "fake_failure", f"fake failure {failure.kind}")
         return super().failure_response(failure, request)
+
+    def error_answer(self, status: int, message: str) -> web.Response:
+        """Vercel's error body, `{"error": {"code", "message"}}`, for any error status
+        (`fail("500")`, `fail("unavailable")`), where the base fake's `{"detail"}` let a
+        reading of a key Vercel never sends pass."""
+        code = "service_unavailable" if status == 503 else "fake_failure"
+        return _error(status, code, message)
+
+    def unrouted(self, request: web.Request, refused: web.HTTPException) -> web.StreamResponse:
+        """Vercel answers a path it does not know, and a method a path does not take, 404
+        `not_found` in its JSON shape, not aiohttp's text."""
+        return _error(404, "not_found", "The requested endpoint was not found.")
 
     def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/projects/{project}/rollback/{deployment}", self.rollback)

@@ -658,3 +658,14 @@ async def test_a_429_with_a_short_retry_after_is_retried_after_it(
     assert obs.error is None and obs.value == 7
     first, second = newrelic_fake.requests[:2]
     assert second.at - first.at >= 0.9
+
+
+async def test_a_refusal_quotes_nerdgraphs_message_in_its_errors_shape(
+    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic
+) -> None:
+    """NerdGraph's error body is GraphQL's `{"errors": [{"message"}]}`: the fake answered a
+    scripted refusal `{"detail": …}` (a key New Relic never sends), so the agent's words,
+    "New Relic answered 400", were tested without the message they quote."""
+    newrelic_fake.fail("400", times=1)
+    obs = await count_since_the_deploy(newrelic)
+    assert obs.error == "New Relic answered 400: fake failure 400"

@@ -1202,3 +1202,23 @@ async def test_a_count_past_what_sentry_can_hold_is_no_data(
     )
     assert obs.value is None and obs.error is not None, obs
     assert "'count()' is 1e+300, not a count" in obs.error, obs.error
+
+
+async def test_the_fakes_refusals_are_in_sentrys_detail_shape(sentry_fake: FakeSentry) -> None:
+    """Sentry (Django REST framework) answers a path it does not know 404 and a method a
+    path does not take 405, each `{"detail"}` in JSON: the fake answered both with
+    aiohttp's text, which `error_detail` read as nothing to quote."""
+    import aiohttp
+
+    sentry_fake.fail("unavailable", times=1)
+    projects = f"{sentry_fake.url}/api/0/projects/{sentry_fake.org}/web/"
+    asked = [
+        ("GET", projects, 503, "service unavailable"),
+        ("GET", f"{sentry_fake.url}/api/0/nowhere/", 404, "The requested resource does not exist"),
+        ("DELETE", projects, 405, 'Method "DELETE" not allowed.'),
+    ]
+    async with aiohttp.ClientSession() as session:
+        for method, url, status, said in asked:
+            async with session.request(method, url) as got:
+                answer = Answer(got.status, got.headers, await got.read())
+            assert (answer.status, error_detail(answer)) == (status, said)

@@ -42,6 +42,18 @@ lower in 12 of 12 (80-88 against 96-107; 11 passed), 0 rollbacks and 0 timeouts 
 the agent took 1.1% of a core between windows and 2.1% during them (`agent_cpu_pct`),
 nothing beside load 15-22: which side is slower follows the host, not the window.
 
+`--regress`: every other environment's new version (`rgNN`) answers in 100 ± 10 ms from
+its deploy (`POST /deploy` to its target just before the registration); the rest stay A/A.
+Per window: when its first rollback reached the receiver (`rollback_after_s`), the share of
+its latencies the agent dropped (`dropped_share`), and the target's handler p95 for the
+probes whose latency was kept against all it served (`target_p95_kept_all_ms`). Measured
+(session 46, 5m windows): 2 hogs (load 10-20): 6 of 6 regressions rolled back, all at the
+window's end (297 s), 0 of 6 A/A; 4 hogs (load 15-22): 1 of 6 (at 297 s), 5 inconclusive,
+0 of 6 A/A. Dropping did not bias: 0-9% dropped per window, the kept probes' handler p95
+within 2 ms of all (121-129 ms vs 123-129 in the regressed). The host's delay outside the
+handler adds to both sides, diluting the relative change: baseline p95 77-81 ms against
+124-134 (+55-70%) at 2 hogs, 94-110 against 133-144 (+28-48%, under the 50% bound) at 4.
+
     python bench/busy_host.py [--envs 12] [--hogs 2] [--window 5m] [--pre 150] [--json]
     python bench/busy_host.py target LATENCY JITTER SEED   # one target; prints its port
 """
@@ -75,21 +87,29 @@ from tests.e2e import crash  # noqa: E402
 from tests.e2e.crash import free_port  # noqa: E402
 
 HOG = "while True: pass"
+REGRESSION = 2.0
+"""`--regress`: the new version's latency (and jitter) factor: 100 ± 10 ms for 50 ± 5."""
 
 
 def serve_target(latency: float, jitter: float, seed: int) -> None:
     """A service answering `/api/health` in `latency` ± `jitter` seconds, never an error;
-    `/stats`: each request's arrival (wall clock) and its handler's time."""
+    `/stats`: each request's arrival (wall clock) and its handler's time; `POST /deploy`:
+    the new version from now on, `REGRESSION` times slower (a real regression)."""
     from aiohttp import web
 
     rng = random.Random(seed)
     handled: list[tuple[float, float]] = []
+    factor = [1.0]
 
     async def health(request: web.Request) -> web.Response:
         arrived, start = time.time(), time.monotonic()
-        await asyncio.sleep(latency + rng.uniform(-jitter, jitter))
+        await asyncio.sleep(factor[0] * (latency + rng.uniform(-jitter, jitter)))
         handled.append((arrived, time.monotonic() - start))
         return web.json_response({"status": "ok"})
+
+    async def deploy(request: web.Request) -> web.Response:
+        factor[0] = REGRESSION
+        return web.json_response({"factor": factor[0]})
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(handled)
@@ -98,6 +118,7 @@ def serve_target(latency: float, jitter: float, seed: int) -> None:
         app = web.Application()
         app.router.add_get("/api/health", health)
         app.router.add_get("/stats", stats)
+        app.router.add_post("/deploy", deploy)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -239,12 +260,44 @@ def outside_handler(probed: list[float | None], handled: list[float], head: bool
     return round(1000 * percentile(outside, 0.95), 1)
 
 
+def new_version(url: str) -> None:
+    """The target serves the regressed new version from now on (`--regress`)."""
+    request = urllib.request.Request(f"{url}/deploy", data=b"", method="POST")
+    with urllib.request.urlopen(request, timeout=60) as response:
+        response.read()
+
+
+def rollback_times(log: Path) -> dict[str, float]:
+    """Each deploy's first rollback request at the receiver (its Idempotency-Key, the deploy
+    id): when the receiver saw it (wall clock)."""
+    first: dict[str, float] = {}
+    if log.exists():
+        for line in log.read_text().splitlines():
+            attempt = json.loads(line)
+            key = attempt.get("idempotency_key")
+            if key and (key not in first or attempt["at"] < first[key]):
+                first[key] = float(attempt["at"])
+    return first
+
+
+def kept_and_all(probed: list[float | None], handled: list[float], head: bool) -> Any:
+    """The target's handler time p95 (ms) for the probes whose latency the agent kept, and
+    for all it served: a gap is the agent dropping the slow ones (paired in order as in
+    `outside_handler`; None where the pairing fails)."""
+    handled = handled[: len(probed)] if head else handled[len(handled) - len(probed) :]
+    if len(handled) != len(probed) or not handled:
+        return None
+    kept = [d for x, d in zip(probed, handled, strict=True) if x is not None]
+    return [round(1000 * percentile(kept, 0.95), 1), round(1000 * percentile(handled, 0.95), 1)]
+
+
 def run(a: argparse.Namespace) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="pf-busy-host-"))
     log = workdir / "rollbacks.jsonl"
     receiver, receiver_url = start_receiver(log)
     targets = [start_target(a, a.seed * 1000 + k) for k in range(a.envs)]
-    names = [f"aa{k:02d}" for k in range(a.envs)]
+    # `--regress`: every other environment's new version is REGRESSION times slower
+    names = [f"{'rg' if a.regress and k % 2 == 0 else 'aa'}{k:02d}" for k in range(a.envs)]
     port = free_port()
     config = workdir / "postflight.yaml"
     config.write_text(
@@ -269,12 +322,17 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
         load_start, cpu_start, at_start = os.getloadavg()[0], cpu_seconds(agent.pid), time.time()
         time.sleep(a.pre)  # the background baseline, on the busy host
         load_deploy, cpu_deploy, at_deploy = os.getloadavg()[0], cpu_seconds(agent.pid), time.time()
-        ids = [register(port, n) for n in names]
+        ids = []
+        for name, (_, url) in zip(names, targets, strict=True):
+            if name.startswith("rg"):
+                new_version(url)
+            ids.append(register(port, name))
         deploys = verdicts(port, ids)
         load_end, cpu_end, at_end = os.getloadavg()[0], cpu_seconds(agent.pid), time.time()
         for hog in hogs:
             hog.terminate()
         time.sleep(3)  # a rollback under way reaches the receiver
+        first_rollback = rollback_times(log)
         counts = probe_counts(port)
         windows = []
         for name, (_, url), deploy in zip(names, targets, deploys, strict=True):
@@ -286,10 +344,20 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             keep = workdir / f"{name}.target.json"
             target = target_side(url, row[0], row[1] or time.time(), keep)
             sides = probed.pop("_probed"), target.pop("_handled")
+            window_probed = sides[0]["window"]
+            rolled = first_rollback.get(deploy["id"])
             windows.append(
                 {
                     "env": name,
                     "state": deploy["state"],
+                    "rollback_after_s": None if rolled is None else round(rolled - row[0], 1),
+                    "window_s": round((row[1] or time.time()) - row[0], 1),
+                    "dropped_share": round(
+                        window_probed.count(None) / max(len(window_probed), 1), 3
+                    ),
+                    "target_p95_kept_all_ms": kept_and_all(
+                        window_probed, sides[1]["window"], head=False
+                    ),
                     "rules": {r["name"]: r["outcome"] for r in rules.get("rules", [])},
                     **probed,
                     **target,
@@ -306,6 +374,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
     states: dict[str, int] = {}
     for w in windows:
         states[w["state"]] = states.get(w["state"], 0) + 1
+    regressed = [w for w in windows if w["env"].startswith("rg")]
+    same = [w for w in windows if w["env"].startswith("aa")]
+    rollback_after = [w["rollback_after_s"] for w in regressed if w["rollback_after_s"]]
     return {
         "workdir": str(workdir),
         "envs": a.envs,
@@ -319,6 +390,9 @@ def run(a: argparse.Namespace) -> dict[str, Any]:
             "windows": round(100 * (cpu_end - cpu_deploy) / (at_end - at_deploy), 1),
         },
         "rollbacks_received": received(log),
+        "regressions_rolled_back": f"{len(rollback_after)}/{len(regressed)}",
+        "rollback_after_s": sorted(rollback_after),
+        "aa_rolled_back": f"{sum(w['rollback_after_s'] is not None for w in same)}/{len(same)}",
         "states": states,
         "probe_runs": {k: int(v) for k, v in sorted(counts.items())},
         "windows": windows,
@@ -339,6 +413,7 @@ def main() -> None:
     p.add_argument("--latency", type=float, default=0.05)
     p.add_argument("--jitter", type=float, default=0.005)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--regress", action="store_true", help="half the new versions 2x slower")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
     result = run(args)
@@ -348,11 +423,17 @@ def main() -> None:
     for key, value in result.items():
         if key != "windows":
             print(f"{key}: {value}")
-    print("\nenv state rounds p95_ms(base/win) max_ms failed dropped target_p95 outside_p95 rules")
+    print(
+        "\nenv state rollback_s/window_s dropped_share target_p95(kept/all) rounds"
+        " p95_ms(base/win) max_ms failed dropped target_p95 outside_p95 rules"
+    )
     for w in result["windows"]:
         print(
             w["env"],
             w["state"],
+            f"{w['rollback_after_s']}/{w['window_s']}",
+            w["dropped_share"],
+            w["target_p95_kept_all_ms"],
             w["rounds"],
             f"{w['baseline_p95_ms']}/{w['window_p95_ms']}",
             f"{w['baseline_max_ms']}/{w['window_max_ms']}",

@@ -53,6 +53,8 @@ window's end (297 s), 0 of 6 A/A; 4 hogs (load 15-22): 1 of 6 (at 297 s), 5 inco
 within 2 ms of all (121-129 ms vs 123-129 in the regressed). The host's delay outside the
 handler adds to both sides, diluting the relative change: baseline p95 77-81 ms against
 124-134 (+55-70%) at 2 hogs, 94-110 against 133-144 (+28-48%, under the 50% bound) at 4.
+No hogs (load 3 to 1): 6 of 6, also all at 297 s (p95 56-65 against 110-111 ms): the
+window's end is the policy's, not the host's.
 
     python bench/busy_host.py [--envs 12] [--hogs 2] [--window 5m] [--pre 150] [--json]
     python bench/busy_host.py target LATENCY JITTER SEED   # one target; prints its port

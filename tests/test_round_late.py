@@ -260,42 +260,6 @@ async def test_a_lease_renewal_awaited_is_the_stores_cause() -> None:
     assert waits.cause() == "store"
 
 
-async def renewed(block_at: float, block_s: float, answer_s: float) -> RoundWaits:
-    """A round whose lease renewal the store answers `answer_s` after the round starts,
-    its loop blocked `block_s` from `block_at` in (a blocking call, as a starved host's
-    loop is held), its checks then given nothing: its waits."""
-    loop = asyncio.get_running_loop()
-    lag = LoopLag(loop)
-    timer = RoundTimer()
-    begun = loop.time()
-    timer.start(lag, begun, begun, begun)
-    loop.call_later(block_at, time.sleep, block_s)
-    await asyncio.sleep(answer_s)  # the store's answer, whatever the loop does meanwhile
-    timer.leased(loop.time())
-    timer.checked(loop.time(), 0.0)
-    timer.fetched(loop.time())
-    return timer.finish(loop.time(), loop.time())
-
-
-async def test_a_stall_in_a_lease_renewal_before_its_answer_came_is_not_the_hosts() -> None:
-    """The store answered at 0.6 s whatever the loop did: the 0.4 s it was blocked
-    before then lengthened nothing (a starved host's loop late to each heartbeat through
-    a slow renewal named the host: store 0.05 s, host 0.78 s, in the e2e under CPU hogs)."""
-    waits = await renewed(block_at=0.05, block_s=0.4, answer_s=0.6)
-    assert waits.store_s >= 0.5, waits
-    assert waits.stalled_s < 0.1, waits
-    assert waits.cause() == "store"
-
-
-async def test_a_stall_that_kept_a_renewals_answer_waiting_is_the_hosts() -> None:
-    """The store answered at 0.3 s, but the loop, blocked from 0.25 s to 0.65 s, read it
-    only then: that wait is the host's."""
-    waits = await renewed(block_at=0.25, block_s=0.4, answer_s=0.3)
-    assert waits.stalled_s >= 0.3, waits
-    assert waits.store_s < 0.35, waits
-    assert waits.cause() == "host"
-
-
 async def test_the_previous_rounds_write_holding_the_start_is_the_stores_cause() -> None:
     # the round before was done at 99.95, its write (awaited before this round starts)
     # ended at 100.7, past this round's due time 100.0: held 0.7 s; it started at 100.72

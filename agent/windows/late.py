@@ -26,8 +26,7 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
   the round's timer cuts, and a round's wait for provider answers its timer cut:
   `timed_wait`), which a stall (or a wait for a CPU)
   before the timer was due lengthened by nothing. A wait for the store's lease renewal
-  has no timer, but the store answers whatever the loop does: of a stall during it, only
-  what kept its answer waiting (`LoopLag.read_delay` once it is read) is the host's.
+  has no timer: a stall during it stays the host's.
 
 The largest names the cause (the host when none held the round: its own work took it).
 No clock of its own (the watch passes its pace's times); its only I/O is one `pread` of
@@ -294,21 +293,11 @@ class RoundTimer:
 
     def leased(self, at: float) -> None:
         """The lease is held (a renewal the round awaited is the store's); the checks'
-        room begins. The store answers whatever the loop does meanwhile: of the loop's
-        stall (and CPU wait) during the renewal, only what kept its answer waiting, at
-        most `LoopLag.read_delay` now, lengthened it; the rest is set aside, neither the
-        host's nor taken off the store's. Counted whole, the heartbeats' lateness through
-        a 0.6 s renewal on a starved host named the host (store 0.05 s, host 0.78 s)."""
-        assert self._lag is not None, "a round's timer is started first"
+        room begins."""
         took, stalled = self._step(at)
-        delay = self._lag.read_delay()
-        lengthened = stalled if delay is None else min(stalled, delay)
-        self._idle += stalled - lengthened
         if self._cpu is not None:
             self._room_cpu = cpu_waited_s(_loop_now())
-            if self._room_cpu is not None and delay is not None:
-                self._idle_cpu += max(0.0, self._room_cpu - self._cpu - delay)
-        self.waits.store_s += max(0.0, took - lengthened)
+        self.waits.store_s += max(0.0, took - stalled)
 
     def checked(self, at: float, given: float) -> None:
         """The checks are done; they were given `given` seconds. Having taken them all,

@@ -199,20 +199,12 @@ environments:
         await runner.cleanup()
         await target.stop()
     overran = [r.summary["overrun"] for r in rounds if "overrun" in r.summary]
-    # the rounds past the first each await a renewal; the first claimed the lease (its
-    # store part some 0.02-0.05 s): on a starved host (6 CPU hogs) it overran too, by the
-    # watch's own late start, which is the host's (host 0.05-0.9 s)
-    renewing = [r.summary["overrun"] for r in rounds[1:] if "overrun" in r.summary]
-    assert renewing, [r.summary for r in rounds]
-    assert {o["cause"] for o in renewing} == {"store"}, overran
-    stores = metrics.round_overrun_causes_total.labels("slowdisk", "store")._value.get()
-    assert stores == len([o for o in overran if o["cause"] == "store"]) >= len(renewing)
-    assert metrics.round_overruns_total.labels("slowdisk")._value.get() == len(overran)
-    [line] = overrun_lines(caplog)  # the window's first overrun's
-    first = overran[0]["cause"]
-    assert first in ("store", "host"), overran
-    said = "cause store: the round waited" if first == "store" else "cause host: the agent"
-    assert said in line, line
+    assert overran, [r.summary for r in rounds]
+    assert {o["cause"] for o in overran} == {"store"}, overran
+    counted = metrics.round_overrun_causes_total.labels("slowdisk", "store")._value.get()
+    assert counted == metrics.round_overruns_total.labels("slowdisk")._value.get() >= 1
+    [line] = overrun_lines(caplog)
+    assert "cause store: the round waited" in line, line
 
 
 @pytest.mark.usefixtures("window_log")

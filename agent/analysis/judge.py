@@ -58,6 +58,7 @@ from agent.analysis.verdicts import (
     glance_of,
     no_data,
 )
+from common.breaching import breaching
 from common.words import counted
 
 __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
@@ -387,12 +388,7 @@ def _standing(verdicts: tuple[RuleVerdict, ...]) -> str:
     failure_limit`. A threshold rule past its bound for fewer rounds than its limit is
     `pass` (the window would pass if it ended now) but is not said to be passing."""
     streaking = sum(
-        1
-        for v in verdicts
-        if v.outcome == "pass"
-        and v.evidence.get("policy") == "threshold"
-        and isinstance(v.evidence.get("streak"), int)
-        and v.evidence["streak"] > 0
+        1 for v in verdicts if (b := breaching(v.outcome, v.evidence)) is not None and b.streak
     )
     passing = sum(1 for v in verdicts if v.outcome != "inconclusive") - streaking
     short = f"{streaking} past its bound, short of failure_limit"

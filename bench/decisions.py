@@ -79,7 +79,9 @@ from checks.base import Sample
 
 SEED = 20261130
 ROUND_S = 1.0
+"""The simulator's step: traffic, bursts and drift are drawn per second."""
 ROUNDS = 900
+"""The window's length in steps (15 min)."""
 BASELINE_S = 1800
 PERIOD_S = 30
 """The baseline's periods: background runs, or a provider's buckets."""
@@ -112,6 +114,8 @@ ENVIRONMENT = EnvironmentSettings(
     base_url="http://127.0.0.1:9", background_interval=PERIOD_S, lookback=BASELINE_S
 )
 """What the watcher reads to build a checks rule's baseline (`background_baseline`)."""
+DAEMON_ROUND_S = int(EnvironmentSettings(base_url="http://127.0.0.1:9").interval)
+"""The daemon's default `interval` (30 s): one round of checks and the judge's step."""
 ERRORS = Rule("errors", "checks", "error_rate", max_increase=TOLERANCE)
 LATENCY = Rule("latency", "checks", "latency_p95", max_increase=TOLERANCE)
 RULES = (ERRORS, LATENCY)
@@ -239,29 +243,33 @@ class _Sample(NamedTuple):
 # -- ours -------------------------------------------------------------------------------------
 
 
-def window_judge(pre: Stream) -> Judge:
+def window_judge(pre: Stream, round_s: int = 1) -> Judge:
     """The window's judge, its baselines built from the pre-deploy stream as the watcher
-    builds them (`background_baseline` over `PERIOD_S` periods)."""
+    builds them (`background_baseline` over `PERIOD_S` periods), its horizon the window's
+    rounds of `round_s` seconds."""
     periods = [samples(pre, s, s + PERIOD_S) for s in range(0, BASELINE_S, PERIOD_S)]
     baselines = {rule.name: background_baseline(rule, periods, ENVIRONMENT) for rule in RULES}
-    return Judge(RULES, baselines, POLICY, horizon=ROUNDS)
+    return Judge(RULES, baselines, POLICY, horizon=ROUNDS // round_s)
 
 
-def observed(deploy: Stream, k: int) -> dict[str, Observation]:
-    """Second `k` of the deploy stream as the round the daemon would fold (rule → observation)."""
-    round_samples = samples(deploy, k, k + 1)
-    return {r.name: observe(r, round_samples, ROUND_S) for r in RULES}
+def observed(deploy: Stream, k: int, round_s: int = 1) -> dict[str, Observation]:
+    """Round `k` of the deploy stream (seconds [k round_s, (k + 1) round_s)) as the daemon
+    would fold it (rule → observation)."""
+    round_samples = samples(deploy, k * round_s, (k + 1) * round_s)
+    return {r.name: observe(r, round_samples, float(round_s)) for r in RULES}
 
 
-def ours(pre: Stream, deploy: Stream) -> float | None:
-    """Seconds to rollback (from the deploy), None when the window ended without one."""
-    judge = window_judge(pre)
+def ours(pre: Stream, deploy: Stream, round_s: int = 1) -> float | None:
+    """Seconds to rollback (from the deploy), None when the window ended without one; the
+    judge steps once per round of `round_s` seconds, as the daemon at that `interval`."""
+    judge = window_judge(pre, round_s)
     state = judge.start()
-    for k in range(ROUNDS):
-        state = judge.advance(state, observed(deploy, k), final=k == ROUNDS - 1)
+    rounds = ROUNDS // round_s
+    for k in range(rounds):
+        state = judge.advance(state, observed(deploy, k, round_s), final=k == rounds - 1)
         at = judge.failed_round(state)
         if at is not None:
-            return (at + 1) * ROUND_S
+            return float((at + 1) * round_s)
     return None
 
 
@@ -395,31 +403,34 @@ def window_streams(rng: np.random.Generator, rps: float, family: Family) -> tupl
     return pre, deploy
 
 
-def run_window(rps: float, family: Family, seed: np.random.SeedSequence) -> dict[str, Any]:
+def run_window(
+    rps: float, family: Family, seed: np.random.SeedSequence, round_s: int = 1
+) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
     pre, deploy = window_streams(rng, rps, family)
     same = Family("control", family.error_base, kappa=family.kappa, drift=family.drift)
     control = simulate(rng, rps, same, ROUNDS, None)
     return {
-        "sequential": ours(pre, deploy),
+        "sequential": ours(pre, deploy, round_s),
         "ratios": interval_ratios(pre, deploy),
         "kayenta": kayenta_scores(deploy, control),
         "onset": float(family.onset_s),
     }
 
 
-Task = tuple[int, int, int, int, int, int]
-"""(family index, requests/s, windows in the cell, cell number, chunk start, seed offset)."""
+Task = tuple[int, int, int, int, int, int, int]
+"""(family index, requests/s, windows in the cell, cell number, chunk start, seed offset,
+our judge's round in seconds)."""
 CHUNK = 10
 
 
 def run_chunk(task: Task) -> list[dict[str, Any]]:
     """A slice of one cell; each window's seed depends only on (SEED + offset, cell, index):
     a cell's first n windows are the same whatever its size."""
-    family_index, rps, windows, cell, start, offset = task
+    family_index, rps, windows, cell, start, offset, round_s = task
     family = FAMILIES[family_index]
     seeds = window_seeds(cell, windows, offset)[start : start + CHUNK]
-    return [run_window(rps, family, s) for s in seeds]
+    return [run_window(rps, family, s, round_s) for s in seeds]
 
 
 def window_seeds(cell: int, windows: int, offset: int = 0) -> list[np.random.SeedSequence]:
@@ -438,6 +449,8 @@ class Plan:
     aa_windows: int = AA_WINDOWS
     seed_offset: int = 0
     """0: the benchmark's own seeds; any other: a different set (out of sample)."""
+    round_s: int = 1
+    """Our judge's round (the daemon's `interval`); the simulated traffic is the same."""
 
 
 def tasks(plan: Plan) -> list[Task]:
@@ -452,7 +465,10 @@ def tasks(plan: Plan) -> list[Task]:
             continue
         size = plan.aa_windows if family.aa_like else plan.regression_windows
         n = max(1, round(size * plan.scale))
-        out += [(fi, rps, n, cell, start, plan.seed_offset) for start in range(0, n, CHUNK)]
+        out += [
+            (fi, rps, n, cell, start, plan.seed_offset, plan.round_s)
+            for start in range(0, n, CHUNK)
+        ]
     return sorted(out, key=lambda t: -t[1])  # the heaviest (100 req/s) first
 
 
@@ -745,7 +761,8 @@ def tables(report: dict[str, Any], section: str, title: str) -> list[str]:
 
 def text(report: dict[str, Any]) -> str:
     lines = [
-        f"Decision benchmark: {report['windows']} windows of {ROUNDS} x {ROUND_S:g}s rounds, "
+        f"Decision benchmark: {report['windows']} windows of {ROUNDS // report['round_s']} x "
+        f"{report['round_s']}s rounds, "
         f"{BASELINE_S // 60} min baseline in {PERIOD_S}s periods; seed {SEED}"
         f"{' + ' + str(report['seed_offset']) if report['seed_offset'] else ''}; "
         f"{report['elapsed_s']:.0f}s",
@@ -829,7 +846,17 @@ def main() -> int:
         metavar="K",
         help="another set of seeds (0: the benchmark's own): figures out of sample",
     )
+    parser.add_argument(
+        "--round-s",
+        type=int,
+        default=1,
+        metavar="S",
+        help=f"our judge's round in seconds, the daemon's `interval` (its default: "
+        f"{DAEMON_ROUND_S}); a divisor of {ROUNDS}; the simulated traffic is the same",
+    )
     args = parser.parse_args()
+    if args.round_s < 1 or ROUNDS % args.round_s:
+        parser.error(f"--round-s must divide the window's {ROUNDS} s")
     if args.families is not None and (unknown := args.families - {f.key for f in FAMILIES}):
         parser.error(f"unknown families: {', '.join(sorted(unknown))}")
     if args.rates is not None and (unknown_rates := args.rates - set(TRAFFIC)):
@@ -842,6 +869,7 @@ def main() -> int:
         regression_windows=args.windows_per_cell,
         aa_windows=args.aa_windows,
         seed_offset=args.seed_offset,
+        round_s=args.round_s,
     )
     work = tasks(plan)
     if args.workers > 1:
@@ -882,6 +910,7 @@ def main() -> int:
         "elapsed_s": round(time.perf_counter() - started, 2),
         "seed": SEED,
         "seed_offset": plan.seed_offset,
+        "round_s": plan.round_s,
         "windows_per_cell": {"regression": plan.regression_windows, "aa_like": plan.aa_windows},
         "rules": [f"{r.name}: {r.metric} max_increase 10% over the baseline" for r in RULES],
         "noise": {

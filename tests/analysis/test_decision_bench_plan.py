@@ -58,9 +58,9 @@ def test_the_plan_runs_the_cells_asked_for_with_their_sizes(bench: ModuleType) -
     )
     work = bench.tasks(plan)
     cells: dict[tuple[str, int], int] = {}
-    for family_index, rps, windows, _, start, offset in work:
+    for family_index, rps, windows, _, start, offset, round_s in work:
         key = (bench.FAMILIES[family_index].key, rps)
-        assert offset == 5 and start < windows
+        assert offset == 5 and start < windows and round_s == 1
         cells[key] = cells.get(key, 0) + min(bench.CHUNK, windows - start)
     # aa runs at two error levels (1% and 0.1%): two cells of 30
     assert cells == {("errors_x2", 10): 100, ("aa", 10): 60}
@@ -97,3 +97,18 @@ def test_the_onset_ratio_comes_with_an_interval_that_holds_it(bench: ModuleType)
     low, high = cell["ci95"]
     assert low <= cell["ratio"] <= high and low < high
     assert 10.0 / 8.0 <= low <= high <= 14.0 / 7.0
+
+
+def test_rounds_at_the_daemons_interval_fold_the_same_traffic(bench: ModuleType) -> None:
+    """`--round-s 30` (the daemon's default `interval`) steps the judge on 30 s of the same
+    simulated requests: the 30 rounds hold every request of the 900 one-second rounds, and a
+    rollback is timed at a round's end."""
+    assert bench.DAEMON_ROUND_S == 30
+    family = next(f for f in bench.FAMILIES if f.key == "errors_x5")
+    rng = np.random.default_rng(3)
+    pre, deploy = bench.window_streams(rng, 10, family)
+    per_second = sum(bench.observed(deploy, k)["errors"].total for k in range(bench.ROUNDS))
+    per_round = sum(bench.observed(deploy, k, 30)["errors"].total for k in range(30))
+    assert per_round == per_second == int(deploy.total.sum())
+    at = bench.ours(pre, deploy, 30)
+    assert at is not None and at % 30 == 0

@@ -3,7 +3,9 @@ that clears sends a resolve", as on-call sees it across a flapping release: the 
 `postflight run` in its own process on SQLite and on PostgreSQL, an apprise `json://`
 channel, and the rounds read from the deploy object (§2). A rule breaches, clears,
 breaches again for three rounds and clears again: the channel hears one breach and one
-resolve, nothing per round and nothing for the second breach."""
+resolve, nothing per round and nothing for the second breach; and the same across a stop
+and restart mid-breach: the restarted daemon pages neither the breach again nor anything
+else until the rule clears, then its one resolve."""
 
 from __future__ import annotations
 
@@ -45,11 +47,12 @@ async def rounds_more(
         await asyncio.sleep(0.1)
 
 
-async def test_a_rule_that_breaches_clears_and_breaches_again_pages_one_breach_and_one_resolve(
-    tmp_path: Path, json_sink: JsonSink, flip_target: FlipTarget, store_url: str | None
-) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
+def flapping_config(
+    tmp_path: Path, port: int, json_sink: JsonSink, flip_target: FlipTarget, store_url: str | None
+) -> Path:
+    """`production` probing `flip_target` each second for a minute, its error-rate rule never
+    failing the window (each breach short of `failure_limit`), alerts to `json_sink`, on
+    `store_url` (PostgreSQL) or SQLite (None)."""
     config = agent_config(
         tmp_path,
         port,
@@ -67,27 +70,75 @@ async def test_a_rule_that_breaches_clears_and_breaches_again_pages_one_breach_a
         text, n = re.subn(r"(?m)^store: .*$", f"store: {{url: '{store_url}'}}", config.read_text())
         assert n == 1, text
         config.write_text(text)
-    headers = {"Authorization": f"Bearer {TOKEN}"}
+    return config
+
+
+HEADERS = {"Authorization": f"Bearer {TOKEN}"}
+
+
+async def registered(http: aiohttp.ClientSession, url: str, version: str) -> str:
+    """`version` registered in production through the API: its deploy object's URL."""
+    body = {"environment": "production", "version": version, "previous_version": "v6"}
+    async with http.post(f"{url}/v1/deploys", json=body, headers=HEADERS) as r:
+        assert r.status == 201, await r.text()
+        return f"{url}/v1/deploys/{(await r.json())['id']}"
+
+
+async def test_a_rule_that_breaches_clears_and_breaches_again_pages_one_breach_and_one_resolve(
+    tmp_path: Path, json_sink: JsonSink, flip_target: FlipTarget, store_url: str | None
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = flapping_config(tmp_path, port, json_sink, flip_target, store_url)
     prefix = "[postflight] production v7: "
     # stopped (SIGTERM) once the window is cancelled: the stop finishes the alerts in flight
     async with running_again(config, tmp_path / "agent.log"), aiohttp.ClientSession() as http:
         flip_target.bad = True
-        body = {"environment": "production", "version": "v7", "previous_version": "v6"}
-        async with http.post(f"{url}/v1/deploys", json=body, headers=headers) as r:
-            assert r.status == 201, await r.text()
-            deploy = await r.json()
+        this = await registered(http, url, "v7")
         breach = await alert_titled(json_sink, f"{prefix}probe-errors breached", within=60)
         assert breach.type == "warning", breach.payload
         flip_target.bad = False
         resolved = await alert_titled(json_sink, f"{prefix}probe-errors resolved", within=60)
         assert resolved.type == "success", resolved.payload
-        this = f"{url}/v1/deploys/{deploy['id']}"
         flip_target.bad = True  # breaching again, for three rounds
-        await rounds_more(http, this, headers, 3)
+        await rounds_more(http, this, HEADERS, 3)
         flip_target.bad = False  # and clear again, for three rounds
-        await rounds_more(http, this, headers, 3)
-        async with http.post(f"{this}/cancel", headers=headers) as r:
+        await rounds_more(http, this, HEADERS, 3)
+        async with http.post(f"{this}/cancel", headers=HEADERS) as r:
             assert r.status == 200, await r.text()
     titles = [n.title for n in titled(json_sink, prefix)]
     assert titles == [f"{prefix}probe-errors breached", f"{prefix}probe-errors resolved"], titles
-    assert all(deploy["id"] in n.message for n in json_sink.notifications), titles
+    deploy_id = this.rsplit("/", 1)[1]
+    assert all(deploy_id in n.message for n in json_sink.notifications), titles
+
+
+async def test_a_breach_alerted_before_a_stop_is_not_paged_again_by_the_restart(
+    tmp_path: Path, json_sink: JsonSink, flip_target: FlipTarget, store_url: str | None
+) -> None:
+    """§4's "one notification per deploy and event" across §1's stop with state kept: the
+    breach is paged, the daemon stopped (SIGTERM) and started again on its store while the
+    rule still breaches; three more breaching rounds page nothing, and the clear pages
+    one resolve."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    config = flapping_config(tmp_path, port, json_sink, flip_target, store_url)
+    prefix = "[postflight] production v8: "
+    flip_target.bad = True
+    async with running_again(config, tmp_path / "agent.log"), aiohttp.ClientSession() as http:
+        this = await registered(http, url, "v8")
+        await alert_titled(json_sink, f"{prefix}probe-errors breached", within=60)
+    paged = [n.title for n in titled(json_sink, prefix)]
+    assert paged == [f"{prefix}probe-errors breached"], paged
+    async with running_again(config, tmp_path / "again.log"), aiohttp.ClientSession() as http:
+        await rounds_more(http, this, HEADERS, 3)  # still breaching, judged by the restart
+        async with http.get(this, headers=HEADERS) as r:
+            deploy = await r.json()
+        assert deploy["state"] == "watching", deploy
+        assert [n.title for n in titled(json_sink, prefix)] == paged
+        flip_target.bad = False
+        await alert_titled(json_sink, f"{prefix}probe-errors resolved", within=60)
+        await rounds_more(http, this, HEADERS, 2)
+        async with http.post(f"{this}/cancel", headers=HEADERS) as r:
+            assert r.status == 200, await r.text()
+    titles = [n.title for n in titled(json_sink, prefix)]
+    assert titles == [f"{prefix}probe-errors breached", f"{prefix}probe-errors resolved"], titles

@@ -4,6 +4,7 @@ one back exactly once, on the default (sequential, pass on evidence) policy."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,9 +28,36 @@ ADVICE = "run `postflight demo` again when the machine is less busy."
 """What the demo then tells its user (`agent.demo.overload_advice`), its exit status 1."""
 
 
+OFFLINE = [
+    "unshare",
+    "--map-root-user",
+    "--net",
+    "sh",
+    "-c",
+    'ip link set lo up && exec "$@"',
+    "sh",
+]
+"""A command's prefix that runs it with no network but its own loopback: a network
+namespace of its own (as an unprivileged user, mapped to root in it), `lo` brought up.
+Contract §1: the demo "needs no network and no accounts"."""
+
+
+def offline() -> list[str]:
+    """`OFFLINE` where this machine can make such a namespace, else nothing (the demo then
+    runs with the machine's network)."""
+    if shutil.which("unshare") is None or shutil.which("ip") is None:
+        return []
+    tried = subprocess.run([*OFFLINE, "true"], capture_output=True, check=False)
+    return OFFLINE if tried.returncode == 0 else []
+
+
+NOWHERE_PROXY = "http://127.0.0.1:9"
+"""A proxy nothing listens at: a request the demo sent through one would fail."""
+
+
 def run_demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent", "demo"],
+        [*offline(), sys.executable, "-m", "agent", "demo"],
         capture_output=True,
         text=True,
         timeout=180,  # 20 s alone; its agent's start and baseline wait take longer when busy
@@ -43,19 +71,25 @@ def test_the_demo_passes_the_good_deploy_and_rolls_back_the_bad_one_once(
 ) -> None:
     """Run in a shell that has overrides meant for a real agent: the demo is self-contained
     and ignores them (it once wrote both its windows into `$POSTFLIGHT__STORE__URL`'s
-    store). One run for both, as the demo takes 20 s; a second only when the first
-    said its agent was overloaded (a busy machine's, not the demo's failure), its bad
-    deploy still rolled back once: the good one must then pass."""
+    store); with no network but loopback (`offline`), a proxy that does not exist and an
+    empty home (contract §1: it "needs no network and no accounts"). One run for both, as
+    the demo takes 20 s; a second only when the first said its agent was overloaded (a busy
+    machine's, not the demo's failure), its bad deploy still rolled back once: the good one
+    must then pass."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     config = elsewhere / "postflight.yaml"
     config.write_text("server: {listen: 'not an address'}\n")
+    home = tmp_path / "home"
+    home.mkdir()
     env = {
         **os.environ,
         "POSTFLIGHT__STORE__URL": f"sqlite:///{elsewhere}/leak.db",
         "POSTFLIGHT__SERVER__API_TOKENS": "not-json",
         "POSTFLIGHT__ENVIRONMENTS__DEMO__WINDOW": "1s",
         "POSTFLIGHT_CONFIG": str(config),
+        "HOME": str(home),
+        **dict.fromkeys(("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"), NOWHERE_PROXY),
     }
     done = run_demo(env)
     out = done.stdout + done.stderr

@@ -8,7 +8,6 @@ alert. Counted at the receiver and the apprise `json://` channel, the daemon a
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 
 import aiohttp
@@ -16,7 +15,12 @@ import pytest
 
 from tests.e2e.conftest import SECRET
 from tests.e2e.test_replicas import Daemon
-from tests.e2e.test_stop_in_rollback_wait import HEADERS, daemon_config_of, rollback_of
+from tests.e2e.test_stop_in_rollback_wait import (
+    HEADERS,
+    daemon_config_of,
+    rollback_of,
+    stopped_in_its_wait,
+)
 from tests.receivers import JsonSink, RollbackReceiver, alert_titled, titled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(120)]
@@ -41,15 +45,7 @@ async def test_max_attempts_counts_the_attempts_made_before_a_restart(
     again: Daemon | None = None
     try:
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            await first.ready(http)
-            async with http.post(
-                f"{first.url}/v1/deploys", json={"environment": "production", "version": "v2"}
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
-            await receiver.wait_for_attempts(1, within=30)
-            first.proc.send_signal(signal.SIGTERM)  # in its backoff (at most 1 s)
-            assert await asyncio.to_thread(first.proc.wait, 15) == 0, first.said()
+            deploy_id = await stopped_in_its_wait(http, first, receiver)  # its backoff: 1 s
             before = len(receiver.attempts)
             assert 1 <= before < MAX_ATTEMPTS, receiver.attempts
             again = Daemon(tmp_path, "first", text, None)

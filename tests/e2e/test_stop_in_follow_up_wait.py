@@ -11,7 +11,6 @@ when it did not. Counted at the receiver: the next attempt is made once, by the 
 from __future__ import annotations
 
 import asyncio
-import signal
 from pathlib import Path
 
 import aiohttp
@@ -19,7 +18,7 @@ import pytest
 
 from tests.e2e.conftest import SECRET, TOKEN, rollback_then_migrations
 from tests.e2e.test_replicas import Daemon
-from tests.e2e.test_stop_in_rollback_wait import daemon_config
+from tests.e2e.test_stop_in_rollback_wait import daemon_config, stopped_in_its_wait
 from tests.receivers import RollbackReceiver
 
 pytestmark = pytest.mark.e2e
@@ -56,16 +55,8 @@ async def test_a_stop_while_a_follow_up_waits_to_retry_leaves_it_to_the_next_sta
     restarted: Daemon | None = None
     try:
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            await daemon.ready(http)
-            async with http.post(
-                f"{daemon.url}/v1/deploys", json={"environment": "production", "version": "v2"}
-            ) as r:
-                assert r.status == 201, await r.text()
-                deploy_id = (await r.json())["id"]
-            await follow.wait_for_attempts(1, within=60)
-            await asyncio.sleep(0.3)  # its answer read: in the wait
-            daemon.proc.send_signal(signal.SIGTERM)
-            assert await asyncio.to_thread(daemon.proc.wait, 15) == 0, daemon.said()
+            # stopped once its answer is read: in the wait
+            deploy_id = await stopped_in_its_wait(http, daemon, follow, within=60, then=0.3)
             said = daemon.said()
             assert len(follow.attempts) == 1, follow.attempts  # none inside the stop
             assert "cut off" not in said, said

@@ -53,6 +53,35 @@ def daemon_config_of(workdir: Path, rollbacks: dict[str, str]) -> str:
     )
 
 
+async def registered(http: aiohttp.ClientSession, daemon: Daemon, version: str = "v2") -> str:
+    """`version` registered in `production` on `daemon`: its deploy id."""
+    body = {"environment": "production", "version": version}
+    async with http.post(f"{daemon.url}/v1/deploys", json=body) as r:
+        assert r.status == 201, await r.text()
+        deploy_id: str = (await r.json())["id"]
+        return deploy_id
+
+
+async def stopped_in_its_wait(
+    http: aiohttp.ClientSession,
+    daemon: Daemon,
+    receiver: RollbackReceiver,
+    *,
+    within: float = 30.0,
+    then: float = 0.0,
+) -> str:
+    """`daemon` ready, v2 registered in `production` on it, and stopped (SIGTERM, exit 0)
+    `then` seconds after `receiver` took its first attempt (within `within`): the deploy's
+    id."""
+    await daemon.ready(http)
+    deploy_id = await registered(http, daemon)
+    await receiver.wait_for_attempts(1, within=within)
+    await asyncio.sleep(then)
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(daemon.proc.wait, 15) == 0, daemon.said()
+    return deploy_id
+
+
 async def rollback_of(http: aiohttp.ClientSession, daemon: Daemon, deploy_id: str) -> dict:
     async with http.get(f"{daemon.url}/v1/deploys/{deploy_id}") as r:
         assert r.status == 200, await r.text()

@@ -878,7 +878,7 @@ def main() -> int:
     else:
         outputs = [run_chunk(t) for t in work]
     results: dict[tuple[str, int], list[dict[str, Any]]] = defaultdict(list)
-    for (fi, rps, _, _, _, _), out in sorted(
+    for (fi, rps, *_), out in sorted(
         zip(work, outputs, strict=True), key=lambda pair: (pair[0][3], pair[0][4])
     ):
         results[(FAMILIES[fi].key, rps)].extend(out)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import json
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -112,3 +113,18 @@ def test_rounds_at_the_daemons_interval_fold_the_same_traffic(bench: ModuleType)
     assert per_round == per_second == int(deploy.total.sum())
     at = bench.ours(pre, deploy, 30)
     assert at is not None and at % 30 == 0
+
+
+def test_a_run_at_the_daemons_interval_reports_it(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The whole run, one small cell, at `--round-s 30`: the report says the round it judged
+    and times every rollback at a round's end."""
+    argv = ["decisions.py", "--json", "--families", "errors_x5", "--rates", "10"]
+    argv += ["--windows-per-cell", "1", "--workers", "1", "--round-s", "30"]
+    monkeypatch.setattr("sys.argv", argv)
+    assert bench.main() == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["round_s"] == 30
+    ttd = report["policies"]["sequential"]["time_to_detect_s"]["errors_x5@10rps"]["median"]
+    assert ttd is not None and ttd % 30 == 0

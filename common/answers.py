@@ -4,11 +4,19 @@ that each classes an answer whose body cannot be read by its status, alike."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, NamedTuple
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from common.redaction import truncate
 
 if TYPE_CHECKING:  # imported where an answer is read: the providers' settings load this
     # module's importers for their config models alone (validate-config, schema)
     import aiohttp
+
+
+ERROR_SAID_CHARS = 200
+"""The most of an error answer a message quotes (an alert, a rollback's `last_error`)."""
 
 
 class Read(NamedTuple):
@@ -57,3 +65,40 @@ def _cut_short(exc: BaseException) -> bool:
     from aiohttp.http_exceptions import ContentEncodingError, DecompressSizeError
 
     return not isinstance(exc.__cause__, ContentEncodingError | DecompressSizeError)
+
+
+def error_said(text: str, redact: Callable[[str], str] = str, limit: int = ERROR_SAID_CHARS) -> str:
+    """What an API's error answer says, to quote in a message: Vercel's `error.message`
+    and `error.code` (`{"error": {"code", "message"}}`), GitHub's `message` (with its
+    first `errors` entry's field and code, a 422's "Validation Failed" says no more), never
+    the JSON around them; any other body's text, its whitespace collapsed. Scrubbed by
+    `redact` before it is cut to `limit` characters: a secret cut first would show its
+    start, unmatched. Quoting the body raw showed `{"error": {"code": …` cut at 200 bytes,
+    and a GitHub message past them not at all."""
+    try:
+        data: Any = json.loads(text)
+    except ValueError:
+        data = None
+    message, code = _message_and_code(data)
+    if message is None:
+        return truncate(redact(" ".join(text.split())), limit)
+    tail = f" ({truncate(redact(code), limit // 4)})" if code else ""
+    return truncate(redact(" ".join(message.split())), max(limit - len(tail), 1)) + tail
+
+
+def _message_and_code(data: Any) -> tuple[str | None, str]:
+    """(message, code) of Vercel's or GitHub's error shape; (None, "") for another body."""
+    if not isinstance(data, dict):
+        return None, ""
+    error = data.get("error")
+    if isinstance(error, dict) and isinstance(error.get("message"), str):  # Vercel's
+        code = error.get("code")
+        return error["message"], code if isinstance(code, str) else ""
+    if isinstance(data.get("message"), str):  # GitHub's
+        errors = data.get("errors")
+        first = errors[0] if isinstance(errors, list) and errors else None
+        if isinstance(first, dict):
+            parts = (first.get("field"), first.get("code") or first.get("message"))
+            return data["message"], ": ".join(p for p in parts if isinstance(p, str) and p)
+        return data["message"], ""
+    return None, ""

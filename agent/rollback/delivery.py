@@ -64,7 +64,7 @@ from agent.store.outages import (
     store_outage,
 )
 from alerting.events import sent_words
-from common.answers import read_answer
+from common.answers import error_said, read_answer
 from common.durations import format_duration
 from common.redaction import Redactor, address_redactor
 from common.retry_after import (
@@ -83,6 +83,8 @@ log = logging.getLogger("postflight.rollback")
 USER_AGENT = f"postflight/{__version__}"
 """Plus every 5xx. Any other non-2xx answer is final: retrying will not change it."""
 _ERROR_SNIPPET = 200
+_API_ERROR_BYTES = 64 * 1024
+"""The most of Vercel's or GitHub's error answer read, for the message in it."""
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[Any]]
@@ -1370,7 +1372,10 @@ class RollbackDelivery:
         if 200 <= status < 300:
             return _Outcome("delivered", status, None, None, loop.time() - started)
         duration = loop.time() - started
-        snippet = _of_the_address(request, " ".join(text.split()))
+        if request.who == "the webhook":  # the receiver's own words, whatever their shape
+            snippet = _of_the_address(request, " ".join(text.split()))
+        else:  # Vercel's or GitHub's error message, not its JSON
+            snippet = error_said(text, self._redact)
         error = self._redact(
             ("" if request.who == "the webhook" else f"{request.who} answered ")
             + f"HTTP {status}"
@@ -1405,7 +1410,10 @@ class RollbackDelivery:
                 # delivered on the status line: its body is not waited for, so the
                 # record of it follows the receiver's 2xx as closely as it can
                 return status, "", None, False
-            raw, unread, _ = await read_answer(response, _ERROR_SNIPPET)
+            # a webhook's answer is quoted from its start; Vercel's or GitHub's is read
+            # whole, to quote the message in it (`error_said`)
+            most = _ERROR_SNIPPET if request.who == "the webhook" else _API_ERROR_BYTES
+            raw, unread, _ = await read_answer(response, most)
             text = unread or raw.decode("utf-8", "replace")
             retry_after = retry_after_seconds(response.headers.get("Retry-After"), self._clock())
             rate_limit = RATE_LIMITS.get(request.who)

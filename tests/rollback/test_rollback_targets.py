@@ -22,6 +22,7 @@ from agent.rollback.delivery import FINAL_LOOKS
 from agent.settings import Settings
 from agent.store.base import IN_FLIGHT
 from agent.store.sqlite import SqliteStore
+from tests.fakes._server import Failure
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import NEW, OLD, PROJECT, FakeVercel, listed_deployment
 from tests.store.peek import deliveries, rows, set_rollback
@@ -902,3 +903,55 @@ async def test_a_restart_finds_the_deployment_an_earlier_ask_found_on_the_window
     assert (done.state, done.last_error) == ("delivered", None), done.last_error
     assert fake.seen("/v6/deployments") == []
     assert [a["deployment"] for a in fake.accepted] == [OLD]
+
+
+class LongWindedVercel(FakeVercel):
+    """Vercel refusing the rollback with its error shape, its message far longer than any
+    message should quote, and more fields beside it."""
+
+    def failure_response(self, failure: Failure, request: web.Request) -> web.StreamResponse:
+        if failure.kind != "long":
+            return super().failure_response(failure, request)
+        said = {"code": "bad_request", "message": "Cannot roll back: " + "x" * 5000}
+        return web.json_response({"error": {**said, "action": "Learn More"}}, status=400)
+
+
+async def test_a_vercel_refusal_quotes_vercels_own_message_and_code_not_its_body(
+    fake: FakeVercel, store: SqliteStore
+) -> None:
+    """A rollback Vercel refused said `Vercel answered HTTP 400: {"error": {"code": …`,
+    the raw JSON of Vercel's answer, cut at 200 bytes: its `last_error` (the deploy page,
+    the CLI, the failed rollback's alert) is Vercel's own message and code."""
+    config = settings(fake)
+    intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+    fake.fail("400", match="/rollback/")
+    done = await delivered_to_target(store, config, intent)
+    assert (done.state, done.last_status) == ("failed", 400)
+    assert done.last_error == "Vercel answered HTTP 400: fake failure 400 (fake_failure)"
+
+
+async def test_a_long_vercel_message_is_quoted_bounded(store: SqliteStore) -> None:
+    async with LongWindedVercel(token=TOKEN, team_id="team_1") as fake:
+        config = settings(fake)
+        intent = await rollback_requested(store, {"vercel.deployment": NEW, "vercel.previous": OLD})
+        fake.fail("long", match="/rollback/")
+        done = await delivered_to_target(store, config, intent)
+    said = done.last_error or ""
+    assert said.startswith("Vercel answered HTTP 400: Cannot roll back: xxx"), said
+    assert said.endswith("… (bad_request)"), said
+    assert len(said) < 300 and "{" not in said and "Learn More" not in said, said
+
+
+async def test_a_github_refusal_quotes_githubs_message_not_its_body(store: SqliteStore) -> None:
+    """GitHub's 422 for a workflow that takes none of the inputs sent: its body (the
+    message, then `documentation_url`) is past 200 bytes, and `last_error` quoted the
+    JSON cut mid-way; it is GitHub's message."""
+    async with FakeGitHub(token="gh") as github:
+        github.declared_inputs = {}
+        config = github_rollback_config(github.url)
+        intent = await rollback_requested(store, {})
+        done = await delivered_to_target(store, config, intent)
+    assert (done.state, done.last_status) == ("failed", 422)
+    said = done.last_error or ""
+    assert said.startswith("GitHub answered HTTP 422: Unexpected inputs provided: ["), said
+    assert "documentation_url" not in said and "{" not in said, said

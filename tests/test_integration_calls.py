@@ -561,7 +561,8 @@ async def test_a_github_refusal_is_quoted_by_its_message_in_githubs_shape() -> N
     """GitHub's error body is `{"message", "documentation_url"}`: the fake answered a
     scripted refusal `{"detail": …}` and a path or method it has no route for with
     aiohttp's text `404: Not Found`, so a reading of `detail` would have passed. The
-    call's error quotes GitHub's `message` as it came, whatever the refusal."""
+    call's error quotes GitHub's `message` as it came, whatever the refusal, and only it:
+    it quoted the JSON around it too."""
     from tests.fakes.github import DEPLOYMENT_ID, REPOSITORY, FakeGitHub
 
     async with FakeGitHub(token="gh") as github, aiohttp.ClientSession() as session:
@@ -581,14 +582,16 @@ async def test_a_github_refusal_is_quoted_by_its_message_in_githubs_shape() -> N
             assert body == {"message": message, "documentation_url": "https://docs.github.com/rest"}
             result = await call(session, method, url, headers=headers, body=b"{}", attempts=1)
             assert (result.ok, result.status) == (False, answer.status)
-            assert result.error is not None and f'"message": "{message}"' in result.error
+            # GitHub's message, not its JSON (`{"message": …, "documentation_url": …}`)
+            assert result.error == f"HTTP {answer.status}: {message}"
 
 
 async def test_a_vercel_refusal_is_quoted_by_its_message_in_vercels_shape() -> None:
     """Vercel's error body is `{"error": {"code", "message"}}`: the fake answered
     `fail("unavailable")` `{"detail": …}` and a path or method it has no route for with
     aiohttp's text `404: Not Found`, so a reading of `detail` would have passed. The
-    call's error quotes Vercel's `message` as it came, whatever the refusal."""
+    call's error quotes Vercel's `message` and `code` as they came, whatever the refusal,
+    and only them: it quoted the JSON around them too."""
     from tests.fakes.vercel import OLD, PROJECT, FakeVercel
 
     async with FakeVercel(token="vc") as vercel, aiohttp.ClientSession() as session:
@@ -609,4 +612,5 @@ async def test_a_vercel_refusal_is_quoted_by_its_message_in_vercels_shape() -> N
             assert message is None or error["message"] == message
             result = await call(session, method, url, headers=headers, body=b"{}", attempts=1)
             assert (result.ok, result.status) == (False, status)
-            assert result.error is not None and f'"message": "{error["message"]}"' in result.error
+            # Vercel's message and code, not its JSON (`{"error": {"code": …`)
+            assert result.error == f"HTTP {status}: {error['message']} ({error['code']})"

@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 
 from agent.integrations.asked_waits import keeper
-from common.answers import read_answer
+from common.answers import error_said, read_answer
 from common.durations import format_duration
 from common.retry_after import (
     NOT_AN_HTTP_STATUS,
@@ -196,12 +196,14 @@ async def call(
                     data = None
                 return CallResult(True, status, None, data, attempt, unanswered=unanswered)
             else:
-                snippet = unread or " ".join(raw.decode("utf-8", "replace").split())[:_SNIPPET]
+                text = unread or raw.decode("utf-8", "replace")
+                # GitHub's or Vercel's own error message, not the JSON around it
+                snippet = error_said(text, redact)
                 error = redact(f"HTTP {status}" + (f": {snippet}" if snippet else ""))
                 if not is_http_status(status):
                     error += NOT_AN_HTTP_STATUS
                 limited = (
-                    rate_limit(status, response.headers, snippet, time.time())
+                    rate_limit(status, response.headers, text, time.time())
                     if rate_limit is not None
                     else None
                 )

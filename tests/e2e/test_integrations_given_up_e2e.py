@@ -112,7 +112,7 @@ async def test_a_refused_verdict_status_is_an_alert_naming_the_deploy_and_what_t
     assert told.title.startswith(f"[postflight] production {deploy_version(opened)}: ")
     assert "GitHub deployment status NOT posted" in told.title
     assert deploy in told.message and "HTTP 422" in told.message
-    assert '"message": "fake failure 422"' in told.message  # GitHub's words, quoted
+    assert "HTTP 422: fake failure 422" in told.message  # GitHub's words, not its JSON
     assert "Post the status by hand" in told.message
     assert told.type == "failure"
     assert await failed_calls(agent, "github") == 1
@@ -197,7 +197,7 @@ async def test_a_gate_with_no_staging_window_whose_rejection_is_refused_is_an_al
     told = await told_once(json_sink, agent)
     assert told.title.startswith(f"[postflight] production {'e' * 40}: protection rule NOT")
     assert "rejected" in told.message and "HTTP 404" in told.message
-    assert '"message": "fake failure 404"' in told.message  # GitHub's words, quoted
+    assert "HTTP 404: fake failure 404" in told.message  # GitHub's words, not its JSON
     assert "none (staging window ended in time)" in told.message
     assert await failed_calls(agent, "github") == 1
 

@@ -127,9 +127,6 @@ class Watcher:
         """The windows watched per environment (`busy` is asked per environment)."""
         self._published: dict[str, int] = {}
         """`postflight_windows_active` as last set, per environment."""
-        self._watching_changed: set[str] = set(settings.environments)
-        """Environments where a watch started or ended since `postflight_windows_active`
-        was last set (at first every one: each is published, 0 when nothing is watched)."""
         self.deployed_at: dict[str, float] = {}
         self.claims: dict[str, tuple[int, float]] = {}
         """Per window watched here: the epoch of our claim, and until when it holds."""
@@ -169,6 +166,8 @@ class Watcher:
             self.services.yield_background = functools.partial(yield_to_window, self.prober)
         now = functools.partial(self.services.pace.now_or, clock)  # as `busy` reads it
         self.window_news = WindowNews(self.prober, now)
+        for environment in settings.environments:  # 0 while nothing is watched
+            self._publish_active(environment)
 
     def hear_replicas(self, tell: Callable[[str], None]) -> Callable[[str], None] | None:
         """Replicas share the store and hear each other's news of windows: a window here
@@ -222,6 +221,11 @@ class Watcher:
         started = False
         try:
             while True:
+                # cleared as the turn begins: a window opened or a watch ended during the
+                # turn (a pass of seconds with a store slow to answer) wakes the next one
+                # at once, where clearing after the turn lost that news, and a window
+                # registered meanwhile waited a whole poll to be watched
+                self._wake.clear()
                 try:
                     if not started:
                         # in the loop, retried as a claim is: a store that did not answer
@@ -252,7 +256,7 @@ class Watcher:
                     outage.failed(exc)
                     if store_outage(exc) and not store_busy(exc):
                         self.metrics.store_up.set(0)
-                self._wake.clear()
+                    self._wake.clear()  # a turn that failed waits a whole poll
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._turn_wait()):
                         await self._wake.wait()
@@ -390,13 +394,16 @@ class Watcher:
                 and window.lease_epoch == lease.epoch
             ):
                 self._start(window, now)
-        # thousands of environments: only those whose watches started or ended
-        changed, self._watching_changed = self._watching_changed, set()
-        for env in changed:
-            count = len(self._by_environment.get(env, ()))
-            if self._published.get(env) != count:
-                self.metrics.windows_active.labels(env).set(count)
-                self._published[env] = count
+
+    def _publish_active(self, environment: str) -> None:
+        """`postflight_windows_active` of `environment`, set as one of its watches starts
+        or ends (no store read): set at the end of the next claim pass, it counted a watch
+        ended during a pass (seconds long with a store slow to answer) until the pass
+        after, a poll later."""
+        count = len(self._by_environment.get(environment, ()))
+        if self._published.get(environment) != count:
+            self.metrics.windows_active.labels(environment).set(count)
+            self._published[environment] = count
 
     def _kept(self, window_id: str) -> bool:
         """Whether the window's watch has writes waiting for a SQLite file that refuses
@@ -428,10 +435,9 @@ class Watcher:
         self.deployed_at[window.id] = window.deployed_at
         self.claims[window.id] = (window.lease_epoch, self._held_until(window, now))
         self.watched[window.id] = window
-        self._watching_changed.add(window.environment)
+        self._publish_active(window.environment)
 
         def done(_: asyncio.Task[None]) -> None:
-            self._watching_changed.add(window.environment)
             if self.tasks.get(window.id) is task:
                 del self.tasks[window.id]
                 self.environments.pop(window.id, None)
@@ -444,6 +450,7 @@ class Watcher:
                 self.claims.pop(window.id, None)
                 self.watched.pop(window.id, None)
                 self._watches.pop(window.id, None)
+                self._publish_active(window.environment)
             self._wake.set()
 
         task.add_done_callback(done)

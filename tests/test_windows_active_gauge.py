@@ -1,0 +1,127 @@
+"""The watcher's passes with a store slow to answer (each pass seconds long), read from
+/metrics as a scraper reads `postflight_windows_active`, and from the API: a window
+registered during a pass is watched at once, and a watch that ends during one is
+uncounted as it ends, neither a poll interval later (3.4 s of a 3 s poll, measured so;
+here the poll is an hour)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from agent.app import build_app
+from agent.metrics import Metrics
+from agent.settings_file import load_settings_text
+from agent.store.sqlite import SqliteStore
+from tests.api.conftest import Client
+
+pytestmark = pytest.mark.timeout(30)
+CONFIG = """
+server: {api_tokens: [tok-1234567890abcdef]}
+environments:
+  production:
+    base_url: http://127.0.0.1:9
+    interval: 200ms
+    checks: [{name: health, type: http, path: /health}]
+"""
+AUTH = {"Authorization": "Bearer tok-1234567890abcdef"}
+SLOW_S = 2.0
+"""How long the store takes to list the pending rollbacks, each pass of the watcher's."""
+
+
+class SlowStore(SqliteStore):
+    """A SQLite store whose list of pending rollbacks, read at least once each pass of the
+    watcher's (after its claim), takes `SLOW_S` (a store far away, or busy): a pass lasts
+    that long. `listing` is set while one is under way."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.listing = asyncio.Event()
+
+    async def pending_rollbacks(self, *args: Any, **kwargs: Any) -> Any:
+        self.listing.set()
+        try:
+            await asyncio.sleep(SLOW_S)
+            return await super().pending_rollbacks(*args, **kwargs)
+        finally:
+            self.listing.clear()
+
+
+async def active(client: Client) -> float | None:
+    async with client.get("/metrics", params={"name[]": "postflight_windows_active"}) as r:
+        text = await r.text()
+    for line in text.splitlines():
+        if line.startswith('postflight_windows_active{environment="production"}'):
+            return float(line.split()[1])
+    return None
+
+
+async def state(client: Client, deploy_id: str) -> str:
+    async with client.get(f"/v1/deploys/{deploy_id}", headers=AUTH) as r:
+        return str((await r.json())["state"])
+
+
+def slow_agent(store: SlowStore) -> web.Application:
+    """The agent on `store`, its watcher's passes an hour apart unless woken."""
+    return build_app(
+        load_settings_text(CONFIG),
+        store=store,
+        metrics=Metrics(),
+        poll_interval=3600,
+        background_probing=False,
+    )
+
+
+async def registered(client: Client) -> str:
+    """A deploy of 1 s to production, registered now: its id."""
+    body = {"environment": "production", "version": "v2", "window": "1s"}
+    async with client.post("/v1/deploys", json=body, headers=AUTH) as r:
+        assert r.status == 201, await r.text()
+        return str((await r.json())["id"])
+
+
+async def outcome(client: Client, deploy_id: str, within: float) -> str:
+    """The deploy's state once it is no longer watched, at most `within` s from now."""
+    asked = time.monotonic()
+    while (now := await state(client, deploy_id)) in ("watching", "scheduled"):
+        assert time.monotonic() - asked < within, f"still {now}"
+        await asyncio.sleep(0.05)
+    return now
+
+
+async def test_a_window_registered_during_a_pass_is_watched_at_once(tmp_path: Path) -> None:
+    """Registered while a pass lists the pending rollbacks, after its claim: it was
+    watched only at the next poll (an hour here), the news of it lost as the pass ended."""
+    store = SlowStore(tmp_path / "postflight.db")
+    async with TestClient(TestServer(slow_agent(store))) as client:
+        await asyncio.sleep(2 * SLOW_S + 0.5)  # the first pass, at start, is over
+        first = await registered(client)  # wakes a pass, which watches it
+        assert await outcome(client, first, 4 * SLOW_S + 5) == "inconclusive"
+        await asyncio.wait_for(store.listing.wait(), 4 * SLOW_S)  # the pass its end woke
+        deploy_id = await registered(client)
+        # its target does not answer: judged inconclusive, once watched
+        assert await outcome(client, deploy_id, 4 * SLOW_S + 5) == "inconclusive"
+
+
+async def test_a_watch_that_ends_during_a_pass_is_uncounted_as_it_ends(tmp_path: Path) -> None:
+    """A window of 1 s, whose watch ends inside the pass that started it: the gauge says 0
+    once the deploy has its outcome, not at the next pass."""
+    async with TestClient(TestServer(slow_agent(SlowStore(tmp_path / "postflight.db")))) as client:
+        await asyncio.sleep(2 * SLOW_S + 0.5)  # the first pass, at start, is over
+        deploy_id = await registered(client)
+        seen: list[float | None] = []
+        while (now := await state(client, deploy_id)) in ("watching", "scheduled"):
+            seen.append(await active(client))
+            await asyncio.sleep(0.02)
+        assert now == "inconclusive", now  # its target does not answer
+        assert 1.0 in seen, seen  # counted while it watched
+        ended = time.monotonic()
+        while (counted := await active(client)) != 0.0:
+            assert time.monotonic() - ended < 0.5, counted  # not at the next pass
+            await asyncio.sleep(0.02)

@@ -34,6 +34,7 @@ from checks.wire import (
     PayloadIncomplete,
     Sending,
     Unanswered,
+    Unfinished,
     Unsupported,
 )
 from checks.written import Written
@@ -133,6 +134,9 @@ def classify(exc: BaseException, timeout_s: float | None) -> tuple[ErrorKind, st
     """The error class and a short human message for an exception raised by a request."""
     if isinstance(exc, TimeoutError):
         limit = f" within {format_duration(timeout_s)}" if timeout_s else ""
+        if isinstance(exc, Unfinished):  # a timeout all the same: saying what came
+            came = f"{exc.received:,} byte{'' if exc.received == 1 else 's'} of it came"
+            return "timeout", f"HTTP {exc.status}, then its body did not end{limit} ({came})"
         return "timeout", f"no response{limit}"
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError | aiohttp.ServerFingerprintMismatch):
         return "tls", tls_reason(exc)  # which TLS problem, as a provider's says it
@@ -235,6 +239,8 @@ async def _through_aiohttp(
     `agent_held_s`: each hop's stall before it was written (`checks.written`, on a pool
     with its trace), after `held` (the lean client's first hop's)."""
     written = Written(held)
+    answered: aiohttp.ClientResponse | None = None
+    """The response whose status and headers came, its body being read."""
     hop = HOP.set(written)  # the connector tells it each hop's connection
     total = client_timeout.total
     if total is not None:  # kept by `Deadline`, which looks for the target's silence at it
@@ -258,6 +264,7 @@ async def _through_aiohttp(
                     ssl=request.verify_tls,
                     trace_request_ctx=written,
                 ) as resp:
+                    answered = resp
                     length = resp.content_length
                     if length is not None and length <= _READ_WHOLE_BYTES:
                         raw = await resp.read()
@@ -277,6 +284,8 @@ async def _through_aiohttp(
                 without_tracebacks(exc)
             )
         except (aiohttp.ClientError, TimeoutError, OSError, ssl.SSLError) as exc:
+            if isinstance(exc, TimeoutError) and answered is not None:  # its body cut short
+                exc = Unfinished(answered.status, answered.content.total_bytes)
             kind, message = classify(exc, stated)
             silent = written.silent_s if kind == "timeout" else None
             raise ProbeFailed.timed(kind, message, time.perf_counter() - t0, stated, silent) from (

@@ -71,6 +71,17 @@ class Unanswered(TimeoutError):
         self.silent_s = silent_s
 
 
+class Unfinished(TimeoutError):
+    """A timeout after the response's status and headers came, its body still coming:
+    the target did not answer in time all the same, and what came is said (`status`, the
+    body's `received` bytes), where it was said "no response"."""
+
+    def __init__(self, status: int, received: int) -> None:
+        super().__init__()
+        self.status = status
+        self.received = received
+
+
 class Disconnected(Exception):
     """The connection closed before any byte of a response; its argument, if any, the
     `OSError` that ended it (a reset: aiohttp's `ClientOSError`, else its
@@ -1033,4 +1044,4 @@ def _expire(item: tuple[_Conn, Waiter, float, float | None]) -> None:
             due = conn.client.loop.time() + (written + timeout_s - looked) + 0.001
             conn.client._ticks.at(due, _expire, item)
             return
-    conn._fail(TimeoutError())
+    conn._fail(Unfinished(conn.status, conn.size) if conn.headers_done else TimeoutError())

@@ -591,3 +591,43 @@ async def test_probes_cut_at_a_rounds_end_leave_no_connection_for_the_collector(
     finally:
         gc.enable()
     assert left <= limit, f"{left} connections alive, the pool holds {limit}"
+
+
+def trickling_target() -> web.Application:
+    """`/trickle`: its status line and headers at once, then 1,000 of the 10,000 bytes its
+    Content-Length says, the rest 5 s later; `/trickle-chunked` the same in chunks, with
+    no length said."""
+
+    async def trickle(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        if request.path == "/trickle":
+            response.content_length = 10_000
+        else:
+            response.enable_chunked_encoding()
+        await response.prepare(request)
+        await response.write(b"x" * 1000)
+        await asyncio.sleep(5)
+        await response.write(b"x" * 9000)
+        return response
+
+    app = web.Application()
+    app.router.add_get("/trickle", trickle)
+    app.router.add_get("/trickle-chunked", trickle)
+    return app
+
+
+@pytest.mark.parametrize("path", ["/trickle", "/trickle-chunked"])
+async def test_a_body_still_coming_at_the_deadline_is_a_timeout_saying_what_came(
+    both: Probe, aiohttp_server: AiohttpServer, path: str
+) -> None:
+    """The status and the start of the body came, the rest not by the probe's deadline: a
+    timeout (the target did not answer in time), said as "no response within 300ms",
+    though a response came: it says how much of it did, both ways a probe is sent."""
+    server = await aiohttp_server(trickling_target())
+    lean, plain = await both(str(server.make_url("")), path=path, timeout="300ms")
+    for result in (lean, plain):
+        (sample,) = result.samples
+        assert (result.ok, sample.error, sample.status) == (False, "timeout", None)
+        assert sample.latency_s is not None and sample.latency_s >= 0.3
+        said = "HTTP 200, then its body did not end within 300ms (1,000 bytes of it came)"
+        assert result.message == f"GET {path}: {said}", result.message

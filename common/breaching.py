@@ -8,7 +8,15 @@ rule, here at the bottom both may import. The threshold policy writes `streak` a
 `failure_limit` into a rule's evidence, the sequential policy its warning's `breaching`
 figures (`agent.analysis.policies.sequential`). The threshold streak's own test,
 `in_a_streak`, is here too: the alerts' `breached`, /metrics' `breaching` and a window
-that went unwatched read it alike.
+that went unwatched read it alike; and the sequential warning's, `warned`.
+
+Each reads its own policy's evidence only: a rule's evidence names the policy that judged
+it (`policy: threshold` for a rule a sequential window judges by the streak: a bare value
+with a `min`, one gone below 0), and the judge writes `streak` under the threshold policy
+alone, `breaching` under the sequential one alone (whose glance names no policy). So a
+threshold streak is never read on a rule the sequential tests judged, nor a sequential
+warning on one the streak judged; the two tests below say so themselves rather than
+rely on it.
 """
 
 from __future__ import annotations
@@ -42,8 +50,8 @@ def breaching(outcome: str, evidence: object) -> Breach | None:
         streak, limit = evidence.get("streak"), evidence.get("failure_limit")
         if isinstance(streak, int) and isinstance(limit, int) and streak > 0:
             return Breach(f"{streak} of {limit} rounds", streak, limit)
-    warned = evidence.get("breaching")
-    if isinstance(warned, Mapping):  # the glance's figures name no policy
+    warned = evidence.get("breaching") if is_sequential(evidence) else None
+    if isinstance(warned, Mapping):
         now, fails = warned.get("likelihood_ratio"), warned.get("likelihood_ratio_needed")
         if isinstance(now, int | float) and isinstance(fails, int | float):
             return Breach(f"{odds(now)} of {odds_number(fails)}")
@@ -56,8 +64,23 @@ def in_a_streak(evidence: Mapping[str, Any]) -> bool:
     rule every judged round of which was past its bound, too few to fail, is `inconclusive`
     with its streak (the threshold policy's `_none_within`), and alerts call that
     `breached` as they do a `pass` in a streak; `breaching` and `passed_in_a_streak` read
-    only the `pass`."""
-    return (evidence.get("streak") or 0) > 0
+    only the `pass`. The threshold policy's evidence only (see the module's docstring)."""
+    if evidence.get("policy") != "threshold":
+        return False
+    streak = evidence.get("streak")
+    return isinstance(streak, int) and streak > 0
+
+
+def is_sequential(evidence: Mapping[str, Any]) -> bool:
+    """Whether the sequential policy's tests judged the rule of this evidence: its verdict
+    says `policy: sequential`, its glance (figures only) names no policy."""
+    return evidence.get("policy") in (None, "sequential")
+
+
+def warned(evidence: Mapping[str, Any]) -> bool:
+    """The sequential policy's `rule breached` warning: a test past its warning bar
+    (`breaching`, the read-out), on a rule its tests judged (see the module's docstring)."""
+    return is_sequential(evidence) and bool(evidence.get("breaching"))
 
 
 def passed_in_a_streak(outcome: str, evidence: Mapping[str, Any]) -> bool:

@@ -89,7 +89,7 @@ from alerting.events import (
 from checks.base import CheckResult, Sample
 from checks.lag import run_target
 from checks.ticks import ticks
-from common.breaching import in_a_streak, passed_in_a_streak
+from common.breaching import in_a_streak, passed_in_a_streak, warned
 from common.redaction import Redactor, without_credentials
 from common.times import rfc3339
 from common.tracebacks import drop_cancellation
@@ -1560,7 +1560,7 @@ def _state_of(outcome: str, evidence: dict[str, Any]) -> str:
     failing the window (a threshold streak below `failure_limit`, `in_a_streak`, an
     `inconclusive` one at the window's end included; the sequential policy's `breaching`
     read-out): on-call hears of it at once, and of the resolve when it clears."""
-    if outcome == "fail" or in_a_streak(evidence) or evidence.get("breaching"):
+    if outcome == "fail" or in_a_streak(evidence) or warned(evidence):
         return "breached"
     return outcome
 

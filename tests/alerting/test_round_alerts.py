@@ -153,7 +153,7 @@ def streak_verdict(streak: int) -> Verdict:
                 baseline=0.01,
                 threshold="max 0.05",
                 detail="past max 0.05" if streak else "within bounds",
-                evidence={"streak": streak, "failure_limit": 3} if streak else {},
+                evidence={"policy": "threshold", "streak": streak, "failure_limit": 3},
             ),
         ),
     )

@@ -20,16 +20,9 @@ from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from tests.api.conftest import Client
+from tests.test_round_bug_watcher import CONFIG
 
 pytestmark = pytest.mark.timeout(30)
-CONFIG = """
-server: {api_tokens: [tok-1234567890abcdef]}
-environments:
-  production:
-    base_url: http://127.0.0.1:9
-    interval: 200ms
-    checks: [{name: health, type: http, path: /health}]
-"""
 AUTH = {"Authorization": "Bearer tok-1234567890abcdef"}
 SLOW_S = 2.0
 """How long the store takes to list the pending rollbacks, each pass of the watcher's."""

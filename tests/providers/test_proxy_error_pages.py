@@ -9,46 +9,55 @@ from __future__ import annotations
 
 import pytest
 
-from agent.analysis.types import Observation
+from agent.providers.client import HttpProvider
 from agent.providers.newrelic import NewRelicProvider
 from agent.providers.prometheus import PrometheusProvider
 from agent.providers.sentry import SentryProvider
+from tests.fakes._server import FakeServer
 from tests.fakes.newrelic import FakeNewRelic
 from tests.fakes.prometheus import FakePrometheus
 from tests.fakes.sentry import FakeSentry
 from tests.providers.support import AFTER, rule, scope
 
-STATUSES = ["502", "503"]
+PROVIDERS = {
+    "newrelic": ("New Relic", rule(source="newrelic", nrql="SELECT count(*) FROM x", max=1)),
+    "sentry": ("Sentry", rule(source="sentry", metric="error_rate", max=0.1)),
+    "prometheus": ("Prometheus", rule(source="prometheus", query="up", max=2)),
+}
+"""Each provider: how its messages name it, and a rule it fetches."""
 
 
-def said_as_an_outage(obs: Observation, title: str, status: str) -> None:
+Behind = tuple[str, FakeServer, HttpProvider]
+
+
+@pytest.fixture(params=sorted(PROVIDERS))
+def behind(
+    request: pytest.FixtureRequest,
+    newrelic: NewRelicProvider,
+    newrelic_fake: FakeNewRelic,
+    sentry: SentryProvider,
+    sentry_fake: FakeSentry,
+    prometheus: PrometheusProvider,
+    prometheus_fake: FakePrometheus,
+) -> Behind:
+    """Each provider in turn (`tests/providers/conftest.py`'s): its name, its fake, and
+    the provider reading it."""
+    pairs: dict[str, tuple[FakeServer, HttpProvider]] = {
+        "newrelic": (newrelic_fake, newrelic),
+        "sentry": (sentry_fake, sentry),
+        "prometheus": (prometheus_fake, prometheus),
+    }
+    return (request.param, *pairs[request.param])
+
+
+@pytest.mark.parametrize("status", ["502", "503"])
+async def test_a_provider_behind_a_proxys_error_page_is_said_answering_its_status(
+    behind: Behind, status: str
+) -> None:
+    provider, fake, fetching = behind
+    title, r = PROVIDERS[provider]
+    fake.fail(f"html:{status}")
+    obs = await fetching.fetch(r, scope(), AFTER, "v1" if provider == "sentry" else None)
     assert obs.value is None and not obs.answered, obs
     assert obs.error is not None and obs.error.startswith(f"{title} answered {status}"), obs.error
     assert "malformed" not in obs.error and "<html" not in obs.error, obs.error
-
-
-@pytest.mark.parametrize("status", STATUSES)
-async def test_new_relic_behind_a_proxys_error_page(
-    newrelic: NewRelicProvider, newrelic_fake: FakeNewRelic, status: str
-) -> None:
-    newrelic_fake.fail(f"html:{status}")
-    r = rule(source="newrelic", nrql="SELECT count(*) FROM Transaction", max=1)
-    said_as_an_outage(await newrelic.fetch(r, scope(), AFTER, None), "New Relic", status)
-
-
-@pytest.mark.parametrize("status", STATUSES)
-async def test_sentry_behind_a_proxys_error_page(
-    sentry: SentryProvider, sentry_fake: FakeSentry, status: str
-) -> None:
-    sentry_fake.fail(f"html:{status}")
-    r = rule(source="sentry", metric="error_rate", max=0.1)
-    said_as_an_outage(await sentry.fetch(r, scope(), AFTER, "v1"), "Sentry", status)
-
-
-@pytest.mark.parametrize("status", STATUSES)
-async def test_prometheus_behind_a_proxys_error_page(
-    prometheus: PrometheusProvider, prometheus_fake: FakePrometheus, status: str
-) -> None:
-    prometheus_fake.fail(f"html:{status}")
-    r = rule(source="prometheus", query="up", max=2)
-    said_as_an_outage(await prometheus.fetch(r, scope(), AFTER, None), "Prometheus", status)

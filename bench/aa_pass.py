@@ -1,0 +1,390 @@
+"""A/A pass benchmark: does a good deploy end `passed` (on evidence) at the example's defaults?
+
+Reads `config/postflight.example.yaml`'s `production` environment as the daemon does
+(window 15m, interval 30s, lookback 1h, background_interval 30s, probes_per_round 40, the
+`feed-latency` load check 20/s for 10 s a round, confidence 0.99, pass_on evidence) and
+judges simulated windows of a healthy service with the pure judge, the way the watcher
+feeds it: one background run is one period (`api-health` every `background_interval`,
+`probes_per_round` probes; `feed-latency` six times a lookback, its whole rate x duration;
+the smoke scenario never between windows), pooled by `foresight.background_baseline`; each
+round's samples go through `observe()` and `Judge.advance()`, the last with `final`. The
+judge holds all six of the example's rules, so each rule's share of alpha is the daemon's
+(the three provider rules get no data and are left out of the window's outcome, which is
+read over the three checks rules: `probe-errors` max 0.05, `health-latency` p95 max 300ms,
+`feed-p95` p95 max_increase 50%).
+
+The service (every check): errors at `--errors` (each check's probes fail independently,
+or in bursts per round with `--kappa`), lognormal latencies whose medians are well under
+the bounds (`api-health` 60 ms, the smoke steps 100 ms, `feed-latency` 120 ms, sigma 0.6,
+0.5, 0.5), slow drift (+-3%, a 1-3 h period) over the lookback and the window.
+
+It prints, per error level: the share of windows ending passed / inconclusive / failed,
+and per rule how often it was what kept the window from passing, with the bounds its
+evidence reached (median and 90th percentile); then, with `--detect`, what registration
+says each rule can detect by the window's end (`SequentialRule.detectable` at the
+baseline's traffic, `round_traffic`, as `Judge.blind_spots` reads it) and the share of
+windows in which an effect of exactly that size on that rule alone failed it (the figure
+stands for 80%: `FOUR_IN_FIVE`).
+
+    python bench/aa_pass.py                           # 200 windows per error level
+    python bench/aa_pass.py --window 5m               # a shorter window
+    python bench/aa_pass.py --interval 15s            # rounds of 15 s
+    python bench/aa_pass.py --detect --windows 100    # what a rule can detect, checked
+    python bench/aa_pass.py --kappa 100               # errors bursting within a round
+
+Seeds are fixed: the figures are the same from run to run. Never run as a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agent.analysis.judge import Judge
+from agent.analysis.observe import observe
+from agent.analysis.types import Observation, Rule
+from agent.settings import EnvironmentSettings
+from agent.settings_file import load_settings
+from agent.windows.foresight import background_baseline, policy_of, round_traffic
+from agent.windows.probing import background_every
+from agent.windows.unjudged import check_round_samples
+from checks.base import Sample
+from checks.registry import build_check
+from common.durations import parse_duration
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "postflight.example.yaml"
+SECRETS = ("POSTFLIGHT_API_TOKEN", "ROLLBACK_SECRET", "SENTRY_AUTH_TOKEN", "NEW_RELIC_API_KEY")
+SEED = 20261205
+DRIFT = 0.03
+LATENCY = {"api-health": (0.060, 0.6), "login-flow": (0.100, 0.5), "feed-latency": (0.120, 0.5)}
+"""Per check: (median in seconds, sigma) of its lognormal latencies."""
+Z95 = 1.6448536269514722
+
+
+def example_env(window: float | None, interval: float | None) -> EnvironmentSettings:
+    settings = load_settings(EXAMPLE, {name: "s" * 24 for name in SECRETS})
+    env = settings.environments["production"]
+    update = {k: v for k, v in (("window", window), ("interval", interval)) if v is not None}
+    return env.model_copy(update=update)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """A healthy service, and (for `--detect`) one regression of the deploy's rounds."""
+
+    errors: float
+    kappa: float = 0.0
+    """Beta-binomial concentration of a round's error probability; 0: independent."""
+    deploy_errors: float | None = None
+    """The deploy's error rate (every check), None: as before it."""
+    latency_scale: Mapping[str, float] | None = None
+    """Per check: the deploy's latencies multiplied by this."""
+    health_median: float = LATENCY["api-health"][0]
+    """`api-health`'s median latency (seconds), before and after the deploy."""
+
+
+class Simulator:
+    """Samples of one window's background runs and rounds, as the checks would yield them."""
+
+    def __init__(self, env: EnvironmentSettings, service: Service, rng: np.random.Generator):
+        self.env, self.service, self.rng = env, service, rng
+        self.period = float(rng.uniform(3600.0, 3 * 3600.0))
+        self.phase = rng.uniform(0.0, 2 * math.pi, size=2)
+
+    def drift(self, t: float, k: int) -> float:
+        """The slow drift's factor at `t` of the error rate (k 0) or the latencies (k 1)."""
+        return math.exp(DRIFT * math.sin(2 * math.pi * t / self.period + self.phase[k]))
+
+    def run(self, check: str, n: int, t: float, deploy: bool) -> list[Sample]:
+        """`n` samples of `check` at time `t` (seconds from the deploy)."""
+        s = self.service
+        mu = s.deploy_errors if deploy and s.deploy_errors is not None else s.errors
+        mu = min(mu * self.drift(t, 0), 0.99)
+        p = self.rng.beta(mu * s.kappa, (1 - mu) * s.kappa) if s.kappa and mu > 0 else mu
+        failed = self.rng.uniform(size=n) < p
+        median, sigma = LATENCY[check]
+        if check == "api-health":
+            median = s.health_median
+        scale = median * self.drift(t, 1)
+        if deploy and s.latency_scale:
+            scale *= s.latency_scale.get(check, 1.0)
+        latency = scale * np.exp(sigma * self.rng.standard_normal(n))
+        return [
+            Sample(check, not bad, lat)
+            for bad, lat in zip(failed.tolist(), latency.tolist(), strict=True)
+        ]
+
+    def background(self) -> list[list[Sample]]:
+        """The lookback's background runs, one list per run (oldest first)."""
+        env, runs = self.env, []
+        for config in self.env.checks:
+            every = background_every(build_check(config), env)
+            if every is None:
+                continue
+            per_run = round_samples(config.name, env)
+            t = -env.lookback + float(self.rng.uniform(0.0, every))
+            while t < 0:
+                runs.append((t, self.run(config.name, per_run, t, deploy=False)))
+                t += every
+        return [samples for _, samples in sorted(runs, key=lambda r: r[0])]
+
+    def round(self, k: int) -> list[Sample]:
+        t = k * self.env.interval
+        out: list[Sample] = []
+        for config in self.env.checks:
+            out += self.run(config.name, round_samples(config.name, self.env), t, deploy=True)
+        return out
+
+
+def round_samples(check: str, env: EnvironmentSettings) -> int:
+    """Samples one round of `check` gives (one background run: the same, but a smoke
+    scenario's, which never runs between windows)."""
+    config = next(c for c in env.checks if c.name == check)
+    given = check_round_samples(config, env)
+    assert given is not None, f"{check}: a type whose samples its configuration does not say"
+    return given[0]
+
+
+def rounds_of(env: EnvironmentSettings) -> int:
+    return max(1, math.ceil(env.window / env.interval - 1e-9))
+
+
+def checks_rules(rules: list[Rule]) -> list[Rule]:
+    return [r for r in rules if r.source == "checks"]
+
+
+@dataclass(frozen=True, slots=True)
+class Task:
+    window: float | None
+    interval: float | None
+    service: Service
+    seed: np.random.SeedSequence
+    judged_rules: str
+    worded: bool = True
+    """Word the verdict (the bounds each rule's evidence reached); False: outcomes alone
+    (`Judge.glance`, the same decision without a 'can detect' search a window)."""
+
+
+def one_window(task: Task) -> dict[str, Any]:
+    """One window: each checks rule's outcome and the bounds its evidence reached."""
+    env = example_env(task.window, task.interval)
+    rules = [r.to_rule() for r in env.rules]
+    if task.judged_rules == "checks":
+        rules = checks_rules(rules)
+    sim = Simulator(env, task.service, np.random.default_rng(task.seed))
+    periods = sim.background()
+    baselines: dict[str, Observation] = {
+        r.name: background_baseline(r, periods, env) for r in checks_rules(rules)
+    }
+    rounds = rounds_of(env)
+    judge = Judge(rules, baselines, policy_of(env), horizon=rounds)
+    state = judge.start()
+    for k in range(rounds):
+        samples = sim.round(k)
+        obs = {r.name: observe(r, samples, env.interval) for r in checks_rules(rules)}
+        state = judge.advance(state, obs, in_place=True, final=k == rounds - 1)
+    if not task.worded:
+        glance = judge.glance(state, final=True)
+        names = {r.name for r in checks_rules(rules)}
+        return {
+            g.name: {"outcome": g.outcome, "reached": []} for g in glance.rules if g.name in names
+        }
+    verdict = judge.verdict(state, final=True)
+    out: dict[str, Any] = {}
+    for v in verdict.rules:
+        if v.source != "checks":
+            continue
+        reached = [
+            (e["bound"], e["limit"], e["reached"], e["holds"])
+            for e in v.evidence.get("evidence", [])
+        ]
+        out[v.name] = {"outcome": v.outcome, "reached": reached}
+    return out
+
+
+def decide(rules: Mapping[str, Mapping[str, Any]]) -> str:
+    outcomes = [r["outcome"] for r in rules.values()]
+    if "fail" in outcomes:
+        return "failed"
+    return "passed" if all(o == "pass" for o in outcomes) else "inconclusive"
+
+
+def run(tasks: list[Task], workers: int) -> list[dict[str, Any]]:
+    if workers <= 1:
+        return [one_window(t) for t in tasks]
+    with ProcessPoolExecutor(workers) as pool:
+        return list(pool.map(one_window, tasks, chunksize=4))
+
+
+def aa_figures(results: list[dict[str, Any]]) -> list[str]:
+    """Outcome shares, and per rule: how often it kept the window from passing, and the
+    bounds its evidence reached then (median, 90th percentile) against its limit."""
+    n = len(results)
+    shares = Counter(decide(r) for r in results)
+    lines = [
+        "  windows {}: passed {:.1%}, inconclusive {:.1%}, failed {:.1%}".format(
+            n, shares["passed"] / n, shares["inconclusive"] / n, shares["failed"] / n
+        )
+    ]
+    names = list(results[0]) if results else []
+    for name in names:
+        outcomes = Counter(r[name]["outcome"] for r in results)
+        alone = sum(
+            1
+            for r in results
+            if r[name]["outcome"] == "inconclusive"
+            and all(o["outcome"] == "pass" for k, o in r.items() if k != name)
+        )
+        reached: dict[str, list[float]] = defaultdict(list)
+        lacking: dict[str, int] = Counter()
+        limits: dict[str, str] = {}
+        for r in results:
+            for bound, limit, value, holds in r[name]["reached"]:
+                limits.setdefault(bound, limit)
+                if value is not None:
+                    reached[bound].append(float(value))
+                if not holds:
+                    lacking[bound] += 1
+        lines.append(
+            f"  {name}: pass {outcomes['pass'] / n:.1%}, inconclusive"
+            f" {outcomes['inconclusive'] / n:.1%}, fail {outcomes['fail'] / n:.1%};"
+            f" the only rule short of a pass in {alone / n:.1%}"
+        )
+        for bound, values in reached.items():
+            v = np.array(values)
+            lines.append(
+                f"    {bound} (e.g. {limits[bound]}): reached median {np.median(v):.4g}, p90"
+                f" {np.percentile(v, 90):.4g}, max {v.max():.4g}; short of it in"
+                f" {lacking[bound] / n:.1%}"
+            )
+    return lines
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What registration says a rule can detect by the window's end."""
+
+    rule: str
+    bound: str
+    value: float
+    effect: float
+    text: str
+    per_round: float
+
+
+def claims(env: EnvironmentSettings, service: Service, seed: int, judged: str) -> list[Claim]:
+    """Each checks rule's detectable effect at the window's open, as registration reads it
+    (`round_traffic` of the lookback's background runs, `detectable` after no round)."""
+    rules = [r.to_rule() for r in env.rules]
+    if judged == "checks":
+        rules = checks_rules(rules)
+    periods = Simulator(env, service, np.random.default_rng(seed)).background()
+    baselines = {r.name: background_baseline(r, periods, env) for r in checks_rules(rules)}
+    judge = Judge(rules, baselines, policy_of(env), horizon=rounds_of(env))
+    out = []
+    for rule in checks_rules(rules):
+        per_round = round_traffic(rule, periods, env)
+        kind = "distribution" if rule.metric.startswith("latency") else "proportion"
+        tests = judge.rule_policy.tests(rule, kind)  # type: ignore[attr-defined]
+        state = tests.start()
+        state["samples"] = per_round
+        can = tests.detectable(state, 1)
+        if can is not None:
+            out.append(Claim(rule.name, can.bound, can.value, can.effect, can.text, per_round))
+    return out
+
+
+def regression_of(claim: Claim, rule: Rule, service: Service) -> Service:
+    """A deploy exactly at the claimed effect, on that rule's checks alone."""
+    if rule.metric == "error_rate":
+        return replace(service, deploy_errors=claim.value)
+    check = rule.check or ""
+    median, sigma = LATENCY[check]
+    if check == "api-health":
+        median = service.health_median
+    if claim.bound == "max_increase":
+        factor = 1.0 + claim.effect
+    else:  # an absolute p95: the distribution scaled until its p95 is the claimed value
+        factor = claim.value / (median * math.exp(Z95 * sigma))
+    return replace(service, latency_scale={check: factor})
+
+
+def detect_figures(
+    env: EnvironmentSettings, service: Service, args: argparse.Namespace, cell: int
+) -> list[str]:
+    rules = {r.name: r.to_rule() for r in env.rules}
+    lines = []
+    for claim in claims(env, service, SEED + cell, args.judged_rules):
+        regressed = regression_of(claim, rules[claim.rule], service)
+        seeds = np.random.SeedSequence([SEED, cell, 7]).spawn(args.windows)
+        tasks = [
+            Task(args.window, args.interval, regressed, s, args.judged_rules, worded=False)
+            for s in seeds
+        ]
+        results = run(tasks, args.workers)
+        caught = sum(1 for r in results if r[claim.rule]["outcome"] == "fail")
+        lines.append(
+            f"  {claim.rule}: registration: {claim.text} ({claim.bound}, effect"
+            f" {claim.effect:+.3g}, {claim.per_round:.3g} samples a round); that effect"
+            f" failed it in {caught}/{len(results)} = {caught / len(results):.0%} (claim: 80%)"
+        )
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--windows", type=int, default=200, help="windows per error level")
+    parser.add_argument("--window", type=parse_duration, default=None, help="e.g. 5m")
+    parser.add_argument("--interval", type=parse_duration, default=None, help="e.g. 15s")
+    parser.add_argument("--errors", default="0.005,0.01", help="the service's error rates")
+    parser.add_argument("--kappa", type=float, default=0.0, help="error burstiness (0: none)")
+    parser.add_argument(
+        "--health-median",
+        type=parse_duration,
+        default=LATENCY["api-health"][0],
+        help="api-health's median latency (its p95 is 2.7x it), e.g. 80ms",
+    )
+    parser.add_argument("--detect", action="store_true", help="check the 'can detect' claims")
+    parser.add_argument(
+        "--judged-rules",
+        choices=("all", "checks"),
+        default="all",
+        help="the judge holds all six example rules (alpha split six ways) or the three checks",
+    )
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    env = example_env(args.window, args.interval)
+    print(
+        f"production: window {env.window:g}s, interval {env.interval:g}s ({rounds_of(env)}"
+        f" rounds), lookback {env.lookback:g}s, background_interval"
+        f" {env.background_interval:g}s, probes_per_round {env.probes_per_round},"
+        f" confidence {env.analysis.confidence}, judge holds {args.judged_rules} rules,"
+        f" kappa {args.kappa:g}, api-health median {args.health_median * 1000:g}ms"
+    )
+    for cell, errors in enumerate(float(e) for e in args.errors.split(",")):
+        service = Service(errors, args.kappa, health_median=args.health_median)
+        print(f"A/A, errors {errors:.2%}:")
+        seeds = np.random.SeedSequence([SEED, cell]).spawn(args.windows)
+        tasks = [Task(args.window, args.interval, service, s, args.judged_rules) for s in seeds]
+        for line in aa_figures(run(tasks, args.workers)):
+            print(line)
+        if args.detect:
+            print(f"can detect, checked (errors {errors:.2%} before the deploy):")
+            for line in detect_figures(env, service, args, cell):
+                print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

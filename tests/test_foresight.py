@@ -351,3 +351,28 @@ async def test_a_heavier_latency_tail_is_warned_after_a_full_lookback(
     if probes == 40:
         assert increase[1] == "108", said  # the README's figure, at the default 40
     assert "background runs" not in " ".join(said), said  # a full lookback: not young
+
+
+async def test_a_check_without_a_run_in_the_lookback_yet_counts_at_a_rounds_traffic(
+    store: SqliteStore, example_env: dict[str, str]
+) -> None:
+    """The example's `feed-latency` load check runs between windows every 10 minutes (six a
+    lookback): a deploy registered within minutes of the agent's start has health runs in
+    its lookback and no load run yet. Registration sized `probe-errors` (every check) at
+    the health probes and the scenario alone, 120 samples a round, and warned `error_rate
+    0.0973 or more`, near twice its `max 0.05`, while every round of the window runs the
+    load check's 200 requests too (320 samples: 0.061, as the window's `progress` says).
+    A check the rule reads with no run in the lookback counts as a round runs it."""
+    env = load_settings(EXAMPLE).environments["production"]
+    checks_only = env.model_copy(update={"rules": [r for r in env.rules if r.source == "checks"]})
+    prints = check_fingerprints(env)
+    rnd = random.Random(7)
+    now = 1_800_000_000.0
+    for k in range(10):  # the agent started 5 minutes ago: health runs only, 1% failing
+        ok = [0 if k in (1, 3, 6, 8) and i == 0 else 1 for i in range(env.probes_per_round)]
+        latency = [round(0.04 * math.exp(rnd.gauss(0, 0.3)), 6) for _ in ok]
+        summary = {"ok": ok, "latency": latency}
+        at = now - 300 + k * 30 + 1
+        await store.add_probe_summary("production", "api-health", at, summary, prints["api-health"])
+    said = await registration_warnings(store, checks_only, "production", now, now + 300)
+    assert said and not [s for s in said if s.startswith("rule probe-errors")], said

@@ -31,7 +31,6 @@ from agent.windows.schedule import RoundSchedule
 from agent.windows.unjudged import check_round_samples
 from checks.base import Sample
 from checks.registry import build_check
-from checks.smoke import SmokeCheckConfig
 from common.durations import format_duration
 from common.words import counted
 
@@ -379,20 +378,20 @@ def background_baseline(
 
 def round_traffic(rule: Rule, periods: list[list[Sample]], env: EnvironmentSettings) -> float:
     """Samples a window's round gives a checks rule: each check's mean background run,
-    summed over the checks the rule reads, and for a smoke scenario (never run between
-    windows) its steps `probes_per_round` times, as a round runs it. A round runs every
-    check at once (an http check `probes_per_round` times, a load check its whole rate ×
-    duration), while a background run is one check: the pooled baseline's samples per
-    period would count a rule over all checks at about one check's traffic. Why the
-    scenarios: left out, registration said what a rule over them can detect at a smaller
-    traffic than the window's rounds give it, and so another figure than the window's
-    `progress` and its log said of the same rule. A check of another kind with no
-    background runs (a plugin's) is not counted, so the figure errs low there: a
-    warning too many, never one missed."""
-    traffic = 0.0
-    for read in env.background_checks_of(rule)[0]:
-        if isinstance(read, SmokeCheckConfig) and (given := check_round_samples(read, env)):
-            traffic += given[0]
+    summed over the checks the rule reads, and for a check with no run in `periods` (a
+    smoke scenario, never run between windows; a load check whose first run, 10 minutes
+    apart at the defaults, has not come) its count as a round runs it
+    (`check_round_samples`: a scenario's steps `probes_per_round` times, a load check's
+    rate × duration). A round runs every check at once (an http check `probes_per_round`
+    times, a load check its whole rate × duration), while a background run is one check:
+    the pooled baseline's samples per period would count a rule over all checks at about
+    one check's traffic. Why the checks without runs: left out, registration said what a
+    rule over them can detect at a smaller traffic than the window's rounds give it (the
+    example's `probe-errors` in a 5-minute window, registered within 10 minutes of the
+    agent's start: 120 samples a round, `error_rate 0.0973 or more`, warned, where its
+    rounds hold 320), and so another figure than the window's `progress` and its log said
+    of the same rule. A check of another kind with no background runs (a plugin's) is
+    not counted, so the figure errs low there: a warning too many, never one missed."""
     by_check: dict[str, list[list[Sample]]] = {}
     for period in periods:
         split: dict[str, list[Sample]] = {}
@@ -400,10 +399,15 @@ def round_traffic(rule: Rule, periods: list[list[Sample]], env: EnvironmentSetti
             split.setdefault(sample.check, []).append(sample)
         for check, samples in split.items():
             by_check.setdefault(check, []).append(samples)
-    for runs in by_check.values():
-        obs = background_baseline(rule, runs, env)
-        if obs.has_data:
-            traffic += _size(obs) / max(1, obs.periods)
+    traffic = 0.0
+    for read in env.background_checks_of(rule)[0]:
+        runs = by_check.get(read.name)
+        if runs:
+            obs = background_baseline(rule, runs, env)
+            if obs.has_data:
+                traffic += _size(obs) / max(1, obs.periods)
+        elif given := check_round_samples(read, env):
+            traffic += given[0]
     return traffic
 
 

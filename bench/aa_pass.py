@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from agent.analysis.judge import Judge
 from agent.analysis.observe import observe
 from agent.analysis.types import Observation, Rule
-from agent.settings import EnvironmentSettings
+from agent.settings import EnvironmentSettings, RuleSettings
 from agent.settings_file import load_settings
 from agent.windows.foresight import background_baseline, policy_of, round_traffic
 from agent.windows.probing import background_every
@@ -74,10 +74,40 @@ LATENCY = {"api-health": (0.060, 0.6), "login-flow": (0.100, 0.5), "feed-latency
 """Per check: (median in seconds, sigma) of its lognormal latencies."""
 
 
-def example_env(window: float | None, interval: float | None) -> EnvironmentSettings:
+HEALTH_P95 = {
+    "name": "health-p95",
+    "source": "checks",
+    "check": "api-health",
+    "metric": "latency_p95",
+    "max_increase": "50%",
+}
+"""`bench/busy_host.py`'s relative rule on `api-health` (`--health-p95`): session 46's
+good deploys that ended inconclusive, "health-p95 short of evidence of a pass"."""
+
+
+@dataclass(frozen=True, slots=True)
+class Setup:
+    """The example's `production` as run: its window and interval, or others."""
+
+    window: float | None = None
+    interval: float | None = None
+    judged_rules: str = "all"
+    """`all`: the judge holds the example's six rules (alpha split six ways); `checks`."""
+    pre: float | None = None
+    """Seconds of background runs before the deploy (an agent started that long before
+    it); None: the whole lookback."""
+    health_p95: bool = False
+    """Add `HEALTH_P95` to the rules."""
+
+
+def example_env(setup: Setup) -> EnvironmentSettings:
     settings = load_settings(EXAMPLE, {name: "s" * 24 for name in SECRETS})
     env = settings.environments["production"]
-    update = {k: v for k, v in (("window", window), ("interval", interval)) if v is not None}
+    update: dict[str, Any] = {
+        k: v for k, v in (("window", setup.window), ("interval", setup.interval)) if v is not None
+    }
+    if setup.health_p95:
+        update["rules"] = [*env.rules, RuleSettings.model_validate(HEALTH_P95)]
     return env.model_copy(update=update)
 
 
@@ -99,8 +129,15 @@ class Service:
 class Simulator:
     """Samples of one window's background runs and rounds, as the checks would yield them."""
 
-    def __init__(self, env: EnvironmentSettings, service: Service, rng: np.random.Generator):
+    def __init__(
+        self,
+        env: EnvironmentSettings,
+        service: Service,
+        rng: np.random.Generator,
+        pre: float | None = None,
+    ):
         self.env, self.service, self.rng = env, service, rng
+        self.since = -env.lookback if pre is None else -min(pre, env.lookback)
         self.period = float(rng.uniform(3600.0, 3 * 3600.0))
         self.phase = rng.uniform(0.0, 2 * math.pi, size=2)
 
@@ -135,7 +172,7 @@ class Simulator:
             if every is None:
                 continue
             per_run = round_samples(config.name, env)
-            t = -env.lookback + float(self.rng.uniform(0.0, every))
+            t = self.since + float(self.rng.uniform(0.0, every))
             while t < 0:
                 runs.append((t, self.run(config.name, per_run, t, deploy=False)))
                 t += every
@@ -166,13 +203,16 @@ def checks_rules(rules: list[Rule]) -> list[Rule]:
     return [r for r in rules if r.source == "checks"]
 
 
+def judged_rules(env: EnvironmentSettings, setup: Setup) -> list[Rule]:
+    rules = [r.to_rule() for r in env.rules]
+    return checks_rules(rules) if setup.judged_rules == "checks" else rules
+
+
 @dataclass(frozen=True, slots=True)
 class Task:
-    window: float | None
-    interval: float | None
+    setup: Setup
     service: Service
     seed: np.random.SeedSequence
-    judged_rules: str
     worded: bool = True
     """Word the verdict (the bounds each rule's evidence reached); False: outcomes alone
     (`Judge.glance`, the same decision without a 'can detect' search a window)."""
@@ -180,11 +220,9 @@ class Task:
 
 def one_window(task: Task) -> dict[str, Any]:
     """One window: each checks rule's outcome and the bounds its evidence reached."""
-    env = example_env(task.window, task.interval)
-    rules = [r.to_rule() for r in env.rules]
-    if task.judged_rules == "checks":
-        rules = checks_rules(rules)
-    sim = Simulator(env, task.service, np.random.default_rng(task.seed))
+    env = example_env(task.setup)
+    rules = judged_rules(env, task.setup)
+    sim = Simulator(env, task.service, np.random.default_rng(task.seed), task.setup.pre)
     periods = sim.background()
     baselines: dict[str, Observation] = {
         r.name: background_baseline(r, periods, env) for r in checks_rules(rules)
@@ -289,16 +327,14 @@ class Claim:
 
 
 def claims(
-    env: EnvironmentSettings, service: Service, seed: int, judged: str
+    env: EnvironmentSettings, service: Service, seed: int, setup: Setup
 ) -> tuple[list[Claim], list[str]]:
     """Each checks rule's detectable effect at the window's open, as registration reads it
     (`round_traffic` of the lookback's background runs, `detectable` after no round), and
     the warnings registration gives (`Judge.blind_spots`: a bound below what the rule can
     detect, or one it cannot pass on evidence by the window's end)."""
-    rules = [r.to_rule() for r in env.rules]
-    if judged == "checks":
-        rules = checks_rules(rules)
-    periods = Simulator(env, service, np.random.default_rng(seed)).background()
+    rules = judged_rules(env, setup)
+    periods = Simulator(env, service, np.random.default_rng(seed), setup.pre).background()
     baselines = {r.name: background_baseline(r, periods, env) for r in checks_rules(rules)}
     judge = Judge(rules, baselines, policy_of(env), horizon=rounds_of(env))
     out = []
@@ -341,12 +377,12 @@ def regression_of(claim: Claim, rule: Rule, service: Service) -> Service:
 
 
 def detect_figures(
-    env: EnvironmentSettings, service: Service, args: argparse.Namespace, cell: int
+    env: EnvironmentSettings, setup: Setup, service: Service, args: argparse.Namespace, cell: int
 ) -> list[str]:
     """Registration's warnings and 'can detect' figures (one lookback's), and with
     `--detect` the share of windows an effect of each figure's size failed its rule."""
     rules = {r.name: r.to_rule() for r in env.rules}
-    said, warnings = claims(env, service, SEED + cell, args.judged_rules)
+    said, warnings = claims(env, service, SEED + cell, setup)
     lines = [f"  registration warns: {w}" for w in warnings] or ["  registration warns: nothing"]
     for claim in said:
         words = (
@@ -360,10 +396,7 @@ def detect_figures(
             continue
         regressed = regression_of(claim, rules[claim.rule], service)
         seeds = np.random.SeedSequence([SEED, cell, 7]).spawn(args.windows)
-        tasks = [
-            Task(args.window, args.interval, regressed, s, args.judged_rules, worded=False)
-            for s in seeds
-        ]
+        tasks = [Task(setup, regressed, s, worded=False) for s in seeds]
         results = run(tasks, args.workers)
         caught = sum(1 for r in results if r[claim.rule]["outcome"] == "fail")
         lines.append(
@@ -393,28 +426,35 @@ def main() -> int:
         default="all",
         help="the judge holds all six example rules (alpha split six ways) or the three checks",
     )
+    parser.add_argument(
+        "--pre", type=parse_duration, default=None, help="background runs only this long"
+    )
+    parser.add_argument("--health-p95", action="store_true", help="add busy_host's health-p95")
     parser.add_argument("--no-aa", action="store_true", help="registration's figures alone")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
-    env = example_env(args.window, args.interval)
+    setup = Setup(args.window, args.interval, args.judged_rules, args.pre, args.health_p95)
+    env = example_env(setup)
     print(
         f"production: window {env.window:g}s, interval {env.interval:g}s ({rounds_of(env)}"
         f" rounds), lookback {env.lookback:g}s, background_interval"
         f" {env.background_interval:g}s, probes_per_round {env.probes_per_round},"
         f" confidence {env.analysis.confidence}, judge holds {args.judged_rules} rules,"
-        f" kappa {args.kappa:g}, api-health median {args.health_median * 1000:g}ms"
+        f" kappa {args.kappa:g}, api-health median {args.health_median * 1000:g}ms,"
+        f" background runs of the last {args.pre or env.lookback:g}s"
+        + (", with health-p95" if args.health_p95 else "")
     )
     for cell, errors in enumerate(float(e) for e in args.errors.split(",")):
         service = Service(errors, args.kappa, health_median=args.health_median)
         if not args.no_aa:
             print(f"A/A, errors {errors:.2%}:")
         seeds = np.random.SeedSequence([SEED, cell]).spawn(args.windows)
-        tasks = [Task(args.window, args.interval, service, s, args.judged_rules) for s in seeds]
+        tasks = [Task(setup, service, s) for s in seeds]
         for line in [] if args.no_aa else aa_figures(run(tasks, args.workers)):
             print(line)
         checked = ", checked" if args.detect else ""
         print(f"at registration{checked} (errors {errors:.2%} before the deploy):")
-        for line in detect_figures(env, service, args, cell):
+        for line in detect_figures(env, setup, service, args, cell):
             print(line)
     return 0
 

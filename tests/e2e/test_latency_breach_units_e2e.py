@@ -1,0 +1,140 @@
+"""The README's "The rollback webhook": for a latency rule, `observed` and `baseline` are
+seconds, as numbers, and `threshold` is the rule's bound as text with its unit, as the
+receiver gets them from a real `postflight run` whose latency rules fail (an absolute
+bound and one relative to the background probes' baseline)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.cli_process import cli_env
+from tests.e2e.conftest import LocalTarget
+from tests.ports import free_port
+from tests.receivers import RollbackReceiver
+
+pytestmark = pytest.mark.e2e
+
+TOKEN = "units-api-token-0123456789"
+SECRET = "units-rollback-secret"
+README = " ".join((Path(__file__).resolve().parents[2] / "README.md").read_text().split())
+SLOW_S = 0.2
+"""How long the release answers: far past the 20ms bound and the baseline's +20%, and past
+any delay a loaded agent adds to its own readings (the overload guard's)."""
+
+
+class Target(LocalTarget):
+    """Answers at once until `slow`, then in `SLOW_S`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow = False
+
+    async def health(self, request: web.Request) -> web.Response:
+        if self.slow:
+            await asyncio.sleep(SLOW_S)
+        return web.json_response({"status": "ok"})
+
+    def routes(self, app: web.Application) -> None:
+        app.router.add_get("/health", self.health)
+
+
+def configuration(tmp_path: Path, port: int, target: str, receiver: str) -> Path:
+    path = tmp_path / "postflight.yaml"
+    path.write_text(f"""\
+server: {{listen: "127.0.0.1:{port}", api_tokens: [{TOKEN}]}}
+store: {{url: "sqlite:///{tmp_path / "postflight.db"}"}}
+environments:
+  production:
+    base_url: {target}
+    window: 30s
+    interval: 1s
+    lookback: 1m
+    background_interval: 200ms
+    probes_per_round: 3
+    checks:
+      - {{name: health, type: http, path: /health}}
+    analysis: {{policy: threshold, failure_limit: 1}}
+    rules:
+      - {{name: p95-bound, source: checks, metric: latency_p95, max: 20ms}}
+      - {{name: p95-growth, source: checks, metric: latency_p95, max_increase: 20%}}
+    rollback: {{url: "{receiver}", secret: {SECRET}}}
+""")
+    return path
+
+
+async def background_runs(http: aiohttp.ClientSession, url: str) -> float:
+    async with http.get(f"{url}/metrics") as r:
+        text = await r.text()
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("postflight_check_runs_total{") and 'environment="production"' in line
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_a_latency_breach_sends_seconds_and_the_bound_as_written(
+    tmp_path: Path, rollback_receiver: Callable[..., Awaitable[RollbackReceiver]]
+) -> None:
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    target = Target()
+    await target.start()
+    port = free_port()
+    config = configuration(tmp_path, port, target.url, receiver.url)
+    log = tmp_path / "agent.log"
+    with log.open("wb") as out:
+        agent = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", "run", "--config", str(config),
+            env=cli_env(), stdout=out, stderr=out,
+        )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):  # a baseline of background runs before the deploy
+                try:
+                    if await background_runs(http, url) >= 10:
+                        break
+                except aiohttp.ClientConnectionError:
+                    pass
+                assert agent.returncode is None, log.read_text()
+                await asyncio.sleep(0.1)
+            target.slow = True
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            body = {"environment": "production", "version": "v2"}
+            async with http.post(f"{url}/v1/deploys", json=body, headers=headers) as r:
+                assert r.status == 201, await r.text()
+            for _ in range(600):
+                if receiver.attempts:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        if agent.returncode is None:
+            agent.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(agent.wait(), 30)
+        await target.stop()
+    assert receiver.attempts, log.read_text()
+    breaches = {b["rule"]: b for b in json.loads(receiver.attempts[0].body)["breaches"]}
+    bound, growth = breaches["p95-bound"], breaches["p95-growth"]
+    assert bound["threshold"] == "max 20ms"
+    assert growth["threshold"] == "max_increase 20%"
+    for breach in (bound, growth):
+        # seconds: the release's 200 ms answers, not 200 (ms) nor "200ms"
+        assert isinstance(breach["observed"], float), breach
+        assert SLOW_S <= breach["observed"] < 2 * SLOW_S + 0.5, breach
+        assert isinstance(breach["baseline"], float), breach
+        assert 0 < breach["baseline"] < SLOW_S, breach
+    said = (
+        "For a latency rule, `observed` and `baseline` are seconds, as numbers "
+        "(`0.087` for 87 ms), and `threshold` is the bound as text with its unit "
+        "(`max 20ms`, `max_increase 20%`)"
+    )
+    assert said in README

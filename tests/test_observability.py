@@ -387,6 +387,10 @@ def test_a_sentry_dsn_sentry_cannot_use_is_one_line_and_exit_2(tmp_path: Path) -
     assert "postflight run: error: SENTRY_DSN is not a Sentry DSN (" in said, said
     assert "Traceback" not in said and "listening on" not in said, said
     assert "public-key-0123456789" not in said, said
+    # the README's "Own observability" quotes that line as it is printed
+    line = next(x for x in said.splitlines() if "SENTRY_DSN is not" in x)
+    quoted = "`" + line.split(" (", 1)[0] + " (…)`"
+    assert quoted in " ".join((ROOT / "README.md").read_text().split()), quoted
 
 
 def test_a_new_relic_configuration_it_cannot_read_is_one_line_and_exit_2(tmp_path: Path) -> None:

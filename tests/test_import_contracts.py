@@ -124,3 +124,27 @@ def test_the_names_where_to_add_points_at_are_there() -> None:
     groups = (ROOT / "pyproject.toml").read_text()
     for group in ("postflight.checks", "postflight.providers"):
         assert f'[project.entry-points."{group}"]' in groups, group
+
+
+def test_the_flow_the_layout_draws_is_the_layers_contract() -> None:
+    """The README's Layout: "The flow runs one way: `cli` → `app` → `web`/`windows` → …".
+    Drawn and never checked, it said `providers` sit above `settings`, where `settings`
+    imports the providers' settings models: now the drawing is a `layers` contract (run by
+    the test above), its exceptions the ones the README names."""
+    import tomllib
+
+    text = " ".join((ROOT / "README.md").read_text().split())
+    drawn = text.split("The flow runs one way: ", 1)[1].split(". ", 1)[0]
+    layers = [
+        {
+            f"{'' if n in ('alerting', 'common') else 'agent.'}{n}"
+            for n in re.findall(r"`(\w+)`", step)
+        }
+        for step in drawn.split(" (", 1)[0].split(" → ")
+    ]
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    [flow] = [c for c in contracts["contracts"] if c["type"] == "layers"]
+    assert layers == [set(layer.split(" : ")) for layer in flow["layers"]], drawn
+    for rule in flow["ignore_imports"]:
+        module = rule.split(" -> ")[1]
+        assert f"`{module.rsplit('.', 1)[1]}.py`" in drawn, (rule, drawn)

@@ -112,6 +112,17 @@ def test_the_agents_paces_are_the_ones_written() -> None:
     assert heap.THRESHOLDS[0] == 500_000 and sketch.GAMMA == 1.02
 
 
+def test_the_bounds_of_own_observability_and_where_to_add_are_the_ones_written() -> None:
+    from agent.observability import NEWRELIC_SHUTDOWN_S
+    from checks.registry import DEADLINE_GRACE_S
+
+    says(
+        "a stop then gives it 2 s for its last harvest",
+        "otherwise the registry stops it half a second after",
+    )
+    assert NEWRELIC_SHUTDOWN_S == 2 and DEADLINE_GRACE_S == 0.5
+
+
 NAMED = sorted(
     set(
         re.findall(r"`(?:python )?((?:tests|bench)/[\w/]+\.py)((?: -k \w+)?)(?: --\w+)*`", SECTIONS)

@@ -112,6 +112,18 @@ def test_the_agents_paces_are_the_ones_written() -> None:
     assert heap.THRESHOLDS[0] == 500_000 and sketch.GAMMA == 1.02
 
 
+def test_the_load_checks_rate_bench_runs_the_rates_written() -> None:
+    says(
+        "(`python bench/load_accuracy.py --json`: arrivals counted and time-stamped at the "
+        "target, in its own process, a 10 ms target, 10 s a rate;",
+        "50, 200 and 1,000 requests/s arrived at",
+    )
+    main = " ".join(inspect.getsource(bench_module("load_accuracy").main).split())
+    for default in ('"--rates", default="50,200,1000"', '"--duration", type=float, default=10.0'):
+        assert default in main, default
+    assert '"--delay-ms", type=float, default=10.0' in main
+
+
 def test_the_bounds_of_own_observability_and_where_to_add_are_the_ones_written() -> None:
     from agent.observability import NEWRELIC_SHUTDOWN_S
     from checks.registry import DEADLINE_GRACE_S

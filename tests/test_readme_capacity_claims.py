@@ -135,6 +135,21 @@ def test_the_bounds_of_own_observability_and_where_to_add_are_the_ones_written()
     assert NEWRELIC_SHUTDOWN_S == 2 and DEADLINE_GRACE_S == 0.5
 
 
+def test_the_hooks_where_to_add_names_beside_those_tests_test_import_contracts_reads() -> None:
+    """`CheckContext.room`, `target_errors` and `bare_value(rule)`: named by "Where to add…"
+    and not among the names `test_the_names_where_to_add_points_at_are_there` looks for."""
+    from agent.providers.provider_settings import ProviderSettings
+    from checks.base import Check, CheckContext
+
+    says(
+        "`CheckContext.room`",
+        "names its errors in `target_errors`",
+        "an optional `bare_value(rule)`",
+    )
+    assert "room" in CheckContext.__dataclass_fields__
+    assert Check.target_errors == () and callable(ProviderSettings.bare_value)
+
+
 NAMED = sorted(
     set(
         re.findall(r"`(?:python )?((?:tests|bench)/[\w/]+\.py)((?: -k \w+)?)(?: --\w+)*`", SECTIONS)

@@ -162,6 +162,8 @@ class ServerSettings(StrictModel):
             raise ValueError(f"{value!r} is not HOST:PORT (e.g. 127.0.0.1:8787)")
         if not 0 <= int(port) < 65536:  # 0: a free port, the one bound said and linked
             raise ValueError(f"port {port} is not one of 0-65535 (in {value!r})")
+        if ":" in host and not host.startswith("["):  # `::1:8787`: linked as a URL writes it
+            return f"[{host}]:{port}"
         return value
 
     @model_validator(mode="after")

@@ -520,6 +520,7 @@ def test_a_short_api_token_is_a_warning_without_printing_it(
     [
         ("0.0.0.0:8787", "http://0.0.0.0:8787"),
         ("[::]:8787", "http://[::]:8787"),
+        (":::8787", "http://[::]:8787"),  # an IPv6 host without brackets is linked in them
         # port 0 is a free port taken at start, which the links name, never `:0`
         ("0.0.0.0:0", "http://0.0.0.0:<the port taken at start>"),
     ],

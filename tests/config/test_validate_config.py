@@ -1091,6 +1091,7 @@ README_DEFAULTS: list[tuple[str, str, object]] = [
     ("`lookback` (1h; more than 0s)", "environments.production.lookback", 3600.0),
     ("`background_interval` (30s;", "environments.production.background_interval", 30.0),
     ("`probes_per_round` (40)", "environments.production.probes_per_round", 40),
+    ("`max_concurrency` (16:", "environments.production.max_concurrency", 16),
     ('default `"{version}"`', "environments.production.baseline.sentry.release", "{version}"),
     (
         "(`follow_redirects`, default true",

@@ -1065,7 +1065,10 @@ def test_the_checks_across_a_lists_items_are_said_beside_another_items_error(
 
 BARE = """\
 server: {api_tokens: ["tok-1234567890abcdef"]}
-providers: {sentry: {org: acme, token: sntrys-token-value}}
+providers:
+  sentry: {org: acme, token: sntrys-token-value}
+  newrelic: {account_id: 1, api_key: nrak-key-value}
+  prometheus: {}
 environments:
   production:
     base_url: http://127.0.0.1:9
@@ -1107,6 +1110,14 @@ README_DEFAULTS: list[tuple[str, str, object]] = [
     ("`timeout` (default 10s)", "environments.production.rollback.timeout", 10.0),
     ("`backoff` (default 1s;", "environments.production.rollback.backoff", 1.0),
     ("`max_backoff` (default 60s;", "environments.production.rollback.max_backoff", 60.0),
+    ("`sample_limit`, default 200:", "providers.sentry.sample_limit", 200),
+    ("`max_points`, default 60:", "providers.prometheus.max_points", 60),
+    ("`timeout` (default 10s: one whole fetch", "providers.sentry.timeout", 10.0),
+    ("default half the `timeout`", "providers.prometheus.attempt_timeout", 5.0),
+    ("`max_attempts` (default 3:", "providers.newrelic.max_attempts", 3),
+    ("default 8, New Relic's 25)", "providers.sentry.max_in_flight", 8),
+    ("default 8, New Relic's 25)", "providers.prometheus.max_in_flight", 8),
+    ("default 8, New Relic's 25)", "providers.newrelic.max_in_flight", 25),
 ]
 """(what the README's configuration walkthrough says, where the setting is, its value)."""
 

@@ -1072,7 +1072,10 @@ providers:
 environments:
   production:
     base_url: http://127.0.0.1:9
-    checks: [{name: api-health, type: http, path: /health}]
+    checks:
+      - {name: api-health, type: http, path: /health}
+      - {name: flow, type: smoke, steps: [{name: home}]}
+      - {name: feed, type: load, rate: 5/s}
     rules: [{name: probe-errors, source: checks, metric: error_rate, max: 0.05}]
     baseline: {sentry: {project: web}}
     rollback: {url: http://127.0.0.1:9998/rollback, secret: shh-secret}
@@ -1102,6 +1105,20 @@ README_DEFAULTS: list[tuple[str, str, object]] = [
         True,
     ),
     ("`max_redirects`, default 10", "environments.production.checks.0.max_redirects", 10),
+    ("`method` (default GET)", "environments.production.checks.0.method", "GET"),
+    ("`timeout` (default 5s)", "environments.production.checks.0.timeout", 5.0),
+    ("`verify_tls` (default true)", "environments.production.checks.0.verify_tls", True),
+    ("`status` (default `2xx`:", "environments.production.checks.0.expect.status", "2xx"),
+    (
+        "`tls_expiry_warning_days` (default 14:",
+        "environments.production.checks.0.tls_expiry_warning_days",
+        14,
+    ),
+    ("`timeout` (default the check's)", "environments.production.checks.1.steps.0.timeout", None),
+    ("`duration` (default 10s)", "environments.production.checks.2.duration", 10.0),
+    ("`warmup` (default 1s)", "environments.production.checks.2.warmup", 1.0),
+    ("`max_in_flight` (default 100:", "environments.production.checks.2.max_in_flight", 100),
+    ("`max_error_rate` (default 1%)", "environments.production.checks.2.max_error_rate", 0.01),
     ("`sequential` (the default)", "environments.production.analysis.policy", "sequential"),
     ("consecutive rounds, default 3", "environments.production.analysis.failure_limit", 3),
     ("`evidence` (the default", "environments.production.analysis.pass_on", "evidence"),

@@ -40,8 +40,8 @@ def observe(
     `error_rate` = failed / total (count = failed, total = n); `latency_pNN` = the NN-th
     percentile in seconds of the samples that have a latency (values = those latencies,
     count = total = n, `lower_bounds` = how many are a timeout's wait, `rests_on_waits` =
-    whether the percentile is a lower bound too); `throughput` = n / round_seconds (count =
-    n).
+    whether the percentile is a lower bound too); `throughput` = the samples that passed /
+    round_seconds (count = those).
     """
     check = rule.check  # list comprehensions, not generators: this runs per rule per round
     if check is None:
@@ -58,7 +58,10 @@ def observe(
     if metric == "throughput":
         if round_seconds <= 0:
             return Observation(value=None, error="round has no duration", count=n)
-        return Observation(value=n / round_seconds, count=n, seconds=round_seconds)
+        # what the target served: a failed probe (refused, 5xx, timed out) is none of it,
+        # or a target that answered nothing kept the agent's own steady pace
+        served = len([s for s in chosen if s.ok])
+        return Observation(value=served / round_seconds, count=served, seconds=round_seconds)
     q = quantile_of(metric)
     if metric.startswith("latency_") and q is not None:
         latencies = tuple([float(s.latency_s) for s in chosen if s.latency_s is not None])

@@ -43,6 +43,16 @@ def test_throughput_is_requests_per_second() -> None:
     assert (obs.value, obs.count) == (5.0, 50)
 
 
+def test_throughput_counts_only_the_requests_that_passed() -> None:
+    """A refused, 5xx or timed-out probe served nothing: counted, a target that answered
+    none kept the agent's own pace as its throughput."""
+    rule = Rule("rps", "checks", "throughput", min=1.0, direction="decrease")
+    obs = observe(rule, samples("a", [0.1] * 50, failed=20), 10.0)
+    assert (obs.value, obs.count) == (3.0, 30)
+    none = observe(rule, samples("a", [0.1] * 50, failed=50), 10.0)
+    assert (none.value, none.count) == (0.0, 0)
+
+
 def test_only_deploy_samples_count_and_baseline_reads_the_other_side() -> None:
     deploy = samples("a", [0.1] * 10, failed=5)
     stable = [Sample("a", ok=True, latency_s=0.1, target="baseline") for _ in range(20)]

@@ -135,7 +135,7 @@ class ServerSettings(StrictModel):
     view_secret: SecretStr | None = None
     """Signs the read-only `?view=` links; default: derived from the first api token (the
     first named one when there are only those)."""
-    view_ttl: Duration = 7 * 86400.0
+    view_ttl: PositiveDuration = 7 * 86400.0
     """How long a `?view=` link stays valid."""
 
     _public_base = field_validator("public_url")(a_base("remove it"))

@@ -25,11 +25,11 @@ SCHEMA = jsonschema.Draft202012Validator(
 
 
 def with_rounds(written: str) -> str:
-    """MINIMAL with `server.view_ttl` (a duration with no bound, 0 allowed) written as
-    the quoted text `written` (JSON's quoting is YAML's double-quoted style)."""
-    server = "server:\n  listen: 127.0.0.1:8787\n"
-    assert server in MINIMAL
-    return MINIMAL.replace(server, f"{server}  view_ttl: {json.dumps(written)}\n")
+    """MINIMAL with `rollback.backoff` (a duration with no bound, 0 allowed: no wait)
+    written as the quoted text `written` (JSON's quoting is YAML's double-quoted style)."""
+    secret = "      secret: shh-secret\n"
+    assert secret in MINIMAL
+    return MINIMAL.replace(secret, f"{secret}      backoff: {json.dumps(written)}\n")
 
 
 def validate_config(text: str) -> tuple[int, str]:

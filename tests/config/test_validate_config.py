@@ -1086,7 +1086,7 @@ README_DEFAULTS: list[tuple[str, str, object]] = [
     ("`listen` (HOST:PORT, default `127.0.0.1:8787`;", "server.listen", "127.0.0.1:8787"),
     ("default `http://<listen>`", "server.base_url", "http://127.0.0.1:8787"),
     ("`ui` (default true", "server.ui", True),
-    ("`view_ttl` (how long a link stays valid, default 168h)", "server.view_ttl", 168 * 3600.0),
+    ("`view_ttl` (how long a link stays valid, default 168h,", "server.view_ttl", 168 * 3600.0),
     ("send what is due: default 8s, at most 10s", "server.shutdown_timeout", 8.0),
     ("`sqlite:///path` (embedded, WAL; the default;", "store.url", "sqlite:///./postflight.db"),
     ("a lease of `lease`, default 30s, at least 1s", "store.lease", 30.0),

@@ -170,6 +170,16 @@ def test_a_view_ttl_of_infinity_is_refused() -> None:
     assert "finite" in problems(text)["server.view_ttl"]
 
 
+def test_a_view_ttl_of_nothing_is_refused() -> None:
+    """`view_ttl: 0s` validated, and every `?view=` link the agent gave (in alerts, in
+    `register`'s answer) had expired as it was made: the README's "how long a link stays
+    valid" has no use for none."""
+    text = MINIMAL.replace(
+        "  listen: 127.0.0.1:8787\n", "  listen: 127.0.0.1:8787\n  view_ttl: 0s\n"
+    )
+    assert problems(text).get("server.view_ttl") == "must be more than 0s", problems(text)
+
+
 PROVIDERS_MISSING = MINIMAL.replace(
     "        max: 0.05\n",
     "        max: 0.05\n"

@@ -9,10 +9,23 @@ import json
 import re
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.cli.test_run_start import TOKEN, agent_config, listening_until_stopped
+
+
+def registered(base: str) -> dict[str, Any]:
+    """A deploy registered with the agent at `base`, as its API answered it."""
+    register = urllib.request.Request(
+        f"{base}/v1/deploys",
+        data=json.dumps({"environment": "production", "version": "v2"}).encode(),
+        headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(register, timeout=10) as answer:
+        deploy: dict[str, Any] = json.load(answer)
+    return deploy
 
 
 @pytest.mark.timeout(120)
@@ -29,13 +42,7 @@ def test_a_daemon_on_port_0_answers_on_the_port_its_log_names(tmp_path: Path) ->
         with urllib.request.urlopen(f"{base}/healthz", timeout=10) as answer:
             assert answer.status == 200
         # the links are built on the port taken, not on `:0`
-        register = urllib.request.Request(
-            f"{base}/v1/deploys",
-            data=json.dumps({"environment": "production", "version": "v2"}).encode(),
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(register, timeout=10) as answer:
-            deploy = json.load(answer)
+        deploy = registered(base)
         assert deploy["links"]["page"].startswith(f"{base}/deploys/"), deploy
         assert f"deploy pages at {base}/deploys" in log.read_text()
 
@@ -56,13 +63,7 @@ def test_an_ipv6_listen_is_linked_in_brackets_as_a_browser_opens_it(
         found = re.search(r"listening on http://\[::1\]:(\d+) ", said)
         assert found, said
         base = f"http://[::1]:{found[1]}"
-        register = urllib.request.Request(
-            f"{base}/v1/deploys",
-            data=json.dumps({"environment": "production", "version": "v2"}).encode(),
-            headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(register, timeout=10) as answer:
-            deploy = json.load(answer)
+        deploy = registered(base)
         assert deploy["links"]["page"].startswith(f"{base}/deploys/"), deploy
         with urllib.request.urlopen(f"{deploy['links']['page']}", timeout=10) as answer:
             assert answer.status == 200  # a page that asks to sign in, at the link given

@@ -385,6 +385,10 @@ class Integrations:
     async def run(self) -> None:
         outage = StoreOutageLog(log, "integrations: a scan")
         while True:
+            # cleared as the turn begins: a deploy event or a gate heard during a scan (one
+            # of seconds with a store slow to answer, after it read the windows) wakes the
+            # next at once, where clearing after the scan left its status a whole poll late
+            self._wake.clear()
             try:
                 if self._resume:
                     # retried until the store answers: a first look that failed was
@@ -403,7 +407,7 @@ class Integrations:
                 raise
             except Exception as exc:
                 outage.failed(exc)
-            self._wake.clear()
+                self._wake.clear()  # a scan that failed waits a whole poll
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.poll_interval):
                     await self._wake.wait()

@@ -520,6 +520,21 @@ def _held(rule: RuleVerdict, probed: Iterable[str], again: Iterable[str] = ()) -
 _EARLIER = "; its fail in an earlier round was within the agent's own delay"
 
 
+_WARNINGS = frozenset({"streak", "breaching"})
+"""What says a rule is past its bound short of failing (`common.breaching`): the threshold
+policy's streak, the sequential policy's warning."""
+
+
 def _calm(evidence: dict[str, Any]) -> dict[str, Any]:
-    """Evidence without a breach streak (a breach alert is for the target's breaches)."""
-    return {**{k: v for k, v in evidence.items() if k != "streak"}, "agent_overloaded": True}
+    """Evidence without a breach warning of either policy (a breach alert, and status's or
+    the deploy page's `! breach`, are for the target's breaches, not a held rule's).
+
+    A held rule is a fail (`probed`) or a pass after a held fail (`again`). The sequential
+    policy's `breaching` is on neither as the judge writes them: it writes it beside a pass
+    or an `inconclusive` only, never a fail, and a rule whose sequential test crossed fails
+    every later round (its `crossed` is kept), so it never passes after a held fail; a
+    rule the streak judges (`policy: threshold`) has no `breaching`. Dropped all the same,
+    as the streak is, so that a held rule never reads as breached whatever the judge
+    writes (tests/test_held_rule_calm.py)."""
+    calm = {k: v for k, v in evidence.items() if k not in _WARNINGS}
+    return {**calm, "agent_overloaded": True}

@@ -6,6 +6,7 @@ daemon's it is a second)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,34 +18,22 @@ from aiohttp.test_utils import TestClient, TestServer
 from agent.app import build_app
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
-from agent.store.sqlite import SqliteStore
 from tests.api.conftest import Client
 from tests.fakes import github as gh
 from tests.fakes.github import FakeGitHub
+from tests.slow_listing import SLOW_S, SlowListing
 
 pytestmark = pytest.mark.timeout(40)
 TOKEN = "gh-token"
 SECRET = "gh-webhook-secret"
-SLOW_S = 2.0
-"""How long the store takes to list the pending gates, at the end of each scan."""
 
 
-class SlowGates(SqliteStore):
-    """A SQLite store whose list of pending gates, read at the end of each integrations
-    scan (after the windows), takes `SLOW_S`: a scan lasts that long. `listing` is set
-    while one is under way."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.listing = asyncio.Event()
+class SlowGates(SlowListing):
+    """Its list of pending gates, read at the end of each integrations scan (after the
+    windows), takes `SLOW_S`: a scan lasts that long."""
 
     async def pending_gates(self, *args: Any, **kwargs: Any) -> Any:
-        self.listing.set()
-        try:
-            await asyncio.sleep(SLOW_S)
-            return await super().pending_gates(*args, **kwargs)
-        finally:
-            self.listing.clear()
+        return await self.slowly(functools.partial(super().pending_gates, *args, **kwargs))
 
 
 @pytest.fixture

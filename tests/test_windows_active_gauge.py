@@ -7,6 +7,7 @@ here the poll is an hour)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -18,32 +19,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from agent.app import build_app
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
-from agent.store.sqlite import SqliteStore
 from tests.api.conftest import Client
+from tests.slow_listing import SLOW_S, SlowListing
 from tests.test_round_bug_watcher import CONFIG
 
 pytestmark = pytest.mark.timeout(30)
 AUTH = {"Authorization": "Bearer tok-1234567890abcdef"}
-SLOW_S = 2.0
-"""How long the store takes to list the pending rollbacks, each pass of the watcher's."""
 
 
-class SlowStore(SqliteStore):
-    """A SQLite store whose list of pending rollbacks, read at least once each pass of the
-    watcher's (after its claim), takes `SLOW_S` (a store far away, or busy): a pass lasts
-    that long. `listing` is set while one is under way."""
-
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
-        self.listing = asyncio.Event()
+class SlowStore(SlowListing):
+    """Its list of pending rollbacks, read at least once each pass of the watcher's (after
+    its claim), takes `SLOW_S`: a pass lasts that long."""
 
     async def pending_rollbacks(self, *args: Any, **kwargs: Any) -> Any:
-        self.listing.set()
-        try:
-            await asyncio.sleep(SLOW_S)
-            return await super().pending_rollbacks(*args, **kwargs)
-        finally:
-            self.listing.clear()
+        return await self.slowly(functools.partial(super().pending_rollbacks, *args, **kwargs))
 
 
 async def active(client: Client) -> float | None:

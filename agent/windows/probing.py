@@ -543,8 +543,9 @@ class BackgroundProber:
         (`agent.windows.in_flight`). Its rounds stand in for one a round each
         (`owed_runs`); one none took is run as the window ends (`window_ended`)."""
         self.freed: dict[str, asyncio.Event] = {}
-        """Per environment, set when no window probes it any more (`window_ended`): the
-        loops waiting for their next slot wake to run what no round took."""
+        """Per environment, set when no window probes it any more (`window_ended`): its
+        loops, each of which took it as its turn began, wake from the wait for their next
+        slot to run what no round took."""
         self.in_flight = InFlight()
         self.tell: Callable[[str], None] | None = None
         """Tells the other replicas a window here starts probing (`yield_to_window`); None
@@ -585,6 +586,11 @@ class BackgroundProber:
         start, slot = self.monotonic(), 0
         outage = StoreOutageLog(log, "background probe")
         while True:
+            # taken as the turn begins: a window that ends during it (as the slot takes the
+            # lease from a shared store slow to answer) wakes the wait below, where one taken
+            # there missed that end, and the run owed to the window was dropped at the next
+            # slot
+            freed = self.freed.setdefault(name, asyncio.Event())
             if self.busy(name):
                 self.owe(name, check.name, self.clock())
                 await self._hold(name, steal=True)  # no other replica probes it meanwhile
@@ -592,8 +598,9 @@ class BackgroundProber:
                 self.owed.get(name, {}).pop(check.name, None)
                 await self._run(name, probe, check, outage)
             slot = max(slot + 1, math.floor((self.monotonic() - start) / every))
-            while await self._freed_before(name, start + slot * every - self.monotonic()):
+            while await self._freed_before(freed, start + slot * every - self.monotonic()):
                 await self._run_left_over(name, probe, check, outage)
+                freed = self.freed.setdefault(name, asyncio.Event())
 
     async def _run(
         self, name: str, probe: EnvironmentProbe, check: Check, outage: StoreOutageLog
@@ -610,15 +617,15 @@ class BackgroundProber:
             else:
                 outage.answered()
 
-    async def _freed_before(self, name: str, wait: float) -> bool:
+    async def _freed_before(self, freed: asyncio.Event, wait: float) -> bool:
         """Sleep `wait` seconds (to the next slot); True, at once, if the environment's
-        window ended first (`window_ended`)."""
+        window ended first (`window_ended` sets `freed`, or has)."""
         if wait <= 0:
             return False
         # a sleep done first (or with it) wins: what it raised is raised (a test's clock
         # ending the loop)
-        freed, _ = await unless_set(self.freed.setdefault(name, asyncio.Event()), self.sleep(wait))
-        return freed
+        ended, _ = await unless_set(freed, self.sleep(wait))
+        return ended
 
     async def _run_left_over(
         self, name: str, probe: EnvironmentProbe, check: Check, outage: StoreOutageLog

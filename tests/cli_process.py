@@ -56,11 +56,14 @@ def validated_here(*args: str, env: dict[str, str]) -> subprocess.CompletedProce
     the environment (and taken away after) and its output captured, for a command that
     only reads its configuration and says what it found (`validate-config`). A test of
     the words, not of the process, spared a Python start: 0.35 s of CPU, seconds of wall
-    on a loaded machine."""
+    on a loaded machine. The suite's own POSTFLIGHT_* settings are taken away first, as
+    `cli_env` leaves them out of a process's."""
     from agent.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch, redirect_stdout(out), redirect_stderr(err):
+        for name in [name for name in os.environ if name.startswith("POSTFLIGHT")]:
+            patch.delenv(name)
         for name, value in env.items():
             patch.setenv(name, value)
         code = main(list(args))

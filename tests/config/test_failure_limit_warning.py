@@ -2,7 +2,7 @@
 an environment whose window holds fewer rounds fails no window, however bad the release;
 under `sequential`, so does a bare value whose bound has no sequential test (a `min`, a
 relative decrease, a `max` of 0 or below), judged by that streak. The configuration says
-so (a warning at `analysis.failure_limit`, exit 0), through the real CLI: validate-config."""
+so (a warning at `analysis.failure_limit`, exit 0), through the CLI's validate-config."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 
 from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import judge
-from tests.cli_process import cli_env, postflight
+from tests.cli_process import validated_here
 from tests.config.test_validate_config import MINIMAL
 
 AT = "warning: environments.production.analysis.failure_limit (line "
@@ -20,12 +20,13 @@ AT = "warning: environments.production.analysis.failure_limit (line "
 
 def validate(tmp_path: Path, analysis: str, window: str = "2m", rules: str = "") -> str:
     """validate-config's stderr of MINIMAL with 30s rounds in `window`, `analysis` and
-    `rules` after its own; it must exit 0."""
+    `rules` after its own; it must exit 0. The CLI's `main` in this process, where each
+    was a process of its own (ten Python starts in the module: 29 s on -n 2 at load 15)."""
     text = MINIMAL.replace("    window: 10m\n", f"    window: {window}\n    analysis: {analysis}\n")
     text = text.replace("        max: 0.05\n", "        max: 0.05\n" + rules)
     path = tmp_path / "postflight.yaml"
     path.write_text(text)
-    proc = postflight("validate-config", str(path), env=cli_env())
+    proc = validated_here("validate-config", str(path), env={})
     assert proc.returncode == 0, proc.stderr
     return proc.stderr
 

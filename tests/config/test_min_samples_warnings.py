@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.test_run_start import agent_config, listening
-from tests.cli_process import cli_env, postflight, stopped_as_the_block_ends
+from tests.cli_process import stopped_as_the_block_ends, validated_here
 from tests.ports import free_port
 
 HEAD = """\
@@ -58,11 +58,12 @@ def config_of(**environments: tuple[str, list[str]]) -> str:
 
 
 def validate(tmp_path: Path, text: str) -> list[str]:
-    """`postflight validate-config` of `text` in a process of its own: it must exit 0 (a
-    warning leaves the file valid); its warning lines."""
+    """`postflight validate-config` of `text` (the CLI's `main` in this process, where it
+    was a process of its own): it must exit 0 (a warning leaves the file valid); its
+    warning lines."""
     path = tmp_path / "postflight.yaml"
     path.write_text(text)
-    proc = postflight("validate-config", str(path), env=cli_env())
+    proc = validated_here("validate-config", str(path), env={})
     assert proc.returncode == 0, proc.stderr
     return [line.strip() for line in proc.stderr.splitlines() if "warning: " in line]
 
@@ -178,8 +179,8 @@ def test_the_reference_example_has_none_of_them(tmp_path: Path) -> None:
     """Contract section 6's example gives no rule a `min_samples`: nothing to say."""
     example = Path(__file__).resolve().parents[2] / "config" / "postflight.example.yaml"
     variables = ("POSTFLIGHT_API_TOKEN", "SENTRY_AUTH_TOKEN", "NEW_RELIC_API_KEY")
-    env = cli_env(**dict.fromkeys(variables, "t" * 24), ROLLBACK_SECRET="shh-secret")
-    proc = postflight("validate-config", str(example), env=env)
+    env = dict.fromkeys(variables, "t" * 24) | {"ROLLBACK_SECRET": "shh-secret"}
+    proc = validated_here("validate-config", str(example), env=env)
     assert proc.returncode == 0, proc.stderr
     assert "min_samples" not in proc.stderr, proc.stderr
 

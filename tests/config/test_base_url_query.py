@@ -8,10 +8,9 @@ Run as a user runs it: `postflight validate-config` in a process of its own."""
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.cli_process import cli_env
+from tests.cli_process import validated_here
 from tests.config.test_validate_config import MINIMAL
 
 SECRET = "tok-s3cr3t-in-query"
@@ -59,15 +58,11 @@ ADVICE = {
 
 
 def validate(tmp_path: Path, text: str) -> subprocess.CompletedProcess[str]:
+    """validate-config of `text`, the CLI's `main` in this process (`validated_here`),
+    where each was a Python process of its own."""
     path = tmp_path / "postflight.yaml"
     path.write_text(text)
-    return subprocess.run(
-        [sys.executable, "-m", "agent", "validate-config", str(path)],
-        env=cli_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return validated_here("validate-config", str(path), env={})
 
 
 def test_a_query_or_fragment_in_a_base_url_is_refused_at_each_field(tmp_path: Path) -> None:

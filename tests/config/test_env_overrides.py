@@ -3,10 +3,7 @@ wrong one is a configuration error naming its variable (exit 2), never a traceba
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -58,7 +55,10 @@ def test_an_override_that_is_not_json_is_a_config_error_naming_it(
         "check": ["--config", str(config), "--env", "production"],
         "run": ["--config", str(config)],
     }[command]
-    proc = postflight(command, *args, env={variable: value})
+    # validate-config in this process (it only reads the file and says what it found);
+    # check and run each in a process of its own, as a user runs them
+    read = validated_here if command == "validate-config" else postflight
+    proc = read(command, *args, env={variable: value})
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert f"{path} (from ${variable}): not valid JSON (" in proc.stderr, proc.stderr
@@ -364,7 +364,9 @@ def test_run_listens_and_stores_where_the_readmes_overrides_say(
     assert store.exists() and not (tmp_path / "file.db").exists()
 
 
-def test_an_override_stands_in_for_the_files_unset_variable(config: Path) -> None:
+def test_an_override_stands_in_for_the_files_unset_variable(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The README: `POSTFLIGHT__…` overrides the file's values. A deployment that gives the
     secret as an override (`…__ROLLBACK__SECRET`) over a file reading `${ROLLBACK_SECRET}`
     needs no `ROLLBACK_SECRET` too: it was refused, exit 2, "environment variable
@@ -375,27 +377,17 @@ def test_an_override_stands_in_for_the_files_unset_variable(config: Path) -> Non
             '["tok-1234567890abcdef"]', '["${PF_UNSET_TOKEN}"]'
         )
     )
-    env = {k: v for k, v in os.environ.items() if k not in ("PF_UNSET_SECRET", "PF_UNSET_TOKEN")}
-    env["POSTFLIGHT__ENVIRONMENTS__PRODUCTION__ROLLBACK__SECRET"] = "shh-from-the-environment"
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent", "validate-config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    # validate-config in this process (`validated_here`), where each was a process of its own
+    monkeypatch.delenv("PF_UNSET_SECRET", raising=False)
+    monkeypatch.delenv("PF_UNSET_TOKEN", raising=False)
+    env = {"POSTFLIGHT__ENVIRONMENTS__PRODUCTION__ROLLBACK__SECRET": "shh-from-the-environment"}
+    proc = validated_here("validate-config", str(config), env=env)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert proc.stderr.splitlines()[1:] == [
         "  server.api_tokens[0] (line 3): environment variable PF_UNSET_TOKEN is not set"
     ], proc.stderr
     env["POSTFLIGHT__SERVER__API_TOKENS"] = '["tok-from-the-environment"]'
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent", "validate-config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
-    )
+    proc = validated_here("validate-config", str(config), env=env)
     assert proc.returncode == 0, proc.stderr
     assert "valid — environments: production" in proc.stdout, proc.stdout
 

@@ -51,22 +51,38 @@ def postflight(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[s
     )
 
 
-def validated_here(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """`postflight(*args, env=env)` in this process: the CLI's `main` with `env` added to
-    the environment (and taken away after) and its output captured, for a command that
-    only reads its configuration and says what it found (`validate-config`). A test of
-    the words, not of the process, spared a Python start: 0.35 s of CPU, seconds of wall
-    on a loaded machine. The suite's own POSTFLIGHT_* settings are taken away first, as
-    `cli_env` leaves them out of a process's."""
+def validated_here(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`postflight(*args, env=env)` in this process (in `cwd`, if given): the CLI's `main`
+    with `env` added to the environment (and taken away after) and its output captured,
+    for a command that only reads its configuration and says what it found
+    (`validate-config`; `run` or `check` refused at their configuration). A test of the
+    words, not of the process, spared a Python start: 0.35 s of CPU, seconds of wall on a
+    loaded machine. The suite's own POSTFLIGHT_* settings are taken away first, as
+    `cli_env` leaves them out of a process's; the stop signals' handlers `run` sets and
+    the log handlers it adds are put back after."""
+    import logging
+
     from agent.cli.main import main
+    from agent.cli.stop_signals import STOP_SIGNALS
 
     out, err = io.StringIO(), io.StringIO()
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    logged = list(logging.getLogger().handlers)
     with pytest.MonkeyPatch.context() as patch, redirect_stdout(out), redirect_stderr(err):
         for name in [name for name in os.environ if name.startswith("POSTFLIGHT")]:
             patch.delenv(name)
         for name, value in env.items():
             patch.setenv(name, value)
-        code = main(list(args))
+        if cwd is not None:
+            patch.chdir(cwd)
+        try:
+            code = main(list(args))
+        finally:
+            for sig, handler in handlers.items():
+                signal.signal(sig, handler)
+            logging.getLogger().handlers[:] = logged
     return subprocess.CompletedProcess(["postflight", *args], code, out.getvalue(), err.getvalue())
 
 

@@ -21,7 +21,7 @@ import pytest
 
 from agent.cli.stop_signals import STOP_SIGNALS
 from agent.store.location import store_location
-from tests.cli_process import stopped_as_the_block_ends
+from tests.cli_process import stopped_as_the_block_ends, validated_here
 from tests.ports import free_port as free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -492,38 +492,20 @@ def test_with_json_logs_an_overrides_error_names_its_variable(tmp_path: Path) ->
 
 
 @pytest.mark.timeout(120)
-def test_run_reads_config_then_the_variable_then_the_default(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_run_reads_config_then_the_variable_then_the_default(tmp_path: Path) -> None:
     """The README: `postflight run` reads `--config`, else `$POSTFLIGHT_CONFIG`, else
     `./postflight.yaml`. Each file here has an error of its own, so the exit-2 heading
     says which one `run` read. `run` in this process (`main`, which `python -m agent`
     exits with), where each read was a process of its own: which file is read is the
     subject, not the process (three starts, 17.8 s on -n 2 at load 15)."""
-    from agent.cli.main import main
-
     for name in ("postflight.yaml", "from-variable.yaml", "from-flag.yaml"):
         (tmp_path / name).write_text(f"server: {{api_tokens: [{TOKEN}]}}\nenvironments: {{}}\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.stdout", io.StringIO())  # `main` guards both streams: put back
 
     def read(*flags: str, variable: str | None = None) -> str:
-        if variable is None:
-            monkeypatch.delenv("POSTFLIGHT_CONFIG", raising=False)
-        else:
-            monkeypatch.setenv("POSTFLIGHT_CONFIG", variable)
-        stream = io.StringIO()
-        monkeypatch.setattr("sys.stderr", stream)
-        # `run` makes SIGTERM/SIGINT/SIGHUP exit 0 for its process: this one is pytest's
-        handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-        try:
-            code = main(["run", *flags])
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
-            logging.getLogger().handlers.clear()
-        assert code == 2, stream.getvalue()
-        return stream.getvalue().splitlines()[0]
+        env = {"POSTFLIGHT_CONFIG": variable} if variable else {}
+        done = validated_here("run", *flags, env=env, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        return done.stderr.splitlines()[0]
 
     assert read() == "postflight.yaml: 1 configuration error (exit 2)"
     assert (

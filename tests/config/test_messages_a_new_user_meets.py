@@ -333,20 +333,14 @@ def test_a_default_config_not_found_says_it_was_the_default_and_where(
     tmp_path: Path, command: list[str], flag: str
 ) -> None:
     """`postflight run` in a directory without `postflight.yaml` said only `file not found:
-    postflight.yaml`; which directory, and that no file was named, were left to guess."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("POSTFLIGHT")}
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    postflight.yaml`; which directory, and that no file was named, were left to guess.
+    Each command in this process (`validated_here`, in `tmp_path`), where each of the six
+    reads was a Python process of its own: the words are the subject, not the process."""
+    env: dict[str, str] = {}
 
     def said() -> str:
         """The last line of stderr of the command, run in `tmp_path`; it exits 2."""
-        done = subprocess.run(
-            [sys.executable, "-m", "agent", *command],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        done = validated_here(*command, env=env, cwd=tmp_path)
         assert done.returncode == 2, done.stderr
         return done.stderr.splitlines()[-1].strip()
 

@@ -297,6 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = _command(sub, "validate-config")
     validate.add_argument("path", nargs="?", metavar="PATH", help=CONFIG_HELP)
+    validate.add_argument("--config", metavar="PATH", help="the same as PATH, as run takes it")
 
     add_register_arguments(_command(sub, "register"))
     add_status_arguments(_command(sub, "status"))
@@ -364,6 +365,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
             return rollback_command(args)
         if args.command == "validate-config":
+            args.path = _one_config_path(_command_parser(parser, args.command), args)
             from agent.cli.config_commands import validate_command
 
             return validate_command(args)
@@ -409,6 +411,27 @@ def _main(argv: Sequence[str] | None) -> int:
         return EXIT_USAGE
     parser.error(f"unknown command {args.command}")
     return EXIT_USAGE
+
+
+def _one_config_path(parser: argparse.ArgumentParser, args: argparse.Namespace) -> str | None:
+    """validate-config's file, named as the contract's `PATH` or as `run` names it
+    (`--config PATH`), or neither; two files named is a usage error, not one ignored."""
+    path: str | None = args.path
+    flag: str | None = args.config
+    if path is None or flag is None or _same_file(path, flag):
+        return flag if path is None else path
+    parser.error(f"PATH {path} and --config {flag} name two files: give one")
+    return None  # not reached: `error` exits
+
+
+def _same_file(one: str, other: str) -> bool:
+    """The same path, as written or from here (`a.yaml`, `./a.yaml`); `-` and an empty
+    path only as themselves."""
+    import os.path
+
+    if one == other or {"", "-"} & {one, other}:
+        return one == other
+    return os.path.abspath(one) == os.path.abspath(other)
 
 
 def _check_saying_a_stop(args: argparse.Namespace) -> int:

@@ -93,6 +93,7 @@ async def run_all(args: argparse.Namespace, cluster: PgCluster) -> list[dict[str
                     + findings.unrecorded
                     + [f"{e} (ended short)" for e in findings.ended_short]
                     + [f"{name}: /readyz not 200" for name in findings.unready]
+                    + [f"{e} (unjudged)" for e in findings.unjudged]
                     + [f"{k}: {n} deliveries" for k, n in findings.delivered.items() if n != 1]
                 )
             rows.append(row)
@@ -113,7 +114,8 @@ def _line(row: dict[str, Any]) -> str:
         f" orphan_pickup_max={row['orphan_pickup_s_max']}s ({row['orphans']})"
         f" stuck={row['stuck_windows']} unrecorded={row['unrecorded']}"
         f" ended_short={row['ended_short']}"
-        f" unready={row['unready']} kills={row['kills']} pauses={row['pauses']}"
+        f" unready={row['unready']} unjudged={row['unjudged']}"
+        f" kills={row['kills']} pauses={row['pauses']}"
         f" [{row['seconds']}s] {'ok' if row['ok'] else 'WRONG'}"
     )
 
@@ -147,6 +149,7 @@ def main() -> int:
         "unrecorded": sum(r["unrecorded"] for r in rows),
         "ended_short": sum(r["ended_short"] for r in rows),
         "unready": sum(r["unready"] for r in rows),
+        "unjudged": sum(r["unjudged"] for r in rows),
         "takeover_s_max": max((r["takeover_s_max"] or 0 for r in rows), default=0),
         "orphan_pickup_s_max": max((r["orphan_pickup_s_max"] or 0 for r in rows), default=0),
         "rows": rows,
@@ -161,7 +164,7 @@ def main() -> int:
             f" backward_counters={summary['backward_counters']}"
             f" stuck={summary['stuck_windows']}"
             f" unrecorded={summary['unrecorded']} ended_short={summary['ended_short']}"
-            f" unready={summary['unready']}"
+            f" unready={summary['unready']} unjudged={summary['unjudged']}"
             f" takeover_max={summary['takeover_s_max']}s"
             f" orphan_pickup_max={summary['orphan_pickup_s_max']}s"
         )

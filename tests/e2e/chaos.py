@@ -37,6 +37,7 @@ from typing import Any
 import aiohttp
 import asyncpg  # type: ignore[import-untyped]
 
+from agent.records import JUDGED_STATES
 from agent.rollback.delivery import TAKEOVER_GRACE_S
 from tests.e2e.crash import ROOT, TOKEN, free_port
 from tests.pg import PgCluster
@@ -97,6 +98,10 @@ class Findings:
     `failure_limit` (see `ended_short`): a judging matter, not a rollback lost."""
     unready: list[str] = field(default_factory=list)
     """Replicas whose /readyz did not answer 200 at the end."""
+    unjudged: list[str] = field(default_factory=list)
+    """Deploys registered (201) whose window, at the end, is not in the store or not
+    judged (`JUDGED_STATES`): a window lost, regressed or not (`stuck` counts only those
+    still watching)."""
     held_2xx: bool | None = None
     """`store_outage`: whether the receiver's 2xx to attempt 1 went to a sender still
     connected, the held 2xx the run is about (not if the store's stop outlasted the
@@ -136,6 +141,7 @@ class Findings:
             "unrecorded": len(self.unrecorded),
             "ended_short": len(self.ended_short),
             "unready": len(self.unready),
+            "unjudged": len(self.unjudged),
             "kills": self.kills,
             "pauses": self.pauses,
         }
@@ -151,6 +157,7 @@ class Findings:
             and not self.stuck
             and not self.unrecorded
             and not self.unready
+            and not self.unjudged
         )
 
 
@@ -678,6 +685,7 @@ class Chaos:
             await asyncio.sleep(0.5)
         self.f.stuck = self._unsettled()
         self.f.unrecorded, self.f.ended_short = self._unrecorded(), self._ended_short()
+        self.f.unjudged = self._unjudged()
         ready = await asyncio.gather(*(r.ready_within(5.0) for r in self.replicas))
         self.f.unready = [r.name for r, ok in zip(self.replicas, ready, strict=True) if not ok]
 
@@ -706,6 +714,11 @@ class Chaos:
             if (window, rollback) != ("rolled_back", "delivered"):
                 left.append(f"{deploy}: window {window}, rollback {rollback}")
         return left
+
+    def _unjudged(self) -> list[str]:
+        """Deploys registered whose window the store does not hold judged."""
+        states = {d: self.monitor.windows.get(d, {}).get("state") for d in self.deploys}
+        return [f"{d}: window {s}" for d, s in states.items() if s not in JUDGED_STATES]
 
     def _unsettled(self) -> list[str]:
         left = [

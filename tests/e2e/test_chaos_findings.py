@@ -45,3 +45,16 @@ def test_a_regressed_window_ended_inconclusive_short_of_its_failure_limit_is_cou
     run.f.unrecorded, run.f.ended_short = run._unrecorded(), run._ended_short()
     assert run.f.undelivered == 2  # lost and failed; the short ones send nothing
     assert run.f.summary()["ended_short"] == 2 and not run.f.ok
+
+
+def test_a_registered_deploy_whose_window_is_not_judged_at_the_end_is_counted_unjudged(
+    tmp_path: Path,
+) -> None:
+    """A window lost (not in the store) or left watching is a registered deploy never
+    judged, regressed or not: `stuck` counts only the windows still watching."""
+    run = _run(tmp_path, {"judged": {"state": "passed", "rounds": 48}})
+    run.deploys.update({"missing": False, "watching": False})
+    run.monitor.windows["watching"] = {"state": "watching", "rounds": 3}
+    assert run._unjudged() == ["missing: window None", "watching: window watching"]
+    run.f.unjudged = run._unjudged()
+    assert run.f.summary()["unjudged"] == 2 and not run.f.ok

@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import math
 import re
 from urllib.parse import quote
 
@@ -41,8 +42,10 @@ def _signature(key: bytes, subject: str, expires: int) -> str:
 
 
 def sign(key: bytes, subject: str, expires: float) -> str:
-    """A token for `subject` (a deploy id, or `session`) valid until `expires`."""
-    at = int(expires)
+    """A token for `subject` (a deploy id, or `session`) valid until `expires`, rounded up
+    to the whole second the token carries: rounded down, a `view_ttl` under 1s gave a
+    link dead as it was made, and every link opened for up to 1s less than its ttl."""
+    at = math.ceil(expires)
     return f"{_VERSION}.{at}.{_signature(key, subject, at)}"
 
 

@@ -58,6 +58,22 @@ def test_page_url_uses_public_url_and_is_none_with_the_ui_off() -> None:
     assert short is not None and int(short.split(".")[-2]) == NOW + 3600
 
 
+@pytest.mark.parametrize("ttl", ["1ms", "500ms", "1500ms", "1h"])
+@pytest.mark.parametrize("fraction", [0.0, 0.3, 0.999])
+def test_a_link_opens_for_at_least_its_ttl(ttl: str, fraction: float) -> None:
+    """The expiry was truncated to a whole second: `view_ttl: 500ms` gave a link that had
+    expired as it was made (at a whole second), and `1500ms` one that opened for 0.5s."""
+    settings = server(view_ttl=ttl)
+    made = NOW + fraction
+    url = deploy_page_url(settings, ID, now=made)
+    assert url is not None
+    token = url.split("?view=")[1]
+    key = signing_key(settings)
+    last = made + settings.view_ttl - 0.0005  # the link's last moment within its ttl
+    assert verify(key, token, ID, made) and verify(key, token, ID, last), (ttl, token)
+    assert not verify(key, token, ID, made + settings.view_ttl + 1)  # and not much longer
+
+
 def window(**kw: Any) -> DeployWindow:
     values: dict[str, Any] = {
         "id": ID,

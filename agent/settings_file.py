@@ -435,9 +435,12 @@ def _environments_added_by_a_variable(
             f"the file has no environment {name!r} ({hint}), so this variable adds one,"
             f" which lacks {keys}; check the variable's spelling"
         )
-        # its other errors (a rollback without its url) follow from the same slip
-        out = [p for p in out if p.loc[:2] != loc]
-        out.append(ConfigProblem(loc, message, variable=variable))
+        # its other errors (a rollback without its url) follow from the same slip; a
+        # value a variable wrote there that is wrong in itself (`…__INTERVAL=30 sec`)
+        # is its own error, said beside it (it was dropped, found only once this was fixed)
+        at = next(i for i, p in enumerate(out) if p.loc[:2] == loc)  # said first
+        out = [p for p in out if p.loc[:2] != loc or origins.variable(p.loc) is not None]
+        out.insert(at, ConfigProblem(loc, message, variable=variable))
     return out
 
 

@@ -268,6 +268,23 @@ def test_an_override_of_an_environment_the_file_lacks_names_the_ones_it_has(
     ]
 
 
+def test_a_variables_own_error_in_an_environment_it_adds_is_said_too(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Contract §1: every error, each with its path. `…__PROD__INTERVAL=30 sec` beside
+    `…__PROD__WINDOW`: only the added environment's error was said, and the interval's own
+    once the name was fixed, a second run."""
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__PROD__WINDOW", "15m")
+    monkeypatch.setenv("POSTFLIGHT__ENVIRONMENTS__PROD__INTERVAL", "30 sec")
+    lines = error_lines(tmp_path, MINIMAL, capsys)
+    assert [line.partition(":")[0] for line in lines] == [
+        "environments.prod (from $POSTFLIGHT__ENVIRONMENTS__PROD__INTERVAL)",
+        "environments.prod.interval (from $POSTFLIGHT__ENVIRONMENTS__PROD__INTERVAL)",
+    ], lines
+    assert "so this variable adds one, which lacks base_url" in lines[0], lines
+    assert "'30 sec' is not a duration" in lines[1], lines
+
+
 def test_an_environment_added_whole_by_variables_still_loads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -1,8 +1,9 @@
 """Contract §7's inbound hooks and Vercel target through the real daemon, where only a
-component test or a test client proved them: a team's `teamId` on the rollback, a
-deployment without a commit opening a window versioned by its id, a forged delivery
-that takes no delivery id from the real one after it, a superseded window's manual
-rollback refused. Counted at the fakes (reference/seed-stack-apis.md's shapes)."""
+component test or a test client proved them: a team's `teamId` on the rollback and the
+Rolling Release calls, a deployment without a commit opening a window versioned by its
+id, a forged delivery that takes no delivery id from the real one after it, a superseded
+window's manual rollback refused. Counted at the fakes (reference/seed-stack-apis.md's
+shapes)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     VC_SECRET,
     VC_TOKEN,
     environments,
+    eventually,
     fake_github,
     fake_vercel,
     github_hook,
@@ -64,6 +66,33 @@ async def test_a_teams_vercel_rollback_carries_its_team_id_and_goes_to_the_previ
         assert sent.path == f"/v1/projects/{vc.PROJECT}/rollback/{vc.OLD}"
         assert sent.param("teamId") == TEAM
         assert [a["deployment"] for a in fake.accepted] == [vc.OLD]
+
+
+async def test_a_teams_rolling_release_is_read_and_approved_with_its_team_id(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+) -> None:
+    """README: `team_id` goes with every Vercel call, as `?teamId=`: the Rolling Release
+    read at the window's open and its approval at the pass too, where a team's Vercel
+    answers 403 to a call without it (as the fake does)."""
+    async with FakeVercel(token=VC_TOKEN, team_id=TEAM) as fake:
+        extra = integrations(fake_github, fake).replace(
+            f"webhook_secret: {VC_SECRET}}}", f"webhook_secret: {VC_SECRET}, team_id: {TEAM}}}"
+        )
+        config = environments(flip_target, window="1500ms", rolling_release=True)
+        agent = await start_agent(config, extra=extra)
+        fake.start_rolling_release(vc.PROJECT, canary=vc.NEW)
+        status, opened = await vercel_hook(agent, vc.event(event_id="t1", deployment=vc.NEW))
+        assert status == 202, opened
+        assert (await agent.settled(opened["deploy"]["id"]))["state"] == "passed"
+        await eventually(lambda: len(fake.approvals) == 1)
+        calls = fake.seen("/rolling-release")
+        assert {call.path.rsplit("/", 1)[-1] for call in calls} >= {
+            "rolling-release",
+            "approve-stage",
+        }, calls
+        assert {call.param("teamId") for call in calls} == {TEAM}, calls
 
 
 async def test_a_forged_delivery_keeps_nothing_and_a_superseded_window_is_not_rolled_back(

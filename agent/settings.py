@@ -99,6 +99,12 @@ NAME_PATTERN = r"^[A-Za-z0-9_.:-]+$"
 Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 
 
+MAX_VIEW_TTL_S = 3650 * 86400.0
+"""The longest a `?view=` link may stay valid: ten years. A link carries its expiry as at
+most 12 digits of seconds (`agent.web.links`), so a `view_ttl` of 99999999d validated
+and gave links that no page opened."""
+
+
 ApiToken = Annotated[SecretStr, AfterValidator(header_token)]
 """Not empty, and one a header can carry: an element's validator, so an error names the
 token's own path (`api_tokens[0]`). A short one is a warning (`Settings.token_warnings`),
@@ -135,7 +141,7 @@ class ServerSettings(StrictModel):
     view_secret: SecretStr | None = None
     """Signs the read-only `?view=` links; default: derived from the first api token (the
     first named one when there are only those)."""
-    view_ttl: PositiveDuration = 7 * 86400.0
+    view_ttl: Annotated[PositiveDuration, at_most(MAX_VIEW_TTL_S)] = 7 * 86400.0
     """How long a `?view=` link stays valid."""
 
     _public_base = field_validator("public_url")(a_base("remove it"))

@@ -19,6 +19,7 @@ from agent.providers.provider_settings import (
 )
 from agent.settings import (
     MAX_ALERT_TIMEOUT_S,
+    MAX_VIEW_TTL_S,
     MAX_WINDOW_S,
     MIN_ALERT_TIMEOUT_S,
     MIN_INTERVAL_S,
@@ -82,11 +83,12 @@ def bound(model: type[BaseModel], field: str, which: str) -> float:
 def test_the_servers_and_stores_figures_are_the_settings() -> None:
     (listen,) = figures("`listen` (HOST:PORT, default {};")
     assert listen == default(ServerSettings, "listen")
-    ttl, floor = seconds(
-        *figures("`view_ttl` (how long a link stays valid, default {}, more than {}")
+    ttl, floor, most = seconds(
+        *figures("`view_ttl` (how long a link stays valid, default {}, more than {}, at most {}")
     )
     assert ttl == default(ServerSettings, "view_ttl")
     assert floor == bound(ServerSettings, "view_ttl", "exclusiveMinimum")
+    assert most == bound(ServerSettings, "view_ttl", "maximum") == MAX_VIEW_TTL_S
     stop, most = seconds(*figures("send what is due: default {}, at most {}, the contract's bound"))
     assert stop == default(ServerSettings, "shutdown_timeout")
     assert most == bound(ServerSettings, "shutdown_timeout", "maximum")

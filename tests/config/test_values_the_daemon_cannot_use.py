@@ -180,6 +180,15 @@ def test_a_view_ttl_of_nothing_is_refused() -> None:
     assert problems(text).get("server.view_ttl") == "must be more than 0s", problems(text)
 
 
+def test_a_view_ttl_longer_than_a_link_can_carry_is_refused() -> None:
+    """A link carries its expiry in at most 12 digits: `view_ttl: 99999999d` validated,
+    and every `?view=` link the agent gave was refused as it was opened."""
+    text = MINIMAL.replace(
+        "  listen: 127.0.0.1:8787\n", "  listen: 127.0.0.1:8787\n  view_ttl: 99999999d\n"
+    )
+    assert problems(text).get("server.view_ttl") == "must be at most 3650d (got 99999999d)"
+
+
 PROVIDERS_MISSING = MINIMAL.replace(
     "        max: 0.05\n",
     "        max: 0.05\n"

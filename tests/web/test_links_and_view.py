@@ -58,7 +58,7 @@ def test_page_url_uses_public_url_and_is_none_with_the_ui_off() -> None:
     assert short is not None and int(short.split(".")[-2]) == NOW + 3600
 
 
-@pytest.mark.parametrize("ttl", ["1ms", "500ms", "1500ms", "1h"])
+@pytest.mark.parametrize("ttl", ["1ms", "500ms", "1500ms", "1h", "3650d"])
 @pytest.mark.parametrize("fraction", [0.0, 0.3, 0.999])
 def test_a_link_opens_for_at_least_its_ttl(ttl: str, fraction: float) -> None:
     """The expiry was truncated to a whole second: `view_ttl: 500ms` gave a link that had

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from itertools import pairwise
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,14 +17,7 @@ from agent.analysis.sketch import GAMMA
 from agent.settings import AnalysisSettings
 from agent.windows.checkpoint import STATE_EVERY
 from agent.windows.evidence import RAW_VALUES
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def section(title: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    body = text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
-    return " ".join(body.split())
+from tests.readme import section
 
 
 def test_how_postflight_decides_figures_are_the_codes() -> None:
@@ -35,9 +27,9 @@ def test_how_postflight_decides_figures_are_the_codes() -> None:
     assert f"Stored rounds keep at most {RAW_VALUES} raw values per rule" in said
     defaults = AnalysisSettings()
     assert f"(`analysis.confidence`, default {defaults.confidence:g}," in said
-    assert f"consecutive rounds, default {defaults.failure_limit}, fails the window" in (
-        " ".join((ROOT / "README.md").read_text().split())
-    )  # the configuration walkthrough's words
+    assert f"consecutive rounds, default {defaults.failure_limit}, fails the window" in section(
+        "Configuration walkthrough"
+    )
     assert change_floor("error_rate") == 0.001 and change_floor("latency_p95") == 0.001
     assert "(floor 0.001 for rates, 1 ms for latencies)" in said
 

@@ -10,15 +10,10 @@ from pathlib import Path
 
 from agent.rollback.delivery import TAKEOVER_GRACE_S
 from agent.store.postgres import LOOK_S, PROBE_S
+from tests.readme import section
 from tests.store.test_postgres_frozen import LONG_TIMEOUT_S
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def section(title: str) -> str:
-    text = (ROOT / "README.md").read_text()
-    body = text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
-    return " ".join(body.split())
 
 
 def test_a_store_dropping_packets_holds_a_try_look_s_plus_probe_s() -> None:

@@ -6,7 +6,6 @@ bound changed on one side only fails here. Pure: no agent runs."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -36,20 +35,13 @@ from checks.base import CheckConfig
 from checks.http import HttpCheckConfig
 from checks.load import LoadCheckConfig
 from common.durations import parse_duration
+from tests.readme import section
 
-ROOT = Path(__file__).resolve().parents[2]
 _FIGURE = r"([^\s,;()]+)"
 """A figure as the README writes one: `30s`, `7d`, `1%`, `127.0.0.1:8787`, `GET`."""
 
 
-def walkthrough() -> str:
-    """The section, its lines joined, as a reader reads it."""
-    text = (ROOT / "README.md").read_text()
-    body = text.split("\n## Configuration walkthrough\n", 1)[1].split("\n## ", 1)[0]
-    return " ".join(body.split())
-
-
-SAID = walkthrough()
+SAID = section("Configuration walkthrough")
 
 
 def figures(words: str) -> list[str]:

@@ -13,15 +13,9 @@ from pathlib import Path
 import pytest
 
 from agent.web import access, events, reader
+from tests.readme import section
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def section(title: str) -> str:
-    """The README's section, its lines joined, as a reader reads it."""
-    text = (ROOT / "README.md").read_text()
-    body = text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
-    return " ".join(body.split())
 
 
 def test_the_deploy_page_sections_figures_are_the_codes() -> None:

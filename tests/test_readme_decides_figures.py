@@ -17,6 +17,7 @@ from agent.analysis.sketch import GAMMA
 from agent.settings import AnalysisSettings
 from agent.windows.checkpoint import STATE_EVERY
 from agent.windows.evidence import RAW_VALUES
+from tests.bench_module import bench_module
 from tests.readme import section
 
 
@@ -84,3 +85,46 @@ def test_a_bounds_share_is_split_as_the_section_says() -> None:
     relative = split(Rule("e", "checks", "error_rate", max_increase=1.0), "proportion", base)
     rest = alpha * (1 - 1 / 20 - 1 / 5)
     assert relative == pytest.approx((0.86 * rest, 0.14 * rest, 0.2 * alpha))
+
+
+def test_the_decision_benchmarks_setup_is_the_benchs() -> None:
+    """The setup the section gives `bench/decisions.py` (its windows, their rounds, traffic
+    and baseline, the peers' cadence, the cells' sizes) is the bench's own default run: a
+    default changed there, `--round-s` to the daemon's 30 s above all, fails here until the
+    sentences (and the tables they head) say the run they came from."""
+    bench = bench_module("decisions")
+    said = section("How Postflight decides")
+    plan = bench.Plan()
+    windows = sum(n for _, _, n, _, start, _, _ in bench.tasks(plan) if start == 0)
+    aa_like = sum(
+        n
+        for f, _, n, _, start, _, _ in bench.tasks(plan)
+        if start == 0 and bench.FAMILIES[f].aa_like
+    )
+    minutes = bench.ROUNDS * bench.ROUND_S / 60
+    runs = f"replays {windows:,} simulated {minutes:g}-minute windows ({plan.round_s:g} s rounds;"
+    assert f"`python bench/decisions.py` {runs}" in said
+    rates = ", ".join(f"{r}" for r in bench.TRAFFIC[:-1]) + f" and {bench.TRAFFIC[-1]}"
+    assert f"from minute {bench.ONSET_S // 60:g}, at {rates} requests/s" in said
+    assert f"the baseline pooled from {bench.PERIOD_S} s periods" in said
+    interval = f"{bench.KAYENTA_CONFIDENCE:.0%} interval"
+    assert bench.KAYENTA_FRACTION == 0.25  # "a quarter"
+    assert f"the {interval} of the shift lies above a quarter of its Hodges-Lehmann" in said
+    kayenta = bench.KAYENTA_INTERVAL // 60
+    assert f"the allowed +{bench.TOLERANCE:.0%}, judged every {kayenta} minutes" in said
+    assert f"Kayenta-style (MW {bench.KAYENTA_CONFIDENCE:g} vs a concurrent baseline," in said
+    assert f"every {kayenta} min)" in said
+    flagger = f"Flagger-style ({bench.PEER_INTERVAL} s × {bench.FLAGGER_THRESHOLD},"
+    assert flagger in said and f"Argo-style ({bench.PEER_INTERVAL} s, failureLimit 0)" in said
+    rules = [(r.metric, r.max_increase, r.max, r.min) for r in bench.RULES]
+    tolerance = bench.TOLERANCE
+    assert rules == [("error_rate", tolerance, None, None), ("latency_p95", tolerance, None, None)]
+    assert (
+        f"Rules: error rate and p95, each `max_increase {tolerance:.0%}`;"
+        f" confidence {bench.CONFIDENCE:g}." in said
+    )
+    assert (
+        f"({windows:,} windows: {bench.AA_WINDOWS} per A/A-like cell,"
+        f" {bench.REGRESSION_WINDOWS} per regression cell;" in said
+    )
+    assert f"False rollbacks: 1 of {aa_like:,} A/A-like windows" in said

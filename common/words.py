@@ -68,10 +68,14 @@ def odds(ratio: float) -> str:
 
 
 def odds_number(ratio: float) -> str:
-    if ratio < 1e3:
+    """Each form's bound is where its rounding would carry into the next one: the bar
+    `1 / 0.001` is 999.9999999999989 in floating point, which `.3g` wrote `1e+03`."""
+    if ratio < 999.5:
         return f"{ratio:.3g}"
-    if ratio < 1e6:
+    if ratio < 999_999.5:
         return f"{ratio:,.0f}"
-    if ratio < 1e9:
+    if ratio < 999_500_000:
         return f"{ratio / 1e6:.3g} million"
+    if ratio < 1e9:
+        return "a billion"
     return "more than a billion"

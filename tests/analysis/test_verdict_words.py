@@ -4,7 +4,7 @@ and a sequential test's evidence as odds against what it needed, not a bare like
 from __future__ import annotations
 
 from agent.analysis import Observation, Policy, Rule
-from agent.analysis.describe import odds
+from agent.analysis.describe import odds, odds_number
 from agent.analysis.judge import judge
 
 SEQUENTIAL = Policy("sequential", confidence=0.99)
@@ -50,6 +50,17 @@ def test_a_likelihood_ratio_reads_as_odds() -> None:
     assert odds(0.05) == "1 to 20"  # the data favour no regression: not "0.05 to 1"
     assert odds(740_630_521.0) == "741 million to 1"  # not a nine-digit false precision
     assert odds(3e12) == "more than a billion to 1"  # was "3e+12"
+
+
+def test_a_bar_a_hair_below_a_thousand_reads_as_a_thousand() -> None:
+    """The sequential bar 1 / 0.001 is 999.9999999999989 in floating point: `register
+    --wait`, the verdict and the alerts read `454 to 1 of 1e+03`, `1e+03 needed`, beside
+    `1,053 needed` for a bar just above it."""
+    assert odds_number(1 / 0.001) == "1,000"  # was "1e+03"
+    assert odds(999.6) == "1,000 to 1"
+    assert odds_number(999.4) == "999"
+    assert odds_number(999_999.7) == "1 million"  # not "1,000,000" beside "1.5 million"
+    assert odds_number(999_700_000.0) == "a billion"  # was "1e+03 million"
 
 
 def test_a_pass_by_the_threshold_streak_is_not_said_to_be_on_evidence() -> None:

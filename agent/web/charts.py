@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from common.words import counted
+from common.words import counted, odds_number
 
 WIDTH = 640
 HEIGHT = 200
@@ -250,7 +250,8 @@ def evidence_chart(
         (
             x(n),
             y(max(v, 1e-6)),
-            f"round {n}: e-value {v:.3g}" + (f" of {need:.3g} needed" if changed and need else ""),
+            f"round {n}: e-value {odds_number(v)}"
+            + (f" of {odds_number(need)} needed" if changed and need else ""),
             bool(need and v >= need),
         )
         for n, v in ratios
@@ -261,7 +262,7 @@ def evidence_chart(
     chart.series_kinds.append("evidence")
     chart.lines.append(Line(y(1.0), "baseline", "no evidence (1)"))
     if needed:
-        chart.lines.append(Line(y(needed), "threshold", f"threshold {needed:.3g}"))
+        chart.lines.append(Line(y(needed), "threshold", f"threshold {odds_number(needed)}"))
     chart.lines = _spread_labels(chart.lines, top, bottom)
     chart.x_ticks = _round_ticks(numbers, x)
     chart.legend = [("evidence", "e-value per round"), ("baseline", "1: no evidence (dashed)")]
@@ -272,7 +273,7 @@ def evidence_chart(
     chart.y_ticks = [Tick(y(10.0**d), f"{10.0**d:g}") for d in list(decades)[::stride]]
     last = points[-1][2] if points else "no evidence yet"
     chart.description = f"{title}: e-value per round on a log scale; latest {last}; " + (
-        f"the rule fails when it reaches {needed:.3g}." if needed else "no threshold."
+        f"the rule fails when it reaches {odds_number(needed)}." if needed else "no threshold."
     )
     if changed:
         chart.description += _bars_said(own, needed)
@@ -290,7 +291,9 @@ def _bars_said(own: Mapping[int, float | None], needed: float | None) -> str:
         else:
             spans.append((n, n, need))
     earlier = ", ".join(
-        f"round {a} needed {need:.3g}" if a == b else f"rounds {a}-{b} needed {need:.3g}"
+        f"round {a} needed {odds_number(need)}"
+        if a == b
+        else f"rounds {a}-{b} needed {odds_number(need)}"
         for a, b, need in spans
     )
     return (

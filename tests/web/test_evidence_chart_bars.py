@@ -17,11 +17,11 @@ def test_points_read_against_their_own_rounds_bar_and_the_change_is_said() -> No
     needs = {1: 1_500.0, 2: 1_500.0, 3: 45_000.0, 4: 45_000.0}
     chart = evidence_chart("probe-errors: evidence toward failing", ratios, 45_000.0, needs=needs)
     labels = [p[2] for p in chart.series[0]]
-    assert labels[1] == "round 2: e-value 1.2e+03 of 1.5e+03 needed", labels
-    assert labels[3] == "round 4: e-value 3e+04 of 4.5e+04 needed", labels
+    assert labels[1] == "round 2: e-value 1,200 of 1,500 needed", labels
+    assert labels[3] == "round 4: e-value 30,000 of 45,000 needed", labels
     said = chart.description
-    assert "the rule fails when it reaches 4.5e+04" in said, said
-    assert "rounds 1-2 needed 1.5e+03" in said, said
+    assert "the rule fails when it reaches 45,000" in said, said
+    assert "rounds 1-2 needed 1,500" in said, said
     assert "e-detector" in said and "any round" in said, said
 
 
@@ -79,6 +79,18 @@ def test_the_deploy_page_reads_each_stored_rounds_bar() -> None:
         now=NOW,
     )
     chart = next(c for c in view.rules[0].charts if c.kind == "evidence")
-    assert "the rule fails when it reaches 4.5e+04" in chart.description, chart.description
-    assert "round 1 needed 1.5e+03" in chart.description, chart.description
-    assert chart.series[0][0][2] == "round 1: e-value 1.2e+03 of 1.5e+03 needed"
+    assert "the rule fails when it reaches 45,000" in chart.description, chart.description
+    assert "round 1 needed 1,500" in chart.description, chart.description
+    assert chart.series[0][0][2] == "round 1: e-value 1,200 of 1,500 needed"
+
+
+def test_the_bar_reads_as_the_verdict_says_it() -> None:
+    """The example's bar, 1 / 0.001 (999.9999999999989 in floating point), read "threshold
+    1e+03" and "the rule fails when it reaches 1e+03" on a new user's page, beside the
+    verdict's "1,000 needed" and "2,344 to 1": the chart writes its figures as the verdict
+    does."""
+    chart = evidence_chart("probe-errors: evidence toward failing", [(1, 2343.7)], 1 / 0.001)
+    labels = [line.label for line in chart.lines]
+    assert "threshold 1,000" in labels, labels  # was "threshold 1e+03"
+    assert chart.description.endswith("the rule fails when it reaches 1,000."), chart.description
+    assert chart.series[0][0][2] == "round 1: e-value 2,344", chart.series[0][0][2]

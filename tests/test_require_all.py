@@ -115,8 +115,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_ci_run_is_the_readmes_test_command_with_what_the_readme_says_it_adds() -> None:
     """The README's quick start: `.ci/run` runs its test command word for word, installs
-    prometheus, chromium and postgresql, sets POSTFLIGHT_REQUIRE_ALL=1 and
-    HYPOTHESIS_PROFILE=ci, and unsets PYTHONDONTWRITEBYTECODE."""
+    prometheus, chromium, postgresql, iproute2 and util-linux (the demo's network
+    namespace), sets POSTFLIGHT_REQUIRE_ALL=1 and HYPOTHESIS_PROFILE=ci, and unsets
+    PYTHONDONTWRITEBYTECODE."""
     readme = (ROOT / "README.md").read_text().split("\n## Running the daemon\n", 1)[0]
     [command] = [line for line in readme.splitlines() if line.endswith("-m pytest")]
     script = (ROOT / ".ci" / "run").read_text()
@@ -129,7 +130,7 @@ def test_ci_run_is_the_readmes_test_command_with_what_the_readme_says_it_adds() 
         "unset PYTHONDONTWRITEBYTECODE",
     ):
         assert setting in before, setting
-    for package in ("prometheus", "chromium", "postgresql"):
+    for package in ("prometheus", "chromium", "postgresql", "iproute2", "util-linux"):
         assert f"need+=({package})" in script, package
 
 

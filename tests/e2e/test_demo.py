@@ -3,6 +3,7 @@ one back exactly once, on the default (sequential, pass on evidence) policy."""
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -38,17 +39,55 @@ OFFLINE = [
     "sh",
 ]
 """A command's prefix that runs it with no network but its own loopback: a network
-namespace of its own (as an unprivileged user, mapped to root in it), `lo` brought up.
-Contract §1: the demo "needs no network and no accounts"."""
+namespace of its own (as an unprivileged user, mapped to root in it; as root, root), `lo`
+brought up. Contract §1: the demo "needs no network and no accounts"."""
 
 
-def offline() -> list[str]:
-    """`OFFLINE` where this machine can make such a namespace, else nothing (the demo then
-    runs with the machine's network)."""
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        return []
-    tried = subprocess.run([*OFFLINE, "true"], capture_output=True, check=False)
-    return OFFLINE if tried.returncode == 0 else []
+@functools.cache
+def offline() -> tuple[list[str], str]:
+    """`(OFFLINE, "")` where this machine can make such a namespace, else `([], why not)`:
+    the demo then runs with the machine's network, and
+    `test_the_demo_runs_with_no_network_but_its_loopback` skips, saying why (a failure
+    under POSTFLIGHT_REQUIRE_ALL=1, as for any missing binary)."""
+    missing = [name for name in ("unshare", "ip") if shutil.which(name) is None]
+    if missing:
+        return [], f"{' and '.join(missing)} not found (util-linux, iproute2)"
+    tried = subprocess.run([*OFFLINE, "true"], capture_output=True, text=True, check=False)
+    if tried.returncode != 0:
+        said = " ".join(tried.stderr.split()) or "nothing said"
+        return [], f"unshare refused a network namespace (exit {tried.returncode}: {said})"
+    return OFFLINE, ""
+
+
+UNREACHABLE = """
+import errno, socket
+try:
+    socket.create_connection(("1.1.1.1", 53), timeout=5)
+except OSError as error:
+    print(errno.errorcode.get(error.errno or 0, "timed out"))
+else:
+    print("connected")
+"""
+"""Connects to a public address: what it prints, `ENETUNREACH` where there is no network."""
+
+
+def test_the_demo_runs_with_no_network_but_its_loopback() -> None:
+    """The demo test's "needs no network" part: where no namespace can be made, the demo
+    test runs on the machine's network, and this says so (a skip with its reason) rather
+    than passing as though it had checked it; where one can, nothing outside it is
+    reachable from it."""
+    prefix, why_not = offline()
+    if not prefix:
+        pytest.skip(f"the demo test ran with this machine's network: {why_not}")
+    probe = subprocess.run(
+        [*prefix, sys.executable, "-c", UNREACHABLE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.split() == ["ENETUNREACH"], probe.stdout + probe.stderr
 
 
 NOWHERE_PROXY = "http://127.0.0.1:9"
@@ -57,7 +96,7 @@ NOWHERE_PROXY = "http://127.0.0.1:9"
 
 def run_demo(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*offline(), sys.executable, "-m", "agent", "demo"],
+        [*offline()[0], sys.executable, "-m", "agent", "demo"],
         capture_output=True,
         text=True,
         timeout=180,  # 20 s alone; its agent's start and baseline wait take longer when busy
@@ -71,11 +110,12 @@ def test_the_demo_passes_the_good_deploy_and_rolls_back_the_bad_one_once(
 ) -> None:
     """Run in a shell that has overrides meant for a real agent: the demo is self-contained
     and ignores them (it once wrote both its windows into `$POSTFLIGHT__STORE__URL`'s
-    store); with no network but loopback (`offline`), a proxy that does not exist and an
-    empty home (contract §1: it "needs no network and no accounts"). One run for both, as
-    the demo takes 20 s; a second only when the first said its agent was overloaded (a busy
-    machine's, not the demo's failure), its bad deploy still rolled back once: the good one
-    must then pass."""
+    store); with no network but loopback (`offline`, where this machine can make that;
+    else `test_the_demo_runs_with_no_network_but_its_loopback` skips), a proxy that does
+    not exist and an empty home (contract §1: it "needs no network and no accounts"). One
+    run for both, as the demo takes 20 s; a second only when the first said its agent was
+    overloaded (a busy machine's, not the demo's failure), its bad deploy still rolled back
+    once: the good one must then pass."""
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     config = elsewhere / "postflight.yaml"

@@ -69,6 +69,8 @@ GROWTH_GOAL_MB_PER_H = 10.0
 CPU_DRIFT_GOAL = 0.10
 SPACING_GOAL_S = 1.1  # the dozen-environment case, at 1 s
 DEFAULT_WINDOWS = 200
+DEFAULT_SECONDS = 600.0
+"""A measuring run's length (`--seconds`), beside `DEFAULT_WINDOWS`."""
 PROBES = 10
 """Probes per round: issue 9's goals were set, and the README's runs made, at 10 (the default
 until session 40; 40 since, which at 1 s rounds is 8,000 probes/s at 200 windows)."""
@@ -1000,13 +1002,24 @@ SEARCH_CONFIRM_S = 60.0
 SEARCH_CONFIRM_TRIES = 6
 """Confirming runs, each at 10% fewer windows than the last, before the search gives up
 (six reach about half the bisection's N: a minute's run can fail where 20 s trials held)."""
+SEARCH_CONFIRM_STEP = 0.9
+"""Each confirming run after the first is at this share of the last one's windows."""
 TRIAL_SETTLE_S = 5.0
 """The pause before each trial, after flushing the previous one's files to disk."""
 SEARCH_PRECISION = 0.15
 """The bisection stops when the bounds are within 15% of each other."""
 SEARCH_REGISTER_PER_S = 50.0
-"""A trial whose windows register more slowly than this (at least 60 s allowed) is over
-capacity and stops there: an agent keeping its rounds on time takes hundreds a second."""
+"""A trial whose windows register more slowly than this (at least `SEARCH_REGISTER_MIN_S`
+allowed) is over capacity and stops there: an agent keeping its rounds on time takes
+hundreds a second."""
+SEARCH_REGISTER_MIN_S = 60.0
+"""The least time a trial's windows are given to register, however few."""
+
+
+def register_within(windows: int) -> float:
+    """How long a trial's windows may take to register: `SEARCH_REGISTER_PER_S`, at least
+    `SEARCH_REGISTER_MIN_S`."""
+    return max(SEARCH_REGISTER_MIN_S, windows / SEARCH_REGISTER_PER_S)
 
 
 def search(
@@ -1028,7 +1041,7 @@ def search(
         # each trial on a settled machine: the previous trial's store written back first
         os.sync()
         time.sleep(TRIAL_SETTLE_S)
-        within = max(60.0, n / SEARCH_REGISTER_PER_S)
+        within = register_within(n)
         run = Run(
             n,
             interval,
@@ -1081,7 +1094,7 @@ def search(
         if held:
             largest = low
             break
-        low = int(low * 0.9)
+        low = int(low * SEARCH_CONFIRM_STEP)
     return {
         "interval_s": interval,
         "largest_windows": largest,
@@ -1093,7 +1106,9 @@ def search(
     }
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    """The bench's options: apart from `main`, so the README's figures of what it runs by
+    default are checked against them (with `settled`)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--windows",
@@ -1111,7 +1126,7 @@ def main() -> int:
         "--seconds",
         type=float,
         default=None,
-        help=f"measured seconds (default 600; with --search each trial's, default"
+        help=f"measured seconds (default {DEFAULT_SECONDS:g}; with --search each trial's, default"
         f" {SEARCH_TRIAL_S:g})",
     )
     parser.add_argument(
@@ -1159,7 +1174,24 @@ def main() -> int:
         help="time every probe inside the agent: what its kept latency is made of",
     )
     parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    return parser
+
+
+def settled(args: argparse.Namespace) -> argparse.Namespace:
+    """A measuring run's options (not `--search`'s) with the defaults that depend on
+    others filled in: the interval 1 s, `DEFAULT_SECONDS`, 12 windows with `--dozen`."""
+    return argparse.Namespace(
+        **{
+            **vars(args),
+            "interval": args.interval if args.interval is not None else 1.0,
+            "seconds": args.seconds if args.seconds is not None else DEFAULT_SECONDS,
+            "windows": 12 if args.dozen else args.windows,
+        }
+    )
+
+
+def main() -> int:
+    args = parser().parse_args()
     if args.search:
         intervals = [args.interval] if args.interval is not None else [1.0, 10.0]
         trial_s = args.seconds if args.seconds is not None else SEARCH_TRIAL_S
@@ -1184,9 +1216,8 @@ def main() -> int:
                 f" > 50 ms {at.get('gc_pauses_over_50ms')}, load average {at.get('loadavg_1m')}"
             )
         return 0
-    args.interval = args.interval if args.interval is not None else 1.0
-    args.seconds = args.seconds if args.seconds is not None else 600.0
-    windows = 12 if args.dozen else args.windows
+    args = settled(args)
+    windows = args.windows
     result = measure(
         Run(
             windows,

@@ -141,7 +141,9 @@ def wrk_latency(url: str, connections: int, seconds: float) -> dict[str, float]:
     return figures
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The bench's options: apart from `main`, so the README's figures of what it runs by
+    default are checked against them."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="50,200,1000", help="requests per second, comma list")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per rate")
@@ -150,7 +152,11 @@ def main() -> None:
     parser.add_argument("--wrk-seconds", type=float, default=5.0)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = parser().parse_args()
     if args.serve:
         serve(args.serve, args.delay_ms / 1000)
         return

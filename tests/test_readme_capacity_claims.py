@@ -43,11 +43,10 @@ def test_the_footprint_runs_the_configuration_and_paces_the_readme_gives(tmp_pat
     assert bench.DEFAULT_WINDOWS == 200 and bench.PROBES == 10
     assert EnvironmentSettings.model_fields["probes_per_round"].default == 40
     assert AnalysisSettings.model_fields["policy"].default == "sequential"
-    help_text = " ".join(inspect.getsource(bench.main).split())
-    assert "default 600" in help_text and "args.seconds if args.seconds is not None else 600.0" in (
-        help_text
-    )
-    assert "windows = 12 if args.dozen else args.windows" in help_text
+    assert "(default 600;" in " ".join(bench.parser().format_help().split())
+    by_default = bench.settled(bench.parser().parse_args([]))
+    assert (by_default.windows, by_default.seconds, by_default.interval) == (200, 600.0, 1.0)
+    assert bench.settled(bench.parser().parse_args(["--dozen"])).windows == 12
     for dozen in (False, True):
         run = bench.Run(3, 1.0, 600.0, dozen=dozen)
         config = yaml.safe_load(bench.write_config(tmp_path, 1, 2, run).read_text())
@@ -76,8 +75,8 @@ def test_the_search_and_the_goals_are_the_ones_written() -> None:
     assert (bench.SEARCH_TRIAL_S, bench.SEARCH_CONFIRM_S) == (20, 60)
     assert bench.SEARCH_PRECISION == 0.15 and bench.SEARCH_CONFIRM_TRIES == 6
     assert bench.TRIAL_SETTLE_S == 5 and bench.SEARCH_REGISTER_PER_S == 50
-    search = inspect.getsource(bench.search)
-    assert "max(60.0, n / SEARCH_REGISTER_PER_S)" in search and "int(low * 0.9)" in search
+    assert bench.register_within(500) == 60 and bench.register_within(5000) == 100
+    assert bench.SEARCH_CONFIRM_STEP == 0.9
     assert (bench.RSS_GOAL_MB, bench.GROWTH_GOAL_MB_PER_H, bench.CPU_DRIFT_GOAL) == (150, 10, 0.1)
 
 
@@ -118,10 +117,8 @@ def test_the_load_checks_rate_bench_runs_the_rates_written() -> None:
         "target, in its own process, a 10 ms target, 10 s a rate;",
         "50, 200 and 1,000 requests/s arrived at",
     )
-    main = " ".join(inspect.getsource(bench_module("load_accuracy").main).split())
-    for default in ('"--rates", default="50,200,1000"', '"--duration", type=float, default=10.0'):
-        assert default in main, default
-    assert '"--delay-ms", type=float, default=10.0' in main
+    by_default = bench_module("load_accuracy").parser().parse_args([])
+    assert (by_default.rates, by_default.duration, by_default.delay_ms) == ("50,200,1000", 10, 10)
 
 
 def test_the_bounds_of_own_observability_and_where_to_add_are_the_ones_written() -> None:

@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.settings_file import load_settings_text
 from common.durations import format_duration
 from common.stop_words import STOPPED_WORDS
+from common.words import counted
 
 TOKEN = "demo-token-please-change"
 SECRET = "demo-webhook-secret"
@@ -405,9 +406,7 @@ def overload_advice(good: dict[str, Any], load: float | None, cpus: int | None) 
     if good.get("state") != "inconclusive" or not reason.startswith("agent overloaded:"):
         return None
     busy = (
-        f" (load average {load:.1f} on {cpus} CPU{'s' if cpus != 1 else ''})"
-        if load is not None and cpus
-        else ""
+        f" (load average {load:.1f} on {counted(cpus, 'CPU')})" if load is not None and cpus else ""
     )
     return (
         f"This machine was too busy{busy} for the agent to keep time: its event loop ran"

@@ -83,6 +83,7 @@ from common.durations import (
     schema_bounds,
 )
 from common.redaction import SHORTEST_SECRET, url_secrets
+from common.words import counted
 
 CHECK_METRICS = ("error_rate", "latency_p50", "latency_p95", "latency_p99", "throughput")
 LATENCY_METRICS = ("latency_p50", "latency_p95", "latency_p99", "p95_duration")
@@ -1021,7 +1022,7 @@ class Settings(BaseSettings):
         return [
             (
                 loc,
-                f"has {length} character{'' if length == 1 else 's'}; an API token shorter"
+                f"has {counted(length, 'character')}; an API token shorter"
                 f" than {MIN_API_TOKEN_LENGTH} is guessable (make one with `openssl rand -hex 24`)",
             )
             for loc, token in tokens

@@ -43,6 +43,7 @@ from common.os_words import os_reason
 from common.samples import Sample, Target
 from common.tls_words import tls_reason
 from common.tracebacks import without_tracebacks
+from common.words import counted
 
 ErrorKind = Literal["timeout", "connect", "tls", "protocol", "status"]
 
@@ -135,7 +136,7 @@ def classify(exc: BaseException, timeout_s: float | None) -> tuple[ErrorKind, st
     if isinstance(exc, TimeoutError):
         limit = f" within {format_duration(timeout_s)}" if timeout_s else ""
         if isinstance(exc, Unfinished):  # a timeout all the same: saying what came
-            came = f"{exc.received:,} byte{'' if exc.received == 1 else 's'} of it came"
+            came = f"{counted(exc.received, 'byte')} of it came"
             return "timeout", f"HTTP {exc.status}, then its body did not end{limit} ({came})"
         return "timeout", f"no response{limit}"
     if isinstance(exc, aiohttp.ClientSSLError | ssl.SSLError | aiohttp.ServerFingerprintMismatch):

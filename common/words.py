@@ -7,8 +7,9 @@ from typing import Protocol
 
 
 def counted(count: int, noun: str) -> str:
-    """`count` and `noun`, plural with an `s` unless it is one (`0 rounds`, `1 round`)."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    """`count` and `noun`, plural with an `s` unless it is one (`0 rounds`, `1 round`), the
+    count's thousands separated (`1,000 bytes`) as the other figures an operator reads are."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 _NAME_CHARACTER = re.compile(r"[A-Za-z0-9_.:-]")

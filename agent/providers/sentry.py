@@ -109,6 +109,7 @@ from agent.providers.client import (
 )
 from agent.providers.provider_settings import SentryScope, SentrySettings
 from common.times import rfc3339
+from common.words import counted
 
 if TYPE_CHECKING:  # prometheus_client: the daemon's metrics, not the settings' (which load
     # this plugin for its config model alone: validate-config, schema)
@@ -635,10 +636,10 @@ class SentryProvider(HttpProvider):
         if why is None:
             return
         total = sum(elsewhere.values())
-        shown = f"at least {total}" if partial else str(total)
+        shown = f"at least {counted(total, 'error')}" if partial else counted(total, "error")
         template = release_template(version, elsewhere)  # the most errors first
         raise ProviderError(
-            f"Sentry has {shown} error{'' if total == 1 else 's'} in this"
+            f"Sentry has {shown} in this"
             f' period, none of release "{release}" ({why}):'
             " name it as your SDK does with baseline.sentry.release"
             f" ({self._release_hint(target, template)})"

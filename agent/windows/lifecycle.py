@@ -1591,11 +1591,6 @@ def _group_reason(event: AlertEvent, rules: list[RuleVerdict]) -> str:
     return f"{len(rules)} rules are back within their bounds"
 
 
-def _attempts(n: int) -> str:
-    """`1 attempt`, `3 attempts`: what an on-call reads, not `1 attempt(s)`."""
-    return f"{n} attempt" + ("" if n == 1 else "s")
-
-
 ROLLBACK_SETTLED = "rollback:settled"
 """`Store.claim_alert` key: the one process that counts, alerts and follows up a settled
 rollback."""
@@ -1628,14 +1623,14 @@ def settled_alert(
     target = env.rollback.target if env is not None and env.rollback is not None else "webhook"
     if done.state == "delivered":
         event: AlertEvent = "rollback_delivered"
-        reason = f"rollback delivered after {_attempts(done.attempts)}"
+        reason = f"rollback delivered after {counted(done.attempts, 'attempt')}"
     elif done.state == "skipped":  # `rollback.dry_run` turned on before it was sent
         event = "rollback_skipped"
         reason = f"rollback NOT sent: {done.last_error}"
     else:
         event = "rollback_failed"
         reason = (
-            f"rollback NOT delivered after {_attempts(done.attempts)}:"
+            f"rollback NOT delivered after {counted(done.attempts, 'attempt')}:"
             if done.attempts
             else "rollback NOT sent:"  # it could not be (no previous Vercel deployment)
         ) + f" {done.last_error or f'HTTP {done.last_status}'}"

@@ -944,7 +944,7 @@ async def test_a_0_of_a_release_sentry_does_not_know_while_others_err_is_no_data
     obs = await sentry.fetch(ERRORS, scope(), AFTER, "v2.4.1")
     assert obs.value is None and obs.answered
     assert obs.error == (
-        'Sentry has 3000 errors in this period, none of release "v2.4.1" (a name Sentry'
+        'Sentry has 3,000 errors in this period, none of release "v2.4.1" (a name Sentry'
         " does not know): name it as your SDK does with baseline.sentry.release"
         ' (e.g. "web@{version}")'
     )
@@ -1098,7 +1098,7 @@ async def test_a_release_only_a_marker_created_is_not_the_sdks(
     finally:
         await provider.aclose()
     assert obs.error is not None and obs.error.startswith(
-        'Sentry has 3000 errors in this period, none of release "v2.4.1" (a release'
+        'Sentry has 3,000 errors in this period, none of release "v2.4.1" (a release'
         " Sentry has had no event of): name it as your SDK does with baseline.sentry.release"
         ' (e.g. "web@{version}")'
     )

@@ -159,7 +159,11 @@ COMMANDS: dict[str, tuple[str, str, list[str]]] = {
         "check a configuration file",
         "Load and validate a configuration: every error with its field path and file line;"
         " warnings (valid all the same) on stderr.",
-        ["0 valid", "2 invalid (every error said)"],
+        [
+            "0 valid",
+            "2 invalid (every error said), or a usage error (an unknown option, a PATH and a"
+            " --config naming two files)",
+        ],
     ),
     "register": (
         "open a deploy window (for pipelines)",

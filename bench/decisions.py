@@ -1,14 +1,16 @@
 """Decision benchmark: how often each policy rolls back a good deploy, and how fast a bad one.
 
-Replays simulated deploy windows (15 min at 1 s rounds) through our judge exactly as the
-daemon runs it, and through three peers configured as their documentation tells users to:
+Replays simulated deploy windows (15 min of traffic drawn per second) through our judge
+exactly as the daemon runs it, at the daemon's default `interval` (30 s rounds: what a user
+runs; `--round-s 1` for the 1 s rounds of the README's older tables), and through three peers
+configured as their documentation tells users to:
 
 * `sequential` (ours, the defaults: confidence 0.99, pass_on evidence): every request is a
-  `checks.base.Sample`; each 1 s round goes through `observe()` and `Judge.advance()` (the
-  fold `Judge.step` runs, without wording the verdict); the baseline is 30 min of pre-deploy
-  traffic taken as 60 periods of 30 s (background runs / provider buckets), each through
-  `observe()`, pooled by `merge()`: the watcher's own `background_baseline`. Nothing the
-  daemon lacks.
+  `checks.base.Sample`; each round (`--round-s`, default 30 s) goes through `observe()` and
+  `Judge.advance()` (the fold `Judge.step` runs, without wording the verdict); the baseline
+  is 30 min of pre-deploy traffic taken as 60 periods of 30 s (background runs / provider
+  buckets), each through `observe()`, pooled by `merge()`: the watcher's own
+  `background_baseline`. Nothing the daemon lacks.
 * `flagger`: a check every 60 s on the last minute's error rate and p95 against absolute
   thresholds sized to the noise (see `thresholds`), failed checks counted cumulatively,
   rollback at the 5th; no data is a failed check.
@@ -37,8 +39,13 @@ Seeds are fixed: the figures are the same from run to run. Beside the goals it p
 median times over the windows both we and a peer detected (a policy that also finds the
 hard windows, late, has a later median over its own detections).
 
-    python bench/decisions.py            # tables
+    python bench/decisions.py            # tables, at the daemon's 30 s rounds
+    python bench/decisions.py --round-s 1   # 1 s rounds (the README's older tables)
     python bench/decisions.py --json     # one JSON object
+    python bench/decisions.py --markdown # the README's table of the default run
+    python bench/decisions.py --from-json bench/results/decisions.json.gz --markdown
+        # the same from a saved --json run (gzipped or not): the default run's, which the
+        # README's table comes from (after a change to the judge: --json | gzip > that file)
     python bench/decisions.py --quick    # a tenth of the windows, while iterating
     python bench/decisions.py --families errors_x2,aa   # only these families (same seeds)
     python bench/decisions.py --rates 10 --windows-per-cell 200 --seed-offset 1000
@@ -52,6 +59,7 @@ Never run as a test; prints figures only.
 from __future__ import annotations
 
 import argparse
+import gzip
 import itertools
 import json
 import math
@@ -449,8 +457,9 @@ class Plan:
     aa_windows: int = AA_WINDOWS
     seed_offset: int = 0
     """0: the benchmark's own seeds; any other: a different set (out of sample)."""
-    round_s: int = 1
-    """Our judge's round (the daemon's `interval`); the simulated traffic is the same."""
+    round_s: int = DAEMON_ROUND_S
+    """Our judge's round: the daemon's default `interval` unless asked (`--round-s 1`: the
+    README's older tables); the simulated traffic is the same."""
 
 
 def tasks(plan: Plan) -> list[Task]:
@@ -799,6 +808,107 @@ def text(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+MARKDOWN_CELLS = (
+    (
+        "errors_x5@10rps",
+        "errors_x2@10rps",
+        "errors_x1.5@100rps",
+        "latency_x2@10rps",
+        "onset_errors_x5@10rps",
+    ),
+    (
+        "latency_x2@10rps",
+        "onset_latency_x2@10rps",
+        "latency_x1.2@10rps",
+        "latency_x1.2@1rps",
+        "latency_tail_x3@1rps",
+    ),
+)
+"""The README's columns (the goals' cells and the hard ones), a table per row of these: the
+cells of its `--round-s 1` tables, so the two runs read side by side."""
+PEER_LABELS = {
+    "sequential": "sequential (ours)",
+    "flagger": "Flagger-style",
+    "argo": "Argo-style",
+    "kayenta": "Kayenta-style",
+}
+BY_TRAFFIC = ("errors_x5", "onset_errors_x5", "latency_x2", "onset_latency_x2")
+
+
+def cell_label(cell: str) -> str:
+    """`onset_errors_x5@10rps` → `errors ×5 from minute 5 @10 rps`."""
+    key, rps = cell.split("@")
+    onset = key.startswith("onset_")
+    words = key.removeprefix("onset_").replace("_x", " ×").replace("_", " ")
+    when = f" from minute {ONSET_S // 60}" if onset else ""
+    return f"{words}{when} @{rps.removesuffix('rps')} rps"
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The README's tables of a full run: each policy (as configured, then calibrated to our
+    false-rollback rate) by its false rollbacks and its detected share and median time to
+    detect in the chosen cells; ours by traffic level; ours per A/A-like cell."""
+
+    def detected(summary: dict[str, Any], cell: str) -> str:
+        median = summary["time_to_detect_s"][cell]["median"]
+        return f"{summary['detection'][cell] * 100:g}%, " + (
+            "-" if median is None else f"{median:g} s"
+        )
+
+    def false_rollbacks(summary: dict[str, Any]) -> str:
+        low, high = summary["false_rollback_ci95"]
+        return f"{summary['false_rollback_rate']:.1%} [{low:.1%}, {high:.1%}]"
+
+    rows = [(PEER_LABELS[n], report["policies"][n]) for n in POLICIES]
+    rows += [(f"{PEER_LABELS[n]}, calibrated to ours", report["calibrated"][n]) for n in PEERS]
+    lines = [
+        f"`--round-s {report['round_s']}`, {report['windows']:,} windows, "
+        f"{report['elapsed_s']:.0f} s:"
+    ]
+    for cells in MARKDOWN_CELLS:
+        header = ["policy", "false rollbacks, A/A-like (95% CI)", *map(cell_label, cells)]
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += [
+            f"| {label} | {false_rollbacks(s)} | "
+            + " | ".join(detected(s, cell) for cell in cells)
+            + " |"
+            for label, s in rows
+        ]
+    ours_ = report["policies"]["sequential"]
+    lines += ["", "| sequential (ours) | " + " | ".join(f"{r} rps" for r in TRAFFIC) + " |"]
+    lines.append("|" + "---|" * (len(TRAFFIC) + 1))
+    lines += [
+        f"| {cell_label(f'{key}@0rps').removesuffix(' @0 rps')} | "
+        + " | ".join(detected(ours_, f"{key}@{rps}rps") for rps in TRAFFIC)
+        + " |"
+        for key in BY_TRAFFIC
+    ]
+    by_cell = ours_["false_rollback_by_family"]
+    missed = [name for name, ok in report["acceptance"].items() if not ok]
+    lines += [
+        "",
+        "False rollbacks per A/A-like cell (ours): "
+        + ", ".join(
+            f"`{key}` @{rps.removesuffix('rps')} rps {rate:.0%}"
+            for key, rps, rate in ((*c.split("@"), rate) for c, rate in by_cell.items())
+        )
+        + ".",
+        "",
+        f"Goals: {len(missed)} of {len(report['acceptance'])} false"
+        + (f" ({', '.join(f'`{name}`' for name in missed)})." if missed else "."),
+    ]
+    return "\n".join(lines)
+
+
+RESULTS = Path(__file__).resolve().parent / "results" / "decisions.json.gz"
+"""The default run's `--json` report, which the README's table of it is printed from."""
+
+
+def read_report(path: Path) -> str:
+    """A saved `--json` report, gzipped (`.gz`) or not."""
+    return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -849,12 +959,30 @@ def main() -> int:
     parser.add_argument(
         "--round-s",
         type=int,
-        default=1,
+        default=DAEMON_ROUND_S,
         metavar="S",
-        help=f"our judge's round in seconds, the daemon's `interval` (its default: "
-        f"{DAEMON_ROUND_S}); a divisor of {ROUNDS}; the simulated traffic is the same",
+        help=f"our judge's round in seconds, the daemon's `interval` (default {DAEMON_ROUND_S}, "
+        f"the daemon's: what a user runs; 1 for the README's older 1 s tables); a divisor of "
+        f"{ROUNDS}; the simulated traffic is the same",
+    )
+    parser.add_argument(
+        "--markdown",
+        action="store_true",
+        help="print the README's tables of the run (policies by cell, ours by traffic level)",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="print the report a `--json` run saved in FILE instead of running (with "
+        "--markdown: regenerate the README's tables)",
     )
     args = parser.parse_args()
+    if args.from_json is not None:
+        saved = json.loads(read_report(args.from_json))
+        print(markdown(saved) if args.markdown else text(saved))
+        return 0
     if args.round_s < 1 or ROUNDS % args.round_s:
         parser.error(f"--round-s must divide the window's {ROUNDS} s")
     if args.families is not None and (unknown := args.families - {f.key for f in FAMILIES}):
@@ -941,7 +1069,7 @@ def main() -> int:
     )
     report["acceptance_detail"] = DETAIL
     report["onset_ratio"] = onset_ratios(ours_times)
-    print(json.dumps(report) if args.json else text(report))
+    print(json.dumps(report) if args.json else markdown(report) if args.markdown else text(report))
     return 0
 
 

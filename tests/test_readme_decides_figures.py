@@ -4,6 +4,7 @@ the code) fails here."""
 
 from __future__ import annotations
 
+import json
 import math
 from itertools import pairwise
 
@@ -102,7 +103,9 @@ def test_the_decision_benchmarks_setup_is_the_benchs() -> None:
         if start == 0 and bench.FAMILIES[f].aa_like
     )
     minutes = bench.ROUNDS * bench.ROUND_S / 60
-    runs = f"replays {windows:,} simulated {minutes:g}-minute windows ({plan.round_s:g} s rounds;"
+    assert plan.round_s == bench.DAEMON_ROUND_S  # what a user runs
+    runs = f"replays {windows:,} simulated {minutes:g}-minute windows ({plan.round_s:g} s rounds,"
+    assert f"{runs} the daemon's default `interval`; `--round-s 1` for 1 s rounds;" in said
     assert f"`python bench/decisions.py` {runs}" in said
     rates = ", ".join(f"{r}" for r in bench.TRAFFIC[:-1]) + f" and {bench.TRAFFIC[-1]}"
     assert f"from minute {bench.ONSET_S // 60:g}, at {rates} requests/s" in said
@@ -128,3 +131,49 @@ def test_the_decision_benchmarks_setup_is_the_benchs() -> None:
         f" {bench.REGRESSION_WINDOWS} per regression cell;" in said
     )
     assert f"False rollbacks: 1 of {aa_like:,} A/A-like windows" in said
+
+
+def test_the_default_runs_tables_are_the_saved_reports() -> None:
+    """The section's tables at the daemon's 30 s rounds are what `--markdown` prints from the
+    saved default run (`bench/results/decisions.json.gz`), and the sentences around them
+    give its figures: a new run saved there (after a change to the judge) fails here until
+    the README's tables are printed again from it."""
+    bench = bench_module("decisions")
+    said = section("How Postflight decides")
+    report = json.loads(bench.read_report(bench.RESULTS))
+    assert report["round_s"] == bench.Plan().round_s == bench.DAEMON_ROUND_S
+    assert report["seed_offset"] == 0 and report["windows_per_cell"] == {
+        "regression": bench.REGRESSION_WINDOWS,
+        "aa_like": bench.AA_WINDOWS,
+    }
+    printed = bench.markdown(report).split("\n")
+    tables = "\n".join(line for line in printed if line.startswith("|"))
+    assert " ".join(tables.split()) in said
+    assert f"a full run on main at 4264050, {report['elapsed_s']:,.0f} s, saved as" in said
+    assert "`bench/results/decisions.json.gz`; `python bench/decisions.py --from-json" in said
+    ours = report["policies"]["sequential"]
+    windows = sum(t["windows"] for t in ours["false_rollback_by_traffic"].values())
+    false_rollbacks = round(ours["false_rollback_rate"] * windows)
+    assert f"False rollbacks: {false_rollbacks} of {windows:,} A/A-like windows, 0% in" in said
+    aa_like = ours["false_rollback_by_family"]
+    assert set(aa_like.values()) == {0.0} and len(aa_like) == 9
+    assert "0% in each of the nine cells" in said
+    goals = report["acceptance"]
+    missed = sum(not ok for ok in goals.values())
+    assert f"{missed} of the benchmark's {len(goals)} goals are false at these defaults" in said
+    detail = report["acceptance_detail"]
+    pairs = len(detail["slower_than_peer"])
+    both = len(detail["slower_than_peer_on_windows_both_detect"])
+    assert f"({pairs} cell-peer pairs, {both} on the windows both detected:" in said
+    onset = report["onset_ratio"]
+    low, high = onset["onset_latency_x2@10rps"]["ci95"]
+    ratio = onset["onset_latency_x2@10rps"]["ratio"]
+    assert f"{ratio:.2g}× [95% bootstrap {low:.2g}, {high:.3g}]; errors ×5: " in said
+    assert f"errors ×5: {onset['onset_errors_x5@10rps']['ratio']:.3g}×)" in said
+    medians = [
+        ours["time_to_detect_s"][f"{key}@{rps}rps"]["median"]
+        for key in ("errors_x5", "latency_x2")
+        for rps in bench.TRAFFIC
+    ]
+    assert min(medians) == 5 * bench.DAEMON_ROUND_S  # "no median comes before 5 rounds"
+    assert f"no median comes before 5 rounds ({5 * bench.DAEMON_ROUND_S} s)" in said

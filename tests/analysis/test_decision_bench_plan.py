@@ -61,7 +61,7 @@ def test_the_plan_runs_the_cells_asked_for_with_their_sizes(bench: ModuleType) -
     cells: dict[tuple[str, int], int] = {}
     for family_index, rps, windows, _, start, offset, round_s in work:
         key = (bench.FAMILIES[family_index].key, rps)
-        assert offset == 5 and start < windows and round_s == 1
+        assert offset == 5 and start < windows and round_s == bench.DAEMON_ROUND_S
         cells[key] = cells.get(key, 0) + min(bench.CHUNK, windows - start)
     # aa runs at two error levels (1% and 0.1%): two cells of 30
     assert cells == {("errors_x2", 10): 100, ("aa", 10): 60}
@@ -115,16 +115,45 @@ def test_rounds_at_the_daemons_interval_fold_the_same_traffic(bench: ModuleType)
     assert at is not None and at % 30 == 0
 
 
-def test_a_run_at_the_daemons_interval_reports_it(
+def test_a_run_judges_at_the_daemons_interval_unless_asked(
     bench: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The whole run, one small cell, at `--round-s 30`: the report says the round it judged
-    and times every rollback at a round's end."""
+    """The whole run, one small cell, without `--round-s`: the daemon's default `interval`
+    (30 s, what a user runs), the report says so and times every rollback at a round's end;
+    `--round-s 1` runs the README's older 1 s rounds on the same windows."""
     argv = ["decisions.py", "--json", "--families", "errors_x5", "--rates", "10"]
-    argv += ["--windows-per-cell", "1", "--workers", "1", "--round-s", "30"]
-    monkeypatch.setattr("sys.argv", argv)
-    assert bench.main() == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["round_s"] == 30
-    ttd = report["policies"]["sequential"]["time_to_detect_s"]["errors_x5@10rps"]["median"]
+    argv += ["--windows-per-cell", "1", "--workers", "1"]
+    assert bench.Plan().round_s == bench.DAEMON_ROUND_S == 30
+    cell = "errors_x5@10rps"
+    medians = {}
+    for extra in ([], ["--round-s", "1"]):
+        monkeypatch.setattr("sys.argv", argv + extra)
+        assert bench.main() == 0
+        report = json.loads(capsys.readouterr().out)
+        medians[report["round_s"]] = report["policies"]["sequential"]["time_to_detect_s"][cell]
+    assert set(medians) == {30, 1}
+    ttd = medians[30]["median"]
     assert ttd is not None and ttd % 30 == 0
+    assert medians[1]["median"] is not None and medians[1]["median"] < ttd
+
+
+def test_the_readmes_tables_print_from_a_saved_run(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--from-json FILE --markdown` prints the saved default run's tables without running:
+    each policy's row (false rollbacks, then each cell's detected share and median), ours by
+    traffic level, and the goals it missed."""
+    monkeypatch.setattr(
+        "sys.argv", ["decisions.py", "--from-json", str(bench.RESULTS), "--markdown"]
+    )
+    assert bench.main() == 0
+    out = capsys.readouterr().out
+    report = json.loads(bench.read_report(bench.RESULTS))
+    ours = report["policies"]["sequential"]
+    cell = ours["time_to_detect_s"]["errors_x5@10rps"]["median"]
+    assert f"| sequential (ours) | 0.0% [0.0%, 0.3%] | 100%, {cell:g} s |" in out
+    assert "| errors ×5 from minute 5 @10 rps |" in out
+    assert "| Kayenta-style, calibrated to ours | 0.0% [0.0%, 0.3%] |" in out
+    assert "| sequential (ours) | 1 rps | 10 rps | 100 rps |" in out
+    missed = [name for name, ok in report["acceptance"].items() if not ok]
+    assert f"Goals: {len(missed)} of {len(report['acceptance'])} false (`{missed[0]}`" in out

@@ -909,6 +909,27 @@ def read_report(path: Path) -> str:
     return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
 
 
+def add_round_s(parser: argparse.ArgumentParser, note: str, divides: int = ROUNDS) -> None:
+    """`--round-s`, our judge's round in seconds (the daemon's `interval`): by default the
+    daemon's own, what a user runs; a whole number of seconds dividing `divides` (the
+    window, or whatever else must fall on a round's boundary)."""
+
+    def seconds(value: str) -> int:
+        round_s = int(value)
+        if round_s < 1 or divides % round_s:
+            raise argparse.ArgumentTypeError(f"must divide {divides} s (got {value})")
+        return round_s
+
+    parser.add_argument(
+        "--round-s",
+        type=seconds,
+        default=DAEMON_ROUND_S,
+        metavar="S",
+        help=f"our judge's round in seconds, the daemon's `interval` (default {DAEMON_ROUND_S}, "
+        f"the daemon's: what a user runs; {note}); a divisor of {divides}",
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -956,15 +977,7 @@ def main() -> int:
         metavar="K",
         help="another set of seeds (0: the benchmark's own): figures out of sample",
     )
-    parser.add_argument(
-        "--round-s",
-        type=int,
-        default=DAEMON_ROUND_S,
-        metavar="S",
-        help=f"our judge's round in seconds, the daemon's `interval` (default {DAEMON_ROUND_S}, "
-        f"the daemon's: what a user runs; 1 for the README's older 1 s tables); a divisor of "
-        f"{ROUNDS}; the simulated traffic is the same",
-    )
+    add_round_s(parser, "1 for the README's older 1 s tables; the simulated traffic is the same")
     parser.add_argument(
         "--markdown",
         action="store_true",
@@ -983,8 +996,6 @@ def main() -> int:
         saved = json.loads(read_report(args.from_json))
         print(markdown(saved) if args.markdown else text(saved))
         return 0
-    if args.round_s < 1 or ROUNDS % args.round_s:
-        parser.error(f"--round-s must divide the window's {ROUNDS} s")
     if args.families is not None and (unknown := args.families - {f.key for f in FAMILIES}):
         parser.error(f"unknown families: {', '.join(sorted(unknown))}")
     if args.rates is not None and (unknown_rates := args.rates - set(TRAFFIC)):

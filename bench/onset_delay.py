@@ -16,10 +16,12 @@ prints the round (from the regression's first, 1-based as `time_to_detect_s` cou
 which each run crosses: from the deploy, the e-process and, on the same draws, the detector;
 from the onset, the detector, and a judge started afresh at the onset on the same draws (an
 oracle that knows when: what the pre-onset history costs or gives). Rounds are the
-simulator's seconds and the onset falls on a round's boundary: no round is diluted.
+daemon's default `interval` (30 s) unless `--round-s` (1: the simulator's seconds, the
+README's figures); the onset falls on a round's boundary either way: no round is diluted.
 
     python bench/onset_delay.py                         # the benchmark's 20 windows a cell
-    python bench/onset_delay.py --windows 400 --seed-offset 1000   # out of sample
+    python bench/onset_delay.py --round-s 1 --windows 400 --seed-offset 1000
+        # the README's figures: 1 s rounds, out of sample
 
 Never run as a test; prints figures only.
 """
@@ -63,45 +65,48 @@ def exceedance_test(judge: Judge) -> Component:
 
 
 def crossings(
-    pre: decisions.Stream, deploy: decisions.Stream, onset: int, first: int
+    pre: decisions.Stream, deploy: decisions.Stream, onset: int, first: int, round_s: int = 1
 ) -> dict[str, int]:
-    """Rounds from `onset` (1-based) at which the exceedance test's e-process ("e") and
-    e-detector ("d") first reach their bars, folding the deploy's rounds from `first`."""
-    judge = decisions.window_judge(pre)
+    """Rounds of `round_s` seconds from round `onset` (1-based) at which the exceedance
+    test's e-process ("e") and e-detector ("d") first reach their bars, folding the deploy's
+    rounds from round `first`."""
+    judge = decisions.window_judge(pre, round_s)
     comp = exceedance_test(judge)
     state = judge.start()
     out: dict[str, int] = {}
-    for k in range(first, min(ROUNDS, onset + 120)):
-        state = judge.advance(state, decisions.observed(deploy, k), in_place=True)
+    rounds = ROUNDS // round_s
+    for k in range(first, min(rounds, onset + 120)):
+        state = judge.advance(state, decisions.observed(deploy, k, round_s), in_place=True)
         st = state["rules"][LATENCY.name]["seq"]["tests"][comp.key]
         if k < onset:
             continue
         if st["peak"] >= comp.log_threshold:
             out.setdefault("e", k + 1 - onset)
-        if st["peak_d"] is not None and st["peak_d"] >= comp.detector_log_threshold(ROUNDS):
+        if st["peak_d"] is not None and st["peak_d"] >= comp.detector_log_threshold(rounds):
             out.setdefault("d", k + 1 - onset)
         if len(out) == 2:
             break
     return out
 
 
-def bars(pre: decisions.Stream) -> list[str]:
+def bars(pre: decisions.Stream, round_s: int = 1) -> list[str]:
     """The two runs' levels and bars, and what the e-process's prior puts on the bets the
     detector mixes."""
-    comp = exceedance_test(decisions.window_judge(pre))
+    comp = exceedance_test(decisions.window_judge(pre, round_s))
     weights = np.exp(stats.BET_LOG_WEIGHTS[comp.bets])
     large = float(weights[-stats.DETECTOR_BETS :].sum())
-    expected = RATE * comp.level
+    expected = RATE * round_s * comp.level
+    rounds = ROUNDS // round_s
     stakes = [
         round(min(float(b) * expected, stats.MAX_BET), 3)
         for b in stats.BETS[comp.bets][-stats.DETECTOR_BETS :]
     ]
     start = comp.log_threshold + math.log(1.0 / large)
-    detector = comp.detector_log_threshold(ROUNDS)
+    detector = comp.detector_log_threshold(rounds)
     return [
         f"exceedance test at {RATE} req/s: e-process alpha {comp.alpha:.5f},"
         f" bar {comp.log_threshold:.2f} nats; e-detector alpha {comp.alpha_detector:.5f},"
-        f" bar log({ROUNDS}/alpha_d) = {detector:.2f}",
+        f" bar log({rounds}/alpha_d) = {detector:.2f} ({round_s} s rounds)",
         f"the detector's bets (the {stats.DETECTOR_BETS} largest) stake {stakes} per round"
         f" ({expected:g} expected past the cutoff), the same bets the e-process holds at"
         f" {large:.4f} of its weight: +{math.log(1.0 / large):.2f} nats, so in those bets'"
@@ -114,7 +119,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--windows", type=int, default=decisions.REGRESSION_WINDOWS)
     parser.add_argument("--seed-offset", type=int, default=0)
+    # the onset must fall on a round's boundary, and so must the window's end
+    decisions.add_round_s(parser, "1 for the README's figures", math.gcd(decisions.ONSET_S, ROUNDS))
     args = parser.parse_args()
+    round_s = args.round_s
     runs: dict[str, list[dict[str, int]]] = {}
     fresh: list[dict[str, int]] = []
     pre0 = None
@@ -123,20 +131,21 @@ def main() -> None:
         for seed in window_seeds(cell, args.windows, args.seed_offset):
             pre, deploy = window_streams(np.random.default_rng(seed), RATE, family)
             pre0 = pre0 or pre
-            onset = family.onset_s
-            runs.setdefault(key, []).append(crossings(pre, deploy, onset, 0))
+            onset = family.onset_s // round_s
+            runs.setdefault(key, []).append(crossings(pre, deploy, onset, 0, round_s))
             if onset:
-                fresh.append(crossings(pre, deploy, onset, onset))
+                fresh.append(crossings(pre, deploy, onset, onset, round_s))
     assert pre0 is not None
-    print("\n".join(bars(pre0)))
-    never = ROUNDS
+    print("\n".join(bars(pre0, round_s)))
+    never = ROUNDS // round_s
 
     def median(rows: list[dict[str, int]], run: str) -> float:
         return float(np.median([r.get(run, never) for r in rows]))
 
     from_start, onset_rows = runs["latency_x2"], runs["onset_latency_x2"]
     print(
-        f"\nmedian rounds to cross, {args.windows} windows a cell, seed offset {args.seed_offset}:"
+        f"\nmedian rounds ({round_s} s) to cross, {args.windows} windows a cell, seed offset"
+        f" {args.seed_offset}:"
     )
     for label, rows in (
         ("from the deploy", from_start),

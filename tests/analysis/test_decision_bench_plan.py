@@ -13,6 +13,8 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from tests.bench_module import bench_module
+
 
 @functools.cache
 def _bench() -> ModuleType:
@@ -157,3 +159,23 @@ def test_the_readmes_tables_print_from_a_saved_run(
     assert "| sequential (ours) | 1 rps | 10 rps | 100 rps |" in out
     missed = [name for name, ok in report["acceptance"].items() if not ok]
     assert f"Goals: {len(missed)} of {len(report['acceptance'])} false (`{missed[0]}`" in out
+
+
+def test_the_warning_and_onset_benches_judge_at_the_daemons_interval() -> None:
+    """`bench/breach_warnings.py` and `bench/onset_delay.py` fold a window's rounds at the
+    daemon's default `interval` unless `--round-s` says otherwise: a warning bench's job
+    carries it, and the onset bench's crossings are counted in its rounds (a doubled latency
+    at 10 req/s is caught within the window's 30 rounds, in fewer of them than at 1 s)."""
+    warnings = bench_module("breach_warnings")
+    decisions = warnings.bench
+    jobs = warnings.jobs(0.01)
+    assert {job[3] for job in jobs} == {decisions.DAEMON_ROUND_S}
+    quiet = next(job for job in jobs if job[1] == 1)
+    assert warnings.window(quiet)["failed"] is None
+    onset = bench_module("onset_delay")
+    cell, family = onset.cell_of("latency_x2")
+    rng = np.random.default_rng(decisions.window_seeds(cell, 1)[0])
+    pre, deploy = decisions.window_streams(rng, onset.RATE, family)
+    at_30 = onset.crossings(pre, deploy, 0, 0, decisions.DAEMON_ROUND_S)
+    at_1 = onset.crossings(pre, deploy, 0, 0, 1)
+    assert 1 <= at_30["e"] < at_1["e"]

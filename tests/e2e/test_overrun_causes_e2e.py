@@ -23,7 +23,7 @@ from aiohttp import web
 from agent.app import build_app
 from agent.appkeys import STORE
 from agent.metrics import OVERRUN_CAUSES, Metrics
-from agent.records import DeployWindow
+from agent.records import DeployWindow, RoundRecord
 from agent.settings_file import load_settings_text
 from agent.store.base import Fence
 from agent.store.sqlite import SqliteStore
@@ -143,8 +143,11 @@ class SlowLeaseStore(SqliteStore):
         super().__init__(path)
         self.delay_s = delay_s
         self.finished = asyncio.Event()
+        self.renewals: list[float] = []
+        """When each renewal was asked for (wall clock, as a round's `started_at`)."""
 
     async def renew_lease(self, window_id: str, fence: Fence, until: float) -> bool:
+        self.renewals.append(time.time())
         await asyncio.sleep(self.delay_s)
         return await super().renew_lease(window_id, fence, until)
 
@@ -152,6 +155,16 @@ class SlowLeaseStore(SqliteStore):
         ended = await super().finish_window(*args, **kwargs)
         self.finished.set()
         return ended
+
+
+def renewal_rounds(rounds: list[RoundRecord], renewals: list[float]) -> set[int]:
+    """The rounds that asked for a renewal (each awaits its own): the last started before
+    each ask; one asked before the first round (the watch's set-up) is none of them."""
+    return {
+        max(r.number for r in rounds if r.started_at <= at)
+        for at in renewals
+        if any(r.started_at <= at for r in rounds)
+    }
 
 
 @pytest.mark.usefixtures("window_log")
@@ -198,13 +211,20 @@ environments:
     finally:
         await runner.cleanup()
         await target.stop()
-    overran = [r.summary["overrun"] for r in rounds if "overrun" in r.summary]
-    assert overran, [r.summary for r in rounds]
-    assert {o["cause"] for o in overran} == {"store"}, overran
+    renewing = renewal_rounds(rounds, store.renewals)
+    overran = {r.number: r.summary["overrun"] for r in rounds if "overrun" in r.summary}
+    assert renewing and renewing <= set(overran), (store.renewals, overran)
+    # each renewal round's overrun is the store's; another round's (0.03-0.10 s beside them
+    # at load 17) may be the host's, the loaded machine's
+    assert {overran[n]["cause"] for n in renewing} == {"store"}, overran
     counted = metrics.round_overrun_causes_total.labels("slowdisk", "store")._value.get()
-    assert counted == metrics.round_overruns_total.labels("slowdisk")._value.get() >= 1
+    assert counted >= len(renewing)
+    assert metrics.round_overruns_total.labels("slowdisk")._value.get() == len(overran)
     [line] = overrun_lines(caplog)
-    assert "cause store: the round waited" in line, line
+    first = overran[min(overran)]
+    assert f"cause {first['cause']}: " in line, line
+    if min(overran) in renewing:
+        assert "cause store: the round waited" in line, line
 
 
 @pytest.mark.usefixtures("window_log")

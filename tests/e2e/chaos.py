@@ -109,6 +109,31 @@ class Findings:
     kills: int = 0
     pauses: int = 0
     events: list[str] = field(default_factory=list)
+    receiver_log: list[str] = field(default_factory=list)
+    """The receiver's log, a line per request (kept for a failing test's message: the run's
+    directory is gone by then)."""
+
+    def delivered_once(self) -> bool:
+        """Each regressed deploy's rollback answered 2xx once at the receiver, a deploy
+        that ended short (`ended_short`: it cannot fail, so nothing is sent) aside."""
+        short = {e.split(":")[0] for e in self.ended_short}
+        return bool(self.delivered) and all(
+            n == 1 or (n == 0 and d in short) for d, n in self.delivered.items()
+        )
+
+    def why(self) -> str:
+        """What a failing assertion shows: deliveries, deploys set aside, events, and the
+        receiver's log."""
+        return "\n".join(
+            [
+                f"delivered {self.delivered}",
+                f"ended short {self.ended_short}",
+                f"unrecorded {self.unrecorded}",
+                *self.events,
+                "receiver:",
+                *self.receiver_log,
+            ]
+        )
 
     @property
     def duplicates(self) -> int:
@@ -735,7 +760,8 @@ class Chaos:
         """The receiver's view: every 2xx it answered, per deploy, duplicates included."""
         delivered: dict[str, int] = dict.fromkeys((d for d, bad in self.deploys.items() if bad), 0)
         if self.receiver_log.exists():
-            for line in self.receiver_log.read_text().splitlines():
+            self.f.receiver_log = self.receiver_log.read_text().splitlines()
+            for line in self.f.receiver_log:
                 attempt = json.loads(line)
                 if attempt.get("accepted"):
                     key = attempt.get("idempotency_key") or "?"

@@ -31,7 +31,10 @@ async def test_kill_9_and_a_pause_past_the_lease_deliver_each_rollback_once(
     )
     found = await random_chaos(plan, pg_url)
     assert found.kills >= 2 and found.pauses == 1, found.events
-    assert found.delivered and all(n == 1 for n in found.delivered.values()), found.delivered
+    # a deploy whose window ended short (rounds lost to kills and the pause) cannot fail, so
+    # sends nothing: set aside as bench/ha_chaos.py does; a duplicate or a rollback lost is not
+    assert found.delivered_once(), found.why()
+    assert found.unrecorded == [], found.why()
     assert found.overwritten_rounds == [] and found.backward_counters == []
     assert found.overwritten_deliveries == []
     assert found.stuck == [], found.events

@@ -58,3 +58,28 @@ def test_a_registered_deploy_whose_window_is_not_judged_at_the_end_is_counted_un
     assert run._unjudged() == ["missing: window None", "watching: window watching"]
     run.f.unjudged = run._unjudged()
     assert run.f.summary()["unjudged"] == 2 and not run.f.ok
+
+
+def test_each_rollback_delivered_once_sets_aside_only_a_deploy_that_ended_short(
+    tmp_path: Path,
+) -> None:
+    """A deploy that ended short sent nothing and is set aside; one delivered twice, or
+    not at all without ending short, fails the count."""
+    run = _run(
+        tmp_path,
+        {
+            "short": {"state": "inconclusive", "rounds": 9},
+            "done": {"state": "rolled_back", "rounds": 24},
+        },
+    )
+    run.f.ended_short = run._ended_short()
+    run.f.delivered = {"done": 1, "short": 0}
+    assert run.f.delivered_once(), run.f.why()
+    run.f.delivered = {"done": 2, "short": 0}
+    assert not run.f.delivered_once()  # a duplicate
+    run.f.delivered = {"done": 0, "short": 0}
+    assert not run.f.delivered_once()  # a rollback lost
+    run.f.ended_short = []
+    run.f.delivered = {"done": 1, "short": 0}
+    assert not run.f.delivered_once()
+    assert "delivered {'done': 1, 'short': 0}" in run.f.why()

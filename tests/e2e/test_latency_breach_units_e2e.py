@@ -140,6 +140,8 @@ async def test_a_latency_breach_sends_seconds_and_the_bound_as_written(
                     pass
                 assert agent.returncode is None, log.read_text()
                 await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"fewer than 40 background runs in 60 s: {log.read_text()}")
             target.slow = True
             headers = {"Authorization": f"Bearer {TOKEN}"}
             body = {"environment": "production", "version": "v2"}
@@ -149,6 +151,8 @@ async def test_a_latency_breach_sends_seconds_and_the_bound_as_written(
                 if receiver.attempts:
                     break
                 await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"no rollback within 60 s: {log.read_text()}")
     finally:
         if agent.returncode is None:
             agent.send_signal(signal.SIGTERM)

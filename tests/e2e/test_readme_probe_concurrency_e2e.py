@@ -85,6 +85,8 @@ async def most_held(agent: RunningAgent, target: HoldingTarget, *names: str) -> 
         if not any(target.now.values()):
             break
         await asyncio.sleep(0.05)
+    else:
+        raise AssertionError(f"the background runs still held requests after 10 s: {target.now}")
     target.most.clear()
     await asyncio.gather(*(agent.register(name, "v2") for name in names))
     await asyncio.sleep(2 * HOLD_S)  # the round's probes all started and held by then

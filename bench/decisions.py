@@ -41,7 +41,7 @@ hard windows, late, has a later median over its own detections).
 
     python bench/decisions.py            # tables, at the daemon's 30 s rounds
     python bench/decisions.py --round-s 1   # 1 s rounds (the README's older tables)
-    python bench/decisions.py --json     # one JSON object
+    python bench/decisions.py --json     # one JSON object (with the commit it ran on)
     python bench/decisions.py --markdown # the README's table of the default run
     python bench/decisions.py --from-json bench/results/decisions.json.gz --markdown
         # the same from a saved --json run (gzipped or not): the default run's, which the
@@ -64,6 +64,7 @@ import itertools
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from collections import defaultdict
@@ -774,7 +775,7 @@ def text(report: dict[str, Any]) -> str:
         f"{report['round_s']}s rounds, "
         f"{BASELINE_S // 60} min baseline in {PERIOD_S}s periods; seed {SEED}"
         f"{' + ' + str(report['seed_offset']) if report['seed_offset'] else ''}; "
-        f"{report['elapsed_s']:.0f}s",
+        f"{report['elapsed_s']:.0f}s; commit {ran_on(report)}",
         "Rules: error_rate and latency_p95, max_increase 10% over the baseline",
         "Policies: sequential (ours, defaults) | flagger (60s, 5 failed checks, thresholds "
         f"mean x1.1 + {NOISE_SIGMAS:g} sd) | argo (same, failureLimit 0) | kayenta (MW 0.98 "
@@ -863,7 +864,7 @@ def markdown(report: dict[str, Any]) -> str:
     rows += [(f"{PEER_LABELS[n]}, calibrated to ours", report["calibrated"][n]) for n in PEERS]
     lines = [
         f"`--round-s {report['round_s']}`, {report['windows']:,} windows, "
-        f"{report['elapsed_s']:.0f} s:"
+        f"{report['elapsed_s']:.0f} s, commit {ran_on(report)}:"
     ]
     for cells in MARKDOWN_CELLS:
         header = ["policy", "false rollbacks, A/A-like (95% CI)", *map(cell_label, cells)]
@@ -898,6 +899,37 @@ def markdown(report: dict[str, Any]) -> str:
         + (f" ({', '.join(f'`{name}`' for name in missed)})." if missed else "."),
     ]
     return "\n".join(lines)
+
+
+def commit_of(tree: Path) -> dict[str, Any] | None:
+    """The commit a run ran on (`git rev-parse --short HEAD`) and whether the tree had
+    uncommitted changes, so a saved report says which judge made it; None outside git."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+        )
+        status = subprocess.run(
+            ["git", "-C", str(tree), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+        )
+    except OSError:  # no git installed
+        return None
+    if head.returncode != 0:
+        return None
+    return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def ran_on(report: dict[str, Any]) -> str:
+    """`4264050`, `4264050 + uncommitted changes`, or `no git tree` (older reports: `-`)."""
+    if "commit" not in report:
+        return "-"
+    commit = report["commit"]
+    if commit is None:
+        return "no git tree"
+    return commit["commit"] + (" + uncommitted changes" if commit["dirty"] else "")
 
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decisions.json.gz"
@@ -1050,6 +1082,7 @@ def main() -> int:
         "seed": SEED,
         "seed_offset": plan.seed_offset,
         "round_s": plan.round_s,
+        "commit": commit_of(Path(__file__).resolve().parent),
         "windows_per_cell": {"regression": plan.regression_windows, "aa_like": plan.aa_windows},
         "rules": [f"{r.name}: {r.metric} max_increase 10% over the baseline" for r in RULES],
         "noise": {

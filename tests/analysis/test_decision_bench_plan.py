@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import json
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -132,11 +133,40 @@ def test_a_run_judges_at_the_daemons_interval_unless_asked(
         monkeypatch.setattr("sys.argv", argv + extra)
         assert bench.main() == 0
         report = json.loads(capsys.readouterr().out)
+        assert report["commit"] == bench.commit_of(Path(bench.__file__).parent)
         medians[report["round_s"]] = report["policies"]["sequential"]["time_to_detect_s"][cell]
     assert set(medians) == {30, 1}
     ttd = medians[30]["median"]
     assert ttd is not None and ttd % 30 == 0
     assert medians[1]["median"] is not None and medians[1]["median"] < ttd
+
+
+def test_a_report_names_the_commit_it_ran_on(bench: ModuleType, tmp_path: Path) -> None:
+    """A run records `git rev-parse --short HEAD` and whether tracked files had uncommitted
+    changes (None outside git), and the text and Markdown headers print it: a saved report
+    says which judge made its figures."""
+    assert bench.commit_of(tmp_path) is None
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "judge.py").write_text("v1\n")
+    subprocess.run([*git, "add", "judge.py"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "v1"], check=True)
+    head = subprocess.run(
+        [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    (tmp_path / "untracked.txt").write_text("not the judge\n")
+    assert bench.commit_of(tmp_path) == {"commit": head, "dirty": False}
+    (tmp_path / "judge.py").write_text("v2\n")
+    ran = bench.commit_of(tmp_path)
+    assert ran == {"commit": head, "dirty": True}
+    saved = json.loads(bench.read_report(bench.RESULTS))
+    for report, said in (
+        (saved | {"commit": ran}, f"commit {head} + uncommitted changes"),
+        (saved | {"commit": {"commit": head, "dirty": False}}, f"commit {head}:"),
+        (saved | {"commit": None}, "commit no git tree"),
+    ):
+        assert said in bench.markdown(report).split("\n")[0]
+        assert said.removesuffix(":") in bench.text(report).split("\n")[0]
 
 
 def test_the_readmes_tables_print_from_a_saved_run(

@@ -152,7 +152,8 @@ COMMANDS: dict[str, tuple[str, str, list[str]]] = {
         [
             "0 clean stop",
             "1 an unexpected error (logged with its traceback)",
-            "2 bad configuration, or a store or port it cannot use",
+            "2 bad configuration, or a store or port it cannot use, or a usage error (an"
+            " unknown option)",
         ],
     ),
     "validate-config": (
@@ -192,7 +193,8 @@ COMMANDS: dict[str, tuple[str, str, list[str]]] = {
         [
             "0 all pass (or the environment has no checks)",
             "1 any fail, or could not be judged",
-            "2 bad configuration or unknown environment",
+            "2 bad configuration or unknown environment, or a usage error (an unknown option,"
+            " no --env)",
             "130 interrupted (CTRL-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP): said"
             " on stderr, nothing judged",
         ],
@@ -215,6 +217,7 @@ COMMANDS: dict[str, tuple[str, str, list[str]]] = {
         [
             "0 both outcomes as expected",
             "1 otherwise",
+            "2 a usage error (an unknown option)",
             "130 interrupted (CTRL-C), 143 terminated (SIGTERM), 129 hung up (SIGHUP): its"
             " agent stopped and its temp dir removed",
         ],
@@ -222,7 +225,10 @@ COMMANDS: dict[str, tuple[str, str, list[str]]] = {
     "schema": (
         "print the configuration's JSON Schema",
         "Print the configuration's JSON Schema (for an editor's YAML language server).",
-        ["0 printed (or written)", "2 cannot write --output"],
+        [
+            "0 printed (or written)",
+            "2 cannot write --output, or a usage error (an unknown option)",
+        ],
     ),
 }
 

@@ -227,7 +227,10 @@ def test_the_token_help_names_every_kind_of_token_the_agent_accepts(
 
 
 EXIT_CODES_OF = {
-    "run": ["0 clean stop", "2 bad configuration"],
+    "run": [
+        "0 clean stop",
+        "2 bad configuration, or a store or port it cannot use, or a usage error",
+    ],
     "validate-config": ["0 valid", "2 invalid (every error said), or a usage error"],
     "register": [
         "0 registered",
@@ -239,10 +242,14 @@ EXIT_CODES_OF = {
         "143 terminated",
     ],
     "status": ["0 shown", "2 usage, connection or auth error"],
-    "check": ["0 all pass", "1 any fail", "2 bad configuration"],
+    "check": [
+        "0 all pass",
+        "1 any fail",
+        "2 bad configuration or unknown environment, or a usage error",
+    ],
     "rollback": ["0 accepted", "1 refused", "2 usage, connection or auth error"],
-    "demo": ["0 both outcomes as expected"],
-    "schema": ["0 printed", "2 cannot write"],
+    "demo": ["0 both outcomes as expected", "2 a usage error"],
+    "schema": ["0 printed", "2 cannot write --output, or a usage error"],
 }
 
 

@@ -6,10 +6,12 @@ import re
 from typing import Protocol
 
 
-def counted(count: int, noun: str) -> str:
+def counted(count: float, noun: str) -> str:
     """`count` and `noun`, plural with an `s` unless it is one (`0 rounds`, `1 round`), the
-    count's thousands separated (`1,000 bytes`) as the other figures an operator reads are."""
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+    count's thousands separated (`1,000 bytes`) as the other figures an operator reads are.
+    A whole count kept as a float (the judge's samples) is said without `.0`."""
+    number = int(count) if isinstance(count, float) and count.is_integer() else count
+    return f"{number:,} {noun}{'' if count == 1 else 's'}"
 
 
 _NAME_CHARACTER = re.compile(r"[A-Za-z0-9_.:-]")

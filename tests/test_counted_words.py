@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from agent.analysis.types import Rule
+from agent.analysis.verdicts import units_of
 from agent.demo import overload_advice
 from checks.exchange import classify
 from checks.wire import Unfinished
@@ -27,6 +29,21 @@ def test_a_large_count_has_each_thousand_separated() -> None:
     """Where `1234567 rounds` was hard to read beside the other figures, which have them."""
     assert counted(1_234_567, "round") == "1,234,567 rounds"
     assert counted(-1000, "slot") == "-1,000 slots"
+
+
+@pytest.mark.parametrize(
+    ("count", "said"),
+    [(1.0, "1 sample"), (400.0, "400 samples"), (2.5, "2.5 samples"), (1e6, "1,000,000 samples")],
+)
+def test_a_count_kept_as_a_float_is_said_as_a_whole_number_where_it_is_one(
+    count: float, said: str
+) -> None:
+    """The judge keeps its samples as floats (sums of rounds' sizes): a whole one is said
+    without `.0`, and a million of them as `1,000,000 samples`, where its hand-written
+    plural (`:g`) said `1e+06 samples`."""
+    assert counted(count, "sample") == said
+    rule = Rule(name="slow", source="checks", metric="latency_p95", max_increase=0.2)
+    assert units_of(rule, "distribution", count) == said
 
 
 @pytest.mark.parametrize(

@@ -180,14 +180,8 @@ def count_detail(rule: Rule, st: State, *, pooled: bool) -> str | None:
 def summary(rule: Rule, st: State, observed: float | None, samples: float) -> str:
     """`31 of 100 probes failed`, or `latency_p95 120ms over 400 samples`."""
     return count_detail(rule, st, pooled=True) or (
-        f"{rule.metric} {format_value(rule.metric, observed)} over {amount(samples, 'sample')}"
+        f"{rule.metric} {format_value(rule.metric, observed)} over {counted(samples, 'sample')}"
     )
-
-
-def amount(count: float, noun: str) -> str:
-    """A count that may be fractional with its noun: `1 sample`, `2.5 samples`, where
-    `1 samples so far` read as a slip."""
-    return f"{count:g} {noun}{'' if count == 1 else 's'}"
 
 
 def units(rule: Rule, kind: Kind) -> str:
@@ -198,7 +192,7 @@ def units(rule: Rule, kind: Kind) -> str:
 
 def units_of(rule: Rule, kind: Kind, count: float) -> str:
     """`100 probes`, `1 probe`: what the rule's tests counted, with their number."""
-    return amount(count, units(rule, kind).removesuffix("s"))
+    return counted(count, units(rule, kind).removesuffix("s"))
 
 
 def effect(observed: float | None, base: BaselineData | None) -> float | None:

@@ -15,12 +15,12 @@ from agent.analysis.types import Observation, Rule
 from agent.analysis.verdicts import (
     Judged,
     State,
-    amount,
     needs_baseline,
     no_baseline,
     rule_verdict,
     summary,
 )
+from common.words import counted
 
 
 class FixedPolicy(BasePolicy):
@@ -62,7 +62,7 @@ class FixedPolicy(BasePolicy):
             samples = float(st["with_data"])
         said = summary(rule, st, observed, samples)
         if samples < max(1, rule.min_samples):
-            detail = f"{amount(samples, 'sample')} so far, {rule.min_samples} needed"
+            detail = f"{counted(samples, 'sample')} so far, {rule.min_samples} needed"
             return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
         if not final:
             detail = f"{said}; judged when the window ends"

@@ -46,7 +46,6 @@ from agent.analysis.verdicts import (
     Judged,
     RuleGlance,
     State,
-    amount,
     clean,
     effect,
     glance_of,
@@ -61,6 +60,7 @@ from agent.analysis.verdicts import (
     units,
     units_of,
 )
+from common.words import counted
 
 _TEST_NAMES = {
     "proportion": "betting e-process on each round's error count",
@@ -199,7 +199,7 @@ class SequentialPolicy(BasePolicy):
         if why == "bound":
             detail = "no bound this data can be tested against"
         else:
-            detail = f"{amount(_samples(st), 'sample')} so far, {rule.min_samples} needed"
+            detail = f"{counted(_samples(st), 'sample')} so far, {rule.min_samples} needed"
         return Judged(rule_verdict(rule, "inconclusive", observed, base, detail, {}))
 
     def glance(self, rule: Rule, st: State, kind: Kind, final: bool) -> RuleGlance:

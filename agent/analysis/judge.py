@@ -266,11 +266,15 @@ class Judge:
             return no_data(rule, self.base[rule.name], st)
         return self.rule_policy.judge(rule, st, st["kind"], final)
 
-    def blind_spots(self, per_round: Mapping[str, float]) -> list[str]:
+    def blind_spots(
+        self, per_round: Mapping[str, float], interval: float | None = None
+    ) -> list[str]:
         """Before the first round: each rule whose bound is tighter than the smallest change
         it can detect by the window's end, at `per_round` samples a round (the traffic its
-        baseline period saw), as one sentence per rule (policies that can tell)."""
-        return self.rule_policy.blind_spots(per_round)
+        baseline period saw), or that a release like its baseline would likely not show
+        holds by then (the window it would need said at `interval` seconds a round), one
+        sentence each (policies that can tell)."""
+        return self.rule_policy.blind_spots(per_round, interval)
 
 
 def _copy(value: Any) -> Any:

@@ -490,7 +490,9 @@ async def registration_warnings(
     # the rounds that run: one registered after its start passes over those already past
     schedule = RoundSchedule(deployed_at, env.interval, ends_at)
     horizon = schedule.rounds_from(deployed_at if now is None else now)
-    spots = Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(per_round)
+    spots = Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(
+        per_round, env.interval
+    )
     if checks_rules and periods:
         young = {
             r.name: w for r in judged if r.source == "checks" and (w := young_runs(r, periods, env))

@@ -140,7 +140,10 @@ def test_what_an_absolute_bound_can_detect_over_an_outage_baseline_is_its_own_ro
     calm_spots, calm_can = _words(_baseline([0, 0, 1, 0, 0, 0]))
     spots, can = _words(_baseline(OUTAGE))
     assert can == calm_can == "can detect error_rate 0.106 or more by the window's end", can
-    assert spots == calm_spots, spots
+    # what it can see (its first clause): the same; whether it can pass is its own reach
+    assert [s.partition("; and")[0] for s in spots] == [
+        s.partition("; and")[0] for s in calm_spots
+    ], spots
     assert "its max bound is tighter than the smallest change it can detect" in spots[0]
 
 
@@ -191,7 +194,8 @@ def test_registration_names_the_release_an_outage_baselines_reach_was_asked_of()
     (spot,) = judge.blind_spots({rule.name: 3.0})
     assert (
         "cannot pass on evidence by the window's end at the baseline's traffic (3 samples a"
-        " round, 30 rounds), so the window would end inconclusive: a release with all probes"
+        " round, 30 rounds), so the window would likely end inconclusive (`register --wait`"
+        " exits 3): a release with all probes"
         " failed would reach error_rate lower bound 0.962 vs min 0.99"
     ) in spot, spot
     assert "no probes failed" not in spot, spot

@@ -108,7 +108,7 @@ def health_windows(probes: int, rounds: int, windows: int) -> tuple[list[str], i
         HEALTH.name: merge([latencies(rng.lognormal(np.log(0.03), 0.2, 10)) for _ in range(120)])
     }
     judge = Judge([HEALTH], base, Policy(), horizon=rounds)
-    said = judge.blind_spots({HEALTH.name: float(probes)})
+    said = judge.blind_spots({HEALTH.name: float(probes)}, 30.0)  # 30 s rounds
     passed = 0
     for _ in range(windows):
         state = judge.start()
@@ -126,17 +126,24 @@ def test_a_window_too_short_to_pass_is_said_before_it_opens_and_the_figure_it_gi
     said, passed = health_windows(5, 30, 20)
     (sentence,) = said
     assert sentence.startswith("rule health-latency: cannot pass on evidence by the window's end")
-    assert "so the window would end inconclusive" in sentence
+    assert "so the window would likely end inconclusive (`register --wait` exits 3)" in sentence
     needed = re.search(
         r"it needs about ([\d,]+) samples \((\d+) rounds of this traffic\)", sentence
     )
     assert needed is not None, sentence
     assert needed[0] == "it needs about 250 samples (50 rounds of this traffic)"  # README
+    assert (  # README: the same in the configuration's words
+        "(50 rounds of this traffic), a window of 25m at these rounds, or about 9 samples a"
+        " round over its 30 rounds: more probes per round or a longer window"
+    ) in sentence, sentence
     assert passed == 0
     rounds = int(needed[2])
     assert int(needed[1].replace(",", "")) == 5 * rounds
     said, passed = health_windows(5, rounds, 20)
     assert said == [] and passed == 20
+    # and at the samples a round it names, over the window's own 30 rounds
+    said, passed = health_windows(9, 30, 20)
+    assert said == [] and passed > 10, passed
     # the example's own 10 a round: nothing said, and healthy windows pass
     said, passed = health_windows(PROBES, 30, 20)
     assert said == [] and passed == 20

@@ -36,8 +36,8 @@ async def test_a_one_minute_window_of_p99_latencies_ends_inconclusive_exit_3(
     common = ("--url", agent.url, "--token", TOKEN, "--env", "production", "--version", "v2")
     code, said = await awaited_cli("register", *common, "--wait")
     assert code == 3, said
-    # said before it opens (150 samples cannot even see a p99 past 2 s: "a rule already
-    # warned that it cannot see its bound gets that one sentence")
+    # said before it opens (150 samples cannot even see a p99 past 2 s: "a rule also
+    # warned that it cannot see its bound is told both in its one sentence")
     assert said.count("warning: rule health-p99: ") == 1, said
     [deploy_id] = set(re.findall(r"dep_\w+", said))
     final = await agent.get(deploy_id)

@@ -65,8 +65,12 @@ class RulePolicy(Protocol):
         """The round at which the rule failed, if it has, without wording a verdict."""
         ...
 
-    def blind_spots(self, per_round: Mapping[str, float]) -> list[str]:
-        """Before the first round: rules whose bound is below what they can detect."""
+    def blind_spots(
+        self, per_round: Mapping[str, float], interval: float | None = None
+    ) -> list[str]:
+        """Before the first round: rules whose bound is below what they can detect, or
+        that a good release would likely not show hold by the window's end (its length
+        said at `interval` seconds a round)."""
         ...
 
 
@@ -106,7 +110,9 @@ class BasePolicy:
         at = st.get("failed_at")
         return at if isinstance(at, int) else None
 
-    def blind_spots(self, per_round: Mapping[str, float]) -> list[str]:
+    def blind_spots(
+        self, per_round: Mapping[str, float], interval: float | None = None
+    ) -> list[str]:
         return []
 
 

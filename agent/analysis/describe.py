@@ -118,6 +118,22 @@ def threshold_text(rule: Rule) -> str:
     return ", ".join(parts) if parts else "none"
 
 
+CANNOT_PASS = "cannot pass on evidence by the window's end"
+"""How registration's warning of a window a good release would likely not pass begins
+(`SequentialPolicy.blind_spots`): the API logs those it answers (`likely_inconclusive`)."""
+
+
+def likely_inconclusive(warnings: list[str]) -> list[str]:
+    """Of registration's warnings, each rule's "cannot pass on evidence" clause, named: the
+    window never logs it (it logs what a rule can detect, at its first round), so the
+    registration does, once; a rule also blind to its bound keeps that part for the window."""
+    out = []
+    for said in warnings:
+        if (at := said.find(CANNOT_PASS)) >= 0:
+            out.append(f"{said.partition(':')[0]}: {said[at:]}")
+    return out
+
+
 def unit_noun(rule: Rule) -> str:
     """What one counted event is, for details like `31 of 100 probes failed`."""
     return "probes" if rule.source == "checks" else "events"

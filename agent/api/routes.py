@@ -20,6 +20,7 @@ from aiohttp import hdrs, web
 from pydantic import ValidationError
 from ulid import ULID
 
+from agent.analysis.describe import likely_inconclusive
 from agent.api.idempotency import Registered, differences, document_hash, stored_as_same
 from agent.api.models import (
     CLOCK_SKEW_S,
@@ -357,7 +358,8 @@ async def create_deploy(request: web.Request) -> web.Response:
         warnings = [f"{window.environment} {window.version}: {late}"]
     elif foresee is not None:
         # answered, not logged: the window logs each once, as it finds it with its own
-        # baseline (`WindowWatch`), not again at each restart or takeover
+        # baseline (`WindowWatch`), not again at each restart or takeover; but for the
+        # window a good release would likely not pass, which it never logs (below)
         warnings = await _foreseen(foresee, store, environment, window, now)
     else:
         warnings = []
@@ -396,6 +398,8 @@ async def create_deploy(request: web.Request) -> web.Response:
         _count_ended(request, "inconclusive", [window])
         # decided here, and no watch follows: the one place it is logged
         log.warning(warnings[0], extra={"deploy_id": window.id, "environment": window.environment})
+    for sentence in likely_inconclusive(warnings):  # registered once; the window never says it
+        log.warning(sentence, extra={"deploy_id": window.id, "environment": window.environment})
     log.info(
         "deploy registered: %s %s (window %s%s)",
         window.environment,

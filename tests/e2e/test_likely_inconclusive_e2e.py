@@ -8,21 +8,20 @@ warning names (about 9; 12 here) pass the same window (exit 0), not so warned.""
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
 
 from tests.cli_process import awaited_cli
-from tests.e2e.conftest import TOKEN, AgentFactory, FlipTarget, environment
+from tests.e2e.conftest import TOKEN, AgentFactory, FlipTarget, RunningAgent, environment
 
 P95 = "{name: health-p95, source: checks, metric: latency_p95, max: 2s}"
 
 
-async def registered_and_waited(
-    start_agent: AgentFactory, flip_target: FlipTarget, probes: int
-) -> tuple[int, str]:
-    """`register --wait` of a 6 s window of 200 ms rounds at `probes` a round (the defaults
-    otherwise: sequential, pass_on evidence, confidence 0.99): its exit code and words."""
+async def started(start_agent: AgentFactory, flip_target: FlipTarget, probes: int) -> RunningAgent:
+    """An agent watching a 6 s window of 200 ms rounds at `probes` a round (the defaults
+    otherwise: sequential, pass_on evidence, confidence 0.99), with its baseline's runs."""
     env = environment(
         "production",
         flip_target.url,  # healthy: never flipped
@@ -35,6 +34,14 @@ async def registered_and_waited(
     )
     agent = await start_agent(env)
     await agent.stored_runs("production", 3)  # the background baseline registration reads
+    return agent
+
+
+async def registered_and_waited(
+    start_agent: AgentFactory, flip_target: FlipTarget, probes: int
+) -> tuple[int, str]:
+    """`register --wait` of `started`'s window: its exit code and words."""
+    agent = await started(start_agent, flip_target, probes)
     common = ("--url", agent.url, "--token", TOKEN, "--env", "production", "--version", "v2")
     return await awaited_cli("register", *common, "--wait")
 
@@ -72,3 +79,25 @@ async def test_the_probes_a_round_the_warning_names_pass_the_same_window_unwarne
     warned = [line for line in said.splitlines() if "warning:" in line]
     assert not any("cannot pass" in line for line in warned), said
     assert code == 0, said
+
+
+@pytest.mark.timeout(60)
+async def test_the_warning_is_logged_once_as_the_api_answers_it(
+    start_agent: AgentFactory, flip_target: FlipTarget, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The window logs what a rule can detect, never whether it can pass: registration
+    logs that, once, as `POST /v1/deploys` answers it."""
+    agent = await started(start_agent, flip_target, 5)
+    created = await agent.register("production", "v2")
+    await agent.cancel(created["id"])
+    [answered] = created["warnings"]
+    logged = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "cannot pass on evidence" in r.getMessage()
+    ]
+    # its clause alone (a rule also blind to its bound, as with 3 runs here, leaves that
+    # part to the window's own log at its first round)
+    clause = answered[answered.index("cannot pass on evidence") :]
+    assert logged == [f"rule health-p95: {clause}"], (logged, answered)
+    assert "so the window would likely end inconclusive" in logged[0], logged

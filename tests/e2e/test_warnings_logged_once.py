@@ -95,8 +95,10 @@ async def blind_window_handed_over(
         for outcome in ("pass", "breaching", "fail", "inconclusive")
     )
     assert evaluated >= 1, "the second agent did not watch the window"
-    logged = said(caplog, "rule errors:")
+    # what it can detect (registration logs, once, that it cannot pass: its own words)
+    logged = said(caplog, "rule errors: max_increase")
     assert len(logged) == 1, [r.getMessage() for r in logged]
+    assert len(said(caplog, "rule errors: cannot pass on evidence")) == 1
     # its baseline's rate too uncertain: no regression of any size
     assert "it can detect no regression of any size" in logged[0].getMessage()
     assert getattr(logged[0], "deploy_id", None) == deploy["id"]
@@ -161,8 +163,8 @@ async def test_a_rule_that_can_detect_nothing_is_logged_in_words_that_parse(
     agent = await start_agent(env)
     await asyncio.sleep(0.6)  # background runs: the rule's baseline
     deploy = await agent.register("production", "v2")
-    await until_said(caplog, "rule p95:", within=5)
-    (logged,) = said(caplog, "rule p95:")
+    await until_said(caplog, "rule p95: max_increase", within=5)
+    (logged,) = said(caplog, "rule p95: max_increase")
     assert logged.getMessage() == (
         "rule p95: max_increase 50%: it can detect no regression of any size four times in"
         " five (too little data by then: a large one may still be caught at times) by the"

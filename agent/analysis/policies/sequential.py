@@ -18,6 +18,7 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from agent.analysis.describe import (
+    CANNOT_PASS,
     exact_rate_bounds,
     format_percent,
     format_value,
@@ -446,8 +447,8 @@ class SequentialPolicy(BasePolicy):
             # against max 300ms: 70% of good deploys) was told only of what it could see
             if self.on_evidence and (short := self._cannot_pass(tests, size, interval)):
                 clauses.append(
-                    f"{'and it ' if clauses else ''}cannot pass on evidence by the window's"
-                    f" end at the baseline's traffic ({size:.3g} samples a round,"
+                    f"{'and it ' if clauses else ''}{CANNOT_PASS} at the baseline's traffic"
+                    f" ({size:.3g} samples a round,"
                     f" {self.window.horizon} rounds), so the window would likely end"
                     f" inconclusive (`register --wait` exits 3): {'; '.join(short)}"
                 )

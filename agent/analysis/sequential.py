@@ -40,7 +40,7 @@ from typing import Any, Literal, NamedTuple, cast
 import numpy as np
 import numpy.typing as npt
 
-from agent.analysis import stats
+from agent.analysis import rank_bets, stats
 from agent.analysis.conformal import Ranker
 from agent.analysis.describe import (
     change_floor,
@@ -113,7 +113,7 @@ weight and sat up to a factor 1.7 from the useful one)."""
 RANK_AIM = 1.0
 """Nats past the test's threshold its aimed stake is sized for (what the mixture's weight
 and the noise of the window's end cost, roughly); 0 to 2 find the same windows."""
-stats.register_bets("conformal_rank", RANK_MULTIPLES, RANK_MULTIPLE_WEIGHTS)
+rank_bets.register("conformal_rank", RANK_MULTIPLES, RANK_MULTIPLE_WEIGHTS)
 
 EXCEEDANCE_MULTIPLES: FloatArray = np.array([1.0, 3.0])
 """A conformal exceedance test's first bets, in multiples of its aimed stake
@@ -459,6 +459,15 @@ class SequentialRule:
         """The tolerance's scale of the rule's conformal tests (0: none)."""
         self._base_size = int(np.isfinite(baseline.sorted_values).sum()) if baseline else 0
         """The baseline's samples: the conformal reference the rank test starts from."""
+        rank = next((c for c in self.components if c.test == "rank"), None)
+        self._rank_rho = (
+            rank_bets.placement_correlation(baseline.sorted_values, baseline.period_of, rank.alpha)
+            if rank is not None and baseline is not None
+            else None
+        )
+        """The rank test's within-round correlation of placements, measured across the
+        baseline's periods at an upper limit (`rank_bets`); None: its periods measure
+        nothing, and its bets are linear only."""
         self.cannot_fail = kind == "proportion" and any(
             p == "relative" and c is None for p, c in made
         )
@@ -989,7 +998,10 @@ class SequentialRule:
                 st["fin"] = stats.add_round_sums(st["fin"], score, n)
             log_f = None
             if comp.test == "rank":
-                weight *= self._aimed_stake(comp, state["samples"], index)
+                stake = self._aimed_stake(comp, state["samples"], index)
+                log_f = rank_bets.log_factors(
+                    y, weight, stake, self._rank_rho, RANK_MULTIPLES, comp.level
+                )
             elif comp.conformal:  # exceedance: its aimed bets, then the count bets
                 log_f = self._exceedance_factors(comp, y, weight, state["samples"], index)
             elif comp.test == "proportion":  # from the count: y overflows at a tiny `max`
@@ -1523,7 +1535,7 @@ class SequentialRule:
             if base is not None:
                 digest = hashlib.blake2b(base.sorted_values.tobytes(), digest_size=16).digest()
                 figures = (base.value, base.count, base.total, base.periods, base.dispersion)
-                figures += (base.sorted_values.size, digest)
+                figures += (base.sorted_values.size, digest, self._rank_rho)
             self._inputs_key = (
                 self.rule,
                 self.components,
@@ -1816,17 +1828,26 @@ class SequentialRule:
         """Rank test: the smallest scale s (the deploy = baseline x s) at which one of its
         bets (`RANK_MULTIPLES` of the aimed stake, `_aimed_stake`) is expected to reach the
         threshold by the end, its prior weight included. A round's mean placement varies
-        like 1 / (12 n); a bet of lambda on it grows by lambda (y - 1) - lambda^2 var / 2 a
-        round (and at most log(1 + lambda (y - 1))), y its placement over 1/2
-        (`_mean_placement`)."""
+        like 1 / (12 n) (times the design effect the baseline's periods show, for the
+        sub-Gaussian bets: `rank_bets`); a bet of lambda on it grows by lambda (y - 1) -
+        lambda^2 var / 2 a round (a linear one at most log(1 + lambda (y - 1))), y its
+        placement over 1/2 (`_mean_placement`)."""
         mean_placement = self._mean_placement(comp, per_round, horizon)
         if mean_placement is None:
             return None
         var_y = 1.0 / (12.0 * per_round * comp.level**2)
         stake = self._aimed_stake(comp, per_round * horizon, int(horizon) - 1)
-        lambdas = np.minimum(RANK_MULTIPLES * stake * per_round, stats.MAX_BET)
+        linear = np.minimum(RANK_MULTIPLES * stake * per_round, stats.MAX_BET)
+        # the sub-Gaussian bets (`rank_bets`): uncapped, on the round's variance times its
+        # design effect; without a measured one they are the linear bets
+        rho = self._rank_rho
+        design = rank_bets.design_effect(per_round, rho) if rho is not None else 1.0
+        sub = RANK_MULTIPLES * stake * per_round / math.sqrt(design)
+        lambdas = np.concatenate([linear, linear if rho is None else sub])
+        capped = np.concatenate([np.ones(linear.size, bool), np.full(sub.size, rho is None)])
         # what does not move with the scale, worked out once for the search's calls
-        penalty, prior = lambdas**2 * var_y / 2.0, stats.BET_LOG_WEIGHTS[comp.bets] / horizon
+        variance = np.where(capped, var_y, var_y * design)
+        penalty, prior = lambdas**2 * variance / 2.0, stats.BET_LOG_WEIGHTS[comp.bets] / horizon
 
         def growth(scale: float) -> float:
             """Evidence by the end, per round (the threshold's share of it)."""
@@ -1834,7 +1855,8 @@ class SequentialRule:
             if excess <= 0.0:
                 return 0.0
             gained = lambdas * excess
-            per_bet = np.minimum(gained - penalty, np.log1p(gained))
+            bound = np.where(capped, np.log1p(gained), np.inf)
+            per_bet = np.minimum(gained - penalty, bound)
             return float(np.max(per_bet + prior))
 
         def short(scale: float) -> float:

@@ -14,6 +14,12 @@ Methods and sources
   of bounded random variables by betting", JRSS-B 2023; Shafer & Vovk, testing by betting.
   One factor per round from that round's own statistic, a mixture over fixed bets; valid
   whatever the dependence between requests of one round (see below).
+* **Sub-Gaussian rank bets** (the rank test of a relative latency bound,
+  `agent.analysis.rank_bets`): Howard, Ramdas, McAuliffe & Sekhon, AoS 2021, sub-Gaussian
+  supermartingales exp(lambda S - lambda^2 V / 2) on a round's mean conformal placement, V its
+  null variance 1 / (12 n) times the design effect measured across the baseline's periods
+  (Student-corrected); mixed with the linear bets above (Waudby-Smith & Ramdas 2023, for
+  bounded variables), which hold whatever the dependence within a round.
 * **E-detector** (regressions that start mid-window): Shin, Ramdas & Rinaldo, "E-detectors:
   a nonparametric framework for sequential change detection", 2022: a Shiryaev-Roberts
   statistic of the same factors.

@@ -1,0 +1,116 @@
+"""The rank test's bets on a round's mean conformal placement: linear bets, valid whatever the
+dependence within a round, and sub-Gaussian bets, whose evidence grows with the round's size
+under the dependence measured across the baseline's periods.
+
+Pure: no I/O, no clock. `agent.analysis.sequential` calls `placement_correlation` once per
+window and `log_factors` once per round; nothing here keeps state between rounds.
+
+Why. A linear bet 1 + lambda (y - 1) on a round's mean placement y / 2 in [0, 1] is an e-value
+for every law of the round's placements with mean at most 1/2, so it is capped (lambda <=
+`stats.MAX_BET`) and gains at most log 2 nats a round whatever the round's size: at the
+daemon's 30 s rounds a shift the round shows beyond doubt still needs about ten of them.
+More evidence per round needs a model of how the round's placements vary together. The
+baseline has one: its samples come in periods (background runs, provider buckets) of about a
+round's length, and under the null (the release is the baseline's process times 1 + the
+tolerance) a round's placements move together as a period's do. Each period's mean placement,
+ranked against the whole baseline, varies like (1 + (n - 1) rho) / (12 n) (Kish's design
+effect of a cluster of n); rho is measured across the periods and taken at an upper limit
+(Student's t with k - 1 degrees of freedom for k periods, `stats.inflation_limit`, as for a
+count's burstiness).
+
+With the round's null variance v = (1 + (n - 1) rho) / (12 n), a sub-Gaussian bet exp(lambda
+(m - 1/2) - lambda^2 v / 2) is an e-value for a mean placement m that is sub-Gaussian with
+variance proxy v: exact for independent placements (a uniform is strictly sub-Gaussian,
+E exp(lambda (U - 1/2)) <= exp(lambda^2 / 24), and conformal placements are independent
+uniforms at the null's edge, `agent.analysis.conformal`; the mid-rank is the mean of the
+smoothed rank over theta, so by Jensen its factor is at most theirs), and under within-round
+dependence as far as the periods measured it (Howard, Ramdas, McAuliffe & Sekhon,
+"Time-uniform, nonparametric, nonasymptotic confidence sequences", AoS 2021, sub-Gaussian
+supermartingales; Waudby-Smith & Ramdas, JRSS-B 2023, for bounded variables). Both kinds are
+mixed, each bet's wealth kept apart (`RANK_LINEAR_WEIGHT`): a mixture of e-processes is one.
+A baseline without periods (one run, a provider's single figure) measures nothing: its
+sub-Gaussian bets are its linear ones, so the mixture is today's.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from agent.analysis import stats
+from agent.analysis.stats import FloatArray
+
+RANK_LINEAR_WEIGHT = 0.25
+"""The linear bets' part of the rank test's mixture (the sub-Gaussian bets have the rest): they
+hold whatever the dependence within a round, so a release whose rounds move together more than
+the baseline's periods showed is still tested by them, at log(1 / 0.25), 1.4 nats, more."""
+
+
+def placement_correlation(
+    sorted_values: FloatArray, period_of: npt.NDArray[np.intp], alpha: float
+) -> float | None:
+    """Upper limit (level `alpha`) of rho, the correlation of conformal placements within one
+    of the baseline's periods; None when its periods measure nothing (fewer than two, one
+    sample each).
+
+    Each sample is placed (mid-rank) among the whole baseline; period p's mean placement m_p
+    has variance (1 + (n_p - 1) rho) / (12 n_p) under the null, so phi = 12 sum n_p (m_p -
+    1/2)^2 / (k - 1) estimates the design effect at the mean period size (k - 1 degrees of
+    freedom: the weighted mean of m_p is 1/2 by construction), widened for the few periods
+    it comes from (`stats.inflation_limit`), then read as rho = (phi - 1) / (mean size - 1)."""
+    if period_of.size != sorted_values.size or not period_of.size:
+        return None
+    sizes = np.bincount(period_of)
+    kept = sizes > 0
+    periods = int(np.count_nonzero(kept))
+    mean_size = period_of.size / max(periods, 1)
+    if periods < 2 or mean_size <= 1.0:
+        return None
+    placed = stats.placements(sorted_values, sorted_values)
+    means = np.bincount(period_of, weights=placed)[kept] / sizes[kept]
+    phi = 12.0 * float(np.sum(sizes[kept] * (means - 0.5) ** 2)) / (periods - 1)
+    limit = stats.inflation_limit(phi, periods, float(period_of.size), mean_size, alpha)
+    return min(max((limit - 1.0) / (mean_size - 1.0), 0.0), 1.0)
+
+
+def design_effect(n: float, rho: float) -> float:
+    """A round of `n` placements' variance over independent ones' (Kish: 1 + (n - 1) rho)."""
+    return 1.0 + max(n - 1.0, 0.0) * rho
+
+
+def log_factors(
+    y: float, n: float, stake: float, rho: float | None, multiples: FloatArray, level: float
+) -> list[float]:
+    """One round's log factors: the linear bets, then the sub-Gaussian ones, each at
+    `multiples` of the aimed `stake` per sample (`SequentialRule._aimed_stake`).
+
+    y is the round's mean placement over its `level` (1/2), n its samples. Linear: lambda =
+    min(b stake n, `MAX_BET`), log(1 + lambda (y - 1)). Sub-Gaussian: y varies like
+    D / (12 n level^2) under the null (D the design effect at rho); lambda = b stake n /
+    sqrt(D), the stake per effective sample (n / D of them) that reaches the same threshold
+    by the window's end, log factor lambda (y - 1) - lambda^2 D / (24 n level^2). Without a
+    measured rho, the sub-Gaussian bets are the linear ones."""
+    excess = max(y, 0.0) - 1.0
+    bets = multiples.tolist()
+    linear = [math.log1p(min(b * stake * n, stats.MAX_BET) * excess) for b in bets]
+    if rho is None or n <= 0:
+        return linear + linear
+    design = design_effect(n, rho)
+    per = stake * n / math.sqrt(design)
+    half_variance = design / (24.0 * n * level * level)
+    return linear + [(b * per) * excess - (b * per) ** 2 * half_variance for b in bets]
+
+
+def register(kind: str, multiples: FloatArray, weights: FloatArray) -> None:
+    """The rank test's bets as one kind (`stats.register_bets`): the linear ones at
+    `RANK_LINEAR_WEIGHT` of the mass, then the sub-Gaussian ones, each with `weights` among
+    themselves. The sub-Gaussian ones come last: an e-detector mixes a kind's last
+    `stats.DETECTOR_BETS` (its largest), here the sub-Gaussian ones."""
+    share = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    stats.register_bets(
+        kind,
+        np.concatenate([multiples, multiples]),
+        np.concatenate([RANK_LINEAR_WEIGHT * share, (1.0 - RANK_LINEAR_WEIGHT) * share]),
+    )

@@ -30,6 +30,16 @@ supermartingales; Waudby-Smith & Ramdas, JRSS-B 2023, for bounded variables). Bo
 mixed, each bet's wealth kept apart (`RANK_LINEAR_WEIGHT`): a mixture of e-processes is one.
 A baseline without periods (one run, a provider's single figure) measures nothing: its
 sub-Gaussian bets are its linear ones, so the mixture is today's.
+
+At the daemon's 30 s rounds (`bench/decisions.py --round-s 30`, its 60 baseline periods of
+30 s; 40 windows an A/A-like cell, 20 a regression's): no false rollback in any A/A-like cell,
+as before; median time to detect latency x2 30 s at 1, 10 and 100 req/s (150 s before),
+x1.5 90/30/30 s (270/240/225), x1.2 570/90/30 s (900/810/735; found at 1 req/s in 45% of
+windows, 35% before), latency x2 from minute 5 60/30/30 s after its onset (270/240/210). A
+regression confined to the tail (`latency_tail_x3`) is the exceedance test's, unchanged. At
+1 s rounds (20 and 10 windows a cell): still none, latency x2 17.5/3/1 s (30.5/6.5/5), x1.5
+49.5/8.5/2 s (54.5/28.5/9), x1.2 555/78.5/8 s (530/95/32.5; at 1 req/s a round holds one
+sample, and the mixture's split costs a little), from minute 5 39.5/5/2 s (59.5/11/8).
 """
 
 from __future__ import annotations

@@ -147,13 +147,23 @@ _MARKUP = re.compile(r"[\\`\[\]<]|\*+|_+")
 escape)."""
 
 
+_LESS_OR_EQUAL = re.compile(r"=(?:\s|$)")
+
+
 def _escaped(match: re.Match[str]) -> str:
-    """A backslash before each markup character; but stars between spaces (the redaction
-    mask `***`) and underscores inside a word (`feature_flag`), which open no emphasis,
-    stay as they are: a chat that shows markdown raw shows them without backslashes."""
+    """A backslash before each markup character; but those that open nothing stay as
+    they are: stars between spaces (the redaction mask `***`), underscores inside a word
+    (`feature_flag`), a bracket not before `(`, `[` or `:` (`api_tokens[0]`), a `<` before
+    a space or `= ` (`p95 <= 42ms`). A json:// sink gets the markdown as it is (apprise
+    passes it through) and a chat that shows markdown raw shows it so: there, each
+    backslash read as a stray one."""
     run, text = match.group(0), match.string
     before = text[match.start() - 1] if match.start() else " "
     after = text[match.end()] if match.end() < len(text) else " "
+    if run == "[" or (run == "]" and after not in "([:"):
+        return run  # a link or its definition needs `](`, `][` or `]:`: one escaped, none
+    if run == "<" and (after.isspace() or _LESS_OR_EQUAL.match(text, match.end())):
+        return run  # no tag, autolink or e-mail link begins `< ` or `<= `
     if run[0] == "*" and before.isspace() and after.isspace():
         return run
     if run[0] == "_" and before.isalnum() and after.isalnum():

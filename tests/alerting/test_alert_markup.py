@@ -190,3 +190,35 @@ async def test_discords_message_content_takes_the_title_as_text_and_its_embed_as
         assert embed["title"] == title
     finally:
         await sink.stop()
+
+
+async def test_text_that_opens_no_markup_reaches_json_and_mail_without_backslashes(
+    json_sink: JsonSink, smtp_sink: SmtpSink, metrics: Metrics
+) -> None:
+    """Seen by a new user at a json:// sink: "latency_p95 \\<= 42ms" and
+    "api_tokens\\[0\\]". apprise hands a json:// sink the markdown body as it is (its
+    formats pass through: no renderer drops the escapes), so only what would open markup
+    (`<b`, `](`) is escaped: `<=` and `[0]` open none and read as written there, in the
+    e-mail's text and HTML, and in chat."""
+    chat = JsonSink()
+    await chat.start()
+    try:
+        reason: Any = "smoke: latency_p95 <= 42ms failed; api_tokens[0] expired"
+        detail = "p95 < 50ms wanted; see [runbook](http://evil.example/x) <b>now</b>"
+        notify = notifier([(json_sink.url(), []), (smtp_sink.url(), []), *chat_urls(chat)], metrics)
+
+        outcome = await notify.send(alert(reason=reason, detail=detail), [])
+
+        assert outcome.result == "sent", outcome.describe()
+        [note] = json_sink.notifications
+        assert reason in note.message, note.message
+        assert "p95 < 50ms wanted" in note.message, note.message
+        [mail] = smtp_sink.messages
+        text = text_of(mail)
+        assert reason in text and detail in " ".join(text.split()), text
+        for path, post in chat_posts(chat).items():
+            rendered, visible = shown(post)
+            assert reason in visible and detail in visible, (path, visible)
+            assert "<a " not in rendered and "<b>" not in rendered, (path, rendered)
+    finally:
+        await chat.stop()

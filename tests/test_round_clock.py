@@ -302,7 +302,11 @@ async def test_a_restart_after_the_windows_end_logs_its_downtime_not_an_overrun(
     assert not [m for m in said if "overran" in m], said
     resumed = [m for m in said if "resumed after" in m]
     assert len(resumed) == 1, said
-    down = re.search(r"round 3 resumed after ([0-9.]+)s down", resumed[0])
+    # before: "round 3 resumed after 602.0s down", read as the agent's downtime (600 s)
+    down = re.search(
+        r"round 3 resumed after the window went unwatched for ([0-9.]+)s since round 2 ended",
+        resumed[0],
+    )
     assert down is not None and 595 <= float(down.group(1)) <= 610, resumed
     assert "the window ended meanwhile" in resumed[0]
     window, rounds = await stored(tmp_path / "postflight.db")

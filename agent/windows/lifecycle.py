@@ -1229,16 +1229,20 @@ class WindowWatch:
     def _say_resumed(self, slot: int, number: int, now: float) -> None:
         """A watch that goes on with stored rounds (a restart, a takeover) says how long the
         window went unwatched, once, as its first round starts: the gap is downtime, not a
-        slow round (it was logged as "round 3 overran its slot by 602s")."""
+        slow round (it was logged as "round 3 overran its slot by 602s"). The figure runs
+        from the last stored round's end, so it is named so: "resumed after 37.5s down"
+        read as the agent's downtime to a user whose agent was down 17 s."""
         if self.resumed_after is None:
             return
         down = max(0.0, now - self.resumed_after)
         passed = slot - (self.last_slot if self.last_slot is not None else -1) - 1
         self.unwatched += max(0, passed)  # missing evidence for the window's end
         self.log.info(
-            "round %d resumed after %.1fs down (a restart or a takeover, not a slow round): %s",
+            "round %d resumed after the window went unwatched for %.1fs since round %d ended"
+            " (a restart or a takeover, not a slow round): %s",
             number,
             down,
+            number - 1,
             "the window ended meanwhile, judged on the rounds it had"
             if now >= self.window.ends_at
             else f"{counted(passed, 'slot')} passed over",

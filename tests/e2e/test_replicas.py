@@ -262,7 +262,7 @@ async def test_a_second_agent_on_one_sqlite_store_is_refused_at_start(
 ) -> None:
     """A second `postflight run` on the same SQLite file (a config copied with another
     port) was named as the first, by the hostname, and took the first's live windows over
-    as its own ("round N resumed after 0.9s down (a restart or a takeover …)"): both
+    as its own ("round N resumed after the window went unwatched for 0.9s …"): both
     watched them. It is refused at start, naming the holder; once the first has stopped,
     an agent on the file (its restart) starts."""
     from agent.store.sqlite import StoreInUse

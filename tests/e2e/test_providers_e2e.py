@@ -703,6 +703,9 @@ async def test_sentry_counts_that_stop_growing_end_inconclusive_and_say_why(
     assert (evidence["samples"], evidence["rounds_with_data"]) == (3000, 1), evidence
     assert len(sentry_fake.seen("/events/")) >= 4  # asked every round; nothing new came
     assert "only 1 round had new events" in final["verdict"]["reason"], final["verdict"]
+    # before: "error_rate upper bound n/a vs max 0.02", read as a fault, not as too soon
+    assert "n/a" not in rule["detail"], rule["detail"]
+    assert "error_rate: no upper bound after one round (it takes two)" in rule["detail"]
 
 
 # ------------------------------------------------------ 2. New Relic 0.2 → 0.9 s

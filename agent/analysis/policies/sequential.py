@@ -39,6 +39,7 @@ from agent.analysis.sequential import (
     Detectable,
     Kind,
     PassReach,
+    PassTest,
     Reached,
     RunEvidence,
     SequentialRule,
@@ -689,9 +690,12 @@ def _reached_text(rule: Rule, reached: Reached) -> str:
     if reached_value is not None and test.statistic in ("share", "rate"):
         # a proportion's confidence bound lies in [0, 1]: "upper bound 1.2" reads as nonsense
         reached_value = min(max(reached_value, 0.0), 1.0)
+    if reached_value is None:
+        # "upper bound n/a" after a window's first round read as a fault, not as too soon
+        return _no_bound_yet(rule, test, end)
     if test.statistic == "share":
         side = "below" if test.below else "above"
-        value = "n/a" if reached_value is None else f"{reached_value:.3g}"
+        value = f"{reached_value:.3g}"
         if test.counted_from:
             # the rule's one bound first, then the nearer cutoff passing counts from and why
             return (
@@ -718,6 +722,21 @@ def _reached_text(rule: Rule, reached: Reached) -> str:
             " not read as the release's)"
         )
     return said
+
+
+def _no_bound_yet(rule: Rule, test: PassTest, end: str) -> str:
+    """What `_reached_text` says before a bound exists: a confidence sequence needs two
+    rounds, so after one there is no bound to compare, which is not a missing value."""
+    if test.statistic == "share":
+        side = "below" if test.below else "above"
+        return (
+            f"share of samples {side} {test.text}: no {end} bound after"
+            f" one round (it takes two) to compare with {test.limit:.3g} allowed"
+        )
+    against = test.text
+    if test.counted_from:  # a relative bound: its text is the bound's value alone
+        against = f"{rule.metric} {'<=' if test.upper else '>='} {test.text}"
+    return f"{rule.metric}: no {end} bound after one round (it takes two) to compare with {against}"
 
 
 def _effect_band(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Protocol
 
@@ -31,9 +32,12 @@ def name_refused(name: str) -> str:
 def unknown_environment(name: str, known: list[str]) -> str:
     """An environment name that is not configured, with the names that are (sorted): the
     API's 404 and `postflight check` say it alike, where check said `(known: …)` in the
-    file's order and the API `; configured: …`."""
+    file's order and the API `; configured: …`. A near miss names the one meant, as a
+    misspelt config key does (`register --env mien` said only `configured: mine`)."""
     configured = ", ".join(sorted(known)) or "none"
-    return f"unknown environment {name!r}; configured: {configured}"
+    meant = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {meant[0]!r}?)" if meant else ""  # as a misspelt config key says
+    return f"unknown environment {name!r}; configured: {configured}{hint}"
 
 
 DRY_RUN_NOT_SENT = "rollback not sent (rollback.dry_run)"

@@ -226,7 +226,10 @@ async def test_an_environment_a_variable_adds_is_named_as_run_names_it(
     assert run_names == ["production", variable.lower()]
     assert await run_cli("check", "--config", str(config), "--env", named) == 2
     err = capsys.readouterr().err
-    known = f"configured: {', '.join(sorted(['production', variable.lower()]))} (exit 2)"
+    known = f"configured: {', '.join(sorted(['production', variable.lower()]))}"
+    if named == "eu-west":  # a near miss names the one meant
+        known += " (did you mean 'eu_west'?)"
+    known += " (exit 2)"
     assert err == f"postflight check: error: unknown environment {named!r}; {known}\n", err
     assert await run_cli("check", "--config", str(config), "--env", variable.lower()) == 0
     captured = capsys.readouterr()

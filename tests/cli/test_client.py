@@ -1548,3 +1548,17 @@ def test_a_sequential_rule_warned_breached_is_shown_so_pending_and_decided() -> 
 
     assert "probe-errors  ! pass" in decided("pass")
     assert "probe-errors  ? inconclusive" in decided("inconclusive")
+
+
+def test_register_with_a_misspelt_environment_names_the_one_meant(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A new user's `register --env mien` read "unknown environment 'mien'; configured:
+    mine", where a misspelt key in the config says which was meant."""
+    args = register_args(agent)
+    args.env = "prodcution"
+    assert register_command(args) == 2
+    captured = capsys.readouterr()
+    said = "unknown environment 'prodcution'; configured: production, staging"
+    assert f"{said} (did you mean 'production'?)" in captured.err, captured.err
+    no_traceback(captured)

@@ -34,6 +34,9 @@ def rollback_command(args: argparse.Namespace) -> int:
         if deploy.rollback is not None and deploy.rollback.state == "skipped":
             # a dry run: 'skipped' alone read as a rollback under way
             rollback += f" ({visible(deploy.rollback.last_error or 'dry run')})"
+        elif deploy.rollback is not None and deploy.rollback.state != "delivered":
+            # "accepted: pending" was the last word: where the webhook's answer shows
+            rollback += f" (its delivery: postflight status {deploy.id})"
         print(
             f"rollback of {deploy.id} ({deploy.environment} {deploy.version}) accepted: {rollback}"
         )

@@ -1440,6 +1440,38 @@ def test_rollback_of_a_dry_run_environment_says_the_webhook_was_not_called(
         "links": {"self": "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"},
     }
 
+    out = rollback_printed(deploy, capsys)
+    assert "accepted: skipped (dry run: the webhook was not called)" in out, out
+    assert "postflight status" not in out, out  # nothing to deliver
+
+
+def test_a_manual_rollback_accepted_says_where_its_delivery_shows(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A new user's `postflight rollback` ended at "accepted: pending", with nothing to say
+    where the webhook's answer would show."""
+    deploy: dict[str, Any] = {
+        "id": "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+        "environment": "staging",
+        "version": "v1",
+        "state": "failed",
+        "deployed_at": "2026-11-26T14:00:00Z",
+        "ends_at": "2026-11-26T14:10:00Z",
+        "rounds": 2,
+        "verdict": None,
+        "rollback": {"state": "pending", "attempts": 0, "requested_at": "2026-11-26T14:01:30Z"},
+        "links": {"self": "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"},
+    }
+
+    out = rollback_printed(deploy, capsys)
+
+    said = "accepted: pending (its delivery: postflight status dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ)"
+    assert said in out, out
+
+
+def rollback_printed(deploy: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> str:
+    """What `postflight rollback` prints for an agent that answers 202 with `deploy`."""
+
     class Agent(http.server.BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", "0")))
@@ -1464,8 +1496,7 @@ def test_rollback_of_a_dry_run_environment_says_the_webhook_was_not_called(
     finally:
         server.shutdown()
         server.server_close()
-    out = capsys.readouterr().out
-    assert "accepted: skipped (dry run: the webhook was not called)" in out, out
+    return capsys.readouterr().out
 
 
 @pytest.mark.timeout(60)

@@ -1411,34 +1411,38 @@ def test_a_breach_starting_short_of_the_limit_is_a_line_in_a_ci_log() -> None:
     assert "! breach probe-errors" in lines[1] and "1 of 3 rounds" in lines[1], lines
 
 
+ROLLED_BACK: dict[str, Any] = {
+    "id": "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+    "environment": "staging",
+    "version": "v1",
+    "state": "failed",
+    "deployed_at": "2026-11-26T14:00:00Z",
+    "ends_at": "2026-11-26T14:10:00Z",
+    "rounds": 2,
+    "verdict": {
+        "outcome": "fail",
+        "decided_at": "2026-11-26T14:01:30Z",
+        "reason": "by hand",
+        "rules": [],
+    },
+    "rollback": {
+        "state": "skipped",
+        "attempts": 0,
+        "last_status": None,
+        "requested_at": "2026-11-26T14:01:30Z",
+        "last_error": "dry run: the webhook was not called",
+    },
+    "links": {"self": "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"},
+}
+"""A failed deploy whose rollback the agent answered with (its dry run's)."""
+
+
 def test_rollback_of_a_dry_run_environment_says_the_webhook_was_not_called(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """It said 'accepted: skipped', which an on-call could take for a rollback under way:
     the environment's rollback.dry_run kept the webhook from being called (live audit)."""
-    deploy = {
-        "id": "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
-        "environment": "staging",
-        "version": "v1",
-        "state": "failed",
-        "deployed_at": "2026-11-26T14:00:00Z",
-        "ends_at": "2026-11-26T14:10:00Z",
-        "rounds": 2,
-        "verdict": {
-            "outcome": "fail",
-            "decided_at": "2026-11-26T14:01:30Z",
-            "reason": "by hand",
-            "rules": [],
-        },
-        "rollback": {
-            "state": "skipped",
-            "attempts": 0,
-            "last_status": None,
-            "requested_at": "2026-11-26T14:01:30Z",
-            "last_error": "dry run: the webhook was not called",
-        },
-        "links": {"self": "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"},
-    }
+    deploy = ROLLED_BACK
 
     out = rollback_printed(deploy, capsys)
     assert "accepted: skipped (dry run: the webhook was not called)" in out, out
@@ -1450,17 +1454,9 @@ def test_a_manual_rollback_accepted_says_where_its_delivery_shows(
 ) -> None:
     """A new user's `postflight rollback` ended at "accepted: pending", with nothing to say
     where the webhook's answer would show."""
-    deploy: dict[str, Any] = {
-        "id": "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
-        "environment": "staging",
-        "version": "v1",
-        "state": "failed",
-        "deployed_at": "2026-11-26T14:00:00Z",
-        "ends_at": "2026-11-26T14:10:00Z",
-        "rounds": 2,
-        "verdict": None,
+    deploy = {
+        **ROLLED_BACK,
         "rollback": {"state": "pending", "attempts": 0, "requested_at": "2026-11-26T14:01:30Z"},
-        "links": {"self": "/v1/deploys/dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"},
     }
 
     out = rollback_printed(deploy, capsys)

@@ -29,8 +29,10 @@ async def test_a_threshold_rule_whose_only_round_with_data_breached_is_not_passe
         analysis="{policy: threshold, failure_limit: 3}",
         budget="200ms",
     )
-    # counted at Prometheus: one round's fetch had data (past the bound), later ones none
-    assert prometheus.asked[0] == "0.5" and prometheus.asked[1:3] == ["503"] * 2, prometheus.asked
+    # counted at Prometheus: one round's fetch had data (past the bound), later ones none (at
+    # least one: a loaded host may fit two rounds, not four, in the 2 s window)
+    first, *later = prometheus.asked
+    assert first == "0.5" and later and set(later) == {"503"}, prometheus.asked
     assert final["rollback"] is None, final
     verdict = final["verdict"]
     rules = {r["name"]: r for r in verdict["rules"]}

@@ -956,7 +956,10 @@ class SequentialRule:
                 | ({"fin": [0.0] * stats.ROUND_SUMS, "final_p": None} if c.alpha_final else {})
                 for c in self.components
             },
-            "passes": {p.key: {"t": 0, "mean": 0.0, "m2": 0.0, "size": 0.0} for p in self.passes},
+            "passes": {
+                p.key: {"t": 0, "mean": 0.0, "m2": 0.0, "size": 0.0, "bad": 0.0}
+                for p in self.passes
+            },
             "samples": 0.0,
         } | ({"seen": [[], []]} if self._conformal_scale else {})
 
@@ -1010,7 +1013,7 @@ class SequentialRule:
         for test in self.passes:
             x = self._pass_statistic(test, obs)
             if x is not None:
-                _welford(state["passes"][test.key], x, size)
+                _fold_pass(state["passes"][test.key], x, size)
 
     def _size(self, obs: Observation) -> float:
         if self.kind == "proportion":
@@ -1393,7 +1396,7 @@ class SequentialRule:
         return out
 
     def _reached(self, test: PassTest, st: dict[str, Any]) -> float | None:
-        ends = self._ends(test, st)
+        ends = self._ends(test, st, one=True)
         if ends is None:
             return None
         return ends[1] if test.upper else ends[0]
@@ -1402,23 +1405,36 @@ class SequentialRule:
         """Both ends of the confidence sequence behind `test` (None before two rounds)."""
         return self._ends(test, state["passes"][test.key])
 
-    def _ends(self, test: PassTest, st: dict[str, Any]) -> tuple[float, float] | None:
+    def _ends(
+        self, test: PassTest, st: dict[str, Any], *, one: bool = False
+    ) -> tuple[float, float] | None:
+        """The sequence's (lower, upper) ends; `one`: only the end the test reads is worked
+        out for a share or rate (the other is 0 or 1)."""
         t = st["t"]
         if t < 2:
             return None
         variance = st["m2"] / (t - 1)
         mean_size = st["size"] / t
-        if test.statistic == "value":
-            try:
-                floor = (VALUE_FLOOR * abs(test.limit)) ** 2
-            except OverflowError:  # a bound near float's end (a latency `max` of 1e300 s)
-                floor = math.inf
-        else:
-            p = min(max(test.limit, 1e-6), 1 - 1e-6)
-            floor = p * (1.0 - p) / max(mean_size, 1.0) * self._design_effect(test, mean_size)
+        if test.statistic != "value":
+            design = self._window_design_effect(test, variance, mean_size)
+            bad = float(st.get("bad", st["mean"] * st["size"]))  # a state from before "bad"
+            return _count_ends(test, bad, float(st["size"]), design, one=one)
+        try:
+            floor = (VALUE_FLOOR * abs(test.limit)) ** 2
+        except OverflowError:  # a bound near float's end (a latency `max` of 1e300 s)
+            floor = math.inf
         radius = stats.cs_radius(t, max(variance, floor), test.alpha, self.t_opt)
         mean = float(st["mean"])
         return mean - radius, mean + radius
+
+    def _window_design_effect(self, test: PassTest, variance: float, size: float) -> float:
+        """What a share's or rate's counts are divided by before their binomial sequence
+        (`_count_ends`): the baseline's burstiness (`_design_effect`), or more where the
+        window's own rounds spread more than the limit's binomial law allows at their size
+        (the floor the normal-mixture sequence took its variance at, as a ratio)."""
+        p = min(max(test.limit, 1e-6), 1 - 1e-6)
+        binomial = p * (1.0 - p) / max(size, 1.0)
+        return max(self._design_effect(test, size), variance / binomial)
 
     @staticmethod
     def _design_effect(test: PassTest, size: float) -> float:
@@ -1465,16 +1481,20 @@ class SequentialRule:
                 / max(per_round, 1.0)
                 * self._design_effect(test, per_round)
             )
+            design = self._window_design_effect(test, variance, per_round)
+            end = functools.partial(_reach_end, test, mean, variance, per_round, design)
             # a sequence needs two rounds (`_ends`): a one-round window never shows it
-            reached = _pass_end(test, mean, variance, horizon, self.t_opt) if horizon > 1 else None
+            reached = end(horizon, self.t_opt) if horizon > 1 else None
             needed: int | None = None
             if reached is not None and _shows(test, reached):
                 needed = horizon
             elif _shows(test, mean):
 
-                def holds(t: int, mean: float = mean, variance: float = variance) -> bool:
+                def holds(
+                    t: int, end: Callable[[int, float], float] = end, test: PassTest = test
+                ) -> bool:
                     # a longer window is tightest at its own half, as it would be run
-                    return _shows(test, _pass_end(test, mean, variance, t, t / 2))  # noqa: B023
+                    return _shows(test, end(t, t / 2))
 
                 hi = max(2, 2 * horizon)
                 while not holds(hi) and hi < 1 << 24:
@@ -2176,6 +2196,41 @@ def _pass_end(test: PassTest, mean: float, variance: float, t: float, t_opt: flo
     return mean + radius if test.upper else mean - radius
 
 
+def _reach_end(
+    test: PassTest,
+    mean: float,
+    variance: float,
+    per_round: float,
+    design: float,
+    t: float,
+    t_opt: float,
+) -> float:
+    """`SequentialRule.pass_reach`'s end after `t` rounds of `mean`: a share's or rate's by
+    its binomial sequence on the rounds' expected counts (`_count_ends`, divided by
+    `design`, as a window's own), a bare value's by its normal mixture (`variance`)."""
+    if test.statistic == "value":
+        return _pass_end(test, mean, variance, t, t_opt)
+    lower, upper = _count_ends(test, mean * per_round * t, per_round * t, design, one=True)
+    return upper if test.upper else lower
+
+
+def _count_ends(
+    test: PassTest, bad: float, total: float, design: float, *, one: bool = False
+) -> tuple[float, float]:
+    """A share's or rate's confidence-sequence ends on its window's counts (`bad` of
+    `total`) divided by the design effect (`stats.binomial_cs_end`, at the test's level).
+    `one`: only the end the test reads (the other is 0 or 1)."""
+    design = max(design, 1.0)
+    bad, total = bad / design, total / design
+    upper = (
+        stats.binomial_cs_end(bad, total, test.alpha, upper=True) if test.upper or not one else 1.0
+    )
+    lower = (
+        0.0 if test.upper and one else stats.binomial_cs_end(bad, total, test.alpha, upper=False)
+    )
+    return lower, upper
+
+
 def _shows(test: PassTest, end: float) -> bool:
     """Whether a confidence sequence's end lies on the good side of the test's limit."""
     return end <= test.limit if test.upper else end >= test.limit
@@ -2257,6 +2312,14 @@ def _to_json(log_values: list[float]) -> list[float | str | None]:
         v if math.isfinite(v) else None if v == -math.inf else "nan" if v != v else "inf"
         for v in log_values
     ]
+
+
+def _fold_pass(st: dict[str, Any], x: float, size: float) -> None:
+    """One round into a pass test's state: the round statistic's running moments
+    (`_welford`) and its events, x of `size` (the binomial sequence's counts, `_count_ends`;
+    a state from before them counts its rounds so far at their mean)."""
+    st["bad"] = float(st.get("bad", st["mean"] * st["size"])) + x * size
+    _welford(st, x, size)
 
 
 def _welford(st: dict[str, Any], x: float, size: float) -> None:

@@ -27,10 +27,15 @@ Methods and sources
   count data", NeurIPS 2022, and Netflix's "Sequential A/B testing keeps the world
   streaming" part 2 (2024): a count bet b x (expected events) is their Poisson likelihood
   ratio for a rate ratio 1 + b, to first order.
-* **Passing on evidence**: asymptotic confidence sequences (Waudby-Smith, Arnold, Wu, Wang
-  & Ramdas, "Time-uniform central limit theory and asymptotic confidence sequences", 2021)
-  with Robbins' normal-mixture boundary (Howard, Ramdas, McAuliffe & Sekhon,
-  "Time-uniform, nonparametric, nonasymptotic confidence sequences", AoS 2021).
+* **Passing on evidence**: a share's or rate's counts, divided by their design effect, get
+  a binomial confidence sequence: the likelihood ratios of the rates past the limit's good
+  side, mixed (a one-sided beta-binomial mixture: Howard, Ramdas, McAuliffe & Sekhon,
+  "Time-uniform, nonparametric, nonasymptotic confidence sequences", AoS 2021), held to
+  1 / alpha by Ville's inequality (the same ratios as bets: Waudby-Smith & Ramdas 2023),
+  `binomial_cs_end`. A bare value's mean gets an asymptotic confidence sequence
+  (Waudby-Smith, Arnold, Wu, Wang & Ramdas, "Time-uniform central limit theory and
+  asymptotic confidence sequences", 2021) with Robbins' normal-mixture boundary (Howard et
+  al. 2021), `cs_radius`.
 * **Baselines**: Clopper-Pearson limits on the baseline rate on effective counts (divided
   by the variance inflation measured across its periods, `intra_period_correlation`),
   distribution-free order-statistic limits on a baseline quantile, the
@@ -41,7 +46,9 @@ Methods and sources
 
 Assumptions: rounds are independent of one another given the past (requests within a
 round may be correlated in any way); a bare value's rounds have mean at most the bound
-under the null. The pass side is asymptotically valid (it estimates the rounds' variance).
+under the null. A bare value's pass side is asymptotically valid (it estimates the rounds'
+variance); a share's or rate's is exact for binomial counts, and for counts that move
+together within a round as far as their design effect says how much.
 """
 
 from __future__ import annotations
@@ -803,3 +810,88 @@ def cs_radius(t: float, variance: float, alpha: float, t_opt: float) -> float:
     t_opt = max(t_opt, 1.0)
     rho2 = (2.0 * log_a + math.log(2.0 * log_a + 1.0)) / t_opt
     return sd * math.sqrt((t + 1.0 / rho2) * (math.log(1.0 + rho2 * t) + 2.0 * log_a)) / t
+
+
+def binomial_cs_end(count: float, total: float, alpha: float, *, upper: bool) -> float:
+    """One end of an anytime-valid confidence sequence for a rate after `count` events in
+    `total` trials (effective counts: divided by a design effect, so possibly fractional):
+    the least rate the sequence has not yet ruled out from above (`upper`), or the most
+    from below. Its chance of ever lying on the wrong side of the true rate is at most
+    `alpha`, however often it is read.
+
+    The upper end tests each rate p against every rate q below it at once: the likelihood
+    ratio of q to p, mixed over q uniform on [0, p] (a beta-binomial mixture truncated at the
+    null, Howard, Ramdas, McAuliffe & Sekhon 2021, section 3 and its one-sided mixtures):
+    B(S + 1, N - S + 1) I_p(S + 1, N - S + 1) / (p^(S + 1) (1 - p)^(N - S)). Each q's
+    ratio is a supermartingale under any rate of p or more, so by Ville's inequality the
+    mixture ever reaches 1 / alpha with probability at most alpha; with q = theta p, theta
+    uniform on [0, 1], each ratio rises with p, so the rates it rules out are all those
+    past one point, found by search. Against a normal-mixture sequence with the binomial's
+    variance (`cs_radius`, floored at the limit's) it reads the binomial's short low tail:
+    after 400 trials it shows a rate under 0.05 with up to 7 events where that showed 4
+    (the KL bound of a one-sided test; Waudby-Smith & Ramdas 2023 for the same likelihood
+    ratios as bets). The lower end is the upper one of the trials' other outcome."""
+    if total <= 0:
+        return 1.0 if upper else 0.0
+    count = min(max(count, 0.0), total)
+    if not upper:
+        return 1.0 - binomial_cs_end(total - count, total, alpha, upper=True)
+    if count >= total:
+        return 1.0
+    if total > CS_LARGEST:  # as `rate_upper_bound`: fewer trials, same rate, a wider end
+        count, total = count / total * CS_LARGEST, CS_LARGEST
+    return _binomial_upper_end(count, total, alpha)
+
+
+@functools.lru_cache(maxsize=256)
+def _binomial_upper_end(count: float, total: float, alpha: float) -> float:
+    """`binomial_cs_end`'s upper end, by safeguarded Newton steps on the log mixture, whose
+    derivative is the beta density over I_p less the ratio's own: a few betainc calls,
+    where a bisection took ~50. Kept: a window's state is read several times a round (its
+    glance, its verdict, its words) between folds."""
+    special = _special()
+    a, b = count + 1.0, total - count + 1.0
+    log_beta = float(special.betaln(a, b))
+    needed = math.log(1.0 / alpha) - log_beta
+
+    def excess(p: float) -> tuple[float, float]:
+        """(log mixture - log(1 / alpha), its derivative) at p."""
+        tail = float(special.betainc(a, b, p))
+        if tail <= 0.0:
+            return -math.inf, math.inf
+        log_q = math.log1p(-p)
+        value = math.log(tail) - a * math.log(p) - (b - 1.0) * log_q - needed
+        density = math.exp((a - 1.0) * math.log(p) + (b - 1.0) * log_q - log_beta - math.log(tail))
+        return value, density - a / p + (b - 1.0) / (1.0 - p)
+
+    lo, hi = count / total, 1.0
+    # a start past the mean by the KL bound's normal approximation, then Newton's steps
+    spread = max(lo * (1.0 - lo), 1.0 / total) / total
+    x = min(
+        lo + math.sqrt(2.0 * spread * (math.log(1.0 / alpha) + 1.0)) + 1.0 / total, 0.5 + lo / 2
+    )
+    for _ in range(CS_SEARCH_STEPS):
+        value, slope = excess(x)
+        if value >= 0.0:
+            hi = x
+        else:
+            lo = x
+        if hi - lo <= 1e-9 * hi:
+            break
+        step = x - value / slope if math.isfinite(value) and slope > 0 else math.nan
+        if abs(step - x) <= 1e-10 * x and value < 0.0:
+            step = x * (1.0 + 1e-9)  # converged from below: one look just past the root
+        x = step if lo < step < hi else (lo + hi) / 2.0
+    return hi
+
+
+CS_LARGEST = 1e12
+"""The most trials `binomial_cs_end` is computed on (more: scaled down, same rate, as
+`CP_LARGEST`): its log mixture is a difference of terms of the order of the trials, and
+past ~1e14 float's rounding of them is a nat (at 1e16 the end read 1.0). At 1e12 the end
+is within ~1e-6 of the rate's own."""
+
+CS_SEARCH_STEPS = 100
+"""`_binomial_upper_end`'s most steps (a handful of Newton's suffice; halvings where one
+falls outside the bracket). It returns the bracket's top, a rate the sequence rules out,
+so stopping early, or rounding, only ever widens the end."""

@@ -120,10 +120,10 @@ def health_windows(probes: int, rounds: int, windows: int) -> tuple[list[str], i
 
 
 def test_a_window_too_short_to_pass_is_said_before_it_opens_and_the_figure_it_gives_holds() -> None:
-    """5 probes a round for a 15-minute window (150 latencies): warned at registration that
+    """3 probes a round for a 15-minute window (90 latencies): warned at registration that
     a release just like its baseline cannot show p95 <= 300ms by the window's end, with the
     samples it needs; and indeed no healthy window passes. A window that long passes."""
-    said, passed = health_windows(5, 30, 20)
+    said, passed = health_windows(3, 30, 20)
     (sentence,) = said
     assert sentence.startswith("rule health-latency: cannot pass on evidence by the window's end")
     assert "so the window would likely end inconclusive (`register --wait` exits 3)" in sentence
@@ -131,18 +131,18 @@ def test_a_window_too_short_to_pass_is_said_before_it_opens_and_the_figure_it_gi
         r"it needs about ([\d,]+) samples \((\d+) rounds of this traffic\)", sentence
     )
     assert needed is not None, sentence
-    assert needed[0] == "it needs about 250 samples (50 rounds of this traffic)"  # README
+    assert needed[0] == "it needs about 126 samples (42 rounds of this traffic)"  # README
     assert (  # README: the same in the configuration's words
-        "(50 rounds of this traffic), a window of 25m at these rounds, or about 9 samples a"
+        "(42 rounds of this traffic), a window of 21m at these rounds, or about 5 samples a"
         " round over its 30 rounds: more probes per round or a longer window"
     ) in sentence, sentence
     assert passed == 0
     rounds = int(needed[2])
-    assert int(needed[1].replace(",", "")) == 5 * rounds
-    said, passed = health_windows(5, rounds, 20)
+    assert int(needed[1].replace(",", "")) == 3 * rounds
+    said, passed = health_windows(3, rounds, 20)
     assert said == [] and passed == 20
     # and at the samples a round it names, over the window's own 30 rounds
-    said, passed = health_windows(9, 30, 20)
+    said, passed = health_windows(5, 30, 20)
     assert said == [] and passed > 10, passed
     # the example's own 10 a round: nothing said, and healthy windows pass
     said, passed = health_windows(PROBES, 30, 20)
@@ -155,7 +155,7 @@ def test_a_one_round_window_is_said_to_be_too_short_to_pass() -> None:
     said, passed = health_windows(PROBES, 1, 5)
     (sentence,) = said
     assert "a window of one round shows no evidence" in sentence
-    assert "it needs about 250 samples (25 rounds of this traffic)" in sentence
+    assert "it needs about 130 samples (13 rounds of this traffic)" in sentence
     assert passed == 0
 
 

@@ -41,7 +41,10 @@ past 300ms 0.026 vs 0.05, feed-p95's 0.022 vs 0.05); at `--interval 15s` all pas
 pass side's normal-mixture sequence floored at the limit's binomial variance leaves room
 for at most ~4 of 400 probes past 300ms); at 5m with `--health-median 80ms` 27.5-30.5%,
 with `--kappa 100` 90-93.5%; with `--health-p95` at 5m 30-35% (1-4% with `--pre 150`),
-registration saying so. `--detect`: the figures stand for 80%; caught 72-76% (probe-errors)
+registration saying so. With the pass side's binomial sequence (`stats.binomial_cs_end`,
+7 of 400 shown): all 400 at the defaults (health-latency's end 0.012 median, was 0.026),
+all 400 at `--window 5m` (0.023-0.024), 71.5% with `--health-p95` at 5m.
+`--detect`: the figures stand for 80%; caught 72-76% (probe-errors)
 and 76-80% (feed-p95) at 30 rounds, 71-72% and 68-72% at 60 (`--interval 15s`), 80-84% at
 10 (`--window 5m`); health-latency 77-82% throughout.
 

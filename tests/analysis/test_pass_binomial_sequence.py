@@ -89,3 +89,20 @@ def test_seven_of_four_hundred_past_a_p95_bound_show_it_holds_in_ten_rounds() ->
     (reached,) = tests.evidence_bounds(state)
     assert reached.holds, reached.value
     assert reached.value is not None and reached.value < 0.05
+
+
+def test_a_pass_state_stored_before_its_counts_reads_and_folds_on() -> None:
+    """A window's state stored by an agent before the counts were kept (no "bad": a daemon
+    upgraded mid-window resumes it) counts its rounds so far at their mean, and folds on."""
+    rule = Rule("errors", "checks", "error_rate", max=0.05)
+    tests = SequentialRule(rule, None, "proportion", 0.01, horizon=30)
+    new, old = tests.start(), tests.start()
+    for state in (new, old):
+        for i in range(5):
+            tests.step(state, Observation(0.025, count=1, total=40), i)
+    (key,) = old["passes"]
+    del old["passes"][key]["bad"]
+    assert tests.evidence_bounds(old) == tests.evidence_bounds(new)
+    for state in (new, old):
+        tests.step(state, Observation(0.0, count=0, total=40), 5)
+    assert old["passes"][key]["bad"] == new["passes"][key]["bad"] == 5.0

@@ -836,10 +836,10 @@ def binomial_cs_end(count: float, total: float, alpha: float, *, upper: bool) ->
     count = min(max(count, 0.0), total)
     if not upper:
         return 1.0 - binomial_cs_end(total - count, total, alpha, upper=True)
-    if count >= total:
-        return 1.0
     if total > CS_LARGEST:  # as `rate_upper_bound`: fewer trials, same rate, a wider end
         count, total = count / total * CS_LARGEST, CS_LARGEST
+    if count >= total:
+        return 1.0
     return _binomial_upper_end(count, total, alpha)
 
 
@@ -856,6 +856,8 @@ def _binomial_upper_end(count: float, total: float, alpha: float) -> float:
 
     def excess(p: float) -> tuple[float, float]:
         """(log mixture - log(1 / alpha), its derivative) at p."""
+        if p >= 1.0:  # all events ruled in: the top, where a rate of 1 - 1e-16 starts
+            return math.inf, math.inf
         tail = float(special.betainc(a, b, p))
         if tail <= 0.0:
             return -math.inf, math.inf

@@ -106,3 +106,11 @@ def test_a_pass_state_stored_before_its_counts_reads_and_folds_on() -> None:
     for state in (new, old):
         tests.step(state, Observation(0.0, count=0, total=40), 5)
     assert old["passes"][key]["bad"] == new["passes"][key]["bad"] == 5.0
+
+
+def test_all_events_in_more_trials_than_it_computes_on_end_at_one() -> None:
+    """Scaled down to `CS_LARGEST` trials, a rate 1e-16 short of all events starts its
+    search at p = 1: the upper end is 1, not a math domain error (test_extreme_observations'
+    hypothesis case: 1e18 of 1e18, then 0 of 65)."""
+    assert stats.binomial_cs_end(1e18, 1e18 + 65, 0.01, upper=True) == 1.0
+    assert stats.binomial_cs_end(0.0, 1e18 + 65, 0.01, upper=False) == 0.0

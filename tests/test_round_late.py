@@ -286,15 +286,10 @@ class Renewal:
     """The loop thread's wait for a CPU meanwhile, by the kernel's count (0: not counted)."""
 
 
-async def renewed(
-    answer_s: float,
-    hold: Callable[[], None] | None = None,
-    at_start: Callable[[], None] | None = None,
-) -> Renewal:
+async def renewed(answer_s: float, hold: Callable[[], None] | None = None) -> Renewal:
     """A round whose lease renewal the store answers `answer_s` after the round starts
     (a timer: whatever the loop does meanwhile), `hold` started in a thread of this
-    process as it starts (and `at_start` called on the loop), its checks then given
-    nothing."""
+    process as it starts, its checks then given nothing."""
     loop = asyncio.get_running_loop()
     lag = LoopLag(loop)
     lag.total()  # the heartbeat beats, as through a watch
@@ -303,8 +298,6 @@ async def renewed(
     begun = loop.time()
     timer.start(lag, begun, begun, begun)
     stall, cpu = lag.total(), cpu_waited_s(loop.time())
-    if at_start is not None:
-        at_start()
     holder = None if hold is None else threading.Thread(target=hold)
     clock = None
     if holder is not None:
@@ -365,11 +358,9 @@ STARVED_ROUND = """
 import asyncio, dataclasses, json, os, sys
 from tests.test_round_late import renewed
 os.sched_setaffinity(0, {{{cpu}}})
-def starve():  # from the round's start on, any runnable task on that CPU goes first
-    os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-print(flush=True)  # ready
+os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # any runnable task goes first
 sys.stdin.readline()  # the hog runs on that CPU
-renewal = asyncio.run(renewed(0.6, at_start=starve))
+renewal = asyncio.run(renewed(0.6))
 print(json.dumps({{**dataclasses.asdict(renewal), "cause": renewal.waits.cause()}}), flush=True)
 """
 HOG = "import os\nos.sched_setaffinity(0, {{{cpu}}})\nprint(flush=True)\nwhile True: pass"
@@ -394,11 +385,9 @@ def test_a_loop_starved_of_cpu_through_a_renewal_is_the_hosts_only_at_its_readin
         stdout=subprocess.PIPE,
         text=True,
     )
-    assert child.stdin is not None and child.stdout is not None
-    child.stdout.readline()  # ready: the hog burns a CPU only for the round
     hog = subprocess.Popen([sys.executable, "-c", HOG.format(cpu=cpu)], stdout=subprocess.PIPE)
     try:
-        assert hog.stdout is not None
+        assert hog.stdout is not None and child.stdin is not None and child.stdout is not None
         hog.stdout.readline()  # it runs
         child.stdin.write("go\n")
         child.stdin.flush()

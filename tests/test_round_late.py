@@ -4,16 +4,7 @@ watch marks the round's steps, the loop's stall the host's, the largest the caus
 from __future__ import annotations
 
 import asyncio
-import json
-import math
-import os
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
@@ -21,8 +12,6 @@ from agent.metrics import OVERRUN_CAUSES
 from agent.windows import late
 from agent.windows.late import CAUSES, RoundTimer, RoundWaits, cpu_waited_s, timed_wait
 from checks.lag import LoopLag
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(
@@ -269,140 +258,6 @@ async def test_a_lease_renewal_awaited_is_the_stores_cause() -> None:
     waits = timed(lease_s=0.6, given=0.05, checks_s=0.05)
     assert waits.store_s == pytest.approx(0.6, abs=0.05)
     assert waits.cause() == "store"
-
-
-@dataclass
-class Renewal:
-    """A round whose lease renewal the store answered at a set time (`renewed`)."""
-
-    waits: RoundWaits
-    read_delay_s: float
-    """`LoopLag.read_delay` as the answer was read: the stall that held its reading."""
-    stalled_s: float
-    """The loop's stall from the round's start to the answer's reading, all of it."""
-    held_s: float
-    """CPU time the busy thread (`hold`) ran meanwhile (0 without one)."""
-    cpu_waited_s: float
-    """The loop thread's wait for a CPU meanwhile, by the kernel's count (0: not counted)."""
-
-
-async def renewed(answer_s: float, hold: Callable[[], None] | None = None) -> Renewal:
-    """A round whose lease renewal the store answers `answer_s` after the round starts
-    (a timer: whatever the loop does meanwhile), `hold` started in a thread of this
-    process as it starts, its checks then given nothing."""
-    loop = asyncio.get_running_loop()
-    lag = LoopLag(loop)
-    lag.total()  # the heartbeat beats, as through a watch
-    await asyncio.sleep(0.05)
-    timer = RoundTimer()
-    begun = loop.time()
-    timer.start(lag, begun, begun, begun)
-    stall, cpu = lag.total(), cpu_waited_s(loop.time())
-    holder = None if hold is None else threading.Thread(target=hold)
-    clock = None
-    if holder is not None:
-        holder.start()
-        assert holder.ident is not None
-        clock = time.pthread_getcpuclockid(holder.ident)
-    await asyncio.sleep(answer_s)  # the store's answer
-    held = 0.0 if clock is None else time.clock_gettime(clock)
-    delay, stalled = lag.read_delay() or 0.0, lag.total() - stall
-    timer.leased(loop.time())
-    waited = cpu_waited_s(loop.time())  # the timer's own readings, at its start and here
-    cpu_waited = 0.0 if waited is None or cpu is None else waited - cpu
-    timer.checked(loop.time(), 0.0)
-    timer.fetched(loop.time())
-    waits = timer.finish(loop.time(), loop.time())
-    if holder is not None:
-        await asyncio.to_thread(holder.join)
-    return Renewal(waits, delay, stalled, held, cpu_waited)
-
-
-def hold_the_gil(seconds: float) -> Callable[[], None]:
-    """A busy thread of the agent's process: C calls that keep the GIL until each returns
-    (some 0.05 s each), for `seconds` of CPU (the e2e's busy-thread case)."""
-
-    def hold() -> None:
-        started = time.thread_time()
-        while time.thread_time() - started < seconds:
-            math.factorial(60_000)
-
-    return hold
-
-
-async def test_a_busy_thread_holding_the_gil_through_a_renewal_is_the_hosts() -> None:
-    """The agent's own thread held the GIL through the renewal's 0.6 s: the loop's thread
-    waited for it, not for a CPU the machine withheld, and so did the store's share of
-    the work in this process (the driver's thread, the answer's reading): whatever CPU
-    that thread ran stays the host's stall (setting aside every stall before the answer's
-    reading named the store: test_a_blocked_loop_is_the_hosts_cause[busy-thread]). A busy
-    machine may starve both threads too (that part is the machine's), so this reads what
-    the busy thread ran, not the cause."""
-    renewal = await renewed(0.6, hold_the_gil(0.5))
-    assert renewal.waits.stalled_s >= min(renewal.held_s, renewal.stalled_s) - 0.03, renewal
-
-
-async def test_a_blocking_call_through_a_renewal_is_the_hosts() -> None:
-    """A blocking call on the loop (its thread asleep, not waiting for a CPU) through the
-    renewal: the agent's own work, the host's, as before; only what the kernel counted as
-    the loop thread's wait for a CPU (a busy machine's) may be set aside."""
-    loop = asyncio.get_running_loop()
-    loop.call_later(0.1, time.sleep, 0.4)
-    renewal = await renewed(0.6)
-    assert renewal.stalled_s >= 0.35, renewal
-    kept = renewal.stalled_s - renewal.cpu_waited_s - 0.03
-    assert renewal.waits.stalled_s >= kept, renewal
-
-
-STARVED_ROUND = """
-import asyncio, dataclasses, json, os, sys
-from tests.test_round_late import renewed
-os.sched_setaffinity(0, {{{cpu}}})
-os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # any runnable task goes first
-sys.stdin.readline()  # the hog runs on that CPU
-renewal = asyncio.run(renewed(0.6))
-print(json.dumps({{**dataclasses.asdict(renewal), "cause": renewal.waits.cause()}}), flush=True)
-"""
-HOG = "import os\nos.sched_setaffinity(0, {{{cpu}}})\nprint(flush=True)\nwhile True: pass"
-
-
-@pytest.mark.skipif(cpu_waited_s(0.0) is None, reason="the kernel does not count CPU waits")
-@pytest.mark.timeout(30)
-def test_a_loop_starved_of_cpu_through_a_renewal_is_the_hosts_only_at_its_reading() -> None:
-    """A machine that gives the loop's thread no CPU (here: the lowest priority, beside a
-    busy process on its one CPU) makes it late to every heartbeat through a renewal the
-    store answers at 0.6 s whatever the loop does: the kernel counts that stall as the
-    thread's wait for a CPU, no thread of the process running, and only what held the
-    answer's reading (`read_delay_s`) is the host's; the store's is the rest. Counted
-    whole, it named the host (stalled 0.46 s, CPU wait 0.53 s, store 0.15 s), as beside
-    CPU hogs the slow-store e2e did (store 0.05 s, host 0.78 s). On an idle machine the
-    reading is prompt and the store is the cause."""
-    cpu = min(os.sched_getaffinity(0))
-    child = subprocess.Popen(
-        [sys.executable, "-c", STARVED_ROUND.format(cpu=cpu)],
-        cwd=ROOT,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    hog = subprocess.Popen([sys.executable, "-c", HOG.format(cpu=cpu)], stdout=subprocess.PIPE)
-    try:
-        assert hog.stdout is not None and child.stdin is not None and child.stdout is not None
-        hog.stdout.readline()  # it runs
-        child.stdin.write("go\n")
-        child.stdin.flush()
-        out = child.stdout.readline()
-    finally:
-        hog.kill()
-        child.kill()  # still starved by the machine's other work, it may take long to end
-        hog.wait()
-        child.wait()
-    renewal = json.loads(out)
-    waits = renewal["waits"]
-    assert renewal["stalled_s"] >= 0.2, renewal  # starved through the renewal
-    # the store's: the renewal, less what held the answer's reading
-    assert waits["store_s"] >= 0.6 - renewal["read_delay_s"] - 0.05, renewal
-    assert waits["stalled_s"] <= renewal["read_delay_s"] + 0.05, renewal
 
 
 async def test_the_previous_rounds_write_holding_the_start_is_the_stores_cause() -> None:

@@ -26,15 +26,12 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
   the round's timer cuts, and a round's wait for provider answers its timer cut:
   `timed_wait`), which a stall (or a wait for a CPU)
   before the timer was due lengthened by nothing. A wait for the store's lease renewal
-  has no timer: a stall during it stays the host's, but for the loop thread's wait for
-  a CPU (the machine's, not the agent's own work) past the answer's reading
-  (`starved_through`).
+  has no timer: a stall during it stays the host's.
 
 The largest names the cause (the host when none held the round: its own work took it).
 No clock of its own (the watch passes its pace's times); its only I/O is one `pread` of
 the schedstat file (kept open per thread) at a round's start, its checks' start and end
-(the room's CPU wait) and its end (and the process's CPU time at its start and as its
-lease is held), shared by the rounds that start or end within
+(the room's CPU wait) and its end, shared by the rounds that start or end within
 `SHARED_S`: no syscall per probe, a few hundred a second at most (the marks cost some
 7 µs of CPU a round: `bench/round_marks.py`).
 """
@@ -45,7 +42,6 @@ import asyncio
 import contextlib
 import os
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -138,28 +134,6 @@ def timed_wait(waited_s: float, stalled_s: float, timeout_s: float) -> float:
     return max(0.0, stalled_s - lengthened)
 
 
-def starved_through(stalled_s: float, cpu_waited: float, ran: float, read_delay_s: float) -> float:
-    """Of a loop stall of `stalled_s` through a wait the store answers (a lease renewal:
-    no timer of the round's ends it), the part that can have lengthened the wait, given
-    that meanwhile the loop's thread waited `cpu_waited` for a CPU (the kernel's count),
-    the agent's process ran `ran` of CPU time (all its threads), and the answer was read
-    `read_delay_s` after the last heartbeat that ran was due.
-
-    The two kinds of stall are told apart by the kernel, not by timing. One the agent's
-    own work made (a blocking call on the loop, a thread of its process holding the GIL)
-    holds the store's share of the work in this process too (the driver's thread needs
-    the GIL, the loop reads the answer): all of it may have lengthened the wait, the
-    host's. One the machine made is the loop's thread waiting for a CPU while no thread
-    of the process ran (a busy thread on the only CPU keeps the loop's thread waiting
-    for it too: that is the agent's own); the store answers whatever the loop does then,
-    so only the part that held its answer's reading lengthened the wait. Counted whole,
-    a starved agent's loop, late to each heartbeat through a 0.6 s renewal, named the
-    host (store 0.05 s, host 0.78 s); set aside whole, a busy thread's hold on the GIL
-    would name the store."""
-    starved = min(stalled_s, cpu_waited, max(0.0, stalled_s - ran))
-    return min(stalled_s, stalled_s - starved + read_delay_s)
-
-
 @dataclass(slots=True)
 class RoundWaits:
     """What held one round, in seconds (the module's docstring says what each counts)."""
@@ -236,7 +210,6 @@ class RoundTimer:
         "_idle",
         "_idle_cpu",
         "_lag",
-        "_ran",
         "_room_cpu",
         "_setting_up",
         "_settle_stall",
@@ -253,7 +226,7 @@ class RoundTimer:
         self._cpu: float | None = None
         self._room_cpu: float | None = None
         self._wait_cpu: float | None = None
-        self._idle_cpu = self._ran = 0.0
+        self._idle_cpu = 0.0
         self._began: float | None = None
         self._finished_at: float | None = None
         self._settled_at: float | None = None
@@ -290,7 +263,6 @@ class RoundTimer:
         self._idle = self._idle_cpu = 0.0
         self._room_cpu = self._wait_cpu = None
         self._cpu = cpu_waited_s(loop_now)
-        self._ran = time.process_time() if self._cpu is not None else 0.0
         finished = self._finished_at
         ready = due if finished is None else max(due, finished)
         settled = ready if self._settled_at is None else max(ready, min(at, self._settled_at))
@@ -321,23 +293,11 @@ class RoundTimer:
 
     def leased(self, at: float) -> None:
         """The lease is held (a renewal the round awaited is the store's); the checks'
-        room begins. Of the loop's stall meanwhile, the part its thread spent waiting for
-        a CPU (`starved_through`) is the machine's, and kept the store's answer waiting
-        only as far as it held its reading (`LoopLag.read_delay`); the rest is set aside,
-        neither the host's nor taken off the store's."""
-        assert self._lag is not None, "a round's timer is started first"
+        room begins."""
         took, stalled = self._step(at)
-        lengthened = stalled
         if self._cpu is not None:
             self._room_cpu = cpu_waited_s(_loop_now())
-            delay = self._lag.read_delay()
-            if self._room_cpu is not None and delay is not None:
-                waited = max(0.0, self._room_cpu - self._cpu)
-                ran = time.process_time() - self._ran
-                lengthened = starved_through(stalled, waited, ran, delay)
-                self._idle += stalled - lengthened
-                self._idle_cpu += max(0.0, min(waited, stalled - lengthened))
-        self.waits.store_s += max(0.0, took - lengthened)
+        self.waits.store_s += max(0.0, took - stalled)
 
     def checked(self, at: float, given: float) -> None:
         """The checks are done; they were given `given` seconds. Having taken them all,

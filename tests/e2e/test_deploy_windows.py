@@ -385,7 +385,7 @@ async def test_a_manual_rollback_sends_the_reason_as_given_and_its_alert_names_w
     requested = [a for a in seen if "rollback requested" in a.title]
     assert requested, [a.title for a in seen]
     # the message is Markdown: the token's brackets are escaped
-    why = "manual rollback by api_tokens\\[0\\]: checkout broken"
+    why = "manual rollback by api_tokens[0\\]: checkout broken"  # `]:` could define a link
     assert why in requested[0].message, requested[0].message
     # asked for by hand, of a window still watching: not headed "Deploy failed"
     assert requested[0].message.startswith("**Rollback requested by hand** from the pipeline")

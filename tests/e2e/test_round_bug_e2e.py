@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -442,7 +443,8 @@ def test_a_provider_answering_no_number_makes_its_rule_inconclusive_not_the_wind
     assert "a bug in the agent" not in reason, reason
     provider, end = watch.notifications  # the provider's one alert of the window, and the end
     assert provider.title.endswith("provider buggy answered, but not usably"), provider.title
-    marked = said.replace("[", "\\[").replace("]", "\\]")  # the alert's Markdown escapes
+    # the alert's Markdown escapes: a `]` before `(`, `[` or `:` (it could close a link)
+    marked = re.sub(r"\](?=[(\[:])", r"\\]", said)
     assert marked in provider.message, provider.message
     assert end.title.endswith("inconclusive, not enough data or evidence to pass"), end.title
     assert answers_run.rollbacks == []

@@ -1417,8 +1417,7 @@ class SequentialRule:
         mean_size = st["size"] / t
         if test.statistic != "value":
             design = self._window_design_effect(test, variance, mean_size)
-            bad = float(st.get("bad", st["mean"] * st["size"]))  # a state from before "bad"
-            return _count_ends(test, bad, float(st["size"]), design, one=one)
+            return _count_ends(test, _events(st), float(st["size"]), design, one=one)
         try:
             floor = (VALUE_FLOOR * abs(test.limit)) ** 2
         except OverflowError:  # a bound near float's end (a latency `max` of 1e300 s)
@@ -2318,8 +2317,14 @@ def _fold_pass(st: dict[str, Any], x: float, size: float) -> None:
     """One round into a pass test's state: the round statistic's running moments
     (`_welford`) and its events, x of `size` (the binomial sequence's counts, `_count_ends`;
     a state from before them counts its rounds so far at their mean)."""
-    st["bad"] = float(st.get("bad", st["mean"] * st["size"])) + x * size
+    st["bad"] = _events(st) + x * size
     _welford(st, x, size)
+
+
+def _events(st: dict[str, Any]) -> float:
+    """A pass test's events so far: `bad`, or for a state stored before it was kept, its
+    rounds so far at their mean."""
+    return float(st.get("bad", st["mean"] * st["size"]))
 
 
 def _welford(st: dict[str, Any], x: float, size: float) -> None:

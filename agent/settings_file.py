@@ -6,7 +6,6 @@ error become `ConfigProblem`s with a field path and, where known, the file line.
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -32,7 +31,7 @@ from agent.settings_keys import holds, suggestion
 from agent.settings_units import bare_millisecond_warnings
 from agent.windows.timeout_waits import latency_bound_warnings
 from agent.windows.unjudged import failure_limit_warnings, min_samples_warnings
-from common.words import counted, name_refused
+from common.words import closest, counted, name_refused
 
 Loc = tuple[str | int, ...]
 
@@ -428,8 +427,8 @@ def _environments_added_by_a_variable(
         ]
         if not missing:
             continue
-        meant = difflib.get_close_matches(name, names, n=1, cutoff=0.5)
-        hint = f"did you mean {meant[0]}?" if meant else f"its environments: {', '.join(names)}"
+        meant = closest(name, names, cutoff=0.5)
+        hint = f"did you mean {meant}?" if meant else f"its environments: {', '.join(names)}"
         keys = ", ".join(str(p.loc[2]) for p in missing)
         message = (
             f"the file has no environment {name!r} ({hint}), so this variable adds one,"

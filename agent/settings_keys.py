@@ -7,11 +7,12 @@ check's model is picked by its `type`), so the suggestion is a key of that very 
 
 from __future__ import annotations
 
-import difflib
 import types
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel
+
+from common.words import closest
 
 Loc = tuple[str | int, ...]
 
@@ -90,5 +91,4 @@ def suggestion(root: type[BaseModel], loc: Loc, document: Any) -> str | None:
     same = by_form.get(wrong.replace("_", "-").lower())
     if same is not None and same != wrong:  # `dry-run`, `Window`
         return same
-    close = difflib.get_close_matches(wrong.lower(), keys, n=1, cutoff=0.75)
-    return close[0] if close else None
+    return closest(wrong.lower(), keys, cutoff=0.75)

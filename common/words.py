@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from typing import Protocol
 
 
@@ -29,14 +30,24 @@ def name_refused(name: str) -> str:
     return f"a name takes only {letters}, digits and _ . : - (not {refused!r})"
 
 
+def closest(typed: str, known: Iterable[str], *, cutoff: float = 0.6) -> str | None:
+    """The one name in `known` a typo `typed` most likely meant, or None when none is
+    `cutoff` alike (difflib's ratio): each "did you mean" (an unknown environment, config
+    key, command or flag, a variable's environment) asks it here, where each called difflib
+    itself. A caller's `cutoff` is how far its slips stray (0.75 for config keys, whose
+    many short names are alike; 0.5 for a variable's environment, said with its reason)."""
+    meant = difflib.get_close_matches(typed, list(known), n=1, cutoff=cutoff)
+    return meant[0] if meant else None
+
+
 def unknown_environment(name: str, known: list[str]) -> str:
     """An environment name that is not configured, with the names that are (sorted): the
     API's 404 and `postflight check` say it alike, where check said `(known: …)` in the
     file's order and the API `; configured: …`. A near miss names the one meant, as a
     misspelt config key does (`register --env mien` said only `configured: mine`)."""
     configured = ", ".join(sorted(known)) or "none"
-    meant = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
-    hint = f" (did you mean {meant[0]!r}?)" if meant else ""  # as a misspelt config key says
+    meant = closest(name, known)
+    hint = f" (did you mean {meant!r}?)" if meant else ""  # as a misspelt config key says
     return f"unknown environment {name!r}; configured: {configured}{hint}"
 
 

@@ -42,7 +42,7 @@ class _Parser(argparse.ArgumentParser):
 def _with_the_one_meant(parser: argparse.ArgumentParser, message: str) -> str:
     """`message` with the command or flag a typo most likely meant (`did you mean
     register?`), as a configuration's unknown key says it."""
-    import difflib
+    from common.words import closest
 
     choice = re.match(r"argument COMMAND: invalid choice: '([^']*)'", message)
     if choice is not None:
@@ -53,11 +53,11 @@ def _with_the_one_meant(parser: argparse.ArgumentParser, message: str) -> str:
             if isinstance(action, argparse._SubParsersAction)
             for name in action.choices
         ]
-        meant = difflib.get_close_matches(typed, known, n=1, cutoff=0.6)
-        if not meant:  # `validate` for validate-config
-            meant = [name for name in known if name.startswith(typed)][:1]
+        meant = closest(typed, known) or next(  # `validate` for validate-config
+            (name for name in known if name.startswith(typed)), None
+        )
         if meant:
-            hint = f"did you mean {meant[0]}? commands: {', '.join(known)}"
+            hint = f"did you mean {meant}? commands: {', '.join(known)}"
             return f"argument COMMAND: invalid choice: {typed!r} ({hint})"
         return message
     if message.startswith("unrecognized arguments: "):
@@ -65,9 +65,9 @@ def _with_the_one_meant(parser: argparse.ArgumentParser, message: str) -> str:
         words = message.removeprefix("unrecognized arguments: ").split()
         for word in words:
             if word.startswith("--"):
-                meant = difflib.get_close_matches(word.partition("=")[0], flags, n=1, cutoff=0.6)
+                meant = closest(word.partition("=")[0], flags)
                 if meant:
-                    return f"{message} (did you mean {meant[0]}?)"
+                    return f"{message} (did you mean {meant}?)"
     return message
 
 

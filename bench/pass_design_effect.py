@@ -1,10 +1,10 @@
 """Prototype: the pass side's confidence sequence widened by the burstiness (design effect)
 the daemon can measure, against whole-round failures that pass a deploy past its bound.
 
-Not a test, and not the judge: it swaps `SequentialRule._ends` for a copy whose variance
-floor, a round's binomial variance at the bound (p (1 - p) / n), is multiplied by a design
-effect deff = 1 + (n - 1) rho (Kish), rho the within-round correlation measured by
-`stats.intra_period_correlation`:
+Not a test, and not the judge: it wraps the judge's own `SequentialRule._ends` (its
+binomial sequence on the window's counts divided by a design effect deff = 1 + (n - 1) rho,
+Kish), handing it the test with the rho of each variant (`PassTest.dispersion`), rho the
+within-round correlation measured by `stats.intra_period_correlation`:
 
 - `binomial`: deff 1, the floor before any design effect;
 - `judge`:  the judge as it is, unpatched (`SequentialRule._ends` of the module): rho
@@ -53,6 +53,7 @@ it, and is read with `Judge.glance(final=True)`. Cases:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -64,7 +65,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from agent.analysis import Observation, Policy, Rule, stats
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge
-from agent.analysis.sequential import VALUE_FLOOR, PassTest, SequentialRule
+from agent.analysis.sequential import PassTest, SequentialRule
 
 ERRORS = Rule("probe-errors", "checks", "error_rate", max=0.05)
 SLOW = Rule("health-latency", "checks", "latency_p95", max=0.3, check="health")
@@ -103,15 +104,16 @@ def _base_rho(rule: str, test: PassTest) -> tuple[float | None, int, float, floa
     return _BASE[key]
 
 
-def deff(rule: str, test: PassTest, st: dict[str, Any], n: float) -> float:
-    """The design effect for a round of `n` under the current `MODE`."""
+def burstiness(rule: str, test: PassTest, st: dict[str, Any]) -> float:
+    """The within-round correlation (rho) the current `MODE` reads for `test`, where the
+    judge reads `PassTest.dispersion`."""
     mode = MODE[0]
-    if mode == "binomial" or test.statistic == "value":
-        return 1.0
+    if mode == "binomial":
+        return 0.0
     rho, runs, events, size = _base_rho(rule, test)
     if mode == "student":
         if runs < 1 or size <= 1:
-            return 1.0
+            return 0.0
         phi = 1.0 + (size - 1.0) * (rho or 0.0)
         phi = stats.inflation_limit(phi, runs, events, size, test.alpha)
         rho = (phi - 1.0) / (size - 1.0)
@@ -127,34 +129,21 @@ def deff(rule: str, test: PassTest, st: dict[str, Any], n: float) -> float:
             rho = 1.0
     elif mode == "shrink":
         rho = (runs * (rho or 0.0) + 1.0) / (runs + 1.0)
-    return max(1.0 + (n - 1.0) * (rho or 0.0), 1.0)
+    return max(rho or 0.0, 0.0)
 
 
 _JUDGE_ENDS = SequentialRule._ends
 
 
-def _ends(self: SequentialRule, test: PassTest, st: dict[str, Any]) -> tuple[float, float] | None:
-    """`SequentialRule._ends` with its binomial floor times the design effect of `MODE`
-    (the module's own under `judge`)."""
-    if MODE[0] == "judge":
-        return _JUDGE_ENDS(self, test, st)
-    t = st["t"]
-    if t < 2:
-        return None
-    variance = st["m2"] / (t - 1)
-    mean_size = st["size"] / t
-    if test.statistic == "value":
-        floor = (VALUE_FLOOR * abs(test.limit)) ** 2
-    else:
-        p = min(max(test.limit, 1e-6), 1 - 1e-6)
-        floor = p * (1.0 - p) / max(mean_size, 1.0)
-        floor *= deff(self.rule.name, test, st, mean_size)
-    radius = stats.cs_radius(t, max(variance, floor), test.alpha, self.t_opt)
-    mean = float(st["mean"])
-    return mean - radius, mean + radius
-
-
-SequentialRule._ends = _ends  # type: ignore[method-assign]
+def _ends(
+    self: SequentialRule, test: PassTest, st: dict[str, Any], *, one: bool = False
+) -> tuple[float, float] | None:
+    """The judge's own `SequentialRule._ends`, its test's burstiness
+    (`PassTest.dispersion`, the design effect's rho) that of `MODE` (the judge's own under
+    `judge`, and for a bare value, which has none)."""
+    if MODE[0] != "judge" and test.statistic != "value":
+        test = dataclasses.replace(test, dispersion=burstiness(self.rule.name, test, st))
+    return _JUDGE_ENDS(self, test, st, one=one)
 
 
 def latencies(values: np.ndarray) -> Observation:
@@ -240,10 +229,14 @@ def judge(
     _BASE.clear()
     baselines = {name: merge(obs) for name, obs in per_rule.items()}
     j = Judge(list(rules), baselines, Policy(), horizon=ROUNDS)
-    state = j.start()
-    for i, round_ in enumerate(rounds):
-        state = j.advance(state, round_, in_place=True, final=i == ROUNDS - 1)
-    return str(j.glance(state, final=True).decision)
+    SequentialRule._ends = _ends  # type: ignore[method-assign]
+    try:  # the judge's own afterwards (a test imports this module beside the judge's tests)
+        state = j.start()
+        for i, round_ in enumerate(rounds):
+            state = j.advance(state, round_, in_place=True, final=i == ROUNDS - 1)
+        return str(j.glance(state, final=True).decision)
+    finally:
+        SequentialRule._ends = _JUDGE_ENDS  # type: ignore[method-assign]
 
 
 def run(

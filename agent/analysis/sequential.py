@@ -1444,7 +1444,7 @@ class SequentialRule:
         The floor is what a window whose rounds showed no spread is granted: errors that
         fill whole rounds (a pod down for a round), none seen yet, pass a deploy past its
         bound on a binomial floor (30 rounds of 40, 6% of rounds failing whole against
-        `max 0.05`: 44 of 300 windows), and so do whole rounds slow past a latency
+        `max 0.05`: 41 of 300 windows), and so do whole rounds slow past a latency
         cutoff. The background runs of the same service show the bursts (an hour of them:
         0 of 300)."""
         if test.statistic == "value" or size <= 1.0:

@@ -37,7 +37,10 @@ x1.2/x1.5/x2; `latency_tail_x3` (10% of requests 3x slower); `onset_errors_x5` a
 `onset_latency_x2` (starting 5 min after the deploy; time to detect counted from the onset).
 Seeds are fixed: the figures are the same from run to run. Beside the goals it prints the
 median times over the windows both we and a peer detected (a policy that also finds the
-hard windows, late, has a later median over its own detections).
+hard windows, late, has a later median over its own detections), and each policy's shares
+of the verdicts users see per cell, pass / inconclusive / fail (`verdicts_by_family` in
+`--json`; not in `--markdown`): a window of ours short of evidence ends inconclusive, where
+the false-rollback figures count it with the passes.
 
     python bench/decisions.py            # tables, at the daemon's 30 s rounds
     python bench/decisions.py --round-s 1   # 1 s rounds (the README's older tables)
@@ -269,8 +272,14 @@ def observed(deploy: Stream, k: int, round_s: int = 1) -> dict[str, Observation]
 
 
 def ours(pre: Stream, deploy: Stream, round_s: int = 1) -> float | None:
-    """Seconds to rollback (from the deploy), None when the window ended without one; the
-    judge steps once per round of `round_s` seconds, as the daemon at that `interval`."""
+    """Seconds to rollback (from the deploy), None when the window ended without one."""
+    return our_window(pre, deploy, round_s)[0]
+
+
+def our_window(pre: Stream, deploy: Stream, round_s: int = 1) -> tuple[float | None, str]:
+    """(seconds to rollback from the deploy, None without one; the window's decision, the
+    verdict a user sees: `fail`, or at its end `pass` or `inconclusive`); the judge steps
+    once per round of `round_s` seconds, as the daemon at that `interval`."""
     judge = window_judge(pre, round_s)
     state = judge.start()
     rounds = ROUNDS // round_s
@@ -278,8 +287,8 @@ def ours(pre: Stream, deploy: Stream, round_s: int = 1) -> float | None:
         state = judge.advance(state, observed(deploy, k, round_s), final=k == rounds - 1)
         at = judge.failed_round(state)
         if at is not None:
-            return float((at + 1) * round_s)
-    return None
+            return float((at + 1) * round_s), "fail"
+    return None, str(judge.glance(state, final=True).decision)
 
 
 # -- peers ------------------------------------------------------------------------------------
@@ -419,8 +428,10 @@ def run_window(
     pre, deploy = window_streams(rng, rps, family)
     same = Family("control", family.error_base, kappa=family.kappa, drift=family.drift)
     control = simulate(rng, rps, same, ROUNDS, None)
+    rollback, verdict = our_window(pre, deploy, round_s)
     return {
-        "sequential": ours(pre, deploy, round_s),
+        "sequential": rollback,
+        "verdict": verdict,
         "ratios": interval_ratios(pre, deploy),
         "kayenta": kayenta_scores(deploy, control),
         "onset": float(family.onset_s),
@@ -486,6 +497,28 @@ def tasks(plan: Plan) -> list[Task]:
 
 Times = dict[tuple[str, int], list[float | None]]
 """(family key, requests/s) → each window's time to detect (None: no rollback)."""
+Verdicts = dict[tuple[str, int], list[str]]
+"""(family key, requests/s) → each window's verdict: `pass`, `inconclusive` or `fail`."""
+VERDICTS = ("pass", "inconclusive", "fail")
+
+
+def verdict_shares(times: Times, verdicts: Verdicts | None = None) -> dict[str, dict[str, Any]]:
+    """Per cell (`aa@10rps`), the shares of its windows each verdict a user sees ended
+    them with, and how many windows: a peer's is `fail` where it rolled back and `pass`
+    elsewhere (none of them says inconclusive); ours is the judge's own (`verdicts`), which
+    a window short of evidence ends `inconclusive` (the defaults' pass_on evidence), where
+    the false-rollback and detection figures count only its rollbacks."""
+    out: dict[str, dict[str, Any]] = {}
+    for key in (*AA_KEYS, *REGRESSION_KEYS):
+        for rps in TRAFFIC:
+            if (key, rps) not in times:
+                continue
+            said = (verdicts or {}).get((key, rps)) or [
+                "pass" if t is None else "fail" for t in times[(key, rps)]
+            ]
+            n = len(said)
+            out[f"{key}@{rps}rps"] = {v: said.count(v) / n for v in VERDICTS} | {"windows": n}
+    return out
 
 
 def clopper_pearson(k: int, n: int) -> tuple[float, float]:
@@ -544,7 +577,7 @@ def rates(times: Times) -> tuple[int, ...]:
     return tuple(rps for rps in TRAFFIC if any(cell[1] == rps for cell in times))
 
 
-def summarise(times: Times) -> dict[str, Any]:
+def summarise(times: Times, verdicts: Verdicts | None = None) -> dict[str, Any]:
     aa_keys, regression_keys = ran(times, AA_KEYS), ran(times, REGRESSION_KEYS)
     traffic = rates(times)
     aa = [t for key in aa_keys for rps in traffic for t in times[(key, rps)]]
@@ -599,6 +632,7 @@ def summarise(times: Times) -> dict[str, Any]:
         "time_to_detect_s": ttd,
         "median_ttd_by_traffic": by_traffic_ttd,
         "rolled_back_before_onset": early,
+        "verdicts_by_family": verdict_shares(times, verdicts),
     }
 
 
@@ -766,6 +800,18 @@ def tables(report: dict[str, Any], section: str, title: str) -> list[str]:
             ci = f"[{low * 100:.0f}-{high * 100:.0f}]"
             row += f"{pct(det)} {ci} {'-' if median is None else f'{median:g}'}".rjust(26)
         lines.append(row)
+    if "verdicts_by_family" in pol[names[0]]:  # not in a report saved before they were kept
+        lines += [
+            "",
+            "Verdicts users see: pass / inconclusive / fail, % of windows",
+            f"{'cell':<26}" + "".join(f"{n:>20}" for n in names),
+        ]
+        for cell in pol[names[0]]["verdicts_by_family"]:
+            shares = [pol[n]["verdicts_by_family"][cell] for n in names]
+            lines.append(
+                f"{cell:<26}"
+                + "".join("/".join(f"{s[v] * 100:.0f}" for v in VERDICTS).rjust(20) for s in shares)
+            )
     return lines
 
 
@@ -1057,7 +1103,10 @@ def main() -> int:
         cell: [None if w["sequential"] is None else w["sequential"] - w["onset"] for w in windows]
         for cell, windows in results.items()
     }
-    policies = {"sequential": summarise(ours_times)}
+    verdicts: Verdicts = {
+        cell: [w["verdict"] for w in windows] for cell, windows in results.items()
+    }
+    policies = {"sequential": summarise(ours_times, verdicts)}
     as_configured = {
         peer: peer_times(results, peer, dict.fromkeys(TRAFFIC, PEER_DEFAULT[peer]))
         for peer in PEERS

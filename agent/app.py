@@ -294,7 +294,8 @@ def build_app(
     # neither holds a new window back by its offset nor cuts it short
     app[CLOCK] = lambda: pace.now_or(clock)
     app[WINDOW_EVENTS] = watcher
-    app[FORESIGHT] = registration_warnings
+    # a relative rule without a background run yet is told when its first is due here
+    app[FORESIGHT] = functools.partial(registration_warnings, next_run=watcher.prober.next_run)
     integrations = Integrations(
         settings,
         watcher.services,

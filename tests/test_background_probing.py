@@ -576,3 +576,46 @@ async def test_a_run_a_window_owes_and_no_round_took_is_run_as_the_window_ends()
     assert taken == {130.0: [check], 155.0: [check]}
     assert ran == [0.0, 30.0, 60.0, 90.0, 160.0, 180.0, 210.0]
     assert not any(prober.owed.values())  # nothing left owed
+
+
+async def test_next_run_says_when_a_checks_next_background_run_starts() -> None:
+    """`next_run` (what registration tells a relative rule with no baseline yet): the first
+    run's start, `first` seconds from the prober's start, then each slot's on the grid; a
+    run's own while it runs (its start: past). None for a check not probed here."""
+    now = 0.0
+    waits: list[tuple[float, float | None]] = []
+    during: list[float | None] = []
+
+    def clock() -> float:
+        return now
+
+    async def sleep(seconds: float) -> None:
+        nonlocal now
+        waits.append((now, prober.next_run("production", "health")))
+        now += seconds
+        await asyncio.sleep(0)
+
+    class Timed(BackgroundProber):
+        async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
+            nonlocal now
+            during.append(self.next_run(name, check.name))
+            if len(during) == 3:
+                raise asyncio.CancelledError
+            now += 10.0
+
+    env = settings().environments["production"]
+    probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
+    prober = Timed(
+        {"production": probe},
+        store=None,  # type: ignore[arg-type]
+        busy=lambda _: False,
+        clock=clock,
+        monotonic=clock,
+        sleep=sleep,
+    )
+    assert prober.next_run("production", "health") is None  # before probing starts
+    with contextlib.suppress(asyncio.CancelledError):
+        await prober._probe_forever("production", probe, probe.checks[0], 30.0, first=5.0)
+    assert waits[0] == (0.0, 5.0)
+    assert during == [5.0, 35.0, 65.0]
+    assert prober.next_run("production", "another") is None

@@ -8,7 +8,8 @@ end. Must not decide anything: warnings only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from agent.analysis.describe import (
@@ -32,6 +33,7 @@ from agent.windows.unjudged import check_round_samples
 from checks.base import Sample
 from checks.registry import build_check
 from common.durations import format_duration
+from common.times import rfc3339
 from common.words import counted
 
 ROLLBACK_SETTLE_S = 300.0
@@ -428,13 +430,15 @@ async def registration_warnings(
     ends_at: float,
     *,
     now: float | None = None,
+    next_run: NextRun | None = None,
 ) -> list[str]:
     """One sentence per rule whose bound it cannot see by the window's end, at the traffic
     of its baseline: checks rules from the background runs of the lookback (a run per
     round), provider rules from the baseline the environment's latest window fetched (no
     provider call: a registration must answer at once), scaled to one round. And, under
-    any policy, each relative checks rule the lookback has no background run for, unless
-    the deploy is ahead (`now`) and runs may still come. The environment's windows are
+    any policy, each relative checks rule the lookback has no background run for, with
+    when its first is due (`next_run`), unless the deploy is ahead (`now`) and runs may
+    still come. The environment's windows are
     listed once, for both (the failed releases' and the provider baselines')."""
     rules: list[RuleSettings] = list(env.rules)
     if not rules:
@@ -468,12 +472,10 @@ async def registration_warnings(
                     baselines[rule.name] = obs
                     per_round[rule.name] = round_traffic(rule, pooled, env)
         said += [w for r in judged if (w := outage_baseline(r, baselines.get(r.name)))]
-        if env.baseline_url is None and (now is None or deployed_at <= now):
-            said += [
-                no_background_baseline(rule, env)
-                for rule in judged
-                if rule.source == "checks" and rule.only_relative and rule.name not in baselines
-            ]
+        if env.baseline_url is None:
+            said += _no_background_baselines(
+                judged, baselines, env, environment, deployed_at, now, next_run
+            )
     if env.analysis.policy != "sequential":
         return said
     if provider_rules:
@@ -502,6 +504,30 @@ async def registration_warnings(
             for spot in spots
         ]
     return said + spots
+
+
+def _no_background_baselines(
+    judged: list[Rule],
+    baselines: dict[str, Observation],
+    env: EnvironmentSettings,
+    environment: str,
+    deployed_at: float,
+    now: float | None,
+    next_run: NextRun | None,
+) -> list[str]:
+    """`no_background_baseline` for each relative checks rule without one: a deploy
+    registered ahead of its `deployed_at` only when its first background run is due after
+    it (before, its runs may still come; none planned here: not said)."""
+    at = deployed_at if now is None else now
+    out = []
+    for rule in judged:
+        if rule.source != "checks" or not rule.only_relative or rule.name in baselines:
+            continue
+        first = first_background_run(rule, env, environment, next_run)
+        if deployed_at > at and (first is None or first[1] < deployed_at):
+            continue
+        out.append(no_background_baseline(rule, env, first, now=at, deployed_at=deployed_at))
+    return out
 
 
 def young_runs(rule: Rule, periods: list[list[Sample]], env: EnvironmentSettings) -> str | None:
@@ -586,17 +612,59 @@ def outage_baseline(
     )
 
 
-def no_background_baseline(rule: Rule, env: EnvironmentSettings) -> str:
+NextRun = Callable[[str, str], float | None]
+"""When (epoch seconds) the next background run of (environment, check) starts, in the
+past while one runs; None where none is planned (`BackgroundProber.next_run`)."""
+
+
+def first_background_run(
+    rule: Rule, env: EnvironmentSettings, environment: str, next_run: NextRun | None
+) -> tuple[str, float] | None:
+    """The check whose background run comes first among those `rule` reads, and when it
+    starts (`next_run`); None when none is planned here."""
+    if next_run is None:
+        return None
+    _, background = env.background_checks_of(rule)
+    planned = [(name, at) for name in background if (at := next_run(environment, name)) is not None]
+    return min(planned, key=lambda run: run[1], default=None)
+
+
+def no_background_baseline(
+    rule: Rule,
+    env: EnvironmentSettings,
+    first: tuple[str, float] | None = None,
+    *,
+    now: float = 0.0,
+    deployed_at: float | None = None,
+) -> str:
     """Why a relative checks rule will have no baseline: nothing the lookback holds of the
     checks it reads that probe between windows (those that do not are a configuration
-    warning: `Settings.baseline_warnings`)."""
+    warning: `Settings.baseline_warnings`); with when the `first` of its background runs
+    is due (`first_background_run`), which a fresh agent's registration said nothing of,
+    nor a deploy's registered ahead of its `deployed_at` whose first run comes after it."""
     _, background = env.background_checks_of(rule)
-    return (
+    ahead = deployed_at is not None and deployed_at > now
+    sentence = (
         f"rule {rule.name}: no baseline: the lookback ({format_duration(env.lookback)} before"
-        f" the deploy) holds no background run of {', '.join(background) or 'its checks'} to"
+        f" the deploy) {'will hold' if ahead else 'holds'} no background run of"
+        f" {', '.join(background) or 'its checks'} to"
         " compare with (background probing builds it between windows; a new store or an"
         " agent just started has none yet, and runs left out do not count), so this"
         " max_increase rule ends inconclusive (no baseline) whatever the release does"
+    )
+    if first is None:
+        return sentence
+    check, at = first
+    if at <= now:
+        when = "under way"
+    else:
+        wait = format_duration(max(math.ceil(at - now), 1))
+        when = f"due in {wait} (at {rfc3339(at, millis=False)})"
+    if ahead and deployed_at is not None:
+        when += f", after the deploy (at {rfc3339(deployed_at, millis=False)})"
+    return (
+        f"{sentence}; the first background run of {check} is {when}: a deploy registered"
+        " once it is stored is judged against it"
     )
 
 

@@ -61,6 +61,7 @@ from agent.windows.foresight import (
     background_baseline,
     baseline_runs,
     exact_bound_warnings,
+    first_background_run,
     kept_words,
     left_out_words,
     no_background_baseline,
@@ -150,6 +151,10 @@ class WatchServices:
     owed_runs: Callable[[str, float], list[str]] | None = None
     """The background runs a window's round stands in for (`BackgroundProber.owed_runs`);
     None when there is no background probing."""
+    next_background_run: Callable[[str, str], float | None] | None = None
+    """When the next background run of (environment, check) starts
+    (`BackgroundProber.next_run`), said of a relative rule with no baseline; None when
+    there is no background probing."""
     redact: Callable[[str], str] = field(default_factory=Redactor)
     """Hides the configuration's secrets in what a watch stores and sends of a bug
     (`agent.windows.broken`)."""
@@ -764,9 +769,14 @@ class WindowWatch:
                 self.log.warning("%s", said)
         if self.env.baseline_url is not None:  # the stable side, probed beside it
             return
+        environment, now = self.window.environment, self.s.clock()
         for rule in checks_rules:
             if rule.only_relative and not self.baselines[rule.name].has_data:
-                self.log.warning("%s", no_background_baseline(rule, self.env))
+                first = first_background_run(
+                    rule, self.env, environment, self.s.next_background_run
+                )
+                said = no_background_baseline(rule, self.env, first, now=now)
+                self.log.warning("%s", said)
 
     def _baselines_unreachable(self, unfetched: list[tuple[Rule, Observation]]) -> None:
         """Providers that could not give rules' baselines: each provider's one alert of the

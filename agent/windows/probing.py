@@ -550,6 +550,10 @@ class BackgroundProber:
         self.tell: Callable[[str], None] | None = None
         """Tells the other replicas a window here starts probing (`yield_to_window`); None
         when no other replica can hear (a store of its own)."""
+        self.due: dict[tuple[str, str], float] = {}
+        """Per (environment, check), when (`clock`) its next background run here starts: in
+        the past while one runs. Registration says it of a relative rule whose lookback
+        holds no run yet (`next_run`)."""
 
     async def run(self) -> None:
         planned = [
@@ -581,6 +585,7 @@ class BackgroundProber:
         first run, `first` seconds from now: the second comes a whole period after it."""
         # this task's (and its probes') log lines name their environment, as a window's do
         log_context.set({"environment": name})
+        self.due[(name, check.name)] = self.clock() + max(first, 0.0)
         if first > 0:
             await self.sleep(first)
         start, slot = self.monotonic(), 0
@@ -598,6 +603,7 @@ class BackgroundProber:
                 self.owed.get(name, {}).pop(check.name, None)
                 await self._run(name, probe, check, outage)
             slot = max(slot + 1, math.floor((self.monotonic() - start) / every))
+            self.due[(name, check.name)] = self.clock() + start + slot * every - self.monotonic()
             while await self._freed_before(freed, start + slot * every - self.monotonic()):
                 await self._run_left_over(name, probe, check, outage)
                 freed = self.freed.setdefault(name, asyncio.Event())
@@ -719,6 +725,12 @@ class BackgroundProber:
         at their next slots."""
         if self.leased:
             await self.store.release_background(self.owner)
+
+    def next_run(self, name: str, check: str) -> float | None:
+        """When (`clock`) the next background run of `check` in environment `name` starts
+        here, in the past while one runs; None where none is planned (a check that runs
+        only in windows, background probing off, before probing starts)."""
+        return self.due.get((name, check))
 
     def owed_runs(self, name: str, since: float) -> list[str]:
         """The checks owed a run (`owe`) as of `since` (a window's deploy) or later, while

@@ -162,6 +162,7 @@ class Watcher:
         self.background_probing = background_probing
         if background_probing:
             self.services.owed_runs = self.prober.owed_runs
+            self.services.next_background_run = self.prober.next_run
             self.services.take_background = self.prober.take_for_window
             self.services.yield_background = functools.partial(yield_to_window, self.prober)
         now = functools.partial(self.services.pace.now_or, clock)  # as `busy` reads it

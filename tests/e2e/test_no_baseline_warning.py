@@ -8,6 +8,7 @@ whatever the release does, and until now nothing said so before the window's end
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
@@ -88,12 +89,65 @@ async def test_a_fresh_agent_says_so_in_the_registrations_warnings(
         )
     )
     deploy = await agent.register("production", "v1")
-    assert no_baseline(deploy.get("warnings") or []) == [
+    (said,) = no_baseline(deploy.get("warnings") or [])
+    base, _, first = said.rpartition("; ")
+    assert base == (
         "rule p95: no baseline: the lookback (1h before the deploy) holds no background run"
         " of api-health to compare with (background probing builds it between windows; a new"
         " store or an agent just started has none yet, and runs left out do not count), so"
         " this max_increase rule ends inconclusive (no baseline) whatever the release does"
-    ], deploy
+    ), said
+    # the agent's first run starts within its first 10 ms (`background_offset`), so the
+    # registration may come just before it
+    assert re.fullmatch(
+        r"the first background run of api-health is (under way|due in 1s \(at \S+Z\)): a"
+        r" deploy registered once it is stored is judged against it",
+        first,
+    ), said
     await agent.settled(deploy["id"], within=15)
     logged = [r for r in caplog.records if r.getMessage().startswith("rule p95: no baseline")]
     assert [getattr(r, "deploy_id", None) for r in logged] == [deploy["id"]], caplog.text
+    assert "the first background run of api-health is" in logged[0].getMessage(), caplog.text
+
+
+async def test_a_deploy_ahead_of_its_first_background_run_is_warned_when_it_is_due(
+    store: SqliteStore,
+) -> None:
+    """A deploy registered ahead of its `deployed_at` was never warned, as its runs may
+    still come; one whose check's first background run here starts only after it (a load
+    check's turn, a slot not yet come round) has none by then, and is told when it is due.
+    One whose run comes first is not warned; nor, as before, one with no run planned here."""
+    due = {("production", "api-health"): NOW + 900}
+    said = await registration_warnings(
+        store,
+        env(),
+        "production",
+        NOW + 600,
+        NOW + 1200,
+        now=NOW,
+        next_run=lambda environment, check: due.get((environment, check)),
+    )
+    assert no_baseline(said) == [
+        "rule p95: no baseline: the lookback (1h before the deploy) will hold no background"
+        " run of api-health to compare with (background probing builds it between windows; a"
+        " new store or an agent just started has none yet, and runs left out do not count),"
+        " so this max_increase rule ends inconclusive (no baseline) whatever the release"
+        " does; the first background run of api-health is due in 15m"
+        " (at 2027-01-15T08:15:00Z), after the deploy (at 2027-01-15T08:10:00Z): a deploy"
+        " registered once it is stored is judged against it"
+    ], said
+    due[("production", "api-health")] = NOW + 300
+    sooner = await registration_warnings(
+        store,
+        env(),
+        "production",
+        NOW + 600,
+        NOW + 1200,
+        now=NOW,
+        next_run=lambda e, c: due[(e, c)],
+    )
+    assert no_baseline(sooner) == [], sooner
+    unplanned = await registration_warnings(
+        store, env(), "production", NOW + 600, NOW + 1200, now=NOW, next_run=lambda e, c: None
+    )
+    assert no_baseline(unplanned) == [], unplanned

@@ -295,6 +295,51 @@ async def test_the_start_says_which_environments_are_probed_between_windows(
     assert "flow" not in line  # a smoke check runs only in windows
 
 
+Seen = Callable[[BackgroundProber, float], None]
+
+
+async def on_a_grid(
+    takes: float, runs: int, at_run: Seen, *, first: float = 0.0, at_sleep: Seen | None = None
+) -> None:
+    """The http check's background runs on a 30 s grid (`_probe_forever`), `runs` of them,
+    on a clock only its sleeps and its runs (`takes` seconds each) move: `at_run(prober,
+    now)` as each run starts, `at_sleep` as each sleep does."""
+    now = 0.0
+
+    def clock() -> float:
+        return now
+
+    async def sleep(seconds: float) -> None:
+        nonlocal now
+        if at_sleep is not None:
+            at_sleep(prober, now)
+        now += seconds
+        await asyncio.sleep(0)
+
+    class Timed(BackgroundProber):
+        async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
+            nonlocal now, runs
+            at_run(self, now)
+            runs -= 1
+            if not runs:
+                raise asyncio.CancelledError
+            now += takes
+
+    env = settings().environments["production"]
+    probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
+    prober = Timed(
+        {"production": probe},
+        store=None,  # type: ignore[arg-type]
+        busy=lambda _: False,
+        clock=clock,
+        monotonic=clock,
+        sleep=sleep,
+    )
+    assert prober.next_run("production", "health") is None  # before probing starts
+    with contextlib.suppress(asyncio.CancelledError):
+        await prober._probe_forever("production", probe, probe.checks[0], 30.0, first=first)
+
+
 @pytest.mark.parametrize(
     ("takes", "starts"),
     [
@@ -309,36 +354,8 @@ async def test_background_runs_keep_the_interval_whatever_a_run_takes(
     """Runs start on a grid of `background_interval` (30 s): a run spreads its probes over
     up to a round, and sleeping the interval after each halved the pace (starts 0, 60, 120,
     … for 30 s runs: 65 of the 120 runs an hour the baseline is sized for)."""
-    now = 0.0
     seen: list[float] = []
-
-    def monotonic() -> float:
-        return now
-
-    async def sleep(seconds: float) -> None:
-        nonlocal now
-        now += seconds
-        await asyncio.sleep(0)
-
-    class Timed(BackgroundProber):
-        async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
-            nonlocal now
-            seen.append(now)
-            if len(seen) == len(starts):
-                raise asyncio.CancelledError
-            now += takes
-
-    env = settings().environments["production"]
-    probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
-    prober = Timed(
-        {"production": probe},
-        store=None,  # type: ignore[arg-type]
-        busy=lambda _: False,
-        monotonic=monotonic,
-        sleep=sleep,
-    )
-    with contextlib.suppress(asyncio.CancelledError):
-        await prober._probe_forever("production", probe, probe.checks[0], 30.0)
+    await on_a_grid(takes, len(starts), lambda _, now: seen.append(now))
     assert seen == starts
 
 
@@ -582,40 +599,19 @@ async def test_next_run_says_when_a_checks_next_background_run_starts() -> None:
     """`next_run` (what registration tells a relative rule with no baseline yet): the first
     run's start, `first` seconds from the prober's start, then each slot's on the grid; a
     run's own while it runs (its start: past). None for a check not probed here."""
-    now = 0.0
     waits: list[tuple[float, float | None]] = []
     during: list[float | None] = []
 
-    def clock() -> float:
-        return now
+    def next_health(prober: BackgroundProber) -> float | None:
+        assert prober.next_run("production", "another") is None
+        return prober.next_run("production", "health")
 
-    async def sleep(seconds: float) -> None:
-        nonlocal now
-        waits.append((now, prober.next_run("production", "health")))
-        now += seconds
-        await asyncio.sleep(0)
-
-    class Timed(BackgroundProber):
-        async def probe_once(self, name: str, probe: EnvironmentProbe, check: Check) -> None:
-            nonlocal now
-            during.append(self.next_run(name, check.name))
-            if len(during) == 3:
-                raise asyncio.CancelledError
-            now += 10.0
-
-    env = settings().environments["production"]
-    probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
-    prober = Timed(
-        {"production": probe},
-        store=None,  # type: ignore[arg-type]
-        busy=lambda _: False,
-        clock=clock,
-        monotonic=clock,
-        sleep=sleep,
+    await on_a_grid(
+        10.0,
+        3,
+        lambda prober, _: during.append(next_health(prober)),
+        first=5.0,
+        at_sleep=lambda prober, now: waits.append((now, next_health(prober))),
     )
-    assert prober.next_run("production", "health") is None  # before probing starts
-    with contextlib.suppress(asyncio.CancelledError):
-        await prober._probe_forever("production", probe, probe.checks[0], 30.0, first=5.0)
-    assert waits[0] == (0.0, 5.0)
+    assert waits == [(0.0, 5.0), (15.0, 35.0), (45.0, 65.0)]
     assert during == [5.0, 35.0, 65.0]
-    assert prober.next_run("production", "another") is None

@@ -128,3 +128,24 @@ async def test_a_run_whose_lease_a_window_took_meanwhile_is_not_stored(
         await sessions.aclose()
     assert len(await store.probe_summaries("production", 0.0, 2e9)) == 1
     assert "another replica took its background lease meanwhile" in caplog.text
+
+
+async def test_only_the_replica_holding_the_lease_says_when_its_next_run_starts(
+    store: SqliteStore,
+) -> None:
+    """On a shared store the environment's runs are the lease holder's, on its own grid:
+    a replica that does not hold it says no time for them (registration then says none),
+    where its own grid's slot named a run that would not come then."""
+    store.shared = True  # type: ignore[misc]  # as PostgreSQL's: leased per environment
+    env = settings().environments["production"]
+    probe = EnvironmentProbe("production", env, TargetSessions(), Metrics())
+    b, a = (
+        BackgroundProber({"production": probe}, store, lambda _: False, clock=lambda: 0.0, owner=o)
+        for o in ("b", "a")
+    )
+    for replica, slot in ((b, 30.0), (a, 40.0)):
+        replica.due[("production", "health")] = slot  # each one's grid
+        assert replica.next_run("production", "health") is None  # no lease asked for yet
+    assert await b._hold("production") and not await a._hold("production")
+    assert b.next_run("production", "health") == 30.0
+    assert a.next_run("production", "health") is None

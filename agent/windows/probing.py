@@ -554,6 +554,9 @@ class BackgroundProber:
         """Per (environment, check), when (`clock`) its next background run here starts: in
         the past while one runs. Registration says it of a relative rule whose lookback
         holds no run yet (`next_run`)."""
+        self.holding: dict[str, bool] = {}
+        """On a shared store, per environment, whether this replica held its background
+        lease at its last ask (`_hold`): another's runs keep another grid."""
 
     async def run(self) -> None:
         planned = [
@@ -704,13 +707,15 @@ class BackgroundProber:
             return True
         now = self.clock()
         until = now + background_lease(self.probes[name])
+        held = False
         try:
-            return await self.store.take_background(name, self.owner, now, until, steal=steal)
+            held = await self.store.take_background(name, self.owner, now, until, steal=steal)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.debug("background lease not taken", exc_info=True, extra={"environment": name})
-            return False
+        self.holding[name] = held
+        return held
 
     async def take_for_window(self, name: str) -> None:
         """A window starts probing `name` on this replica: take its background lease now,
@@ -729,7 +734,11 @@ class BackgroundProber:
     def next_run(self, name: str, check: str) -> float | None:
         """When (`clock`) the next background run of `check` in environment `name` starts
         here, in the past while one runs; None where none is planned (a check that runs
-        only in windows, background probing off, before probing starts)."""
+        only in windows, background probing off, before probing starts), or here unknown:
+        on a shared store, the environment's runs are another replica's, on its grid,
+        unless this one held their lease at its last slot."""
+        if self.leased and not self.holding.get(name, False):
+            return None
         return self.due.get((name, check))
 
     def owed_runs(self, name: str, since: float) -> list[str]:

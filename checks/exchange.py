@@ -27,6 +27,7 @@ from yarl import URL
 from checks.request import Request
 from checks.sessions import in_use, lean_client
 from checks.silence import HOP, Deadline
+from checks.ticks import ticks
 from checks.wire import (
     Disconnected,
     LeanClient,
@@ -78,6 +79,9 @@ class Reply:
     connection's connect waiting for the loop), all of it in `latency_s`: the lean client's
     `checks.wire.Parsed.held` (also in `agent_delay_s`), aiohttp's `checks.written.Written`
     (each hop's, of a redirected request)."""
+    agent_resumed_s: float = 0.0
+    """The agent's stall the answer landed just after, all of it in `latency_s` whatever
+    the stamp says (`checks.lag.AGENT_RESUMED`); 0.0: none."""
 
     def sample(self, check: str, error: str | None, target: Target) -> Sample:
         """The answer as evidence: passed unless `error` (an expectation it failed)."""
@@ -275,10 +279,17 @@ async def _through_aiohttp(
                         body, size = await _stream(
                             resp, KEEP_BODY_BYTES if request.keep_body else 0
                         )
-                    latency = time.perf_counter() - t0
-                    held = written.held()
+                    end = time.perf_counter()
+                    latency = end - t0
                     return Reply(
-                        resp.status, resp.headers, body, size, latency, resp.url, agent_held_s=held
+                        resp.status,
+                        resp.headers,
+                        body,
+                        size,
+                        latency,
+                        resp.url,
+                        agent_held_s=written.held(),
+                        agent_resumed_s=ticks().lag.resumed(end, t0, latency),
                     )
         except aiohttp.TooManyRedirects as exc:
             raise ProbeFailed("status", _too_many(request), time.perf_counter() - t0) from (
@@ -380,6 +391,7 @@ def _lean_reply(parsed: Parsed, url: URL, allow_redirects: bool, since: float) -
         parsed.agent_delay,
         parsed.kernel_delay,
         parsed.held,
+        parsed.resumed,
     )
 
 

@@ -20,7 +20,7 @@ from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running
 from checks.expect import Body, Expect, Expectation
-from checks.lag import AGENT_DELAY, AGENT_HELD, AGENT_KERNEL_DELAY, UNANSWERED
+from checks.lag import AGENT_DELAY, AGENT_HELD, AGENT_KERNEL_DELAY, AGENT_RESUMED, UNANSWERED
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from common.durations import format_duration
 from common.redaction import Redactor
@@ -154,6 +154,8 @@ class HttpCheck(Check):
             details[AGENT_KERNEL_DELAY] = math.ceil(reply.agent_kernel_delay_s * 1e5) / 1e5
         if reply.agent_held_s:  # the request went out late (`checks.lag`), rounded up
             details[AGENT_HELD] = math.ceil(reply.agent_held_s * 1e4) / 1e4
+        if reply.agent_resumed_s:  # it landed as the loop came back (`checks.lag`), rounded up
+            details[AGENT_RESUMED] = math.ceil(reply.agent_resumed_s * 1e4) / 1e4
         if not mismatches:
             took = format_duration(reply.latency_s)  # as every latency reads: not `in 0ms`
             return f"{self._label}: {reply.status} in {took}", details, None

@@ -55,6 +55,17 @@ of it is the agent's, though the answer was read on time: `attributed` adds it t
 read's lateness, as a load run does to each of its requests' (`checks.load`; a stall in the
 connect kept a 0.33 s latency of a 20 ms target under load, 0.43 s of a 100 ms https one)."""
 
+AGENT_RESUMED = "agent_resumed_s"
+"""A latency's details key, when not 0: the agent's stall its answer landed just after
+(`resumed_into`): all of it in the latency, whatever the kernel's stamp says. A target on
+another machine answers whatever the agent's loop does, but not every answer's landing is
+the target's alone: the last bytes of an answer larger than the socket's buffer wait for
+the agent to read the first (TCP's flow control), a request the loop finished writing
+after the stall went out late, and a target sharing the agent's host or process waits for
+the CPU the stall took. Such an answer lands as the loop comes back, and its stamp held
+the stall (a 5 ms target's 8 MB answer, the loop stalled 0.4 s after the write: kept as
+0.42 s, its last bytes stamped 20 ms after the loop came back)."""
+
 UNANSWERED = "unanswered_s"
 """A timeout's details key: how long the target had the whole request with no byte of an
 answer in the agent's socket when the agent looked, at least the timeout
@@ -77,6 +88,8 @@ class LoopLag:
     """
 
     __slots__ = (
+        "_back_at",
+        "_back_s",
         "_beats",
         "_due",
         "_fresh",
@@ -107,6 +120,8 @@ class LoopLag:
         self._recovering = False  # a beat ran late, and none on time since
         self.stalled = 0.0
         """Seconds the loop was stalled, counted by heartbeats that ran."""
+        self._back_at = 0.0  # when the latest stall a heartbeat saw ended (its late beat ran)
+        self._back_s = 0.0  # and how long it was (0: none yet)
 
     def total(self) -> float:
         """Seconds stalled so far (read at a probe's start and at its end)."""
@@ -161,6 +176,22 @@ class LoopLag:
         delay = now - since
         return delay if delay > 0.0 else 0.0
 
+    def resumed(self, landed: float, since: float, latency: float) -> float:
+        """`resumed_into` for an answer that landed at `landed` for a request that went
+        out at `since` (both `time.perf_counter()` values), measured `latency`, against the
+        latest stall: one under way as this runs (its heartbeat overdue: it ends now, the
+        answer read in the turn that ends it), else the last one the heartbeat saw. 0.0
+        when the heartbeat is not beating (nobody read it for `IDLE_S`)."""
+        if not self._due:
+            return 0.0
+        now = self._loop.time()
+        late = now - self._due
+        end, seconds = (now, late) if late > SLACK_S else (self._back_at, self._back_s)
+        if not seconds:
+            return 0.0
+        to_loop = now - time.perf_counter()  # the loop's clock may not be perf_counter's
+        return resumed_into(latency, landed + to_loop, since + to_loop, end, seconds)
+
     def _turn_begun(self, beat: int) -> None:
         """A heartbeat's turn of a timers-first loop is over once the next turn's
         `call_soon` callbacks run (before its I/O): called there, `_fresh` ends."""
@@ -181,6 +212,7 @@ class LoopLag:
         if late > SLACK_S:
             self.stalled += late - SLACK_S
             self._recovering = True
+            self._back_at, self._back_s = now, late
         elif self._recovering:
             # the first beat on time after a stall: the loop may still be working off
             # what fell due during it (answers that came then are read behind that), so
@@ -200,6 +232,31 @@ def stall_explains(waited: float, stalled: float) -> bool:
     agent's: its loop was stalled `stalled` seconds meanwhile, more than `AGENT_SHARE` of
     the wait (and `SLACK_S`), so it cannot say the other side did not answer in time."""
     return stalled > max(AGENT_SHARE * waited, SLACK_S)
+
+
+def resumed_into(
+    latency: float, landed: float, since: float, stall_end: float, stall_s: float
+) -> float:
+    """The part of a `latency` from `since` to `landed` that a stall of the agent's loop
+    `stall_s` long, over at `stall_end`, made, when its answer landed just as the loop came
+    back (`AGENT_RESUMED` says how that happens); 0.0 when it landed before or during
+    the stall (the target's time: its stamp holds none of it), long after it, or the
+    stall ended before the request went out. Just after: within a tenth of the latency
+    (`AGENT_SHARE`) of the stall's end, at least the heartbeat's resolution (`BEAT_S +
+    SLACK_S`), and from `SLACK_S` before it (the heartbeat that saw the stall ran after
+    the reads of the turn that ended it).
+
+    Why not every latency a stall overlapped: a demanding user's slow target must still
+    count. A 1 s answer whose wait held a 0.3 s stall of the agent's lands on the target's
+    own time, 0.4 s after the loop came back, and keeps its 1 s; only an answer landing
+    in that short gap after a stall loses its latency by chance (counted, its status kept).
+    An answer the stall held back, landed within milliseconds of the loop's return,
+    never keeps the stall as the target's latency."""
+    if stall_end < since or landed < stall_end - SLACK_S:
+        return 0.0
+    if landed - stall_end > max(AGENT_SHARE * latency, BEAT_S + SLACK_S):
+        return 0.0
+    return min(stall_s, stall_end - since)
 
 
 def unread_answer_explains(waited: float, stalled: float, unattended: float) -> bool:
@@ -270,8 +327,9 @@ def attributed(
     answer came, at most `unattended` (a stall earlier in the wait delays nothing: the
     answer was not there yet), or what the kernel's stamp measured (`AGENT_KERNEL_DELAY`:
     a latency that ends at the answer's arrival holds none of the stall, only the clocks'
-    reading), and by a stall before the request went out (`AGENT_HELD`: all of it); a
-    larger share than a tenth of it is dropped. A kept one
+    reading), by a stall before the request went out (`AGENT_HELD`: all of it), and by a
+    stall the answer landed just after (`AGENT_RESUMED`: all of it, whatever its stamp);
+    a larger share than a tenth of it is dropped. A kept one
     may still overstate the target's by the heartbeat's blind spot (`least_latency`).
     An answer's status and body are facts whatever the agent's lateness: they still
     count. Results of several samples (a load check) attribute each request themselves
@@ -291,6 +349,9 @@ def attributed(
     held = result.details.get(AGENT_HELD)
     if isinstance(held, int | float):
         late = min(late + held, stalled)  # the request went out late: all of it the agent's
+    resumed = result.details.get(AGENT_RESUMED)
+    if isinstance(resumed, int | float):
+        late = max(late, min(resumed, stalled))  # it landed as the loop came back: the stall's
     dropped = verdict_on(sample.ok, sample.error, latency, waited, stalled, late)
     if dropped is None:
         return result, None

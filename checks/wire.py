@@ -103,6 +103,7 @@ class Parsed:
         "held",
         "kernel_delay",
         "read_at",
+        "resumed",
         "size",
         "status",
     )
@@ -118,6 +119,7 @@ class Parsed:
         kernel_delay: float | None = None,
         read_at: float | None = None,
         held: float = 0.0,
+        resumed: float = 0.0,
     ):
         self.status = status
         self.headers = headers
@@ -143,6 +145,9 @@ class Parsed:
         self.held = held
         """How long the agent's stalled loop held the request back before it was written
         (`_Conn.held`), all of it in the latency; in `agent_delay` too."""
+        self.resumed = resumed
+        """The agent's stall the answer landed just after (`checks.lag.AGENT_RESUMED`),
+        all of it in the latency whatever the stamp says; 0.0: none."""
 
 
 class Waiter(Protocol):
@@ -389,8 +394,9 @@ class _Conn(asyncio.Protocol):
                 kernel = delay
         if held and delay is not None:
             delay += held  # the request went out late: the agent's too
+        resumed = self.client._ticks.lag.resumed(done_at, self.sent_at, done_at - self.sent_at)
         parsed = Parsed(
-            self.status, headers, body, self.size, done_at, delay, kernel, read_at, held
+            self.status, headers, body, self.size, done_at, delay, kernel, read_at, held, resumed
         )
         waiter.set_result(parsed)
 

@@ -107,6 +107,57 @@ async def awaited_cli(
     return proc.returncode, out.decode(errors="replace")
 
 
+_READY_SCRIPT = """
+import sys
+from agent.deferred_ca import import_aiohttp_without_ca_certificates
+import_aiohttp_without_ca_certificates()
+import agent.cli.commands
+from agent.cli.main import main
+print("ready", flush=True)
+sys.stdin.readline()
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class ReadyCli:
+    """`postflight *argv` in a process of its own, started and its client's modules
+    imported ahead (`start`), run only when told (`run`): a test that must run a command
+    inside a short phase of the agent's (a stop's wait for a rollback in flight) does not
+    race a Python start and its imports, seconds on a loaded machine, against it."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(cls, *argv: str, within: float = 60.0) -> ReadyCli:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _READY_SCRIPT,
+            *argv,
+            env=cli_env(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), within)
+        assert line == b"ready\n", line
+        return cls(proc)
+
+    async def run(self, within: float = 60.0) -> tuple[int, str]:
+        """Its exit code, and its stdout and stderr as one text (as `awaited_cli`)."""
+        out, _ = await asyncio.wait_for(self.proc.communicate(b"go\n"), within)
+        assert self.proc.returncode is not None
+        return self.proc.returncode, out.decode(errors="replace")
+
+    async def close(self) -> None:
+        """Ended, if never run."""
+        if self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+
 @contextmanager
 def sigint_at_default() -> Iterator[None]:
     """SIGINT at its default in a process started inside, whatever this process inherited:

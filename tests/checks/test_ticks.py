@@ -15,14 +15,18 @@ async def test_callbacks_run_in_time_order_never_early_and_at_most_a_tick_late()
     assert ticks() is grid  # one per loop
     now = loop.time()
     seen: list[tuple[int, float]] = []
+    timers: dict[int, float] = {}  # a plain loop timer at each moment: the loop's own lateness
     moments = [now + d for d in (0.03, 0.001, 0.0205, 0.001, 0.05)]
     for i, when in enumerate(moments):
         grid.at(when, lambda i: seen.append((i, loop.time())), i)
+        loop.call_at(when, lambda i: timers.setdefault(i, loop.time()), i)
     await asyncio.sleep(0.1)
     assert [i for i, _ in seen] == [1, 3, 2, 0, 4]
     for i, at in seen:
         assert at >= moments[i]
-        assert at - moments[i] < TICK_S + 0.05  # a tick, plus a busy test machine's lateness
+        # a tick past a loop timer at the same moment, and a tick for the turn after: the
+        # grid's own lateness, where a fixed 50 ms for the loop's was a loaded machine's bet
+        assert at - timers[i] < 2 * TICK_S, (at - moments[i], timers[i] - moments[i])
     assert len(grid) == 0
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from typing import Literal
 
 from checks.base import CheckResult, Sample
@@ -25,6 +26,9 @@ which a loop on a shared machine misses by a few milliseconds anyway."""
 IDLE_S = 5.0
 """The heartbeat stops when nobody read it for this long (an agent with no window, no
 background probing) and starts again at the next read."""
+
+BACKS = 8
+"""How many of the latest stalls `LoopLag.resumed` weighs an answer's landing against."""
 
 AGENT_SHARE = 0.1
 """A probe's outcome is the agent's when its loop was stalled for more than this share of
@@ -88,8 +92,7 @@ class LoopLag:
     """
 
     __slots__ = (
-        "_back_at",
-        "_back_s",
+        "_backs",
         "_beats",
         "_due",
         "_fresh",
@@ -120,8 +123,9 @@ class LoopLag:
         self._recovering = False  # a beat ran late, and none on time since
         self.stalled = 0.0
         """Seconds the loop was stalled, counted by heartbeats that ran."""
-        self._back_at = 0.0  # when the latest stall a heartbeat saw ended (its late beat ran)
-        self._back_s = 0.0  # and how long it was (0: none yet)
+        self._backs: deque[tuple[float, float]] = deque(maxlen=BACKS)
+        """The latest stalls the heartbeat saw: (when each ended, its late beat ran; how
+        long it was), oldest first."""
 
     def total(self) -> float:
         """Seconds stalled so far (read at a probe's start and at its end)."""
@@ -178,19 +182,22 @@ class LoopLag:
 
     def resumed(self, landed: float, since: float, latency: float) -> float:
         """`resumed_into` for an answer that landed at `landed` for a request that went
-        out at `since` (both `time.perf_counter()` values), measured `latency`, against the
-        latest stall: one under way as this runs (its heartbeat overdue: it ends now, the
-        answer read in the turn that ends it), else the last one the heartbeat saw. 0.0
-        when the heartbeat is not beating (nobody read it for `IDLE_S`)."""
+        out at `since` (both `time.perf_counter()` values), measured `latency`, the most
+        of the latest stalls: one under way as this runs (its heartbeat overdue: it ends
+        now, the answer read in the turn that ends it), and the last `BACKS` the heartbeat
+        saw (the loop's reading of a big answer stalls it a little again before the last
+        bytes land). 0.0 when the heartbeat is not beating (nobody read it for `IDLE_S`)."""
         if not self._due:
             return 0.0
         now = self._loop.time()
         late = now - self._due
-        end, seconds = (now, late) if late > SLACK_S else (self._back_at, self._back_s)
-        if not seconds:
-            return 0.0
         to_loop = now - time.perf_counter()  # the loop's clock may not be perf_counter's
-        return resumed_into(latency, landed + to_loop, since + to_loop, end, seconds)
+        landed, since = landed + to_loop, since + to_loop
+        most = resumed_into(latency, landed, since, now, late) if late > SLACK_S else 0.0
+        for end, seconds in self._backs:
+            if end >= since:
+                most = max(most, resumed_into(latency, landed, since, end, seconds))
+        return most
 
     def _turn_begun(self, beat: int) -> None:
         """A heartbeat's turn of a timers-first loop is over once the next turn's
@@ -212,7 +219,7 @@ class LoopLag:
         if late > SLACK_S:
             self.stalled += late - SLACK_S
             self._recovering = True
-            self._back_at, self._back_s = now, late
+            self._backs.append((now, late))
         elif self._recovering:
             # the first beat on time after a stall: the loop may still be working off
             # what fell due during it (answers that came then are read behind that), so

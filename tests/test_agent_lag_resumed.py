@@ -26,18 +26,8 @@ from checks.base import CheckResult
 from checks.lag import AGENT_RESUMED, BEAT_S, SLACK_S, resumed_into
 from checks.sessions import TargetSessions
 from checks.wire import _Conn
+from tests.test_agent_lag_timeouts import CONFIG
 from tests.thread_target import ThreadTarget, running
-
-CONFIG = """
-server: {{api_tokens: [tok-1234567890abcdef]}}
-environments:
-  production:
-    base_url: {url}
-    interval: 2s
-    probes_per_round: 1
-    checks:
-      - {{name: health, type: http, path: /health, timeout: 1500ms}}
-"""
 
 STALL_S = 0.4
 
@@ -47,17 +37,20 @@ control, for the agent to read the first."""
 
 
 class BigTarget(ThreadTarget):
-    """`/health` answers `BIG_BYTES` after `delay_s`; `took` gets, per request, the seconds
-    from its arrival to the whole answer handed to the target's transport."""
+    """`/health` answers `BIG_BYTES` after `delay_s` (a small body until `big` is set: a
+    connection warmed by a big one has its buffers grown by the kernel's autotuning, and
+    on a loaded machine held all of it); `took` gets, per request, the seconds from its
+    arrival to the whole answer handed to the target's transport."""
 
     def __init__(self) -> None:
         super().__init__()
         self.took: list[float] = []
+        self.big = False
 
     async def health(self, request: web.Request) -> web.StreamResponse:
         came = time.perf_counter()
         await asyncio.sleep(self.delay_s)
-        response = web.Response(body=b"x" * BIG_BYTES)
+        response = web.Response(body=b"x" * (BIG_BYTES if self.big else 16))
         self.took.append(time.perf_counter() - came)
         return response
 
@@ -89,7 +82,8 @@ class SharedHostTarget(ThreadTarget):
 
 
 def _probe(url: str, metrics: Metrics, sessions: TargetSessions) -> EnvironmentProbe:
-    env = load_settings_text(CONFIG.format(url=url)).environments["production"]
+    text = CONFIG.format(url=url, timeout="1500ms")  # a probe a round, rounds of 2 s
+    env = load_settings_text(text).environments["production"]
     return EnvironmentProbe("production", env, sessions, metrics)
 
 
@@ -144,6 +138,8 @@ async def _stalled_probe(
         probe = _probe(target.url, metrics, sessions)
         await probe.run_round(2.0, probes=1)  # connected: the next one is stamped
         ended = stall_after_writes(monkeypatch, target.port, starves)
+        if isinstance(target, BigTarget):
+            target.big = True
         before = _dropped(metrics)
         [result] = await probe.run_round(2.0, probes=1)
     assert ended, "the stall did not run"

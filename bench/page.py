@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiosqlite
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -323,8 +324,10 @@ class Statements:
 
         connect = sqlite_store._connected
 
-        async def traced(path: str) -> Any:
-            connection = await connect(path)
+        async def traced(
+            path: str, busy_timeout_s: float = sqlite_store.BUSY_TIMEOUT_MS / 1000
+        ) -> aiosqlite.Connection:
+            connection = await connect(path, busy_timeout_s)
             await connection.set_trace_callback(self.seen.append)
             return connection
 

@@ -9,6 +9,7 @@ Usage: python bench/absolute_look.py ALPHA detect|aa WINDOWS"""
 
 import dataclasses
 import sys
+from typing import Literal
 
 import numpy as np
 
@@ -17,9 +18,10 @@ from agent.analysis.types import Observation, Rule
 
 ALPHA = float(sys.argv[1]) if len(sys.argv) > 1 else 0.005
 ROUNDS, PER = 30, 10
+Kind = Literal["proportion", "distribution"]
 
 
-def before(rule):
+def before(rule: SequentialRule) -> SequentialRule:
     k = 1.0 - FINAL_SHARE
     rule.components = tuple(
         dataclasses.replace(
@@ -32,7 +34,7 @@ def before(rule):
     return rule
 
 
-def make(kind, old):
+def make(kind: Kind, old: bool) -> SequentialRule:
     if kind == "proportion":
         r = SequentialRule(
             Rule("e", "checks", "error_rate", max=0.05), None, "proportion", ALPHA, horizon=ROUNDS
@@ -44,7 +46,9 @@ def make(kind, old):
     return before(r) if old else r
 
 
-def window(rng, kind, rate, kappa, rule):
+def window(
+    rng: np.random.Generator, kind: Kind, rate: float, kappa: float, rule: SequentialRule
+) -> tuple[int | None, bool]:
     st = rule.start()
     for k in range(ROUNDS):
         p = rng.beta(rate * kappa, (1 - rate) * kappa) if kappa else rate
@@ -59,17 +63,19 @@ def window(rng, kind, rate, kappa, rule):
         rule.step(st, obs, k)
     rule.finish(st, ROUNDS - 1)
     at, comp = rule.failed_at(st)
-    return at, (at is not None and rule.failed_at_end(st, comp))
+    return at, (at is not None and comp is not None and rule.failed_at_end(st, comp))
 
 
-def run(kind, rate, kappa, n, old, seed):
+def run(
+    kind: Kind, rate: float, kappa: float, n: int, old: bool, seed: int
+) -> tuple[float, float, list[int | None]]:
     """Share failed, share failed by the end look, and each window's round of an e-process's
     catch (-1: caught at the end look, None: not caught). The same seed gives both judges the same
     windows, so the rounds pair up window by window."""
     rng = np.random.default_rng(seed)
     rule = make(kind, old)
     fails = looks = 0
-    early = []
+    early: list[int | None] = []
     for _ in range(n):
         at, looked = window(rng, kind, rate, kappa, rule)
         fails += at is not None
@@ -78,7 +84,7 @@ def run(kind, rate, kappa, n, old, seed):
     return fails / n, looks / n, early
 
 
-def delay(b, a):
+def delay(b: list[int | None], a: list[int | None]) -> str:
     """Rounds to detect (1-based) on the windows both judges catch before the end: median
     and p90 before -> after; of those the old judge caught early, how many the new one
     catches only at its end look or misses."""
@@ -100,7 +106,8 @@ def delay(b, a):
 if __name__ == "__main__":
     mode = sys.argv[2] if len(sys.argv) > 2 else "detect"
     n = int(sys.argv[3]) if len(sys.argv) > 3 else 300
-    for kind in ("proportion", "distribution"):
+    kinds: tuple[Kind, ...] = ("proportion", "distribution")
+    for kind in kinds:
         if mode == "detect":
             for rate in (0.02, 0.10):
                 for kappa in (0, 20):

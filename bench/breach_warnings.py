@@ -33,11 +33,9 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import decisions as bench  # the decision benchmark's simulator and seeds
 
 from agent.windows.lifecycle import _state_of
+from bench import decisions as bench  # the decision benchmark's simulator and seeds
 
 Job = tuple[int, int, Any, int]
 """(family index, requests/s, the window's seed, our judge's round in seconds)."""

@@ -80,11 +80,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-from footprint import cpu_seconds, percentile  # noqa: E402
-from overload import SECRET, probe_counts, received, start_receiver  # noqa: E402
-
+from bench.footprint import cpu_seconds, percentile  # noqa: E402
+from bench.overload import SECRET, probe_counts, received, start_receiver  # noqa: E402
 from tests.e2e import crash  # noqa: E402
 from tests.e2e.crash import free_port  # noqa: E402
 

@@ -22,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,7 +41,7 @@ def main() -> int:
     if args.target == "vercel":
         return vercel_main(args)
     rng = random.Random(args.seed)
-    rows = []
+    rows: list[dict[str, Any]] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="postflight-crash-") as tmp:
         for trial in range(args.trials):
@@ -93,7 +94,7 @@ def main() -> int:
 
 def vercel_main(args: argparse.Namespace) -> int:
     rng = random.Random(args.seed)
-    rows = []
+    rows: list[dict[str, Any]] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="postflight-crash-vercel-") as tmp:
         for trial in range(args.trials):

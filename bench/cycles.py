@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests" / "checks")]
+sys.path.insert(0, str(ROOT))
 
 Run = Callable[[], Awaitable[Any]]
 
@@ -222,13 +222,12 @@ async def scenarios(ports: dict[str, int], n: int, only: set[str]) -> None:
     await delivery.aclose()
     await store.close()
 
-    from check_target import run_started
-
-    from checks.base import CheckContext
+    from checks.base import Check, CheckContext
     from checks.http import HttpCheck, HttpCheckConfig
     from checks.load import LoadCheck, LoadCheckConfig
     from checks.registry import run_check
     from checks.sessions import TargetSessions
+    from tests.checks.check_target import run_started
 
     http = HttpCheck(
         HttpCheckConfig.model_validate(
@@ -255,23 +254,33 @@ async def scenarios(ports: dict[str, int], n: int, only: set[str]) -> None:
             base = f"http://{host}:{port}"
             return CheckContext(base_url=base, session=sessions.get(base, True), environment="t")
 
+        def checking(check: Check, kind: str) -> Run:
+            """One run of `check` on the `kind` target (bound here, not to the loop's last turn)."""
+            return lambda: run_check(check, ctx(ports[kind]))
+
+        def starting(kind: str) -> Run:
+            """One run of the http check from its callbacks on the `kind` target."""
+            return lambda: run_started(http, ctx(ports[kind]))
+
         for kind in ("refused", "hang", "p500", "reset", "slow"):
             times = few if kind in ("hang", "slow") else n
             for name, check in (("http", http), ("smoke", smoke), ("load", load)):
                 await census(
                     f"check-{name}-{kind}",
-                    lambda check=check, kind=kind: run_check(check, ctx(ports[kind])),
+                    checking(check, kind),
                     few if name == "load" else times,
                     only,
                 )
             await census(
                 f"check-http-callbacks-{kind}",
-                lambda kind=kind: run_started(http, ctx(ports[kind])),
+                starting(kind),
                 times,
                 only,
             )
     await load.aclose()
 
+    from agent.analysis.types import Rule
+    from agent.providers.client import HttpProvider
     from agent.providers.newrelic import NewRelicProvider
     from agent.providers.prometheus import PrometheusProvider
     from agent.providers.provider_settings import (
@@ -300,7 +309,12 @@ async def scenarios(ports: dict[str, int], n: int, only: set[str]) -> None:
         PrometheusSettings.model_validate({"url": f"http://{host}:{ports['refused']}", **fast}),
         metrics=metrics,
     )
-    providers = [
+
+    def fetching(provider: HttpProvider, which: Rule) -> Run:
+        """One fetch of `which` from `provider` (bound here, not to the loop's last turn)."""
+        return lambda: provider.fetch(which, scope(), AFTER, "v1")
+
+    providers: list[tuple[str, HttpProvider, dict[str, Any], int]] = [
         ("provider-sentry-hang", sentry(ports["hang"]), {"metric": "error_rate"}, few),
         ("provider-sentry-refused", sentry(ports["refused"]), {"metric": "error_rate"}, n),
         ("provider-newrelic-500", newrelic, {"nrql": "SELECT count(*) FROM Transaction"}, n),
@@ -311,11 +325,11 @@ async def scenarios(ports: dict[str, int], n: int, only: set[str]) -> None:
         which = rule(source=source, max=1, **fields)
         await census(
             name,
-            lambda p=provider, r=which: p.fetch(r, scope(), AFTER, "v1"),  # type: ignore[attr-defined]
+            fetching(provider, which),
             times,
             only,
         )
-        await provider.aclose()  # type: ignore[attr-defined]
+        await provider.aclose()
 
 
 def main(args: argparse.Namespace) -> None:

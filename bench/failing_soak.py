@@ -92,7 +92,11 @@ def watch(out: Path, census_at: float | None, argv: list[str]) -> None:
                 names[f"exception {type(o).__qualname__}"] += 1
             elif type(o).__module__ != "builtins":
                 names[f"{type(o).__module__}.{type(o).__qualname__}"] += 1
-        row = {"t": round(time.time() - t0, 1), "census": len(garbage), "pause_s": pause}
+        row: dict[str, object] = {
+            "t": round(time.time() - t0, 1),
+            "census": len(garbage),
+            "pause_s": pause,
+        }
         row |= {"types": kinds.most_common(20), "names": names.most_common(60)}
         sink.write(json.dumps(row) + "\n")
 
@@ -105,7 +109,10 @@ def watch(out: Path, census_at: float | None, argv: list[str]) -> None:
                 census()
             with open("/proc/self/status") as status:
                 rss = next(int(x.split()[1]) for x in status if x.startswith("VmRSS:"))
-            row = {"t": round(time.time() - t0, 1), "rss_mb": round(rss / 1024, 1)}
+            row: dict[str, object] = {
+                "t": round(time.time() - t0, 1),
+                "rss_mb": round(rss / 1024, 1),
+            }
             row |= {"count": gc.get_count(), "tracked": len(gc.get_objects())}
             sink.write(json.dumps(row) + "\n")
 

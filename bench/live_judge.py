@@ -41,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -137,7 +138,7 @@ def env_yaml(name: str, url: str, receiver: str, a: argparse.Namespace) -> str:
 """
 
 
-def plan(a: argparse.Namespace) -> list[dict]:
+def plan(a: argparse.Namespace) -> list[dict[str, Any]]:
     """Each environment: base latency, base errors, and what the deploy does."""
     envs = []
     if a.scenario == "mixed":
@@ -201,7 +202,7 @@ environments:""" + "".join(
     print(f"tmp={tmp} daemon pid={proc.pid} burners={[b.pid for b in burners]}", flush=True)
     base = f"http://127.0.0.1:{port}"
     hdr = {"Authorization": f"Bearer {TOKEN}"}
-    results = []
+    results: list[dict[str, Any]] = []
     try:
         async with aiohttp.ClientSession() as http:
             for _ in range(100):
@@ -214,7 +215,7 @@ environments:""" + "".join(
                 await asyncio.sleep(0.2)
             await asyncio.sleep(a.pre)  # the pre-deploy background baseline
 
-            async def one(e: dict, t: Target, n: int) -> dict:
+            async def one(e: dict[str, Any], t: Target, n: int) -> dict[str, Any]:
                 kind = e["kind"]
                 onset = kind.startswith("onset")
                 if n == 0 and a.stagger:  # deploys spread over `stagger` seconds
@@ -258,7 +259,7 @@ environments:""" + "".join(
                     "warnings": warnings,
                 }
 
-            async def windows(e: dict, t: Target) -> list[dict]:
+            async def windows(e: dict[str, Any], t: Target) -> list[dict[str, Any]]:
                 out = []
                 for n in range(a.repeats):
                     out.append(await one(e, t, n))
@@ -280,17 +281,17 @@ environments:""" + "".join(
         deploy = json.loads(attempt.body)["deploy"]
         by_deploy.setdefault((deploy["environment"], deploy["version"]), []).append(attempt.status)
     print("\nenvironment kind state rounds verdict_s from_onset_s receiver rules")
-    for r in results:
-        r["receiver"] = by_deploy.get((r["env"], r["version"]), [])
-        rules = " ".join(f"{x['name']}={x['outcome']}" for x in (r["verdict"] or {})["rules"])
+    for row in results:
+        row["receiver"] = by_deploy.get((row["env"], row["version"]), [])
+        rules = " ".join(f"{x['name']}={x['outcome']}" for x in (row["verdict"] or {})["rules"])
         print(
-            r["env"],
-            r["kind"],
-            r["state"],
-            r["rounds"],
-            r["t_verdict"],
-            r["t_from_onset"],
-            r["receiver"],
+            row["env"],
+            row["kind"],
+            row["state"],
+            row["rounds"],
+            row["t_verdict"],
+            row["t_from_onset"],
+            row["receiver"],
             rules,
         )
     (tmp / "results.json").write_text(json.dumps(results, indent=1))
@@ -300,7 +301,7 @@ environments:""" + "".join(
     table(results)
 
 
-def table(results: list[dict]) -> None:
+def table(results: list[dict[str, Any]]) -> None:
     """By target speed and scenario: deploys, rolled back (at the receiver), passed,
     inconclusive, and the seconds to a rollback (from the onset for onset scenarios).
 
@@ -309,8 +310,8 @@ def table(results: list[dict]) -> None:
     are in this window's baseline (their p95 the baseline's), while this script put the
     target back to the old version; against what the daemon knows is live, `max_increase`
     sees no regression there. (Errors x5 stay past `max 0.05` whatever the baseline.)"""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    before: dict[str, dict] = {}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    before: dict[str, dict[str, Any]] = {}
     for r in results:
         speed = r["env"].split("-")[1] if r["env"].count("-") >= 2 else "mid"
         last = before.get(r["env"])
@@ -328,7 +329,9 @@ def table(results: list[dict]) -> None:
         print(f"| {speed} | {kind} | {len(g)} | {back} | {passed} | {unsure} | {seconds} |")
 
 
-async def registered_by_cli(e: dict, t: Target, n: int, t0: float, base: str, tmp: Path) -> dict:
+async def registered_by_cli(
+    e: dict[str, Any], t: Target, n: int, t0: float, base: str, tmp: Path
+) -> dict[str, Any]:
     """`postflight register --wait` as the user runs it: its output kept in `tmp`, then
     the deploy read back as JSON (`postflight status --json`) for the table."""
     env = {**os.environ, "POSTFLIGHT_URL": base, "POSTFLIGHT_TOKEN": TOKEN}
@@ -396,7 +399,7 @@ def start_processes(
     return proc, burners
 
 
-def apply(kind: str, e: dict, t: Target) -> None:
+def apply(kind: str, e: dict[str, Any], t: Target) -> None:
     if "errors" in kind:
         t.error_rate = e["errors"] * 5
     elif "latency" in kind:

@@ -35,10 +35,10 @@ from checks.load import LoadCheck, LoadCheckConfig
 from checks.registry import run_check
 from checks.sessions import TargetSessions
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import itertools
 
-from probes import LoopFactory, free_port, need, running, uvloop_factory
+from bench.probes import LoopFactory, free_port, need, running, uvloop_factory
 
 ACHIEVED_GOAL = 0.01
 LATENCY_GOAL_MS = 2.0

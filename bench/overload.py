@@ -32,10 +32,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
 
-import footprint  # noqa: E402
-
+from bench import footprint  # noqa: E402
 from common.durations import parse_duration  # noqa: E402
 
 SECRET = "overload-rollback-secret"

@@ -427,10 +427,10 @@ async def _reads_with(
                 )
                 assert taken is not None
                 held = taken.fence
-                number = await store.begin_attempt(
+                begun = await store.begin_attempt(
                     READS_WINDOW, taken.fence, time.time(), time.time() + 60
                 )
-                assert number == attempt
+                assert begun == attempt
                 events, changes = events + 1, changes + 1
                 await everyone_has(events)
                 delivered = attempt > attempts
@@ -439,7 +439,7 @@ async def _reads_with(
                     "delivered" if delivered else "pending",
                     taken.body,
                     taken.requested_at,
-                    attempts=number,
+                    attempts=attempt,  # the number begun
                     last_status=200 if delivered else 502 + attempt,  # each a change
                     lease_owner=owner,
                     lease_epoch=taken.lease_epoch,

@@ -59,14 +59,14 @@ def install(path: str) -> None:
 
         return start_at(self, due, fired, arg)
 
-    class Conn(wire._Conn):  # type: ignore[misc]
+    class Conn(wire._Conn):
         __slots__ = ("written",)
 
         def send(self, *args: Any) -> None:
             super().send(*args)
             self.written = time.perf_counter()
 
-    class Sending(wire.Sending):  # type: ignore[misc]
+    class Sending(wire.Sending):
         __slots__ = ("due",)
 
         def __init__(self, *args: Any) -> None:
@@ -81,9 +81,10 @@ def install(path: str) -> None:
                 rows.extend((self.due, self.started, written, parsed.done_at, parsed.read_at))
             super()._answer(parsed, exc)
 
-    ticks.Ticks.start_at = at_recording  # type: ignore[method-assign]
-    wire._Conn = Conn
-    wire.Sending = Sending
+    # instrumentation: the agent's own classes swapped, in this process only, for recording ones
+    ticks.Ticks.start_at = at_recording  # type: ignore[method-assign,assignment]
+    wire._Conn = Conn  # type: ignore[misc]
+    wire.Sending = Sending  # type: ignore[misc,assignment]
     out = Path(f"{path}.{os.getpid()}")
     done = [0]
 

@@ -26,9 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cli_start import _time, an_agent, client_env, commands
-from daemon_start import _start, daemon_env
-
+from bench.cli_start import _time, an_agent, client_env, commands
+from bench.daemon_start import _start, daemon_env
 from tests.e2e.crash import ROOT
 
 _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+\d+ \|\s*(\S+)")

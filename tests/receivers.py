@@ -154,11 +154,8 @@ class _HttpServer(_Waitable):
     async def start(self, port: int = 0) -> None:
         self._runner = web.AppRunner(self._app(), access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, HOST, port)
-        await site.start()
-        server = site._server
-        assert server is not None and server.sockets
-        self.port = int(server.sockets[0].getsockname()[1])
+        await web.TCPSite(self._runner, HOST, port).start()
+        self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         self._closing.set()

@@ -70,7 +70,7 @@ def rules(seed: int = 2, count: int = RULES) -> list[SequentialRule]:
             rate = _pick(rng, [0.0005, 0.003, 0.01, 0.05, 0.3])
             periods = _pick(rng, [1, 5, 120, 1800])
             total = float(periods * _pick(rng, [1, 10, 100]))
-            count = float(rng.binomial(int(total), rate))
+            errors = float(rng.binomial(int(total), rate))
             rule = Rule(
                 f"rate{i}",
                 "checks",
@@ -84,7 +84,7 @@ def rules(seed: int = 2, count: int = RULES) -> list[SequentialRule]:
                 rule = Rule(rule.name, "checks", rule.metric, max=0.05)
             dispersion = _pick(rng, [0.0, 0.01, 0.2])
             counted = BaselineData(
-                count / total, count=count, total=total, periods=periods, dispersion=dispersion
+                errors / total, count=errors, total=total, periods=periods, dispersion=dispersion
             )
             base = BaselineData(rate) if rng.uniform() < 0.1 else counted
             out.append(SequentialRule(rule, base, "proportion", alpha, horizon=horizon))
@@ -130,7 +130,8 @@ def figures(seed: int = 2, count: int = RULES) -> list[Any]:
                     ],
                 ]
             )
-    return json.loads(json.dumps(out))
+    plain: list[Any] = json.loads(json.dumps(out))
+    return plain
 
 
 def load() -> list[Any]:

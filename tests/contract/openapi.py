@@ -80,8 +80,8 @@ def request_errors(
     op = operation(method, path)
     params = {p["name"]: p for p in op.spec.get("parameters", []) if p["in"] == "query"}
     given: dict[str, list[str]] = {}
-    for name, value in query:
-        given.setdefault(name, []).append(value)
+    for name, text in query:
+        given.setdefault(name, []).append(text)
     problems: list[str] = []
     for name, values in given.items():
         param = params.get(name)

@@ -870,7 +870,7 @@ async def test_a_window_can_probe_the_url_its_deploy_event_names(
     assert (flip_target.requests > 0) == use_event_url
 
 
-def commit_status_staging(target: FlipTarget, **options: str) -> str:
+def commit_status_staging(target: FlipTarget, **options: Any) -> str:
     """Staging, whose windows put a commit status on their commit (`commit_status`)."""
     source = (
         f"{{github: {{repository: {gh.REPOSITORY}, environment: Staging, commit_status: true}}}}"

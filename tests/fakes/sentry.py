@@ -377,10 +377,12 @@ class FakeSentry(FakeServer):
             return self._json(
                 {"detail": f"Cannot sort by a field that is not selected: {sort}"}, 400
             )
-        rows = [
-            {"release": n or None, "count()": c} for n, c in self.errors_by_release(start).items()
-        ]
-        rows.sort(key=lambda row: row["count()"], reverse=sort != "count()")
+        counts = sorted(
+            self.errors_by_release(start).items(),
+            key=lambda item: item[1],
+            reverse=sort != "count()",
+        )
+        rows = [{"release": n or None, "count()": c} for n, c in counts]
         return self._json(
             {
                 "data": rows[:100],

@@ -19,14 +19,14 @@ class Event:
 
 async def events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
     """Each event of the stream, until the server ends it."""
-    name, data = "message", []
+    name, data = "message", list[str]()
     last_id: str | None = None
     async for raw in response.content:
         line = raw.decode().rstrip("\r\n")
         if not line:
             if data:
                 yield Event(name, json.loads("\n".join(data)), last_id)
-            name, data = "message", []
+            name, data = "message", list[str]()
         elif line.startswith(":"):
             continue
         elif line.startswith("event:"):

@@ -975,7 +975,8 @@ def ran_on(report: dict[str, Any]) -> str:
     commit = report["commit"]
     if commit is None:
         return "no git tree"
-    return commit["commit"] + (" + uncommitted changes" if commit["dirty"] else "")
+    sha: str = commit["commit"]  # a report's JSON: the hash `commit_of` wrote
+    return sha + (" + uncommitted changes" if commit["dirty"] else "")
 
 
 RESULTS = Path(__file__).resolve().parent / "results" / "decisions.json.gz"

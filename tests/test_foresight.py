@@ -378,3 +378,31 @@ async def test_a_check_without_a_run_in_the_lookback_yet_counts_at_a_rounds_traf
         await store.add_probe_summary("production", "api-health", at, summary, prints["api-health"])
     said = await registration_warnings(store, checks_only, "production", now, now + 300)
     assert said and not [s for s in said if s.startswith("rule probe-errors")], said
+
+
+@pytest.mark.parametrize("runs", [16, 120])
+async def test_an_absolute_bound_too_tight_is_not_said_to_see_more_as_runs_come(
+    store: SqliteStore, runs: int
+) -> None:
+    """A new user's `probe-errors` (`max: 0.05`) in a 5-minute window of 40 probes a round,
+    registered 8 minutes after the agent's start (16 of the lookback's 120 background runs
+    of 1% errors): warned it can detect only 0.116, and told "the lookback holds 16 of the
+    120 background runs … it sees more as they come", where a full lookback's 120 runs give
+    the same figure: its bound is absolute, the window's own probes limit it. Said of a
+    relative bound only (`test_a_young_baseline_is_said_as_such_…`)."""
+    text = MINIMAL.replace("window: 10m", "window: 5m\n    background_interval: 30s")
+    env = load_settings_text(text).environments["production"]
+    prints = check_fingerprints(env)
+    rnd = random.Random(3)
+    now = 1_800_000_000.0
+    for k in range(runs):
+        ok = [0 if rnd.random() < 0.01 else 1 for _ in range(env.probes_per_round)]
+        summary = {"ok": ok, "latency": [0.05] * len(ok)}
+        at = now - 30 * runs + k * 30 + 1
+        await store.add_probe_summary("production", "api-health", at, summary, prints["api-health"])
+    said = await registration_warnings(store, env, "production", now, now + 300)
+    assert said == [
+        "rule probe-errors: its max bound is tighter than the smallest change it can detect"
+        " by the window's end at the baseline's traffic (40 samples a round): error_rate"
+        " 0.116 or more"
+    ], said

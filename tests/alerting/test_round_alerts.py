@@ -188,6 +188,61 @@ async def test_a_threshold_streak_still_breaching_sends_no_resolve(
     ]
 
 
+def sequential_verdict(state: str) -> Verdict:
+    """One sequential `latency_p95` rule: `breaching` (past its bound short of failing, the
+    warning's read-out), `held` (not judged: the agent overloaded, its warning dropped as
+    `overload._held` drops it) or `calm` (within its bound, short of a pass's evidence)."""
+    evidence: dict[str, object] = {"policy": "sequential"}
+    if state == "breaching":
+        evidence["breaching"] = {"likelihood_ratio": 384.0, "likelihood_ratio_needed": 714.0}
+    if state == "held":
+        evidence["agent_overloaded"] = True
+    detail = "latency_p95 220ms" + (" (not judged: agent overloaded)" if state == "held" else "")
+    return Verdict(
+        "continue",
+        "watching",
+        (
+            RuleVerdict(
+                name="health-p95",
+                source="checks",
+                metric="latency_p95",
+                outcome="inconclusive",
+                observed=0.22 if state != "calm" else 0.09,
+                baseline=0.095,
+                threshold="max_increase 50%",
+                detail=detail,
+                evidence=evidence,
+            ),
+        ),
+    )
+
+
+async def test_a_round_not_judged_for_the_agents_overload_resolves_no_breach(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """A sequential rule breached in round 1, not judged in round 2 (the agent overloaded:
+    its warning dropped), breaching again in round 3, within its bound in round 4: one
+    breach, one resolve at round 4. Before, round 2 sent "health-p95 resolved. The rule is
+    back within its bounds" at 220ms over a 142ms bound (evidence 8,365 to 1), and the
+    window's rollback came 30 s later (`bench/live_judge.py production` on a loaded host)."""
+    store = SqliteStore(tmp_path / "alerts.db")
+    await store.open()
+    try:
+        await store.create_window(window())
+        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics))
+        watch = await watch_of(store, alerts, metrics)
+        titles_by_round = []
+        for state in ("breaching", "held", "breaching", "calm"):
+            watch._alert_rules(sequential_verdict(state))
+            await round_done(watch.s)
+            titles_by_round.append([n.title for n in json_sink.notifications])
+    finally:
+        await store.close()
+
+    breach, resolve = TITLE + "health-p95 breached", TITLE + "health-p95 resolved"
+    assert titles_by_round == [[breach], [breach], [breach], [breach, resolve]]
+
+
 def breach_of(w: DeployWindow) -> Callable[[list[str]], Alert]:
     def make(keys: list[str]) -> Alert:
         rules = [rule(k.partition(":")[2]) for k in keys]

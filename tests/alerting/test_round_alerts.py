@@ -159,6 +159,26 @@ def streak_verdict(streak: int) -> Verdict:
     )
 
 
+async def titles_after(
+    verdicts: list[Verdict], tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> list[list[str]]:
+    """The sink's titles after each round of `verdicts` (its alerts sent), one window."""
+    store = SqliteStore(tmp_path / "alerts.db")
+    await store.open()
+    try:
+        await store.create_window(window())
+        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics))
+        watch = await watch_of(store, alerts, metrics)
+        titles_by_round = []
+        for verdict_of_round in verdicts:
+            watch._alert_rules(verdict_of_round)
+            await round_done(watch.s)
+            titles_by_round.append([n.title for n in json_sink.notifications])
+    finally:
+        await store.close()
+    return titles_by_round
+
+
 async def test_a_threshold_streak_still_breaching_sends_no_resolve(
     tmp_path: Path, json_sink: JsonSink, metrics: Metrics
 ) -> None:
@@ -167,20 +187,8 @@ async def test_a_threshold_streak_still_breaching_sends_no_resolve(
     round 3. Before, round 2's outcome `pass` (a streak of 2) read as cleared: on-call got
     "resolved. The rule is back within its bounds" naming the rule [breaching], seen at a
     real daemon one round before its rollback."""
-    store = SqliteStore(tmp_path / "alerts.db")
-    await store.open()
-    try:
-        await store.create_window(window())
-        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics))
-        watch = await watch_of(store, alerts, metrics)
-        titles_by_round = []
-        for streak in (1, 2, 0):
-            watch._alert_rules(streak_verdict(streak))
-            await round_done(watch.s)
-            titles_by_round.append([n.title for n in json_sink.notifications])
-    finally:
-        await store.close()
-
+    verdicts = [streak_verdict(streak) for streak in (1, 2, 0)]
+    titles_by_round = await titles_after(verdicts, tmp_path, json_sink, metrics)
     assert titles_by_round == [
         [TITLE + "errors breached"],
         [TITLE + "errors breached"],
@@ -225,20 +233,8 @@ async def test_a_round_not_judged_for_the_agents_overload_resolves_no_breach(
     breach, one resolve at round 4. Before, round 2 sent "health-p95 resolved. The rule is
     back within its bounds" at 220ms over a 142ms bound (evidence 8,365 to 1), and the
     window's rollback came 30 s later (`bench/live_judge.py production` on a loaded host)."""
-    store = SqliteStore(tmp_path / "alerts.db")
-    await store.open()
-    try:
-        await store.create_window(window())
-        alerts = WindowAlerts(store, make_notifier([json_sink.url()], metrics))
-        watch = await watch_of(store, alerts, metrics)
-        titles_by_round = []
-        for state in ("breaching", "held", "breaching", "calm"):
-            watch._alert_rules(sequential_verdict(state))
-            await round_done(watch.s)
-            titles_by_round.append([n.title for n in json_sink.notifications])
-    finally:
-        await store.close()
-
+    verdicts = [sequential_verdict(s) for s in ("breaching", "held", "breaching", "calm")]
+    titles_by_round = await titles_after(verdicts, tmp_path, json_sink, metrics)
     breach, resolve = TITLE + "health-p95 breached", TITLE + "health-p95 resolved"
     assert titles_by_round == [[breach], [breach], [breach], [breach, resolve]]
 

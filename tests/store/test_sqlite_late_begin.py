@@ -14,18 +14,15 @@ from typing import Any
 
 import pytest
 
-from agent.records import DeployWindow, RoundRecord
+from agent.records import RoundRecord
 from agent.store.base import StoreHeld
 from agent.store.sqlite import WATCH_BUSY_TIMEOUT_MS, SqliteStore
+from tests.store.test_sqlite_busy_timeout import window
 
 pytestmark = pytest.mark.timeout(20)
 
 LATE_S = 3 * WATCH_BUSY_TIMEOUT_MS / 1000
 """How late the loop reads the BEGIN's answer: past a watch's wait for the writer."""
-
-
-def window(wid: str) -> DeployWindow:
-    return DeployWindow(wid, f"env-{wid}", "v1", None, None, {}, "watching", 0.0, 1e12, 0.0)
 
 
 async def test_a_begin_answered_late_by_the_loop_is_not_a_file_held_elsewhere(

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.live_judge import table
+from bench.live_judge import Target, table
 
 
 def window(env: str, kind: str, version: str, state: str) -> dict:
@@ -46,3 +46,19 @@ def test_a_latency_window_after_a_kept_one_is_counted_apart(
         "latency_x2, after one kept": ["1", "0", "0", "1"],
         "errors_x5": ["2", "1", "0", "1"],
     }
+
+
+def test_the_bursty_targets_runs_keep_its_mean_error_rate() -> None:
+    """`aa_runs`: 8 requests in a row fail together, at the 1% mean of the plain A/A target
+    (the bench's A/A with bursts is the same release, not a worse one)."""
+    target = Target(seed=5, latency=0.0, error_rate=0.01, run=8)
+    draws = [target.fails() for _ in range(200_000)]
+    assert 0.009 <= sum(draws) / len(draws) <= 0.011
+    runs, length = [], 0
+    for failed in [*draws, False]:
+        if failed:
+            length += 1
+        elif length:
+            runs.append(length)
+            length = 0
+    assert min(runs) >= 8 and sum(r % 8 for r in runs) == 0  # whole runs, back to back at most

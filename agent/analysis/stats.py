@@ -540,14 +540,15 @@ FACTOR_ROWS_LARGEST = 10**8
 
 
 def round_log_factor_moments(
-    lambdas: FloatArray, n: int, shares: FloatArray, level: float
+    lambdas: FloatArray, n: int, shares: FloatArray, level: float | FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """Mean and variance of each bet's log factor log(1 + lambda (Y - 1)) for rounds of `n`
     samples, each past its cutoff with the round's probability (`shares`, one per round),
     Y = count / (n level): a bets x rounds pair, exact over the binomial counts (within 8
     standard deviations: the rest weigh nothing). What a count bet's wealth is expected to
     gain, and how much that varies, where heavy rounds cap it: lambda <= `MAX_BET`, so a
-    round gains at most log(1 + lambda (y - 1)) however many samples it holds."""
+    round gains at most log(1 + lambda (y - 1)) however many samples it holds. `level` may
+    be one per bet (a two-sample test's ladder: every interval's bets on the same counts)."""
     p = np.clip(np.asarray(shares, dtype=np.float64), 0.0, 1.0)
     # past 1e8 samples a round Y is all but constant, and the exact sum would span billions of
     # counts (a round of 2^63 requests: 59 GiB, a MemoryError); 1e8 samples, same level and
@@ -568,7 +569,7 @@ def round_log_factor_moments(
 
 
 def _factor_rows(
-    lambdas: FloatArray, n: int, p: FloatArray, level: float
+    lambdas: FloatArray, n: int, p: FloatArray, level: float | FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """`round_log_factor_moments`' binomial weights (rounds x counts) and log factors (bets x
     rounds x counts), one row per share in `p`."""
@@ -590,7 +591,7 @@ def _factor_rows(
     lam = np.asarray(lambdas, dtype=np.float64)[:, None, None]
     # lambda (y - 1) as (lambda / expected) count - lambda: y = count / expected itself
     # overflows where the level is tiny (a `max` of 1e-309), and 0 x inf was a NaN
-    per_event = lam / (n * level)
+    per_event = lam / (n * np.reshape(level, (-1, 1, 1)))
     log_f: FloatArray = np.log1p(per_event * counts[None, :, :] - lam)  # bets x rounds x counts
     return pmf, log_f
 

@@ -19,12 +19,18 @@ def lognormal_rule(
     sigma: float = 0.6,
     alpha: float = 0.005,
     rule: Rule = LATENCY,
+    periods: int = 0,
 ) -> SequentialRule:
     """`rule` against `base_n` lognormal baseline samples (median 82 ms, log-sd `sigma`),
-    for a window of `rounds` rounds, at the decision benchmark's rule alpha by default."""
+    for a window of `rounds` rounds, at the decision benchmark's rule alpha by default;
+    pooled from `periods` background runs alike when given (the rank test's sub-Gaussian
+    bets then size by their measured design effect)."""
     base_values = rng.lognormal(-2.5, sigma, base_n)
     base = Observation(
-        float(np.percentile(base_values, 95)), values=tuple(base_values.tolist()), quantile=0.95
+        float(np.percentile(base_values, 95)),
+        values=tuple(base_values.tolist()),
+        quantile=0.95,
+        period_sizes=(base_n // periods,) * periods if periods else (),
     )
     return SequentialRule(
         rule, BaselineData.from_observation(base), "distribution", alpha, horizon=rounds

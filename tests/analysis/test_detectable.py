@@ -1,8 +1,8 @@
 """What a rule says it can detect (`detectable`, README "What a rule can see") is what the
-judge then catches: at the figure it reports, two windows in three to four in five (the
-look's figure is sized for four in five, `LOOK_POWER`; here 67-81%), counting every test
+judge then catches: at the figure it reports, two windows in three to nineteen in twenty
+(the figure is sized for four in five, `LOOK_POWER`; here 67-95%), counting every test
 that can fail the rule (the e-processes and the look at the window's end); at half that
-change, rarely (2-12%). Simulated windows through the rule's own fold."""
+change, rarely (2-21%). Simulated windows through the rule's own fold."""
 
 from __future__ import annotations
 
@@ -148,8 +148,11 @@ def test_a_decrease_is_caught_as_said() -> None:
     assert 0.6 <= at <= 0.95, (effect, at)
 
 
-@pytest.mark.parametrize("rounds", [30, 300])
-def test_an_error_rule_catches_what_it_says_it_can(rounds: int) -> None:
+@pytest.mark.parametrize(("rounds", "at_half"), [(30, 0.25), (300, 0.125)])
+def test_an_error_rule_catches_what_it_says_it_can(rounds: int, at_half: float) -> None:
+    """Over 30 rounds of 10 (3 errors expected at the baseline's rate in the window) the
+    curve is flat: the figure, +406%, is caught in 79%, half of it in 21% (the two-sample
+    test's uncapped Poisson figure said +353%, caught in 67%)."""
     rule = _count_rule(rounds)
     effect, text = _detectable(rule, 10.0)
     rate = 0.01 * (1.0 + effect)
@@ -157,7 +160,43 @@ def test_an_error_rule_catches_what_it_says_it_can(rounds: int) -> None:
     at = _caught_errors(rate, 11, rounds=rounds)
     half = _caught_errors(0.01 * (1.0 + effect / 2), 12, rounds=rounds)
     assert 0.665 <= at <= 0.815, (effect, at)  # README: 67-81%
-    assert half <= 0.125, (effect, half)  # README: 2-12%
+    assert half <= at_half, (effect, half)  # README: 2-12%, 21% over a window of 3 errors
+
+
+def test_heavy_rounds_of_errors_are_caught_as_said() -> None:
+    """The daemon's 30 s rounds at 100 req/s: 3,000 requests a round, a relative error bound
+    (`max_increase: 50%`) over 60 background runs at 1% errors, 10 rounds. Every bet of the
+    two-sample count test is capped there (`stats.MAX_BET`: 45 events expected a round),
+    so a round gains at most log(1 + 0.98 (y - 1)); the figure read its evidence as one
+    uncapped Poisson count and said 1.84% (caught in 47% of windows); round by round it
+    says 1.93%, caught in 83%."""
+    rule = Rule("errors", "checks", "error_rate", max_increase=0.5)
+    base = BaselineData(value=0.01, count=1800.0, total=180000.0, periods=60)
+
+    def judged() -> SequentialRule:
+        return SequentialRule(rule, base, "proportion", 0.005, horizon=10)
+
+    found = judged()._easiest(3000.0)
+    assert found is not None and found.text.startswith("error_rate "), found
+    rng = np.random.default_rng(21)
+    caught = 0
+    for _ in range(WINDOWS):
+        counts = rng.binomial(3000, found.value, 10).tolist()
+        window = (Observation(None, count=c, total=3000) for c in counts)
+        caught += _caught(judged(), 10, window)
+    assert 0.75 <= caught / WINDOWS <= 0.95, (found.value, caught / WINDOWS)
+
+
+def test_a_latency_rule_over_few_rounds_catches_what_it_says_it_can() -> None:
+    """10 rounds of 30 samples (30 s rounds at 1 req/s) against 60 background runs of 30: the
+    rank test's figure was where its expected evidence reaches the threshold, a coin flip
+    (+31%, caught in 61% of windows); with `LOOK_POWER`'s shortfall, +36%, caught in 87%."""
+    args: dict[str, Any] = {"base_n": 1800, "periods": 60}
+    rule = lognormal_rule(np.random.default_rng(1000), rounds=10, **args)
+    effect, text = _detectable(rule, 30.0)
+    assert text.startswith("latency_p95 +"), text
+    at = _caught_latency(1.0 + effect, 7, per_round=30, rounds=10, **args)
+    assert 0.75 <= at <= 0.97, (effect, at)
 
 
 def test_counting_the_look_lowers_the_figure(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -50,15 +50,12 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import decisions as bench  # the decision benchmark's simulator
-
 from agent.analysis.judge import Judge
 from agent.analysis.observe import observe
 from agent.analysis.sequential import FOUR_IN_FIVE
 from agent.analysis.types import Observation, Rule
 from agent.windows.foresight import background_baseline
+from bench import decisions as bench  # the decision benchmark's simulator
 
 SEED = 20261205
 ROUND_S = bench.DAEMON_ROUND_S

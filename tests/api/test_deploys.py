@@ -220,7 +220,11 @@ async def test_a_verdict_cut_off_by_a_supersede_or_cancel_is_no_verdict(
     from agent.records import RoundRecord
 
     created = await register(client)
-    judged = {"outcome": "fail", "decided_at": None, "reason": "probe-errors: 1 > max 0.05"}
+    judged: dict[str, Any] = {
+        "outcome": "fail",
+        "decided_at": None,
+        "reason": "probe-errors: 1 > max 0.05",
+    }
     judged["rules"] = [rule("probe-errors", "fail", 1.0)]
     assert await store.record_round(RoundRecord(created["id"], 6, 0.0, {}), judged)
     live = await (await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)).json()
@@ -894,7 +898,7 @@ async def test_progress_says_which_round_its_figures_are_of(
     from agent.records import RoundRecord
 
     created = await register(client)
-    worded = {"outcome": "pending", "decided_at": None, "reason": "", "round": 2}
+    worded: dict[str, Any] = {"outcome": "pending", "decided_at": None, "reason": "", "round": 2}
     worded["rules"] = [rule("probe-errors", "pass")]
     assert await store.record_round(RoundRecord(created["id"], 2, 0.0, {}), worded)
     assert await store.record_round(RoundRecord(created["id"], 3, 0.0, {}), None)

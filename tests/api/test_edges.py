@@ -353,7 +353,7 @@ def _python_parser_error(data: bytes) -> HttpProcessingError:
     loop = asyncio.new_event_loop()
     try:
         parser = HttpRequestParserPy(
-            None,  # type: ignore[arg-type]  # no body is parsed: no protocol needed
+            None,  # no body is parsed: no protocol needed
             loop,
             2**16,
             max_line_size=MAX_LINE_BYTES,

@@ -38,7 +38,7 @@ def test_every_accepted_token_is_compared_by_digest_whichever_matches(
         compared.append((len(a), len(b)))
         return real(a, b)
 
-    monkeypatch.setattr(auth.hmac, "compare_digest", spy)
+    monkeypatch.setattr("agent.api.auth.hmac.compare_digest", spy)
     assert auth.token_matches(presented, ACCEPTED) is matches
     assert compared == [(32, 32)] * len(ACCEPTED)
     compared.clear()

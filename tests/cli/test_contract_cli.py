@@ -266,8 +266,8 @@ def test_a_thread_that_holds_the_exit_at_the_longest_shutdown_timeout_still_ends
     thread blocked with no timeout: the hard bound fired at 10 s and the process ended
     10.018 s after SIGTERM. It keeps a moment for the exit now: exit 0 within 10 s, the
     window kept."""
-    from tests.e2e.plugin_agent import state_after_restart
-    from tests.e2e.test_stop_stuck_parts import config, install_plugin, records, start
+    from tests.e2e.plugin_agent import records, start, state_after_restart
+    from tests.e2e.test_stop_stuck_parts import config, install_plugin
 
     site = tmp_path / "site"
     install_plugin(site)

@@ -147,7 +147,7 @@ async def test_a_rollback_by_hand_of_a_superseded_or_cancelled_deploy_is_refused
     config = str(agent_config(tmp_path, port, environments))
     with listening_until_stopped(config, tmp_path / "agent.log"):
         connection = ("--url", f"http://127.0.0.1:{port}", "--token", TOKEN)
-        ids = []
+        ids: list[str] = []
         for version in ("v1", "v2"):
             code, out = await awaited_cli(
                 "register", "--env", "production", "--version", version, *connection

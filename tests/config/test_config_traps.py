@@ -389,6 +389,7 @@ def test_a_provider_plugins_missing_key_is_at_its_own_section(
 ) -> None:
     from pydantic import BaseModel, ConfigDict
 
+    import agent.providers.plugins as plugins
     import agent.providers.provider_settings as provider_settings
     from agent.settings_file import ConfigError
 
@@ -397,7 +398,7 @@ def test_a_provider_plugins_missing_key_is_at_its_own_section(
         site: str
         api_key: str
 
-    builtin = provider_settings.config_model_for
+    builtin = plugins.config_model_for  # the one provider_settings imported, replaced there
     monkeypatch.setattr(
         provider_settings,
         "config_model_for",

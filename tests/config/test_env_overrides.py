@@ -353,7 +353,9 @@ def test_a_section_set_as_json_is_merged_key_by_key_and_its_value_taken_as_is(
     assert settings.store.lease == 12.0  # the file's, beside the section's override
     rollback = settings.environments["production"].rollback
     assert rollback is not None and rollback.url == "http://h/${HOME}"
-    assert rollback.secret.get_secret_value() == "shh-secret"  # the file's
+    assert (
+        rollback.secret is not None and rollback.secret.get_secret_value() == "shh-secret"
+    )  # the file's
 
 
 @pytest.mark.timeout(120)

@@ -52,10 +52,10 @@ def test_the_github_vercel_example_validates(variables: None) -> None:
 def test_the_example_validates_against_the_json_schema(variables: None) -> None:
     import os
 
-    from agent.settings_file import _expand
+    from agent.settings_file import ConfigProblem, _expand
 
     schema = json.loads((ROOT / "config" / "postflight.schema.json").read_text())
-    problems: list[object] = []
+    problems: list[ConfigProblem] = []
     example = _expand(yaml.safe_load(EXAMPLE.read_text()), (), os.environ, problems, {})
     assert not problems
     jsonschema.validate(example, schema)

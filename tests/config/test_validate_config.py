@@ -15,6 +15,7 @@ import pytest
 
 from agent.cli.main import main
 from agent.settings_file import ConfigError, load_settings, load_settings_text
+from checks.http import HttpCheckConfig
 
 MINIMAL = """\
 server:
@@ -487,6 +488,7 @@ def test_top_level_x_keys_hold_anchors_as_in_docker_compose(
     assert code == 0, out
     assert "x-" not in out, out  # nothing said of them, an unset ${VAR} there included
     check = load_settings_text(ANCHORED).environments["production"].checks[0]
+    assert isinstance(check, HttpCheckConfig)
     assert (check.name, check.type, check.expect.status) == ("api-health", "http", 200)
     root = Path(__file__).resolve().parents[2]
     schema = json.loads((root / "config" / "postflight.schema.json").read_text())
@@ -568,7 +570,7 @@ def test_variables_expand_with_defaults(monkeypatch: pytest.MonkeyPatch) -> None
 def test_secrets_are_secretstr_and_never_printed(tmp_path: Path) -> None:
     settings = load_settings_text(MINIMAL)
     rollback = settings.environments["production"].rollback
-    assert rollback is not None
+    assert rollback is not None and rollback.secret is not None
     assert "shh-secret" not in repr(settings)
     assert rollback.secret.get_secret_value() == "shh-secret"
     assert "shh-secret" in settings.secret_values()
@@ -728,6 +730,7 @@ def test_a_first_run_of_the_example_sends_nothing_off_the_machine(
     for env in settings.environments.values():
         urls.append(env.base_url)
         if env.rollback is not None:
+            assert env.rollback.url is not None  # the example's rollbacks are webhooks
             urls.append(env.rollback.url)
     assert len(urls) == 9
     for url in urls:

@@ -231,7 +231,8 @@ def test_a_broken_variable_reference_is_an_error_not_a_literal_secret(value: str
 def test_a_literal_dollar_brace_is_written_with_two_dollars() -> None:
     settings = load_settings_text(MINIMAL.replace("secret: shh-secret", 'secret: "a$${b"'))
     rollback = settings.environments["production"].rollback
-    assert rollback is not None and rollback.secret.get_secret_value() == "a${b"
+    assert rollback is not None and rollback.secret is not None
+    assert rollback.secret.get_secret_value() == "a${b"
 
 
 def test_a_check_timeout_of_zero_is_refused() -> None:

@@ -125,11 +125,11 @@ def echo_document(rule: dict[str, Any], **environment: Any) -> dict[str, Any]:
 def test_a_plugin_validates_its_own_rules_as_built_ins_do(echo_plugin: None) -> None:
     document = echo_document({"name": "r", "source": "echo", "metric": "echo_value", "max": 1})
     assert settings_from_document(document).environments["production"].rules[0].source == "echo"
-    document["environments"]["production"]["rules"][0]["metric"] = "other"  # type: ignore[index]
+    document["environments"]["production"]["rules"][0]["metric"] = "other"
     with pytest.raises(ValidationError, match="metric must be echo_value for source echo"):
         settings_from_document(document)
     sentry_rule = {"name": "s", "source": "sentry", "metric": "nope", "max": 1}
-    document["environments"]["production"]["rules"] = [sentry_rule]  # type: ignore[index]
+    document["environments"]["production"]["rules"] = [sentry_rule]
     document["providers"] = {"sentry": {"org": "acme", "token": "sntrys_x1234"}}
     with pytest.raises(ValidationError, match=r"metric must be one of .* for source sentry"):
         settings_from_document(document)

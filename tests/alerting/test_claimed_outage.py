@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from agent.metrics import Metrics
-from agent.store.base import StoreUnreachable
+from agent.store.base import StoreUnreachable, Taken
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from alerting.events import Alert
 from tests.alerting.test_window_alerts import (
@@ -30,7 +30,7 @@ pytestmark = pytest.mark.timeout(30)
 
 
 class AwayAtTheTake(AwayStore):
-    async def take_alert(self, *args: Any, **kwargs: Any) -> bool:
+    async def take_alert(self, *args: Any, **kwargs: Any) -> Taken | None:
         if self.away:
             raise StoreUnreachable("cannot reach PostgreSQL store at db:5432/postflight: cut")
         return await super().take_alert(*args, **kwargs)

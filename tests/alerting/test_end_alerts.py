@@ -23,6 +23,7 @@ from agent.metrics import Metrics
 from agent.records import DeployWindow, RollbackIntent, RoundRecord
 from agent.rollback.delivery import RollbackDelivery
 from agent.settings import AlertChannel, AlertRouting, EnvironmentSettings
+from agent.store.base import Taken
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.lifecycle import WatchServices, WindowWatch, deliver_rollback
@@ -150,7 +151,7 @@ class DiesAtTheEnd(SqliteStore):
             raise asyncio.CancelledError  # the kill
         return await super().claim_alert(*args, **kwargs)
 
-    async def take_alert(self, *args: Any, **kwargs: Any) -> bool:
+    async def take_alert(self, *args: Any, **kwargs: Any) -> Taken | None:
         if self.dead:
             raise asyncio.CancelledError
         return await super().take_alert(*args, **kwargs)

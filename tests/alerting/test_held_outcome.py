@@ -50,14 +50,14 @@ class LockedAsTheChannelTakesIt(SqliteStore):
         self.busy_timeout_ms = 50
         self.failures = failures
         self.failed = 0
-        self._holder: sqlite3.Connection | None = None
+        self._other_process: sqlite3.Connection | None = None
         self._taken = False
 
     async def _while_held(self, write: Callable[[], Awaitable[None]]) -> None:
         if not self._taken:
             self._taken = True
-            self._holder = sqlite3.connect(self.path, isolation_level=None)
-            self._holder.execute("BEGIN EXCLUSIVE")
+            self._other_process = sqlite3.connect(self.path, isolation_level=None)
+            self._other_process.execute("BEGIN EXCLUSIVE")
         try:
             await write()
         except StoreError:
@@ -67,10 +67,10 @@ class LockedAsTheChannelTakesIt(SqliteStore):
             raise
 
     def let_go(self) -> None:
-        if self._holder is not None:
-            self._holder.execute("ROLLBACK")
-            self._holder.close()
-            self._holder = None
+        if self._other_process is not None:
+            self._other_process.execute("ROLLBACK")
+            self._other_process.close()
+            self._other_process = None
 
     async def note_alert_channel(self, window_id: str, event: str, channel: str) -> None:
         await self._while_held(
@@ -241,10 +241,10 @@ class AwayAsARetryIsSent(ReadOnlyAfterTheClaim):
         self.away = taken is not None
         return taken
 
-    async def settle_alert_retry(self, *args: Any) -> bool:
+    async def settle_alert_retry(self, *args: Any, **kwargs: Any) -> bool:
         if self.away:
             raise StoreUnreachable("cannot reach the store: read-only")
-        return await super().settle_alert_retry(*args)
+        return await super().settle_alert_retry(*args, **kwargs)
 
 
 async def test_a_retry_delivered_as_the_store_goes_away_is_not_sent_again(

@@ -619,7 +619,7 @@ def test_rendering_alerts_as_html_leaves_no_reference_cycle(metrics: Metrics) ->
         "<div>\n<b>raw block</b>\n</div>\n\ntext <span>inline</span> &amp;",
     ]
     for body in bodies:  # warm: what a first conversion keeps for good (caches)
-        convert_between(NotifyFormat.MARKDOWN, NotifyFormat.HTML, body)
+        convert_between(NotifyFormat.MARKDOWN, NotifyFormat.HTML, body)  # type: ignore[no-untyped-call]  # apprise: no hints
     with _a_send_in_another_thread() as hang_up:
         gc.collect()
         gc.disable()
@@ -627,7 +627,7 @@ def test_rendering_alerts_as_html_leaves_no_reference_cycle(metrics: Metrics) ->
         try:
             for _ in range(20):
                 for body in bodies:
-                    convert_between(NotifyFormat.MARKDOWN, NotifyFormat.HTML, body)
+                    convert_between(NotifyFormat.MARKDOWN, NotifyFormat.HTML, body)  # type: ignore[no-untyped-call]  # apprise: no hints
             hang_up()  # the other thread's send ends now, its garbage among ours
             gc.collect()
             unreachable = [o for o in gc.garbage if _conversions(o)]
@@ -698,5 +698,5 @@ def test_the_reused_markdown_renderer_writes_what_apprise_writes(metrics: Metric
         render(alert("inconclusive", reason="sentry: could not reach Sentry"))[1],
     ]
     for body in [*bodies, *reversed(bodies)]:
-        ours = convert_between(NotifyFormat.MARKDOWN, NotifyFormat.HTML, body)
+        ours = convert_between(NotifyFormat.MARKDOWN, NotifyFormat.HTML, body)  # type: ignore[no-untyped-call]  # apprise: no hints
         assert ours == markdown_to_html(body)

@@ -72,7 +72,7 @@ async def recovered(path: Path, sink: JsonSink, metrics: Metrics) -> int:
         await store.close()
 
 
-CASES = {
+CASES: dict[str, list[tuple[str, AlertEvent, list[str]]]] = {
     "request before its outcome (failed)": [
         ("rollback_requested", "rollback_requested", ["error-rate"]),
         ("rollback_failed", "rollback_failed", []),

@@ -115,7 +115,7 @@ def test_every_failed_deploys_title_names_the_failing_rules() -> None:
     """A dry run's failure named no rule in its subject line, where a requested rollback
     and a failure without a webhook did: on-call saw which rules only in the body."""
     for event in ("failed", "rollback_requested", "rollback_skipped"):
-        named = title(Alert.for_window(window(), event, rules=RULES))  # type: ignore[arg-type]
+        named = title(Alert.for_window(window(), event, rules=RULES))
         assert "(probe-errors, p95)" in named, named
     skipped = title(Alert.for_window(window(), "rollback_skipped", rules=RULES))
     assert skipped.endswith(": deploy failed (probe-errors, p95), rollback skipped (dry run)")
@@ -245,7 +245,11 @@ def test_a_failed_rollback_names_who_did_not_take_it(target: RollbackTarget, say
 def test_a_requested_or_delivered_rollback_names_its_target(
     target: RollbackTarget, requested: str, delivered: str
 ) -> None:
-    for event, says in (("rollback_requested", requested), ("rollback_delivered", delivered)):
+    events: tuple[tuple[AlertEvent, str], ...] = (
+        ("rollback_requested", requested),
+        ("rollback_delivered", delivered),
+    )
+    for event, says in events:
         text = body(Alert.for_window(window(), event, rollback_target=target))
         assert says in text
         assert ("webhook" in text) == (target == "webhook")
@@ -293,7 +297,7 @@ def test_a_rollback_given_up_for_a_newer_deploy_says_so_and_not_roll_back_by_han
     """Rolling back by hand would undo the newer deploy: the headline says the rollback was
     not sent, because of which deploy, and that its own window judges it. The newer version
     is the pipeline's text, shown as it is; a refused rollback keeps its words."""
-    newer = DeployWindow(**{**vars_of(window()), "id": "dep_01JDNEWER", "version": "v3 <b>"})
+    newer = dataclasses.replace(window(), id="dep_01JDNEWER", version="v3 <b>")
     alert = Alert.for_window(window(), "rollback_failed", replaced_by=newer)
     text = body(alert)
     assert text.startswith(
@@ -313,10 +317,6 @@ def test_a_rollback_given_up_for_a_newer_deploy_says_so_and_not_roll_back_by_han
         " reached (the reason says which): roll back by hand."
     )
     assert title(Alert.for_window(window(), "rollback_failed")).endswith("ROLLBACK FAILED, act now")
-
-
-def vars_of(w: DeployWindow) -> dict[str, object]:
-    return {f.name: getattr(w, f.name) for f in dataclasses.fields(w)}
 
 
 @pytest.mark.parametrize(

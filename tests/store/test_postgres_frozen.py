@@ -296,7 +296,7 @@ async def test_an_operation_queued_for_a_pooled_connection_waits_while_the_serve
         holding = asyncio.create_task(slow())
         await asyncio.sleep(0.5)  # the one connection is the slow query's
         queued = await asyncio.gather(store.get_window("dep_none"), return_exceptions=True)
-        assert queued == [None]
+        assert list(queued) == [None]
         assert await holding == [(1,)]
     finally:
         await store.close()

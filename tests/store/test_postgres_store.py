@@ -19,8 +19,8 @@ from agent.records import DeployWindow, RoundRecord
 from agent.store import store_from_url
 from agent.store.base import StoreError
 from agent.store.postgres import SCHEMA_VERSION, PostgresStore, describe_url
+from tests.pg import PgCluster
 from tests.ports import free_port
-from tests.store.conftest import PgCluster
 from tests.store.peek import killed
 
 asyncpg = pytest.importorskip("asyncpg")

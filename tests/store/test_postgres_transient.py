@@ -25,6 +25,7 @@ from agent.store.base import StoreError
 from agent.store.outages import store_busy, store_outage
 from agent.store.postgres import PostgresStore
 from agent.store.sql import LOCK_MIGRATE
+from agent.windows.supervisor import Watcher
 from checks.sessions import TargetSessions
 from tests.store.test_open_read_only import opening_once_it_waits
 from tests.test_round_bug_watcher import watcher_of
@@ -63,6 +64,20 @@ async def other(pg_url: str) -> AsyncIterator[object]:
     conn = await asyncpg.connect(pg_url)
     yield conn
     await conn.close()
+
+
+def store_up_values(watcher: Watcher) -> list[float]:
+    """Every value the watcher sets `postflight_store_up` to, in order (the gauge still set)."""
+    values: list[float] = []
+    gauge = watcher.metrics.store_up
+    set_up = gauge.set
+
+    def recorded(value: float) -> None:
+        values.append(value)
+        set_up(value)
+
+    gauge.set = recorded  # type: ignore[method-assign]  # a spy on the real gauge
+    return values
 
 
 def said_as_transient(exc: BaseException, busy: bool = True) -> None:
@@ -166,11 +181,9 @@ async def test_a_watch_whose_round_writes_meet_deadlocks_goes_on_once_they_pass(
     )
     await store.cancel_window(WINDOW.id, 101.0)  # `opened`'s, of another time: not watched
     sessions = TargetSessions()
-    watcher = watcher_of(store, sessions)
-    store_up: list[float] = []
-    gauge = watcher.metrics.store_up
-    set_up = gauge.set
-    gauge.set = lambda value: (store_up.append(value), set_up(value))[1]  # type: ignore[method-assign]
+    # watcher_of is annotated for the SQLite store its own module uses: it takes any Store
+    watcher = watcher_of(store, sessions)  # type: ignore[arg-type]
+    store_up = store_up_values(watcher)
     caplog.set_level(logging.INFO)
     now = time.time()
     made = dataclasses.replace(
@@ -294,11 +307,9 @@ async def test_a_claim_pass_the_server_refused_says_busy_and_keeps_the_store_up(
     )
     await store.create_window(made)
     sessions = TargetSessions()
-    watcher = watcher_of(store, sessions)
-    store_up: list[float] = []
-    gauge = watcher.metrics.store_up
-    set_up = gauge.set
-    gauge.set = lambda value: (store_up.append(value), set_up(value))[1]  # type: ignore[method-assign]
+    # watcher_of is annotated for the SQLite store its own module uses: it takes any Store
+    watcher = watcher_of(store, sessions)  # type: ignore[arg-type]
+    store_up = store_up_values(watcher)
     caplog.set_level(logging.INFO)
     task = asyncio.create_task(watcher.run())
     try:

@@ -33,7 +33,9 @@ async def test_each_begin_waits_its_kind_and_watch_batches_send_no_pragma(
                 sent.append(sql)
             return await execute(sql, *args, **kwargs)
 
-        store._db.execute = spied  # type: ignore[method-assign]
+        # a spy: aiosqlite's execute returns an awaitable that is also a context manager,
+        # and the store only awaits it
+        store._db.execute = spied  # type: ignore[method-assign,assignment]
 
         async def stored_round(n: int) -> None:
             assert await store.record_round(RoundRecord("dep_0", n, float(n), {}), None, w.fence)

@@ -12,7 +12,6 @@ from typing import Any
 import aiosqlite
 import pytest
 
-from agent.store import sqlite as sqlite_module
 from agent.store.base import StoreUnreachable
 from agent.store.sqlite import BUSY_TIMEOUT_MS, HELD_BUSY_TIMEOUT_MS, SqliteStore
 
@@ -36,7 +35,7 @@ async def test_a_try_after_the_file_was_found_held_waits_briefly_for_its_lock(
         return connect(database, **kwargs)
 
     monkeypatch.setattr(aiosqlite.Connection, "execute", recorded)
-    monkeypatch.setattr(sqlite_module.aiosqlite, "connect", connecting)
+    monkeypatch.setattr("agent.store.sqlite.aiosqlite.connect", connecting)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("PRAGMA journal_mode=WAL")
     holder.execute("BEGIN EXCLUSIVE")

@@ -21,7 +21,7 @@ from agent.web import events as events_module
 from agent.web.feed import FEED
 from agent.web.links import sign, signing_key
 from agent.web.pages import prefers_html
-from tests.e2e.conftest import SECRET, TOKEN, AgentFactory
+from tests.e2e.conftest import SECRET, TOKEN, AgentFactory, RunningAgent
 from tests.receivers import JsonSink
 from tests.web.conftest import ALERTING, JourneyAgent
 from tests.web.sse import events
@@ -30,7 +30,7 @@ from tests.web.target import JourneyTarget, journey_environment
 pytestmark = pytest.mark.e2e
 
 
-async def status(agent: Any, path: str, **headers: str) -> int:
+async def status(agent: RunningAgent, path: str, **headers: str) -> int:
     async with agent.http.get(f"{agent.url}{path}", headers=headers) as r:
         return r.status  # not reading the body: an event stream runs until its window ends
 

@@ -138,7 +138,11 @@ async def test_watching_page_shows_each_new_round_within_two_seconds_without_rel
     loop = asyncio.get_running_loop()
     seen = (await agent.get(deploy["id"]))["rounds"]
     for _ in range(2):
-        now = await agent.wait_until(deploy["id"], lambda d, n=seen: d["rounds"] > n, within=10)
+
+        def past(d: dict[str, Any], n: int = seen) -> bool:
+            return bool(d["rounds"] > n)
+
+        now = await agent.wait_until(deploy["id"], past, within=10)
         stored_at = loop.time()  # at most one 0.1 s poll after the round was stored:
         seen = now["rounds"]
         left_ms = 1900 - (loop.time() - stored_at) * 1000  # so 1.9 s from here

@@ -300,7 +300,11 @@ async def test_store_reads_per_change_do_not_grow_with_the_clients(
         for attempt in (1, 2, 3):
             assert await store.begin_attempt(WINDOW, taken.fence, REQUESTED_AT, 2e9) == attempt
             feed.publish(WINDOW)
-            await until(lambda n=attempt: store.reads["get_window"] >= 2 * n)
+
+            def read_twice(n: int = attempt) -> bool:
+                return store.reads["get_window"] >= 2 * n
+
+            await until(read_twice)
         return 3
 
     alone, one = await watched_by(1, tmp_path, three_attempts)

@@ -8,6 +8,7 @@ import dataclasses
 import time
 from typing import Any
 
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from markupsafe import escape as html_escape
 
@@ -43,7 +44,9 @@ async def page_of(
     for key, result in (alerts or {}).items():
         assert await store.claim_alert(ID, key, now - 20)
         await store.record_alert(ID, key, result, "")
-    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+        make_app(store, RecordingEvents())
+    )
     response = await client.get(f"/deploys/{ID}", headers=AUTH)
     assert response.status == 200
     assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
@@ -113,7 +116,9 @@ async def test_the_list_filters_on_every_state_and_environment_and_refuses_unkno
     )
     await store.create_window(scheduled)
     await store.create_window(watching)
-    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+        make_app(store, RecordingEvents())
+    )
 
     for state, expected in (("scheduled", "S"), ("watching", "W"), ("passed", "P")):
         response = await client.get(f"/deploys?state={state}", headers=AUTH)
@@ -219,7 +224,9 @@ async def test_a_round_stored_while_the_page_reads_waits_for_the_next_read(
         return await read(window_id, after, each=each)
 
     monkeypatch.setattr(store, "rounds", with_a_round_stored_first)
-    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+        make_app(store, RecordingEvents())
+    )
     fragment = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
     assert 'data-rounds="1"' in fragment
     assert 'data-round="1"' in fragment and 'data-round="2"' not in fragment
@@ -253,7 +260,9 @@ async def test_the_rollback_section_says_why_it_was_asked_for_and_why_it_was_not
     intent.state, intent.finished_at = "failed", now - 9
     intent.last_error = "no previous production deployment is known (label vercel.previous)"
     await set_rollback(store, intent)
-    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+        make_app(store, RecordingEvents())
+    )
     response = await client.get(f"/deploys/{ID}", headers=AUTH)
     html = await response.text()
     section = html[html.index('id="rollback-title"') :]
@@ -289,7 +298,7 @@ async def test_the_rollback_section_names_the_deployment_vercel_goes_back_to(
     )
     app = create_api_app(settings, store, Metrics(), RecordingEvents())
     mount_pages(app)
-    client: TestClient = await aiohttp_client(app)
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
     html = await (await client.get(f"/deploys/{ID}", headers=AUTH)).text()
     section = html[html.index('id="rollback-title"') :]
     assert "Target: Vercel&#39;s instant rollback, back to deployment dpl_old&lt;i&gt;." in section
@@ -322,7 +331,9 @@ async def test_tabs_fetching_the_live_part_at_once_share_a_read_that_follows_the
             ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
         )
         await store.create_window(window)
-        client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+        client: TestClient[web.Request, web.Application] = await aiohttp_client(
+            make_app(store, RecordingEvents())
+        )
 
         async def live_part() -> str:
             response = await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)
@@ -365,7 +376,7 @@ async def test_a_failed_rollbacks_section_says_what_to_do_as_its_alert_does(
     settings = Settings(server={"api_tokens": [TOKEN]}, environments={"production": env})
     app = create_api_app(settings, store, Metrics(), RecordingEvents())
     mount_pages(app)
-    client: TestClient = await aiohttp_client(app)
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
 
     async def advice() -> str | None:
         html = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
@@ -446,7 +457,9 @@ async def test_a_window_that_ended_early_says_when_it_ended_beside_its_planned_e
         ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
     )
     await store.create_window(window)
-    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+        make_app(store, RecordingEvents())
+    )
     planned, ended = iso(now + 540), iso(now - 10)
 
     def facts(html: str) -> str:
@@ -474,7 +487,9 @@ async def test_a_window_that_ran_its_full_length_says_it_ended_then(
     )
     await store.create_window(window)
     await store.finish_window(ID, "passed", {"outcome": "pass", "reason": "x"}, now)
-    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+        make_app(store, RecordingEvents())
+    )
     html = await (await client.get(f"/deploys/{ID}", headers=AUTH)).text()
     shown = html[html.index('<dl class="facts">') : html.index("</dl>")]
     end = iso(now)
@@ -495,7 +510,9 @@ async def test_a_window_ended_says_how_long_it_ran_as_its_moments_show(
     )
     await store.create_window(window)
     await store.finish_window(ID, "cancelled", None, t + 34.1)
-    client: TestClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+        make_app(store, RecordingEvents())
+    )
     html = await (await client.get(f"/deploys/{ID}", headers=AUTH)).text()
 
     assert f'<time datetime="{iso(t + 32)}">' in html and f'<time datetime="{iso(t + 34)}">' in html

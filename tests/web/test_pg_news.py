@@ -56,7 +56,7 @@ async def test_a_window_starting_is_sent_at_once_other_news_coalesced(
     lets a burst of round writes go out as one: another replica's run in flight heard of
     it 52-55 ms after, beside the window's first round; 1-6 ms without the wait. The
     next change waits again (here a minute: not sent while the test looks)."""
-    import asyncpg
+    import asyncpg  # type: ignore[import-untyped]  # no stubs, no py.typed
 
     monkeypatch.setattr(pg_news, "FLUSH_S", 60.0)
     got: asyncio.Queue[str] = asyncio.Queue()
@@ -82,7 +82,7 @@ async def test_an_outage_is_one_warning_and_its_end_one_info(
     """The listening connection is tried again every `RETRY_S` while PostgreSQL is away:
     each failed try logged a WARNING (35 lines in a 70 s outage). Now the outage is said
     once, and its end once, as the other background loops say theirs."""
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     tries = 0
     enough, resumed = asyncio.Event(), asyncio.Event()

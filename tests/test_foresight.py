@@ -185,9 +185,9 @@ async def test_the_example_configurations_checks_rules_see_their_bounds(
         assert "(320 samples a round)" in errors, errors  # the round's, scenario included
         assert errors_said in errors, errors  # twice its bound of 0.05, or more
     if len(warned) > 1:
-        latency = said[1]
-        assert "cannot pass on evidence by the window's end" in latency
-        assert "it needs about 280 samples (7 rounds of this traffic)" in latency, said
+        latency_said = said[1]
+        assert "cannot pass on evidence by the window's end" in latency_said
+        assert "it needs about 280 samples (7 rounds of this traffic)" in latency_said, said
 
 
 @pytest.mark.parametrize(("per_hour", "warned"), [(25_000, False), (15_000, True)])
@@ -344,9 +344,9 @@ async def test_a_heavier_latency_tail_is_warned_after_a_full_lookback(
         said = ["", *said]
     else:
         assert [s.split(":")[0] for s in said] == ["rule health-latency", "rule feed-p95"], said
-        latency = re.search(r"latency_p95 (\d+)ms or more$", said[0].partition("; and")[0])
-        assert latency is not None and 500 <= int(latency[1]) <= 900, said
-        assert latency[1] == "614", said  # the README's figure, at 10 probes
+        figure = re.search(r"latency_p95 (\d+)ms or more$", said[0].partition("; and")[0])
+        assert figure is not None and 500 <= int(figure[1]) <= 900, said
+        assert figure[1] == "614", said  # the README's figure, at 10 probes
     increase = re.search(r"latency_p95 \+(\d+)% or more$", said[-1].partition("; and")[0])
     assert increase is not None and 90 <= int(increase[1]) <= 130, said
     if probes == 40:

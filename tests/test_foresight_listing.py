@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from agent.analysis.types import Observation
-from agent.records import DeployWindow, WindowState
+from agent.records import DeployWindow, Page, WindowState
 from agent.settings_file import load_settings_text
-from agent.store.base import Page
 from agent.store.sqlite import SqliteStore
 from agent.windows.evidence import observation_to_dict
 from agent.windows.fingerprint import check_fingerprints

@@ -83,7 +83,8 @@ def test_a_sequential_rule_that_failed_fails_every_later_round_without_a_warning
         final = n == len(shares)
         state, verdict = judge.step(state, errors(share), final=final)
         glance = judge.glance(state, final=final)
-        judged = [r for r in (*verdict.rules, *glance.rules) if r.name == "probe-errors"]
+        both: list[RuleVerdict | RuleGlance] = [*verdict.rules, *glance.rules]
+        judged = [r for r in both if r.name == "probe-errors"]
         if failed or judged[0].outcome == "fail":
             failed += 1
             assert [r.outcome for r in judged] == ["fail", "fail"], (n, judged)

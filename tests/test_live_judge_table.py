@@ -4,12 +4,14 @@ into its baseline (`max_increase` then sees no regression); errors x5 are not sp
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from bench.live_judge import Target, table
 
 
-def window(env: str, kind: str, version: str, state: str) -> dict:
+def window(env: str, kind: str, version: str, state: str) -> dict[str, Any]:
     back = [200] if state == "rolled_back" else []
     return {
         "env": env,

@@ -133,11 +133,11 @@ def test_json_formatter_includes_exceptions() -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "bad", None, True)
         import sys
 
-        record.exc_info = sys.exc_info()
-        record.exc_text = logging.Formatter().formatException(record.exc_info)
+        exc_info = sys.exc_info()
+        record = logging.LogRecord("x", logging.ERROR, __file__, 1, "bad", None, exc_info)
+        record.exc_text = logging.Formatter().formatException(exc_info)
     data = json.loads(JsonFormatter().format(record))
     assert "ValueError: boom" in data["exc"]
 

@@ -29,9 +29,9 @@ from agent.windows.evidence import bounded_observation_dict
         (Observation(value=0.2, values=(0.1, None)), "its values[1] None is not a number"),  # type: ignore[arg-type]
         (Observation(value=0.2, seconds=float("inf")), "its seconds inf is not a finite number"),
         (
-            Observation(value=0.2, values="0.1"),
+            Observation(value=0.2, values="0.1"),  # type: ignore[arg-type]  # a plugin's mistake
             "its values '0.1' (str) are not a sequence of numbers",
-        ),  # type: ignore[arg-type]
+        ),
         (
             Observation(value=None, error=b"reset"),  # type: ignore[arg-type]
             "its error b'reset' (bytes) is not text",
@@ -145,7 +145,8 @@ def test_numpy_period_sizes_are_kept_as_python_s() -> None:
         assert unreadable(answer) is None
         made = plain(answer)
         assert made.period_sizes == (1, 2) and {type(s) for s in made.period_sizes} == {int}
-        assert '"period_sizes":[1,2]' in _dumps(bounded_observation_dict(made))
+        dumped = _dumps(bounded_observation_dict(made))
+        assert dumped is not None and '"period_sizes":[1,2]' in dumped
     assert unreadable(Observation(value=0.2, values=(0.1,), period_sizes=())) is None
 
 

@@ -132,7 +132,11 @@ async def test_a_store_close_past_the_exit_share_is_waited_for_to_the_hard_bound
     ended = asyncio.Event()
     if close == "ends late":
         asyncio.get_running_loop().call_later(0.05, ended.set)
-    closing = asyncio.create_task(ended.wait(), name="closing the store")
+
+    async def store_closes() -> None:
+        await ended.wait()
+
+    closing = asyncio.create_task(store_closes(), name="closing the store")
     with caplog.at_level(logging.WARNING, logger="postflight"):
         await _close_on_threads(closing, stop)
     said = [r.getMessage() for r in caplog.records]

@@ -44,7 +44,7 @@ async def test_a_begin_answered_late_by_the_loop_is_not_a_file_held_elsewhere(
                 await asyncio.sleep(LATE_S)  # its answer read late, as a late loop does
             return answer
 
-        store._db.execute = read_late  # type: ignore[method-assign]
+        store._db.execute = read_late  # type: ignore[method-assign,assignment]
         api_change = asyncio.create_task(store.create_window(window("dep_1")))
         await late.wait()
         stored = await store.record_round(RoundRecord("dep_0", 1, 1.0, {}), None, w.fence)

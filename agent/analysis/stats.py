@@ -184,6 +184,45 @@ def rate_lower_bound(count: float, total: float, alpha: float) -> float:
     return limit
 
 
+def burst_rate_bound(
+    count: float, total: float, inflation: float, alpha: float, *, upper: bool
+) -> float:
+    """One-sided limit at level `alpha` of a rate pooled from periods whose events come in
+    bursts, read as a negative binomial (a Poisson count whose rate is Gamma-mixed) whose
+    shape A = events / (inflation - 1) is the number of independent bursts the periods'
+    spread says the count holds (Var = m + m^2 / A = inflation x m at m = the count).
+
+    A quasi-binomial limit on count / inflation sits at a fixed multiple of the count when
+    the inflation, measured from the same periods, scales with it, as it does when a
+    baseline drew fewer bursts than its rate gives: both shrink together. The shape does
+    not: its limit keeps the Gamma's spread, as wide as few bursts make it. Read on the
+    rarer kind of event (the count below half the total, else its complement); at an
+    inflation of 1 or less, no bursts: 0 (upper) or 1 (lower), no limit of this kind."""
+    if inflation <= 1.0 or total <= 0:
+        return 0.0 if upper else 1.0
+    rare = count <= total - count
+    events = count if rare else total - count
+    if events > CP_LARGEST:  # scipy's NaN past ~1e17 events: fewer, wider (`CP_LARGEST`)
+        total, events = total * CP_LARGEST / events, CP_LARGEST
+    shape = events / (inflation - 1.0)
+    if shape <= 0.0:  # no event: the count says nothing of its bursts
+        return 0.0 if upper else 1.0
+    special = _special()
+    # NB(shape, q): P(X <= k) = I_q(shape, k + 1), its mean shape (1 - q) / q
+    if upper == rare:  # the rarer count's upper limit
+        q = float(special.betaincinv(shape, events + 1.0, alpha))
+    else:
+        q = float(special.betaincinv(shape, events, 1.0 - alpha))
+    mean = shape * (1.0 - q) / q if q > 0.0 else math.inf
+    share = min(max(mean / total, 0.0), 1.0)
+    return share if rare else 1.0 - share
+
+
+def chi2_share(df: float, alpha: float) -> float:
+    """chi-square's lower `alpha` quantile over its degrees of freedom."""
+    return float(_special().chdtri(df, 1.0 - alpha)) / df
+
+
 def _binom_ppf(prob: float, n: int, p: float) -> int:
     """The smallest k with P(Bin(n, p) <= k) >= prob (what scipy.stats.binom.ppf computes)."""
     if prob <= 0:

@@ -21,7 +21,7 @@ from agent.store.base import StoreError
 from agent.store.postgres import SCHEMA_VERSION, PostgresStore, describe_url
 from tests.pg import PgCluster
 from tests.ports import free_port
-from tests.store.peek import killed
+from tests.store.peek import killed, replica_session_ended
 
 asyncpg = pytest.importorskip("asyncpg")
 
@@ -368,7 +368,9 @@ async def test_a_replica_id_is_the_first_of_those_given_that_no_live_agent_holds
         said = str(refused.value)
         assert "replica id 'web-1' is held by another live agent" in said
         assert said.endswith("(so is every id up to 'web-1-2')"), said
+        held_by = stores[0]._replica.get_server_pid()
         await stores[0].close()
+        await replica_session_ended(pg_url, held_by)
         assert await stores[2].hold_replica_id("web-1", "web-1-2") == "web-1"
     finally:
         for store in stores:

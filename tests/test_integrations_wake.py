@@ -18,7 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from agent.app import build_app
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
-from tests.api.conftest import Client
+from tests.app_client import AppClient
 from tests.fakes import github as gh
 from tests.fakes.github import FakeGitHub
 from tests.slow_listing import SLOW_S, SlowListing
@@ -59,7 +59,7 @@ environments:
 """
 
 
-async def deployed(client: Client, deployment: int) -> None:
+async def deployed(client: AppClient, deployment: int) -> None:
     """GitHub's `deployment_status` event of `deployment` (success): a window opens."""
     body = gh.deployment_status(deployment_id=deployment, sha=f"{deployment:040x}")
     headers = {

@@ -21,7 +21,7 @@ from agent.app import WATCHER, build_app
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
-from tests.api.conftest import Client
+from tests.app_client import AppClient
 from tests.test_watcher_claims import CONFIG
 
 pytestmark = pytest.mark.timeout(30)
@@ -44,7 +44,7 @@ async def held_by_another_process(path: Path) -> AsyncIterator[None]:
         other.close()
 
 
-async def store_up(client: Client) -> float:
+async def store_up(client: AppClient) -> float:
     async with client.get("/metrics", params={"name[]": "postflight_store_up"}) as r:
         assert r.status == 200
         lines = [ln for ln in (await r.text()).splitlines() if ln.startswith("postflight_store_up")]
@@ -52,7 +52,7 @@ async def store_up(client: Client) -> float:
     return float(lines[0].split()[1])
 
 
-async def becomes(client: Client, value: float) -> None:
+async def becomes(client: AppClient, value: float) -> None:
     for _ in range(200):  # 10 s at most, on a loaded machine
         if await store_up(client) == value:
             return

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from agent.app import build_app
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
-from tests.api.conftest import Client
+from tests.app_client import AppClient
 from tests.slow_listing import SLOW_S, SlowListing
 from tests.test_round_bug_watcher import CONFIG
 
@@ -35,7 +35,7 @@ class SlowStore(SlowListing):
         return await self.slowly(functools.partial(super().pending_rollbacks, *args, **kwargs))
 
 
-async def active(client: Client) -> float | None:
+async def active(client: AppClient) -> float | None:
     async with client.get("/metrics", params={"name[]": "postflight_windows_active"}) as r:
         text = await r.text()
     for line in text.splitlines():
@@ -44,7 +44,7 @@ async def active(client: Client) -> float | None:
     return None
 
 
-async def state(client: Client, deploy_id: str) -> str:
+async def state(client: AppClient, deploy_id: str) -> str:
     async with client.get(f"/v1/deploys/{deploy_id}", headers=AUTH) as r:
         return str((await r.json())["state"])
 
@@ -60,7 +60,7 @@ def slow_agent(store: SlowStore) -> web.Application:
     )
 
 
-async def registered(client: Client) -> str:
+async def registered(client: AppClient) -> str:
     """A deploy of 1 s to production, registered now: its id."""
     body = {"environment": "production", "version": "v2", "window": "1s"}
     async with client.post("/v1/deploys", json=body, headers=AUTH) as r:
@@ -68,7 +68,7 @@ async def registered(client: Client) -> str:
         return str((await r.json())["id"])
 
 
-async def outcome(client: Client, deploy_id: str, within: float) -> str:
+async def outcome(client: AppClient, deploy_id: str, within: float) -> str:
     """The deploy's state once it is no longer watched, at most `within` s from now."""
     asked = time.monotonic()
     while (now := await state(client, deploy_id)) in ("watching", "scheduled"):

@@ -10,13 +10,11 @@ from pathlib import Path
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from agent.metrics import Metrics
 from agent.store.sqlite import SqliteStore
 from tests.api.harness import RecordingEvents, make_app, open_store
-
-Client = TestClient[web.Request, web.Application]
+from tests.app_client import AppClient
 
 
 @pytest.fixture
@@ -46,6 +44,6 @@ def app(store: SqliteStore, events: RecordingEvents, metrics: Metrics) -> web.Ap
 
 @pytest.fixture
 async def client(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]], app: web.Application
-) -> Client:
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]], app: web.Application
+) -> AppClient:
     return await aiohttp_client(app)

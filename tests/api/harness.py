@@ -18,6 +18,7 @@ from agent.metrics import Metrics
 from agent.settings import Settings
 from agent.store.sqlite import SqliteStore
 from agent.web.routes import mount as mount_pages
+from tests.app_client import AppClient
 
 T = TypeVar("T")
 TOKEN = "test-api-token-1"
@@ -96,9 +97,7 @@ class LoopApi:
         self.run(self.store.open())
         self.app = app_for(self.store, self.metrics)
         self.server = TestServer(self.app)
-        self.client: TestClient[web.Request, web.Application] = TestClient(
-            self.server, loop=self.loop
-        )
+        self.client: AppClient = TestClient(self.server, loop=self.loop)
         self.run(self.client.start_server())
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

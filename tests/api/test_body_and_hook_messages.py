@@ -16,7 +16,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 from multidict import CIMultiDict
 
 from agent.api import create_api_app
@@ -24,10 +23,10 @@ from agent.metrics import Metrics
 from agent.settings import Settings
 from agent.store.sqlite import SqliteStore
 from tests.api.harness import AUTH, TOKEN
+from tests.app_client import AppClient
 from tests.fakes import github as gh
 from tests.fakes import vercel as vc
 
-Client = TestClient[web.Request, web.Application]
 GH_SECRET = "messages-github-secret"
 VC_SECRET = "messages-vercel-secret"
 PYTHON_WORDS = ("sys.", "utf-8-sig", "recursion", "JSONDecodeError", "ValueError", "decode")
@@ -60,14 +59,14 @@ def settings(*, hooks: bool) -> Settings:
     )
 
 
-AppClient = Callable[..., Awaitable[Client]]
+StartsApp = Callable[..., Awaitable[AppClient]]
 
 
 @pytest.fixture
 def app_client(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]], store: SqliteStore
-) -> AppClient:
-    async def start(*, hooks: bool = True) -> Client:
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]], store: SqliteStore
+) -> StartsApp:
+    async def start(*, hooks: bool = True) -> AppClient:
         return await aiohttp_client(create_api_app(settings(hooks=hooks), store, Metrics()))
 
     return start
@@ -87,7 +86,7 @@ def vercel_headers(body: bytes) -> dict[str, str]:
 
 @pytest.mark.parametrize(("raw", "says"), MALFORMED.values(), ids=MALFORMED.keys())
 async def test_a_malformed_body_says_what_is_wrong_in_it_on_the_api_and_the_hooks(
-    app_client: AppClient, store: SqliteStore, raw: bytes, says: str
+    app_client: StartsApp, store: SqliteStore, raw: bytes, says: str
 ) -> None:
     client = await app_client()
     api = await client.post(
@@ -101,7 +100,7 @@ async def test_a_malformed_body_says_what_is_wrong_in_it_on_the_api_and_the_hook
 
 
 async def test_a_body_sent_without_a_content_type_is_said_to_have_none(
-    app_client: AppClient,
+    app_client: StartsApp,
 ) -> None:
     client = await app_client()
     response = await client.post(
@@ -124,7 +123,7 @@ async def test_a_body_sent_without_a_content_type_is_said_to_have_none(
 
 
 async def test_a_form_encoded_github_delivery_is_told_to_send_json(
-    app_client: AppClient, store: SqliteStore
+    app_client: StartsApp, store: SqliteStore
 ) -> None:
     """GitHub's default content type for a new webhook is form-encoded (`payload=…`)."""
     client = await app_client()
@@ -145,7 +144,7 @@ async def test_a_form_encoded_github_delivery_is_told_to_send_json(
 
 @pytest.mark.parametrize("provider", ["vercel", "github"])
 async def test_a_hook_the_agent_has_no_secret_for_names_the_missing_setting(
-    app_client: AppClient, store: SqliteStore, provider: str
+    app_client: StartsApp, store: SqliteStore, provider: str
 ) -> None:
     body = vc.event() if provider == "vercel" else gh.deployment_status()
     headers = {
@@ -174,7 +173,7 @@ async def test_a_hook_the_agent_has_no_secret_for_names_the_missing_setting(
     ],
 )
 async def test_a_signed_body_that_is_not_a_vercel_event_names_its_field(
-    app_client: AppClient, body: bytes, says: str
+    app_client: StartsApp, body: bytes, says: str
 ) -> None:
     """It said `the body.type must be …`, a path no body has."""
     client = await app_client()
@@ -186,7 +185,7 @@ async def test_a_signed_body_that_is_not_a_vercel_event_names_its_field(
     ("deployment_id", "label"), [(None, None), (42, "42"), ("42", "42"), ("x", "400")]
 )
 async def test_a_deployment_status_with_what_the_contract_names_opens_a_window(
-    app_client: AppClient, store: SqliteStore, deployment_id: Any, label: str | None
+    app_client: StartsApp, store: SqliteStore, deployment_id: Any, label: str | None
 ) -> None:
     """The contract opens a window from `deployment_status.state`, `deployment.sha`,
     `deployment.environment` and `repository.full_name`; a delivery without
@@ -222,7 +221,7 @@ async def test_a_deployment_status_with_what_the_contract_names_opens_a_window(
 @pytest.mark.parametrize("provider", ["vercel", "github"])
 @pytest.mark.parametrize("order", ["wrong-first", "right-first", "both-right", "folded"])
 async def test_a_delivery_with_more_than_one_signature_is_refused_whatever_their_order(
-    app_client: AppClient, store: SqliteStore, provider: str, order: str
+    app_client: StartsApp, store: SqliteStore, provider: str, order: str
 ) -> None:
     """A delivery carrying its signature header twice, one right and one wrong, was taken
     or refused by the headers' order (the first counted): a provider signs a delivery
@@ -258,7 +257,7 @@ async def test_a_delivery_with_more_than_one_signature_is_refused_whatever_their
 
 @pytest.mark.parametrize("provider", ["vercel", "github"])
 async def test_a_signature_written_in_upper_case_hex_is_the_same_signature(
-    app_client: AppClient, store: SqliteStore, provider: str
+    app_client: StartsApp, store: SqliteStore, provider: str
 ) -> None:
     """A hex HMAC printed upper case (a sender's digest library) was refused 401, though
     it is the same signature; a wrong one in upper case still is."""
@@ -287,7 +286,7 @@ async def test_a_signature_written_in_upper_case_hex_is_the_same_signature(
 
 @pytest.mark.parametrize("configured", ["Production", "PRODUCTION", "production"])
 async def test_a_vercel_target_written_capitalised_still_maps_its_events(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]],
     store: SqliteStore,
     configured: str,
 ) -> None:
@@ -318,7 +317,7 @@ async def test_a_vercel_target_written_capitalised_still_maps_its_events(
 
 
 async def test_each_vercel_target_the_contract_names_maps_its_events(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]], store: SqliteStore
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]], store: SqliteStore
 ) -> None:
     """Contract §7: `target: production | preview | a custom environment's name`, and the
     version is `meta.githubCommitSha` when present, else the deployment id. Vercel says a
@@ -355,7 +354,7 @@ async def test_each_vercel_target_the_contract_names_maps_its_events(
 
 @pytest.mark.parametrize("provider", ["vercel", "github"])
 async def test_a_hook_url_with_a_trailing_slash_is_the_same_hook(
-    app_client: AppClient, store: SqliteStore, provider: str
+    app_client: StartsApp, store: SqliteStore, provider: str
 ) -> None:
     """`/v1/hooks/vercel/`, as an operator pastes it into the provider's form, answered
     401 "needs Bearer" (the rule for unknown /v1 routes), read as a signature problem;
@@ -386,7 +385,7 @@ async def test_a_hook_url_with_a_trailing_slash_is_the_same_hook(
 
 @pytest.mark.parametrize("provider", ["vercel", "github"])
 async def test_an_event_url_longer_than_a_label_is_not_kept_cut_short(
-    app_client: AppClient, provider: str
+    app_client: StartsApp, provider: str
 ) -> None:
     """A label holds 256 characters: an event's URL longer than that was kept cut at 256,
     a URL of nothing, which each GitHub status then posted as the deployment's

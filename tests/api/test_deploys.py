@@ -22,7 +22,7 @@ from agent.store.sqlite import SqliteStore
 from agent.web.view import verdict_words
 from agent.windows.evidence import verdict_to_dict
 from common.durations import DURATION_TEXT_PATTERN
-from tests.api.conftest import NOW, Client
+from tests.api.conftest import NOW
 from tests.api.harness import (
     AUTH,
     OTHER_TOKEN,
@@ -31,6 +31,7 @@ from tests.api.harness import (
     make_settings,
     rule,
 )
+from tests.app_client import AppClient
 from tests.store.peek import rows, set_rollback
 from tests.web.sse import events as sse_events
 
@@ -60,7 +61,7 @@ FULL_REQUEST = {
 }
 
 
-async def register(client: Client, body: dict[str, Any] | None = None, **headers: str) -> Any:
+async def register(client: AppClient, body: dict[str, Any] | None = None, **headers: str) -> Any:
     response = await client.post(
         "/v1/deploys",
         json=body or {"environment": "production", "version": "v1"},
@@ -71,7 +72,7 @@ async def register(client: Client, body: dict[str, Any] | None = None, **headers
 
 
 async def test_register_returns_201_location_and_the_deploy_object(
-    client: Client, events: RecordingEvents
+    client: AppClient, events: RecordingEvents
 ) -> None:
     response = await client.post("/v1/deploys", json=FULL_REQUEST, headers=AUTH)
     assert response.status == 201
@@ -92,7 +93,7 @@ async def test_register_returns_201_location_and_the_deploy_object(
     assert events.ended == []
 
 
-async def test_any_configured_token_is_accepted(client: Client) -> None:
+async def test_any_configured_token_is_accepted(client: AppClient) -> None:
     response = await client.post(
         "/v1/deploys",
         json={"environment": "production", "version": "v1"},
@@ -102,7 +103,7 @@ async def test_any_configured_token_is_accepted(client: Client) -> None:
 
 
 async def test_window_defaults_to_the_environments_and_deployed_at_to_now(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]],
     store: SqliteStore,
     events: RecordingEvents,
 ) -> None:
@@ -116,7 +117,7 @@ async def test_window_defaults_to_the_environments_and_deployed_at_to_now(
 
 
 async def test_null_labels_are_no_labels_like_the_other_optional_fields_null(
-    client: Client,
+    client: AppClient,
 ) -> None:
     """A pipeline that writes every optional field, null when it has none, is accepted:
     `labels: null` was a 422 while `previous_version: null` and `commit: null` were not."""
@@ -143,7 +144,7 @@ def test_the_openapi_document_says_labels_may_be_null() -> None:
     assert labels["type"] == ["object", "null"]
 
 
-async def test_times_with_offsets_and_fractions_come_back_in_utc(client: Client) -> None:
+async def test_times_with_offsets_and_fractions_come_back_in_utc(client: AppClient) -> None:
     body = await register(
         client,
         {
@@ -168,7 +169,7 @@ async def test_times_with_offsets_and_fractions_come_back_in_utc(client: Client)
     ],
 )
 async def test_a_window_is_taken_as_the_configuration_takes_a_duration(
-    client: Client, window: str, ends_at: str
+    client: AppClient, window: str, ends_at: str
 ) -> None:
     """`1h 30m` and `30S` validate in the configuration (common.durations): the API
     refused them with a 422, its pattern narrower than the configuration's."""
@@ -193,7 +194,7 @@ def test_the_openapi_window_pattern_is_the_configurations() -> None:
 
 
 async def test_a_new_deploy_supersedes_the_active_window_of_its_environment(
-    client: Client, events: RecordingEvents
+    client: AppClient, events: RecordingEvents
 ) -> None:
     first = await register(client, {"environment": "production", "version": "v1"})
     other_env = await register(client, {"environment": "staging", "version": "v1"})
@@ -211,7 +212,7 @@ async def test_a_new_deploy_supersedes_the_active_window_of_its_environment(
 
 @pytest.mark.parametrize("ended_by", ["superseded", "cancelled"])
 async def test_a_verdict_cut_off_by_a_supersede_or_cancel_is_no_verdict(
-    client: Client, store: SqliteStore, ended_by: str
+    client: AppClient, store: SqliteStore, ended_by: str
 ) -> None:
     """The watcher stores a round with its verdict, then ends the window: a supersede or
     cancel between the two wins (nothing is fired), and the window ends with no decision.
@@ -243,7 +244,7 @@ async def test_a_verdict_cut_off_by_a_supersede_or_cancel_is_no_verdict(
     assert said == ("none", f"{ended_by} before a verdict: probe-errors: 1 > max 0.05")
 
 
-async def test_get_returns_the_stored_deploy(client: Client) -> None:
+async def test_get_returns_the_stored_deploy(client: AppClient) -> None:
     created = await register(client, FULL_REQUEST)
     response = await client.get(f"/v1/deploys/{created['id']}", headers=AUTH)
     assert response.status == 200
@@ -251,7 +252,7 @@ async def test_get_returns_the_stored_deploy(client: Client) -> None:
 
 
 async def test_cancel_ends_the_window_and_tells_the_watcher(
-    client: Client, events: RecordingEvents
+    client: AppClient, events: RecordingEvents
 ) -> None:
     created = await register(client)
     response = await client.post(f"/v1/deploys/{created['id']}/cancel", headers=AUTH)
@@ -262,7 +263,7 @@ async def test_cancel_ends_the_window_and_tells_the_watcher(
     assert events.ended == [created["id"]]
 
 
-async def test_cancel_of_an_ended_window_is_409(client: Client) -> None:
+async def test_cancel_of_an_ended_window_is_409(client: AppClient) -> None:
     created = await register(client)
     assert (await client.post(f"/v1/deploys/{created['id']}/cancel", headers=AUTH)).status == 200
     again = await client.post(f"/v1/deploys/{created['id']}/cancel", headers=AUTH)
@@ -272,7 +273,7 @@ async def test_cancel_of_an_ended_window_is_409(client: Client) -> None:
     assert problem["status"] == 409 and "cancelled" in problem["detail"]
 
 
-async def test_cancel_of_a_superseded_window_is_409(client: Client) -> None:
+async def test_cancel_of_a_superseded_window_is_409(client: AppClient) -> None:
     first = await register(client)
     await register(client)
     response = await client.post(f"/v1/deploys/{first['id']}/cancel", headers=AUTH)
@@ -283,7 +284,7 @@ async def test_cancel_of_a_superseded_window_is_409(client: Client) -> None:
 
 
 async def test_same_idempotency_key_and_body_replays_the_first_response_with_200(
-    client: Client, store: SqliteStore, events: RecordingEvents
+    client: AppClient, store: SqliteStore, events: RecordingEvents
 ) -> None:
     first = await client.post(
         "/v1/deploys", json=FULL_REQUEST, headers={**AUTH, "Idempotency-Key": "run-1234"}
@@ -305,7 +306,7 @@ async def test_same_idempotency_key_and_body_replays_the_first_response_with_200
 
 
 async def test_same_idempotency_key_with_another_body_is_409(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     headers = {**AUTH, "Idempotency-Key": "k-1"}
     assert (await client.post("/v1/deploys", json=FULL_REQUEST, headers=headers)).status == 201
@@ -327,7 +328,7 @@ async def test_same_idempotency_key_with_another_body_is_409(
     ],
 )
 async def test_a_repeat_differing_only_in_a_null_for_a_field_left_out_is_the_same_request(
-    client: Client, store: SqliteStore, first: dict[str, Any], repeat: dict[str, Any]
+    client: AppClient, store: SqliteStore, first: dict[str, Any], repeat: dict[str, Any]
 ) -> None:
     """The README: an optional field given as null is left out (`labels: null` is no
     labels). A pipeline's template that writes `labels: null` one run and leaves it out
@@ -357,7 +358,7 @@ async def test_a_repeat_differing_only_in_a_null_for_a_field_left_out_is_the_sam
     ids=["plus-zero", "other-offset", "lower-case-millis", "int", "float", "600s", "10M", "order"],
 )
 async def test_a_repeat_equal_in_meaning_replays_the_first_answer(
-    client: Client, store: SqliteStore, repeat: dict[str, Any]
+    client: AppClient, store: SqliteStore, repeat: dict[str, Any]
 ) -> None:
     """Compared by the validated request, not the bytes: one instant written with another
     offset, one window in seconds or words, is the same request (it was a 409: a
@@ -400,7 +401,7 @@ async def test_a_repeat_equal_in_meaning_replays_the_first_answer(
     ],
 )
 async def test_a_repeat_that_means_another_request_is_409_naming_what_differs(
-    client: Client, store: SqliteStore, repeat: dict[str, Any], named: str
+    client: AppClient, store: SqliteStore, repeat: dict[str, Any], named: str
 ) -> None:
     headers = {**AUTH, "Idempotency-Key": "k-other"}
     created = await client.post("/v1/deploys", json=FULL_REQUEST, headers=headers)
@@ -442,7 +443,7 @@ BARE = {"environment": "production", "version": "v2.4.1"}
     ],
 )
 async def test_a_repeat_leaving_out_what_the_environment_gives_is_the_same_request(
-    client: Client, store: SqliteStore, first: dict[str, Any], repeat: dict[str, Any]
+    client: AppClient, store: SqliteStore, first: dict[str, Any], repeat: dict[str, Any]
 ) -> None:
     """A `window` left out is the environment's: a repeat that leaves out the window the
     first gave, equal to the environment's, or gives the environment's where the first
@@ -460,7 +461,7 @@ async def test_a_repeat_leaving_out_what_the_environment_gives_is_the_same_reque
 
 
 async def test_a_deployed_at_taken_as_the_moment_of_registration_is_that_moment(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     """A `deployed_at` up to 5 s ahead (clock skew) is registered as now: a repeat that
     leaves it out, or writes the same instant another way, is that registration."""
@@ -477,7 +478,7 @@ async def test_a_deployed_at_taken_as_the_moment_of_registration_is_that_moment(
 
 
 async def test_a_window_left_out_is_the_environments_window_in_the_configuration_now(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]],
     store: SqliteStore,
     events: RecordingEvents,
 ) -> None:
@@ -522,7 +523,7 @@ async def test_a_window_left_out_is_the_environments_window_in_the_configuration
     assert len((await store.list_windows()).items) == 2
 
 
-async def test_an_invalid_repeat_of_a_key_is_422_naming_its_field(client: Client) -> None:
+async def test_an_invalid_repeat_of_a_key_is_422_naming_its_field(client: AppClient) -> None:
     """Validated before it is compared: what to fix, not a 409 that hides it."""
     headers = {**AUTH, "Idempotency-Key": "k-bad"}
     assert (await client.post("/v1/deploys", json=FULL_REQUEST, headers=headers)).status == 201
@@ -555,7 +556,7 @@ def _hash_before_null_was_left_out(document: Any) -> str:
     ],
 )
 async def test_a_key_stored_by_the_version_before_still_answers_its_repeat(
-    client: Client,
+    client: AppClient,
     store: SqliteStore,
     stored: dict[str, Any],
     repeat: dict[str, Any],
@@ -569,7 +570,7 @@ async def test_a_key_stored_by_the_version_before_still_answers_its_repeat(
 
 
 async def repeated_under_a_hash(
-    client: Client,
+    client: AppClient,
     store: SqliteStore,
     first: dict[str, Any],
     stored_hash: str,
@@ -613,7 +614,7 @@ TAKEN_BEFORE = {**FULL_REQUEST, "version": "v2.4.1\u061c"}
     ids=["same", "key-order", "other-labels", "other-version"],
 )
 async def test_an_invalid_repeat_of_a_key_a_version_before_took_is_replayed(
-    client: Client, store: SqliteStore, repeat: dict[str, Any], status: int
+    client: AppClient, store: SqliteStore, repeat: dict[str, Any], status: int
 ) -> None:
     """A key a version before stored for a request it took and this one refuses (its
     hash of that document; the deploy here is FULL_REQUEST's, as one now cannot register
@@ -627,7 +628,7 @@ async def test_an_invalid_repeat_of_a_key_a_version_before_took_is_replayed(
         assert [e["loc"] for e in (await again.json())["errors"]] == [["version"]]
 
 
-async def test_different_idempotency_keys_are_different_deploys(client: Client) -> None:
+async def test_different_idempotency_keys_are_different_deploys(client: AppClient) -> None:
     a = await register(client, FULL_REQUEST, **{"Idempotency-Key": "a"})
     b = await register(client, FULL_REQUEST, **{"Idempotency-Key": "b"})
     assert a["id"] != b["id"]
@@ -636,7 +637,7 @@ async def test_different_idempotency_keys_are_different_deploys(client: Client) 
 # --- listing -------------------------------------------------------------------------
 
 
-async def test_list_is_newest_first_and_pages_with_the_cursor(client: Client) -> None:
+async def test_list_is_newest_first_and_pages_with_the_cursor(client: AppClient) -> None:
     created = []
     for i in range(5):
         env = "production" if i % 2 == 0 else "staging"
@@ -658,7 +659,7 @@ async def test_list_is_newest_first_and_pages_with_the_cursor(client: Client) ->
     assert pages == 3
 
 
-async def test_list_filters_by_environment_and_state(client: Client) -> None:
+async def test_list_filters_by_environment_and_state(client: AppClient) -> None:
     p1 = await register(client, {"environment": "production", "version": "v1"})
     s1 = await register(client, {"environment": "staging", "version": "v1"})
     p2 = await register(client, {"environment": "production", "version": "v2"})
@@ -674,7 +675,7 @@ async def test_list_filters_by_environment_and_state(client: Client) -> None:
 
 
 async def test_an_environment_removed_from_the_config_is_listed_under_any_state_filter(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     """One removed from the config keeps its history (the list's 404 is for one neither
     configured nor stored), but under a state filter that matched none of its windows
@@ -696,7 +697,7 @@ async def test_an_environment_removed_from_the_config_is_listed_under_any_state_
 
 
 async def test_an_environment_never_seen_is_404_with_a_cursor_too(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     """The README: an environment neither configured nor stored is a 404, under any
     filter. Paged (a cursor given, with or without a state), a typo answered 200 and an
@@ -720,7 +721,7 @@ async def test_an_environment_never_seen_is_404_with_a_cursor_too(
         assert stored.status == 200, await stored.text()
 
 
-async def test_list_of_an_empty_store(client: Client) -> None:
+async def test_list_of_an_empty_store(client: AppClient) -> None:
     response = await client.get("/v1/deploys", headers=AUTH)
     assert await response.json() == {"items": [], "next": None}
 
@@ -729,7 +730,7 @@ async def test_list_of_an_empty_store(client: Client) -> None:
 
 
 async def test_a_decided_window_shows_its_verdict_and_rollback(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     created = await register(client)
     verdict = {
@@ -780,7 +781,7 @@ async def test_a_decided_window_shows_its_verdict_and_rollback(
     }
 
 
-async def rolled_back_with_follow_ups(client: Client, store: SqliteStore, *names: str) -> Any:
+async def rolled_back_with_follow_ups(client: AppClient, store: SqliteStore, *names: str) -> Any:
     """A registered window that failed, its rollback delivered, and its follow-ups `names`
     taken, each pending till the test records its outcome: the window as registered."""
     created = await register(client)
@@ -795,7 +796,7 @@ async def rolled_back_with_follow_ups(client: Client, store: SqliteStore, *names
 
 
 async def test_a_rollback_and_its_follow_ups_match_the_served_document(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     """The served document describes the rollback object as it is sent, its states and its
     follow-ups' states as enums of exactly what the code produces: the rollback was an
@@ -828,7 +829,7 @@ async def test_a_rollback_and_its_follow_ups_match_the_served_document(
 
 
 async def test_the_event_streams_deploy_object_is_the_apis_with_its_follow_ups(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     """Contract §8: a `state` event's data is the deploy object. The stream's lacked the
     rollback's `then` (its reader rendered the object without the follow-ups), so a
@@ -850,7 +851,7 @@ async def test_the_event_streams_deploy_object_is_the_apis_with_its_follow_ups(
 
 @pytest.mark.parametrize("decided_by", ["judge", "outside-the-judge"])
 async def test_a_verdicts_decided_at_has_the_milliseconds_of_the_objects_other_times(
-    client: Client, store: SqliteStore, decided_by: str
+    client: AppClient, store: SqliteStore, decided_by: str
 ) -> None:
     """A verdict decided and a rollback requested at one instant (a manual rollback of a
     watching window) read the same in the deploy object: `decided_at` was cut to whole
@@ -870,7 +871,7 @@ async def test_a_verdicts_decided_at_has_the_milliseconds_of_the_objects_other_t
 
 
 async def test_a_live_window_keeps_verdict_null_and_shows_progress(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     from agent.records import RoundRecord
 
@@ -890,7 +891,7 @@ async def test_a_live_window_keeps_verdict_null_and_shows_progress(
 
 
 async def test_progress_says_which_round_its_figures_are_of(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     """The words are refreshed every few rounds: `progress.round` says which round the
     figures are of (the agent stores it with them); progress an older agent stored has
@@ -915,7 +916,7 @@ async def test_progress_says_which_round_its_figures_are_of(
     assert "round" in schema["properties"]
 
 
-async def test_requests_are_counted_by_status_class(client: Client, metrics: Metrics) -> None:
+async def test_requests_are_counted_by_status_class(client: AppClient, metrics: Metrics) -> None:
     await register(client)
     await client.get("/v1/deploys/dep_nope", headers=AUTH)
     await client.get("/healthz")
@@ -928,7 +929,7 @@ async def test_requests_are_counted_by_status_class(client: Client, metrics: Met
 
 
 async def test_a_failing_watcher_does_not_fail_a_committed_registration(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]],
     store: SqliteStore,
     tmp_path: Path,
 ) -> None:
@@ -945,7 +946,7 @@ async def test_a_failing_watcher_does_not_fail_a_committed_registration(
 
 
 async def test_concurrent_repeats_of_one_idempotency_key_open_one_window(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     """Five requests with one key at once, ten times over (a key each time): one opens the
     window, the others replay it. The repeats that lose the race often share the winner's
@@ -966,7 +967,7 @@ async def test_concurrent_repeats_of_one_idempotency_key_open_one_window(
 
 
 async def test_a_bug_answers_a_clean_500_problem_and_logs_it_redacted(
-    client: Client,
+    client: AppClient,
     store: SqliteStore,
     metrics: Metrics,
     monkeypatch: Any,
@@ -989,7 +990,7 @@ async def test_a_bug_answers_a_clean_500_problem_and_logs_it_redacted(
     )
 
 
-async def test_an_empty_limit_is_a_422_naming_it(client: Client) -> None:
+async def test_an_empty_limit_is_a_422_naming_it(client: AppClient) -> None:
     await register(client)
     response = await client.get("/v1/deploys?limit=", headers=AUTH)
     assert response.status == 422
@@ -1007,7 +1008,7 @@ async def test_an_empty_limit_is_a_422_naming_it(client: Client) -> None:
         "cursor=",
     ],
 )
-async def test_an_empty_filter_or_cursor_is_left_out(client: Client, query: str) -> None:
+async def test_an_empty_filter_or_cursor_is_left_out(client: AppClient, query: str) -> None:
     created = await register(client)
     response = await client.get(f"/v1/deploys?{query}", headers=AUTH)
     assert response.status == 200, await response.text()
@@ -1026,7 +1027,7 @@ def test_the_openapi_document_accepts_the_empty_filters_and_cursor() -> None:
     assert not by_name["environment"].is_valid("no spaces")
 
 
-async def test_leaving_the_list_parameters_out_lists_everything(client: Client) -> None:
+async def test_leaving_the_list_parameters_out_lists_everything(client: AppClient) -> None:
     created = await register(client)
     response = await client.get("/v1/deploys?limit=50", headers=AUTH)
     assert response.status == 200
@@ -1034,7 +1035,7 @@ async def test_leaving_the_list_parameters_out_lists_everything(client: Client) 
 
 
 async def test_cancelled_and_superseded_windows_are_counted(
-    client: Client, metrics: Metrics
+    client: AppClient, metrics: Metrics
 ) -> None:
     first = await register(client)
     await register(client)  # supersedes the first

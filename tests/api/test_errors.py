@@ -19,8 +19,8 @@ from agent.appkeys import FORESIGHT
 from agent.metrics import Metrics
 from agent.store.base import Store
 from agent.store.sqlite import SqliteStore
-from tests.api.conftest import Client
 from tests.api.harness import AUTH, TOKEN, RecordingEvents, make_app
+from tests.app_client import AppClient
 
 VALID = {"environment": "production", "version": "v1"}
 
@@ -36,7 +36,7 @@ async def problem(response: Any, status: int) -> dict[str, Any]:
 
 
 async def post_raw(
-    client: Client, data: bytes | str, content_type: str = "application/json", **headers: str
+    client: AppClient, data: bytes | str, content_type: str = "application/json", **headers: str
 ) -> Any:
     return await client.post(
         "/v1/deploys", data=data, headers={**AUTH, "Content-Type": content_type, **headers}
@@ -57,7 +57,7 @@ async def post_raw(
     ],
 )
 async def test_missing_token_is_401_with_a_bearer_challenge(
-    client: Client, method: str, path: str
+    client: AppClient, method: str, path: str
 ) -> None:
     response = await client.request(method, path, json=VALID)
     await problem(response, 401)
@@ -77,7 +77,7 @@ async def test_missing_token_is_401_with_a_bearer_challenge(
     ],
 )
 async def test_wrong_token_is_401_with_a_bearer_challenge(
-    client: Client, store: SqliteStore, authorization: str
+    client: AppClient, store: SqliteStore, authorization: str
 ) -> None:
     response = await client.post(
         "/v1/deploys", json=VALID, headers={"Authorization": authorization}
@@ -89,7 +89,7 @@ async def test_wrong_token_is_401_with_a_bearer_challenge(
 
 @pytest.mark.parametrize("other", [f"Bearer {TOKEN}", "Bearer wrong-token", f"Basic {TOKEN}"])
 async def test_two_authorization_headers_are_401_whichever_comes_first(
-    client: Client, store: SqliteStore, other: str
+    client: AppClient, store: SqliteStore, other: str
 ) -> None:
     """Authorization is one value, not a list (RFC 9110 §11.6.2). With two, the first was
     read and the second ignored: a valid token then a wrong one was let in, the other way
@@ -103,7 +103,7 @@ async def test_two_authorization_headers_are_401_whichever_comes_first(
     assert (await store.list_windows()).items == []
 
 
-async def test_the_scheme_is_case_insensitive(client: Client) -> None:
+async def test_the_scheme_is_case_insensitive(client: AppClient) -> None:
     response = await client.post(
         "/v1/deploys", json=VALID, headers={"Authorization": f"bearer {TOKEN}"}
     )
@@ -111,7 +111,7 @@ async def test_the_scheme_is_case_insensitive(client: Client) -> None:
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics", "/v1/openapi.json"])
-async def test_public_routes_need_no_token(client: Client, path: str) -> None:
+async def test_public_routes_need_no_token(client: AppClient, path: str) -> None:
     assert (await client.get(path)).status == 200
 
 
@@ -149,7 +149,7 @@ async def test_public_routes_need_no_token(client: Client, path: str) -> None:
         "lone-surrogate",
     ],
 )
-async def test_malformed_json_is_400(client: Client, data: bytes) -> None:
+async def test_malformed_json_is_400(client: AppClient, data: bytes) -> None:
     await problem(await post_raw(client, data), 400)
 
 
@@ -162,7 +162,7 @@ async def test_malformed_json_is_400(client: Client, data: bytes) -> None:
     ids=["top-level", "in-labels"],
 )
 async def test_a_key_given_twice_is_400_naming_it(
-    client: Client, store: SqliteStore, data: bytes, key: str
+    client: AppClient, store: SqliteStore, data: bytes, key: str
 ) -> None:
     """JSON leaves a repeated key's meaning to the reader (RFC 8259 §4): it was taken as
     the last one, silently (seen in a live audit), so a pipeline's `"version"` written
@@ -176,7 +176,7 @@ async def test_a_key_given_twice_is_400_naming_it(
 # --- 404 ----------------------------------------------------------------------------
 
 
-async def test_unknown_environment_is_404(client: Client, store: SqliteStore) -> None:
+async def test_unknown_environment_is_404(client: AppClient, store: SqliteStore) -> None:
     response = await client.post(
         "/v1/deploys", json={"environment": "moon", "version": "v1"}, headers=AUTH
     )
@@ -196,12 +196,12 @@ async def test_unknown_environment_is_404(client: Client, store: SqliteStore) ->
         "dep_" + "Z" * 300,
     ],
 )
-async def test_unknown_deploy_id_is_404(client: Client, deploy_id: str) -> None:
+async def test_unknown_deploy_id_is_404(client: AppClient, deploy_id: str) -> None:
     await problem(await client.get(f"/v1/deploys/{deploy_id}", headers=AUTH), 404)
     await problem(await client.post(f"/v1/deploys/{deploy_id}/cancel", headers=AUTH), 404)
 
 
-async def test_unknown_route_is_a_404_problem(client: Client) -> None:
+async def test_unknown_route_is_a_404_problem(client: AppClient) -> None:
     await problem(await client.get("/nope"), 404)
 
 
@@ -224,7 +224,7 @@ async def test_unknown_route_is_a_404_problem(client: Client) -> None:
     ],
 )
 async def test_a_route_with_a_trailing_slash_is_a_404_naming_the_route(
-    client: Client, method: str, path: str, meant: str
+    client: AppClient, method: str, path: str, meant: str
 ) -> None:
     """`POST /v1/deploys/` (a pipeline's `$URL/v1/deploys/`) answered "no such route;
     see /v1/openapi.json", as a path that is nothing like a route does: the 404 says
@@ -238,7 +238,7 @@ async def test_a_route_with_a_trailing_slash_is_a_404_naming_the_route(
 
 @pytest.mark.parametrize("path", ["/v1/openapi.json/", "/v1/openapi.json//"])
 async def test_the_openapi_document_with_a_trailing_slash_is_a_404_naming_it_without_a_token(
-    client: Client, path: str
+    client: AppClient, path: str
 ) -> None:
     """The document needs no token, so neither does its misspelling: it was a 401 asking
     for a bearer token (`WWW-Authenticate: Bearer`) the document never takes."""
@@ -250,7 +250,7 @@ async def test_the_openapi_document_with_a_trailing_slash_is_a_404_naming_it_wit
     await problem(await client.get("/v1/deploys/"), 401)
 
 
-async def test_wrong_method_is_a_405_problem(client: Client) -> None:
+async def test_wrong_method_is_a_405_problem(client: AppClient) -> None:
     response = await client.delete("/v1/deploys", headers=AUTH)
     await problem(response, 405)
     assert "POST" in response.headers["Allow"]
@@ -263,13 +263,13 @@ async def test_wrong_method_is_a_405_problem(client: Client) -> None:
 # --- 413 ----------------------------------------------------------------------------
 
 
-async def test_body_over_64_kib_is_413(client: Client, store: SqliteStore) -> None:
+async def test_body_over_64_kib_is_413(client: AppClient, store: SqliteStore) -> None:
     body = json.dumps({**VALID, "labels": {"big": "x" * (64 * 1024)}})
     await problem(await post_raw(client, body), 413)
     assert (await store.list_windows()).items == []
 
 
-async def test_chunked_body_over_64_kib_is_413_without_content_length(client: Client) -> None:
+async def test_chunked_body_over_64_kib_is_413_without_content_length(client: AppClient) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"environment": "production", "version": "v1", "pad": "'
         for _ in range(80):
@@ -282,7 +282,7 @@ async def test_chunked_body_over_64_kib_is_413_without_content_length(client: Cl
     await problem(response, 413)
 
 
-async def test_a_body_of_exactly_64_kib_is_read(client: Client) -> None:
+async def test_a_body_of_exactly_64_kib_is_read(client: AppClient) -> None:
     head = json.dumps({**VALID, "labels": {"pad": ""}})[:-4]  # ends before `""}}`
     pad = 64 * 1024 - len(head) - 4
     body = head + '"' + "x" * pad + '"}}'
@@ -293,7 +293,7 @@ async def test_a_body_of_exactly_64_kib_is_read(client: Client) -> None:
 
 @pytest.mark.parametrize("size", [64 * 1024, 64 * 1024 + 1])
 async def test_a_valid_body_of_64_kib_is_registered_and_one_byte_more_is_413(
-    client: Client, store: SqliteStore, size: int
+    client: AppClient, store: SqliteStore, size: int
 ) -> None:
     """The bound itself, in a body that is valid whatever its size (JSON whitespace pads
     it), sent with and without a Content-Length (chunked: counted while read)."""
@@ -329,11 +329,11 @@ async def test_a_valid_body_of_64_kib_is_registered_and_one_byte_more_is_413(
         "application/octet-stream",
     ],
 )
-async def test_non_json_content_type_is_415(client: Client, content_type: str) -> None:
+async def test_non_json_content_type_is_415(client: AppClient, content_type: str) -> None:
     await problem(await post_raw(client, json.dumps(VALID), content_type), 415)
 
 
-async def test_missing_content_type_is_415(client: Client) -> None:
+async def test_missing_content_type_is_415(client: AppClient) -> None:
     response = await client.post("/v1/deploys", data=json.dumps(VALID).encode(), headers=AUTH)
     await problem(response, 415)
 
@@ -342,7 +342,7 @@ async def test_missing_content_type_is_415(client: Client) -> None:
     "content_type",
     ["application/json; charset=utf-8", "application/vnd.postflight+json", "APPLICATION/JSON"],
 )
-async def test_json_content_types_are_accepted(client: Client, content_type: str) -> None:
+async def test_json_content_types_are_accepted(client: AppClient, content_type: str) -> None:
     response = await post_raw(client, json.dumps(VALID), content_type)
     assert response.status == 201
 
@@ -395,7 +395,7 @@ async def test_json_content_types_are_accepted(client: Client, content_type: str
     ],
 )
 async def test_invalid_fields_are_422_with_their_loc(
-    client: Client, store: SqliteStore, body: Any, loc: list[Any]
+    client: AppClient, store: SqliteStore, body: Any, loc: list[Any]
 ) -> None:
     response = await post_raw(client, json.dumps(body))
     problem_body = await problem(response, 422)
@@ -406,7 +406,7 @@ async def test_invalid_fields_are_422_with_their_loc(
 
 
 async def test_text_with_joiners_between_letters_is_taken_and_joiners_alone_are_not(
-    client: Client,
+    client: AppClient,
 ) -> None:
     """Zero-width joiners are how text is written: Persian puts a ZWNJ inside words,
     Indic scripts use both, and an emoji sequence (woman + ZWJ + laptop) is joined by a
@@ -445,7 +445,7 @@ async def test_text_with_joiners_between_letters_is_taken_and_joiners_alone_are_
     ],
 )
 async def test_an_invisible_mark_or_a_blank_letter_alone_is_422(
-    client: Client, version: str
+    client: AppClient, version: str
 ) -> None:
     """Text fields take printable characters, no invisible or bidirectional ones and not
     only blanks (README, HTTP API): the Arabic letter mark, the Mongolian vowel separator
@@ -477,7 +477,7 @@ async def test_an_invisible_mark_or_a_blank_letter_alone_is_422(
     ids=["1-char", "128-ascii", "128-latin", "128-astral", "spaces-inside", "32-labels", "none"],
 )
 async def test_the_bounds_themselves_are_registered_as_sent(
-    client: Client, fields: dict[str, Any]
+    client: AppClient, fields: dict[str, Any]
 ) -> None:
     """Contract §2: `version` 1–128 printable characters, `labels` at most 32 entries; a
     character is a code point, as JSON and Python count it."""
@@ -487,7 +487,7 @@ async def test_the_bounds_themselves_are_registered_as_sent(
     assert {key: deploy[key] for key in fields} == fields
 
 
-async def test_too_many_labels_is_said_as_labels(client: Client) -> None:
+async def test_too_many_labels_is_said_as_labels(client: AppClient) -> None:
     """33 labels read "Dictionary should have at most 32 items after validation, not
     more", pydantic's words, to the API and `register --label` alike (live audit)."""
     labels = {f"k{i}": "v" for i in range(33)}
@@ -496,7 +496,7 @@ async def test_too_many_labels_is_said_as_labels(client: Client) -> None:
     assert "Dictionary" not in body["detail"]
 
 
-async def test_422_lists_every_invalid_field(client: Client) -> None:
+async def test_422_lists_every_invalid_field(client: AppClient) -> None:
     response = await post_raw(client, json.dumps({"version": "", "window": "x"}))
     body = await problem(response, 422)
     assert {tuple(e["loc"]) for e in body["errors"]} == {
@@ -506,20 +506,20 @@ async def test_422_lists_every_invalid_field(client: Client) -> None:
     }
 
 
-async def test_422_does_not_echo_the_input(client: Client) -> None:
+async def test_422_does_not_echo_the_input(client: AppClient) -> None:
     secret = "s3cr3t-value-" + "z" * 20
     response = await post_raw(client, json.dumps({**VALID, "labels": {"token": {"x": secret}}}))
     assert secret not in await response.text()
 
 
-async def test_bad_idempotency_key_is_422(client: Client) -> None:
+async def test_bad_idempotency_key_is_422(client: AppClient) -> None:
     response = await post_raw(client, json.dumps(VALID), **{"Idempotency-Key": "x" * 300})
     body = await problem(response, 422)
     assert body["errors"][0]["loc"] == ["header", "Idempotency-Key"]
 
 
 async def test_two_idempotency_keys_are_422_and_open_nothing(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     """The first of two was taken and the second ignored: a retry that sent them the
     other way round opened a second window instead of replaying the first (live audit)."""
@@ -555,7 +555,7 @@ async def test_two_idempotency_keys_are_422_and_open_nothing(
     ],
 )
 async def test_bad_list_parameters_are_422_with_their_loc(
-    client: Client, query: str, loc: list[str]
+    client: AppClient, query: str, loc: list[str]
 ) -> None:
     response = await client.get(f"/v1/deploys?{query}", headers=AUTH)
     body = await problem(response, 422)
@@ -575,7 +575,7 @@ async def test_bad_list_parameters_are_422_with_their_loc(
     ],
 )
 async def test_bad_list_parameters_are_said_in_the_api_s_words(
-    client: Client, query: str, detail: str
+    client: AppClient, query: str, detail: str
 ) -> None:
     """A page size out of range was said in pydantic's words ("Input should be greater
     than or equal to 1"), and an unknown query parameter called an unknown "field", a
@@ -586,7 +586,7 @@ async def test_bad_list_parameters_are_said_in_the_api_s_words(
 
 
 @pytest.mark.parametrize("limit", ["1", "200", "050"])
-async def test_a_page_size_in_range_is_taken(client: Client, limit: str) -> None:
+async def test_a_page_size_in_range_is_taken(client: AppClient, limit: str) -> None:
     response = await client.get(f"/v1/deploys?limit={limit}", headers=AUTH)
     assert response.status == 200, await response.text()
 
@@ -595,7 +595,7 @@ async def test_a_page_size_in_range_is_taken(client: Client, limit: str) -> None
 
 
 async def test_a_store_that_does_not_answer_is_a_503_to_retry_not_a_500(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     """The store down (PostgreSQL restarting, a closed pool) is the agent briefly
     unavailable, as `/readyz` says: `503` with `Retry-After`, which `postflight register
@@ -618,7 +618,7 @@ async def test_a_store_that_does_not_answer_is_a_503_to_retry_not_a_500(
 
 @pytest.mark.parametrize("path", ["/deploys", "/deploys/dep_01JD0000000000000000000000"])
 async def test_a_deploy_page_while_the_store_does_not_answer_is_a_page_that_reloads(
-    client: Client, store: SqliteStore, path: str
+    client: AppClient, store: SqliteStore, path: str
 ) -> None:
     """The on-call engineer opening an alert's link during a database restart reads why
     in the tab, and it loads again by itself, where it showed the API's JSON."""
@@ -634,7 +634,7 @@ async def test_a_deploy_page_while_the_store_does_not_answer_is_a_page_that_relo
 
 
 async def test_requests_answered_503_while_the_store_is_down_are_one_log_line(
-    client: Client, store: SqliteStore, caplog: pytest.LogCaptureFixture
+    client: AppClient, store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Each 503 logged a WARNING of its own: a 3 s PostgreSQL restart under one polling
     client and a `register --wait` made 25 lines (a live audit), where each background
@@ -665,7 +665,7 @@ def test_a_refusal_a_minute_after_the_last_line_is_said_with_the_count_in_betwee
 
 
 async def test_an_outage_after_the_store_answered_again_is_said_again(
-    client: Client, store: SqliteStore, caplog: pytest.LogCaptureFixture
+    client: AppClient, store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The once-a-minute limit made a second outage within a minute of the first's line
     silent in the log, as if the store had stayed down in between. A request the store
@@ -709,7 +709,7 @@ def test_an_outage_ends_once_and_the_next_refusal_says_it_begins(
 
 
 async def test_a_registration_the_store_cannot_take_is_a_503_without_a_traceback(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]],
     store: SqliteStore,
     events: RecordingEvents,
     metrics: Metrics,
@@ -741,7 +741,7 @@ async def test_a_registration_the_store_cannot_take_is_a_503_without_a_traceback
 
 
 async def test_a_sqlite_file_another_process_holds_is_a_503_to_retry_not_a_500(
-    client: Client, store: SqliteStore
+    client: AppClient, store: SqliteStore
 ) -> None:
     """Another process holding the file's write lock past `busy_timeout` (an operator's
     `sqlite3 postflight.db` left in a transaction, a backup, a second agent started on the
@@ -767,7 +767,7 @@ async def test_a_sqlite_file_another_process_holds_is_a_503_to_retry_not_a_500(
 
 @pytest.mark.parametrize("query", ["=", "=x", "limit=2&=x"])
 async def test_a_list_parameter_with_no_name_is_said_to_have_none(
-    client: Client, query: str
+    client: AppClient, query: str
 ) -> None:
     """`?=x` (a script's `?${NAME}=${VALUE}` with NAME unset) was said to be the body's
     ('body: unknown field; …'), and `?=` 'body: must not be empty': a GET has no body."""
@@ -786,7 +786,7 @@ async def test_a_list_parameter_with_no_name_is_said_to_have_none(
     ],
 )
 async def test_a_list_parameter_of_the_wrong_shape_says_what_it_takes(
-    client: Client, query: str, says: str
+    client: AppClient, query: str, says: str
 ) -> None:
     """They answered with the regular expression ("String should match pattern
     '^[0-9]{1,12}(\\.[0-9]{1,20})?_dep_…'"), where `POST /v1/deploys` said what an
@@ -817,7 +817,7 @@ async def test_a_list_parameter_of_the_wrong_shape_says_what_it_takes(
     ],
 )
 async def test_a_field_of_the_wrong_json_type_says_what_to_write(
-    client: Client, field: str, value: Any, says: str
+    client: AppClient, field: str, value: Any, says: str
 ) -> None:
     """They were pydantic's words ("Input should be a valid string", "Input should be a
     valid dictionary", "String should have at least 1 character"): what was wrong, not
@@ -837,7 +837,7 @@ async def test_a_field_of_the_wrong_json_type_says_what_to_write(
     ],
 )
 async def test_a_label_key_that_is_refused_is_said_to_be_the_key(
-    client: Client, labels: dict[str, str], says: str
+    client: AppClient, labels: dict[str, str], says: str
 ) -> None:
     """A key too long read `labels.kkk…: String should have at most 64 characters`, as if
     the value were too long (pydantic's `[key]` in the loc was dropped, and its meaning)."""
@@ -859,7 +859,7 @@ async def test_a_label_key_that_is_refused_is_said_to_be_the_key(
     ],
 )
 async def test_a_name_refused_for_a_letter_not_ascii_says_which_letters(
-    client: Client, send: Callable[[Client, str], Awaitable[Any]], field: str
+    client: AppClient, send: Callable[[AppClient, str], Awaitable[Any]], field: str
 ) -> None:
     """`producción` was told 'not an environment name (letters, digits and _ . : -)',
     which ó is: the configuration says which letters, and names the character refused."""

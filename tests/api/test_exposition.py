@@ -13,7 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 
 from agent.exposition import SLICE
 from agent.metrics import Metrics
-from tests.api.conftest import Client
+from tests.app_client import AppClient
 
 AWKWARD = ["plain", 'with "quotes"', "back\\slash", "new\nline", "ünïcode"]
 
@@ -103,7 +103,7 @@ async def test_a_scraper_that_hangs_up_does_not_cancel_the_others(metrics: Metri
     assert sorted(body.splitlines()) == sorted(generate_latest(metrics.registry).splitlines())
 
 
-async def test_openmetrics_names_and_compression_are_negotiated(client: Client) -> None:
+async def test_openmetrics_names_and_compression_are_negotiated(client: AppClient) -> None:
     response = await client.get(
         "/metrics",
         params=[("name[]", "postflight_build_info")],
@@ -122,7 +122,7 @@ async def test_openmetrics_names_and_compression_are_negotiated(client: Client) 
 
 
 async def test_the_endpoint_serves_the_text_without_created_series(
-    client: Client, metrics: Metrics
+    client: AppClient, metrics: Metrics
 ) -> None:
     metrics.check_runs_total.labels(environment="prod", check="probe", result="pass").inc()
     response = await client.get("/metrics")

@@ -15,20 +15,19 @@ from datetime import UTC, datetime
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from agent.api import create_api_app
 from agent.metrics import Metrics
 from agent.retention import StorePruner
 from agent.settings import Settings
 from agent.store.sqlite import SqliteStore
+from tests.app_client import AppClient
 from tests.fakes import github as gh
 from tests.fakes import vercel as vc
 
 GH_SECRET = "replay-github-secret"
 VC_SECRET = "replay-vercel-secret"
 DAY = 86400.0
-Client = TestClient[web.Request, web.Application]
 RETENTION = 7 * DAY
 
 
@@ -80,7 +79,7 @@ async def windows(store: SqliteStore) -> int:
 
 @pytest.mark.parametrize("variant", ["vercel", "vercel-date", "github"])
 async def test_an_event_replayed_after_its_delivery_key_was_pruned_opens_nothing(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]],
     store: SqliteStore,
     variant: str,
 ) -> None:

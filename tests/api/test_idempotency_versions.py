@@ -17,9 +17,9 @@ import pytest
 
 from agent.api.models import DeployRequest
 from agent.store.sqlite import SqliteStore
-from tests.api.conftest import Client
 from tests.api.harness import AUTH
 from tests.api.test_deploys import repeated_under_a_hash
+from tests.app_client import AppClient
 from tests.store.peek import rows
 
 FULL_REQUEST = {
@@ -132,7 +132,7 @@ async def _stored_hash(store: SqliteStore, key: str) -> str:
     ids=["same", "key-order", "nulls", "empty-labels", "null-window"],
 )
 async def test_a_key_stored_now_is_replayed_by_either_version_before(
-    client: Client, store: SqliteStore, first: dict[str, Any], repeat: dict[str, Any]
+    client: AppClient, store: SqliteStore, first: dict[str, Any], repeat: dict[str, Any]
 ) -> None:
     """During a rolling upgrade a pipeline's retry can reach a replica of the version
     before: the key this version stored is that version's request, so it replays the
@@ -171,7 +171,7 @@ async def test_a_key_stored_now_is_replayed_by_either_version_before(
     ],
 )
 async def test_a_key_stored_by_a_version_before_is_replayed_now(
-    client: Client,
+    client: AppClient,
     store: SqliteStore,
     stored_by: Any,
     repeat: dict[str, Any],

@@ -15,23 +15,25 @@ from agent.api.problems import PROBLEM_CONTENT_TYPE
 from agent.api.runner import HEAD_TIMEOUT_S, MAX_FIELD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
 from agent.store.sqlite import SqliteStore
 from agent.web.routes import PAGE_PATHS
-from tests.api.conftest import Client
 from tests.api.harness import RecordingEvents, make_app
+from tests.app_client import AppClient
 
 
-async def test_healthz_is_200_ok(client: Client) -> None:
+async def test_healthz_is_200_ok(client: AppClient) -> None:
     response = await client.get("/healthz")
     assert response.status == 200
     assert await response.json() == {"status": "ok"}
 
 
-async def test_readyz_is_200_when_config_is_loaded_and_the_store_answers(client: Client) -> None:
+async def test_readyz_is_200_when_config_is_loaded_and_the_store_answers(client: AppClient) -> None:
     response = await client.get("/readyz")
     assert response.status == 200
     assert await response.json() == {"status": "ok", "checks": {"config": True, "store": True}}
 
 
-async def test_readyz_is_503_when_the_store_is_closed(client: Client, store: SqliteStore) -> None:
+async def test_readyz_is_503_when_the_store_is_closed(
+    client: AppClient, store: SqliteStore
+) -> None:
     await store.close()
     response = await client.get("/readyz")
     assert response.status == 503
@@ -42,7 +44,7 @@ async def test_readyz_is_503_when_the_store_is_closed(client: Client, store: Sql
 
 
 async def test_readyz_is_503_when_the_store_hangs(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]],
     store: SqliteStore,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -61,7 +63,7 @@ async def test_readyz_is_503_when_the_store_hangs(
 
 
 async def test_readyz_is_503_without_configuration(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]], store: SqliteStore
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]], store: SqliteStore
 ) -> None:
     from agent.api import add_routes
     from agent.appkeys import STORE
@@ -75,7 +77,7 @@ async def test_readyz_is_503_without_configuration(
     assert (await response.json())["checks"]["config"] is False
 
 
-async def test_metrics_exposes_prometheus_text_without_auth(client: Client) -> None:
+async def test_metrics_exposes_prometheus_text_without_auth(client: AppClient) -> None:
     response = await client.get("/metrics")
     assert response.status == 200
     assert response.content_type.startswith("text/plain")
@@ -95,7 +97,7 @@ async def test_add_routes_twice_is_harmless(store: SqliteStore) -> None:
 # --- OpenAPI -------------------------------------------------------------------------
 
 
-async def test_openapi_is_served_without_auth(client: Client) -> None:
+async def test_openapi_is_served_without_auth(client: AppClient) -> None:
     response = await client.get("/v1/openapi.json")
     assert response.status == 200
     document = await response.json()
@@ -140,7 +142,7 @@ def test_openapi_documents_every_route_and_error(app: web.Application) -> None:
 
 
 async def test_the_document_declares_the_401_challenge_and_the_503_retry_after(
-    client: Client,
+    client: AppClient,
 ) -> None:
     """Contract §2: a 401 carries `WWW-Authenticate: Bearer`, and a store that does not
     answer is a 503 with `Retry-After`. The document said so in words only, so a client

@@ -13,9 +13,10 @@ from agent.api.models import LIST_LIMIT_MAX
 from agent.records import DeployWindow
 from agent.store.sqlite import SqliteStore
 from common.times import rfc3339
-from tests.api.conftest import NOW, Client
+from tests.api.conftest import NOW
 from tests.api.harness import AUTH, RecordingEvents, make_app
 from tests.api.test_deploys import FULL_REQUEST
+from tests.app_client import AppClient
 
 
 class Clock:
@@ -33,15 +34,15 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def timed(
-    aiohttp_client: Callable[[web.Application], Awaitable[Client]],
+    aiohttp_client: Callable[[web.Application], Awaitable[AppClient]],
     store: SqliteStore,
     events: RecordingEvents,
     clock: Clock,
-) -> Client:
+) -> AppClient:
     return await aiohttp_client(make_app(store, events, clock=clock))
 
 
-async def post(client: Client, offset_s: float, window: str = "10m") -> tuple[int, Any]:
+async def post(client: AppClient, offset_s: float, window: str = "10m") -> tuple[int, Any]:
     body = {
         "environment": "production",
         "version": "v2",
@@ -52,14 +53,14 @@ async def post(client: Client, offset_s: float, window: str = "10m") -> tuple[in
     return response.status, await response.json()
 
 
-async def states(client: Client, state: str) -> list[str]:
+async def states(client: AppClient, state: str) -> list[str]:
     response = await client.get(f"/v1/deploys?state={state}", headers=AUTH)
     assert response.status == 200
     return [item["id"] for item in (await response.json())["items"]]
 
 
 async def test_a_deploy_ahead_of_now_is_scheduled_until_it_comes(
-    timed: Client, clock: Clock
+    timed: AppClient, clock: Clock
 ) -> None:
     status, body = await post(timed, 1800)
     assert status == 201
@@ -75,7 +76,7 @@ async def test_a_deploy_ahead_of_now_is_scheduled_until_it_comes(
     assert await states(timed, "watching") == [body["id"]]
 
 
-async def test_more_than_an_hour_ahead_is_a_422(timed: Client) -> None:
+async def test_more_than_an_hour_ahead_is_a_422(timed: AppClient) -> None:
     status, body = await post(timed, 3600 + 60)
     assert status == 422
     assert body["errors"][0]["loc"] == ["deployed_at"]
@@ -91,7 +92,7 @@ async def test_more_than_an_hour_ahead_is_a_422(timed: Client) -> None:
     ],
 )
 async def test_a_deploy_time_years_back_says_how_late_in_days(
-    timed: Client, offset_s: float, said: str
+    timed: AppClient, offset_s: float, said: str
 ) -> None:
     """`--deployed-at 2020-01-01T00:00:00Z` (a wrong date, most likely): recorded with its
     warning, which said `registered 60713h44m10s after its window ended`: a figure nobody
@@ -101,7 +102,7 @@ async def test_a_deploy_time_years_back_says_how_late_in_days(
     assert body["warnings"][0].startswith(f"production v2: {said} (deployed_at "), body
 
 
-async def test_a_deploy_time_years_ahead_is_refused_in_days(timed: Client) -> None:
+async def test_a_deploy_time_years_ahead_is_refused_in_days(timed: AppClient) -> None:
     status, body = await post(timed, 26325 * 86400 + 5 * 3600)
     assert status == 422
     assert body["errors"] == [
@@ -110,7 +111,7 @@ async def test_a_deploy_time_years_ahead_is_refused_in_days(timed: Client) -> No
 
 
 async def test_a_window_over_before_it_was_registered_is_recorded_inconclusive(
-    timed: Client, store: SqliteStore, caplog: pytest.LogCaptureFixture
+    timed: AppClient, store: SqliteStore, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Registered a day after its 1-minute window ended: 201, kept as the deploy's record,
     ended `inconclusive` at once with a verdict that says why; the active window of its
@@ -136,7 +137,7 @@ async def test_a_window_over_before_it_was_registered_is_recorded_inconclusive(
 
 
 async def test_the_contracts_example_request_is_created_as_written(
-    timed: Client, clock: Clock
+    timed: AppClient, clock: Clock
 ) -> None:
     """The body of contract section 2, word for word, on a clock five days past it (as
     the real one is): its window is long over, so it is recorded, not refused."""
@@ -153,14 +154,14 @@ async def test_the_contracts_example_request_is_created_as_written(
     assert body["state"] == "inconclusive"
 
 
-async def test_a_window_still_open_from_the_past_is_watched_for_the_rest(timed: Client) -> None:
+async def test_a_window_still_open_from_the_past_is_watched_for_the_rest(timed: AppClient) -> None:
     status, body = await post(timed, -300, window="10m")
     assert status == 201
     assert body["state"] == "watching"
     assert body["ends_at"] == rfc3339(NOW + 300)
 
 
-async def test_a_few_seconds_of_clock_skew_are_tolerated(timed: Client) -> None:
+async def test_a_few_seconds_of_clock_skew_are_tolerated(timed: AppClient) -> None:
     status, ahead = await post(timed, 3)
     assert status == 201
     assert ahead["state"] == "watching"  # a pipeline clock 3s fast: taken as now
@@ -172,7 +173,7 @@ async def test_a_few_seconds_of_clock_skew_are_tolerated(timed: Client) -> None:
 
 
 async def test_a_scheduled_window_is_listed_behind_more_watching_windows_than_a_store_page(
-    timed: Client, store: SqliteStore
+    timed: AppClient, store: SqliteStore
 ) -> None:
     """`?state=scheduled` (and `watching`) read one store page of active windows and
     filtered it by the clock: with more watching windows than that page holds (one per
@@ -209,7 +210,7 @@ async def test_a_scheduled_window_is_listed_behind_more_watching_windows_than_a_
     assert seen == [window.id for window in reversed(watching)]
 
 
-async def test_a_scheduled_window_can_be_cancelled(timed: Client) -> None:
+async def test_a_scheduled_window_can_be_cancelled(timed: AppClient) -> None:
     _, body = await post(timed, 1800)
     response = await timed.post(f"/v1/deploys/{body['id']}/cancel", headers=AUTH)
     assert response.status == 200

@@ -12,10 +12,10 @@ from agent.api.starting import starting_app
 from agent.appkeys import UNAVAILABLE_PAGE
 from agent.metrics import Metrics
 from agent.web.pages import unavailable_page
-from tests.api.conftest import Client
 from tests.api.harness import AUTH, make_settings
+from tests.app_client import AppClient
 
-Clients = Callable[[web.Application], Awaitable[Client]]
+Clients = Callable[[web.Application], Awaitable[AppClient]]
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,10 @@ from aiohttp import web
 
 from agent.api import create_api_app
 from agent.store.sqlite import SqliteStore
-from tests.api.conftest import Client
 from tests.api.harness import open_store
 from tests.api.test_errors import problem
 from tests.api.test_hooks_fuzz import fuzz_settings
+from tests.app_client import AppClient
 
 TOKEN = "fuzz-token-0123456789"
 CARRIED = {
@@ -31,8 +31,8 @@ CARRIED = {
 
 @pytest.fixture
 async def hooks_client(
-    tmp_path: Path, aiohttp_client: Callable[[web.Application], Awaitable[Client]]
-) -> Client:
+    tmp_path: Path, aiohttp_client: Callable[[web.Application], Awaitable[AppClient]]
+) -> AppClient:
     """The API with both hooks configured (their secrets set)."""
     store: SqliteStore = await open_store(tmp_path / "api.db")
     app = create_api_app(fuzz_settings(), store)
@@ -48,7 +48,7 @@ async def hooks_client(
 @pytest.mark.parametrize("method", ["GET", "PUT", "DELETE", "PATCH"])
 @pytest.mark.parametrize("path", ["/v1/hooks/github", "/v1/hooks/vercel"])
 async def test_a_wrong_method_on_a_hook_is_a_405_whatever_it_carries(
-    hooks_client: Client, path: str, method: str, carried: str
+    hooks_client: AppClient, path: str, method: str, carried: str
 ) -> None:
     response = await hooks_client.request(method, path, headers=CARRIED[carried])
     body = await problem(response, 405)
@@ -58,13 +58,15 @@ async def test_a_wrong_method_on_a_hook_is_a_405_whatever_it_carries(
 
 
 @pytest.mark.parametrize("path", ["/v1/hooks/github", "/v1/hooks/vercel"])
-async def test_the_hooks_right_method_unsigned_stays_a_401(hooks_client: Client, path: str) -> None:
+async def test_the_hooks_right_method_unsigned_stays_a_401(
+    hooks_client: AppClient, path: str
+) -> None:
     for carried in ("nothing", "a wrong signature", "an API token"):
         response = await hooks_client.post(path, data=b"{}", headers=CARRIED[carried])
         await problem(response, 401)
 
 
-async def test_a_wrong_method_on_the_openapi_document_is_a_405(hooks_client: Client) -> None:
+async def test_a_wrong_method_on_the_openapi_document_is_a_405(hooks_client: AppClient) -> None:
     response = await hooks_client.post("/v1/openapi.json")
     await problem(response, 405)
     assert set(response.headers["Allow"].split(",")) == {"GET", "HEAD"}
@@ -79,7 +81,7 @@ async def test_a_wrong_method_on_the_openapi_document_is_a_405(hooks_client: Cli
     ],
 )
 async def test_a_bearer_route_checks_the_token_before_the_method(
-    hooks_client: Client, method: str, path: str, allow: set[str]
+    hooks_client: AppClient, method: str, path: str, allow: set[str]
 ) -> None:
     for carried in ("nothing", "a wrong bearer token"):
         response = await hooks_client.request(method, path, headers=CARRIED[carried])
@@ -103,7 +105,7 @@ async def test_a_bearer_route_checks_the_token_before_the_method(
     ],
 )
 async def test_head_answers_as_get_without_a_body(
-    hooks_client: Client, path: str, carried: str, status: int
+    hooks_client: AppClient, path: str, carried: str, status: int
 ) -> None:
     """HEAD is GET's answer without its body (RFC 9110 §9.3.2): its status, and the
     problem+json type of a refusal."""
@@ -125,7 +127,7 @@ async def test_head_answers_as_get_without_a_body(
     ],
 )
 async def test_options_is_a_405_naming_the_methods_a_route_takes(
-    hooks_client: Client, path: str, allow: set[str]
+    hooks_client: AppClient, path: str, allow: set[str]
 ) -> None:
     """The API serves no CORS preflight: OPTIONS is a method its routes do not take, so a
     405 with `Allow` (after the token on the bearer routes), never a 200 with nothing."""

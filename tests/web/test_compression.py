@@ -13,8 +13,6 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 from agent.appkeys import SETTINGS
 from agent.records import DeployWindow, RoundRecord
@@ -24,6 +22,7 @@ from agent.web.compression import accepts_gzip
 from agent.web.links import sign, signing_key
 from agent.web.pages import SECURITY_HEADERS
 from tests.api.harness import AUTH, OTHER_TOKEN, TOKEN, RecordingEvents, make_app
+from tests.app_client import AppClient
 
 ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
 VERDICT = {
@@ -48,9 +47,7 @@ async def watched(store: SqliteStore, rounds: int = 40) -> None:
         assert await store.record_round(record, VERDICT)
 
 
-async def raw(
-    client: TestClient[web.Request, web.Application], path: str, **headers: str
-) -> tuple[Any, bytes]:
+async def raw(client: AppClient, path: str, **headers: str) -> tuple[Any, bytes]:
     """The answer's headers and its bytes as they came over the wire (not decoded)."""
     response = await client.get(path, headers=headers)
     return response, await response.read()
@@ -64,7 +61,7 @@ async def test_a_page_and_its_live_part_go_gzipped_to_a_client_that_takes_gzip(
     now = time.time()  # one clock: the two answers are the same page
     # no cookie jar: the session a bearer token's page sets would sign the second answer
     # in (its Sign out button), another page than the first's
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+    client: AppClient = await aiohttp_client(
         make_app(store, RecordingEvents(), clock=lambda: now),
         auto_decompress=False,
         cookie_jar=aiohttp.DummyCookieJar(),
@@ -105,7 +102,7 @@ async def test_open_tabs_share_one_compressed_rounds_part_per_round(
     stored round and spliced into each answer, whose bytes are the page's as before."""
     await watched(store, rounds=300)
     now = time.time()
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+    client: AppClient = await aiohttp_client(
         make_app(store, RecordingEvents(), clock=lambda: now), auto_decompress=False
     )
     real = zlib.compressobj
@@ -130,7 +127,7 @@ async def test_open_tabs_share_one_compressed_rounds_part_per_round(
 async def test_the_pages_files_go_gzipped_and_revalidate_as_before(
     aiohttp_client: Any, store: SqliteStore
 ) -> None:
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+    client: AppClient = await aiohttp_client(
         make_app(store, RecordingEvents()), auto_decompress=False
     )
     script = assets.packaged().url_name("page.js")
@@ -152,7 +149,7 @@ async def test_the_event_stream_is_not_compressed(aiohttp_client: Any, store: Sq
     signed for that answer, beside the deployer's labels: what BREACH reads through a
     compressed size. (Compressed, each event would also wait in the compressor.)"""
     await watched(store, rounds=1)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
+    client: AppClient = await aiohttp_client(
         make_app(store, RecordingEvents()), auto_decompress=False
     )
     async with client.get(f"/v1/deploys/{ID}/events", headers={**AUTH, **GZIP}) as response:
@@ -172,7 +169,7 @@ async def test_a_compressed_page_carries_no_token_it_was_not_sent(
     token or the session, this fails: decide again (`agent.web.compression`)."""
     await watched(store)
     app = make_app(store, RecordingEvents())
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+    client: AppClient = await aiohttp_client(app)
     key = signing_key(app[SETTINGS].server)
     sent = sign(key, ID, time.time() + 3600)
     headers: dict[str, str] = dict(GZIP)

@@ -28,6 +28,7 @@ from agent.web import reader as reader_module
 from agent.web.events import deploy_events
 from agent.web.feed import FEED, DeployFeed
 from agent.web.reader import readers_of
+from tests.app_client import AppClient
 from tests.config.test_validate_config import MINIMAL
 from tests.rollback.support import REQUESTED_AT, make_window, stored_intent
 from tests.web.sse import events
@@ -96,7 +97,7 @@ class FlakyStore(SqliteStore):
 @contextlib.asynccontextmanager
 async def stream_app(
     store: SqliteStore, watching: bool = False
-) -> AsyncIterator[tuple[TestClient[Any, Any], DeployFeed]]:
+) -> AsyncIterator[tuple[AppClient, DeployFeed]]:
     """The event stream of a window whose rollback is pending (so it stays open), or
     `watching`, its feed told of changes by the test."""
     if watching:

@@ -15,8 +15,6 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 import jinja2
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 
 import agent.store.sql as sql_module
 import agent.web.pages as pages
@@ -27,6 +25,7 @@ from agent.store.sqlite import SqliteStore
 from agent.web.built_views import BuiltPage, BuiltViews
 from agent.web.charts import evidence_chart, rounds_chart
 from tests.api.harness import AUTH, RecordingEvents, make_app
+from tests.app_client import AppClient
 
 ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
 VERDICT = {
@@ -92,9 +91,7 @@ async def test_fetches_of_one_stored_round_read_and_build_its_rounds_once(
     await store.open()
     try:
         now = await watching(store)
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(
-            make_app(store, RecordingEvents())
-        )
+        client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
 
         async def live_part() -> str:
             response = await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)
@@ -145,9 +142,7 @@ async def test_the_page_is_built_and_rendered_off_the_loop_thread(
     monkeypatch.setattr(view_module, "_rule_charts", drawn)
     monkeypatch.setattr(jinja2.Template, "generate", rendered)
     await watching(store)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        make_app(store, RecordingEvents())
-    )
+    client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
     for path in (f"/deploys/{ID}", f"/deploys/{ID}?fragment=1"):
         response = await client.get(path, headers=AUTH)
         assert response.status == 200 and "errors" in await response.text()
@@ -200,9 +195,7 @@ async def test_a_page_built_round_by_round_draws_what_one_built_at_once_draws(
     )
     await store.create_window(window)
     assert await store.set_baseline(ID, {"lat": {"value": 0.1, "values": [0.1, 0.11, 0.12]}})
-    watched: TestClient[web.Request, web.Application] = await aiohttp_client(
-        make_app(store, RecordingEvents())
-    )
+    watched: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
     for number in range(1, 6):
         values = [0.2 + number / 100 + i / 1000 for i in range(3)]
         failed = {"failed": 2, "message": f"500 in round {number}", "failure": {"step": "s"}}
@@ -227,9 +220,7 @@ async def test_a_page_built_round_by_round_draws_what_one_built_at_once_draws(
     assert "latency, new vs baseline" in whole and 'data-round="5"' in whole
     assert "evidence toward failing" in whole and "500 in round 3" in whole
     assert part == whole
-    fresh: TestClient[web.Request, web.Application] = await aiohttp_client(
-        app
-    )  # and a page read at once
+    fresh: AppClient = await aiohttp_client(app)  # and a page read at once
     page = await (await fresh.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
     assert rounds_part(page) == whole
 
@@ -302,9 +293,7 @@ async def test_a_pages_first_read_never_holds_every_round_whole(
         return summary
 
     monkeypatch.setattr(sql_module, "json", SimpleNamespace(loads=parsed, dumps=json.dumps))
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        make_app(store, RecordingEvents())
-    )
+    client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
     page = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
     assert 'data-rounds="6"' in page and "500 in 6" in page
     assert most == 1, f"{most} rounds' whole summaries held at once"

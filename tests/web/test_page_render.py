@@ -8,8 +8,6 @@ import dataclasses
 import time
 from typing import Any
 
-from aiohttp import web
-from aiohttp.test_utils import TestClient
 from markupsafe import escape as html_escape
 
 from agent.api import create_api_app
@@ -23,6 +21,7 @@ from agent.web.times import iso
 from agent.windows.lifecycle import settled_alert
 from alerting.events import headline
 from tests.api.harness import AUTH, TOKEN, RecordingEvents, make_app, rule
+from tests.app_client import AppClient
 from tests.store.peek import set_rollback
 
 ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
@@ -44,9 +43,7 @@ async def page_of(
     for key, result in (alerts or {}).items():
         assert await store.claim_alert(ID, key, now - 20)
         await store.record_alert(ID, key, result, "")
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        make_app(store, RecordingEvents())
-    )
+    client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
     response = await client.get(f"/deploys/{ID}", headers=AUTH)
     assert response.status == 200
     assert response.headers["Content-Security-Policy"].startswith("default-src 'none'")
@@ -116,9 +113,7 @@ async def test_the_list_filters_on_every_state_and_environment_and_refuses_unkno
     )
     await store.create_window(scheduled)
     await store.create_window(watching)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        make_app(store, RecordingEvents())
-    )
+    client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
 
     for state, expected in (("scheduled", "S"), ("watching", "W"), ("passed", "P")):
         response = await client.get(f"/deploys?state={state}", headers=AUTH)
@@ -224,9 +219,7 @@ async def test_a_round_stored_while_the_page_reads_waits_for_the_next_read(
         return await read(window_id, after, each=each)
 
     monkeypatch.setattr(store, "rounds", with_a_round_stored_first)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        make_app(store, RecordingEvents())
-    )
+    client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
     fragment = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
     assert 'data-rounds="1"' in fragment
     assert 'data-round="1"' in fragment and 'data-round="2"' not in fragment
@@ -260,9 +253,7 @@ async def test_the_rollback_section_says_why_it_was_asked_for_and_why_it_was_not
     intent.state, intent.finished_at = "failed", now - 9
     intent.last_error = "no previous production deployment is known (label vercel.previous)"
     await set_rollback(store, intent)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        make_app(store, RecordingEvents())
-    )
+    client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
     response = await client.get(f"/deploys/{ID}", headers=AUTH)
     html = await response.text()
     section = html[html.index('id="rollback-title"') :]
@@ -298,7 +289,7 @@ async def test_the_rollback_section_names_the_deployment_vercel_goes_back_to(
     )
     app = create_api_app(settings, store, Metrics(), RecordingEvents())
     mount_pages(app)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+    client: AppClient = await aiohttp_client(app)
     html = await (await client.get(f"/deploys/{ID}", headers=AUTH)).text()
     section = html[html.index('id="rollback-title"') :]
     assert "Target: Vercel&#39;s instant rollback, back to deployment dpl_old&lt;i&gt;." in section
@@ -331,9 +322,7 @@ async def test_tabs_fetching_the_live_part_at_once_share_a_read_that_follows_the
             ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
         )
         await store.create_window(window)
-        client: TestClient[web.Request, web.Application] = await aiohttp_client(
-            make_app(store, RecordingEvents())
-        )
+        client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
 
         async def live_part() -> str:
             response = await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)
@@ -376,7 +365,7 @@ async def test_a_failed_rollbacks_section_says_what_to_do_as_its_alert_does(
     settings = Settings(server={"api_tokens": [TOKEN]}, environments={"production": env})
     app = create_api_app(settings, store, Metrics(), RecordingEvents())
     mount_pages(app)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(app)
+    client: AppClient = await aiohttp_client(app)
 
     async def advice() -> str | None:
         html = await (await client.get(f"/deploys/{ID}?fragment=1", headers=AUTH)).text()
@@ -457,9 +446,7 @@ async def test_a_window_that_ended_early_says_when_it_ended_beside_its_planned_e
         ID, "production", "v2", "v1", "abc123", {}, "watching", now - 60, now + 540, now - 60
     )
     await store.create_window(window)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        make_app(store, RecordingEvents())
-    )
+    client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
     planned, ended = iso(now + 540), iso(now - 10)
 
     def facts(html: str) -> str:
@@ -487,9 +474,7 @@ async def test_a_window_that_ran_its_full_length_says_it_ended_then(
     )
     await store.create_window(window)
     await store.finish_window(ID, "passed", {"outcome": "pass", "reason": "x"}, now)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        make_app(store, RecordingEvents())
-    )
+    client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
     html = await (await client.get(f"/deploys/{ID}", headers=AUTH)).text()
     shown = html[html.index('<dl class="facts">') : html.index("</dl>")]
     end = iso(now)
@@ -510,9 +495,7 @@ async def test_a_window_ended_says_how_long_it_ran_as_its_moments_show(
     )
     await store.create_window(window)
     await store.finish_window(ID, "cancelled", None, t + 34.1)
-    client: TestClient[web.Request, web.Application] = await aiohttp_client(
-        make_app(store, RecordingEvents())
-    )
+    client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
     html = await (await client.get(f"/deploys/{ID}", headers=AUTH)).text()
 
     assert f'<time datetime="{iso(t + 32)}">' in html and f'<time datetime="{iso(t + 34)}">' in html

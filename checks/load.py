@@ -330,10 +330,7 @@ class _LoadRun:
             if counted:
                 # a timeout the target's silence proves is its own (`checks.silence`)
                 own = failed.silent_s is None
-                if (
-                    own
-                    and self._agents(False, failed.kind, None, sent, due, mark, 0.0) == "agent_lag"
-                ):
+                if own and self._agents(False, failed.kind, None, sent, due, mark) == "agent_lag":
                     self.agent_lag += 1
                     return
                 self.errors[failed.kind] += 1
@@ -351,7 +348,14 @@ class _LoadRun:
         error = mismatches[0].kind if mismatches else None
         sample = reply.sample(cfg.name, error, self.ctx.target)
         dropped = self._agents(
-            sample.ok, error, reply.latency_s, sent, due, mark, reply.agent_held_s
+            sample.ok,
+            error,
+            reply.latency_s,
+            sent,
+            due,
+            mark,
+            reply.agent_held_s,
+            reply.agent_resumed_s,
         )
         if dropped == "agent_lag":  # too slow (`max_latency`) by the agent's stall
             self.agent_lag += 1
@@ -378,20 +382,24 @@ class _LoadRun:
         sent: float,
         due: float,
         mark: float,
-        held: float,
+        held: float = 0.0,
+        resumed: float = 0.0,
     ) -> Dropped | None:
         """What of this request's measurement the agent's loop caused (`checks.lag`):
         its stall while the request was out (since `mark`), and for a latency, which
         counts from when the request was due, also how late it went out (this open
         model waits on nothing but the loop, so a late start is the agent's) and the
         stall that held it back once started, before it was written (`held`: a new
-        connection's connect waiting for the loop, `checks.written`)."""
+        connection's connect waiting for the loop, `checks.written`), or the stall its
+        answer landed just after (`resumed`, counted from when it was due:
+        `checks.lag.AGENT_RESUMED`)."""
         stalled = self.lag.total() - mark
         late_start = max(0.0, sent - due)
         if stalled <= SLACK_S and late_start <= SLACK_S:
             return None
         waited = time.perf_counter() - sent
         late = min(min(self.lag.unattended(), stalled) + held, stalled) + late_start
+        late = max(late, min(resumed, stalled + late_start))
         return verdict_on(ok, error, latency, waited, stalled, late)
 
     def result(self) -> CheckResult:

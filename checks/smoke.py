@@ -23,6 +23,7 @@ from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.expect import Body, Expect, Expectation, Mismatch, compile_path
 from checks.lag import (
     AGENT_HELD,
+    AGENT_RESUMED,
     SLACK_S,
     UNANSWERED,
     Dropped,
@@ -255,7 +256,7 @@ class SmokeCheck(Check):
                     if failed.reply is not None:
                         sample = failed.reply.sample(cfg.name, first.kind, ctx.target)
                         if lag is not None:
-                            judged = lag.judged(sample, failed.reply.agent_held_s)
+                            judged = lag.judged(sample, failed.reply)
                             if judged is None:  # too slow (`max_latency`) by the agent's stall
                                 where = self._step_label(index)
                                 return lag.dropped(cfg.name, where, str(failed), samples, redactor)
@@ -279,7 +280,7 @@ class SmokeCheck(Check):
                     )
                 sample = reply.sample(cfg.name, None, ctx.target)
                 if lag is not None:
-                    sample = lag.judged(sample, reply.agent_held_s) or sample
+                    sample = lag.judged(sample, reply) or sample
                 samples.append(sample)
                 done.append(_step_summary(step.name, reply))
         total_ms = sum(s["latency_ms"] for s in done)
@@ -379,25 +380,34 @@ class _StepLag:
         self.started = time.perf_counter()
 
     def verdict(
-        self, ok: bool, error: str | None, latency: float | None, held: float = 0.0
+        self,
+        ok: bool,
+        error: str | None,
+        latency: float | None,
+        held: float = 0.0,
+        resumed: float = 0.0,
     ) -> Dropped | None:
         """What of the step's measurement the agent's stall since `start` made (as
-        `checks.lag.attributed` judges a run's), counted."""
+        `checks.lag.attributed` judges a run's, with the reply's `agent_held_s` and
+        `agent_resumed_s`), counted."""
         stalled = self.lag.total() - self.mark
         if stalled <= SLACK_S:
             return None
         waited = time.perf_counter() - self.started
         late = min(min(self.lag.unattended(), stalled) + held, stalled)
+        late = max(late, min(resumed, stalled))  # it landed as the loop came back
         dropped = verdict_on(ok, error, latency, waited, stalled, late)
         if dropped is not None:
             self.counts[dropped] += 1
             self.stalled = stalled
         return dropped
 
-    def judged(self, sample: Sample, held: float) -> Sample | None:
+    def judged(self, sample: Sample, reply: Reply) -> Sample | None:
         """`sample` as evidence of the target: without its latency where that is the
         agent's; None where the whole sample is (a `max_latency` missed by the stall)."""
-        dropped = self.verdict(sample.ok, sample.error, sample.latency_s, held)
+        dropped = self.verdict(
+            sample.ok, sample.error, sample.latency_s, reply.agent_held_s, reply.agent_resumed_s
+        )
         if dropped == "agent_lag":
             return None
         return without_latency(sample) if dropped == "agent_lag_latency" else sample
@@ -429,9 +439,12 @@ def _lag(
 ) -> dict[str, Any]:
     """`details` with what the agent's lag is judged by (`checks.lag.attributed`, on a run
     of one sample: its last step's), as an http check keeps them: how long a stall held
-    the step's request back, the target's silence at its timeout."""
+    the step's request back, the stall its answer landed just after, the target's silence
+    at its timeout."""
     if reply is not None and reply.agent_held_s:  # rounded up, as `checks.http`
         details[AGENT_HELD] = math.ceil(reply.agent_held_s * 1e4) / 1e4
+    if reply is not None and reply.agent_resumed_s:  # rounded up, as `checks.http`
+        details[AGENT_RESUMED] = math.ceil(reply.agent_resumed_s * 1e4) / 1e4
     if silent_s is not None:  # rounded down
         details[UNANSWERED] = math.floor(silent_s * 1e4) / 1e4
     return details

@@ -604,16 +604,22 @@ async def test_gives_up_after_max_attempts(
 async def test_a_hung_webhook_times_out_and_is_retried(
     store: SqliteStore, delivery: RollbackDelivery, rollback_receiver: Any
 ) -> None:
+    """The first attempt hangs past the 0.2 s timeout; the receiver answers every later one
+    at once, yet a loaded machine may read that answer past 0.2 s too (a second answer
+    0.3 s late failed `attempts == 2`): each such attempt is one more timeout, retried, and
+    the rollback is delivered by the attempt whose 200 came in time."""
     receiver: RollbackReceiver = await rollback_receiver(SECRET, script=("hang", 200))
 
     done = await delivery.deliver(
         await stored_intent(store), settings(receiver.url, timeout=0.2), "production"
     )
 
-    assert done.state == "delivered" and done.attempts == 2
-    first, second = await deliveries(store, "dep_01JDTEST")
+    assert done.state == "delivered" and done.attempts >= 2
+    first, *late, answered = rows = await deliveries(store, "dep_01JDTEST")
     assert first.status is None and first.error is not None and "timed out" in first.error
-    assert second.status == 200
+    assert all(r.status is None and r.error and "timed out" in r.error for r in late), late
+    assert answered.status == 200
+    assert len(receiver.attempts) == len(rows) == done.attempts
 
 
 async def test_connection_refused_is_retried_then_fails_without_raising(

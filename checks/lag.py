@@ -397,6 +397,22 @@ def late_start(result: CheckResult, late: float) -> tuple[CheckResult, Dropped |
     return _dropped_latency(result, LATE_START, "started_late_s", late)
 
 
+def agents_part(
+    result: CheckResult, stalled: float, unattended: float, late: float
+) -> tuple[CheckResult, Dropped | None]:
+    """`result` as evidence of the target by both rules on the agent's part, with one
+    precedence, so that a run both would drop says one reason whatever the machine's load:
+    its late start first (`late_start`: measured to the tick before the request went out,
+    the bunch's queue is in its latency whatever stall came after), then its stall
+    (`attributed`), which judges what the late start leaves: a timeout, which a late start
+    never explains. The stall's rule first named a late-started probe a busy host's own
+    stall also caught `agent_lag`, where a quiet host named it `agent_late_start`."""
+    result, dropped = late_start(result, late)
+    if dropped is not None:
+        return result, dropped
+    return attributed(result, stalled, unattended)
+
+
 def _dropped_run(
     result: CheckResult, why: str, figure: str, seconds: float
 ) -> tuple[CheckResult, Dropped]:

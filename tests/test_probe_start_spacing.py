@@ -109,9 +109,9 @@ async def test_a_probe_moved_by_a_stall_and_started_late_again_keeps_no_latency(
                     loop.call_soon(time.sleep, 0.4)
                 return run
 
-            # four connections kept alive: the moved starts go out on them, where a connect
-            # of their own in the bunch is held by the bunch (dropped as its stall's,
-            # `agent_lag`, before its late start is looked at)
+            # four connections kept alive: the moved starts go out on them, not on connects
+            # of their own that the bunch holds (once named as that stall's, `agent_lag`,
+            # before the late start came first: `checks.lag.agents_part`)
             warm = await asyncio.gather(*(probe.run_once(probe.checks[0]) for _ in range(4)))
             assert [r.ok for r in warm] == [True] * 4
             probe.start_once = then_stalled  # type: ignore[method-assign]

@@ -33,8 +33,7 @@ from checks.lag import (
     UNANSWERED,
     Dropped,
     LoopLag,
-    attributed,
-    late_start,
+    agents_part,
     without_latency,
 )
 from checks.registry import Started, build_check, run_check, start_check
@@ -125,7 +124,7 @@ class EnvironmentProbe:
             lag = ticks().lag
             mark = lag.total()
             result = await run_check(check, self._context(check, target, deadline, room))
-            result = self._late_started(self._attributed(result, lag, mark), late)
+            result = self._attributed(result, lag, mark, late)
         self._count(check, target, result)
         return result
 
@@ -173,35 +172,28 @@ class EnvironmentProbe:
         result: CheckResult,
     ) -> None:
         self._limit.give()
-        result = self._late_started(self._attributed(result, lag, mark), late)
+        result = self._attributed(result, lag, mark, late)
         self._count(check, target, result)
         done(result)
 
-    def _attributed(self, result: CheckResult, lag: LoopLag, mark: float) -> CheckResult:
-        """`result` with what the agent's own stall (since `lag.total()` was `mark`, at the
-        run's start) made of it dropped (`checks.lag.attributed`), and the drop counted;
-        a load run, which attributes each of its requests itself, has its drops counted."""
+    def _attributed(
+        self, result: CheckResult, lag: LoopLag, mark: float, late: float
+    ) -> CheckResult:
+        """`result` with what the agent made of it dropped, and the drop counted: its start
+        `late` seconds after its moment and its own stall since `lag.total()` was `mark`,
+        at the run's start (`checks.lag.agents_part`, which says which is named when both
+        are); a run that attributed its requests or steps itself (a load run, a smoke's
+        steps) has its drops counted, and only its late start looked at."""
         own = result.details.get("agent_lag")
         if own:
             for reason, count in own.items():
                 if count:  # a smoke's steps, judged with nothing dropped, say 0
                     self._count_dropped(reason, count)
-            return result
-        stalled = lag.total() - mark
-        if stalled <= SLACK_S:
-            return result
-        result, dropped = attributed(result, stalled, lag.unattended())
-        if dropped is not None:
-            self._count_dropped(dropped, 1)
-        return result
-
-    def _late_started(self, result: CheckResult, late: float) -> CheckResult:
-        """`result` with what its start `late` seconds after its moment made of it dropped
-        (`checks.lag.late_start`: what a stall left of it already, as it is), and the drop
-        counted."""
-        if late <= SLACK_S:
-            return result
-        result, dropped = late_start(result, late)
+            stalled = unattended = 0.0
+        else:
+            stalled = lag.total() - mark
+            unattended = lag.unattended() if stalled > SLACK_S else 0.0
+        result, dropped = agents_part(result, stalled, unattended, late)
         if dropped is not None:
             self._count_dropped(dropped, 1)
         return result

@@ -363,7 +363,7 @@ async def test_a_date_written_in_a_checks_json_is_the_text_written(
 @pytest.fixture
 def stalled_agent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The agent's loop read as stalled 10 s during the first `stalls[0]` runs and not at
-    all after: the real `checks.lag.attributed` decides, given a stall the test cannot make
+    all after: the real `checks.lag.agents_part` decides, given a stall the test cannot make
     on demand, nor rule out (a loaded machine stalls a 200 ms wait past its tenth, and the
     run again was dropped too). A stalled run's timeout comes without the socket's silence
     seen (`checks.lag.UNANSWERED`), as through aiohttp (TLS), which cannot look: a timeout
@@ -373,13 +373,13 @@ def stalled_agent(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     stalls = [1]
 
-    def attributed(self, result, looplag, mark):  # type: ignore[no-untyped-def]
+    def attributed(self, result, looplag, mark, late):  # type: ignore[no-untyped-def]
         stalled = 10.0 if stalls[0] > 0 else 0.0
         stalls[0] -= 1
         if stalled:
             unseen = {k: v for k, v in result.details.items() if k != lag.UNANSWERED}
             result = dataclasses.replace(result, details=unseen)
-        return lag.attributed(result, stalled)[0]
+        return lag.agents_part(result, stalled, 0.0, late)[0]
 
     monkeypatch.setattr(EnvironmentProbe, "_attributed", attributed)
     return stalls

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 import pytest
 
 import agent.windows.probing as probing
+import checks.lag as lag
 import checks.wire as wire
 from agent.appkeys import SETTINGS, STORE
 from agent.windows.fingerprint import check_fingerprints
@@ -258,7 +259,7 @@ class LostLatencies:
         self._parsing: tuple[bool, bool, float] | None = None
         send = wire._Conn.send
         complete = wire._Conn.on_message_complete
-        attributed = probing.attributed
+        attributed = lag.attributed
 
         def sent(conn: Any, request: bytes, keep: bool, waiter: Any, mark: Any) -> None:
             before = self._last_write
@@ -286,7 +287,7 @@ class LostLatencies:
                     self.lost.append((*self._parsing, float(figure)))
             return out, dropped
 
-        late_start = probing.late_start
+        late_start = lag.late_start
 
         def started(result: Any, late: float) -> Any:
             out, dropped = late_start(result, late)
@@ -305,8 +306,8 @@ class LostLatencies:
             )
             return out
 
-        monkeypatch.setattr(probing, "attributed", counted)
-        monkeypatch.setattr(probing, "late_start", started)
+        monkeypatch.setattr(lag, "attributed", counted)  # as `lag.agents_part` calls them
+        monkeypatch.setattr(lag, "late_start", started)
         monkeypatch.setattr(probing.EnvironmentProbe, "_stalled_round", with_the_round)
 
     def mark(self) -> tuple[int, int, int, int]:

@@ -121,6 +121,21 @@ def _probe(text: str, sessions: TargetSessions, metrics: Metrics) -> Environment
     return EnvironmentProbe("production", env, sessions, metrics)
 
 
+async def one_round(text: str, metrics: Metrics) -> CheckResult:
+    """One round of the probes `text` configures, of 4 s, its checks' own pools (a load
+    check's) closed after."""
+    async with TargetSessions() as sessions:
+        probe = _probe(text, sessions, metrics)
+        try:
+            [result] = await probe.run_round(4.0, probes=1)
+        finally:
+            for check in probe.checks:
+                aclose = getattr(check, "aclose", None)
+                if aclose is not None:
+                    await aclose()
+    return result
+
+
 async def _kept_round(probe: EnvironmentProbe, budget_s: float) -> tuple[CheckResult, list[object]]:
     """Rounds (5 at most) until one's latency was kept, and the details of those whose
     latency was dropped: a round a loaded machine's scheduler stalled for real is no
@@ -333,14 +348,7 @@ def test_a_load_requests_connect_stalled_by_the_agent_loses_its_latency(
     made = _stall_connects(monkeypatch, 0.5, at=5)
 
     async def scenario(metrics: Metrics) -> CheckResult:
-        async with TargetSessions() as sessions:
-            probe = _probe(LOAD.format(url=target.url), sessions, metrics)
-            try:
-                [result] = await probe.run_round(4.0, probes=1)
-            finally:
-                for check in probe.checks:
-                    await check.aclose()
-        return result
+        return await one_round(LOAD.format(url=target.url), metrics)
 
     target_late = TargetLate(target)
     for _ in range(5):

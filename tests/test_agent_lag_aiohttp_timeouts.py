@@ -34,6 +34,7 @@ from tests.test_agent_lag_aiohttp import (
     _run,
     _server_context,
     _stall_connects,
+    one_round,
 )
 from tests.thread_target import ThreadTarget, thread_target
 
@@ -180,13 +181,7 @@ def test_a_load_checks_timeouts_at_a_silent_https_target_count_whatever_the_agen
 
     async def scenario(metrics: Metrics) -> tuple[CheckResult, int]:
         came = _stall_at_request(target, 0.3, nth=3)
-        async with TargetSessions() as sessions:
-            probe = _probe(text, sessions, metrics)
-            try:
-                [result] = await probe.run_round(4.0, probes=1)
-            finally:
-                for check in probe.checks:
-                    await check.aclose()
+        result = await one_round(text, metrics)
         return result, len(came)
 
     runs: list[object] = []

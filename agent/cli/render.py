@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from agent.api.models import Deploy, RuleResult, deploy_json
 from agent.cli.exits import ended
 from agent.client import OPEN_STATES, ClientError
+from alerting.templates import format_value
 from common.breaching import Breach, breaching
 from common.durations import format_duration
 from common.redaction import visible
@@ -93,13 +94,10 @@ def isatty(stream: TextIO) -> bool:
 
 
 def _value(metric: str, value: float | None) -> str:
-    """As the agent writes thresholds (`agent.analysis.describe`): durations for latencies,
-    three significant digits otherwise, so `observed` and `max 0.05` read alike."""
-    if value is None or value != value:
-        return "n/a"
-    if metric.startswith("latency") or "duration" in metric:
-        return format_duration(value) if value >= 0 else f"{value:.3g}"
-    return f"{value:.3g}"
+    """As an alert and the deploy page write a rule's value (`alerting.templates`): a rate
+    in %, a latency as a duration, where this table's `0.0187` sat beside the alert's
+    `1.875%` for the same baseline."""
+    return format_value(metric, value)
 
 
 def hms(moment: datetime) -> str:

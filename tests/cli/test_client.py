@@ -1275,7 +1275,7 @@ def test_a_rule_breaching_short_of_its_failure_limit_is_not_shown_as_a_pass() ->
     out = io.StringIO()
     Progress(out=out, style=Style(), live=False).update(deploy)
     line = out.getvalue()
-    assert "! breach probe-errors 1 (max 0.05, 3 of 4 rounds)" in line, line
+    assert "! breach probe-errors 100% (max 0.05, 3 of 4 rounds)" in line, line
     assert "✓ pass latency" in line, line
     shown = details(deploy, Style())
     assert "probe-errors  ! breach" in shown, shown
@@ -1351,7 +1351,7 @@ def test_a_window_passed_short_of_its_failure_limit_never_ends_on_a_tick_beside_
     line = out.getvalue()
     assert "✓" not in line, line
     assert (
-        "! pass probe-errors 0.4 (past max 0.05 in round 2: 1 of 2 rounds in a row, too few"
+        "! pass probe-errors 40% (past max 0.05 in round 2: 1 of 2 rounds in a row, too few"
         " to fail)" in line
     ), line
     shown = details(deploy, Style())  # `status ID`, and the end of `register --wait`
@@ -1372,7 +1372,7 @@ def test_a_window_passed_short_of_its_failure_limit_never_ends_on_a_tick_beside_
 def test_a_window_whose_only_round_with_data_breached_ends_inconclusive_saying_so(
     counts: list[tuple[int, int] | None],
 ) -> None:
-    """Its one round with data past its bound passed it (`! pass probe-errors 0.4 (past
+    """Its one round with data past its bound passed it (`! pass probe-errors 40% (past
     max 0.05 in round 2: 1 of 2 rounds in a row, too few to fail)`): no round showed the
     rule within its bound, so the window is `inconclusive`, and its lines say why."""
     from agent.cli.render import details
@@ -1560,7 +1560,7 @@ def test_a_sequential_rule_warned_breached_is_shown_so_pending_and_decided() -> 
     out = io.StringIO()
     Progress(out=out, style=Style(), live=False).update(deploy)
     line = out.getvalue()
-    assert "! breach probe-errors 0.5 (max 0.05, 7,115 to 1 of 250,000)" in line, line
+    assert "! breach probe-errors 50% (max 0.05, 7,115 to 1 of 250,000)" in line, line
     assert "probe-errors  ! breach" in details(deploy, Style())
 
     def decided(outcome: str) -> str:

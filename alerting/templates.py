@@ -260,6 +260,10 @@ def rule_line(rule: Mapping[str, Any]) -> str:
     if outcome == "pass" and isinstance(evidence_of, Mapping) and evidence_of.get("streak"):
         # a threshold streak short of `failure_limit`: not failed yet, and not a pass
         outcome = "breaching"
+    breaching = isinstance(evidence_of, Mapping) and evidence_of.get("breaching")
+    if outcome == "inconclusive" and breaching:
+        # a sequential rule warned `rule breached`: `[inconclusive]` read as the pass side's
+        outcome = "breaching"
     if outcome and outcome != "fail":
         line += f" [{outcome}]"
     detail = rule.get("detail")

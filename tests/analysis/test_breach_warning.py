@@ -7,6 +7,7 @@ round) and verdict (the alert's words) read it alike."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from agent.analysis.judge import Judge
 from agent.analysis.types import Observation
 from agent.settings_file import load_settings
 from agent.windows.foresight import policy_of
+from alerting.templates import rule_line
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "postflight.example.yaml"
 PER_ROUND = 320
@@ -93,3 +95,21 @@ def test_the_breach_alerts_words_say_the_evidence_against_both_bars(example: Jud
         "past its max bound on the evidence since the deploy as it stands: 379 to 1,"
         " at least 131 warns, 1,500 fails it" in detail
     ), detail
+
+
+def test_a_warned_rules_words_say_what_breaches_once(example: Judge) -> None:
+    """The live run's breach alert opened the rule's explanation with the pass side's
+    `upper bound 0.18 vs max 0.05: not enough evidence`, tagged it `[inconclusive]`, then
+    gave the warning's odds twice (`past its max bound …: 230 to 1, …; strongest evidence
+    of a regression: 230 to 1, …`): it says what is breaching and why, once."""
+    state = example.start()
+    for _ in range(2):
+        state, verdict = example.step(state, errors(1.0), final=False)
+    rule = next(r for r in verdict.rules if r.name == "probe-errors")
+    assert rule.evidence.get("breaching"), rule
+    odds = f"{round(rule.evidence['breaching']['likelihood_ratio']):,} to 1"
+    assert "not enough evidence" not in rule.detail, rule.detail
+    assert rule.detail.count(odds) == 1, rule.detail
+    assert "past its max bound on the evidence" in rule.detail, rule.detail
+    line = rule_line(asdict(rule))  # as the breach alert lists it
+    assert "[inconclusive]" not in line and "[breaching]" in line, line

@@ -300,7 +300,7 @@ class SequentialPolicy(BasePolicy):
         if warn is not None:  # the `rule breached` warning's read-out, said first
             evidence["breaching"] = _breaching_figures(warn)
             strongest = f"; {_breaching_words(warn)}"
-        if decisive is not None:  # no test failed: the one closest to failing
+        if decisive is not None and warn is None:  # no test failed: the one closest to failing
             closest, run = decisive
             strongest += (
                 f"; strongest evidence of a regression: {odds(ratio(run.log_e))}, "
@@ -327,7 +327,9 @@ class SequentialPolicy(BasePolicy):
         )
         if st["with_data"] == 1 and kind != "value":
             why += _one_round(units(rule, kind))
-        detail = f"{said}; {why}{strongest}"
+        # warned: what breaches, once; not the pass side's `upper bound 0.18 vs max 0.05: not
+        # enough evidence` before it, nor its odds again as the strongest evidence
+        detail = f"{said}{strongest}" if warn is not None else f"{said}; {why}{strongest}"
         # `no_failure`: what did not fail passes (the evidence still says how far it got)
         outcome: RuleOutcome = "inconclusive" if self.on_evidence else "pass"
         return Judged(

@@ -67,6 +67,8 @@ SECRET = "crash-end-rollback-secret"
 SENTRY_TOKEN = "crash-end-sentry-token"
 GH_TOKEN = "crash-end-github-token"
 PREVIOUS, VERSION = "v1.0.0", "v1.0.1"
+PROBES = 3
+"""Probes a round, and a background run (`run_resolve_trial`)."""
 
 
 def _env(hook: Path, mark_var: str, mark: Path) -> dict[str, str]:
@@ -358,21 +360,25 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
 
 
 class _FailingFirst:
-    """A target that answers its first `failing` requests 500, then 200: a window whose
-    first round breaches and whose last clears it."""
+    """A target that answers the first `failing` requests after `arm()` 500 (armed at
+    once unless `armed` is False), the others 200: a window whose first round breaches
+    and whose last clears it. `seen`: the requests it took."""
 
-    def __init__(self, failing: int) -> None:
+    def __init__(self, failing: int, *, armed: bool = True) -> None:
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         lock = threading.Lock()
-        seen = [0]
+        self.seen = 0
+        self._failing_from: int | None = 0 if armed else None
+        target = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 with lock:
-                    seen[0] += 1
-                    status = 500 if seen[0] <= failing else 200
+                    target.seen += 1
+                    start = target._failing_from
+                    status = 500 if start is not None and target.seen <= start + failing else 200
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
@@ -385,6 +391,10 @@ class _FailingFirst:
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
 
+    def arm(self) -> None:
+        """The next `failing` requests fail."""
+        self._failing_from = self.seen
+
 
 def run_resolve_trial(workdir: Path, *, kill: bool = True) -> EndTrial:
     """A window of two rounds whose first breaches and whose last (its end) clears it:
@@ -394,7 +404,7 @@ def run_resolve_trial(workdir: Path, *, kill: bool = True) -> EndTrial:
     if not kill:
         (workdir / "killed").touch()
     sink_log = workdir / "sink.jsonl"
-    target = _FailingFirst(3)
+    target = _FailingFirst(PROBES, armed=False)
     helpers = _Receivers()
     sink_url = helpers.start(JsonSink(log=sink_log))
     agent: subprocess.Popen[bytes] | None = None
@@ -416,7 +426,7 @@ environments:
     base_url: {target.url}
     window: 1s
     interval: 500ms
-    probes_per_round: 3
+    probes_per_round: {PROBES}
     checks:
       - {{name: api-health, type: http, path: /health, timeout: 200ms}}
     analysis: {{policy: threshold, failure_limit: 2}}
@@ -424,6 +434,12 @@ environments:
       - {{name: probe-errors, source: checks, metric: error_rate, max: 0.05}}
 """)
         agent = start_agent(workdir, config, port)
+        # the target fails the window's first round, not the background run the agent
+        # starts with (its next is 30 s on): armed at once, its failures went to that run
+        # when the host was slow to register the deploy, and no round breached (2 trials
+        # in 2 beside four CPU hogs)
+        until(lambda: target.seen >= PROBES, 60)
+        target.arm()
         deploy = request_json(
             "POST",
             f"http://127.0.0.1:{port}/v1/deploys",

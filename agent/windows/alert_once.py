@@ -327,13 +327,19 @@ class WindowAlerts:
         fence: Fence | None,
         claimed: asyncio.Future[None] | None,
     ) -> bool:
-        for key in keys:
-            if key.startswith("resolved:"):
-                await self._breach_sent(window.id, key)
+        # a resolve a window's end waits for (`claimed`) is claimed before its breach's
+        # send here is done, and sent once it is: the end cannot wait on that send (a
+        # hung channel would hold it and its rollback), and a resolve left unclaimed
+        # behind it was lost to a kill just after the end was stored
+        first = claimed is not None
+        if not first:
+            for key in keys:
+                if key.startswith("resolved:"):
+                    await self._breach_sent(window.id, key)
         owed, tried = keys, False
         while True:
             events = await self._store.alert_events(window.id)
-            left = [k for k in owed if k not in events and _owed(k, events)]
+            left = [k for k in owed if k not in events and self._may_owe(window.id, k, events)]
             if not left or (tried and len(left) == len(owed)):
                 return False  # all had theirs, or the fence no longer holds
             owed, tried = left, True
@@ -343,7 +349,40 @@ class WindowAlerts:
             now = self._clock()
             if await self._store.claim_alert(window.id, lead, now, fence, payload, also=also):
                 _tell(claimed)
+                if first and not await self._breach_told(window, lead, also, now):
+                    return False
                 return await self._send(window, alert, tags, lead, also=also)
+
+    def _may_owe(self, window_id: str, key: str, events: Mapping[str, str]) -> bool:
+        """Whether `key` may be owed: as `_owed`, or a resolve whose breach this process
+        is still sending (`_breach_told` decides once that send is done)."""
+        if _owed(key, events):
+            return True
+        return key.startswith("resolved:") and self._in_flight(window_id, _breach_of(key))
+
+    async def _breach_told(
+        self, window: DeployWindow, lead: str, also: Sequence[str], claimed_at: float
+    ) -> bool:
+        """For resolves claimed at `claimed_at` before their breaches' sends here were done
+        (`_emit_group`): True, the claim still this caller's, once those sends are done
+        and one of the breaches reached a channel (the alert names them all, as claimed);
+        else False, the claim closed unsent (a resolve only for a breach someone got), or
+        left to whoever took it over as it outlived its lease."""
+        keys = [lead, *also]
+        for key in keys:
+            if key.startswith("resolved:"):
+                await self._breach_sent(window.id, key)
+        events = await self._store.alert_events(window.id)
+        if not any(_owed(key, events) for key in keys):
+            detail = "not sent: its breach reached no channel"
+            await self._store.record_alert(window.id, lead, "dropped", detail, also=also)
+            return False
+        # a take-over stamps the claim with a time past `claimed_at + lease_s`
+        return bool(
+            await self._store.take_alert(
+                window.id, lead, self._clock(), lapsed_before=claimed_at + self.lease_s
+            )
+        )
 
     async def send_claimed(
         self,
@@ -678,12 +717,6 @@ class WindowAlerts:
         finally:
             del self._resending[window_id]
 
-    def breach_sending(self, window_id: str, resolved: Sequence[str]) -> bool:
-        """Whether this process is sending the breach that any of the `resolved:<rule>`
-        keys answers: their claim waits for that send (`_breach_sent`), which a window's
-        end must not wait for."""
-        return any(self._in_flight(window_id, _breach_of(key)) for key in resolved)
-
     def _in_flight(self, window_id: str, key: str) -> bool:
         """Whether this process is sending `key` of the window right now. Its claim (or a
         retry's lease) looks a dead sender's once the process was stopped past the lease
@@ -714,6 +747,16 @@ class WindowAlerts:
                         "dropped",
                         f"cut off; window {state}",
                         also=also,
+                    )
+                    return
+                resolves = [k for k in (claim.event, *also) if k.startswith("resolved:")]
+                events = await self._store.alert_events(claim.window_id) if resolves else {}
+                if resolves and not any(_owed(k, events) for k in resolves):
+                    # claimed before its breach's send was done (`_breach_told`), which
+                    # reached no channel (a resolve only for a breach someone got)
+                    detail = "not sent: its breach reached no channel"
+                    await self._store.record_alert(
+                        claim.window_id, claim.event, "dropped", detail, also=also
                     )
                     return
                 alert, tags = load_payload(claim.payload)

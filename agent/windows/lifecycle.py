@@ -626,8 +626,9 @@ class WindowWatch:
         window's end comes after them. Nothing re-emits a round's alerts once the window
         has ended, so a kill between the end's commit and a claim spawned beside it lost
         that alert for good (the final round's breach, on a loaded CI run). A store write
-        each; a resolve whose breach this process is still sending is not waited for (its
-        claim waits on that send: a hung channel would hold the end and its rollback)."""
+        each; a resolve whose breach this process is still sending is claimed before that
+        send is done, and sent after it (`WindowAlerts.emit_group`): a hung channel holds
+        neither the end nor its rollback."""
         claiming, self.claiming = self.claiming, []
         for claimed, task in claiming:
             if not (claimed.done() or task.done()):
@@ -1420,10 +1421,9 @@ class WindowWatch:
 
         keys, tags = list(by_key), self.env.alerts.tags
         # a resolve's claim waits on its breach's send here: not held for, but at the end
-        # with no such send under way, a claim as any other (a kill then lost it for good)
-        if event == "resolved" and (
-            not final or self.s.alerts.breach_sending(self.window.id, keys)
-        ):
+        # claimed first and sent after that send (`WindowAlerts.emit_group`), a claim as
+        # any other: left out, a kill just after the end lost it for good
+        if event == "resolved" and not final:
             self.s.spawn(self.s.alerts.emit_group(self.window, keys, make, tags, fence=self.fence))
             return
         self._claimed_first(

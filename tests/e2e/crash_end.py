@@ -396,17 +396,21 @@ class _FailingFirst:
         self._failing_from = self.seen
 
 
-def run_resolve_trial(workdir: Path, *, kill: bool = True) -> EndTrial:
+def run_resolve_trial(workdir: Path, *, kill: bool = True, breach_held: bool = False) -> EndTrial:
     """A window of two rounds whose first breaches and whose last (its end) clears it:
     the last round's resolve, and the end's `passed`, after a kill at the end (none
-    without `kill`: the hook finds its mark made)."""
+    without `kill`: the hook finds its mark made). `breach_held`: the sink holds the
+    first alert (the breach) unanswered, so it is still being sent when the window ends,
+    as a channel slow on a loaded host left it (alerting's timeout raised past the
+    window: the agent waits for the channel until it is killed)."""
     workdir.mkdir(parents=True, exist_ok=True)
     if not kill:
         (workdir / "killed").touch()
     sink_log = workdir / "sink.jsonl"
     target = _FailingFirst(PROBES, armed=False)
     helpers = _Receivers()
-    sink_url = helpers.start(JsonSink(log=sink_log))
+    sink_url = helpers.start(JsonSink(["hang"] if breach_held else [], log=sink_log))
+    timeout = "30s" if breach_held else "1s"
     agent: subprocess.Popen[bytes] | None = None
     try:
         port = free_port()
@@ -418,7 +422,7 @@ server:
 store:
   url: sqlite:///{workdir / "postflight.db"}
 alerting:
-  timeout: 1s
+  timeout: {timeout}
   channels:
     - {{url: "{sink_url.replace("http://", "json://", 1)}", tags: [oncall]}}
 environments:

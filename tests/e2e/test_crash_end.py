@@ -52,3 +52,21 @@ def test_a_kill_at_the_end_a_rollback_asked_by_hand_made_loses_nothing(tmp_path:
     assert 1 <= trial.rollback_markers <= 2, trial
     assert trial.deployment_statuses.count("failure") == 1, trial
     assert trial.commit_statuses.count("failure") == 1, trial
+
+
+def test_a_kill_at_the_end_of_a_window_whose_cleared_breach_is_still_being_sent(
+    tmp_path: Path,
+) -> None:
+    """The breach's channel has not answered when the last round clears it (the sink holds
+    it): the resolve's claim waited on that send, so the end did not wait for it, and a
+    kill then lost the resolve (2 trials in 7 beside four CPU hogs, where the breach's send
+    outlasted the last round). Claimed before that wait, the restart sends it after the
+    breach."""
+    trial = run_resolve_trial(tmp_path, breach_held=True)
+    assert trial.killed, "the agent was not killed at the window's end"
+    assert trial.state == "passed", trial
+    assert trial.count("breached") == 1, trial.alerts  # the held send was never answered
+    assert trial.count("resolved") == 1, trial.alerts
+    assert 1 <= trial.count("deploy passed") <= 2, trial.alerts
+    rules = [a for a in trial.alerts if "breached" in a or "resolved" in a]
+    assert ["breached" in rules[0], "resolved" in rules[1]] == [True, True], trial.alerts

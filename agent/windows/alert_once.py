@@ -368,21 +368,28 @@ class WindowAlerts:
         and one of the breaches reached a channel (the alert names them all, as claimed);
         else False, the claim closed unsent (a resolve only for a breach someone got), or
         left to whoever took it over as it outlived its lease."""
-        keys = [lead, *also]
-        for key in keys:
+        for key in (lead, *also):
             if key.startswith("resolved:"):
                 await self._breach_sent(window.id, key)
-        events = await self._store.alert_events(window.id)
-        if not any(_owed(key, events) for key in keys):
-            detail = "not sent: its breach reached no channel"
-            await self._store.record_alert(window.id, lead, "dropped", detail, also=also)
-            return False
         # a take-over stamps the claim with a time past `claimed_at + lease_s`
-        return bool(
-            await self._store.take_alert(
-                window.id, lead, self._clock(), lapsed_before=claimed_at + self.lease_s
-            )
-        )
+        lapsed_before = claimed_at + self.lease_s
+        if not await self._store.take_alert(window.id, lead, self._clock(), lapsed_before):
+            return False
+        return not await self._closed_unowed(window.id, lead, also)
+
+    async def _closed_unowed(self, window_id: str, lead: str, also: Sequence[str]) -> bool:
+        """Whether the claim of resolves `lead` and `also` was closed unsent (`dropped`):
+        none of their breaches reached a channel (a resolve only for a breach someone got).
+        A claim of other events is never closed here."""
+        resolves = [key for key in (lead, *also) if key.startswith("resolved:")]
+        if not resolves:
+            return False
+        events = await self._store.alert_events(window_id)
+        if any(_owed(key, events) for key in resolves):
+            return False
+        detail = "not sent: its breach reached no channel"
+        await self._store.record_alert(window_id, lead, "dropped", detail, also=also)
+        return True
 
     async def send_claimed(
         self,
@@ -749,15 +756,8 @@ class WindowAlerts:
                         also=also,
                     )
                     return
-                resolves = [k for k in (claim.event, *also) if k.startswith("resolved:")]
-                events = await self._store.alert_events(claim.window_id) if resolves else {}
-                if resolves and not any(_owed(k, events) for k in resolves):
-                    # claimed before its breach's send was done (`_breach_told`), which
-                    # reached no channel (a resolve only for a breach someone got)
-                    detail = "not sent: its breach reached no channel"
-                    await self._store.record_alert(
-                        claim.window_id, claim.event, "dropped", detail, also=also
-                    )
+                # a resolve claimed before its breach's send was done (`_breach_told`)
+                if await self._closed_unowed(claim.window_id, claim.event, also):
                     return
                 alert, tags = load_payload(claim.payload)
                 log.warning(

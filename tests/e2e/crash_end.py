@@ -19,11 +19,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.times import rfc3339
 from tests.e2e.crash import (
     ROOT,
     TOKEN,
@@ -69,6 +71,8 @@ GH_TOKEN = "crash-end-github-token"
 PREVIOUS, VERSION = "v1.0.0", "v1.0.1"
 PROBES = 3
 """Probes a round, and a background run (`run_resolve_trial`)."""
+SCHEDULED_AHEAD_S = 6.0
+"""`run_resolve_trial`'s deploy goes live this far after its registration."""
 
 
 def _env(hook: Path, mark_var: str, mark: Path) -> dict[str, str]:
@@ -444,10 +448,15 @@ environments:
         # in 2 beside four CPU hogs)
         until(lambda: target.seen >= PROBES, 60)
         target.arm()
+        # its first slot ahead, past the API's clock skew (a deployed_at up to 5 s ahead
+        # counts as now): registered live, a watch the loaded host started over a round
+        # late ran its last slot alone, and the window ended `inconclusive` (2 runs in 17
+        # beside four CPU hogs, the watch 0.54-0.6 s after the registration)
+        ahead = rfc3339(time.time() + SCHEDULED_AHEAD_S)
         deploy = request_json(
             "POST",
             f"http://127.0.0.1:{port}/v1/deploys",
-            {"environment": "production", "version": VERSION},
+            {"environment": "production", "version": VERSION, "deployed_at": ahead},
         )
         if kill:
             agent.wait(timeout=60)

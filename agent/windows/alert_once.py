@@ -331,15 +331,15 @@ class WindowAlerts:
         # send here is done, and sent once it is: the end cannot wait on that send (a
         # hung channel would hold it and its rollback), and a resolve left unclaimed
         # behind it was lost to a kill just after the end was stored
-        first = claimed is not None
-        if not first:
+        if claimed is None:
             for key in keys:
                 if key.startswith("resolved:"):
                     await self._breach_sent(window.id, key)
         owed, tried = keys, False
         while True:
             events = await self._store.alert_events(window.id)
-            left = [k for k in owed if k not in events and self._may_owe(window.id, k, events)]
+            sending = self._breach_sending(window.id, owed)
+            left = [k for k in owed if k not in events and (_owed(k, events) or k in sending)]
             if not left or (tried and len(left) == len(owed)):
                 return False  # all had theirs, or the fence no longer holds
             owed, tried = left, True
@@ -349,16 +349,20 @@ class WindowAlerts:
             now = self._clock()
             if await self._store.claim_alert(window.id, lead, now, fence, payload, also=also):
                 _tell(claimed)
-                if first and not await self._breach_told(window, lead, also, now):
+                if sending.intersection(owed) and not await self._breach_told(
+                    window, lead, also, now
+                ):
                     return False
                 return await self._send(window, alert, tags, lead, also=also)
 
-    def _may_owe(self, window_id: str, key: str, events: Mapping[str, str]) -> bool:
-        """Whether `key` may be owed: as `_owed`, or a resolve whose breach this process
-        is still sending (`_breach_told` decides once that send is done)."""
-        if _owed(key, events):
-            return True
-        return key.startswith("resolved:") and self._in_flight(window_id, _breach_of(key))
+    def _breach_sending(self, window_id: str, keys: Sequence[str]) -> set[str]:
+        """The `resolved:<rule>` keys of `keys` whose breach this process is still sending:
+        claimed before that send is done, `_breach_told` decides once it is."""
+        return {
+            key
+            for key in keys
+            if key.startswith("resolved:") and self._in_flight(window_id, _breach_of(key))
+        }
 
     async def _breach_told(
         self, window: DeployWindow, lead: str, also: Sequence[str], claimed_at: float

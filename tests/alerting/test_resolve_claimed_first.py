@@ -44,38 +44,41 @@ def resolve_of(w: Any) -> Any:
     return make
 
 
-async def claimed_resolve(
-    alerts: WindowAlerts, sink: HeldSink, store: SqliteStore
-) -> tuple[asyncio.Task[bool], asyncio.Task[bool]]:
+async def resolved_beside_a_held_breach(
+    store: SqliteStore, metrics: Metrics, sink: HeldSink
+) -> tuple[bool, bool]:
     """The breach sent to `sink` (held), then the window's last round's resolve, emitted
-    as the end emits it (`claimed`): its claim is stored while the breach is held."""
-    w = window()
-    breach = Alert.for_window(w, "breach", rules=[rule("errors")])
-    sending = asyncio.ensure_future(alerts.emit(w, breach, ["oncall"], key=breach_key("errors")))
-    await sink.wait_arrived(1)
-    claimed = asyncio.get_running_loop().create_future()
-    resolving = asyncio.ensure_future(
-        alerts.emit_group(w, [RESOLVED], resolve_of(w), ["oncall"], claimed=claimed)
-    )
-    await asyncio.wait_for(claimed, 10)  # not held behind the breach's send (HELD_S)
-    assert not sending.done()
-    assert (await store.alert_events(w.id))[RESOLVED] == "claimed"
-    return sending, resolving
+    as the end emits it (`claimed`): its claim is stored while the breach is held. What
+    each send returned once `sink` answers."""
+    await sink.start()
+    try:
+        notifier = make_notifier([sink.url()], metrics, timeout=HELD_S)
+        alerts = WindowAlerts(store, notifier, retry_delays=())
+        w = window()
+        breach = Alert.for_window(w, "breach", rules=[rule("errors")])
+        sending = asyncio.ensure_future(
+            alerts.emit(w, breach, ["oncall"], key=breach_key("errors"))
+        )
+        await sink.wait_arrived(1)
+        claimed = asyncio.get_running_loop().create_future()
+        resolving = asyncio.ensure_future(
+            alerts.emit_group(w, [RESOLVED], resolve_of(w), ["oncall"], claimed=claimed)
+        )
+        await asyncio.wait_for(claimed, 10)  # not held behind the breach's send (HELD_S)
+        assert not sending.done()
+        assert (await store.alert_events(w.id))[RESOLVED] == "claimed"
+        sink.released.set()
+        return await sending, await resolving
+    finally:
+        sink.released.set()
+        await sink.stop()
 
 
 async def test_a_resolve_the_end_waits_for_is_claimed_before_its_breach_is_sent(
     store: SqliteStore, metrics: Metrics
 ) -> None:
     sink = HeldSink()
-    await sink.start()
-    try:
-        alerts = WindowAlerts(store, make_notifier([sink.url()], metrics, timeout=HELD_S))
-        sending, resolving = await claimed_resolve(alerts, sink, store)
-        sink.released.set()
-        assert await sending is True and await resolving is True
-    finally:
-        sink.released.set()
-        await sink.stop()
+    assert await resolved_beside_a_held_breach(store, metrics, sink) == (True, True)
     assert [n.title for n in sink.notifications] == [
         "[postflight] production v2.4.1: errors breached",
         "[postflight] production v2.4.1: errors resolved",
@@ -90,17 +93,7 @@ async def test_a_resolve_claimed_first_is_not_sent_when_its_breach_reached_no_on
     """A resolve only for a breach someone got: the claim is closed unsent."""
     sink = HeldSink()
     sink.fail_always(503)
-    await sink.start()
-    try:
-        alerts = WindowAlerts(
-            store, make_notifier([sink.url()], metrics, timeout=HELD_S), retry_delays=()
-        )
-        sending, resolving = await claimed_resolve(alerts, sink, store)
-        sink.released.set()
-        assert await sending is False and await resolving is False
-    finally:
-        sink.released.set()
-        await sink.stop()
+    assert await resolved_beside_a_held_breach(store, metrics, sink) == (False, False)
     assert sink.notifications == []
     events = await store.alert_events(window().id)
     assert events == {breach_key("errors"): "failed", RESOLVED: "dropped"}

@@ -157,6 +157,11 @@ rounds (the default window) and 0.45 over 900 (`tests/analysis/test_onset.py`; t
 decision benchmark's doubled latency from minute 5 at 10 req/s is caught in 11 s, from the
 deploy in 7 s)."""
 
+MIXTURE_OVERHEAD = 2.0
+"""Nats the bet mixture costs over the best single bet (its prior weight), roughly: half of
+it is what the exceedance test's mixture from the deploy pays over its e-detector's largest
+bet (`SequentialRule._onset_share`, `ONSET_RATIO`'s one use of it)."""
+
 FINAL_SHARE = 0.2
 """A relative test's share (two-sample counts, conformal rank and exceedance) spent on one
 look at the whole window at its last round, when the window's length is known
@@ -2096,10 +2101,6 @@ UNBOUNDED = (
     "no regression of any size (the baseline's rate is too uncertain: too few errors in too"
     " few periods)"
 )
-
-MIXTURE_OVERHEAD = 2.0
-"""Nats the bet mixture costs over the best single bet (its prior weight), roughly."""
-
 
 _DETECTABLE: dict[tuple[Any, ...], Detectable | None] = {}
 """`SequentialRule.detectable` across rules built alike (`_inputs`) and samples per round:

@@ -233,3 +233,25 @@ def test_a_rule_built_again_alike_is_answered_what_its_own_search_finds(
         own = rule._easiest(10.0)
         assert own is not None and found == (own.effect, own.text) != first
     assert len(sequential._DETECTABLE) == 3
+
+
+def test_an_absolute_bounds_figure_takes_the_baselines_burstiness_at_its_limit() -> None:
+    """The look at the window's end reads the deploy's rounds as bursty as the baseline's
+    periods: their burstiness measured from 60 periods is uncertain, and read as known the
+    figure was too small (`errors max 0.02` at 100 req/s over 30 rounds caught 74% at it,
+    `bench/detectable_figures.py`). Taken at the upper limit the baseline's own count
+    limits take, the figure grows with that uncertainty: the same burstiness measured from
+    fewer periods gives a larger figure, from many about the one it was."""
+    rule = Rule("errors", "checks", "error_rate", max=0.02)
+
+    def figure(periods: int) -> float:
+        total = 3000.0 * periods  # periods of 3,000 requests, 1% failed, as the rounds
+        base = BaselineData(0.01, 0.01 * total, total, periods=periods, dispersion=2e-4)
+        judged = SequentialRule(rule, base, "proportion", 0.005, horizon=30)
+        found = judged._easiest(3000.0)
+        assert found is not None and found.text.startswith("error_rate "), found
+        return found.value
+
+    sequential._DETECTABLE.clear()
+    few, many = figure(60), figure(6000)
+    assert few > many * 1.002, (few, many)

@@ -46,7 +46,10 @@ registration saying so. With the pass side's binomial sequence (`stats.binomial_
 all 400 at `--window 5m` (0.023-0.024), 71.5% with `--health-p95` at 5m.
 `--detect`: the figures stand for 80%; caught 72-76% (probe-errors)
 and 76-80% (feed-p95) at 30 rounds, 71-72% and 68-72% at 60 (`--interval 15s`), 80-84% at
-10 (`--window 5m`); health-latency 77-82% throughout.
+10 (`--window 5m`); health-latency 77-82% throughout. Measured again in session 48 at 30
+rounds (on 19e9afb5, the rank test's figure round by round with `LOOK_POWER`'s
+shortfall): the same, feed-p95's +68% caught in 76% and 80%, probe-errors' 0.061 in 76%
+and 72% (before its look took the baseline's burstiness at its upper limit).
 
 Seeds are fixed: the figures are the same from run to run. Never run as a test.
 """

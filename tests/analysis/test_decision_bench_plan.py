@@ -62,9 +62,9 @@ def test_the_plan_runs_the_cells_asked_for_with_their_sizes(bench: ModuleType) -
     )
     work = bench.tasks(plan)
     cells: dict[tuple[str, int], int] = {}
-    for family_index, rps, windows, _, start, offset, round_s in work:
+    for family_index, rps, windows, _, start, offset, round_s, rules in work:
         key = (bench.FAMILIES[family_index].key, rps)
-        assert offset == 5 and start < windows and round_s == bench.DAEMON_ROUND_S
+        assert offset == 5 and start < windows and round_s == bench.DAEMON_ROUND_S and rules == ""
         cells[key] = cells.get(key, 0) + min(bench.CHUNK, windows - start)
     # aa runs at two error levels (1% and 0.1%): two cells of 30
     assert cells == {("errors_x2", 10): 100, ("aa", 10): 60}
@@ -257,3 +257,39 @@ def test_a_run_reports_the_verdicts_users_see_in_json_and_text(
             summary["verdicts_by_family"] = ours
     assert bench.markdown(with_verdicts) == bench.markdown(saved)
     assert "Verdicts users see" not in bench.text(saved)  # saved before they were kept
+
+
+def test_judging_the_error_rule_alone_reads_what_its_samples_would_give(
+    bench: ModuleType,
+) -> None:
+    """`--rules errors` builds the error rule's baseline and rounds from the stream's counts,
+    not its samples: the same observations, the same baseline (its burstiness and period
+    length included), so the same decisions; the latency rule keeps its share of the
+    budget, judged without data."""
+    family = next(f for f in bench.FAMILIES if f.key == "bursty_aa")
+    only = frozenset({"errors"})
+    for rps in (1, 100):
+        pre, deploy = bench.window_streams(np.random.default_rng(rps), rps, family)
+        full, lean = bench.window_judge(pre, 30), bench.window_judge(pre, 30, only)
+        a, b = full.base["errors"], lean.base["errors"]
+        fields = ("value", "count", "total", "periods", "dispersion")
+        assert [getattr(a, f) for f in fields] == [getattr(b, f) for f in fields]
+        assert lean.base["latency"] is None and lean.alpha_rule == full.alpha_rule
+        for k in (0, 7, 29):
+            assert bench.observed(deploy, k, 30, only) == {
+                "errors": bench.observed(deploy, k, 30)["errors"]
+            }
+
+
+def test_a_run_prints_its_figures(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Failed before: every run raised ValueError (too many values to unpack) once its
+    windows were done, since tasks carried the round's length."""
+    argv = ["decisions.py", "--json", "--families", "errors_x5", "--rates", "1"]
+    argv += ["--windows-per-cell", "1", "--workers", "1", "--round-s", "30", "--rules", "errors"]
+    monkeypatch.setattr(sys, "argv", argv)
+    assert bench.main() == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["rules_judged"] == ["errors"] and report["round_s"] == 30
+    assert "errors_x5@1rps" in report["policies"]["sequential"]["detection"]

@@ -96,11 +96,9 @@ def test_the_decision_benchmarks_setup_is_the_benchs() -> None:
     bench = bench_module("decisions")
     said = section("How Postflight decides")
     plan = bench.Plan()
-    windows = sum(n for _, _, n, _, start, _, _ in bench.tasks(plan) if start == 0)
+    windows = sum(n for _, _, n, _, start, *_ in bench.tasks(plan) if start == 0)
     aa_like = sum(
-        n
-        for f, _, n, _, start, _, _ in bench.tasks(plan)
-        if start == 0 and bench.FAMILIES[f].aa_like
+        n for f, _, n, _, start, *_ in bench.tasks(plan) if start == 0 and bench.FAMILIES[f].aa_like
     )
     minutes = bench.ROUNDS * bench.ROUND_S / 60
     assert plan.round_s == bench.DAEMON_ROUND_S  # what a user runs

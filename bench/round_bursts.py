@@ -23,7 +23,9 @@ import argparse
 import itertools
 import sys
 import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,8 +55,25 @@ def rounds(rng: np.random.Generator, rps: float, p: float, rho: float, k: int) -
     ]
 
 
-def window(rng: np.random.Generator, rps: float, rho: float, factor: float) -> bool:
-    """Whether the window was rolled back."""
+def crossed(state: dict[str, Any]) -> list[str]:
+    """Which tests crossed, as `rule/bound:test`, from a judge's state."""
+    out = []
+    for rule, st in state["rules"].items():
+        tests = next(iter(_tests(st)), {})
+        out += [f"{rule}/{key}" for key, t in tests.items() if t.get("crossed") is not None]
+    return out
+
+
+def _tests(st: Any) -> list[dict[str, Any]]:
+    if isinstance(st, dict):
+        if "tests" in st and isinstance(st["tests"], dict):
+            return [st["tests"]]
+        return [t for v in st.values() for t in _tests(v)]
+    return []
+
+
+def window(rng: np.random.Generator, rps: float, rho: float, factor: float) -> list[str]:
+    """The tests that rolled the window back (none: it passed or was inconclusive)."""
     baseline = merge(rounds(rng, rps, RATE, rho, PERIODS))
     rules = (
         Rule("relative", "checks", "error_rate", max_increase=0.1),
@@ -66,8 +85,8 @@ def window(rng: np.random.Generator, rps: float, rho: float, factor: float) -> b
     for k, obs in enumerate(deploy):
         state = judge.advance(state, {r.name: obs for r in rules}, final=k == ROUNDS - 1)
         if judge.failed_round(state) is not None:
-            return True
-    return False
+            return crossed(state)
+    return []
 
 
 def main() -> int:
@@ -88,11 +107,17 @@ def main() -> int:
     )
     for rps, rho, factor in grid:
         rng = np.random.default_rng([SEED, int(rps), int(rho * 1e4), int(factor * 10)])
-        failed = sum(window(rng, rps, rho, factor) for _ in range(args.windows))
+        by: Counter[str] = Counter()
+        failed = 0
+        for _ in range(args.windows):
+            tests = window(rng, rps, rho, factor)
+            failed += bool(tests)
+            by.update(tests)
         worst = max(worst, failed / args.windows)
         print(
             f"{rps:>4g} req/s  rho {rho:<6g} {'boundary' if factor > 1 else 'A/A':<9}"
-            f"false rollbacks {failed}/{args.windows} ({100 * failed / args.windows:.1f}%)",
+            f"false rollbacks {failed}/{args.windows} ({100 * failed / args.windows:.1f}%)"
+            + (f"  by {dict(sorted(by.items()))}" if by else ""),
             flush=True,
         )
     print(f"worst cell {100 * worst:.1f}% (at most 1%); {time.perf_counter() - started:.0f}s")

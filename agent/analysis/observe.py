@@ -3,8 +3,9 @@
 Pure: no I/O, no clock. The daemon calls `observe` once per rule per round with that round's
 samples; `merge` pools the background probing before a deploy (or any list of periods) into
 one baseline, keeping counts and raw values so the judge can weigh the evidence, and
-measuring how bursty errors are across the periods (`Observation.dispersion`; for raw
-values, how many each period gave: `Observation.period_sizes`).
+measuring how bursty errors are across the periods (`Observation.dispersion`, and each
+period's counts, `Observation.period_counts`; for raw values, how many each period gave:
+`Observation.period_sizes`).
 """
 
 from __future__ import annotations
@@ -157,6 +158,7 @@ def merge(observations: Sequence[Observation]) -> Observation:
                 seconds=seconds,
                 periods=periods,
                 dispersion=_dispersion(usable, counts, totals),
+                period_counts=_period_counts(usable, counts, totals),
             )
     if seconds and all(o.count is not None for o in usable):
         count = sum(int(o.count or 0) for o in usable)
@@ -194,6 +196,23 @@ def _period_sizes(sampled: Sequence[Observation]) -> tuple[int, ...]:
         else:
             return ()
     return tuple(sizes) if len(sizes) > 1 else ()
+
+
+def _period_counts(
+    usable: Sequence[Observation], counts: list[int], totals: list[int]
+) -> tuple[tuple[int, int], ...]:
+    """Each pooled period's (bad events, total) (`Observation.period_counts`): a period's
+    own when it was pooled already and kept them, else its counts; () when any pooled
+    period did not keep them, or there is only one."""
+    out: list[tuple[int, int]] = []
+    for o, count, total in zip(usable, counts, totals, strict=True):
+        if o.periods == 1:
+            out.append((count, total))
+        elif o.period_counts and sum(t for _, t in o.period_counts) == total:
+            out.extend(o.period_counts)
+        else:
+            return ()
+    return tuple(out) if len(out) > 1 else ()
 
 
 def _dispersion(

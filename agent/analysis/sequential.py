@@ -21,7 +21,10 @@ starts later (when the window's length in rounds is known): halves for values, t
 the rank and exceedance tests, after a relative test on samples or on counts (an increase:
 a decrease's bad events are the complement, which the ratio test does not cover), or an absolute
 `max`/`min` on a proportion or a distribution, has set aside `FINAL_SHARE` for one look at
-the whole window at its last round (`finish`). Union bound:
+the whole window at its last round (`finish`). An increase's two-sample count test whose
+baseline kept enough periods gives `PERIOD_RANKS_SHARE` of its e-process's level from
+the deploy to a test of its rounds' ranks among those periods (`agent.analysis.period_ranks`:
+no model of burstiness, two rounds for errors x5). Union bound:
 the chance that any rule of a good deploy ever fails is at most alpha. A baseline's counts
 are pooled from periods (background runs, provider buckets): its confidence limits take the
 periods, not the requests, as the units (`BaselineData.rate_limit`), so errors that come in
@@ -45,7 +48,7 @@ from typing import Any, Literal, NamedTuple, cast
 import numpy as np
 import numpy.typing as npt
 
-from agent.analysis import rank_bets, stats
+from agent.analysis import period_ranks, rank_bets, stats
 from agent.analysis.conformal import Ranker
 from agent.analysis.describe import (
     change_floor,
@@ -55,13 +58,14 @@ from agent.analysis.describe import (
     outage_share,
     quantile_of,
 )
+from agent.analysis.period_ranks import PeriodRanks
 from agent.analysis.stats import FloatArray
 from agent.analysis.types import Observation, Rule
 
 Kind = Literal["proportion", "distribution", "value"]
 """How a rule's evidence is read: counts, raw samples, or bare values."""
 Bound = Literal["max_increase", "max", "min"]
-Test = Literal["proportion", "rank", "exceedance", "value"]
+Test = Literal["proportion", "rank", "exceedance", "value", "periods"]
 
 _EMPTY: FloatArray = np.empty(0)
 _NO_PERIODS: npt.NDArray[np.intp] = np.empty(0, dtype=np.intp)
@@ -202,6 +206,19 @@ BURSTS_SHOWN = 0.01
 chi-square's upper quantile at this level (`BaselineData.shows_bursts`); only then is its
 ladder's limit widened for them (`BaselineData.burst_limit`)."""
 
+PERIOD_RANKS_SHARE = 0.35
+"""A relative count bound's share of its two-sample e-process from the deploy (not of its
+e-detector, tail or look at the window's end) given to ranking its rounds among the
+baseline's periods (`agent.analysis.period_ranks`), when the baseline kept them: two rounds
+of errors x5 above every one of 60 periods give 0.6 x 60.4 x 30.7 = 1,112, past the 1 /
+(0.35 a) = 886 of the decision benchmark's error rule (a = 0.0032); the ladder's threshold
+rises by log(1 / 0.65) = 0.43 nats."""
+stats.register_bets(
+    "period_ranks",
+    np.array([g for g, _ in period_ranks.STRATEGIES]),
+    np.array(period_ranks.WEIGHTS),
+)
+
 COUNT_LADDER_STEP = 0.8
 """Ratio of one level of the two-sample count test's ladder to the one before it."""
 COUNT_LADDER_LAST = 2.6e-4
@@ -254,6 +271,9 @@ class BaselineData:
     """The period each of `sorted_values` came from (`Observation.period_sizes`), so that
     how samples past a cutoff cluster in periods can be measured (`share_dispersion`);
     empty when the baseline did not keep its periods."""
+    period_counts: tuple[tuple[int, int], ...] = ()
+    """Each pooled period's (bad events, total) (`Observation.period_counts`): a relative
+    count bound ranks its rounds among them (`agent.analysis.period_ranks`)."""
 
     @classmethod
     def from_observation(cls, obs: Observation | None) -> BaselineData | None:
@@ -279,6 +299,7 @@ class BaselineData:
             periods=max(1, obs.periods),
             dispersion=obs.dispersion or 0.0,
             period_of=period_of,
+            period_counts=obs.period_counts,
         )
 
     def share_dispersion(self, cutoff: float, *, below: bool) -> float:
@@ -418,6 +439,8 @@ class Component:
     def __post_init__(self) -> None:
         if self.test == "proportion" and self.ladder:
             bets = "two_sample"  # the two-sample count test's own bets (`stats.TWO_SAMPLE_BETS`)
+        elif self.test == "periods":
+            bets = "period_ranks"
         elif self.test == "exceedance" and self.conformal:
             bets = "conformal_exceedance"  # aimed stakes first (`EXCEEDANCE_MULTIPLES`)
         else:
@@ -514,7 +537,12 @@ class SequentialRule:
         self.quantile = quantile_of(rule.metric) or 0.5
         plan = self._planned()
         made = [(p, self._component(p, alpha / len(plan))) for p in plan]
-        self.components: tuple[Component, ...] = tuple(c for _, c in made if c is not None)
+        self._period_ranks: PeriodRanks | None = None
+        """The baseline's periods as scores, when a relative count bound ranks its rounds
+        among them (`_with_period_ranks`)."""
+        self.components: tuple[Component, ...] = self._with_period_ranks(
+            [c for _, c in made if c is not None]
+        )
         self._conformal_scale = next((c.scale for c in self.components if c.conformal), 0.0)
         """The tolerance's scale of the rule's conformal tests (0: none)."""
         self._base_size = int(np.isfinite(baseline.sorted_values).sum()) if baseline else 0
@@ -814,6 +842,41 @@ class SequentialRule:
         log_e = np.log(np.cumsum([w / b for w, b in zip(weights, betas, strict=True)]))
         return [(float(v), 0.0, float(log_e[k])) for k, v in enumerate(limits) if v is not None]
 
+    def _with_period_ranks(self, components: list[Component]) -> tuple[Component, ...]:
+        """The tests, with an increase's two-sample count test followed by a test of its
+        rounds' ranks among the baseline's periods (`agent.analysis.period_ranks`) when
+        the baseline kept enough of them to catch a large regression in two rounds
+        (`period_ranks.ROUNDS_TO_CATCH`): `PERIOD_RANKS_SHARE` of the two-sample
+        e-process's level from the deploy is its. Union bound: the two levels add up to the one they
+        split."""
+        base, delta = self.baseline, self.rule.max_increase
+        at = next(
+            (k for k, c in enumerate(components) if c.ladder and c.test == "proportion"), None
+        )
+        if at is None or base is None or delta is None or components[at].flip:
+            return tuple(components)
+        ranks = PeriodRanks.of(base.period_counts, delta)
+        ladder = components[at]
+        share = ladder.alpha * PERIOD_RANKS_SHARE
+        if ranks is None or not ranks.catches_in(
+            period_ranks.ROUNDS_TO_CATCH, math.log(1.0 / share)
+        ):
+            return tuple(components)
+        self._period_ranks = ranks
+        ranked = Component(
+            "max_increase",
+            "periods",
+            share,
+            0.0,
+            ladder.null,
+            ladder.claim,
+            level=ladder.level,
+            baseline_bound=ladder.baseline_bound,
+        )
+        components[at] = replace(ladder, alpha=ladder.alpha - share)
+        components.insert(at + 1, ranked)
+        return tuple(components)
+
     def _two_sample(self, share: float, change: str) -> Component | None:
         """The relative count bound as a two-sample test: the baseline's rate p is unknown.
         A ladder (`_count_ladder`) over the baseline rate's confidence limits (upper for an
@@ -826,8 +889,8 @@ class SequentialRule:
         beta_i with sum w_i = 1. Each limit holds, P(p > L(beta)) <= beta, so
         E[e_base(p)] <= 1 (`burst_limit`: the periods are the units, their measured
         burstiness corrected for how few they are; with too few events to measure it,
-        each period counts once; bursts the periods show read as a negative binomial's). For a fixed v the new side's wealth W_t(v), one bet per
-        round on count / (n (1 + delta) v), is a nonnegative supermartingale under H0 if
+        each period counts once; bursts the periods show read as a negative binomial's).
+        For a fixed v the new side's wealth W_t(v), one bet per round on count / (n (1 + delta) v), is a nonnegative supermartingale under H0 if
         v >= p, however the requests of a round are correlated (only the round's mean
         enters: `stats`), and is non-increasing in v. The baseline is measured before the
         deploy, so it is independent of the new side's bets. On {p <= L(tail)}, p lies in
@@ -1014,6 +1077,7 @@ class SequentialRule:
                     "crossed": None,
                 }
                 | ({"fin": [0.0] * stats.ROUND_SUMS, "final_p": None} if c.alpha_final else {})
+                | ({"seen": [[], []]} if c.test == "periods" else {})
                 for c in self.components
             },
             "passes": {
@@ -1037,6 +1101,9 @@ class SequentialRule:
             if comp.level == 0.0:
                 refuted = self._refuted(comp, obs)
                 self._bet(state["tests"][comp.key], comp, 0.0, 0.0, index, eligible, refuted)
+                continue
+            if comp.test == "periods":
+                self._bet_ranks(state["tests"][comp.key], comp, obs, index, eligible)
                 continue
             if comp.ladder:
                 st = state["tests"][comp.key]
@@ -1229,6 +1296,22 @@ class SequentialRule:
             mix = stats.log_mix_large if comp.conformal else stats.log_mix
             log_d = mix(sr, comp.bets)
         _record(st, comp, stats.log_mix(wealth, comp.bets), log_d, index, eligible, self)
+
+    def _bet_ranks(
+        self, st: dict[str, Any], comp: Component, obs: Observation, index: int, eligible: bool
+    ) -> None:
+        """A round's errors ranked among the baseline's periods and the rounds before it
+        (`agent.analysis.period_ranks`); a round smaller than the periods is not ranked."""
+        ranks = self._period_ranks
+        assert ranks is not None
+        score = ranks.score(index, int(obs.count or 0), int(obs.total or 0))
+        if score is None:
+            return
+        seen = st["seen"]
+        p = ranks.p_value(score, seen, index)
+        period_ranks.add_seen(seen, score)
+        log_f = ranks.log_factors(p, period_ranks.seen_rounds(seen))
+        self._bet(st, comp, 0.0, 0.0, index, eligible, log_f)
 
     def _bet_ladder(
         self, st: dict[str, Any], comp: Component, obs: Observation, index: int, eligible: bool

@@ -70,6 +70,11 @@ class Observation:
     many each period gave, in order, so the judge can measure how samples past any cutoff
     cluster in periods (slow whole rounds) as `dispersion` does for counts. Empty: not kept
     (one period, or a baseline stored before it was)."""
+    period_counts: tuple[tuple[int, int], ...] = ()
+    """With counts pooled from several periods (`merge`: a baseline's background runs,
+    provider buckets), each period's (bad events, total), in order, so the judge can rank
+    a round among them (`agent.analysis.period_ranks`). Empty: not kept (one period, or a
+    baseline stored before it was)."""
     answered: bool = False
     """With `error`: the source answered, but not usably (a rejected key or query, an answer
     that cannot be read): a fix in the configuration, not an outage that passes."""

@@ -398,7 +398,12 @@ def bucketed_baseline(whole: Observation, buckets: list[Observation] | None) -> 
     pooled = merge(usable)
     if abs((pooled.total or 0) - whole.total) > 0.01 * whole.total:
         return whole  # not the same spans (over 1% apart): keep the table's figure
-    return replace(whole, periods=pooled.periods, dispersion=pooled.dispersion)
+    return replace(
+        whole,
+        periods=pooled.periods,
+        dispersion=pooled.dispersion,
+        period_counts=pooled.period_counts,
+    )
 
 
 def session_buckets(group: _SessionGroup) -> list[Observation]:

@@ -55,6 +55,9 @@ def observation_from_dict(data: dict[str, Any]) -> Observation:
     known = {k: v for k, v in data.items() if k in _OBSERVATION_DEFAULTS or k == "value"}
     known["values"] = tuple(known.get("values") or ())
     known["period_sizes"] = tuple(known.get("period_sizes") or ())  # absent: stored before
+    known["period_counts"] = tuple(
+        (int(b), int(n)) for b, n in known.get("period_counts") or ()
+    )  # absent: stored before
     known.setdefault("value", None)
     return Observation(**known)
 

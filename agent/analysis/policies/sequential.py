@@ -72,6 +72,7 @@ _TEST_NAMES = {
     "rank": "betting e-process on each round's mean placement (Mann-Whitney)",
     "exceedance": "betting e-process on each round's samples past the bound",
     "value": "betting e-process on each round's value",
+    "periods": "betting e-process on each round's errors ranked among the baseline's periods",
 }
 
 

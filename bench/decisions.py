@@ -1041,6 +1041,17 @@ def read_report(path: Path) -> str:
     return gzip.decompress(path.read_bytes()).decode() if path.suffix == ".gz" else path.read_text()
 
 
+def add_names(parser: argparse.ArgumentParser, flag: str, note: str) -> None:
+    """An option of comma-separated names, read as a set (None: all)."""
+    parser.add_argument(
+        flag,
+        type=lambda v: frozenset(v.split(",")),
+        default=None,
+        metavar="NAME[,NAME...]",
+        help=note,
+    )
+
+
 def add_round_s(parser: argparse.ArgumentParser, note: str, divides: int = ROUNDS) -> None:
     """`--round-s`, our judge's round in seconds (the daemon's `interval`): by default the
     daemon's own, what a user runs; a whole number of seconds dividing `divides` (the
@@ -1072,12 +1083,10 @@ def main() -> int:
     parser.add_argument(
         "--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes (default 2)"
     )
-    parser.add_argument(
+    add_names(
+        parser,
         "--families",
-        type=lambda v: frozenset(v.split(",")),
-        default=None,
-        metavar="NAME[,NAME...]",
-        help="only these families, every rate, same seeds (peers are calibrated only when an "
+        "only these families, every rate, same seeds (peers are calibrated only when an "
         "A/A-like family is among them)",
     )
     parser.add_argument(
@@ -1123,12 +1132,10 @@ def main() -> int:
         help="print the report a `--json` run saved in FILE instead of running (with "
         "--markdown: regenerate the README's tables)",
     )
-    parser.add_argument(
+    add_names(
+        parser,
         "--rules",
-        type=lambda v: frozenset(v.split(",")),
-        default=None,
-        metavar="NAME[,NAME...]",
-        help="judge only these of our rules (errors, latency), the others without data and "
+        "judge only these of our rules (errors, latency), the others without data and "
         "their share of the budget unchanged; `errors` alone reads each round's counts "
         "without building its samples (a tenth of the time); the peers are unchanged",
     )

@@ -164,3 +164,24 @@ def test_a_judge_fails_errors_x5_at_its_second_30s_round_and_resumes_from_json()
         failed_at.append(judge.failed_round(state))
     assert all(f is not None for f in failed_at)
     assert sorted(f or 0 for f in failed_at)[10] <= 1, failed_at  # median: the second round
+
+
+def test_the_ranks_state_does_not_grow_with_the_rounds() -> None:
+    """The rounds' scores are kept as a histogram (`period_ranks.Seen`): as many numbers as
+    distinct scores, a handful at a steady rate, however many rounds."""
+    rng = np.random.default_rng(12)
+    base = merge(
+        [
+            Observation(c / n, count=c, total=n, seconds=30.0)
+            for c, n in points(rng, 10, RATE, 0.001, 60)
+        ]
+    )
+    judge = Judge((RULE,), {"errors": base}, Policy("sequential"), horizon=2000)
+    state = judge.start()
+    sizes = {}
+    for i, (c, n) in enumerate(points(rng, 10, RATE, 0.001, 1000), start=1):
+        state = judge.advance(state, {"errors": Observation(c / n, count=c, total=n)})
+        if i in (100, 1000):
+            sizes[i] = len(json.dumps(state))
+    assert '"max_increase:periods"' in json.dumps(state)
+    assert sizes[1000] < sizes[100] * 1.3, sizes

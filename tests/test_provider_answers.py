@@ -150,6 +150,46 @@ def test_numpy_period_sizes_are_kept_as_python_s() -> None:
     assert unreadable(Observation(value=0.2, values=(0.1,), period_sizes=())) is None
 
 
+@pytest.mark.parametrize(
+    ("counts", "said"),
+    [
+        ("12", "its period_counts '12' (str) are not a sequence of (bad, total) counts"),
+        (
+            ((1, 300), (4,)),
+            "its period_counts[1] (4,) (tuple) is not a (bad, total) pair of counts",
+        ),
+        (
+            ((1.5, 300),),
+            "its period_counts[0] (1.5, 300) (tuple) is not a (bad, total) pair of counts",
+        ),
+        (((5, 3),), "its period_counts[0] (5, 3) (tuple) is not a (bad, total) pair of counts"),
+        ((3,), "its period_counts[0] 3 (int) is not a (bad, total) pair of counts"),
+    ],
+)
+def test_period_counts_that_are_not_pairs_of_counts_are_said(counts: Any, said: str) -> None:
+    """`plain` reads each period's (bad, total): anything else made it raise, a bug of the
+    agent where the answer is the provider's."""
+    assert unreadable(Observation(value=0.1, count=1, total=10, period_counts=counts)) == said
+
+
+@pytest.mark.parametrize(
+    "counts",
+    [np.array([[1, 300], [4, 300]]), ((np.int64(1), np.int64(300)), (np.uint16(4), 300))],
+)
+def test_numpy_period_counts_are_kept_as_python_s(counts: Any) -> None:
+    """A plugin's per-period (bad, total) counts, which a relative count bound ranks its
+    rounds among: numpy's went to the store as given, and its write raised on them (an
+    array's truth is ambiguous; `int64` is no JSON), as on `period_sizes` before `plain`."""
+    answer = Observation(value=5 / 600, count=5, total=600, period_counts=counts)
+    assert unreadable(answer) is None
+    made = plain(answer)
+    assert made.period_counts == ((1, 300), (4, 300))
+    assert {type(x) for pair in made.period_counts for x in pair} == {int}
+    assert {type(pair) for pair in made.period_counts} == {tuple}
+    dumped = _dumps(bounded_observation_dict(made))
+    assert dumped is not None and '"period_counts":[[1,300],[4,300]]' in dumped
+
+
 def test_one_shot_values_and_period_sizes_are_taken_once_whole() -> None:
     """A plugin's generators were read by `unreadable` and used up: `plain` then stored
     no samples and no periods. `taken` reads each once; a sequence is kept as given."""

@@ -36,7 +36,7 @@ SHOWN_LIMIT = 60
 """The most of a wrong figure's text an error shows."""
 
 
-_ITERATED = ("values", "period_sizes")
+_ITERATED = ("values", "period_sizes", "period_counts")
 """The observation's sequences, which `taken` reads once."""
 
 
@@ -80,7 +80,9 @@ def unreadable(answer: object) -> str | None:
         if sample is None or (why := _not_a_number(sample)) is not None:
             return f"its values[{i}] {why or 'None is not a number'}"
         samples += 1
-    return _unreadable_sizes(answer.period_sizes, samples)
+    return _unreadable_sizes(answer.period_sizes, samples) or _unreadable_counts(
+        answer.period_counts
+    )
 
 
 def _unreadable_sizes(sizes: Any, samples: int) -> str | None:
@@ -97,18 +99,37 @@ def _unreadable_sizes(sizes: Any, samples: int) -> str | None:
     return None
 
 
+def _unreadable_counts(counts: Any) -> str | None:
+    """What is wrong with `period_counts` (each period's bad events and total), or None: a
+    sequence of (bad, total) counts, bad at most total, or none at all (`plain` reads
+    each pair; a relative count bound ranks its rounds among them)."""
+    if isinstance(counts, str | bytes) or not isinstance(counts, Iterable):
+        return f"its period_counts {_shown(counts)} are not a sequence of (bad, total) counts"
+    for i, pair in enumerate(counts):
+        if (
+            isinstance(pair, str | bytes)
+            or not isinstance(pair, Iterable)
+            or len(pair := tuple(pair)) != 2
+            or not all(_is_count(x) for x in pair)
+            or pair[0] > pair[1]
+        ):
+            return f"its period_counts[{i}] {_shown(pair)} is not a (bad, total) pair of counts"
+    return None
+
+
 def plain(answer: Observation) -> Observation:
     """A readable `answer` (`unreadable` said None) with Python's numbers and bools in
     place of a plugin's own (numpy's `float64`, `int64`, `bool_`, arrays; a `Fraction`),
-    its figures, `periods`, `period_sizes` and flags alike: the judge reads those, but
-    the round's store write raised on them ("Object of type int64 is not JSON
-    serializable") and the window ended as a bug of the store."""
+    its figures, `periods`, `period_sizes`, `period_counts` and flags alike: the judge
+    reads those, but the round's store write raised on them ("Object of type int64 is not
+    JSON serializable") and the window ended as a bug of the store."""
     figures: dict[str, Any] = {name: _plain(getattr(answer, name)) for name in _FIGURES}
     return dataclasses.replace(
         answer,
         values=tuple(float(v) for v in answer.values),
         periods=int(answer.periods),
         period_sizes=tuple(int(s) for s in answer.period_sizes),
+        period_counts=tuple((int(b), int(n)) for b, n in answer.period_counts),
         answered=bool(answer.answered),
         agent_lag=bool(answer.agent_lag),
         **figures,

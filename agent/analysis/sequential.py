@@ -890,9 +890,9 @@ class SequentialRule:
         E[e_base(p)] <= 1 (`burst_limit`: the periods are the units, their measured
         burstiness corrected for how few they are; with too few events to measure it,
         each period counts once; bursts the periods show read as a negative binomial's).
-        For a fixed v the new side's wealth W_t(v), one bet per round on count / (n (1 + delta) v), is a nonnegative supermartingale under H0 if
-        v >= p, however the requests of a round are correlated (only the round's mean
-        enters: `stats`), and is non-increasing in v. The baseline is measured before the
+        For a fixed v the new side's wealth W_t(v), one bet per round on count /
+        (n (1 + delta) v), is a nonnegative supermartingale under H0 if v >= p, however
+        the requests of a round are correlated (only the round's mean enters: `stats`), and is non-increasing in v. The baseline is measured before the
         deploy, so it is independent of the new side's bets. On {p <= L(tail)}, p lies in
         some (L(beta_k), L(beta_{k+1})], where e_base(p) >= sum_{i<=k} w_i / beta_i =: E_k
         and W_t(p) >= W_t(L(beta_{k+1})): the test's statistic min_k E_k W_t(L(beta_{k+1}))

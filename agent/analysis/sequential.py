@@ -892,9 +892,9 @@ class SequentialRule:
         each period counts once; bursts the periods show read as a negative binomial's).
         For a fixed v the new side's wealth W_t(v), one bet per round on count /
         (n (1 + delta) v), is a nonnegative supermartingale under H0 if v >= p, however
-        the requests of a round are correlated (only the round's mean enters: `stats`), and is non-increasing in v. The baseline is measured before the
-        deploy, so it is independent of the new side's bets. On {p <= L(tail)}, p lies in
-        some (L(beta_k), L(beta_{k+1})], where e_base(p) >= sum_{i<=k} w_i / beta_i =: E_k
+        the requests of a round are correlated (only the round's mean enters: `stats`), and
+        is non-increasing in v. The baseline is measured before the deploy, so it is
+        independent of the new side's bets. On {p <= L(tail)}, p lies in some (L(beta_k), L(beta_{k+1})], where e_base(p) >= sum_{i<=k} w_i / beta_i =: E_k
         and W_t(p) >= W_t(L(beta_{k+1})): the test's statistic min_k E_k W_t(L(beta_{k+1}))
         is at most e_base(p) W_t(p), a supermartingale given the baseline with mean at most
         E[e_base(p)] <= 1; by Ville's inequality it ever reaches 1 / a with probability at

@@ -887,21 +887,20 @@ class SequentialRule:
         limit at level beta, L(1) = -inf, over the ladder's levels beta_0 = 1 > beta_1 >
         ... > beta_K > beta_{K+1} = tail, and e_base(v) = sum_{i<=K} w_i 1{v > L(beta_i)} /
         beta_i with sum w_i = 1. Each limit holds, P(p > L(beta)) <= beta, so
-        E[e_base(p)] <= 1 (`burst_limit`: the periods are the units, their measured
-        burstiness corrected for how few they are; with too few events to measure it,
-        each period counts once; bursts the periods show read as a negative binomial's).
-        For a fixed v the new side's wealth W_t(v), one bet per round on count /
-        (n (1 + delta) v), is a nonnegative supermartingale under H0 if v >= p, however
-        the requests of a round are correlated (only the round's mean enters: `stats`), and
-        is non-increasing in v. The baseline is measured before the deploy, so it is
-        independent of the new side's bets. On {p <= L(tail)}, p lies in some (L(beta_k), L(beta_{k+1})], where e_base(p) >= sum_{i<=k} w_i / beta_i =: E_k
-        and W_t(p) >= W_t(L(beta_{k+1})): the test's statistic min_k E_k W_t(L(beta_{k+1}))
-        is at most e_base(p) W_t(p), a supermartingale given the baseline with mean at most
-        E[e_base(p)] <= 1; by Ville's inequality it ever reaches 1 / a with probability at
-        most a. Adding P(p > L(tail)) <= tail: the bound's share. The e-detector is the same
-        argument with Shiryaev-Roberts sums (threshold horizon / a_d). The fixed-horizon test at
-        the window's last round (`FINAL_SHARE`, `finish`) adds its level: share (1 - tail -
-        final) + share x tail + share x final."""
+        E[e_base(p)] <= 1 (`burst_limit`: the periods are the units, their measured burstiness
+        corrected for how few they are; with too few events to measure it, each period counts once;
+        bursts the periods show read as a negative binomial's). For a fixed v the new side's wealth
+        W_t(v), one bet per round on count / (n (1 + delta) v), is a nonnegative supermartingale
+        under H0 if v >= p, however the requests of a round are correlated (only the round's mean
+        enters: `stats`), and is non-increasing in v. The baseline is measured before the deploy, so
+        it is independent of the new side's bets. On {p <= L(tail)}, p lies in some (L(beta_k),
+        L(beta_{k+1})], where e_base(p) >= sum_{i<=k} w_i / beta_i =: E_k and W_t(p) >=
+        W_t(L(beta_{k+1})): the test's statistic min_k E_k W_t(L(beta_{k+1})) is at most e_base(p)
+        W_t(p), a supermartingale given the baseline with mean at most E[e_base(p)] <= 1; by Ville's
+        inequality it ever reaches 1 / a with probability at most a. Adding P(p > L(tail)) <= tail:
+        the bound's share. The e-detector is the same argument with Shiryaev-Roberts sums (threshold
+        horizon / a_d). The fixed-horizon test at the window's last round (`FINAL_SHARE`, `finish`)
+        adds its level: share (1 - tail - final) + share x tail + share x final."""
         base, rule = self.baseline, self.rule
         assert base is not None and rule.max_increase is not None
         delta = rule.max_increase

@@ -11,7 +11,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from agent.analysis import Observation, Rule, sequential, stats
+from agent.analysis import Observation, Rule, exceedance_bets, sequential, stats
 from agent.analysis.describe import change_floor
 from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.sketch import GAMMA
@@ -60,6 +60,10 @@ def test_the_tests_shares_and_bets_the_section_names_are_the_codes() -> None:
     assert sequential.EXCEEDANCE_AIMED_WEIGHT == 0.85
     assert list(sequential.EXCEEDANCE_MULTIPLE_WEIGHTS) == [0.85, 0.15]
     assert "0.85 of its weight from the deploy on its aimed bet (0.85) and 3× it (0.15)" in said
+    assert exceedance_bets.TILTED_WEIGHT == 0.5 and "Half its weight is on linear bets" in said
+    assert (
+        exceedance_bets.TILTED_ROUND_CAP == 1.5 and "each gaining at most 1.5 nats a round" in said
+    )
     assert sequential.RANK_DETECTOR_SHARE == 0.3 and "gives it 0.3" in said
     assert sequential.ONSET_RATIO == 1.45 and "at most 1.45 times the evidence" in said
     assert stats.DETECTOR_BETS == 3 and "mixes only the three largest bets" in said

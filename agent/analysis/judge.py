@@ -65,7 +65,7 @@ __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 13
+STATE_VERSION = 14
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
 in the rank and exceedance tests; 4: the two-sample count test's own ladder and bets, 12
 rows of 10; 5: the rank and exceedance tests bet on conformal placements and keep the
@@ -85,7 +85,9 @@ then on: added before 12 was released, and absent until such a value, so a 12 st
 without it is this judge's state of any window whose value never went below 0; 13: an
 absolute `max`/`min` on a proportion or a distribution looks at the window's end too, so
 its test keeps `fin` and `final_p`, and its e-processes bet at four fifths of the alpha
-they had: a 12 lacks `fin`, a KeyError at the window's end), so that a restart never reads
+they had: a 12 lacks `fin`, a KeyError at the window's end; 14: a relative latency bound's
+exceedance test adds five tilted bets after its ten linear ones (`exceedance_bets`), so a
+13's wealth rows are short, a ValueError at its next round), so that a restart never reads
 a state it cannot."""
 
 

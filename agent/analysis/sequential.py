@@ -48,7 +48,7 @@ from typing import Any, Literal, NamedTuple, cast
 import numpy as np
 import numpy.typing as npt
 
-from agent.analysis import period_ranks, rank_bets, stats
+from agent.analysis import exceedance_bets, period_ranks, rank_bets, stats
 from agent.analysis.conformal import Ranker
 from agent.analysis.describe import (
     change_floor,
@@ -138,9 +138,10 @@ the window's end at about the aimed stake, where every nat counts; a large shift
 within seconds either way, and the e-detector's share (`ONSET_RATIO`) is sized against the
 count bets' part, so one that starts mid-window keeps its ratio."""
 stats.register_bets("exceedance_aimed", EXCEEDANCE_MULTIPLES, EXCEEDANCE_MULTIPLE_WEIGHTS)
-stats.register_bets(
+exceedance_bets.register(
     "conformal_exceedance",
-    np.concatenate([EXCEEDANCE_MULTIPLES, stats.COUNT_BETS]),
+    EXCEEDANCE_MULTIPLES,
+    stats.COUNT_BETS,
     np.concatenate(
         [
             EXCEEDANCE_AIMED_WEIGHT
@@ -556,6 +557,21 @@ class SequentialRule:
         """The rank test's within-round correlation of placements, measured across the
         baseline's periods at an upper limit (`rank_bets`); None: its periods measure
         nothing, and its bets are linear only."""
+        exceed = next((c for c in self.components if c.test == "exceedance" and c.conformal), None)
+        self._exceedance_rho = (
+            exceedance_bets.exceedance_correlation(
+                baseline.sorted_values,
+                baseline.period_of,
+                exceed.level,
+                exceed.alpha,
+                below=exceed.flip,
+            )
+            if exceed is not None and baseline is not None
+            else None
+        )
+        """The conformal exceedance test's within-round correlation of samples past the
+        baseline's quantile, measured across its periods at an upper limit
+        (`exceedance_bets`); None: its periods measure nothing."""
         self.cannot_fail = kind == "proportion" and any(
             p == "relative" and c is None for p, c in made
         )
@@ -1131,7 +1147,7 @@ class SequentialRule:
                 log_f = rank_bets.log_factors(
                     y, weight, stake, self._rank_rho, RANK_MULTIPLES, comp.level
                 )
-            elif comp.conformal:  # exceedance: its aimed bets, then the count bets
+            elif comp.conformal:  # exceedance: aimed bets, tilted ones, count bets
                 log_f = self._exceedance_factors(comp, y, weight, state["samples"], index)
             elif comp.test == "proportion":  # from the count: y overflows at a tiny `max`
                 log_f = stats.count_log_factors(comp.bets, self._bad(comp, obs), weight)
@@ -1246,11 +1262,16 @@ class SequentialRule:
     ) -> list[float]:
         """Log factors of a conformal exceedance test's bets for one round: `EXCEEDANCE_
         MULTIPLES` of the aimed stake per sample (`_aimed_stake`; `expected` / level is the
-        round's size), then `stats.COUNT_BETS` per expected bad event. Valid as the rank
-        test's: every stake is fixed by the rounds before and this round's size."""
+        round's size), the tilted bets on the round's count (`exceedance_bets`: valid as far
+        as the baseline's periods measured the round's dependence, each capped a round), then
+        `stats.COUNT_BETS` per expected bad event. Valid as the rank test's: every stake is
+        fixed by the rounds before and this round's size."""
         stake = self._aimed_stake(comp, samples, index) / comp.level
         aimed = stats.bet_log_factors("exceedance_aimed", y, stake * expected)
-        return aimed + stats.bet_log_factors("count", y, expected)
+        tilted = exceedance_bets.log_factors(
+            y, expected / comp.level, comp.level, self._exceedance_rho
+        )
+        return aimed + tilted + stats.bet_log_factors("count", y, expected)
 
     @staticmethod
     def _conformal(comp: Component, ranks: list[tuple[int, int, int]]) -> tuple[float, float]:
@@ -1873,7 +1894,13 @@ class SequentialRule:
             lambdas = np.concatenate(
                 [np.minimum(EXCEEDANCE_MULTIPLES * aimed, stats.MAX_BET), lambdas]
             )
-        log_weights = stats.BET_LOG_WEIGHTS[comp.bets]
+        # the linear bets at their weights in the mixture: a conformal test's tilted ones
+        # (`exceedance_bets`) are not counted, so the figure is what the linear ones reach
+        log_weights = (
+            exceedance_bets.linear_log_weights(comp.bets, EXCEEDANCE_MULTIPLES.size)
+            if comp.conformal
+            else stats.BET_LOG_WEIGHTS[comp.bets]
+        )
         quantile_var = level * (1.0 - level) / m if m else 0.0
         edges = _round_groups(rounds)
         weights = np.diff(edges) * (count / rounds)

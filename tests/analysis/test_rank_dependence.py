@@ -12,6 +12,7 @@ import numpy as np
 from agent.analysis import rank_bets
 from agent.analysis.sequential import BaselineData, SequentialRule
 from agent.analysis.types import Observation, Rule
+from tests.analysis.slowed_periods import slowed_periods
 
 RANK = "max_increase:rank"
 
@@ -104,13 +105,10 @@ def test_independent_periods_show_a_small_correlation_and_slow_runs_a_large_one(
     """The measured rho: near 0 for periods drawn alike (its upper limit over 60 periods), near
     the truth when each period is slowed as a whole."""
     rng = np.random.default_rng(3)
-    period_of = np.repeat(np.arange(60), 30)
 
     def rho(common: float) -> float:
-        shared = np.repeat(np.exp(common * rng.standard_normal(60)), 30)
-        values = shared * rng.lognormal(0.0, 0.3, period_of.size)
-        order = np.argsort(values, kind="stable")
-        found = rank_bets.placement_correlation(values[order], period_of[order], 0.005)
+        values, period_of = slowed_periods(rng, common, 0.3)
+        found = rank_bets.placement_correlation(values, period_of, 0.005)
         assert found is not None
         return found
 

@@ -1,0 +1,135 @@
+"""The exceedance test's tilted bets (`agent.analysis.exceedance_bets`): more evidence per round
+from a large round, under the dependence within a round that the baseline's periods show, and
+still at most its share of false failures when a round's latencies move together, and when a
+few rounds in a hundred are slowed a lot (which 60 periods often do not show).
+
+Simulated with fixed seeds: lognormal latencies (spread 0.6, 80 ms, as the decision
+benchmark's), a `latency_p95` bound of +10% judged against a background baseline of 60
+periods that kept them, as the daemon's, and rounds of about 100 to 300 samples (3 to 10
+req/s at 30 s rounds)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from agent.analysis import exceedance_bets
+from agent.analysis.sequential import BaselineData, SequentialRule
+from agent.analysis.types import Observation, Rule
+from tests.analysis.slowed_periods import slowed_periods
+
+EXCEEDANCE = "max_increase:exceedance"
+RULE = Rule("p95", "checks", "latency_p95", max_increase=0.1)
+
+
+def _window(
+    rng: np.random.Generator,
+    alpha: float,
+    factor: float,
+    *,
+    per: int,
+    rounds: int = 30,
+    periods: int = 60,
+    common: float = 0.0,
+    heavy: float = 0.0,
+    tail: float = 0.0,
+) -> int | None:
+    """One window: the exceedance test's crossing round. `common`: the log-sd of a slowdown
+    shared by every latency of one period or round; `heavy`: the chance a period or round is
+    slowed x3 as a whole (the baseline's and the release's alike); `tail`: the share of the
+    release's latencies made x3 slower (a tail regression)."""
+
+    def run(scale: float, slow_tail: float = 0.0) -> np.ndarray:
+        shared = math.exp(common * rng.standard_normal()) * (3.0 if rng.uniform() < heavy else 1.0)
+        x = 0.08 * scale * shared * rng.lognormal(0.0, 0.6, rng.poisson(per))
+        x[rng.uniform(size=x.size) < slow_tail] *= 3.0
+        return x
+
+    parts = [run(1.0) for _ in range(periods)]
+    base = np.concatenate(parts)
+    obs = Observation(
+        float(np.percentile(base, 95)),
+        values=tuple(base.tolist()),
+        quantile=0.95,
+        periods=periods,
+        period_sizes=tuple(p.size for p in parts),
+    )
+    judged = SequentialRule(
+        RULE, BaselineData.from_observation(obs), "distribution", alpha, horizon=rounds
+    )
+    state = judged.start()
+    st = state["tests"][EXCEEDANCE]
+    for i in range(rounds):
+        x = run(factor, tail)
+        seen = Observation(float(np.percentile(x, 95)), values=tuple(x.tolist()), quantile=0.95)
+        judged.step(state, seen, i)
+        if st["crossed"] is not None:
+            return int(st["crossed"])
+    judged.finish(state, rounds - 1)
+    return None if st["crossed"] is None else int(st["crossed"])
+
+
+def test_a_tail_regression_is_found_by_the_exceedance_test_in_a_few_rounds() -> None:
+    """The decision benchmark's `latency_tail_x3` at 10 req/s and 30 s rounds: one request in
+    ten 3x slower, the rest unchanged, so only the exceedance test sees it (about 1.66 times
+    the samples past the quantile its level allows). Its linear bets gain at most 0.5 nats a
+    round, so it failed at round 15 (the median of 20 windows, rounds counted from 0); the
+    tilted bets, each capped at 1.5 nats a round, at round 7 (2.5 uncapped)."""
+    rng = np.random.default_rng(48)
+    crossed = [_window(rng, 0.005, 1.0, per=300, tail=0.1) for _ in range(20)]
+    assert all(c is not None for c in crossed)
+    assert float(np.median([c for c in crossed if c is not None])) <= 8
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("common", "heavy"),
+    [(0.3, 0.0), (0.0, 0.03)],
+    ids=["whole_round_slowdowns", "rare_heavy_rounds"],
+)
+def test_rounds_that_move_together_keep_the_exceedance_tests_level(
+    common: float, heavy: float
+) -> None:
+    """The release exactly at its bound (x1.1), at alpha 0.1 over 30 rounds of about 100:
+    (a) every round slowed as a whole (log-sd 0.3), as the baseline's periods are; (b) three
+    rounds in a hundred slowed x3, as the baseline's periods are, which 60 of them fail to show
+    one time in six (its measured rho then near 0). The exceedance test fails at most its
+    share of the rule's alpha (a half: two tests, 7.5 of 150 windows): 2 and 2 (the linear
+    bets alone 3 and 5). Uncapped, the tilted bets failed (a) in 7 and (b) in 23: one heavy
+    round was a fortune of evidence."""
+    rng = np.random.default_rng(int(common * 10) + int(heavy * 100))
+    alpha, windows = 0.1, 150
+    failed = sum(
+        _window(rng, alpha, 1.1, per=100, common=common, heavy=heavy) is not None
+        for _ in range(windows)
+    )
+    assert failed <= windows * alpha / 2
+
+
+def test_without_periods_the_tilted_bets_read_the_round_as_one_share() -> None:
+    """Nothing measured (one run, no periods): D is the round's size, so each bet is one bet
+    on the round's share, an e-value whatever the dependence within the round; measured
+    independence reads the round's samples one by one; and no round gains past the cap."""
+    ones = exceedance_bets.log_factors(1.66, 3000.0, 0.05, None)
+    measured = exceedance_bets.log_factors(1.66, 3000.0, 0.05, 1e-4)
+    assert max(ones) < 0.1
+    assert max(measured) == exceedance_bets.TILTED_ROUND_CAP
+    heavy = exceedance_bets.log_factors(16.0, 3000.0, 0.05, 0.0)
+    assert max(heavy) == exceedance_bets.TILTED_ROUND_CAP
+
+
+def test_independent_periods_show_a_small_correlation_and_slow_runs_a_large_one() -> None:
+    """The measured rho of samples past the baseline's p95: near 0 for periods drawn alike
+    (its upper limit over 60 periods), large when each period is slowed as a whole."""
+    rng = np.random.default_rng(3)
+
+    def rho(common: float) -> float:
+        values, period_of = slowed_periods(rng, common, 0.6)
+        found = exceedance_bets.exceedance_correlation(values, period_of, 0.05, 0.005)
+        assert found is not None
+        return found
+
+    assert rho(0.0) < 0.05
+    assert rho(0.6) > 0.1

@@ -69,12 +69,16 @@ def test_a_bursty_baseline_of_ten_periods_keeps_the_false_rollback_rate_under_al
 
 
 def test_with_twenty_periods_too() -> None:
-    """Requests as the units: 18 of 300 (6%); periods: 2, both by the test of the rounds'
-    ranks among the 20 periods (`agent.analysis.period_ranks`), within its level (0.011 of
-    the rule's 0.05: 3.4 of 300 at most on average), where the two-sample test's are none."""
+    """Requests as the units: 18 of 300 (6%); periods: 1, by the test of the rounds' ranks
+    among the 20 periods (`agent.analysis.period_ranks`; a baseline with no errors, the
+    window's first two rounds 33 and 30 of 100), within its level (0.011 of the rule's
+    0.05: 3.4 of 300 at most on average), where the two-sample test's are none. It was 2
+    before the ladder's limits widened for the bursts the periods show (`BaselineData.burst_limit`):
+    the other, a baseline of one period with 28 errors, is now too uncertain to price
+    +100% at all, so neither test runs (as for 269 of these 300 baselines)."""
     rng = np.random.default_rng(5)
     fails = sum(_fails(rng, periods=20, size=100, burst=0.1, rate=0.03) for _ in range(300))
-    assert fails == 2  # as the README says
+    assert fails == 1  # as the README says
 
 
 def test_a_calm_baseline_of_many_periods_still_catches_a_doubling() -> None:

@@ -1492,10 +1492,13 @@ class SequentialRule:
         return max(start, float(st["peak_d"]) - comp.detector_log_threshold(self.horizon))
 
     def log_evidence(self, state: dict[str, Any], comp: Component) -> RunEvidence:
-        """The more advanced of a test's two runs (the deploy's on a tie), naming which."""
+        """The more advanced of a test's two runs (the deploy's on a tie), naming which; the
+        deploy's when the test failed by its look at the window's end (`failed_at_end`):
+        that look, not the e-detector, failed it, and its words say a p-value, so the
+        detector's bar (rounds / its level) shown beside them went unexplained."""
         st = state["tests"][comp.key]
         start = RunEvidence(st["peak"], comp.log_threshold, detector=False)
-        if st["peak_d"] is None:
+        if st["peak_d"] is None or self.failed_at_end(state, comp):
             return start
         detector = RunEvidence(st["peak_d"], comp.detector_log_threshold(self.horizon), True)
         return max(start, detector, key=lambda run: run.log_e - run.log_needed)

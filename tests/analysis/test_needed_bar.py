@@ -17,14 +17,15 @@ import math
 from typing import Any
 
 import numpy as np
-from hypothesis import event, given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 
 from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import Judge
 from agent.analysis.observe import merge
 from agent.analysis.policies.sequential import SequentialPolicy
-from agent.analysis.sequential import Component
+from agent.analysis.sequential import Component, SequentialRule
+from agent.analysis.verdicts import ratio
 
 RULES = [
     Rule("r", "checks", "error_rate", max=0.05),
@@ -37,16 +38,21 @@ RULES = [
 DETECTOR_WORDS = "a regression may begin at any of"
 
 
+def _tests(judge: Judge, rule: Rule, st_rule: dict[str, Any]) -> SequentialRule:
+    """The rule's sequential tests, as the judge compiled them for its kind."""
+    policy = judge.rule_policy
+    assert isinstance(policy, SequentialPolicy)
+    return policy.tests(rule, st_rule["kind"])
+
+
 def _detector_shown(judge: Judge, rule: Rule, st_rule: dict[str, Any]) -> bool | None:
     """Whether the decisive test's shown run is its e-detector, read from the state as the
     verdict's definition has it (the failed test, else the one closest to failing; of its
-    two runs the more advanced against its own bar, the deploy's on a tie); None without
-    a sequential test."""
-    policy = judge.rule_policy
-    assert isinstance(policy, SequentialPolicy)
+    two runs the more advanced against its own bar, the deploy's on a tie, and the deploy's
+    when its look at the window's end failed it); None without a sequential test."""
     if st_rule.get("kind") is None or not st_rule.get("seq"):
         return None
-    tests = policy.tests(rule, st_rule["kind"])
+    tests = _tests(judge, rule, st_rule)
     seq = st_rule["seq"]
     if not tests.components:
         return None
@@ -60,8 +66,8 @@ def _detector_shown(judge: Judge, rule: Rule, st_rule: dict[str, Any]) -> bool |
         return (detector, True) if detector > start else (start, False)
 
     _, failed = tests.failed_at(seq)
-    if failed is not None:
-        return runs(failed)[1]
+    if failed is not None:  # failed by its look at the window's end: the deploy's run
+        return False if tests.failed_at_end(seq, failed) else runs(failed)[1]
     best: tuple[float, bool] | None = None
     for comp in tests.components:
         margin, detector = runs(comp)
@@ -72,6 +78,9 @@ def _detector_shown(judge: Judge, rule: Rule, st_rule: dict[str, Any]) -> bool |
 
 
 @settings(max_examples=60, deadline=None)
+@example(  # the window's end look fails it while the e-detector is the further run
+    rule=RULES[1], others=1, confidence=0.95, horizon=6, onset=0.25, worse=5.0, seed=127
+)
 @given(
     rule=st.sampled_from(RULES),
     others=st.integers(min_value=0, max_value=5),
@@ -121,6 +130,14 @@ def test_the_words_explain_the_detectors_bar_exactly_when_the_detector_is_shown(
             assert DETECTOR_WORDS not in detail, detail
         else:
             assert (DETECTOR_WORDS in detail) == shown, (i, detail)
+            # the bar beside the words (the deploy page charts it) is the one they explain
+            needed = verdict.rules[0].evidence["likelihood_ratio_needed"]
+            deploys = [
+                ratio(c.log_threshold)
+                for c in _tests(judge, rule, state["rules"][rule.name]).components
+            ]
+            from_deploy = any(math.isclose(needed, b, rel_tol=1e-9) for b in deploys)
+            assert from_deploy != shown, (i, needed, deploys, detail)
             event(f"detector shown: {shown}")
         if verdict.rules[0].outcome == "fail":
             break

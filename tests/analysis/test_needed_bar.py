@@ -81,6 +81,9 @@ def _detector_shown(judge: Judge, rule: Rule, st_rule: dict[str, Any]) -> bool |
 @example(  # the window's end look fails it while the e-detector is the further run
     rule=RULES[1], others=1, confidence=0.95, horizon=6, onset=0.25, worse=5.0, seed=127
 )
+@example(  # warned on the deploy's run while the e-detector is the further run
+    rule=RULES[4], others=0, confidence=0.9, horizon=50, onset=0.5, worse=5.0, seed=0
+)
 @given(
     rule=st.sampled_from(RULES),
     others=st.integers(min_value=0, max_value=5),

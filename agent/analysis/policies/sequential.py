@@ -301,7 +301,9 @@ class SequentialPolicy(BasePolicy):
         if warn is not None:  # the `rule breached` warning's read-out, said first
             evidence["breaching"] = _breaching_figures(warn)
             strongest = f"; {_breaching_words(warn)}"
-        if decisive is not None and warn is None:  # no test failed: the one closest to failing
+        # no test failed: the one closest to failing; when warned, only if its e-detector
+        # is the run shown (its odds and bar are not the warning's, which are the deploy's)
+        if decisive is not None and (warn is None or decisive[1].detector):
             closest, run = decisive
             strongest += (
                 f"; strongest evidence of a regression: {odds(ratio(run.log_e))}, "

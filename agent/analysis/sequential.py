@@ -2069,7 +2069,7 @@ class SequentialRule:
         var_y = 1.0 / (12.0 * per_round * comp.level**2)
         stake = self._aimed_stake(comp, per_round * horizon, int(horizon) - 1)
         linear = np.minimum(RANK_MULTIPLES * stake * per_round, stats.MAX_BET)
-        # the sub-Gaussian bets (`rank_bets`): uncapped, on the round's variance times its
+        # the sub-Gaussian bets (`rank_bets`): capped a round, on the round's variance times its
         # design effect; without a measured one they are the linear bets
         rho = self._rank_rho
         design = rank_bets.design_effect(per_round, rho) if rho is not None else 1.0
@@ -2091,7 +2091,7 @@ class SequentialRule:
             if excess <= 0.0:
                 return 0.0
             gained = lambdas * excess
-            bound = np.where(capped, np.log1p(gained), np.inf)
+            bound = np.where(capped, np.log1p(gained), rank_bets.SUB_GAUSSIAN_ROUND_CAP)
             per_bet = np.minimum(gained - penalty, bound) - shortfall
             return float(np.max(per_bet + prior))
 

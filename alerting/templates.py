@@ -19,21 +19,19 @@ autolinks (`<https://…>`), so the plain-text part of an e-mail still shows the
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from agent.analysis.describe import odds_number
 from alerting.events import EVENTS, Alert, headline, rule_name
-from common.durations import format_duration
 from common.redaction import visible
+from common.units import (
+    format_value,
+    is_rate,
+)
 from common.words import counted
 
-LATENCY_METRICS = frozenset({"latency_p50", "latency_p95", "latency_p99", "p95_duration"})
-"""Metrics whose values are durations in seconds."""
-RATE_METRICS = frozenset({"error_rate", "crash_free_rate"})
-"""Metrics whose values are fractions (0.31 = 31%)."""
 TITLE_PREFIX = "[postflight] "
 
 
@@ -65,52 +63,6 @@ def markdown_title(title: str) -> str:
     return title[: len(title) - len(rest)] + _text(rest)
 
 
-def _number(value: float) -> str:
-    """A readable number: few significant digits, thousands separators, no exponent
-    for anything an operator is likely to see."""
-    if value == 0:
-        return "0"
-    if abs(value) >= 1000:
-        return f"{value:,.0f}"
-    if abs(value) >= 0.01:
-        return f"{value:.4g}"
-    return f"{value:.2g}"
-
-
-def format_latency(seconds: float) -> str:
-    """Seconds as the judge's reason beside it words them (`format_duration`): `412ms`,
-    `6.24ms`, `0.42ms`, `1.25s`, as the contract and README write durations; an alert
-    wrote `412 ms`, `1,250 ms` and `12.3 s` beside the reason's `412ms`, `1.25s`."""
-    return format_duration(seconds) if seconds >= 0 else "-" + format_duration(-seconds)
-
-
-def format_value(metric: str | None, value: Any) -> str:
-    """A rule's observed or baseline value in its metric's unit; `n/a` when missing."""
-    if value is None or isinstance(value, bool):
-        return "n/a"
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if not math.isfinite(number):
-        return "n/a"
-    name = (metric or "").lower()
-    if name in LATENCY_METRICS or "latency" in name or name.endswith("_duration"):
-        return format_latency(number)
-    if _is_rate(name):
-        return f"{_number(number * 100)}%"
-    if name == "throughput":
-        return f"{_number(number)}/s"
-    if name.endswith("_count") and number.is_integer():
-        return f"{number:,.0f}"
-    return _number(number)
-
-
-def _is_rate(metric: str) -> bool:
-    """A metric whose values are fractions, shown in %."""
-    return metric in RATE_METRICS or metric.endswith("_rate")
-
-
 _RATE_BOUND = re.compile(r"\b(max|min) (\d+(?:\.\d+)?(?:e-?\d+)?)(?=,|$)")
 """A rate's bound as the contract writes it (`max 0.05`: a fraction, as configured)."""
 
@@ -120,7 +72,7 @@ def threshold_in_units(metric: Any, threshold: Any) -> str:
     values (`max 0.05 (5%)`): `31% vs baseline 0%, threshold max 0.05` made on-call do the
     sum. The words as written stay, as the API, the webhook and the config have them."""
     text = str(threshold)
-    if not isinstance(metric, str) or not _is_rate(metric):
+    if not isinstance(metric, str) or not is_rate(metric):
         return text
     return _RATE_BOUND.sub(
         lambda m: f"{m.group(0)} ({format_value(metric, float(m.group(2)))})", text

@@ -17,11 +17,11 @@ from typing import Any, TextIO
 from agent.api.models import Deploy, RuleResult, deploy_json
 from agent.cli.exits import ended
 from agent.client import OPEN_STATES, ClientError
-from alerting.templates import format_value
 from common.breaching import Breach, breaching
 from common.durations import format_duration
 from common.redaction import visible
 from common.times import rfc3339
+from common.units import format_value
 from common.words import counted, dry_run_unsent_note
 
 HEARTBEAT_S = 60.0

@@ -34,8 +34,9 @@ from alerting.events import (
     failed_rollback_headline,
     given_up_summary,
 )
-from alerting.templates import evidence_text, format_value
+from alerting.templates import evidence_text
 from common.breaching import breaching
+from common.units import format_value
 from common.words import dry_run_unsent_note
 
 DECIDED = ("pass", "fail", "inconclusive")

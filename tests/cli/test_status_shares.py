@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from agent.api.models import RuleOutcome, RuleResult
 from agent.cli.render import Style, rules_table
-from alerting.templates import format_value
+from common.units import format_value
 
 
 def row(metric: str, outcome: RuleOutcome, figures: tuple[float, float], threshold: str) -> str:

@@ -1,0 +1,62 @@
+"""A rule's values in their metric's unit (`412ms`, `1.875%`, `16.7/s`), as alerts, the
+deploy page and the CLI write them: one formatter for all three, in `common` so the CLI's
+`register` and `status` format a value without importing the judge or the alerting stack
+(`tests/e2e/test_cli_imports.py`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from common.durations import format_duration
+
+LATENCY_METRICS = frozenset({"latency_p50", "latency_p95", "latency_p99", "p95_duration"})
+"""Metrics whose values are durations in seconds."""
+RATE_METRICS = frozenset({"error_rate", "crash_free_rate"})
+"""Metrics whose values are fractions (0.31 = 31%)."""
+
+
+def _number(value: float) -> str:
+    """A readable number: few significant digits, thousands separators, no exponent
+    for anything an operator is likely to see."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    if abs(value) >= 0.01:
+        return f"{value:.4g}"
+    return f"{value:.2g}"
+
+
+def format_latency(seconds: float) -> str:
+    """Seconds as the judge's reason beside it words them (`format_duration`): `412ms`,
+    `6.24ms`, `0.42ms`, `1.25s`, as the contract and README write durations; an alert
+    wrote `412 ms`, `1,250 ms` and `12.3 s` beside the reason's `412ms`, `1.25s`."""
+    return format_duration(seconds) if seconds >= 0 else "-" + format_duration(-seconds)
+
+
+def format_value(metric: str | None, value: Any) -> str:
+    """A rule's observed or baseline value in its metric's unit; `n/a` when missing."""
+    if value is None or isinstance(value, bool):
+        return "n/a"
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if not math.isfinite(number):
+        return "n/a"
+    name = (metric or "").lower()
+    if name in LATENCY_METRICS or "latency" in name or name.endswith("_duration"):
+        return format_latency(number)
+    if is_rate(name):
+        return f"{_number(number * 100)}%"
+    if name == "throughput":
+        return f"{_number(number)}/s"
+    if name.endswith("_count") and number.is_integer():
+        return f"{number:,.0f}"
+    return _number(number)
+
+
+def is_rate(metric: str) -> bool:
+    """A metric whose values are fractions, shown in %."""
+    return metric in RATE_METRICS or metric.endswith("_rate")

@@ -158,8 +158,10 @@ def test_the_default_runs_tables_are_the_saved_reports() -> None:
     false_rollbacks = round(ours["false_rollback_rate"] * windows)
     assert f"False rollbacks: {false_rollbacks} of {windows:,} A/A-like windows, 0% in" in said
     aa_like = ours["false_rollback_by_family"]
-    assert set(aa_like.values()) == {0.0} and len(aa_like) == 9
-    assert "0% in each of the nine cells" in said
+    assert len(aa_like) == 9 and max(aa_like.values()) <= 0.01  # the goal: at most 1% each
+    above = {cell: rate for cell, rate in aa_like.items() if rate > 0}
+    assert above == {"aa@1rps": 0.005}
+    assert "0% in eight of the nine cells" in said and "0.5% (1 of 200) in `aa` @1 rps" in said
     goals = report["acceptance"]
     missed = sum(not ok for ok in goals.values())
     assert f"{missed} of the benchmark's {len(goals)} goals are false at these defaults" in said
@@ -177,7 +179,7 @@ def test_the_default_runs_tables_are_the_saved_reports() -> None:
         return [ours["time_to_detect_s"][f"{key}@{rps}rps"]["median"] for rps in bench.TRAFFIC]
 
     round_s = bench.DAEMON_ROUND_S
-    assert min(medians("errors_x5")) == 5 * round_s
-    assert f"no median comes before 5 rounds ({5 * round_s} s) for errors ×5" in said
-    assert set(medians("latency_x2")) == {round_s}
-    assert f"latency ×2 in the first round, {round_s} s, at every traffic level" in said
+    assert medians("errors_x5")[1:] == [2 * round_s, 2 * round_s]  # 10 and 100 rps
+    assert f"finds errors ×5 in two rounds, {2 * round_s} s, @10 and @100 rps" in said
+    assert set(medians("latency_x2")) == {3 * round_s}
+    assert f"latency ×2 is found in three rounds, {3 * round_s} s, at every" in said

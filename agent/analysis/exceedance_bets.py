@@ -93,21 +93,17 @@ def exceedance_correlation(
     (`stats.intra_period_correlation`) as a design effect at the mean period size, widened
     for the few periods it comes from (`stats.inflation_limit`: with fewer than two samples
     past it, every period one unit, rho 1), read back as rho."""
-    if period_of.size != sorted_values.size or not period_of.size:
+    shape = stats.period_shape(period_of, sorted_values.size)
+    if shape is None:
         return None
-    sizes = np.bincount(period_of)
-    periods = int(np.count_nonzero(sizes))
-    mean_size = period_of.size / max(periods, 1)
-    if periods < 2 or mean_size <= 1.0:
-        return None
+    sizes, periods, mean_size = shape
     placed = stats.placements(sorted_values, sorted_values)
     past = placed < level if below else placed > 1.0 - level
     counts = np.bincount(period_of[past], minlength=sizes.size)
     rho = stats.intra_period_correlation(counts, sizes) or 0.0
-    measured = 1.0 + (mean_size - 1.0) * rho
+    measured = stats.design_effect(mean_size, rho)
     events = float(min(np.count_nonzero(past), period_of.size - np.count_nonzero(past)))
-    limit = stats.inflation_limit(measured, periods, events, mean_size, alpha)
-    return min(max((limit - 1.0) / (mean_size - 1.0), 0.0), 1.0)
+    return stats.correlation_limit(measured, periods, events, mean_size, alpha)
 
 
 def log_factors(y: float, n: float, level: float, rho: float | None) -> list[float]:
@@ -117,7 +113,7 @@ def log_factors(y: float, n: float, level: float, rho: float | None) -> list[flo
     (`TILTED_RATIOS`), capped at `TILTED_ROUND_CAP`."""
     if n <= 0.0:
         return [0.0] * TILTED_RATIOS.size
-    design = n if rho is None else 1.0 + max(n - 1.0, 0.0) * rho
+    design = n if rho is None else stats.design_effect(n, rho)
     p = level
     count = min(max(y, 0.0) * n * p, n)
     out = []

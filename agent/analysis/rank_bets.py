@@ -90,24 +90,15 @@ def placement_correlation(
     1/2)^2 / (k - 1) estimates the design effect at the mean period size (k - 1 degrees of
     freedom: the weighted mean of m_p is 1/2 by construction), widened for the few periods
     it comes from (`stats.inflation_limit`), then read as rho = (phi - 1) / (mean size - 1)."""
-    if period_of.size != sorted_values.size or not period_of.size:
+    shape = stats.period_shape(period_of, sorted_values.size)
+    if shape is None:
         return None
-    sizes = np.bincount(period_of)
+    sizes, periods, mean_size = shape
     kept = sizes > 0
-    periods = int(np.count_nonzero(kept))
-    mean_size = period_of.size / max(periods, 1)
-    if periods < 2 or mean_size <= 1.0:
-        return None
     placed = stats.placements(sorted_values, sorted_values)
     means = np.bincount(period_of, weights=placed)[kept] / sizes[kept]
     phi = 12.0 * float(np.sum(sizes[kept] * (means - 0.5) ** 2)) / (periods - 1)
-    limit = stats.inflation_limit(phi, periods, float(period_of.size), mean_size, alpha)
-    return min(max((limit - 1.0) / (mean_size - 1.0), 0.0), 1.0)
-
-
-def design_effect(n: float, rho: float) -> float:
-    """A round of `n` placements' variance over independent ones' (Kish: 1 + (n - 1) rho)."""
-    return 1.0 + max(n - 1.0, 0.0) * rho
+    return stats.correlation_limit(phi, periods, float(period_of.size), mean_size, alpha)
 
 
 def log_factors(
@@ -128,7 +119,7 @@ def log_factors(
     linear = [math.log1p(min(b * stake * n, stats.MAX_BET) * excess) for b in bets]
     if rho is None or n <= 0:
         return linear + linear
-    design = design_effect(n, rho)
+    design = stats.design_effect(n, rho)
     per = stake * n / math.sqrt(design)
     half_variance = design / (24.0 * n * level * level)
     sub = [(b * per) * excess - (b * per) ** 2 * half_variance for b in bets]

@@ -2072,7 +2072,7 @@ class SequentialRule:
         # the sub-Gaussian bets (`rank_bets`): capped a round, on the round's variance times its
         # design effect; without a measured one they are the linear bets
         rho = self._rank_rho
-        design = rank_bets.design_effect(per_round, rho) if rho is not None else 1.0
+        design = stats.design_effect(per_round, rho) if rho is not None else 1.0
         sub = RANK_MULTIPLES * stake * per_round / math.sqrt(design)
         lambdas = np.concatenate([linear, linear if rho is None else sub])
         capped = np.concatenate([np.ones(linear.size, bool), np.full(sub.size, rho is None)])

@@ -146,6 +146,38 @@ def inflation_limit(
     return min(max(inflation, 1.0) * ratio * ratio, top)
 
 
+def design_effect(n: float, rho: float) -> float:
+    """A round of `n` correlated samples' variance over independent ones' (Kish: 1 + (n - 1)
+    rho): the rank and exceedance tests' rounds, read as a baseline period's."""
+    return 1.0 + max(n - 1.0, 0.0) * rho
+
+
+def period_shape(
+    period_of: npt.NDArray[np.intp], values: int
+) -> tuple[np.ndarray, int, float] | None:
+    """(samples per period, periods with any, mean period size) of a baseline whose `values`
+    samples lie in periods `period_of`; None when they measure no correlation within a
+    period (no samples, not one period each, fewer than two periods, one sample each)."""
+    if period_of.size != values or not period_of.size:
+        return None
+    sizes = np.bincount(period_of)
+    periods = int(np.count_nonzero(sizes))
+    mean_size = period_of.size / max(periods, 1)
+    if periods < 2 or mean_size <= 1.0:
+        return None
+    return sizes, periods, mean_size
+
+
+def correlation_limit(
+    inflation: float, periods: int, events: float, mean_size: float, alpha: float
+) -> float:
+    """rho at its upper limit (level `alpha`): a design effect measured across `periods` at
+    their mean size, widened by `inflation_limit` and read back as rho = (limit - 1) / (mean
+    size - 1), in [0, 1]."""
+    limit = inflation_limit(inflation, periods, events, mean_size, alpha)
+    return min(max((limit - 1.0) / (mean_size - 1.0), 0.0), 1.0)
+
+
 @functools.lru_cache(maxsize=1024)
 def _student_ratio(periods: float, q: float) -> float:
     """Student's deviate with `periods` - 1 degrees of freedom over the normal one at `q`:

@@ -20,7 +20,7 @@ from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running
 from checks.expect import Body, Expect, Expectation
-from checks.lag import AGENT_DELAY, AGENT_HELD, AGENT_KERNEL_DELAY, AGENT_RESUMED, UNANSWERED
+from checks.lag import AGENT_DELAY, AGENT_KERNEL_DELAY, keep_lag
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from common.durations import format_duration
 from common.redaction import Redactor
@@ -126,8 +126,7 @@ class HttpCheck(Check):
         name = self.config.name
         sample = failed.sample(name, ctx.target)
         details: dict[str, object] = {"error": failed.kind}
-        if failed.silent_s is not None:  # the target's silence (`checks.lag`), rounded down
-            details[UNANSWERED] = math.floor(failed.silent_s * 1e4) / 1e4
+        keep_lag(details, silent_s=failed.silent_s)  # the target's silence (`checks.lag`)
         return CheckResult(
             check=name,
             type=self.type,
@@ -152,10 +151,8 @@ class HttpCheck(Check):
         if reply.agent_kernel_delay_s is not None:
             # the kernel's measure (`checks.stamps`), kept to 10 µs, rounded up: a bound
             details[AGENT_KERNEL_DELAY] = math.ceil(reply.agent_kernel_delay_s * 1e5) / 1e5
-        if reply.agent_held_s:  # the request went out late (`checks.lag`), rounded up
-            details[AGENT_HELD] = math.ceil(reply.agent_held_s * 1e4) / 1e4
-        if reply.agent_resumed_s:  # it landed as the loop came back (`checks.lag`), rounded up
-            details[AGENT_RESUMED] = math.ceil(reply.agent_resumed_s * 1e4) / 1e4
+        # the request went out late, it landed as the loop came back (`checks.lag`)
+        keep_lag(details, held_s=reply.agent_held_s, resumed_s=reply.agent_resumed_s)
         if not mismatches:
             took = format_duration(reply.latency_s)  # as every latency reads: not `in 0ms`
             return f"{self._label}: {reply.status} in {took}", details, None

@@ -10,9 +10,10 @@ A/A window could be rolled back by the agent's own overload.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
-from typing import Literal
+from typing import Any, Literal
 
 from checks.base import CheckResult, Sample
 
@@ -76,6 +77,27 @@ answer in the agent's socket when the agent looked, at least the timeout
 (`checks.wire.Unanswered`; through aiohttp, `checks.silence.Deadline`). Such a timeout is
 the target's however the agent's loop stalled (`attributed`): a stall delays the agent's
 reading, never the target's answer."""
+
+
+def keep_lag(
+    details: dict[str, Any],
+    *,
+    held_s: float = 0.0,
+    resumed_s: float = 0.0,
+    silent_s: float | None = None,
+) -> dict[str, Any]:
+    """`details` with what `attributed` judges a probe's lag by, to 0.1 ms, as every check
+    keeps them: the stall that held its request back (`AGENT_HELD`) and the one its answer
+    landed just after (`AGENT_RESUMED`), when not 0, rounded up (bounds of the agent's part);
+    the target's silence at its timeout (`UNANSWERED`), rounded down."""
+    if held_s:
+        details[AGENT_HELD] = math.ceil(held_s * 1e4) / 1e4
+    if resumed_s:
+        details[AGENT_RESUMED] = math.ceil(resumed_s * 1e4) / 1e4
+    if silent_s is not None:
+        details[UNANSWERED] = math.floor(silent_s * 1e4) / 1e4
+    return details
+
 
 _TIMED = frozenset({"timeout", "latency"})
 """Error classes that say something about time (no answer in time, an answer too slow):

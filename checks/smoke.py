@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -22,12 +21,10 @@ from yarl import URL
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
 from checks.expect import Body, Expect, Expectation, Mismatch, compile_path
 from checks.lag import (
-    AGENT_HELD,
-    AGENT_RESUMED,
     SLACK_S,
-    UNANSWERED,
     Dropped,
     LoopLag,
+    keep_lag,
     verdict_on,
     without_latency,
 )
@@ -441,13 +438,11 @@ def _lag(
     of one sample: its last step's), as an http check keeps them: how long a stall held
     the step's request back, the stall its answer landed just after, the target's silence
     at its timeout."""
-    if reply is not None and reply.agent_held_s:  # rounded up, as `checks.http`
-        details[AGENT_HELD] = math.ceil(reply.agent_held_s * 1e4) / 1e4
-    if reply is not None and reply.agent_resumed_s:  # rounded up, as `checks.http`
-        details[AGENT_RESUMED] = math.ceil(reply.agent_resumed_s * 1e4) / 1e4
-    if silent_s is not None:  # rounded down
-        details[UNANSWERED] = math.floor(silent_s * 1e4) / 1e4
-    return details
+    if reply is None:
+        return keep_lag(details, silent_s=silent_s)
+    return keep_lag(
+        details, held_s=reply.agent_held_s, resumed_s=reply.agent_resumed_s, silent_s=silent_s
+    )
 
 
 def _step_summary(name: str, reply: Reply) -> dict[str, Any]:

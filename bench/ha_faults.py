@@ -83,7 +83,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 from aiohttp import web
 
 from tests.e2e.chaos import UNANSWERED, Chaos, Plan, Replica, SteppedReplica

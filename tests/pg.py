@@ -104,7 +104,7 @@ class PgCluster:
         parameters as server settings): ~5 ms, where CREATE DATABASE copies a template
         and checkpoints (~50-300 ms). To the store it is just as empty a database.
         """
-        import asyncpg  # type: ignore[import-untyped]
+        import asyncpg
 
         name = f"t_{uuid.uuid4().hex[:16]}"
         conn = await asyncpg.connect(self.url(), timeout=10)

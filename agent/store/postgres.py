@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from agent.store.base import Conflict, StoreBusy, StoreError, StoreUnreachable
 from agent.store.location import describe_url

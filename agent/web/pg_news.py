@@ -89,7 +89,7 @@ class PgNews:
                 self.also(window_id)
 
     async def run(self) -> None:
-        import asyncpg  # type: ignore[import-untyped]  # only on a PostgreSQL store
+        import asyncpg  # only on a PostgreSQL store
 
         down = False  # said once per outage, and its end once (every 2 s, it was 35 lines in 70 s)
         while True:

@@ -284,7 +284,7 @@ async def test_an_outcome_the_postgres_store_refused_for_now_is_held_and_said_bu
     """Two deadlocks on the outcome's write (a trigger raising PostgreSQL's own SQLSTATE):
     held and stored at the third try, sent once, and said as what it is, a busy store, not
     one that does not answer."""
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     store, w = PostgresStore(pg_url), window()
     await store.open()

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg  # type: ignore[import-untyped]
+import asyncpg
 
 from agent.records import JUDGED_STATES
 from agent.rollback.delivery import TAKEOVER_GRACE_S

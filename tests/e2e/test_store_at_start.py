@@ -374,7 +374,7 @@ async def test_run_waits_for_a_postgresql_out_of_connections_then_serves(
     53300, `too many connections`, as a server at `max_connections`) is a store that does
     not answer yet, waited for and said once, not a configuration to fix (exit 2); the
     agent serves once a connection is free. Only a server refusing or cut was tried."""
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     url = await pg_cluster.create_database()
     schema = url.rsplit("search_path=", 1)[1]
@@ -411,7 +411,7 @@ async def test_a_refused_login_is_exit_2_at_once_saying_why(
     store error: … (exit 2)`, at once": a role that does not exist, and one that may not
     log in, on a real PostgreSQL; never the wait for a store that does not answer. Both
     agents at once: neither waits for the other's start (each took 4-5 s at load 15)."""
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     nologin = f"pf_nologin_{free_port()}"
     admin = await asyncpg.connect(pg_cluster.url(), timeout=10)

@@ -65,7 +65,7 @@ class PostgresBackend:
         return PostgresStore(self.url)
 
     async def set_schema_version(self, version: int) -> None:
-        import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+        import asyncpg
 
         conn = await asyncpg.connect(self.url)
         try:

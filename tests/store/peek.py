@@ -24,7 +24,7 @@ async def rows(store: Store, sql: str, *args: Any) -> list[tuple[Any, ...]]:
             found = list(db.execute(sql, args).fetchall())
             db.commit()
             return found
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     from agent.store.postgres import PostgresStore, numbered
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+import asyncpg
 import pytest
 from aiohttp import web
 

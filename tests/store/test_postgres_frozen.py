@@ -111,7 +111,7 @@ async def test_many_slow_queries_share_their_looks_at_the_server(
     queries begun a tenth of a second apart on a loaded server were twenty new
     connections in 3 s, one per query a second. One look's answer serves every query
     for `LOOK_S`: a few looks in all, and every query waited to its end."""
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     looks = 0
     connect = asyncpg.connect

@@ -404,7 +404,7 @@ async def test_on_the_default_schema_a_replica_id_meets_an_older_agent_under_it(
     """A store on the database's default schema (no `search_path`) keeps the bare id's key,
     the one every earlier version holds: in a rolling upgrade the new agent is refused an id
     an older live one holds, naming it, as before."""
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     from agent.store.postgres import ReplicaIdInUse
     from agent.store.sql import LOCK_REPLICA

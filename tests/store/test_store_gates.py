@@ -199,7 +199,7 @@ async def _run(backend: Backend, statements: list[str]) -> None:
                 db.execute(sql)
             db.commit()
         return
-    import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type hints
+    import asyncpg
 
     assert isinstance(backend, PostgresBackend)
     conn = await asyncpg.connect(backend.url)

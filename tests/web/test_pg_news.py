@@ -56,7 +56,7 @@ async def test_a_window_starting_is_sent_at_once_other_news_coalesced(
     lets a burst of round writes go out as one: another replica's run in flight heard of
     it 52-55 ms after, beside the window's first round; 1-6 ms without the wait. The
     next change waits again (here a minute: not sent while the test looks)."""
-    import asyncpg  # type: ignore[import-untyped]  # no stubs, no py.typed
+    import asyncpg
 
     monkeypatch.setattr(pg_news, "FLUSH_S", 60.0)
     got: asyncio.Queue[str] = asyncio.Queue()

@@ -123,7 +123,7 @@ def serve_target(latency: float, jitter: float, seed: int) -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        print(site._server.sockets[0].getsockname()[1], flush=True)  # type: ignore[union-attr]
+        print(site.port, flush=True)
         await asyncio.Event().wait()
 
     asyncio.run(main())

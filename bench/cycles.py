@@ -67,7 +67,7 @@ async def serve_peers(hold_s: float) -> None:
         await runner.setup()
         tcp = web.TCPSite(runner, "127.0.0.1", 0)
         await tcp.start()
-        return int(tcp._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return tcp.port
 
     held: list[asyncio.StreamWriter] = []
 

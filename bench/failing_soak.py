@@ -149,7 +149,7 @@ async def peers(counts_path: Path) -> None:
         await runner.setup()
         tcp = web.TCPSite(runner, HOST, 0)
         await tcp.start()
-        return int(tcp._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return tcp.port
 
     held: list[asyncio.StreamWriter] = []
 

@@ -243,7 +243,7 @@ async def peers(counts_path: Path) -> None:
         await runner.setup()
         tcp = web.TCPSite(runner, HOST, 0)
         await tcp.start()
-        return int(tcp._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        return tcp.port
 
     def target(i: int) -> web.Application:
         async def health(request: web.Request) -> web.Response:

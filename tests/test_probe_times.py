@@ -30,7 +30,7 @@ async def main() -> None:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    url = URL(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/")
+    url = URL(f"http://127.0.0.1:{site.port}/")
     loop = asyncio.get_running_loop()
     async with TargetSessions() as sessions:
         client = lean_client(sessions.get(str(url)))

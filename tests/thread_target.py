@@ -66,7 +66,7 @@ class ThreadTarget:
         self.loop.run_until_complete(runner.setup())
         site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         self.loop.run_until_complete(site.start())
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.port = site.port
         self.started.set()
         self.loop.run_forever()
         self.loop.run_until_complete(runner.cleanup())

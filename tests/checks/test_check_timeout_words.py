@@ -55,7 +55,7 @@ async def silent_target() -> AsyncIterator[str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site.port
     yield f"http://127.0.0.1:{port}"
     stop.set()
     await runner.cleanup()

@@ -116,9 +116,7 @@ class Receiver:
         for _ in range(ports):
             site = web.TCPSite(self.runner, "127.0.0.1", 0)
             await site.start()
-            server = site._server
-            assert server is not None and server.sockets
-            urls.append(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/")
+            urls.append(f"http://127.0.0.1:{site.port}/")
         return urls
 
     def open_connections(self) -> int:

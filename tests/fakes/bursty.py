@@ -65,7 +65,7 @@ async def serve(service: BurstyService) -> None:
     await runner.setup()
     site = web.TCPSite(runner, HOST, 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site.port
     print(port, flush=True)
     await asyncio.Event().wait()
 

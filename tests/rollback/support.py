@@ -92,7 +92,7 @@ async def rollback_target(
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = site.port
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 
 import pytest
-from check_target import MakeContext, target_app
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
 from checks.base import CheckContext
 from checks.sessions import TargetSessions
+from tests.checks.check_target import MakeContext, target_app
 from tests.self_signed import self_signed
 
 ON_BOTH_LOOPS = {"test_checks_wire.py", "test_checks_http.py"}

@@ -15,7 +15,6 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 from aiohttp import web
-from check_target import PROBE_PATHS, SECRET, MakeContext, free_port, target_app
 from pydantic import ValidationError
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
@@ -27,6 +26,7 @@ from checks.registry import run_check
 from checks.sessions import USER_AGENT, TargetSessions
 from common.durations import format_duration
 from common.redaction import Redactor
+from tests.checks.check_target import PROBE_PATHS, SECRET, MakeContext, free_port, target_app
 
 
 @pytest.fixture(autouse=True, params=sorted(PROBE_PATHS))

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from check_target import MakeContext, free_port
 from pydantic import ValidationError
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
@@ -19,6 +18,7 @@ from checks.base import CheckResult
 from checks.load import LoadCheck, LoadCheckConfig, parse_rate
 from checks.registry import run_check
 from common.durations import format_duration
+from tests.checks.check_target import MakeContext, free_port
 
 
 class Target:

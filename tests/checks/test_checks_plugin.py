@@ -13,12 +13,12 @@ from importlib.metadata import PackageNotFoundError, distribution, entry_points
 from pathlib import Path
 
 import pytest
-from check_target import MakeContext, check_config_union, free_port
 from pydantic import TypeAdapter
 from yarl import URL
 
 from checks.base import CheckConfig
 from checks.registry import build_check, check_types, config_models, run_check
+from tests.checks.check_target import MakeContext, check_config_union, free_port
 
 PLUGIN_DIST = "postflight-tcp-check"
 PLUGIN_SOURCE = Path(__file__).resolve().parents[1] / "plugin_pkg"

@@ -21,7 +21,6 @@ import pytest
 import requests
 import urllib3
 import yaml
-from check_target import SECRET, MakeContext, check_config_union
 from pydantic import TypeAdapter, ValidationError
 from yarl import URL
 
@@ -39,6 +38,7 @@ from checks.registry import (
     run_check,
     start_check,
 )
+from tests.checks.check_target import SECRET, MakeContext, check_config_union
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_a_plugin_that_fails_to_import_is_named(fake_entry_points: list[EntryPoi
     [
         ("result", "checks.base:CheckResult", "is not a subclass of checks.base.Check"),
         ("nothttp", "checks.http:HttpCheck", "declares type 'http'"),
-        ("loose", "test_checks_registry:LooseCheck", "must be annotated Literal['loose']"),
+        ("loose", f"{__name__}:LooseCheck", "must be annotated Literal['loose']"),
     ],
 )
 def test_a_plugin_that_breaks_the_contract_is_refused(

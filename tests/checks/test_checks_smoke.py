@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from check_target import SECRET, MakeContext, free_port
 from pydantic import ValidationError
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
@@ -15,6 +14,7 @@ from yarl import URL
 from checks.base import CheckResult
 from checks.registry import run_check
 from checks.smoke import SmokeCheck, SmokeCheckConfig
+from tests.checks.check_target import SECRET, MakeContext, free_port
 
 LOGIN = {
     "name": "login",

@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from check_target import PROBE_PATHS, free_port, target_app
 from pytest_aiohttp import AiohttpServer
 from yarl import URL
 
@@ -35,6 +34,7 @@ from checks.registry import run_check, start_check
 from checks.sessions import TargetSessions, lean_client
 from checks.wire import Disconnected, _Conn
 from common.tracebacks import drop_cancellation
+from tests.checks.check_target import PROBE_PATHS, free_port, target_app
 
 
 @pytest.fixture(autouse=True, params=sorted(PROBE_PATHS))

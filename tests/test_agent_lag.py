@@ -273,6 +273,8 @@ def test_an_answer_read_just_after_a_stall_is_still_the_agents_to_have_read_late
 
     class Clock:
         now = 0.0
+        due: tuple[float, Callable[[], None]]
+        soon: list[tuple[Callable[[int], None], int]]
 
         def time(self) -> float:
             return self.now
@@ -553,8 +555,7 @@ def test_a_load_checks_requests_the_stalled_agent_delayed_are_not_the_targets(
                 [result] = await probe.run_round(2.0, probes=1)
             finally:
                 target.on_request = None
-                for check in probe.checks:
-                    await check.aclose()
+                await probe.close_checks()
             return result, (stalled_at[0] - start if stalled_at else None)
 
     # the stall must come mid-run (0.6 s of the 1 s run): on a clock from the call, a busy
@@ -744,6 +745,8 @@ def test_the_delay_an_answer_read_now_waited_is_measured_from_the_last_beat() ->
 
     class Clock:
         now = 0.0
+        due: tuple[float, Callable[[], None]]
+        soon: list[tuple[Callable[[int], None], int]]
 
         def time(self) -> float:
             return self.now

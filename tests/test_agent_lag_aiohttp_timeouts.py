@@ -25,10 +25,10 @@ from checks.base import CheckResult
 from checks.lag import AGENT_HELD, UNANSWERED
 from checks.sessions import TargetSessions
 from tests.self_signed import self_signed
+from tests.test_agent_lag import _dropped
 from tests.test_agent_lag_aiohttp import (
     LOAD,
     PROBE,
-    _dropped,
     _loops,
     _probe,
     _run,

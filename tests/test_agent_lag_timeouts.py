@@ -176,6 +176,7 @@ def test_an_answer_that_came_while_the_agent_stalled_is_read_late_as_before(
     probe's start could fire before the request was written (a loaded machine's late
     loop), or end before the target's thread wrote the answer."""
     stall_ended = [0.0]
+    target = WrittenTarget()
 
     def stall(seconds: float) -> None:
         time.sleep(seconds)
@@ -183,7 +184,7 @@ def test_an_answer_that_came_while_the_agent_stalled_is_read_late_as_before(
             time.sleep(max(0.0, target.written_at + 0.1 - time.perf_counter()))
         stall_ended[0] = time.perf_counter()
 
-    with running(WrittenTarget()) as target:
+    with running(target):
         loop = _loop(kind)
         try:
             result = loop.run_until_complete(

@@ -9,11 +9,12 @@ import logging
 from types import SimpleNamespace
 from typing import Any, Literal
 
+import aiohttp
 import pytest
 
 from agent.analysis.judge import judge
 from agent.analysis.observe import observe
-from agent.analysis.types import Policy, Rule, RuleVerdict, Verdict
+from agent.analysis.types import Policy, Rule, RuleOutcome, RuleVerdict, Verdict
 from agent.analysis.verdicts import Glance
 from agent.web.view import alert_words
 from agent.windows.check_bugs import BaselineBugs, CheckBugAlerts, bug_said
@@ -21,7 +22,7 @@ from agent.windows.evidence import WhatBroke
 from agent.windows.lifecycle import WindowWatch
 from agent.windows.overload import DropTally
 from alerting.events import check_bug_key
-from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Sample, Target
 from checks.registry import run_check
 
 
@@ -40,11 +41,12 @@ class BuggyCheck(Check):
         return CheckResult(self.name, self.type, True, (), str(answer["latency"]))
 
 
-async def _bug(name: str = "plug", target: Literal["deploy", "baseline"] = "deploy") -> CheckResult:
-    ctx = CheckContext(
-        base_url="http://127.0.0.1:9", session=None, environment="production", target=target
-    )  # type: ignore[arg-type]  # the check makes no request
-    return await run_check(BuggyCheck(BuggyConfig(name=name)), ctx)
+async def _bug(name: str = "plug", target: Target = "deploy") -> CheckResult:
+    async with aiohttp.ClientSession() as session:  # the check makes no request
+        ctx = CheckContext(
+            base_url="http://127.0.0.1:9", session=session, environment="production", target=target
+        )
+        return await run_check(BuggyCheck(BuggyConfig(name=name)), ctx)
 
 
 def _answered(check: str) -> CheckResult:
@@ -193,7 +195,7 @@ async def test_a_canary_rule_without_a_baseline_for_a_bug_says_so_in_its_verdict
     bugs = BaselineBugs()
     bugs.note(rule, baseline, results)
 
-    def verdict(outcome: str = "inconclusive", base: float | None = None) -> Verdict:
+    def verdict(outcome: RuleOutcome = "inconclusive", base: float | None = None) -> Verdict:
         def one(name: str) -> RuleVerdict:
             return RuleVerdict(
                 name, "checks", "latency_p95", outcome, 0.02, base, "max_increase 50%",

@@ -15,7 +15,7 @@ import pytest
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
 from agent.windows.probing import EnvironmentProbe, Limit
-from checks.base import Check, CheckConfig, CheckContext, CheckResult
+from checks.base import Check, CheckConfig, CheckContext, CheckResult, Target
 from checks.lag import AGENT_SHARE
 from checks.registry import DEADLINE_GRACE_S, run_check
 from checks.sessions import TargetSessions
@@ -513,7 +513,7 @@ async def test_windows_of_environments_deployed_together_probe_at_different_inst
 
             async def planned(
                 loop: object,
-                plan: list[tuple[float, Check, str, float]],
+                plan: list[tuple[float, Check, Target, float]],
                 end: float | None,
                 name: str = name,
             ) -> list[CheckResult]:

@@ -56,7 +56,12 @@ async def test_probes_a_stall_made_late_start_a_step_apart() -> None:
                 return await launch(loop, plan, end)
 
             def recorded(
-                check: Check, target: Target, end: float | None, room: float, done: Any, late: float
+                check: Check,
+                target: Target,
+                end: float | None,
+                room: float,
+                done: Any,
+                late: float = 0.0,
             ) -> Started | None:
                 started[done.args[0]] = loop.time()
                 return start_once(check, target, end, room, done, late)
@@ -102,8 +107,8 @@ async def test_a_probe_moved_by_a_stall_and_started_late_again_keeps_no_latency(
             start_once = probe.start_once
             moved: list[float] = []
 
-            def then_stalled(*args: Any) -> Started | None:
-                run = start_once(*args)
+            def then_stalled(*args: Any, **kwargs: Any) -> Started | None:
+                run = start_once(*args, **kwargs)
                 if not moved and loop.time() - begun >= STALL_S:  # the first moved start
                     moved.append(loop.time())
                     loop.call_soon(time.sleep, 0.4)

@@ -14,7 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from tests.test_readme_decides_figures import section
+from tests.readme import section
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
+from agent.analysis.judge import Judge
 from agent.app import WATCHER, build_app
 from agent.records import DeployWindow, RoundRecord
 from agent.settings_file import load_settings_text
@@ -516,7 +517,7 @@ async def test_a_window_registered_after_its_start_is_judged_on_the_rounds_that_
     a stop (worked out from the stored registration, not from when a watch starts)."""
     horizons: list[int] = []
 
-    class Told(lifecycle.Judge):  # the real judge; what the watch tells it is kept
+    class Told(Judge):  # the real judge; what the watch tells it is kept
         def __init__(self, *args: Any, horizon: int = 0, **kwargs: Any) -> None:
             horizons.append(horizon)
             super().__init__(*args, horizon=horizon, **kwargs)
@@ -550,5 +551,5 @@ async def test_a_window_registered_after_its_start_is_judged_on_the_rounds_that_
         await store.close()
     assert told_first == [16], horizons
     assert horizons == [16, 16], horizons  # the resumed watch's judge, told the same
-    slots = [r.summary.get("slot") for r in rounds]
+    slots = [r.summary["slot"] for r in rounds]
     assert 2 <= len(rounds) <= 16 and all(s >= 14 for s in slots), slots

@@ -11,16 +11,16 @@ from typing import Any
 from agent.analysis.verdicts import Glance
 from agent.windows.lifecycle import WindowWatch
 from agent.windows.overload import DropTally
-from checks.base import CheckResult, Sample
+from checks.base import CheckResult, Sample, Target
 from checks.lag import attributed
 
 
-def _timed_out(target: str) -> CheckResult:
+def _timed_out(target: Target) -> CheckResult:
     sample = Sample(check="health", ok=False, latency_s=1.0, error="timeout", target=target)
     return CheckResult("health", "http", False, (sample,), "health: timeout", 1.0, {})
 
 
-def _answered(target: str) -> CheckResult:
+def _answered(target: Target) -> CheckResult:
     sample = Sample(check="health", ok=True, latency_s=0.02, status=200, target=target)
     return CheckResult("health", "http", True, (sample,), "health: 200", 0.02, {})
 

@@ -29,14 +29,14 @@ class ThreadTarget:
         self.answered = 0
         self.answered_at = 0.0
         """When the latest answer was made (`time.monotonic`, in the target's thread)."""
-        self.on_request: Callable[[], None] | None = None
+        self.on_request: Callable[[], object] | None = None  # what it returns is not read
         self.on_answer: Callable[[float, float], None] | None = None
         self.loop = asyncio.new_event_loop()
         self.started = threading.Event()
         self.port = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
 
-    async def health(self, request: web.Request) -> web.Response:
+    async def health(self, request: web.Request) -> web.StreamResponse:
         came = time.perf_counter()
         if self.on_request is not None:
             self.on_request()

@@ -3,12 +3,27 @@ windows start from."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
 import numpy as np
 
 from agent.analysis.sequential import BaselineData, SequentialRule
 from agent.analysis.types import Observation, Rule
 
 LATENCY = Rule("p95", "checks", "latency_p95", max_increase=0.1)
+
+
+class WindowEnd(NamedTuple):
+    """One of a rule's tests at a window's end: its peak log e-value, the round it crossed."""
+
+    peak: float
+    crossed: int | None
+
+    @classmethod
+    def of(cls, test: Mapping[str, Any]) -> WindowEnd:
+        """Read from the test's state (`state["tests"][name]`)."""
+        return cls(float(test["peak"]), test["crossed"])
 
 
 def lognormal_rule(

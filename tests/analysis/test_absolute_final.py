@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
 import pytest
@@ -25,7 +26,7 @@ def _counts(total: int, rounds: int, seed: int) -> list[int]:
     return [int(c) for c in np.bincount(at // 10, minlength=rounds)]
 
 
-def _run(rule: SequentialRule, counts: list[int], *, success: bool = False) -> dict:
+def _run(rule: SequentialRule, counts: list[int], *, success: bool = False) -> dict[str, Any]:
     state = rule.start()
     for k, c in enumerate(counts):
         good = 10 - c if success else c

@@ -110,7 +110,7 @@ def _baseline(errors: int) -> BaselineData:
 
 def _window_rounds(errors: int) -> list[int]:
     """900 rounds of 10 requests with `errors` spread evenly."""
-    return np.diff(np.floor(np.arange(901) * errors / 900)).astype(int).tolist()
+    return [int(c) for c in np.diff(np.floor(np.arange(901) * errors / 900))]
 
 
 def test_a_regression_the_e_processes_miss_fails_at_the_windows_end() -> None:

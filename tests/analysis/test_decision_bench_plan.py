@@ -133,6 +133,7 @@ def test_a_run_judges_at_the_daemons_interval_unless_asked(
         monkeypatch.setattr("sys.argv", argv + extra)
         assert bench.main() == 0
         report = json.loads(capsys.readouterr().out)
+        assert bench.__file__ is not None
         assert report["commit"] == bench.commit_of(Path(bench.__file__).parent)
         medians[report["round_s"]] = report["policies"]["sequential"]["time_to_detect_s"][cell]
     assert set(medians) == {30, 1}

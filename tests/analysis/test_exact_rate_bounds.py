@@ -32,7 +32,7 @@ def test_a_deploy_failing_a_tenth_of_its_probes_fails_max_0_under_every_policy(
 ) -> None:
     """Before: sequential ended inconclusive ("upper bound 0.1 vs max 0")."""
     rounds = _counts([1] * 30)
-    verdict = judge([ERRORS], {}, rounds, Policy(policy), final=True, horizon=30)  # type: ignore[arg-type]
+    verdict = judge([ERRORS], {}, rounds, Policy(policy), final=True, horizon=30)
     assert verdict.decision == "fail", verdict.reason
 
 
@@ -166,7 +166,7 @@ def test_a_relative_bound_on_a_bare_zero_baseline_takes_the_threshold_policys_fl
         return [{"errors": Observation(rate)}] * n
 
     for policy in ("sequential", "threshold", "fixed"):
-        verdict = judge([rule], base, rounds(0.1), Policy(policy), final=True, horizon=30)  # type: ignore[arg-type]
+        verdict = judge([rule], base, rounds(0.1), Policy(policy), final=True, horizon=30)
         assert verdict.decision == "fail", (policy, verdict.reason)
     verdict = judge([rule], base, rounds(0.1), SEQUENTIAL, final=True, horizon=30)
     assert "0.001 (baseline 0 +50%)" in verdict.reason, verdict.reason

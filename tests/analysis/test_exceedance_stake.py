@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent.analysis.types import Observation
-from tests.analysis.latency_rules import lognormal_rule
+from tests.analysis.latency_rules import WindowEnd, lognormal_rule
 from tests.analysis.ville import assert_within_ville
 
 EXCEEDANCE = "max_increase:exceedance"
@@ -24,7 +24,7 @@ def _exceedance_window(
     rounds: int,
     per: float,
     until_crossed: bool = False,
-) -> dict[str, float | int | None]:
+) -> WindowEnd:
     """One window of `rounds` rounds of Poisson(`per`) samples from a lognormal baseline, a
     share `tail` of them (all by default) made `factor` times slower, at the decision
     benchmark's rule alpha: the exceedance test's state at the end (its peak log e-value,
@@ -43,7 +43,7 @@ def _exceedance_window(
         if x.size:
             obs = Observation(float(np.max(x)), values=tuple(x.tolist()), quantile=0.95)
             rule.step(state, obs, i)
-    return dict(state["tests"][EXCEEDANCE])
+    return WindowEnd.of(state["tests"][EXCEEDANCE])
 
 
 def test_a_slower_tail_at_one_sample_a_round_is_found_more_often() -> None:
@@ -56,7 +56,7 @@ def test_a_slower_tail_at_one_sample_a_round_is_found_more_often() -> None:
     found = sum(
         _exceedance_window(
             rng, 3.0, tail=0.1, base_n=1800, rounds=900, per=1.0, until_crossed=True
-        )["crossed"]
+        ).crossed
         is not None
         for _ in range(60)
     )
@@ -71,9 +71,6 @@ def test_the_exceedance_test_spends_no_more_than_ville_allows_at_the_boundary() 
     rng = np.random.default_rng(8)
     windows = 300
     peaks = np.array(
-        [
-            float(_exceedance_window(rng, 1.1, base_n=300, rounds=150, per=2.0)["peak"])
-            for _ in range(windows)
-        ]
+        [_exceedance_window(rng, 1.1, base_n=300, rounds=150, per=2.0).peak for _ in range(windows)]
     )
     assert_within_ville(peaks)

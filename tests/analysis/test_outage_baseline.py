@@ -29,7 +29,8 @@ def _baseline(failed: list[int]) -> Observation:
 
 def _window(baseline: Observation) -> list[tuple[str, str, float, float]]:
     judge = Judge(RULES, {r.name: baseline for r in RULES}, Policy(), horizon=30)
-    state, said = judge.start(), []
+    state = judge.start()
+    said: list[tuple[str, str, float, float]] = []
     for i in range(QUIET + FAILING):
         bad = 0 if i < QUIET else 1
         rounds = {r.name: Observation(0.0, count=0, total=12) for r in RULES}

@@ -32,7 +32,7 @@ def _window(
     every latency of one period or round (the baseline's and the release's alike)."""
 
     def run(scale: float) -> np.ndarray:
-        shared = np.exp(common * rng.standard_normal())
+        shared = float(np.exp(common * rng.standard_normal()))
         return 0.05 * scale * shared * rng.lognormal(0.0, 0.3, per)
 
     base = np.concatenate([run(1.0) for _ in range(periods)])

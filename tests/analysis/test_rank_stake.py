@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from agent.analysis.types import Observation
-from tests.analysis.latency_rules import lognormal_rule
+from tests.analysis.latency_rules import WindowEnd, lognormal_rule
 from tests.analysis.ville import assert_within_ville
 
 RANK = "max_increase:rank"
@@ -23,7 +23,7 @@ def _rank_window(
     rounds: int,
     per: float,
     until_crossed: bool = False,
-) -> dict[str, float | int | None]:
+) -> WindowEnd:
     """One window of `rounds` rounds of Poisson(`per`) samples, the deploy = a fresh
     lognormal baseline x `factor`, at the decision benchmark's rule alpha: the rank test's
     state at the end (its peak log e-value and the round it crossed).
@@ -40,7 +40,7 @@ def _rank_window(
         if x.size:
             obs = Observation(float(np.max(x)), values=tuple(x.tolist()), quantile=0.95)
             rule.step(state, obs, i)
-    return dict(state["tests"][RANK])
+    return WindowEnd.of(state["tests"][RANK])
 
 
 def test_a_small_shift_at_one_sample_a_round_is_found_more_often() -> None:
@@ -50,7 +50,7 @@ def test_a_small_shift_at_one_sample_a_round_is_found_more_often() -> None:
     fifth of the weight) found 19 of the same windows."""
     rng = np.random.default_rng(11)
     found = sum(
-        _rank_window(rng, 1.2, base_n=1800, rounds=900, per=1.0, until_crossed=True)["crossed"]
+        _rank_window(rng, 1.2, base_n=1800, rounds=900, per=1.0, until_crossed=True).crossed
         is not None
         for _ in range(60)
     )
@@ -65,10 +65,7 @@ def test_the_rank_test_spends_no_more_than_ville_allows_at_the_boundary() -> Non
     rng = np.random.default_rng(8)
     windows = 300
     peaks = np.array(
-        [
-            float(_rank_window(rng, 1.1, base_n=300, rounds=150, per=2.0)["peak"])
-            for _ in range(windows)
-        ]
+        [_rank_window(rng, 1.1, base_n=300, rounds=150, per=2.0).peak for _ in range(windows)]
     )
     assert_within_ville(peaks)
     # and they spend it: a third of the windows pass e^1 (its old fixed stakes: a fifth)

@@ -52,10 +52,11 @@ def test_a_window_resumed_after_its_detector_overflowed_decides_as_the_unbroken_
     values = [0.0, 1e10, 0.0, 0.0, 0.0, 0.0]
     rounds = [{"cpu": Observation(v)} for v in values]
 
-    def run(resume_after: int | None) -> tuple[list[tuple[str, int | None]], list[Any]]:
+    def run(resume_after: int | None) -> tuple[list[tuple[str, int | None]], list[list[float]]]:
         judge = Judge([rule], {}, POLICY, horizon=len(rounds))
         state = judge.start()
-        seen, detectors = [], []
+        seen: list[tuple[str, int | None]] = []
+        detectors: list[list[float]] = []
         for i, round_ in enumerate(rounds):
             final = i == len(rounds) - 1
             state = judge.advance(state, round_, final=final)

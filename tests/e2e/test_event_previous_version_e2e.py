@@ -37,7 +37,9 @@ async def opened(agent: Any, sha: str, deployment: int, environment: str) -> str
 
 
 def dispatched(github: FakeGitHub, deploy_id: str) -> dict[str, str]:
-    found = [d["inputs"] for d in github.dispatches if d["inputs"]["deploy_id"] == deploy_id]
+    found: list[dict[str, str]] = [
+        d["inputs"] for d in github.dispatches if d["inputs"]["deploy_id"] == deploy_id
+    ]
     assert len(found) == 1, github.dispatches
     return found[0]
 

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from agent.appkeys import STORE
+from agent.integrations.runs import run_was_cancelled
 from agent.store import outages
 from agent.store.base import StoreBusy, StoreError, StoreUnreachable
 from agent.store.sql import SqlStore
@@ -172,7 +173,6 @@ async def test_a_422_whose_run_read_a_kill_cut_still_pages_after_the_restart(
     that 422 for A's answer taken ("answered before") and paged no one: the job behind the
     rule waited for a person nobody told. The 422 is stored before the read: the restart
     reads the run, and pages, without answering again."""
-    run_was_cancelled = integrations_module.run_was_cancelled
     frozen = asyncio.Event()
     reads: list[str] = []
 

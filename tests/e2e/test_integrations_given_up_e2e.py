@@ -263,15 +263,17 @@ async def test_an_approval_that_took_effect_before_the_restart_is_not_sent_again
     approval took effect though its answer was lost, or a person approved it): the
     restarted agent reads the release afresh and approves no second stage."""
     looks: list[int] = []
+
+    def moved_on() -> None:
+        refusing.vercel.move_stage(vc.PROJECT, 1)
+        looks.append(len(refusing.vercel.seen("/rolling-release")))
+
     agent, deploy = await restarted_after_a_cut_off_approval(
         refusing,
         monkeypatch,
         match="approve-stage",
         looks=1 + 1 + 4,  # the note, the approval's look, its 4 attempts
-        meanwhile=lambda: (
-            refusing.vercel.move_stage(vc.PROJECT, 1),
-            looks.append(len(refusing.vercel.seen("/rolling-release"))),
-        ),
+        meanwhile=moved_on,
     )
     # the restarted agent's look at the release (it took the approval over)
     await eventually(lambda: len(refusing.vercel.seen("/rolling-release")) > looks[0], within=15.0)

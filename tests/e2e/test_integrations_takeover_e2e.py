@@ -101,7 +101,7 @@ async def test_our_approval_that_took_effect_before_the_restart_is_recorded_appr
 
     vercel.before_answer = takes_it
     vercel.fail("hang", match=f"rolling-release/{call}")
-    options = {"window": "1500ms", "rolling_release": True}
+    options: dict[str, Any] = {"window": "1500ms", "rolling_release": True}
     agent: RunningAgent = await refusing.alerting(json_sink, **options)
     deploy = await passed_release_window(agent, f"rr-ours-{call}")
     await eventually(lambda: len(taken) == 1)
@@ -234,7 +234,7 @@ async def test_our_approval_answered_but_not_recorded_before_a_stop_is_recorded_
     monkeypatch.setattr(daemon_side.Integrations, "_record", cut)
     vercel = refusing.vercel
     vercel.start_rolling_release(vc.PROJECT, canary=vc.NEW)
-    options = {"window": "1500ms", "rolling_release": True}
+    options: dict[str, Any] = {"window": "1500ms", "rolling_release": True}
     agent = await refusing.alerting(json_sink, **options)
     deploy = await passed_release_window(agent, "rr-cut")
     await eventually(lambda: len(vercel.approvals) == 1)

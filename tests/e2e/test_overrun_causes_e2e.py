@@ -23,9 +23,8 @@ from aiohttp import web
 from agent.app import build_app
 from agent.appkeys import STORE
 from agent.metrics import OVERRUN_CAUSES, Metrics
-from agent.records import DeployWindow, RoundRecord
+from agent.records import DeployWindow, Fence, RoundRecord
 from agent.settings_file import load_settings_text
-from agent.store.base import Fence
 from agent.store.sqlite import SqliteStore
 from tests.e2e.conftest import AgentFactory, LocalTarget, RunningAgent
 from tests.e2e.providers_support import NEWRELIC_KEY, providers_yaml

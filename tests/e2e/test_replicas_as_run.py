@@ -697,7 +697,7 @@ class TestOnOneRunningPair:
         flip_target.bad = True
         async with aiohttp.ClientSession(headers=HEADERS) as http:
             a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
-            common = ("--env", "production", "--version", "v2", "--previous", "v1")
+            common: tuple[str, ...] = ("--env", "production", "--version", "v2", "--previous", "v1")
             common += ("--idempotency-key", "ci-run-42")
             code, out = await cli("register", "--url", a.url, *common, "--quiet")
             assert code == 0, out

@@ -27,18 +27,18 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 ROLLBACK = "{target: github, github: {workflow: rollback.yml, ref: main}, backoff: 50ms}"
 
 
-def readme_workflow() -> dict[str, Any]:
+def readme_workflow() -> dict[str | bool, Any]:
     """The README's `.github/workflows/rollback.yml`."""
     blocks = re.findall(r"```yaml\n(.*?)```", README.read_text(), flags=re.S)
     found = [b for b in blocks if b.startswith("# .github/workflows/rollback.yml")]
     assert len(found) == 1, "the README shows one rollback workflow"
-    document: dict[str, Any] = yaml.safe_load(found[0])
+    document: dict[str | bool, Any] = yaml.safe_load(found[0])  # `on` read as True: below
     return document
 
 
-def dispatch_inputs(workflow: dict[str, Any]) -> dict[str, bool]:
+def dispatch_inputs(workflow: dict[str | bool, Any]) -> dict[str, bool]:
     # YAML 1.1 reads the key `on` as True
-    trigger = workflow.get("on", workflow.get(True))
+    trigger = workflow["on"] if "on" in workflow else workflow[True]
     inputs = trigger["workflow_dispatch"]["inputs"]
     return {name: bool(spec.get("required", False)) for name, spec in inputs.items()}
 

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 
 from agent.appkeys import STORE
-from agent.records import RoundRecord
+from agent.records import Fence, RoundRecord
 from tests.e2e.conftest import AgentFactory, LocalTarget, slow_rounds
 from tests.e2e.slow_store import EndAwaited, watched_to_its_end
 
@@ -245,11 +245,11 @@ class SlowStore(EndAwaited):
         self.written: dict[int, float] = {}
 
     async def record_round(
-        self, record: RoundRecord, verdict: dict[str, Any] | None, owner: str | None = None
+        self, record: RoundRecord, verdict: dict[str, Any] | None, fence: Fence | None = None
     ) -> bool:
         await asyncio.sleep(self.delay_s)
         try:
-            return await super().record_round(record, verdict, owner)
+            return await super().record_round(record, verdict, fence)
         finally:
             self.written[record.number] = time.time()
 

@@ -6,6 +6,8 @@ webhook's port nobody listens on: pending between its attempts, then failed."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.cli_process import awaited_cli
@@ -32,13 +34,13 @@ async def test_status_says_why_the_last_attempt_did_not_deliver_pending_and_fail
     deploy = await agent.register("production", "v2")
 
     for state in ("pending", "failed"):
-        shown = await agent.wait_until(
-            deploy["id"],
-            lambda d, s=state: (
-                (d.get("rollback") or {}).get("state") == s
-                and bool(d["rollback"].get("last_error"))
-            ),
-        )
+
+        def attempted(d: dict[str, Any], s: str = state) -> bool:
+            return (d.get("rollback") or {}).get("state") == s and bool(
+                d["rollback"].get("last_error")
+            )
+
+        shown = await agent.wait_until(deploy["id"], attempted)
         assert shown["rollback"]["last_error"] == refused, shown
         code, said = await awaited_cli("status", deploy["id"], *connection)
         assert code == 0, said

@@ -12,7 +12,8 @@ import pytest
 
 from tests.cli_process import stopped_as_the_block_ends
 from tests.e2e.crash import free_port
-from tests.e2e.test_stop_stuck_parts import SHUTDOWN_TIMEOUT_S, config, records, start
+from tests.e2e.plugin_agent import records, start
+from tests.e2e.test_stop_stuck_parts import SHUTDOWN_TIMEOUT_S, config
 from tests.plugin_site import install_distribution
 
 pytestmark = pytest.mark.e2e

@@ -47,7 +47,7 @@ async def test_a_failed_follow_ups_alert_cut_by_a_stop_at_its_claim_is_sent_once
         if event == ALERT_KEY and not claiming.is_set():
             claiming.set()
             await asyncio.sleep(10)  # past the stop: cut before its claim is made
-        return await claim_alert(self, window_id, event, *a, **k)  # type: ignore[arg-type]
+        return await claim_alert(self, window_id, event, *a, **k)
 
     monkeypatch.setattr(SqliteStore, "claim_alert", slow_claim)
     receiver: RollbackReceiver = await rollback_receiver(SECRET)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -33,7 +34,9 @@ def config(workdir: Path, receiver: RollbackReceiver, follow: RollbackReceiver) 
     )
 
 
-async def follow_ups_of(http: aiohttp.ClientSession, daemon: Daemon, deploy_id: str) -> list:
+async def follow_ups_of(
+    http: aiohttp.ClientSession, daemon: Daemon, deploy_id: str
+) -> list[dict[str, Any]]:
     async with http.get(f"{daemon.url}/v1/deploys/{deploy_id}") as r:
         assert r.status == 200, await r.text()
         return list(((await r.json())["rollback"] or {}).get("then") or [])
@@ -67,7 +70,7 @@ async def test_a_stop_while_a_follow_up_waits_to_retry_leaves_it_to_the_next_sta
             # the next start sends it once its wait is over (kept in its claim), once
             restarted = Daemon(tmp_path, "first", text, None)
             await restarted.ready(http)
-            then: list = []
+            then: list[dict[str, Any]] = []
             for _ in range(300):
                 then = await follow_ups_of(http, restarted, deploy_id)
                 if then and then[0]["state"] != "pending":

@@ -19,7 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.e2e.conftest import SECRET, TOKEN, environment, free_port
+from tests.e2e.conftest import SECRET, TOKEN, environment
+from tests.e2e.crash import free_port
 from tests.e2e.test_replicas import Daemon
 from tests.receivers import RollbackReceiver
 
@@ -82,7 +83,9 @@ async def stopped_in_its_wait(
     return deploy_id
 
 
-async def rollback_of(http: aiohttp.ClientSession, daemon: Daemon, deploy_id: str) -> dict:
+async def rollback_of(
+    http: aiohttp.ClientSession, daemon: Daemon, deploy_id: str
+) -> dict[str, Any]:
     async with http.get(f"{daemon.url}/v1/deploys/{deploy_id}") as r:
         assert r.status == 200, await r.text()
         return dict((await r.json())["rollback"] or {})

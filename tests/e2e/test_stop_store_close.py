@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.crash import free_port, request_json
-from tests.e2e.plugin_agent import state_after_restart
-from tests.e2e.test_stop_stuck_parts import PLUGIN, SHUTDOWN_TIMEOUT_S, config, records, start
+from tests.e2e.plugin_agent import records, start, state_after_restart
+from tests.e2e.test_stop_stuck_parts import PLUGIN, SHUTDOWN_TIMEOUT_S, config
 from tests.plugin_site import install_distribution
 
 pytestmark = pytest.mark.e2e

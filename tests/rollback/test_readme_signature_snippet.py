@@ -23,7 +23,7 @@ README = Path(__file__).resolve().parents[2] / "README.md"
 def snippet() -> str:
     section = README.read_text().split("\n## The rollback webhook\n", 1)[1]
     [code] = re.findall(r"```python\n(.*?)```", section.split("\n## ", 1)[0], re.S)
-    return code
+    return str(code)
 
 
 def verified(secret: bytes, ts: str, raw_body: bytes, headers: dict[str, str]) -> bool:

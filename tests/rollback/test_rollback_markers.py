@@ -16,7 +16,8 @@ from agent.providers.newrelic import NewRelicProvider
 from agent.providers.provider_settings import NewRelicSettings, SentrySettings
 from agent.providers.sentry import SentryProvider
 from agent.rollback.contract import rollback_intent
-from agent.settings import EnvironmentSettings
+from agent.settings import EnvironmentSettings, Settings
+from agent.store.base import AlertClaim
 from agent.store.sqlite import SqliteStore
 from agent.windows.alert_once import WindowAlerts
 from agent.windows.markers import marker_claims, marker_key, resume_markers
@@ -68,7 +69,7 @@ async def ended_with_a_marker_owed(store: SqliteStore, owner: str) -> None:
     intent = rollback_intent(window, "probe-errors failed", [BREACH], REQUESTED_AT)
     intent.lease_owner, intent.lease_epoch = owner, 1
     intent.lease_until = REQUESTED_AT + LEASE_S
-    claims = [SimpleNamespace(event=marker_key("sentry"), payload=None)]
+    claims = [AlertClaim(marker_key("sentry"))]
     assert await store.finish_window(
         window.id, "failed", None, REQUESTED_AT, rollback=intent, alerts=claims
     )
@@ -81,7 +82,7 @@ async def resumed(s: Any, *, owner: str | None = None) -> None:
         tasks.append(asyncio.create_task(coro))
         return tasks[-1]
 
-    settings = SimpleNamespace(
+    settings = Settings.model_construct(  # what resume_markers reads, unvalidated
         environments={"production": EnvironmentSettings(base_url="http://127.0.0.1:9")}
     )
     await resume_markers(s, settings, spawn, set(), owner=owner)

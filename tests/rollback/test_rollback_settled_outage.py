@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 from agent.metrics import Metrics
 from agent.records import DeliveryAttempt, RollbackIntent
 from agent.settings import EnvironmentSettings
+from agent.store.base import AlertClaim
 from agent.windows.lifecycle import deliver_rollback
 from tests.receivers import RollbackReceiver
 from tests.rollback.support import SECRET, make_window, settings, stored_intent
@@ -31,9 +33,12 @@ class GoneOnceSettled(Restarting):
     """PostgreSQL restarting right after the delivery's 2xx is stored."""
 
     async def settle_rollback(
-        self, intent: RollbackIntent, attempt: DeliveryAttempt, *args: Any, **kwargs: Any
+        self,
+        intent: RollbackIntent,
+        attempt: DeliveryAttempt | None = None,
+        alerts: Sequence[AlertClaim] = (),
     ) -> bool:
-        settled = await super().settle_rollback(intent, attempt, *args, **kwargs)
+        settled = await super().settle_rollback(intent, attempt, alerts)
         self.down = True
         return settled
 

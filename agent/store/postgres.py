@@ -19,6 +19,7 @@ Only what PostgreSQL does its own way lives here; the schema and every method ar
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
@@ -130,6 +131,11 @@ class ReplicaIdInUse(StoreError):
     """Another live agent holds this agent's replica id on the shared store."""
 
 
+class _OwnSessionEnding(StoreError):
+    """The session holding this agent's replica id is the one this agent cut, which the
+    server has not ended yet: taken again once it has, not another agent's."""
+
+
 _REPLICA_KEY = (
     "hashtext(CASE WHEN COALESCE(current_schema(), 'public') = 'public' THEN $2"
     " ELSE current_schema() || '/' || $2 END)"
@@ -142,7 +148,7 @@ before's agent). The default schema keeps the bare id: the key every earlier ver
 takes, so a rolling upgrade still meets an older agent under the same id."""
 
 _HOLDER = f"""
-SELECT a.application_name, a.client_addr, a.backend_start
+SELECT a.pid, a.application_name, a.client_addr, a.backend_start
 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
   AND l.classid = $1::bigint AND l.objid = {_REPLICA_KEY}::bigint & 4294967295
@@ -347,7 +353,11 @@ class PostgresStore(SqlStore):
             raise ReplicaIdInUse(f"{refused} (so is every id up to {replica_ids[-1]!r})")
         raise refused
 
-    async def _take_replica_id(self, replica_id: str) -> None:
+    async def _take_replica_id(self, replica_id: str, cut: int | None = None) -> None:
+        """Take `replica_id`'s lock on a connection of its own; `cut`: the server pid of
+        the session this agent held it on and cut, which may hold it still (the server
+        ends a session whose client closed it as it gets round to it, a stuck or
+        unreachable one only at its keepalives' end): ended, and `_OwnSessionEnding`."""
         where = f"{replica_id} pid {os.getpid()}"
         try:
             conn = await asyncpg.connect(
@@ -367,6 +377,9 @@ class PostgresStore(SqlStore):
                 f"SELECT pg_try_advisory_lock($1, {_REPLICA_KEY})", LOCK_REPLICA, replica_id
             )
             holder = None if held else await conn.fetchrow(_HOLDER, LOCK_REPLICA, replica_id)
+            if holder is not None and cut is not None and holder["pid"] == cut:
+                with contextlib.suppress(asyncpg.PostgresError):  # not ours to end: waited
+                    await conn.fetchval("SELECT pg_terminate_backend($1)", cut)
         except BaseException as exc:
             conn.terminate()
             if isinstance(exc, (*_UNAVAILABLE, asyncpg.PostgresError)):
@@ -376,6 +389,8 @@ class PostgresStore(SqlStore):
             self._replica = conn
             return
         await conn.close()
+        if holder is not None and cut is not None and holder["pid"] == cut:
+            raise _OwnSessionEnding(f"replica id {replica_id!r}: the session cut still holds it")
         by = ""
         if holder is not None:
             by = f" ({holder['application_name'] or 'a session'}"
@@ -389,20 +404,31 @@ class PostgresStore(SqlStore):
 
     async def _keep_replica_id(self, replica_id: str) -> None:
         """Looks at the held session every `REPLICA_LOOK_S`; takes the id again once the
-        store cut it."""
+        store cut it, or this agent did (its look unanswered: a stuck or unreachable
+        server): that session, still the server's, is ended and waited for, not reported
+        as another agent holding the id (it was, naming this agent's own pid)."""
         taken_by_another = False
+        cut: int | None = None
+        """The server pid of the session this agent cut, until the id is held again."""
+        wait = REPLICA_LOOK_S
+        ending = LOOK_STEP_S
         while True:
-            await asyncio.sleep(REPLICA_LOOK_S)
+            await asyncio.sleep(wait)
+            wait = REPLICA_LOOK_S
             conn = self._replica
             if conn is not None:
                 try:
                     await within_loop_wait(conn.fetchval("SELECT 1"), self.connect_timeout)
                     continue
                 except (*_UNAVAILABLE, asyncpg.PostgresError):
+                    cut = conn.get_server_pid()
                     conn.terminate()
                     self._replica = None
             try:
-                await self._take_replica_id(replica_id)
+                await self._take_replica_id(replica_id, cut)
+            except _OwnSessionEnding:
+                # ended just now, taken again soon; a stuck one ends at its keepalives'
+                wait, ending = ending, min(2 * ending, REPLICA_LOOK_S)
             except ReplicaIdInUse as exc:
                 if not taken_by_another:
                     taken_by_another = True
@@ -415,6 +441,7 @@ class PostgresStore(SqlStore):
                 continue  # the store is away: looked at again
             else:
                 taken_by_another = False
+                cut, ending = None, LOOK_STEP_S
 
     async def close(self) -> None:
         if self._pool is not None and self._replica is not None:

@@ -134,7 +134,7 @@ class _CutWhileHoldingReplicaId(PostgresStore):
 
     cuts = 1
 
-    async def _take_replica_id(self, replica_id: str) -> None:
+    async def _take_replica_id(self, replica_id: str, cut: int | None = None) -> None:
         if self.cuts:
             self.cuts -= 1
             conn = await asyncpg.connect(self.url, timeout=10)
@@ -143,7 +143,7 @@ class _CutWhileHoldingReplicaId(PostgresStore):
             except asyncpg.PostgresError as exc:
                 conn.terminate()
                 self._unavailable(exc, "cannot reach", lost=True)
-        await super()._take_replica_id(replica_id)
+        await super()._take_replica_id(replica_id, cut)
 
 
 async def test_a_connection_cut_while_the_agent_takes_its_replica_id_is_waited_out(

@@ -300,3 +300,76 @@ async def test_an_operation_queued_for_a_pooled_connection_waits_while_the_serve
         assert await holding == [(1,)]
     finally:
         await store.close()
+
+
+async def test_the_replica_ids_session_the_agent_cut_is_not_another_agent_holding_it(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The keeper cuts the session holding the replica id once its look goes unanswered
+    (here its backend stopped: a stuck server, a partition) and takes the id again on a
+    new one; the session it cut, still the server's, held the id, and the agent said
+    "held by another live agent … stop one of them", naming its own pid. It is its own
+    session: ended, waited for, the id held again once it has ended, no error."""
+    import logging
+
+    from agent.store import postgres
+    from tests.store.peek import replica_session_ended
+
+    monkeypatch.setattr(postgres, "REPLICA_LOOK_S", 0.05)
+    store = PostgresStore(pg_url, connect_timeout=STALL_TIMEOUT_S, command_timeout=LONG_TIMEOUT_S)
+    await store.open()
+    try:
+        await store.hold_replica_id("a")
+        cut = store._replica
+        backend = cut.get_server_pid()
+        with caplog.at_level(logging.ERROR, logger="postflight.store"):
+            os.kill(backend, signal.SIGSTOP)
+            try:
+                async with asyncio.timeout(BOUND_S):
+                    while store._replica is cut:  # noqa: ASYNC110 - its look went unanswered
+                        await asyncio.sleep(0.05)
+                await asyncio.sleep(4 * STALL_TIMEOUT_S)  # a few tries at the id meanwhile
+                assert store._replica is None  # the stopped session holds it still
+            finally:
+                os.kill(backend, signal.SIGCONT)
+            await replica_session_ended(pg_url, backend)
+            async with asyncio.timeout(BOUND_S):
+                while store._replica is None:  # noqa: ASYNC110 - the keeper's state
+                    await asyncio.sleep(0.05)
+        assert store._replica.get_server_pid() != backend
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert said == [], said
+    finally:
+        await store.close()
+
+
+async def test_the_replica_id_taken_by_another_agent_while_cut_is_still_said(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The other side of the test above: a session the server ended (a restart, a
+    failover) and the id taken meanwhile by another agent is another agent's: said."""
+    import logging
+
+    from agent.store import postgres
+    from tests.store.peek import replica_session_ended
+
+    stores = [PostgresStore(pg_url) for _ in range(2)]
+    try:
+        await stores[0].hold_replica_id("a")
+        keeper = stores[0]._replica_keeper
+        assert keeper is not None
+        keeper.cancel()  # not looking while the scene is set
+        await asyncio.gather(keeper, return_exceptions=True)
+        with caplog.at_level(logging.ERROR, logger="postflight.store"):
+            await replica_session_ended(pg_url, stores[0]._replica.get_server_pid())
+            assert await stores[1].hold_replica_id("a") == "a"
+            monkeypatch.setattr(postgres, "REPLICA_LOOK_S", 0.05)
+            stores[0]._replica_keeper = asyncio.create_task(stores[0]._keep_replica_id("a"))
+            async with asyncio.timeout(BOUND_S):
+                while not caplog.records:  # noqa: ASYNC110 - the keeper's log
+                    await asyncio.sleep(0.05)
+        said = caplog.records[0].getMessage()
+        assert "is held by another live agent" in said and "stop one of them" in said, said
+    finally:
+        for store in stores:
+            await store.close()

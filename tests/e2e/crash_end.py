@@ -75,8 +75,34 @@ SCHEDULED_AHEAD_S = 6.0
 """`run_resolve_trial`'s deploy goes live this far after its registration."""
 
 
-def _env(hook: Path, mark_var: str, mark: Path) -> dict[str, str]:
-    env = dict(os.environ)
+CLAIMS = "SELECT event, result, retry_at FROM alerts WHERE window_id = ?"
+"""A window's claims (alerts, GitHub statuses, markers) as `claims_settled` reads them."""
+WATCH_ONLY = ("github:in_progress", "github:commit:pending")
+"""The statuses of a window still watching: once it has ended, the verdict's status is
+owed instead, and a claim of these a kill left mid-call is never taken again (it would
+come after the verdict's); a trial waiting on it waited out its 60 s."""
+
+
+def claims_settled(claims: list[tuple[Any, ...]], owed: tuple[str, ...] = ()) -> bool:
+    """Whether every claim of an ended window (`CLAIMS`) that the agent still owes has an
+    outcome and no retry pending, and those `owed` are made: a status not yet claimed
+    (the scan that claims it runs each second) is no claim to wait on, and a trial that
+    stopped the agent then counted no status at all."""
+    made = {event for event, _, _ in claims}
+    return all(key in made for key in owed) and all(
+        event in WATCH_ONLY or (result != "claimed" and retry is None)
+        for event, result, retry in claims
+    )
+
+
+FINAL_STATUSES = ("github:failure", "github:commit:failure")
+"""The GitHub statuses `write_config`'s failed window owes."""
+
+
+def _env(
+    hook: Path, mark_var: str, mark: Path, extra: dict[str, str] | None = None
+) -> dict[str, str]:
+    env = dict(os.environ) | (extra or {})
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(hook), env.get("PYTHONPATH", "")])
     env[mark_var] = str(mark)
     env.pop("SENTRY_DSN", None)
@@ -91,9 +117,11 @@ def start_agent(
     *,
     sitecustomize: str = SITECUSTOMIZE,
     mark_var: str = KILL_AFTER_END,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """`postflight run`, killed by its own hook (`sitecustomize`, its mark `workdir/killed`
-    named in `mark_var`) the first time a window's end is stored, or what the hook kills at."""
+    named in `mark_var`) the first time a window's end is stored, or what the hook kills at;
+    `env`: more of its environment (a replica id)."""
     hook = workdir / "hook"
     hook.mkdir(exist_ok=True)
     (hook / "sitecustomize.py").write_text(sitecustomize)
@@ -101,7 +129,7 @@ def start_agent(
         proc = subprocess.Popen(
             [sys.executable, "-m", "agent", "--log-format", "json", "run", "--config", str(config)],
             cwd=ROOT,
-            env=_env(hook, mark_var, workdir / "killed"),
+            env=_env(hook, mark_var, workdir / "killed", env),
             stdout=out,
             stderr=out,
         )
@@ -201,18 +229,21 @@ def write_config(
     sentry: str,
     github: str,
     target: str | None = None,
+    store_url: str | None = None,
 ) -> Path:
     """A deploy that fails at its first round (nothing listens at its target, or at
     `target`, a healthy one, it passes until rolled back by hand), with a rollback
     webhook, Sentry markers and a Sentry rule whose reads Sentry fails (a
-    `provider_unreachable`), GitHub deployment and commit statuses."""
+    `provider_unreachable`), GitHub deployment and commit statuses; on `store_url` (else
+    `workdir`'s SQLite file)."""
     target = target or f"http://127.0.0.1:{free_port()}"
+    store_url = store_url or f"sqlite:///{workdir / 'postflight.db'}"
     text = f"""\
 server:
   listen: 127.0.0.1:{agent_port}
   api_tokens: [{TOKEN}]
 store:
-  url: sqlite:///{workdir / "postflight.db"}
+  url: {store_url}
 alerting:
   timeout: 1s
   channels:
@@ -257,9 +288,14 @@ environments:
     return path
 
 
-def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
+def run_end_trial(
+    workdir: Path, *, manual: bool = False, in_progress_held: bool = False
+) -> EndTrial:
     """A failed verdict's end; with `manual`, a healthy deploy's end by a rollback asked
-    through the API (`POST /v1/deploys/{id}/rollback`) as it is watched."""
+    through the API (`POST /v1/deploys/{id}/rollback`) as it is watched. With
+    `in_progress_held`, GitHub holds the deployment's `in_progress` unanswered, the deploy
+    live `SCHEDULED_AHEAD_S` after its registration (its watch's status out first): the
+    kill at the end leaves that status's claim without an outcome."""
     workdir.mkdir(parents=True, exist_ok=True)
     healthy = _FailingFirst(0) if manual else None
     sink_log, receiver_log = workdir / "sink.jsonl", workdir / "receiver.jsonl"
@@ -272,6 +308,9 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
         github_url = helpers.start(gh.FakeGitHub(token=GH_TOKEN))
         # Sentry's reads fail (its markers are written): the round's provider_unreachable
         _post(f"{sentry_url}/_fake/fail", {"kind": "500", "match": "/events"})
+        if in_progress_held:
+            statuses = f"/repos/{gh.REPOSITORY}/deployments/{gh.DEPLOYMENT_ID}/statuses"
+            _post(f"{github_url}/_fake/fail", {"kind": "hang", "times": 1, "match": statuses})
         port = free_port()
         config = write_config(
             workdir,
@@ -284,6 +323,9 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
         )
         agent = start_agent(workdir, config, port)
         deploys = f"http://127.0.0.1:{port}/v1/deploys"
+        ahead = (
+            {"deployed_at": rfc3339(time.time() + SCHEDULED_AHEAD_S)} if in_progress_held else {}
+        )
         deploy = request_json(
             "POST",
             deploys,
@@ -296,6 +338,7 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
                     "github.repository": gh.REPOSITORY,
                     "github.deployment": str(gh.DEPLOYMENT_ID),
                 },
+                **ahead,
             },
         )
         if manual:
@@ -309,51 +352,17 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
 
         def settled() -> bool:
             state = request_json("GET", url)
-            alerts = store_rows(
-                workdir, "SELECT result, retry_at FROM alerts WHERE window_id = ?", deploy["id"]
-            )
+            alerts = store_rows(workdir, CLAIMS, deploy["id"])
             return (
                 state["state"] != "watching"
                 and (state.get("rollback") or {}).get("state") != "pending"
-                and all(result != "claimed" and retry is None for result, retry in alerts)
+                and claims_settled(alerts, FINAL_STATUSES)
             )
 
         until(settled, 60)
         state = request_json("GET", url)["state"]
         _stopped(agent)
-        requests = _get(f"{sentry_url}/_fake/requests")
-        markers = [
-            r
-            for r in requests
-            if r.get("method") == "POST" and f"/releases/{PREVIOUS}/deploys/" in r.get("path", "")
-        ]
-        gh_requests = _get(f"{github_url}/_fake/requests")
-        attempts = read_attempts(receiver_log)
-        return EndTrial(
-            killed=killed,
-            state=state,
-            alerts=[
-                str((line.get("payload") or {}).get("title", ""))
-                for line in read_attempts(sink_log)
-            ],
-            rollbacks_acted_on=sum(
-                1 for a in attempts if a.get("accepted") and not a.get("duplicate")
-            ),
-            rollback_requests=len(attempts),
-            rollback_markers=len(markers),
-            deployment_statuses=[
-                str((r.get("body") or {}).get("state"))
-                for r in gh_requests
-                if r.get("method") == "POST" and "/deployments/" in r.get("path", "")
-            ],
-            commit_statuses=[
-                str((r.get("body") or {}).get("state"))
-                for r in gh_requests
-                if r.get("method") == "POST"
-                and "/statuses/" in r.get("path", "")
-                and "/deployments/" not in r.get("path", "")
-            ],
-        )
+        return counted(killed, state, sink_log, receiver_log, sentry_url, github_url)
     finally:
         if agent is not None and agent.poll() is None:
             agent.send_signal(signal.SIGKILL)
@@ -361,6 +370,42 @@ def run_end_trial(workdir: Path, *, manual: bool = False) -> EndTrial:
         if healthy is not None:
             healthy.server.shutdown()
         helpers.close()
+
+
+def counted(
+    killed: bool, state: str, sink_log: Path, receiver_log: Path, sentry_url: str, github_url: str
+) -> EndTrial:
+    """What each receiver took (`write_config`'s), repeats included."""
+    requests = _get(f"{sentry_url}/_fake/requests")
+    markers = [
+        r
+        for r in requests
+        if r.get("method") == "POST" and f"/releases/{PREVIOUS}/deploys/" in r.get("path", "")
+    ]
+    gh_requests = _get(f"{github_url}/_fake/requests")
+    attempts = read_attempts(receiver_log)
+    return EndTrial(
+        killed=killed,
+        state=state,
+        alerts=[
+            str((line.get("payload") or {}).get("title", "")) for line in read_attempts(sink_log)
+        ],
+        rollbacks_acted_on=sum(1 for a in attempts if a.get("accepted") and not a.get("duplicate")),
+        rollback_requests=len(attempts),
+        rollback_markers=len(markers),
+        deployment_statuses=[
+            str((r.get("body") or {}).get("state"))
+            for r in gh_requests
+            if r.get("method") == "POST" and "/deployments/" in r.get("path", "")
+        ],
+        commit_statuses=[
+            str((r.get("body") or {}).get("state"))
+            for r in gh_requests
+            if r.get("method") == "POST"
+            and "/statuses/" in r.get("path", "")
+            and "/deployments/" not in r.get("path", "")
+        ],
+    )
 
 
 class _FailingFirst:
@@ -465,12 +510,8 @@ environments:
         url = f"http://127.0.0.1:{port}/v1/deploys/{deploy['id']}"
 
         def settled() -> bool:
-            alerts = store_rows(
-                workdir, "SELECT result, retry_at FROM alerts WHERE window_id = ?", deploy["id"]
-            )
-            return request_json("GET", url)["state"] != "watching" and all(
-                result != "claimed" and retry is None for result, retry in alerts
-            )
+            alerts = store_rows(workdir, CLAIMS, deploy["id"])
+            return request_json("GET", url)["state"] != "watching" and claims_settled(alerts)
 
         until(settled, 60)
         state = request_json("GET", url)["state"]

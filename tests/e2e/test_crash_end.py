@@ -70,3 +70,18 @@ def test_a_kill_at_the_end_of_a_window_whose_cleared_breach_is_still_being_sent(
     assert 1 <= trial.count("deploy passed") <= 2, trial.alerts
     rules = [a for a in trial.alerts if "breached" in a or "resolved" in a]
     assert ["breached" in rules[0], "resolved" in rules[1]] == [True, True], trial.alerts
+
+
+def test_a_kill_at_the_end_while_github_holds_the_watchs_status_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    """GitHub holds the deployment's `in_progress` unanswered when the agent is killed at
+    the window's end: the restart owes the verdict's `failure`, not the watch's status
+    (which would come after it), so that claim stays without an outcome; the trial waited
+    on it and gave up after 60 s. GitHub sees the one `failure`, after the held status."""
+    trial = run_end_trial(tmp_path, in_progress_held=True)
+    assert trial.killed, "the agent was not killed at the window's end"
+    assert trial.state == "rolled_back", trial
+    assert trial.rollbacks_acted_on == 1, trial
+    assert trial.deployment_statuses == ["in_progress", "failure"], trial
+    assert trial.commit_statuses.count("failure") == 1, trial

@@ -14,7 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, get_args
 
-from agent.analysis.describe import format_percent, is_duration, is_rate
+from agent.analysis.describe import format_percent, is_duration, is_rate, quantile_of
+from agent.analysis.stats import percentile
 from agent.analysis.types import Rule
 from agent.api.models import shown_state
 from agent.records import (
@@ -242,6 +243,11 @@ class Drawn:
     charts: list[Chart]
     per_round: dict[int, str]
     bounds: str
+    figure: float | None = None
+    """A latency rule's percentile of every sample of its window, as the judge reads a
+    round's (`stats.percentile`) and the distribution chart draws it, when the stored
+    rounds hold them all: the judge's own figure of the window comes from its sketch, 1%
+    off (`p95 102ms` beside the chart's 101ms)."""
 
 
 def _rule_charts(
@@ -264,9 +270,14 @@ def _rule_charts(
     # pooled only for the distribution chart: a rate's or a rule's with no baseline samples
     # read every probe's value of every round to draw nothing
     distribution = is_duration(metric) and bool(base_values)
+    whole = True  # every sample of the window pooled: none past the cap, no round cut short
     for record in rounds:
         obs = (record.summary.get("observations") or {}).get(name) or {}
         observed.append((record.number, _num(obs.get("value"))))
+        if obs.get("value") is not None and (
+            "samples" in obs or len(samples) >= MAX_DISTRIBUTION_SAMPLES
+        ):
+            whole = False
         snap = (record.summary.get("rules") or {}).get(name) or {}
         ratios.append((record.number, _num(snap.get("likelihood_ratio"))))
         if (need := _num(snap.get("likelihood_ratio_needed"))) is not None:
@@ -324,7 +335,9 @@ def _rule_charts(
         charts.append(
             distribution_chart(f"{name}: latency, new vs baseline", samples, base_values, fmt)
         )
-    return Drawn(charts, per_round, ", ".join(said))
+    q = quantile_of(metric)
+    figure = percentile(samples, q) if distribution and whole and samples and q else None
+    return Drawn(charts, per_round, ", ".join(said), figure)
 
 
 def _last_failures(rounds: Sequence[RoundRecord]) -> list[CheckFailure]:
@@ -499,7 +512,8 @@ def drawn_round(record: RoundRecord, pooled: dict[str, int]) -> RoundRecord:
             more = pooled.get(name, 0) < MAX_DISTRIBUTION_SAMPLES
             if more:
                 pooled[name] = pooled.get(name, 0) + sum(_num(v) is not None for v in values)
-            obs = {"value": obs.get("value")} | ({"values": values} if more else {})
+            cut = {"samples": obs["samples"]} if "samples" in obs else {}  # a round cut short
+            obs = {"value": obs.get("value")} | ({"values": values} if more else {}) | cut
         slim[name] = obs
     drawn = {
         "observations": slim,
@@ -544,6 +558,7 @@ def rounds_view(
     baselines = window.baseline or {}
     decided = str(verdict.get("outcome")) in DECIDED
     views = []
+    figures: dict[str, str] = {}  # a latency rule's figure in the reason → the page's (`Drawn`)
     for item in items:
         name = str(item.get("name") or "?")
         metric = str(item.get("metric") or "")
@@ -563,16 +578,23 @@ def rounds_view(
         elif breach is not None:  # the sequential warning's, as `rule breached` was paged
             threshold = f"{threshold}, past it on the evidence: {breach.so_far}"
             outcome = ("short" if outcome == "pass" else outcome) if decided else "breach"
+        detail = str(item.get("detail") or "")
+        observed = item.get("observed")
+        if drawn.figure is not None:
+            said, exact = (f"{metric} {format_value(metric, v)}" for v in (observed, drawn.figure))
+            detail = detail.replace(said, exact)
+            figures[f"{name}: {said}"] = f"{name}: {exact}"
+            observed = drawn.figure
         views.append(
             RuleView(
                 name=name,
                 source=str(item.get("source") or ""),
                 metric=metric,
                 outcome=outcome,
-                observed=format_value(metric, item.get("observed")),
+                observed=format_value(metric, observed),
                 baseline=format_value(metric, item.get("baseline")),
                 threshold=threshold,
-                detail=str(item.get("detail") or ""),
+                detail=detail,
                 evidence=evidence_text(evidence),
                 link=_text(item.get("link")),
                 query=_text(item.get("query")),
@@ -584,6 +606,8 @@ def rounds_view(
     failures = _last_failures(rounds)
     failing = [v.name for v in views if v.outcome == "fail"]
     outcome, reason = verdict_words(window, verdict)
+    for said, exact in figures.items():
+        reason = reason.replace(said, exact)
     return DeployView(
         window=window,
         state=window.state,

@@ -20,6 +20,8 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from common.units import format_value, threshold_in_units
+
 INPUTS = {
     "url": "POSTFLIGHT_URL",
     "token": "POSTFLIGHT_TOKEN",
@@ -94,12 +96,16 @@ def summary_markdown(deploy: Mapping[str, Any], url: str) -> str:
     rules = verdict.get("rules") or (deploy.get("progress") or {}).get("rules") or []
     for rule in rules:
         outcome = str(rule.get("outcome", ""))
+        metric = rule.get("metric")
+        threshold = rule.get("threshold")
         cells = [
             str(rule.get("name", "")),
             f"{ICONS.get(outcome, '')} {outcome}".strip(),
-            _cell(rule.get("observed")),
-            _cell(rule.get("baseline")),
-            _cell(rule.get("threshold")),
+            # in the metric's unit, as alerts, the page and `status` write them: the table's
+            # `0` and `0.0187` sat beside their `0%` and `1.87%`
+            _cell(format_value(metric if isinstance(metric, str) else None, rule.get("observed"))),
+            _cell(format_value(metric if isinstance(metric, str) else None, rule.get("baseline"))),
+            _cell(None if threshold is None else threshold_in_units(metric, threshold)),
             _cell(rule.get("detail")),
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -115,8 +121,6 @@ def summary_markdown(deploy: Mapping[str, Any], url: str) -> str:
 def _cell(value: Any) -> str:
     if value is None:
         return "—"
-    if isinstance(value, float):
-        value = f"{value:.4g}"
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 

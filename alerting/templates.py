@@ -26,10 +26,7 @@ from typing import Any
 from agent.analysis.describe import odds_number
 from alerting.events import EVENTS, Alert, headline, rule_name
 from common.redaction import visible
-from common.units import (
-    format_value,
-    is_rate,
-)
+from common.units import format_value, threshold_in_units
 from common.words import counted
 
 TITLE_PREFIX = "[postflight] "
@@ -61,22 +58,6 @@ def markdown_title(title: str) -> str:
     in a version was a link in chat, and `@channel` paged the channel."""
     rest = title.removeprefix(TITLE_PREFIX)
     return title[: len(title) - len(rest)] + _text(rest)
-
-
-_RATE_BOUND = re.compile(r"\b(max|min) (\d+(?:\.\d+)?(?:e-?\d+)?)(?=,|$)")
-"""A rate's bound as the contract writes it (`max 0.05`: a fraction, as configured)."""
-
-
-def threshold_in_units(metric: Any, threshold: Any) -> str:
-    """The rule's bounds as written, a rate's also in % beside the observed and baseline
-    values (`max 0.05 (5%)`): `31% vs baseline 0%, threshold max 0.05` made on-call do the
-    sum. The words as written stay, as the API, the webhook and the config have them."""
-    text = str(threshold)
-    if not isinstance(metric, str) or not is_rate(metric):
-        return text
-    return _RATE_BOUND.sub(
-        lambda m: f"{m.group(0)} ({format_value(metric, float(m.group(2)))})", text
-    )
 
 
 _JOINERS = frozenset("\u200c\u200d")

@@ -6,6 +6,7 @@ deploy page and the CLI write them: one formatter for all three, in `common` so 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 from common.durations import format_duration
@@ -60,3 +61,21 @@ def format_value(metric: str | None, value: Any) -> str:
 def is_rate(metric: str) -> bool:
     """A metric whose values are fractions, shown in %."""
     return metric in RATE_METRICS or metric.endswith("_rate")
+
+
+RATE_BOUND = re.compile(r"\b(max|min) (\d+(?:\.\d+)?(?:e-?\d+)?)(?=,|$)")
+"""A rate's bound as the judge and the contract write it (`max 0.05`: a fraction, as
+configured)."""
+
+
+def threshold_in_units(metric: Any, threshold: Any) -> str:
+    """The rule's bounds as written, a rate's also in % beside the observed and baseline
+    values (`max 0.05 (5%)`): `31% vs baseline 0%, threshold max 0.05` made on-call do the
+    sum. The words as written stay, as the API, the webhook and the config have them.
+    Alerts and the GitHub job summary write them so."""
+    text = str(threshold)
+    if not isinstance(metric, str) or not is_rate(metric):
+        return text
+    return RATE_BOUND.sub(
+        lambda m: f"{m.group(0)} ({format_value(metric, float(m.group(2)))})", text
+    )

@@ -9,7 +9,6 @@ new ones alike, showing what exists and skipping what does not.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, get_args
@@ -37,7 +36,7 @@ from alerting.events import (
 )
 from alerting.templates import evidence_text
 from common.breaching import breaching
-from common.units import format_value
+from common.units import RATE_BOUND, format_value
 from common.words import dry_run_unsent_note
 
 DECIDED = ("pass", "fail", "inconclusive")
@@ -213,17 +212,13 @@ def _past(value: float | None, lines: Sequence[tuple[str, float]], direction: st
     return False
 
 
-_RATE_BOUND = re.compile(r"\b(max|min) (\d+(?:\.\d+)?(?:e-?\d+)?)(?=,|$)")
-"""A rate's absolute bound as the judge writes it: `max 0.05`, a fraction."""
-
-
 def rate_bounds_in_percent(metric: str, threshold: Any) -> str:
     """The judge's bounds of a rule no longer configured (nothing to label them from), a
     rate's in % as its values are shown (`max 0.05` → `max 5%`); others as written."""
     text = str(threshold or "")
     if not is_rate(metric):
         return text
-    return _RATE_BOUND.sub(lambda m: f"{m[1]} {format_value(metric, float(m[2]))}", text)
+    return RATE_BOUND.sub(lambda m: f"{m[1]} {format_value(metric, float(m[2]))}", text)
 
 
 def _interval(evidence: Mapping[str, Any]) -> tuple[float, float] | None:

@@ -10,9 +10,9 @@ import pytest
 from agent.records import DeployWindow
 from agent.windows.alert_once import dump_payload, load_payload
 from alerting.events import NOTIFY_TYPES, Alert, AlertEvent
-from alerting.templates import body, render, threshold_in_units, title
+from alerting.templates import body, render, title
 from common.redaction import Redactor
-from common.units import format_value
+from common.units import format_value, threshold_in_units
 
 if TYPE_CHECKING:
     from alerting.events import RollbackTarget

@@ -29,8 +29,20 @@ At the end: start/end of each series, the growth over the second half, bytes per
 windows, and the object types that grew most between the first census after warm-up and
 the last.
 
+`--targets good,errors_x5,latency_x2,bursty_aa` (cycled over `--environments`) runs
+deploys as a pipeline does instead: each registered when the previous window ended, the
+target (20 ms, 2% errors) regressed as its kind says until the rollback reaches the
+receiver; each window's verdict is kept and set against its kind (a good or A/A deploy
+rolled back, a regression passed: wrong). `--store postgresql --replicas 2` runs the
+agents on one throwaway PostgreSQL (`tests/pg.py`), the drivers spread over them; RSS
+(`/proc`, as `ps`), fds and overruns are every replica's. Every rollback and alert that
+reaches the receivers is kept (`received.jsonl`): one sent twice shows as a duplicate.
+Without `--json` a table of the main figures ends the output.
+
     python bench/soak.py [--seconds 1800] [--window 2m] [--interval 30s] [--retention 2m]
                          [--out DIR] [--json]
+    python bench/soak.py --window 15m --pre 240 --seconds 2100 \
+        --targets good,errors_x5,latency_x2,bursty_aa [--store postgresql --replicas 2]
 """
 
 from __future__ import annotations
@@ -45,6 +57,7 @@ import json
 import math
 import os
 import random
+import re
 import runpy
 import signal
 import socket
@@ -67,6 +80,19 @@ from common.durations import format_duration, parse_duration  # noqa: E402
 HOST = "127.0.0.1"
 TOKEN = "soak-api-token-0123456789"
 ENVIRONMENTS = 12
+KINDS = ("churn", "good", "errors_x5", "latency_x2", "bursty_aa")
+"""What an environment's deploys do (`--targets`, cycled over the environments):
+`churn`, a mix of bad deploys (500 until rolled back), manual rollbacks, cancels and
+superseded windows on a target answering at once; the others a target of `BASE_LATENCY_S`
+and `BASE_ERRORS`, each deploy changing nothing (`good`; `bursty_aa`, its errors in
+bursts), five times the errors (`errors_x5`) or twice the latency (`latency_x2`) until
+its rollback reaches the receiver or its window ends."""
+EXPECTED = {"good": "passed", "bursty_aa": "passed", "errors_x5": "rolled_back"}
+EXPECTED["latency_x2"] = "rolled_back"
+BASE_ERRORS = 0.02
+BASE_LATENCY_S = 0.02
+BURST_SLOT_S = 0.5
+BURST_P = 0.1
 RUN_GAP_S = 1.0
 """A `/api/feed` request this long after the previous one starts a load run (20/s: 50 ms
 apart within one)."""
@@ -228,11 +254,13 @@ def watch(out: Path, sample_s: float, census_s: float, argv: list[str]) -> None:
 # ------------------------------------------------------------- the peers
 
 
-async def peers(counts_path: Path) -> None:
-    """Targets (one port per environment), a rollback receiver and an alert sink."""
+async def peers(counts_path: Path, kinds: list[str]) -> None:
+    """Targets (one port per environment, each of its kind), a rollback receiver and an
+    alert sink; every rollback and alert that reaches them is kept (`received.jsonl`)."""
     from aiohttp import web
 
     counts: collections.Counter[str] = collections.Counter()
+    told: list[dict[str, Any]] = []
     bad: set[int] = set()
     last_feed: dict[int, float] = {}
     runs_started: list[tuple[int, float]] = []  # (environment, wall time): a load run's first
@@ -245,10 +273,39 @@ async def peers(counts_path: Path) -> None:
         await tcp.start()
         return tcp.port
 
+    rng = random.Random(0)
+    bad_slots: dict[tuple[int, int], bool] = {}
+
+    def fails(i: int) -> bool:
+        """A request of environment `i` failing: always while a `churn` deploy is bad;
+        else at its kind's rate (`errors_x5` five times the base while deployed), in
+        bursts for `bursty_aa` (a `BURST_SLOT_S` stretch bad with probability
+        `BURST_P`, then `BURST_P`-times-fewer stretches failing more, same mean)."""
+        kind = kinds[i]
+        if kind == "churn":
+            return i in bad
+        rate = BASE_ERRORS * (5 if kind == "errors_x5" and i in bad else 1)
+        if kind != "bursty_aa":
+            return rng.random() < rate
+        slot = (i, int(time.monotonic() / BURST_SLOT_S))
+        if slot not in bad_slots:
+            bad_slots[slot] = rng.random() < BURST_P
+        return bad_slots[slot] and rng.random() < rate / BURST_P
+
+    async def served(i: int) -> bool:
+        """Wait the target's latency (none for `churn`), then whether this request fails."""
+        if kinds[i] != "churn":
+            slow = 2 if kinds[i] == "latency_x2" and i in bad else 1
+            await asyncio.sleep(slow * BASE_LATENCY_S * math.exp(0.3 * rng.gauss(0.0, 1.0)))
+        failed = fails(i)
+        counts[f"served {i}"] += 1
+        counts[f"failed {i}"] += failed
+        return failed
+
     def target(i: int) -> web.Application:
         async def health(request: web.Request) -> web.Response:
             counts["probes"] += 1
-            if i in bad:
+            if await served(i):
                 return web.json_response({"status": "down"}, status=500)
             return web.json_response({"status": "ok"})
 
@@ -264,7 +321,7 @@ async def peers(counts_path: Path) -> None:
             return await health(request)
 
         async def me(request: web.Request) -> web.Response:
-            return web.json_response({"user": "smoke"}, status=500 if i in bad else 200)
+            return web.json_response({"user": "smoke"}, status=500 if await served(i) else 200)
 
         async def control(request: web.Request) -> web.Response:
             (bad.add if request.match_info["state"] == "bad" else bad.discard)(i)
@@ -283,17 +340,19 @@ async def peers(counts_path: Path) -> None:
         counts["rollbacks"] += 1
         deploy = body.get("deploy") or {}
         counts[f"rollback {deploy.get('id')}"] += 1
+        told.append({"at": time.time(), "rollback": deploy.get("id")})
         env = str(deploy.get("environment", ""))
         if env.startswith("env"):
             bad.discard(int(env[3:]))
         return web.json_response({"ok": True})
 
     async def alert(request: web.Request) -> web.Response:
-        await request.read()
+        body = await request.json()
         counts["alerts"] += 1
+        told.append({"at": time.time(), "title": body.get("title"), "message": body.get("message")})
         return web.json_response({"ok": True})
 
-    ports = [await site(target(i)) for i in range(ENVIRONMENTS)]
+    ports = [await site(target(i)) for i in range(len(kinds))]
     receivers = web.Application()
     receivers.router.add_post("/rollback", rollback)
     receivers.router.add_post("/alerts", alert)
@@ -314,6 +373,9 @@ async def peers(counts_path: Path) -> None:
         if beating.done():
             beating.result()  # a heartbeat that failed: say why
         totals = {k: v for k, v in counts.items() if not k.startswith("rollback ")}
+        arrived, told[:] = told[:], []
+        with runs_path.with_name("received.jsonl").open("a") as sink:
+            sink.writelines(json.dumps(x) + "\n" for x in arrived)
         twice = sum(1 for k, v in counts.items() if k.startswith("rollback ") and v > 1)
         await asyncio.to_thread(counts_path.write_text, json.dumps(totals | {"twice": twice}))
         started, runs_started[:] = runs_started[:], []
@@ -334,21 +396,21 @@ def free_port() -> int:
 
 
 def configuration(
-    out: Path,
+    store_url: str,
     ports: dict[str, Any],
-    agent_port: int,
     window: float,
     interval: float,
     retention: float | None = None,
 ) -> str:
-    """The example's environments with check rules only; the defaults everywhere else."""
+    """The example's environments with check rules only (its `lookback` 1h, the default);
+    the defaults everywhere else. Each replica listens at `$POSTFLIGHT_LISTEN`."""
     receivers = f"http://{HOST}:{ports['receivers']}"
     lines = [
         "server:",
-        f"  listen: {HOST}:{agent_port}",
+        "  listen: ${POSTFLIGHT_LISTEN}",
         f"  api_tokens: [{TOKEN}]",
         "store:",
-        f"  url: sqlite:///{out / 'postflight.db'}",
+        f"  url: {store_url}",
         *([f"  retention: {{rounds: {format_duration(retention)}}}"] if retention else []),
         "alerting:",
         "  channels:",
@@ -360,6 +422,7 @@ def configuration(
             f"  env{i:02d}:",
             f"    base_url: http://{HOST}:{port}",
             f"    window: {format_duration(window)}",
+            "    lookback: 1h",
             *([f"    interval: {format_duration(interval)}"] if interval != 30.0 else []),
             "    checks:",
             "      - name: api-health",
@@ -407,13 +470,19 @@ class Driver(threading.Thread):
     """One environment: a window after another, each good, bad, rolled back by hand,
     cancelled or superseded; a page and an event stream read for each."""
 
-    def __init__(self, i: int, agent_port: int, target_port: int, seed: int) -> None:
+    def __init__(
+        self, i: int, agent_port: int, target_port: int, seed: int, kind: str = "churn"
+    ) -> None:
         super().__init__(daemon=True)
         self.i, self.agent_port, self.target_port = i, agent_port, target_port
+        self.kind = kind
         self.rng = random.Random(seed)
         self.stopping = threading.Event()
         self.kinds: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
+        self.verdicts: list[dict[str, Any]] = []
+        """Each window of a kind other than `churn` that ended: its deploy, registration
+        (wall clock), state and the rules' outcomes."""
 
     def control(self, state: str) -> None:
         urllib.request.urlopen(
@@ -437,6 +506,9 @@ class Driver(threading.Thread):
             self.errors[f"sse {type(exc).__name__}"] += 1
 
     def run(self) -> None:
+        if self.kind != "churn":
+            self.deploys()
+            return
         n = 0
         while not self.stopping.is_set():
             n += 1
@@ -464,6 +536,49 @@ class Driver(threading.Thread):
             except (OSError, ValueError) as exc:
                 self.errors[type(exc).__name__] += 1
                 self.stopping.wait(5)
+
+    def deploys(self) -> None:
+        """Deploys back to back as a pipeline registers them (each when the previous
+        window ended), the target regressed by this environment's kind meanwhile; each
+        window's verdict kept."""
+        n = 0
+        while not self.stopping.is_set():
+            n += 1
+            try:
+                self.control("bad")
+                body = {"environment": f"env{self.i:02d}", "version": f"v{n}"}
+                body["previous_version"] = f"v{n - 1}"
+                at = time.time()
+                deploy = self.register(body, {"Idempotency-Key": f"env{self.i}-{n}"})
+                self.kinds[self.kind] += 1
+                threading.Thread(target=self.stream, args=(deploy["id"],), daemon=True).start()
+                ended = self.ended(deploy["id"])
+                self.control("good")
+                if ended is not None:
+                    rules = (ended.get("verdict") or {}).get("rules", [])
+                    self.verdicts.append(
+                        {
+                            "id": deploy["id"],
+                            "registered_at": at,
+                            "state": ended["state"],
+                            "rules": {r["name"]: r["outcome"] for r in rules},
+                        }
+                    )
+                self.stopping.wait(1.0)
+            except (OSError, ValueError) as exc:
+                self.errors[type(exc).__name__] += 1
+                self.stopping.wait(5)
+
+    def ended(self, deploy_id: str) -> dict[str, Any] | None:
+        """The deploy once its window ended and its rollback, if any, is no longer
+        pending (None: the soak stopped first); its page read meanwhile."""
+        while not self.stopping.wait(self.rng.uniform(3, 8)):
+            state = call(self.agent_port, "GET", f"/v1/deploys/{deploy_id}")
+            call(self.agent_port, "GET", f"/deploys/{deploy_id}")  # the page
+            pending = (state.get("rollback") or {}).get("state") == "pending"
+            if state["state"] not in ("watching", "scheduled") and not pending:
+                return dict(state)
+        return None
 
     def register(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
         request = urllib.request.Request(
@@ -520,38 +635,98 @@ def fds(pid: int) -> int:
         return -1
 
 
-def store_figures(db_path: Path) -> dict[str, Any]:
-    size = sum(
-        p.stat().st_size for p in (db_path, db_path.with_name(db_path.name + "-wal")) if p.exists()
-    )
-    out: dict[str, Any] = {"db_bytes": size}
+class StoreReader:
+    """The agent's store read from outside, as its tables are: SQLite's file (read-only)
+    or PostgreSQL's schema (the `search_path` of its URL). Errors are `StoreUnread`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite") else None
+
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self.path is not None:
+            try:
+                with sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=10) as db:
+                    return db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreUnread(str(exc)) from exc
+        numbers = iter(range(1, 99))
+        numbered = re.sub(r"\?", lambda _: f"${next(numbers)}", sql)
+        return asyncio.run(self._pg_rows(numbered, params))
+
+    async def _pg_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        import asyncpg  # type: ignore[import-untyped]
+
+        base, _, query = self.url.partition("?")
+        schema = dict(x.split("=", 1) for x in query.split("&") if x).get("search_path")
+        try:
+            conn = await asyncpg.connect(
+                base, timeout=10, server_settings={"search_path": schema} if schema else None
+            )
+            try:
+                return [tuple(r) for r in await conn.fetch(sql, *params)]
+            finally:
+                await conn.close()
+        except (OSError, asyncpg.PostgresError) as exc:
+            raise StoreUnread(str(exc)) from exc
+
+    def bytes(self) -> int:
+        """The store's size: the file and its WAL, or the schema's relations."""
+        if self.path is not None:
+            wal = self.path.with_name(self.path.name + "-wal")
+            return sum(p.stat().st_size for p in (self.path, wal) if p.exists())
+        return int(sum(self.table_bytes().values()))
+
+    def table_bytes(self) -> dict[str, int]:
+        """Bytes stored per table and its indexes: SQLite's cells' payload (`dbstat`: what
+        a deleted row or a forgotten column frees, though the file keeps its pages), or
+        PostgreSQL's relations (`pg_total_relation_size`: its pages, dead rows included)."""
+        sql = (
+            "SELECT coalesce(m.tbl_name, d.name), sum(d.payload) FROM dbstat d"
+            " LEFT JOIN sqlite_master m ON m.name = d.name GROUP BY 1 ORDER BY 2 DESC"
+            if self.path is not None
+            else "SELECT c.relname, pg_total_relation_size(c.oid) FROM pg_class c"
+            " WHERE c.relkind = 'r' AND c.relnamespace = current_schema()::regnamespace"
+            " ORDER BY 2 DESC"
+        )
+        try:
+            return {str(name): int(size) for name, size in self.rows(sql)}
+        except StoreUnread:
+            return {}
+
+
+class StoreUnread(Exception):
+    """The store could not be read from outside (locked, gone, or the server down)."""
+
+
+def store_figures(store: StoreReader) -> dict[str, Any]:
+    out: dict[str, Any] = {"db_bytes": store.bytes()}
     try:
-        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as db:
-            for table in TABLES:
-                out[table] = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            out["alert_payload_bytes"] = db.execute(
-                "SELECT coalesce(sum(length(payload)), 0) FROM alerts"
-            ).fetchone()[0]
-            out["pages"] = db.execute("PRAGMA page_count").fetchone()[0]
-            out["free_pages"] = db.execute("PRAGMA freelist_count").fetchone()[0]
-    except sqlite3.Error as exc:
+        for table in TABLES:
+            out[table] = store.rows(f"SELECT count(*) FROM {table}")[0][0]
+        out["alert_payload_bytes"] = store.rows(
+            "SELECT coalesce(sum(length(payload)), 0) FROM alerts"
+        )[0][0]
+        if store.path is not None:
+            out["pages"] = store.rows("PRAGMA page_count")[0][0]
+            out["free_pages"] = store.rows("PRAGMA freelist_count")[0][0]
+    except StoreUnread as exc:
         out["error"] = str(exc)
     return out
 
 
 def read_lags(
-    db_path: Path, since: float, into: dict[tuple[str, int], tuple[float, int, float]]
+    store: StoreReader, since: float, into: dict[tuple[str, int], tuple[float, int, float]]
 ) -> None:
     """Each stored round started since `since` not read yet: its start, slot and lag behind
     its slot (`deployed_at + k × interval`, as its summary says). Read at every sample, so
     that rounds a short `--retention` deletes are counted too."""
     try:
-        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as db:
-            rows = db.execute(
-                "SELECT window_id, number, started_at, summary FROM rounds WHERE started_at >= ?",
-                (since,),
-            ).fetchall()
-    except sqlite3.Error:
+        rows = store.rows(
+            "SELECT window_id, number, started_at, summary FROM rounds WHERE started_at >= ?",
+            (since,),
+        )
+    except StoreUnread:
         return
     for window_id, number, started, summary in rows:
         if (window_id, number) not in into:
@@ -569,7 +744,7 @@ def lateness(lags: dict[tuple[str, int], tuple[float, int, float]]) -> dict[str,
     return {"rounds": len(lags), "first": first, "later": later}
 
 
-def arrival_lateness(out: Path, until: float) -> dict[str, Any]:
+def arrival_lateness(out: Path, store: StoreReader, until: float) -> dict[str, Any]:
     """Each window's rounds as its target saw them start (a load run's first request, the
     target's clock), against their slots (`deployed_at + k × interval`) up to the window's
     end (or `until`): the lags of those that arrived, the first slot apart (it also waits
@@ -581,10 +756,9 @@ def arrival_lateness(out: Path, until: float) -> dict[str, Any]:
         runs[f"env{i:02d}"].append(at)
     path = out / "target_stalls.jsonl"
     stalls = [json.loads(x) for x in (path.read_text().splitlines() if path.exists() else [])]
-    with sqlite3.connect(f"file:{out / 'postflight.db'}?mode=ro", uri=True, timeout=10) as db:
-        windows = db.execute(
-            "SELECT environment, deployed_at, coalesce(ended_at, ends_at), ends_at FROM windows"
-        ).fetchall()
+    windows = store.rows(
+        "SELECT environment, deployed_at, coalesce(ended_at, ends_at), ends_at FROM windows"
+    )
     interval = {env: float(i) for env, i in _intervals(out).items()}
     first: list[float] = []
     later: list[float] = []
@@ -630,20 +804,6 @@ def _intervals(out: Path) -> dict[str, float]:
     return found
 
 
-def table_bytes(db_path: Path) -> dict[str, int]:
-    """Bytes stored per table and its indexes (the cells' payload in SQLite's `dbstat`: what
-    a deleted row or a forgotten column frees, though the file keeps its pages), at the end."""
-    try:
-        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=10) as db:
-            found = db.execute(
-                "SELECT coalesce(m.tbl_name, d.name), sum(d.payload) FROM dbstat d"
-                " LEFT JOIN sqlite_master m ON m.name = d.name GROUP BY 1 ORDER BY 2 DESC"
-            ).fetchall()
-    except sqlite3.Error:
-        return {}
-    return {name: int(size) for name, size in found}
-
-
 def slope_per_hour(points: list[tuple[float, float]]) -> float:
     n = len(points)
     if n < 2:
@@ -663,81 +823,121 @@ def percentile(values: list[float], q: float) -> float:
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.store != "postgresql":
+        return soak_on(args, f"sqlite:///{out / 'postflight.db'}")
+    from tests.pg import running_cluster, server_bindir
+
+    bindir = server_bindir()
+    if bindir is None:
+        raise SystemExit("--store postgresql: no PostgreSQL server binaries (see tests/pg.py)")
+    with running_cluster(bindir) as cluster:
+        return soak_on(args, asyncio.run(cluster.create_database()))
+
+
+def soak_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
+    out: Path = args.out
+    store = StoreReader(store_url)
+    kinds = [args.targets[i % len(args.targets)] for i in range(args.environments)]
     me = [sys.executable, str(Path(__file__).resolve())]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("SENTRY_DSN", None)
     env.pop("NEW_RELIC_LICENSE_KEY", None)
     peer = subprocess.Popen(
-        [*me, "--peers", str(out / "peers.json")], stdout=subprocess.PIPE, text=True, env=env
+        [*me, "--peers", str(out / "peers.json"), ",".join(kinds)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
     )
     assert peer.stdout is not None
     ports = json.loads(peer.stdout.readline())
-    agent_port = free_port()
+    agent_ports = [free_port() for _ in range(args.replicas)]
     config = out / "postflight.yaml"
-    config.write_text(
-        configuration(out, ports, agent_port, args.window, args.interval, args.retention)
-    )
-    heap = out / "heap.jsonl"
-    watched = [*me, "--watch", str(heap), str(args.sample), str(args.census), "--"]
-    with (out / "agent.log").open("wb") as log:
-        agent = subprocess.Popen(
-            [*watched, "--log-format", "json", "run", "--config", str(config)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=log,
-        )
+    config.write_text(configuration(store_url, ports, args.window, args.interval, args.retention))
+    agents: list[subprocess.Popen[bytes]] = []
+    for n, agent_port in enumerate(agent_ports):
+        heap = out / ("heap.jsonl" if n == 0 else f"heap{n}.jsonl")
+        watched = [*me, "--watch", str(heap), str(args.sample), str(args.census), "--"]
+        with (out / ("agent.log" if n == 0 else f"agent{n}.log")).open("wb") as log:
+            agents.append(
+                subprocess.Popen(
+                    [*watched, "--log-format", "json", "run", "--config", str(config)],
+                    cwd=ROOT,
+                    env=env | {"POSTFLIGHT_LISTEN": f"{HOST}:{agent_port}"},
+                    stdout=log,
+                    stderr=log,
+                )
+            )
     drivers: list[Driver] = []
     samples: list[dict[str, Any]] = []
     lags: dict[tuple[str, int], tuple[float, int, float]] = {}
     t0 = time.time()
     try:
         deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{HOST}:{agent_port}/readyz", timeout=1):
-                    break
-            except OSError:
-                if agent.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the agent did not start: see {out}/agent.log") from None
-                time.sleep(0.2)
+        for agent, agent_port in zip(agents, agent_ports, strict=True):
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://{HOST}:{agent_port}/readyz", timeout=1):
+                        break
+                except OSError:
+                    if agent.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit(f"the agent did not start: see {out}/agent*.log") from None
+                    time.sleep(0.2)
+        time.sleep(args.pre)  # the background runs' baseline before the first deploys
         t0 = time.time()
-        drivers = [Driver(i, agent_port, port, seed=i) for i, port in enumerate(ports["targets"])]
+        drivers = [
+            Driver(i, agent_ports[i % len(agent_ports)], port, seed=i, kind=kinds[i])
+            for i, port in enumerate(ports["targets"])
+        ]
         for d in drivers:
             d.start()
-            time.sleep(args.interval / ENVIRONMENTS)
+            time.sleep(args.interval / len(drivers))
         while time.time() - t0 < args.seconds:
             time.sleep(args.sample)
-            text = scrape(agent_port)
-            row = {"t": round(time.time() - t0, 1), "fds": fds(agent.pid)}
-            row["overruns"] = metric_sum(text, "postflight_round_overruns_total")
-            row["metrics_bytes"] = len(text)
-            row["metrics_series"] = sum(1 for x in text.splitlines() if x[:1] not in ("#", ""))
-            row |= store_figures(out / "postflight.db")
+            row: dict[str, Any] = {"t": round(time.time() - t0, 1)}
+            row["fds"] = sum(fds(agent.pid) for agent in agents)
+            texts = [scrape(agent_port) for agent_port in agent_ports]
+            row["overruns"] = sum(metric_sum(t, "postflight_round_overruns_total") for t in texts)
+            row["metrics_bytes"] = len(texts[0])
+            row["metrics_series"] = sum(1 for x in texts[0].splitlines() if x[:1] not in ("#", ""))
+            row["rss_mb_each"] = [rss_mb(agent.pid) for agent in agents]
+            row |= store_figures(store)
             samples.append(row)
-            read_lags(out / "postflight.db", t0, lags)
+            read_lags(store, t0, lags)
             if not args.json:
                 print(json.dumps(row), flush=True)
     finally:
         until = time.time()
         for d in drivers:
             d.stopping.set()
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(60)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+        for agent in agents:
+            agent.send_signal(signal.SIGTERM)
+        for agent in agents:
+            try:
+                agent.wait(60)
+            except subprocess.TimeoutExpired:
+                agent.kill()
         time.sleep(6)
         peer.terminate()
         peer.wait()
     (out / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
-    read_lags(out / "postflight.db", t0, lags)
+    read_lags(store, t0, lags)
     late = lateness(lags)
-    return report(out, samples, late, drivers, args, until)
+    return report(out, store, samples, late, drivers, args, until)
+
+
+def rss_mb(pid: int) -> float:
+    """A process's resident set, from outside (`/proc`, as `ps` reads it)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            kb = next(int(x.split()[1]) for x in status if x.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return -1.0
+    return round(kb / 1024, 1)
 
 
 def report(
     out: Path,
+    store: StoreReader,
     samples: list[dict[str, Any]],
     late: dict[str, Any],
     drivers: list[Driver],
@@ -801,7 +1001,7 @@ def report(
     r["late_past_next_slot"] = sum(
         1 for part in ("first", "later") for _, x in late[part] if x > args.interval * 1000
     )
-    seen = arrival_lateness(out, until)
+    seen = arrival_lateness(out, store, until)
     r["arrival_slots_due"], r["arrival_slots_missed"] = seen["due"], seen["missed"]
     for part in ("first", "later", "in_target_stall"):
         r[f"arrival_lag_ms_{part}_rounds_p50_p99_max"] = [
@@ -809,7 +1009,7 @@ def report(
         ]
     r["target_stalls"] = seen["target_stalls"]
     r["target_stall_max_s"] = round(seen["target_stall_max_s"], 2)
-    sizes = table_bytes(out / "postflight.db")
+    sizes = store.table_bytes()
     r["table_bytes_end"] = sizes
     if windows:
         kept = ("windows", "alerts", "rollbacks", "deliveries", "idempotency")
@@ -824,7 +1024,81 @@ def report(
     r["deploys"], r["driver_errors"] = dict(kinds), dict(errors)
     if (out / "peers.json").exists():
         r["peers"] = json.loads((out / "peers.json").read_text())
+    each = [s["rss_mb_each"] for s in samples if "rss_mb_each" in s]
+    if each:  # from outside, every replica
+        r["rss_mb_outside"] = [[a, b] for a, b in zip(each[0], each[-1], strict=True)]
+        r["rss_mb_outside_per_h_2nd_half"] = [
+            round(
+                slope_per_hour([(s["t"], s["rss_mb_each"][n]) for s in samples if s["t"] >= half]),
+                1,
+            )
+            for n in range(len(each[0]))
+        ]
+    r |= received(out)
+    r["verdicts"] = verdicts(drivers)
     return r
+
+
+def received(out: Path) -> dict[str, Any]:
+    """What reached the receivers: rollbacks (requests, deploys, deploys sent more than
+    one) and alerts (requests, the same title and message more than once)."""
+    path = out / "received.jsonl"
+    arrived = [json.loads(x) for x in (path.read_text().splitlines() if path.exists() else [])]
+    rollbacks = collections.Counter(x["rollback"] for x in arrived if "rollback" in x)
+    alerts = collections.Counter((x["title"], x["message"]) for x in arrived if "title" in x)
+    return {
+        "rollbacks_received": sum(rollbacks.values()),
+        "rollbacks_deploys": len(rollbacks),
+        "rollbacks_duplicated": {k: v for k, v in rollbacks.items() if v > 1},
+        "alerts_received": sum(alerts.values()),
+        "alerts_duplicated": [[t, m[:200], v] for (t, m), v in alerts.items() if v > 1],
+    }
+
+
+def verdicts(drivers: list[Driver]) -> dict[str, Any]:
+    """Per kind, the windows that ended by state, and those decided otherwise than the
+    kind asks (`EXPECTED`; `inconclusive` is not a wrong decision, only not one)."""
+    by_kind: dict[str, Any] = {}
+    for d in drivers:
+        if d.kind == "churn":
+            continue
+        row = by_kind.setdefault(d.kind, {"states": collections.Counter(), "wrong": []})
+        for v in d.verdicts:
+            row["states"][v["state"]] += 1
+            wrong = v["state"] in ("passed", "rolled_back") and v["state"] != EXPECTED[d.kind]
+            if wrong:
+                row["wrong"].append(v)
+    return {k: {"states": dict(v["states"]), "wrong": v["wrong"]} for k, v in by_kind.items()}
+
+
+def table(r: dict[str, Any]) -> str:
+    """The figures a reader checks first, one per row."""
+    rows = [
+        ("seconds, windows (store), rounds", [round(r["seconds"]), r["windows"], r["rounds"]]),
+        ("round lag ms p50/p99/max, later rounds", r["lag_ms_later_rounds_p50_p99_max"]),
+        ("round lag ms p50/p99/max, first rounds", r["lag_ms_first_rounds_p50_p99_max"]),
+        ("rounds later than the next slot, overruns", [r["late_past_next_slot"], r["overruns"]]),
+        ("at the targets: slots due, missed", [r["arrival_slots_due"], r["arrival_slots_missed"]]),
+        ("RSS MB start/end (watched), per h 2nd half", [r["rss_mb"], r["rss_mb_per_h_2nd_half"]]),
+        ("RSS MB per replica (ps) [start, end]", r.get("rss_mb_outside")),
+        ("RSS MB per h 2nd half per replica (ps)", r.get("rss_mb_outside_per_h_2nd_half")),
+        ("tasks start/end/max", r["tasks"]),
+        ("open fds start/end/max, all replicas", r["fds"]),
+        ("store bytes start/end", r["db_bytes"]),
+        ("store bytes per 1000 windows", r.get("db_bytes_per_1000_windows")),
+        (
+            "rollbacks at the receiver: requests, deploys",
+            [r["rollbacks_received"], r["rollbacks_deploys"]],
+        ),
+        ("deploys rolled back more than once", len(r["rollbacks_duplicated"])),
+        (
+            "alerts at the sink, sent more than once",
+            [r["alerts_received"], len(r["alerts_duplicated"])],
+        ),
+    ]
+    for kind, v in r["verdicts"].items():
+        rows.append((f"verdicts {kind} (wrong)", [v["states"], len(v["wrong"])]))
+    return "\n".join(["| figure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
 
 
 def main() -> None:
@@ -834,7 +1108,8 @@ def main() -> None:
         watch(Path(path), float(sample_s), float(census_s), sys.argv[at + 1 :])
         return
     if "--peers" in sys.argv:
-        asyncio.run(peers(Path(sys.argv[sys.argv.index("--peers") + 1])))
+        at = sys.argv.index("--peers")
+        asyncio.run(peers(Path(sys.argv[at + 1]), sys.argv[at + 2].split(",")))
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=1800.0)
@@ -846,6 +1121,18 @@ def main() -> None:
         help="store.retention.rounds (default: the default, 7d): short, the run shows what"
         " stays for good",
     )
+    parser.add_argument("--environments", type=int, default=ENVIRONMENTS)
+    parser.add_argument(
+        "--targets",
+        type=lambda v: v.split(","),
+        default=["churn"],
+        help=f"what deploys do, cycled over the environments: of {','.join(KINDS)}",
+    )
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--replicas", type=int, default=1, help="agents sharing the store")
+    parser.add_argument(
+        "--pre", type=float, default=0.0, help="seconds of background runs before the deploys"
+    )
     parser.add_argument("--sample", type=float, default=30.0)
     parser.add_argument("--census", type=float, default=300.0)
     parser.add_argument("--out", type=Path)
@@ -854,8 +1141,14 @@ def main() -> None:
     args.out = args.out or Path(tempfile.mkdtemp(prefix="soak-"))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # stops the agent and peers
     print(f"soak in {args.out}", flush=True)
+    if unknown := set(args.targets) - set(KINDS):
+        parser.error(f"--targets: {', '.join(sorted(unknown))}: not one of {', '.join(KINDS)}")
+    if args.replicas > 1 and args.store == "sqlite":
+        parser.error("--replicas: more than one agent shares a store on --store postgresql")
     result = soak(args)
     print(json.dumps(result, indent=None if args.json else 1))
+    if not args.json:
+        print(table(result))
 
 
 if __name__ == "__main__":

@@ -195,15 +195,43 @@ class Stream:
         return float(self.count[start:end].sum()) / n, float(np.percentile(lat, 95))
 
 
+@dataclass(frozen=True, slots=True)
+class Drift:
+    """A service's slow drift (`Family.drift` of its level): one period, and a phase each for
+    its errors and its latency. Streams running at the same time (a deploy and Kayenta's
+    concurrent baseline) share it: the same hours of the same day."""
+
+    period: float
+    phase: tuple[float, float]
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> Drift:
+        period = float(rng.uniform(3600.0, 3 * 3600.0))
+        errors, latency = rng.uniform(0.0, 2 * math.pi, size=2).tolist()
+        return cls(period, (errors, latency))
+
+    def factors(self, amplitude: float, start: int, seconds: int) -> tuple[np.ndarray, np.ndarray]:
+        """(errors, latency) level factors of seconds [start, start + seconds)."""
+        t = (start + np.arange(seconds, dtype=np.float64)) * ROUND_S
+        angle = 2 * math.pi * t / self.period
+        return (
+            np.exp(amplitude * np.sin(angle + self.phase[0])),
+            np.exp(amplitude * np.sin(angle + self.phase[1])),
+        )
+
+
 def simulate(
-    rng: np.random.Generator, rps: float, family: Family, seconds: int, regress_from: int | None
+    rng: np.random.Generator,
+    rps: float,
+    family: Family,
+    seconds: int,
+    regress_from: int | None,
+    drift: Drift | None = None,
+    start: int = 0,
 ) -> Stream:
-    """One stream; the regression (if any) applies from second `regress_from` on."""
-    t = np.arange(seconds, dtype=np.float64) * ROUND_S
-    period = rng.uniform(3600.0, 3 * 3600.0)
-    phase = rng.uniform(0.0, 2 * math.pi, size=2)
-    drift_err = np.exp(family.drift * np.sin(2 * math.pi * t / period + phase[0]))
-    drift_lat = np.exp(family.drift * np.sin(2 * math.pi * t / period + phase[1]))
+    """One stream of seconds [start, start + seconds) of `drift` (None: one of its own); the
+    regression (if any) applies from second `regress_from` of the stream on."""
+    drift_err, drift_lat = (drift or Drift.draw(rng)).factors(family.drift, start, seconds)
     total = rng.poisson(rps * ROUND_S, size=seconds)
     mu = family.error_base * drift_err
     regressed = np.zeros(seconds, dtype=bool)
@@ -438,10 +466,13 @@ PEER_DEFAULT = {
 # -- one window -------------------------------------------------------------------------------
 
 
-def window_streams(rng: np.random.Generator, rps: float, family: Family) -> tuple[Stream, Stream]:
+def window_streams(
+    rng: np.random.Generator, rps: float, family: Family, drift: Drift | None = None
+) -> tuple[Stream, Stream]:
     """A window's (pre-deploy, deploy) streams: one stream cut at the deploy, the
-    regression (if any) from `family.onset_s` after it."""
-    both = simulate(rng, rps, family, BASELINE_S + ROUNDS, BASELINE_S + family.onset_s)
+    regression (if any) from `family.onset_s` after it; `drift`: the service's (None: one
+    of its own)."""
+    both = simulate(rng, rps, family, BASELINE_S + ROUNDS, BASELINE_S + family.onset_s, drift)
     pre = Stream(
         both.total[:BASELINE_S],
         both.count[:BASELINE_S],
@@ -458,6 +489,18 @@ def window_streams(rng: np.random.Generator, rps: float, family: Family) -> tupl
     return pre, deploy
 
 
+def window_traffic(
+    rng: np.random.Generator, rps: float, family: Family
+) -> tuple[Stream, Stream, Stream]:
+    """A window's (pre-deploy, deploy, control) streams: the control is Kayenta's baseline
+    running beside the deploy, the same service without the regression over the same
+    seconds, so it drifts with it (`Drift`); each draws its own traffic and noise."""
+    drift = Drift.draw(rng)
+    pre, deploy = window_streams(rng, rps, family, drift)
+    same = Family("control", family.error_base, kappa=family.kappa, drift=family.drift)
+    return pre, deploy, simulate(rng, rps, same, ROUNDS, None, drift, start=BASELINE_S)
+
+
 def run_window(
     rps: float,
     family: Family,
@@ -466,9 +509,7 @@ def run_window(
     rules: frozenset[str] | None = None,
 ) -> dict[str, Any]:
     rng = np.random.default_rng(seed)
-    pre, deploy = window_streams(rng, rps, family)
-    same = Family("control", family.error_base, kappa=family.kappa, drift=family.drift)
-    control = simulate(rng, rps, same, ROUNDS, None)
+    pre, deploy, control = window_traffic(rng, rps, family)
     rollback, verdict = our_window(pre, deploy, round_s, rules)
     return {
         "sequential": rollback,

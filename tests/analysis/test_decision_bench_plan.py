@@ -297,3 +297,23 @@ def test_a_run_prints_its_figures(
     report = json.loads(capsys.readouterr().out)
     assert report["rules_judged"] == ["errors"] and report["round_s"] == 30
     assert "errors_x5@1rps" in report["policies"]["sequential"]["detection"]
+
+
+def test_kayentas_concurrent_baseline_drifts_with_the_deploy(bench: ModuleType) -> None:
+    """Kayenta's control runs beside the deploy, the same service over the same seconds, so
+    it shares the deploy's slow drift. Failed before: it drew a drift of its own, so a
+    service that drifts (here +-40% over hours, no regression) put the two streams' levels
+    apart by up to 2 x 40%, and the classifier failed 4 of these 10 good deploys; drifting
+    together, none. The error rule alone is judged (the peers are
+    unchanged by it): a second a window."""
+    drifting = bench.Family("aa", 0.01, drift=0.4, aa_like=True)
+    cutoff = bench.PEER_DEFAULT["kayenta"]
+    high = sum(
+        bench.kayenta_time(
+            bench.run_window(10, drifting, seed, 30, frozenset({"errors"}))["kayenta"], cutoff
+        )
+        is not None
+        for seed in bench.window_seeds(0, 10, offset=777)
+    )
+    assert high == 0
+

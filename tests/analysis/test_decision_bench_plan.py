@@ -317,3 +317,26 @@ def test_kayentas_concurrent_baseline_drifts_with_the_deploy(bench: ModuleType) 
     )
     assert high == 0
 
+
+def test_the_median_goal_is_judged_on_the_windows_both_detect(bench: ModuleType) -> None:
+    """Issue 10's "median time to detect below Flagger's and Kayenta's wherever both detect":
+    each median over the windows both detected. Ours finds five windows Flagger misses, late,
+    and the five it finds sooner: its median over its own ten (550 s) is past Flagger's
+    (500 s), over the five both found it is below (300 s), so the goal holds; slower on
+    those five, it does not. Failed before: judged on each policy's own detections."""
+    cell = ("errors_x2", 10)
+    ours = [200.0, 200.0, 300.0, 300.0, 300.0, 800.0, 800.0, 800.0, 800.0, 800.0]
+    flagger: list[float | None] = [500.0] * 5 + [None] * 5
+    goal = "median_ttd_below_flagger_and_kayenta_where_both_detect"
+
+    def judged(mine: list[float]) -> bool:
+        peers = {"flagger": {cell: flagger}, "kayenta": {cell: [None] * 10}}
+        policies = {"sequential": bench.summarise({cell: list(mine)})} | {
+            peer: bench.summarise(times) for peer, times in peers.items()
+        }
+        both = bench.paired({cell: list(mine)}, peers)
+        assert both["errors_x2@10rps"]["flagger"]["windows"] == 5
+        return bool(bench.acceptance(policies, {}, both)[goal])
+
+    assert judged(ours)
+    assert not judged([600.0] * 5 + ours[5:])

@@ -655,7 +655,7 @@ class StoreReader:
         return asyncio.run(self._pg_rows(numbered, params))
 
     async def _pg_rows(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        import asyncpg  # type: ignore[import-untyped]
+        import asyncpg
 
         base, _, query = self.url.partition("?")
         schema = dict(x.split("=", 1) for x in query.split("&") if x).get("search_path")

@@ -118,7 +118,7 @@ class Setup:
 
 
 def example_env(setup: Setup) -> EnvironmentSettings:
-    settings = load_settings(EXAMPLE, {name: "s" * 24 for name in SECRETS})
+    settings = load_settings(EXAMPLE, dict.fromkeys(SECRETS, "s" * 24))
     env = settings.environments["production"]
     update: dict[str, Any] = {
         k: v for k, v in (("window", setup.window), ("interval", setup.interval)) if v is not None

@@ -623,7 +623,7 @@ def scrape(port: int) -> str:
 def metric_sum(text: str, name: str) -> float:
     total = 0.0
     for line in text.splitlines():
-        if line.startswith(name + "{") or line.startswith(name + " "):
+        if line.startswith((name + "{", name + " ")):
             total += float(line.rpartition(" ")[2])
     return total
 

@@ -532,7 +532,7 @@ class Bench:
             tracebacks=tracebacks(text),
             last_lines=text.splitlines()[-12:],
         )
-        return {k: v for k, v in seen.items()}, final
+        return dict(seen), final
 
 
 def tracebacks(text: str) -> list[str]:

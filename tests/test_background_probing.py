@@ -159,7 +159,7 @@ async def test_background_runs_start_at_each_environments_offset() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     spread = len(probes) / BACKGROUND_STARTS_PER_S
-    first = {name: at for name, at in reversed(started)}
+    first = dict(reversed(started))
     assert set(first) == {"a", "b"}
     for name, at in first.items():
         assert at == pytest.approx(background_offset(name, spread))

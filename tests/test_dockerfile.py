@@ -117,7 +117,7 @@ def test_the_image_runs_as_the_readme_says_and_its_healthcheck_passes(
         "POSTFLIGHT_API_TOKEN": "tok-1234567890abcdef",
         "PYTHONPATH": str(ROOT),
     }
-    run_env |= {name: "x" for name in ("ROLLBACK_SECRET", "SENTRY_AUTH_TOKEN", "NEW_RELIC_API_KEY")}
+    run_env |= dict.fromkeys(("ROLLBACK_SECRET", "SENTRY_AUTH_TOKEN", "NEW_RELIC_API_KEY"), "x")
     postflight = str(Path(sys.executable).parent / "postflight")
     warning = "links in alerts, pages and deployment statuses would read http://0.0.0.0:8787/"
     for public_url in (None, "https://postflight.example.net"):

@@ -616,7 +616,7 @@ class SentryProvider(HttpProvider):
         )
         answer = parse_model(EventsAnswer, data, self.title)
         if not answer.data:
-            return {f: None for f in fields}, answer.meta.units
+            return dict.fromkeys(fields), answer.meta.units
         return answer.data[0], answer.meta.units
 
     async def _vouch_for_zero(

@@ -997,7 +997,7 @@ def _deploy(rounds: int, outcome: str = "pass", state: str = "watching") -> Any:
 def test_progress_without_a_terminal_prints_only_changes() -> None:
     out = io.StringIO()
     progress = Progress(out=out, style=Style(), live=False)
-    for rounds in range(0, 30):
+    for rounds in range(30):
         progress.update(_deploy(rounds, "fail" if rounds == 20 else "pass"))
     lines = out.getvalue().splitlines()
     # round 1 (first outcomes), round 20 (fail), round 21 (back to pass)
@@ -1008,7 +1008,7 @@ def test_progress_without_a_terminal_prints_only_changes() -> None:
 def test_progress_on_a_terminal_prints_every_round_and_a_live_status() -> None:
     out = io.StringIO()
     progress = Progress(out=out, style=Style(), live=True)
-    for rounds in range(0, 5):
+    for rounds in range(5):
         progress.update(_deploy(rounds))
     progress.finish()
     text = out.getvalue()

@@ -83,7 +83,7 @@ def test_only_the_ulids_case_is_read_loosely(text: str) -> None:
 
 def test_the_openapi_document_admits_a_lower_case_id_in_a_path() -> None:
     document = openapi_document()
-    (param,) = [p for p in document["paths"]["/v1/deploys/{id}"]["get"]["parameters"]]
+    (param,) = document["paths"]["/v1/deploys/{id}"]["get"]["parameters"]
     pattern = re.compile(param["schema"]["pattern"])
     assert pattern.match("dep_01jd8x9q2zk3v7y0m5t4n6r8wq")
     assert not pattern.match("dep_01jd8x9q2zk3v7y0m5t4n6r8wi")

@@ -391,7 +391,7 @@ async def test_an_alert_failed_then_sent_on_a_retry_is_counted_once_each(
     sent = value(samples, "postflight_alerts_total", result="sent")
     refused = json_sink.arrived - len(json_sink.notifications)
     assert refused == 1, (json_sink.arrived, titles)
-    assert len(set(n.title for n in json_sink.notifications)) == len(json_sink.notifications)
+    assert len({n.title for n in json_sink.notifications}) == len(json_sink.notifications)
     assert value(samples, "postflight_alerts_total", result="failed") == refused
     assert sent == len(json_sink.notifications), titles
     # the breach, refused once, taken on its retry beside the verdict's

@@ -11,11 +11,19 @@ no webhook can close), so every trial shows the re-send and its deduplication.
 
 `--target vercel` rolls back through a fake Vercel API (another process) instead of the
 webhook, and counts the rollbacks Vercel acted on, duplicates included.
+
+`--anywhere [--store postgres --replicas 2] [--kills 2]`: kill -9 at instants drawn over
+a window that breaches (tests/e2e/crash_anywhere.py), and count at every receiver: the
+rollbacks acted on (exactly one), each alert (once, or once more after a kill: contract
+§4), Sentry's markers, GitHub's deployment and commit statuses (one final status each,
+no watch's status after it).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -27,7 +35,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.crash import run_trial
+from tests.e2e.crash_anywhere import run_anywhere_trial
+from tests.e2e.crash_end import EndTrial
 from tests.e2e.crash_vercel import run_vercel_trial
+from tests.pg import running_cluster, server_bindir
 
 
 def main() -> int:
@@ -37,7 +48,13 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--target", choices=("webhook", "vercel"), default="webhook")
     parser.add_argument("--kill-on-accept", action="store_true")
+    parser.add_argument("--anywhere", action="store_true")
+    parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
+    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument("--kills", type=int, default=1)
     args = parser.parse_args()
+    if args.anywhere:
+        return anywhere_main(args)
     if args.target == "vercel":
         return vercel_main(args)
     rng = random.Random(args.seed)
@@ -139,6 +156,91 @@ def vercel_main(args: argparse.Namespace) -> int:
             f" rollback in {summary['accepted_once']} of {summary['trials']};"
             f" {summary['reconciled']} restart(s) found it already done at Vercel"
             f" ({summary['seconds']}s)"
+        )
+    return 0 if summary["ok"] == summary["trials"] else 1
+
+
+ALERTS = ("breached", "unreachable", "rollback requested", "rollback delivered")
+"""The window's alerts, each owed once (once more after a kill: contract §4)."""
+
+
+def judged(trial: EndTrial) -> dict[str, Any]:
+    """One `--anywhere` trial's counts at the receivers, and whether each is right."""
+    deployment, commit = trial.deployment_statuses, trial.commit_statuses
+    alerts = {what: trial.count(what) for what in ALERTS}
+    wrong = [f"state {trial.state}"] if trial.state != "rolled_back" else []
+    if trial.rollbacks_acted_on != 1:
+        wrong.append(f"{trial.rollbacks_acted_on} rollbacks acted on")
+    wrong += [f"{n} x {what}" for what, n in alerts.items() if not 1 <= n <= 2]
+    if not 1 <= trial.rollback_markers <= 2:
+        wrong.append(f"{trial.rollback_markers} markers")
+    for name, statuses, final, watch in (
+        ("deployment", deployment, "failure", "in_progress"),
+        ("commit", commit, "failure", "pending"),
+    ):
+        if statuses.count(final) != 1:
+            wrong.append(f"{name} statuses {statuses}")
+        elif watch in statuses[statuses.index(final) :]:
+            wrong.append(f"{name} {watch} after {final}: {statuses}")
+    return {
+        "state": trial.state,
+        "acted_on": trial.rollbacks_acted_on,
+        "rollback_requests": trial.rollback_requests,
+        "alerts": alerts,
+        "markers": trial.rollback_markers,
+        "deployment_statuses": deployment,
+        "commit_statuses": commit,
+        "wrong": wrong,
+    }
+
+
+def anywhere_main(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        cluster = None
+        if args.store == "postgres":
+            bindir = server_bindir()
+            if bindir is None:
+                print("PostgreSQL server binaries not found (see tests/pg.py)", file=sys.stderr)
+                return 2
+            cluster = stack.enter_context(running_cluster(bindir))
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="postflight-anywhere-"))
+        for n in range(args.trials):
+            url = asyncio.run(cluster.create_database()) if cluster is not None else None
+            trial, at = run_anywhere_trial(
+                Path(tmp) / f"t{n}", rng, store_url=url, replicas=args.replicas, kills=args.kills
+            )
+            rows.append({"trial": n, "kills_at_s_replica": at, **judged(trial)})
+            if not args.json:
+                r = rows[-1]
+                print(
+                    f"trial {n:>2}: kills (s, replica) {r['kills_at_s_replica']} -> {r['state']};"
+                    f" acted_on={r['acted_on']} requests={r['rollback_requests']}"
+                    f" alerts={r['alerts']} markers={r['markers']}"
+                    f" github={r['deployment_statuses']} commit={r['commit_statuses']}"
+                    f" {'ok' if not r['wrong'] else 'WRONG ' + '; '.join(r['wrong'])}",
+                    flush=True,
+                )
+    summary = {
+        "store": args.store,
+        "replicas": args.replicas,
+        "trials": len(rows),
+        "ok": sum(not r["wrong"] for r in rows),
+        "acted_on_once": sum(r["acted_on"] == 1 for r in rows),
+        "alerts_repeated": {w: sum(r["alerts"][w] > 1 for r in rows) for w in ALERTS},
+        "seconds": round(time.monotonic() - started, 1),
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"\n{summary['ok']}/{summary['trials']} trials correct ({args.store},"
+            f" {args.replicas} replica(s), {args.kills} kill(s) each); one rollback acted on in"
+            f" {summary['acted_on_once']}; alerts sent once more after a kill (trials):"
+            f" {summary['alerts_repeated']} ({summary['seconds']}s)"
         )
     return 0 if summary["ok"] == summary["trials"] else 1
 

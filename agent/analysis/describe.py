@@ -164,6 +164,23 @@ def outage_taken(rule: Rule) -> str:
     return "probed" if rule.source == "checks" else "measured over the previous release"
 
 
+BURSTS_WIDEN = (
+    "wide: the baseline's errors came in bursts, so the release's may too, and its rounds"
+    " count as fewer independent requests"
+)
+"""Why a rate's bound on the pass side is wide over a baseline whose errors came in bursts
+(`BaselineData.shows_bursts`: its runs' error counts spread past chance): its measured
+burstiness divides each round's counts (`PassTest.dispersion`). `upper bound 0.217 vs
+max 0.05` alone read as a fault."""
+
+BURSTS_WIDEN_BOTH = (
+    "both wide: the baseline's errors came in bursts, so its counts and the release's"
+    " rounds count as fewer independent requests"
+)
+"""`BURSTS_WIDEN` for a relative bound, whose least baseline rate is widened too
+(`BaselineData.burst_limit`)."""
+
+
 def exact_rate_bounds(rule: Rule) -> list[tuple[str, str]]:
     """(key, sentence) for each bound of a rate at its very end, `max: 0` or `min: 1`: the
     sequential policy fails it at the first bad event (none can happen under it), but no

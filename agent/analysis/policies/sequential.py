@@ -18,6 +18,8 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from agent.analysis.describe import (
+    BURSTS_WIDEN,
+    BURSTS_WIDEN_BOTH,
     CANNOT_PASS,
     exact_rate_bounds,
     format_percent,
@@ -311,13 +313,13 @@ class SequentialPolicy(BasePolicy):
             )
         lacking = [r for r in reached if not r.holds]
         if reached and not lacking and not tests.unpassable:
-            shown = "; ".join(_reached_text(rule, r) for r in reached)
+            shown = "; ".join(_reached_text(rule, r, bursts=_bursts(tests)) for r in reached)
             detail = f"{said}; within bounds on evidence: {shown}{strongest}"
             return Judged(rule_verdict(rule, "pass", observed, base, detail, evidence))
         never = {key for key, _ in exact_rate_bounds(rule)}  # `max: 0`: it can only fail
         why = (
             "; ".join(
-                f"{_reached_text(rule, r)}: not enough evidence"
+                f"{_reached_text(rule, r, bursts=_bursts(tests))}: not enough evidence"
                 + (
                     f" (no number of {unit_noun(rule)} shows a rate of exactly {r.test.limit:g})"
                     if r.test.bound in never
@@ -502,7 +504,9 @@ class SequentialPolicy(BasePolicy):
             if reach.reached is None:
                 like = "a window of one round shows no evidence (a sequence needs two)"
             else:
-                shown = _reached_text(rule, Reached(test, reach.reached, False))
+                shown = _reached_text(
+                    rule, Reached(test, reach.reached, False), bursts=_bursts(tests)
+                )
                 like = f"a release just like its baseline ({was}) would reach {shown}"
                 if test.outage is not None:  # `pass_reach`: the best one, at its mean
                     failed = "no" if reach.mean == 0.0 else "all"  # a `max`'s 0, a `min`'s 1
@@ -686,9 +690,25 @@ def _one_round(units: str) -> str:
     )
 
 
-def _reached_text(rule: Rule, reached: Reached) -> str:
+def _bursts(tests: SequentialRule) -> bool:
+    """Whether the rule's baseline's errors came in bursts (`BaselineData.shows_bursts`)."""
+    return tests.baseline is not None and tests.baseline.shows_bursts
+
+
+def _reached_text(rule: Rule, reached: Reached, *, bursts: bool = False) -> str:
     """`error_rate upper bound 3.1% vs max 2%`, `share above 412ms upper bound 7% vs 5%`; a
-    relative latency bound names its one bound, then the nearer cutoff passing counts from."""
+    relative latency bound names its one bound, then the nearer cutoff passing counts from.
+    `bursts`: the baseline's errors came in bursts, which widen a rate's bound; said so."""
+    said = _reached_words(rule, reached)
+    test = reached.test
+    if bursts and test.statistic == "rate" and test.dispersion > 0 and reached.value is not None:
+        if test.counted_from and said.endswith(")"):  # inside its baseline limit's words
+            return f"{said[:-1]}; {BURSTS_WIDEN_BOTH})"
+        said += f" ({BURSTS_WIDEN})"
+    return said
+
+
+def _reached_words(rule: Rule, reached: Reached) -> str:
     test = reached.test
     end = "upper" if test.upper else "lower"
     reached_value = reached.value

@@ -31,6 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from agent.settings_file import load_settings_text
 from common.durations import format_duration
 from common.stop_words import STOPPED_WORDS
+from common.units import format_value
 from common.words import counted
 
 TOKEN = "demo-token-please-change"
@@ -251,28 +252,21 @@ async def _follow_rounds(
 
 
 def round_line(event: dict[str, Any], metrics: dict[str, str]) -> str:
-    """`round  3: probe-errors=fail (48%)  …`: each rule's outcome and figure as of that
+    """`round  3: probe-errors=fail (47.5%)  …`: each rule's outcome and figure as of that
     round (the deploy object's `progress` is worded at most every 30 s, so its figures
-    would repeat an earlier round's)."""
+    would repeat an earlier round's), in its metric's unit as alerts, the page and `status`
+    write it (`common.units.format_value`: its own `{:.0%}` read 0.4% errors as `0%`)."""
     rules = (event.get("summary") or {}).get("rules") or {}
     shown = "  ".join(
         f"{name}={rule.get('outcome')}"
         + (
-            f" ({_fmt(rule['observed'], metrics.get(name, ''))})"
+            f" ({format_value(metrics.get(name, ''), rule['observed'])})"
             if rule.get("observed") is not None
             else ""
         )
         for name, rule in rules.items()
     )
     return f"round {event.get('round', '?'):>2}: {shown}"
-
-
-def _fmt(value: float, metric: str) -> str:
-    if metric.startswith("latency"):
-        return format_duration(value)  # as the agent says it: `0.412ms`, never `0ms`
-    if metric == "error_rate":
-        return f"{value:.0%}"
-    return f"{value:.3g}"
 
 
 READING = (

@@ -32,7 +32,7 @@ def test_each_round_shows_its_own_number_and_figures() -> None:
         "round  1: probe-errors=inconclusive (45%)  health-latency=inconclusive (440ms)"
     )
     assert second == (
-        "round  2: probe-errors=inconclusive (48%)  health-latency=inconclusive (452ms)"
+        "round  2: probe-errors=inconclusive (47.5%)  health-latency=inconclusive (452ms)"
     )
 
 
@@ -48,3 +48,10 @@ def test_a_few_ms_or_less_read_in_the_judges_digits() -> None:
     assert fast.endswith("health-latency=inconclusive (0.412ms)"), fast
     few = round_line(round_event(5, 0.0, 0.00194), METRICS)
     assert few.endswith("health-latency=inconclusive (1.94ms)"), few
+
+
+def test_a_rate_reads_as_alerts_the_page_and_status_write_it() -> None:
+    """1 of 250 probes failed is 0.4%, as every other view says it; the demo's own `{:.0%}`
+    read it `0%` beside the alert's `0.4%`, and 19 of 40 `48%` beside `47.5%`."""
+    line = round_line(round_event(6, 0.004, 0.44), METRICS)
+    assert line.startswith("round  6: probe-errors=inconclusive (0.4%)"), line

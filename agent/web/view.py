@@ -99,6 +99,10 @@ class DeployView:
     failing_rules: list[str]
     broken_steps: list[str] = field(default_factory=list)
     """For each failing rule on a smoke check: the step that broke, expected vs got."""
+    figures: dict[str, str] = field(default_factory=dict)
+    """A latency rule's window figure as the judge worded it in its reason → as the page
+    reads it (`Drawn.figure`): the rollback's reason, written from the same verdict, says
+    the page's figure too."""
     rollback_reason: str | None = None
     """Why the rollback was asked for, as its body says (a manual one's, after a pass,
     is nowhere else on the page)."""
@@ -333,6 +337,13 @@ def _rule_charts(
     q = quantile_of(metric)
     figure = percentile(samples, q) if distribution and whole and samples and q else None
     return Drawn(charts, per_round, ", ".join(said), figure)
+
+
+def _refigured(text: str, figures: Mapping[str, str]) -> str:
+    """`text` with each latency rule's window figure as the page reads it (`Drawn.figure`)."""
+    for said, exact in figures.items():
+        text = text.replace(said, exact)
+    return text
 
 
 def _last_failures(rounds: Sequence[RoundRecord]) -> list[CheckFailure]:
@@ -601,8 +612,7 @@ def rounds_view(
     failures = _last_failures(rounds)
     failing = [v.name for v in views if v.outcome == "fail"]
     outcome, reason = verdict_words(window, verdict)
-    for said, exact in figures.items():
-        reason = reason.replace(said, exact)
+    reason = _refigured(reason, figures)
     return DeployView(
         window=window,
         state=window.state,
@@ -622,6 +632,7 @@ def rounds_view(
         ends_at=iso(window.ends_at),
         failing_rules=failing,
         broken_steps=_broken_steps(failing, configured, failures),
+        figures=figures,
     )
 
 
@@ -663,7 +674,9 @@ def as_of(
                 ),
             )
         ],
-        rollback_reason=rollback.reason if rollback is not None else None,
+        rollback_reason=_refigured(said, built.figures)
+        if rollback is not None and (said := rollback.reason) is not None
+        else None,
         rollback_target=rollback_target,
         rollback_advice=rollback_advice,
         ended_at=iso(window.ended_at) if not window.active else None,

@@ -6,6 +6,7 @@ beside 27 ms (h4's new-user hour, session 47), and 28 ms beside 29 ms here."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ from agent.analysis.judge import judge
 from agent.analysis.observe import observe
 from agent.analysis.stats import percentile, percentiles
 from agent.analysis.types import Policy, Rule
-from agent.records import RoundRecord
+from agent.records import RollbackIntent, RoundRecord
 from agent.web.view import DeployView, deploy_view
 from agent.windows.evidence import rule_to_dict
 from common.durations import format_duration
@@ -103,11 +104,13 @@ def _judged_page(seed: int, slower: float, *, cut: bool = False) -> tuple[Deploy
         "rules": [rule_to_dict(r) for r in verdict.rules],
     }
     baseline = {"latency": {"value": base.value, "values": list(base.values)}}
+    body = json.dumps({"event": "rollback", "reason": verdict.reason})
+    failed = verdict.decision == "fail"
     page = deploy_view(
         window(rounds=6, verdict=shown, baseline=baseline),
         stored,
         rules=[rule],
-        rollback=None,
+        rollback=RollbackIntent(ID, "delivered", body, NOW) if failed else None,
         attempts=[],
         alerts={},
         now=NOW,
@@ -138,6 +141,9 @@ def test_the_windows_p95_reads_as_one_figure_across_the_page(
     assert f"latency_p95 {exact}" in rule.detail and judges not in rule.detail
     if page.verdict_outcome == "fail":
         assert f"latency: latency_p95 {exact} >" in page.reason, page.reason
+        # the rollback's reason, written from the same verdict, says the same figure
+        assert page.rollback_reason is not None
+        assert f"latency: latency_p95 {exact} >" in page.rollback_reason
     assert judges not in page.reason
 
 

@@ -80,6 +80,9 @@ daemon's default (a 1 h lookback of 30 s background runs: 120 periods) reaches 4
 rounds, past 1,770 (this test's level when each of four rules has 0.0025); the decision
 benchmark's 60 periods reach 1,112, past its 886."""
 
+MOST_ROUNDS = 1000
+"""`rounds_to_catch` looks no further (a window of 1,000 rounds is 8 hours at 30 s)."""
+
 Seen = list[list[int]]
 """The rounds' scores so far, as the state keeps them: [sorted scores, their counts]; as
 many numbers as distinct scores, never more with more rounds."""
@@ -129,6 +132,14 @@ class PeriodRanks:
             math.log(1.0 - stake + stake * (n + t) / (g * t)) for t in range(1, rounds + 1)
         )
         return math.log(WEIGHTS[0]) + gained >= log_threshold
+
+    def rounds_to_catch(self, log_threshold: float) -> int:
+        """The fewest rounds above every period that reach `log_threshold` (`catches_in`);
+        a large number when none do within `MOST_ROUNDS`."""
+        return next(
+            (t for t in range(1, MOST_ROUNDS + 1) if self.catches_in(t, log_threshold)),
+            MOST_ROUNDS + 1,
+        )
 
     def score(self, index: int, bad: int, total: int) -> int | None:
         """Round `index`'s score: its bad events among `size` of its requests, each kept

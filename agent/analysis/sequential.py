@@ -541,8 +541,9 @@ class SequentialRule:
         self._period_ranks: PeriodRanks | None = None
         """The baseline's periods as scores, when a relative count bound ranks its rounds
         among them (`_with_period_ranks`)."""
+        untested = kind == "proportion" and any(p == "relative" and c is None for p, c in made)
         self.components: tuple[Component, ...] = self._with_period_ranks(
-            [c for _, c in made if c is not None]
+            [c for _, c in made if c is not None], alpha / len(plan) if untested else 0.0
         )
         self._conformal_scale = next((c.scale for c in self.components if c.conformal), 0.0)
         """The tolerance's scale of the rule's conformal tests (0: none)."""
@@ -572,11 +573,10 @@ class SequentialRule:
         """The conformal exceedance test's within-round correlation of samples past the
         baseline's quantile, measured across its periods at an upper limit
         (`exceedance_bets`); None: its periods measure nothing."""
-        self.cannot_fail = kind == "proportion" and any(
-            p == "relative" and c is None for p, c in made
-        )
+        self.cannot_fail = untested and not any(c.test == "periods" for c in self.components)
         """A relative count bound with no test: its baseline's rate is too uncertain (too few
-        errors in too few periods) for any count to exceed the bound built on it."""
+        errors in too few periods, or bursts) for any count to exceed the bound built on it,
+        and its periods too few to rank its rounds among (`_with_period_ranks`)."""
         bounds = self._bounds()
         # Passing is an intersection-union test (Berger 1982): the window passes only when
         # every bound of every rule shows its evidence, so a deploy that breaks any one bound
@@ -858,18 +858,29 @@ class SequentialRule:
         log_e = np.log(np.cumsum([w / b for w, b in zip(weights, betas, strict=True)]))
         return [(float(v), 0.0, float(log_e[k])) for k, v in enumerate(limits) if v is not None]
 
-    def _with_period_ranks(self, components: list[Component]) -> tuple[Component, ...]:
+    def _with_period_ranks(
+        self, components: list[Component], untested: float
+    ) -> tuple[Component, ...]:
         """The tests, with an increase's two-sample count test followed by a test of its
         rounds' ranks among the baseline's periods (`agent.analysis.period_ranks`) when
         the baseline kept enough of them to catch a large regression in two rounds
         (`period_ranks.ROUNDS_TO_CATCH`): `PERIOD_RANKS_SHARE` of the two-sample
-        e-process's level from the deploy is its. Union bound: the two levels add up to the one they
-        split."""
+        e-process's level from the deploy is its. Union bound: the two levels add up to the
+        one they split. A relative count bound whose two-sample test could not be built
+        (`untested`, its share: a baseline's rate so uncertain that its limit at the tail
+        share, times 1 + delta, reaches 1, as bursty periods make it) has the ranks test
+        alone at that whole share, if its rounds can reach the threshold within the window
+        (`_lone_period_ranks`): the share has no other use."""
         base, delta = self.baseline, self.rule.max_increase
+        if base is None or delta is None:
+            return tuple(components)
         at = next(
             (k for k, c in enumerate(components) if c.ladder and c.test == "proportion"), None
         )
-        if at is None or base is None or delta is None or components[at].flip:
+        if at is None:
+            lone = self._lone_period_ranks(base, delta, untested) if untested else None
+            return tuple(components) if lone is None else (*components, lone)
+        if components[at].flip:
             return tuple(components)
         ranks = PeriodRanks.of(base.period_counts, delta)
         ladder = components[at]
@@ -892,6 +903,35 @@ class SequentialRule:
         components[at] = replace(ladder, alpha=ladder.alpha - share)
         components.insert(at + 1, ranked)
         return tuple(components)
+
+    def _lone_period_ranks(
+        self, base: BaselineData, delta: float, share: float
+    ) -> Component | None:
+        """The ranks test as a relative count bound's only failing test, at its whole
+        `share`, from the deploy (no e-detector, no look at the window's end: its bets are
+        on the first rounds ranking above every period); None for a decrease, with fewer
+        than `period_ranks.MIN_PERIODS` periods, or when rounds above every period would
+        not reach its threshold within the window (`period_ranks.rounds_to_catch`). With 20
+        periods (a new agent's 10 minutes of background runs) it needs two such rounds at
+        the share of one rule at confidence 0.99, three at four rules'."""
+        if self.rule.direction != "increase":
+            return None
+        ranks = PeriodRanks.of(base.period_counts, delta)
+        window = self.horizon if self.horizon > 1 else int(2 * DEFAULT_T_OPT)
+        if ranks is None or ranks.rounds_to_catch(math.log(1.0 / share)) > window:
+            return None
+        self._period_ranks = ranks
+        mean = base.value * (1.0 + delta)
+        rest = f"{mean:.3g} (baseline {base.value:.3g} +{format_percent(delta)})"
+        return Component(
+            "max_increase",
+            "periods",
+            share,
+            0.0,
+            f"{self.rule.metric} <= {rest}",
+            f"> {rest}",
+            level=min(max(mean, 1e-9), 1.0 - 1e-9),
+        )
 
     def _two_sample(self, share: float, change: str) -> Component | None:
         """The relative count bound as a two-sample test: the baseline's rate p is unknown.
@@ -1763,9 +1803,33 @@ class SequentialRule:
                     found.append(self._detectable_first(comp, per_round * horizon))
             elif comp.test == "proportion" and comp.ladder:
                 found.append(self._detectable_two_sample(comp, per_round, horizon))
+            elif comp.test == "periods" and not any(c.ladder for c in self.components):
+                found.append(self._detectable_periods(comp, per_round, horizon))
             elif comp.test in ("proportion", "exceedance"):
                 found.append(self._detectable_counts(comp, per_round, horizon, within))
         return min(found, key=lambda d: d.effect) if found else None
+
+    def _detectable_periods(self, comp: Component, per_round: float, horizon: float) -> Detectable:
+        """The ranks test alone (`_lone_period_ranks`): the error rate at which the rounds it
+        needs above every period (`PeriodRanks.rounds_to_catch`) all score above the highest
+        period four times in five (`FOUR_IN_FIVE`), a round of a steady rate r scoring
+        Binomial(size, r / (1 + delta)) (`PeriodRanks.score`). A tie with the highest period,
+        and the bets that allow one period above or one round below, catch more: the figure
+        errs high, never low. Rounds smaller than the smallest period are not ranked."""
+        ranks = self._period_ranks
+        assert ranks is not None
+        needed = ranks.rounds_to_catch(comp.log_threshold)
+        top = ranks.periods[-1]
+        if per_round < ranks.size or needed > horizon or top >= ranks.size:
+            return Detectable(comp.bound, math.inf, math.inf, UNRANKED)
+
+        def missed(kept: float) -> float:
+            return 1.0 - stats.binomial_greater(top + 1, ranks.size, kept) ** needed
+
+        kept = _smallest(missed, 1.0 - FOUR_IN_FIVE, 0.0, 1.0)
+        if not math.isfinite(kept):
+            return Detectable(comp.bound, math.inf, math.inf, UNRANKED)
+        return self._express(comp, kept / ranks.keep / comp.level)
 
     def _detectable_first(self, comp: Component, samples: float) -> Detectable:
         """A test against a level of 0 fails at the first bad event: it catches a rate r
@@ -2143,7 +2207,7 @@ class SequentialRule:
     def _express(self, comp: Component, ratio: float) -> Detectable:
         base, metric = self.baseline, self.rule.metric
         share = min(ratio * comp.level, 1.0)
-        if comp.test == "proportion":
+        if comp.test in ("proportion", "periods"):
             value = 1.0 - share if comp.flip else share
             # a change from the baseline's rate, but from the bound over an outage's: the
             # bound is judged on the release's own rounds (`outage_baseline`)
@@ -2225,6 +2289,13 @@ UNBOUNDED = (
     "no regression of any size (the baseline's rate is too uncertain: too few errors in too"
     " few periods)"
 )
+UNRANKED = (
+    "no regression of any size (the baseline's rate is too uncertain for a two-sample test,"
+    " and rounds at this traffic cannot rank above every one of its periods)"
+)
+"""A relative error bound whose only test is its rounds' ranks among the baseline's periods
+(`SequentialRule._lone_period_ranks`) at a traffic where they cannot win: rounds smaller
+than the smallest period, or a period that failed every request."""
 
 _DETECTABLE: dict[tuple[Any, ...], Detectable | None] = {}
 """`SequentialRule.detectable` across rules built alike (`_inputs`) and samples per round:

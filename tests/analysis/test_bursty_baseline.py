@@ -69,16 +69,17 @@ def test_a_bursty_baseline_of_ten_periods_keeps_the_false_rollback_rate_under_al
 
 
 def test_with_twenty_periods_too() -> None:
-    """Requests as the units: 18 of 300 (6%); periods: 1, by the test of the rounds' ranks
-    among the 20 periods (`agent.analysis.period_ranks`; a baseline with no errors, the
-    window's first two rounds 33 and 30 of 100), within its level (0.011 of the rule's
-    0.05: 3.4 of 300 at most on average), where the two-sample test's are none. It was 2
-    before the ladder's limits widened for the bursts the periods show (`BaselineData.burst_limit`):
-    the other, a baseline of one period with 28 errors, is now too uncertain to price
-    +100% at all, so neither test runs (as for 269 of these 300 baselines)."""
+    """Requests as the units: 18 of 300 (6%); periods: 2, both by the test of the rounds'
+    ranks among the 20 periods (`agent.analysis.period_ranks`), within its level: one
+    beside the two-sample test (a baseline with no errors, the window's first two rounds 33
+    and 30 of 100; 0.011 of the rule's 0.05: 3.4 of 300 at most on average), one alone (a
+    baseline of one period with 28 errors, too uncertain to price +100% by the two-sample
+    test, as 269 of these 300 baselines are: it had no test at all; the ranks test has the
+    rule's whole share, 15 of 300 at most; rounds of 33 and 29). The two-sample test's
+    are none."""
     rng = np.random.default_rng(5)
     fails = sum(_fails(rng, periods=20, size=100, burst=0.1, rate=0.03) for _ in range(300))
-    assert fails == 1  # as the README says
+    assert fails == 2  # as the README says
 
 
 def test_a_calm_baseline_of_many_periods_still_catches_a_doubling() -> None:
@@ -137,3 +138,38 @@ def test_a_relative_bound_that_cannot_fail_is_said_at_registration() -> None:
         )
         == []
     )
+
+
+def test_a_short_bursty_baseline_that_prices_no_two_sample_test_still_catches_errors_x5() -> None:
+    """Ten minutes of background runs (20 periods of 300 probes), six of them failing 5%
+    and the rest none: the rate's limit at the tail share, times 1.1, reaches 1, so the
+    two-sample test cannot be built and the rule had no test at all: errors x5 (7.5% in
+    every round) never failed it. The rounds' ranks among the periods are its test now,
+    at the rule's whole share: every round above every period fails it in two."""
+    counts = [0] * 14 + [15] * 6
+    base = merge([Observation(value=c / 300, count=c, total=300) for c in counts])
+    rule = Rule("errors", "checks", "error_rate", max_increase=0.1)
+    rng = np.random.default_rng(11)
+    caught = []
+    for _ in range(20):
+        judge = Judge([rule], {rule.name: base}, Policy("sequential"), horizon=30)
+        state = judge.start()
+        for i in range(30):
+            c = int(rng.binomial(300, 0.075))
+            seen = {rule.name: Observation(value=c / 300, count=c, total=300)}
+            state = judge.advance(state, seen, in_place=True, final=i == 29)
+            if judge.failed_round(state) is not None:
+                caught.append(i + 1)
+                break
+    assert len(caught) >= 18, caught
+    assert sorted(caught)[len(caught) // 2] <= 3, caught
+    (said,) = Judge([rule], {rule.name: base}, Policy("sequential"), horizon=30).blind_spots(
+        {rule.name: 300.0}
+    )
+    assert "too few errors in too few periods" not in said, said
+    assert "smallest change it can detect" in said and "error_rate 0.0" in said, said
+    # rounds of 100 probes are smaller than every period: never ranked, and said so
+    (said,) = Judge([rule], {rule.name: base}, Policy("sequential"), horizon=30).blind_spots(
+        {rule.name: 100.0}
+    )
+    assert "cannot rank above every one of its periods" in said, said

@@ -53,7 +53,7 @@ DOWN_S = (0.2, 1.5)
 def _claims(store_url: str | None, workdir: Path, window_id: str) -> list[tuple[Any, ...]]:
     if store_url is None:
         return store_rows(workdir, CLAIMS, window_id)
-    import asyncpg  # type: ignore[import-untyped]
+    import asyncpg
 
     from agent.store.postgres import numbered
 

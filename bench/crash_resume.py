@@ -16,7 +16,9 @@ webhook, and counts the rollbacks Vercel acted on, duplicates included.
 a window that breaches (tests/e2e/crash_anywhere.py), and count at every receiver: the
 rollbacks acted on (exactly one), each alert (once, or once more after a kill: contract
 §4), Sentry's markers, GitHub's deployment and commit statuses (one final status each,
-no watch's status after it).
+no watch's status after it). `--anywhere --resolve`: one kill -9 drawn over a window
+whose first round breaches and whose last clears it (`run_resolve_trial`, SQLite): its
+breach, resolve (after the breach) and `deploy passed`, each once or once more.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.crash import run_trial
 from tests.e2e.crash_anywhere import run_anywhere_trial
-from tests.e2e.crash_end import EndTrial
+from tests.e2e.crash_end import SCHEDULED_AHEAD_S, EndTrial, run_resolve_trial
 from tests.e2e.crash_vercel import run_vercel_trial
 from tests.pg import running_cluster, server_bindir
 
@@ -52,7 +54,10 @@ def main() -> int:
     parser.add_argument("--store", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--kills", type=int, default=1)
+    parser.add_argument("--resolve", action="store_true")
     args = parser.parse_args()
+    if args.anywhere and args.resolve:
+        return resolve_main(args)
     if args.anywhere:
         return anywhere_main(args)
     if args.target == "vercel":
@@ -241,6 +246,58 @@ def anywhere_main(args: argparse.Namespace) -> int:
             f" {args.replicas} replica(s), {args.kills} kill(s) each); one rollback acted on in"
             f" {summary['acted_on_once']}; alerts sent once more after a kill (trials):"
             f" {summary['alerts_repeated']} ({summary['seconds']}s)"
+        )
+    return 0 if summary["ok"] == summary["trials"] else 1
+
+
+RESOLVE_WINDOW_S = 8.0
+"""`--resolve`'s window: it outlasts a restart (seconds on a loaded host), so rounds after
+it clear the breach whichever agent measured it (the target fails the first round's
+probes, whoever sends them)."""
+RESOLVE_KILL_SPAN_S = (SCHEDULED_AHEAD_S - 0.5, SCHEDULED_AHEAD_S + RESOLVE_WINDOW_S / 2)
+"""Where `--resolve`'s kill lands: about the window's first round, its breach, the rounds
+that clear it and its resolve (the deploy live `SCHEDULED_AHEAD_S` after its registration)."""
+
+
+def resolve_main(args: argparse.Namespace) -> int:
+    rng = random.Random(args.seed)
+    rows: list[dict[str, Any]] = []
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="postflight-resolve-") as tmp:
+        for n in range(args.trials):
+            at = round(rng.uniform(*RESOLVE_KILL_SPAN_S), 2)
+            trial = run_resolve_trial(
+                Path(tmp) / f"t{n}", kill_at=at, window=f"{RESOLVE_WINDOW_S:g}s"
+            )
+            told = [a for a in trial.alerts if "breached" in a or "resolved" in a]
+            alerts = {w: trial.count(w) for w in ("breached", "resolved", "deploy passed")}
+            wrong = [f"state {trial.state}"] if trial.state != "passed" else []
+            wrong += [f"{k} x {w}" for w, k in alerts.items() if not 1 <= k <= 2]
+            if told and "resolved" in told[0]:
+                wrong.append("resolved before its breach")
+            rows.append({"trial": n, "kill_at_s": at, "alerts": alerts, "wrong": wrong})
+            if not args.json:
+                print(
+                    f"trial {n:>2}: kill at {at} s -> {trial.state}; alerts={alerts}"
+                    f" {'ok' if not wrong else 'WRONG ' + '; '.join(wrong)}",
+                    flush=True,
+                )
+    summary = {
+        "trials": len(rows),
+        "ok": sum(not r["wrong"] for r in rows),
+        "repeated": {
+            w: sum(r["alerts"][w] > 1 for r in rows)
+            for w in ("breached", "resolved", "deploy passed")
+        },
+        "seconds": round(time.monotonic() - started, 1),
+        "rows": rows,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"\n{summary['ok']}/{summary['trials']} trials correct; alerts sent once more"
+            f" after a kill (trials): {summary['repeated']} ({summary['seconds']}s)"
         )
     return 0 if summary["ok"] == summary["trials"] else 1
 

@@ -445,15 +445,25 @@ class _FailingFirst:
         self._failing_from = self.seen
 
 
-def run_resolve_trial(workdir: Path, *, kill: bool = True, breach_held: bool = False) -> EndTrial:
+def run_resolve_trial(
+    workdir: Path,
+    *,
+    kill: bool = True,
+    breach_held: bool = False,
+    kill_at: float | None = None,
+    window: str = "1s",
+) -> EndTrial:
     """A window of two rounds whose first breaches and whose last (its end) clears it:
     the last round's resolve, and the end's `passed`, after a kill at the end (none
     without `kill`: the hook finds its mark made). `breach_held`: the sink holds the
     first alert (the breach) unanswered, so it is still being sent when the window ends,
     as a channel slow on a loaded host left it (alerting's timeout raised past the
-    window: the agent waits for the channel until it is killed)."""
+    window: the agent waits for the channel until it is killed). `kill_at`: killed from
+    outside instead, this many seconds after the registration (the deploy goes live
+    `SCHEDULED_AHEAD_S` after it), then restarted; `window`: long enough to outlast a
+    restart, the rounds after it clear the breach the first round measured."""
     workdir.mkdir(parents=True, exist_ok=True)
-    if not kill:
+    if not kill or kill_at is not None:
         (workdir / "killed").touch()
     sink_log = workdir / "sink.jsonl"
     target = _FailingFirst(PROBES, armed=False)
@@ -477,7 +487,7 @@ alerting:
 environments:
   production:
     base_url: {target.url}
-    window: 1s
+    window: {window}
     interval: 500ms
     probes_per_round: {PROBES}
     checks:
@@ -498,15 +508,21 @@ environments:
         # late ran its last slot alone, and the window ended `inconclusive` (2 runs in 17
         # beside four CPU hogs, the watch 0.54-0.6 s after the registration)
         ahead = rfc3339(time.time() + SCHEDULED_AHEAD_S)
+        registered = time.monotonic()
         deploy = request_json(
             "POST",
             f"http://127.0.0.1:{port}/v1/deploys",
             {"environment": "production", "version": VERSION, "deployed_at": ahead},
         )
-        if kill:
+        if kill_at is not None:
+            time.sleep(max(0.0, registered + kill_at - time.monotonic()))
+            agent.send_signal(signal.SIGKILL)
+            agent.wait()
+            agent = start_agent(workdir, config, port)
+        elif kill:
             agent.wait(timeout=60)
             agent = start_agent(workdir, config, port)
-        killed = kill and (workdir / "killed").exists()
+        killed = kill_at is not None or (kill and (workdir / "killed").exists())
         url = f"http://127.0.0.1:{port}/v1/deploys/{deploy['id']}"
 
         def settled() -> bool:

@@ -43,6 +43,12 @@ from tests.e2e.crash_vercel import run_vercel_trial
 from tests.pg import running_cluster, server_bindir
 
 
+def _reported(args: argparse.Namespace, summary: dict[str, Any], said: str) -> int:
+    """`summary` as JSON (`--json`) or `said`; 0 when every trial was correct."""
+    print(json.dumps(summary) if args.json else said)
+    return 0 if summary["ok"] == summary["trials"] else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--trials", type=int, default=20)
@@ -102,16 +108,14 @@ def main() -> int:
         "seconds": round(time.monotonic() - started, 1),
         "rows": rows,
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(
-            f"\n{summary['ok']}/{summary['trials']} trials correct;"
-            f" {summary['kills']} kill -9s, {summary['attempts']} webhook attempts;"
-            f" one rollback acted on in {summary['acted_on_once']} of {summary['trials']},"
-            f" {summary['duplicates']} re-sent after a kill in the gap ({summary['seconds']}s)"
-        )
-    return 0 if summary["ok"] == summary["trials"] else 1
+    return _reported(
+        args,
+        summary,
+        f"\n{summary['ok']}/{summary['trials']} trials correct;"
+        f" {summary['kills']} kill -9s, {summary['attempts']} webhook attempts;"
+        f" one rollback acted on in {summary['acted_on_once']} of {summary['trials']},"
+        f" {summary['duplicates']} re-sent after a kill in the gap ({summary['seconds']}s)",
+    )
 
 
 def vercel_main(args: argparse.Namespace) -> int:
@@ -152,17 +156,15 @@ def vercel_main(args: argparse.Namespace) -> int:
         "seconds": round(time.monotonic() - started, 1),
         "rows": rows,
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(
-            f"\n{summary['ok']}/{summary['trials']} trials correct; {summary['kills']} kill -9s,"
-            f" {summary['rollback_requests']} rollback requests to Vercel; exactly one accepted"
-            f" rollback in {summary['accepted_once']} of {summary['trials']};"
-            f" {summary['reconciled']} restart(s) found it already done at Vercel"
-            f" ({summary['seconds']}s)"
-        )
-    return 0 if summary["ok"] == summary["trials"] else 1
+    return _reported(
+        args,
+        summary,
+        f"\n{summary['ok']}/{summary['trials']} trials correct; {summary['kills']} kill -9s,"
+        f" {summary['rollback_requests']} rollback requests to Vercel; exactly one accepted"
+        f" rollback in {summary['accepted_once']} of {summary['trials']};"
+        f" {summary['reconciled']} restart(s) found it already done at Vercel"
+        f" ({summary['seconds']}s)",
+    )
 
 
 ALERTS = ("breached", "unreachable", "rollback requested", "rollback delivered")
@@ -238,16 +240,14 @@ def anywhere_main(args: argparse.Namespace) -> int:
         "seconds": round(time.monotonic() - started, 1),
         "rows": rows,
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(
-            f"\n{summary['ok']}/{summary['trials']} trials correct ({args.store},"
-            f" {args.replicas} replica(s), {args.kills} kill(s) each); one rollback acted on in"
-            f" {summary['acted_on_once']}; alerts sent once more after a kill (trials):"
-            f" {summary['alerts_repeated']} ({summary['seconds']}s)"
-        )
-    return 0 if summary["ok"] == summary["trials"] else 1
+    return _reported(
+        args,
+        summary,
+        f"\n{summary['ok']}/{summary['trials']} trials correct ({args.store},"
+        f" {args.replicas} replica(s), {args.kills} kill(s) each); one rollback acted on in"
+        f" {summary['acted_on_once']}; alerts sent once more after a kill (trials):"
+        f" {summary['alerts_repeated']} ({summary['seconds']}s)",
+    )
 
 
 RESOLVE_WINDOW_S = 8.0
@@ -292,14 +292,12 @@ def resolve_main(args: argparse.Namespace) -> int:
         "seconds": round(time.monotonic() - started, 1),
         "rows": rows,
     }
-    if args.json:
-        print(json.dumps(summary))
-    else:
-        print(
-            f"\n{summary['ok']}/{summary['trials']} trials correct; alerts sent once more"
-            f" after a kill (trials): {summary['repeated']} ({summary['seconds']}s)"
-        )
-    return 0 if summary["ok"] == summary["trials"] else 1
+    return _reported(
+        args,
+        summary,
+        f"\n{summary['ok']}/{summary['trials']} trials correct; alerts sent once more"
+        f" after a kill (trials): {summary['repeated']} ({summary['seconds']}s)",
+    )
 
 
 if __name__ == "__main__":

@@ -79,3 +79,13 @@ def threshold_in_units(metric: Any, threshold: Any) -> str:
     return RATE_BOUND.sub(
         lambda m: f"{m.group(0)} ({format_value(metric, float(m.group(2)))})", text
     )
+
+
+def rate_bounds_in_percent(metric: str, threshold: Any) -> str:
+    """The judge's bounds with a rate's in % as its values are shown (`max 0.05` → `max
+    5%`); others as written. The deploy page and `postflight status` write them so, beside
+    `observed 31%`: `max 0.05` there made on-call do the sum."""
+    text = str(threshold or "")
+    if not is_rate(metric):
+        return text
+    return RATE_BOUND.sub(lambda m: f"{m[1]} {format_value(metric, float(m[2]))}", text)

@@ -21,7 +21,7 @@ from common.breaching import Breach, breaching
 from common.durations import format_duration
 from common.redaction import visible
 from common.times import rfc3339
-from common.units import format_value
+from common.units import format_value, rate_bounds_in_percent
 from common.words import counted, dry_run_unsent_note
 
 HEARTBEAT_S = 60.0
@@ -128,10 +128,17 @@ def _shown(rule: RuleResult, pending: bool) -> tuple[str, str]:
     `breach` while the window is pending, a pass so `SHORT` once decided, with how far
     along it is."""
     breach = _breaching(rule)
+    bounds = _bounds(rule)
     if breach is None:
-        return rule.outcome, rule.threshold
+        return rule.outcome, bounds
     shown = "breach" if pending else SHORT if rule.outcome == "pass" else rule.outcome
-    return shown, f"{rule.threshold}, {breach.so_far}"
+    return shown, f"{bounds}, {breach.so_far}"
+
+
+def _bounds(rule: RuleResult) -> str:
+    """A rule's bounds as the deploy page labels them, a rate's in %: `12.5% (max 0.05)`
+    read beside the page's `max 5%` and the alert's `max 0.05 (5%)`."""
+    return rate_bounds_in_percent(rule.metric, rule.threshold)
 
 
 def _short_words(rule: RuleResult) -> str:
@@ -140,11 +147,11 @@ def _short_words(rule: RuleResult) -> str:
     evidence = rule.evidence or {}
     breach = _breaching(rule) or Breach("")
     if not breach.limit:  # the sequential warning's: evidence short of what fails it
-        return f"past {rule.threshold} on the evidence: {breach.so_far}, too little to fail"
+        return f"past {_bounds(rule)} on the evidence: {breach.so_far}, too little to fail"
     rounds = [n for n in evidence.get("failing_rounds") or () if isinstance(n, int)]
     where = f" in round{'s' if len(rounds) > 1 else ''} {', '.join(map(str, rounds))}"
     return (
-        f"past {rule.threshold}{where if rounds else ''}: {breach.streak} of {breach.limit}"
+        f"past {_bounds(rule)}{where if rounds else ''}: {breach.streak} of {breach.limit}"
         " rounds in a row, too few to fail"
     )
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, get_args
 
-from agent.analysis.describe import format_percent, is_duration, is_rate, quantile_of
+from agent.analysis.describe import format_percent, is_duration, quantile_of
 from agent.analysis.stats import percentile
 from agent.analysis.types import Rule
 from agent.api.models import shown_state
@@ -36,7 +36,7 @@ from alerting.events import (
 )
 from alerting.templates import evidence_text
 from common.breaching import breaching
-from common.units import RATE_BOUND, format_value
+from common.units import format_value, rate_bounds_in_percent
 from common.words import dry_run_unsent_note
 
 DECIDED = ("pass", "fail", "inconclusive")
@@ -214,15 +214,6 @@ def _past(value: float | None, lines: Sequence[tuple[str, float]], direction: st
         elif value > bound:
             return True
     return False
-
-
-def rate_bounds_in_percent(metric: str, threshold: Any) -> str:
-    """The judge's bounds of a rule no longer configured (nothing to label them from), a
-    rate's in % as its values are shown (`max 0.05` → `max 5%`); others as written."""
-    text = str(threshold or "")
-    if not is_rate(metric):
-        return text
-    return RATE_BOUND.sub(lambda m: f"{m[1]} {format_value(metric, float(m[2]))}", text)
 
 
 def _interval(evidence: Mapping[str, Any]) -> tuple[float, float] | None:

@@ -1275,11 +1275,11 @@ def test_a_rule_breaching_short_of_its_failure_limit_is_not_shown_as_a_pass() ->
     out = io.StringIO()
     Progress(out=out, style=Style(), live=False).update(deploy)
     line = out.getvalue()
-    assert "! breach probe-errors 100% (max 0.05, 3 of 4 rounds)" in line, line
+    assert "! breach probe-errors 100% (max 5%, 3 of 4 rounds)" in line, line
     assert "✓ pass latency" in line, line
     shown = details(deploy, Style())
     assert "probe-errors  ! breach" in shown, shown
-    assert "max 0.05, 3 of 4 rounds " in shown, shown  # was cut: `max 0.05, 3 of 4 ro…`
+    assert "max 5%, 3 of 4 rounds " in shown, shown  # was cut: `max 0.05, 3 of 4 ro…`
     decided = Deploy.model_validate(
         {
             **deploy.model_dump(mode="json"),
@@ -1351,12 +1351,12 @@ def test_a_window_passed_short_of_its_failure_limit_never_ends_on_a_tick_beside_
     line = out.getvalue()
     assert "✓" not in line, line
     assert (
-        "! pass probe-errors 40% (past max 0.05 in round 2: 1 of 2 rounds in a row, too few"
+        "! pass probe-errors 40% (past max 5% in round 2: 1 of 2 rounds in a row, too few"
         " to fail)" in line
     ), line
     shown = details(deploy, Style())  # `status ID`, and the end of `register --wait`
     row = next(line for line in shown.splitlines() if line.strip().startswith("probe-errors"))
-    assert "✓" not in row and "! pass" in row and "max 0.05, 1 of 2 rounds" in row, shown
+    assert "✓" not in row and "! pass" in row and "max 5%, 1 of 2 rounds" in row, shown
 
 
 @pytest.mark.parametrize(
@@ -1560,7 +1560,7 @@ def test_a_sequential_rule_warned_breached_is_shown_so_pending_and_decided() -> 
     out = io.StringIO()
     Progress(out=out, style=Style(), live=False).update(deploy)
     line = out.getvalue()
-    assert "! breach probe-errors 50% (max 0.05, 7,115 to 1 of 250,000)" in line, line
+    assert "! breach probe-errors 50% (max 5%, 7,115 to 1 of 250,000)" in line, line
     assert "probe-errors  ! breach" in details(deploy, Style())
 
     def decided(outcome: str) -> str:

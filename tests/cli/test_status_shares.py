@@ -4,7 +4,7 @@ baseline of `0.0187` in the table where the breach alert said `1.875%` of the sa
 from __future__ import annotations
 
 from agent.api.models import RuleOutcome, RuleResult
-from agent.cli.render import Style, rules_table
+from agent.cli.render import Style, _bounds, rules_table
 from common.units import format_value
 
 
@@ -28,8 +28,23 @@ def test_a_rates_figures_read_in_the_table_as_in_its_alert() -> None:
     # the alert's own words for these figures (alerting.templates, as the deploy page's)
     assert "1.875%" in shown and format_value("error_rate", 0.01875) == "1.875%"
     assert "5.25%" in shown
-    assert "max 0.05" in shown  # the bound as configured, as the round line writes it
+    # the bound in % as the deploy page labels it: `max 0.05` beside `5.25%` made on-call
+    # do the sum; the round lines of `register --wait` write it so too
+    assert "max 5%" in shown and "max 0.05" not in shown
     assert "0.0187" not in shown
+
+
+def test_a_rates_bound_reads_in_percent_in_the_round_line() -> None:
+    rule = RuleResult(
+        name="probe-errors",
+        source="checks",
+        metric="error_rate",
+        outcome="inconclusive",
+        observed=0.125,
+        baseline=0.01983,
+        threshold="max 0.05",
+    )
+    assert _bounds(rule) == "max 5%"
 
 
 def test_a_latencys_figures_stay_durations() -> None:

@@ -520,7 +520,7 @@ async def test_a_breach_short_of_failure_limit_is_shown_as_the_readme_says_by_wa
 ) -> None:
     """ "How a pipeline uses it": a threshold-policy rule past its bound for fewer rounds
     than `failure_limit` (`pass` in the API's progress) is shown `! breach probe-errors 100%
-    (max 0.05, N of M rounds)` by `register --wait`, as by `status ID`, from the daemon's
+    (max 5%, N of M rounds)` by `register --wait`, as by `status ID`, from the daemon's
     own progress (the renderer's tests build theirs by hand); a `--timeout` that runs out
     while it still watches exits 3."""
     from tests.cli_process import awaited_cli
@@ -536,10 +536,10 @@ async def test_a_breach_short_of_failure_limit_is_shown_as_the_readme_says_by_wa
         "register", "--env", "production", "--version", "v2", "--wait", "--timeout", "6s", *auth
     )
     assert code == 3, said
-    assert re.search(r"! breach probe-errors [\d.]+% \(max 0\.05, \d+ of 50 rounds\)", said), said
+    assert re.search(r"! breach probe-errors [\d.]+% \(max 5%, \d+ of 50 rounds\)", said), said
     [deploy_id] = set(re.findall(r"dep_\w+", said))
     code, shown = await awaited_cli("status", deploy_id, *auth)
     assert code == 0, shown
-    assert re.search(r"probe-errors +! breach .* max 0\.05, \d+ of 50 rounds", shown), shown
+    assert re.search(r"probe-errors +! breach .* max 5%, \d+ of 50 rounds", shown), shown
     assert (await agent.get(deploy_id))["state"] == "watching"
     await agent.cancel(deploy_id)

@@ -181,7 +181,7 @@ async def test_status_and_the_page_show_the_breach_on_call_was_paged_for(
     """Half the answers 503 from the deploy on: warned (`rule breached`) rounds before the
     window fails. Meanwhile `postflight status` and the deploy page, fetched over HTTP,
     said `? inconclusive` where on-call had been paged `breached`; both say `! breach`,
-    from the same read-out, with its evidence against what fails it (`max 0.05, 7,115 to 1 of
+    from the same read-out, with its evidence against what fails it (`max 5%, 7,115 to 1 of
     250,000`)."""
     receiver = await rollback_receiver(SECRET)
     timing = "window: 1m\n    interval: 3s"
@@ -212,6 +212,6 @@ async def test_status_and_the_page_show_the_breach_on_call_was_paged_for(
         await alert_titled(json_sink, f"{PREFIX}probe-errors breached", within=30)
     _, said = status
     assert "probe-errors  ! breach" in said and "inconclusive" not in said, said
-    assert re.search(r"max 0\.05, [\d,.]+ to 1 of [\d,.]+ +", said), said
+    assert re.search(r"max 5%, [\d,.]+ to 1 of [\d,.]+ +", said), said
     assert "! breach</span>" in html and "? inconclusive" not in html, html
     assert re.search(r"max 5%, past it on the evidence: [\d,.]+ to 1 of [\d,.]+<", html), html

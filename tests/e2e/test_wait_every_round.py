@@ -1,7 +1,7 @@
 """`register --wait` shows every round of a window whose `interval` is under 2 s.
 
 It polled every 2 s whatever the interval: with `interval: 500ms` and `failure_limit: 4`
-the rule's breach short of the limit (`! breach probe-errors 100% (max 0.05, 1 of 4
+the rule's breach short of the limit (`! breach probe-errors 100% (max 5%, 1 of 4
 rounds)`, which the README says `--wait` shows) was over between two polls, and the
 pipeline's log went from `watching` to `failed` with no round between.
 """
@@ -34,6 +34,6 @@ async def test_register_wait_shows_a_breach_short_of_the_limit_under_a_short_int
         *("--url", agent.url, "--token", TOKEN),
     )
     assert code == 1, said  # failed, rolled back
-    short = re.findall(r"round +(\d+) .*! breach probe-errors [\d.]+% \(max 0\.05, (\d) of 4", said)
+    short = re.findall(r"round +(\d+) .*! breach probe-errors [\d.]+% \(max 5%, (\d) of 4", said)
     assert short, said  # was: no round line before the verdict
     assert all(int(n) < 4 for _, n in short), said

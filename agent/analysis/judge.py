@@ -65,7 +65,7 @@ __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 14
+STATE_VERSION = 15
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
 in the rank and exceedance tests; 4: the two-sample count test's own ladder and bets, 12
 rows of 10; 5: the rank and exceedance tests bet on conformal placements and keep the
@@ -87,8 +87,10 @@ absolute `max`/`min` on a proportion or a distribution looks at the window's end
 its test keeps `fin` and `final_p`, and its e-processes bet at four fifths of the alpha
 they had: a 12 lacks `fin`, a KeyError at the window's end; 14: a relative latency bound's
 exceedance test adds five tilted bets after its ten linear ones (`exceedance_bets`), so a
-13's wealth rows are short, a ValueError at its next round), so that a restart never reads
-a state it cannot."""
+13's wealth rows are short, a ValueError at its next round; 15: a relative latency bound
+over a baseline that kept its periods ranks its rounds among them (`latency_period_ranks`),
+a test a 14 lacks, a KeyError at its next round), so that a restart never reads a state it
+cannot."""
 
 
 def judge(

@@ -58,6 +58,7 @@ from agent.analysis.describe import (
     outage_share,
     quantile_of,
 )
+from agent.analysis.latency_period_ranks import LatencyPeriodRanks
 from agent.analysis.period_ranks import PeriodRanks
 from agent.analysis.stats import FloatArray
 from agent.analysis.types import Observation, Rule
@@ -65,7 +66,7 @@ from agent.analysis.types import Observation, Rule
 Kind = Literal["proportion", "distribution", "value"]
 """How a rule's evidence is read: counts, raw samples, or bare values."""
 Bound = Literal["max_increase", "max", "min"]
-Test = Literal["proportion", "rank", "exceedance", "value", "periods"]
+Test = Literal["proportion", "rank", "exceedance", "value", "periods", "latency_periods"]
 
 _EMPTY: FloatArray = np.empty(0)
 _NO_PERIODS: npt.NDArray[np.intp] = np.empty(0, dtype=np.intp)
@@ -214,6 +215,13 @@ baseline's periods (`agent.analysis.period_ranks`), when the baseline kept them:
 of errors x5 above every one of 60 periods give 0.6 x 60.4 x 30.7 = 1,112, past the 1 /
 (0.35 a) = 886 of the decision benchmark's error rule (a = 0.0032); the ladder's threshold
 rises by log(1 / 0.65) = 0.43 nats."""
+LATENCY_PERIOD_RANKS_SHARE = 0.35
+"""A relative latency bound's share of its rank and exceedance tests' e-processes from the
+deploy (not of their e-detectors or looks at the window's end) given to ranking its rounds'
+latencies among the baseline's periods (`agent.analysis.latency_period_ranks`), when the
+baseline kept enough of them: two rounds above every one of 60 periods give 0.6 x 60.4 x
+30.7 = 1,112, past the 1 / (0.35 a) of the decision benchmark's latency rule (a: the two
+e-processes' levels, 0.0032 together)."""
 stats.register_bets(
     "period_ranks",
     np.array([g for g, _ in period_ranks.STRATEGIES]),
@@ -440,7 +448,7 @@ class Component:
     def __post_init__(self) -> None:
         if self.test == "proportion" and self.ladder:
             bets = "two_sample"  # the two-sample count test's own bets (`stats.TWO_SAMPLE_BETS`)
-        elif self.test == "periods":
+        elif self.test in ("periods", "latency_periods"):
             bets = "period_ranks"
         elif self.test == "exceedance" and self.conformal:
             bets = "conformal_exceedance"  # aimed stakes first (`EXCEEDANCE_MULTIPLES`)
@@ -542,8 +550,13 @@ class SequentialRule:
         """The baseline's periods as scores, when a relative count bound ranks its rounds
         among them (`_with_period_ranks`)."""
         untested = kind == "proportion" and any(p == "relative" and c is None for p, c in made)
-        self.components: tuple[Component, ...] = self._with_period_ranks(
-            [c for _, c in made if c is not None], alpha / len(plan) if untested else 0.0
+        self._latency_ranks: LatencyPeriodRanks | None = None
+        """The baseline's periods as latency scores, when a relative latency bound ranks its
+        rounds among them (`_with_latency_ranks`)."""
+        self.components: tuple[Component, ...] = self._with_latency_ranks(
+            self._with_period_ranks(
+                [c for _, c in made if c is not None], alpha / len(plan) if untested else 0.0
+            )
         )
         self._conformal_scale = next((c.scale for c in self.components if c.conformal), 0.0)
         """The tolerance's scale of the rule's conformal tests (0: none)."""
@@ -933,6 +946,45 @@ class SequentialRule:
             level=min(max(mean, 1e-9), 1.0 - 1e-9),
         )
 
+    def _with_latency_ranks(self, components: tuple[Component, ...]) -> tuple[Component, ...]:
+        """The tests, with an increase's rank and exceedance tests followed by a test of
+        its rounds' latencies ranked among the baseline's periods
+        (`agent.analysis.latency_period_ranks`) when the baseline kept enough periods of
+        enough latencies to catch a large slowdown in two rounds
+        (`period_ranks.ROUNDS_TO_CATCH`): `LATENCY_PERIOD_RANKS_SHARE` of each one's
+        e-process from the deploy is its (not of their e-detectors' or looks'). Union
+        bound: the three levels add up to the two they split."""
+        base, delta = self.baseline, self.rule.max_increase
+        tests = [
+            k
+            for k, c in enumerate(components)
+            if c.conformal and c.bound == "max_increase" and not c.flip
+        ]
+        if len(tests) != 2 or base is None or delta is None:
+            return components
+        ranks = LatencyPeriodRanks.of(base.sorted_values, base.period_of, self.quantile, delta)
+        share = sum(components[k].alpha for k in tests) * LATENCY_PERIOD_RANKS_SHARE
+        if ranks is None or not ranks.ranks.catches_in(
+            period_ranks.ROUNDS_TO_CATCH, math.log(1.0 / share)
+        ):
+            return components
+        self._latency_ranks = ranks
+        out = list(components)
+        for k in tests:
+            out[k] = replace(out[k], alpha=out[k].alpha * (1.0 - LATENCY_PERIOD_RANKS_SHARE))
+        exceed = out[tests[-1]]
+        ranked = Component(
+            "max_increase",
+            "latency_periods",
+            share,
+            0.0,
+            exceed.null,
+            exceed.claim,
+            level=exceed.level,
+        )
+        out.insert(tests[-1] + 1, ranked)
+        return tuple(out)
+
     def _two_sample(self, share: float, change: str) -> Component | None:
         """The relative count bound as a two-sample test: the baseline's rate p is unknown.
         A ladder (`_count_ladder`) over the baseline rate's confidence limits (upper for an
@@ -1132,7 +1184,7 @@ class SequentialRule:
                     "crossed": None,
                 }
                 | ({"fin": [0.0] * stats.ROUND_SUMS, "final_p": None} if c.alpha_final else {})
-                | ({"seen": [[], []]} if c.test == "periods" else {})
+                | ({"seen": [[], []]} if c.test in ("periods", "latency_periods") else {})
                 for c in self.components
             },
             "passes": {
@@ -1159,6 +1211,9 @@ class SequentialRule:
                 continue
             if comp.test == "periods":
                 self._bet_ranks(state["tests"][comp.key], comp, obs, index, eligible)
+                continue
+            if comp.test == "latency_periods":
+                self._bet_latency_ranks(state["tests"][comp.key], comp, obs, index, eligible)
                 continue
             if comp.ladder:
                 st = state["tests"][comp.key]
@@ -1371,6 +1426,23 @@ class SequentialRule:
         p = ranks.p_value(score, seen, index)
         period_ranks.add_seen(seen, score)
         log_f = ranks.log_factors(p, period_ranks.seen_rounds(seen))
+        self._bet(st, comp, 0.0, 0.0, index, eligible, log_f)
+
+    def _bet_latency_ranks(
+        self, st: dict[str, Any], comp: Component, obs: Observation, index: int, eligible: bool
+    ) -> None:
+        """A round's latencies ranked among the baseline's periods and the rounds before it
+        (`agent.analysis.latency_period_ranks`); a round smaller than the periods is not
+        ranked."""
+        latency = self._latency_ranks
+        assert latency is not None
+        score = latency.score(index, self._finite(obs.values))
+        if score is None:
+            return
+        seen = st["seen"]
+        p = latency.ranks.p_value(score, seen, index)
+        period_ranks.add_seen(seen, score)
+        log_f = latency.ranks.log_factors(p, period_ranks.seen_rounds(seen))
         self._bet(st, comp, 0.0, 0.0, index, eligible, log_f)
 
     def _bet_ladder(

@@ -75,6 +75,9 @@ _TEST_NAMES = {
     "exceedance": "betting e-process on each round's samples past the bound",
     "value": "betting e-process on each round's value",
     "periods": "betting e-process on each round's errors ranked among the baseline's periods",
+    "latency_periods": (
+        "betting e-process on each round's percentile ranked among the baseline's periods'"
+    ),
 }
 
 

@@ -73,7 +73,8 @@ def test_the_tests_shares_and_bets_the_section_names_are_the_codes() -> None:
 def test_a_bounds_share_is_split_as_the_section_says() -> None:
     """Halves for a bare value's `max` and for an absolute count bound once the look takes
     its fifth; a relative count bound: a twentieth for the baseline's tail, a fifth for the
-    look, the rest 0.86 from the deploy and 0.14 to the detector."""
+    look, the rest 0.86 from the deploy (0.08 of it for a look at the window's midpoint) and
+    0.14 to the detector."""
     said = section("How Postflight decides")
     assert "(halves for values, and for counts under a `max`/`min` once the look at" in said
     base = BaselineData.from_observation(Observation(0.01, count=100, total=10_000, periods=50))
@@ -89,7 +90,9 @@ def test_a_bounds_share_is_split_as_the_section_says() -> None:
     assert count == pytest.approx((0.4 * alpha, 0.4 * alpha, 0.2 * alpha))
     relative = split(Rule("e", "checks", "error_rate", max_increase=1.0), "proportion", base)
     rest = alpha * (1 - 1 / 20 - 1 / 5)
-    assert relative == pytest.approx((0.86 * rest, 0.14 * rest, 0.2 * alpha))
+    assert relative == pytest.approx((0.92 * 0.86 * rest, 0.14 * rest, 0.2 * alpha))
+    assert sequential.MIDWAY_SHARE == 0.08
+    assert "looks once at the window's midpoint, with 0.08 of its test from the deploy" in said
 
 
 def test_the_decision_benchmarks_setup_is_the_benchs() -> None:

@@ -179,6 +179,18 @@ a cell on three seed sets apart from its own: rare errors x5 at 10 req/s 96-99% 
 e-processes keep the rest for what must be caught within seconds: errors x5 at 10 req/s
 lose about a round (0.2 of the share is 0.22 nats)."""
 
+MIDWAY_SHARE = 0.08
+"""A relative count bound's share of its two-sample e-process from the deploy (taken before
+the test of ranks among the baseline's periods takes its part) spent on one look at the
+window's midpoint (`SequentialRule._look_midway`), when the window's length is known: the
+look at the end (`FINAL_SHARE`) as it would be read there, at this level. One linear bet a
+round gains at most log 2 nats however many requests the round holds, so at 30 s rounds a
+regression that is plain in the counts is not in the e-process: errors x1.5 at 100 req/s
+reached its bar in few windows before the window's end, where the look's p-value was 1e-7
+to 1e-5 (decision benchmark, 100 windows on seeds it does not use: median 810 s, against
+Flagger's 660 s on the windows both found; with the look at 450 s, 450 s). The e-process's
+bar rises by log(1 / 0.92) = 0.08 nats (errors x5 at 10 req/s: still two rounds)."""
+
 WARN_SHARE = 2.0 / 3.0
 """The `rule breached` warning (contract section 4) under the sequential policy: a test's
 e-process from the deploy, read as it stands after each round (its wealth now, not its
@@ -419,6 +431,9 @@ class Component:
     """Level of the look at the whole window at its last round (0: none): a relative test
     on counts or samples, or an absolute bound on a proportion or a distribution, in a
     window whose length is known (`FINAL_SHARE`, `finish`)."""
+    alpha_midway: float = 0.0
+    """Level of the same look at the window's midpoint (0: none): a relative count bound's
+    (`MIDWAY_SHARE`, `SequentialRule._look_midway`)."""
     level: float = 0.5
     """The null's largest acceptable mean of the round statistic (share of bad events, mean
     placement, value)."""
@@ -1027,6 +1042,8 @@ class SequentialRule:
             a, d = (a + d) * COUNT_START_SHARE, (a + d) * (1.0 - COUNT_START_SHARE)
         kept = 1.0 - COUNT_TAIL_SHARE - final
         a, d, final = a * kept, d * kept, share * final
+        midway = a * MIDWAY_SHARE if final and self.horizon >= 4 else 0.0
+        a -= midway
         mean = base.value * (1.0 + delta) if up else base.value * (1.0 - delta)
         sign, past = ("<=", ">") if up else (">=", "<")
         rest = f"{mean:.3g} (baseline {base.value:.3g} {change})"
@@ -1038,6 +1055,7 @@ class SequentialRule:
             f"{rule.metric} {sign} {rest}",
             f"{past} {rest}",
             alpha_final=final,
+            alpha_midway=midway,
             level=min(max(mean if up else 1.0 - mean, 1e-9), 1.0 - 1e-9),
             flip=not up,
             baseline_bound=ladder[-1][0],
@@ -1184,6 +1202,7 @@ class SequentialRule:
                     "crossed": None,
                 }
                 | ({"fin": [0.0] * stats.ROUND_SUMS, "final_p": None} if c.alpha_final else {})
+                | ({"midway_p": None} if c.alpha_midway else {})
                 | ({"seen": [[], []]} if c.test in ("periods", "latency_periods") else {})
                 for c in self.components
             },
@@ -1222,6 +1241,8 @@ class SequentialRule:
                     n = float(obs.total or 0)
                     bad = min(max(float(obs.count or 0), 0.0), n)
                     st["fin"] = stats.add_round_sums(st["fin"], bad, n)
+                if comp.alpha_midway and index + 1 == self.horizon // 2 and eligible:
+                    self._look_midway(st, comp, index)
                 continue
             if comp.conformal:
                 stat = self._conformal(comp, ranks) if ranks else None
@@ -1537,7 +1558,20 @@ class SequentialRule:
             if p <= comp.alpha_final:
                 st["crossed"] = index
 
-    def _final_p(self, comp: Component, st: dict[str, Any]) -> float:
+    def _look_midway(self, st: dict[str, Any], comp: Component, index: int) -> None:
+        """The look at the window's end (`_final_p`) taken once at its midpoint, round `index`
+        (the window's length in rounds over 2), at its own level `alpha_midway`.
+
+        Validity: looked at once, at a round the clock fixes, its p-value is valid there as
+        the end's is at the end, so its chance of failing a good deploy is its level; the
+        union bound adds it to the test's other levels (`MIDWAY_SHARE`)."""
+        if st["crossed"] is not None:
+            return
+        st["midway_p"] = p = self._final_p(comp, st, comp.alpha_midway)
+        if p <= comp.alpha_midway:
+            st["crossed"] = index
+
+    def _final_p(self, comp: Component, st: dict[str, Any], level: float | None = None) -> float:
         """A test's p-value over the whole window, its counts divided by the variance
         inflation measured across the window's rounds at the test's level (Student-corrected
         for how few they are), so samples that move together within a round are not read
@@ -1546,16 +1580,18 @@ class SequentialRule:
         placements over the window are i.i.d. uniform at the null's edge
         (`agent.analysis.conformal`), so the rank test's sum is that of uniforms
         (`stats.sum_of_uniforms_greater`) and the samples past the quantile are binomial
-        at the test's level (`stats.share_greater`)."""
+        at the test's level (`stats.share_greater`). `level`: the look's (None: the end's,
+        `alpha_final`), at which the inflations are Student-corrected."""
         sums = st["fin"]
+        level = comp.alpha_final if level is None else level
         if comp.test == "rank":
-            inflation = stats.inflation_of_sums(sums, comp.alpha_final, variance=1.0 / 12.0)
+            inflation = stats.inflation_of_sums(sums, level, variance=1.0 / 12.0)
             return stats.sum_of_uniforms_greater(sums[1], sums[2], inflation)
         if comp.test == "exceedance" or not comp.ladder:
             # samples past the quantile (conformal or against an absolute bound), or a
             # rate's events against its absolute `max` (its successes against a `min`:
             # the level is then the complement, `_bad`)
-            inflation = stats.inflation_of_sums(sums, comp.alpha_final)
+            inflation = stats.inflation_of_sums(sums, level)
             return stats.share_greater(sums[1], sums[2], inflation, comp.level)
         base, delta = self.baseline, self.rule.max_increase
         assert base is not None and base.count is not None and base.total is not None
@@ -1563,10 +1599,10 @@ class SequentialRule:
         return stats.rate_ratio_greater(
             sums[1],
             sums[2],
-            stats.inflation_of_sums(sums, comp.alpha_final),
+            stats.inflation_of_sums(sums, level),
             base.count,
             base.total,
-            base.burst_inflation(comp.alpha_final),
+            base.burst_inflation(level),
             1.0 + delta,
         )
 
@@ -1576,6 +1612,13 @@ class SequentialRule:
         st = state["tests"][comp.key]
         p = st.get("final_p")
         return p is not None and st["crossed"] is not None and p <= comp.alpha_final
+
+    @staticmethod
+    def failed_midway(state: dict[str, Any], comp: Component) -> bool:
+        """Whether `comp` failed by its look at the window's midpoint (`_look_midway`)."""
+        st = state["tests"][comp.key]
+        p = st.get("midway_p")
+        return p is not None and st["crossed"] is not None and p <= comp.alpha_midway
 
     # -- reading the state ----------------------------------------------------------------
 
@@ -1605,12 +1648,14 @@ class SequentialRule:
 
     def log_evidence(self, state: dict[str, Any], comp: Component) -> RunEvidence:
         """The more advanced of a test's two runs (the deploy's on a tie), naming which; the
-        deploy's when the test failed by its look at the window's end (`failed_at_end`):
-        that look, not the e-detector, failed it, and its words say a p-value, so the
-        detector's bar (rounds / its level) shown beside them went unexplained."""
+        deploy's when the test failed by its look at the window's end (`failed_at_end`) or
+        midpoint (`failed_midway`): that look, not the e-detector, failed it, and its words
+        say a p-value, so the detector's bar (rounds / its level) shown beside them went
+        unexplained."""
         st = state["tests"][comp.key]
         start = RunEvidence(st["peak"], comp.log_threshold, detector=False)
-        if st["peak_d"] is None or self.failed_at_end(state, comp):
+        looked = self.failed_at_end(state, comp) or self.failed_midway(state, comp)
+        if st["peak_d"] is None or looked:
             return start
         detector = RunEvidence(st["peak_d"], comp.detector_log_threshold(self.horizon), True)
         return max(start, detector, key=lambda run: run.log_e - run.log_needed)

@@ -1,7 +1,7 @@
-"""The two-sample count test's look at the window's end (`FINAL_SHARE`): a test looked at
-once keeps its level when errors come in bursts (each side's counts divided by the inflation
-measured across its own units), and finds what the e-processes, which must hold at every
-round, leave short of their threshold."""
+"""The two-sample count test's look at the window's end (`FINAL_SHARE`) and midpoint
+(`MIDWAY_SHARE`): a test looked at once keeps its level when errors come in bursts (each
+side's counts divided by the inflation measured across its own units), and finds what the
+e-processes, which must hold at every round, leave short of their threshold."""
 
 from __future__ import annotations
 
@@ -182,8 +182,9 @@ def test_the_shares_stay_within_the_rules_budget() -> None:
     the end add up to the rule's share (the union bound)."""
     rule = SequentialRule(RULE, _baseline(21), "proportion", ALPHA, horizon=900)
     (comp,) = rule.components
+    assert comp.alpha_midway > 0
     total = comp.alpha + comp.alpha_detector + comp.alpha_final + ALPHA * COUNT_TAIL_SHARE
-    assert total == pytest.approx(ALPHA, rel=1e-12)
+    assert total + comp.alpha_midway == pytest.approx(ALPHA, rel=1e-12)
 
 
 def test_a_restarted_judge_reads_the_look_from_the_stored_state() -> None:
@@ -199,3 +200,29 @@ def test_a_restarted_judge_reads_the_look_from_the_stored_state() -> None:
         state = first.advance(state, obs, final=k == len(rounds) - 1)
     again = Judge([RULE], baseline, policy, horizon=900)
     assert again.failed_round(state) == first.failed_round(state) == 899
+
+
+def test_a_regression_plain_in_the_counts_fails_at_the_windows_midpoint() -> None:
+    """The decision benchmark's errors x1.5 at 100 req/s at the daemon's 30 s rounds: 45
+    errors in each round's 3,000 requests against a baseline of 1% in 60 periods. One bet a
+    round gains at most log 2 nats, so by round 15 the e-process is short of its bar while
+    the counts are plain; the look at the window's midpoint fails the rule there, and the
+    verdict says so with its p-value. Failed before: `continue` at round 15 (the look at the
+    end, round 30, was the first to fail it)."""
+    baseline = Observation(
+        value=0.01, count=1800, total=180_000, periods=60, dispersion=1e-4, seconds=1800.0
+    )
+    rounds = [{"errors": Observation(value=0.015, count=45, total=3000)}] * 15
+    policy = Policy("sequential", confidence=0.99)
+    before = judge([RULE], {"errors": baseline}, rounds[:14], policy, final=False, horizon=30)
+    assert before.decision == "continue"
+    verdict = judge([RULE], {"errors": baseline}, rounds, policy, final=False, horizon=30)
+    assert verdict.decision == "fail", verdict.reason
+    assert re.search(
+        r"at the window's midpoint after 45,000 probes: p-value \S+, at most \S+ needed$",
+        verdict.reason,
+    ), verdict.reason
+    (rule_verdict,) = verdict.rules
+    assert "the two-sample count test over the window's first half gave" in rule_verdict.detail
+    (component,) = [c for c in rule_verdict.evidence["components"] if c.get("failed_at_round")]
+    assert component["failed_at_round"] == 15

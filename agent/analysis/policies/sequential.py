@@ -274,15 +274,19 @@ class SequentialPolicy(BasePolicy):
         logs = [tests.log_evidence(seq, c) for c in tests.components]
         decisive = _decisive(tests, seq, comp, logs)
         evidence = self._evidence(tests, seq, observed, base, st, reached, decisive, logs)
-        if failed_at is not None and comp is not None and tests.failed_at_end(seq, comp):
-            p, level = seq["tests"][comp.key]["final_p"], comp.alpha_final
+        look = _look_that_failed(tests, seq, comp) if failed_at is not None else None
+        if failed_at is not None and comp is not None and look is not None:
+            p, level, when = look
             reason = (
                 f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} "
-                f"{comp.claim} at the window's end after {units_of(rule, kind, samples)}: "
+                f"{comp.claim} at the window's {when} after {units_of(rule, kind, samples)}: "
                 f"p-value {p:.2g}, at most {level:.2g} needed"
             )
+            test = _final_test(comp)
+            if when == "midpoint":
+                test = test.replace("the whole window", "the window's first half")
             detail = (
-                f"{said}; {rule.metric} {comp.claim}: {_final_test(comp)} gave"
+                f"{said}; {rule.metric} {comp.claim}: {test} gave"
                 f" p-value {p:.2g}, at most {level:.2g} needed"
             )
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
@@ -779,6 +783,20 @@ def _effect_band(
             ends = tests.interval(test, seq)
             if ends is not None:
                 return [to_json(ends[0] / base.value - 1.0), to_json(ends[1] / base.value - 1.0)]
+    return None
+
+
+def _look_that_failed(
+    tests: SequentialRule, seq: State, comp: Component | None
+) -> tuple[float, float, str] | None:
+    """(p-value, level, `end` or `midpoint`) of the look that failed `comp`, if one did."""
+    if comp is None:
+        return None
+    st = seq["tests"][comp.key]
+    if tests.failed_at_end(seq, comp):
+        return st["final_p"], comp.alpha_final, "end"
+    if tests.failed_midway(seq, comp):
+        return st["midway_p"], comp.alpha_midway, "midpoint"
     return None
 
 

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -216,9 +217,18 @@ def anywhere_main(args: argparse.Namespace) -> int:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="postflight-anywhere-"))
         for n in range(args.trials):
             url = asyncio.run(cluster.create_database()) if cluster is not None else None
-            trial, at = run_anywhere_trial(
-                Path(tmp) / f"t{n}", rng, store_url=url, replicas=args.replicas, kills=args.kills
-            )
+            workdir = Path(tmp) / f"t{n}"
+            try:
+                trial, at = run_anywhere_trial(
+                    workdir, rng, store_url=url, replicas=args.replicas, kills=args.kills
+                )
+            except AssertionError as exc:  # not settled: kept to read, counted wrong
+                kept = shutil.copytree(
+                    workdir, Path(tempfile.gettempdir()) / f"{workdir.parent.name}-{n}"
+                )
+                rows.append({"trial": n, "wrong": [f"{exc} (kept: {kept})"], "acted_on": None})
+                print(f"trial {n:>2}: WRONG {rows[-1]['wrong'][0]}", flush=True)
+                continue
             rows.append({"trial": n, "kills_at_s_replica": at, **judged(trial)})
             if not args.json:
                 r = rows[-1]
@@ -236,7 +246,9 @@ def anywhere_main(args: argparse.Namespace) -> int:
         "trials": len(rows),
         "ok": sum(not r["wrong"] for r in rows),
         "acted_on_once": sum(r["acted_on"] == 1 for r in rows),
-        "alerts_repeated": {w: sum(r["alerts"][w] > 1 for r in rows) for w in ALERTS},
+        "alerts_repeated": {
+            w: sum(r.get("alerts", {}).get(w, 0) > 1 for r in rows) for w in ALERTS
+        },
         "seconds": round(time.monotonic() - started, 1),
         "rows": rows,
     }
@@ -271,20 +283,31 @@ def resolve_main(args: argparse.Namespace) -> int:
             )
             told = [a for a in trial.alerts if "breached" in a or "resolved" in a]
             alerts = {w: trial.count(w) for w in ("breached", "resolved", "deploy passed")}
-            wrong = [f"state {trial.state}"] if trial.state != "passed" else []
-            wrong += [f"{k} x {w}" for w, k in alerts.items() if not 1 <= k <= 2]
+            # the restart outlasted the window (over 8 s on a loaded host): no round after
+            # the kill, none before it if it came first; nothing to resolve, counted apart
+            # (only repeats are judged: a breach measured and lost looks the same here)
+            short = trial.state == "inconclusive" and alerts["resolved"] == 0
+            wrong = [f"state {trial.state}"] if trial.state != "passed" and not short else []
+            low = 0 if short else 1
+            wrong += [f"{k} x {w}" for w, k in alerts.items() if not low <= k <= 2]
+            if short and alerts["deploy passed"]:
+                wrong.append("deploy passed, ended inconclusive")
             if told and "resolved" in told[0]:
                 wrong.append("resolved before its breach")
-            rows.append({"trial": n, "kill_at_s": at, "alerts": alerts, "wrong": wrong})
+            rows.append(
+                {"trial": n, "kill_at_s": at, "alerts": alerts, "short": short, "wrong": wrong}
+            )
             if not args.json:
                 print(
-                    f"trial {n:>2}: kill at {at} s -> {trial.state}; alerts={alerts}"
+                    f"trial {n:>2}: kill at {at} s -> {trial.state}{' (short)' if short else ''};"
+                    f" alerts={alerts}"
                     f" {'ok' if not wrong else 'WRONG ' + '; '.join(wrong)}",
                     flush=True,
                 )
     summary = {
         "trials": len(rows),
         "ok": sum(not r["wrong"] for r in rows),
+        "short": sum(r["short"] for r in rows),
         "repeated": {
             w: sum(r["alerts"][w] > 1 for r in rows)
             for w in ("breached", "resolved", "deploy passed")
@@ -295,7 +318,8 @@ def resolve_main(args: argparse.Namespace) -> int:
     return _reported(
         args,
         summary,
-        f"\n{summary['ok']}/{summary['trials']} trials correct; alerts sent once more"
+        f"\n{summary['ok']}/{summary['trials']} trials correct ({summary['short']} ended"
+        " short: the restart outlasted the window); alerts sent once more"
         f" after a kill (trials): {summary['repeated']} ({summary['seconds']}s)",
     )
 

@@ -172,7 +172,13 @@ def run_anywhere_trial(
                 and claims_settled(_claims(store_url, workdir, deploy["id"]), FINAL_STATUSES)
             )
 
-        until(settled, 90)
+        try:
+            until(settled, 90)
+        except AssertionError as exc:
+            state = request_json("GET", url)
+            claims = _claims(store_url, workdir, deploy["id"])
+            seen = {k: state.get(k) for k in ("state", "rounds", "rollback")}
+            raise AssertionError(f"{exc}: {seen}, claims {claims}") from None
         state = request_json("GET", url)["state"]
         for agent in agents:
             assert agent is not None

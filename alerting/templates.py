@@ -176,8 +176,10 @@ def evidence_text(evidence: Any) -> str:
     return ", ".join(parts)
 
 
-def rule_line(rule: Mapping[str, Any]) -> str:
-    """`- `name` (source, metric): observed **31%** vs baseline 0%, threshold max 0.05 — detail`"""
+def rule_line(rule: Mapping[str, Any], why: str = "") -> str:
+    """`- `name` (source, metric): observed **31%** vs baseline 0%, threshold max 0.05 — detail`;
+    the detail left out when the alert's `why` is that rule's detail already (a breach's:
+    on-call read the same sentence twice, one under the other)."""
     metric = rule.get("metric")
     source = rule.get("source")
     where = ", ".join(str(x) for x in (source, metric) if x)
@@ -200,7 +202,7 @@ def rule_line(rule: Mapping[str, Any]) -> str:
     if outcome and outcome != "fail":
         line += f" [{outcome}]"
     detail = rule.get("detail")
-    if detail:
+    if detail and why != f"{rule_name(rule)}: {detail}":
         line += f" — {_text(detail)}"
     evidence = evidence_text(rule.get("evidence"))
     if evidence:
@@ -220,13 +222,13 @@ line: 30 rules failing alike made a 12 KB body of one line repeated, past a chat
 service's message limit, and on-call reads the first few. The deploy page has them all."""
 
 
-def _rule_lines(rules: Sequence[Mapping[str, Any]]) -> list[str]:
+def _rule_lines(rules: Sequence[Mapping[str, Any]], why: str) -> list[str]:
     if len(rules) <= RULES_IN_FULL + 2:
-        return [rule_line(r) for r in rules]
+        return [rule_line(r, why) for r in rules]
     rest = rules[RULES_IN_FULL:]
     names = ", ".join(_code(rule_name(r)) for r in rest)
     return [
-        *(rule_line(r) for r in rules[:RULES_IN_FULL]),
+        *(rule_line(r, why) for r in rules[:RULES_IN_FULL]),
         f"- and {len(rest)} more rules: {names} (all on the deploy page)",
     ]
 
@@ -237,7 +239,7 @@ def body(alert: Alert) -> str:
     if alert.reason:
         parts.append(f"**Why:** {_text(alert.reason)}")
     if alert.rules:
-        parts.append("\n".join(["**Rules**", "", *_rule_lines(alert.rules)]))
+        parts.append("\n".join(["**Rules**", "", *_rule_lines(alert.rules, alert.reason)]))
     if alert.provider and alert.event == "provider_unreachable":
         parts.append(f"**Provider:** `{alert.provider}`")
     if alert.detail:

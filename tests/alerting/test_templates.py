@@ -472,3 +472,46 @@ def test_a_likelihood_ratio_below_one_reads_as_a_fraction_or_in_words(
     text = body(Alert.for_window(window(), "rollback_requested", rules=[rule]))
     assert f"likelihood ratio {shown}," in text or f"likelihood ratio {shown})" in text, text
     assert "1/more" not in text, text
+
+
+def test_a_breach_alert_says_its_rules_detail_once() -> None:
+    """A breach's `Why` is its rule's detail, named: the rule's line under it repeated the
+    same sentence (an on-call run: `health-p95: latency_p95 211ms over 77 samples; past its
+    max_increase bound ...` twice). Its figures stay on the rule's line; another rule's
+    detail, or one the reason does not repeat, stays too."""
+    detail = (
+        "latency_p95 211ms over 77 samples; past its max_increase bound on the evidence since"
+        " the deploy as it stands: 93.6 to 1, at least 65.2 warns, 526 fails it"
+    )
+    rules = (
+        {
+            "name": "health-p95",
+            "source": "checks",
+            "metric": "latency_p95",
+            "observed": 0.211,
+            "baseline": 0.069,
+            "threshold": "max_increase 50%",
+            "detail": detail,
+        },
+        {
+            "name": "probe-errors",
+            "source": "checks",
+            "metric": "error_rate",
+            "observed": 0.15,
+            "baseline": 0.0198,
+            "threshold": "max 0.05",
+            "detail": "18 of 120 probes failed",
+        },
+    )
+    alert = Alert(
+        event="breach",
+        environment="production",
+        version="v2",
+        deploy_id="dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
+        reason=f"health-p95: {detail}",
+        rules=rules,
+    )
+    _, text = render(alert)
+    assert text.count("93.6 to 1") == 1, text
+    assert "observed **211ms** vs baseline 69ms, threshold max_increase 50%" in text
+    assert "— 18 of 120 probes failed" in text

@@ -802,8 +802,9 @@ class WindowWatch:
             self._alert(
                 "provider_unreachable",
                 key=provider_key(provider),
-                reason=f"{provider}: {first.error} — {whats}; a provider outage never causes"
-                " a rollback",
+                # the headline says it is never a reason to roll back (`alerting.events`):
+                # the Why said so again, a third time with the rule's line
+                reason=f"{provider}: {first.error} — {whats}",
                 rules=rules,
                 provider=provider,
                 provider_answered=first.answered,
@@ -1479,7 +1480,7 @@ class WindowWatch:
                 key=provider_key(provider),
                 reason=f"{provider}: {first.error} — "
                 + (f"rule {names} is" if len(failed) == 1 else f"rules {names} are")
-                + " inconclusive this round; a provider outage never causes a rollback",
+                + " inconclusive this round",
                 rules=[
                     rule_to_dict(rule, self.links) for rule in [*(r for r, _ in failed), *others]
                 ],

@@ -53,6 +53,9 @@ async def rule_lines(sink: JsonSink, deploy: dict[str, Any]) -> tuple[str, dict[
     assert len(titled(sink, "provider prometheus")) == 1
     body = alert.message
     assert deploy["id"] in body
+    # said once, in the headline: the Why repeated it ("a provider outage never causes a
+    # rollback" after "that is never a reason to roll back")
+    assert body.count("roll back") + body.count("rollback") == 1, body
     lines = {line.split("`")[1]: line for line in body.splitlines() if line.startswith("- `")}
     assert set(lines) == {"http-5xx", "p95-latency"}, body
     assert "threshold max 0.01" in lines["http-5xx"], body

@@ -84,30 +84,41 @@ def window(
     return verdict.outcome, warned
 
 
+SENTRY = Rule("sentry-errors", "sentry", "error_rate", max_increase=1.0)
+"""The example's `sentry-errors`."""
+
+
+def sentry_cell(
+    rng: np.random.Generator, rps: float, rate: float, kappa: float, windows: int
+) -> list[tuple[str, bool]]:
+    """`windows` A/A windows of `SENTRY` at `rps` requests a second: a baseline of 60
+    one-minute buckets, rounds of 30 s."""
+    return [
+        window(
+            rng,
+            SENTRY,
+            per_round=rps * 30,
+            base_periods=60,
+            per_period=rps * 60,
+            rate=rate,
+            kappa=kappa,
+        )
+        for _ in range(windows)
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--windows", type=int, default=100)
     args = parser.parse_args()
-    sentry = Rule("sentry-errors", "sentry", "error_rate", max_increase=1.0)
     print("rule            traffic      rate   rho    passed  warned at registration")
     for rps in (1, 10, 100, 1000):
         for rate in (0.01, 0.001):
             for kappa in (0.0, 1000.0):
                 cell = (rps, rate, kappa)
                 rng = np.random.default_rng(zlib.crc32(repr(cell).encode()))
-                runs = [
-                    window(
-                        rng,
-                        sentry,
-                        per_round=rps * 30,
-                        base_periods=60,
-                        per_period=rps * 60,
-                        rate=rate,
-                        kappa=kappa,
-                    )
-                    for _ in range(args.windows)
-                ]
-                _row(sentry.name, f"{rps} req/s", rate, kappa, runs)
+                runs = sentry_cell(rng, rps, rate, kappa, args.windows)
+                _row(SENTRY.name, f"{rps} req/s", rate, kappa, runs)
     for increase in (1.0, 0.5):
         checks = Rule("probe-errors", "checks", "error_rate", max_increase=increase)
         for rate in (0.05, 0.01):

@@ -7,27 +7,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from agent.analysis.types import Rule
 from tests.bench_module import bench_module
-
-SENTRY = Rule("sentry-errors", "sentry", "error_rate", max_increase=1.0)
 
 
 def _cell(rps: float, rate: float, kappa: float, windows: int = 6) -> list[tuple[str, bool]]:
     bench = bench_module("relative_error_pass")
-    rng = np.random.default_rng(5)
-    return [
-        bench.window(
-            rng,
-            SENTRY,
-            per_round=rps * 30,
-            base_periods=60,
-            per_period=rps * 60,
-            rate=rate,
-            kappa=kappa,
-        )
-        for _ in range(windows)
-    ]
+    return bench.sentry_cell(np.random.default_rng(5), rps, rate, kappa, windows)
 
 
 def test_at_1_req_s_none_passes_and_registration_says_so() -> None:

@@ -12,7 +12,10 @@ from tests.bench_module import bench_module
 
 def _cell(rps: float, rate: float, kappa: float, windows: int = 6) -> list[tuple[str, bool]]:
     bench = bench_module("relative_error_pass")
-    return bench.sentry_cell(np.random.default_rng(5), rps, rate, kappa, windows)
+    runs: list[tuple[str, bool]] = bench.sentry_cell(
+        np.random.default_rng(5), rps, rate, kappa, windows
+    )
+    return runs
 
 
 def test_at_1_req_s_none_passes_and_registration_says_so() -> None:

@@ -24,7 +24,10 @@ a decrease's bad events are the complement, which the ratio test does not cover)
 the whole window at its last round (`finish`). An increase's two-sample count test whose
 baseline kept enough periods gives `PERIOD_RANKS_SHARE` of its e-process's level from
 the deploy to a test of its rounds' ranks among those periods (`agent.analysis.period_ranks`:
-no model of burstiness, two rounds for errors x5). Union bound:
+no model of burstiness, two rounds for errors x5); an increase's rank and exceedance tests
+likewise give `LATENCY_PERIOD_RANKS_SHARE` of theirs to ranking its rounds' percentiles
+among the periods (`agent.analysis.latency_period_ranks`: two rounds for latency x2). Union
+bound:
 the chance that any rule of a good deploy ever fails is at most alpha. A baseline's counts
 are pooled from periods (background runs, provider buckets): its confidence limits take the
 periods, not the requests, as the units (`BaselineData.rate_limit`), so errors that come in

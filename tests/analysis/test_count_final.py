@@ -226,3 +226,4 @@ def test_a_regression_plain_in_the_counts_fails_at_the_windows_midpoint() -> Non
     assert "the two-sample count test over the window's first half gave" in rule_verdict.detail
     (component,) = [c for c in rule_verdict.evidence["components"] if c.get("failed_at_round")]
     assert component["failed_at_round"] == 15
+    assert component["midway_p_value"] <= component["midway_alpha"]

@@ -801,11 +801,17 @@ def _look_that_failed(
 
 
 def _final_figures(comp: Component, st: State) -> dict[str, Any]:
-    """A test's fixed-horizon figures, once it looked (`SequentialRule.finish`)."""
+    """A test's fixed-horizon figures, once it looked (`SequentialRule.finish`), and its
+    look at the window's midpoint's, once that looked (`SequentialRule._look_midway`)."""
+    midway = (
+        {"midway_p_value": st["midway_p"], "midway_alpha": comp.alpha_midway}
+        if comp.alpha_midway and st.get("midway_p") is not None
+        else {}
+    )
     if not comp.alpha_final or st.get("final_p") is None:
-        return {}
+        return midway
     return {
         "final_test": _final_test(comp),
         "final_p_value": st["final_p"],
         "final_alpha": comp.alpha_final,
-    }
+    } | midway

@@ -480,11 +480,27 @@ class Driver(threading.Thread):
         self.stopping = threading.Event()
         self.kinds: collections.Counter[str] = collections.Counter()
         self.errors: collections.Counter[str] = collections.Counter()
+        self.doing = "start"
+        """The call under way (`calling`): an error is counted by it, so a soak tells an API
+        call that timed out from the target's control endpoint (10 TimeoutErrors a SQLite
+        soak could not place)."""
+        self.failures: list[tuple[float, str, float]] = []
+        """Each error: when (wall clock), its key in `errors`, how long its call had run."""
+        self.since = time.time()
         self.verdicts: list[dict[str, Any]] = []
         """Each window of a kind other than `churn` that ended: its deploy, registration
         (wall clock), state and the rules' outcomes."""
 
+    def calling(self, what: str) -> None:
+        self.doing, self.since = what, time.time()
+
+    def failed(self, exc: Exception, prefix: str = "") -> None:
+        key = f"{prefix}{type(exc).__name__} {self.doing}"
+        self.errors[key] += 1
+        self.failures.append((time.time(), key, round(time.time() - self.since, 1)))
+
     def control(self, state: str) -> None:
+        self.calling("target control")
         urllib.request.urlopen(
             urllib.request.Request(
                 f"http://{HOST}:{self.target_port}/_control/{state}", method="POST"
@@ -534,7 +550,7 @@ class Driver(threading.Thread):
                 threading.Thread(target=self.stream, args=(deploy["id"],), daemon=True).start()
                 self.window(deploy, kind)
             except (OSError, ValueError) as exc:
-                self.errors[type(exc).__name__] += 1
+                self.failed(exc)
                 self.stopping.wait(5)
 
     def deploys(self) -> None:
@@ -566,14 +582,16 @@ class Driver(threading.Thread):
                     )
                 self.stopping.wait(1.0)
             except (OSError, ValueError) as exc:
-                self.errors[type(exc).__name__] += 1
+                self.failed(exc)
                 self.stopping.wait(5)
 
     def ended(self, deploy_id: str) -> dict[str, Any] | None:
         """The deploy once its window ended and its rollback, if any, is no longer
         pending (None: the soak stopped first); its page read meanwhile."""
         while not self.stopping.wait(self.rng.uniform(3, 8)):
+            self.calling("API GET /v1/deploys/{id}")
             state = call(self.agent_port, "GET", f"/v1/deploys/{deploy_id}")
+            self.calling("page GET /deploys/{id}")
             call(self.agent_port, "GET", f"/deploys/{deploy_id}")  # the page
             pending = (state.get("rollback") or {}).get("state") == "pending"
             if state["state"] not in ("watching", "scheduled") and not pending:
@@ -581,6 +599,7 @@ class Driver(threading.Thread):
         return None
 
     def register(self, body: dict[str, Any], headers: dict[str, str]) -> Any:
+        self.calling("API POST /v1/deploys")
         request = urllib.request.Request(
             f"http://{HOST}:{self.agent_port}/v1/deploys",
             data=json.dumps(body).encode(),
@@ -596,13 +615,16 @@ class Driver(threading.Thread):
         acted = False
         started = time.monotonic()
         while not self.stopping.wait(self.rng.uniform(3, 8)):
+            self.calling("API GET /v1/deploys/{id}")
             state = call(self.agent_port, "GET", path)
+            self.calling("page GET /deploys/{id}")
             call(self.agent_port, "GET", f"/deploys/{deploy['id']}")  # the page
             if state["state"] != "watching":
                 return
             elapsed = time.monotonic() - started
             if not acted and elapsed > 40:
                 acted = True
+                self.calling(f"API POST {kind}")
                 try:
                     if kind == "manual":
                         call(self.agent_port, "POST", f"{path}/rollback", {"reason": "soak"})
@@ -1022,6 +1044,10 @@ def report(
         kinds.update(d.kinds)
         errors.update(d.errors)
     r["deploys"], r["driver_errors"] = dict(kinds), dict(errors)
+    r["driver_failures"] = [  # when (UTC, as the agent's log), what, how long it had run
+        (time.strftime("%H:%M:%S", time.gmtime(at)), key, waited)
+        for at, key, waited in sorted(f for d in drivers for f in d.failures)
+    ]
     if (out / "peers.json").exists():
         r["peers"] = json.loads((out / "peers.json").read_text())
     each = [s["rss_mb_each"] for s in samples if "rss_mb_each" in s]

@@ -84,13 +84,22 @@ def test_resuming_from_any_stored_state_gives_the_same_verdicts(
         state, verdict = judge.step(state, round_, final=i == len(rounds) - 1)
         in_one_go.append(verdict)
         states.append(json.dumps(state))  # what the daemon stores with the round
-    for k, stored in enumerate(states):
-        # a restart after round k: a new judge, compiled again, from the stored state
+    for k, stored in enumerate(states[:-1]):
+        # a restart after round k: a new judge, compiled again, from the stored state. One
+        # round resumed gives round k+1's verdict and stores round k+1's state, so by
+        # induction every later round's verdict is the one folded in one go (the rounds
+        # after k+1 are checked from k+1's stored state): n steps, not n²/2.
         resumed = Judge(RULES, base, policy, horizon=horizon)
-        state = json.loads(stored)
-        for i in range(k + 1, len(rounds)):
-            state, verdict = resumed.step(state, rounds[i], final=i == len(rounds) - 1)
-            assert verdict == in_one_go[i], (k, i)
+        state, verdict = resumed.step(json.loads(stored), rounds[k + 1], final=k + 2 == len(rounds))
+        assert verdict == in_one_go[k + 1], k
+        assert json.dumps(state) == states[k + 1], k
+    # and one judge resumed halfway folds on to the end as the first did (a judge keeps
+    # nothing of its own between rounds that its stored state would lose)
+    half = len(rounds) // 2
+    resumed, state = Judge(RULES, base, policy, horizon=horizon), json.loads(states[half])
+    for i in range(half + 1, len(rounds)):
+        state, verdict = resumed.step(state, rounds[i], final=i == len(rounds) - 1)
+        assert verdict == in_one_go[i], (half, i)
 
 
 def test_the_state_does_not_grow_with_the_number_of_rounds() -> None:
@@ -98,7 +107,7 @@ def test_the_state_does_not_grow_with_the_number_of_rounds() -> None:
     judge = Judge(RULES, baselines(rng), Policy("sequential"), horizon=2000)
     state = judge.start()
     sizes = {}
-    for i in range(1, 1001):
+    for i in range(1, 501):
         lat = tuple(float(v) for v in rng.lognormal(-2.5, 0.5, 20))
         obs = {
             "errors": Observation(0.01, count=int(rng.binomial(100, 0.01)), total=100),
@@ -109,7 +118,8 @@ def test_the_state_does_not_grow_with_the_number_of_rounds() -> None:
             "rps": Observation(10.0),
         }
         state, _ = judge.step(state, obs, final=False)
-        if i in (100, 1000):
+        if i in (100, 500):
             sizes[i] = len(json.dumps(state))
-    # the latency sketch may gain a few buckets in the far tail; nothing grows per round
-    assert sizes[1000] < sizes[100] * 1.3, sizes
+    # the latency sketch may gain a few buckets in the far tail (40.4 kB, then 41.5 kB);
+    # nothing grows per round: 10 bytes kept a round would be 4 kB more by round 500
+    assert sizes[500] < sizes[100] * 1.1, sizes

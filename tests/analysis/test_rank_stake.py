@@ -61,9 +61,11 @@ def test_the_rank_test_spends_no_more_than_ville_allows_at_the_boundary() -> Non
     """Every deploy sample exactly the baseline's distribution x 1.1: the rank test's
     largest log e-value over the window passes x with probability at most e^-x (Ville's
     inequality), whatever its stakes, as long as they are fixed before a round's values
-    are seen. A stake that peeked at the round's placements would break it."""
+    are seen. A stake that peeked at the round's placements would break it: one raised
+    x1.5 on the rounds above their level passes e^3 in 17 of these 150 windows, Ville's
+    e^-3 and its slack 15.5 (in 28 of 300, 26.2: no surer with twice the windows)."""
     rng = np.random.default_rng(8)
-    windows = 300
+    windows = 150
     peaks = np.array(
         [_rank_window(rng, 1.1, base_n=300, rounds=150, per=2.0).peak for _ in range(windows)]
     )

@@ -19,11 +19,9 @@ Only what PostgreSQL does its own way lives here; the schema and every method ar
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import itertools
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
@@ -35,6 +33,7 @@ import asyncpg
 
 from agent.store.base import Conflict, StoreBusy, StoreError, StoreUnreachable
 from agent.store.location import describe_url
+from agent.store.session_holder import dead_here, named_holder, session_name, shown_name
 from agent.store.sql import LOCK_REPLICA, SCHEMA_VERSION, Connection, SqlStore
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "describe_url"]
@@ -129,6 +128,22 @@ async def within_loop_wait(awaitable: Awaitable[T], limit: float) -> T:
 
 class ReplicaIdInUse(StoreError):
     """Another live agent holds this agent's replica id on the shared store."""
+
+
+class _PredecessorEnding(StoreError):
+    """The session holding this agent's replica id is its own dead predecessor's (this
+    host's agent under that id, killed): ended if this role may, else waited for."""
+
+    def __init__(self, message: str, refused: str | None) -> None:
+        super().__init__(message)
+        self.refused = refused
+        """Why the server would not end it (this role may not), None when it did."""
+
+
+PREDECESSOR_WAIT_S = 30.0
+"""How long a start waits for its dead predecessor's session to end before saying the id
+is held (exit 2): past the 25 s the server's keepalives take to end a session whose client
+went silent, as this agent asks of them; a role that may end it need not wait."""
 
 
 class _OwnSessionEnding(StoreError):
@@ -337,7 +352,7 @@ class PostgresStore(SqlStore):
         refused: ReplicaIdInUse | None = None
         for replica_id in replica_ids:
             try:
-                await self._take_replica_id(replica_id)
+                await self._take_from_predecessor(replica_id)
             except ReplicaIdInUse as exc:
                 refused = refused or exc
                 continue
@@ -353,18 +368,51 @@ class PostgresStore(SqlStore):
             raise ReplicaIdInUse(f"{refused} (so is every id up to {replica_ids[-1]!r})")
         raise refused
 
+    async def _take_from_predecessor(self, replica_id: str) -> None:
+        """Take `replica_id` at start; a session of this host's agent that held it and is
+        gone (a kill -9 and a restart at once, the server not yet done with the old
+        session) is ended and waited for, up to `PREDECESSOR_WAIT_S`, logged, where the
+        start exited 2 naming a dead pid as another live agent."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + PREDECESSOR_WAIT_S
+        step, said = LOOK_STEP_S, False
+        while True:
+            try:
+                await self._take_replica_id(replica_id)
+            except _PredecessorEnding as exc:
+                if loop.time() >= deadline:
+                    raise ReplicaIdInUse(
+                        f"{exc}, and the server has not ended that session within"
+                        f" {PREDECESSOR_WAIT_S:.0f} s ({exc.refused or 'it was asked to'}):"
+                        " end it with pg_terminate_backend as a role that may"
+                    ) from None
+                if not said and exc.refused:
+                    log.warning(
+                        "%s; this role may not end that session (%s): waiting up to %.0f s"
+                        " for the server to",
+                        exc,
+                        exc.refused,
+                        PREDECESSOR_WAIT_S,
+                    )
+                elif not said:
+                    log.info("%s: ending it and taking the id again", exc)
+                said = True
+                await asyncio.sleep(step)
+                step = min(2 * step, 1.0)
+                continue
+            return
+
     async def _take_replica_id(self, replica_id: str, cut: int | None = None) -> None:
         """Take `replica_id`'s lock on a connection of its own; `cut`: the server pid of
         the session this agent held it on and cut, which may hold it still (the server
         ends a session whose client closed it as it gets round to it, a stuck or
         unreachable one only at its keepalives' end): ended, and `_OwnSessionEnding`."""
-        where = f"{replica_id} pid {os.getpid()}"
         try:
             conn = await asyncpg.connect(
                 self.url,
                 timeout=self.connect_timeout,
                 server_settings={
-                    "application_name": f"postflight {where}"[:63],
+                    "application_name": session_name(replica_id),
                     "tcp_keepalives_idle": "10",
                     "tcp_keepalives_interval": "5",
                     "tcp_keepalives_count": "3",
@@ -377,9 +425,16 @@ class PostgresStore(SqlStore):
                 f"SELECT pg_try_advisory_lock($1, {_REPLICA_KEY})", LOCK_REPLICA, replica_id
             )
             holder = None if held else await conn.fetchrow(_HOLDER, LOCK_REPLICA, replica_id)
-            if holder is not None and cut is not None and holder["pid"] == cut:
-                with contextlib.suppress(asyncpg.PostgresError):  # not ours to end: waited
-                    await conn.fetchval("SELECT pg_terminate_backend($1)", cut)
+            backend: int | None = None if holder is None else holder["pid"]
+            own = backend is not None and backend == cut
+            gone = None if holder is None else named_holder(holder["application_name"] or "")
+            gone = gone if gone is not None and dead_here(gone) else None
+            refused: str | None = None
+            if own or gone is not None:
+                try:
+                    await conn.fetchval("SELECT pg_terminate_backend($1)", backend)
+                except asyncpg.PostgresError as exc:  # not ours to end: waited
+                    refused = str(exc) or type(exc).__name__
         except BaseException as exc:
             conn.terminate()
             if isinstance(exc, (*_UNAVAILABLE, asyncpg.PostgresError)):
@@ -389,11 +444,17 @@ class PostgresStore(SqlStore):
             self._replica = conn
             return
         await conn.close()
-        if holder is not None and cut is not None and holder["pid"] == cut:
+        if own:
             raise _OwnSessionEnding(f"replica id {replica_id!r}: the session cut still holds it")
+        if gone is not None:
+            raise _PredecessorEnding(
+                f"replica id {replica_id!r} was held by this host's agent pid {gone.pid},"
+                f" which is gone, its session (server pid {backend}) not yet ended",
+                refused,
+            )
         by = ""
         if holder is not None:
-            by = f" ({holder['application_name'] or 'a session'}"
+            by = f" ({shown_name(holder['application_name'] or '') or 'a session'}"
             by += f" from {holder['client_addr']}" if holder["client_addr"] else ""
             by += f", since {holder['backend_start']:%Y-%m-%d %H:%M:%S %Z})"
         raise ReplicaIdInUse(

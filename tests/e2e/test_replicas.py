@@ -32,6 +32,8 @@ from tests.e2e.conftest import (
     environment,
 )
 from tests.e2e.crash import ROOT, free_port
+from tests.pg import PgCluster
+from tests.pg_proxy import Proxy
 from tests.receivers import RollbackReceiver
 from tests.web.sse import events
 
@@ -524,3 +526,34 @@ async def test_a_daemon_named_as_a_live_one_by_postflight_replica_id_is_refused(
         assert await asyncio.to_thread(second.proc.wait, 30) == 2, second.said()
     assert "replica id 'web-1' is held by another live agent" in second.said()
     assert first.proc.poll() is None
+
+
+async def test_a_daemon_restarted_at_once_after_a_kill_takes_its_id_from_its_dead_session(
+    daemons: Callable[[str, str, str | None], Daemon], pg_cluster: PgCluster, pg_url: str
+) -> None:
+    """A supervisor restarts a killed agent within a second, and the server may not have
+    heard of the old client's end yet (a lost FIN: here a proxy that keeps the server's
+    side open), its session still holding the id: the restart under the same
+    POSTFLIGHT_REPLICA_ID was refused, exit 2, naming its dead predecessor's pid as
+    another live agent. It ends that session and starts; a live agent under the id is
+    still refused (the test above)."""
+    proxy = Proxy(pg_cluster.port, keeps_server_side=True)
+    await proxy.start()
+    config = (
+        f"server:\n  listen: 127.0.0.1:{{port}}\n  api_tokens: [{TOKEN}]\n"
+        f"store:\n  url: {proxy.url(pg_url)}\n"
+        "environments:\n"
+        + textwrap.indent(environment("production", f"http://127.0.0.1:{free_port()}"), "  ")
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            first = daemons("first", config, "web-1")
+            await first.ready(http)
+            first.kill()
+            second = daemons("second", config, "web-1")
+            await second.ready(http)
+        said = second.said()
+        assert f"held by this host's agent pid {first.proc.pid}, which is gone" in said, said
+        assert "held by another live agent" not in said
+    finally:
+        await proxy.stop()

@@ -22,7 +22,7 @@ import pytest
 from agent.store.sql import MIGRATIONS, SCHEMA_VERSION
 from tests.e2e.crash import ROOT, TOKEN, _env, free_port
 from tests.pg import PgCluster
-from tests.store.test_postgres_store import Proxy
+from tests.pg_proxy import Proxy
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(60)]
 WAITING = "the store does not answer"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
@@ -20,6 +19,7 @@ from agent.store import store_from_url
 from agent.store.base import StoreError
 from agent.store.postgres import SCHEMA_VERSION, PostgresStore, describe_url
 from tests.pg import PgCluster
+from tests.pg_proxy import Proxy, with_netloc
 from tests.ports import free_port
 from tests.store.peek import killed, replica_session_ended
 
@@ -39,10 +39,6 @@ def window(wid: str, env: str = "production", created: float = 100.0) -> DeployW
         ends_at=created + 60,
         created_at=created,
     )
-
-
-def with_netloc(url: str, netloc: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(netloc=netloc))
 
 
 @pytest.fixture
@@ -190,46 +186,6 @@ async def test_concurrent_deploys_of_one_environment_leave_one_watching(
     superseded = [old.id for r in results for old in r.superseded]
     assert len(superseded) == len(set(superseded)) == 11
     assert watching.items[0].id not in superseded
-
-
-class Proxy:
-    """A TCP forwarder in front of the server, so a test can make the server vanish."""
-
-    def __init__(self, target: int) -> None:
-        self.target = target
-        self.port = 0
-        self.server: asyncio.Server | None = None
-        self.links: set[asyncio.StreamWriter] = set()
-
-    async def start(self, port: int = 0) -> None:
-        self.server = await asyncio.start_server(self._link, "127.0.0.1", port)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        """The server is gone: new connections are refused and open ones are cut."""
-        assert self.server is not None
-        self.server.close()
-        for writer in self.links:
-            writer.transport.abort()
-        self.links.clear()
-        await self.server.wait_closed()
-
-    async def _link(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
-        except OSError:
-            writer.transport.abort()
-            return
-        self.links |= {writer, up_writer}
-
-        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-            with contextlib.suppress(OSError):
-                while data := await src.read(65536):
-                    dst.write(data)
-                    await dst.drain()
-            dst.transport.abort()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
 
 
 async def test_an_outage_is_a_store_error_and_ping_says_false(

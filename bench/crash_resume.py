@@ -28,6 +28,11 @@ in all 32, commit statuses `pending, failure` or `failure`; on SQLite (`--seed 1
 trials; `--kills 2 --seed 12`, 16 + 9): all correct, one alert and one marker repeated;
 one earlier trial (of 9) did not settle within 90 s, not seen again with the same draws;
 `--resolve --seed 21`: 16/16 (6 short); `--target vercel --seed 22`: 6/6.
+`--down 0 0` restarts a killed agent at once, as a supervisor does (session 49, load
+~15, PostgreSQL, 2 replicas, 2 kills, `--seed 31` 8 trials and `--seed 32` 12): 20/20,
+40 kills, one rollback acted on in each, `rollback requested` and `rollback delivered`
+once more in one trial (contract §4); no restart met its predecessor's session still
+holding its id (the kill's FIN ends it within ms, the restart imports for seconds).
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.e2e.crash import run_trial
-from tests.e2e.crash_anywhere import run_anywhere_trial
+from tests.e2e.crash_anywhere import DOWN_S, run_anywhere_trial
 from tests.e2e.crash_end import SCHEDULED_AHEAD_S, EndTrial, run_resolve_trial
 from tests.e2e.crash_vercel import run_vercel_trial
 from tests.pg import running_cluster, server_bindir
@@ -71,6 +76,14 @@ def main() -> int:
     parser.add_argument("--replicas", type=int, default=1)
     parser.add_argument("--kills", type=int, default=1)
     parser.add_argument("--resolve", action="store_true")
+    parser.add_argument(
+        "--down",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("MIN", "MAX"),
+        help="--anywhere: seconds a killed agent stays down (default 0.2 1.5; 0 0: at once)",
+    )
     args = parser.parse_args()
     if args.anywhere and args.resolve:
         return resolve_main(args)
@@ -229,7 +242,12 @@ def anywhere_main(args: argparse.Namespace) -> int:
             workdir = Path(tmp) / f"t{n}"
             try:
                 trial, at = run_anywhere_trial(
-                    workdir, rng, store_url=url, replicas=args.replicas, kills=args.kills
+                    workdir,
+                    rng,
+                    store_url=url,
+                    replicas=args.replicas,
+                    kills=args.kills,
+                    down=(args.down[0], args.down[1]) if args.down else DOWN_S,
                 )
             except AssertionError as exc:  # not settled: kept to read, counted wrong
                 kept = shutil.copytree(

@@ -75,11 +75,14 @@ def run_anywhere_trial(
     replicas: int = 1,
     kills: int = 1,
     github_fails: dict[str, Any] | None = None,
+    down: tuple[float, float] = DOWN_S,
 ) -> tuple[EndTrial, list[tuple[float, int]]]:
     """One window, `kills` kills -9 at instants drawn in `KILL_SPAN_S`; what each receiver
     took once the agents settled, and each kill's instant (s after the registration) and
     victim: a replica up (one drawn while every one restarts lands once one is up).
-    `github_fails`: a failure GitHub's fake is told of first (`tests/fakes/_server.py`)."""
+    `github_fails`: a failure GitHub's fake is told of first (`tests/fakes/_server.py`);
+    `down`: the time a killed agent stays down is drawn in it ((0, 0): restarted at once,
+    as a supervisor does)."""
     workdir.mkdir(parents=True, exist_ok=True)
     sink_log, receiver_log = workdir / "sink.jsonl", workdir / "receiver.jsonl"
     helpers = _Receivers()
@@ -155,7 +158,7 @@ def run_anywhere_trial(
             assert agent is not None
             agent.send_signal(signal.SIGKILL)
             agent.wait()
-            thread = threading.Thread(target=restart, args=(victim, rng.uniform(*DOWN_S)))
+            thread = threading.Thread(target=restart, args=(victim, rng.uniform(*down)))
             thread.start()
             restarts.append(thread)
         for thread in restarts:

@@ -21,6 +21,7 @@ import numpy as np
 
 from agent.analysis.sequential import BaselineData, SequentialRule
 from agent.analysis.types import Rule
+from tests.analysis.golden_gzip import write_json_gz
 
 FIGURES = Path(__file__).with_name("detectable_figures.json.gz")
 RULES = 150
@@ -144,8 +145,7 @@ def main() -> int:
     if sys.argv[1:] != ["--write"]:
         print("usage: python -m tests.analysis.detectable_corpus --write", file=sys.stderr)
         return 2
-    with gzip.open(FIGURES, "wt") as f:
-        json.dump(figures(), f)
+    write_json_gz(FIGURES, figures())
     return 0
 
 

@@ -32,6 +32,7 @@ from agent.analysis.judge import Judge
 from agent.analysis.observe import merge, observe
 from agent.analysis.types import Observation, Policy, Rule
 from common.samples import Sample
+from tests.analysis.golden_gzip import write_json_gz
 
 GOLDEN = Path(__file__).with_name("judge_trace.json.gz")
 ROUNDS = 60
@@ -258,8 +259,7 @@ def main() -> int:
     args = parser.parse_args()
     traces = record()
     if args.write:
-        with gzip.open(GOLDEN, "wt", compresslevel=9) as f:
-            json.dump(traces, f, separators=(",", ":"))
+        write_json_gz(GOLDEN, traces, separators=(",", ":"))
         print(f"wrote {len(traces)} windows to {GOLDEN}")
     if args.check:
         old = load()

@@ -1852,7 +1852,9 @@ class SequentialRule:
         round as the judge bets it (capped bets, `_detectable_counts`,
         `_detectable_two_sample`) and its look at the window's end (`_detectable_look`).
         The easiest of the rule's tests is reported: where two come close, the rule, failed
-        by either, catches it more often than that."""
+        by either, catches it more often than that. The look at the window's midpoint
+        (`MIDWAY_SHARE`) is left out: half the rounds at a smaller level, it is never the
+        easiest (tests/analysis/test_detectable.py)."""
         if rounds_with_data <= 0:
             return None
         # An estimate of what the window's end will show needs no more than two significant

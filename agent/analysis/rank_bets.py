@@ -32,7 +32,8 @@ mixed, each bet's wealth kept apart (`RANK_LINEAR_WEIGHT`): a mixture of e-proce
 A baseline without periods (one run, a provider's single figure) measures nothing: its
 sub-Gaussian bets are its linear ones, so the mixture is today's.
 
-Before the cap (`SUB_GAUSSIAN_ROUND_CAP`; latency x2 and x1.5 at 10 and 100 req/s now 90 s),
+Before the cap (`SUB_GAUSSIAN_ROUND_CAP`: with it latency x2 and x1.5 at 10 and 100 req/s took
+90 s; latency x2 takes 60 s since `agent.analysis.latency_period_ranks` ranks the rounds),
 at the daemon's 30 s rounds (`bench/decisions.py --round-s 30`, its 60 baseline periods of
 30 s; 40 windows an A/A-like cell, 20 a regression's): no false rollback in any A/A-like cell,
 as before; median time to detect latency x2 30 s at 1, 10 and 100 req/s (150 s before),

@@ -37,20 +37,33 @@ def _window(
     heavy: float = 0.0,
     tail: float = 0.0,
     key: str = EXCEEDANCE,
+    episode: int = 1,
+    period_per: int | None = None,
 ) -> int | None:
     """One window: the crossing round of the test `key` (the exceedance test's by default).
     `common`: the log-sd of a slowdown shared by every latency of one period or round;
-    `heavy`: the chance a period or round is slowed x3 as a whole (the baseline's and the
-    release's alike); `tail`: the share of the release's latencies made x3 slower (a tail
-    regression)."""
+    `heavy`: the chance a period or round starts an episode of `episode` consecutive ones
+    slowed x3 as a whole (the baseline's and the release's alike); `tail`: the share of the
+    release's latencies made x3 slower (a tail regression); `period_per`: the baseline's
+    periods' mean size (`per` by default, the rounds')."""
+    slowed_next = [0]
 
-    def run(scale: float, slow_tail: float = 0.0) -> np.ndarray:
-        shared = math.exp(common * rng.standard_normal()) * (3.0 if rng.uniform() < heavy else 1.0)
-        x = 0.08 * scale * shared * rng.lognormal(0.0, 0.6, rng.poisson(per))
+    def run(scale: float, slow_tail: float = 0.0, size: int = per) -> np.ndarray:
+        shared = math.exp(common * rng.standard_normal())
+        if slowed_next[0] > 0:
+            slowed_next[0] -= 1
+            slow = 3.0
+        elif rng.uniform() < heavy:
+            slowed_next[0] = episode - 1
+            slow = 3.0
+        else:
+            slow = 1.0
+        x = 0.08 * scale * (shared * slow) * rng.lognormal(0.0, 0.6, rng.poisson(size))
         x[rng.uniform(size=x.size) < slow_tail] *= 3.0
         return x
 
-    parts = [run(1.0) for _ in range(periods)]
+    parts = [run(1.0, size=period_per or per) for _ in range(periods)]
+    slowed_next[0] = 0
     base = np.concatenate(parts)
     obs = Observation(
         float(np.percentile(base, 95)),
@@ -150,3 +163,30 @@ def test_independent_periods_show_a_small_correlation_and_slow_runs_a_large_one(
 
     assert rho(0.0) < 0.05
     assert rho(0.6) > 0.1
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.xfail(
+    strict=True,
+    reason="a limit (README, latency tests): slow episodes spanning rounds overshoot the share",
+)
+def test_slow_episodes_that_span_three_rounds_keep_the_rank_and_exceedance_tests_level() -> None:
+    """A limit, pinned so that a fix shows (this then passes, and strict xfail fails it): at the
+    bound x1.1, alpha 0.1, rounds of about 300 (10 req/s, 30 s) against 60 periods of 40
+    latencies (the daemon's background runs), a round starts a slow episode x3 of three
+    rounds with chance 1.5%, the baseline's periods alike. An episode's rounds move together,
+    which the periods' correlation (rho, within a period) does not measure, so the rank and
+    exceedance tests fail more often than their shares (each under a half): over 300 windows
+    39 and 51 where a half is 15 (episodes of two rounds: 10 and 14; the period-rank test 8
+    and 7, within its share). Here 60 windows for each test: 8 and 3 where a half is 3."""
+    rng = np.random.default_rng(303)
+    alpha, windows = 0.1, 60
+    over = {
+        key: sum(
+            _window(rng, alpha, 1.1, per=300, period_per=40, heavy=0.015, episode=3, key=key)
+            is not None
+            for _ in range(windows)
+        )
+        for key in (RANK, EXCEEDANCE)
+    }
+    assert max(over.values()) <= windows * alpha / 2, over

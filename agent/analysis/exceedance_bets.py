@@ -19,7 +19,8 @@ n log(1 - p + p e^theta)) is an e-value (convexity: e^(theta x) <= 1 - x + x e^t
 of one round move together (a slow host, a cold cache): the baseline's periods (background
 runs, provider buckets) show how much, as they do for the rank test's placements
 (`agent.analysis.rank_bets`): rho, the correlation of the indicators within a period, at its
-Student's t upper limit (`stats.inflation_limit`), gives the design effect D = 1 + (n - 1)
+Student's t upper limit (`stats.inflation_limit`; its level charged to the test's share,
+`agent.analysis.sequential.CORRELATION_SHARE`), gives the design effect D = 1 + (n - 1)
 rho, and the count is read as D times a binomial of n / D trials (quasi-binomial, McCullagh &
 Nelder ch. 9): log factor (theta C - n log(1 - p + p e^theta)) / D. At D = n (rho 1, or
 nothing measured) it is one bet on the round's share, an e-value for any dependence; at D = 1

@@ -16,7 +16,9 @@ tolerance) a round's placements move together as a period's do. Each period's me
 ranked against the whole baseline, varies like (1 + (n - 1) rho) / (12 n) (Kish's design
 effect of a cluster of n); rho is measured across the periods and taken at an upper limit
 (Student's t with k - 1 degrees of freedom for k periods, `stats.inflation_limit`, as for a
-count's burstiness).
+count's burstiness), at a level charged to the test's share
+(`agent.analysis.sequential.CORRELATION_SHARE`): the sub-Gaussian bets are e-values only
+where the true rho is within it.
 
 With the round's null variance v = (1 + (n - 1) rho) / (12 n), a sub-Gaussian bet exp(lambda
 (m - 1/2) - lambda^2 v / 2) is an e-value for a mean placement m that is sub-Gaussian with

@@ -24,10 +24,13 @@ a decrease's bad events are the complement, which the ratio test does not cover)
 the whole window at its last round (`finish`). An increase's two-sample count test whose
 baseline kept enough periods gives `PERIOD_RANKS_SHARE` of its e-process's level from
 the deploy to a test of its rounds' ranks among those periods (`agent.analysis.period_ranks`:
-no model of burstiness, two rounds for errors x5); an increase's rank and exceedance tests
+no model of burstiness, two rounds for errors x5); one whose baseline prices no two-sample
+test has that ranks test alone at its whole share. An increase's rank and exceedance tests
 likewise give `LATENCY_PERIOD_RANKS_SHARE` of theirs to ranking its rounds' percentiles
-among the periods (`agent.analysis.latency_period_ranks`: two rounds for latency x2). Union
-bound:
+among the periods (`agent.analysis.latency_period_ranks`: two rounds for latency x2). A
+conformal rank or exceedance test whose baseline's periods measure a within-round
+correlation gives `CORRELATION_SHARE` of its remaining e-process's and e-detector's levels
+to that correlation's upper limit, which its tilted bets read. Union bound:
 the chance that any rule of a good deploy ever fails is at most alpha. A baseline's counts
 are pooled from periods (background runs, provider buckets): its confidence limits take the
 periods, not the requests, as the units (`BaselineData.rate_limit`), so errors that come in
@@ -242,6 +245,12 @@ stats.register_bets(
     np.array([g for g, _ in period_ranks.STRATEGIES]),
     np.array(period_ranks.WEIGHTS),
 )
+
+CORRELATION_SHARE = 0.2
+"""A conformal rank or exceedance test's part of its levels from the deploy and of its
+e-detector spent on the upper limit of the within-round correlation its tilted bets read
+from the baseline's periods (`SequentialRule._charge_correlation`); the limit was taken at
+the e-process's own level and charged nowhere."""
 
 COUNT_LADDER_STEP = 0.8
 """Ratio of one level of the two-sample count test's ladder to the one before it."""
@@ -571,9 +580,14 @@ class SequentialRule:
         self._latency_ranks: LatencyPeriodRanks | None = None
         """The baseline's periods as latency scores, when a relative latency bound ranks its
         rounds among them (`_with_latency_ranks`)."""
-        self.components: tuple[Component, ...] = self._with_latency_ranks(
-            self._with_period_ranks(
-                [c for _, c in made if c is not None], alpha / len(plan) if untested else 0.0
+        self._correlation_levels: dict[Test, float] = {}
+        """The level of each conformal test's upper limit of its within-round correlation,
+        charged to its share (`_charge_correlation`)."""
+        self.components: tuple[Component, ...] = self._charge_correlation(
+            self._with_latency_ranks(
+                self._with_period_ranks(
+                    [c for _, c in made if c is not None], alpha / len(plan) if untested else 0.0
+                )
             )
         )
         self._conformal_scale = next((c.scale for c in self.components if c.conformal), 0.0)
@@ -582,8 +596,10 @@ class SequentialRule:
         """The baseline's samples: the conformal reference the rank test starts from."""
         rank = next((c for c in self.components if c.test == "rank"), None)
         self._rank_rho = (
-            rank_bets.placement_correlation(baseline.sorted_values, baseline.period_of, rank.alpha)
-            if rank is not None and baseline is not None
+            rank_bets.placement_correlation(
+                baseline.sorted_values, baseline.period_of, self._correlation_levels["rank"]
+            )
+            if rank is not None and baseline is not None and "rank" in self._correlation_levels
             else None
         )
         """The rank test's within-round correlation of placements, measured across the
@@ -595,10 +611,12 @@ class SequentialRule:
                 baseline.sorted_values,
                 baseline.period_of,
                 exceed.level,
-                exceed.alpha,
+                self._correlation_levels["exceedance"],
                 below=exceed.flip,
             )
-            if exceed is not None and baseline is not None
+            if exceed is not None
+            and baseline is not None
+            and "exceedance" in self._correlation_levels
             else None
         )
         """The conformal exceedance test's within-round correlation of samples past the
@@ -888,6 +906,28 @@ class SequentialRule:
         weights = [FIRST_RUNG_WEIGHT if k == 0 else rest for k in range(len(betas))]
         log_e = np.log(np.cumsum([w / b for w, b in zip(weights, betas, strict=True)]))
         return [(float(v), 0.0, float(log_e[k])) for k, v in enumerate(limits) if v is not None]
+
+    def _charge_correlation(self, components: tuple[Component, ...]) -> tuple[Component, ...]:
+        """The conformal rank and exceedance tests with `CORRELATION_SHARE` of their levels
+        from the deploy and of their e-detectors set aside for the upper limit of the
+        within-round correlation their tilted bets read from the baseline's periods
+        (`rank_bets.placement_correlation`, `exceedance_bets.exceedance_correlation`), when
+        the periods measure one: those bets are e-values only where the true correlation
+        is within the limit, so the limit's level is charged to the test. Union bound:
+        (alpha + alpha_detector) (1 - share) + the limit's level, share (alpha +
+        alpha_detector), + the look at the window's end (which reads no limit) is the
+        test's share."""
+        base = self.baseline
+        if base is None or stats.period_shape(base.period_of, base.sorted_values.size) is None:
+            return components
+        out = []
+        for c in components:
+            if c.conformal and c.test in ("rank", "exceedance"):
+                self._correlation_levels[c.test] = CORRELATION_SHARE * (c.alpha + c.alpha_detector)
+                kept = 1.0 - CORRELATION_SHARE
+                c = replace(c, alpha=c.alpha * kept, alpha_detector=c.alpha_detector * kept)
+            out.append(c)
+        return tuple(out)
 
     def _with_period_ranks(
         self, components: list[Component], untested: float

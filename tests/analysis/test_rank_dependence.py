@@ -55,19 +55,22 @@ def _window(
     return {key: st["crossed"] for key, st in state["tests"].items()}
 
 
-def test_a_doubled_latency_is_found_by_the_rank_test_before_the_last_round() -> None:
+def test_a_doubled_latency_against_five_runs_is_found_at_the_windows_end() -> None:
     """Session 46's live case: `max_increase: 50%`, latency x2, a window of 10 rounds of 40
     probes against a 200-sample background baseline in 5 runs, the rule's alpha at confidence
     0.99 beside an error rule. The linear bets gain at most log 2 a round, so the rank test
     failed only at the window's end (0 of 40 windows before its last round); the sub-Gaussian
-    bets, on the design effect 5 runs can show (Student's t with 4 degrees of freedom), fail
-    it earlier in half of them (20; 19 with each capped at 2.5 nats a round, 10 at 2; rolled
-    back before the last round by either test: 24, 10 before), the bar unchanged."""
+    bets, on the design effect 5 runs can show (Student's t with 4 degrees of freedom), failed
+    it earlier in 19, but only with that upper limit taken at the e-process's own level and
+    charged nowhere. Charged (`CORRELATION_SHARE`, a fifth of the test's levels: 0.2 x 0.8 of
+    its share where the limit had 0.56), 4 degrees of freedom put the limit so high that the
+    sub-Gaussian bets gain no faster than the linear ones: 0 early (rolled back before the last
+    round by either test: 6, 21 uncharged); 39 still fail by its end, as uncharged."""
     rng = np.random.default_rng(46)
     rule = Rule("p95", "checks", "latency_p95", max_increase=0.5)
-    crossed = [_window(rng, rule, 0.005, 2.0, periods=5, rounds=10)[RANK] for _ in range(40)]
-    early = sum(c is not None and c < 9 for c in crossed)
-    assert early >= 12
+    runs = [_window(rng, rule, 0.005, 2.0, periods=5, rounds=10) for _ in range(40)]
+    assert sum(any(c is not None for c in w.values()) for w in runs) >= 38
+    assert sum(any(c is not None and c < 9 for c in w.values()) for w in runs) >= 4
 
 
 def test_rounds_whose_latencies_move_together_keep_the_rank_tests_level() -> None:

@@ -89,8 +89,10 @@ they had: a 12 lacks `fin`, a KeyError at the window's end; 14: a relative laten
 exceedance test adds five tilted bets after its ten linear ones (`exceedance_bets`), so a
 13's wealth rows are short, a ValueError at its next round; 15: a relative latency bound
 over a baseline that kept its periods ranks its rounds among them (`latency_period_ranks`),
-a test a 14 lacks, a KeyError at its next round), so that a restart never reads a state it
-cannot."""
+a test a 14 lacks, a KeyError at its next round, and a relative count bound's period-rank
+test has an e-detector, whose `sr` holds a row of martingales per strategy where a 14 held a
+flat list, a TypeError at its next round, and its two-sample e-process bets at a smaller
+level), so that a restart never reads a state it cannot."""
 
 
 def judge(

@@ -42,6 +42,17 @@ not all) and with "p_t <= 2t / (N + t)" (one period above is allowed). Each stra
 product of its own factors; the test's e-value is their mixture by `WEIGHTS`
 (`agent.analysis.stats.log_mix`, registered as "period_ranks").
 
+E-detector. The test from the deploy is a test martingale from the deploy only: a
+regression that starts at round k is ranked after k - 1 rounds that bet and lost (a
+round below one period costs 0.99 or 0.9 of the wealth). So a martingale is also started at
+every round, the same bets counted from its own start ("round t ranks within the top
+t - k + 1", c = g (t - k + 1) / (N + t)), on the same p-values: valid as they are, since
+each martingale bets only from its start, and the good rounds before an onset are in the
+reference set, exchangeable with the periods under the null. Three rounds after 10 good
+ones above all 60 periods gain C(73, 3) = 62,196. The e-detector is their sum
+(`agent.analysis.stats.sr_window`, `DETECTOR_ROUNDS` of them kept), held to
+rounds / its level as the Shiryaev-Roberts statistic is.
+
 Randomness. The draws (subsampling, thinning, theta) come from generators seeded by a hash
 of the baseline's counts, the point's index and its own counts: a verdict is a function of
 its inputs (a restart, a replica, a worded verdict replay it exactly), and no data can
@@ -82,6 +93,16 @@ benchmark's 60 periods reach 1,112, past its 886."""
 
 MOST_ROUNDS = 1000
 """`rounds_to_catch` looks no further (a window of 1,000 rounds is 8 hours at 30 s)."""
+
+DETECTOR_ROUNDS = 8
+"""Each of the e-detector's martingales (one started at every scored round) bets for this
+many rounds and is then dropped (`stats.sr_window`): it bets that its rounds rank within
+the top `age` of the N + t points (c = g age / (N + t), the bet of the test from the deploy
+counted from its own start), so its factors depend on its age and each needs its own
+wealth. A regression these bets catch is above every period and every earlier round, and
+is caught within three or four rounds (errors x5 at 10 req/s, 60 periods, from minute 5);
+the two-sample test's e-detector keeps the slow ones. Dropping a martingale (its wealth
+to 0) keeps it a nonnegative supermartingale, so the detector's bound holds."""
 
 Seen = list[list[int]]
 """The rounds' scores so far, as the state keeps them: [sorted scores, their counts]; as
@@ -168,17 +189,28 @@ class PeriodRanks:
         theta = float(_generator(self.salt, "theta", index, score).random())
         return (above + theta * ties) / (len(self.periods) + rounds)
 
-    def log_factors(self, p: float, rounds: int) -> list[float]:
-        """Each strategy's log factor for a p-value of the `rounds`-th scored round."""
+    def log_factors(self, p: float, rounds: int, betting: int | None = None) -> list[float]:
+        """Each strategy's log factor for a p-value of the `rounds`-th scored round, for a
+        martingale that bets for the `betting`-th round (default: every round so far, the
+        one started at the deploy): c = g betting / (N + rounds)."""
+        n, top = len(self.periods), rounds if betting is None else betting
         out = []
         for g, stake in STRATEGIES:
-            c = g * rounds / (len(self.periods) + rounds)
+            c = g * top / (n + rounds)
             if c >= 1.0:
                 out.append(0.0)
                 continue
             factor = 1.0 - stake + (stake / c if p <= c else 0.0)
             out.append(math.log(factor) if factor > 0.0 else -math.inf)
         return out
+
+    def detector_log_factors(self, p: float, rounds: int) -> list[list[float]]:
+        """Each strategy's log factors for the martingales of the e-detector
+        (`DETECTOR_ROUNDS`), by how many rounds each has bet, this one included (1: the one
+        started at this round): a strategies x ages list, as `stats.sr_window` folds it."""
+        ages = range(1, min(DETECTOR_ROUNDS, rounds) + 1)
+        by_age = [self.log_factors(p, rounds, a) for a in ages]
+        return [list(row) for row in zip(*by_age, strict=True)]
 
 
 def add_seen(seen: Seen, score: int) -> None:

@@ -24,8 +24,10 @@ a decrease's bad events are the complement, which the ratio test does not cover)
 the whole window at its last round (`finish`). An increase's two-sample count test whose
 baseline kept enough periods gives `PERIOD_RANKS_SHARE` of its e-process's level from
 the deploy to a test of its rounds' ranks among those periods (`agent.analysis.period_ranks`:
-no model of burstiness, two rounds for errors x5); one whose baseline prices no two-sample
-test has that ranks test alone at its whole share. An increase's rank and exceedance tests
+no model of burstiness, two rounds for errors x5), and `PERIOD_RANKS_DETECTOR_SHARE` to that
+test's e-detector (three rounds for errors x5 from minute 5); one whose baseline prices no
+two-sample test has that ranks test alone at its whole share (no e-detector). An increase's
+rank and exceedance tests
 likewise give `LATENCY_PERIOD_RANKS_SHARE` of theirs to ranking its rounds' percentiles
 among the periods (`agent.analysis.latency_period_ranks`: two rounds for latency x2). A
 conformal rank or exceedance test whose baseline's periods measure a within-round
@@ -240,6 +242,23 @@ latencies among the baseline's periods (`agent.analysis.latency_period_ranks`), 
 baseline kept enough of them: two rounds above every one of 60 periods give 0.6 x 60.4 x
 30.7 = 1,112, past the 1 / (0.35 a) of the decision benchmark's latency rule (a: the two
 e-processes' levels, 0.0032 together)."""
+PERIOD_RANKS_DETECTOR_SHARE = 0.2
+"""A relative count bound's share of its two-sample e-process from the deploy given to the
+e-detector of its period-rank test (`period_ranks.DETECTOR_ROUNDS`), when the window's
+length is known: errors x5 from minute 5 at 10 req/s are then caught in three 30 s rounds
+(the decision benchmark's median 90 s, against 60 s from the deploy: 1.5x; 240 s before,
+by the two-sample test's e-detector), where three rounds above the 60 periods and the 10
+good rounds before them give at most C(73, 3) = 62,196 times a strategy's weight against
+the detector's 30 / (0.2 a) = 46,500 (a = 0.0032). Taken from the two-sample e-process,
+whose threshold rises by log(0.45 / 0.65) = 0.37 nats (errors x2 at 10 req/s: the same
+windows found, a median of 570 s against 510 s), not from its e-detector, which finds
+errors x5 from minute 5 at 1 req/s (rounds of a few errors, ranks there tie)."""
+PERIOD_RANKS_DETECTOR_ROUNDS = 4
+"""The period-rank e-detector is worth its share only if rounds above every period reach
+its threshold (horizon / its level) in this many rounds from the deploy's first (later
+starts rank among the earlier rounds too, so gain more): the benchmark's 30 rounds reach it
+in four; a window of 900 1 s rounds would need six, and its rounds are too small to rank."""
+
 stats.register_bets(
     "period_ranks",
     np.array([g for g, _ in period_ranks.STRATEGIES]),
@@ -936,12 +955,14 @@ class SequentialRule:
         rounds' ranks among the baseline's periods (`agent.analysis.period_ranks`) when
         the baseline kept enough of them to catch a large regression in two rounds
         (`period_ranks.ROUNDS_TO_CATCH`): `PERIOD_RANKS_SHARE` of the two-sample
-        e-process's level from the deploy is its. Union bound: the two levels add up to the
-        one they split. A relative count bound whose two-sample test could not be built
+        e-process's level from the deploy is its, and `PERIOD_RANKS_DETECTOR_SHARE` its
+        e-detector's when the window's length is known and that share is worth it
+        (`PERIOD_RANKS_DETECTOR_ROUNDS`). Union bound: the levels add up to the one they
+        split. A relative count bound whose two-sample test could not be built
         (`untested`, its share: a baseline's rate so uncertain that its limit at the tail
         share, times 1 + delta, reaches 1, as bursty periods make it) has the ranks test
         alone at that whole share, if its rounds can reach the threshold within the window
-        (`_lone_period_ranks`): the share has no other use."""
+        (`_lone_period_ranks`): the share has no other use, and no e-detector."""
         base, delta = self.baseline, self.rule.max_increase
         if base is None or delta is None:
             return tuple(components)
@@ -961,17 +982,22 @@ class SequentialRule:
         ):
             return tuple(components)
         self._period_ranks = ranks
+        detector = ladder.alpha * PERIOD_RANKS_DETECTOR_SHARE if ladder.alpha_detector else 0.0
+        if detector and not ranks.catches_in(
+            PERIOD_RANKS_DETECTOR_ROUNDS, math.log(self.horizon / detector)
+        ):
+            detector = 0.0
         ranked = Component(
             "max_increase",
             "periods",
             share,
-            0.0,
+            detector,
             ladder.null,
             ladder.claim,
             level=ladder.level,
             baseline_bound=ladder.baseline_bound,
         )
-        components[at] = replace(ladder, alpha=ladder.alpha - share)
+        components[at] = replace(ladder, alpha=ladder.alpha - share - detector)
         components.insert(at + 1, ranked)
         return tuple(components)
 
@@ -1489,8 +1515,15 @@ class SequentialRule:
         seen = st["seen"]
         p = ranks.p_value(score, seen, index)
         period_ranks.add_seen(seen, score)
-        log_f = ranks.log_factors(p, period_ranks.seen_rounds(seen))
-        self._bet(st, comp, 0.0, 0.0, index, eligible, log_f)
+        rounds = period_ranks.seen_rounds(seen)
+        log_f = ranks.log_factors(p, rounds)
+        if not comp.alpha_detector:
+            self._bet(st, comp, 0.0, 0.0, index, eligible, log_f)
+            return
+        st["w"] = [w + f for w, f in zip(st["w"], log_f, strict=True)]
+        st["sr"] = stats.sr_window(st["sr"], ranks.detector_log_factors(p, rounds))
+        log_d = stats.log_mix_windows(st["sr"], comp.bets)
+        _record(st, comp, stats.log_mix(st["w"], comp.bets), log_d, index, eligible, self)
 
     def _bet_latency_ranks(
         self, st: dict[str, Any], comp: Component, obs: Observation, index: int, eligible: bool
@@ -2403,8 +2436,12 @@ class SequentialRule:
 
 
 def _grid(comp: Component, value: float | None) -> list[Any]:
-    """A test's initial wealth: one per bet, per interval of the baseline for a ladder."""
+    """A test's initial wealth: one per bet, per interval of the baseline for a ladder; a
+    period-rank test's e-detector, per bet, one per martingale it keeps
+    (`period_ranks.DETECTOR_ROUNDS`)."""
     row = [value] * len(stats.BETS[comp.bets])
+    if comp.test == "periods" and comp.alpha_detector and value is None:
+        return [[None] * period_ranks.DETECTOR_ROUNDS for _ in row]
     return [list(row) for _ in comp.ladder] if comp.ladder else row
 
 

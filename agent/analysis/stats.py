@@ -681,6 +681,40 @@ def sr_update(log_sr: Iterable[float], log_factor: Iterable[float]) -> list[floa
     return [float(f) + _log1p_exp(float(m)) for m, f in zip(log_sr, log_factor, strict=True)]
 
 
+def sr_window(
+    log_sr: list[list[float | None]], log_f: list[list[float]]
+) -> list[list[float | None]]:
+    """One round of an e-detector whose martingales' bets depend on their age (a rank
+    test's: `period_ranks.PeriodRanks.detector_log_factors`), per strategy: `log_sr` holds
+    the log wealth of the martingales started at the latest rounds, youngest first (None:
+    not started), `log_f` each strategy's log factors by age (1: the one started now).
+    Each martingale takes its age's factor; the oldest past `len(log_f[0])` rounds is
+    dropped (its wealth to 0: a nonnegative supermartingale still). The detector is their
+    sum (`log_mix_windows`): bounded as the Shiryaev-Roberts sum is."""
+    out: list[list[float | None]] = []
+    for row, factors in zip(log_sr, log_f, strict=True):
+        aged = [
+            factors[0],
+            *(-math.inf if w is None else w + f for w, f in zip(row, factors[1:], strict=False)),
+        ]
+        # log 0 as None, as states store it (strict JSON holds no infinity)
+        kept: list[float | None] = [None if v == -math.inf else v for v in aged]
+        out.append(kept + [None] * (len(row) - len(kept)))
+    return out
+
+
+def log_mix_windows(log_sr: list[list[float | None]], kind: str) -> float:
+    """Log of a `sr_window` detector: each strategy's sum over its martingales, mixed by
+    the prior weights of `kind`'s bets (the sum of the mixtures, as the weights sum to 1)."""
+    sums = []
+    for row in log_sr:
+        logs = [w for w in row if w is not None]
+        top = max(logs, default=-math.inf)
+        finite = math.isfinite(top)
+        sums.append(top + math.log(sum(math.exp(w - top) for w in logs)) if finite else top)
+    return log_mix(sums, kind)
+
+
 def _log1p_exp(x: float) -> float:
     """log(1 + e^x) without overflow (numpy's logaddexp(x, 0))."""
     return x + math.log1p(math.exp(-x)) if x > 0 else math.log1p(math.exp(x))

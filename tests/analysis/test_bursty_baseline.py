@@ -69,7 +69,10 @@ def test_a_bursty_baseline_of_ten_periods_keeps_the_false_rollback_rate_under_al
 
 
 def test_with_twenty_periods_too() -> None:
-    """Requests as the units: 18 of 300 (6%); periods: 2, both by the test of the rounds'
+    """Requests as the units: 18 of 300 (6%); periods: 3, the 2 of 300 the test of the
+    rounds' ranks among the 20 periods gave without its e-detector and 1 more (two or three
+    rounds of a burst after clean ones; the detector's 0.0065 of the rule's 0.05 adds 2 of
+    300 at most on average). Without the detector, both by the test of the rounds'
     ranks among the 20 periods (`agent.analysis.period_ranks`), within its level: one
     beside the two-sample test (a baseline with no errors, the window's first two rounds 33
     and 30 of 100; 0.011 of the rule's 0.05: 3.4 of 300 at most on average), one alone (a
@@ -79,7 +82,7 @@ def test_with_twenty_periods_too() -> None:
     are none."""
     rng = np.random.default_rng(5)
     fails = sum(_fails(rng, periods=20, size=100, burst=0.1, rate=0.03) for _ in range(300))
-    assert fails == 2  # as the README says
+    assert fails == 3  # as the README says
 
 
 def test_a_calm_baseline_of_many_periods_still_catches_a_doubling() -> None:

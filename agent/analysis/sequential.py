@@ -510,6 +510,11 @@ class Component:
 
 _BETS_OF = {"proportion": "count", "exceedance": "count", "rank": "conformal_rank"}
 
+AGED_DETECTORS: dict[Test, int] = {"periods": period_ranks.DETECTOR_ROUNDS}
+"""Tests whose e-detector's martingales bet by their age, so each keeps its own wealth
+(`SequentialRule._bet_aged`, `stats.sr_window`), and how many each keeps: a rank test's
+bet on a round is "within the top `age`" of the points ranked so far."""
+
 
 class Breaching(NamedTuple):
     """A test past its warning bar (`SequentialRule.breaching`): its e-process from the
@@ -1520,8 +1525,22 @@ class SequentialRule:
         if not comp.alpha_detector:
             self._bet(st, comp, 0.0, 0.0, index, eligible, log_f)
             return
+        self._bet_aged(st, comp, log_f, ranks.detector_log_factors(p, rounds), index, eligible)
+
+    def _bet_aged(
+        self,
+        st: dict[str, Any],
+        comp: Component,
+        log_f: list[float],
+        aged: list[list[float]],
+        index: int,
+        eligible: bool,
+    ) -> None:
+        """A round's bets (`log_f`) for a test whose e-detector's martingales bet by their
+        age (`aged`: per bet, by age, `stats.sr_window`), as a rank test's do: a component of
+        a test in `AGED_DETECTORS`."""
         st["w"] = [w + f for w, f in zip(st["w"], log_f, strict=True)]
-        st["sr"] = stats.sr_window(st["sr"], ranks.detector_log_factors(p, rounds))
+        st["sr"] = stats.sr_window(st["sr"], aged)
         log_d = stats.log_mix_windows(st["sr"], comp.bets)
         _record(st, comp, stats.log_mix(st["w"], comp.bets), log_d, index, eligible, self)
 
@@ -2436,12 +2455,12 @@ class SequentialRule:
 
 
 def _grid(comp: Component, value: float | None) -> list[Any]:
-    """A test's initial wealth: one per bet, per interval of the baseline for a ladder; a
-    period-rank test's e-detector, per bet, one per martingale it keeps
-    (`period_ranks.DETECTOR_ROUNDS`)."""
+    """A test's initial wealth: one per bet, per interval of the baseline for a ladder; an
+    e-detector whose martingales bet by their age (`AGED_DETECTORS`), per bet, one per
+    martingale it keeps."""
     row = [value] * len(stats.BETS[comp.bets])
-    if comp.test == "periods" and comp.alpha_detector and value is None:
-        return [[None] * period_ranks.DETECTOR_ROUNDS for _ in row]
+    if comp.test in AGED_DETECTORS and comp.alpha_detector and value is None:
+        return [[None] * AGED_DETECTORS[comp.test] for _ in row]
     return [list(row) for _ in comp.ladder] if comp.ladder else row
 
 

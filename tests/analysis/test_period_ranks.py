@@ -133,6 +133,25 @@ def test_merge_keeps_each_periods_counts_and_the_store_reads_them_back() -> None
     assert observation_from_dict(stored) == pooled
 
 
+def judged_until_failed(base: list[tuple[int, int]], rounds: list[tuple[int, int]]) -> int | None:
+    """The round at which a judge of the error rule (30 rounds, the baseline's periods
+    `base`) fails `rounds` (None: never), each round's state stored as JSON and resumed
+    to the same state; its period-rank test ran."""
+    periods = [Observation(c / n, count=c, total=n, seconds=30.0) for c, n in base]
+    judge = Judge((RULE,), {"errors": merge(periods)}, Policy("sequential"), horizon=30)
+    state = judge.start()
+    for k, (c, n) in enumerate(rounds):
+        obs = Observation(c / n, count=c, total=n, seconds=30.0)
+        stored = json.dumps(state)
+        state = judge.advance(state, {"errors": obs}, final=k == len(rounds) - 1)
+        resumed = judge.advance(json.loads(stored), {"errors": obs}, final=k == len(rounds) - 1)
+        assert json.dumps(resumed) == json.dumps(state)
+        if judge.failed_round(state) is not None:
+            break
+    assert '"max_increase:periods"' in json.dumps(state)
+    return judge.failed_round(state)
+
+
 def test_a_judge_fails_errors_x5_at_its_second_30s_round_and_resumes_from_json() -> None:
     """Failed before: the count test's linear bets needed five or six rounds (the decision
     benchmark's median 180 s at 10 req/s). The rule's two-sample test gives up
@@ -141,27 +160,8 @@ def test_a_judge_fails_errors_x5_at_its_second_30s_round_and_resumes_from_json()
     rng = np.random.default_rng(11)
     failed_at = []
     for _ in range(20):
-        base = merge(
-            [
-                Observation(c / n, count=c, total=n, seconds=30.0)
-                for c, n in points(rng, 10, RATE, 0.001, 60)
-            ]
-        )
-        judge = Judge((RULE,), {"errors": base}, Policy("sequential"), horizon=30)
-        state = judge.start()
-        rounds = [
-            Observation(c / n, count=c, total=n, seconds=30.0)
-            for c, n in points(rng, 10, RATE * 5, 0.001, 30)
-        ]
-        for k, obs in enumerate(rounds):
-            stored = json.dumps(state)
-            state = judge.advance(state, {"errors": obs}, final=k == 29)
-            resumed = judge.advance(json.loads(stored), {"errors": obs}, final=k == 29)
-            assert json.dumps(resumed) == json.dumps(state)
-            if judge.failed_round(state) is not None:
-                break
-        assert '"max_increase:periods"' in json.dumps(state)
-        failed_at.append(judge.failed_round(state))
+        base = points(rng, 10, RATE, 0.001, 60)
+        failed_at.append(judged_until_failed(base, points(rng, 10, RATE * 5, 0.001, 30)))
     assert all(f is not None for f in failed_at)
     assert sorted(f or 0 for f in failed_at)[10] <= 1, failed_at  # median: the second round
 

@@ -6,19 +6,13 @@ rounds of the onset, where the two-sample test's e-detector took eight."""
 
 from __future__ import annotations
 
-import json
 import math
 
 import numpy as np
 
 from agent.analysis import period_ranks, stats
-from agent.analysis.judge import Judge
-from agent.analysis.observe import merge
 from agent.analysis.period_ranks import PeriodRanks
-from agent.analysis.types import Observation, Policy, Rule
-from tests.analysis.test_period_ranks import RATE, points
-
-RULE = Rule("errors", "checks", "error_rate", max_increase=0.1)
+from tests.analysis.test_period_ranks import RATE, judged_until_failed, points
 
 
 def detector_peak(ranks: PeriodRanks, rounds: list[tuple[int, int]]) -> float:
@@ -100,24 +94,9 @@ def test_errors_x5_after_ten_good_rounds_fail_within_three_rounds_of_the_onset()
     rng = np.random.default_rng(17)
     after = []
     for _ in range(20):
-        base = merge(
-            [
-                Observation(c / n, count=c, total=n, seconds=30.0)
-                for c, n in points(rng, 10, RATE, 0.001, 60)
-            ]
-        )
-        judge = Judge((RULE,), {"errors": base}, Policy("sequential"), horizon=30)
-        state = judge.start()
-        counts = points(rng, 10, RATE, 0.001, 10) + points(rng, 10, RATE * 5, 0.001, 20)
-        for k, (c, n) in enumerate(counts):
-            obs = Observation(c / n, count=c, total=n, seconds=30.0)
-            stored = json.dumps(state)
-            state = judge.advance(state, {"errors": obs}, final=k == 29)
-            resumed = judge.advance(json.loads(stored), {"errors": obs}, final=k == 29)
-            assert json.dumps(resumed) == json.dumps(state)
-            if judge.failed_round(state) is not None:
-                break
-        failed = judge.failed_round(state)
+        base = points(rng, 10, RATE, 0.001, 60)
+        rounds = points(rng, 10, RATE, 0.001, 10) + points(rng, 10, RATE * 5, 0.001, 20)
+        failed = judged_until_failed(base, rounds)
         assert failed is not None and failed >= 10, failed
         after.append(failed - 10)
     assert sum(a <= 2 for a in after) >= 10 and max(after) <= 5, after

@@ -35,10 +35,12 @@ def points(
     return list(zip(rng.binomial(n, rate).tolist(), n.tolist(), strict=True))
 
 
-def peak(ranks: PeriodRanks, rounds: list[tuple[int, int]]) -> float:
-    """The test's largest log e-value over the rounds, folded as the judge folds it."""
+def peak(ranks: PeriodRanks, rounds: list[tuple[int, int]], *, detector: bool = False) -> float:
+    """The test's largest log e-value over the rounds (its e-detector's with `detector`),
+    folded as the judge folds it."""
     seen: period_ranks.Seen = [[], []]
     wealth = [0.0] * len(period_ranks.STRATEGIES)
+    sr: list[list[float | None]] = [[None] * period_ranks.DETECTOR_ROUNDS for _ in wealth]
     best = -math.inf
     for i, (bad, n) in enumerate(rounds):
         score = ranks.score(i, bad, n)
@@ -46,8 +48,12 @@ def peak(ranks: PeriodRanks, rounds: list[tuple[int, int]]) -> float:
             continue
         p = ranks.p_value(score, seen, i)
         period_ranks.add_seen(seen, score)
-        log_f = ranks.log_factors(p, period_ranks.seen_rounds(seen))
-        wealth = [w + f for w, f in zip(wealth, log_f, strict=True)]
+        t = period_ranks.seen_rounds(seen)
+        if detector:
+            sr = stats.sr_window(sr, ranks.detector_log_factors(p, t))
+            best = max(best, stats.log_mix_windows(sr, "period_ranks"))
+            continue
+        wealth = [w + f for w, f in zip(wealth, ranks.log_factors(p, t), strict=True)]
         best = max(best, stats.log_mix(wealth, "period_ranks"))
     return best
 

@@ -12,25 +12,7 @@ import numpy as np
 
 from agent.analysis import period_ranks, stats
 from agent.analysis.period_ranks import PeriodRanks
-from tests.analysis.test_period_ranks import RATE, judged_until_failed, points
-
-
-def detector_peak(ranks: PeriodRanks, rounds: list[tuple[int, int]]) -> float:
-    """The e-detector's largest log value over the rounds, folded as the judge folds it."""
-    seen: period_ranks.Seen = [[], []]
-    sr: list[list[float | None]] = [
-        [None] * period_ranks.DETECTOR_ROUNDS for _ in period_ranks.STRATEGIES
-    ]
-    best = -math.inf
-    for i, (bad, n) in enumerate(rounds):
-        score = ranks.score(i, bad, n)
-        if score is None:
-            continue
-        p = ranks.p_value(score, seen, i)
-        period_ranks.add_seen(seen, score)
-        sr = stats.sr_window(sr, ranks.detector_log_factors(p, period_ranks.seen_rounds(seen)))
-        best = max(best, stats.log_mix_windows(sr, "period_ranks"))
-    return best
+from tests.analysis.test_period_ranks import RATE, judged_until_failed, peak, points
 
 
 def test_a_good_deploy_with_whole_round_bursts_stays_below_rounds_over_a() -> None:
@@ -46,7 +28,8 @@ def test_a_good_deploy_with_whole_round_bursts_stays_below_rounds_over_a() -> No
         for _ in range(300):
             ranks = PeriodRanks.of(points(rng, 10, RATE, 0.2, 60), 0.1)
             assert ranks is not None
-            peaks.append(detector_peak(ranks, points(rng, 10, RATE * factor, 0.2, horizon)))
+            rounds = points(rng, 10, RATE * factor, 0.2, horizon)
+            peaks.append(peak(ranks, rounds, detector=True))
         for a in (0.5, 0.2):
             share = float(np.mean(np.array(peaks) >= math.log(horizon / a)))
             assert share <= a + 3.0 * math.sqrt(a * (1.0 - a) / 300), (factor, a, share)

@@ -27,12 +27,12 @@ the deploy to a test of its rounds' ranks among those periods (`agent.analysis.p
 no model of burstiness, two rounds for errors x5), and `PERIOD_RANKS_DETECTOR_SHARE` to that
 test's e-detector (three rounds for errors x5 from minute 5); one whose baseline prices no
 two-sample test has that ranks test alone at its whole share (no e-detector). An increase's
-rank and exceedance tests
-likewise give `LATENCY_PERIOD_RANKS_SHARE` of theirs to ranking its rounds' percentiles
-among the periods (`agent.analysis.latency_period_ranks`: two rounds for latency x2). A
-conformal rank or exceedance test whose baseline's periods measure a within-round
-correlation gives `CORRELATION_SHARE` of its remaining e-process's and e-detector's levels
-to that correlation's upper limit, which its tilted bets read. Union bound:
+rank and exceedance tests likewise give `LATENCY_PERIOD_RANKS_SHARE` of theirs to ranking its
+rounds' percentiles among the periods (`agent.analysis.latency_period_ranks`: two rounds for
+latency x2). A conformal rank or exceedance test whose baseline's periods measure a
+within-round correlation gives `CORRELATION_SHARE` of its remaining e-process's and
+e-detector's levels to that correlation's upper limit, which its tilted bets read. Union
+bound:
 the chance that any rule of a good deploy ever fails is at most alpha. A baseline's counts
 are pooled from periods (background runs, provider buckets): its confidence limits take the
 periods, not the requests, as the units (`BaselineData.rate_limit`), so errors that come in

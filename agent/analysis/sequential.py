@@ -245,10 +245,11 @@ e-processes' levels, 0.0032 together)."""
 PERIOD_RANKS_DETECTOR_SHARE = 0.2
 """A relative count bound's share of its two-sample e-process from the deploy given to the
 e-detector of its period-rank test (`period_ranks.DETECTOR_ROUNDS`), when the window's
-length is known: errors x5 from minute 5 at 10 req/s are then caught in three 30 s rounds
-(the decision benchmark's median 90 s, against 60 s from the deploy: 1.5x; 240 s before,
-by the two-sample test's e-detector), where three rounds above the 60 periods and the 10
-good rounds before them give at most C(73, 3) = 62,196 times a strategy's weight against
+length is known: errors x5 from minute 5 at 10 req/s are then caught in three or four 30 s
+rounds (the decision benchmark's median 120 s at 10 and 100 req/s, against 60 s from the
+deploy: 2.0x; 240 s and 210 s without it, by the two-sample test's e-detector), where
+three rounds above the 60 periods and the 10 good rounds before them give at most
+C(73, 3) = 62,196 times a strategy's weight against
 the detector's 30 / (0.2 a) = 46,500 (a = 0.0032). Taken from the two-sample e-process,
 whose threshold rises by log(0.45 / 0.65) = 0.37 nats (errors x2 at 10 req/s: the same
 windows found, a median of 570 s against 510 s), not from its e-detector, which finds

@@ -106,6 +106,15 @@ def quantile(sketch: Mapping[str, int], q: float) -> float | None:
     return None
 
 
+def values(sketch: Mapping[str, int]) -> list[float]:
+    """Every value the sketch counted, as its bucket's geometric middle (`quantile`'s
+    figure), in order: a chart drawn from them is within 1% of one drawn from the values."""
+    out = [0.0] * int(sketch.get(_ZERO, 0))
+    for key in sorted((k for k in sketch if k != _ZERO), key=int):
+        out.extend([float(GAMMA ** (int(key) - 0.5))] * int(sketch[key]))
+    return out
+
+
 class Reader:
     """`quantile` of one growing sketch, read every round (the judge's pooled percentile)
     without sorting its buckets each time: their order is kept between reads (a new

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, get_args
 
+from agent.analysis import sketch
 from agent.analysis.describe import format_percent, is_duration, quantile_of
 from agent.analysis.stats import percentile
 from agent.analysis.types import Rule
@@ -273,7 +274,7 @@ def _rule_charts(
         if (need := _num(snap.get("likelihood_ratio_needed"))) is not None:
             needs[record.number] = need
         if distribution and len(samples) < MAX_DISTRIBUTION_SAMPLES:
-            samples.extend(v for v in obs.get("values") or () if _num(v) is not None)
+            samples.extend(_drawn_values(obs))
     baseline = _num(item.get("baseline"))
     if baseline is None and baseline_obs:
         baseline = _num(baseline_obs.get("value"))
@@ -328,6 +329,15 @@ def _rule_charts(
     q = quantile_of(metric)
     figure = percentile(samples, q) if distribution and whole and samples and q else None
     return Drawn(charts, per_round, ", ".join(said), figure)
+
+
+def _drawn_values(obs: Mapping[str, Any]) -> list[float]:
+    """A round's latencies for the distribution chart: all of them, from its histogram
+    when the store kept only its first `RAW_VALUES` raw (`bounded_observation_dict`)."""
+    histogram = obs.get("histogram")
+    if isinstance(histogram, Mapping) and histogram:
+        return sketch.values(histogram)
+    return [v for v in obs.get("values") or () if _num(v) is not None]
 
 
 def _refigured(text: str, figures: Mapping[str, str]) -> str:
@@ -506,11 +516,17 @@ def drawn_round(record: RoundRecord, pooled: dict[str, int]) -> RoundRecord:
     for name, obs in observations.items():
         if isinstance(obs, Mapping):
             values = obs.get("values") or ()
+            histogram = obs.get("histogram")
             more = pooled.get(name, 0) < MAX_DISTRIBUTION_SAMPLES
             if more:
-                pooled[name] = pooled.get(name, 0) + sum(_num(v) is not None for v in values)
+                pooled[name] = pooled.get(name, 0) + (
+                    sketch.size(histogram)
+                    if isinstance(histogram, Mapping) and histogram
+                    else sum(_num(v) is not None for v in values)
+                )
             cut = {"samples": obs["samples"]} if "samples" in obs else {}  # a round cut short
-            obs = {"value": obs.get("value")} | ({"values": values} if more else {}) | cut
+            kept = {"values": values} | ({"histogram": histogram} if histogram else {})
+            obs = {"value": obs.get("value")} | (kept if more else {}) | cut
         slim[name] = obs
     drawn = {
         "observations": slim,

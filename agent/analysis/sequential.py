@@ -1347,6 +1347,7 @@ class SequentialRule:
             x = self._pass_statistic(test, obs)
             if x is not None:
                 _fold_pass(state["passes"][test.key], x, size)
+                self._intersect(test, state["passes"][test.key])
 
     def _size(self, obs: Observation) -> float:
         if self.kind == "proportion":
@@ -1815,10 +1816,45 @@ class SequentialRule:
         return out
 
     def _reached(self, test: PassTest, st: dict[str, Any]) -> float | None:
+        """The tightest end so far (`_intersect`); the last one for a state stored before."""
+        if st.get("tightest") is not None:
+            return float(st["tightest"])
+        return self._last_end(test, st)
+
+    def _last_end(self, test: PassTest, st: dict[str, Any]) -> float | None:
         ends = self._ends(test, st, one=True)
         if ends is None:
             return None
         return ends[1] if test.upper else ends[0]
+
+    def _intersect(self, test: PassTest, st: dict[str, Any]) -> None:
+        """Keep the sequence's running intersection: its chance of ever erring is at most
+        alpha, so the tightest end so far is as valid as the last, which rose with each
+        error a round brought (an A/A window's `max 0.05` read pass, inconclusive, pass).
+        Ends are one sequence while the spread they were worked out on holds: when the
+        window's rounds spread more (`_spread` rises), the earlier ones assumed too little
+        and the intersection starts again from the last end."""
+        end = self._last_end(test, st)
+        if end is None or not math.isfinite(end):
+            return
+        spread, at = self._spread(test, st), st.get("tightest_spread")
+        tightest = st.get("tightest")
+        if tightest is None or at is None or spread > at:
+            st["tightest"], st["tightest_spread"] = end, spread
+        else:
+            st["tightest"] = min(tightest, end) if test.upper else max(tightest, end)
+
+    def _spread(self, test: PassTest, st: dict[str, Any]) -> float:
+        """What the sequence's width is worked out on besides its counts: a share's or
+        rate's design effect, a bare value's variance (`_ends`)."""
+        t = st["t"]
+        variance = float(st["m2"]) / (t - 1)
+        if test.statistic != "value":
+            return self._window_design_effect(test, variance, st["size"] / t)
+        try:
+            return float(max(variance, (VALUE_FLOOR * abs(test.limit)) ** 2))
+        except OverflowError:
+            return math.inf
 
     def interval(self, test: PassTest, state: dict[str, Any]) -> tuple[float, float] | None:
         """Both ends of the confidence sequence behind `test` (None before two rounds)."""
@@ -1832,16 +1868,10 @@ class SequentialRule:
         t = st["t"]
         if t < 2:
             return None
-        variance = st["m2"] / (t - 1)
-        mean_size = st["size"] / t
+        spread = self._spread(test, st)  # inf: a bound near float's end (`max` of 1e300 s)
         if test.statistic != "value":
-            design = self._window_design_effect(test, variance, mean_size)
-            return _count_ends(test, _events(st), float(st["size"]), design, one=one)
-        try:
-            floor = (VALUE_FLOOR * abs(test.limit)) ** 2
-        except OverflowError:  # a bound near float's end (a latency `max` of 1e300 s)
-            floor = math.inf
-        radius = stats.cs_radius(t, max(variance, floor), test.alpha, self.t_opt)
+            return _count_ends(test, _events(st), float(st["size"]), spread, one=one)
+        radius = stats.cs_radius(t, spread, test.alpha, self.t_opt)
         mean = float(st["mean"])
         return mean - radius, mean + radius
 

@@ -1052,7 +1052,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         "False rollbacks per A/A-like cell (ours): "
         + ", ".join(
-            f"`{key}` @{rps.removesuffix('rps')} rps {rate:.0%}"
+            f"`{key}` @{rps.removesuffix('rps')} rps {pct(rate)}"
             for key, rps, rate in ((*c.split("@"), rate) for c, rate in by_cell.items())
         )
         + ".",

@@ -186,3 +186,14 @@ def test_the_default_runs_tables_are_the_saved_reports() -> None:
     assert f"finds errors ×5 in two rounds, {2 * round_s} s, @10 and @100 rps" in said
     assert set(medians("latency_x2")) == {3 * round_s}
     assert f"latency ×2 is found in three rounds, {3 * round_s} s, at every" in said
+
+
+def test_the_markdown_gives_each_a_a_like_cells_false_rollbacks_to_a_tenth_of_a_percent() -> None:
+    """`--markdown`'s line of false rollbacks per A/A-like cell: 1 of 200 is 0.5%, which a
+    whole percent rounded to 0% (read as no false rollback at all)."""
+    bench = bench_module("decisions")
+    report = json.loads(bench.read_report(bench.RESULTS))
+    printed = bench.markdown(report)
+    for cell, rate in report["policies"]["sequential"]["false_rollback_by_family"].items():
+        family, rps = cell.split("@")
+        assert f"`{family}` @{rps.removesuffix('rps')} rps {rate * 100:.1f}%" in printed

@@ -100,7 +100,9 @@ def test_a_proportions_upper_bound_is_never_worded_past_one() -> None:
     rng = np.random.default_rng(3)
     rule = Rule("items-p95", "checks", "latency_p95", max_increase=1.0)
     base = {"items-p95": merge([latency_obs(rng.lognormal(-4.1, 0.25, 10)) for _ in range(6)])}
-    slow = [{"items-p95": latency_obs(rng.lognormal(-2.5, 0.25, 10))} for _ in range(2)]
+    # three rounds: two warned before the rank and exceedance tests' correlation limit was
+    # charged to their share (`sequential.CORRELATION_SHARE`); now two reach 55.5 of 58.4
+    slow = [{"items-p95": latency_obs(rng.lognormal(-2.5, 0.25, 10))} for _ in range(3)]
     errors = Rule("errors", "checks", "error_rate", max=0.05)
     failing = [{"errors": Observation(0.9, count=9, total=10)} for _ in range(2)]
 

@@ -57,7 +57,7 @@ import numpy.typing as npt
 
 from agent.analysis import stats
 from agent.analysis.conformal import bucket
-from agent.analysis.period_ranks import MIN_PERIODS, PeriodRanks, _generator
+from agent.analysis.period_ranks import MIN_PERIODS, PeriodRanks, seeded_generator
 from agent.analysis.stats import FloatArray
 
 MIN_SIZE = 20
@@ -115,7 +115,7 @@ class LatencyPeriodRanks:
         order = np.argsort(owner, kind="stable")
         groups = np.split(values[order], np.cumsum(sizes)[:-1])
         scores = [
-            _score(_generator(salt, "period", int(i)), groups[i], size, quantile, 1.0)
+            _score(seeded_generator(salt, "period", int(i)), groups[i], size, quantile, 1.0)
             for i in kept.tolist()
         ]
         return cls(PeriodRanks(tuple(sorted(scores)), size, 1.0, salt), quantile, 1.0 + delta)
@@ -127,7 +127,7 @@ class LatencyPeriodRanks:
         if values.size < size:
             return None
         digest = hashlib.blake2b(np.ascontiguousarray(values).tobytes(), digest_size=8)
-        rng = _generator(self.ranks.salt, "round", index, digest.hexdigest())
+        rng = seeded_generator(self.ranks.salt, "round", index, digest.hexdigest())
         return _score(rng, values, size, self.quantile, self.scale)
 
 

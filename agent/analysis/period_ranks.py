@@ -109,7 +109,9 @@ Seen = list[list[int]]
 many numbers as distinct scores, never more with more rounds."""
 
 
-def _generator(*parts: object) -> np.random.Generator:
+def seeded_generator(*parts: object) -> np.random.Generator:
+    """A generator seeded by a hash of `parts`: the ranks tests' draws are a function of
+    their inputs (the judge is pure), shared by the count and latency period ranks."""
     digest = hashlib.blake2b(repr(parts).encode(), digest_size=16).digest()
     return np.random.Generator(np.random.PCG64(int.from_bytes(digest, "little")))
 
@@ -137,7 +139,7 @@ class PeriodRanks:
         size = min(n for _, n in usable)
         salt = hashlib.blake2b(repr(usable).encode(), digest_size=8).hexdigest()
         scores = [
-            int(_generator(salt, "period", i, b, n).hypergeometric(b, n - b, size))
+            int(seeded_generator(salt, "period", i, b, n).hypergeometric(b, n - b, size))
             if n > size
             else b
             for i, (b, n) in enumerate(usable)
@@ -168,7 +170,7 @@ class PeriodRanks:
         if total < self.size or total <= 0:
             return None
         bad = min(max(bad, 0), total)
-        rng = _generator(self.salt, "round", index, bad, total)
+        rng = seeded_generator(self.salt, "round", index, bad, total)
         drawn = int(rng.hypergeometric(bad, total - bad, self.size)) if total > self.size else bad
         return int(rng.binomial(drawn, self.keep)) if drawn else 0
 
@@ -186,7 +188,7 @@ class PeriodRanks:
                 above += c
             elif s == score:
                 ties += c
-        theta = float(_generator(self.salt, "theta", index, score).random())
+        theta = float(seeded_generator(self.salt, "theta", index, score).random())
         return (above + theta * ties) / (len(self.periods) + rounds)
 
     def log_factors(self, p: float, rounds: int, betting: int | None = None) -> list[float]:

@@ -11,14 +11,21 @@ from tests.test_require_all import PLUGIN
 from tests.timeline import TIMELINE_ENV, summary
 
 MODULE = """
+import subprocess
+import sys
+import time
+
 import pytest
 
 @pytest.mark.xdist_group("pair")
 def test_first():
-    pass
+    end = time.process_time() + 0.2
+    while time.process_time() < end:  # CPU of the worker's own
+        pass
 
 def test_second():
-    pass
+    burn = "import time\\nend = time.process_time() + 0.2\\nwhile time.process_time() < end: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # CPU of a process it waits for
 """
 
 
@@ -35,9 +42,12 @@ def test_each_test_is_a_span_in_its_workers_file_and_the_summary_counts_them(
     assert (first["nodeid"], first["group"]) == ("test_two.py::test_first", "pair")
     assert (second["nodeid"], second["group"]) == ("test_two.py::test_second", None)
     assert first["start"] <= first["end"] <= second["start"] <= second["end"]
+    assert first["cpu"] >= 0.2 and first["child_cpu"] < 0.1, first
+    assert second["child_cpu"] >= 0.2, second
     text = summary(out)
     assert text.startswith("2 tests, the last ended at "), text
     assert "test_two.py::test_second" in text and "  pair " in text, text
+    assert "tests that took the most CPU" in text, text
 
 
 def test_without_the_variable_nothing_is_written(

@@ -6,12 +6,18 @@ Opt-in: `POSTFLIGHT_TIMELINE=DIR pytest -p tests.timeline` writes one JSON line 
 last worker's end minus each one's), the longest tests with when they started, and each
 `xdist_group`'s span. The suite's wall time is its last worker's: a long test or group
 started late leaves the others idle at the end, which only such a timeline shows.
+
+Each test's CPU is recorded too (`cpu`: the worker's own, its threads included; `child_cpu`:
+the processes it started and waited for, a daemon or CLI), and the summary ranks tests by it:
+on a machine others load, a test's wall time is mostly its wait for a core, while its CPU is
+what it costs the run's two cores wherever it runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import resource
 import sys
 import time
 from collections import defaultdict
@@ -52,15 +58,29 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
-    start = time.time()
+    start, cpu, child_cpu = time.time(), _cpu(resource.RUSAGE_SELF), _cpu(resource.RUSAGE_CHILDREN)
     try:
         return (yield)
     finally:
         mark = item.get_closest_marker("xdist_group")
         group = (mark.args[0] if mark.args else mark.kwargs.get("name")) if mark else None
         _record(
-            item.config, event="test", nodeid=item.nodeid, group=group, start=start, end=time.time()
+            item.config,
+            event="test",
+            nodeid=item.nodeid,
+            group=group,
+            start=start,
+            end=time.time(),
+            cpu=_cpu(resource.RUSAGE_SELF) - cpu,
+            child_cpu=_cpu(resource.RUSAGE_CHILDREN) - child_cpu,
         )
+
+
+def _cpu(who: int) -> float:
+    """User and system CPU seconds of this process (`RUSAGE_SELF`) or of its children that
+    ended and were waited for (`RUSAGE_CHILDREN`)."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,8 @@ class Span:
     group: str | None
     start: float
     end: float
+    cpu: float = 0.0
+    child_cpu: float = 0.0
 
     @property
     def seconds(self) -> float:
@@ -90,6 +112,8 @@ def _read(directory: Path) -> tuple[list[Span], dict[str, dict[str, float]]]:
                         record["group"],
                         record["start"],
                         record["end"],
+                        record.get("cpu", 0.0),
+                        record.get("child_cpu", 0.0),
                     )
                 )
             else:
@@ -121,6 +145,14 @@ def summary(directory: Path, top: int = 25) -> str:
     lines.append(f"the {top} longest tests (worker, start, seconds, nodeid):")
     for span in sorted(spans, key=lambda s: -s.seconds)[:top]:
         lines.append(f"  {span.worker} {span.start - t0:7.1f} {span.seconds:6.1f}  {span.nodeid}")
+    cpu = sum(s.cpu + s.child_cpu for s in spans)
+    lines.append(f"the {top} tests that took the most CPU of the {cpu:.1f} s all took")
+    lines.append("(worker, start, seconds, cpu, child cpu, nodeid):")
+    for span in sorted(spans, key=lambda s: -(s.cpu + s.child_cpu))[:top]:
+        lines.append(
+            f"  {span.worker} {span.start - t0:7.1f} {span.seconds:6.1f} {span.cpu:6.1f}"
+            f" {span.child_cpu:6.1f}  {span.nodeid}"
+        )
     groups: dict[tuple[str, str], list[Span]] = defaultdict(list)
     for span in spans:
         if span.group:

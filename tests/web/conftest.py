@@ -1,9 +1,9 @@
 """Deploy-page tests: a real agent (the e2e harness) and a real headless Chromium.
 
-The browser is the system's Debian `chromium`, one process per module
-(`tests.web.chromium`) on the one worker the browser tests share (`ONE_CHROMIUM`),
-driven through Playwright's Python API over the DevTools protocol (`playwright install`
-is never run); each test gets fresh browser contexts. Without it
+The browser is the system's Debian `chromium`, one process for them all
+(`tests.web.chromium`, `chromium_process`) on the one worker the browser tests share
+(`ONE_CHROMIUM`), driven through Playwright's Python API over the DevTools protocol
+(`playwright install` is never run); each test gets fresh browser contexts. Without it
 the browser tests skip and say why; with POSTFLIGHT_REQUIRE_ALL=1 (CI) such a skip is a failure.
 """
 
@@ -88,16 +88,41 @@ def journey_agent(
     return start
 
 
-@pytest.fixture(scope="module")
-def chromium_process() -> Iterator[ChromiumProcess]:
-    """One Chromium for the module's tests (each opens its own contexts in it)."""
+_running: list[ChromiumProcess] = []
+"""This worker's Chromium while its browser tests run (one at most)."""
+
+
+@pytest.fixture
+def chromium_process() -> ChromiumProcess:
+    """This worker's Chromium (each test opens its own contexts in it): started for the
+    first test that asks for it, kept while the next test is of `ONE_CHROMIUM`'s group or
+    asks for it too, stopped after the last such (`pytest_runtest_teardown`). One a module,
+    as it was, the six browser modules each paid a start and a stop (2-4 s at load 25)."""
     if not HAVE_CHROMIUM:
         pytest.skip(f"no chromium at {CHROMIUM} (Debian package `chromium`)")
-    process = ChromiumProcess(CHROMIUM, CHROMIUM_ARGS).start()
-    try:
-        yield process
-    finally:
-        process.stop()
+    if not _running:
+        _running.append(ChromiumProcess(CHROMIUM, CHROMIUM_ARGS).start())
+    return _running[0]
+
+
+def _needs_chromium(item: pytest.Item) -> bool:
+    in_group = any(m.args[:1] == ("chromium",) for m in item.iter_markers("xdist_group"))
+    return in_group or "chromium_process" in getattr(item, "fixturenames", ())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Stop Chromium once the tests that share it are done (after the test's own fixtures,
+    which close its contexts), not at the worker's end: as `tests.prometheus` does, so no
+    later test of the worker runs beside an idle browser and its helper processes."""
+    yield
+    if _running and (nextitem is None or not _needs_chromium(nextitem)):
+        _running.pop().stop()
+
+
+def pytest_sessionfinish() -> None:
+    while _running:  # a run cut short
+        _running.pop().stop()
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ from tests.e2e.conftest import TOKEN, environment
 from tests.e2e.crash import free_port
 from tests.e2e.test_replicas import Daemon, running
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("daemon-fuzz")]
+"""One worker runs both tests (`--dist loadgroup`), so the module's daemon starts once: spread
+over two workers, as any two tests of the suite are, each started its own."""
 
 EXAMPLES = 60
 """Each a few requests to a daemon: enough to meet each kind of body, in seconds."""

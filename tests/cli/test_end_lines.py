@@ -4,6 +4,7 @@ said alike by `check` and the API: each through the real CLI, against a real dae
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 from collections.abc import Iterator
@@ -56,23 +57,33 @@ def last_line(text: str) -> str:
 @ONE_AGENT
 async def test_status_and_rollback_errors_say_their_exit_code(agent_url: str) -> None:
     agent = ("--url", agent_url, "--token", TOKEN)
-    code, out = await awaited_cli("status", "dep_nope", *agent)
+    # at once: none changes what another reads (six Python starts one after another took
+    # 15 s of the worker at load 28, the agent's start among them)
+    nope, bogus, limit, rollback, wrong, shown = await asyncio.gather(
+        awaited_cli("status", "dep_nope", *agent),
+        awaited_cli("status", "--bogus", *agent),
+        awaited_cli("status", "--limit", "0", *agent),
+        awaited_cli("rollback", "dep_nope", "--reason", "bad", *agent),
+        awaited_cli("status", "--url", agent_url, "--token", "tok-wrong-0123456789"),
+        awaited_cli("status", *agent),
+    )
+    code, out = nope
     assert (code, last_line(out)) == (2, "postflight status: error: no deploy dep_nope (exit 2)")
-    code, out = await awaited_cli("status", "--bogus", *agent)
+    code, out = bogus
     said = "postflight status: error: unrecognized arguments: --bogus (exit 2)"
     assert (code, last_line(out)) == (2, said), out
-    code, out = await awaited_cli("status", "--limit", "0", *agent)
+    code, out = limit
     said = "postflight status: error: --limit must be between 1 and 200 (exit 2)"
     assert (code, last_line(out)) == (2, said), out
-    code, out = await awaited_cli("rollback", "dep_nope", "--reason", "bad", *agent)
+    code, out = rollback
     assert code == 2, out
     assert last_line(out).startswith("postflight rollback: error: "), out
     assert last_line(out).endswith(" (exit 2)"), out
-    code, out = await awaited_cli("status", "--url", agent_url, "--token", "tok-wrong-0123456789")
+    code, out = wrong
     assert code == 2, out  # auth: 2, as the contract gives it
     assert last_line(out).startswith("postflight status: error: "), out
     assert last_line(out).endswith(" (exit 2)"), out
-    code, out = await awaited_cli("status", *agent)  # and a shown list ends 0
+    code, out = shown  # and a shown list ends 0
     assert code == 0, out
 
 
@@ -121,14 +132,19 @@ async def test_check_ends_with_its_exit_code_and_names_environments_as_the_api_d
         "      - {name: second, type: http, path: /broken}\n"
         "  production: {base_url: 'http://127.0.0.1:9'}\n"
     )
-    code, out = await awaited_cli("check", "--config", str(config), "--env", "staging")
+    agent = ("--url", agent_url, "--token", TOKEN)
+    staging, moon, registered = await asyncio.gather(  # at once, as above
+        awaited_cli("check", "--config", str(config), "--env", "staging"),
+        awaited_cli("check", "--config", str(config), "--env", "moon"),
+        awaited_cli("register", "--env", "moon", "--version", "v1", *agent),
+    )
+    code, out = staging
     assert (code, last_line(out)) == (1, "1 passed, 1 failed (exit 1)"), out
-    code, out = await awaited_cli("check", "--config", str(config), "--env", "moon")
+    code, out = moon
     said = "unknown environment 'moon'; configured: production, staging"
     assert (code, out) == (2, f"postflight check: error: {said} (exit 2)\n"), out
     # the API says the same words of an environment it does not have
-    agent = ("--url", agent_url, "--token", TOKEN)
-    code, out = await awaited_cli("register", "--env", "moon", "--version", "v1", *agent)
+    code, out = registered
     assert code == 2, out
     assert "unknown environment 'moon'; configured: production (HTTP 404) (exit 2)" in out, out
 

@@ -31,6 +31,7 @@ pytest_plugins = [
     "tests.sqlite_template",
     "tests.warm_bytecode",
     "tests.one_directory_node",  # each folder's conftest fixtures, in any order of paths
+    "tests.collector",
 ]
 
 # No deadline: hypothesis' default (200 ms an example) is a wall-clock assertion, and on a

@@ -454,6 +454,7 @@ async def test_a_cancelled_round_stops_its_probes_as_cancelled_tasks_would() -> 
     assert seen[1] >= 4
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_a_cancelled_round_leaves_its_probes_tasks_to_no_collection(
     silent_target: tuple[str, list[float]],
 ) -> None:

@@ -10,6 +10,8 @@ import time
 import weakref
 from pathlib import Path
 
+import pytest
+
 from agent.metrics import Metrics
 from agent.providers.provider_settings import SentrySettings
 from agent.providers.sentry import SentryProvider
@@ -24,6 +26,7 @@ from tests.providers.support import SENTRY_TOKEN
 from tests.receivers import HangingServer
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_a_watch_stopped_while_a_provider_hangs_leaves_no_cycle(
     tmp_path: Path, hanging_server: HangingServer, metrics: Metrics
 ) -> None:

@@ -558,6 +558,7 @@ async def test_an_alert_delivered_on_a_retry_says_it_comes_late(
     assert mail.endswith(note)  # the e-mail's text part: no markup around it
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_a_channel_down_leaves_no_exceptions_for_the_collector(metrics: Metrics) -> None:
     """A refused json:// send's exceptions are freed with it, without a collection:
     urllib3 keeps each in a frame its own traceback holds (`alerting.cycles`), ~165
@@ -578,6 +579,7 @@ async def test_a_channel_down_leaves_no_exceptions_for_the_collector(metrics: Me
     assert alive == 0
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_an_e_mail_leaves_no_markdown_renderer_for_the_collector(metrics: Metrics) -> None:
     """apprise renders an e-mail's Markdown with a new Python-Markdown instance, which
     refers to itself (~127 objects a mail, sent or not); the notifier has it reuse one
@@ -599,6 +601,7 @@ async def test_an_e_mail_leaves_no_markdown_renderer_for_the_collector(metrics: 
     assert alive == 0
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 def test_rendering_alerts_as_html_leaves_no_reference_cycle(metrics: Metrics) -> None:
     """The reused renderer's conversions leave nothing for the collector: Python-Markdown's
     raw-HTML step made a closure referring to itself each run (5 objects an e-mail or HTML

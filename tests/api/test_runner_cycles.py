@@ -9,6 +9,7 @@ import contextlib
 import gc
 from collections.abc import AsyncIterator
 
+import pytest
 from aiohttp import web
 
 from agent.api.runner import ProblemRequestHandler
@@ -54,6 +55,7 @@ async def exchange(port: int, data: bytes) -> None:
         await writer.wait_closed()
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_a_closed_connection_leaves_its_protocol_to_no_collection() -> None:
     async with api() as port:
         for data in REQUESTS:  # warm-up: what a first request builds once

@@ -303,6 +303,7 @@ async def test_slow_target_times_out(make_ctx: MakeContext, target: URL) -> None
     assert latency is not None and 0.2 <= latency < 3.0
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_a_timed_out_probe_leaves_no_exceptions_for_the_collector(
     make_ctx: MakeContext, target: URL
 ) -> None:
@@ -347,6 +348,7 @@ def unanswered_port() -> Iterator[int]:
     listener.close()
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_a_probe_whose_connect_times_out_leaves_no_exceptions_for_the_collector(
     make_ctx: MakeContext, unanswered_port: int
 ) -> None:

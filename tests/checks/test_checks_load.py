@@ -344,6 +344,7 @@ def test_the_pool_is_no_part_of_what_a_config_is() -> None:
     assert "_pool" not in a.model_dump() and "pool" not in str(LoadCheckConfig.model_json_schema())
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_a_run_leaves_no_garbage_for_the_collector(
     aiohttp_server: AiohttpServer, make_ctx: MakeContext
 ) -> None:
@@ -376,6 +377,7 @@ async def test_a_run_leaves_no_garbage_for_the_collector(
     assert alive == 0
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_a_run_s_encoded_latencies_leave_no_ctypes_type_for_the_collector(
     aiohttp_server: AiohttpServer, make_ctx: MakeContext
 ) -> None:
@@ -471,6 +473,7 @@ async def _resetting_target() -> tuple[asyncio.Server, str]:
 
 
 @pytest.mark.parametrize("failure", ["refused", "reset"])
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_a_failing_run_leaves_no_exceptions_for_the_collector(
     make_ctx: MakeContext, failure: str
 ) -> None:

@@ -460,6 +460,7 @@ async def test_a_cancelled_send_gives_up_its_turn_or_its_connection(
 
 
 @pytest.mark.parametrize("path", ["/until-close", "/short", "/garbage"])
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_a_closed_connection_is_freed_without_the_collector(
     raw_server: RawServer, path: str
 ) -> None:
@@ -528,6 +529,7 @@ async def test_a_pool_closed_while_it_connects_leaves_no_socket_open(raw_server:
     assert len(os.listdir("/proc/self/fd")) <= before
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_probes_cut_at_a_rounds_end_leave_no_connection_for_the_collector(
     aiohttp_server: AiohttpServer, probe_path: str
 ) -> None:

@@ -220,6 +220,7 @@ async def test_an_unreachable_provider_is_an_error_observation(metrics: Metrics)
     assert obs.error is not None and obs.error.startswith("could not reach Sentry")
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_an_unreachable_provider_leaves_no_exceptions_for_the_collector(
     metrics: Metrics,
 ) -> None:

@@ -666,6 +666,7 @@ async def test_a_host_that_does_not_resolve_is_said_so_and_retried(
     assert "ssl:default" not in done.last_error and "ClientConnector" not in done.last_error
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_refused_attempts_leave_no_exceptions_for_the_collector(
     store: SqliteStore, delivery: RollbackDelivery
 ) -> None:

@@ -16,6 +16,7 @@ from tests.web.conftest import JourneyAgent
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.usefixtures("heap_set_aside")
 async def test_an_ended_stream_leaves_none_of_the_agents_objects_in_a_reference_cycle(
     journey_agent: JourneyAgent,
 ) -> None:

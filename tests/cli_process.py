@@ -79,6 +79,8 @@ def validated_here(
             patch.chdir(cwd)
         try:
             code = main(list(args))
+        except SystemExit as ended:  # argparse's usage errors end the process so
+            code = 0 if ended.code is None else ended.code if isinstance(ended.code, int) else 1
         finally:
             for sig, handler in handlers.items():
                 signal.signal(sig, handler)

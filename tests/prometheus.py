@@ -35,6 +35,7 @@ import pytest
 from aiohttp import web
 
 from tests.fakes.prometheus import HOST, PrometheusProcess, ScrapeTarget, prometheus_binary
+from tests.worker_shared import SharedUntilLastUser
 
 T = TypeVar("T")
 
@@ -208,7 +209,9 @@ class PrometheusStack:
                 await asyncio.sleep(0.1)
 
 
-_running: list[PrometheusStack] = []
+_SHARED: SharedUntilLastUser[PrometheusStack] = SharedUntilLastUser(
+    "prometheus", "prometheus_stack", PrometheusStack.stop
+)
 """This worker's stack while its tests run (one at most)."""
 
 
@@ -219,14 +222,7 @@ def prometheus_stack() -> PrometheusStack:
     group or asks for it too, stopped after the last such (`pytest_runtest_teardown`)."""
     if prometheus_binary() is None:
         pytest.skip("prometheus binary not found: apt-get install prometheus (Debian package)")
-    if not _running:
-        _running.append(PrometheusStack().start())
-    return _running[0]
-
-
-def _needs_prometheus(item: pytest.Item) -> bool:
-    in_group = any(m.args[:1] == ("prometheus",) for m in item.iter_markers("xdist_group"))
-    return in_group or "prometheus_stack" in getattr(item, "fixturenames", ())
+    return _SHARED.get(lambda: PrometheusStack().start())
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -237,13 +233,11 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     worker's later tests, and its loop's connection task was a task under way in the
     worker that no later test had started (the soak census counted it, as `start`)."""
     yield
-    if _running and (nextitem is None or not _needs_prometheus(nextitem)):
-        _running.pop().stop()
+    _SHARED.after(nextitem)
 
 
 def pytest_sessionfinish() -> None:
-    while _running:  # a run cut short
-        _running.pop().stop()
+    _SHARED.stop()  # a run cut short
 
 
 LaneFactory = Callable[..., Lane]

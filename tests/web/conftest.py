@@ -22,6 +22,7 @@ from tests.e2e.conftest import SECRET, AgentFactory, RunningAgent, flip_target, 
 from tests.receivers import JsonSink
 from tests.web.chromium import ChromiumProcess
 from tests.web.target import JourneyTarget, journey_environment
+from tests.worker_shared import SharedUntilLastUser
 
 __all__ = ["flip_target", "start_agent"]
 
@@ -88,7 +89,9 @@ def journey_agent(
     return start
 
 
-_running: list[ChromiumProcess] = []
+_SHARED: SharedUntilLastUser[ChromiumProcess] = SharedUntilLastUser(
+    "chromium", "chromium_process", ChromiumProcess.stop
+)
 """This worker's Chromium while its browser tests run (one at most)."""
 
 
@@ -100,14 +103,7 @@ def chromium_process() -> ChromiumProcess:
     as it was, the six browser modules each paid a start and a stop (2-4 s at load 25)."""
     if not HAVE_CHROMIUM:
         pytest.skip(f"no chromium at {CHROMIUM} (Debian package `chromium`)")
-    if not _running:
-        _running.append(ChromiumProcess(CHROMIUM, CHROMIUM_ARGS).start())
-    return _running[0]
-
-
-def _needs_chromium(item: pytest.Item) -> bool:
-    in_group = any(m.args[:1] == ("chromium",) for m in item.iter_markers("xdist_group"))
-    return in_group or "chromium_process" in getattr(item, "fixturenames", ())
+    return _SHARED.get(lambda: ChromiumProcess(CHROMIUM, CHROMIUM_ARGS).start())
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -116,13 +112,11 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     which close its contexts), not at the worker's end: as `tests.prometheus` does, so no
     later test of the worker runs beside an idle browser and its helper processes."""
     yield
-    if _running and (nextitem is None or not _needs_chromium(nextitem)):
-        _running.pop().stop()
+    _SHARED.after(nextitem)
 
 
 def pytest_sessionfinish() -> None:
-    while _running:  # a run cut short
-        _running.pop().stop()
+    _SHARED.stop()  # a run cut short
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 import pytest
 
@@ -285,6 +286,62 @@ async def test_a_write_awaited_through_a_blocked_loop_is_the_hosts_not_the_store
     assert waits.store_s < 0.1, waits
     assert waits.stalled_s >= 0.2, waits
     assert waits.cause() == "host"
+
+
+class SetLag:
+    """A `LoopLag` whose stall so far the test sets (`total`), as a heartbeat counts it."""
+
+    def __init__(self) -> None:
+        self.stalled = 0.0
+
+    def total(self) -> float:
+        return self.stalled
+
+
+async def test_a_write_a_busy_thread_delayed_holding_the_next_start_is_the_hosts() -> None:
+    """CI's figures (`test_a_blocked_loop_is_the_hosts_cause[busy-thread]`): a thread
+    held the GIL through round 2 (the loop stalled 0.32 s of it) while round 1's write
+    went on beside it, starved of the GIL as the loop was; it was done 0.041 s after
+    round 2 ended, round 3's due time past, the loop on time meanwhile (0.0004 s). Its
+    own time held nothing: without the stall it was done before round 2 ended. Named
+    the store's (store 0.041 s, host 0.0004 s), the busy thread's overrun counted twice."""
+    loop = asyncio.get_running_loop()
+    lag = SetLag()
+    timer = RoundTimer()
+    timer.ready(100.0)
+    timer.start(cast(LoopLag, lag), loop.time(), 100.0, 100.0)
+    timer.finish(loop.time(), 100.29)
+    timer.settled(100.29)  # no write before round 1's
+    timer.writing(100.29)  # round 1's
+    timer.start(cast(LoopLag, lag), loop.time(), 100.3, 100.3)
+    lag.stalled += 0.317  # the busy thread
+    timer.finish(loop.time(), 100.974)  # round 2 overran by 0.374 s: the host's
+    lag.stalled += 0.0004
+    timer.settled(101.015)  # round 1's write, 0.041 s past round 2's end
+    timer.writing(101.015)
+    timer.start(cast(LoopLag, lag), loop.time(), 101.015, 100.6)
+    waits = timer.finish(loop.time(), 101.3)
+    assert waits.store_s == pytest.approx(0.0, abs=1e-9), waits
+    assert waits.stalled_s == pytest.approx(0.041, abs=1e-6), waits
+    assert waits.cause() == "host"
+
+
+async def test_a_slow_write_through_a_short_stall_is_still_the_stores() -> None:
+    """A write on a slow disk (0.7 s) through which the loop stalled 0.05 s: the 0.65 s
+    the stall does not explain of its 0.7 s hold is the store's."""
+    loop = asyncio.get_running_loop()
+    lag = SetLag()
+    timer = RoundTimer()
+    timer.ready(99.7)
+    timer.start(cast(LoopLag, lag), loop.time(), 99.7, 99.7)
+    timer.writing(99.72)  # the round before's, stored as this one ran
+    lag.stalled += 0.05
+    timer.finish(loop.time(), 99.95)
+    timer.settled(100.7)
+    timer.start(cast(LoopLag, lag), loop.time(), 100.7, 100.0)
+    waits = timer.finish(loop.time(), 100.75)
+    assert waits.store_s == pytest.approx(0.65, abs=1e-6), waits
+    assert waits.cause() == "store"
 
 
 async def test_lateness_carried_from_the_previous_overrun_is_not_counted_again() -> None:

@@ -511,6 +511,7 @@ class WindowWatch:
             self.timer.settled(pace())  # held past the next round's due time: the store's
             record = RoundRecord(self.window.id, number, started, summary)
             self.settling = self.s.spawn(self._settle(record, glance, worded, before))
+            self.timer.writing(pace())
             if decided:
                 await asyncio.shield(self.settling)
                 return

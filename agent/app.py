@@ -55,6 +55,7 @@ from agent.stopping import CLOSING_SHARE, EXIT_SHARE, STORE_SHARE, StopBudget
 from agent.store import store_from_url
 from agent.store.base import Store, StoreBusy, StoreUnreachable
 from agent.store.outages import not_taken
+from agent.timed_store import timed_store
 from agent.web import routes as web_routes
 from agent.web.feed import FEED, DeployFeed, feed_store
 from agent.web.links import deploy_page_url
@@ -204,8 +205,8 @@ def build_app(
     shared = store or store_from_url(settings.store.url)
     owners = (owner,) if owner else replica_ids()
     owner = owners[0]
-    app[STORE] = feed_store(shared, feed)
     app[METRICS] = metrics or Metrics()
+    app[STORE] = feed_store(timed_store(shared, app[METRICS].store_call), feed)
     app[METRICS].expect(
         settings.environments,
         {r.source for env in settings.environments.values() for r in env.rules} - {"checks"},

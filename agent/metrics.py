@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disa
 
 from agent import __version__
 from agent.exposition import Exposition, Family
+from agent.timed_store import StoreCallKind
 
 # No `<name>_created` series: in the text format each is a gauge of its own, a counter's
 # and a histogram's start time, which nothing here reads; with a series per environment
@@ -75,6 +76,16 @@ class LoopHistogram(Histogram):
         self._sum._value += amount
         self._buckets[bisect_left(self._upper_bounds, amount)]._value += 1
 
+
+STORE_CALLS: dict[StoreCallKind, str] = {
+    "round_write": "a watch's round stored",
+    "lease": "the watcher's claim of windows or a watch's lease renewal",
+    "read": "a read (the API's, the deploy page's, a watch's)",
+    "change": "any other change (a registration, a window's end, a rollback, an alert)",
+}
+"""The store's calls by kind, a histogram each (`postflight_store_<kind>_seconds`): §5
+allows no label for a kind of call (its labels are environment, check, rule, provider and
+outcome/result), as `LOOPS` has a gauge each."""
 
 _GC_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 LOOPS = {
@@ -309,9 +320,27 @@ class Metrics:
             " through. Meanwhile no deploy is judged and the API answers 503.",
             registry=r,
         )
+        self.store_calls = {
+            kind: LoopHistogram(
+                f"postflight_store_{kind}_seconds",
+                f"How long one of the agent's calls to its store took, {what}, from the call"
+                " to its answer (a queue for the store's connection and a group's commit"
+                " included), less the agent's own event loop's stall meanwhile: a late round"
+                " or API answer that waited for the store shows here, one that waited for a"
+                " starved agent does not.",
+                buckets=_LATENCY_BUCKETS,
+                unit="seconds",
+                registry=r,
+            )
+            for kind, what in STORE_CALLS.items()
+        }
         # last: it writes the families above by hand (`agent.exposition`)
         own = [m for m in vars(self).values() if isinstance(m, Family)]
-        self.exposition = Exposition(r, [*own, *self.loops_up.values()])
+        self.exposition = Exposition(r, [*own, *self.loops_up.values(), *self.store_calls.values()])
+
+    def store_call(self, kind: StoreCallKind, seconds: float) -> None:
+        """One store call's time (`agent.timed_store`), in its kind's histogram."""
+        self.store_calls[kind].observe(seconds)
 
     def expect(
         self,

@@ -491,8 +491,18 @@ class Driver(threading.Thread):
         """Each window of a kind other than `churn` that ended: its deploy, registration
         (wall clock), state and the rules' outcomes."""
 
+        self.answers: list[tuple[float, str, float]] = []
+        """Each API and page call answered: when it was asked (wall clock), what, seconds."""
+
     def calling(self, what: str) -> None:
         self.doing, self.since = what, time.time()
+
+    def api(self, what: str, method: str, path: str, body: Any = None) -> Any:
+        """`call` to the agent, its answer's time kept (`answers`)."""
+        self.calling(what)
+        answer = call(self.agent_port, method, path, body)
+        self.answers.append((self.since, what, time.time() - self.since))
+        return answer
 
     def failed(self, exc: Exception, prefix: str = "") -> None:
         key = f"{prefix}{type(exc).__name__} {self.doing}"
@@ -589,10 +599,8 @@ class Driver(threading.Thread):
         """The deploy once its window ended and its rollback, if any, is no longer
         pending (None: the soak stopped first); its page read meanwhile."""
         while not self.stopping.wait(self.rng.uniform(3, 8)):
-            self.calling("API GET /v1/deploys/{id}")
-            state = call(self.agent_port, "GET", f"/v1/deploys/{deploy_id}")
-            self.calling("page GET /deploys/{id}")
-            call(self.agent_port, "GET", f"/deploys/{deploy_id}")  # the page
+            state = self.api("API GET /v1/deploys/{id}", "GET", f"/v1/deploys/{deploy_id}")
+            self.api("page GET /deploys/{id}", "GET", f"/deploys/{deploy_id}")  # the page
             pending = (state.get("rollback") or {}).get("state") == "pending"
             if state["state"] not in ("watching", "scheduled") and not pending:
                 return dict(state)
@@ -608,17 +616,17 @@ class Driver(threading.Thread):
             | headers,
         )
         with urllib.request.urlopen(request, timeout=60) as response:
-            return json.loads(response.read())
+            answer = json.loads(response.read())
+        self.answers.append((self.since, "API POST /v1/deploys", time.time() - self.since))
+        return answer
 
     def window(self, deploy: dict[str, Any], kind: str) -> None:
         path = f"/v1/deploys/{deploy['id']}"
         acted = False
         started = time.monotonic()
         while not self.stopping.wait(self.rng.uniform(3, 8)):
-            self.calling("API GET /v1/deploys/{id}")
-            state = call(self.agent_port, "GET", path)
-            self.calling("page GET /deploys/{id}")
-            call(self.agent_port, "GET", f"/deploys/{deploy['id']}")  # the page
+            state = self.api("API GET /v1/deploys/{id}", "GET", path)
+            self.api("page GET /deploys/{id}", "GET", f"/deploys/{deploy['id']}")  # the page
             if state["state"] != "watching":
                 return
             elapsed = time.monotonic() - started
@@ -891,6 +899,7 @@ def soak_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
             )
     drivers: list[Driver] = []
     samples: list[dict[str, Any]] = []
+    scraped: list[str] = []
     lags: dict[tuple[str, int], tuple[float, int, float]] = {}
     t0 = time.time()
     try:
@@ -918,6 +927,7 @@ def soak_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
             row: dict[str, Any] = {"t": round(time.time() - t0, 1)}
             row["fds"] = sum(fds(agent.pid) for agent in agents)
             texts = [scrape(agent_port) for agent_port in agent_ports]
+            scraped = texts
             row["overruns"] = sum(metric_sum(t, "postflight_round_overruns_total") for t in texts)
             row["metrics_bytes"] = len(texts[0])
             row["metrics_series"] = sum(1 for x in texts[0].splitlines() if x[:1] not in ("#", ""))
@@ -944,7 +954,9 @@ def soak_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
     (out / "samples.jsonl").write_text("".join(json.dumps(s) + "\n" for s in samples))
     read_lags(store, t0, lags)
     late = lateness(lags)
-    return report(out, store, samples, late, drivers, args, until)
+    r = report(out, store, samples, late, drivers, args, until)
+    r |= store_calls(scraped)
+    return r
 
 
 def rss_mb(pid: int) -> float:
@@ -1062,7 +1074,38 @@ def report(
         ]
     r |= received(out)
     r["verdicts"] = verdicts(drivers)
+    answers = [x for d in drivers for x in d.answers]
+    r["api_ms_p50_p99_max"] = [
+        round(percentile([s * 1e3 for _, _, s in answers], q), 1) for q in (0.5, 0.99, 1.0)
+    ]
+    r["api_slowest"] = [  # when (UTC), what, seconds
+        (time.strftime("%H:%M:%S", time.gmtime(at)), what, round(took, 2))
+        for at, what, took in sorted(answers, key=lambda x: -x[2])[:5]
+    ]
     return r
+
+
+STORE_CALL = re.compile(r'^postflight_store_(\w+)_seconds_bucket\{le="([^"]+)"\} (\S+)$')
+
+
+def store_calls(texts: list[str]) -> dict[str, Any]:
+    """Each kind of store call's count and p99/max bound in seconds (the bucket's upper
+    bound they fall in), every replica's summed, from the last scrape."""
+    buckets: dict[str, dict[float, float]] = collections.defaultdict(dict)
+    for text in texts:
+        for line in text.splitlines():
+            m = STORE_CALL.match(line)
+            if m:
+                bucket = buckets[m[1]]
+                bucket[float(m[2])] = bucket.get(float(m[2]), 0.0) + float(m[3])
+    out: dict[str, Any] = {}
+    for kind, cumulative in buckets.items():
+        bounds = sorted(cumulative)
+        n = cumulative[math.inf]
+        p99 = next((b for b in bounds if cumulative[b] >= 0.99 * n), math.inf) if n else None
+        top = next((b for b in bounds if cumulative[b] >= n), math.inf) if n else None
+        out[f"store_{kind}_calls_n_p99_max_s"] = [int(n), p99, top]
+    return out
 
 
 def received(out: Path) -> dict[str, Any]:
@@ -1104,6 +1147,7 @@ def table(r: dict[str, Any]) -> str:
         ("round lag ms p50/p99/max, later rounds", r["lag_ms_later_rounds_p50_p99_max"]),
         ("round lag ms p50/p99/max, first rounds", r["lag_ms_first_rounds_p50_p99_max"]),
         ("rounds later than the next slot, overruns", [r["late_past_next_slot"], r["overruns"]]),
+        ("API answers ms p50/p99/max", r["api_ms_p50_p99_max"]),
         ("at the targets: slots due, missed", [r["arrival_slots_due"], r["arrival_slots_missed"]]),
         ("RSS MB start/end (watched), per h 2nd half", [r["rss_mb"], r["rss_mb_per_h_2nd_half"]]),
         ("RSS MB per replica (ps) [start, end]", r.get("rss_mb_outside")),

@@ -52,6 +52,19 @@ class Handler(ResponseHandler):
         self.received += len(data)
         super().data_received(data)
 
+    def close(self) -> None:
+        """Closed by its pool (its request done with it): an answer still queued, which no
+        request will read (its own was cut in the turn the answer came), is dropped. Its
+        payload refers back to this protocol: kept, the closed connection, its transport
+        and its context were a cycle for the rare collection (`agent.windows.heap`)."""
+        super().close()
+        self._buffer.clear()
+
+    def abort(self) -> None:
+        """As `close`."""
+        super().abort()
+        self._buffer.clear()
+
 
 class Connector(aiohttp.TCPConnector):
     """aiohttp's connector, whose connections are `Handler`s, each told to the request that

@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from common.units import format_value, threshold_in_units
+from common.units import bounds_in_units, format_value
 
 INPUTS = {
     "url": "POSTFLIGHT_URL",
@@ -105,7 +105,7 @@ def summary_markdown(deploy: Mapping[str, Any], url: str) -> str:
             # `0` and `0.0187` sat beside their `0%` and `1.87%`
             _cell(format_value(metric if isinstance(metric, str) else None, rule.get("observed"))),
             _cell(format_value(metric if isinstance(metric, str) else None, rule.get("baseline"))),
-            _cell(None if threshold is None else threshold_in_units(metric, threshold)),
+            _cell(None if threshold is None else bounds_in_units(metric, threshold)),
             _cell(rule.get("detail")),
         ]
         lines.append("| " + " | ".join(cells) + " |")

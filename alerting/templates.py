@@ -26,7 +26,7 @@ from typing import Any
 from agent.analysis.describe import odds_number
 from alerting.events import EVENTS, Alert, headline, rule_name
 from common.redaction import visible
-from common.units import format_value, threshold_in_units
+from common.units import bounds_in_units, format_value
 from common.words import counted
 
 TITLE_PREFIX = "[postflight] "
@@ -177,7 +177,7 @@ def evidence_text(evidence: Any) -> str:
 
 
 def rule_line(rule: Mapping[str, Any], why: str = "") -> str:
-    """`- `name` (source, metric): observed **31%** vs baseline 0%, threshold max 0.05 — detail`;
+    """`- `name` (source, metric): observed **31%** vs baseline 0%, threshold max 5% — detail`;
     the detail left out when the alert's `why` is that rule's detail already (a breach's:
     on-call read the same sentence twice, one under the other)."""
     metric = rule.get("metric")
@@ -189,7 +189,7 @@ def rule_line(rule: Mapping[str, Any], why: str = "") -> str:
     line += f": observed **{observed}** vs baseline {baseline}"
     threshold = rule.get("threshold")
     if threshold:
-        line += f", threshold {_text(threshold_in_units(metric, threshold))}"
+        line += f", threshold {_text(bounds_in_units(metric, threshold))}"
     outcome = rule.get("outcome")
     evidence_of = rule.get("evidence")
     if outcome == "pass" and isinstance(evidence_of, Mapping) and evidence_of.get("streak"):

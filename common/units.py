@@ -68,24 +68,14 @@ RATE_BOUND = re.compile(r"\b(max|min) (\d+(?:\.\d+)?(?:e-?\d+)?)(?=,|$)")
 configured)."""
 
 
-def threshold_in_units(metric: Any, threshold: Any) -> str:
-    """The rule's bounds as written, a rate's also in % beside the observed and baseline
-    values (`max 0.05 (5%)`): `31% vs baseline 0%, threshold max 0.05` made on-call do the
-    sum. The words as written stay, as the API, the webhook and the config have them.
-    Alerts and the GitHub job summary write them so."""
-    text = str(threshold)
-    if not isinstance(metric, str) or not is_rate(metric):
-        return text
-    return RATE_BOUND.sub(
-        lambda m: f"{m.group(0)} ({format_value(metric, float(m.group(2)))})", text
-    )
-
-
-def rate_bounds_in_percent(metric: str, threshold: Any) -> str:
+def bounds_in_units(metric: Any, threshold: Any) -> str:
     """The judge's bounds with a rate's in % as its values are shown (`max 0.05` → `max
-    5%`); others as written. The deploy page and `postflight status` write them so, beside
-    `observed 31%`: `max 0.05` there made on-call do the sum."""
-    text = str(threshold or "")
-    if not is_rate(metric):
+    5%`); others as written. Alerts, the deploy page, `postflight status` and the GitHub job
+    summary write them so, beside `observed 31%`: `max 0.05` made on-call do the sum, and
+    alerts' `max 0.05 (5%)` beside the page's `max 5%` was two ways of saying one bound.
+    The API's, the webhook's and the config's `threshold` keep the words as written
+    (contract sections 2 and 3)."""
+    text = "" if threshold is None else str(threshold)
+    if not isinstance(metric, str) or not is_rate(metric):
         return text
     return RATE_BOUND.sub(lambda m: f"{m[1]} {format_value(metric, float(m[2]))}", text)

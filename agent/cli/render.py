@@ -21,7 +21,7 @@ from common.breaching import Breach, breaching
 from common.durations import format_duration
 from common.redaction import visible
 from common.times import rfc3339
-from common.units import format_value, rate_bounds_in_percent
+from common.units import bounds_in_units, format_value
 from common.words import counted, dry_run_unsent_note
 
 HEARTBEAT_S = 60.0
@@ -136,9 +136,9 @@ def _shown(rule: RuleResult, pending: bool) -> tuple[str, str]:
 
 
 def _bounds(rule: RuleResult) -> str:
-    """A rule's bounds as the deploy page labels them, a rate's in %: `12.5% (max 0.05)`
-    read beside the page's `max 5%` and the alert's `max 0.05 (5%)`."""
-    return rate_bounds_in_percent(rule.metric, rule.threshold)
+    """A rule's bounds as the deploy page and the alerts label them, a rate's in %:
+    `12.5% (max 0.05)` read beside the page's `max 5%`."""
+    return bounds_in_units(rule.metric, rule.threshold)
 
 
 def _short_words(rule: RuleResult) -> str:

@@ -37,7 +37,7 @@ from alerting.events import (
 )
 from alerting.templates import evidence_text
 from common.breaching import breaching
-from common.units import format_value, rate_bounds_in_percent
+from common.units import bounds_in_units, format_value
 from common.words import dry_run_unsent_note
 
 DECIDED = ("pass", "fail", "inconclusive")
@@ -581,7 +581,7 @@ def rounds_view(
         # the bounds in the unit of the values beside them, as the charts label them: the
         # judge's `max 0.05` beside `observed 50%` and a chart's `max 5%` made on-call do
         # the sum (its words stay in the reason, the API and the webhook)
-        threshold = drawn.bounds or rate_bounds_in_percent(metric, item.get("threshold"))
+        threshold = drawn.bounds or bounds_in_units(metric, item.get("threshold"))
         breach = breaching(outcome, evidence)
         if breach is not None and breach.limit:
             threshold = f"{threshold}, {breach.so_far} past it"

@@ -124,7 +124,7 @@ async def test_a_round_of_thirty_breaches_pages_once_per_channel(
     assert [m["Subject"] for m in smtp_sink.messages] == titles
     first, second, resolve = (n.message for n in json_sink.notifications)
     assert named(first) == names[:30] and "- and 20 more rules: " in first
-    assert "observed **20%** vs baseline 1%, threshold max 0.05 (5%) — errors x20" in first
+    assert "observed **20%** vs baseline 1%, threshold max 5% — errors x20" in first
     assert "`dep_01JDTEST`" in first and "30 rules breached in the same round" in first
     assert named(second) == names[30:] and "more rules" not in second
     assert named(resolve) == names

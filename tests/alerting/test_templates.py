@@ -12,7 +12,7 @@ from agent.windows.alert_once import dump_payload, load_payload
 from alerting.events import NOTIFY_TYPES, Alert, AlertEvent
 from alerting.templates import body, render, title
 from common.redaction import Redactor
-from common.units import format_value, threshold_in_units
+from common.units import bounds_in_units, format_value
 
 if TYPE_CHECKING:
     from alerting.events import RollbackTarget
@@ -85,7 +85,7 @@ def test_rollback_body_names_rules_observed_baseline_threshold_in_human_units() 
     text = body(alert)
     assert title(alert) == "[postflight] production v2.4.1: rollback requested (probe-errors, p95)"
     assert "`probe-errors` (checks, error_rate): observed **31%** vs baseline 0%" in text
-    assert "threshold max 0.05 (5%) — 31 of 100 probes failed" in text
+    assert "threshold max 5% — 31 of 100 probes failed" in text
     assert "`p95` (checks, latency_p95): observed **812ms** vs baseline 210ms" in text
     assert "(details: <https://grafana.example.com/d/abc>)" in text
     assert "**Why:** probe-errors: error_rate 0.31 > max 0.05" in text
@@ -134,7 +134,7 @@ def test_a_rule_breaching_short_of_its_failure_limit_is_not_called_a_pass() -> N
         "evidence": {"policy": "threshold", "streak": 1, "failure_limit": 3},
     }
     text = body(Alert.for_window(window(), "breach", rules=[breaching]))
-    assert "threshold max 0.05 (5%) [breaching] — 31 of 100 probes failed; past" in text
+    assert "threshold max 5% [breaching] — 31 of 100 probes failed; past" in text
     assert "[pass]" not in text
     cleared = breaching | {"evidence": {"policy": "threshold", "streak": 0, "failure_limit": 3}}
     assert "[pass]" in body(Alert.for_window(window(), "resolved", rules=[cleared]))
@@ -323,19 +323,20 @@ def test_a_rollback_given_up_for_a_newer_deploy_says_so_and_not_roll_back_by_han
 @pytest.mark.parametrize(
     ("metric", "written", "shown"),
     [
-        ("error_rate", "max 0.05", "max 0.05 (5%)"),
-        ("crash_free_rate", "min 0.995", "min 0.995 (99.5%)"),
-        ("error_rate", "max 0.1, max_increase 50%", "max 0.1 (10%), max_increase 50%"),
+        ("error_rate", "max 0.05", "max 5%"),
+        ("crash_free_rate", "min 0.995", "min 99.5%"),
+        ("error_rate", "max 0.1, max_increase 50%", "max 10%, max_increase 50%"),
         ("error_rate", "max_increase 10%", "max_increase 10%"),
         ("latency_p95", "max 500ms", "max 500ms"),
         ("throughput", "min 20", "min 20"),
     ],
 )
-def test_a_rates_bound_is_also_shown_in_percent_beside_its_values(
+def test_a_rates_bound_is_shown_in_percent_beside_its_values(
     metric: str, written: str, shown: str
 ) -> None:
-    """Observed and baseline are in %; the bound as written (a fraction) gets its % too."""
-    assert threshold_in_units(metric, written) == shown
+    """Observed and baseline are in %, and so is a rate's bound, as the deploy page and
+    `postflight status` write it: alerts wrote `max 0.05 (5%)` beside their `max 5%`."""
+    assert bounds_in_units(metric, written) == shown
 
 
 def test_a_pass_says_whether_every_rule_was_shown_within_its_bound() -> None:

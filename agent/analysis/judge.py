@@ -31,7 +31,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
-from agent.analysis import sketch
+from agent.analysis import sketch, top_values
 from agent.analysis.describe import format_value, is_rate, quantile_of, threshold_text
 from agent.analysis.observe import NO_SAMPLES
 from agent.analysis.policies import Window, compile_policy
@@ -65,7 +65,7 @@ __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 15
+STATE_VERSION = 16
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
 in the rank and exceedance tests; 4: the two-sample count test's own ladder and bets, 12
 rows of 10; 5: the rank and exceedance tests bet on conformal placements and keep the
@@ -92,7 +92,9 @@ over a baseline that kept its periods ranks its rounds among them (`latency_peri
 a test a 14 lacks, a KeyError at its next round, and a relative count bound's period-rank
 test has an e-detector, whose `sr` holds a row of martingales per strategy where a 14 held a
 flat list, a TypeError at its next round, and its two-sample e-process bets at a smaller
-level), so that a restart never reads a state it cannot."""
+level; 16: a latency rule keeps its window's top values, `top` (`top_values`), for its exact
+percentile: a 15 lacks them, and read as none kept yet would give a wrong one), so that a
+restart never reads a state it cannot."""
 
 
 def judge(
@@ -230,6 +232,10 @@ class Judge:
         elif kind == "distribution":
             if obs.values:
                 sketch.add(st["sketch"], obs.values)
+                top = st.get("top", [])  # absent until the first; None once dropped
+                if top is not None:
+                    n, q = sketch.size(st["sketch"]), quantile_of(rule.metric) or 0.5
+                    st["top"] = top_values.fold(top, obs.values, n, q)
         else:
             st["vsum"] += float(obs.value or 0.0)
         self.rule_policy.step(rule, st, obs, kind, index)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.analysis import sketch
+from agent.analysis import sketch, top_values
 from agent.analysis.describe import format_value, quantile_of, threshold_text, unit_noun
 from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.types import Rule, RuleOutcome, RuleVerdict, WindowDecision
@@ -150,13 +150,19 @@ def no_baseline(rule: Rule, observed: float | None, st: State) -> Judged:
 
 
 def pooled(rule: Rule, st: State, reader: sketch.Reader | None = None) -> float | None:
-    """The window's figure so far: pooled rate, percentile of all samples, or mean value
-    (a percentile read by `reader` when given: the rule's, kept from round to round)."""
+    """The window's figure so far: pooled rate, percentile of all samples, or mean value.
+    A percentile is exact while the state keeps the top values it reads (`top_values`),
+    else the sketch's (read by `reader` when given: the rule's, kept from round to round)."""
     kind = st["kind"]
     if kind == "proportion":
         return st["count"] / st["total"] if st["total"] else None
     if kind == "distribution":
         q = quantile_of(rule.metric) or 0.5
+        top = st.get("top")
+        if top:
+            exact = top_values.quantile(top, sketch.size(st["sketch"]), q)
+            if exact is not None:
+                return exact
         if reader is not None:
             return reader.quantile(st["sketch"], q)
         return sketch.quantile(st["sketch"], q)

@@ -349,9 +349,16 @@ def _quantiles(values: Sequence[float], points: int = 40) -> list[tuple[float, f
 
 
 def distribution_chart(
-    title: str, new: Sequence[float], baseline: Sequence[float], fmt: object
+    title: str,
+    new: Sequence[float],
+    baseline: Sequence[float],
+    fmt: object,
+    judged: Mapping[float, float] | None = None,
 ) -> Chart:
-    """Cumulative distributions of the new release's latencies and the baseline's."""
+    """Cumulative distributions of the new release's latencies and the baseline's.
+    `judged`: the judge's figure of the new release at a share (its rule's percentile), put
+    in place of the chart's own there, so the chart says the figure the page, the alerts
+    and the CLI say."""
     format_value = fmt if callable(fmt) else str
     chart = Chart(
         title=title,
@@ -362,6 +369,8 @@ def distribution_chart(
     )
     left, top, right, bottom = chart.plot
     curves = {"new": _quantiles(new), "baseline": _quantiles(baseline)}
+    said = judged or {}
+    curves["new"] = [(said.get(q, v), q) for v, q in curves["new"]]
     everything = [v for curve in curves.values() for v, _ in curve]
     x = Scale(0.0, (max(everything) if everything else 1.0) * 1.05, left, right)
     y = Scale(0.0, 1.0, bottom, top)

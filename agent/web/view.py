@@ -15,7 +15,6 @@ from typing import Any, get_args
 
 from agent.analysis import sketch
 from agent.analysis.describe import format_percent, is_duration, quantile_of
-from agent.analysis.stats import percentile
 from agent.analysis.types import Rule
 from agent.api.models import shown_state
 from agent.records import (
@@ -100,10 +99,6 @@ class DeployView:
     failing_rules: list[str]
     broken_steps: list[str] = field(default_factory=list)
     """For each failing rule on a smoke check: the step that broke, expected vs got."""
-    figures: dict[str, str] = field(default_factory=dict)
-    """A latency rule's window figure as the judge worded it in its reason → as the page
-    reads it (`Drawn.figure`): the rollback's reason, written from the same verdict, says
-    the page's figure too."""
     rollback_reason: str | None = None
     """Why the rollback was asked for, as its body says (a manual one's, after a pass,
     is nowhere else on the page)."""
@@ -234,11 +229,6 @@ class Drawn:
     charts: list[Chart]
     per_round: dict[int, str]
     bounds: str
-    figure: float | None = None
-    """A latency rule's percentile of every sample of its window, as the judge reads a
-    round's (`stats.percentile`) and the distribution chart draws it, when the stored
-    rounds hold them all: the judge's own figure of the window comes from its sketch, 1%
-    off (`p95 102ms` beside the chart's 101ms)."""
 
 
 def _rule_charts(
@@ -246,7 +236,13 @@ def _rule_charts(
     rule: Rule | None,
     rounds: Sequence[RoundRecord],
     baseline_obs: Mapping[str, Any] | None,
+    current: bool = False,
 ) -> Drawn:
+    """`current`: the verdict's figures are of the last round drawn (the distribution
+    chart then says the judge's figure of the window at the rule's percentile, as the
+    rule's facts, the reason, the alerts and the CLI do: read from the histograms of rounds
+    cut short, the chart's own was 1% off), unless it holds only the window's first
+    `MAX_DISTRIBUTION_SAMPLES`."""
     name = str(item.get("name") or "?")
     metric = str(item.get("metric") or (rule.metric if rule else ""))
 
@@ -261,20 +257,17 @@ def _rule_charts(
     # pooled only for the distribution chart: a rate's or a rule's with no baseline samples
     # read every probe's value of every round to draw nothing
     distribution = is_duration(metric) and bool(base_values)
-    whole = True  # every sample of the window pooled: none past the cap, no round cut short
     for record in rounds:
         obs = (record.summary.get("observations") or {}).get(name) or {}
         observed.append((record.number, _num(obs.get("value"))))
-        if obs.get("value") is not None and (
-            "samples" in obs or len(samples) >= MAX_DISTRIBUTION_SAMPLES
-        ):
-            whole = False
         snap = (record.summary.get("rules") or {}).get(name) or {}
         ratios.append((record.number, _num(snap.get("likelihood_ratio"))))
         if (need := _num(snap.get("likelihood_ratio_needed"))) is not None:
             needs[record.number] = need
         if distribution and len(samples) < MAX_DISTRIBUTION_SAMPLES:
             samples.extend(_drawn_values(obs))
+        elif distribution and obs.get("value") is not None:
+            current = False  # the chart holds the window's first samples, not all of them
     baseline = _num(item.get("baseline"))
     if baseline is None and baseline_obs:
         baseline = _num(baseline_obs.get("value"))
@@ -323,12 +316,14 @@ def _rule_charts(
     if interval is not None and tolerance is not None:
         charts.append(band_chart(f"{name}: effect against the tolerance", interval, tolerance))
     if distribution and samples:
+        q, figure = quantile_of(metric), _num(item.get("observed"))
+        judged = {q: figure} if q is not None and figure is not None and current else {}
         charts.append(
-            distribution_chart(f"{name}: latency, new vs baseline", samples, base_values, fmt)
+            distribution_chart(
+                f"{name}: latency, new vs baseline", samples, base_values, fmt, judged
+            )
         )
-    q = quantile_of(metric)
-    figure = percentile(samples, q) if distribution and whole and samples and q else None
-    return Drawn(charts, per_round, ", ".join(said), figure)
+    return Drawn(charts, per_round, ", ".join(said))
 
 
 def _drawn_values(obs: Mapping[str, Any]) -> list[float]:
@@ -338,13 +333,6 @@ def _drawn_values(obs: Mapping[str, Any]) -> list[float]:
     if isinstance(histogram, Mapping) and histogram:
         return sketch.values(histogram)
     return [v for v in obs.get("values") or () if _num(v) is not None]
-
-
-def _refigured(text: str, figures: Mapping[str, str]) -> str:
-    """`text` with each latency rule's window figure as the page reads it (`Drawn.figure`)."""
-    for said, exact in figures.items():
-        text = text.replace(said, exact)
-    return text
 
 
 def _last_failures(rounds: Sequence[RoundRecord]) -> list[CheckFailure]:
@@ -570,14 +558,15 @@ def rounds_view(
     ]
     baselines = window.baseline or {}
     decided = str(verdict.get("outcome")) in DECIDED
+    of_round = _num(verdict.get("round"))  # absent: a decided verdict, of its last round
+    current = bool(rounds) and (of_round is None or of_round == rounds[-1].number)
     views = []
-    figures: dict[str, str] = {}  # a latency rule's figure in the reason → the page's (`Drawn`)
     for item in items:
         name = str(item.get("name") or "?")
         metric = str(item.get("metric") or "")
         evidence = item.get("evidence")
         outcome = str(item.get("outcome") or unjudged)
-        drawn = _rule_charts(item, configured.get(name), rounds, baselines.get(name))
+        drawn = _rule_charts(item, configured.get(name), rounds, baselines.get(name), current)
         # the bounds in the unit of the values beside them, as the charts label them: the
         # judge's `max 0.05` beside `observed 50%` and a chart's `max 5%` made on-call do
         # the sum (its words stay in the reason, the API and the webhook)
@@ -591,23 +580,16 @@ def rounds_view(
         elif breach is not None:  # the sequential warning's, as `rule breached` was paged
             threshold = f"{threshold}, past it on the evidence: {breach.so_far}"
             outcome = ("short" if outcome == "pass" else outcome) if decided else "breach"
-        detail = str(item.get("detail") or "")
-        observed = item.get("observed")
-        if drawn.figure is not None:
-            said, exact = (f"{metric} {format_value(metric, v)}" for v in (observed, drawn.figure))
-            detail = detail.replace(said, exact)
-            figures[f"{name}: {said}"] = f"{name}: {exact}"
-            observed = drawn.figure
         views.append(
             RuleView(
                 name=name,
                 source=str(item.get("source") or ""),
                 metric=metric,
                 outcome=outcome,
-                observed=format_value(metric, observed),
+                observed=format_value(metric, item.get("observed")),
                 baseline=format_value(metric, item.get("baseline")),
                 threshold=threshold,
-                detail=detail,
+                detail=str(item.get("detail") or ""),
                 evidence=evidence_text(evidence),
                 link=_text(item.get("link")),
                 query=_text(item.get("query")),
@@ -619,7 +601,6 @@ def rounds_view(
     failures = _last_failures(rounds)
     failing = [v.name for v in views if v.outcome == "fail"]
     outcome, reason = verdict_words(window, verdict)
-    reason = _refigured(reason, figures)
     return DeployView(
         window=window,
         state=window.state,
@@ -639,7 +620,6 @@ def rounds_view(
         ends_at=iso(window.ends_at),
         failing_rules=failing,
         broken_steps=_broken_steps(failing, configured, failures),
-        figures=figures,
     )
 
 
@@ -681,9 +661,7 @@ def as_of(
                 ),
             )
         ],
-        rollback_reason=_refigured(said, built.figures)
-        if rollback is not None and (said := rollback.reason) is not None
-        else None,
+        rollback_reason=rollback.reason if rollback is not None else None,
         rollback_target=rollback_target,
         rollback_advice=rollback_advice,
         ended_at=iso(window.ended_at) if not window.active else None,

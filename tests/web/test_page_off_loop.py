@@ -74,9 +74,9 @@ async def test_fetches_of_one_stored_round_read_and_build_its_rounds_once(
     built: list[int] = []
     draw = view_module._rule_charts
 
-    def counted(item: Any, rule: Any, rounds: Any, baseline: Any) -> Any:
+    def counted(item: Any, rule: Any, rounds: Any, baseline: Any, current: bool) -> Any:
         built.append(len(rounds))
-        return draw(item, rule, rounds, baseline)
+        return draw(item, rule, rounds, baseline, current)
 
     rendered: list[str] = []
     render = jinja2.Template.generate
@@ -130,9 +130,9 @@ async def test_the_page_is_built_and_rendered_off_the_loop_thread(
     draw = view_module._rule_charts
     render = jinja2.Template.generate
 
-    def drawn(item: Any, rule: Any, rounds: Any, baseline: Any) -> Any:
+    def drawn(item: Any, rule: Any, rounds: Any, baseline: Any, current: bool) -> Any:
         threads["build"].add(threading.get_ident())
-        return draw(item, rule, rounds, baseline)
+        return draw(item, rule, rounds, baseline, current)
 
     def rendered(self: jinja2.Template, *args: Any, **kwargs: Any) -> Iterator[str]:
         if self.name in ("live.html", "deploy.html"):

@@ -54,4 +54,5 @@ async def test_a_baseline_of_mostly_errors_is_said_to_be_probed_while_the_servic
     assert bool(outage) == warned, said
     if warned:
         assert outage[0].startswith("rule probe-errors: its baseline is 96% errors ("), outage
-        assert "max 0.05 is judged on the release's own probes" in outage[0], outage
+        # the bound in %, as the baseline's share beside it (`max 0.05` beside `96%`)
+        assert "its max 5% is judged on the release's own probes" in outage[0], outage

@@ -34,6 +34,7 @@ from checks.base import Sample
 from checks.registry import build_check
 from common.durations import format_duration
 from common.times import rfc3339
+from common.units import bounds_in_units
 from common.words import counted
 
 ROLLBACK_SETTLE_S = 300.0
@@ -601,7 +602,7 @@ def outage_baseline(
     count, total, units = baseline.count or 0, baseline.total or 0, unit_noun(rule)
     meaning = []
     if rule.max is not None or rule.min is not None:
-        absolute = threshold_text(replace(rule, max_increase=None))
+        absolute = bounds_in_units(rule.metric, threshold_text(replace(rule, max_increase=None)))
         meaning.append(f"its {absolute} is judged on the release's own {units}, not on these")
     if rule.max_increase is not None:
         meaning.append("a max_increase over it allows nearly any error rate")

@@ -94,6 +94,7 @@ from common.breaching import in_a_streak, passed_in_a_streak, warned
 from common.redaction import Redactor, without_credentials
 from common.times import rfc3339
 from common.tracebacks import drop_cancellation
+from common.units import bounds_in_units
 from common.words import counted
 
 log = logging.getLogger("postflight.window")
@@ -1616,8 +1617,9 @@ def _group_reason(event: AlertEvent, rules: list[RuleVerdict]) -> str:
         if len(rules) == 1:
             return f"{rules[0].name}: {rules[0].detail}"
         return f"{len(rules)} rules breached in the same round"
-    if len(rules) == 1:
-        return f"{rules[0].name} is back within {rules[0].threshold}"
+    if len(rules) == 1:  # a rate's bound in %, as the body's `threshold max 5%` beside it
+        rule = rules[0]
+        return f"{rule.name} is back within {bounds_in_units(rule.metric, rule.threshold)}"
     return f"{len(rules)} rules are back within their bounds"
 
 

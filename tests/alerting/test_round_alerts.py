@@ -196,6 +196,17 @@ async def test_a_threshold_streak_still_breaching_sends_no_resolve(
     ]
 
 
+async def test_a_rates_resolve_says_its_bound_in_percent(
+    tmp_path: Path, json_sink: JsonSink, metrics: Metrics
+) -> None:
+    """The resolve's why said `errors is back within max 0.05` beside the body's `observed
+    0%`, `threshold max 5%`: a rate's bound is in % in an alert's words too."""
+    await titles_after([streak_verdict(1), streak_verdict(0)], tmp_path, json_sink, metrics)
+    (resolve,) = [n for n in json_sink.notifications if n.title.endswith("errors resolved")]
+    assert "errors is back within max 5%" in resolve.message, resolve.message
+    assert "0.05" not in resolve.message, resolve.message
+
+
 def sequential_verdict(state: str) -> Verdict:
     """One sequential `latency_p95` rule: `breaching` (past its bound short of failing, the
     warning's read-out), `held` (not judged: the agent overloaded, its warning dropped as

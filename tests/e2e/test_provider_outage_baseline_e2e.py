@@ -47,7 +47,7 @@ OUTAGE = SentryStats(
 SAID = (
     "rule sentry-errors: its baseline is 50% errors (2,010 of 4,000 sentry events in the"
     " lookback, {period}, failed): the previous release measured while the service was"
-    " down, or before it was up? its max 0.05 is judged on the release's own events, not on"
+    " down, or before it was up? its max 5% is judged on the release's own events, not on"
     " these"
 )
 

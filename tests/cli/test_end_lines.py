@@ -4,7 +4,6 @@ said alike by `check` and the API: each through the real CLI, against a real dae
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
 from collections.abc import Iterator
@@ -57,33 +56,23 @@ def last_line(text: str) -> str:
 @ONE_AGENT
 async def test_status_and_rollback_errors_say_their_exit_code(agent_url: str) -> None:
     agent = ("--url", agent_url, "--token", TOKEN)
-    # at once: none changes what another reads (six Python starts one after another took
-    # 15 s of the worker at load 28, the agent's start among them)
-    nope, bogus, limit, rollback, wrong, shown = await asyncio.gather(
-        awaited_cli("status", "dep_nope", *agent),
-        awaited_cli("status", "--bogus", *agent),
-        awaited_cli("status", "--limit", "0", *agent),
-        awaited_cli("rollback", "dep_nope", "--reason", "bad", *agent),
-        awaited_cli("status", "--url", agent_url, "--token", "tok-wrong-0123456789"),
-        awaited_cli("status", *agent),
-    )
-    code, out = nope
+    code, out = await awaited_cli("status", "dep_nope", *agent)
     assert (code, last_line(out)) == (2, "postflight status: error: no deploy dep_nope (exit 2)")
-    code, out = bogus
+    code, out = await awaited_cli("status", "--bogus", *agent)
     said = "postflight status: error: unrecognized arguments: --bogus (exit 2)"
     assert (code, last_line(out)) == (2, said), out
-    code, out = limit
+    code, out = await awaited_cli("status", "--limit", "0", *agent)
     said = "postflight status: error: --limit must be between 1 and 200 (exit 2)"
     assert (code, last_line(out)) == (2, said), out
-    code, out = rollback
+    code, out = await awaited_cli("rollback", "dep_nope", "--reason", "bad", *agent)
     assert code == 2, out
     assert last_line(out).startswith("postflight rollback: error: "), out
     assert last_line(out).endswith(" (exit 2)"), out
-    code, out = wrong
+    code, out = await awaited_cli("status", "--url", agent_url, "--token", "tok-wrong-0123456789")
     assert code == 2, out  # auth: 2, as the contract gives it
     assert last_line(out).startswith("postflight status: error: "), out
     assert last_line(out).endswith(" (exit 2)"), out
-    code, out = shown  # and a shown list ends 0
+    code, out = await awaited_cli("status", *agent)  # and a shown list ends 0
     assert code == 0, out
 
 
@@ -132,19 +121,14 @@ async def test_check_ends_with_its_exit_code_and_names_environments_as_the_api_d
         "      - {name: second, type: http, path: /broken}\n"
         "  production: {base_url: 'http://127.0.0.1:9'}\n"
     )
-    agent = ("--url", agent_url, "--token", TOKEN)
-    staging, moon, registered = await asyncio.gather(  # at once, as above
-        awaited_cli("check", "--config", str(config), "--env", "staging"),
-        awaited_cli("check", "--config", str(config), "--env", "moon"),
-        awaited_cli("register", "--env", "moon", "--version", "v1", *agent),
-    )
-    code, out = staging
+    code, out = await awaited_cli("check", "--config", str(config), "--env", "staging")
     assert (code, last_line(out)) == (1, "1 passed, 1 failed (exit 1)"), out
-    code, out = moon
+    code, out = await awaited_cli("check", "--config", str(config), "--env", "moon")
     said = "unknown environment 'moon'; configured: production, staging"
     assert (code, out) == (2, f"postflight check: error: {said} (exit 2)\n"), out
     # the API says the same words of an environment it does not have
-    code, out = registered
+    agent = ("--url", agent_url, "--token", TOKEN)
+    code, out = await awaited_cli("register", "--env", "moon", "--version", "v1", *agent)
     assert code == 2, out
     assert "unknown environment 'moon'; configured: production (HTTP 404) (exit 2)" in out, out
 

@@ -50,8 +50,8 @@ t - k + 1", c = g (t - k + 1) / (N + t)), on the same p-values: valid as they ar
 each martingale bets only from its start, and the good rounds before an onset are in the
 reference set, exchangeable with the periods under the null. Three rounds after 10 good
 ones above all 60 periods gain C(73, 3) = 62,196. The e-detector is their sum
-(`agent.analysis.stats.sr_window`, `DETECTOR_ROUNDS` of them kept), held to
-rounds / its level as the Shiryaev-Roberts statistic is.
+(`agent.analysis.stats.sr_window`, `DETECTOR_ROUNDS` of them kept), mixed by
+`DETECTOR_WEIGHTS`, held to rounds / its level as the Shiryaev-Roberts statistic is.
 
 Randomness. The draws (subsampling, thinning, theta) come from generators seeded by a hash
 of the baseline's counts, the point's index and its own counts: a verdict is a function of
@@ -79,6 +79,15 @@ STRATEGIES: tuple[tuple[float, float], ...] = ((1.0, 0.99), (1.0, 0.9), (2.0, 0.
 below 1 keeps the wealth finite (a JSON number) when a round misses."""
 WEIGHTS: tuple[float, ...] = (0.6, 0.25, 0.15)
 """The strategies' prior weights: most on the bet that gains the most in two rounds."""
+DETECTOR_WEIGHTS: tuple[float, ...] = (0.75, 0.2, 0.05)
+"""The e-detector's prior weights on the same strategies (any fixed mixture of test
+martingales is one). Its martingales must catch an onset in three rounds, where the
+g = 2 bet, which halves every factor, gains an eighth of the top-rank bet's (7,556 against
+60,399 in three rounds after 10 good ones among 60 periods): at `WEIGHTS` the mixture was
+48,813, short of the decision benchmark's 30 / (0.2 a) = 50,554 (a = 0.00297, the
+two-sample e-process's level from the deploy), so errors x5 from minute 5 took four 30 s
+rounds (a median of 120 s at 10 and 100 req/s); here it is 54,829, and 131 and 195 of
+200 windows are caught in three (out of sample; 41 and 60 before)."""
 
 MIN_PERIODS = 10
 """Fewer periods rank nothing worth a share of the budget (a top rank among 9 is worth 10)."""

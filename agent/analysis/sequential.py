@@ -245,12 +245,12 @@ e-processes' levels, 0.0032 together)."""
 PERIOD_RANKS_DETECTOR_SHARE = 0.2
 """A relative count bound's share of its two-sample e-process from the deploy given to the
 e-detector of its period-rank test (`period_ranks.DETECTOR_ROUNDS`), when the window's
-length is known: errors x5 from minute 5 at 10 req/s are then caught in three or four 30 s
-rounds (the decision benchmark's median 120 s at 10 and 100 req/s, against 60 s from the
-deploy: 2.0x; 240 s and 210 s without it, by the two-sample test's e-detector), where
-three rounds above the 60 periods and the 10 good rounds before them give at most
-C(73, 3) = 62,196 times a strategy's weight against
-the detector's 30 / (0.2 a) = 46,500 (a = 0.0032). Taken from the two-sample e-process,
+length is known: errors x5 from minute 5 at 10 req/s are then caught in three 30 s rounds
+(the decision benchmark's median 90 s at 10 and 100 req/s, against 60 s from the deploy:
+1.5x; 240 s and 210 s without it, by the two-sample test's e-detector), where three rounds
+above the 60 periods and the 10 good rounds before them give the detector's mixture
+(`period_ranks.DETECTOR_WEIGHTS`) 54,829 against its 30 / (0.2 a) = 50,554 (a = 0.00297;
+at the test's own weights 48,813: four rounds, 120 s). Taken from the two-sample e-process,
 whose threshold rises by log(0.45 / 0.65) = 0.37 nats (errors x2 at 10 req/s: the same
 windows found, a median of 570 s against 510 s), not from its e-detector, which finds
 errors x5 from minute 5 at 1 req/s (rounds of a few errors, ranks there tie)."""
@@ -264,6 +264,11 @@ stats.register_bets(
     "period_ranks",
     np.array([g for g, _ in period_ranks.STRATEGIES]),
     np.array(period_ranks.WEIGHTS),
+)
+stats.register_bets(
+    "period_ranks_detector",
+    np.array([g for g, _ in period_ranks.STRATEGIES]),
+    np.array(period_ranks.DETECTOR_WEIGHTS),
 )
 
 CORRELATION_SHARE = 0.2
@@ -515,6 +520,9 @@ AGED_DETECTORS: dict[Test, int] = {"periods": period_ranks.DETECTOR_ROUNDS}
 """Tests whose e-detector's martingales bet by their age, so each keeps its own wealth
 (`SequentialRule._bet_aged`, `stats.sr_window`), and how many each keeps: a rank test's
 bet on a round is "within the top `age`" of the points ranked so far."""
+AGED_DETECTOR_BETS: dict[Test, str] = {"periods": "period_ranks_detector"}
+"""Tests whose e-detector mixes its bets by weights of its own, not the test's from the
+deploy (`period_ranks.DETECTOR_WEIGHTS`)."""
 
 
 class Breaching(NamedTuple):
@@ -1543,7 +1551,7 @@ class SequentialRule:
         a test in `AGED_DETECTORS`."""
         st["w"] = [w + f for w, f in zip(st["w"], log_f, strict=True)]
         st["sr"] = stats.sr_window(st["sr"], aged)
-        log_d = stats.log_mix_windows(st["sr"], comp.bets)
+        log_d = stats.log_mix_windows(st["sr"], AGED_DETECTOR_BETS.get(comp.test, comp.bets))
         _record(st, comp, stats.log_mix(st["w"], comp.bets), log_d, index, eligible, self)
 
     def _bet_latency_ranks(

@@ -139,12 +139,15 @@ def test_merge_keeps_each_periods_counts_and_the_store_reads_them_back() -> None
     assert observation_from_dict(stored) == pooled
 
 
-def judged_until_failed(base: list[tuple[int, int]], rounds: list[tuple[int, int]]) -> int | None:
+def judged_until_failed(
+    base: list[tuple[int, int]], rounds: list[tuple[int, int]], others: tuple[Rule, ...] = ()
+) -> int | None:
     """The round at which a judge of the error rule (30 rounds, the baseline's periods
     `base`) fails `rounds` (None: never), each round's state stored as JSON and resumed
-    to the same state; its period-rank test ran."""
+    to the same state; its period-rank test ran. `others`: rules judged beside it without
+    a baseline or data, each taking its share of the budget."""
     periods = [Observation(c / n, count=c, total=n, seconds=30.0) for c, n in base]
-    judge = Judge((RULE,), {"errors": merge(periods)}, Policy("sequential"), horizon=30)
+    judge = Judge((RULE, *others), {"errors": merge(periods)}, Policy("sequential"), horizon=30)
     state = judge.start()
     for k, (c, n) in enumerate(rounds):
         obs = Observation(c / n, count=c, total=n, seconds=30.0)

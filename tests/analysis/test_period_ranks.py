@@ -51,7 +51,7 @@ def peak(ranks: PeriodRanks, rounds: list[tuple[int, int]], *, detector: bool = 
         t = period_ranks.seen_rounds(seen)
         if detector:
             sr = stats.sr_window(sr, ranks.detector_log_factors(p, t))
-            best = max(best, stats.log_mix_windows(sr, "period_ranks"))
+            best = max(best, stats.log_mix_windows(sr, "period_ranks_detector"))
             continue
         wealth = [w + f for w, f in zip(wealth, ranks.log_factors(p, t), strict=True)]
         best = max(best, stats.log_mix(wealth, "period_ranks"))

@@ -110,13 +110,16 @@ def test_a_calm_baseline_of_many_periods_still_catches_a_doubling() -> None:
 
 def test_a_baseline_that_shows_its_bursts_is_measured_not_feared() -> None:
     """Bursts the baseline saw are measured: a deploy failing 15% of requests in every round
-    (x5) against it is caught."""
+    (x5) against it is caught: 18 of 20 (held to 19 before) since the spread's uncertainty is read
+    from the periods that hold errors (about 18 of these 60, `measured_periods`), not from
+    all 60: the price of a ladder that keeps its level when a short baseline missed its
+    bursts (`test_round_burst_ladder.py`)."""
     rng = np.random.default_rng(9)
     caught = sum(
         _fails(rng, periods=60, size=100, burst=0.3, rate=0.03, factor=5.0, deploy_burst=1.0)
         for _ in range(20)
     )
-    assert caught >= 19
+    assert caught >= 18
 
 
 def test_a_relative_bound_that_cannot_fail_is_said_at_registration() -> None:

@@ -234,7 +234,8 @@ e-detector, tail or look at the window's end) given to ranking its rounds among 
 baseline's periods (`agent.analysis.period_ranks`), when the baseline kept them: two rounds
 of errors x5 above every one of 60 periods give 0.6 x 60.4 x 30.7 = 1,112, past the 1 /
 (0.35 a) = 886 of the decision benchmark's error rule (a = 0.0032); the ladder's threshold
-rises by log(1 / 0.65) = 0.43 nats."""
+rises by log(1 / 0.65) = 0.43 nats. Given back when the window's first round is less than
+half the smallest period (`SequentialRule._unranked`: no round would be ranked)."""
 LATENCY_PERIOD_RANKS_SHARE = 0.35
 """A relative latency bound's share of its rank and exceedance tests' e-processes from the
 deploy (not of their e-detectors or looks at the window's end) given to ranking its rounds'
@@ -1327,6 +1328,8 @@ class SequentialRule:
         if size <= 0:
             return
         state["samples"] += size
+        if self._period_ranks is not None and state["samples"] == size:
+            self._unranked(state, obs)
         eligible = state["samples"] >= max(1, self.rule.min_samples)
         ranks = self._conformal_ranks(state, obs) if self._conformal_scale else None
         for comp in self.components:
@@ -1379,6 +1382,28 @@ class SequentialRule:
             if x is not None:
                 _fold_pass(state["passes"][test.key], x, size)
                 self._intersect(test, state["passes"][test.key])
+
+    def _unranked(self, state: dict[str, Any], obs: Observation) -> None:
+        """At the window's first round with data: a period-rank test beside a two-sample
+        test whose rounds are less than half the smallest period (1 s rounds against 30 s
+        periods, 30 s rounds against a provider's minute buckets) could never score one, so
+        it is switched off and its levels (from the deploy and its e-detector's) go back to
+        the two-sample e-process from the deploy, as a credit of log((a + given) / a) on its
+        wealth: its e-value times that crosses 1 / a when its own crosses 1 / (a + given).
+        Valid as the split is: the choice reads the round's requests alone, which the
+        null's bets take as given (each bet's stake is sized by them), so given the traffic
+        each test keeps its level and the levels add up to the share they split."""
+        ranks = self._period_ranks
+        if ranks is None or 2 * float(obs.total or 0) >= ranks.size:
+            return
+        ranked = next((c for c in self.components if c.test == "periods"), None)
+        ladder = next((c for c in self.components if c.ladder and not c.flip), None)
+        if ranked is None or ladder is None:
+            return  # the ranks test alone (`_lone_period_ranks`): nothing to give it to
+        state["tests"][ranked.key]["off"] = True
+        credit = math.log((ladder.alpha + ranked.alpha + ranked.alpha_detector) / ladder.alpha)
+        st = state["tests"][ladder.key]
+        st["w"] = [[w + credit for w in row] for row in st["w"]]
 
     def _size(self, obs: Observation) -> float:
         if self.kind == "proportion":
@@ -1547,6 +1572,8 @@ class SequentialRule:
         (`agent.analysis.period_ranks`); a round smaller than the periods is not ranked."""
         ranks = self._period_ranks
         assert ranks is not None
+        if st.get("off"):
+            return  # its rounds are too small to score (`_unranked`)
         score = ranks.score(index, int(obs.count or 0), int(obs.total or 0))
         if score is None:
             return

@@ -48,6 +48,21 @@ class Handler(ResponseHandler):
 
     received = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        hop = HOP.get()
+        if hop is not None:  # made for this request's connect (`Written.over` looks again)
+            hop.made(self)
+
+    def connect_cut(self) -> None:
+        """Its request is over: if uvloop closed its transport without a word (its
+        `create_connection` was cancelled just after it connected: aiohttp never had it,
+        and `connection_lost` never comes), drop the transport, which refers back to this
+        protocol: kept, they were a cycle for the rare collection (`agent.windows.heap`)."""
+        transport = self.transport
+        if transport is not None and (transport.is_closing() or _socket_gone(transport)):
+            self.transport = None
+
     def data_received(self, data: bytes) -> None:
         self.received += len(data)
         super().data_received(data)
@@ -106,6 +121,15 @@ def written_out(transport: asyncio.BaseTransport) -> bool:
 def _buffered(transport: object) -> int | None:
     size = getattr(transport, "get_write_buffer_size", None)
     return size() if callable(size) else None
+
+
+def _socket_gone(transport: asyncio.BaseTransport) -> bool:
+    """Its socket closed (uvloop's cut connect: the transport does not say it is closing)."""
+    sock = transport.get_extra_info("socket")
+    try:
+        return sock is None or sock.fileno() < 0
+    except (AttributeError, OSError, ValueError):
+        return True
 
 
 def unread(transport: asyncio.BaseTransport) -> int | None:

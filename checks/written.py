@@ -34,7 +34,17 @@ class Written:
     as the hop's request began to go out, and when that request was all in the kernel's
     hands (after its last write, as the loop next came round: never before it)."""
 
-    __slots__ = ("_at", "_before", "_handler", "_lag", "_mark", "_seen", "_sent_at", "silent_s")
+    __slots__ = (
+        "_at",
+        "_before",
+        "_handler",
+        "_lag",
+        "_made",
+        "_mark",
+        "_seen",
+        "_sent_at",
+        "silent_s",
+    )
 
     def __init__(self, before: float = 0.0) -> None:
         """Started now; `before`: what earlier hops were held (the lean client's first)."""
@@ -42,6 +52,8 @@ class Written:
         self._before = before
         self._mark = self._at = self._lag.beating()  # None: no heartbeat, nothing measured
         self._handler: Handler | None = None
+        self._made: list[Handler] = []
+        """The connections made for this request's connects (`Handler.connect_cut`)."""
         self._seen: int | None = None  # the handler's bytes as the hop's first write began
         self._sent_at = 0.0  # `time.monotonic()` once all written; 0.0: not (yet) known
         self.silent_s: float | None = None
@@ -63,10 +75,18 @@ class Written:
             self._sent_at = 0.0
             asyncio.get_running_loop().call_soon(self._out, handler)
 
+    def made(self, handler: Handler) -> None:
+        """A connection made for this request's connect (`checks.silence.Handler`)."""
+        self._made.append(handler)
+
     def over(self) -> None:
         """The request ended: its connection is no longer this one's to hold (a cancelled
-        probe's traceback holds this, and a protocol holds what ended it: a cycle)."""
+        probe's traceback holds this, and a protocol holds what ended it: a cycle), and a
+        connect of its that was cut leaves no cycle either (`Handler.connect_cut`)."""
         self._handler = None
+        made, self._made = self._made, []
+        for handler in made:
+            handler.connect_cut()
 
     def _out(self, handler: Handler) -> None:
         """After a write: when its bytes are all with the kernel, the request is."""

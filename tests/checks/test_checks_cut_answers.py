@@ -25,6 +25,7 @@ from checks.exchange import exchange
 from checks.load import LoadPool
 from checks.request import Request
 from checks.silence import Handler
+from tests.checks.test_checks_sessions import serve
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -96,13 +97,8 @@ async def _cut_connects() -> int:
     async def answer(request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
-    app = web.Application()
-    app.router.add_get("/", answer)
-    server = web.AppRunner(app)
-    await server.setup()
-    site = web.TCPSite(server, "127.0.0.1", 0)
-    await site.start()
-    url = URL(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/")  # type: ignore[union-attr]
+    server, address = await serve(answer)
+    url = URL(address)
     pool = LoadPool()
     waits = (0.0, 0.0005, 0.001, 0.002, 0.003)
     gc.collect()

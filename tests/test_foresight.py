@@ -124,10 +124,10 @@ async def test_a_rule_over_every_check_is_sized_at_a_rounds_traffic(store: Sqlit
     [
         (None, [], 0.0, ""),
         (300.0, [], 0.0, ""),
-        (180.0, ["rule probe-errors"], 0.0, "error_rate 0.0973 or more"),
+        (180.0, ["rule probe-errors"], 0.0, "error_rate 9.73% or more"),
         # registered 12 minutes into its 15: the 3 minutes that run (`next_slot`), as above;
         # it was told the whole window's 30 rounds, and no warning
-        (None, ["rule probe-errors"], 720.0, "error_rate 0.0973 or more"),
+        (None, ["rule probe-errors"], 720.0, "error_rate 9.73% or more"),
     ],
 )
 async def test_the_example_configurations_checks_rules_see_their_bounds(
@@ -239,7 +239,7 @@ async def test_registration_and_the_windows_progress_say_the_same_can_detect(
         await store.add_probe_summary("production", "api-health", at, summary, prints["api-health"])
     ends = now + env.window
     (said,) = await registration_warnings(store, env, "production", now, ends)
-    registered = re.search(r"\(([\d.]+) samples a round\): (error_rate [\d.]+ or more)", said)
+    registered = re.search(r"\(([\d.]+) samples a round\): (error_rate [\d.]+% or more)", said)
     assert registered is not None, said
 
     # the window as the daemon opens it: the same background runs pooled as its baseline,
@@ -404,5 +404,5 @@ async def test_an_absolute_bound_too_tight_is_not_said_to_see_more_as_runs_come(
     assert said == [
         "rule probe-errors: its max bound is tighter than the smallest change it can detect"
         " by the window's end at the baseline's traffic (40 samples a round): error_rate"
-        " 0.116 or more"
+        " 11.6% or more"
     ], said

@@ -48,7 +48,7 @@ async def background_runs(store: SqliteStore, fingerprint: str, probes: int, eve
         await store.add_probe_summary("production", "api-health", at, summary, fingerprint)
 
 
-@pytest.mark.parametrize(("probes", "said"), [(40, "0.0803"), (20, "0.0947"), (10, "0.117")])
+@pytest.mark.parametrize(("probes", "said"), [(40, "8.03%"), (20, "9.47%"), (10, "11.7%")])
 async def test_issue_10s_new_user_is_told_what_probe_errors_can_catch(
     store: SqliteStore, probes: int, said: str
 ) -> None:
@@ -103,5 +103,5 @@ async def test_fifteen_clean_runs_of_20_bound_a_relative_error_rule_like_15_requ
     warnings = await registration_warnings(store, env, "production", NOW, NOW + env.window)
     errors = [w for w in warnings if w.startswith("rule probe-errors:")]
     assert len(errors) == 1 and "max_increase bound is tighter" in errors[0], warnings
-    assert ": error_rate 0.824 or more; and it cannot pass on evidence" in errors[0], errors
+    assert ": error_rate 82.4% or more; and it cannot pass on evidence" in errors[0], errors
     assert "; the lookback holds 15 of the 120" in errors[0], errors

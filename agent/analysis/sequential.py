@@ -70,6 +70,7 @@ from agent.analysis.latency_period_ranks import LatencyPeriodRanks
 from agent.analysis.period_ranks import PeriodRanks
 from agent.analysis.stats import FloatArray
 from agent.analysis.types import Observation, Rule
+from common import units
 
 Kind = Literal["proportion", "distribution", "value"]
 """How a rule's evidence is read: counts, raw samples, or bare values."""
@@ -784,6 +785,16 @@ class SequentialRule:
 
     def _fmt(self, value: float) -> str:
         return format_value(self.rule.metric, value)
+
+    def _share(self, value: float) -> str:
+        """A share the rule can detect, in % for a rate as free text shows its values and
+        bound (`error_rate 9.18% or more` beside `max 5%`; it said `0.0918`), to the three
+        significant digits it had."""
+        return (
+            units.format_value(self.rule.metric, float(f"{value:.3g}"))
+            if units.is_rate(self.rule.metric)
+            else f"{value:.3g}"
+        )
 
     def _level_is_a_share(self) -> bool:
         """Whether a test's level is a share (at 1 or more nothing is past it), as for a
@@ -2140,7 +2151,9 @@ class SequentialRule:
         share = -math.expm1(math.log1p(-FOUR_IN_FIVE) / max(samples, 1.0))
         value = 1.0 - share if comp.flip else share
         side = "or less" if comp.flip else "or more"
-        return Detectable(comp.bound, value, math.inf, f"{self.rule.metric} {value:.3g} {side}")
+        return Detectable(
+            comp.bound, value, math.inf, f"{self.rule.metric} {self._share(value)} {side}"
+        )
 
     def _detectable_look(
         self, comp: Component, per_round: float, rounds: int, within: float = math.inf
@@ -2519,7 +2532,7 @@ class SequentialRule:
             else:
                 effect = ratio - 1
             side = "or less" if comp.flip else "or more"
-            return Detectable(comp.bound, value, effect, f"{metric} {value:.3g} {side}")
+            return Detectable(comp.bound, value, effect, f"{metric} {self._share(value)} {side}")
         sv = base.sorted_values if base is not None else _EMPTY
         if sv.size and share < 1.0:
             at = float(np.quantile(sv, share if comp.flip else 1.0 - share))

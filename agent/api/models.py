@@ -519,7 +519,7 @@ class Deploy(_Out):
             [
                 "rule errors: its max_increase bound is tighter than the smallest change it"
                 " can detect by the window's end at the baseline's traffic (3 samples a"
-                " round): error_rate 0.0412 or more"
+                " round): error_rate 4.12% or more"
             ]
         ],
     )

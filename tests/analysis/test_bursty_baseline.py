@@ -130,7 +130,7 @@ def test_a_relative_bound_that_cannot_fail_is_said_at_registration() -> None:
     judge = Judge([RULE], {"errors": base}, Policy("sequential"), horizon=10)
     (said,) = judge.blind_spots({"errors": 20.0})
     assert "max_increase bound is tighter" in said, said
-    assert said.partition("; and")[0].endswith("error_rate 0.824 or more"), said  # README
+    assert said.partition("; and")[0].endswith("error_rate 82.4% or more"), said  # README
     # three clean runs: no count at all could fail the bound
     three = merge([Observation(value=0.0, count=0, total=20) for _ in range(3)])
     (said,) = Judge([RULE], {"errors": three}, Policy("sequential"), horizon=10).blind_spots(

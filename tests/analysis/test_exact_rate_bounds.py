@@ -110,7 +110,7 @@ def test_it_can_detect_a_rate_caught_four_times_in_five_and_is_not_warned_blind(
     found = rule.detectable(state, 5)
     assert found is not None
     assert found.value == pytest.approx(1 - 0.2 ** (1 / 300))
-    assert found.text == "error_rate 0.00535 or more", found
+    assert found.text == "error_rate 0.535% or more", found
     base = {"errors": Observation(0.0, count=0, total=200, periods=20)}
     verdict = judge([ERRORS], base, _counts([0] * 5), SEQUENTIAL, final=False, horizon=30)
     can = verdict.rules[0].evidence["detectable"]

@@ -141,7 +141,7 @@ def test_what_an_absolute_bound_can_detect_over_an_outage_baseline_is_its_own_ro
     'a release just like its baseline (error_rate 0.5)'."""
     calm_spots, calm_can = _words(_baseline([0, 0, 1, 0, 0, 0]))
     spots, can = _words(_baseline(OUTAGE))
-    assert can == calm_can == "can detect error_rate 0.106 or more by the window's end", can
+    assert can == calm_can == "can detect error_rate 10.6% or more by the window's end", can
     # what it can see (its first clause): the same; whether it can pass is its own reach
     assert [s.partition("; and")[0] for s in spots] == [
         s.partition("; and")[0] for s in calm_spots

@@ -11,7 +11,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 
-from agent.analysis import Observation, Rule, exceedance_bets, sequential, stats
+from agent.analysis import Observation, Rule, exceedance_bets, rank_bets, sequential, stats
 from agent.analysis.describe import change_floor
 from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.sketch import GAMMA
@@ -64,6 +64,7 @@ def test_the_tests_shares_and_bets_the_section_names_are_the_codes() -> None:
     assert (
         exceedance_bets.TILTED_ROUND_CAP == 1.5 and "each gaining at most 1.5 nats a round" in said
     )
+    assert rank_bets.EPISODE_ROUNDS + 0.5 == 3.5 and "their threshold over 3.5 a round" in said
     assert sequential.RANK_DETECTOR_SHARE == 0.3 and "gives it 0.3" in said
     assert sequential.ONSET_RATIO == 1.45 and "at most 1.45 times the evidence" in said
     assert stats.DETECTOR_BETS == 3 and "mixes only the three largest bets" in said

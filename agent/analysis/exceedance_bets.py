@@ -33,6 +33,9 @@ would be a fortune of evidence. So each tilted bet gains at most `TILTED_ROUND_C
 round (min(f, G) has mean at most f's: still an e-value where the model holds): failing on
 them takes several rounds past the quantile, as a regression gives every round and a rare
 heavy round does not. The linear bets keep their part of the mixture (`TILTED_WEIGHT`).
+Episodes that span rounds correlate the rounds themselves, which no bet here is valid
+under: every bet of the test, linear ones included, gains at most
+`rank_bets.episode_cap` a round (`agent.analysis.sequential` applies it).
 
 Measured (`tests/analysis/test_exceedance_dependence.py` and the same simulation at other
 sizes; a `latency_p95` bound of +10%, 60 baseline periods, 30 rounds; linear bets alone ->

@@ -29,7 +29,8 @@ smoothed rank over theta, so by Jensen its factor is at most theirs), and under 
 dependence as far as the periods measured it (Howard, Ramdas, McAuliffe & Sekhon,
 "Time-uniform, nonparametric, nonasymptotic confidence sequences", AoS 2021, sub-Gaussian
 supermartingales; Waudby-Smith & Ramdas, JRSS-B 2023, for bounded variables), each round's
-gain capped (`SUB_GAUSSIAN_ROUND_CAP`: rare heavy rounds the periods missed). Both kinds are
+gain capped (`SUB_GAUSSIAN_ROUND_CAP`: rare heavy rounds the periods missed; `episode_cap`,
+every bet's: slow episodes that span rounds, which correlate the rounds). Both kinds are
 mixed, each bet's wealth kept apart (`RANK_LINEAR_WEIGHT`): a mixture of e-processes is one.
 A baseline without periods (one run, a provider's single figure) measures nothing: its
 sub-Gaussian bets are its linear ones, so the mixture is today's.
@@ -79,6 +80,50 @@ rounds slowed whole (log-sd 0.3) 2 of 200 at each. Latency x2 and x1.5 at 10 and
 session 46's live case (`tests/analysis/test_rank_dependence.py`) early in 20 of 40 windows
 uncapped, 10 at 2, 19 at 2.5. 2.5 buys those rounds and keeps (b) within half its share; at 3,
 two heavy rounds nearly suffice."""
+
+
+EPISODE_ROUNDS = 3
+"""The longest slow episode (consecutive rounds slowed as a whole: a slow host, a cold cache
+for a minute or two) that alone must not fail a good release, whatever the baseline's
+periods showed (`episode_cap`)."""
+
+
+def episode_cap(threshold: float) -> float:
+    """The most nats any bet of a conformal rank or exceedance test gains in one round, its
+    linear ones included: `threshold` (the test's log threshold from the deploy) over
+    `EPISODE_ROUNDS` + 1/2.
+
+    Why. Every bet here is an e-value round by round given the rounds before; an episode
+    that spans rounds correlates them, which nothing measured charges (the periods'
+    correlation is within a period, and the 60 periods of a baseline often show no
+    episode at all: 0.985^60, 40% at 1.5 in 100). Then the rounds after a slow one are
+    slow too, and three slow rounds gave the per-round caps (`SUB_GAUSSIAN_ROUND_CAP`,
+    `exceedance_bets.TILTED_ROUND_CAP`) and the linear bets (the exceedance test's count
+    bets gained 2.4 nats a round x3) the threshold: at the bound x1.1, alpha 0.1, rounds of
+    300 against 60 periods of 40, episodes x3 of three rounds starting with chance 1.5% a
+    round failed the rank test in 24 of 300 windows and the exceedance test in 45 where
+    each may have 15 (seed 11; `tests/analysis/test_exceedance_dependence.py`). With every
+    bet capped so, `EPISODE_ROUNDS` rounds at the cap stay half a round short of the
+    threshold (a mixture's log wealth is at most its largest bet's, and under the null a
+    bet's wealth before the episode drifts down), and a regression that gives every round
+    the cap reaches it in the round after; min(f, G) has mean at most f's, so each bet is
+    an e-value wherever it was one. The e-detector reads the same factors (its threshold is
+    higher: an onset takes a round or two more). Measured, same windows: rank 2 and
+    exceedance 2 of 300 (two-round episodes 9 and 10 -> 2 and 2). The cost: a shift these
+    tests found within three rounds takes four (at the daemon's default level their
+    threshold is about 7 nats, so the cap, 2, is near the sub-Gaussian bets' 2.5); in the
+    decision benchmark (30 s rounds, 100 windows a cell) latency x2 at 1 req/s in a median
+    90 -> 120 s (x1.5 there 150 s either way, its p90 180 -> 210 s), every other latency
+    cell unchanged (the latency period ranks find x2 and x1.5 in two rounds at 10 and 100
+    req/s, `agent.analysis.latency_period_ranks`); and in a window
+    of three rounds or fewer these bets cannot reach the threshold."""
+    return threshold / (EPISODE_ROUNDS + 0.5)
+
+
+def episode_capped(log_f: list[float], threshold: float) -> list[float]:
+    """A conformal test's round of log factors, each at most `episode_cap`."""
+    cap = episode_cap(threshold)
+    return [min(f, cap) for f in log_f]
 
 
 def placement_correlation(

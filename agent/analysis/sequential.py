@@ -1387,6 +1387,8 @@ class SequentialRule:
                 log_f = self._exceedance_factors(comp, y, weight, state["samples"], index)
             elif comp.test == "proportion":  # from the count: y overflows at a tiny `max`
                 log_f = stats.count_log_factors(comp.bets, self._bad(comp, obs), weight)
+            if log_f is not None and comp.conformal:  # a slow episode's rounds: `rank_bets`
+                log_f = rank_bets.episode_capped(log_f, comp.log_threshold)
             self._bet(state["tests"][comp.key], comp, y, weight, index, eligible, log_f)
         for test in self.passes:
             x = self._pass_statistic(test, obs)
@@ -2459,6 +2461,7 @@ class SequentialRule:
         # what does not move with the scale, worked out once for the search's calls
         variance = np.where(capped, var_y, var_y * design)
         penalty, prior = lambdas**2 * variance / 2.0, stats.BET_LOG_WEIGHTS[comp.bets] / horizon
+        episode = rank_bets.episode_cap(comp.log_threshold)
         samples = per_round * horizon
         # the standard deviation of the window's mean y that the baseline's error gives
         common = math.sqrt(_baseline_noise(1.0 / 12.0, samples, self._base_size))
@@ -2472,6 +2475,7 @@ class SequentialRule:
                 return 0.0
             gained = lambdas * excess
             bound = np.where(capped, np.log1p(gained), rank_bets.SUB_GAUSSIAN_ROUND_CAP)
+            bound = np.minimum(bound, episode)
             per_bet = np.minimum(gained - penalty, bound) - shortfall
             return float(np.max(per_bet + prior))
 

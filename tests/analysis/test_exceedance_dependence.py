@@ -166,27 +166,27 @@ def test_independent_periods_show_a_small_correlation_and_slow_runs_a_large_one(
 
 
 @pytest.mark.timeout(300)
-def test_slow_episodes_that_span_three_rounds_overshoot_the_rank_and_exceedance_tests_level() -> (
-    None
-):
-    """A limit (README, latency tests), pinned at its measured figure so that a fix, or a
-    change that makes it worse, shows here (CI allows no xfail): at the bound x1.1, alpha
-    0.1, rounds of about 300 (10 req/s, 30 s) against 60 periods of 40 latencies (the
-    daemon's background runs), a round starts a slow episode x3 of three rounds with chance
-    1.5%, the baseline's periods alike. An episode's rounds move together, which the
-    periods' correlation (rho, within a period) does not measure, so the rank and exceedance
-    tests fail more often than their shares (each under a half): over 300 windows 32 and 46
-    where a half is 15 (episodes of two rounds: 10 and 11; the period-rank test 8 and 7,
-    within its share). Here 60 windows for each test: 8 and 5 where a half is 3."""
+@pytest.mark.parametrize("episode", [2, 3])
+def test_slow_episodes_that_span_rounds_keep_the_rank_and_exceedance_tests_level(
+    episode: int,
+) -> None:
+    """At the bound x1.1, alpha 0.1, rounds of about 300 (10 req/s, 30 s) against 60 periods
+    of 40 latencies (the daemon's background runs), a round starts a slow episode x3 of two
+    or three rounds with chance 1.5%, the baseline's periods alike. An episode's rounds move
+    together, which the periods' correlation (rho, within a period) does not measure, and
+    60 periods often show none: each bet's gain a round is capped at the threshold over
+    `rank_bets.EPISODE_ROUNDS` + 1/2 (`rank_bets.episode_cap`), so three slow rounds alone
+    cannot fail these tests. Each stays within its share (under a half of the level, 3 of
+    60 windows here): three rounds 0 and 0 (8 and 5 before the cap); over 300 windows
+    (seed 11) 2 and 2 (24 and 45 before), two rounds 2 and 2 (9 and 10)."""
     rng = np.random.default_rng(303)
     alpha, windows = 0.1, 60
     over = {
         key: sum(
-            _window(rng, alpha, 1.1, per=300, period_per=40, heavy=0.015, episode=3, key=key)
+            _window(rng, alpha, 1.1, per=300, period_per=40, heavy=0.015, episode=episode, key=key)
             is not None
             for _ in range(windows)
         )
         for key in (RANK, EXCEEDANCE)
     }
-    assert windows * alpha / 2 == 3
-    assert over == {RANK: 8, EXCEEDANCE: 5}, over  # the overshoot the README states
+    assert all(v <= windows * alpha / 2 for v in over.values()), over

@@ -341,10 +341,10 @@ def _finished(
     if not redactor.secrets:
         message, details = result.message, result.details
     else:
-        message, details = (
-            _scrubbed_text(redactor, result.message),
-            _scrubbed(redactor, result.details),
-        )
+        # a failure's message carries its own latency and never comes back: not memoed
+        text = result.message
+        message = _scrubbed_text(redactor, text) if result.ok else redactor.text(text)
+        details = _scrubbed(redactor, result.details)
     # Built directly rather than with dataclasses.replace: this runs once per probe.
     return CheckResult(
         result.check, result.type, result.ok, result.samples, message, duration, details
@@ -482,7 +482,8 @@ _PLAIN = (int, float, bool, type(None))
 @functools.lru_cache(maxsize=4096)
 def _scrubbed_text(redactor: Redactor, text: str) -> str:
     """`redactor.text(text)`, remembered: a healthy target's probes say the same few
-    things (`GET /health: 200 in 3ms`) thousands of times a second."""
+    things (`GET /health: 200 in 3ms`) thousands of times a second (a failure's message,
+    with its own latency, is not asked for: it would only push those out)."""
     return redactor.text(text)
 
 

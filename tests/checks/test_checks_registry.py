@@ -551,6 +551,45 @@ async def test_numbers_pass_as_they_are_unless_their_name_is_sensitive(
         assert result.details == {"status": 200, "latency_ms": 3.1, "pin": None, "api_key": "***"}
 
 
+async def test_failure_messages_with_their_own_latency_are_not_memoed(
+    make_ctx: MakeContext, target: URL
+) -> None:
+    """A failure's message carries its own latency (`latency: expected < 500ms, got
+    523.417ms`) and never comes back: the memo of scrubbed messages keeps only what
+    repeats, a passing probe's few messages, not one entry per failure."""
+    latencies = iter(range(500, 10_000))
+
+    async def slow(ctx: CheckContext) -> CheckResult:
+        took = next(latencies) + 0.417
+        return CheckResult(
+            check="scripted",
+            type="script",
+            ok=False,
+            samples=(Sample(check="scripted", ok=False, error="latency"),),
+            message=f"latency: expected < 500ms, got {took}ms, token {SECRET}",
+        )
+
+    async def passing(ctx: CheckContext) -> CheckResult:
+        return CheckResult(
+            check="scripted",
+            type="script",
+            ok=True,
+            samples=(Sample(check="scripted", ok=True),),
+            message=f"200 in 3ms, token {SECRET}",
+        )
+
+    registry._scrubbed_text.cache_clear()
+    ctx = scripted_ctx(make_ctx, target)
+    for _ in range(50):
+        result = await run_check(ScriptedCheck(slow), ctx)
+        assert result.message.endswith("ms, token ***")
+    assert registry._scrubbed_text.cache_info().currsize == 0  # 50 before
+    for _ in range(3):
+        assert (await run_check(ScriptedCheck(passing), ctx)).message == "200 in 3ms, token ***"
+    memo = registry._scrubbed_text.cache_info()
+    assert (memo.currsize, memo.hits) == (1, 2)
+
+
 EXAMPLE = Path("/work/shared/spec/postflight.example.yaml")
 LOCAL_EXAMPLE = Path(__file__).resolve().parents[2] / "config" / "postflight.example.yaml"
 

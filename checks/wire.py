@@ -538,13 +538,18 @@ class _Conn(asyncio.Protocol):
                 self.transport.abort()
 
 
+_SWEEP_SLACK_S = 0.01
+"""How late past its keep-alive time an idle connection's timer fires (`_close_stale`)."""
+
+
 class LeanClient:
     """Keep-alive connections per origin for one `TargetSessions` pool.
 
     Holds at most `limit` connections in all (aiohttp's `limit` for the same pool);
     a request beyond it waits for one to be released. Idle connections older than
-    `keepalive_s` are closed when next picked; `force_close` opens one per request
-    and says `Connection: close`, as aiohttp's `force_close` does.
+    `keepalive_s` are closed when next picked, or by a timer on a quiet pool (as
+    aiohttp's connector cleans up); `force_close` opens one per request and says
+    `Connection: close`, as aiohttp's `force_close` does.
     """
 
     def __init__(
@@ -568,6 +573,7 @@ class LeanClient:
         self._waiters: deque[asyncio.Future[None] | _Turn] = deque()
         self._heads: dict[tuple[Any, ...], bytes] = {}
         self._declined: set[tuple[str, URL]] = set()
+        self._sweep: asyncio.TimerHandle | None = None
         self.closed = False
         self.sent = 0
         """Requests sent (a retry counts again): which path a probe took (tests), and
@@ -796,7 +802,29 @@ class LeanClient:
         if not conn.closed:
             conn.idle_since = self.loop.time()
             self._idle.setdefault(conn.key, []).append(conn)
+            if self._sweep is None:
+                self._sweep_at(conn.idle_since)
         self._wake()
+
+    def _sweep_at(self, idle_since: float) -> None:
+        # a little after it is due: a loop's timer may fire early (uvloop rounds to the ms)
+        when = idle_since + self.keepalive_s + _SWEEP_SLACK_S
+        self._sweep = self.loop.call_at(when, self._close_stale)
+
+    def _close_stale(self) -> None:
+        """Close the idle connections past `keepalive_s`: a quiet agent held every one it
+        had opened (16 per target, each with its duplicated stamp socket: about 400 of a
+        default `ulimit -n` of 1024 at 12 environments) until a request next picked it."""
+        self._sweep = None
+        now = self.loop.time()
+        oldest: float | None = None
+        for idle in self._idle.values():  # oldest first: released at the end, taken from it
+            while idle and now - idle[0].idle_since >= self.keepalive_s:
+                idle.pop(0).close()
+            if idle and (oldest is None or idle[0].idle_since < oldest):
+                oldest = idle[0].idle_since
+        if oldest is not None and not self.closed:
+            self._sweep_at(oldest)
 
     def _forget(self, conn: _Conn) -> None:
         self._open.discard(conn)
@@ -815,6 +843,9 @@ class LeanClient:
     def close(self) -> None:
         """Close every connection; later requests are declined (`supports` is false)."""
         self.closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
         for conn in list(self._open):
             conn.close()
         self._idle.clear()

@@ -398,6 +398,41 @@ async def test_the_pool_limit_bounds_connections_to_a_target(aiohttp_server: Aio
     assert most == 2 and len(peers) == 2  # counted at the target: two connections, reused
 
 
+async def test_idle_connections_close_after_the_keepalive_time_on_a_quiet_pool(
+    aiohttp_server: AiohttpServer,
+) -> None:
+    """A quiet agent holds no connection past its keep-alive time, as aiohttp's connector
+    closes them (its cleanup): the lean pool closed one only when a request next picked
+    it, so a pool of 16 per target (and each connection's duplicated stamp socket) held
+    its descriptors through every quiet period. Counted at the target."""
+    transports: list[Any] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        if request.transport not in transports:
+            transports.append(request.transport)
+        await asyncio.sleep(0.05)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    server = await aiohttp_server(app)
+    base = str(server.make_url(""))
+    check = HttpCheck(HttpCheckConfig(name="p", path="/"))
+    before = len(os.listdir("/proc/self/fd"))
+    async with TargetSessions(limit_per_target=4, keepalive_timeout=0.3) as sessions:
+        ctx = CheckContext(base, sessions.get(base), "test")
+        results = await asyncio.gather(*(run_check(check, ctx) for _ in range(8)))
+        assert all(r.ok for r in results) and len(transports) == 4
+        for _ in range(200):  # quiet: aiohttp's cleanup takes up to twice the time
+            await asyncio.sleep(0.01)
+            if all(t.is_closing() for t in transports):
+                break
+        open_at_target = [t for t in transports if not t.is_closing()]
+        assert open_at_target == []  # 4 before
+        await asyncio.sleep(0.05)  # the agent's end closed too
+        assert len(os.listdir("/proc/self/fd")) <= before
+
+
 async def test_a_round_deadline_shortens_the_timeout(target: URL) -> None:
     check = HttpCheck(HttpCheckConfig(name="p", path="/slow?ms=3000", timeout=5))
     async with TargetSessions() as sessions:

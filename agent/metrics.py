@@ -110,8 +110,12 @@ class Metrics:
     """One set of metrics per agent process (tests make their own)."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import ProcessCollector
+
         self.registry = registry or CollectorRegistry(auto_describe=True)
         r = self.registry
+        # the agent's open descriptors against its `ulimit -n`, its memory and CPU (Linux)
+        ProcessCollector(namespace="postflight", registry=r)
         self.build_info = Gauge(
             "postflight_build_info", "Postflight's own version.", ["version"], registry=r
         )

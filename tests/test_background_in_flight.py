@@ -169,3 +169,42 @@ async def test_a_run_cut_for_another_replicas_window_is_told_to_it_and_owed_ther
     assert watching.owed == {"staging": {"api-health": [150.0]}}
     assert watching.owed_runs("staging", since=100.0) == ["api-health"]
     assert elsewhere.owed == {}
+
+
+@pytest.mark.usefixtures("heap_set_aside")
+async def test_a_cut_run_leaves_no_cycle_holding_its_results() -> None:
+    """A run a window cut kept its CancelledError (nobody asked for its result), whose
+    traceback holds the run's frames: with the task in a local (`run_check`'s frame holds
+    it) a cycle, and the CheckResults the frames held with it, for the daemon's rare full
+    collection (40 CheckResults in a PostgreSQL soak's garbage)."""
+    import gc
+
+    from checks.base import CheckResult
+
+    runs, started = InFlight(), asyncio.Event()
+
+    async def work() -> None:
+        task = asyncio.current_task()  # as `run_check` holds its task
+        held = CheckResult(check="api-health", type="http", ok=True, samples=(), message="")
+        started.set()
+        await asyncio.sleep(10)
+        del task, held
+
+    async def cut_run() -> None:
+        started.clear()
+        run = asyncio.create_task(runs.run("staging", "api-health", work()))
+        await started.wait()
+        assert await runs.cut("staging") == ["api-health"]
+        await run
+
+    await cut_run()  # warm
+    gc.collect()
+    gc.disable()
+    try:
+        before = sum(1 for o in gc.get_objects() if isinstance(o, CheckResult))
+        for _ in range(3):
+            await cut_run()
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, CheckResult)) - before
+    finally:
+        gc.enable()
+    assert alive == 0  # 3 before

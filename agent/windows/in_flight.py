@@ -83,6 +83,12 @@ class InFlight:
             self.cut_runs.discard(task)
         if not was_cut:
             task.result()  # its error (or cancellation), for the caller
+        else:
+            # its CancelledError's traceback holds the run's frames, `run_check`'s with
+            # the task in a local: freed now, not by a collection
+            from common.tracebacks import drop_cancellation
+
+            drop_cancellation(task)
 
     async def cut(self, environment: str) -> list[str]:
         """Cancel `environment`'s runs in flight and wait until they stopped (their

@@ -559,24 +559,16 @@ async def test_failure_messages_with_their_own_latency_are_not_memoed(
     repeats, a passing probe's few messages, not one entry per failure."""
     latencies = iter(range(500, 10_000))
 
+    def said(message: str, error: str | None) -> CheckResult:
+        sample = Sample(check="scripted", ok=error is None, error=error)
+        return CheckResult("scripted", "script", error is None, (sample,), message)
+
     async def slow(ctx: CheckContext) -> CheckResult:
         took = next(latencies) + 0.417
-        return CheckResult(
-            check="scripted",
-            type="script",
-            ok=False,
-            samples=(Sample(check="scripted", ok=False, error="latency"),),
-            message=f"latency: expected < 500ms, got {took}ms, token {SECRET}",
-        )
+        return said(f"latency: expected < 500ms, got {took}ms, token {SECRET}", "latency")
 
     async def passing(ctx: CheckContext) -> CheckResult:
-        return CheckResult(
-            check="scripted",
-            type="script",
-            ok=True,
-            samples=(Sample(check="scripted", ok=True),),
-            message=f"200 in 3ms, token {SECRET}",
-        )
+        return said(f"200 in 3ms, token {SECRET}", None)
 
     registry._scrubbed_text.cache_clear()
     ctx = scripted_ctx(make_ctx, target)

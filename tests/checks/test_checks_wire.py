@@ -372,25 +372,36 @@ async def test_a_refused_connection_reads_the_same(both: Probe) -> None:
     assert lean.samples[0].error == "connect"
 
 
+async def slow_target(
+    aiohttp_server: AiohttpServer, seen: Callable[[web.Request], Awaitable[None]]
+) -> tuple[str, HttpCheck]:
+    """A target answering `/` once `seen` has seen the request (and slept as it likes),
+    and a check of it: its URL and the check."""
+
+    async def slow(request: web.Request) -> web.Response:
+        await seen(request)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/", slow)
+    server = await aiohttp_server(app)
+    return str(server.make_url("")), HttpCheck(HttpCheckConfig(name="p", path="/"))
+
+
 async def test_the_pool_limit_bounds_connections_to_a_target(aiohttp_server: AiohttpServer) -> None:
     peers: set[Any] = set()
     in_flight = 0
     most = 0
 
-    async def slow(request: web.Request) -> web.Response:
+    async def seen(request: web.Request) -> None:
         nonlocal in_flight, most
         peers.add(request.transport.get_extra_info("peername") if request.transport else None)
         in_flight += 1
         most = max(most, in_flight)
         await asyncio.sleep(0.05)
         in_flight -= 1
-        return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_get("/", slow)
-    server = await aiohttp_server(app)
-    base = str(server.make_url(""))
-    check = HttpCheck(HttpCheckConfig(name="p", path="/"))
+    base, check = await slow_target(aiohttp_server, seen)
     async with TargetSessions(limit_per_target=2) as sessions:
         ctx = CheckContext(base, sessions.get(base), "test")
         results = await asyncio.gather(*(run_check(check, ctx) for _ in range(8)))
@@ -407,17 +418,12 @@ async def test_idle_connections_close_after_the_keepalive_time_on_a_quiet_pool(
     its descriptors through every quiet period. Counted at the target."""
     transports: list[Any] = []
 
-    async def slow(request: web.Request) -> web.Response:
+    async def seen(request: web.Request) -> None:
         if request.transport not in transports:
             transports.append(request.transport)
         await asyncio.sleep(0.05)
-        return web.Response(text="ok")
 
-    app = web.Application()
-    app.router.add_get("/", slow)
-    server = await aiohttp_server(app)
-    base = str(server.make_url(""))
-    check = HttpCheck(HttpCheckConfig(name="p", path="/"))
+    base, check = await slow_target(aiohttp_server, seen)
     before = len(os.listdir("/proc/self/fd"))
     async with TargetSessions(limit_per_target=4, keepalive_timeout=0.3) as sessions:
         ctx = CheckContext(base, sessions.get(base), "test")

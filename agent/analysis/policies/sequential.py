@@ -13,6 +13,7 @@ while it stays at 0 or above: from its first value below 0 such a rule keeps the
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -67,6 +68,7 @@ from agent.analysis.verdicts import (
     units_of,
 )
 from common.durations import format_duration
+from common.units import format_value as value_in_units
 from common.words import counted
 
 _TEST_NAMES = {
@@ -504,15 +506,20 @@ class SequentialPolicy(BasePolicy):
                 continue
             test = reach.test
             was = (
-                f"{rule.metric} {format_value(rule.metric, reach.mean)}"
+                f"{rule.metric} {value_in_units(rule.metric, reach.mean)}"
                 if test.statistic == "rate"
                 else f"share {reach.mean:.3g}"
             )
             if reach.reached is None:
                 like = "a window of one round shows no evidence (a sequence needs two)"
             else:
+                # a rate in %, as every other free text says it (`max 1%`, `9.73% or more`);
+                # the verdict's detail keeps the judge's figures (`judge_trace`)
                 shown = _reached_text(
-                    rule, Reached(test, reach.reached, False), bursts=_bursts(tests)
+                    rule,
+                    Reached(_rates_in_percent(rule, test), reach.reached, False),
+                    bursts=_bursts(tests),
+                    in_percent=True,
                 )
                 like = f"a release just like its baseline ({was}) would reach {shown}"
                 if test.outage is not None:  # `pass_reach`: the best one, at its mean
@@ -702,11 +709,15 @@ def _bursts(tests: SequentialRule) -> bool:
     return tests.baseline is not None and tests.baseline.shows_bursts
 
 
-def _reached_text(rule: Rule, reached: Reached, *, bursts: bool = False) -> str:
-    """`error_rate upper bound 3.1% vs max 2%`, `share above 412ms upper bound 7% vs 5%`; a
-    relative latency bound names its one bound, then the nearer cutoff passing counts from.
-    `bursts`: the baseline's errors came in bursts, which widen a rate's bound; said so."""
-    said = _reached_words(rule, reached)
+def _reached_text(
+    rule: Rule, reached: Reached, *, bursts: bool = False, in_percent: bool = False
+) -> str:
+    """`error_rate upper bound 0.031 vs max 0.02`, `share of samples above 412ms upper
+    bound 0.07 vs 0.05 allowed`; a relative latency bound names its one bound, then the
+    nearer cutoff passing counts from. `bursts`: the baseline's errors came in bursts, which
+    widen a rate's bound; said so. `in_percent`: a rate's bound in % (`upper bound 3.1%`),
+    its test's words made so by `_rates_in_percent`."""
+    said = _reached_words(rule, reached, in_percent=in_percent)
     test = reached.test
     if bursts and test.statistic == "rate" and test.dispersion > 0 and reached.value is not None:
         if test.counted_from and said.endswith(")"):  # inside its baseline limit's words
@@ -715,7 +726,26 @@ def _reached_text(rule: Rule, reached: Reached, *, bursts: bool = False) -> str:
     return said
 
 
-def _reached_words(rule: Rule, reached: Reached) -> str:
+_BARE_FRACTION = re.compile(r"(?<![\w.+-])(\d+(?:\.\d+)?(?:e-?\d+)?)(?![\w.%])")
+"""A bare number in a rate's pass test's words (`max 0.01`, `0.0325 (baseline 0.025
++30%)`, `0.03 (+30% of 0.023, ...)`): a fraction; a change (`+30%`) or share (`50%`) is
+already in %."""
+
+
+def _rates_in_percent(rule: Rule, test: PassTest) -> PassTest:
+    """`test` with a rate's figures in its words in % (`max 1%`, `3.25% (baseline 2.5%
+    +30%)`), for registration's "cannot pass" clause: it said `upper bound 0.197 vs max
+    0.01` where every other free text says `max 1%`. Others' as they were."""
+    if not is_rate(rule.metric) or test.statistic != "rate":
+        return test
+
+    def percent(text: str) -> str:
+        return _BARE_FRACTION.sub(lambda m: value_in_units(rule.metric, float(m[1])), text)
+
+    return replace(test, text=percent(test.text), counted_from=percent(test.counted_from))
+
+
+def _reached_words(rule: Rule, reached: Reached, *, in_percent: bool = False) -> str:
     test = reached.test
     end = "upper" if test.upper else "lower"
     reached_value = reached.value
@@ -739,7 +769,12 @@ def _reached_words(rule: Rule, reached: Reached) -> str:
         return (
             f"share of samples {side} {test.text} {end} bound {value} vs {test.limit:.3g} allowed"
         )
-    value = format_value(rule.metric, reached_value)
+    value = (
+        # to the three significant digits the judge's figure has (`93.1%`, not `93.09%`)
+        value_in_units(rule.metric, float(f"{reached_value:.3g}"))
+        if in_percent
+        else format_value(rule.metric, reached_value)
+    )
     if test.counted_from:
         return (
             f"{rule.metric} {'<=' if test.upper else '>='} {test.text}, shown with room for"

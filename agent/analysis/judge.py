@@ -65,7 +65,7 @@ __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 16
+STATE_VERSION = 17
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
 in the rank and exceedance tests; 4: the two-sample count test's own ladder and bets, 12
 rows of 10; 5: the rank and exceedance tests bet on conformal placements and keep the
@@ -93,8 +93,10 @@ a test a 14 lacks, a KeyError at its next round, and a relative count bound's pe
 test has an e-detector, whose `sr` holds a row of martingales per strategy where a 14 held a
 flat list, a TypeError at its next round, and its two-sample e-process bets at a smaller
 level; 16: a latency rule keeps its window's top values, `top` (`top_values`), for its exact
-percentile: a 15 lacks them, and read as none kept yet would give a wrong one), so that a
-restart never reads a state it cannot."""
+percentile: a 15 lacks them, and read as none kept yet would give a wrong one; 17: a relative
+latency bound's period-rank test has an e-detector too, whose `sr` holds a row of martingales
+per strategy where a 16 held a flat list, a TypeError at its next round), so that a restart
+never reads a state it cannot."""
 
 
 def judge(

@@ -31,9 +31,13 @@ few latencies is their largest, and x2 is then above every one of 60 periods twi
 in 28% of windows at 20 latencies, 58% at 40, all at 300 (lognormal, log-sd 0.6).
 
 Ranks, bets and randomness: `agent.analysis.period_ranks.PeriodRanks` (the same strategies and
-weights, registered as "period_ranks"), its draws seeded by a digest of the baseline's
-latencies and periods and, for a round, its index and a digest of its latencies: a verdict
-is a function of its inputs, replayed exactly after a restart.
+weights, registered as "period_ranks", and the same e-detector: a martingale started at every
+scored round, betting its rounds rank within the top `age`, valid as the error test's on the
+same p-values: latency x2 from minute 5 fails in three 30 s rounds, where the test from the
+deploy has lost its wealth on the good rounds before and the rank and exceedance tests'
+e-detectors took five), its draws seeded by a digest of the baseline's latencies and periods
+and, for a round, its index and a digest of its latencies: a verdict is a function of its
+inputs, replayed exactly after a restart.
 
 What it assumes: the baseline's periods and the deploy's rounds, divided by 1 + delta, are
 exchangeable: their slowdowns drawn alike and independently (a rare heavy round is fine: the

@@ -29,10 +29,11 @@ test's e-detector (three rounds for errors x5 from minute 5); one whose baseline
 two-sample test has that ranks test alone at its whole share (no e-detector). An increase's
 rank and exceedance tests likewise give `LATENCY_PERIOD_RANKS_SHARE` of theirs to ranking its
 rounds' percentiles among the periods (`agent.analysis.latency_period_ranks`: two rounds for
-latency x2). A conformal rank or exceedance test whose baseline's periods measure a
-within-round correlation gives `CORRELATION_SHARE` of its remaining e-process's and
-e-detector's levels to that correlation's upper limit, which its tilted bets read. Union
-bound:
+latency x2), and `LATENCY_PERIOD_RANKS_DETECTOR_SHARE` to that test's e-detector (three
+rounds for latency x2 from minute 5). A conformal rank or exceedance test whose baseline's
+periods measure a within-round correlation gives `CORRELATION_SHARE` of its remaining
+e-process's and e-detector's levels to that correlation's upper limit, which its tilted
+bets read. Union bound:
 the chance that any rule of a good deploy ever fails is at most alpha. A baseline's counts
 are pooled from periods (background runs, provider buckets): its confidence limits take the
 periods, not the requests, as the units (`BaselineData.rate_limit`), so errors that come in
@@ -244,6 +245,17 @@ latencies among the baseline's periods (`agent.analysis.latency_period_ranks`), 
 baseline kept enough of them: two rounds above every one of 60 periods give 0.6 x 60.4 x
 30.7 = 1,112, past the 1 / (0.35 a) of the decision benchmark's latency rule (a: the two
 e-processes' levels, 0.0032 together)."""
+LATENCY_PERIOD_RANKS_DETECTOR_SHARE = 0.25
+"""A relative latency bound's share of its rank and exceedance tests' e-processes from the
+deploy (as `LATENCY_PERIOD_RANKS_SHARE`, of their levels before it) given to the e-detector
+of its latency period-rank test (`period_ranks.DETECTOR_ROUNDS`), when the window's length
+is known and rounds above every period reach its threshold in `PERIOD_RANKS_DETECTOR_ROUNDS`:
+latency x2 from minute 5 is then caught in three 30 s rounds, where three rounds above the
+60 periods and the 10 good rounds before them give about 0.6 x 60,400 + 0.25 x 45,800 +
+0.15 x 7,600 = 48,800 against the detector's 30 / (0.25 a) = 36,400 (a = 0.0033, the two
+e-processes' levels before the ranks' shares); at 0.15 (61,000) it took four. The rank and
+exceedance tests' detectors keep theirs: they find the onsets below x2 (and every onset of
+1 s rounds, too small to rank)."""
 PERIOD_RANKS_DETECTOR_SHARE = 0.2
 """A relative count bound's share of its two-sample e-process from the deploy given to the
 e-detector of its period-rank test (`period_ranks.DETECTOR_ROUNDS`), when the window's
@@ -541,7 +553,10 @@ class Component:
 
 _BETS_OF = {"proportion": "count", "exceedance": "count", "rank": "conformal_rank"}
 
-AGED_DETECTORS: dict[Test, int] = {"periods": period_ranks.DETECTOR_ROUNDS}
+AGED_DETECTORS: dict[Test, int] = {
+    "periods": period_ranks.DETECTOR_ROUNDS,
+    "latency_periods": period_ranks.DETECTOR_ROUNDS,
+}
 """Tests whose e-detector's martingales bet by their age, so each keeps its own wealth
 (`SequentialRule._bet_aged`, `stats.sr_window`), and how many each keeps: a rank test's
 bet on a round is "within the top `age`" of the points ranked so far."""
@@ -1085,8 +1100,10 @@ class SequentialRule:
         (`agent.analysis.latency_period_ranks`) when the baseline kept enough periods of
         enough latencies to catch a large slowdown in two rounds
         (`period_ranks.ROUNDS_TO_CATCH`): `LATENCY_PERIOD_RANKS_SHARE` of each one's
-        e-process from the deploy is its (not of their e-detectors' or looks'). Union
-        bound: the three levels add up to the two they split."""
+        e-process from the deploy is its (not of their e-detectors' or looks'), and
+        `LATENCY_PERIOD_RANKS_DETECTOR_SHARE` its e-detector's when the window's length is
+        known and that share is worth it (`PERIOD_RANKS_DETECTOR_ROUNDS`, as the error
+        test's). Union bound: the four levels add up to the two they split."""
         base, delta = self.baseline, self.rule.max_increase
         tests = [
             k
@@ -1096,21 +1113,28 @@ class SequentialRule:
         if len(tests) != 2 or base is None or delta is None:
             return components
         ranks = LatencyPeriodRanks.of(base.sorted_values, base.period_of, self.quantile, delta)
-        share = sum(components[k].alpha for k in tests) * LATENCY_PERIOD_RANKS_SHARE
+        pooled = sum(components[k].alpha for k in tests)
+        share = pooled * LATENCY_PERIOD_RANKS_SHARE
         if ranks is None or not ranks.ranks.catches_in(
             period_ranks.ROUNDS_TO_CATCH, math.log(1.0 / share)
         ):
             return components
         self._latency_ranks = ranks
+        detector = pooled * LATENCY_PERIOD_RANKS_DETECTOR_SHARE
+        if not all(components[k].alpha_detector for k in tests) or not ranks.ranks.catches_in(
+            PERIOD_RANKS_DETECTOR_ROUNDS, math.log(self.horizon / detector)
+        ):
+            detector = 0.0
+        kept = 1.0 - (share + detector) / pooled
         out = list(components)
         for k in tests:
-            out[k] = replace(out[k], alpha=out[k].alpha * (1.0 - LATENCY_PERIOD_RANKS_SHARE))
+            out[k] = replace(out[k], alpha=out[k].alpha * kept)
         exceed = out[tests[-1]]
         ranked = Component(
             "max_increase",
             "latency_periods",
             share,
-            0.0,
+            detector,
             exceed.null,
             exceed.claim,
             level=exceed.level,
@@ -1588,6 +1612,21 @@ class SequentialRule:
         if st.get("off"):
             return  # its rounds are too small to score (`_unranked`)
         score = ranks.score(index, int(obs.count or 0), int(obs.total or 0))
+        self._bet_ranked(st, comp, ranks, score, index, eligible)
+
+    def _bet_ranked(
+        self,
+        st: dict[str, Any],
+        comp: Component,
+        ranks: PeriodRanks,
+        score: int | None,
+        index: int,
+        eligible: bool,
+    ) -> None:
+        """A round's `score` (None: not scored, no bet) ranked among the periods of `ranks`
+        and the rounds before it: the period-rank tests' bets from the deploy, and their
+        e-detector's by age when it has a level (`_bet_aged`), for errors and latencies
+        alike."""
         if score is None:
             return
         seen = st["seen"]
@@ -1626,13 +1665,7 @@ class SequentialRule:
         latency = self._latency_ranks
         assert latency is not None
         score = latency.score(index, self._finite(obs.values))
-        if score is None:
-            return
-        seen = st["seen"]
-        p = latency.ranks.p_value(score, seen, index)
-        period_ranks.add_seen(seen, score)
-        log_f = latency.ranks.log_factors(p, period_ranks.seen_rounds(seen))
-        self._bet(st, comp, 0.0, 0.0, index, eligible, log_f)
+        self._bet_ranked(st, comp, latency.ranks, score, index, eligible)
 
     def _bet_ladder(
         self, st: dict[str, Any], comp: Component, obs: Observation, index: int, eligible: bool

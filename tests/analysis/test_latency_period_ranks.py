@@ -15,8 +15,7 @@ import math
 import numpy as np
 import pytest
 
-from agent.analysis import period_ranks, stats
-from agent.analysis.judge import Judge
+from agent.analysis import period_ranks
 from agent.analysis.latency_period_ranks import LatencyPeriodRanks, min_size
 from agent.analysis.observe import merge
 from agent.analysis.sequential import (
@@ -25,7 +24,8 @@ from agent.analysis.sequential import (
     BaselineData,
     SequentialRule,
 )
-from agent.analysis.types import Observation, Policy, Rule
+from agent.analysis.types import Observation, Rule
+from tests.analysis.test_period_ranks import judged_until_failed_by, peak_of_scores
 
 RULE = Rule("p95", "checks", "latency_p95", max_increase=0.1)
 KEY = "max_increase:latency_periods"
@@ -44,12 +44,7 @@ def point(
 
 def baseline(parts: list[np.ndarray]) -> Observation:
     """The periods pooled as the watcher pools background runs (`merge`)."""
-    return merge(
-        [
-            Observation(float(np.percentile(p, 95)), values=tuple(p.tolist()), quantile=0.95)
-            for p in parts
-        ]
-    )
+    return merge([observed(p) for p in parts])
 
 
 def ranks_of(parts: list[np.ndarray], delta: float = 0.1) -> LatencyPeriodRanks:
@@ -63,21 +58,16 @@ def ranks_of(parts: list[np.ndarray], delta: float = 0.1) -> LatencyPeriodRanks:
     return ranks
 
 
-def peak(ranks: LatencyPeriodRanks, rounds: list[np.ndarray]) -> float:
-    """The test's largest log e-value over the rounds, folded as the judge folds it."""
-    seen: period_ranks.Seen = [[], []]
-    wealth = [0.0] * len(period_ranks.STRATEGIES)
-    best = -math.inf
-    for i, x in enumerate(rounds):
-        score = ranks.score(i, x)
-        if score is None:
-            continue
-        p = ranks.ranks.p_value(score, seen, i)
-        period_ranks.add_seen(seen, score)
-        log_f = ranks.ranks.log_factors(p, period_ranks.seen_rounds(seen))
-        wealth = [w + f for w, f in zip(wealth, log_f, strict=True)]
-        best = max(best, stats.log_mix(wealth, "period_ranks"))
-    return best
+def peak(ranks: LatencyPeriodRanks, rounds: list[np.ndarray], *, detector: bool = False) -> float:
+    """The test's largest log e-value over the rounds (its e-detector's with `detector`),
+    folded as the judge folds it."""
+    scores = [ranks.score(i, x) for i, x in enumerate(rounds)]
+    return peak_of_scores(ranks.ranks, scores, detector=detector)
+
+
+def observed(x: np.ndarray) -> Observation:
+    """A round's latencies as the watcher observes them."""
+    return Observation(float(np.percentile(x, 95)), values=tuple(x.tolist()), quantile=0.95)
 
 
 @pytest.mark.timeout(120)
@@ -169,19 +159,8 @@ def test_a_judge_fails_latency_x2_at_its_second_30s_round_and_resumes_from_json(
     failed_at = []
     for _ in range(10):
         base = baseline([point(rng, 300, 1.0, 0.0, 0.0) for _ in range(60)])
-        judge = Judge((RULE,), {"p95": base}, Policy("sequential"), horizon=30)
-        state = judge.start()
-        for k in range(30):
-            x = point(rng, 300, 2.0, 0.0, 0.0)
-            obs = Observation(float(np.percentile(x, 95)), values=tuple(x.tolist()), quantile=0.95)
-            stored = json.dumps(state)
-            state = judge.advance(state, {"p95": obs}, final=k == 29)
-            resumed = judge.advance(json.loads(stored), {"p95": obs}, final=k == 29)
-            assert json.dumps(resumed) == json.dumps(state)
-            if judge.failed_round(state) is not None:
-                break
-        assert f'"{KEY}"' in json.dumps(state)
-        failed_at.append(judge.failed_round(state))
+        rounds = [observed(point(rng, 300, 2.0, 0.0, 0.0)) for _ in range(30)]
+        failed_at.append(judged_until_failed_by(RULE, base, rounds, KEY))
     assert all(f is not None for f in failed_at)
     assert sorted(f or 0 for f in failed_at)[5] <= 1, failed_at  # median: the second round
 
@@ -199,8 +178,7 @@ def test_the_ranks_state_does_not_grow_with_the_rounds() -> None:
     sizes = {}
     for i in range(1, 1001):
         x = point(rng, 100, 1.0, 0.0, 0.0)
-        obs = Observation(float(np.percentile(x, 95)), values=tuple(x.tolist()), quantile=0.95)
-        judged.step(state, obs, i - 1)
+        judged.step(state, observed(x), i - 1)
         if i in (100, 1000):
             sizes[i] = len(json.dumps(state["tests"][KEY]))
     assert sizes[1000] < sizes[100] * 1.5, sizes
@@ -237,5 +215,5 @@ def test_only_an_increase_over_periods_large_enough_is_ranked() -> None:
     # CORRELATION_SHARE of what the rank and exceedance tests keep (after the ranks' share)
     kept = 1.0 - CORRELATION_SHARE
     total = sum(c.alpha / kept for c in with_ranks if c.alpha_final)
-    total += sum(c.alpha for c in with_ranks if c.key == KEY)
+    total += sum(c.alpha + c.alpha_detector for c in with_ranks if c.key == KEY)
     assert total == pytest.approx(sum(c.alpha / kept for c in without if c.alpha_final))

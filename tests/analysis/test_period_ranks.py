@@ -38,12 +38,19 @@ def points(
 def peak(ranks: PeriodRanks, rounds: list[tuple[int, int]], *, detector: bool = False) -> float:
     """The test's largest log e-value over the rounds (its e-detector's with `detector`),
     folded as the judge folds it."""
+    scores = [ranks.score(i, bad, n) for i, (bad, n) in enumerate(rounds)]
+    return peak_of_scores(ranks, scores, detector=detector)
+
+
+def peak_of_scores(
+    ranks: PeriodRanks, scores: list[int | None], *, detector: bool = False
+) -> float:
+    """`peak` of the rounds' scores (None: not scored), for errors and latencies alike."""
     seen: period_ranks.Seen = [[], []]
     wealth = [0.0] * len(period_ranks.STRATEGIES)
     sr: list[list[float | None]] = [[None] * period_ranks.DETECTOR_ROUNDS for _ in wealth]
     best = -math.inf
-    for i, (bad, n) in enumerate(rounds):
-        score = ranks.score(i, bad, n)
+    for i, score in enumerate(scores):
         if score is None:
             continue
         p = ranks.p_value(score, seen, i)
@@ -147,17 +154,29 @@ def judged_until_failed(
     to the same state; its period-rank test ran. `others`: rules judged beside it without
     a baseline or data, each taking its share of the budget."""
     periods = [Observation(c / n, count=c, total=n, seconds=30.0) for c, n in base]
-    judge = Judge((RULE, *others), {"errors": merge(periods)}, Policy("sequential"), horizon=30)
+    observed = [Observation(c / n, count=c, total=n, seconds=30.0) for c, n in rounds]
+    return judged_until_failed_by(RULE, merge(periods), observed, "max_increase:periods", others)
+
+
+def judged_until_failed_by(
+    rule: Rule,
+    base: Observation,
+    rounds: list[Observation],
+    key: str,
+    others: tuple[Rule, ...] = (),
+) -> int | None:
+    """`judged_until_failed` for any rule (30 rounds, its baseline `base`, `others` beside
+    it), whose test `key` ran."""
+    judge = Judge((rule, *others), {rule.name: base}, Policy("sequential"), horizon=30)
     state = judge.start()
-    for k, (c, n) in enumerate(rounds):
-        obs = Observation(c / n, count=c, total=n, seconds=30.0)
+    for k, obs in enumerate(rounds):
         stored = json.dumps(state)
-        state = judge.advance(state, {"errors": obs}, final=k == len(rounds) - 1)
-        resumed = judge.advance(json.loads(stored), {"errors": obs}, final=k == len(rounds) - 1)
+        state = judge.advance(state, {rule.name: obs}, final=k == len(rounds) - 1)
+        resumed = judge.advance(json.loads(stored), {rule.name: obs}, final=k == len(rounds) - 1)
         assert json.dumps(resumed) == json.dumps(state)
         if judge.failed_round(state) is not None:
             break
-    assert '"max_increase:periods"' in json.dumps(state)
+    assert f'"{key}"' in json.dumps(state)
     return judge.failed_round(state)
 
 

@@ -48,7 +48,7 @@ def test_a_bursty_baselines_wide_bound_says_its_errors_came_in_bursts() -> None:
     data = BaselineData.from_observation(base)
     assert data is not None and data.shows_bursts
     detail, reason = _detail(ERRORS_MAX, base)
-    assert f"vs max 0.05 ({BURSTS_WIDEN})" in detail, detail
+    assert f"vs max 5% ({BURSTS_WIDEN})" in detail, detail
     assert BURSTS_WIDEN in reason, reason
     detail, reason = _detail(ERRORS_GROWTH, base)
     assert f"on its counts; {BURSTS_WIDEN_BOTH})" in detail, detail

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from agent.analysis import Observation, Policy, Rule
-from agent.analysis.judge import Judge
+from agent.analysis.judge import Judge, judge
 from agent.analysis.observe import merge
 
 BASELINE = merge(
@@ -49,3 +49,29 @@ def test_a_rate_bounds_cannot_pass_clause_is_in_percent(rule: Rule, said: str) -
     clause = _clause(rule)
     assert said in clause, clause
     assert not BARE_FRACTION.search(clause), clause
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(
+    ("rule", "said"),
+    [
+        (Rule("errors", "checks", "error_rate", max=0.05), "vs max 5%: not enough evidence"),
+        (
+            Rule("errors", "checks", "error_rate", max_increase=0.3),
+            "% (+30% of 0.5%, the least the baseline's rate may be on its counts):"
+            " not enough evidence",
+        ),
+    ],
+    ids=["max", "max_increase"],
+)
+def test_an_inconclusive_rules_detail_says_its_bound_in_percent(rule: Rule, said: str) -> None:
+    """Issue 10: an inconclusive rule says `error_rate upper bound 3.1% vs max 2%: not
+    enough evidence`; it said `upper bound 0.0624 vs max 0.05`. The `threshold` field keeps
+    the config's `max 0.05` (contract)."""
+    rounds = [{rule.name: Observation(0.0, count=0, total=10)} for _ in range(10)]
+    verdict = judge([rule], {rule.name: BASELINE}, rounds, Policy(), final=True, horizon=10)
+    assert verdict.decision == "inconclusive", verdict.reason
+    (detail,) = (r.detail for r in verdict.rules)
+    assert said in detail, detail
+    assert said in verdict.reason, verdict.reason  # the window's reason quotes it
+    assert not BARE_FRACTION.search(detail[detail.index("upper bound") :]), detail

@@ -122,8 +122,8 @@ def test_a_proportions_upper_bound_is_never_worded_past_one() -> None:
     )
     assert round(reached["reached"], 3) == 0.998, reached  # the bound the page's figures show
     for detail in (share, rate):
-        for bound in re.findall(r"upper bound ([\d.e+-]+)", detail):
-            assert float(bound) <= 1.0, detail
+        for bound, percent in re.findall(r"upper bound ([\d.e+-]+)(%?)", detail):
+            assert float(bound) / (100 if percent else 1) <= 1.0, detail  # a rate's in %
 
 
 def test_a_relative_error_bound_is_one_figure_in_its_evidence_and_its_null() -> None:
@@ -145,7 +145,8 @@ def test_a_relative_error_bound_is_one_figure_in_its_evidence_and_its_null() -> 
         r"0\.0\d+ \(\+100% of 0\.00\d+, the least the baseline's rate may be on its counts\)",
         item["counted_from"],
     ), item
-    assert "error_rate <= 0.02 (baseline 0.01 +100%), shown with room" in verdict.detail
+    # the detail says the rate in % (issue 10), the evidence the judge's figures
+    assert "error_rate <= 2% (baseline 1% +100%), shown with room" in verdict.detail
 
 
 def test_one_round_of_events_says_why_it_decides_nothing() -> None:

@@ -52,7 +52,7 @@ def test_a_window_without_errors_never_fails_and_passes_only_on_no_failure() -> 
     on_evidence = judge([ERRORS], {}, rounds, SEQUENTIAL, final=True, horizon=30)
     assert on_evidence.decision == "inconclusive", on_evidence.reason
     assert on_evidence.reason.endswith(
-        "errors: error_rate upper bound 0.0213 vs max 0: not enough evidence"
+        "errors: error_rate upper bound 2.13% vs max 0%: not enough evidence"
         " (no number of probes shows a rate of exactly 0)"
     ), on_evidence.reason
     no_failure = Policy("sequential", pass_on="no_failure")

@@ -96,7 +96,7 @@ def test_a_healthy_release_over_an_outage_baseline_passes_on_its_own_rounds() ->
     assert over_outage.outcome == "pass", over_outage.detail
     assert over_outage.evidence["evidence"] == calm.evidence["evidence"]
     assert (
-        "error_rate upper bound 0.0178 vs max 0.05 (on the release's own rounds: its baseline,"
+        "error_rate upper bound 1.78% vs max 5% (on the release's own rounds: its baseline,"
         " 50% errors, looks probed while the service was down, so the outage's bursts are"
         " not read as the release's)"
     ) in over_outage.detail, over_outage.detail

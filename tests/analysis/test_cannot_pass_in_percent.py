@@ -1,7 +1,8 @@
 """Registration's "cannot pass on evidence" clause says a rate's figures in %, as every
 other free text does (`max 5%`, `error_rate 20.4% or more` beside it): it said `a release
 just like its baseline (error_rate 0.025) would reach error_rate upper bound 0.115 vs max
-0.05`. The verdict's `reason` and `threshold` keep the bound as configured (contract)."""
+0.05`. So does an inconclusive rule's detail and the window's reason quoting it (issue 10);
+the `threshold` field keeps the bound as configured (contract)."""
 
 from __future__ import annotations
 

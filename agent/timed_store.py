@@ -17,9 +17,10 @@ import functools
 import inspect
 import time
 from collections.abc import Callable
-from typing import Any, Literal, cast, get_args
+from typing import Any, Literal, get_args
 
 from agent.store.base import Store
+from agent.store.proxy import StoreProxy
 from checks.ticks import ticks
 
 StoreCallKind = Literal["round_write", "lease", "read", "change"]
@@ -82,20 +83,16 @@ def call_kind(name: str) -> StoreCallKind:
 Observe = Callable[[StoreCallKind, float], None]
 
 
-class TimedStore:
+class TimedStore(StoreProxy):
     """A `Store` whose every call is timed, `observe(kind, seconds)` at its answer (a
     failure's too); every other attribute is the wrapped store's own."""
 
     def __init__(self, store: Store, observe: Observe) -> None:
-        self._store = store
+        super().__init__(store)
         self._observe = observe
 
-    @property
-    def wrapped(self) -> Store:
-        return self._store
-
     def __getattr__(self, name: str) -> Any:
-        found = getattr(self._store, name)
+        found = super().__getattr__(name)
         if name in UNTIMED or not inspect.iscoroutinefunction(found):
             return found
         kind, observe = call_kind(name), self._observe
@@ -118,4 +115,4 @@ class TimedStore:
 
 def timed_store(store: Store, observe: Observe) -> Store:
     """`store`, each call's time told to `observe`."""
-    return cast(Store, TimedStore(store, observe))
+    return TimedStore(store, observe).as_store()

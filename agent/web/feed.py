@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any
 
 from aiohttp import web
 
@@ -34,6 +34,7 @@ from agent.records import (
     WindowState,
 )
 from agent.store.base import AlertClaim, AlertRetry, ProbeRun, SameDeployment, Store
+from agent.store.proxy import StoreProxy
 
 
 @dataclass(eq=False)
@@ -110,20 +111,13 @@ FEED = web.AppKey("deploy_feed", DeployFeed)
 """The application's feed (set with the store it wraps, by `agent.app.build_app`)."""
 
 
-class FeedStore:
+class FeedStore(StoreProxy):
     """A `Store` that publishes each window-changing write to a `DeployFeed`; every
     other method (and attribute) is the wrapped store's own."""
 
     def __init__(self, store: Store, feed: DeployFeed) -> None:
-        self._store = store
+        super().__init__(store)
         self._feed = feed
-
-    @property
-    def wrapped(self) -> Store:
-        return self._store
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._store, name)
 
     async def create_window(
         self,
@@ -226,4 +220,4 @@ class FeedStore:
 
 def feed_store(store: Store, feed: DeployFeed) -> Store:
     """`store`, publishing its window changes to `feed`."""
-    return cast(Store, FeedStore(store, feed))
+    return FeedStore(store, feed).as_store()

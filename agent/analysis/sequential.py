@@ -2485,12 +2485,13 @@ class SequentialRule:
         stake = self._aimed_stake(comp, per_round * horizon, int(horizon) - 1)
         linear = np.minimum(RANK_MULTIPLES * stake * per_round, stats.MAX_BET)
         # the sub-Gaussian bets (`rank_bets`): capped a round, on the round's variance times its
-        # design effect; without a measured one they are the linear bets
-        rho = self._rank_rho
-        design = stats.design_effect(per_round, rho) if rho is not None else 1.0
+        # design effect; without a measured one (or under two effective samples a round) they
+        # are the linear bets
+        measured = rank_bets.sub_gaussian_design(per_round, self._rank_rho)
+        design = 1.0 if measured is None else measured
         sub = RANK_MULTIPLES * stake * per_round / math.sqrt(design)
-        lambdas = np.concatenate([linear, linear if rho is None else sub])
-        capped = np.concatenate([np.ones(linear.size, bool), np.full(sub.size, rho is None)])
+        lambdas = np.concatenate([linear, linear if measured is None else sub])
+        capped = np.concatenate([np.ones(linear.size, bool), np.full(sub.size, measured is None)])
         # what does not move with the scale, worked out once for the search's calls
         variance = np.where(capped, var_y, var_y * design)
         penalty, prior = lambdas**2 * variance / 2.0, stats.BET_LOG_WEIGHTS[comp.bets] / horizon

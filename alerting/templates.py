@@ -177,8 +177,8 @@ def evidence_text(evidence: Any) -> str:
 
 
 def rule_line(rule: Mapping[str, Any], why: str = "") -> str:
-    """`- `name` (source, metric): observed **31%** vs baseline 0%, threshold max 5% — detail`;
-    the detail left out when the alert's `why` is that rule's detail already (a breach's:
+    """`- `name` (source, metric): observed **31%** vs baseline 0%, threshold max 0.05 (5%) —
+    detail`; the detail left out when the alert's `why` is that rule's detail already (a breach's:
     on-call read the same sentence twice, one under the other)."""
     metric = rule.get("metric")
     source = rule.get("source")
@@ -189,7 +189,7 @@ def rule_line(rule: Mapping[str, Any], why: str = "") -> str:
     line += f": observed **{observed}** vs baseline {baseline}"
     threshold = rule.get("threshold")
     if threshold:
-        line += f", threshold {_text(bounds_in_units(metric, threshold))}"
+        line += f", threshold {_text(bounds_in_units(metric, threshold, as_written=True))}"
     outcome = rule.get("outcome")
     evidence_of = rule.get("evidence")
     if outcome == "pass" and isinstance(evidence_of, Mapping) and evidence_of.get("streak"):

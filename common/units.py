@@ -68,14 +68,19 @@ RATE_BOUND = re.compile(r"\b(max|min) (\d+(?:\.\d+)?(?:e-?\d+)?)(?=,|$)")
 configured)."""
 
 
-def bounds_in_units(metric: Any, threshold: Any) -> str:
+def bounds_in_units(metric: Any, threshold: Any, *, as_written: bool = False) -> str:
     """The judge's bounds with a rate's in % as its values are shown (`max 0.05` → `max
     5%`); others as written. Alerts, the deploy page, `postflight status` and the GitHub job
     summary write them so, beside `observed 31%`: `max 0.05` made on-call do the sum, and
     alerts' `max 0.05 (5%)` beside the page's `max 5%` was two ways of saying one bound.
     The API's, the webhook's and the config's `threshold` keep the words as written
-    (contract sections 2 and 3)."""
+    (contract sections 2 and 3). `as_written`: the words as written with the % beside them
+    (`max 0.05 (5%)`), for alerts: on-call match them against the webhook's and the API's
+    `threshold`, and so do tools that read the alert (contract section 4's "observed vs
+    baseline vs threshold")."""
     text = "" if threshold is None else str(threshold)
     if not isinstance(metric, str) or not is_rate(metric):
         return text
+    if as_written:
+        return RATE_BOUND.sub(lambda m: f"{m[0]} ({format_value(metric, float(m[2]))})", text)
     return RATE_BOUND.sub(lambda m: f"{m[1]} {format_value(metric, float(m[2]))}", text)

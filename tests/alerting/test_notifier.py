@@ -115,8 +115,8 @@ async def test_an_e_mails_plain_text_keeps_each_rule_and_the_deploy_on_one_line(
 
     [mail] = smtp_sink.messages
     lines = text_of(mail).splitlines()
-    assert "- probe-errors (checks, error_rate): observed 31% vs baseline 0%, threshold max 5%" \
-        " — 31 of 100 probes failed" in lines  # fmt: skip
+    assert "- probe-errors (checks, error_rate): observed 31% vs baseline 0%, threshold" \
+        " max 0.05 (5%) — 31 of 100 probes failed" in lines  # fmt: skip
     assert "Deploy dep_01JDTEST · production · v2.4.0 → v2.4.1 · commit 9fceb02" in lines
 
 

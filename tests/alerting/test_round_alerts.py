@@ -124,7 +124,7 @@ async def test_a_round_of_thirty_breaches_pages_once_per_channel(
     assert [m["Subject"] for m in smtp_sink.messages] == titles
     first, second, resolve = (n.message for n in json_sink.notifications)
     assert named(first) == names[:30] and "- and 20 more rules: " in first
-    assert "observed **20%** vs baseline 1%, threshold max 5% — errors x20" in first
+    assert "observed **20%** vs baseline 1%, threshold max 0.05 (5%) — errors x20" in first
     assert "`dep_01JDTEST`" in first and "30 rules breached in the same round" in first
     assert named(second) == names[30:] and "more rules" not in second
     assert named(resolve) == names
@@ -200,11 +200,12 @@ async def test_a_rates_resolve_says_its_bound_in_percent(
     tmp_path: Path, json_sink: JsonSink, metrics: Metrics
 ) -> None:
     """The resolve's why said `errors is back within max 0.05` beside the body's `observed
-    0%`, `threshold max 5%`: a rate's bound is in % in an alert's words too."""
+    0%`: a rate's bound is in % in an alert's words too (the rule line keeps the words as
+    written beside it, `threshold max 0.05 (5%)`, as the webhook's `threshold` has them)."""
     await titles_after([streak_verdict(1), streak_verdict(0)], tmp_path, json_sink, metrics)
     (resolve,) = [n for n in json_sink.notifications if n.title.endswith("errors resolved")]
     assert "errors is back within max 5%" in resolve.message, resolve.message
-    assert "0.05" not in resolve.message, resolve.message
+    assert "within max 0.05" not in resolve.message, resolve.message
 
 
 def sequential_verdict(state: str) -> Verdict:

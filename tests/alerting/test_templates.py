@@ -10,7 +10,7 @@ import pytest
 from agent.records import DeployWindow
 from agent.windows.alert_once import dump_payload, load_payload
 from alerting.events import NOTIFY_TYPES, Alert, AlertEvent
-from alerting.templates import body, render, title
+from alerting.templates import body, render, rule_line, title
 from common.redaction import Redactor
 from common.units import bounds_in_units, format_value
 
@@ -85,7 +85,7 @@ def test_rollback_body_names_rules_observed_baseline_threshold_in_human_units() 
     text = body(alert)
     assert title(alert) == "[postflight] production v2.4.1: rollback requested (probe-errors, p95)"
     assert "`probe-errors` (checks, error_rate): observed **31%** vs baseline 0%" in text
-    assert "threshold max 5% — 31 of 100 probes failed" in text
+    assert "threshold max 0.05 (5%) — 31 of 100 probes failed" in text
     assert "`p95` (checks, latency_p95): observed **812ms** vs baseline 210ms" in text
     assert "(details: <https://grafana.example.com/d/abc>)" in text
     assert "**Why:** probe-errors: error_rate 0.31 > max 0.05" in text
@@ -134,7 +134,7 @@ def test_a_rule_breaching_short_of_its_failure_limit_is_not_called_a_pass() -> N
         "evidence": {"policy": "threshold", "streak": 1, "failure_limit": 3},
     }
     text = body(Alert.for_window(window(), "breach", rules=[breaching]))
-    assert "threshold max 5% [breaching] — 31 of 100 probes failed; past" in text
+    assert "threshold max 0.05 (5%) [breaching] — 31 of 100 probes failed; past" in text
     assert "[pass]" not in text
     cleared = breaching | {"evidence": {"policy": "threshold", "streak": 0, "failure_limit": 3}}
     assert "[pass]" in body(Alert.for_window(window(), "resolved", rules=[cleared]))
@@ -516,3 +516,17 @@ def test_a_breach_alert_says_its_rules_detail_once() -> None:
     assert text.count("93.6 to 1") == 1, text
     assert "observed **211ms** vs baseline 69ms, threshold max_increase 50%" in text
     assert "— 18 of 120 probes failed" in text
+
+
+def test_an_alerts_threshold_keeps_the_words_as_written_beside_its_percent() -> None:
+    """Contract section 4: an alert names observed vs baseline vs threshold, and the
+    webhook's and the API's `threshold` is `max 0.05`: the alert's rule line carries those
+    words, a rate's % beside them (it said only `max 5%` for a while, which a reader, or a
+    tool, matching the webhook's `threshold` did not find)."""
+    assert bounds_in_units("error_rate", "max 0.05", as_written=True) == "max 0.05 (5%)"
+    assert bounds_in_units("latency_p95", "max 300ms", as_written=True) == "max 300ms"
+    line = rule_line(
+        {"name": "errors", "source": "checks", "metric": "error_rate", "observed": 0.31,
+         "baseline": 0.0, "threshold": "max 0.05"}
+    )  # fmt: skip
+    assert "threshold max 0.05 (5%)" in line, line

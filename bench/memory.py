@@ -39,7 +39,6 @@ import threading
 import time
 import tracemalloc
 import types
-import urllib.request
 import weakref
 from pathlib import Path
 from typing import Any
@@ -276,16 +275,7 @@ LONG = ("census", "holders", "structures", "cycles", "garbage")
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    out: Path = args.out
-    if args.store != "postgresql":
-        return measure_on(args, f"sqlite:///{out / 'postflight.db'}")
-    from tests.pg import running_cluster, server_bindir
-
-    bindir = server_bindir()
-    if bindir is None:
-        raise SystemExit("--store postgresql: no PostgreSQL server binaries (see tests/pg.py)")
-    with running_cluster(bindir) as cluster:
-        return measure_on(args, asyncio.run(cluster.create_database()))
+    return soak.on_store(args, measure_on)
 
 
 def measure_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
@@ -326,15 +316,7 @@ def measure_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     drivers: list[Windows] = []
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{soak.HOST}:{port}/readyz", timeout=1):
-                    break
-            except OSError:
-                if agent.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the agent did not start: see {out}/agent.log") from None
-                time.sleep(0.2)
+        soak.wait_ready(agent, port, time.monotonic() + 120, f"{out}/agent.log")
         done = 0
         for step, multiple in enumerate(args.steps, 1):
             budget = Budget(multiple * args.windows - done)
@@ -403,6 +385,11 @@ def report(
             }
         )
     n = steps[-1]["windows"] - steps[0]["windows"]
+    if n <= 0:
+        raise SystemExit(
+            f"{len(steps)} step(s) and no window between the first and the last: nothing to"
+            " compare per window (more --steps, or --windows large enough to open)"
+        )
     sites = []
     for stat in _grown(snaps, len(steps), args.group)[: args.top]:
         frames = [f"{f.filename.removeprefix(str(ROOT) + '/')}:{f.lineno}" for f in stat.traceback]

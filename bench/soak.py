@@ -69,6 +69,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -853,15 +854,37 @@ def percentile(values: list[float], q: float) -> float:
 def soak(args: argparse.Namespace) -> dict[str, Any]:
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
+    return on_store(args, soak_on)
+
+
+def on_store(
+    args: argparse.Namespace, run: Callable[[argparse.Namespace, str], dict[str, Any]]
+) -> dict[str, Any]:
+    """`run(args, store_url)` on the store `--store` names: a SQLite file in `--out`, or a
+    database of a PostgreSQL cluster started for the run (`bench/memory.py` too)."""
+    out: Path = args.out
     if args.store != "postgresql":
-        return soak_on(args, f"sqlite:///{out / 'postflight.db'}")
+        return run(args, f"sqlite:///{out / 'postflight.db'}")
     from tests.pg import running_cluster, server_bindir
 
     bindir = server_bindir()
     if bindir is None:
         raise SystemExit("--store postgresql: no PostgreSQL server binaries (see tests/pg.py)")
     with running_cluster(bindir) as cluster:
-        return soak_on(args, asyncio.run(cluster.create_database()))
+        return run(args, asyncio.run(cluster.create_database()))
+
+
+def wait_ready(agent: subprocess.Popen[bytes], port: int, deadline: float, log: str) -> None:
+    """Until the agent on `port` answers `/readyz`; exits naming `log` if it ended or
+    `deadline` (monotonic) passed first."""
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/readyz", timeout=1):
+                return
+        except OSError:
+            if agent.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the agent did not start: see {log}") from None
+            time.sleep(0.2)
 
 
 def soak_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
@@ -905,14 +928,7 @@ def soak_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
     try:
         deadline = time.monotonic() + 60
         for agent, agent_port in zip(agents, agent_ports, strict=True):
-            while True:
-                try:
-                    with urllib.request.urlopen(f"http://{HOST}:{agent_port}/readyz", timeout=1):
-                        break
-                except OSError:
-                    if agent.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"the agent did not start: see {out}/agent*.log") from None
-                    time.sleep(0.2)
+            wait_ready(agent, agent_port, deadline, f"{out}/agent*.log")
         time.sleep(args.pre)  # the background runs' baseline before the first deploys
         t0 = time.time()
         drivers = [

@@ -10,6 +10,8 @@ A/A: baseline and window from the same bursty process.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from agent.analysis.judge import Judge
@@ -173,7 +175,8 @@ def test_a_short_bursty_baseline_that_prices_no_two_sample_test_still_catches_er
         {rule.name: 300.0}
     )
     assert "too few errors in too few periods" not in said, said
-    assert "smallest change it can detect" in said and "error_rate 0.0" in said, said
+    assert "smallest change it can detect" in said, said
+    assert re.search(r"error_rate \d(\.\d+)?% or more", said), said  # under 10%
     # rounds of 100 probes are smaller than every period: never ranked, and said so
     (said,) = Judge([rule], {rule.name: base}, Policy("sequential"), horizon=30).blind_spots(
         {rule.name: 100.0}

@@ -70,14 +70,13 @@ configured)."""
 
 def bounds_in_units(metric: Any, threshold: Any, *, as_written: bool = False) -> str:
     """The judge's bounds with a rate's in % as its values are shown (`max 0.05` → `max
-    5%`); others as written. Alerts, the deploy page, `postflight status` and the GitHub job
-    summary write them so, beside `observed 31%`: `max 0.05` made on-call do the sum, and
-    alerts' `max 0.05 (5%)` beside the page's `max 5%` was two ways of saying one bound.
-    The API's, the webhook's and the config's `threshold` keep the words as written
-    (contract sections 2 and 3). `as_written`: the words as written with the % beside them
-    (`max 0.05 (5%)`), for alerts: on-call match them against the webhook's and the API's
-    `threshold`, and so do tools that read the alert (contract section 4's "observed vs
-    baseline vs threshold")."""
+    5%`); others as written. The deploy page, `postflight status`, the GitHub job summary
+    and the judge's free text write them so, beside `observed 31%`: `max 0.05` made
+    on-call do the sum. The API's, the webhook's and the config's `threshold` keep the
+    words as written (contract sections 2 and 3). `as_written`: those words with the %
+    beside them (`max 0.05 (5%)`), for alerts: on-call match them against the webhook's
+    and the API's `threshold`, and so do tools that read the alert (contract section 4's
+    "observed vs baseline vs threshold")."""
     text = "" if threshold is None else str(threshold)
     if not isinstance(metric, str) or not is_rate(metric):
         return text

@@ -317,15 +317,22 @@ def percentiles(values: Sequence[float], qs: Sequence[float]) -> list[float]:
 
 
 def _linear_quantile(ordered: list[float], q: float) -> float:
-    """numpy's `linear` method: virtual index (n - 1) q, then `_lerp` as numpy writes it."""
-    n = len(ordered)
+    """numpy's `linear` method over all of `ordered` (`linear_quantile_of_top`)."""
+    return linear_quantile_of_top(ordered, len(ordered), q)
+
+
+def linear_quantile_of_top(top: Sequence[float], n: int, q: float) -> float:
+    """numpy's `linear` q-quantile of `n` sorted values whose largest are `top` (sorted; all
+    of them when it holds n): virtual index (n - 1) q, then `_lerp` as numpy writes it. The
+    caller makes sure `top` reaches down to that index (`top_values.needed`)."""
+    start = n - len(top)  # the index, among all n, of top[0]
     virtual = (n - 1) * q
     if virtual >= n - 1:
-        return ordered[-1]
+        return top[-1]
     if virtual < 0:
-        return ordered[0]
+        return top[0]
     previous = math.floor(virtual)
-    lo, hi = ordered[previous], ordered[previous + 1]
+    lo, hi = top[previous - start], top[previous + 1 - start]
     gamma = virtual - previous
     diff = hi - lo
     return hi - diff * (1.0 - gamma) if gamma >= 0.5 else lo + diff * gamma

@@ -17,6 +17,8 @@ import heapq
 import math
 from collections.abc import Sequence
 
+from agent.analysis import stats
+
 KEPT = 128
 """The most values kept: 128 floats of state per latency rule, about the sketch's size."""
 
@@ -47,16 +49,4 @@ def quantile(top: Sequence[float] | None, n: int, q: float) -> float | None:
     `stats.percentile` reads it of all of them; None when `top` holds too few."""
     if top is None or n <= 0 or needed(n, q) > len(top):
         return None
-    start = n - len(top)  # the index, among all n, of top[0]
-
-    def at(index: int) -> float:
-        return top[index - start]
-
-    virtual = (n - 1) * q
-    if virtual >= n - 1:
-        return at(n - 1)
-    previous = max(0, math.floor(virtual))
-    lo, hi = at(previous), at(previous + 1)
-    gamma = virtual - previous
-    diff = hi - lo
-    return hi - diff * (1.0 - gamma) if gamma >= 0.5 else lo + diff * gamma
+    return stats.linear_quantile_of_top(top, n, q)

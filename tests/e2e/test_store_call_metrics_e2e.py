@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import pytest
@@ -65,6 +66,22 @@ async def scraped_histograms(agent: RunningAgent) -> dict[str, dict[str, float]]
     return found
 
 
+async def scraped_around_a_get(
+    agent: RunningAgent,
+    deploy_id: str,
+    monkeypatch: pytest.MonkeyPatch,
+    wrap: Callable[[Callable[..., Awaitable[Any]]], Callable[..., Awaitable[Any]]],
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """The store histograms scraped before and after one `GET /v1/deploys/{id}` whose
+    SQLite `get_window` is `wrap(get_window)`, under the feed's and the timing's wrappers."""
+    before = await scraped_histograms(agent)
+    sqlite = cast(Any, agent.app[STORE]).wrapped.wrapped  # the feed's, then the timing's
+    monkeypatch.setattr(sqlite, "get_window", wrap(sqlite.get_window))
+    async with agent.http.get(f"{agent.url}/v1/deploys/{deploy_id}", headers=agent.headers) as r:
+        assert r.status == 200
+    return before, await scraped_histograms(agent)
+
+
 @pytest.mark.timeout(60)
 async def test_a_slow_store_read_shows_in_the_read_histogram_and_every_kind_is_counted(
     start_agent: AgentFactory, monkeypatch: pytest.MonkeyPatch
@@ -75,20 +92,15 @@ async def test_a_slow_store_read_shows_in_the_read_histogram_and_every_kind_is_c
         agent = await start_agent(WINDOW.format(url=target.url))
         deploy = await agent.register("production", "v1")
         await agent.settled(deploy["id"], within=30)
-        before = await scraped_histograms(agent)
-        sqlite = cast(Any, agent.app[STORE]).wrapped.wrapped  # the feed's, then the timing's
-        read = sqlite.get_window
 
-        async def slow_read(*args: Any, **kwargs: Any) -> Any:
-            await asyncio.sleep(SLOW_READ_S)  # a read behind a long transaction
-            return await read(*args, **kwargs)
+        def slowed(read: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def slow_read(*args: Any, **kwargs: Any) -> Any:
+                await asyncio.sleep(SLOW_READ_S)  # a read behind a long transaction
+                return await read(*args, **kwargs)
 
-        monkeypatch.setattr(sqlite, "get_window", slow_read)
-        async with agent.http.get(
-            f"{agent.url}/v1/deploys/{deploy['id']}", headers=agent.headers
-        ) as response:
-            assert response.status == 200
-        after = await scraped_histograms(agent)
+            return slow_read
+
+        before, after = await scraped_around_a_get(agent, deploy["id"], monkeypatch, slowed)
     finally:
         await target.stop()
     assert set(after) == {f"postflight_store_{kind}_seconds" for kind in STORE_CALLS}, after
@@ -116,20 +128,17 @@ async def test_a_read_held_by_the_agents_own_stalled_loop_is_not_the_stores(
         await agent.settled(deploy["id"], within=30)
         ticks().lag.total()  # the heartbeat beats, as it does while probes run
         await asyncio.sleep(0.05)
-        before = await scraped_histograms(agent)
-        sqlite = cast(Any, agent.app[STORE]).wrapped.wrapped
-        read = sqlite.get_window
 
-        async def read_on_a_blocked_loop(*args: Any, **kwargs: Any) -> Any:
-            time.sleep(SLOW_READ_S)  # noqa: ASYNC251 (the agent's loop blocked, on purpose)
-            return await read(*args, **kwargs)
+        def on_a_blocked_loop(read: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+            async def read_on_a_blocked_loop(*args: Any, **kwargs: Any) -> Any:
+                time.sleep(SLOW_READ_S)  # noqa: ASYNC251 (the agent's loop blocked, on purpose)
+                return await read(*args, **kwargs)
 
-        monkeypatch.setattr(sqlite, "get_window", read_on_a_blocked_loop)
-        async with agent.http.get(
-            f"{agent.url}/v1/deploys/{deploy['id']}", headers=agent.headers
-        ) as response:
-            assert response.status == 200
-        after = await scraped_histograms(agent)
+            return read_on_a_blocked_loop
+
+        before, after = await scraped_around_a_get(
+            agent, deploy["id"], monkeypatch, on_a_blocked_loop
+        )
     finally:
         await target.stop()
     read_s, was = after["postflight_store_read_seconds"], before["postflight_store_read_seconds"]

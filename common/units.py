@@ -36,6 +36,12 @@ def format_latency(seconds: float) -> str:
     return format_duration(seconds) if seconds >= 0 else "-" + format_duration(-seconds)
 
 
+def judged_rate(metric: str, value: float) -> str:
+    """A rate the judge worked out, in % at the three significant digits its words give
+    (`93.1%`, not `93.09%`): what it can detect, the bound a rule reached."""
+    return format_value(metric, float(f"{value:.3g}"))
+
+
 def format_value(metric: str | None, value: Any) -> str:
     """A rule's observed or baseline value in its metric's unit; `n/a` when missing."""
     if value is None or isinstance(value, bool):

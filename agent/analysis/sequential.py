@@ -806,7 +806,7 @@ class SequentialRule:
         bound (`error_rate 9.18% or more` beside `max 5%`; it said `0.0918`), to the three
         significant digits it had."""
         return (
-            units.format_value(self.rule.metric, float(f"{value:.3g}"))
+            units.judged_rate(self.rule.metric, value)
             if units.is_rate(self.rule.metric)
             else f"{value:.3g}"
         )

@@ -69,6 +69,7 @@ from agent.analysis.verdicts import (
 )
 from common.durations import format_duration
 from common.units import format_value as value_in_units
+from common.units import judged_rate
 from common.words import counted
 
 _TEST_NAMES = {
@@ -764,9 +765,8 @@ def _reached_words(rule: Rule, reached: Reached) -> str:
         return (
             f"share of samples {side} {test.text} {end} bound {value} vs {test.limit:.3g} allowed"
         )
-    # to the three significant digits the judge's figure has (`93.1%`, not `93.09%`)
     value = (
-        value_in_units(rule.metric, float(f"{reached_value:.3g}"))
+        judged_rate(rule.metric, reached_value)
         if test.statistic == "rate" and is_rate(rule.metric)
         else format_value(rule.metric, reached_value)
     )

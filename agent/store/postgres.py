@@ -35,6 +35,7 @@ from agent.store.base import Conflict, StoreBusy, StoreError, StoreUnreachable
 from agent.store.location import describe_url
 from agent.store.session_holder import dead_here, named_holder, session_name, shown_name
 from agent.store.sql import LOCK_REPLICA, SCHEMA_VERSION, Connection, SqlStore
+from agent.store.ssl_ask import retrieve_ssl_ask_answers
 
 __all__ = ["SCHEMA_VERSION", "PostgresStore", "describe_url"]
 
@@ -71,6 +72,8 @@ were a bug's: a watch whose round write met a deadlock three times ended its win
 a bug of the store."""
 
 log = logging.getLogger("postflight.store")
+
+retrieve_ssl_ask_answers()  # a connection cut as it is made leaves asyncio no error to log
 
 REPLICA_LOOK_S = 5.0
 """How often an agent looks that the session holding its replica id is still there."""

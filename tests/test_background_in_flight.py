@@ -56,6 +56,42 @@ async def test_a_runs_own_error_or_cancellation_reaches_its_caller() -> None:
         await runs.run("staging", "api-health", cancelled())
 
 
+async def test_a_cut_run_that_ended_in_an_error_raises_it_to_its_caller() -> None:
+    """A run cut that did not stop as asked but failed (its cleanup raised: a store write
+    cut mid-way, a probe's teardown) returned as if cut: its error went nowhere, and
+    asyncio logged "Task exception was never retrieved" with its traceback once the task
+    was collected, an ERROR no caller could place. Its error is its caller's, as an uncut
+    run's is; not owed to the window (it did not stop, it failed)."""
+    import gc
+    from typing import Any
+
+    runs, started = InFlight(), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    before = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _, context: reported.append(context))
+
+    async def work() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise OSError("store away as the run was cut") from None
+
+    try:
+        run = asyncio.create_task(runs.run("staging", "api-health", work()))
+        await started.wait()
+        assert await runs.cut("staging") == []
+        with pytest.raises(OSError, match="store away as the run was cut"):
+            await run
+        del run
+        gc.collect()
+    finally:
+        loop.set_exception_handler(before)
+    assert [c.get("message") for c in reported] == []
+    assert runs.cut_runs == set()
+
+
 class Reads(SqliteStore):
     """A real store counting the windows read (what a replica's news costs it)."""
 

@@ -66,7 +66,8 @@ class InFlight:
 
     async def run(self, environment: str, check: str, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` (one background run) where a window can cancel it (`cut`): a run cut
-        so returns as if done; the caller's own cancellation cancels it too."""
+        so returns as if done, one that failed as it was cut raises its error; the
+        caller's own cancellation cancels it too."""
         task = asyncio.create_task(work)
         self.runs.setdefault(environment, {})[check] = task
         try:
@@ -81,8 +82,11 @@ class InFlight:
                 del self.runs[environment][check]
             was_cut = task in self.cut_runs
             self.cut_runs.discard(task)
-        if not was_cut:
-            task.result()  # its error (or cancellation), for the caller
+        if not was_cut or not task.cancelled():
+            # its error (or cancellation), for the caller; one cut that failed rather than
+            # stopped too, where it went unretrieved (asyncio's "Task exception was never
+            # retrieved" ERROR at its collection)
+            task.result()
         else:
             # its CancelledError's traceback holds the run's frames, `run_check`'s with
             # the task in a local: freed now, not by a collection

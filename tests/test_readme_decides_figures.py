@@ -132,10 +132,18 @@ def test_the_decision_benchmarks_setup_is_the_benchs() -> None:
         f"Rules: error rate and p95, each `max_increase {tolerance:.0%}`;"
         f" confidence {bench.CONFIDENCE:g}." in said
     )
+    # the older 1 s tables ran before the goals' cells had windows of their own
+    older = bench.Plan(goal_windows=bench.REGRESSION_WINDOWS)
+    before = sum(n for _, _, n, _, start, *_ in bench.tasks(older) if start == 0)
     assert (
-        f"({windows:,} windows: {bench.AA_WINDOWS} per A/A-like cell,"
+        f"({before:,} windows: {bench.AA_WINDOWS} per A/A-like cell,"
         f" {bench.REGRESSION_WINDOWS} per regression cell;" in said
     )
+    goals = (
+        "each cell a goal of detecting every window or 95% of them is judged on runs "
+        f"{bench.GOAL_WINDOWS} windows, the other regression cells {bench.REGRESSION_WINDOWS}."
+    )
+    assert goals in said
     assert f"False rollbacks: 1 of {aa_like:,} A/A-like windows" in said
 
 

@@ -125,7 +125,7 @@ def test_a_run_judges_at_the_daemons_interval_unless_asked(
     (30 s, what a user runs), the report says so and times every rollback at a round's end;
     `--round-s 1` runs the README's older 1 s rounds on the same windows."""
     argv = ["decisions.py", "--json", "--families", "errors_x5", "--rates", "10"]
-    argv += ["--windows-per-cell", "1", "--workers", "1"]
+    argv += ["--windows-per-cell", "1", "--goal-windows", "1", "--workers", "1"]
     assert bench.Plan().round_s == bench.DAEMON_ROUND_S == 30
     cell = "errors_x5@10rps"
     medians = {}
@@ -238,7 +238,8 @@ def test_a_run_reports_the_verdicts_users_see_in_json_and_text(
     ours the judge's window decisions (a doubled error rate failed, its rollback timed),
     and the text prints them; `--markdown`, which the README's tables are tied to, not."""
     argv = ["decisions.py", "--families", "errors_x5,aa", "--rates", "10"]
-    argv += ["--windows-per-cell", "1", "--aa-windows", "1", "--workers", "1", "--json"]
+    argv += ["--windows-per-cell", "1", "--goal-windows", "1", "--aa-windows", "1"]
+    argv += ["--workers", "1", "--json"]
     monkeypatch.setattr("sys.argv", argv)
     assert bench.main() == 0
     report = json.loads(capsys.readouterr().out)
@@ -340,3 +341,51 @@ def test_the_median_goal_is_judged_on_the_windows_both_detect(bench: ModuleType)
 
     assert judged(ours)
     assert not judged([600.0] * 5 + ours[5:])
+
+
+def test_every_cell_a_detection_goal_is_judged_on_runs_100_windows(bench: ModuleType) -> None:
+    """A goal of 95% judged on 20 windows is a coin flip (19 of 20 has the 95% interval
+    [75%, 100%]): the default run gives each cell a goal of detecting every window or 95%
+    of them is judged on 100 windows, the other regression cells 20, on the same seeds
+    (their first 20 are the 20-window run's). Failed before: 20 in every regression cell."""
+    windows = {
+        f"{bench.FAMILIES[f].key}@{rps}rps": n
+        for f, rps, n, _, start, *_ in bench.tasks(bench.Plan())
+        if start == 0 and not bench.FAMILIES[f].aa_like
+    }
+    saved = json.loads(bench.read_report(bench.RESULTS))
+    judged = {
+        cell
+        for cell in windows
+        for goal in saved["acceptance"]
+        if goal.startswith(f"detect_{cell}_") and "pct" in goal
+    }
+    assert judged == bench.GOAL_CELLS and len(judged) == 6
+    assert {c: n for c, n in windows.items() if c in judged} == dict.fromkeys(judged, 100)
+    assert set(windows.values()) == {20, 100}
+    fewer = bench.Plan(goal_windows=bench.REGRESSION_WINDOWS)
+    assert all(n == 20 for f, _, n, *_ in bench.tasks(fewer) if not bench.FAMILIES[f].aa_like)
+
+
+def test_each_goal_on_a_share_prints_its_clopper_pearson_interval(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The text prints beside each goal on a share of windows that share and its 95%
+    Clopper-Pearson interval (the false rollbacks' at the A/A-like cell with the most), a
+    report saved before `goal_intervals` existed too; a run's `--json` carries them."""
+    saved = json.loads(bench.read_report(bench.RESULTS))
+    assert "goal_intervals" not in saved  # the run saved before them
+    text = bench.text(saved)
+    assert "detect_errors_x2@10rps_ge_95pct  19/20 = 95.0% [95% CI 75.1%, 99.9%]" in text
+    assert "frr_le_1pct_every_aa_cell  1/200 = 0.5% [95% CI 0.0%, 2.8%] (aa@1rps)" in text
+    assert "  MISS median_ttd_errors_x5@10rps_le_30s\n" in text
+    argv = ["decisions.py", "--json", "--families", "errors_x2", "--rates", "10"]
+    argv += ["--goal-windows", "2", "--workers", "1", "--rules", "errors"]
+    monkeypatch.setattr("sys.argv", argv)
+    assert bench.main() == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["goal_windows"] == 2
+    interval = report["goal_intervals"]["detect_errors_x2@10rps_ge_95pct"]
+    assert interval["cell"] == "errors_x2@10rps" and interval["windows"] == 20
+    low, high = interval["ci95"]
+    assert low <= interval["rate"] == interval["hits"] / 20 <= high

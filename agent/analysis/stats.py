@@ -68,9 +68,9 @@ FloatArray = npt.NDArray[np.float64]
 def _special() -> Any:  # scipy has no type hints here (mypy ignores it)
     """scipy.special, imported at its first use: a fifth of a second of the daemon's start
     that the threshold policy never needs, and the others only from their first window."""
-    from scipy import special
+    from agent.analysis.scipy_special import import_special
 
-    return special
+    return import_special()
 
 
 def load_distributions() -> None:

@@ -6,10 +6,13 @@ reading the CA bundle (`ssl.SSLContext.set_default_verify_paths`): 75 ms of CPU 
 command of 380 ms, paid by every pipeline step, for an agent most often reached over
 plain http. Here the import builds them without the bundle and `load_ca_certificates`
 reads it into both before the first https request (an https `--url`, or a redirect to
-one), so they are the contexts aiohttp would have built. The daemon (`run`) reads it into
-the verified one at once, before its loop runs (its providers and checks speak https, and
-reading it later would block the loop), and never into the unverified one: that context
-verifies nothing (`CERT_NONE`, a check's `verify_tls: false`), so its bundle went unread.
+one), so they are the contexts aiohttp would have built. The daemon (`run`) whose
+configuration names an https URL (a target, a provider, an integration's API) reads it
+into the verified one at once, before its loop runs (reading it later would block the
+loop in its first https request); one that names none reads it at its first TLS
+handshake (`read_at_first_handshake`: a redirect to https, a target given at run time),
+where it read it at every start. Never into the unverified one: that context verifies
+nothing (`CERT_NONE`, a check's `verify_tls: false`), so its bundle went unread.
 """
 
 from __future__ import annotations
@@ -59,6 +62,27 @@ def load_ca_certificates(*, unverified: bool = True) -> None:
         if name in _unread and context is not None:  # None: a Python without ssl
             context.set_default_verify_paths()
         _unread.discard(name)
+
+
+def read_at_first_handshake() -> None:
+    """Read the CA bundle into aiohttp's verified context as it begins its first TLS
+    handshake (asyncio's `wrap_bio`, whichever session, check or redirect it is for), once;
+    nothing when it holds the bundle already."""
+    if "verified" not in _unread:
+        return
+    from aiohttp import connector
+
+    context = connector._SSL_CONTEXT_VERIFIED
+    if context is None:  # a Python without ssl
+        return
+    wrap_bio = context.wrap_bio
+
+    def reading_first(*args: Any, **kwargs: Any) -> ssl.SSLObject:
+        vars(context).pop("wrap_bio", None)  # the class's own from now on
+        load_ca_certificates(unverified=False)
+        return wrap_bio(*args, **kwargs)
+
+    context.wrap_bio = reading_first  # type: ignore[method-assign]
 
 
 async def load_before_a_redirect(*_: Any) -> None:

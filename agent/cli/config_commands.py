@@ -38,6 +38,7 @@ from common.durations import format_duration
 from common.words import counted, unknown_environment
 
 if TYPE_CHECKING:
+    from agent.settings import Settings
     from checks.base import CheckResult
 
 log = logging.getLogger(__name__)
@@ -130,6 +131,16 @@ def validate_command(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _names_https(settings: Settings) -> bool:
+    """Whether the configuration names an https URL (a target, a provider, an integration's
+    API), which the daemon's first requests may ask for (`agent.deferred_ca`); True for one
+    that cannot be written out, as every start read the CA bundle."""
+    try:
+        return '"https://' in settings.model_dump_json().lower()
+    except ValueError:  # pydantic's serialisation error
+        return True
+
+
 def run_command(args: argparse.Namespace) -> int:
     from agent.logs import setup_logging
     from agent.observability import NewRelicUnusable, end_process_running_newrelic, init_newrelic
@@ -144,6 +155,12 @@ def run_command(args: argparse.Namespace) -> int:
     if loaded is None:
         return EXIT_USAGE
     settings = loaded.settings
+    from agent.deferred_ca import load_ca_certificates, read_at_first_handshake
+
+    if _names_https(settings):
+        load_ca_certificates(unverified=False)  # before the loop; the other verifies nothing
+    else:
+        read_at_first_handshake()
     from agent.observability import sentry_dsn_problem
     from agent.windows.heap import diagnostic_problems
 

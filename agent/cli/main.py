@@ -384,13 +384,9 @@ def _main(argv: Sequence[str] | None) -> int:
             from agent.cli.stop_signals import stop_cleanly_while_nothing_is_held
 
             stop_cleanly_while_nothing_is_held(starting=True)
-            from agent.deferred_ca import (
-                import_aiohttp_without_ca_certificates,
-                load_ca_certificates,
-            )
+            from agent.deferred_ca import import_aiohttp_without_ca_certificates
 
-            import_aiohttp_without_ca_certificates()
-            load_ca_certificates(unverified=False)  # before the loop; the other verifies nothing
+            import_aiohttp_without_ca_certificates()  # read as the configuration says
             from agent.cli.config_commands import run_command
 
             return run_command(args)

@@ -4,7 +4,8 @@ at its first use. scipy (those policies' distributions), apprise with its plugin
 requests (alert channels) and Jinja2 (the deploy pages) cost about 0.3 s of CPU a start
 together, paid again by every restart and by every test that starts the daemon as a
 process; a daemon that judges with the threshold policy, has no alert channel and shows no
-page uses none of them.
+page uses none of them. Nor does one whose configuration names no https URL read the CA
+bundle (`agent.deferred_ca`) until it makes an https request.
 
 Each case runs the real `postflight run` in a fresh interpreter, drives it through its
 API, stops it with SIGTERM and reads `sys.modules` as it exits: a behaviour, not a timing.
@@ -36,8 +37,10 @@ RUN_DAEMON = """
 import json, sys
 from agent.cli.main import main
 code = main(["run", "--config", sys.argv[1]])
+from aiohttp import connector
+read = connector._SSL_CONTEXT_VERIFIED.cert_store_stats()["x509"]
 with open(sys.argv[2], "w") as out:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, out)
+    json.dump({"code": code, "modules": sorted(sys.modules), "ca_certificates": read}, out)
 """
 
 AT_FIRST_USE = ("scipy", "apprise", "requests", "jinja2")
@@ -70,6 +73,8 @@ class Daemon:
         self.log = tmp_path / "agent.log"
         self.headers = {"Authorization": f"Bearer {TOKEN}"}
         self.proc: asyncio.subprocess.Process | None = None
+        self.ca_certificates: int | None = None
+        """The certificates aiohttp's verifying TLS context held as the daemon exited."""
         self.http = aiohttp.ClientSession()
 
     def env(self) -> dict[str, str]:
@@ -128,6 +133,7 @@ class Daemon:
         assert await asyncio.wait_for(self.proc.wait(), 30) == 0, self.log.read_text()
         report: dict[str, Any] = json.loads(self.report.read_text())
         assert report["code"] == 0, self.log.read_text()
+        self.ca_certificates = report["ca_certificates"]
         modules: list[str] = report["modules"]
         return modules
 
@@ -162,6 +168,9 @@ async def test_a_threshold_window_without_channels_or_pages_loads_none_of_them(
     modules = await daemon.modules()
     assert _loaded(modules, EVERY_WINDOW) == sorted(EVERY_WINDOW)
     assert _loaded(modules, AT_FIRST_USE + NEVER_UNASKED) == []
+    # no https URL configured, no https request: the CA bundle went unread (failed
+    # before: the start read it, 144 certificates)
+    assert daemon.ca_certificates == 0
 
 
 async def test_they_load_where_they_are_used_and_do_their_work(

@@ -1,7 +1,9 @@
 """`postflight run` verifies an https target against the CA bundle `$SSL_CERT_FILE` names,
 and probes one with `verify_tls: false` without: the daemon imports aiohttp without its
 default TLS contexts reading the bundle and reads it into the verified one before its loop
-runs (`agent.deferred_ca`), never into the unverified one, which verifies nothing."""
+runs when its configuration names an https URL, else at its first TLS handshake (a
+redirect to https), never into the unverified one, which verifies nothing
+(`agent.deferred_ca`)."""
 
 from __future__ import annotations
 
@@ -93,3 +95,48 @@ async def test_a_run_verifies_against_ssl_cert_file_and_skips_it_with_verify_tls
     finally:
         end_all(agent)
     assert answered  # counted at the target
+
+
+@pytest.mark.timeout(180)
+async def test_a_run_that_names_no_https_url_verifies_a_redirect_to_https(
+    https_target: tuple[str, Path, list[int]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its start read no CA bundle: the redirect's handshake reads it. Failed without that
+    read (`read_at_first_handshake` left out): the window failed, every probe refused by
+    the verification (`certificate verify failed`)."""
+    url, cert, answered = https_target
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+
+    async def moved(_: web.Request) -> web.Response:
+        raise web.HTTPFound(f"{url}/health")
+
+    app = web.Application()
+    app.router.add_get("/health", moved)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    plain = free_port()
+    await web.TCPSite(runner, "127.0.0.1", plain).start()
+    port = free_port()
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        server_and_store(tmp_path, port)
+        + "environments:\n"
+        + _environment("redirected", f"http://127.0.0.1:{plain}", "")
+    )
+    agent = await asyncio.to_thread(start_agent, config, port, tmp_path / "agent.log")
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deploy = await asyncio.to_thread(
+            request_json,
+            "POST",
+            f"{base}/v1/deploys",
+            {"environment": "redirected", "version": "v2"},
+        )
+        final = await _ended(base, deploy["id"])
+        assert final["state"] == "passed", final
+    finally:
+        end_all(agent)
+        await runner.cleanup()
+    assert answered  # the redirect reached the https target, counted there

@@ -7,9 +7,10 @@ shapes)."""
 
 from __future__ import annotations
 
-from tests.e2e.conftest import AgentFactory, FlipTarget
+from tests.e2e.conftest import AgentFactory, FlipTarget, environment
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     GH_SECRET,
+    GH_TOKEN,
     VC_SECRET,
     VC_TOKEN,
     environments,
@@ -25,6 +26,7 @@ from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
 )
 from tests.fakes import github as gh
 from tests.fakes import vercel as vc
+from tests.fakes._server import Seen
 from tests.fakes.github import FakeGitHub
 from tests.fakes.vercel import FakeVercel
 
@@ -140,3 +142,122 @@ async def test_a_forged_delivery_keeps_nothing_and_a_superseded_window_is_not_ro
         assert r.status == 409 and r.content_type == "application/problem+json"
     assert (await agent.get(superseded))["rollback"] is None
     assert fake_vercel.accepted == [] and fake_github.dispatches == []
+
+
+async def test_github_events_that_open_nothing_are_a_200_ignored_and_keep_no_window(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+) -> None:
+    """Contract §7: a valid, signed event that opens nothing (another event type, a
+    repository or environment no source maps) is `200 {"ignored": reason}`; the Vercel
+    side had this end to end, GitHub's only in component tests."""
+    agent = await start_agent(
+        environments(flip_target), extra=integrations(fake_github, fake_vercel)
+    )
+    ping = b'{"zen": "Design for failure.", "hook_id": 1, "hook": {"type": "Repository"}}'
+    push = b'{"ref": "refs/heads/main", "repository": {"full_name": "acme/web"}}'
+    deliveries = [
+        ("ping", ping),
+        ("push", push),
+        ("deployment_status", gh.deployment_status(repository="acme/other")),
+        ("deployment_status", gh.deployment_status(environment="Preview")),
+        ("deployment_status", gh.deployment_status("failure")),
+    ]
+    for n, (event, body) in enumerate(deliveries):
+        status, answer = await github_hook(agent, event, body, f"ignored-{n}")
+        assert status == 200, (event, answer)
+        assert set(answer) == {"ignored"} and isinstance(answer["ignored"], str), answer
+        assert answer["ignored"], answer
+    assert await windows(agent) == []
+    assert fake_github.statuses == []
+
+
+def _sent_headers(seen: Seen) -> dict[str, str]:
+    return {name.lower(): value for name, value in seen.headers.items()}
+
+
+async def test_github_hears_its_statuses_and_a_manual_rollback_s_dispatch_as_its_api_asks(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+) -> None:
+    """reference/seed-stack-apis.md: GitHub's REST calls carry `Authorization: Bearer`,
+    `Accept: application/vnd.github+json` and `X-GitHub-Api-Version: 2022-11-28` (the
+    fake checks only the token, and the version when sent). A manual rollback of a watched
+    GitHub window (contract §7) answers 202 with the deploy object, goes to the
+    environment's target (the workflow's dispatch, once), and the window ends
+    `rolled_back` once it is delivered."""
+    rollback = "{target: github, github: {workflow: rollback.yml, ref: main}, backoff: 50ms}"
+    agent = await start_agent(
+        environments(flip_target, rollback=rollback), extra=integrations(fake_github, fake_vercel)
+    )
+    status, opened = await github_hook(agent, "deployment_status", gh.deployment_status(), "g-1")
+    assert status == 202, opened
+    deploy = opened["deploy"]
+    await eventually(lambda: len(fake_github.statuses) >= 1)
+
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/rollback"
+    async with agent.http.post(url, json={"reason": "by hand"}, headers=agent.headers) as r:
+        assert r.status == 202, await r.text()
+        accepted = await r.json()
+    assert accepted["id"] == deploy["id"] and accepted["environment"] == "production"
+    assert accepted["version"] == gh.COMMIT
+    final = await agent.wait_until(deploy["id"], lambda d: d["state"] == "rolled_back")
+    assert final["rollback"]["state"] == "delivered", final
+    await eventually(lambda: len(fake_github.statuses) >= 2)
+
+    [dispatch] = fake_github.dispatches
+    assert (dispatch["workflow"], dispatch["ref"]) == ("rollback.yml", "main")
+    assert dispatch["inputs"]["deploy_id"] == deploy["id"]
+    assert dispatch["inputs"]["reason"].endswith("by hand"), dispatch
+    assert [s["state"] for s in fake_github.statuses] == ["in_progress", "failure"]
+    calls = fake_github.seen("/statuses") + fake_github.seen("/dispatches")
+    assert {c.path.rsplit("/", 1)[-1] for c in calls} == {"statuses", "dispatches"}, calls
+    for call in calls:
+        headers = _sent_headers(call)
+        assert headers.get("authorization") == f"Bearer {GH_TOKEN}", call
+        assert headers.get("accept") == "application/vnd.github+json", call
+        assert headers.get("x-github-api-version") == "2022-11-28", call
+
+
+async def test_a_manual_rollback_of_an_inconclusive_window_goes_to_vercel_once(
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+) -> None:
+    """Contract §7: a manual rollback is taken "for a window that is watching, passed,
+    failed or inconclusive"; the other three had a test through the daemon, inconclusive
+    none. 25 clean probes cannot show an error rate within 0.05 on evidence: inconclusive.
+    A second ask is the 409 of a deploy that already has its rollback."""
+    extra = (
+        f"sources: {{vercel: {{project: {vc.PROJECT}, target: production}}}}\n"
+        "rollback: {target: vercel, backoff: 50ms, max_backoff: 200ms}"
+    )
+    agent = await start_agent(
+        environment(
+            "production",
+            flip_target.url,
+            analysis="{policy: sequential, pass_on: evidence}",
+            extra=extra,
+        ),
+        extra=integrations(fake_github, fake_vercel),
+    )
+    deploy = await agent.register(
+        "production", "v3", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+    assert (await agent.settled(deploy["id"]))["state"] == "inconclusive"
+
+    url = f"{agent.url}/v1/deploys/{deploy['id']}/rollback"
+    async with agent.http.post(url, json={"reason": "by hand"}, headers=agent.headers) as r:
+        assert r.status == 202, await r.text()
+        assert (await r.json())["id"] == deploy["id"]
+    final = await agent.wait_until(deploy["id"], lambda d: d["state"] == "rolled_back")
+    assert final["rollback"]["state"] == "delivered", final
+    assert [a["deployment"] for a in fake_vercel.accepted] == [vc.OLD]
+    async with agent.http.post(url, json={"reason": "again"}, headers=agent.headers) as r:
+        assert r.status == 409 and r.content_type == "application/problem+json"
+    assert len(fake_vercel.accepted) == 1

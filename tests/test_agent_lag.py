@@ -43,7 +43,7 @@ from checks.lag import (
 from checks.sessions import TargetSessions
 from checks.wire import _Conn
 from tests.thread_target import ThreadTarget, thread_target
-from tests.web.test_links_and_view import ID, NOW, window
+from tests.web.views import ID, NOW, window
 
 CONFIG = """
 server: {{api_tokens: [tok-1234567890abcdef]}}

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from agent.analysis.types import Rule
 from agent.web.charts import evidence_chart
-from agent.web.view import deploy_view
-from tests.web.test_links_and_view import NOW, rounds, window
+from tests.web.views import page_view, rounds, window
 
 
 def test_points_read_against_their_own_rounds_bar_and_the_change_is_said() -> None:
@@ -69,15 +68,7 @@ def test_the_deploy_page_reads_each_stored_rounds_bar() -> None:
             },
         ],
     }
-    view = deploy_view(
-        window(verdict=verdict),
-        stored,
-        rules=[rule],
-        rollback=None,
-        attempts=[],
-        alerts={},
-        now=NOW,
-    )
+    view = page_view(window(verdict=verdict), stored, [rule])
     chart = next(c for c in view.rules[0].charts if c.kind == "evidence")
     assert "the rule fails when it reaches 45,000" in chart.description, chart.description
     assert "round 1 needed 1,500" in chart.description, chart.description

@@ -8,15 +8,13 @@ import pytest
 from pydantic import SecretStr
 
 from agent.analysis.types import Rule
-from agent.records import DeployWindow, RoundRecord
 from agent.settings import ServerSettings
 from agent.web.charts import nice_ticks
 from agent.web.links import deploy_page_url, sign, signing_key, verify
-from agent.web.view import alert_words, bounds, deploy_view, round_event
+from agent.web.view import alert_words, bounds, round_event
 from agent.windows.integrations import APPROVAL_KEY
+from tests.web.views import ID, NOW, page_view, rounds, window
 
-NOW = 1_800_000_000.0
-ID = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ"
 OTHER = "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WR"
 
 
@@ -74,47 +72,6 @@ def test_a_link_opens_for_at_least_its_ttl(ttl: str, fraction: float) -> None:
     assert not verify(key, token, ID, made + settings.view_ttl + 1)  # and not much longer
 
 
-def window(**kw: Any) -> DeployWindow:
-    values: dict[str, Any] = {
-        "id": ID,
-        "environment": "production",
-        "version": "v2",
-        "previous_version": "v1",
-        "commit": None,
-        "labels": {},
-        "state": "watching",
-        "deployed_at": NOW - 30,
-        "ends_at": NOW + 30,
-        "created_at": NOW - 30,
-        "rounds": 2,
-    } | kw
-    return DeployWindow(**values)
-
-
-def rounds() -> list[RoundRecord]:
-    return [
-        RoundRecord(
-            ID,
-            n,
-            NOW - 30 + n,
-            {
-                "observations": {"errors": {"value": v, "values": [0.1, 0.2]}},
-                "rules": {"errors": {"outcome": "pass", "likelihood_ratio": lr}},
-                "checks": {
-                    "journey": {
-                        "runs": 1,
-                        "failed": 1,
-                        "message": "boom",
-                        "failure": {"step": "orders", "expected": "200", "got": "500"},
-                    }
-                },
-                "decision": "continue",
-            },
-        )
-        for n, v, lr in ((1, 0.01, 2.0), (2, 0.2, 40.0))
-    ]
-
-
 def test_the_view_draws_bounds_evidence_and_the_last_step_that_failed() -> None:
     rule = Rule(name="errors", source="checks", metric="error_rate", max=0.05)
     verdict = {
@@ -139,15 +96,7 @@ def test_the_view_draws_bounds_evidence_and_the_last_step_that_failed() -> None:
             },
         ],
     }
-    view = deploy_view(
-        window(verdict=verdict),
-        rounds(),
-        rules=[rule],
-        rollback=None,
-        attempts=[],
-        alerts={"breach:errors": "sent"},
-        now=NOW,
-    )
+    view = page_view(window(verdict=verdict), rounds(), [rule], alerts={"breach:errors": "sent"})
     charts = {c.kind: c for c in view.rules[0].charts}
     assert set(charts) == {"rounds", "evidence", "band"}
     observed = charts["rounds"]
@@ -180,9 +129,7 @@ def test_alerts_sent_lists_alerts_not_the_marks_stored_beside_them() -> None:
         "vercel:approve-stage": "delivered",
         "then:purge": "failed",
     }
-    view = deploy_view(
-        window(), rounds(), rules=[], rollback=None, attempts=[], alerts=stored, now=NOW
-    )
+    view = page_view(window(), rounds(), [], alerts=stored)
     assert [(key, result) for key, _, result in view.alerts] == [  # as a window sends them
         ("breach:errors", "sent"),
         ("provider_unreachable:sentry", "failed"),
@@ -233,9 +180,7 @@ def test_an_integration_alert_says_which_call_was_not_made(
     key = f"integration_failed:{mark}"
     marks = {key: "sent"} | ({mark: result} if result is not None else {})
     assert alert_words(key, marks) == words
-    view = deploy_view(
-        window(), rounds(), rules=[], rollback=None, attempts=[], alerts=marks, now=NOW
-    )
+    view = page_view(window(), rounds(), [], alerts=marks)
     assert view.alerts == [(key, words, "sent")]
 
 
@@ -300,14 +245,8 @@ def test_a_rules_bound_is_said_in_the_unit_of_its_values() -> None:
                 }
             ],
         }
-        view = deploy_view(
-            window(verdict=verdict, state="failed", ended_at=NOW),
-            rounds(),
-            rules=configured,
-            rollback=None,
-            attempts=[],
-            alerts={},
-            now=NOW,
+        view = page_view(
+            window(verdict=verdict, state="failed", ended_at=NOW), rounds(), configured
         )
         rule = view.rules[0]
         assert rule.observed.endswith("%" if metric == "error_rate" else "ms"), rule.observed
@@ -347,14 +286,10 @@ def test_a_rule_past_its_bound_as_its_window_passed_is_not_a_tick() -> None:
             }
         ],
     }
-    view = deploy_view(
+    view = page_view(
         window(verdict=verdict, state="passed", ended_at=NOW),
         rounds(),
-        rules=[Rule(name="errors", source="checks", metric="error_rate", max=0.05)],
-        rollback=None,
-        attempts=[],
-        alerts={},
-        now=NOW,
+        [Rule(name="errors", source="checks", metric="error_rate", max=0.05)],
     )
     rule = view.rules[0]
     assert rule.outcome == "short", rule

@@ -27,13 +27,13 @@ from agent.api.models import deploy_model
 from agent.cli.render import Style, details
 from agent.records import RoundRecord
 from agent.rollback.contract import rollback_intent
-from agent.web.view import DeployView, deploy_view
+from agent.web.view import DeployView
 from agent.windows.evidence import bounded_observation_dict, verdict_to_dict
 from alerting.events import Alert
 from alerting.templates import render
 from common.durations import format_duration
 from common.samples import Sample
-from tests.web.test_links_and_view import ID, NOW, window
+from tests.web.views import ID, NOW, page_view, window
 
 RULE = Rule(name="latency", source="checks", metric="latency_p95", max_increase=0.5)
 
@@ -80,9 +80,7 @@ def _shown(seed: int, rounds: int, per_round: int) -> Shown:
         reason=verdict.reason,
         rules=breaches,
     )
-    page = deploy_view(
-        ended, stored, rules=[RULE], rollback=intent, attempts=[], alerts={}, now=NOW
-    )
+    page = page_view(ended, stored, [RULE], rollback=intent)
     return Shown(
         verdict=verdict,
         exact=percentile(every, 0.95),

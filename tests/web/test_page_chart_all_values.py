@@ -7,11 +7,10 @@ from __future__ import annotations
 
 from agent.analysis.observe import observe
 from agent.analysis.types import Rule
-from agent.records import RoundRecord
-from agent.web.view import as_drawn, deploy_view
+from agent.web.view import as_drawn
 from agent.windows.evidence import RAW_VALUES, bounded_observation_dict
 from common.samples import Sample
-from tests.web.test_links_and_view import ID, NOW, window
+from tests.web.views import LATENCY_BASELINE, one_latency_round, page_view, window
 
 RULE = Rule(name="latency", source="checks", metric="latency_p95", max=0.5)
 
@@ -21,30 +20,9 @@ def test_the_distribution_chart_draws_every_latency_of_a_round_stored_cut_to_its
 ):
     latencies = [0.010] * RAW_VALUES + [0.100] * 150  # the first 50 fast, the rest slow
     obs = observe(RULE, [Sample("api", True, s) for s in latencies], 30.0)
-    stored = [
-        RoundRecord(
-            ID,
-            1,
-            NOW - 29,
-            {
-                "observations": {"latency": bounded_observation_dict(obs)},
-                "rules": {"latency": {"outcome": "pass"}},
-                "checks": {},
-                "decision": "continue",
-            },
-        )
-    ]
-    baseline = {"latency": {"value": 0.02, "values": [ms / 1000 for ms in range(10, 30)]}}
+    stored = one_latency_round(bounded_observation_dict(obs))
     for rounds in (stored, as_drawn(stored, {})):
-        view = deploy_view(
-            window(rounds=1, baseline=baseline),
-            rounds,
-            rules=[RULE],
-            rollback=None,
-            attempts=[],
-            alerts={},
-            now=NOW,
-        )
+        view = page_view(window(rounds=1, baseline=LATENCY_BASELINE), rounds, [RULE])
         (rule,) = view.rules
         (chart,) = [c for c in rule.charts if c.kind == "distribution"]
         assert "new (200 samples) p50 100ms, p95 100ms;" in chart.description, chart.description

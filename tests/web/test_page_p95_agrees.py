@@ -13,10 +13,8 @@ import numpy as np
 from agent.analysis.observe import observe
 from agent.analysis.stats import percentile, percentiles
 from agent.analysis.types import Rule
-from agent.records import RoundRecord
-from agent.web.view import deploy_view
 from common.samples import Sample
-from tests.web.test_links_and_view import ID, NOW, window
+from tests.web.views import LATENCY_BASELINE, one_latency_round, page_view, window
 
 RULE = Rule(name="latency", source="checks", metric="latency_p95", max=0.5)
 LATENCIES_MS = [*range(10, 29), 46]
@@ -26,29 +24,8 @@ LATENCIES_MS = [*range(10, 29), 46]
 def test_a_rounds_p95_reads_the_same_in_the_table_and_the_distribution_chart() -> None:
     samples = [Sample("api", True, ms / 1000) for ms in LATENCIES_MS]
     obs = observe(RULE, samples, 30.0)
-    stored = [
-        RoundRecord(
-            ID,
-            1,
-            NOW - 29,
-            {
-                "observations": {"latency": {"value": obs.value, "values": list(obs.values)}},
-                "rules": {"latency": {"outcome": "pass"}},
-                "checks": {},
-                "decision": "continue",
-            },
-        )
-    ]
-    baseline = {"latency": {"value": 0.02, "values": [ms / 1000 for ms in range(10, 30)]}}
-    view = deploy_view(
-        window(rounds=1, baseline=baseline),
-        stored,
-        rules=[RULE],
-        rollback=None,
-        attempts=[],
-        alerts={},
-        now=NOW,
-    )
+    stored = one_latency_round({"value": obs.value, "values": list(obs.values)})
+    view = page_view(window(rounds=1, baseline=LATENCY_BASELINE), stored, [RULE])
     (rule,) = view.rules
     in_table = rule.per_round[1]
     (chart,) = [c for c in rule.charts if c.kind == "distribution"]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urlsplit
 
 from markupsafe import escape as html_escape
 
@@ -500,3 +502,60 @@ async def test_a_window_ended_says_how_long_it_ran_as_its_moments_show(
 
     assert f'<time datetime="{iso(t + 32)}">' in html and f'<time datetime="{iso(t + 34)}">' in html
     assert '<p id="window-ended">Window ended after 2s of its 30s.</p>' in html
+
+
+class _Loads(HTMLParser):
+    """Every URL an HTML document has the browser load (not a link it follows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.urls: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        for name, value in attrs:
+            if value is None or (tag == "a" and name == "href"):
+                continue  # a link is followed by the reader, never loaded by the page
+            if name in ("src", "href", "action", "formaction", "poster", "data", "background"):
+                self.urls.append(value)
+            elif name == "srcset":
+                self.urls += [part.split()[0] for part in value.split(",") if part.strip()]
+            elif name == "style" and "url(" in value:
+                self.urls.append(value)
+
+
+async def test_the_pages_load_nothing_from_other_origins_whatever_a_deploy_names(
+    aiohttp_client: Any, store: SqliteStore
+) -> None:
+    """Contract §8: "the page loads nothing from other origins". A deploy whose version,
+    labels and commit name other sites' scripts and images: neither the deploy page nor the
+    list loads any URL that is not this agent's, and each says so in its
+    Content-Security-Policy (no source but 'self' and 'none')."""
+    now = time.time()
+    outside = "https://cdn.example.net/x.js"
+    window = DeployWindow(
+        ID,
+        "production",
+        f'v2"><script src="{outside}"></script>',
+        "v1",
+        f"<img src={outside}>",
+        {"vercel.url": outside, "link": f'<link rel="stylesheet" href="{outside}">'},
+        "watching",
+        now - 60,
+        now + 540,
+        now - 60,
+    )
+    await store.create_window(window)
+    client: AppClient = await aiohttp_client(make_app(store, RecordingEvents()))
+    for path in (f"/deploys/{ID}", "/deploys"):
+        response = await client.get(path, headers=AUTH)
+        assert response.status == 200, path
+        html = await response.text()
+        assert "cdn.example.net" in html, path  # shown, as text
+        loads = _Loads()
+        loads.feed(html)
+        assert loads.urls, path  # its own script and style
+        for url in loads.urls:
+            assert not urlsplit(url).netloc and not url.startswith("//"), (path, url)
+        policy = response.headers["Content-Security-Policy"]
+        sources = {s for d in policy.split(";") for s in d.split()[1:]}
+        assert sources <= {"'self'", "'none'"}, (path, policy)

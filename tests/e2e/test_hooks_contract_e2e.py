@@ -7,6 +7,10 @@ shapes)."""
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from tests.e2e.conftest import AgentFactory, FlipTarget, environment
 from tests.e2e.test_integrations_e2e import (  # noqa: F401 (fixtures)
     GH_SECRET,
@@ -261,3 +265,36 @@ async def test_a_manual_rollback_of_an_inconclusive_window_goes_to_vercel_once(
     async with agent.http.post(url, json={"reason": "again"}, headers=agent.headers) as r:
         assert r.status == 409 and r.content_type == "application/problem+json"
     assert len(fake_vercel.accepted) == 1
+
+
+@pytest.mark.parametrize(
+    "rollback",
+    [
+        "{target: vercel, dry_run: true}",
+        "{target: github, github: {workflow: rollback.yml, ref: main}, dry_run: true}",
+    ],
+    ids=["vercel", "github"],
+)
+async def test_a_failed_verdict_in_dry_run_calls_neither_vercel_nor_github(
+    rollback: str,
+    start_agent: AgentFactory,  # noqa: F811
+    flip_target: FlipTarget,
+    fake_github: FakeGitHub,  # noqa: F811
+    fake_vercel: FakeVercel,  # noqa: F811
+) -> None:
+    """Contract §7: the Vercel and GitHub targets keep section 3's `dry_run`. The webhook
+    and a manual rollback to Vercel had a test of it through the daemon; a verdict's own
+    rollback to either provider none: the window fails, its rollback `skipped`, and
+    neither fake hears a rollback or a dispatch."""
+    agent = await start_agent(
+        environments(flip_target, rollback=rollback), extra=integrations(fake_github, fake_vercel)
+    )
+    flip_target.bad = True
+    deploy = await agent.register(
+        "production", "v9", labels={"vercel.deployment": vc.NEW, "vercel.previous": vc.OLD}
+    )
+    final = await agent.settled(deploy["id"])
+    assert (final["state"], final["rollback"]["state"]) == ("failed", "skipped"), final
+    await asyncio.sleep(0.3)
+    assert fake_vercel.seen("/rollback/") == [] and fake_vercel.accepted == []
+    assert fake_github.seen("/dispatches") == [] and fake_github.dispatches == []

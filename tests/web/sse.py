@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import RunningAgent
 
 
 @dataclass
@@ -35,3 +38,12 @@ async def events(response: aiohttp.ClientResponse) -> AsyncIterator[Event]:
             last_id = line[3:].strip()  # kept for the events after it, as EventSource does
         elif line.startswith("data:"):
             data.append(line[5:].lstrip())
+
+
+def drop_connections(agent: RunningAgent) -> None:
+    """Cut every connection the agent's server holds, a page's live stream among them, as
+    a network drop does: the page must reconnect on its own."""
+    assert agent.runner is not None and agent.runner.server is not None
+    for connection in agent.runner.server.connections:
+        if connection.transport is not None:
+            connection.transport.abort()

@@ -18,6 +18,7 @@ from agent.web.links import sign, signing_key
 from tests.e2e.conftest import SECRET, TOKEN
 from tests.receivers import JsonSink
 from tests.web.conftest import ALERTING, ONE_CHROMIUM, BrowserFactory, JourneyAgent, screenshot
+from tests.web.sse import drop_connections
 from tests.web.target import JourneyTarget, journey_environment
 
 pytestmark = [pytest.mark.e2e, ONE_CHROMIUM]
@@ -274,10 +275,7 @@ async def test_the_page_reconnects_after_a_dropped_stream_from_its_last_event(
     await page.goto(deploy["links"]["page"])
     await page.wait_for_selector('tr[data-round="2"]', timeout=10_000)
     assert asked == [None]
-    assert agent.runner is not None and agent.runner.server is not None
-    for connection in agent.runner.server.connections:  # the stream's among them
-        if connection.transport is not None:
-            connection.transport.abort()
+    drop_connections(agent)
     rounds = (await agent.get(deploy["id"]))["rounds"]
     await page.wait_for_selector(f'tr[data-round="{rounds + 2}"]', timeout=15_000)
     assert len(asked) >= 2 and None not in asked[1:], asked
@@ -499,10 +497,7 @@ async def test_the_page_retries_a_stream_answered_503_until_the_agent_is_ready(
            .observe(document.querySelector('#live-status'),
                     {childList: true, characterData: true, subtree: true})"""
     )
-    assert agent.runner is not None and agent.runner.server is not None
-    for connection in agent.runner.server.connections:  # the stream's among them
-        if connection.transport is not None:
-            connection.transport.abort()
+    drop_connections(agent)
     rounds = (await agent.get(deploy["id"]))["rounds"]
     await page.wait_for_selector(f'tr[data-round="{rounds + 2}"]', timeout=20_000)
     assert served == ["GET", "HEAD", "GET", "HEAD"], served

@@ -17,6 +17,7 @@ import pytest
 
 from tests.e2e.conftest import SECRET, TOKEN, AgentFactory, RunningAgent
 from tests.web.conftest import ONE_CHROMIUM
+from tests.web.sse import drop_connections
 from tests.web.target import JourneyTarget, journey_environment
 
 asyncpg = pytest.importorskip("asyncpg")
@@ -145,10 +146,7 @@ async def test_a_stream_reconnect_the_busy_store_refused_says_busy_and_retries(
     await tx.start()
     try:
         await operator.execute("LOCK TABLE windows IN ACCESS EXCLUSIVE MODE")
-        assert agent.runner is not None and agent.runner.server is not None
-        for connection in agent.runner.server.connections:  # the stream's among them
-            if connection.transport is not None:
-                connection.transport.abort()
+        drop_connections(agent)
         await page.wait_for_selector("#live-status:has-text('busy')", timeout=20_000)
         said = await status.text_content() or ""
         assert "retrying" in said and "does not answer" not in said, said

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
-import os
 import resource
 import statistics
 import subprocess
@@ -27,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.processes import print_medians, spawn_env, timing_args
 from tests.e2e.crash import ROOT, TOKEN, free_port, server_and_store, start_agent
 
 EXAMPLE = ROOT.parent / "shared" / "spec" / "postflight.example.yaml"
@@ -106,33 +105,16 @@ def an_agent() -> Iterator[int]:
 def client_env() -> dict[str, str]:
     """This shell's environment with the example's secrets, less what would point a
     command elsewhere or add to its work."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), **EXAMPLE_ENV)
-    for unwanted in (
-        "SENTRY_DSN",
-        "NEW_RELIC_LICENSE_KEY",
-        "POSTFLIGHT_URL",
-        "POSTFLIGHT_TOKEN",
-        "PYTHONDONTWRITEBYTECODE",
-    ):
-        env.pop(unwanted, None)
-    return env
+    return spawn_env("POSTFLIGHT_URL", "POSTFLIGHT_TOKEN", "PYTHONDONTWRITEBYTECODE", **EXAMPLE_ENV)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=10)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = timing_args(argparse.ArgumentParser(description=__doc__), runs=10)
     env = client_env()
     with an_agent() as port:
         figures = {name: _time(argv, env, args.runs) for name, argv in commands(port).items()}
-    if args.json:
-        print(json.dumps(figures, indent=2))
-        return 0
-    print(f"postflight commands, median of {args.runs} processes each")
-    print(f"{'command':<18} {'wall':>8} {'cpu':>8}")
-    for name, f in figures.items():
-        print(f"{name:<18} {f['wall_s'] * 1000:>6.0f}ms {f['cpu_s'] * 1000:>6.0f}ms")
+    title = f"postflight commands, median of {args.runs} processes each"
+    print_medians(figures, title, "command", 18, args.json)
     return 0
 
 

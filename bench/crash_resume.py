@@ -51,11 +51,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.processes import postgres_cluster
 from tests.e2e.crash import run_trial
 from tests.e2e.crash_anywhere import DOWN_S, run_anywhere_trial
 from tests.e2e.crash_end import SCHEDULED_AHEAD_S, EndTrial, run_resolve_trial
 from tests.e2e.crash_vercel import run_vercel_trial
-from tests.pg import running_cluster, server_bindir
 
 
 def _reported(args: argparse.Namespace, summary: dict[str, Any], said: str) -> int:
@@ -231,11 +231,7 @@ def anywhere_main(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         cluster = None
         if args.store == "postgres":
-            bindir = server_bindir()
-            if bindir is None:
-                print("PostgreSQL server binaries not found (see tests/pg.py)", file=sys.stderr)
-                return 2
-            cluster = stack.enter_context(running_cluster(bindir))
+            cluster = stack.enter_context(postgres_cluster())
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="postflight-anywhere-"))
         for n in range(args.trials):
             url = asyncio.run(cluster.create_database()) if cluster is not None else None

@@ -13,7 +13,6 @@ the sources. What the start leaves to first use: `tests/e2e/test_daemon_imports.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.processes import print_medians, spawn_env, timing_args
 from tests.e2e.crash import ROOT, free_port, server_and_store
 
 ENVIRONMENT = (
@@ -83,17 +83,11 @@ def _start(
 
 def daemon_env() -> dict[str, str]:
     """This shell's environment, less what would add to a start (an APM agent's)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    for unwanted in ("SENTRY_DSN", "NEW_RELIC_LICENSE_KEY", "PYTHONDONTWRITEBYTECODE"):
-        env.pop(unwanted, None)
-    return env
+    return spawn_env("PYTHONDONTWRITEBYTECODE")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = timing_args(argparse.ArgumentParser(description=__doc__), runs=7)
     env = daemon_env()
     figures: dict[str, dict[str, float]] = {}
     for name, channel in (("no channel", False), ("one channel", True)):
@@ -103,13 +97,8 @@ def main() -> int:
             "ready_s": statistics.median(s[0] for s in starts),
             "cpu_s": statistics.median(s[1] for s in starts),
         }
-    if args.json:
-        print(json.dumps(figures, indent=2))
-        return 0
-    print(f"postflight run to /readyz 200, median of {args.runs} starts each")
-    print(f"{'configuration':<14} {'ready':>8} {'cpu':>8}")
-    for name, f in figures.items():
-        print(f"{name:<14} {f['ready_s'] * 1000:>6.0f}ms {f['cpu_s'] * 1000:>6.0f}ms")
+    title = f"postflight run to /readyz 200, median of {args.runs} starts each"
+    print_medians(figures, title, "configuration", 14, args.json)
     return 0
 
 

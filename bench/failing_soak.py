@@ -29,8 +29,6 @@ import copy
 import json
 import os
 import runpy
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -43,8 +41,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.processes import HOST, free_port, stop_agents, wait_ready  # noqa: E402
+
 TOKEN = "soak-api-token-0123456789"
-HOST = "127.0.0.1"
 KINDS = ("refused", "hang", "p500", "slow", "reset")
 DEPLOY_EVERY_S = 300.0
 GC_AND_ALERT_COUNTS = (
@@ -183,12 +184,6 @@ async def peers(counts_path: Path) -> None:
 # ------------------------------------------------------------- the soak
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def configuration(out: Path, ports: dict[str, int], agent_port: int) -> dict[str, Any]:
     import yaml
 
@@ -270,15 +265,7 @@ def soak(out: Path, seconds: float, census_at: float) -> None:
             stderr=log,
         )
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://{HOST}:{agent_port}/readyz", timeout=1):
-                    break
-            except OSError:
-                if agent.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the agent did not start: see agent.log") from None
-                time.sleep(0.2)
+        wait_ready(agent, agent_port, time.monotonic() + 60, "agent.log")
         start = time.monotonic()
         names = list(configuration(out, ports, agent_port)["environments"])
         due = {e: start + i * DEPLOY_EVERY_S / len(names) for i, e in enumerate(names)}
@@ -293,11 +280,7 @@ def soak(out: Path, seconds: float, census_at: float) -> None:
         with urllib.request.urlopen(f"http://{HOST}:{agent_port}/metrics", timeout=30) as r:
             (out / "metrics.txt").write_bytes(r.read())
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(60)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+        stop_agents([agent])
         time.sleep(11)  # the peers' last counts
         peer.terminate()
         peer.wait()

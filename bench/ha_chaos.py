@@ -37,7 +37,6 @@ cannot fail it) is counted apart as `ended_short`, a judging matter, not a rollb
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import time
@@ -46,6 +45,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.processes import on_a_cluster
 from tests.e2e.chaos import (
     Plan,
     graceful_restart,
@@ -54,7 +54,7 @@ from tests.e2e.chaos import (
     sender_killed,
     store_outage,
 )
-from tests.pg import PgCluster, running_cluster, server_bindir
+from tests.pg import PgCluster
 
 CASES = {
     "random": random_chaos,
@@ -132,12 +132,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--verbose", action="store_true", help="events of every run")
     args = parser.parse_args()
-    bindir = server_bindir()
-    if bindir is None:
-        print("PostgreSQL server binaries not found (see tests/pg.py)", file=sys.stderr)
-        return 2
-    with running_cluster(bindir) as cluster:
-        rows = asyncio.run(run_all(args, cluster))
+    rows = on_a_cluster(run_all, args)
     summary = {
         "runs": len(rows),
         "ok": sum(r["ok"] for r in rows),

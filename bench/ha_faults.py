@@ -86,8 +86,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import asyncpg
 from aiohttp import web
 
+from bench.processes import on_a_cluster
 from tests.e2e.chaos import UNANSWERED, Chaos, Plan, Replica, SteppedReplica
-from tests.pg import PgCluster, running_cluster, server_bindir
+from tests.pg import PgCluster
 from tests.receivers import JsonSink
 
 FAULTS = ("kill", "pause", "pg_restart", "pg_readonly", "clock_step")
@@ -579,12 +580,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
-    bindir = server_bindir()
-    if bindir is None:
-        print("PostgreSQL server binaries not found (see tests/pg.py)", file=sys.stderr)
-        return 2
-    with running_cluster(bindir) as cluster:
-        rows = asyncio.run(run_all(args, cluster))
+    rows = on_a_cluster(run_all, args)
     summary = {
         "runs": len(rows),
         "ok": sum(r["ok"] for r in rows),

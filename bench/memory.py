@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import soak  # noqa: E402
+from bench.processes import free_port, spawn_env, stop_agents, wait_ready  # noqa: E402
 from common.durations import parse_duration  # noqa: E402
 
 KINDS = ("good", "errors_x5", "latency_x2", "bursty_aa")
@@ -281,9 +282,7 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
 def measure_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
     out: Path = args.out
     kinds = [KINDS[i % len(KINDS)] for i in range(args.environments)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("SENTRY_DSN", None)
-    env.pop("NEW_RELIC_LICENSE_KEY", None)
+    env = spawn_env()
     peer = subprocess.Popen(
         [
             sys.executable,
@@ -298,7 +297,7 @@ def measure_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
     )
     assert peer.stdout is not None
     ports = json.loads(peer.stdout.readline())
-    port = soak.free_port()
+    port = free_port()
     config = out / "postflight.yaml"
     config.write_text(soak.configuration(store_url, ports, args.window, args.interval))
     snaps = out / "snaps"
@@ -316,7 +315,7 @@ def measure_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
     steps: list[dict[str, Any]] = []
     drivers: list[Windows] = []
     try:
-        soak.wait_ready(agent, port, time.monotonic() + 120, f"{out}/agent.log")
+        wait_ready(agent, port, time.monotonic() + 120, f"{out}/agent.log")
         done = 0
         for step, multiple in enumerate(args.steps, 1):
             budget = Budget(multiple * args.windows - done)
@@ -344,11 +343,7 @@ def measure_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
                 shown = {k: v for k, v in figures.items() if k not in LONG}
                 print(json.dumps(shown), flush=True)
     finally:
-        agent.send_signal(signal.SIGTERM)
-        try:
-            agent.wait(60)
-        except subprocess.TimeoutExpired:
-            agent.kill()
+        stop_agents([agent])
         peer.terminate()
         peer.wait()
     return report(snaps, steps, drivers, args)

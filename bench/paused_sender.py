@@ -22,8 +22,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.processes import on_a_cluster
 from tests.e2e.chaos import Chaos, Plan, chaos_run
-from tests.pg import PgCluster, running_cluster, server_bindir
+from tests.pg import PgCluster
 from tests.receivers import RollbackAttempt
 
 
@@ -74,12 +75,7 @@ def main() -> int:
     parser.add_argument("--pause", type=float, default=2.5, help="seconds stopped")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
-    bindir = server_bindir()
-    if bindir is None:
-        print("PostgreSQL server binaries not found (see tests/pg.py)", file=sys.stderr)
-        return 2
-    with running_cluster(bindir) as cluster:
-        rows = asyncio.run(run_all(args, cluster))
+    rows = on_a_cluster(run_all, args)
     ok = sum(r["ok"] for r in rows)
     print(
         f"\n{ok}/{len(rows)} trials with one 2xx; requests={sum(r['requests'] for r in rows)}"

@@ -60,7 +60,6 @@ import random
 import re
 import runpy
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -76,6 +75,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.processes import free_port, spawn_env, stop_agents, wait_ready  # noqa: E402
 from common.durations import format_duration, parse_duration  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -388,12 +388,6 @@ async def peers(counts_path: Path, kinds: list[str]) -> None:
 
 
 # ------------------------------------------------------------- the soak
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 def configuration(
@@ -874,27 +868,12 @@ def on_store(
         return run(args, asyncio.run(cluster.create_database()))
 
 
-def wait_ready(agent: subprocess.Popen[bytes], port: int, deadline: float, log: str) -> None:
-    """Until the agent on `port` answers `/readyz`; exits naming `log` if it ended or
-    `deadline` (monotonic) passed first."""
-    while True:
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{port}/readyz", timeout=1):
-                return
-        except OSError:
-            if agent.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the agent did not start: see {log}") from None
-            time.sleep(0.2)
-
-
 def soak_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
     out: Path = args.out
     store = StoreReader(store_url)
     kinds = [args.targets[i % len(args.targets)] for i in range(args.environments)]
     me = [sys.executable, str(Path(__file__).resolve())]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("SENTRY_DSN", None)
-    env.pop("NEW_RELIC_LICENSE_KEY", None)
+    env = spawn_env()
     peer = subprocess.Popen(
         [*me, "--peers", str(out / "peers.json"), ",".join(kinds)],
         stdout=subprocess.PIPE,
@@ -957,13 +936,7 @@ def soak_on(args: argparse.Namespace, store_url: str) -> dict[str, Any]:
         until = time.time()
         for d in drivers:
             d.stopping.set()
-        for agent in agents:
-            agent.send_signal(signal.SIGTERM)
-        for agent in agents:
-            try:
-                agent.wait(60)
-            except subprocess.TimeoutExpired:
-                agent.kill()
+        stop_agents(agents)
         time.sleep(6)
         peer.terminate()
         peer.wait()

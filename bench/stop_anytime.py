@@ -67,7 +67,6 @@ import os
 import random
 import re
 import signal
-import socket
 import statistics
 import sys
 import tempfile
@@ -83,7 +82,10 @@ from agent.api.models import parse_rfc3339
 from agent.rollback.contract import verify
 
 ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
+sys.path.insert(0, str(ROOT))
+
+from bench.processes import HOST, free_port  # noqa: E402
+
 TOKEN = "stop-anytime-token-0123456789"
 SECRET = "stop-anytime-rollback-secret"
 ENVIRONMENTS = {"alpha": 10, "beta": 10, "gamma": 10, "delta": 50}
@@ -135,12 +137,6 @@ ENVIRONMENT = """\
     alerts:
       tags: [oncall]
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 # ------------------------------------------------------------- the peers

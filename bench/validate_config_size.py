@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import yaml
 
 from agent.settings_file import ConfigLoader, load_config_text
+from bench.processes import timing_args
 
 HEAD = """\
 server:
@@ -69,9 +70,7 @@ def cpu(work: object) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--environments", type=int, default=500)
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
+    args = timing_args(parser, runs=3)
     text = config(args.environments)
     load_config_text(text, env={})  # valid, and warm
     whole = [cpu(lambda: load_config_text(text, env={})) for _ in range(args.runs)]

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -545,3 +546,43 @@ def test_the_start_names_up_to_10_environments_probed_between_windows_on_one_lin
     assert "env10" not in line and "env11" not in line
     assert line.endswith("; and 2 more"), line
     assert "hunter2" not in text
+
+
+@pytest.mark.timeout(120)
+def test_run_listens_on_the_default_address_when_server_listen_is_left_out(
+    tmp_path: Path,
+) -> None:
+    """Contract §2: "Listen address from `server.listen` (default `127.0.0.1:8787`)",
+    through `postflight run` on a file without the key: it serves `/healthz` there. Where
+    another process holds that port (this machine's tests and agents share it), the run
+    refuses it by name (exit 2): either way the address it took is the default's."""
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        f"server: {{api_tokens: [{TOKEN}]}}\nstore: {{url: 'sqlite:///{tmp_path}/pf.db'}}\n{IDLE}"
+    )
+    log = tmp_path / "run.log"
+    with log.open("wb") as out:
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "agent", "run", "--config", str(config)],
+            env=agent_env(),
+            stdout=out,
+            stderr=out,
+        )
+    deadline = time.monotonic() + 90
+    try:
+        while "listening on" not in log.read_text() and agent.poll() is None:
+            assert time.monotonic() < deadline, f"not listening within 90 s:\n{log.read_text()}"
+            time.sleep(0.05)
+    except BaseException:
+        agent.kill()
+        agent.wait()
+        raise
+    said = log.read_text()
+    if agent.poll() is not None:  # the port is another process's
+        assert agent.returncode == 2, said
+        assert "cannot listen on 127.0.0.1:8787: " in said, said
+        return
+    with stopped_as_the_block_ends(agent, log):
+        assert "listening on http://127.0.0.1:8787 " in said, said
+        with urllib.request.urlopen("http://127.0.0.1:8787/healthz", timeout=30) as answer:
+            assert (answer.status, json.load(answer)) == (200, {"status": "ok"})

@@ -659,6 +659,22 @@ async def test_list_is_newest_first_and_pages_with_the_cursor(client: AppClient)
     assert pages == 3
 
 
+async def test_a_list_without_limit_pages_by_50_newest_first(client: AppClient) -> None:
+    """Contract §2's `GET /v1/deploys?...&limit=50`: left out, a page holds 50 (with a
+    `next`), and the 51st deploy, the oldest, is the next page's one; the tests above
+    always named a limit."""
+    created = [
+        (await register(client, {"environment": "staging", "version": f"v{i}"}))["id"]
+        for i in range(51)
+    ]
+    first = await (await client.get("/v1/deploys", headers=AUTH)).json()
+    assert [i["id"] for i in first["items"]] == created[:0:-1]
+    assert isinstance(first["next"], str), first["next"]
+    last = await (await client.get(f"/v1/deploys?cursor={first['next']}", headers=AUTH)).json()
+    assert last == {"items": [last["items"][0]], "next": None}
+    assert last["items"][0]["id"] == created[0]
+
+
 async def test_list_filters_by_environment_and_state(client: AppClient) -> None:
     p1 = await register(client, {"environment": "production", "version": "v1"})
     s1 = await register(client, {"environment": "staging", "version": "v1"})

@@ -4,6 +4,7 @@ said alike by `check` and the API: each through the real CLI, against a real dae
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from tests.cli.test_run_start import (
     listening,
     listening_until_stopped,
 )
-from tests.cli_process import awaited_cli
+from tests.cli_process import awaited_cli, cli_env
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -93,6 +94,27 @@ async def test_a_rollback_by_hand_where_none_is_configured_is_refused_exit_1(
         " (HTTP 409) (exit 1)"
     )
     assert (code, last_line(out)) == (1, said), out
+
+
+@ONE_AGENT
+async def test_register_and_status_take_the_url_and_token_from_the_environment(
+    agent_url: str,
+) -> None:
+    """Contract §1: `--url`/`--token` "also from `$POSTFLIGHT_URL`/`$POSTFLIGHT_TOKEN`",
+    through the real CLI with neither flag: the deploy registered and shown (exit 0), and
+    a wrong `$POSTFLIGHT_TOKEN` an auth error (exit 2). Only the in-process client test
+    (tests/cli/test_client.py) set both variables."""
+    env = cli_env(POSTFLIGHT_URL=agent_url, POSTFLIGHT_TOKEN=TOKEN)
+    code, out = await awaited_cli("register", "--env", "production", "--version", "v9", env=env)
+    assert code == 0, out
+    (deploy_id,) = set(re.findall(r"\bdep_[0-9A-Z]{26}\b", out))
+    code, out = await awaited_cli("status", deploy_id, "--json", env=env)
+    assert code == 0, out
+    shown = json.loads(out[out.index("{") :])
+    assert (shown["id"], shown["version"]) == (deploy_id, "v9"), shown
+    wrong = cli_env(POSTFLIGHT_URL=agent_url, POSTFLIGHT_TOKEN="tok-wrong-0123456789")
+    code, out = await awaited_cli("status", deploy_id, env=wrong)
+    assert code == 2 and "401" in out, out
 
 
 async def test_an_unreachable_agent_is_said_with_the_exit_code() -> None:

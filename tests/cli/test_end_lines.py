@@ -119,7 +119,8 @@ async def test_register_and_status_take_the_url_and_token_from_the_environment(
 
 async def test_an_unreachable_agent_is_said_with_the_exit_code() -> None:
     agent = ("--url", f"http://127.0.0.1:{free_port()}", "--token", TOKEN)
-    for argv in (("status",), ("rollback", "dep_x", "--reason", "bad")):
+    register = ("register", "--env", "production", "--version", "v1")  # contract §1: 2
+    for argv in (("status",), ("rollback", "dep_x", "--reason", "bad"), register):
         code, out = await awaited_cli(*argv, *agent)
         line = last_line(out)
         assert code == 2, out

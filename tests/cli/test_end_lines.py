@@ -105,9 +105,13 @@ async def test_register_and_status_take_the_url_and_token_from_the_environment(
     a wrong `$POSTFLIGHT_TOKEN` an auth error (exit 2). Only the in-process client test
     (tests/cli/test_client.py) set both variables."""
     env = cli_env(POSTFLIGHT_URL=agent_url, POSTFLIGHT_TOKEN=TOKEN)
-    code, out = await awaited_cli("register", "--env", "production", "--version", "v9", env=env)
+    # --quiet: the id alone (the module's agent may have a window this one supersedes,
+    # which a plain register names too)
+    argv = ("register", "--env", "production", "--version", "v9", "--quiet")
+    code, out = await awaited_cli(*argv, env=env)
     assert code == 0, out
-    (deploy_id,) = set(re.findall(r"\bdep_[0-9A-Z]{26}\b", out))
+    deploy_id = out.strip()
+    assert re.fullmatch(r"dep_[0-9A-Z]{26}", deploy_id), out
     code, out = await awaited_cli("status", deploy_id, "--json", env=env)
     assert code == 0, out
     shown = json.loads(out[out.index("{") :])
@@ -115,6 +119,11 @@ async def test_register_and_status_take_the_url_and_token_from_the_environment(
     wrong = cli_env(POSTFLIGHT_URL=agent_url, POSTFLIGHT_TOKEN="tok-wrong-0123456789")
     code, out = await awaited_cli("status", deploy_id, env=wrong)
     assert code == 2 and "401" in out, out
+    async with (  # ended, so no other test's registration here supersedes it
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {TOKEN}"}) as http,
+        http.post(f"{agent_url}/v1/deploys/{deploy_id}/cancel") as cancelled,
+    ):
+        assert cancelled.status == 200, await cancelled.text()
 
 
 async def test_an_unreachable_agent_is_said_with_the_exit_code() -> None:

@@ -14,7 +14,7 @@ import math
 import time
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 import aiohttp
@@ -72,6 +72,9 @@ class EnvironmentProbe:
         self._durations: dict[str, Any] = {}
         self._contexts: dict[tuple[Check, Target], CheckContext] = {}
         self._dropped: dict[Dropped, Any] = {}
+        self.not_sent = 0
+        """Probes of a round never sent: a place under `max_concurrency` came only after
+        their round's checks had ended (`run_in_round`)."""
 
     async def close_checks(self) -> None:
         """Close what its checks keep across runs (a load check's own connections,
@@ -120,13 +123,54 @@ class EnvironmentProbe:
         how late its grid started it (`Ticks.late_s`; past `SLACK_S`, its latency is the
         agent's: `checks.lag.late_start`)."""
         async with self._limit:
-            deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
-            lag = ticks().lag
-            mark = lag.total()
-            result = await run_check(check, self._context(check, target, deadline, room))
-            result = self._attributed(result, lag, mark, late)
+            return await self._run_held(check, target, end, room, late)
+
+    async def _run_held(
+        self, check: Check, target: Target, end: float | None, room: float, late: float
+    ) -> CheckResult:
+        """`run_once`'s run, its place under `max_concurrency` held."""
+        deadline = None if end is None else max(end, asyncio.get_running_loop().time() + room)
+        lag = ticks().lag
+        mark = lag.total()
+        result = await run_check(check, self._context(check, target, deadline, room))
+        result = self._attributed(result, lag, mark, late)
         self._count(check, target, result)
         return result
+
+    async def run_in_round(
+        self, check: Check, target: Target, end: float, room: float, late: float = 0.0
+    ) -> CheckResult | None:
+        """`run_once` for a round's probe that found no free place under `max_concurrency`:
+        None, and nothing sent, when its place comes only after the round's checks have
+        ended (`end`). Why: each such probe still gets its `room` from when it goes (the
+        wait is the agent's, never the target's timeout), so a target slower than the round
+        lets its probes answer at that concurrency sent them out in waves past the slot, and
+        the next slot was passed over (a hung target at the default 40 probes and 16 places,
+        1 s rounds: round 1 ended 0.9-1.1 s late, a 3 s window ran 2 rounds and
+        `failure_limit: 3` failed none). Not sending it keeps the round to its slot; the
+        target's other probes of the round are its evidence."""
+        if self._limit.take():  # a place came free since `start_once` looked
+            try:
+                return await self._run_held(check, target, end, room, late)
+            finally:
+                self._limit.give()
+        async with self._limit:
+            if asyncio.get_running_loop().time() < end:
+                return await self._run_held(check, target, end, room, late)
+        self.not_sent += 1
+        if self.not_sent == 1:
+            log.warning(
+                "probes of %s not sent: %d places (max_concurrency) stayed taken until their"
+                " round's checks ended, by probes of a target slower than its %s rounds"
+                " let %d probes answer; they are not counted either way, and more are not"
+                " logged (raise max_concurrency or lower probes_per_round to keep them)",
+                self.name,
+                self.env.max_concurrency,
+                format_duration(self.env.interval),
+                self.env.probes_per_round,
+                extra={"environment": self.name, "check": check.name},
+            )
+        return None
 
     def start_once(
         self,
@@ -356,11 +400,11 @@ class EnvironmentProbe:
         results: list[CheckResult | None] = [None] * len(plan)
         done = loop.create_future()
         left = len(plan)
-        tasks: set[asyncio.Task[CheckResult]] = set()
+        tasks: set[asyncio.Task[CheckResult | None]] = set()
         started: dict[int, Started] = {}  # runs without a task, until they land
         grid = ticks()
 
-        def finished(index: int, task: asyncio.Task[CheckResult]) -> None:
+        def finished(index: int, task: asyncio.Task[CheckResult | None]) -> None:
             nonlocal left
             tasks.discard(task)
             if task.cancelled():
@@ -378,12 +422,12 @@ class EnvironmentProbe:
                 return
             landed(index, task.result())
 
-        def landed(index: int, result: CheckResult) -> None:
+        def landed(index: int, result: CheckResult | None) -> None:
             nonlocal left
             started.pop(index, None)
             if done.done():
                 return
-            results[index] = result
+            results[index] = result  # None: not sent (`run_in_round`)
             left -= 1
             if left == 0:
                 done.set_result(None)
@@ -403,7 +447,12 @@ class EnvironmentProbe:
                         started[index] = run
                     return
                 until = end
-            task = loop.create_task(self.run_once(check, target, until, room, late))
+            run_one: Coroutine[Any, Any, CheckResult | None] = (
+                self.run_once(check, target, until, room, late)
+                if until is None
+                else self.run_in_round(check, target, until, room, late)
+            )
+            task = loop.create_task(run_one)
             tasks.add(task)
             task.add_done_callback(functools.partial(finished, index))
 

@@ -129,8 +129,10 @@ class Target:
             await self.runner.cleanup()
 
 
-def env_yaml(case: Case, target: Target, receiver: str) -> str:
+def env_yaml(case: Case, target: Target, receiver: str, concurrency: int | None = None) -> str:
     probes = "" if case.probes is None else f"\n    probes_per_round: {case.probes}"
+    if concurrency is not None:
+        probes += f"\n    max_concurrency: {concurrency}"
     return f"""
   {case.env}:
     base_url: http://127.0.0.1:{target.port}
@@ -264,7 +266,7 @@ alerting:
     - url: {sink.url()}
       tags: [oncall]
 environments:""" + "".join(
-        env_yaml(c, t, receiver.url) for c, t in zip(cases, targets, strict=True)
+        env_yaml(c, t, receiver.url, a.concurrency) for c, t in zip(cases, targets, strict=True)
     )
     (here / "postflight.yaml").write_text(cfg)
     proc, _ = start_processes(here, 0)  # the daemon, its output in daemon.log
@@ -387,4 +389,5 @@ if __name__ == "__main__":
     p.add_argument("--batch", type=int, default=6, help="cases per daemon, run at once")
     p.add_argument("--pre", type=float, default=5.0, help="bg: seconds of background probes")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--concurrency", type=int, help="max_concurrency (default: unset, 16)")
     sys.exit(asyncio.run(main(p.parse_args())))

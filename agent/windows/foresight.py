@@ -29,7 +29,7 @@ from agent.windows.evidence import observation_from_dict
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.probing import background_every, unsummarize
 from agent.windows.schedule import RoundSchedule
-from agent.windows.unjudged import check_round_samples
+from agent.windows.unjudged import check_round_samples, short_window_words
 from checks.base import Sample
 from checks.registry import build_check
 from common.durations import format_duration
@@ -477,6 +477,10 @@ async def registration_warnings(
             said += _no_background_baselines(
                 judged, baselines, env, environment, deployed_at, now, next_run
             )
+    schedule = RoundSchedule(deployed_at, env.interval, ends_at)
+    horizon = schedule.rounds_from(deployed_at if now is None else now)
+    if short := short_window_words(env, horizon, ends_at - deployed_at, registered=True):
+        said.append(short)
     if env.analysis.policy != "sequential":
         return said
     if provider_rules:
@@ -490,9 +494,8 @@ async def registration_warnings(
                     said.append(outage)
     if not baselines and not any(exact_rate_bounds(rule) for rule in judged):
         return said
-    # the rounds that run: one registered after its start passes over those already past
-    schedule = RoundSchedule(deployed_at, env.interval, ends_at)
-    horizon = schedule.rounds_from(deployed_at if now is None else now)
+    # the rounds that run (`horizon`): one registered after its start passes over those
+    # already past
     spots = Judge(judged, baselines, policy_of(env), horizon=horizon).blind_spots(
         per_round, env.interval
     )

@@ -164,42 +164,54 @@ def failure_limit_warnings(settings: Settings) -> list[tuple[Loc, str]]:
     streak (`keeps_the_streak`) can."""
     warnings: list[tuple[Loc, str]] = []
     for name, env in settings.environments.items():
-        limit = env.analysis.failure_limit
-        rounds = _rounds(env)
-        if limit <= rounds:
-            continue
-        window = (
-            f"failure_limit {limit} is more than the {counted(rounds, 'round')} of the"
-            f" environment's window ({format_duration(env.window)} of"
-            f" {format_duration(env.interval)} rounds)"
-        )
-        fix = (
-            f"lower failure_limit to at most {rounds}, or lengthen window to"
-            f" {format_duration(limit * env.interval)}"
-        )
-        if env.analysis.policy == "threshold":
-            message = (
-                f"{window}, and analysis.policy threshold fails a rule after {limit}"
-                " consecutive rounds past its bound, so no window ever fails and nothing is"
-                f" rolled back: {fix}"
-            )
-        elif env.analysis.policy == "sequential" and (streaked := _streak_judged(env)):
-            names = ", ".join(repr(rule.name) for rule in streaked)
-            which, none = (
-                (f"rule {names}", "it never fails")
-                if len(streaked) == 1
-                else (f"rules {names}", "none of them ever fails")
-            )
-            message = (
-                f"{window}, and analysis.policy sequential judges {which} as threshold does"
-                " (a bare value's min, relative decrease or max of 0 or below has no"
-                f" sequential test), failing one after {limit} consecutive rounds past its"
-                f" bound, so {none} a window: {fix}"
-            )
-        else:
-            continue
-        warnings.append((("environments", name, "analysis", "failure_limit"), message))
+        message = short_window_words(env, _rounds(env), env.window)
+        if message is not None:
+            warnings.append((("environments", name, "analysis", "failure_limit"), message))
     return warnings
+
+
+def short_window_words(
+    env: EnvironmentSettings, rounds: int, length: float, *, registered: bool = False
+) -> str | None:
+    """What a window of `rounds` rounds (`length` seconds) cannot do at `env`'s
+    `failure_limit`, or None: the environment's window (`failure_limit_warnings`), or
+    one a registration asked for (`registered`: its `window`, or its `deployed_at` long
+    past, leaves it fewer rounds; `foresight.registration_warnings`), where a 2 s window
+    of 1 s rounds at `failure_limit: 3` was answered with no warning and failed nothing."""
+    limit = env.analysis.failure_limit
+    if limit <= rounds:
+        return None
+    whose = "this window" if registered else "the environment's window"
+    window = (
+        f"failure_limit {limit} is more than the {counted(rounds, 'round')} of {whose}"
+        f" ({format_duration(length)} of {format_duration(env.interval)} rounds)"
+    )
+    longer = format_duration(limit * env.interval)
+    fix = (
+        f"register a window of at least {longer}, or lower failure_limit to at most {rounds}"
+        if registered
+        else f"lower failure_limit to at most {rounds}, or lengthen window to {longer}"
+    )
+    if env.analysis.policy == "threshold":
+        fails = "this window cannot fail" if registered else "no window ever fails"
+        return (
+            f"{window}, and analysis.policy threshold fails a rule after {limit}"
+            f" consecutive rounds past its bound, so {fails} and nothing is rolled back: {fix}"
+        )
+    if env.analysis.policy == "sequential" and (streaked := _streak_judged(env)):
+        names = ", ".join(repr(rule.name) for rule in streaked)
+        which, none = (
+            (f"rule {names}", "it never fails")
+            if len(streaked) == 1
+            else (f"rules {names}", "none of them ever fails")
+        )
+        return (
+            f"{window}, and analysis.policy sequential judges {which} as threshold does"
+            " (a bare value's min, relative decrease or max of 0 or below has no"
+            f" sequential test), failing one after {limit} consecutive rounds past its"
+            f" bound, so {none} {'this' if registered else 'a'} window: {fix}"
+        )
+    return None
 
 
 def _streak_judged(env: EnvironmentSettings) -> list[RuleSettings]:

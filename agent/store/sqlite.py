@@ -1,4 +1,4 @@
-"""The embedded store: SQLite in WAL mode through aiosqlite (one connection, its own thread).
+"""The embedded store: SQLite in WAL mode through aiosqlite (a writer and a few readers).
 
 Only what SQLite does its own way lives here: opening the file, and serialising every
 transaction (`BEGIN IMMEDIATE` under one asyncio lock, so a crash leaves all of a change
@@ -71,6 +71,11 @@ write lock, or for the writer held by a change that waits for it: its watch keep
 refused and tries it again, measuring on meanwhile (`agent.windows.held`), where each
 waited `busy_timeout` (or behind the watcher's claim) and its watch measured nothing for
 those 5 s. Other changes (the API's, the claims) still wait `busy_timeout`."""
+
+
+READERS = 4
+"""At most this many reads run at once, each on a connection of its own (WAL readers do
+not block one another): a page's read waited for every read queued before it on one."""
 
 
 _BRIEF_MS: ContextVar[int | None] = ContextVar("sqlite_brief_busy_ms", default=None)
@@ -242,11 +247,13 @@ class SqliteStore(SqlStore):
         self.path = str(path)
         self._db: aiosqlite.Connection | None = None
         self._lock_all = asyncio.Lock()
-        self._reader: aiosqlite.Connection | None = None
-        """A second connection for reads outside a transaction (`_fetchall`): WAL lets a
-        reader go on while the writer commits, so a read never waits behind a group's
-        fsync and the rounds queued for the next one (see `_fetchall`)."""
-        self._lock_reader = asyncio.Lock()
+        self._readers: list[aiosqlite.Connection] = []
+        """Connections for reads outside a transaction (`_fetchall`), besides the writer:
+        WAL lets a reader go on while the writer commits, so a read never waits behind a
+        group's fsync and the rounds queued for the next one. The first opens with the
+        store, the others as reads overlap, up to `READERS`."""
+        self._idle_readers: list[aiosqlite.Connection] = []
+        self._reader_slots = asyncio.Semaphore(READERS)
         self._group: asyncio.Future[None] | None = None
         """The open transaction changes join until it is committed (see `_tx`)."""
         self._committer: asyncio.Task[None] | None = None
@@ -287,8 +294,7 @@ class SqliteStore(SqlStore):
             self._busy_ms = self.busy_timeout_ms
             self._held_elsewhere = False
             if self.path != ":memory:":  # another connection to :memory: is another store
-                self._reader = await _connected(self.path)
-                await self._reader.execute(f"PRAGMA {busy}")
+                self._idle_readers.append(await self._new_reader())
         except (sqlite3.Error, StoreError) as exc:
             await self.close()
             if _held(exc):
@@ -365,9 +371,9 @@ class SqliteStore(SqlStore):
             await asyncio.gather(*flushing, return_exceptions=True)
         if self._committer is not None:
             await asyncio.gather(self._committer, return_exceptions=True)
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
+        readers, self._readers, self._idle_readers = self._readers, [], []
+        for reader in readers:
+            await reader.close()
         if self._db is not None:
             await self._db.close()
             self._db = None
@@ -420,14 +426,37 @@ class SqliteStore(SqlStore):
                     ) from None
 
     async def _fetchall(self, sql: str, *args: Any) -> list[Sequence[Any]]:
-        """A read outside a transaction, on the reader: it sees every committed change
+        """A read outside a transaction, on a reader: it sees every committed change
         (a change's caller returns only once it is committed) and none still waiting for
         its group's commit. Registering 5,000 windows, the registration's own read (the
-        foresight's background probes) waited ~70 ms a time behind the writer."""
-        if self._reader is None:
+        foresight's background probes) waited ~70 ms a time behind the writer. Reads
+        that overlap each take a reader of their own (`READERS`), where they queued for
+        one behind one lock: a page's or the API's read waited for every read before it."""
+        if not self._readers:
             return await super()._fetchall(sql, *args)
-        async with self._lock_reader:
-            return await _Connection(self._reader).fetch(sql, *args)
+        async with self._reader_slots:
+            reader = self._idle_readers.pop() if self._idle_readers else await self._new_reader()
+            try:
+                return await _Connection(reader).fetch(sql, *args)
+            finally:
+                if reader in self._readers:  # not closed meanwhile
+                    self._idle_readers.append(reader)
+
+    async def _new_reader(self) -> aiosqlite.Connection:
+        """One more reader, waiting for another process's lock as long as the writer."""
+        readers = self._readers  # `_close` swaps in a new list
+        if self._db is None:
+            raise StoreError("the store is not open")
+        reader = await _connected(self.path)
+        try:
+            await reader.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
+            if self._db is None or self._readers is not readers:
+                raise StoreError("the store is not open")  # closed meanwhile
+        except BaseException:
+            await reader.close()
+            raise
+        readers.append(reader)
+        return reader
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[_Connection]:

@@ -52,20 +52,23 @@ async def with_rollbacks(store: Store, finished: int) -> None:
 
 
 async def sqlite_steps(store: SqliteStore, work: Callable[[], Awaitable[object]]) -> int:
-    """SQLite's virtual-machine steps (in tens) that `work` took on the reading connection."""
-    reader = store._reader
-    assert reader is not None
+    """SQLite's virtual-machine steps (in tens) that `work` took on the reading connections."""
+    readers = list(store._readers)
+    assert readers
     counted = [0]
 
     def count() -> int:
         counted[0] += 1
         return 0
 
-    await reader.set_progress_handler(count, 10)
+    for reader in readers:
+        await reader.set_progress_handler(count, 10)
     try:
         await work()
     finally:
-        await reader.set_progress_handler(cast(Any, None), 10)  # none
+        for reader in readers:
+            await reader.set_progress_handler(cast(Any, None), 10)  # none
+    assert store._readers == readers  # no reader opened meanwhile, uncounted
     return counted[0]
 
 

@@ -54,8 +54,8 @@ async def test_a_try_after_the_file_was_found_held_waits_briefly_for_its_lock(
         assert store._db is not None
         cursor = await store._db.execute("PRAGMA busy_timeout")
         assert await cursor.fetchone() == (BUSY_TIMEOUT_MS,)  # open: 5 s again
-        assert store._reader is not None
-        cursor = await store._reader.execute("PRAGMA busy_timeout")
+        assert len(store._readers) == 1  # the first reader opens with the store
+        cursor = await store._readers[0].execute("PRAGMA busy_timeout")
         assert await cursor.fetchone() == (BUSY_TIMEOUT_MS,)
     finally:
         holder.close()

@@ -1,13 +1,20 @@
-"""SQLite reads outside a transaction go to a second connection: a read never waits behind
-the writer (a change being written, a group's commit), and it sees only committed changes."""
+"""SQLite reads outside a transaction go to connections of their own: a read never waits
+behind the writer (a change being written, a group's commit), nor behind another read
+still running, and it sees only committed changes."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
 
 from agent.records import DeployWindow
-from agent.store.sqlite import SqliteStore
+from agent.store import sqlite
+from agent.store.sqlite import READERS, SqliteStore
 
 
 def window(wid: str, version: str = "v1") -> DeployWindow:
@@ -44,3 +51,77 @@ async def test_an_in_memory_store_reads_its_own_connection() -> None:
         assert await store.ping()
     finally:
         await store.close()
+
+
+class HeldReads:
+    """`SELECT held()` on any of a store's connections runs until `release` is set: a
+    slow read (a page's rounds, a long list) held open as long as a test wants."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.changed = threading.Condition()
+        self.release = threading.Event()
+
+    def held(self) -> int:
+        with self.changed:
+            self.running += 1
+            self.changed.notify_all()
+        try:
+            self.release.wait(30.0)
+        finally:
+            with self.changed:
+                self.running -= 1
+                self.changed.notify_all()
+        return 1
+
+    async def until_running(self, count: int) -> None:
+        def wait() -> bool:
+            with self.changed:
+                return self.changed.wait_for(lambda: self.running == count, 10.0)
+
+        assert await asyncio.to_thread(wait), f"{self.running} reads running, not {count}"
+
+    def on_every_connection(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        connect = sqlite._connected
+
+        async def connected(path: str, *args: Any) -> aiosqlite.Connection:
+            connection = await connect(path, *args)
+            await connection.create_function("held", 0, self.held)
+            return connection
+
+        monkeypatch.setattr(sqlite, "_connected", connected)
+
+
+async def test_reads_held_open_hold_up_no_other_read_up_to_the_readers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Failed before (one reader behind one lock): the second held read waited for the
+    first to end ("1 reads running, not 2"), as a page's read queued behind every read
+    before it."""
+    reads = HeldReads()
+    reads.on_every_connection(monkeypatch)
+    store = SqliteStore(tmp_path / "r.db")
+    await store.open()
+    held: list[asyncio.Task[Any]] = []
+    try:
+        await store.create_window(window("dep_0"))
+        for n in range(1, READERS):  # all but one reader held, each by a read of its own
+            held.append(asyncio.create_task(store._fetchall("SELECT held()")))
+            await reads.until_running(n)
+        found = await asyncio.wait_for(store.get_window("dep_0"), timeout=5.0)
+        assert found is not None and found.id == "dep_0"
+        held.append(asyncio.create_task(store._fetchall("SELECT held()")))
+        await reads.until_running(READERS)  # every reader running a read at once
+        late = asyncio.create_task(store.get_window("dep_0"))  # one more waits for a reader
+        await asyncio.sleep(0.2)
+        assert not late.done()
+        assert len(store._readers) == READERS  # the readers are opened as reads overlap
+        reads.release.set()
+        assert await asyncio.wait_for(asyncio.gather(*held), 10.0) == [[(1,)]] * READERS
+        found = await asyncio.wait_for(late, timeout=5.0)
+        assert found is not None and found.id == "dep_0"
+    finally:
+        reads.release.set()
+        await asyncio.gather(*held, return_exceptions=True)
+        await store.close()
+    assert store._readers == []

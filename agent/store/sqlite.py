@@ -447,7 +447,11 @@ class SqliteStore(SqlStore):
         readers = self._readers  # `_close` swaps in a new list
         if self._db is None:
             raise StoreError("the store is not open")
-        reader = await _connected(self.path)
+        try:
+            reader = await _connected(self.path)
+        except sqlite3.Error as exc:  # a store error (a 503), not a bare sqlite3 one (a 500)
+            _raise_if_unavailable(exc)
+            raise StoreError(f"cannot open a reader on SQLite store {self.path}: {exc}") from exc
         try:
             await reader.execute(f"PRAGMA busy_timeout={self.busy_timeout_ms}")
             if self._db is None or self._readers is not readers:

@@ -5,6 +5,7 @@ still running, and it sees only committed changes."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import threading
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from agent.records import DeployWindow
 from agent.store import sqlite
+from agent.store.base import StoreError
 from agent.store.sqlite import READERS, SqliteStore
 
 
@@ -125,3 +127,35 @@ async def test_reads_held_open_hold_up_no_other_read_up_to_the_readers(
         await asyncio.gather(*held, return_exceptions=True)
         await store.close()
     assert store._readers == []
+
+
+async def test_a_reader_that_cannot_open_is_a_store_error_and_the_others_read_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader opened as reads overlap, on a file it cannot open now (no descriptor
+    left, say): the read is told a `StoreError` (the API's 503), not a bare sqlite3 error
+    (a 500), and the reader already open reads on."""
+    reads = HeldReads()
+    reads.on_every_connection(monkeypatch)
+    store = SqliteStore(tmp_path / "r.db")
+    await store.open()
+    held: list[asyncio.Task[Any]] = []
+    try:
+        await store.create_window(window("dep_0"))
+        held.append(asyncio.create_task(store._fetchall("SELECT held()")))
+        await reads.until_running(1)
+
+        async def refused(path: str, *args: Any) -> aiosqlite.Connection:
+            raise sqlite3.OperationalError("unable to open database file")
+
+        monkeypatch.setattr(sqlite, "_connected", refused)
+        with pytest.raises(StoreError, match="cannot open a reader"):
+            await store.get_window("dep_0")
+        reads.release.set()
+        assert await asyncio.wait_for(held[0], 10.0) == [(1,)]
+        found = await asyncio.wait_for(store.get_window("dep_0"), timeout=5.0)
+        assert found is not None and found.id == "dep_0"
+    finally:
+        reads.release.set()
+        await asyncio.gather(*held, return_exceptions=True)
+        await store.close()

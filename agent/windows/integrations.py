@@ -117,6 +117,16 @@ NO_VERDICT = {
 """The description of a status for a window that ended unjudged (its verdict, if any, is
 a round's, not a decision). A later registration, not a newer deploy: one registered late
 with an earlier `deployed_at` supersedes a window deployed after it."""
+VERDICT_KEYS = {
+    "github:in_progress": frozenset(
+        f"github:{state}" for state in STATUS_OF_STATE.values() if state != "in_progress"
+    ),
+    "github:commit:pending": frozenset(
+        f"github:commit:{state}" for state in COMMIT_STATE.values() if state != "pending"
+    ),
+}
+"""A watch's own status (its claim key) → the keys of the statuses that end it: once one
+of those is claimed, the watch's is not posted (it would land after the verdict's)."""
 STAGE_KEY = "vercel:rolling-stage"
 """The once-key of noting which Rolling Release stage a window watches (`STAGE_LABEL`)."""
 STAGE_LABEL = "vercel.rolling_stage"
@@ -188,6 +198,15 @@ def has_a_rollback(window_id: str, environment: str, rollback: RollbackIntent) -
             " at the target by hand if it still serves this deploy"
         )
     return said
+
+
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A status's post to GitHub: where it goes, its body, and the list it shows in."""
+
+    url: str
+    body: dict[str, Any]
+    listed: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -764,7 +783,7 @@ class Integrations:
         lease = self._status_lease()
         if state == "in_progress":
             self._once(
-                window, "github:in_progress", lambda: self._status(window, state), lease=lease
+                window, "github:in_progress", lambda: self._watch_status(window), lease=lease
             )
         else:
             self._once(
@@ -783,12 +802,24 @@ class Integrations:
         async with self._locks.hold(f"status:{window.id}"):
             return await self._post_status(window, state, retry=retry)
 
-    async def _post_status(self, window: DeployWindow, state: str, *, retry: bool) -> bool:
+    async def _watch_status(self, window: DeployWindow) -> bool:
+        """The deployment's `in_progress`, unless its verdict's status went out first: a
+        sender that read the window while it watched (a scan just before its end, a claim
+        taken over from a killed replica) posted it after another replica's `failure`,
+        and GitHub showed the deployment in progress for good (`_verdict_kept_last`)."""
+        async with self._locks.hold(f"status:{window.id}"):
+            if await self._watch_overtaken(window, "github:in_progress"):
+                return True
+            done = await self._post_status(window, "in_progress", retry=True)
+            await self._keep_verdict_last(window, "github:in_progress")
+            return done
+
+    def _status_call(self, window: DeployWindow, state: str, description: str) -> _Call:
+        """Where a deployment status goes, and its body."""
         github = self.settings.integrations.github
         assert github is not None and github.token is not None
         repository = window.labels.get("github.repository", "")
         deployment = window.labels.get("github.deployment", "")
-        description = await self._status_words(window, state, watching=state == "in_progress")
         body: dict[str, Any] = {
             "state": state,
             "log_url": self.object_url(window.id),
@@ -801,6 +832,12 @@ class Integrations:
             f"{github.api_url.rstrip('/')}/repos/{repository}/deployments/"
             f"{quote(deployment, safe='')}/statuses"
         )
+        return _Call(url, body, url)
+
+    async def _post_status(self, window: DeployWindow, state: str, *, retry: bool) -> bool:
+        description = await self._status_words(window, state, watching=state == "in_progress")
+        call = self._status_call(window, state, description)
+        url, body = call.url, call.body
         what = f"GitHub deployment status {state}"
         key = f"github:{state}"
         if await self._listed_before(
@@ -809,6 +846,100 @@ class Integrations:
             return True
         result = await self._github_post(url, body)
         return self._record(window, key, result, what, retry=retry, call="status")
+
+    async def _watch_overtaken(self, window: DeployWindow, key: str) -> bool:
+        """Whether a status that ends the watch is claimed already (by this process or
+        another replica): the watch's own (`key`) is then recorded skipped, not posted,
+        where it landed after the verdict's."""
+        events = await self.s.store.alert_events(window.id)
+        ended = sorted(VERDICT_KEYS[key].intersection(events))
+        if not ended:
+            return False
+        log.info(
+            "%s: not posted, its window's %s is claimed already (it would land after it)",
+            key,
+            ended[0],
+            extra={"deploy_id": window.id, "environment": window.environment},
+        )
+        why = f"the window ended first ({ended[0]} claimed)"
+        await self._held_write(
+            window,
+            lambda: self.s.store.record_alert(window.id, key, "skipped", why),
+            f"{key} skipped",
+        )
+        return True
+
+    async def _keep_verdict_last(self, window: DeployWindow, key: str) -> None:
+        """`_verdict_kept_last`, whose failure (the store or GitHub not answering) leaves
+        the watch's status as it went: said, and not tried again."""
+        try:
+            await self._verdict_kept_last(window, key)
+        except Exception as exc:
+            log.warning(
+                "%s: whether the verdict's status is still the last GitHub got is not known (%s)",
+                key,
+                self.redact(str(exc)),
+                exc_info=not store_outage(exc),
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
+
+    async def _verdict_kept_last(self, window: DeployWindow, key: str) -> None:
+        """After a watch's status (`key`) went out: if the window ended meanwhile and
+        another sender (a replica, or a claim of ours another took over) claimed its
+        verdict's status, that one may have landed first, and GitHub would show the
+        watch's as the latest. Unless GitHub's list (newest first) starts with the
+        verdict's, it is posted again, so that it is the last GitHub gets; a verdict's
+        status claimed by this process goes out after this one (the same lock)."""
+        events = await self.s.store.alert_events(window.id)
+        if not VERDICT_KEYS[key].intersection(events):
+            return
+        fresh = await self.s.store.get_window(window.id)
+        if fresh is None:
+            return
+        deployment = key == "github:in_progress"
+        if deployment:
+            state = self._deployment_state(fresh)
+            final = f"github:{state}"
+        else:
+            commit = self._commit_state(fresh)
+            state = commit[0] if commit is not None else None
+            final = f"github:commit:{state}"
+        if state is None or final not in VERDICT_KEYS[key] or final not in events:
+            return  # not claimed yet: its sender posts it after this
+        if (window.id, final) in self._stamps:
+            return  # ours: waiting for the lock this holds, or for a later try
+        description = await self._verdict_words(fresh, state)
+        call = (
+            self._status_call(fresh, state, description)
+            if deployment
+            else await self._commit_call(fresh, state, description)
+        )
+        if call is None or await self._newest_status(call) == state:
+            return
+        what = f"GitHub {'deployment' if deployment else 'commit'} status {state}"
+        log.info(
+            "%s: posted again, after the watch's %s, which GitHub may have taken after it",
+            what,
+            key,
+            extra={"deploy_id": window.id, "environment": window.environment},
+        )
+        result = await self._github_post(call.url, call.body)
+        if not result.ok:
+            log.warning(
+                "%s not posted again: %s",
+                what,
+                result.error,
+                extra={"deploy_id": window.id, "environment": window.environment},
+            )
+
+    async def _newest_status(self, call: _Call) -> str | None:
+        """The state of the newest status GitHub lists where `call` posts (of its context,
+        for a commit's); None when none is read."""
+        context = call.body.get("context")
+        for listed in await self._github_list(call.listed):
+            if context is None or listed.get("context") == context:
+                return str(listed.get("state"))
+        return None
 
     async def _listed_before(
         self, window: DeployWindow, key: str, what: str, listed: Callable[[], Awaitable[bool]]
@@ -917,13 +1048,13 @@ class Integrations:
             await self.s.store.record_alert(window.id, key, "skipped", "a newer window's commit")
             return True
         async with self._locks.hold(f"commit:{window.id}"):
-            description = await self._status_words(window, state, watching=state == "pending")
-            body = {
-                "state": state,
-                "target_url": self.deploy_url(window.id),
-                "description": description[:140],
-                "context": f"postflight/{window.environment}",
-            }
+            # a `pending` is not posted once the verdict's status is claimed, and the
+            # verdict's is posted again if it may have landed first (`_watch_status`)
+            watching = state == "pending"
+            if watching and await self._watch_overtaken(window, key):
+                return True
+            description = await self._status_words(window, state, watching=watching)
+            body = self._commit_body(window, state, description)
             sha = await self._full_sha(repository, window.commit or "")
             if not sha.ok:
                 return self._record(
@@ -939,7 +1070,38 @@ class Integrations:
                 return True
             url = f"{github.api_url.rstrip('/')}/repos/{repository}/statuses/{sha.data}"
             result = await self._github_post(url, body)
-        return self._record(window, key, result, what, retry=True, call="commit_status")
+            done = self._record(window, key, result, what, retry=True, call="commit_status")
+            if watching:
+                await self._keep_verdict_last(window, key)
+        return done
+
+    def _commit_body(self, window: DeployWindow, state: str, description: str) -> dict[str, Any]:
+        return {
+            "state": state,
+            "target_url": self.deploy_url(window.id),
+            "description": description[:140],
+            "context": f"postflight/{window.environment}",
+        }
+
+    async def _commit_call(
+        self, window: DeployWindow, state: str, description: str
+    ) -> _Call | None:
+        """Where a commit status goes, its body and the commit's list of statuses; None
+        when the commit's full SHA is not known."""
+        github = self.settings.integrations.github
+        commit = self._commit_state(window)
+        if github is None or commit is None:
+            return None
+        repository = commit[1]
+        sha = await self._full_sha(repository, window.commit or "")
+        if not sha.ok:
+            return None
+        api = f"{github.api_url.rstrip('/')}/repos/{repository}"
+        return _Call(
+            f"{api}/statuses/{sha.data}",
+            self._commit_body(window, state, description),
+            f"{api}/commits/{sha.data}/statuses",
+        )
 
     async def _github_post(self, url: str, body: dict[str, Any]) -> CallResult:
         """One status (a deployment's or a commit's) or a gate's answer posted to GitHub."""

@@ -1,7 +1,7 @@
 """kill -9 at random instants of a window that breaches, two replicas on PostgreSQL: the
 sweep `bench/crash_resume.py --anywhere` runs at length, one trial of it here, judged
 as the sweep judges (`judged`: exactly one rollback acted on, each alert once or once
-more after a kill, one final GitHub status each, no watch's status after it)."""
+more after a kill, one final GitHub status each, the last GitHub got)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.bench_module import bench_module
 from tests.e2e import crash
+from tests.e2e.crash_end import EndTrial
 
 
 def test_a_tracked_agents_pid_is_in_its_file_before_it_can_send(
@@ -31,3 +33,34 @@ def test_a_tracked_agents_pid_is_in_its_file_before_it_can_send(
     agent.kill()
     agent.wait()
     assert seen == [str(agent.pid)]
+
+
+@pytest.mark.parametrize(
+    ("statuses", "right"),
+    [
+        (["in_progress", "failure"], True),
+        (["failure"], True),
+        # the verdict's re-sent after a watch's GitHub took after it: the last is the verdict's
+        (["failure", "in_progress", "failure"], True),
+        (["failure", "in_progress"], False),
+        (["in_progress", "failure", "failure"], False),
+        (["in_progress"], False),
+    ],
+)
+def test_the_anywhere_trials_judge_wants_the_verdicts_status_last_and_once_but_re_sent(
+    statuses: list[str], right: bool
+) -> None:
+    """`judged` of `bench/crash_resume.py --anywhere` on a trial's deployment statuses."""
+    bench = bench_module("crash_resume")
+    trial = EndTrial(
+        killed=True,
+        state="rolled_back",
+        alerts=list(bench.ALERTS),
+        rollbacks_acted_on=1,
+        rollback_requests=1,
+        rollback_markers=1,
+        deployment_statuses=statuses,
+        commit_statuses=["pending", "failure"],
+    )
+    wrong = bench.judged(trial)["wrong"]
+    assert (wrong == []) is right, wrong

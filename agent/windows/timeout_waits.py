@@ -23,6 +23,7 @@ from agent.settings_units import Loc
 from agent.windows.schedule import round_reserve
 from checks.registry import check_types
 from common.durations import format_duration
+from common.samples import Sample
 
 
 def longest_wait(check: CheckSettings, interval: float) -> tuple[float, str]:
@@ -69,3 +70,50 @@ def _unfailable(env: EnvironmentSettings, rule: RuleSettings) -> str | None:
         f" on a target that stops answering; only an error_rate rule catches it (or a max"
         f" below {format_duration(wait)})"
     )
+
+
+CUT_SHARE = 0.01
+"""The share of a check's background answers slower than a window's probe waits from which
+registration warns (`cut_answers_warnings`): one in a hundred, a fifth of the example's
+`probe-errors` bound, already moves an error rate a sub-second window judges."""
+
+
+def round_room(check: CheckSettings, interval: float) -> float:
+    """The least a window's probe of `check` waits for its answer in rounds of `interval`:
+    its timeout, or half the round if less (`probing.EnvironmentProbe.run_round`'s room;
+    the round's last probes wait no longer)."""
+    return min(float(check.timeout), interval / 2)
+
+
+def cut_answers_warnings(env: EnvironmentSettings, periods: list[list[Sample]]) -> list[str]:
+    """One sentence per http check whose background runs (`periods`, which wait the whole
+    timeout) answered slower than a window's probe waits in at least `CUT_SHARE` of their
+    answers: in a window each such answer is a failed probe. Why: a release that changed
+    nothing, 50 ms with a long tail (p95 about 260 ms), was rolled back in 6 of 6 windows of
+    250 ms rounds as `error_rate 0.16-0.26` (`bench/small_windows.py`), said nowhere first."""
+    out = []
+    for check in env.checks:
+        room = round_room(check, env.interval)
+        if check.type != "http" or room >= float(check.timeout):
+            continue
+        times = [
+            s.latency_s
+            for period in periods
+            for s in period
+            if s.check == check.name and s.ok and s.latency_s is not None
+        ]
+        slow = sum(1 for t in times if t > room)
+        if not times or slow < CUT_SHARE * len(times):
+            continue
+        wait = format_duration(room)
+        out.append(
+            f"check {check.name}: {slow / len(times):.1%} of its background runs' answers"
+            f" ({slow:,} of {len(times):,}) took longer than {wait}, the least a probe waits"
+            f" in a window's {format_duration(env.interval)} rounds (half the round), where"
+            f" its timeout {format_duration(check.timeout)} is waited out only between"
+            f" windows: in a window each is a failed probe (`no response within {wait}`),"
+            " so an error_rate rule may fail a release that changed nothing; rounds of"
+            f" {format_duration(2 * float(check.timeout))} give a probe its whole timeout,"
+            f" or a timeout of {wait} makes the background runs count them alike"
+        )
+    return out

@@ -58,7 +58,7 @@ import numpy as np
 import numpy.typing as npt
 
 from agent.analysis import exceedance_bets, period_ranks, rank_bets, stats
-from agent.analysis.conformal import Ranker
+from agent.analysis.conformal import Ranker, Ranks, placements, shares_past
 from agent.analysis.describe import (
     change_floor,
     format_percent,
@@ -1505,9 +1505,7 @@ class SequentialRule:
             return bad / expected, expected
         return None  # rank: `_conformal`
 
-    def _conformal_ranks(
-        self, state: dict[str, Any], obs: Observation
-    ) -> list[tuple[int, int, int]] | None:
+    def _conformal_ranks(self, state: dict[str, Any], obs: Observation) -> Ranks | None:
         """The round's samples' conformal ranks (`agent.analysis.conformal.Ranker.ranks`),
         shared by the rule's rank and exceedance tests (one tolerance, one histogram); the
         samples join the rule's histogram."""
@@ -1567,21 +1565,19 @@ class SequentialRule:
         return aimed + tilted + stats.bet_log_factors("count", y, expected)
 
     @staticmethod
-    def _conformal(comp: Component, ranks: list[tuple[int, int, int]]) -> tuple[float, float]:
+    def _conformal(comp: Component, ranks: Ranks) -> tuple[float, float]:
         """(y, weight) of a conformal test's round. Rank: the mean placement (1 - it, for a
         decrease) over its level 1/2. Exceedance: the samples whose smoothed rank is past
         the quantile, each counted by the share of theta in [0, 1] that puts it there
-        (uniform ranks: the share past q has mean 1 - q), over those the level allows."""
-        n = float(len(ranks))
+        (uniform ranks: the share past q has mean 1 - q), over those the level allows.
+        Each summed from a list in the round's order: the same float, bit for bit."""
+        n = float(len(ranks.size))
         if comp.test == "exceedance":
             q = comp.level if comp.flip else 1.0 - comp.level
-            # each share is min(max(s, 0), 1), written out (a third of the sum's cost), and
-            # summed from a list in the same order: the same float, bit for bit
-            shares = [(q * size - below) / ties for below, ties, size in ranks]
-            below_q = sum([0.0 if s < 0.0 else 1.0 if s > 1.0 else s for s in shares])
+            below_q = sum(shares_past(q, ranks))
             expected = n * comp.level
             return (below_q if comp.flip else n - below_q) / expected, expected
-        mean = sum([(below + ties / 2.0) / size for below, ties, size in ranks]) / n
+        mean = sum(placements(ranks)) / n
         return (1.0 - mean if comp.flip else mean) / comp.level, n
 
     def _bet(

@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 
-from agent.analysis.conformal import Ranker, bucket
+from agent.analysis.conformal import AT_ONCE, Ranker, bucket
 from agent.analysis.sketch import GAMMA
 from agent.analysis.types import Observation
 from tests.analysis.latency_rules import lognormal_rule
@@ -108,3 +108,26 @@ def test_ordinary_baselines_are_bucketed_as_before() -> None:
         scaled = base * scale
         want = np.sort(np.ceil(np.log(scaled) / math.log(GAMMA)).astype(np.int64)).tolist()
         assert Ranker(base, scale).base == want
+
+
+def test_a_large_round_is_counted_as_one_sample_at_a_time() -> None:
+    """A round of `AT_ONCE` samples or more is counted with numpy: each sample's counts are
+    those it gets as a round of its own after the ones before it (the per-sample loop),
+    and the histogram is the same, with ties (a 1 ms clock), zeros, a spread wider than
+    the grid numpy counts on and rounds beside earlier ones."""
+    rng = np.random.default_rng(11)
+    ranker = Ranker(np.round(rng.lognormal(-2.5, 0.6, 500), 3), 1.1)
+    spreads = (0.6, 0.6, 40.0)  # the last: buckets over far more than a grid's width
+    seen: list[list[int]] = [[], []]
+    for k, sigma in enumerate(spreads):
+        values = np.round(rng.lognormal(-2.5, sigma, AT_ONCE + 300), 3)
+        values[[5, 77]] = 0.0 if k == 1 else values[[5, 77]]
+        ranks, together = ranker.ranks(seen, values.tolist())
+        one_by_one, alone = [], seen
+        for v in values.tolist():
+            single, alone = ranker.ranks(alone, [v])
+            one_by_one.append((single.below[0], single.ties[0], single.size[0]))
+        as_lists = [np.asarray(part).tolist() for part in ranks]
+        assert list(zip(*as_lists, strict=True)) == one_by_one
+        assert together == alone
+        seen = together

@@ -1,0 +1,112 @@
+"""Contract §6, "every key in it must do what its comment says", for the example's
+`api-health` check (`expect: {status: 200, max_latency: 500ms, json: {status: ok}}`,
+"values at these keys must match"), through the real `postflight check` process and the
+running agent: an answer that is a 200 within the bound but says `{"status": "degraded"}`,
+lacks the key, or comes past `max_latency`, is a failed probe: `check` rows FAIL and exits
+1; the agent's window on such a deploy fails on its error rate. Only the check's unit tests
+(tests/checks/test_checks_http.py) held these, none through the CLI or the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.cli_process import awaited_cli
+from tests.e2e.conftest import AgentFactory, environment
+
+pytestmark = pytest.mark.timeout(120)
+
+SPEC = Path("/work/shared/spec/postflight.example.yaml")
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = SPEC if SPEC.exists() else ROOT / "config" / "postflight.example.yaml"
+
+SLOW_S = 0.8
+"""The slow answer's delay: past the example's `max_latency: 500ms`, within its `timeout: 2s`."""
+
+
+def example_check() -> dict[str, Any]:
+    """The example's `api-health` check of production, as written (no `${VAR}` in it)."""
+    production = yaml.safe_load(EXAMPLE.read_text())["environments"]["production"]
+    check: dict[str, Any] = next(c for c in production["checks"] if c["name"] == "api-health")
+    assert check["expect"] == {"status": 200, "max_latency": "500ms", "json": {"status": "ok"}}
+    return check
+
+
+ANSWERS = {
+    "/ok": ({"status": "ok"}, 0.0),
+    "/degraded": ({"status": "degraded"}, 0.0),
+    "/no-key": ({"healthy": True}, 0.0),
+    "/slow": ({"status": "ok"}, SLOW_S),
+}
+"""Each path of the target: its 200's body, after its delay in seconds."""
+
+
+@pytest.fixture
+async def target() -> AsyncIterator[TestServer]:
+    async def answer(request: web.Request) -> web.Response:
+        body, delay = ANSWERS[request.path]
+        await asyncio.sleep(delay)
+        return web.json_response(body)
+
+    app = web.Application()
+    for path in ANSWERS:
+        app.router.add_get(path, answer)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield server
+    await server.close()
+
+
+async def test_check_fails_an_answer_past_the_examples_expectations(
+    tmp_path: Path, target: TestServer
+) -> None:
+    check = example_check()
+    checks = [json.dumps({**check, "name": path.strip("/"), "path": path}) for path in ANSWERS]
+    config = tmp_path / "postflight.yaml"
+    config.write_text(
+        "server: {api_tokens: [tok-1234567890abcdef]}\n"
+        "environments:\n  production:\n"
+        f"    base_url: {str(target.make_url('')).rstrip('/')}\n"
+        "    checks:\n" + "".join(f"      - {c}\n" for c in checks)
+    )
+    code, out = await awaited_cli("check", "--config", str(config), "--env", "production")
+    assert code == 1, out
+    rows = {line.split()[0]: line.split(None, 4) for line in out.splitlines() if line.split()}
+    results = {name: rows[name][2] for name in ("ok", "degraded", "no-key", "slow")}
+    assert results == {"ok": "pass", "degraded": "FAIL", "no-key": "FAIL", "slow": "FAIL"}, out
+    assert rows["degraded"][4] == 'GET /degraded: status: expected "ok", got "degraded"', out
+    assert rows["no-key"][4] == 'GET /no-key: status: expected "ok", got no such field', out
+    assert rows["slow"][4].startswith("GET /slow: latency: expected ≤ 500ms, got "), out
+    assert "1 passed, 3 failed (exit 1)" in out.splitlines(), out
+
+
+@pytest.mark.parametrize("path", ["/degraded", "/slow"])
+async def test_a_deploy_answering_past_the_examples_expectations_fails_its_window(
+    start_agent: AgentFactory, target: TestServer, path: str
+) -> None:
+    check = {**example_check(), "path": path}
+    probed = environment(
+        "production",
+        str(target.make_url("")).rstrip("/"),
+        window="20s",
+        interval="1s",
+        probes=3,
+        timeout="2s",
+        analysis="{policy: threshold, failure_limit: 2}",
+    )
+    written = "    - {name: api-health, type: http, path: /api/health, timeout: 2s}"
+    assert written in probed, probed
+    agent = await start_agent(probed.replace(written, f"    - {json.dumps(check)}"))
+    deploy = await agent.register("production", "v-past")
+    final = await agent.settled(deploy["id"], within=60)
+    assert final["state"] == "failed", final
+    (rule,) = final["verdict"]["rules"]
+    assert (rule["name"], rule["outcome"], rule["observed"]) == ("probe-errors", "fail", 1), rule

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +61,7 @@ class HeldReads:
     slow read (a page's rounds, a long list) held open as long as a test wants."""
 
     def __init__(self) -> None:
+        self.tasks: list[asyncio.Task[Any]] = []
         self.running = 0
         self.changed = threading.Condition()
         self.release = threading.Event()
@@ -75,6 +77,10 @@ class HeldReads:
                 self.running -= 1
                 self.changed.notify_all()
         return 1
+
+    def hold(self, store: SqliteStore) -> None:
+        """One more read held open on `store`, as a task (`tasks`)."""
+        self.tasks.append(asyncio.create_task(store._fetchall("SELECT held()")))
 
     async def until_running(self, count: int) -> None:
         def wait() -> bool:
@@ -94,68 +100,68 @@ class HeldReads:
         monkeypatch.setattr(sqlite, "_connected", connected)
 
 
-async def test_reads_held_open_hold_up_no_other_read_up_to_the_readers(
+@pytest.fixture
+async def held_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[SqliteStore, HeldReads]]:
+    """A store holding one window, `dep_0`, whose connections answer `SELECT held()`;
+    every held read let go and the store closed at the end."""
+    reads = HeldReads()
+    reads.on_every_connection(monkeypatch)
+    store = SqliteStore(tmp_path / "r.db")
+    await store.open()
+    try:
+        await store.create_window(window("dep_0"))
+        yield store, reads
+    finally:
+        reads.release.set()
+        await asyncio.gather(*reads.tasks, return_exceptions=True)
+        await store.close()
+
+
+async def test_reads_held_open_hold_up_no_other_read_up_to_the_readers(
+    held_store: tuple[SqliteStore, HeldReads],
 ) -> None:
     """Failed before (one reader behind one lock): the second held read waited for the
     first to end ("1 reads running, not 2"), as a page's read queued behind every read
     before it."""
-    reads = HeldReads()
-    reads.on_every_connection(monkeypatch)
-    store = SqliteStore(tmp_path / "r.db")
-    await store.open()
-    held: list[asyncio.Task[Any]] = []
-    try:
-        await store.create_window(window("dep_0"))
-        for n in range(1, READERS):  # all but one reader held, each by a read of its own
-            held.append(asyncio.create_task(store._fetchall("SELECT held()")))
-            await reads.until_running(n)
-        found = await asyncio.wait_for(store.get_window("dep_0"), timeout=5.0)
-        assert found is not None and found.id == "dep_0"
-        held.append(asyncio.create_task(store._fetchall("SELECT held()")))
-        await reads.until_running(READERS)  # every reader running a read at once
-        late = asyncio.create_task(store.get_window("dep_0"))  # one more waits for a reader
-        await asyncio.sleep(0.2)
-        assert not late.done()
-        assert len(store._readers) == READERS  # the readers are opened as reads overlap
-        reads.release.set()
-        assert await asyncio.wait_for(asyncio.gather(*held), 10.0) == [[(1,)]] * READERS
-        found = await asyncio.wait_for(late, timeout=5.0)
-        assert found is not None and found.id == "dep_0"
-    finally:
-        reads.release.set()
-        await asyncio.gather(*held, return_exceptions=True)
-        await store.close()
+    store, reads = held_store
+    for n in range(1, READERS):  # all but one reader held, each by a read of its own
+        reads.hold(store)
+        await reads.until_running(n)
+    found = await asyncio.wait_for(store.get_window("dep_0"), timeout=5.0)
+    assert found is not None and found.id == "dep_0"
+    reads.hold(store)
+    await reads.until_running(READERS)  # every reader running a read at once
+    late = asyncio.create_task(store.get_window("dep_0"))  # one more waits for a reader
+    await asyncio.sleep(0.2)
+    assert not late.done()
+    assert len(store._readers) == READERS  # the readers are opened as reads overlap
+    reads.release.set()
+    assert await asyncio.wait_for(asyncio.gather(*reads.tasks), 10.0) == [[(1,)]] * READERS
+    found = await asyncio.wait_for(late, timeout=5.0)
+    assert found is not None and found.id == "dep_0"
+    await store.close()
     assert store._readers == []
 
 
 async def test_a_reader_that_cannot_open_is_a_store_error_and_the_others_read_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    held_store: tuple[SqliteStore, HeldReads], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A reader opened as reads overlap, on a file it cannot open now (no descriptor
     left, say): the read is told a `StoreError` (the API's 503), not a bare sqlite3 error
     (a 500), and the reader already open reads on."""
-    reads = HeldReads()
-    reads.on_every_connection(monkeypatch)
-    store = SqliteStore(tmp_path / "r.db")
-    await store.open()
-    held: list[asyncio.Task[Any]] = []
-    try:
-        await store.create_window(window("dep_0"))
-        held.append(asyncio.create_task(store._fetchall("SELECT held()")))
-        await reads.until_running(1)
+    store, reads = held_store
+    reads.hold(store)
+    await reads.until_running(1)
 
-        async def refused(path: str, *args: Any) -> aiosqlite.Connection:
-            raise sqlite3.OperationalError("unable to open database file")
+    async def refused(path: str, *args: Any) -> aiosqlite.Connection:
+        raise sqlite3.OperationalError("unable to open database file")
 
-        monkeypatch.setattr(sqlite, "_connected", refused)
-        with pytest.raises(StoreError, match="cannot open a reader"):
-            await store.get_window("dep_0")
-        reads.release.set()
-        assert await asyncio.wait_for(held[0], 10.0) == [(1,)]
-        found = await asyncio.wait_for(store.get_window("dep_0"), timeout=5.0)
-        assert found is not None and found.id == "dep_0"
-    finally:
-        reads.release.set()
-        await asyncio.gather(*held, return_exceptions=True)
-        await store.close()
+    monkeypatch.setattr(sqlite, "_connected", refused)
+    with pytest.raises(StoreError, match="cannot open a reader"):
+        await store.get_window("dep_0")
+    reads.release.set()
+    assert await asyncio.wait_for(reads.tasks[0], 10.0) == [(1,)]
+    found = await asyncio.wait_for(store.get_window("dep_0"), timeout=5.0)
+    assert found is not None and found.id == "dep_0"

@@ -310,7 +310,8 @@ def flags(c: Case) -> list[str]:
     if c.kind in MUST_ROLL_BACK and r["state"] != "rolled_back":
         out.append("not rolled back")
     if c.kind in MUST_NOT_FAIL and r["state"] in ("failed", "rolled_back"):
-        out.append("good deploy failed")
+        slow = any(w.startswith("check ") and "took longer than" in w for w in r["warnings"])
+        out.append("good deploy failed" + (" (warned: slow answers cut)" if slow else ""))
     if r["state"] == "rolled_back" and r["rollbacks"] != 1:
         out.append(f"{r['rollbacks']} rollbacks")
     if r["state"] == "inconclusive" and c.kind in MUST_ROLL_BACK | MUST_NOT_FAIL:

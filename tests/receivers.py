@@ -5,6 +5,8 @@
   replies ("503 twice then 200", "429 with Retry-After: 1", "hang").
 - `JsonSink`: an apprise `json://` target collecting notifications.
 - `SmtpSink`: an aiosmtpd SMTP server collecting mails (apprise `mailto://`).
+- `Target`: a service being deployed, healthy until the test flips its mode (over
+  HTTP, so it can run as its own process), counting the requests it gets.
 - `HangingServer`: accepts TCP connections and never says a word (a hung SMTP
   server, a black-holed webhook).
 
@@ -17,6 +19,7 @@ process (e.g. for kill -9 tests, so the receiver outlives the agent):
         [--script 503,503:retry-after=1,hang,200] [--kill-on-accept PIDFILE]
     python -m tests.receivers json [--port P] [--log FILE]
     python -m tests.receivers smtp [--port P] [--log FILE]
+    python -m tests.receivers target [--port P]
 
 The process prints one JSON line `{"kind": …, "port": …, "url": …}` when ready,
 appends one JSON line per received request to FILE (flushed each time), and
@@ -571,6 +574,63 @@ def text_of(message: email.message.EmailMessage) -> str:
     return "" if part is None else str(part.get_content())
 
 
+# ---------------------------------------------------------------------- target
+
+
+def flip_fails(n: int) -> bool:
+    """Whether a bad target fails its `n`th request (from 1): two of every five, by
+    count, not by chance, so a window's error rate is the same every run."""
+    return n % 5 < 2
+
+
+class Target(_HttpServer):
+    """The service being deployed, for a `postflight run` to probe: any path answers 200
+    `{"status": "ok"}` unless the test flipped its mode (`POST /_mode`, JSON): `bad`
+    fails two of every five requests 503 (`flip_fails`), `status` answers every one with
+    it, `delay_ms` holds each that long. `GET /_arrivals` says how many requests came
+    (controls not counted); `POST /_reset` forgets the mode and the count.
+
+    Run as its own process (`python -m tests.receivers target`), a test process busy or
+    asleep is not a service timing out to the daemons probing it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals = 0
+        self.mode: dict[str, Any] = {}
+
+    @property
+    def url(self) -> str:
+        assert self.port is not None, "start() the target first"
+        return f"http://{HOST}:{self.port}"
+
+    def _app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/_mode", self._set_mode)
+        app.router.add_post("/_reset", self._reset)
+        app.router.add_get("/_arrivals", self._count)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        return app
+
+    async def _set_mode(self, request: web.Request) -> web.Response:
+        self.mode.update(await request.json())
+        return web.json_response(self.mode)
+
+    async def _reset(self, request: web.Request) -> web.Response:
+        self.mode, self.arrivals = {}, 0
+        return web.json_response(self.mode)
+
+    async def _count(self, request: web.Request) -> web.Response:
+        return web.json_response({"arrivals": self.arrivals})
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self.arrivals += 1
+        status = int(self.mode.get("status") or 200)
+        if self.mode.get("bad") and flip_fails(self.arrivals):
+            status = 503
+        await asyncio.sleep(float(self.mode.get("delay_ms") or 0) / 1000)
+        return web.json_response({"status": "ok" if status < 400 else "error"}, status=status)
+
+
 # -------------------------------------------------------------- black hole
 
 
@@ -674,7 +734,7 @@ def _kill_once(pidfile: str) -> Callable[[RollbackAttempt], None]:
 
 
 async def _run(args: argparse.Namespace) -> None:
-    server: RollbackReceiver | JsonSink | SmtpSink
+    server: RollbackReceiver | JsonSink | SmtpSink | Target
     if args.kind == "rollback":
         server = RollbackReceiver(
             args.secret,
@@ -683,6 +743,10 @@ async def _run(args: argparse.Namespace) -> None:
             log=args.log,
             on_accept=_kill_once(args.kill_on_accept) if args.kill_on_accept else None,
         )
+        await server.start(args.port)
+        url = server.url
+    elif args.kind == "target":
+        server = Target()
         await server.start(args.port)
         url = server.url
     elif args.kind == "json":
@@ -706,7 +770,7 @@ async def _run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.receivers", description=__doc__)
-    parser.add_argument("kind", choices=("rollback", "json", "smtp"))
+    parser.add_argument("kind", choices=("rollback", "json", "smtp", "target"))
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--log", help="append one JSON line per received request")
     parser.add_argument("--secret", default="", help="rollback: the HMAC secret")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import subprocess
 import textwrap
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
 from agent.windows.alert_once import ALERT_RETRY_DELAYS_S
 from agent.windows.probing import EnvironmentProbe
-from tests.e2e.crash import free_port
+from tests.e2e.crash import free_port, start_target
+from tests.receivers import flip_fails
 
 TOKEN = "e2e-api-token-01234"
 SECRET = "e2e-rollback-secret"
@@ -162,12 +164,56 @@ class FlipTarget(LocalTarget):
 
     async def health(self, request: web.Request) -> web.Response:
         self.requests += 1
-        if self.bad and self.requests % 5 < 2:
+        if self.bad and flip_fails(self.requests):
             return web.json_response({"status": "error"}, status=503)
         return web.json_response({"status": "ok"})
 
     def routes(self, app: web.Application) -> None:
         app.router.add_get("/api/health", self.health)
+
+
+class TargetProcess:
+    """`FlipTarget`'s service as a process of its own (`tests.receivers.Target`), for
+    tests whose daemons run as processes too: a stall of the test's process (its own
+    work, a collection, a CPU it waits for) reads to the daemons probing an in-process
+    target as the service timing out, and a good deploy got `probe-errors breached`
+    (planted, a 1.5 s `time.sleep` in a test after its kill did it every time). Its
+    mode and its count are the process's, asked over HTTP."""
+
+    def __init__(self) -> None:
+        self.proc, self.url = start_target()
+
+    async def _ask(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.request(method, f"{self.url}{path}", json=body) as r,
+        ):
+            assert r.status == 200, await r.text()
+            return await r.json()
+
+    async def set_mode(self, **mode: Any) -> None:
+        """`bad=True`, `status=500`, `delay_ms=200`: see `tests.receivers.Target`."""
+        await self._ask("POST", "/_mode", mode)
+
+    async def go_bad(self) -> None:
+        """Two of every five requests answered 503 from now on (`FlipTarget.bad`)."""
+        await self.set_mode(bad=True)
+
+    async def arrivals(self) -> int:
+        """The requests the target got (since its start or its last `reset`)."""
+        return int((await self._ask("GET", "/_arrivals"))["arrivals"])
+
+    async def reset(self) -> None:
+        """Healthy again, its count at 0."""
+        await self._ask("POST", "/_reset")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def watched(
@@ -334,6 +380,14 @@ async def flip_target() -> AsyncIterator[FlipTarget]:
     await target.start()
     yield target
     await target.stop()
+
+
+@pytest.fixture
+def target_process() -> Iterator[TargetProcess]:
+    """A `TargetProcess`, healthy until the test says `go_bad()`; stopped after it."""
+    target = TargetProcess()
+    yield target
+    target.stop()
 
 
 @pytest.fixture

@@ -150,6 +150,12 @@ def start_rollback_receiver(log: Path, script: str) -> tuple[subprocess.Popen[by
     return _serving("tests.receivers", "rollback", *args)
 
 
+def start_target() -> tuple[subprocess.Popen[bytes], str]:
+    """The service being deployed as its own process (`python -m tests.receivers target`,
+    `tests.receivers.Target`) and its URL."""
+    return _serving("tests.receivers", "target")
+
+
 def _serving(module: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
     """`python -m module args` and the URL it says it serves on its first line."""
     server = subprocess.Popen(

@@ -29,6 +29,7 @@ from tests.e2e.conftest import (
     AgentFactory,
     FlipTarget,
     LocalTarget,
+    TargetProcess,
     environment,
 )
 from tests.e2e.crash import ROOT, free_port
@@ -420,7 +421,7 @@ async def daemons(tmp_path: Path) -> AsyncIterator[Callable[[str, str, str | Non
 
 
 async def test_two_daemons_on_one_host_sharing_postgresql_each_take_their_own_id(
-    daemons: Callable[[str, str, str | None], Daemon], flip_target: FlipTarget, pg_url: str
+    daemons: Callable[[str, str, str | None], Daemon], target_process: TargetProcess, pg_url: str
 ) -> None:
     """Two `postflight run` on one host and one PostgreSQL, neither given
     POSTFLIGHT_REPLICA_ID, as the example config invites: the second exited 2 (the
@@ -439,9 +440,9 @@ async def test_two_daemons_on_one_host_sharing_postgresql_each_take_their_own_id
         + textwrap.indent(
             environment("bad", dead, window="10s", background_interval="1h", extra=rollback)
             + environment(
-                "good", flip_target.url, window="3s", background_interval="1h", extra=rollback
+                "good", target_process.url, window="3s", background_interval="1h", extra=rollback
             )
-            + environment("long", flip_target.url, window="60s", background_interval="1h"),
+            + environment("long", target_process.url, window="60s", background_interval="1h"),
             "  ",
         )
     )

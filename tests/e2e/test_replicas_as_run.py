@@ -25,7 +25,7 @@ import pytest_asyncio
 
 from agent.cli.render import AGENT_BACK
 from tests.cli_process import awaited_cli
-from tests.e2e.conftest import SECRET, TOKEN, FlipTarget, environment
+from tests.e2e.conftest import SECRET, TOKEN, TargetProcess, environment
 from tests.e2e.crash import ROOT
 from tests.e2e.test_replicas import Daemon, lease_owner, round_numbers
 from tests.pg import PgCluster
@@ -229,7 +229,7 @@ async def at_rest(daemon: Daemon, pg_url: str) -> None:
 
 async def test_the_replica_holding_a_window_killed_mid_window_the_other_judges_it_once(
     replicas: Replicas,
-    flip_target: FlipTarget,
+    target_process: TargetProcess,
     pg_url: str,
     json_sink: JsonSink,
     receiver: RollbackReceiver,
@@ -237,13 +237,13 @@ async def test_the_replica_holding_a_window_killed_mid_window_the_other_judges_i
     """kill -9 of the replica watching a window, before the deploy regresses: the other
     takes the window over, judges it failed and rolls it back, once; no verdict lost."""
     async with aiohttp.ClientSession(headers=HEADERS) as http:
-        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+        a, b = await replicas(http, config(pg_url, target_process.url, receiver, json_sink))
         deploy_id = await register(http, a)
         await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
         holder = await lease_owner(pg_url, deploy_id)
         victim, survivor = (a, b) if holder == "replica-a" else (b, a)
         victim.kill()
-        flip_target.bad = True
+        await target_process.go_bad()
         final = await until(http, survivor, deploy_id, settled)
         assert final["state"] == "rolled_back", final
         assert final["verdict"], final
@@ -252,17 +252,17 @@ async def test_the_replica_holding_a_window_killed_mid_window_the_other_judges_i
 
 
 async def test_a_replica_stopped_while_its_rollback_is_at_the_receiver_sends_it_once(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas, target_process: TargetProcess, pg_url: str, json_sink: JsonSink
 ) -> None:
     """SIGTERM of the replica whose rollback the receiver is working on (answering in
     1.5 s): the stop lets the delivery finish, exit 0, and the other replica, which reads
     its outcome from the store, sends nothing; the alerts go out once between them."""
     receiver = RollbackReceiver(SECRET, ["200:delay=1.5"])
     await receiver.start()
-    flip_target.bad = True
+    await target_process.go_bad()
     try:
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            a, b = await replicas(http, config(pg_url, target_process.url, receiver, json_sink))
             deploy_id = await register(http, a)
             await receiver.wait_for_attempts(1, within=30)
             sender = await rollback_sender(pg_url, deploy_id)
@@ -290,7 +290,7 @@ async def rollback_sender(pg_url: str, deploy_id: str) -> Any:
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL], ids=["term", "kill"])
 async def test_a_replica_stopped_past_its_grace_mid_rollback_leaves_it_to_the_other(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink, how: int
+    replicas: Replicas, target_process: TargetProcess, pg_url: str, json_sink: JsonSink, how: int
 ) -> None:
     """The receiver holds the rollback past the stop's grace and the attempt's timeout (or
     the sender is killed -9 while it waits): the sender never hears an answer; the other
@@ -304,10 +304,10 @@ async def test_a_replica_stopped_past_its_grace_mid_rollback_leaves_it_to_the_ot
     itself: the other's delivery, asserted, says it did not.)"""
     receiver = RollbackReceiver(SECRET, ["200:delay=6"])
     await receiver.start()
-    flip_target.bad = True
+    await target_process.go_bad()
     try:
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            text = config(pg_url, flip_target.url, receiver, json_sink, stop="3s", timeout="3s")
+            text = config(pg_url, target_process.url, receiver, json_sink, stop="3s", timeout="3s")
             a, b = await replicas(http, text)
             deploy_id = await register(http, a)
             await receiver.wait_for_attempts(1, within=30)
@@ -333,7 +333,7 @@ async def test_a_replica_stopped_past_its_grace_mid_rollback_leaves_it_to_the_ot
 
 async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_last_id(
     replicas: Replicas,
-    flip_target: FlipTarget,
+    target_process: TargetProcess,
     pg_url: str,
     json_sink: JsonSink,
     receiver: RollbackReceiver,
@@ -348,7 +348,7 @@ async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_l
     stream on the victim was opened (1 run in 6): it had no round to stream, and the
     reconnect got 204. Its length costs nothing: the deploy fails on the survivor at once."""
     async with aiohttp.ClientSession(headers=HEADERS) as http:
-        text = config(pg_url, flip_target.url, receiver, json_sink, window="45s")
+        text = config(pg_url, target_process.url, receiver, json_sink, window="45s")
         a, b = await replicas(http, text)
         async with http.post(
             f"{a.url}/v1/deploys",
@@ -372,7 +372,7 @@ async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_l
                     break
         assert len(rounds) == 2, f"the window ended before its rounds were streamed: {last_id}"
         victim.kill()
-        flip_target.bad = True
+        await target_process.go_bad()
         headers = {"Last-Event-ID": last_id or ""}
         url = f"{survivor.url}/v1/deploys/{deploy_id}/events"
         async with http.get(url, headers=headers) as response:
@@ -412,7 +412,7 @@ async def test_a_stream_cut_by_its_replicas_kill_goes_on_from_the_other_by_its_l
 
 async def test_a_replica_stopped_while_its_alert_is_at_a_slow_channel_sends_it_once(
     replicas: Replicas,
-    flip_target: FlipTarget,
+    target_process: TargetProcess,
     pg_url: str,
     json_sink: JsonSink,
     receiver: RollbackReceiver,
@@ -421,9 +421,9 @@ async def test_a_replica_stopped_while_its_alert_is_at_a_slow_channel_sends_it_o
     channel answering in 1.5 s: the stop lets it finish, the other replica takes the
     window's remaining work over; each alert once at the sink, the rollback once."""
     json_sink.answer_after(1.5)
-    flip_target.bad = True
+    await target_process.go_bad()
     async with aiohttp.ClientSession(headers=HEADERS) as http:
-        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+        a, b = await replicas(http, config(pg_url, target_process.url, receiver, json_sink))
         deploy_id = await register(http, a)
         await json_sink.wait_arrived(1, within=30)
         holder = await lease_owner(pg_url, deploy_id) or await rollback_sender(pg_url, deploy_id)
@@ -444,7 +444,7 @@ async def test_a_replica_stopped_while_its_alert_is_at_a_slow_channel_sends_it_o
 
 async def test_a_good_deploy_whose_replica_was_killed_passes_once_on_the_other(
     replicas: Replicas,
-    flip_target: FlipTarget,
+    target_process: TargetProcess,
     pg_url: str,
     json_sink: JsonSink,
     receiver: RollbackReceiver,
@@ -452,7 +452,7 @@ async def test_a_good_deploy_whose_replica_was_killed_passes_once_on_the_other(
     """kill -9 of the replica watching a healthy deploy: the other takes the window over
     and passes it, its `passed` alert once, no rollback."""
     async with aiohttp.ClientSession(headers=HEADERS) as http:
-        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+        a, b = await replicas(http, config(pg_url, target_process.url, receiver, json_sink))
         deploy_id = await register(http, a)
         await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
         holder = await lease_owner(pg_url, deploy_id)
@@ -468,7 +468,7 @@ async def test_a_good_deploy_whose_replica_was_killed_passes_once_on_the_other(
 
 async def test_alert_retries_owed_by_a_killed_replica_are_sent_once_by_the_other(
     replicas: Replicas,
-    flip_target: FlipTarget,
+    target_process: TargetProcess,
     pg_url: str,
     json_sink: JsonSink,
     receiver: RollbackReceiver,
@@ -478,9 +478,9 @@ async def test_alert_retries_owed_by_a_killed_replica_are_sent_once_by_the_other
     each retry when due, once, and the alerts after them once, in the order raised (a
     later alert's catch-up refused too left the earlier one its retry)."""
     json_sink.fail_always()
-    flip_target.bad = True
+    await target_process.go_bad()
     async with aiohttp.ClientSession(headers=HEADERS) as http:
-        a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+        a, b = await replicas(http, config(pg_url, target_process.url, receiver, json_sink))
         deploy_id = await register(http, a)
         final = await until(http, b, deploy_id, settled)
         assert final["state"] == "rolled_back", final
@@ -514,7 +514,7 @@ async def test_alert_retries_owed_by_a_killed_replica_are_sent_once_by_the_other
 
 async def test_a_replica_stopped_mid_window_hands_it_to_the_other_at_once(
     replicas: Replicas,
-    flip_target: FlipTarget,
+    target_process: TargetProcess,
     pg_url: str,
     json_sink: JsonSink,
     receiver: RollbackReceiver,
@@ -523,7 +523,7 @@ async def test_a_replica_stopped_mid_window_hands_it_to_the_other_at_once(
     lease back, so the other watches the window from its next sweep, every slot, and
     passes it; waiting the lease out would have left slots unwatched (inconclusive)."""
     async with aiohttp.ClientSession(headers=HEADERS) as http:
-        text = config(pg_url, flip_target.url, receiver, json_sink, lease="30s")
+        text = config(pg_url, target_process.url, receiver, json_sink, lease="30s")
         a, b = await replicas(http, text)
         deploy_id = await register(http, a)
         await until(http, b, deploy_id, lambda d: d["rounds"] >= 2)
@@ -542,7 +542,7 @@ async def test_a_replica_stopped_mid_window_hands_it_to_the_other_at_once(
 
 
 async def test_a_replica_stopped_in_its_rollbacks_backoff_hands_it_to_the_running_other(
-    replicas: Replicas, flip_target: FlipTarget, pg_url: str, json_sink: JsonSink
+    replicas: Replicas, target_process: TargetProcess, pg_url: str, json_sink: JsonSink
 ) -> None:
     """The receiver asks for a 6 s wait (503, Retry-After), longer than a stop lasts
     (`server.shutdown_timeout`, 3 s here), and the sending replica is stopped (SIGTERM) in
@@ -552,10 +552,10 @@ async def test_a_replica_stopped_in_its_rollbacks_backoff_hands_it_to_the_runnin
     left alike, at once: tests/e2e/test_stop_in_rollback_wait.py.)"""
     receiver = RollbackReceiver(SECRET, ["503:retry-after=6"])
     await receiver.start()
-    flip_target.bad = True
+    await target_process.go_bad()
     try:
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            text = config(pg_url, flip_target.url, receiver, json_sink, lease="60s", stop="3s")
+            text = config(pg_url, target_process.url, receiver, json_sink, lease="60s", stop="3s")
             a, b = await replicas(http, text)
             deploy_id = await register(http, a)
             await receiver.wait_for_attempts(1, within=30)
@@ -580,12 +580,11 @@ def other_id(daemon: Daemon, a: Daemon) -> str:
     return "replica-a" if daemon is a else "replica-b"
 
 
-@pytest_asyncio.fixture(scope="class", loop_scope="class")
-async def shared_target() -> AsyncIterator[FlipTarget]:
-    target = FlipTarget()
-    await target.start()
+@pytest.fixture(scope="class")
+def shared_target() -> Iterator[TargetProcess]:
+    target = TargetProcess()
     yield target
-    await target.stop()
+    target.stop()
 
 
 @pytest_asyncio.fixture(scope="class", loop_scope="class")
@@ -611,7 +610,7 @@ async def shared_pg_url(pg_cluster: PgCluster) -> str:
 
 @pytest.fixture(scope="class")
 def shared_pair(
-    shared_target: FlipTarget, shared_sink: JsonSink, shared_receiver: RollbackReceiver
+    shared_target: TargetProcess, shared_sink: JsonSink, shared_receiver: RollbackReceiver
 ) -> Iterator[list[Daemon]]:
     """The running pair (empty until a test's `replicas` starts it), killed before the
     servers its configuration names are stopped."""
@@ -633,7 +632,7 @@ class TestOnOneRunningPair:
     start and the first test 37 s, the pair's start in it)."""
 
     @pytest.fixture
-    def flip_target(self, shared_target: FlipTarget) -> FlipTarget:
+    def target_process(self, shared_target: TargetProcess) -> TargetProcess:
         return shared_target
 
     @pytest.fixture
@@ -653,7 +652,7 @@ class TestOnOneRunningPair:
         self,
         shared_pair: list[Daemon],
         tmp_path_factory: pytest.TempPathFactory,
-        flip_target: FlipTarget,
+        target_process: TargetProcess,
         pg_url: str,
         json_sink: JsonSink,
         receiver: RollbackReceiver,
@@ -676,7 +675,7 @@ class TestOnOneRunningPair:
         yield running
         if pair:
             await at_rest(pair[0], pg_url)
-        flip_target.bad, flip_target.requests = False, 0
+        await target_process.reset()
         receiver.attempts.clear()
         receiver.delivered.clear()
         json_sink.notifications.clear()
@@ -685,7 +684,7 @@ class TestOnOneRunningPair:
     async def test_a_pipeline_registers_on_one_replica_and_waits_on_the_other(
         self,
         replicas: Replicas,
-        flip_target: FlipTarget,
+        target_process: TargetProcess,
         pg_url: str,
         json_sink: JsonSink,
         receiver: RollbackReceiver,
@@ -694,9 +693,9 @@ class TestOnOneRunningPair:
         with `--wait` on replica B: B replays it (the same deploy) and waits out its verdict,
         exit 1 once rolled back. The page and the event stream of either replica show it;
         the rollback reached the receiver once, and each alert the sink once."""
-        flip_target.bad = True
+        await target_process.go_bad()
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            a, b = await replicas(http, config(pg_url, target_process.url, receiver, json_sink))
             common: tuple[str, ...] = ("--env", "production", "--version", "v2", "--previous", "v1")
             common += ("--idempotency-key", "ci-run-42")
             code, out = await cli("register", "--url", a.url, *common, "--quiet")
@@ -735,7 +734,7 @@ class TestOnOneRunningPair:
     async def test_writes_on_either_replica_act_on_the_window_the_other_watches(
         self,
         replicas: Replicas,
-        flip_target: FlipTarget,
+        target_process: TargetProcess,
         pg_url: str,
         json_sink: JsonSink,
         receiver: RollbackReceiver,
@@ -745,7 +744,7 @@ class TestOnOneRunningPair:
         window supersedes it and it fires nothing more; a cancel on the other replica ends
         the window its holder watches."""
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            a, b = await replicas(http, config(pg_url, target_process.url, receiver, json_sink))
 
             async def post(daemon: Daemon, version: str, key: str | None = None) -> Any:
                 headers = {"Idempotency-Key": key} if key else {}
@@ -788,7 +787,7 @@ class TestOnOneRunningPair:
     async def test_a_rollback_asked_on_the_replica_not_watching_is_sent_once(
         self,
         replicas: Replicas,
-        flip_target: FlipTarget,
+        target_process: TargetProcess,
         pg_url: str,
         json_sink: JsonSink,
         receiver: RollbackReceiver,
@@ -797,14 +796,14 @@ class TestOnOneRunningPair:
         regresses on the other: one rollback at the receiver, the window ends rolled back,
         and a second ask (on either replica) is refused, exit 1."""
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            a, b = await replicas(http, config(pg_url, target_process.url, receiver, json_sink))
             deploy_id = await register(http, a)
             await until(http, a, deploy_id, lambda d: d["rounds"] >= 1)
             holder = await lease_owner(pg_url, deploy_id)
             watcher, other = (a, b) if holder == "replica-a" else (b, a)
             code, out = await cli("rollback", "--url", other.url, deploy_id, "--reason", "oops")
             assert code == 0, out
-            flip_target.bad = True
+            await target_process.go_bad()
             final = await until(http, watcher, deploy_id, settled)
             settled_at = now()
             assert final["state"] == "rolled_back", final
@@ -817,7 +816,7 @@ class TestOnOneRunningPair:
     async def test_two_deploys_registered_at_once_on_two_replicas_leave_one_watching(
         self,
         replicas: Replicas,
-        flip_target: FlipTarget,
+        target_process: TargetProcess,
         pg_url: str,
         json_sink: JsonSink,
         receiver: RollbackReceiver,
@@ -826,7 +825,7 @@ class TestOnOneRunningPair:
         each replica: one supersedes the other, never two windows watching it; one request
         sent to both at once (its Idempotency-Key) is one deploy, 201 and 200."""
         async with aiohttp.ClientSession(headers=HEADERS) as http:
-            a, b = await replicas(http, config(pg_url, flip_target.url, receiver, json_sink))
+            a, b = await replicas(http, config(pg_url, target_process.url, receiver, json_sink))
 
             async def post(daemon: Daemon, version: str) -> Any:
                 body = {"environment": "production", "version": version}

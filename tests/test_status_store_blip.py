@@ -47,15 +47,15 @@ environments:
     return integrations_of(store, config, poll_interval=TURN)
 
 
-async def passed_window(store: SqliteStore) -> DeployWindow:
-    """A window of GitHub deployment 42 that passed, its statuses not posted yet."""
+async def watching_window(store: SqliteStore, commit: str | None = None) -> DeployWindow:
+    """A window of GitHub deployment 42 (of `commit`), watching, no status posted yet."""
     now = time.time()
     window = DeployWindow(
         "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
         "production",
         "v2",
         "v1",
-        None,
+        commit,
         {"github.repository": REPOSITORY, "github.deployment": "42"},
         "watching",
         now - 60,
@@ -63,7 +63,13 @@ async def passed_window(store: SqliteStore) -> DeployWindow:
         now - 60,
     )
     await store.create_window(window)
-    await store.finish_window(window.id, "passed", None, now, None)
+    return window
+
+
+async def passed_window(store: SqliteStore) -> DeployWindow:
+    """A window of GitHub deployment 42 that passed, its statuses not posted yet."""
+    window = await watching_window(store)
+    await store.finish_window(window.id, "passed", None, time.time(), None)
     stored = await store.get_window(window.id)
     assert stored is not None and stored.state == "passed"
     return stored

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,10 @@ from aiohttp import web
 from agent.records import DeployWindow
 from agent.store.sqlite import SqliteStore
 from agent.windows.integrations import Integrations
+from tests.e2e.test_integrations_e2e import eventually
 from tests.fakes import github as gh
 from tests.fakes._server import BODY
+from tests.test_status_store_blip import watching_window
 from tests.test_watcher_claims import integrations_of
 
 pytestmark = pytest.mark.timeout(60)
@@ -72,9 +74,11 @@ class PausedAfterTheClaim(SqliteStore):
     """The watch's status `key` paused right after its sender took its claim, until
     `resume` is set: a replica whose scan read the window while it watched."""
 
-    key = ""
-    paused = asyncio.Event()
-    resume = asyncio.Event()
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.key = ""
+        self.paused = asyncio.Event()
+        self.resume = asyncio.Event()
 
     async def take_alert(self, window_id: str, event: str, *args: Any, **kwargs: Any) -> Any:
         taken = await super().take_alert(window_id, event, *args, **kwargs)
@@ -97,14 +101,6 @@ def _arrived(github: HeldGitHub, where: str) -> list[str]:
     return [str(s["state"]) for s in statuses]
 
 
-async def _until(what: Callable[[], bool], why: str) -> None:
-    for _ in range(400):  # 10 s at most, on a busy machine
-        if what():
-            return
-        await asyncio.sleep(0.025)
-    raise AssertionError(why)
-
-
 async def _settled(store: SqliteStore, window_id: str, key: str) -> None:
     """Until the watch's status has an outcome (sent, or dropped)."""
     for _ in range(400):
@@ -114,24 +110,6 @@ async def _settled(store: SqliteStore, window_id: str, key: str) -> None:
     raise AssertionError(f"{key} never settled: {await store.alert_events(window_id)}")
 
 
-async def _watching(store: SqliteStore) -> DeployWindow:
-    now = time.time()
-    window = DeployWindow(
-        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
-        "production",
-        "v2",
-        "v1",
-        gh.COMMIT,
-        {"github.repository": gh.REPOSITORY, "github.deployment": str(gh.DEPLOYMENT_ID)},
-        "watching",
-        now - 5,
-        now + 600,
-        now - 5,
-    )
-    await store.create_window(window)
-    return window
-
-
 async def _verdict_by_b(
     store: SqliteStore, b: Integrations, window: DeployWindow, github: HeldGitHub
 ) -> None:
@@ -139,12 +117,11 @@ async def _verdict_by_b(
     assert await store.finish_window(window.id, "failed", {"outcome": "fail"}, time.time())
     scans = asyncio.create_task(b.run())
     try:
-        await _until(
+        await eventually(
             lambda: (
                 "failure" in _arrived(github, "deployment")
                 and "failure" in _arrived(github, "commit")
-            ),
-            "replica b never posted the verdict's statuses",
+            )
         )
     finally:
         scans.cancel()
@@ -157,14 +134,13 @@ async def test_a_watch_status_still_on_its_way_as_the_window_ends_never_lands_af
     tmp_path: Path, github: HeldGitHub, where: str, when: str
 ) -> None:
     store = PausedAfterTheClaim(tmp_path / "postflight.db")
-    store.paused, store.resume = asyncio.Event(), asyncio.Event()
     await store.open()
     config = CONFIG.replace("{url}", github.url)
     a = integrations_of(store, config, poll_interval=0.05)
     b = integrations_of(store, config, poll_interval=0.05)
     key = "github:in_progress" if where == "deployment" else "github:commit:pending"
     try:
-        window = await _watching(store)
+        window = await watching_window(store, gh.COMMIT)
         if when == "paused-after-its-claim":
             store.key = key
         else:

@@ -42,6 +42,8 @@ environments:
 """
 WATCH = {"deployment": "in_progress", "commit": "pending"}
 """A watch's own status, by where it goes."""
+WATCH_KEY = {"deployment": "github:in_progress", "commit": "github:commit:pending"}
+"""Its claim's key."""
 
 
 class HeldGitHub(gh.FakeGitHub):
@@ -89,6 +91,29 @@ class PausedAfterTheClaim(SqliteStore):
         return taken
 
 
+class PausedInItsTurn(PausedAfterTheClaim):
+    """The watch's status `key` paused in its turn (its deploy's lock held), as it reads
+    the window's claims before posting, until `resume` is set."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.armed = False
+
+    async def take_alert(self, window_id: str, event: str, *args: Any, **kwargs: Any) -> Any:
+        taken = await SqliteStore.take_alert(self, window_id, event, *args, **kwargs)
+        if taken is not None and event == self.key:
+            self.key = ""
+            self.armed = True
+        return taken
+
+    async def alert_events(self, window_id: str) -> dict[str, str]:
+        if self.armed:
+            self.armed = False  # once
+            self.paused.set()
+            await self.resume.wait()
+        return await super().alert_events(window_id)
+
+
 @pytest.fixture
 async def github() -> AsyncIterator[HeldGitHub]:
     async with HeldGitHub() as server:
@@ -108,6 +133,24 @@ async def _settled(store: SqliteStore, window_id: str, key: str) -> None:
             return
         await asyncio.sleep(0.025)
     raise AssertionError(f"{key} never settled: {await store.alert_events(window_id)}")
+
+
+async def _watch_on_its_way(
+    store: PausedAfterTheClaim, github: HeldGitHub, a: Integrations, where: str, when: str
+) -> DeployWindow:
+    """A watching window whose watch's status (of `where`) replica `a` is sending: its
+    sender paused in the store (`when` "paused-…") or its post held at GitHub."""
+    window = await watching_window(store, gh.COMMIT)
+    paused = when.startswith("paused-")
+    if paused:
+        store.key = WATCH_KEY[where]
+    else:
+        github.hold = where
+    # replica a's scan read the window while it watched: the watch's statuses
+    a._github_statuses(window)
+    a._commit_status(window)
+    await asyncio.wait_for((store.paused if paused else github.held).wait(), 10)
+    return window
 
 
 async def _verdict_by_b(
@@ -138,18 +181,9 @@ async def test_a_watch_status_still_on_its_way_as_the_window_ends_never_lands_af
     config = CONFIG.replace("{url}", github.url)
     a = integrations_of(store, config, poll_interval=0.05)
     b = integrations_of(store, config, poll_interval=0.05)
-    key = "github:in_progress" if where == "deployment" else "github:commit:pending"
+    key = WATCH_KEY[where]
     try:
-        window = await watching_window(store, gh.COMMIT)
-        if when == "paused-after-its-claim":
-            store.key = key
-        else:
-            github.hold = where
-        # replica a's scan read the window while it watched: the watch's statuses
-        a._github_statuses(window)
-        a._commit_status(window)
-        on_its_way = store.paused if when == "paused-after-its-claim" else github.held
-        await asyncio.wait_for(on_its_way.wait(), 10)
+        window = await _watch_on_its_way(store, github, a, where, when)
         await _verdict_by_b(store, b, window, github)
         store.resume.set()
         github.released.set()
@@ -172,3 +206,41 @@ async def test_a_watch_status_still_on_its_way_as_the_window_ends_never_lands_af
     else:
         # GitHub took the watch's after the verdict's: the verdict's went again after it
         assert arrived == ["failure", WATCH[where], "failure"], arrived
+
+
+@pytest.mark.parametrize("where", ["deployment", "commit"])
+@pytest.mark.parametrize("when", ["paused-in-its-turn", "held-at-github"])
+async def test_one_replicas_watch_status_on_its_way_as_the_window_ends_goes_once_before_its_verdict(
+    tmp_path: Path, github: HeldGitHub, where: str, when: str
+) -> None:
+    """One replica: its verdict's status waits for its watch's (one lock per deploy), so
+    both go once, in order; neither is dropped nor posted again."""
+    store = PausedInItsTurn(tmp_path / "postflight.db")
+    await store.open()
+    a = integrations_of(store, CONFIG.replace("{url}", github.url), poll_interval=0.05)
+    final = "github:failure" if where == "deployment" else "github:commit:failure"
+    try:
+        window = await _watch_on_its_way(store, github, a, where, when)
+        assert await store.finish_window(window.id, "failed", {"outcome": "fail"}, time.time())
+        ended = await store.get_window(window.id)
+        assert ended is not None
+        a._github_statuses(ended)
+        a._commit_status(ended)
+        for _ in range(400):  # its claim taken, it waits for the watch's turn to end
+            if final in await store.alert_events(window.id):
+                break
+            await asyncio.sleep(0.025)
+        else:
+            raise AssertionError(f"{final} never claimed")
+        store.resume.set()
+        github.released.set()
+        await eventually(lambda: "failure" in _arrived(github, where))
+        await asyncio.sleep(0.3)
+        await asyncio.gather(*a.s.background, return_exceptions=True)
+    finally:
+        store.resume.set()
+        github.released.set()
+        await a.aclose()
+        await store.close()
+    # dropped before (the verdict's claim read as another's): ['failure']
+    assert _arrived(github, where) == [WATCH[where], "failure"]

@@ -847,12 +847,22 @@ class Integrations:
         result = await self._github_post(url, body)
         return self._record(window, key, result, what, retry=retry, call="status")
 
+    def _posts_after(self, window_id: str, key: str) -> bool:
+        """Whether this process holds `key`'s claim and its task has not returned: its
+        post, if any, comes after the status being posted under the same lock."""
+        mark = (window_id, key)
+        return mark in self._busy and mark in self._stamps
+
     async def _watch_overtaken(self, window: DeployWindow, key: str) -> bool:
-        """Whether a status that ends the watch is claimed already (by this process or
-        another replica): the watch's own (`key`) is then recorded skipped, not posted,
-        where it landed after the verdict's."""
+        """Whether a status that ends the watch is claimed already (by another replica,
+        or by a task of this process that has had its turn): the watch's own (`key`) is
+        then recorded skipped, not posted, where it landed after the verdict's."""
         events = await self.s.store.alert_events(window.id)
-        ended = sorted(VERDICT_KEYS[key].intersection(events))
+        ended = [
+            k
+            for k in sorted(VERDICT_KEYS[key].intersection(events))
+            if not self._posts_after(window.id, k)
+        ]
         if not ended:
             return False
         log.info(
@@ -906,8 +916,8 @@ class Integrations:
             final = f"github:commit:{state}"
         if state is None or final not in VERDICT_KEYS[key] or final not in events:
             return  # not claimed yet: its sender posts it after this
-        if (window.id, final) in self._stamps:
-            return  # ours: waiting for the lock this holds, or for a later try
+        if self._posts_after(window.id, final):
+            return  # ours, waiting for the lock this holds
         description = await self._verdict_words(fresh, state)
         call = (
             self._status_call(fresh, state, description)

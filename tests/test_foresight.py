@@ -406,3 +406,38 @@ async def test_an_absolute_bound_too_tight_is_not_said_to_see_more_as_runs_come(
         " by the window's end at the baseline's traffic (40 samples a round): error_rate"
         " 11.6% or more"
     ], said
+
+
+@pytest.mark.parametrize(("window", "said"), [("30s", "1 round is"), ("1m", "2 rounds are")])
+async def test_a_window_too_short_for_a_latency_bounds_tests_is_said_so_at_registration(
+    store: SqliteStore, window: str, said: str
+) -> None:
+    """A p95 `max_increase: 10%` in a window of one or two 30 s rounds, 40 probes a round
+    over a full lookback of health runs: its rank and exceedance tests gain at most a 3.5th
+    of their threshold a round (so that a slow minute or two cannot fail a good release),
+    so they cannot fail in fewer than 4 rounds, and registration says so, and what would
+    help. Failed before: one round was read as a window of unknown length, and the warning
+    said only that it could not pass on evidence, as if it could see its bound; two said
+    "too little data by then", which sent users to more probes."""
+    rule = "      - {name: p95, source: checks, metric: latency_p95, max_increase: 10%}\n"
+    text = MINIMAL.replace("window: 10m", f"window: {window}").replace(
+        "        max: 0.05\n", "        max: 0.05\n" + rule
+    )
+    env = load_settings_text(text).environments["production"]
+    env = env.model_copy(update={"rules": [r for r in env.rules if r.name == "p95"]})
+    prints = check_fingerprints(env)
+    rnd = random.Random(5)
+    now = 1_800_000_000.0
+    for k in range(120):
+        latency = [round(0.08 * math.exp(rnd.gauss(0, 0.6)), 6) for _ in range(40)]
+        summary = {"ok": [1] * 40, "latency": latency}
+        at = now - 3600 + k * 30 + 1
+        await store.add_probe_summary("production", "api-health", at, summary, prints["api-health"])
+    warned = await registration_warnings(store, env, "production", now, now + env.window)
+    assert [w.split(":")[0] for w in warned] == ["rule p95"], warned
+    assert (
+        f"no regression of any size four times in five (the window's {said} too few for its"
+        " tests from the deploy to fail: they need at least 4 rounds, so that a slow minute"
+        " or two cannot fail a good release; a longer `window` or a shorter `interval` gives"
+        " them the rounds" in warned[0]
+    ), warned

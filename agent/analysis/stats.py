@@ -618,7 +618,11 @@ FACTOR_ROWS_LARGEST = 10**8
 
 
 def round_log_factor_moments(
-    lambdas: FloatArray, n: int, shares: FloatArray, level: float | FloatArray
+    lambdas: FloatArray,
+    n: int,
+    shares: FloatArray,
+    level: float | FloatArray,
+    cap: float = math.inf,
 ) -> tuple[FloatArray, FloatArray]:
     """Mean and variance of each bet's log factor log(1 + lambda (Y - 1)) for rounds of `n`
     samples, each past its cutoff with the round's probability (`shares`, one per round),
@@ -626,7 +630,9 @@ def round_log_factor_moments(
     standard deviations: the rest weigh nothing). What a count bet's wealth is expected to
     gain, and how much that varies, where heavy rounds cap it: lambda <= `MAX_BET`, so a
     round gains at most log(1 + lambda (y - 1)) however many samples it holds. `level` may
-    be one per bet (a two-sample test's ladder: every interval's bets on the same counts)."""
+    be one per bet (a two-sample test's ladder: every interval's bets on the same counts).
+    `cap`: the most a log factor gains in a round (a conformal test's
+    `rank_bets.episode_cap`), the moments those of min(log factor, cap)."""
     p = np.clip(np.asarray(shares, dtype=np.float64), 0.0, 1.0)
     # past 1e8 samples a round Y is all but constant, and the exact sum would span billions of
     # counts (a round of 2^63 requests: 59 GiB, a MemoryError); 1e8 samples, same level and
@@ -640,6 +646,8 @@ def round_log_factor_moments(
         pmf, log_f = (np.take(a, alike, axis=a.ndim - 2) for a in rows)
     else:
         pmf, log_f = _factor_rows(lambdas, n, p, level)
+    if cap < math.inf:
+        log_f = np.minimum(log_f, cap)
     mean = np.einsum("brc,rc->br", log_f, pmf)
     square = np.einsum("brc,rc->br", log_f * log_f, pmf)
     out: tuple[FloatArray, FloatArray] = (mean, np.maximum(square - mean * mean, 0.0))

@@ -7,6 +7,8 @@ change, rarely (2-21%). Simulated windows through the rule's own fold."""
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -276,3 +278,73 @@ def test_an_absolute_bounds_figure_takes_the_baselines_burstiness_at_its_limit()
     sequential._DETECTABLE.clear()
     few, many = figure(60), figure(6000)
     assert few > many * 1.002, (few, many)
+
+
+@pytest.mark.parametrize(
+    ("rounds", "per_round", "said"),
+    [(3, 10, "+812%"), (3, 30, "+1028%"), (4, 10, "+264%"), (4, 30, "+187%")],
+)
+def test_a_window_of_three_or_four_rounds_catches_what_it_says_it_can(
+    rounds: int, per_round: int, said: str
+) -> None:
+    """A p95 `max_increase: 10%` against 1,800 baseline samples (no periods: no period-rank
+    test, which the figure leaves out) over a window of 3 or 4 rounds. Every bet of its
+    rank and exceedance tests gains at most `rank_bets.episode_cap` a round, a 3.5th of the
+    threshold, so three rounds cannot reach it; the exceedance test's figure took its bets
+    uncapped and said +264% and +257% over 3 rounds of 10 and 30 samples, caught in none of
+    100 windows, and +167% and +137% over 4, caught in 40% and 31%. Capped, a 3-round
+    window's figure is its look's at the window's end (caught in 98% and 100%), a 4-round
+    one's 97% and 97%."""
+    rule = lognormal_rule(np.random.default_rng(1000), base_n=1800, rounds=rounds)
+    effect, text = _detectable(rule, float(per_round))
+    assert text.startswith(f"latency_p95 {said} or more"), text
+    at = _caught_latency(
+        1.0 + effect, 7, per_round=per_round, rounds=rounds, windows=100, base_n=1800
+    )
+    assert at >= 0.9, (effect, at)
+
+
+@pytest.mark.parametrize("rounds", [1, 2, 3])
+def test_a_window_too_short_for_the_tests_from_the_deploy_says_so(rounds: int) -> None:
+    """The same rule over 1 or 2 rounds can detect nothing four times in five, and says why
+    (more samples a round would not help; more rounds would). Over 3 the figure is its
+    look's at the window's end, said as such. Failed before: one round was read as a
+    window of unknown length and said +36% (none of its tests can fail in one round: here
+    latency x10 in none of 30 windows); two said "too little data by then"."""
+    rule = lognormal_rule(np.random.default_rng(1000), base_n=1800, rounds=rounds)
+    effect, text = _detectable(rule, 30.0)
+    why = (
+        f"the window's {rounds} round{'s are' if rounds > 1 else ' is'} too few for its tests"
+        " from the deploy to fail: they need at least 4 rounds, so that a slow minute or two"
+        " cannot fail a good release; a longer `window` or a shorter `interval` gives them"
+        " the rounds"
+    )
+    if rounds == 3:
+        look = r"latency_p95 \+\d+% or more, by its look at the window's end alone"
+        assert re.fullmatch(rf"{look} \({re.escape(why)}\)", text), text
+        return
+    assert math.isinf(effect)
+    later = "; a large one may still be caught at times" if rounds == 2 else ""
+    assert text == f"no regression of any size four times in five ({why}{later})"
+    if rounds == 1:
+        assert _caught_latency(10.0, 7, per_round=30, rounds=1, windows=30, base_n=1800) == 0.0
+
+
+def test_an_error_rule_over_one_round_says_it_can_detect_nothing() -> None:
+    """A window of one round (registered in its last, or `window` no longer than
+    `interval`) was read as one of unknown length, 60 rounds: an error bound said it could
+    detect errors x1.45, where no test of it fails in one round (a round's bets are capped,
+    the look needs two rounds to measure their spread): here 90% errors of 3,000 requests
+    over a 1% baseline do not fail it. Failed before: it said error_rate 1.45% or more."""
+    rule = _count_rule(1)
+    effect, text = _detectable(rule, 3000.0)
+    assert math.isinf(effect)
+    assert text == (
+        "no regression of any size four times in five (the window's 1 round is too few for"
+        " its tests to fail: a round counts for at most a part of the evidence they need; a"
+        " longer `window` or a shorter `interval` gives them the rounds)"
+    )
+    state = rule.start()
+    rule.step(state, Observation(None, count=2700, total=3000), 0)
+    rule.finish(state, 0)
+    assert rule.failed_at(state)[0] is None

@@ -10,6 +10,7 @@ period's counts, `Observation.period_counts`; for raw values, how many each peri
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -70,10 +71,13 @@ def observe(
             return Observation(value=None, error="no latencies", seconds=round_seconds)
         value = percentile(latencies, q)
         # a timeout's latency is the time it waited: at least the target's, never a measure
-        answered = [
-            float(s.latency_s) for s in chosen if s.latency_s is not None and s.error != "timeout"
-        ]
-        waits = len(latencies) - len(answered)
+        # (the others' latencies are listed only when there is one: a pass over them a round)
+        waits = len([s for s in chosen if s.error == "timeout" and s.latency_s is not None])
+        answered = (
+            [float(s.latency_s) for s in chosen if s.latency_s is not None and s.error != "timeout"]
+            if waits
+            else []
+        )
         return Observation(
             value=value,
             count=len(latencies),
@@ -135,7 +139,7 @@ def merge(observations: Sequence[Observation]) -> Observation:
         sampled = [o for o in usable if o.values and o.quantile == q]
         if not sampled:
             return _average(usable, seconds, periods, quantile=q)
-        values = tuple(v for o in sampled for v in o.values)
+        values = tuple(itertools.chain.from_iterable(o.values for o in sampled))
         return Observation(
             value=percentile(values, q),
             count=len(values),

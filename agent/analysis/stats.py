@@ -983,18 +983,21 @@ def _binomial_upper_end(count: float, total: float, alpha: float) -> float:
     a, b = count + 1.0, total - count + 1.0
     log_beta = float(special.betaln(a, b))
     needed = math.log(1.0 / alpha) - log_beta
+    # each step's figures, named once (the same floats): ~30 steps a call, a few a round
+    betainc, log, log1p, exp, inf = special.betainc, math.log, math.log1p, math.exp, math.inf
+    a_1, b_1 = a - 1.0, b - 1.0
 
     def excess(p: float) -> tuple[float, float]:
         """(log mixture - log(1 / alpha), its derivative) at p."""
         if p >= 1.0:  # all events ruled in: the top, where a rate of 1 - 1e-16 starts
-            return math.inf, math.inf
-        tail = float(special.betainc(a, b, p))
+            return inf, inf
+        tail = float(betainc(a, b, p))
         if tail <= 0.0:
-            return -math.inf, math.inf
-        log_q = math.log1p(-p)
-        value = math.log(tail) - a * math.log(p) - (b - 1.0) * log_q - needed
-        density = math.exp((a - 1.0) * math.log(p) + (b - 1.0) * log_q - log_beta - math.log(tail))
-        return value, density - a / p + (b - 1.0) / (1.0 - p)
+            return -inf, inf
+        log_q, log_p, log_tail = log1p(-p), log(p), log(tail)
+        value = log_tail - a * log_p - b_1 * log_q - needed
+        density = exp(a_1 * log_p + b_1 * log_q - log_beta - log_tail)
+        return value, density - a / p + b_1 / (1.0 - p)
 
     lo, hi = count / total, 1.0
     # a start past the mean by the KL bound's normal approximation, then Newton's steps

@@ -277,6 +277,13 @@ class SqliteStore(SqlStore):
     def from_url(cls, url: str) -> SqliteStore:
         return cls(sqlite_path(url))
 
+    def write_thread(self) -> threading.Thread | None:
+        """The thread that runs this store's writes (its writer's, aiosqlite's): a round
+        whose write it held while it waited for a CPU was held by the host
+        (`agent.windows.late.store_cpu_waited_s`). None when closed."""
+        thread = getattr(self._db, "_thread", None)  # aiosqlite's worker (0.20 on)
+        return thread if isinstance(thread, threading.Thread) else None
+
     async def open(self) -> None:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,8 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
 - `store`: waits on the store: a lease renewal the round had to await, the previous
   round's write still going at this round's due time (written beside the checks, it is
   waited for before the next round starts; less the loop's stall over all of the write,
-  which starved the store's thread too), and a first round's reads and writes as its
+  which starved the store's thread too, and on Linux that thread's own wait for a CPU
+  over it, the host's: `store_cpu_waited_s`), and a first round's reads and writes as its
   watch began;
 - `checks`: the checks' time past what the round gave them (probes are cut at the slot;
   a load check's last requests and a check that does not keep to the round are not);
@@ -32,9 +33,10 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
 The largest names the cause (the host when none held the round: its own work took it).
 No clock of its own (the watch passes its pace's times); its only I/O is one `pread` of
 the schedstat file (kept open per thread) at a round's start, its checks' start and end
-(the room's CPU wait) and its end, shared by the rounds that start or end within
-`SHARED_S`: no syscall per probe, a few hundred a second at most (the marks cost some
-7 µs of CPU a round: `bench/round_marks.py`).
+(the room's CPU wait) and its end, and of the store's thread's as its write begins and is
+awaited, shared by the rounds that start or end within `SHARED_S`: no syscall per probe,
+a few hundred a second at most (the marks cost some 7 µs of CPU a round:
+`bench/round_marks.py`).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import asyncio
 import contextlib
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -65,15 +68,16 @@ rounds of windows registered together start and end in the same loop turn)."""
 
 
 class _Schedstat:
-    """This thread's schedstat file, open (closed with the thread's local data)."""
+    """A thread's schedstat file, open (closed with the thread's local data, or with the
+    thread object it is kept for)."""
 
-    __slots__ = ("at", "fd", "value")
+    __slots__ = ("__weakref__", "at", "fd", "value")
 
-    def __init__(self) -> None:
+    def __init__(self, path: str = SCHEDSTAT) -> None:
         self.at = float("-inf")
         self.value: float | None = None
         try:
-            self.fd = os.open(SCHEDSTAT, os.O_RDONLY | os.O_CLOEXEC)
+            self.fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:  # not Linux, or a kernel without schedstats
             self.fd = -1
 
@@ -105,8 +109,18 @@ class _PerThread(threading.local):
 
 
 _here = _PerThread()
-# a child's thread is another task: its file is its own
-os.register_at_fork(after_in_child=lambda: setattr(_here, "schedstat", None))
+_workers: weakref.WeakKeyDictionary[threading.Thread, _Schedstat] = weakref.WeakKeyDictionary()
+"""Other threads' files (a store's worker), each kept while its thread object lives."""
+
+
+def _forked() -> None:
+    # a child's thread is another task: its file is its own, and the parent's threads
+    # are not in it
+    _here.schedstat = None
+    _workers.clear()
+
+
+os.register_at_fork(after_in_child=_forked)
 
 
 def cpu_waited_s(now: float) -> float | None:
@@ -117,6 +131,30 @@ def cpu_waited_s(now: float) -> float | None:
     if reader is None:
         reader = _here.schedstat = _Schedstat()
     return reader.read(now)
+
+
+def thread_cpu_waited_s(thread: threading.Thread | None, now: float) -> float | None:
+    """`cpu_waited_s` of `thread` (None: the calling thread), from the loop's thread: its
+    file (`/proc/self/task/<tid>/schedstat`) kept open while the thread object lives,
+    read at most once per `SHARED_S` of `now`; None where the kernel does not say, or
+    the thread has ended."""
+    if thread is None:
+        return cpu_waited_s(now)
+    reader = _workers.get(thread)
+    if reader is None:
+        tid = thread.native_id
+        if tid is None:  # not started
+            return None
+        reader = _workers[thread] = _Schedstat(f"/proc/self/task/{tid}/schedstat")
+    return reader.read(now)
+
+
+def store_cpu_waited_s(store: object, now: float) -> float | None:
+    """`thread_cpu_waited_s` of the thread that does `store`'s writes: its `write_thread()`
+    (SQLite's writer, an aiosqlite thread), else the loop's own (PostgreSQL's, whose I/O
+    is on the loop)."""
+    write_thread = getattr(store, "write_thread", None)
+    return thread_cpu_waited_s(write_thread() if write_thread is not None else None, now)
 
 
 def _loop_now() -> float:
@@ -146,10 +184,13 @@ class RoundWaits:
     """The agent's loop late to run during the round (`LoopLag`), and to start it."""
     cpu_wait_s: float | None = None
     """The loop thread's wait for a CPU during the round (None: not measured here)."""
+    store_cpu_wait_s: float = 0.0
+    """Of the round before's write that held this round's start, what its store's thread
+    (SQLite's writer; PostgreSQL's is the loop's) waited for a CPU, past the loop's stall."""
 
     @property
     def host_s(self) -> float:
-        return max(self.stalled_s, self.cpu_wait_s or 0.0)
+        return max(self.stalled_s, self.cpu_wait_s or 0.0) + self.store_cpu_wait_s
 
     def parts(self) -> dict[Cause, float]:
         return {
@@ -169,6 +210,8 @@ class RoundWaits:
         """The cause and every part's figure, for the overrun's log line."""
         cause = self.cause()
         cpu = "" if self.cpu_wait_s is None else f" and waited {self.cpu_wait_s:.3f}s for a CPU"
+        if self.store_cpu_wait_s:
+            cpu += f"; the store's thread waited {self.store_cpu_wait_s:.3f}s for a CPU"
         said = {
             "checks": f"they ran {self.checks_s:.3f}s past the time the round gave them (a"
             " load check's last requests, or a check that does not keep to the round)",
@@ -190,6 +233,8 @@ class RoundWaits:
             out[f"{name}_s"] = round(seconds, 6)
         if self.cpu_wait_s is not None:
             out["cpu_wait_s"] = round(self.cpu_wait_s, 6)
+        if self.store_cpu_wait_s:
+            out["store_cpu_wait_s"] = round(self.store_cpu_wait_s, 6)
         out["stalled_s"] = round(self.stalled_s, 6)
         return out
 
@@ -219,6 +264,8 @@ class RoundTimer:
         "_wait_cpu",
         "_write_at",
         "_write_began",
+        "_write_cpu",
+        "_write_cpu_began",
         "_write_stall",
         "waits",
     )
@@ -239,6 +286,9 @@ class RoundTimer:
         self._write_began = 0.0  # the loop's stall (`LoopLag.total`) at `writing`
         self._write_stall = 0.0
         """The loop's stall over the whole of the write `settled` saw done."""
+        self._write_cpu_began: float | None = None  # the store's thread's CPU wait at `writing`
+        self._write_cpu = 0.0
+        """The store's thread's wait for a CPU over the whole of that write."""
 
     def began(self, lag: LoopLag, at: float) -> None:
         """The watch begins `at` (the window claimed, due or past due): what it does until
@@ -279,11 +329,19 @@ class RoundTimer:
         # thread as it does the loop, so a write it delayed by that much held nothing of
         # the store's own (0.041 s held, the loop stalled 0.0004 s then and 0.32 s
         # earlier in the write: named the store's in CI, the busy thread's)
-        stalled = min(settled - ready, max(self._settle_stall, self._write_stall))
+        held = settled - ready
+        stalled = min(held, max(self._settle_stall, self._write_stall))
+        # and a store's thread kept waiting for a CPU held it as long, the loop on time: a
+        # starved writer's 5.75 s write, 4.57 s of it waiting, was named the store's (4.77
+        # s, host 0.99 s), and its operator tuned the disk, not the machine
+        starved = min(held - stalled, max(0.0, self._write_cpu - stalled))
         self.waits = RoundWaits(
-            store_s=settled - ready - stalled, stalled_s=max(0.0, at - settled) + stalled
+            store_s=held - stalled - starved,
+            stalled_s=max(0.0, at - settled) + stalled,
+            store_cpu_wait_s=starved,
         )
         self._settled_at, self._settle_stall, self._write_stall = None, 0.0, 0.0
+        self._write_cpu = 0.0
         if self._setting_up is not None and self._began is not None and finished is not None:
             # the first round: the part of the watch's setting up past its due time, shared
             # out as the setting up's own waits were
@@ -370,17 +428,23 @@ class RoundTimer:
             self.waits.cpu_wait_s = max(0.0, cpu - self._cpu - self._idle_cpu)
         return self.waits
 
-    def writing(self, at: float) -> None:
+    def writing(self, at: float, store_cpu: float | None = None) -> None:
         """The round's store write begins `at`, beside the next round (which awaits it
-        after its `finish`, then `settled`)."""
+        after its `finish`, then `settled`); `store_cpu`: the store's thread's
+        `thread_cpu_waited_s` then (None: not measured)."""
         assert self._lag is not None, "a round's timer is started first"
         self._write_at, self._write_began = at, self._lag.total()
+        self._write_cpu_began = store_cpu
 
-    def settled(self, at: float) -> None:
-        """The round before's store write is done `at` (awaited after `finish`)."""
+    def settled(self, at: float, store_cpu: float | None = None) -> None:
+        """The round before's store write is done `at` (awaited after `finish`), the
+        store's thread's `thread_cpu_waited_s` `store_cpu` then."""
         assert self._lag is not None, "a round's timer is started first"
         self._settled_at = at
         stall = self._lag.total()
         self._settle_stall = max(0.0, stall - self._stall)
         began, self._write_at = self._write_at, None
         self._write_stall = 0.0 if began is None else max(0.0, stall - self._write_began)
+        cpu_began, self._write_cpu_began = self._write_cpu_began, None
+        if began is not None and cpu_began is not None and store_cpu is not None:
+            self._write_cpu = max(0.0, store_cpu - cpu_began)

@@ -70,7 +70,7 @@ from agent.windows.foresight import (
 )
 from agent.windows.held import HeldFile, HeldFiles
 from agent.windows.kept import KeptBaseline
-from agent.windows.late import RoundTimer, RoundWaits, timed_wait
+from agent.windows.late import RoundTimer, RoundWaits, store_cpu_waited_s, timed_wait
 from agent.windows.markers import mark_rollback, marker_claims, marking, scope_of
 from agent.windows.no_data import EmptyAnswers
 from agent.windows.overload import DropTally
@@ -509,10 +509,12 @@ class WindowWatch:
                     if not await asyncio.shield(before):
                         return
                     before = None
-            self.timer.settled(pace())  # held past the next round's due time: the store's
+            # held past the next round's due time: the store's, less its thread's CPU wait
+            store_cpu = store_cpu_waited_s(self.s.store, loop.time())
+            self.timer.settled(pace(), store_cpu)
             record = RoundRecord(self.window.id, number, started, summary)
             self.settling = self.s.spawn(self._settle(record, glance, worded, before))
-            self.timer.writing(pace())
+            self.timer.writing(pace(), store_cpu)
             if decided:
                 await asyncio.shield(self.settling)
                 return

@@ -1,0 +1,101 @@
+"""A round held by its store's write while the store's thread waited for a CPU is held by
+the host (`agent.windows.late.store_cpu_waited_s`): the real SQLite store, its writer
+thread starved on purpose beside a CPU hog, the loop's thread on another core."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.store.sqlite import SqliteStore
+from agent.windows.late import RoundTimer, cpu_waited_s, store_cpu_waited_s, thread_cpu_waited_s
+from checks.ticks import ticks
+from tests.store.test_sqlite_reader import window
+
+WINDOWS = 8
+"""Windows created in the one write: some 1 s of a writer thread kept to a tenth of a core."""
+
+
+def run_delay_s(thread: threading.Thread) -> float:
+    """The thread's wait for a CPU so far, read here from the kernel, apart from the timer's."""
+    with open(f"/proc/self/task/{thread.native_id}/schedstat") as f:
+        return int(f.read().split()[1]) / 1e9
+
+
+@pytest.fixture
+def hog_cpu() -> Iterator[int]:
+    """A process spinning on one CPU (the last this process may use), its number."""
+    cpu = max(os.sched_getaffinity(0))
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        os.sched_setaffinity(hog.pid, {cpu})
+        yield cpu
+    finally:
+        hog.kill()
+        hog.wait()
+
+
+@pytest.mark.timeout(60)
+async def test_a_write_held_by_its_starved_store_thread_is_the_hosts(
+    tmp_path: Path, hog_cpu: int
+) -> None:
+    """Measured before (`RoundTimer` as the watch marks it, this set-up): a 5.75 s write
+    whose writer thread waited 4.57 s for a CPU, holding the next round's start, was named
+    the store's (store 4.77 s, host 0.99 s). Its own work is the store's, no more."""
+    allowed = os.sched_getaffinity(0)
+    store = SqliteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        writer = store.write_thread()
+        assert writer is not None and writer.native_id is not None
+        os.sched_setaffinity(0, (allowed - {hog_cpu}) or allowed)  # the loop's thread
+        os.sched_setaffinity(writer.native_id, {hog_cpu})
+        os.setpriority(os.PRIO_PROCESS, writer.native_id, 19)
+        await store.create_window(window("dep_0"))
+        loop = asyncio.get_running_loop()
+        lag = ticks().lag
+        lag.total()  # the heartbeat beats, as where probes run
+        timer = RoundTimer()
+        now = loop.time()
+        timer.start(lag, now, now, now)
+        timer.finish(now, loop.time())
+        timer.settled(loop.time(), store_cpu_waited_s(store, loop.time()))
+        timer.writing(began := loop.time(), store_cpu_waited_s(store, began))
+        waited = run_delay_s(writer)
+        # the round's write: many small changes, grouped by the store as rounds' are
+        await asyncio.gather(*(store.create_window(window(f"d{i}")) for i in range(WINDOWS)))
+        waited = run_delay_s(writer) - waited
+        done = loop.time()
+        took = done - began
+        timer.settled(done, store_cpu_waited_s(store, done))
+        timer.start(lag, done, done, began)  # the next round, due as the write began
+        waits = timer.waits
+    finally:
+        os.sched_setaffinity(0, allowed)
+        await store.close()
+    assert waited > took / 2, (waited, took)  # the writer was starved: the set-up holds
+    assert waits.cause() == "host", (waits, took, waited)
+    assert waits.store_s <= took - waited + 0.05, (waits, took, waited)  # its own work
+    assert waits.store_cpu_wait_s > 0, waits
+    assert "the store's thread waited" in waits.words()
+    assert waits.summary(took)["store_cpu_wait_s"] == round(waits.store_cpu_wait_s, 6)
+
+
+async def test_a_store_without_a_thread_of_its_own_is_read_on_the_loops() -> None:
+    """PostgreSQL's I/O runs on the loop (asyncpg): its write waits for the loop's thread,
+    whose wait for a CPU is the one read."""
+    now = asyncio.get_running_loop().time()
+    assert store_cpu_waited_s(object(), now) == cpu_waited_s(now)
+
+
+def test_a_thread_the_kernel_does_not_say_of_is_not_measured() -> None:
+    """A thread with no task (not started; as every thread where /proc is absent): None,
+    and its write is attributed as before, by the loop's stall only."""
+    assert thread_cpu_waited_s(threading.Thread(target=lambda: None), 0.0) is None

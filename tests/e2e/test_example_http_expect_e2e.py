@@ -1,9 +1,10 @@
 """Contract §6, "every key in it must do what its comment says", for the example's
-`api-health` check (`expect: {status: 200, max_latency: 500ms, json: {status: ok}}`,
-"values at these keys must match"), through the real `postflight check` process and the
-running agent: an answer that is a 200 within the bound but says `{"status": "degraded"}`,
-lacks the key, or comes past `max_latency`, is a failed probe: `check` rows FAIL and exits
-1; the agent's window on such a deploy fails on its error rate. Only the check's unit tests
+`api-health` check (`timeout: 2s`, `expect: {status: 200, max_latency: 500ms, json:
+{status: ok}}`, "values at these keys must match"), through the real `postflight check`
+process and the running agent: an answer that is a 200 within the bound but says
+`{"status": "degraded"}`, lacks the key, comes past `max_latency`, or none within the
+timeout, is a failed probe: `check` rows FAIL and exits 1; the agent's window on such a
+deploy fails on its error rate. Only the check's unit tests
 (tests/checks/test_checks_http.py) held these, none through the CLI or the daemon."""
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ EXAMPLE = SPEC if SPEC.exists() else ROOT / "config" / "postflight.example.yaml"
 
 SLOW_S = 0.8
 """The slow answer's delay: past the example's `max_latency: 500ms`, within its `timeout: 2s`."""
+HANG_S = 3.0
+"""The hung answer's delay: past the example's `timeout: 2s`."""
 
 
 def example_check() -> dict[str, Any]:
@@ -45,6 +48,7 @@ ANSWERS = {
     "/degraded": ({"status": "degraded"}, 0.0),
     "/no-key": ({"healthy": True}, 0.0),
     "/slow": ({"status": "ok"}, SLOW_S),
+    "/hang": ({"status": "ok"}, HANG_S),
 }
 """Each path of the target: its 200's body, after its delay in seconds."""
 
@@ -80,12 +84,19 @@ async def test_check_fails_an_answer_past_the_examples_expectations(
     code, out = await awaited_cli("check", "--config", str(config), "--env", "production")
     assert code == 1, out
     rows = {line.split()[0]: line.split(None, 4) for line in out.splitlines() if line.split()}
-    results = {name: rows[name][2] for name in ("ok", "degraded", "no-key", "slow")}
-    assert results == {"ok": "pass", "degraded": "FAIL", "no-key": "FAIL", "slow": "FAIL"}, out
+    results = {name: rows[name][2] for name in ("ok", "degraded", "no-key", "slow", "hang")}
+    assert results == {
+        "ok": "pass",
+        "degraded": "FAIL",
+        "no-key": "FAIL",
+        "slow": "FAIL",
+        "hang": "FAIL",
+    }, out
     assert rows["degraded"][4] == 'GET /degraded: status: expected "ok", got "degraded"', out
     assert rows["no-key"][4] == 'GET /no-key: status: expected "ok", got no such field', out
     assert rows["slow"][4].startswith("GET /slow: latency: expected ≤ 500ms, got "), out
-    assert "1 passed, 3 failed (exit 1)" in out.splitlines(), out
+    assert rows["hang"][4] == "GET /hang: no response within 2s", out
+    assert "1 passed, 4 failed (exit 1)" in out.splitlines(), out
 
 
 @pytest.mark.parametrize("path", ["/degraded", "/slow"])

@@ -25,14 +25,17 @@ keeps its place and its connection until the target answers it."""
 
 
 class HoldingTarget:
-    """Holds every request `HOLD_S`, counting those it holds at once, by path."""
+    """Holds every request `HOLD_S`, counting those it holds at once, and all it took
+    (`hits`), by path."""
 
     def __init__(self) -> None:
         self.now: Counter[str] = Counter()
         self.most: Counter[str] = Counter()
+        self.hits: Counter[str] = Counter()
 
     async def handle(self, request: web.Request) -> web.Response:
         path = request.path
+        self.hits[path] += 1
         self.now[path] += 1
         self.most[path] = max(self.most[path], self.now[path])
         try:

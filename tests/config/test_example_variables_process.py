@@ -12,12 +12,10 @@ from pathlib import Path
 import pytest
 
 from tests.cli_process import awaited_cli, cli_env
+from tests.spec_example import EXAMPLE
 
 pytestmark = pytest.mark.timeout(120)
 
-SPEC = Path("/work/shared/spec/postflight.example.yaml")
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = SPEC if SPEC.exists() else ROOT / "config" / "postflight.example.yaml"
 
 SET = {
     "POSTFLIGHT_API_TOKEN": "example-process-api-token-0123456789",

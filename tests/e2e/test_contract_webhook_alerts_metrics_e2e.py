@@ -52,15 +52,13 @@ from tests.receivers import (
     RollbackReceiver,
     SmtpSink,
 )
+from tests.spec_example import EXAMPLE, ROOT
 
 pytestmark = pytest.mark.e2e
 """Only the test that reads the metrics back through a real Prometheus is in
 `ONE_PROMETHEUS`'s group (one worker, one test at a time); the others need none and run
 on any worker."""
 
-SPEC = Path("/work/shared/spec/postflight.example.yaml")
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = SPEC if SPEC.exists() else ROOT / "config" / "postflight.example.yaml"
 TOKEN = "contract-345-api-token-0123456789"
 SECRET = "contract-345-rollback-secret"
 PACES = (

@@ -16,18 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.cli_process import awaited_cli
 from tests.e2e.conftest import AgentFactory, environment
+from tests.spec_example import example_check
 
 pytestmark = pytest.mark.timeout(120)
 
-SPEC = Path("/work/shared/spec/postflight.example.yaml")
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = SPEC if SPEC.exists() else ROOT / "config" / "postflight.example.yaml"
 
 SLOW_S = 0.8
 """The slow answer's delay: past the example's `max_latency: 500ms`, within its `timeout: 2s`."""
@@ -35,10 +32,9 @@ HANG_S = 3.0
 """The hung answer's delay: past the example's `timeout: 2s`."""
 
 
-def example_check() -> dict[str, Any]:
+def api_health() -> dict[str, Any]:
     """The example's `api-health` check of production, as written (no `${VAR}` in it)."""
-    production = yaml.safe_load(EXAMPLE.read_text())["environments"]["production"]
-    check: dict[str, Any] = next(c for c in production["checks"] if c["name"] == "api-health")
+    check = example_check("production", "api-health")
     assert check["expect"] == {"status": 200, "max_latency": "500ms", "json": {"status": "ok"}}
     return check
 
@@ -72,7 +68,7 @@ async def target() -> AsyncIterator[TestServer]:
 async def test_check_fails_an_answer_past_the_examples_expectations(
     tmp_path: Path, target: TestServer
 ) -> None:
-    check = example_check()
+    check = api_health()
     checks = [json.dumps({**check, "name": path.strip("/"), "path": path}) for path in ANSWERS]
     config = tmp_path / "postflight.yaml"
     config.write_text(
@@ -103,7 +99,7 @@ async def test_check_fails_an_answer_past_the_examples_expectations(
 async def test_a_deploy_answering_past_the_examples_expectations_fails_its_window(
     start_agent: AgentFactory, target: TestServer, path: str
 ) -> None:
-    check = {**example_check(), "path": path}
+    check = {**api_health(), "path": path}
     probed = environment(
         "production",
         str(target.make_url("")).rstrip("/"),

@@ -13,25 +13,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from checks.load import LoadCheckConfig
 from tests.cli_process import awaited_cli
 from tests.e2e.test_readme_probe_concurrency_e2e import HoldingTarget, holding
+from tests.spec_example import example_check
 
 __all__ = ["holding"]  # the fixture, used by name
 
 pytestmark = pytest.mark.timeout(120)
 
-SPEC = Path("/work/shared/spec/postflight.example.yaml")
-ROOT = Path(__file__).resolve().parents[2]
-EXAMPLE = SPEC if SPEC.exists() else ROOT / "config" / "postflight.example.yaml"
-
 
 def example_load_check() -> dict[str, Any]:
     """The example's `feed-latency` check of production, as written, but for a 1 s run."""
-    production = yaml.safe_load(EXAMPLE.read_text())["environments"]["production"]
-    check: dict[str, Any] = next(c for c in production["checks"] if c["name"] == "feed-latency")
+    check = example_check("production", "feed-latency")
     assert (check["type"], check["rate"]) == ("load", "20/s"), check
     return {**check, "duration": "1s"}
 

@@ -37,6 +37,14 @@ limit its own count limits take (Student-corrected for its 60 periods), the figu
 median is 0.02282 and caught 80.0% (these seeds; alone, `--rules errors-max
 --rates 100 --rounds 30`, 81.0% -> 85.0%), its search's cost unchanged (1.1 ms).
 
+Short windows (session 51, `--rounds 2,3,4`, 100 windows a cell; figure and caught,
+before -> after the exceedance test's figure counted its bets capped at
+`rank_bets.episode_cap` a round, as the judge bets them): at 1 req/s, 3 rounds +218%
+caught 27% -> +869% caught 100%; 4 rounds +134% -> +172%, 100% either way; at 10 req/s
+over 3 and 4 rounds +117% and +41% either way (the look's), all caught; at 100 req/s over 3
+rounds +34%, all caught. Over 2 rounds it says it can detect nothing, and why (its tests
+from the deploy need 4 rounds).
+
 Never run as a test; prints figures only.
 """
 

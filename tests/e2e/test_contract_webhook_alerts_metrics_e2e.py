@@ -362,14 +362,16 @@ def example_env(
 
 
 @contextlib.asynccontextmanager
-async def daemon_run(tmp_path: Path, config: Path, env: dict[str, str]) -> AsyncIterator[Daemon]:
-    """`postflight run --config CONFIG` on a store in `tmp_path`, ready; stopped with
-    SIGTERM after, which must end it with 0 and no secret in its log."""
+async def daemon_run(
+    tmp_path: Path, config: Path, env: dict[str, str], *flags: str
+) -> AsyncIterator[Daemon]:
+    """`postflight run --config CONFIG [FLAGS]` on a store in `tmp_path`, ready; stopped
+    with SIGTERM after, which must end it with 0 and no secret in its log."""
     env = env | {"POSTFLIGHT_STORE": f"sqlite:///{tmp_path / 'postflight.db'}"}
     url = f"http://{env['POSTFLIGHT_LISTEN']}"
     log = (tmp_path / "agent.log").open("wb")
     agent = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "agent", "run", "--config", str(config),
+        sys.executable, "-m", "agent", "run", "--config", str(config), *flags,
         env=env, cwd=tmp_path, stdout=log, stderr=log,
     )  # fmt: skip
     try:
@@ -842,6 +844,39 @@ async def test_a_hung_channel_neither_delays_nor_blocks_a_rollback(
     assert any("rollback requested" in s for s in subjects()), subjects()
     failed = re.search(r'^postflight_alerts_total\{result="failed"\} (\S+)$', metrics, re.M)
     assert failed and float(failed[1]) >= 1, metrics
+
+
+@pytest.mark.timeout(180)
+async def test_a_debug_log_holds_no_secret(
+    tmp_path: Path,
+    rollback_receiver: Callable[..., Any],
+    json_sink: JsonSink,
+    smtp_sink: SmtpSink,
+    services: tuple[Service, Service],
+) -> None:
+    """§6 "secrets are never logged", at `--log-level debug` too (each store statement and
+    its values, apprise's own lines): the example rolling a bad deploy back through the
+    webhook, its alerts to a chat channel whose URL carries a password, and the API token,
+    the rollback secret, Sentry's and New Relic's keys and that password in no line."""
+    prod, staging = services
+    receiver: RollbackReceiver = await rollback_receiver(SECRET)
+    password = "chan-pass-0123456789abcdef"
+    chat = f"json://pf:{password}@127.0.0.1:{json_sink.port}/alerts"
+    config = tmp_path / "postflight.yaml"
+    config.write_text(configuration("", ""))
+    env = example_env(free_port(), receiver.url, chat, smtp_sink.url(), prod, staging)
+    prod.bad = True
+    async with daemon_run(tmp_path, config, env, "--log-level", "debug") as daemon:
+        deploy = await daemon.register(
+            environment="production", version="v9", previous_version="v8", window="1m"
+        )
+        final = await daemon.settled(deploy["id"])
+        assert final["state"] == "rolled_back", final
+        await wait_for_title(json_sink, "[postflight] production v9: rollback delivered")
+    said = (tmp_path / "agent.log").read_text()
+    assert " DEBUG " in said, said[:2000]
+    secrets = (TOKEN, SECRET, password, env["SENTRY_AUTH_TOKEN"], env["NEW_RELIC_API_KEY"])
+    assert [s for s in secrets if s in said] == [], [s for s in secrets if s in said]
 
 
 class SlowOnRequested(LocalTarget):

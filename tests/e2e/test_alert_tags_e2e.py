@@ -72,4 +72,4 @@ async def test_each_environments_tags_pick_its_channels(
         reached = [n.path for n in json_sink.notifications if f" {name} {name}-v2: " in n.title]
         assert sorted(reached) == sorted(paths), (name, reached)
         titles = {n.title for n in json_sink.notifications if f" {name} {name}-v2: " in n.title}
-        assert len(titles) == 1 and "passed" in titles.pop(), (name, titles)
+        assert len(titles) == 1, (name, titles)  # its window's end (passed, unless held)

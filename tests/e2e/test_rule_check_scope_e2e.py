@@ -12,7 +12,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import AgentFactory, LocalTarget
+from tests.e2e.conftest import AgentFactory, LocalTarget, held_as_overloaded
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,9 +59,13 @@ async def test_a_checks_rule_reads_its_check_or_every_check(start_agent: AgentFa
     target = ThreeWays()
     await target.start()
     try:
-        agent = await start_agent(ENVIRONMENT.format(url=target.url))
-        deploy = await agent.register("production", "v2")
-        final = await agent.settled(deploy["id"], within=60)
+        for _attempt in range(3):  # a round held as the agent's own overload is no verdict
+            agent = await start_agent(ENVIRONMENT.format(url=target.url))
+            deploy = await agent.register("production", "v2")
+            final = await agent.settled(deploy["id"], within=60)
+            if not held_as_overloaded(final):
+                break
+            await agent.stop()
     finally:
         await target.stop()
     assert final["state"] == "failed", final

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import AgentFactory, LocalTarget, environment, held_as_overloaded
+from tests.e2e.conftest import AgentFactory, LocalTarget, environment, one_deploy_settled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -40,27 +40,22 @@ async def test_each_latency_rule_reads_its_own_percentile(start_agent: AgentFact
     target = ThreeInTenSlow()
     await target.start()
     try:
-        for _attempt in range(3):  # a round held as the agent's own overload is no verdict
-            agent = await start_agent(
-                environment(
-                    "production",
-                    target.url,
-                    window="20s",
-                    interval="1s",
-                    probes=10,
-                    timeout="2s",
-                    analysis="{policy: threshold, failure_limit: 1}",
-                    rules=tuple(
-                        f"{{name: {q}, source: checks, metric: latency_{q}, max: 300ms}}"
-                        for q in ("p50", "p95", "p99")
-                    ),
-                )
-            )
-            deploy = await agent.register("production", "v2")
-            final = await agent.settled(deploy["id"], within=60)
-            if not held_as_overloaded(final):
-                break
-            await agent.stop()
+        final = await one_deploy_settled(
+            start_agent,
+            environment(
+                "production",
+                target.url,
+                window="20s",
+                interval="1s",
+                probes=10,
+                timeout="2s",
+                analysis="{policy: threshold, failure_limit: 1}",
+                rules=tuple(
+                    f"{{name: {q}, source: checks, metric: latency_{q}, max: 300ms}}"
+                    for q in ("p50", "p95", "p99")
+                ),
+            ),
+        )
     finally:
         await target.stop()
     assert final["state"] == "failed", final

@@ -12,7 +12,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import AgentFactory, LocalTarget, held_as_overloaded
+from tests.e2e.conftest import AgentFactory, LocalTarget, one_deploy_settled
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -59,13 +59,7 @@ async def test_a_checks_rule_reads_its_check_or_every_check(start_agent: AgentFa
     target = ThreeWays()
     await target.start()
     try:
-        for _attempt in range(3):  # a round held as the agent's own overload is no verdict
-            agent = await start_agent(ENVIRONMENT.format(url=target.url))
-            deploy = await agent.register("production", "v2")
-            final = await agent.settled(deploy["id"], within=60)
-            if not held_as_overloaded(final):
-                break
-            await agent.stop()
+        final = await one_deploy_settled(start_agent, ENVIRONMENT.format(url=target.url))
     finally:
         await target.stop()
     assert final["state"] == "failed", final

@@ -12,12 +12,14 @@ rounds breached is read from the stored rounds; the outcome from the API."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from aiohttp import web
 
 from agent.appkeys import STORE
 from agent.store.base import Store
-from tests.e2e.conftest import AgentFactory, LocalTarget, environment, held_as_overloaded
+from tests.e2e.conftest import AgentFactory, LocalTarget, RunningAgent, environment, unless_held
 
 PROBES = 5
 """An http check's probes a round, and the target's block of failures."""
@@ -84,8 +86,11 @@ async def test_breaching_rounds_fail_the_window_only_failure_limit_in_a_row(
     served = len(pattern(limit, REPEATS)) + 2
     target = Blocks()
     await target.start()
+    # what `run` saw while the pattern was served: the deploy, its runs of breaching rounds
+    seen: dict[str, Any] = {}
     try:
-        for _attempt in range(3):  # a round held as the agent's own overload is no verdict
+
+        async def run() -> tuple[RunningAgent, dict[str, Any]]:
             agent = await start_agent(
                 environment(
                     "production",
@@ -103,15 +108,15 @@ async def test_breaching_rounds_fail_the_window_only_failure_limit_in_a_row(
             calm = await agent.register("production", "v-calm", window="30s")
             # every block of the pattern served, and a round of passes after it (or the
             # window ended: failed, which this test must say)
-            during = await agent.wait_until(
+            seen["during"] = await agent.wait_until(
                 calm["id"], lambda d: d["rounds"] >= served or d["state"] != "watching", 60
             )
-            runs = await breaching_runs(agent.app[STORE], calm["id"])
+            seen["runs"] = await breaching_runs(agent.app[STORE], calm["id"])
             target.arm([], then_bad=True)  # from now on every answer fails
-            final = await agent.settled(calm["id"], within=60)
-            if not held_as_overloaded(final):
-                break
-            await agent.stop()
+            return agent, await agent.settled(calm["id"], within=60)
+
+        final = await unless_held(run)
+        during, runs = seen["during"], seen["runs"]
         # runs of breaching rounds one short of the limit, `REPEATS` of them: no failure
         assert during["state"] == "watching", during
         assert during["verdict"] is None, during

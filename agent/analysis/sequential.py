@@ -427,6 +427,14 @@ class BaselineData:
         times below the true rate (`tests/analysis/test_round_burst_ladder.py`)."""
         return min(self.periods, self.event_periods)
 
+    @property
+    def measured_spread(self) -> tuple[float, int, float, float]:
+        """(inflation, `measured_periods`, events of the rarer kind, mean period size): what
+        a Student correction of the inflation reads (`stats.welch_inflations`)."""
+        assert self.count is not None and self.total is not None
+        events = min(self.count, self.total - self.count)
+        return self.inflation, self.measured_periods, events, self.total / self.periods
+
     def inflation_at(self, alpha: float) -> float:
         """The inflation a limit at level `alpha` divides the counts by: the measured one
         with Student's correction for the few periods it was measured from
@@ -460,14 +468,15 @@ class BaselineData:
         df = self.periods - 1.0
         return self.inflation > stats.chi2_share(df, 1.0 - BURSTS_SHOWN)
 
-    def burst_inflation(self, alpha: float) -> float:
+    def burst_inflation(self, alpha: float, at: float | None = None) -> float:
         """`inflation_at`, or the inflation at the chi-square lower limit (level `alpha`) of
         the bursts the count holds, if more: its shape count / (inflation - 1)
         (`stats.burst_rate_bound`) is measured from the periods, as the inflation is, and a
         normal-theory limit for it is (k - 1) / chi2_{alpha, k - 1} of its estimate, where
         Student's correction (`inflation_at`) is about its square root. Never above the mean
-        period size (each period one unit); k: `measured_periods`."""
-        at = self.inflation_at(alpha)
+        period size (each period one unit); k: `measured_periods`. `at`: the Student-corrected
+        inflation when the caller corrected it otherwise (`stats.welch_inflations`)."""
+        at = self.inflation_at(alpha) if at is None else at
         if not self.shows_bursts or self.total is None:
             return at
         top = max(self.total / self.periods, 1.0)
@@ -1781,7 +1790,8 @@ class SequentialRule:
         inflation measured across the window's rounds at the test's level (Student-corrected
         for how few they are), so samples that move together within a round are not read
         as independent. Counts: the two-sample test (`stats.rate_ratio_greater`), the
-        baseline's counts likewise divided by what its periods show. Conformal tests: their
+        baseline's counts likewise divided by what its periods show, the two corrected once
+        for their difference (`_look_inflations`). Conformal tests: their
         placements over the window are i.i.d. uniform at the null's edge
         (`agent.analysis.conformal`), so the rank test's sum is that of uniforms
         (`stats.sum_of_uniforms_greater`) and the samples past the quantile are binomial
@@ -1801,15 +1811,28 @@ class SequentialRule:
         base, delta = self.baseline, self.rule.max_increase
         assert base is not None and base.count is not None and base.total is not None
         assert delta is not None
+        new_infl, base_infl = self._look_inflations(base, sums, level)
         return stats.rate_ratio_greater(
-            sums[1],
-            sums[2],
-            stats.inflation_of_sums(sums, level),
-            base.count,
-            base.total,
-            base.burst_inflation(level),
-            1.0 + delta,
+            sums[1], sums[2], new_infl, base.count, base.total, base_infl, 1.0 + delta
         )
+
+    @staticmethod
+    def _look_inflations(
+        base: BaselineData, sums: list[float], level: float
+    ) -> tuple[float, float]:
+        """The window's and the baseline's inflations for the two-sample look at `level`:
+        Student-corrected once for their difference (`stats.welch_inflations`), the
+        baseline's measured from its periods that hold events (`measured_periods`), then
+        widened for the bursts it shows (`burst_inflation`); each side at its own degrees
+        of freedom when either holds too few events to measure."""
+        pair = (
+            stats.welch_inflations(stats.measured_inflation(sums), base.measured_spread, level)
+            if sums[0] >= 2 and sums[2] > 0 and base.periods >= 2
+            else None
+        )
+        if pair is None:
+            return stats.inflation_of_sums(sums, level), base.burst_inflation(level)
+        return pair[0], base.burst_inflation(level, at=pair[1])
 
     @staticmethod
     def failed_at_end(state: dict[str, Any], comp: Component) -> bool:
@@ -2307,11 +2330,16 @@ class SequentialRule:
             if base is None or not base.has_counts or delta is None:
                 return None
             assert base.count is not None and base.total is not None
-            base_spread = base.inflation_at(level)
+            base_measured = base.measured_spread
 
             def count_p(rate: float) -> float:
                 events = rate * samples
-                spread = inflation(base.dispersion, min(events, samples - events))
+                rarer = min(events, samples - events)
+                measured = (1.0 + (per_round - 1.0) * base.dispersion, rounds, rarer, per_round)
+                spread, base_spread = stats.welch_inflations(measured, base_measured, level) or (
+                    inflation(base.dispersion, rarer),
+                    base.inflation_at(level),
+                )
                 return stats.rate_ratio_greater(
                     events - LOOK_POWER * math.sqrt(spread * events * (1.0 - rate)),
                     samples,

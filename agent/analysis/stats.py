@@ -421,20 +421,57 @@ def inflation_of_sums(sums: Iterable[float], alpha: float, variance: float | Non
 
     `variance`: one sample's variance under the null when the "count" is a sum of scores
     that are not 0/1 (mean placements: 1/12); None for events (p (1 - p) at the pooled p)."""
-    k, c, t, cc, ct, tt = sums
+    sums = list(sums)
+    k, t = sums[0], sums[2]
     if k < 2 or t <= 0:
         return max(t / max(k, 1.0), 1.0)
-    p = c / t
+    return inflation_limit(*measured_inflation(sums, variance), alpha)
+
+
+def measured_inflation(
+    sums: Sequence[float], variance: float | None = None
+) -> tuple[float, int, float, float]:
+    """(inflation, rounds, events, mean round size) of a pooled count from its running sums
+    (`inflation_of_sums`' estimate before Student's correction: `inflation_limit`'s
+    arguments but the level)."""
+    k, c, t, cc, ct, tt = sums
+    p = c / t if t > 0 else 0.0
     pq = p * (1.0 - p) if variance is None else variance
     pairs = tt - t
     rho = 0.0
     if pq > 0 and pairs > 0:
         excess = cc - 2.0 * p * ct + p * p * tt - t * pq
         rho = min(max(excess / (pq * pairs), 0.0), 1.0)
-    mean_size = t / k
+    mean_size = t / max(k, 1.0)
     inflation = 1.0 + (mean_size - 1.0) * rho
     events = min(c, t - c) if variance is None else t
-    return inflation_limit(inflation, int(k), events, mean_size, alpha)
+    return inflation, int(k), events, mean_size
+
+
+def welch_inflations(
+    new: tuple[float, int, float, float], base: tuple[float, int, float, float], alpha: float
+) -> tuple[float, float] | None:
+    """Both sides' inflations for a two-sample test at level `alpha`, each measured across
+    its own units (`measured_inflation`'s tuples: inflation, units, events, mean size),
+    Student-corrected once for the variance of their difference (Welch-Satterthwaite: the
+    log rate ratio's variance phi_new / events_new + phi_base / events_base, its degrees of
+    freedom nu = V^2 / sum(V_i^2 / (k_i - 1))), where correcting each side at its own
+    degrees of freedom pays the t deviate's excess twice. None when either side's events
+    are too few to measure (`inflation_limit`: each unit one)."""
+    sides = []
+    for phi, units, events, _ in (new, base):
+        if units < 2 or events < 2:
+            return None
+        sides.append((max(phi, 1.0) / events, units - 1.0))
+    v = sum(w for w, _ in sides)
+    nu = v * v / sum(w * w / df for w, df in sides)
+    q = 1.0 - min(max(alpha, 1e-12), 0.49)
+    ratio = _student_ratio(nu + 1.0, q) ** 2
+    (phi_n, _, _, size_n), (phi_b, _, _, size_b) = new, base
+    return (
+        min(max(phi_n, 1.0) * ratio, max(size_n, 1.0)),
+        min(max(phi_b, 1.0) * ratio, max(size_b, 1.0)),
+    )
 
 
 ROUND_SUMS = 6

@@ -158,6 +158,31 @@ def test_the_inflation_of_a_few_periods_gets_students_correction() -> None:
     assert stats.inflation_limit(90.0, 3, 50.0, 100.0, 0.001) == 100.0
 
 
+def test_two_inflations_are_student_corrected_once_for_their_difference() -> None:
+    """Welch-Satterthwaite: nu = V^2 / sum(V_i^2 / (k_i - 1)), V_i = phi_i / events_i."""
+    q = 0.999
+    new, base = (1.2, 30, 36.0, 300.0), (1.0, 16, 20.0, 300.0)
+    w_new, w_base = 1.2 / 36.0, 1.0 / 20.0
+    nu = (w_new + w_base) ** 2 / (w_new**2 / 29 + w_base**2 / 15)
+    ratio = (sc_stats.t.ppf(q, nu) / sc_stats.norm.ppf(q)) ** 2
+    got = stats.welch_inflations(new, base, 0.001)
+    assert got == pytest.approx((1.2 * ratio, 1.0 * ratio))
+    # between the two sides' own corrections: the baseline's pays less than at its 15 dof
+    assert got is not None
+    assert got[1] < stats.inflation_limit(1.0, 16, 20.0, 300.0, 0.001)
+    # a side that dominates the variance brings its own degrees of freedom
+    alone = stats.welch_inflations((1.0, 30, 1e6, 3e4), base, 0.001)
+    assert alone is not None
+    assert alone[1] == pytest.approx(stats.inflation_limit(1.0, 16, 20.0, 300.0, 0.001), 1e-3)
+    # too few events on either side: each side its own way (`inflation_limit`)
+    assert stats.welch_inflations(new, (1.0, 16, 1.0, 300.0), 0.001) is None
+    assert stats.welch_inflations((1.0, 1, 36.0, 300.0), base, 0.001) is None
+    # never above a unit's size
+    capped = stats.welch_inflations((90.0, 3, 50.0, 100.0), base, 0.001)
+    assert capped is not None
+    assert capped[0] == 100.0
+
+
 def test_too_few_events_to_measure_burstiness_make_each_period_one_unit() -> None:
     assert stats.inflation_limit(1.0, 15, 0.0, 20.0, 0.3) == 20.0
     assert stats.inflation_limit(1.0, 15, 1.0, 20.0, 0.01) == 20.0

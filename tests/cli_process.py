@@ -109,6 +109,16 @@ async def awaited_cli(
     return proc.returncode, out.decode(errors="replace")
 
 
+async def started_run(config: Path, log: Path) -> asyncio.subprocess.Process:
+    """`postflight run --config config` in a process of its own, its output in `log`; the
+    caller stops it (SIGTERM) and awaits it."""
+    with log.open("wb") as out:
+        return await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "agent", "run", "--config", str(config),
+            env=cli_env(), stdout=out, stderr=out,
+        )  # fmt: skip
+
+
 _READY_SCRIPT = """
 import sys
 from agent.deferred_ca import import_aiohttp_without_ca_certificates

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.cli_process import cli_env
+from tests.cli_process import started_run
 from tests.e2e.conftest import LocalTarget
 from tests.ports import free_port
 from tests.receivers import RollbackReceiver
@@ -121,11 +120,7 @@ async def test_a_latency_breach_sends_seconds_and_the_bound_as_written(
     port = free_port()
     config = configuration(tmp_path, port, target.url, receiver.url, policy, rules)
     log = tmp_path / "agent.log"
-    with log.open("wb") as out:
-        agent = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent", "run", "--config", str(config),
-            env=cli_env(), stdout=out, stderr=out,
-        )  # fmt: skip
+    agent = await started_run(config, log)
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as http:

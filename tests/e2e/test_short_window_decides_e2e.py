@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.cli_process import cli_env
+from tests.cli_process import started_run
 from tests.e2e.conftest import LocalTarget
 from tests.ports import free_port
 from tests.receivers import RollbackReceiver
@@ -82,11 +81,7 @@ async def test_half_the_probes_failing_in_a_3s_window_is_rolled_back_once(
     port = free_port()
     config = configuration(tmp_path, port, target.url, receiver.url, "3s")
     log = tmp_path / "agent.log"
-    with log.open("wb") as out:
-        agent = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "agent", "run", "--config", str(config),
-            env=cli_env(), stdout=out, stderr=out,
-        )  # fmt: skip
+    agent = await started_run(config, log)
     url, headers = f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {TOKEN}"}
     try:
         async with aiohttp.ClientSession(headers=headers) as http:

@@ -117,8 +117,10 @@ e-processes from the deploy, as one of unknown length does: its e-detector has n
 before an onset and after it to tell one by, and its look at the end, its counts divided by
 the burstiness measured across 2 rounds (Student at 2 degrees of freedom, about 70 times at
 a level of 1e-3, capped at a round's size), never fails (58 errors in 120 probes over 3
-rounds against `max 5%`: p 0.04 at a level of 7e-4). Decided from the planned rounds, before
-any data, so the union bound is the same sum."""
+rounds against `max 5%`: p 0.04 at a level of 7e-4). A rank or exceedance test keeps its
+look (`_split_distribution`): its e-process, capped a round (`rank_bets.EPISODE_ROUNDS`), cannot
+fail in so few rounds, and its look can. Decided from the planned rounds, before any data, so
+the union bound is the same sum."""
 
 VALUE_FLOOR = 0.1
 """A bare value's rounds are taken to vary by at least 10% of the bound (standard deviation),
@@ -802,9 +804,13 @@ class SequentialRule:
         of the look at the window's end): `FINAL_SHARE` for the look, then of the rest
         `RANK_DETECTOR_SHARE` or `ONSET_RATIO` for the detector. Their placements are
         conformal (`agent.analysis.conformal`): nothing is spent on the baseline."""
-        if self.horizon <= SHORT_WINDOW_ROUNDS:
+        if self.horizon <= 1:
             return share, 0.0, 0.0
         final = share * FINAL_SHARE
+        if self.horizon <= SHORT_WINDOW_ROUNDS:
+            # no detector (no rounds around an onset), but the look stays: capped at
+            # `rank_bets.EPISODE_ROUNDS`, the e-process cannot fail in so few rounds
+            return share - final, 0.0, final
         detector = share * (RANK_DETECTOR_SHARE if test == "rank" else self._onset_share(share))
         kept = 1.0 - FINAL_SHARE
         return (share - detector) * kept, detector * kept, final

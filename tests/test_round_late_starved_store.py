@@ -10,7 +10,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -61,6 +61,36 @@ def hog_cpu() -> Iterator[int]:
         hog.wait()
 
 
+async def write_starved(
+    store: SqliteStore | PostgresStore,
+    thread: threading.Thread,
+    windows: int,
+    starve: Callable[[], None],
+) -> tuple[RoundWaits, float, float]:
+    """A round's write of `windows` new windows, `starve()` called as it begins, holding
+    the next round's start, marked as the watch marks it: that round's waits, the write's
+    time, and `thread`'s wait for a CPU over it (read here from the kernel)."""
+    await store.create_window(window("dep_0"))
+    loop = asyncio.get_running_loop()
+    lag = ticks().lag
+    lag.total()  # the heartbeat beats, as where probes run
+    timer = RoundTimer()
+    now = loop.time()
+    timer.start(lag, now, now, now)
+    timer.finish(now, loop.time())
+    timer.settled(loop.time(), store_cpu_waited_s(store, loop.time()))
+    starve()
+    timer.writing(began := loop.time(), store_cpu_waited_s(store, began))
+    waited = run_delay_s(thread)
+    # the round's write: small changes, grouped by the store as rounds' are
+    await asyncio.gather(*(store.create_window(window(f"d{i}")) for i in range(windows)))
+    waited = run_delay_s(thread) - waited
+    done = loop.time()
+    timer.settled(done, store_cpu_waited_s(store, done))
+    timer.start(lag, done, done, began)  # the next round, due as the write began
+    return timer.waits, done - began, waited
+
+
 @pytest.mark.timeout(60)
 async def test_a_write_held_by_its_starved_store_thread_is_the_hosts(
     tmp_path: Path, hog_cpu: int
@@ -74,28 +104,14 @@ async def test_a_write_held_by_its_starved_store_thread_is_the_hosts(
     try:
         writer = store.write_thread()
         assert writer is not None and writer.native_id is not None
-        os.sched_setaffinity(0, (allowed - {hog_cpu}) or allowed)  # the loop's thread
-        os.sched_setaffinity(writer.native_id, {hog_cpu})
-        os.setpriority(os.PRIO_PROCESS, writer.native_id, 19)
-        await store.create_window(window("dep_0"))
-        loop = asyncio.get_running_loop()
-        lag = ticks().lag
-        lag.total()  # the heartbeat beats, as where probes run
-        timer = RoundTimer()
-        now = loop.time()
-        timer.start(lag, now, now, now)
-        timer.finish(now, loop.time())
-        timer.settled(loop.time(), store_cpu_waited_s(store, loop.time()))
-        timer.writing(began := loop.time(), store_cpu_waited_s(store, began))
-        waited = run_delay_s(writer)
-        # the round's write: many small changes, grouped by the store as rounds' are
-        await asyncio.gather(*(store.create_window(window(f"d{i}")) for i in range(WINDOWS)))
-        waited = run_delay_s(writer) - waited
-        done = loop.time()
-        took = done - began
-        timer.settled(done, store_cpu_waited_s(store, done))
-        timer.start(lag, done, done, began)  # the next round, due as the write began
-        waits = timer.waits
+        tid = writer.native_id
+
+        def starve() -> None:
+            os.sched_setaffinity(0, (allowed - {hog_cpu}) or allowed)  # the loop's thread
+            os.sched_setaffinity(tid, {hog_cpu})
+            os.setpriority(os.PRIO_PROCESS, tid, 19)
+
+        waits, took, waited = await write_starved(store, writer, WINDOWS, starve)
     finally:
         os.sched_setaffinity(0, allowed)
         await store.close()
@@ -107,30 +123,16 @@ async def pg_write_starved(url: str, cpu: int) -> tuple[RoundWaits, float, float
     back), a round's write whose loop's thread is kept beside the hog at nice 19."""
     store = PostgresStore.from_url(url)
     await store.open()
-    try:
-        await store.create_window(window("dep_0"))
-        loop = asyncio.get_running_loop()
-        lag = ticks().lag
-        lag.total()  # the heartbeat beats, as where probes run
-        timer = RoundTimer()
-        now = loop.time()
-        timer.start(lag, now, now, now)
-        timer.finish(now, loop.time())
-        timer.settled(loop.time(), store_cpu_waited_s(store, loop.time()))
-        allowed = os.sched_getaffinity(0)
+    allowed = os.sched_getaffinity(0)
+
+    def starve() -> None:
         os.sched_setaffinity(0, {cpu})
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-        this = threading.current_thread()
-        timer.writing(began := loop.time(), store_cpu_waited_s(store, began))
-        waited = run_delay_s(this)
-        await asyncio.gather(*(store.create_window(window(f"d{i}")) for i in range(PG_WINDOWS)))
-        waited = run_delay_s(this) - waited
-        done = loop.time()
-        os.sched_setaffinity(0, (allowed - {cpu}) or allowed)  # away from the hog to close
-        timer.settled(done, store_cpu_waited_s(store, done))
-        timer.start(lag, done, done, began)  # the next round, due as the write began
-        return timer.waits, done - began, waited
+
+    try:
+        return await write_starved(store, threading.current_thread(), PG_WINDOWS, starve)
     finally:
+        os.sched_setaffinity(0, (allowed - {cpu}) or allowed)  # away from the hog to close
         await store.close()
 
 

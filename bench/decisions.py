@@ -38,7 +38,8 @@ x1.2/x1.5/x2; `latency_tail_x3` (10% of requests 3x slower); `onset_errors_x5` a
 Windows: 100 per A/A-like cell, 20 per regression cell, and 100 in each cell a goal of
 detecting every window or 95% of them is judged on (errors x5 and latency x2 @10 and
 @100 rps, errors x2 and rare errors x5 @10 rps: on 20 windows, 95% has the 95% interval
-[75%, 100%]); each goal on a share of windows prints its share with its 95%
+[75%, 100%]; and both cells of each onset goal @10 rps, whose ratio's bootstrap interval
+spans 1.5 on 20); each goal on a share of windows prints its share with its 95%
 Clopper-Pearson interval (`goal_intervals` in `--json`; the false rollbacks' goal at its
 worst A/A-like cell). Seeds are fixed: the figures are the same from run to run, and a
 cell's first windows are the same whatever its size. The goal of a median time to
@@ -143,6 +144,13 @@ GOAL_WINDOWS = 100
 20 windows a cell at 95% has the 95% interval [75%, 100%], a coin flip for a goal of 95%; on
 100, [89%, 98%]. The first 20 are the other regression cells' seeds' (`window_seeds`)."""
 GOAL_CELLS = frozenset((*ALL_DETECTED_CELLS, *MOST_DETECTED_CELLS))
+ONSET_PAIRS = (("onset_errors_x5", "errors_x5"), ("onset_latency_x2", "latency_x2"))
+"""Each onset family and the same regression present from the deploy (the goal's ratio)."""
+ONSET_GOAL_CELLS = frozenset(f"{key}@10rps" for pair in ONSET_PAIRS for key in pair)
+"""The cells of the goals of a median from the onset at most 1.5x the one from the deploy:
+on 20 windows a cell the ratio's bootstrap interval spans 1.5 (`onset_ratios`)."""
+GOAL_WINDOW_CELLS = GOAL_CELLS | ONSET_GOAL_CELLS
+"""The cells that run `GOAL_WINDOWS` windows: every cell a goal is judged on."""
 FRR_GOAL = "frr_le_1pct_every_aa_cell"
 
 ENVIRONMENT = EnvironmentSettings(
@@ -581,7 +589,7 @@ class Plan:
     regression_windows: int = REGRESSION_WINDOWS
     aa_windows: int = AA_WINDOWS
     goal_windows: int = GOAL_WINDOWS
-    """At least this many windows in each cell a detection goal is judged on (`GOAL_CELLS`)."""
+    """At least this many windows in each cell a goal is judged on (`GOAL_WINDOW_CELLS`)."""
     seed_offset: int = 0
     """0: the benchmark's own seeds; any other: a different set (out of sample)."""
     round_s: int = DAEMON_ROUND_S
@@ -602,7 +610,7 @@ def tasks(plan: Plan) -> list[Task]:
         if plan.rates is not None and rps not in plan.rates:
             continue
         size = plan.aa_windows if family.aa_like else plan.regression_windows
-        if f"{family.key}@{rps}rps" in GOAL_CELLS:
+        if f"{family.key}@{rps}rps" in GOAL_WINDOW_CELLS:
             size = max(size, plan.goal_windows)
         n = max(1, round(size * plan.scale))
         out += [
@@ -923,16 +931,13 @@ def paired(ours_: Times, theirs: dict[str, Times]) -> dict[str, dict[str, Any]]:
     return out
 
 
-ONSET_PAIRS = (("onset_errors_x5", "errors_x5"), ("onset_latency_x2", "latency_x2"))
-"""Each onset family and the same regression present from the deploy (the goal's ratio)."""
-
-
 def onset_ratios(times: Times, rps: int = 10) -> dict[str, dict[str, Any]]:
     """Per onset family at `rps`, the goal's ratio (its median time to detect from the onset
     over the same regression's from the deploy) with a 95% bootstrap interval: windows
     resampled within each cell (`scipy.stats.bootstrap`, percentile, a fixed seed). Twenty
     windows a cell put a median within a few rounds, so a ratio near 1.5 may land on either
-    side of it; the interval says how far the default run's figure can be trusted."""
+    side of it: the default run gives both cells 100 (`ONSET_GOAL_CELLS`), and the interval
+    says how far its figure can be trusted."""
     out: dict[str, dict[str, Any]] = {}
     for key, start in ONSET_PAIRS:
         if (key, rps) not in times or (start, rps) not in times:
@@ -1250,7 +1255,7 @@ def main() -> int:
         type=int,
         default=GOAL_WINDOWS,
         metavar="N",
-        help=f"at least this many windows in each cell a detection goal is judged on "
+        help=f"at least this many windows in each cell a goal is judged on "
         f"(default {GOAL_WINDOWS}; {REGRESSION_WINDOWS} for the runs saved before it)",
     )
     parser.add_argument(

@@ -141,7 +141,8 @@ def test_the_decision_benchmarks_setup_is_the_benchs() -> None:
     )
     goals = (
         "each cell a goal of detecting every window or 95% of them is judged on runs "
-        f"{bench.GOAL_WINDOWS} windows, the other regression cells {bench.REGRESSION_WINDOWS}."
+        f"{bench.GOAL_WINDOWS} windows, as do both cells of each goal on the median from minute "
+        f"{bench.ONSET_S // 60} @10 rps, the other regression cells {bench.REGRESSION_WINDOWS}."
     )
     assert goals in said
     assert f"False rollbacks: 1 of {aa_like:,} A/A-like windows" in said

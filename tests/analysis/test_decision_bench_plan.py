@@ -367,6 +367,36 @@ def test_every_cell_a_detection_goal_is_judged_on_runs_100_windows(bench: Module
     assert all(n == 20 for f, _, n, *_ in bench.tasks(fewer) if not bench.FAMILIES[f].aa_like)
 
 
+def test_the_onset_goals_cells_run_100_windows_and_their_interval_reads_them(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The goal of a median from minute 5 at most 1.5x the one from the deploy @10 rps is
+    judged on 100 windows each side, where it compared 20 onset windows with 100 from the
+    deploy (on 20 its bootstrap interval spans 1.5), the first 20 the 20-window run's seeds;
+    the ratio's interval is drawn from every window found on both sides. Failed before:
+    the onset cells ran 20 (2 at a tenth)."""
+    sizes = {
+        f"{bench.FAMILIES[f].key}@{rps}rps": n
+        for f, rps, n, _, start, *_ in bench.tasks(bench.Plan())
+        if start == 0
+    }
+    cells = [f"{key}@10rps" for key in ("onset_errors_x5", "errors_x5")]
+    cells += [f"{key}@10rps" for key in ("onset_latency_x2", "latency_x2")]
+    assert {cell: sizes[cell] for cell in cells} == dict.fromkeys(cells, bench.GOAL_WINDOWS)
+    assert sizes["onset_errors_x5@1rps"] == sizes["onset_latency_x2@100rps"] == 20
+    fewer = bench.Plan(goal_windows=bench.REGRESSION_WINDOWS)
+    assert {n for f, _, n, *_ in bench.tasks(fewer) if not bench.FAMILIES[f].aa_like} == {20}
+    argv = ["decisions.py", "--json", "--families", "onset_errors_x5,errors_x5", "--rates", "10"]
+    argv += ["--fraction", "0.1", "--workers", "1", "--rules", "errors"]
+    monkeypatch.setattr("sys.argv", argv)
+    assert bench.main() == 0
+    report = json.loads(capsys.readouterr().out)
+    times = report["policies"]["sequential"]["verdicts_by_family"]
+    assert times["onset_errors_x5@10rps"]["windows"] == times["errors_x5@10rps"]["windows"] == 10
+    found = report["onset_ratio"]["onset_errors_x5@10rps"]["windows_detected"]
+    assert found == [10, 10]
+
+
 def test_each_goal_on_a_share_prints_its_clopper_pearson_interval(
     bench: ModuleType, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

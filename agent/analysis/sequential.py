@@ -69,6 +69,7 @@ from agent.analysis.describe import (
 )
 from agent.analysis.latency_period_ranks import LatencyPeriodRanks
 from agent.analysis.period_ranks import PeriodRanks
+from agent.analysis.sketch import GAMMA
 from agent.analysis.stats import FloatArray
 from agent.analysis.types import Observation, Rule
 from common import units
@@ -2197,20 +2198,29 @@ class SequentialRule:
                 found.append(self._detectable_two_sample(comp, per_round, horizon))
             elif comp.test == "periods" and not any(c.ladder for c in self.components):
                 found.append(self._detectable_periods(comp, per_round, horizon))
+            elif comp.test == "latency_periods":
+                ranked = self._detectable_latency_periods(comp, per_round, horizon)
+                if ranked is not None:
+                    found.append(ranked)
             elif comp.test in ("proportion", "exceedance"):
                 found.append(self._detectable_counts(comp, per_round, horizon, within))
-        return self._too_short(min(found, key=lambda d: d.effect)) if found else None
+        if not found:
+            return None
+        easiest = min(found, key=lambda d: d.effect)
+        # the period ranks catch in two rounds: a window too short for the other tests
+        # is not too short for them
+        return easiest if easiest.text.endswith(BY_PERIOD_RANKS) else self._too_short(easiest)
 
     def _too_short(self, found: Detectable) -> Detectable:
         """`found`, said with why it is so large when the window's rounds are too few for
         the bound's tests to fail. A conformal rank or exceedance test's bets gain at most
         `rank_bets.episode_cap` a round, so that `EPISODE_ROUNDS` slow rounds cannot fail a
         good release: in a window that short only its look at the window's end (and a
-        latency bound's period ranks, which the figure leaves out) can. In a window of one
-        round no test can (a round's bets are capped, the look needs two rounds to measure
-        their spread): a p95 +10% said +36% there, errors x90 at 3,000 requests did not
-        fail (tests/analysis/test_detectable.py). "too little data by then" sent users to
-        more traffic, which does not help."""
+        latency bound's period ranks, whose figure `_search_easiest` keeps as it is) can.
+        In a window of one round no test can (a round's bets are capped, the look needs
+        two rounds to measure their spread): a p95 +10% said +36% there, errors x90 at
+        3,000 requests did not fail (tests/analysis/test_detectable.py). "too little data by
+        then" sent users to more traffic, which does not help."""
         rounds = self.horizon
         if not 0 < rounds <= rank_bets.EPISODE_ROUNDS:
             return found
@@ -2257,6 +2267,43 @@ class SequentialRule:
         if not math.isfinite(kept):
             return Detectable(comp.bound, math.inf, math.inf, UNRANKED)
         return self._express(comp, kept / ranks.keep / comp.level)
+
+    def _detectable_latency_periods(
+        self, comp: Component, per_round: float, horizon: float
+    ) -> Detectable | None:
+        """A relative latency bound's rounds ranked among the baseline's periods
+        (`_with_latency_ranks`): the slowdown, every latency times f, at which the rounds it
+        needs above every period (`PeriodRanks.rounds_to_catch`, two at the daemon's
+        defaults) all score above the highest period four times in five (`FOUR_IN_FIVE`),
+        in closed form: a round's score is the quantile of `size` of its latencies over
+        1 + delta (`LatencyPeriodRanks.score`), above the highest period's bucket when the
+        order statistic below the interpolated quantile is, Binomial over the baseline's
+        latencies times f. Ties with the highest period, and the bets that allow a round
+        below, catch more: the figure errs high, never low. None when its rounds are
+        smaller than the smallest period or more than the window's."""
+        ranks = self._latency_ranks
+        base = self.baseline
+        if ranks is None or base is None:
+            return None
+        needed = ranks.ranks.rounds_to_catch(comp.log_threshold)
+        size = ranks.ranks.size
+        if per_round < size or needed > horizon:
+            return None
+        values = base.sorted_values[np.isfinite(base.sorted_values)]
+        edge = GAMMA ** ranks.ranks.periods[-1] * ranks.scale  # above it: a higher bucket
+        order = math.floor((size - 1) * ranks.quantile) + 1  # 1-based, the one below
+
+        def missed(f: float) -> float:
+            below = int(np.searchsorted(values, edge / f, side="right")) / values.size
+            above = 1.0 - stats.binomial_greater(order, size, below)
+            return 1.0 - above**needed
+
+        f = _smallest(missed, 1.0 - FOUR_IN_FIVE, 1.0, 1e6, grow=True)
+        if not math.isfinite(f):
+            return None
+        metric, effect = self.rule.metric, f - 1.0
+        text = f"{metric} +{format_percent(round(effect, 2))} or more{BY_PERIOD_RANKS}"
+        return Detectable(comp.bound, f * base.value, effect, text)
 
     def _detectable_first(self, comp: Component, samples: float) -> Detectable:
         """A test against a level of 0 fails at the first bad event: it catches a rate r
@@ -2729,6 +2776,9 @@ NOTHING = (
 """A figure is the change caught four times in five (`LOOK_POWER`); against a one-run
 baseline (10 samples) none is, but the look at the window's end still fails a x5-x10
 latency regression in 10-40% of windows: "no regression of any size" alone read as never."""
+BY_PERIOD_RANKS = ", by its rounds' ranks among the baseline's periods"
+"""A relative latency bound's figure when its period-rank test is the easiest: the one test
+that can fail in a window of two or three rounds (`_detectable_latency_periods`)."""
 UNBOUNDED = (
     "no regression of any size (the baseline's rate is too uncertain: too few errors in too"
     " few periods)"

@@ -42,8 +42,12 @@ before -> after the exceedance test's figure counted its bets capped at
 `rank_bets.episode_cap` a round, as the judge bets them): at 1 req/s, 3 rounds +218%
 caught 27% -> +869% caught 100%; 4 rounds +134% -> +172%, 100% either way; at 10 req/s
 over 3 and 4 rounds +117% and +41% either way (the look's), all caught; at 100 req/s over 3
-rounds +34%, all caught. Over 2 rounds it says it can detect nothing, and why (its tests
-from the deploy need 4 rounds).
+rounds +34%, all caught. Over 2 rounds it said it could detect nothing, and why (its tests
+from the deploy need 4 rounds). Once the figure counted the latency period-rank test (two
+rounds above every period; 50 windows a cell, figure median and caught): 2 rounds at 1, 10
+and 100 req/s +190% (91.7%, of the 12 windows whose periods all hold 20 latencies), +49%
+(78%), +20% (80%); 3 rounds +874% (100%; most windows' smallest period below 20), +48%
+(92%, from the look's +117%), +21% (92%, from +34%); 4 rounds +171%, +41%, +19%, all caught.
 
 Never run as a test; prints figures only.
 """

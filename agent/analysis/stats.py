@@ -1042,17 +1042,20 @@ def _binomial_upper_end(count: float, total: float, alpha: float) -> float:
     x = min(
         lo + math.sqrt(2.0 * spread * (math.log(1.0 / alpha) + 1.0)) + 1.0 / total, 0.5 + lo / 2
     )
+    tolerance = CS_TOLERANCE
     for _ in range(CS_SEARCH_STEPS):
         value, slope = excess(x)
         if value >= 0.0:
             hi = x
         else:
             lo = x
-        if hi - lo <= 1e-9 * hi:
+        if hi - lo <= tolerance * hi:
             break
         step = x - value / slope if math.isfinite(value) and slope > 0 else math.nan
-        if abs(step - x) <= 1e-10 * x and value < 0.0:
-            step = x * (1.0 + 1e-9)  # converged from below: one look just past the root
+        if abs(step - x) <= tolerance * x:  # Newton's converged: the root is within it
+            if value >= 0.0:  # at or past the root: `hi`, a rate the sequence rules out
+                break
+            step = x * (1.0 + tolerance)  # from below: one look just past the root
         x = step if lo < step < hi else (lo + hi) / 2.0
     return hi
 
@@ -1062,6 +1065,13 @@ CS_LARGEST = 1e12
 `CP_LARGEST`): its log mixture is a difference of terms of the order of the trials, and
 past ~1e14 float's rounding of them is a nat (at 1e16 the end read 1.0). At 1e12 the end
 is within ~1e-6 of the rate's own."""
+
+CS_TOLERANCE = 1e-12
+"""`_binomial_upper_end` stops once its Newton step moves a rate ruled out by less than this
+share of it (or its bracket is this narrow): the end is then within ~1e-12 of the exact
+root, above it. A rule's bound is read to a few digits; the bracket's foot (the observed
+rate) rarely moves under Newton's steps from above, so a stop on the bracket alone took ~25
+halvings after Newton had converged in ~5 steps."""
 
 CS_SEARCH_STEPS = 100
 """`_binomial_upper_end`'s most steps (a handful of Newton's suffice; halvings where one

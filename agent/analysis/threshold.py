@@ -9,8 +9,7 @@ streak, and no data alone never fails anything.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 from agent.analysis.describe import (
@@ -66,44 +65,6 @@ def breaches(rule: Rule, value: float, baseline: float | None) -> list[Breach]:
                 )
                 found.append(Breach("max_increase", limit, ">" if up else "<", text))
     return found
-
-
-@dataclass(frozen=True, slots=True)
-class StreakScan:
-    """A rule's rounds under the threshold policy."""
-
-    rounds_with_data: int
-    failed_at: int | None
-    """Index of the round whose breach completed the failing streak."""
-    streak: int
-    """Consecutive breaching rounds with data, at the failure or at the latest round."""
-    last_value: float | None
-    last_breaches: tuple[Breach, ...]
-    failing_rounds: tuple[int, ...] = field(default=())
-
-
-def scan_streak(
-    rule: Rule, values: Sequence[float | None], baseline: float | None, limit: int
-) -> StreakScan:
-    """Walk the rounds (None = no data) until `limit` consecutive breaches fail the rule."""
-    limit = max(1, limit)
-    streak: list[int] = []
-    with_data = 0
-    last_value: float | None = None
-    last: tuple[Breach, ...] = ()
-    for index, value in enumerate(values):
-        if value is None:
-            continue
-        with_data += 1
-        last_value = value
-        last = tuple(breaches(rule, value, baseline))
-        if not last:
-            streak = []
-            continue
-        streak.append(index)
-        if len(streak) >= limit:
-            return StreakScan(with_data, index, len(streak), value, last, tuple(streak))
-    return StreakScan(with_data, None, len(streak), last_value, last, tuple(streak))
 
 
 def keeps_the_streak(rule: Rule) -> bool:

@@ -22,6 +22,7 @@ from agent.analysis.verdicts import (
     effect,
     needs_baseline,
     no_baseline,
+    pooled,
     round_number,
     rule_verdict,
 )
@@ -79,7 +80,10 @@ class ThresholdPolicy(BasePolicy):
             "breaches": [text for _, text in st["breaches"]],
             "effect": effect(last_value, base),
         }
-        counts = count_detail(rule, st, pooled=False)
+        # a rule not failed at the window's end is said by the window's counts (the alert's
+        # `over N rounds`), not its last round's; a failed one by the round that failed it
+        window = final and st["failed_at"] is None
+        counts = count_detail(rule, st, pooled=window)
         if st["streak_rounds"] == 0:
             # every round with data had fewer than `min_samples`: judged in none, which at
             # the window's end is no pass (`Judged.none_within`), as a rule without data
@@ -108,7 +112,8 @@ class ThresholdPolicy(BasePolicy):
         else:
             state = "within bounds"
         detail = f"{counts}; {state}" if counts else f"{metric} {value}, {state}"
-        return Judged(rule_verdict(rule, "pass", last_value, base, detail, evidence))
+        shown = pooled(rule, st) if window and counts else last_value
+        return Judged(rule_verdict(rule, "pass", shown, base, detail, evidence))
 
 
 def _none_within(

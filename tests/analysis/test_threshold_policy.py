@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from agent.analysis import Observation, Policy, Rule
 from agent.analysis.judge import judge
 from agent.analysis.threshold import breaches, relative_limit
@@ -253,3 +255,22 @@ def test_a_rule_no_round_of_which_had_its_min_samples_leaves_the_window_inconclu
     assert judge([starved, other], {}, rounds, THRESHOLD, final=False).decision == "continue"
     enough = [*rounds, {starved.name: rate(0, 20), other.name: rate(1)}]
     assert judge([starved, other], {}, enough, THRESHOLD, final=True).decision == "pass"
+
+
+def test_a_rule_not_failed_at_the_end_is_said_by_the_windows_counts() -> None:
+    """At the window's end the rule's detail and observed are the window's (the alert's
+    `over N rounds`), not its last round's: a pass after one breaching round, and a rule
+    past its bound in each of its too few rounds (`inconclusive`)."""
+    passed = judge(
+        [ERRORS], {}, rounds_of(ERRORS, rate(90), rate(1), rate(1)), THRESHOLD, final=True
+    )
+    [rule] = passed.rules
+    assert passed.decision == "pass" and rule.detail == "92 of 300 probes failed; within bounds"
+    assert rule.observed == pytest.approx(92 / 300)
+    short = judge([ERRORS], {}, rounds_of(ERRORS, rate(90), rate(80)), THRESHOLD, final=True)
+    [rule] = short.rules
+    assert rule.outcome == "inconclusive" and rule.detail.startswith("170 of 200 probes failed;")
+    assert rule.observed == pytest.approx(0.85)
+    # while the window runs, a round's figures, as before
+    running = judge([ERRORS], {}, rounds_of(ERRORS, rate(90), rate(1)), THRESHOLD, final=False)
+    assert running.rules[0].detail.startswith("1 of 100 probes failed;")

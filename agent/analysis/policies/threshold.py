@@ -105,14 +105,15 @@ class ThresholdPolicy(BasePolicy):
             detail = counts or f"{metric} {value} {op} {text}"
             verdict = rule_verdict(rule, "fail", last_value, base, detail, evidence)
             return Judged(verdict, st["failed_at"], reason)
+        shown = pooled(rule, st) if window and counts else last_value
         if final and st["breaches"] and len(streak) == st["streak_rounds"]:
-            return _none_within(rule, st, base, limit, counts or f"{metric} {value}", evidence)
+            figure = counts or f"{metric} {value}"
+            return _none_within(rule, st, base, limit, figure, shown, evidence)
         if st["breaches"]:
             state = f"past {st['breaches'][0][1]} for {len(streak)} of {counted(limit, 'round')}"
         else:
             state = "within bounds"
         detail = f"{counts}; {state}" if counts else f"{metric} {value}, {state}"
-        shown = pooled(rule, st) if window and counts else last_value
         return Judged(rule_verdict(rule, "pass", shown, base, detail, evidence))
 
 
@@ -122,6 +123,7 @@ def _none_within(
     base: BaselineData | None,
     limit: int,
     figure: str,
+    observed: float | None,
     evidence: dict[str, Any],
 ) -> Judged:
     """A rule every judged round of which was past its bound, too few of them to fail, at
@@ -140,5 +142,5 @@ def _none_within(
         f" (failure_limit {limit}), none within it"
     )
     said = evidence | {"reason": "no round within its bound"}
-    verdict = rule_verdict(rule, "inconclusive", st["streak_value"], base, detail, said)
+    verdict = rule_verdict(rule, "inconclusive", observed, base, detail, said)
     return Judged(verdict, lacking=lacking, none_within=True)

@@ -7,11 +7,12 @@ round's was `0 of 3 probes failed`, under a reason `over N rounds`."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from aiohttp import web
 
-from tests.e2e.conftest import AgentFactory, LocalTarget, held_as_overloaded
+from tests.e2e.conftest import AgentFactory, LocalTarget, RunningAgent, unless_held
 from tests.receivers import JsonSink, alert_titled
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(90)]
@@ -52,21 +53,22 @@ production:
 async def test_a_passed_alert_gives_the_windows_counts(
     start_agent: AgentFactory, json_sink: JsonSink
 ) -> None:
-    for _ in range(3):  # a window the loaded machine's own stall held is registered again
-        target = FailsFirst()
-        await target.start()
-        try:
-            agent = await start_agent(
-                ENVIRONMENT.format(url=target.url),
-                f"alerting:\n  channels:\n    - url: {json_sink.url()}\n",
-            )
-            deploy = await agent.register("production", "v2")
-            final = await agent.settled(deploy["id"], within=60)
-        finally:
-            await target.stop()
-        if not held_as_overloaded(final):
-            break
-        await agent.stop()
+    target = FailsFirst()
+    await target.start()
+
+    async def run() -> tuple[RunningAgent, dict[str, Any]]:
+        target.seen = 0  # each deploy's first round fails
+        agent = await start_agent(
+            ENVIRONMENT.format(url=target.url),
+            f"alerting:\n  channels:\n    - url: {json_sink.url()}\n",
+        )
+        deploy = await agent.register("production", "v2")
+        return agent, await agent.settled(deploy["id"], within=60)
+
+    try:
+        final = await unless_held(run)  # a window the machine's own stall held: again
+    finally:
+        await target.stop()
     assert final["state"] == "passed", final
     [rule] = final["verdict"]["rules"]
     said = re.match(r"(\d+) of (\d+) probes failed", rule["detail"])

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.records import DeployWindow, SentBefore
-from common.breaching import breaching, in_a_streak
+from common.breaching import SHORT_OF_EVIDENCE, unproven
 from common.words import counted
 
 AlertEvent = Literal[
@@ -398,7 +398,7 @@ EVENTS: dict[AlertEvent, EventSpec] = {
             if a.bug
             else f"inconclusive, {', '.join(held)} past its bound but not judged (agent overloaded)"
             if (held := held_regressions(a))
-            else f"inconclusive, {', '.join(past)} {_bounds(past)}, short of the evidence to fail"
+            else f"inconclusive, {', '.join(past)} {_bounds(past)}, {SHORT_OF_EVIDENCE}"
             if (past := unproven_regressions(a))
             else "inconclusive, not enough data or evidence to pass"
         ),
@@ -726,9 +726,10 @@ def held_regressions(alert: Alert) -> list[str]:
 
 
 UNPROVEN_HEADLINE = (
-    "**Inconclusive: a regression may be live.** {rules} ended {bounds}, short of the"
-    " evidence to fail by the window's end, so nothing was rolled back and the deploy is"
-    " live. Check the service yourself; the reason and the rules below give the figures."
+    "**Inconclusive: a regression may be live.** {rules} ended {bounds}, "
+    + SHORT_OF_EVIDENCE
+    + " by the window's end, so nothing was rolled back and the deploy is live. Check the"
+    " service yourself; the reason and the rules below give the figures."
 )
 """`inconclusive`'s headline when a rule ended past its bound short of failing (a 3 s
 window of 1 s rounds failing half its probes): "No rule failed, but not every rule had
@@ -737,18 +738,15 @@ the data or the evidence to pass" read as a quiet window short of probes."""
 
 def unproven_regressions(alert: Alert) -> list[str]:
     """The rules of an `inconclusive` alert that ended past their bound short of failing:
-    the sequential policy's warning (`common.breaching.breaching`) or the threshold
-    policy's streak too short for `failure_limit` (`common.breaching.in_a_streak`)."""
+    the sequential policy's warning or the threshold policy's streak too short for
+    `failure_limit` (`common.breaching.unproven`, as the verdict's reason reads them)."""
     if alert.event != "inconclusive":
         return []
-    past = []
-    for rule in alert.rules:
-        evidence = rule.get("evidence")
-        if not isinstance(evidence, Mapping) or rule.get("outcome") != "inconclusive":
-            continue
-        if breaching("inconclusive", evidence) is not None or in_a_streak(evidence):
-            past.append(rule_name(rule))
-    return past
+    return [
+        rule_name(rule)
+        for rule in alert.rules
+        if unproven(str(rule.get("outcome")), rule.get("evidence")) is not None
+    ]
 
 
 def _bounds(rules: Sequence[str]) -> str:

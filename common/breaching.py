@@ -58,6 +58,33 @@ def breaching(outcome: str, evidence: object) -> Breach | None:
     return None
 
 
+SHORT_OF_EVIDENCE = "short of the evidence to fail"
+"""How the verdict's reason (`agent.analysis`) and the `inconclusive` alert (its title and
+headline, `alerting.events`) say a rule ended past its bound without failing: one set of
+words, so the alert's body agrees with the reason it quotes."""
+
+
+def unproven(outcome: str, evidence: object) -> Breach | None:
+    """A rule that ended the window `inconclusive` past its bound, short of the evidence to
+    fail: the sequential policy's warning (`breaching`), or the threshold policy's streak
+    too short for `failure_limit` over rounds none of which was within the bound (its
+    `_none_within`, whose outcome `breaching` does not read). None otherwise."""
+    if outcome != "inconclusive" or not isinstance(evidence, Mapping):
+        return None
+    if in_a_streak(evidence):
+        streak, limit = evidence["streak"], evidence.get("failure_limit")
+        if isinstance(limit, int):
+            return Breach(f"{streak} of {limit} rounds", streak, limit)
+    return breaching(outcome, evidence)
+
+
+def short_of_failing(breach: Breach) -> str:
+    """`short of the evidence to fail (655 to 1 of 750 needed)`, `(2 of 3 rounds needed)`:
+    how far an `unproven` rule got, in the words `register --wait` and the deploy page show
+    its breach with (`Breach.so_far`)."""
+    return f"{SHORT_OF_EVIDENCE} ({breach.so_far} needed)"
+
+
 def in_a_streak(evidence: Mapping[str, Any]) -> bool:
     """The threshold policy's streak under way: the rule past its bound in its latest
     round judged, `streak` rounds in a row. Whatever its outcome: at the window's end a

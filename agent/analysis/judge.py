@@ -58,7 +58,7 @@ from agent.analysis.verdicts import (
     glance_of,
     no_data,
 )
-from common.breaching import breaching
+from common.breaching import breaching, unproven
 from common.words import counted
 
 __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
@@ -434,29 +434,29 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
     if on_evidence:
         if verdicts and not inconclusive:
             return Verdict("pass", _passed_on_evidence(verdicts, of_rounds), verdicts)
-        lacking = "; ".join(j.lacking for j in judged if j.verdict.outcome == "inconclusive")
-        return Verdict(
-            "inconclusive",
-            f"no rule failed over {of_rounds}, but {inconclusive} of {len(verdicts)} "
-            f"lacked evidence of a pass: {lacking}",
-            verdicts,
+        past, rest = _past_first([j for j in judged if j.verdict.outcome == "inconclusive"])
+        lacking = f"{len(rest)} of {len(verdicts)} lacked evidence of a pass: " + "; ".join(
+            j.lacking for j in rest
         )
+        if past:
+            return Verdict("inconclusive", past + (f"; and {lacking}" if rest else ""), verdicts)
+        return Verdict("inconclusive", f"no rule failed over {of_rounds}, but {lacking}", verdicts)
     silent = [j for j in judged if j.without_data or j.none_within]
+    past, quiet = _past_first(silent)
+    if past:
+        # a rule past its bound in every round judged, too few to fail, said first
+        if not quiet:
+            return Verdict("inconclusive", past, verdicts)
+        return Verdict(
+            "inconclusive", f"{past}; and {_silent_words(quiet, len(verdicts))}", verdicts
+        )
     if judgeable and silent:
         # what did not fail passes, but a rule that never had data (its provider down
         # throughout) was not judged at all: the contract's inconclusive, never a pass;
         # nor is one whose every round judged was past its bound (`Judged.none_within`)
-        had = (
-            "had no data in any round"
-            if all(j.without_data for j in silent)
-            else "had no round within its bound"
-            if all(j.none_within for j in silent)
-            else "had no data, or no round within its bound"
-        )
         return Verdict(
             "inconclusive",
-            f"no rule failed over {of_rounds}, but {len(silent)} of {len(verdicts)} {had}:"
-            f" {'; '.join(j.lacking for j in silent)}",
+            f"no rule failed over {of_rounds}, but {_silent_words(silent, len(verdicts))}",
             verdicts,
         )
     if judgeable:
@@ -477,6 +477,27 @@ def _decide(judged: list[Judged], rounds: int, final: bool, on_evidence: bool) -
     # a rule with data but nothing to judge it against (no baseline) had data: said so
     named = "; ".join(j.lacking or f"{j.verdict.name}: {j.verdict.detail}" for j in judged)
     return Verdict("inconclusive", f"no rule could be judged over {of_rounds}: {named}", verdicts)
+
+
+def _past_first(judged: list[Judged]) -> tuple[str, list[Judged]]:
+    """Of `judged` (rules that kept the window from passing), the words of those that
+    ended past their bound short of the evidence to fail (`common.breaching.unproven`),
+    which the reason leads with (on-call reads first that a regression may be live), and
+    the others."""
+    past = [j for j in judged if unproven(j.verdict.outcome, j.verdict.evidence) is not None]
+    return "; ".join(j.lacking for j in past), [j for j in judged if j not in past]
+
+
+def _silent_words(silent: list[Judged], rules: int) -> str:
+    """`1 of 2 had no data in any round: <why>`: rules not judged at all."""
+    had = (
+        "had no data in any round"
+        if all(j.without_data for j in silent)
+        else "had no round within its bound"
+        if all(j.none_within for j in silent)
+        else "had no data, or no round within its bound"
+    )
+    return f"{len(silent)} of {rules} {had}: {'; '.join(j.lacking for j in silent)}"
 
 
 def _passed_on_evidence(verdicts: Sequence[RuleVerdict], of_rounds: str) -> str:

@@ -7,15 +7,25 @@ pooled figure is read from the judge's state, and how numbers become JSON live h
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from agent.analysis import sketch, top_values
-from agent.analysis.describe import format_value, quantile_of, threshold_text, unit_noun
+from agent.analysis.describe import (
+    format_value,
+    is_rate,
+    quantile_of,
+    threshold_text,
+    unit_noun,
+)
 from agent.analysis.sequential import BaselineData, Kind
 from agent.analysis.types import Rule, RuleOutcome, RuleVerdict, WindowDecision
+from common.breaching import short_of_failing, unproven
+from common.units import format_value as value_in_units
+from common.units import judged_rate
 from common.words import counted
 
 State = dict[str, Any]
@@ -147,6 +157,42 @@ def no_baseline(rule: Rule, observed: float | None, st: State) -> Judged:
         rule_verdict(rule, "inconclusive", observed, None, detail, {"reason": "no baseline"}),
         lacking=f"{rule.name}: no baseline",
     )
+
+
+def past_short_of_failing(rule: Rule, verdict: RuleVerdict, bound: str, over: str) -> str:
+    """A rule's `lacking` when it ended past its bound without the evidence to fail
+    (`common.breaching.unproven`), said first: `probe-errors: error_rate 48.3% past max 5%
+    over 3 rounds, short of the evidence to fail (655 to 1 of 750 needed)`, where it read
+    `error_rate upper bound 75.1% vs max 5%: not enough evidence`, a quiet window's words.
+    `bound` as the policy words it (rates in % here), `over` the rounds it was past it in.
+    Empty for any other verdict."""
+    breach = unproven(verdict.outcome, verdict.evidence)
+    if breach is None:
+        return ""
+    metric, observed = rule.metric, verdict.observed
+    value = (
+        judged_rate(metric, observed)
+        if is_rate(metric) and observed is not None
+        else format_value(metric, observed)
+    )
+    return (
+        f"{rule.name}: {metric} {value} past {in_percent(metric, bound)} {over},"
+        f" {short_of_failing(breach)}"
+    )
+
+
+_BARE_FRACTION = re.compile(r"(?<![\w.+-])(\d+(?:\.\d+)?(?:e-?\d+)?)(?![\w.%])")
+"""A bare number in a rate's bound as the judge words it (`max 0.01`, `0.0325 (baseline
+0.025 +30%)`, `0.03 (+30% of 0.023, ...)`): a fraction; a change (`+30%`) or share
+(`50%`) is already in %."""
+
+
+def in_percent(metric: str, text: str) -> str:
+    """A rate's bound in its words in % (`max 1%`, `3.25% (baseline 2.5% +30%)`), as every
+    free text says it; other metrics' as they are."""
+    if not is_rate(metric):
+        return text
+    return _BARE_FRACTION.sub(lambda m: value_in_units(metric, float(m[1])), text)
 
 
 def pooled(rule: Rule, st: State, reader: sketch.Reader | None = None) -> float | None:

@@ -13,7 +13,6 @@ while it stays at 0 or above: from its first value below 0 such a rule keeps the
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, Literal
@@ -56,8 +55,10 @@ from agent.analysis.verdicts import (
     clean,
     effect,
     glance_of,
+    in_percent,
     needs_baseline,
     no_baseline,
+    past_short_of_failing,
     ratio,
     round_number,
     rule_glance,
@@ -347,10 +348,12 @@ class SequentialPolicy(BasePolicy):
         detail = f"{said}{strongest}" if warn is not None else f"{said}; {why}{strongest}"
         # `no_failure`: what did not fail passes (the evidence still says how far it got)
         outcome: RuleOutcome = "inconclusive" if self.on_evidence else "pass"
-        return Judged(
-            rule_verdict(rule, outcome, observed, base, detail, evidence),
-            lacking=f"{rule.name}: {why}",
-        )
+        verdict = rule_verdict(rule, outcome, observed, base, detail, evidence)
+        # warned: past its bound, said first, with how far it got towards failing
+        past = warn.comp.claim.lstrip("<> ") if warn is not None else ""
+        over = f"over {counted(st['with_data'], 'round')}"
+        words = past_short_of_failing(rule, verdict, past, over) or f"{rule.name}: {why}"
+        return Judged(verdict, lacking=words)
 
     def _evidence(
         self,
@@ -722,23 +725,14 @@ def _reached_text(rule: Rule, reached: Reached, *, bursts: bool = False) -> str:
     return said
 
 
-_BARE_FRACTION = re.compile(r"(?<![\w.+-])(\d+(?:\.\d+)?(?:e-?\d+)?)(?![\w.%])")
-"""A bare number in a rate's pass test's words (`max 0.01`, `0.0325 (baseline 0.025
-+30%)`, `0.03 (+30% of 0.023, ...)`): a fraction; a change (`+30%`) or share (`50%`) is
-already in %."""
-
-
 def _rates_in_percent(rule: Rule, test: PassTest) -> PassTest:
     """`test` with a rate's figures in its words in % (`max 1%`, `3.25% (baseline 2.5%
     +30%)`), for `_reached_text`: it said `upper bound 0.197 vs max 0.01` where every
     other free text says `max 1%`. Others' as they were."""
     if not is_rate(rule.metric) or test.statistic != "rate":
         return test
-
-    def percent(text: str) -> str:
-        return _BARE_FRACTION.sub(lambda m: value_in_units(rule.metric, float(m[1])), text)
-
-    return replace(test, text=percent(test.text), counted_from=percent(test.counted_from))
+    text, counted_from = (in_percent(rule.metric, t) for t in (test.text, test.counted_from))
+    return replace(test, text=text, counted_from=counted_from)
 
 
 def _reached_words(rule: Rule, reached: Reached) -> str:

@@ -22,6 +22,7 @@ from agent.analysis.verdicts import (
     effect,
     needs_baseline,
     no_baseline,
+    past_short_of_failing,
     pooled,
     round_number,
     rule_verdict,
@@ -137,10 +138,7 @@ def _none_within(
         f"{figure}; past {past} in {where}, none within it: {judged} of"
         f" {counted(limit, 'round')}, too few to fail, and no evidence of a pass"
     )
-    lacking = (
-        f"{rule.name}: {counted(judged, 'round')} past {past}, too few to fail"
-        f" (failure_limit {limit}), none within it"
-    )
     said = evidence | {"reason": "no round within its bound"}
     verdict = rule_verdict(rule, "inconclusive", observed, base, detail, said)
+    lacking = past_short_of_failing(rule, verdict, past, f"in {where}")
     return Judged(verdict, lacking=lacking, none_within=True)

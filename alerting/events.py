@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from agent.records import DeployWindow, SentBefore
-from common.breaching import SHORT_OF_EVIDENCE, unproven
+from common.breaching import SHORT_OF_EVIDENCE, past_their_bounds, unproven
 from common.words import counted
 
 AlertEvent = Literal[
@@ -398,7 +398,7 @@ EVENTS: dict[AlertEvent, EventSpec] = {
             if a.bug
             else f"inconclusive, {', '.join(held)} past its bound but not judged (agent overloaded)"
             if (held := held_regressions(a))
-            else f"inconclusive, {', '.join(past)} {_bounds(past)}, {SHORT_OF_EVIDENCE}"
+            else f"inconclusive, {past_their_bounds(past)}"
             if (past := unproven_regressions(a))
             else "inconclusive, not enough data or evidence to pass"
         ),

@@ -85,6 +85,13 @@ def short_of_failing(breach: Breach) -> str:
     return f"{SHORT_OF_EVIDENCE} ({breach.so_far} needed)"
 
 
+def past_their_bounds(names: list[str]) -> str:
+    """`probe-errors past its bound, short of the evidence to fail`: the `unproven` rules
+    as the `inconclusive` alert's title and `register --wait`'s end line name them."""
+    bounds = "past its bound" if len(names) == 1 else "past their bounds"
+    return f"{', '.join(names)} {bounds}, {SHORT_OF_EVIDENCE}"
+
+
 def in_a_streak(evidence: Mapping[str, Any]) -> bool:
     """The threshold policy's streak under way: the rule past its bound in its latest
     round judged, `streak` rounds in a row. Whatever its outcome: at the window's end a

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from agent.api.models import Deploy, RuleResult, deploy_json
 from agent.cli.exits import ended
 from agent.client import OPEN_STATES, ClientError
-from common.breaching import Breach, breaching
+from common.breaching import Breach, breaching, past_their_bounds, unproven
 from common.durations import format_duration
 from common.redaction import visible
 from common.times import rfc3339
@@ -426,6 +426,11 @@ def summary(deploy: Deploy, style: Style, code: int) -> str:
     }.get(deploy.state, deploy.state)
     if deploy.state == "failed":
         headline = _failed_headline(deploy)
+    elif deploy.state == "inconclusive" and (
+        past := [r.name for r in _verdict_rules(deploy) if unproven(r.outcome, r.evidence)]
+    ):
+        # as the alert's title: a regression may be live, not a window short of probes
+        headline = f"inconclusive: {past_their_bounds(past)} (the rules below say how far)"
     elif deploy.state == "passed" and _threshold_pass(deploy):
         headline = (
             "passed: no rule failed (threshold policy: none past its bound failure_limit"

@@ -55,6 +55,10 @@ async def test_a_window_ended_past_its_bound_leads_its_reason_with_it(
     reason = final["verdict"]["reason"]
     assert final["state"] == "inconclusive" and PAST.match(reason), reason
     assert reason in said, said  # `register --wait`'s details
+    # its end line names the rule as the alert's title does, where it read "neither passed
+    # nor failed (the rules below say why)", a quiet window's words
+    (end,) = [line for line in said.splitlines() if re.search(r"\(exit \d+\)$", line)]
+    assert f"inconclusive: probe-errors past its bound, {SHORT_OF_EVIDENCE}" in end, said
     async with agent.http.get(f"{agent.url}/deploys/{deploy_id}", headers=agent.headers) as r:
         page = html.unescape(await r.text())
     assert reason in page, page[:2000]

@@ -114,11 +114,14 @@ def test_the_sequential_judge_fails_such_a_rule_by_the_streak(
     rule: Rule, value: float, baseline: float | None, rounds: int
 ) -> None:
     """Every round far past the bound under sequential with a limit of 5: 4 rounds end
-    inconclusive ("too few to fail"), 5 fail, as the threshold streak does."""
+    inconclusive ("short of the evidence to fail (4 of 5 rounds needed)"), 5 fail, as the
+    threshold streak does."""
     base = {rule.name: Observation(baseline)} if baseline is not None else {}
     bad = [{rule.name: Observation(value)}] * rounds
     policy = Policy("sequential", failure_limit=5)
     verdict = judge([rule], base, bad, policy, final=True, horizon=rounds)
     assert verdict.decision == ("fail" if rounds == 5 else "inconclusive"), verdict.reason
     if rounds == 4:
-        assert "too few to fail" in verdict.reason, verdict.reason
+        assert verdict.reason.endswith("short of the evidence to fail (4 of 5 rounds needed)"), (
+            verdict.reason
+        )

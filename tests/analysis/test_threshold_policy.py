@@ -208,7 +208,7 @@ def test_a_rule_whose_every_round_judged_breached_is_not_passed_at_the_end() -> 
     assert judge([ERRORS, other], {}, rounds, THRESHOLD, final=False).decision == "continue"
     alone = judge([ERRORS], {}, rounds_of(ERRORS, rate(90), rate(80)), THRESHOLD, final=True)
     assert alone.decision == "inconclusive"
-    assert alone.reason.startswith("probe-errors: error_rate 80% past max 5% in each of the 2 ")
+    assert alone.reason.startswith("probe-errors: error_rate 85% past max 5% in each of the 2 ")
     assert "in each of the 2 rounds judged" in alone.rules[0].detail
     within = rounds_of(ERRORS, rate(1), rate(90), gap)
     assert judge([ERRORS], {}, within, THRESHOLD, final=True).decision == "pass"

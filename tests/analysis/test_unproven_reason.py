@@ -32,9 +32,11 @@ def counts(bad: int, total: int) -> Observation:
 
 
 def test_a_sequential_rule_warned_at_the_end_leads_the_reason() -> None:
-    # 2 of 4 probes failed a round: warned, too few probes to fail in 3 rounds
+    # 2 of 4 probes failed a round: warned, too few probes to fail in 3 rounds at
+    # confidence 0.999 (at 0.99 a 3-round window's whole share fails it: SHORT_WINDOW_ROUNDS)
     rounds = [{ERRORS.name: counts(2, 4), QUIET.name: counts(0, 4)}] * 3
-    verdict = judge([QUIET, ERRORS], BASELINE, rounds, Policy(), final=True, horizon=3)
+    strict = Policy(confidence=0.999)
+    verdict = judge([QUIET, ERRORS], BASELINE, rounds, strict, final=True, horizon=3)
     assert verdict.decision == "inconclusive", verdict.reason
     past = re.escape(
         f"probe-errors: error_rate 50% past max 5% over 3 rounds, {SHORT_OF_EVIDENCE} ("

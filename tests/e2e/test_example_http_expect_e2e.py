@@ -77,7 +77,10 @@ async def test_check_fails_an_answer_past_the_examples_expectations(
         f"    base_url: {str(target.make_url('')).rstrip('/')}\n"
         "    checks:\n" + "".join(f"      - {c}\n" for c in checks)
     )
-    code, out = await awaited_cli("check", "--config", str(config), "--env", "production")
+    for _ in range(3):  # a run the agent's own stall dropped is not judged: run it again
+        code, out = await awaited_cli("check", "--config", str(config), "--env", "production")
+        if "not judged (the agent itself was stalled" not in out:
+            break
     assert code == 1, out
     rows = {line.split()[0]: line.split(None, 4) for line in out.splitlines() if line.split()}
     results = {name: rows[name][2] for name in ("ok", "degraded", "no-key", "slow", "hang")}

@@ -91,6 +91,8 @@ async def test_half_the_probes_failing_in_a_3s_window_is_rolled_back_once(
                     break
                 assert agent.returncode is None, log.read_text()
                 await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"{target.requests} background probes in 60 s")
             target.failing = True
             body = {"environment": "production", "version": "v2"}
             async with http.post(f"{url}/v1/deploys", json=body) as r:
@@ -102,6 +104,8 @@ async def test_half_the_probes_failing_in_a_3s_window_is_rolled_back_once(
                 if deploy["state"] in TERMINAL:
                     break
                 await asyncio.sleep(0.1)
+            else:
+                raise AssertionError(f"the window did not end: {deploy}")
             await asyncio.sleep(1.0)  # a second rollback request, if any, would come now
     finally:
         if agent.returncode is None:

@@ -115,6 +115,8 @@ class ThresholdPolicy(BasePolicy):
         else:
             state = "within bounds"
         detail = f"{counts}; {state}" if counts else f"{metric} {value}, {state}"
+        # one past its bound at the end is shown by that round, as its state says
+        shown = last_value if st["breaches"] else shown
         return Judged(rule_verdict(rule, "pass", shown, base, detail, evidence))
 
 

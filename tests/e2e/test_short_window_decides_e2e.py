@@ -101,7 +101,9 @@ async def test_half_the_probes_failing_in_a_3s_window_is_rolled_back_once(
             for _ in range(600):
                 async with http.get(f"{url}/v1/deploys/{deploy['id']}") as r:
                     deploy = await r.json()
-                if deploy["state"] in TERMINAL:
+                # `failed` while its rollback is still on its way (contract §2)
+                pending = (deploy.get("rollback") or {}).get("state") == "pending"
+                if deploy["state"] in TERMINAL and not pending:
                     break
                 await asyncio.sleep(0.1)
             else:

@@ -112,11 +112,10 @@ class ThresholdPolicy(BasePolicy):
             return _none_within(rule, st, base, limit, figure, shown, evidence)
         if st["breaches"]:
             state = f"past {st['breaches'][0][1]} for {len(streak)} of {counted(limit, 'round')}"
+            shown = last_value  # past its bound at the end: shown by that round, as it says
         else:
             state = "within bounds"
         detail = f"{counts}; {state}" if counts else f"{metric} {value}, {state}"
-        # one past its bound at the end is shown by that round, as its state says
-        shown = last_value if st["breaches"] else shown
         return Judged(rule_verdict(rule, "pass", shown, base, detail, evidence))
 
 

@@ -38,10 +38,22 @@ def run_delay_s(thread: threading.Thread) -> float:
         return int(f.read().split()[1]) / 1e9
 
 
+ATTEMPTS = 3
+"""Set-ups tried before the test fails on its set-up: the kernel sometimes serves the
+starved thread soon (a PostgreSQL write on a loaded CI: 0.30 s, of which the loop's thread
+waited 0.08 s for a CPU and the server the rest), and the claim is about a write that did
+wait."""
+
+
+def starved(took: float, waited: float) -> bool:
+    """The set-up holds: the thread waited for a CPU most of the write's time."""
+    return waited > took / 2
+
+
 def assert_the_hosts(waits: RoundWaits, took: float, waited: float) -> None:
     """A write of `took` s whose store's thread waited `waited` s of it for a CPU held the
     next round's start: the host's, the store's share only its own work."""
-    assert waited > took / 2, (waited, took)  # the thread was starved: the set-up holds
+    assert starved(took, waited), (waited, took)  # no attempt's set-up held
     assert waits.cause() == "host", (waits, took, waited)
     assert waits.store_s <= took - waited + 0.05, (waits, took, waited)
     # named as the store's thread's, but for what the loop's stall already counted
@@ -88,11 +100,13 @@ async def write_starved(
     thread: threading.Thread,
     windows: int,
     starve: Callable[[], None],
+    attempt: int = 0,
 ) -> tuple[RoundWaits, float, float]:
-    """A round's write of `windows` new windows, `starve()` called as it begins, holding
-    the next round's start, marked as the watch marks it: that round's waits, the write's
-    time, and `thread`'s wait for a CPU over it (read here from the kernel)."""
-    await store.create_window(window("dep_0"))
+    """A round's write of `windows` new windows (ids of their `attempt`), `starve()` called
+    as it begins, holding the next round's start, marked as the watch marks it: that round's
+    waits, the write's time, and `thread`'s wait for a CPU over it (read here from the
+    kernel)."""
+    await store.create_window(window(f"a{attempt}_dep"))
     loop = asyncio.get_running_loop()
     lag = ticks().lag
     lag.total()  # the heartbeat beats, as where probes run
@@ -105,7 +119,7 @@ async def write_starved(
     timer.writing(began := loop.time(), store_cpu_waited_s(store, began))
     waited = run_delay_s(thread)
     # the round's write: small changes, grouped by the store as rounds' are
-    await asyncio.gather(*(store.create_window(window(f"d{i}")) for i in range(windows)))
+    await asyncio.gather(*(store.create_window(window(f"a{attempt}_d{i}")) for i in range(windows)))
     waited = run_delay_s(thread) - waited
     done = loop.time()
     timer.settled(done, store_cpu_waited_s(store, done))
@@ -128,18 +142,23 @@ async def test_a_write_held_by_its_starved_store_thread_is_the_hosts(
         assert writer is not None and writer.native_id is not None
         tid = writer.native_id
 
-        def starved() -> None:
+        def starve_writer() -> None:
             os.sched_setaffinity(0, (allowed - {hog_cpu}) or allowed)  # the loop's thread
             starve(tid, hog_cpu)
 
-        waits, took, waited = await write_starved(store, writer, WINDOWS, starved)
+        for attempt in range(ATTEMPTS):
+            waits, took, waited = await write_starved(
+                store, writer, WINDOWS, starve_writer, attempt
+            )
+            if starved(took, waited):
+                break
     finally:
         os.sched_setaffinity(0, allowed)
         await store.close()
     assert_the_hosts(waits, took, waited)
 
 
-async def pg_write_starved(url: str, cpu: int) -> tuple[RoundWaits, float, float]:
+async def pg_write_starved(url: str, cpu: int, attempt: int) -> tuple[RoundWaits, float, float]:
     """On this loop (a thread of its own, which ends after it), a round's write whose
     loop's thread is starved beside the hogs."""
     store = PostgresStore.from_url(url)
@@ -147,7 +166,7 @@ async def pg_write_starved(url: str, cpu: int) -> tuple[RoundWaits, float, float
     allowed = os.sched_getaffinity(0)
     this = threading.current_thread()
     try:
-        return await write_starved(store, this, PG_WINDOWS, lambda: starve(0, cpu))
+        return await write_starved(store, this, PG_WINDOWS, lambda: starve(0, cpu), attempt)
     finally:
         os.sched_setaffinity(0, (allowed - {cpu}) or allowed)  # away from the hog to close
         await store.close()
@@ -164,10 +183,13 @@ async def test_a_write_held_by_its_starved_loop_on_postgresql_is_the_hosts(
     """Measured before, the loop's heartbeat counted most of it, not all: a 3.28 s write
     whose loop waited 3.24 s for a CPU left the store 0.22 s (host 3.06 s); a 7.86 s one,
     past the heartbeat's idle stop with nothing else reading it, 2.94 s (host 4.92 s)."""
-    with ThreadPoolExecutor(1) as own:  # its thread ends with it
-        waits, took, waited = await asyncio.get_running_loop().run_in_executor(
-            own, asyncio.run, pg_write_starved(pg_url, hog_cpu)
-        )
+    for attempt in range(ATTEMPTS):
+        with ThreadPoolExecutor(1) as own:  # its thread ends with it
+            waits, took, waited = await asyncio.get_running_loop().run_in_executor(
+                own, asyncio.run, pg_write_starved(pg_url, hog_cpu, attempt)
+            )
+        if starved(took, waited):
+            break
     assert_the_hosts(waits, took, waited)
 
 

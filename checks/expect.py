@@ -192,7 +192,7 @@ class Expectation:
         "_codes",
         "_headers",
         "_json",
-        "_max_latency",
+        "max_latency",
         "needs_body",
         "status_text",
     )
@@ -202,7 +202,9 @@ class Expectation:
         self._codes = frozenset(i for i in items if isinstance(i, int))
         self._classes = frozenset(int(i[0]) for i in items if isinstance(i, str))
         self.status_text = describe_status(expect.status)
-        self._max_latency = expect.max_latency
+        self.max_latency = expect.max_latency
+        """The bound a latency must be within (seconds), if any: a failure past it less the
+        agent's own stall is the target's (`checks.lag.verdict_on`)."""
         self._json = tuple(
             (key, compile_path(key), value) for key, value in expect.json_fields.items()
         )
@@ -233,12 +235,12 @@ class Expectation:
             found = [Mismatch("status", "status", self.status_text, str(status))]
         else:
             found = self._content(headers, body, redactor)
-        if self._max_latency is not None and latency_s > self._max_latency:
+        if self.max_latency is not None and latency_s > self.max_latency:
             found.append(
                 Mismatch(
                     "latency",
                     "latency",
-                    f"≤ {format_duration(self._max_latency)}",
+                    f"≤ {format_duration(self.max_latency)}",
                     format_duration(latency_s),  # `got 3ms` of 3.4 ms past `≤ 3ms` read as none
                 )
             )

@@ -20,7 +20,7 @@ from yarl import URL
 
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Running
 from checks.expect import Body, Expect, Expectation
-from checks.lag import AGENT_DELAY, AGENT_KERNEL_DELAY, keep_lag
+from checks.lag import AGENT_DELAY, AGENT_KERNEL_DELAY, LATENCY_BOUND, keep_lag
 from checks.request import ClientOptions, RequestSpec, prepared, target_url
 from common.durations import format_duration
 from common.redaction import Redactor
@@ -158,6 +158,8 @@ class HttpCheck(Check):
             return f"{self._label}: {reply.status} in {took}", details, None
         error = details["error"] = mismatches[0].kind
         details["failures"] = [str(m) for m in mismatches]
+        if error == "latency":  # what a stall may excuse of it is judged against it
+            details[LATENCY_BOUND] = self._expect.max_latency
         return f"{self._label}: " + "; ".join(str(m) for m in mismatches), details, error
 
     def _result(

@@ -71,6 +71,10 @@ the CPU the stall took. Such an answer lands as the loop comes back, and its sta
 the stall (a 5 ms target's 8 MB answer, the loop stalled 0.4 s after the write: kept as
 0.42 s, its last bytes stamped 20 ms after the loop came back)."""
 
+LATENCY_BOUND = "max_latency_s"
+"""A failed latency assertion's details key: the `max_latency` it missed, which a stall
+excuses only in the part it explains (`verdict_on`)."""
+
 UNANSWERED = "unanswered_s"
 """A timeout's details key: how long the target had the whole request with no byte of an
 answer in the agent's socket when the agent looked, at least the timeout
@@ -310,16 +314,42 @@ def unread_answer_explains(waited: float, stalled: float, unattended: float) -> 
 
 
 def verdict_on(
-    ok: bool, error: str | None, latency: float | None, waited: float, stalled: float, late: float
+    ok: bool,
+    error: str | None,
+    latency: float | None,
+    waited: float,
+    stalled: float,
+    late: float,
+    bound: float | None = None,
 ) -> Dropped | None:
     """What of one request's measurement is the agent's (None: nothing), given that the
     agent's loop was stalled `stalled` seconds while it waited `waited` seconds, and that
-    its reading of the answer was `late` seconds late at most (see `attributed`)."""
+    its reading of the answer was `late` seconds late at most (see `attributed`); `bound`,
+    the `max_latency` a failed latency assertion missed, when known.
+
+    A stall excuses only the part of a latency it explains: a failed `max_latency` still
+    past its bound less all of the agent's part (`outlasts_stall`) is the target's, a
+    slow service behind a stalled agent (counted, its latency judged as any answer's).
+    Without that, a 1 s answer against `max_latency: 100ms` whose wait held a 0.3 s stall
+    was dropped as the agent's, the service's slowness unseen."""
     if not ok and error in _TIMED:
-        return "agent_lag" if stall_explains(waited, stalled) else None
+        if not stall_explains(waited, stalled):
+            return None
+        if error != "latency" or not outlasts_stall(latency, bound, max(stalled, late)):
+            return "agent_lag"
     if latency is None or late <= max(AGENT_SHARE * latency, SLACK_S):
         return None
     return "agent_lag_latency"
+
+
+def outlasts_stall(latency: float | None, bound: float | None, agents: float) -> bool:
+    """Whether a `latency` is past its `bound` even less `agents`, the most the agent's
+    loop can have added to it (its stall, or how late it read or sent the request), and
+    the heartbeat's blind spot (`BEAT_S + SLACK_S`, as `least_latency` allows): then
+    no stall of the agent's explains the miss. False when either is not known."""
+    if latency is None or bound is None:
+        return False
+    return latency - agents - BEAT_S - SLACK_S > bound
 
 
 def least_latency(latency: float, delay: float | None = None) -> float:
@@ -381,7 +411,9 @@ def attributed(
     resumed = result.details.get(AGENT_RESUMED)
     if isinstance(resumed, int | float):
         late = max(late, min(resumed, stalled))  # it landed as the loop came back: the stall's
-    dropped = verdict_on(sample.ok, sample.error, latency, waited, stalled, late)
+    bound = result.details.get(LATENCY_BOUND)
+    bound = bound if isinstance(bound, int | float) else None
+    dropped = verdict_on(sample.ok, sample.error, latency, waited, stalled, late, bound)
     if dropped is None:
         return result, None
     if dropped == "agent_lag":

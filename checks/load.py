@@ -356,6 +356,7 @@ class _LoadRun:
             mark,
             reply.agent_held_s,
             reply.agent_resumed_s,
+            self.check.expectation.max_latency,
         )
         if dropped == "agent_lag":  # too slow (`max_latency`) by the agent's stall
             self.agent_lag += 1
@@ -384,6 +385,7 @@ class _LoadRun:
         mark: float,
         held: float = 0.0,
         resumed: float = 0.0,
+        bound: float | None = None,
     ) -> Dropped | None:
         """What of this request's measurement the agent's loop caused (`checks.lag`):
         its stall while the request was out (since `mark`), and for a latency, which
@@ -400,7 +402,7 @@ class _LoadRun:
         waited = time.perf_counter() - sent
         late = min(min(self.lag.unattended(), stalled) + held, stalled) + late_start
         late = max(late, min(resumed, stalled + late_start))
-        return verdict_on(ok, error, latency, waited, stalled, late)
+        return verdict_on(ok, error, latency, waited, stalled, late, bound)
 
     def result(self) -> CheckResult:
         cfg = self.cfg

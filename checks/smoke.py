@@ -253,7 +253,8 @@ class SmokeCheck(Check):
                     if failed.reply is not None:
                         sample = failed.reply.sample(cfg.name, first.kind, ctx.target)
                         if lag is not None:
-                            judged = lag.judged(sample, failed.reply)
+                            bound = compiled.expectation.max_latency
+                            judged = lag.judged(sample, failed.reply, bound)
                             if judged is None:  # too slow (`max_latency`) by the agent's stall
                                 where = self._step_label(index)
                                 return lag.dropped(cfg.name, where, str(failed), samples, redactor)
@@ -383,27 +384,34 @@ class _StepLag:
         latency: float | None,
         held: float = 0.0,
         resumed: float = 0.0,
+        bound: float | None = None,
     ) -> Dropped | None:
         """What of the step's measurement the agent's stall since `start` made (as
         `checks.lag.attributed` judges a run's, with the reply's `agent_held_s` and
-        `agent_resumed_s`), counted."""
+        `agent_resumed_s`, and the step's `max_latency`), counted."""
         stalled = self.lag.total() - self.mark
         if stalled <= SLACK_S:
             return None
         waited = time.perf_counter() - self.started
         late = min(min(self.lag.unattended(), stalled) + held, stalled)
         late = max(late, min(resumed, stalled))  # it landed as the loop came back
-        dropped = verdict_on(ok, error, latency, waited, stalled, late)
+        dropped = verdict_on(ok, error, latency, waited, stalled, late, bound)
         if dropped is not None:
             self.counts[dropped] += 1
             self.stalled = stalled
         return dropped
 
-    def judged(self, sample: Sample, reply: Reply) -> Sample | None:
+    def judged(self, sample: Sample, reply: Reply, bound: float | None = None) -> Sample | None:
         """`sample` as evidence of the target: without its latency where that is the
-        agent's; None where the whole sample is (a `max_latency` missed by the stall)."""
+        agent's; None where the whole sample is (a `max_latency`, `bound`, missed by the
+        stall)."""
         dropped = self.verdict(
-            sample.ok, sample.error, sample.latency_s, reply.agent_held_s, reply.agent_resumed_s
+            sample.ok,
+            sample.error,
+            sample.latency_s,
+            reply.agent_held_s,
+            reply.agent_resumed_s,
+            bound,
         )
         if dropped == "agent_lag":
             return None

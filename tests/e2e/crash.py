@@ -173,17 +173,33 @@ def _serving(module: str, *args: str) -> tuple[subprocess.Popen[bytes], str]:
 
 def start_site(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     """A healthy target (`http.server` on `workdir/site`, its `/health` answers 200) and its
-    URL: the deploy a trial watches passes."""
+    URL, once it serves: the deploy a trial watches passes. It binds a port the kernel
+    gives it and says which (`_SERVING`), where it was given one `free_port` had read and
+    let go: another process (a second suite, another worker) took it first, the server
+    exited unseen, every probe was refused, and the window failed inside a trial that
+    counted its `failure` status as the resend of the `in_progress` it waited on."""
     (workdir / "site").mkdir(exist_ok=True)
     (workdir / "site" / "health").write_text("ok\n")
-    port = free_port()
     target = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", str(port)],
+        [sys.executable, "-u", "-m", "http.server", "--bind", "127.0.0.1", "0"],
         cwd=workdir / "site",
-        stdout=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
     )
-    return target, f"http://127.0.0.1:{port}"
+    try:
+        assert target.stdout is not None
+        said = target.stdout.readline()
+        serving = _SERVING.match(said)
+        assert serving is not None, f"http.server said {said!r}"
+    except BaseException:
+        target.kill()
+        target.wait()
+        raise
+    return target, f"http://127.0.0.1:{serving[1].decode()}"
+
+
+_SERVING = re.compile(rb"Serving HTTP on 127\.0\.0\.1 port (\d+) ")
+"""`http.server`'s first line, once it listens."""
 
 
 def post(url: str, body: bytes, headers: dict[str, str]) -> int:

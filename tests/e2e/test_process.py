@@ -199,11 +199,13 @@ def test_a_restart_keeps_the_wait_github_asked_for_when_killed_inside_it(
 
     trial = run_asked_wait_trial(tmp_path)
     first, *again = trial.posted
-    assert len(again) == 1, trial.posted  # sent again once, after the restart
+    # each status by its state and when it came after the first (a window that ended
+    # meanwhile posts its verdict's at once: another status, not the one waited on)
+    seen = [(p["body"]["state"], round(p["at"] - first["at"], 2)) for p in trial.posted]
+    assert [state for state, _ in seen] == ["in_progress", "in_progress"], seen
     # the fake's Retry-After is whole seconds from its own clock (the agent's may be
     # a few ms behind in reading it)
-    assert again[0]["at"] >= first["at"] + trial.asked_s - 0.5, (first["at"], again[0]["at"])
-    assert [p["body"]["state"] for p in trial.posted] == ["in_progress", "in_progress"]
+    assert again[0]["at"] >= first["at"] + trial.asked_s - 0.5, seen
 
 
 @pytest.mark.timeout(150)

@@ -14,6 +14,7 @@ import pytest
 
 from agent.metrics import Metrics
 from agent.settings_file import load_settings_text
+from agent.windows.carried import CarriedProbes
 from agent.windows.probing import EnvironmentProbe, Limit
 from checks.base import Check, CheckConfig, CheckContext, CheckResult, Target
 from checks.lag import AGENT_SHARE
@@ -516,6 +517,7 @@ async def test_windows_of_environments_deployed_together_probe_at_different_inst
                 loop: object,
                 plan: list[tuple[float, Check, Target, float]],
                 end: float | None,
+                carry: CarriedProbes | None = None,
                 name: str = name,
             ) -> list[CheckResult]:
                 start = asyncio.get_running_loop().time()

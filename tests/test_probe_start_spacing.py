@@ -50,10 +50,13 @@ async def test_probes_a_stall_made_late_start_a_step_apart() -> None:
             launch, start_once = probe._launch, probe.start_once
 
             async def plan_kept(
-                loop: asyncio.AbstractEventLoop, plan: list[Any], end: float | None
+                loop: asyncio.AbstractEventLoop,
+                plan: list[Any],
+                end: float | None,
+                carry: Any = None,
             ) -> list[CheckResult]:
                 planned.extend(at for at, *_ in plan)
-                return await launch(loop, plan, end)
+                return await launch(loop, plan, end, carry)
 
             def recorded(
                 check: Check,

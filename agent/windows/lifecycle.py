@@ -38,6 +38,7 @@ from agent.store.outages import not_taken, store_outage
 from agent.windows.alert_once import WindowAlerts, alert_claim
 from agent.windows.answers import plain, taken, unreadable
 from agent.windows.broken import bug_reason, end_broken, raised_words
+from agent.windows.carried import CarriedProbes
 from agent.windows.check_bugs import BaselineBugs, CheckBugAlerts, bug_said
 from agent.windows.checkpoint import resume_point, stored_observations, stores_state
 from agent.windows.evidence import (
@@ -289,7 +290,11 @@ class WindowWatch:
         self.refetching: dict[str, asyncio.Task[Observation]] = {}
         """Baselines being fetched again (or still, the first time) for relative rules."""
         self.held_last_round = False
-        """The last round waited past its slot for provider answers: no overrun."""
+        """The last round waited past its slot for provider answers or probes in flight:
+        no overrun."""
+        self.carried = CarriedProbes()
+        """Probes still awaited as their round closed: each waits its own timeout and
+        counts in the round during which it lands (`agent.windows.carried`)."""
         self.first_baselines: set[str] = set()
         """Rules whose first baseline fetch is still under way: a failure then is alerted."""
         self.unread = UnreadBaselines()
@@ -382,7 +387,8 @@ class WindowWatch:
                 if write is not None:
                     write.add_done_callback(functools.partial(_left_behind, exc, self.log))
             raise
-        finally:  # a decided, lost or stopped watch leaves no fetch behind
+        finally:  # a decided, lost or stopped watch leaves no fetch, nor probe, behind
+            self.carried.close()
             for task in [*(t for t, _ in self.fetching.values()), *self.refetching.values()]:
                 task.cancel()
                 task.add_done_callback(drop_cancellation)  # else a cycle holding the watch
@@ -945,9 +951,14 @@ class WindowWatch:
         results: list[CheckResult] = []
         if self.pace() < self.window.ends_at:
             results = await self.probe.run_round(
-                length, probes=self.env.probes_per_round, targets=targets
+                length, probes=self.env.probes_per_round, targets=targets, carry=self.carried
             )
         self.timer.checked(self.pace(), self.probe.longest_round(length))
+        if final and self.carried.in_flight:
+            # the last round waits for the probes still in flight, each to its own timeout:
+            # on purpose, and holding no later round, so it is no overrun
+            self.held_last_round = True
+            results[:0] = await self.carried.settle(self.probe.longest_probe())
         # else a round begun after the window's end (an agent restarted after it, or one
         # that overran the last slot whole) probes nothing: what it would sample came after
         # the window, perhaps from a version deployed meanwhile (the providers' figures are

@@ -13,7 +13,7 @@ import logging
 import math
 import time
 import zlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +24,7 @@ from agent.metrics import Metrics
 from agent.settings import EnvironmentSettings
 from agent.store.base import Store, StoredProbes
 from agent.store.outages import StoreOutageLog
+from agent.windows.carried import CarriedProbes
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.in_flight import InFlight
 from agent.windows.schedule import probe_step
@@ -36,7 +37,7 @@ from checks.lag import (
     agents_part,
     without_latency,
 )
-from checks.registry import Started, build_check, run_check, start_check
+from checks.registry import Started, build_check, deadline_s, run_check, start_check
 from checks.sessions import TargetSessions
 from checks.ticks import ticks
 from common.durations import format_duration
@@ -138,7 +139,14 @@ class EnvironmentProbe:
         return result
 
     async def run_in_round(
-        self, check: Check, target: Target, end: float, room: float, late: float = 0.0
+        self,
+        check: Check,
+        target: Target,
+        end: float,
+        room: float,
+        late: float = 0.0,
+        *,
+        cut: bool = True,
     ) -> CheckResult | None:
         """`run_once` for a round's probe that found no free place under `max_concurrency`:
         None, and nothing sent, when its place comes only after the round's checks have
@@ -148,15 +156,17 @@ class EnvironmentProbe:
         the next slot was passed over (a hung target at the default 40 probes and 16 places,
         1 s rounds: round 1 ended 0.9-1.1 s late, a 3 s window ran 2 rounds and
         `failure_limit: 3` failed none). Not sending it keeps the round to its slot; the
-        target's other probes of the round are its evidence."""
+        target's other probes of the round are its evidence. `cut` False: once sent, it
+        waits its own timeout, not the round's end (a window's round: `CarriedProbes`)."""
+        deadline = end if cut else None
         if self._limit.take():  # a place came free since `start_once` looked
             try:
-                return await self._run_held(check, target, end, room, late)
+                return await self._run_held(check, target, deadline, room, late)
             finally:
                 self._limit.give()
         async with self._limit:
             if asyncio.get_running_loop().time() < end:
-                return await self._run_held(check, target, end, room, late)
+                return await self._run_held(check, target, deadline, room, late)
         self.not_sent += 1
         if self.not_sent == 1:
             log.warning(
@@ -276,6 +286,7 @@ class EnvironmentProbe:
         targets: Sequence[Target] = ("deploy",),
         kinds: Callable[[Check], bool] = lambda c: True,
         on_time: bool = True,
+        carry: CarriedProbes | None = None,
     ) -> list[CheckResult]:
         """Run every check of a round at once: probing checks `probes` times, evenly spread
         over the part of the round that leaves each probe its timeout or half the round,
@@ -287,7 +298,12 @@ class EnvironmentProbe:
         for each probe's own timeout. Each probe is started by a timer at its time (no task
         sleeping until then), an http probe without a task at all (`start_once`); results
         come back in check, target, probe order; in a round whose loop was stalled for most
-        of its probes, none keeps its latency (`_stalled_round`)."""
+        of its probes, none keeps its latency (`_stalled_round`).
+
+        `carry` (a window's rounds, on time): a probe is not cut at the round's end but waits
+        its own timeout, and one still unanswered as the round closes counts in the round
+        during which it lands, the results carried from earlier rounds coming first
+        (`agent.windows.carried`)."""
         loop = asyncio.get_running_loop()
         start = loop.time()
         end = start + interval
@@ -314,7 +330,27 @@ class EnvironmentProbe:
             phase = 0.0 if runs == 1 or not on_time else background_offset(self.name, step)
             for target in targets:
                 plan.extend((start + phase + i * step, fitted, target, room) for i in range(runs))
-        return self._stalled_round(await self._launch(loop, plan, end if on_time else None))
+        results = await self._launch(loop, plan, end if on_time else None, carry)
+        if carry is not None:
+            results[:0] = carry.take()
+            self._held_back(carry)
+        return self._stalled_round(results)
+
+    def _held_back(self, carry: CarriedProbes) -> None:
+        """Say once a window that probes were not sent for their check's earlier ones
+        still awaited (`CarriedProbes.room_for`)."""
+        if carry.held_back and not carry.said:
+            carry.said = True
+            log.warning(
+                "probes of %s not sent: a round's share (%d) of their check's probes sent"
+                " by earlier rounds were still awaiting answers within their timeout,"
+                " longer than the %s rounds; they are not counted either way, and more"
+                " are not logged",
+                self.name,
+                self.env.probes_per_round,
+                format_duration(self.env.interval),
+                extra={"environment": self.name},
+            )
 
     def longest_round(self, interval: float) -> float:
         """How long `run_round(interval)` may take by design, the agent on time: the
@@ -328,6 +364,13 @@ class EnvironmentProbe:
                 room = min(float(check.config.timeout), max(interval, self.env.interval) / 2)
                 longest = max(longest, room)
         return longest
+
+    def longest_probe(self) -> float:
+        """The longest a window's probe may stay in flight: its check's own timeout, with
+        the registry's safety net (`deadline_s`); what the last round waits at most for
+        the probes carried to it (`CarriedProbes.settle`)."""
+        waits = [deadline_s(c) for c in self.checks if not c.once_per_round]
+        return max(waits, default=0.0)
 
     def _stalled_round(self, results: list[CheckResult]) -> list[CheckResult]:
         """`results`, where most of the round's probes were caught in a stall of the
@@ -394,54 +437,126 @@ class EnvironmentProbe:
         loop: asyncio.AbstractEventLoop,
         plan: list[tuple[float, Check, Target, float]],
         end: float | None,
+        carry: CarriedProbes | None = None,
     ) -> list[CheckResult]:
         """Start each planned run at its time; load checks (`once_per_round`) fit themselves
-        to the round, every other run gets the round's end as its deadline (`run_once`)."""
+        to the round, every other run gets the round's end as its deadline (`run_once`).
+
+        With a `carry` (a window's rounds), a probe waits its own timeout instead: the round
+        closes when each has landed or passed the deadline it had (the round's end, or its
+        room from its start if later), and those still in flight then are handed to `carry`,
+        their results counted in the round that finds them landed; a probe due while a
+        round's share of its check's to its target that earlier rounds sent are still in
+        flight is not sent."""
         results: list[CheckResult | None] = [None] * len(plan)
         done = loop.create_future()
         left = len(plan)
-        tasks: set[asyncio.Task[CheckResult | None]] = set()
+        tasks: dict[int, asyncio.Task[CheckResult | None]] = {}
         started: dict[int, Started] = {}  # runs without a task, until they land
         grid = ticks()
+        carrying = carry is not None and end is not None
+        share = Counter((check, target) for _, check, target, _ in plan)
+        flying: set[int] = set()  # counted in `carry` as in flight
+        own: Counter[tuple[Check, Target]] = Counter()  # of them, by check and target
+        tokens: dict[int, int] = {}  # carried runs' tokens (`CarriedProbes.adopt`)
+        closed = False  # the round is over: what lands now is carried
+        closing = False  # the round's deadlines passed: it waits only for its load runs
+        loads = sum(1 for _, check, _, _ in plan if check.once_per_round)
+        begun = 0
+        closes_at = end if end is not None else 0.0
+        timer: asyncio.TimerHandle | None = None
+
+        def carried(index: int) -> bool:
+            return carrying and not plan[index][1].once_per_round
+
+        def unflown(index: int) -> None:
+            if index in flying:
+                flying.discard(index)
+                key = plan[index][1], plan[index][2]
+                own[key] -= 1
+                assert carry is not None
+                carry.landed(key)
 
         def finished(index: int, task: asyncio.Task[CheckResult | None]) -> None:
-            nonlocal left
-            tasks.discard(task)
+            tasks.pop(index, None)
             if task.cancelled():
+                unflown(index)
                 # its CancelledError's traceback holds the frames that ran the check,
                 # `run_check`'s with the task in a local: freed now, not by a collection
                 drop_cancellation(task)
-                if not done.done():
+                if not closed and not done.done():
                     done.cancel()
+                return
+            exc = task.exception()
+            if closed:
+                if exc is not None:
+                    log.error("a carried probe raised", exc_info=exc)
+                landed(index, None if exc is not None else task.result())
                 return
             if done.done():
                 return
-            exc = task.exception()
             if exc is not None:
                 done.set_exception(exc)
                 return
             landed(index, task.result())
 
         def landed(index: int, result: CheckResult | None) -> None:
-            nonlocal left
+            nonlocal left, loads
             started.pop(index, None)
+            unflown(index)
+            if closed:
+                assert carry is not None
+                carry.arrived(tokens.pop(index, None), result)
+                return
             if done.done():
                 return
             results[index] = result  # None: not sent (`run_in_round`)
             left -= 1
-            if left == 0:
-                done.set_result(None)
+            if plan[index][1].once_per_round:
+                loads -= 1
+            if left == 0 or (closing and loads == 0):
+                finish()
+
+        def finish() -> None:
+            nonlocal closed
+            done.set_result(None)
+            closed = carrying  # from now on a landing is carried (the round is over)
+
+        def close() -> None:
+            nonlocal closing
+            closing = True
+            if loads == 0 and not done.done():
+                finish()
 
         def begin(index: int) -> None:
+            nonlocal begun, closes_at, timer
             if done.done():
                 return  # the round is over (cancelled, or a run raised)
+            begun += 1
+            _launch_one(index)
+            if carrying and begun == len(plan) and not done.done():
+                timer = loop.call_at(closes_at, close)
+
+        def _launch_one(index: int) -> None:
+            nonlocal closes_at
             _, check, target, room = plan[index]
             late = grid.late_s  # from the grid; 0 when started at once
+            if carried(index):
+                assert carry is not None
+                key = (check, target)
+                if not carry.room_for(key, share[key], own[key]):
+                    landed(index, None)  # a round's share still awaited: not sent
+                    return
+                carry.sent(key)
+                flying.add(index)
+                own[key] += 1
+                closes_at = max(closes_at, loop.time() + room)
             if check.once_per_round:
                 until = None
             else:
                 landing = functools.partial(landed, index)
-                run = self.start_once(check, target, end, room, landing, late)
+                deadline = None if carrying else end  # carried: its own timeout
+                run = self.start_once(check, target, deadline, room, landing, late)
                 if run is not None:
                     if not run.over:  # no task: its result lands from the callbacks
                         started[index] = run
@@ -450,10 +565,10 @@ class EnvironmentProbe:
             run_one: Coroutine[Any, Any, CheckResult | None] = (
                 self.run_once(check, target, until, room, late)
                 if until is None
-                else self.run_in_round(check, target, until, room, late)
+                else self.run_in_round(check, target, until, room, late, cut=not carrying)
             )
             task = loop.create_task(run_one)
-            tasks.add(task)
+            tasks[index] = task
             task.add_done_callback(functools.partial(finished, index))
 
         # every window's probes on one grid (`checks.ticks`): one loop timer per tick,
@@ -465,17 +580,30 @@ class EnvironmentProbe:
                 begin(i)
             else:
                 grid.start_at(planned[0], begin, i)
+        kept = False
         try:
             if plan:
                 await done
+            kept = carrying
         finally:
+            if timer is not None:
+                timer.cancel()
             if not done.done():
                 done.cancel()  # the starts still on the grid find the round over
-            for task in list(tasks):
-                task.cancel()
-            for run in list(started.values()):
-                self.stop_started(run)
-            started.clear()
+            if kept:
+                assert carry is not None
+                for index, task in tasks.items():
+                    tokens[index] = carry.adopt(task.cancel)
+                for index, run in started.items():
+                    tokens[index] = carry.adopt(functools.partial(self.stop_started, run))
+            else:
+                for task in list(tasks.values()):
+                    task.cancel()
+                for run in list(started.values()):
+                    self.stop_started(run)
+                started.clear()
+                for index in list(flying):
+                    unflown(index)
         return [r for r in results if r is not None]
 
 

@@ -9,6 +9,11 @@ passed over: the window ran 2 of its 3 rounds, and `failure_limit: 3` could fail
 (`inconclusive`, nothing rolled back). A probe that gets its place only after its round's
 checks have ended is now not sent (the agent's limit, not the target's: no sample either
 way), so a round keeps to its slot. Truth from outside: the rollback at the receiver.
+
+The check's `timeout` is half the round: a probe now waits its own timeout, carried past
+its round's end to the round it ends in (`agent.windows.carried`), so with the 2 s this
+test had, the first timeouts land 2 s on, in the window's last round, and `failure_limit:
+3` has one round of data to fail (`inconclusive`).
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ async def test_a_hung_target_is_rolled_back_in_a_3s_window_of_1s_rounds(
                 window="3s",
                 interval="1s",
                 probes=40,
-                timeout="2s",
+                timeout="500ms",
                 analysis="{policy: threshold, failure_limit: 3}",
                 extra=f"rollback: {{url: '{receiver.url}', secret: {SECRET}}}",
             )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -162,8 +161,9 @@ def cpu_waited_s() -> float:
 async def test_a_slow_target_never_makes_a_round_overrun(
     start_agent: AgentFactory, target: CountingTarget
 ) -> None:
-    # every answer takes 600 ms, longer than the 300 ms slot: each probe is a timeout once
-    # its round ends (its own 2 s timeout does not fit), and every slot runs on time
+    # every answer takes 600 ms, longer than the 300 ms slot, within the probe's own 2 s
+    # timeout: each is carried past its round to the one it lands in (before, it was a
+    # timeout once its round ended: `agent.windows.carried`), and every slot runs on time
     agent = await start_agent(SLOW_WINDOW.format(url=target.url))
     waited = cpu_waited_s()
     deploy = await agent.register("slow", "v1")
@@ -183,23 +183,22 @@ async def test_a_slow_target_never_makes_a_round_overrun(
     # time; a first round the watch's start made late gives them their room all the same
     causes = [r.summary["overrun"] for r in rounds if "overrun" in r.summary]
     assert all(c["cause"] != "checks" for c in causes), causes
-    # each slot on time, one after the other, until the timeouts fail the deploy; the first
+    # each slot on time, one after the other, to the window's end; the first
     # may be slot 1 when the loaded machine stalled the agent's pick-up of the window past
     # slot 0's 300 ms (seen at load average 13: slots 1, 2, 3, 4)
     slots = [r.summary["slot"] for r in rounds]
     assert len(slots) >= 2 and slots[0] <= 1, slots
     assert slots == list(range(slots[0], slots[0] + len(slots)))
     # no round waited for its probe's 600 ms answer (a busy machine may stretch a round a
-    # little past its 300 ms slot: by what it kept the agent waiting, above)
-    assert all(r.summary["duration_s"] < 0.6 for r in rounds), [r.summary for r in rounds]
-    # the timeouts fail the deploy; on a busy machine, whose scheduler stalls the agent's
-    # loop past a tenth of a probe's 300 ms wait now and then, those timeouts are the
-    # agent's (dropped, `checks.lag`) and the window ends inconclusive, saying so
-    if final["state"] == "inconclusive":
-        assert final["verdict"]["reason"].startswith("agent overloaded:"), final["verdict"]
-    else:
-        assert final["state"] == "failed", final
-        assert "error_rate" in json.dumps(final["verdict"])
+    # little past its 300 ms slot: by what it kept the agent waiting, above) but the last,
+    # which waits for the probes still in flight, each to its own timeout, on purpose
+    *middle, last = rounds
+    assert all(r.summary["duration_s"] < 0.6 for r in middle), [r.summary for r in middle]
+    assert last.summary["duration_s"] < 2.0 + 1.0, last.summary
+    # every answer came within its timeout: no error counted, nothing failed
+    rates = [r.summary["observations"]["errors"]["value"] for r in rounds]
+    assert any(rates) is False and any(rate == 0 for rate in rates), rates
+    assert final["state"] != "failed", final
 
 
 async def test_a_round_that_overruns_its_slot_is_counted_and_logged_once(

@@ -9,6 +9,7 @@ probed in 200 ms rounds with a 2 s timeout, read 100% `no response within …`.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -107,12 +108,13 @@ async def test_a_probe_in_flight_at_the_round_end_counts_when_it_lands(
 
 
 async def test_no_more_than_a_rounds_share_is_in_flight(
-    silent_target: tuple[str, list[float]],
+    silent_target: tuple[str, list[float]], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A silent target, a 1 s timeout, 200 ms rounds: the first round's 4 probes wait their
     timeout, the rounds meanwhile send none (4 a round before), and their timeouts count
     in the round they end in."""
     url, arrivals = silent_target
+    caplog.set_level(logging.WARNING, logger="postflight.probing")
     env = load_settings_text(CONFIG.format(url=url, timeout="1s")).environments["production"]
     async with TargetSessions() as sessions:
         probe = EnvironmentProbe("production", env, sessions, Metrics())
@@ -126,6 +128,8 @@ async def test_no_more_than_a_rounds_share_is_in_flight(
         assert len(arrivals) == 4, arrivals  # counted at the target
         assert [r for results in rounds for r in results] == []  # nothing ended yet
         assert carry.held_back == 4 * (len(rounds) - 1)
+        said = [r.getMessage() for r in caplog.records if "not sent" in r.getMessage()]
+        assert len(said) == 1 and "a round's share (4)" in said[0], said  # once a window
         later = [await probe.run_round(0.2, probes=4, carry=carry) for _ in range(2)]
         timeouts = judged([r for results in later for r in results])
         assert timeouts and all(r.samples[0].error == "timeout" for r in timeouts)

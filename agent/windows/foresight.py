@@ -29,7 +29,6 @@ from agent.windows.evidence import observation_from_dict
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.probing import background_every, unsummarize
 from agent.windows.schedule import RoundSchedule
-from agent.windows.timeout_waits import cut_answers_warnings
 from agent.windows.unjudged import check_round_samples, short_window_words
 from checks.base import Sample
 from checks.registry import build_check
@@ -474,7 +473,6 @@ async def registration_warnings(
                     baselines[rule.name] = obs
                     per_round[rule.name] = round_traffic(rule, pooled, env)
         said += [w for r in judged if (w := outage_baseline(r, baselines.get(r.name)))]
-        said += cut_answers_warnings(env, periods)
         if env.baseline_url is None:
             said += _no_background_baselines(
                 judged, baselines, env, environment, deployed_at, now, next_run

@@ -10,8 +10,9 @@ time goes to four things the watch measures as it goes (`RoundTimer`):
   which starved the store's thread too, and on Linux that thread's own wait for a CPU
   over it, the host's: `store_cpu_waited_s`), and a first round's reads and writes as its
   watch began;
-- `checks`: the checks' time past what the round gave them (probes are cut at the slot;
-  a load check's last requests and a check that does not keep to the round are not);
+- `checks`: the checks' time past what the round gave them (probes still in flight at the
+  slot are carried to the next round, `agent.windows.carried`; a load check's last
+  requests and a check that does not keep to the round are not);
 - `providers`: what the wait for provider answers after the checks took of the round's
   reserve (the wait is cut half the reserve before the slot's end: the cause when the
   round's own work then needed that half; before the reserve it took nothing the round
@@ -58,7 +59,7 @@ CAUSES: tuple[Cause, ...] = get_args(Cause)
 ON_TIME_S = TICK_S + SLACK_S
 """How late checks may end and still be on time: their deadlines fire on a 5 ms grid
 (`checks.ticks`), read by a loop whose lateness under `SLACK_S` is no stall: a slow
-target's probes, cut at the slot's end as designed, are not the checks' few milliseconds
+target's probes, carried past the slot's end as designed, are not the checks' few milliseconds
 past it when a busy machine makes the round overrun."""
 
 SCHEDSTAT = "/proc/thread-self/schedstat"

@@ -292,13 +292,14 @@ class EnvironmentProbe:
         over the part of the round that leaves each probe its timeout or half the round,
         whichever is less; load checks once, fitted to the interval (`fit_to_round`).
 
-        `on_time`: every run is over within `interval` whatever the target does (a probe
-        still waiting at the round's end is a timeout, so a slow or dead target cannot make
-        a window's round overrun); background runs, on no schedule, pass False and wait
-        for each probe's own timeout. Each probe is started by a timer at its time (no task
-        sleeping until then), an http probe without a task at all (`start_once`); results
-        come back in check, target, probe order; in a round whose loop was stalled for most
-        of its probes, none keeps its latency (`_stalled_round`).
+        `on_time`: the round is over within `interval` whatever the target does (a probe
+        still waiting at the round's end is a timeout, or with a `carry` goes on past it,
+        so a slow or dead target cannot make a window's round overrun); background runs,
+        on no schedule, pass False and wait for each probe's own timeout. Each probe is
+        started by a timer at its time (no task sleeping until then), an http probe without
+        a task at all (`start_once`); results come back in check, target, probe order; in a
+        round whose loop was stalled for most of its probes, none keeps its latency
+        (`_stalled_round`).
 
         `carry` (a window's rounds, on time): a probe is not cut at the round's end but waits
         its own timeout, and one still unanswered as the round closes counts in the round

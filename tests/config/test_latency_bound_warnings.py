@@ -37,16 +37,24 @@ LOAD = "      - {name: feed, type: load, path: /, rate: 5/s, duration: 500ms, ti
         ("5s", "30s", "", "5s: its timeout"),
         ("6s", "30s", "", "5s: its timeout"),
         ("4990ms", "30s", "", None),
-        # the round is: 1s less its reserve (a tenth), where a probe started at the round's
-        # start waits until the round's end (one started later, at least half the round)
-        ("900ms", "1s", "", "900ms: what a 1s round leaves it"),
-        ("899ms", "1s", "", None),
+        # however short the round: a window's probe waits its own timeout, carried past its
+        # round's end (`agent.windows.carried`); before, a 1s round left it 900ms, warned
+        ("5s", "1s", "", "5s: its timeout"),
+        ("900ms", "1s", "", None),
         # a smoke step's own timeout, longer than the check's
         ("7s", "30s", SMOKE, None),
         # a load check's requests wait their timeout whatever the round
         ("2s", "1s", LOAD, None),
     ],
-    ids=["timeout", "past-timeout", "below-timeout", "round", "below-round", "smoke", "load"],
+    ids=[
+        "timeout",
+        "past-timeout",
+        "below-timeout",
+        "short-round",
+        "below-short-round",
+        "smoke",
+        "load",
+    ],
 )
 def test_a_latency_max_no_timeout_can_pass_is_warned_at_its_key(
     tmp_path: Path,
@@ -71,14 +79,16 @@ def test_a_latency_max_no_timeout_can_pass_is_warned_at_its_key(
 def test_a_rule_of_one_check_reads_that_checks_wait(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A rule naming its check is judged on that check's waits alone: a load check's 3s
-    timeout is not the http check's 900ms in 1s rounds."""
-    text = with_latency_rule("2s", interval="1s", check=LOAD).replace(
-        "metric: latency_p95, max", "check: api-health, metric: latency_p95, max"
-    )
+    """A rule naming its check is judged on that check's waits alone: the load check's 3s
+    timeout, not the http check's 5s (a rule over both is not warned at 3s)."""
+    text = with_latency_rule("3s", interval="1s", check=LOAD)
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 0 and SAID not in out, out
+    text = text.replace("metric: latency_p95, max", "check: feed, metric: latency_p95, max")
     code, out = run_validate(tmp_path, text, capsys)
     assert code == 0, out
-    assert "rules[1].max (line " in out and "(900ms: what a 1s round leaves it)" in out, out
+    assert "rules[1].max (line " in out and "a probe of feed waits" in out, out
+    assert "(3s: its timeout)" in out, out
 
 
 def test_run_logs_it_once_at_start(

@@ -25,7 +25,7 @@ import asyncio
 import functools
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -314,11 +314,24 @@ async def _act(
             }
         )
     except ValidationError as exc:
-        detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in exc.errors())
+        detail = _unfit_fields(validation_errors(exc), decision.origins)
         raise ApiProblem(
             400, f"the event cannot open a window: {detail}", slug="bad-payload"
         ) from None
     return await _open(request, provider, store, body, key, decision.deployment_label)
+
+
+def _unfit_fields(errors: list[dict[str, Any]], origins: Mapping[str, str]) -> str:
+    """Each event field whose value the window cannot take, once (a GitHub sha is both the
+    version and the commit), and what the window needs of it: the sender knows the event's
+    fields, not the window's."""
+    said: dict[str, str] = {}
+    for error in errors:
+        where = ".".join(str(part) for part in error["loc"])
+        origin = origins.get(where)
+        named = f"{origin} (the window's {where})" if origin else f"the window's {where}"
+        said.setdefault(origin or where, f"{named}: {error['msg']}")
+    return "; ".join(said.values())
 
 
 async def _forgotten_before(store: Store, decision: ev.OpenWindow) -> float | None:

@@ -76,6 +76,10 @@ class OpenWindow:
     """When the provider says the event happened (epoch seconds), None when it does not:
     neither signature carries a time, so this is what tells a replay of a delivery whose
     key retention forgot from a new event."""
+    origins: dict[str, str] = field(default_factory=dict)
+    """Which field of the event each of the window's came from (`version`: `deployment.sha`,
+    `labels.vercel.deployment`: `payload.deployment.id`), so a value the window cannot take
+    is named to the provider's sender as the event's field, which is all it knows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +186,17 @@ def _github_deployment_status(settings: Settings, document: dict[str, Any]) -> O
         labels=labels,
         deployment_label="github.deployment",
         occurred_at=_iso_time(status.get("created_at")) or _iso_time(deployment.get("created_at")),
+        origins={
+            "version": "deployment.sha",
+            "commit": "deployment.sha",
+            "labels.github.repository": "repository.full_name",
+            "labels.github.environment": "deployment.environment",
+        },
     )
 
+
+VERCEL_SHA = "payload.deployment.meta.githubCommitSha"
+"""Where a Vercel event says the commit it deployed (the window's version when present)."""
 
 MAX_LABEL_VALUE = 256
 """A label's value holds this many characters (`agent.api.models`)."""
@@ -318,6 +331,12 @@ def vercel_event(settings: Settings, document: dict[str, Any]) -> OpenWindow | I
         labels=labels,
         deployment_label="vercel.deployment",
         occurred_at=_epoch_ms(document.get("createdAt")),
+        origins={
+            "version": VERCEL_SHA if sha else "payload.deployment.id",
+            "commit": VERCEL_SHA,
+            "labels.vercel.deployment": "payload.deployment.id",
+            "labels.vercel.project": "payload.project.id",
+        },
     )
 
 

@@ -422,3 +422,43 @@ async def test_an_event_url_longer_than_a_label_is_not_kept_cut_short(
             assert kept is None
         else:
             assert kept == (url if provider == "github" else url.removeprefix("https://"))
+
+
+@pytest.mark.parametrize(
+    ("provider", "event_field"),
+    [
+        ("github", "deployment.sha"),
+        ("vercel", "payload.deployment.meta.githubCommitSha"),
+        ("vercel-no-sha", "payload.deployment.id"),
+    ],
+)
+async def test_a_signed_event_whose_values_cannot_make_a_window_names_the_event_field(
+    app_client: StartsApp, store: SqliteStore, provider: str, event_field: str
+) -> None:
+    """A signed event whose commit (or Vercel deployment id, the version without one) is
+    no version the API takes (longer than 128 characters) was a 400 reading `the event
+    cannot open a window: ('version',): String should have at most 128 characters;
+    ('commit',): …`: Python's tuples, and the window's fields where the sender knows only
+    the event's. It names the event's field, once, and what the window needs of it."""
+    client = await app_client()
+    long = "f" * 200
+    if provider == "github":
+        body = gh.deployment_status(sha=long)
+        headers = {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "deployment_status",
+            "X-GitHub-Delivery": "d-long-sha",
+            "X-Hub-Signature-256": gh.signature(GH_SECRET, body),
+        }
+    elif provider == "vercel":
+        body = vc.event(event_id="evt_long_sha", sha=long)
+        headers = vercel_headers(body)
+    else:
+        body = vc.event(event_id="evt_long_id", deployment="dpl_" + long, sha=None)
+        headers = vercel_headers(body)
+    path = "/v1/hooks/" + provider.removesuffix("-no-sha")
+    detail = await problem(await client.post(path, data=body, headers=headers), 400)
+    assert detail.startswith(f"the event cannot open a window: {event_field} ("), detail
+    assert "at most 128 characters" in detail, detail
+    assert "(" + "'" not in detail and detail.count(event_field) == 1, detail
+    assert (await store.list_windows()).items == []

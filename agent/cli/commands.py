@@ -97,16 +97,37 @@ def _connection(args: argparse.Namespace) -> tuple[str, str, float]:
     )
     if not url.strip():
         raise UsageError("no agent URL: pass --url or set $POSTFLIGHT_URL")
-    if not url.startswith(("http://", "https://")):
-        raise UsageError(
-            f"--url must start with http:// or https:// (got {without_password(url)!r})"
-        )
+    url = _agent_url(url)
     if not token.strip():
         raise UsageError(
             "no API token: pass --token or set $POSTFLIGHT_TOKEN (or $POSTFLIGHT_API_TOKEN)"
         )
     timeout = _duration(args.request_timeout, "--request-timeout")
-    return url.strip(), token.strip(), max(timeout, 0.1)
+    return url, token.strip(), max(timeout, 0.1)
+
+
+def _agent_url(given: str) -> str:
+    """The agent's base URL as the client joins paths to it. Its scheme is read as RFC 3986
+    has it, case-insensitively (`HTTP://…` was refused), and the spaces around it a CI
+    variable can carry are dropped before it is read (a leading one was refused); a query
+    or a fragment would end up before every path (`/?x=1/v1/deploys`, the agent's 404),
+    so it is refused, named."""
+    url = given.strip()
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in ("http", "https"):
+        url = f"{scheme.lower()}://{rest}"
+    if not url.startswith(("http://", "https://")):
+        raise UsageError(
+            f"--url must start with http:// or https:// (got {without_password(given)!r})"
+        )
+    if "?" in url or "#" in url:
+        base = without_password(url.split("?", 1)[0].split("#", 1)[0])
+        # what follows is not said back: a query may carry a token
+        raise UsageError(
+            "--url is the agent's base URL: without a query (?…) or a fragment (#…)"
+            f" (got {base!r} and more)"
+        )
+    return url
 
 
 def _duration(text: str, flag: str) -> float:

@@ -670,6 +670,38 @@ def test_a_url_of_the_wrong_scheme_is_said_without_its_password(
     assert "pa55word" not in str(info.value), info.value
 
 
+@pytest.mark.parametrize(
+    "spell", ["HTTP://{host}", "Http://{host}/", " http://{host}", "http://{host}\n"]
+)
+def test_an_agent_url_spelt_another_way_reaches_the_agent(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str], spell: str
+) -> None:
+    """A URL's scheme is case-insensitive (RFC 3986), and a `$POSTFLIGHT_URL` read from a
+    CI variable may carry a space or a newline: `HTTP://…` and ` http://…` were refused,
+    "--url must start with http:// or https://" (a trailing space was taken)."""
+    url = spell.format(host=agent.url.removeprefix("http://"))
+    parser = argparse.ArgumentParser()
+    add_status_arguments(parser)
+    assert status_command(parser.parse_args(["--url", url, "--token", TOKEN])) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "", captured.err
+
+
+@pytest.mark.parametrize("tail", ["?token=s3cr3t", "#status", "/?x=1"])
+def test_an_agent_url_with_a_query_or_fragment_is_a_usage_error_naming_it(
+    agent: AgentThread, capsys: pytest.CaptureFixture[str], tail: str
+) -> None:
+    """`--url http://agent:8787?x=1` sent every request to `/?x=1/v1/deploys`: the agent's
+    404 "no such route", which named neither the URL nor what was wrong with it."""
+    parser = argparse.ArgumentParser()
+    add_status_arguments(parser)
+    args = parser.parse_args(["--url", agent.url + tail, "--token", TOKEN])
+    assert status_command(args) == 2
+    err = capsys.readouterr().err
+    assert "--url is the agent's base URL: without a query (?…) or a fragment (#…)" in err, err
+    assert "no such route" not in err and "s3cr3t" not in err, err
+
+
 def _fast_retries(init: Callable[..., None]) -> Callable[..., None]:
     def wrapped(self: PostflightClient, *args: Any, **kwargs: Any) -> None:
         init(self, *args, **{**kwargs, "backoff": 0.01})

@@ -304,7 +304,26 @@ def percentile(values: npt.ArrayLike, q: float) -> float:
         ordered = sorted(values)
         if all(math.isfinite(v) for v in ordered):
             return _linear_quantile(ordered, q * 100.0 / 100.0)
-    return float(np.percentile(np.asarray(values, dtype=np.float64), q * 100.0))
+    x = np.asarray(values, dtype=np.float64)
+    if x.ndim == 1 and x.size and 0.0 <= q <= 1.0 and np.isfinite(x).all():
+        return _partitioned_quantile(x, q * 100.0 / 100.0)
+    return float(np.percentile(x, q * 100.0))
+
+
+def _partitioned_quantile(x: FloatArray, q: float) -> float:
+    """numpy's `linear` q-quantile of finite `x`, its steps without their overhead (most
+    of the cost of a round's p95 of a few hundred latencies, and of a latency rule's period
+    scores): the same partition (numpy's indexes: the ends and the two the index falls
+    between, or past the end the last value twice), the same interpolation."""
+    n = x.size
+    virtual = (n - 1) * q
+    if virtual >= n - 1:
+        last = float(np.partition(x, (0, n - 1))[-1])
+        return _lerp(last, last, virtual + 1.0)
+    below = math.floor(virtual)
+    ordered = np.partition(x, sorted({0, below, below + 1, n - 1}))
+    lo, hi = ordered[below : below + 2].tolist()
+    return _lerp(lo, hi, virtual - below)
 
 
 def percentiles(values: Sequence[float], qs: Sequence[float]) -> list[float]:
@@ -332,8 +351,11 @@ def linear_quantile_of_top(top: Sequence[float], n: int, q: float) -> float:
     if virtual < 0:
         return top[0]
     previous = math.floor(virtual)
-    lo, hi = top[previous - start], top[previous + 1 - start]
-    gamma = virtual - previous
+    return _lerp(top[previous - start], top[previous + 1 - start], virtual - previous)
+
+
+def _lerp(lo: float, hi: float, gamma: float) -> float:
+    """numpy's `_lerp`, as it writes it (from the upper end past halfway)."""
     diff = hi - lo
     return hi - diff * (1.0 - gamma) if gamma >= 0.5 else lo + diff * gamma
 

@@ -201,3 +201,33 @@ def test_a_rounds_percentile_is_numpys_to_the_last_bit() -> None:
         numpys = np.percentile(np.asarray(values), [q * 100 for q in qs]).tolist()
         for q, numpy_figure in zip(qs, numpys, strict=True):
             assert stats.percentile(values, q) == numpy_figure
+
+
+def test_a_large_samples_percentile_is_numpys_to_the_last_bit() -> None:
+    """Arrays and samples past `SMALL_SAMPLE` are read by one partition; same figure as
+    numpy's, its sign included (a zero read off a -0.0 and a 0.0), and numpy's own answer
+    where a value is not finite."""
+    rng = np.random.default_rng(12)
+    qs = (0.0, 0.01, 0.25, 0.5, 0.95, 0.99, 1.0, 1 / 3)
+    for i in range(600):
+        n = int(rng.choice([1, 2, 3, 20, 65, 301, 3000]))
+        drawn = (
+            rng.lognormal(-3, 1, n),
+            rng.integers(0, 4, n) * 0.001,
+            rng.choice([0.0, -0.0, 5e-324, 1.0], n),
+            rng.normal(0.0, 1e300, n),
+        )[i % 4]
+        if i % 50 == 7:
+            drawn[int(rng.integers(n))] = (math.nan, math.inf, -math.inf)[i % 3]
+        for q in qs:
+            with np.errstate(invalid="ignore"):  # inf - inf, numpy's and ours alike
+                want = float(np.percentile(drawn, q * 100.0))
+            large = n > stats.SMALL_SAMPLE  # a small tuple is sorted in Python (above)
+            for values in (drawn, tuple(drawn.tolist())) if large else (drawn,):
+                with np.errstate(invalid="ignore"):
+                    got = stats.percentile(values, q)
+                if math.isnan(want):
+                    assert math.isnan(got)
+                else:
+                    assert got == want
+                    assert math.copysign(1.0, got) == math.copysign(1.0, want)

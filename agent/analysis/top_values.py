@@ -38,10 +38,14 @@ def fold(top: list[float] | None, values: Sequence[float], n: int, q: float) -> 
     needs fewer again: n only grows)."""
     if top is None or needed(n, q) > KEPT:
         return None
-    finite = [float(v) for v in values if math.isfinite(v)]
-    if len(top) + len(finite) <= KEPT:
-        return sorted(top + finite)
-    return sorted(heapq.nlargest(KEPT, top + finite))
+    both = top + [float(v) for v in values if math.isfinite(v)]
+    merged = sorted(both)  # `top` is sorted already: one merge, where `nlargest` cost 10x
+    if len(merged) <= KEPT:
+        return merged
+    if merged[-KEPT - 1] == merged[-KEPT] == 0.0:
+        # a 0.0 and a -0.0 tie at the cut: keep the earlier ones, as `nlargest` does
+        return sorted(heapq.nlargest(KEPT, both))
+    return merged[-KEPT:]
 
 
 def quantile(top: Sequence[float] | None, n: int, q: float) -> float | None:

@@ -5,6 +5,9 @@ most `KEPT` values at any time."""
 
 from __future__ import annotations
 
+import heapq
+import math
+
 import numpy as np
 import pytest
 
@@ -33,6 +36,22 @@ def test_the_kept_values_read_the_percentile_of_every_value(q: float) -> None:
                 assert got == percentile(seen, q)
             else:
                 assert top is None and got is None
+
+
+def test_the_kept_values_are_the_largest_as_heapq_keeps_them() -> None:
+    """A merge of the kept values with the round's keeps what `heapq.nlargest` kept, each
+    float as it was: ties, infinities and NaN left out, and a 0.0 and a -0.0 at the cut."""
+    rng = np.random.default_rng(5)
+    for i in range(400):
+        top = sorted(float(v) for v in rng.choice([-0.0, 0.0, 0.001, 0.002, 0.5], 120))
+        pool = [-0.0, 0.0, 0.001, 0.003, 1.0, math.inf, math.nan] if i % 2 else [0.0, -0.0]
+        values = [float(v) for v in rng.choice(pool, int(rng.integers(0, 40)))]
+        finite = [v for v in values if math.isfinite(v)]
+        want = sorted(top + finite)
+        if len(want) > top_values.KEPT:
+            want = sorted(heapq.nlargest(top_values.KEPT, top + finite))
+        got = top_values.fold(top, values, len(top) + len(finite), 0.99)
+        assert repr(got) == repr(want)
 
 
 def test_the_judge_reads_its_window_p95_exactly_then_from_its_sketch() -> None:

@@ -65,7 +65,7 @@ __all__ = ["STATE_VERSION", "Glance", "Judge", "PassOn", "State", "judge"]
 
 PassOn = Literal["evidence", "no_failure"]
 
-STATE_VERSION = 17
+STATE_VERSION = 18
 """The shape of `State`; bump it when the shape changes (2: one row per confidence level
 in the rank and exceedance tests; 4: the two-sample count test's own ladder and bets, 12
 rows of 10; 5: the rank and exceedance tests bet on conformal placements and keep the
@@ -95,8 +95,11 @@ flat list, a TypeError at its next round, and its two-sample e-process bets at a
 level; 16: a latency rule keeps its window's top values, `top` (`top_values`), for its exact
 percentile: a 15 lacks them, and read as none kept yet would give a wrong one; 17: a relative
 latency bound's period-rank test has an e-detector too, whose `sr` holds a row of martingales
-per strategy where a 16 held a flat list, a TypeError at its next round), so that a restart
-never reads a state it cannot."""
+per strategy where a 16 held a flat list, a TypeError at its next round; 18: a share's or
+rate's pass test keeps the weight its first round sized on no event, `w0`
+(`stats.no_event_weight`): a 17 lacks it, and read as the uniform mixture's would keep a
+short window from the end its own rounds show), so that a restart never reads a state it
+cannot."""
 
 
 def judge(

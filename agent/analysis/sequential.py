@@ -741,6 +741,8 @@ class SequentialRule:
         """A bound has no test of its evidence (no baseline to compare with, say)."""
         self._ladders: dict[str, _Ladder] = {}
         """Each ladder's columns as arrays (`_ladder_of`)."""
+        self._events_base: dict[str, float] = {}
+        """`_baseline_events` by pass test, worked out once."""
         self._held: dict[str, tuple[list[Any], list[Any] | None, FloatArray] | None] = {}
         """A ladder's last wealth and e-detector lists with their array (`_bet_ladder`)."""
         self._factors: dict[tuple[str, float, float], FloatArray] = {}
@@ -1450,8 +1452,11 @@ class SequentialRule:
         for test in self.passes:
             x = self._pass_statistic(test, obs)
             if x is not None:
-                _fold_pass(state["passes"][test.key], x, size)
-                self._intersect(test, state["passes"][test.key])
+                st = state["passes"][test.key]
+                if st["t"] == 0 and test.statistic != "value":
+                    st["w0"] = self._no_event_weight(test, size, self.horizon)
+                _fold_pass(st, x, size)
+                self._intersect(test, st)
 
     def _unranked(self, state: dict[str, Any], obs: Observation) -> None:
         """At the window's first round with data: a period-rank test beside a two-sample
@@ -2017,10 +2022,41 @@ class SequentialRule:
             return None
         spread = self._spread(test, st)  # inf: a bound near float's end (`max` of 1e300 s)
         if test.statistic != "value":
-            return _count_ends(test, _events(st), float(st["size"]), spread, one=one)
+            weight = float(st.get("w0", 0.0))  # a state from before it: the uniform mixture
+            return _count_ends(test, _events(st), float(st["size"]), spread, weight, one=one)
         radius = stats.cs_radius(t, spread, test.alpha, self.t_opt)
         mean = float(st["mean"])
         return mean - radius, mean + radius
+
+    def _no_event_weight(self, test: PassTest, per_round: float, rounds: int) -> float:
+        """A share's or rate's weight on no event (`stats.no_event_weight`), sized to a
+        window of `rounds` rounds of `per_round` samples, divided by the design effect its
+        baseline gives (`_design_effect`), times the chance that a release like its
+        baseline has no event in them (a baseline at 2.5% errors has one in 92% of 100
+        trials: the full weight would only cost such a release, 14.3% shown where 11.5%,
+        and this share of it 11.6%); none under `stats.NONE_WEIGHT_LEAST`. All known
+        before the window's events: at its first round, that round's samples; 0 (the
+        uniform mixture) for a window of unknown length."""
+        if rounds <= 0:
+            return 0.0
+        planned = rounds * per_round / self._design_effect(test, per_round)
+        rate = test.limit if test.upper else 1.0 - test.limit
+        clean = (1.0 - self._baseline_events(test)) ** planned
+        weight = stats.no_event_weight(rate, test.alpha, planned) * clean
+        return weight if weight >= stats.NONE_WEIGHT_LEAST else 0.0
+
+    def _baseline_events(self, test: PassTest) -> float:
+        """The share of the baseline's trials that are the pass test's events (errors, or
+        samples past the cutoff; a `min`'s the other outcome): 0 without a baseline, or
+        over an outage's (`PassTest.outage`: not the release's)."""
+        if test.key not in self._events_base:
+            base = self.baseline
+            mean = None
+            if base is not None and test.outage is None:
+                mean = self._baseline_statistic(test, base)
+            share = 0.0 if mean is None else mean if test.upper else 1.0 - mean
+            self._events_base[test.key] = min(max(share, 0.0), 1.0)
+        return self._events_base[test.key]
 
     def _window_design_effect(self, test: PassTest, variance: float, size: float) -> float:
         """What a share's or rate's counts are divided by before their binomial sequence
@@ -2077,7 +2113,8 @@ class SequentialRule:
                 * self._design_effect(test, per_round)
             )
             design = self._window_design_effect(test, variance, per_round)
-            end = functools.partial(_reach_end, test, mean, variance, per_round, design)
+            weight = functools.partial(self._no_event_weight, test, per_round)
+            end = functools.partial(_reach_end, test, mean, variance, per_round, design, weight)
             # a sequence needs two rounds (`_ends`): a one-round window never shows it
             reached = end(horizon, self.t_opt) if horizon > 1 else None
             needed: int | None = None
@@ -2980,31 +3017,50 @@ def _reach_end(
     variance: float,
     per_round: float,
     design: float,
-    t: float,
+    weight: Callable[[int], float],
+    t: int,
     t_opt: float,
 ) -> float:
     """`SequentialRule.pass_reach`'s end after `t` rounds of `mean`: a share's or rate's by
     its binomial sequence on the rounds' expected counts (`_count_ends`, divided by
-    `design`, as a window's own), a bare value's by its normal mixture (`variance`)."""
+    `design`, as a window's own, its weight on no event that of a window of `t` rounds),
+    a bare value's by its normal mixture (`variance`)."""
     if test.statistic == "value":
         return _pass_end(test, mean, variance, t, t_opt)
-    lower, upper = _count_ends(test, mean * per_round * t, per_round * t, design, one=True)
+    lower, upper = _count_ends(
+        test, mean * per_round * t, per_round * t, design, weight(t), one=True
+    )
     return upper if test.upper else lower
 
 
 def _count_ends(
-    test: PassTest, bad: float, total: float, design: float, *, one: bool = False
+    test: PassTest,
+    bad: float,
+    total: float,
+    design: float,
+    weight: float = 0.0,
+    *,
+    one: bool = False,
 ) -> tuple[float, float]:
     """A share's or rate's confidence-sequence ends on its window's counts (`bad` of
-    `total`) divided by the design effect (`stats.binomial_cs_end`, at the test's level).
-    `one`: only the end the test reads (the other is 0 or 1)."""
+    `total`) divided by the design effect (`stats.binomial_cs_end`, at the test's level),
+    the end the test reads with `weight` on no event (`stats.no_event_weight`), the other
+    on the uniform mixture. `one`: only the end the test reads (the other is 0 or 1)."""
     design = max(design, 1.0)
     bad, total = bad / design, total / design
     upper = (
-        stats.binomial_cs_end(bad, total, test.alpha, upper=True) if test.upper or not one else 1.0
+        stats.binomial_cs_end(
+            bad, total, test.alpha, upper=True, none_weight=weight if test.upper else 0.0
+        )
+        if test.upper or not one
+        else 1.0
     )
     lower = (
-        0.0 if test.upper and one else stats.binomial_cs_end(bad, total, test.alpha, upper=False)
+        0.0
+        if test.upper and one
+        else stats.binomial_cs_end(
+            bad, total, test.alpha, upper=False, none_weight=0.0 if test.upper else weight
+        )
     )
     return lower, upper
 

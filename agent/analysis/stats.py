@@ -1001,7 +1001,9 @@ def cs_radius(t: float, variance: float, alpha: float, t_opt: float) -> float:
     return sd * math.sqrt((t + 1.0 / rho2) * (math.log(1.0 + rho2 * t) + 2.0 * log_a)) / t
 
 
-def binomial_cs_end(count: float, total: float, alpha: float, *, upper: bool) -> float:
+def binomial_cs_end(
+    count: float, total: float, alpha: float, *, upper: bool, none_weight: float = 0.0
+) -> float:
     """One end of an anytime-valid confidence sequence for a rate after `count` events in
     `total` trials (effective counts: divided by a design effect, so possibly fractional):
     the least rate the sequence has not yet ruled out from above (`upper`), or the most
@@ -1019,17 +1021,98 @@ def binomial_cs_end(count: float, total: float, alpha: float, *, upper: bool) ->
     variance (`cs_radius`, floored at the limit's) it reads the binomial's short low tail:
     after 400 trials it shows a rate under 0.05 with up to 7 events where that showed 4
     (the KL bound of a one-sided test; Waudby-Smith & Ramdas 2023 for the same likelihood
-    ratios as bets). The lower end is the upper one of the trials' other outcome."""
+    ratios as bets). The lower end is the upper one of the trials' other outcome.
+
+    `none_weight` w puts that share of the mixture on q = 0 (no events at all: the
+    likelihood ratio (1 - p)^-N while none came, 0 at the first), the rest on the uniform
+    mixture: the sharpest end any valid sequence has with no event (1 - alpha^(1/N), the
+    exact one-sided bound, reached at w = 1), for log(1 / (1 - w)) nats more with any
+    event (`no_event_weight` sizes it to the window)."""
     if total <= 0:
         return 1.0 if upper else 0.0
     count = min(max(count, 0.0), total)
     if not upper:
-        return 1.0 - binomial_cs_end(total - count, total, alpha, upper=True)
+        return 1.0 - binomial_cs_end(
+            total - count, total, alpha, upper=True, none_weight=none_weight
+        )
     if total > CS_LARGEST:  # as `rate_upper_bound`: fewer trials, same rate, a wider end
         count, total = count / total * CS_LARGEST, CS_LARGEST
     if count >= total:
         return 1.0
-    return _binomial_upper_end(count, total, alpha)
+    w = min(max(none_weight, 0.0), NONE_WEIGHT_MOST)
+    if w <= 0.0:
+        return _binomial_upper_end(count, total, alpha)
+    if count > 0.0:  # the mass on q = 0 is gone: the uniform mixture's (1 - w) share
+        return _binomial_upper_end(count, total, alpha * (1.0 - w))
+    return _no_event_end(total, alpha, w)
+
+
+@functools.lru_cache(maxsize=256)
+def _no_event_end(total: float, alpha: float, w: float) -> float:
+    """`binomial_cs_end`'s upper end with no event in `total` trials and weight w on q = 0:
+    the p where (1 - p)^-N (w + (1 - w) (1 - (1 - p)^(N + 1)) / ((N + 1) p)) reaches
+    1 / alpha (the uniform mixture's ratio in closed form at no event). The mixture lies
+    between w and 1 times (1 - p)^-N, so the end lies between the exact bound 1 -
+    alpha^(1/N) and 1 - (w alpha)^(1/N): halved there, on a rising function, to within
+    `CS_TOLERANCE` of it, and the bracket's top returned (a rate the sequence rules out)."""
+    needed = math.log(1.0 / alpha)
+    log1p, log, expm1 = math.log1p, math.log, math.expm1
+
+    def excess(p: float) -> float:
+        log_q = log1p(-p)
+        uniform = -expm1((total + 1.0) * log_q) / ((total + 1.0) * p)
+        return -total * log_q + log(w + (1.0 - w) * uniform) - needed
+
+    lo = -expm1(-needed / total)
+    hi = -expm1(math.log(1.0 / (w * alpha)) * -1.0 / total)
+    for _ in range(CS_SEARCH_STEPS):
+        if hi - lo <= CS_TOLERANCE * hi:
+            break
+        mid = (lo + hi) / 2.0
+        lo, hi = (lo, mid) if excess(mid) >= 0.0 else (mid, hi)
+    return min(hi, 1.0)
+
+
+NONE_WEIGHT_MOST = 0.9
+"""The most of the pass side's mixture put on no event (`binomial_cs_end`): 0.9 shows a
+rate under 5% after 92 trials with none (90 at 1, the least any sequence needs; the
+uniform mixture alone needed 126), and leaves the uniform mixture 0.1 of its weight
+(2.3 nats) once an event comes."""
+
+NONE_WEIGHT_LEAST = 0.01
+"""A weight on no event below this is none (`SequentialRule._no_event_weight`): it would
+show a window with no event under its limit a trial sooner at most, while moving every
+end with an event (by log(1 / (1 - w)) nats)."""
+
+PASS_BY = 0.8
+"""`no_event_weight` sizes the weight on no event so that a window with none shows its
+rate under the limit by this share of its planned trials (a round or two lost, traffic
+lower than its first round's, still pass)."""
+
+
+def no_event_weight(limit: float, alpha: float, planned: float) -> float:
+    """The least weight on no event (`binomial_cs_end`'s `none_weight`) with which a window
+    of `planned` trials (effective: divided by the design effect), none of them an event,
+    shows its rate at most `limit` by `PASS_BY` of them, up to `NONE_WEIGHT_MOST`; 0 where
+    the uniform mixture alone shows it by then (a window long enough costs nothing with an
+    event). Tuned to the window's size, as Robbins' mixtures are to a target sample size
+    (Howard et al. 2021): a short window could not show any rate with an event under a
+    tight limit (after 100 trials 1 event shows no rate under 5%), so what it gives up
+    there it could not have used. Fixed before the rounds' events (on the planned trials:
+    the window's rounds times its first round's trials, which say nothing of the rate), so
+    the mixture is one mixture, and its end valid at alpha."""
+    if not (0.0 < limit < 1.0) or planned <= 0.0 or not math.isfinite(planned):
+        return 0.0
+    n = PASS_BY * planned
+    log_q = math.log1p(-limit)
+    uniform = -math.expm1((n + 1.0) * log_q) / ((n + 1.0) * limit)
+    # w + (1 - w) uniform >= (1 - p)^N / alpha: the mixture reaches 1 / alpha at n trials
+    short = math.exp(min(n * log_q + math.log(1.0 / alpha), 700.0))
+    if short <= uniform:
+        return 0.0
+    if uniform >= 1.0:  # under a trial planned: no weight shows it, and none is lost
+        return NONE_WEIGHT_MOST
+    return min((short - uniform) / (1.0 - uniform), NONE_WEIGHT_MOST)
 
 
 @functools.lru_cache(maxsize=256)

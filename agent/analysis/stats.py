@@ -32,10 +32,12 @@ Methods and sources
   side, mixed (a one-sided beta-binomial mixture: Howard, Ramdas, McAuliffe & Sekhon,
   "Time-uniform, nonparametric, nonasymptotic confidence sequences", AoS 2021), held to
   1 / alpha by Ville's inequality (the same ratios as bets: Waudby-Smith & Ramdas 2023),
-  `binomial_cs_end`. A bare value's mean gets an asymptotic confidence sequence
-  (Waudby-Smith, Arnold, Wu, Wang & Ramdas, "Time-uniform central limit theory and
-  asymptotic confidence sequences", 2021) with Robbins' normal-mixture boundary (Howard et
-  al. 2021), `cs_radius`.
+  `binomial_cs_end`; a window too short for it to show a clean rate puts weight on no event
+  (q = 0: the exact one-sided bound, 1 - alpha^(1/N)), sized to the window as Robbins'
+  mixtures are to a target sample size (`no_event_weight`). A bare value's mean gets an
+  asymptotic confidence sequence (Waudby-Smith, Arnold, Wu, Wang & Ramdas, "Time-uniform
+  central limit theory and asymptotic confidence sequences", 2021) with Robbins'
+  normal-mixture boundary (Howard et al. 2021), `cs_radius`.
 * **Baselines**: Clopper-Pearson limits on the baseline rate on effective counts (divided
   by the variance inflation measured across its periods, `intra_period_correlation`),
   distribution-free order-statistic limits on a baseline quantile, the

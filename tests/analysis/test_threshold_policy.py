@@ -275,3 +275,37 @@ def test_a_rule_not_failed_at_the_end_is_said_by_the_windows_counts() -> None:
     # while the window runs, a round's figures, as before
     running = judge([ERRORS], {}, rounds_of(ERRORS, rate(90), rate(1)), THRESHOLD, final=False)
     assert running.rules[0].detail.startswith("1 of 100 probes failed;")
+
+
+def _latencies(value: float, n: int = 20) -> Observation:
+    return Observation(value, values=(value,) * n, total=n)
+
+
+def test_a_latency_or_bare_value_not_failed_at_the_end_is_said_by_the_windows_figure() -> None:
+    """As a rate's (above): at the window's end a latency rule not failed is said by the
+    p95 of all its samples, a bare value by its rounds' mean, not by the last round's
+    figure: a window of two 500 ms rounds and a 100 ms one read `latency_p95 100ms,
+    within bounds` (observed 0.1), and one past its bound in each of its rounds was said
+    by the last of them."""
+    p95 = Rule("p95", "checks", "latency_p95", max=0.3)
+    rounds = rounds_of(p95, _latencies(0.5), _latencies(0.5), _latencies(0.1))
+    [rule] = judge([p95], {}, rounds, THRESHOLD, final=True).rules
+    assert rule.outcome == "pass" and rule.observed == 0.5
+    assert rule.detail == "latency_p95 500ms over 60 samples; within bounds"
+    short = judge(
+        [p95], {}, rounds_of(p95, _latencies(0.5), _latencies(0.4)), THRESHOLD, final=True
+    )
+    assert short.decision == "inconclusive" and short.rules[0].observed == 0.5
+    assert short.reason.startswith("p95: latency_p95 500ms past max 300ms in each of the 2 ")
+    assert short.rules[0].detail.startswith("latency_p95 500ms over 40 samples; past max 300ms")
+    rps = Rule("rps", "checks", "throughput", min=5.0)
+    bare = rounds_of(rps, Observation(1.0), Observation(9.0), Observation(20.0))
+    [rule] = judge([rps], {}, bare, THRESHOLD, final=True).rules
+    assert rule.outcome == "pass" and rule.observed == 10.0
+    assert rule.detail == "throughput 10 over 3 samples; within bounds"
+    # while the window runs, and at a failure, the round's figure, as before
+    running = judge([p95], {}, rounds, THRESHOLD, final=False).rules[0]
+    assert running.observed == 0.1 and running.detail == "latency_p95 100ms, within bounds"
+    failed = rounds_of(p95, _latencies(0.9), _latencies(0.9), _latencies(0.4))
+    verdict = judge([p95], {}, failed, THRESHOLD, final=True)
+    assert verdict.reason == "p95: latency_p95 400ms > max 300ms for 3 rounds"

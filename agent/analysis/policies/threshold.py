@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from agent.analysis import sketch
 from agent.analysis.describe import format_past, format_value
 from agent.analysis.policies.base import BasePolicy
 from agent.analysis.sequential import BaselineData, Kind
@@ -23,9 +24,9 @@ from agent.analysis.verdicts import (
     needs_baseline,
     no_baseline,
     past_short_of_failing,
-    pooled,
     round_number,
     rule_verdict,
+    summary,
 )
 from common.words import counted
 
@@ -81,10 +82,12 @@ class ThresholdPolicy(BasePolicy):
             "breaches": [text for _, text in st["breaches"]],
             "effect": effect(last_value, base),
         }
-        # a rule not failed at the window's end is said by the window's counts (the alert's
-        # `over N rounds`), not its last round's; a failed one by the round that failed it
+        # a rule not failed at the window's end is said by the window's figures (the
+        # alert's `over N rounds`: its counts, a percentile of all its samples, a bare
+        # value's mean), not its last round's; a failed one by the round that failed it
         window = final and st["failed_at"] is None
         counts = count_detail(rule, st, pooled=window)
+        whole = self.pooled(rule, st) if window else None
         if st["streak_rounds"] == 0:
             # every round with data had fewer than `min_samples`: judged in none, which at
             # the window's end is no pass (`Judged.none_within`), as a rule without data
@@ -106,17 +109,28 @@ class ThresholdPolicy(BasePolicy):
             detail = counts or f"{metric} {value} {op} {text}"
             verdict = rule_verdict(rule, "fail", last_value, base, detail, evidence)
             return Judged(verdict, st["failed_at"], reason)
-        shown = pooled(rule, st) if window and counts else last_value
+        shown = last_value if whole is None else whole
+        said = summary(rule, st, whole, _samples(st, kind)) if whole is not None else counts
         if final and st["breaches"] and len(streak) == st["streak_rounds"]:
-            figure = counts or f"{metric} {value}"
+            figure = said or f"{metric} {value}"
             return _none_within(rule, st, base, limit, figure, shown, evidence)
         if st["breaches"]:
             state = f"past {st['breaches'][0][1]} for {len(streak)} of {counted(limit, 'round')}"
             shown = last_value  # past its bound at the end: shown by that round, as it says
+            said = counts
         else:
             state = "within bounds"
-        detail = f"{counts}; {state}" if counts else f"{metric} {value}, {state}"
+        detail = f"{said}; {state}" if said else f"{metric} {value}, {state}"
         return Judged(rule_verdict(rule, "pass", shown, base, detail, evidence))
+
+
+def _samples(st: State, kind: Kind) -> float:
+    """What a rule's window figure rests on: its probes, its samples, its rounds with data."""
+    if kind == "proportion":
+        return float(st["total"])
+    if kind == "distribution":
+        return float(sketch.size(st["sketch"]))
+    return float(st["with_data"])
 
 
 def _none_within(

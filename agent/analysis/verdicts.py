@@ -169,16 +169,22 @@ def past_short_of_failing(rule: Rule, verdict: RuleVerdict, bound: str, over: st
     breach = unproven(verdict.outcome, verdict.evidence)
     if breach is None:
         return ""
-    metric, observed = rule.metric, verdict.observed
-    value = (
-        judged_rate(metric, observed)
-        if is_rate(metric) and observed is not None
-        else format_value(metric, observed)
-    )
+    metric = rule.metric
+    value = said_value(metric, verdict.observed)
     return (
         f"{rule.name}: {metric} {value} past {in_percent(metric, bound)} {over},"
         f" {short_of_failing(breach)}"
     )
+
+
+def said_value(metric: str, observed: float | None) -> str:
+    """A rule's figure as a verdict's reason says it: a rate in % at the judge's three
+    significant digits (`48.3%`, its bound in % too: `in_percent`), where a sequential
+    fail said `0.483 > max 0.05` beside the inconclusive reason's `48.3% past max 5%`;
+    others in their unit (`412ms`)."""
+    if is_rate(metric) and observed is not None:
+        return judged_rate(metric, observed)
+    return format_value(metric, observed)
 
 
 _BARE_FRACTION = re.compile(r"(?<![\w.+-])(\d+(?:\.\d+)?(?:e-?\d+)?)(?![\w.%])")
@@ -230,9 +236,10 @@ def count_detail(rule: Rule, st: State, *, pooled: bool) -> str | None:
 
 
 def summary(rule: Rule, st: State, observed: float | None, samples: float) -> str:
-    """`31 of 100 probes failed`, or `latency_p95 120ms over 400 samples`."""
+    """`31 of 100 probes failed`, or `latency_p95 120ms over 400 samples` (a rate without
+    counts in %, as the claim beside it: `error_rate 2.01% over 56 samples`)."""
     return count_detail(rule, st, pooled=True) or (
-        f"{rule.metric} {format_value(rule.metric, observed)} over {counted(samples, 'sample')}"
+        f"{rule.metric} {said_value(rule.metric, observed)} over {counted(samples, 'sample')}"
     )
 
 

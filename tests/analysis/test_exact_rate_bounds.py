@@ -44,7 +44,7 @@ def test_the_first_error_fails_the_rule_at_its_round() -> None:
         decision = judge_.glance(state, final=False).decision
         assert decision == ("fail" if k == 4 else "continue"), (k, decision)
     assert judge_.failed_round(state) == 4  # the fifth round (0-based)
-    assert "error_rate 0.02 > max 0" in judge_.verdict(state, final=False).reason
+    assert "error_rate 2% > max 0%" in judge_.verdict(state, final=False).reason
 
 
 def test_a_window_without_errors_never_fails_and_passes_only_on_no_failure() -> None:
@@ -169,7 +169,7 @@ def test_a_relative_bound_on_a_bare_zero_baseline_takes_the_threshold_policys_fl
         verdict = judge([rule], base, rounds(0.1), Policy(policy), final=True, horizon=30)
         assert verdict.decision == "fail", (policy, verdict.reason)
     verdict = judge([rule], base, rounds(0.1), SEQUENTIAL, final=True, horizon=30)
-    assert "0.001 (baseline 0 +50%)" in verdict.reason, verdict.reason
+    assert "0.1% (baseline 0% +50%)" in verdict.reason, verdict.reason
     clean = judge([rule], base, rounds(0.0, 300), SEQUENTIAL, final=True, horizon=300)
     assert clean.decision == "pass", clean.reason
 

@@ -48,7 +48,7 @@ def test_a_clear_error_regression_fails_within_a_few_rounds() -> None:
     assert at is not None and at <= 4
     verdict = judge([ERRORS], base, rounds[:at], SEQUENTIAL, final=False)
     # the bound: the baseline's estimate +20%, the baseline's uncertainty in the test itself
-    head = "errors: error_rate 0.1 > 0.012 (baseline 0.01 +20%) after "
+    head = "errors: error_rate 10% > 1.2% (baseline 1% +20%) after "
     assert verdict.reason.startswith(head)
     # what was found, how sure and against what, in words on-call reads (no method's jargon)
     assert re.search(r" probes: evidence [\d,.]+ to 1, [\d,.]+ needed$", verdict.reason)
@@ -140,14 +140,12 @@ def test_bare_values_get_a_sequential_test_of_their_mean() -> None:
     rounds = rounds_of(rule, [Observation(0.2)] * 3)
     verdict = judge([rule], {}, rounds, Policy("sequential", failure_limit=3), final=False)
     assert verdict.decision == "fail"
-    assert verdict.reason.startswith(
-        "http-5xx: error_rate 0.2 > max 0.01 after 3 rounds: evidence "
-    )
+    assert verdict.reason.startswith("http-5xx: error_rate 20% > max 1% after 3 rounds: evidence ")
     assert "e+" not in verdict.reason  # "likelihood ratio 2.34e+03 >= 526" read as jargon
     # the rule's detail (a breach alert's "why") names the bound it crossed, as the reason
     # does: it read "...; likelihood ratio 1.2e+03 reached 526", no bound in sight (the
     # method's name and its likelihood ratio stay in the evidence)
-    assert "; error_rate > max 0.01: evidence " in verdict.rules[0].detail
+    assert "; error_rate > max 1%: evidence " in verdict.rules[0].detail
     assert "likelihood_ratio" in verdict.rules[0].evidence
     one_spike = rounds_of(rule, [Observation(0.2)] + [Observation(0.002)] * 29)
     assert judge([rule], {}, one_spike, SEQUENTIAL, final=True).decision != "fail"

@@ -94,3 +94,16 @@ def test_a_pass_by_the_threshold_streak_is_not_said_to_be_on_evidence() -> None:
     # all on evidence: as before
     alone = judge([errors], base, rounds, SEQUENTIAL, final=True, horizon=20)
     assert alone.reason == "1 of 1 rule within bounds on evidence over 20 rounds"
+
+
+def test_a_sequential_fail_says_a_rates_figures_in_percent() -> None:
+    """As the inconclusive reason, the alerts and the README say them: `error_rate 31% >
+    max 5%`, where the fail said `error_rate 0.31 > max 0.05` beside `48.3% past max 5%`;
+    a relative bound's figures too. The `threshold` field keeps the config's `max 0.05`."""
+    errors = Rule("probe-errors", "checks", "error_rate", max=0.05)
+    verdict = judge([errors], {}, [{errors.name: rate(31, 100)}] * 5, SEQUENTIAL, final=False)
+    assert verdict.decision == "fail"
+    assert verdict.reason.startswith("probe-errors: error_rate 31% > max 5% after 500 probes:")
+    [rule] = verdict.rules
+    assert "; error_rate > max 5%: evidence " in rule.detail
+    assert rule.threshold == "max 0.05" and rule.observed == 0.31

@@ -63,6 +63,7 @@ from agent.analysis.verdicts import (
     round_number,
     rule_glance,
     rule_verdict,
+    said_value,
     summary,
     to_json,
     units,
@@ -281,16 +282,17 @@ class SequentialPolicy(BasePolicy):
         look = _look_that_failed(tests, seq, comp) if failed_at is not None else None
         if failed_at is not None and comp is not None and look is not None:
             p, level, when = look
+            claim = in_percent(rule.metric, comp.claim)
             reason = (
-                f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} "
-                f"{comp.claim} at the window's {when} after {units_of(rule, kind, samples)}: "
+                f"{rule.name}: {rule.metric} {said_value(rule.metric, observed)} "
+                f"{claim} at the window's {when} after {units_of(rule, kind, samples)}: "
                 f"p-value {p:.2g}, at most {level:.2g} needed"
             )
             test = _final_test(comp)
             if when == "midpoint":
                 test = test.replace("the whole window", "the window's first half")
             detail = (
-                f"{said}; {rule.metric} {comp.claim}: {test} gave"
+                f"{said}; {rule.metric} {claim}: {test} gave"
                 f" p-value {p:.2g}, at most {level:.2g} needed"
             )
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
@@ -298,15 +300,14 @@ class SequentialPolicy(BasePolicy):
         if failed_at is not None and comp is not None and decisive is not None:
             _, run = decisive
             lr, needed = ratio(run.log_e), _needed(tests, comp, run)
+            claim = in_percent(rule.metric, comp.claim)
             reason = (
-                f"{rule.name}: {rule.metric} {format_value(rule.metric, observed)} "
-                f"{comp.claim} after {units_of(rule, kind, samples)}: evidence {odds(lr)},"
+                f"{rule.name}: {rule.metric} {said_value(rule.metric, observed)} "
+                f"{claim} after {units_of(rule, kind, samples)}: evidence {odds(lr)},"
                 f" {needed}"
             )
             # the bound it crossed, as the reason says: a breach alert's "why" is this detail
-            detail = (
-                f"{said}; {rule.metric} {comp.claim}: evidence {odds(lr)} of a regression, {needed}"
-            )
+            detail = f"{said}; {rule.metric} {claim}: evidence {odds(lr)} of a regression, {needed}"
             verdict = rule_verdict(rule, "fail", observed, base, detail, evidence)
             return Judged(verdict, failed_at, reason)
         strongest = ""
@@ -729,8 +730,8 @@ def _rates_in_percent(rule: Rule, test: PassTest) -> PassTest:
     """`test` with a rate's figures in its words in % (`max 1%`, `3.25% (baseline 2.5%
     +30%)`), for `_reached_text`: it said `upper bound 0.197 vs max 0.01` where every
     other free text says `max 1%`. Others' as they were."""
-    if not is_rate(rule.metric) or test.statistic != "rate":
-        return test
+    if not is_rate(rule.metric) or test.statistic not in ("rate", "value"):
+        return test  # a bare rate's (a provider's error_rate without counts) too
     text, counted_from = (in_percent(rule.metric, t) for t in (test.text, test.counted_from))
     return replace(test, text=text, counted_from=counted_from)
 
@@ -761,7 +762,7 @@ def _reached_words(rule: Rule, reached: Reached) -> str:
         )
     value = (
         judged_rate(rule.metric, reached_value)
-        if test.statistic == "rate" and is_rate(rule.metric)
+        if test.statistic in ("rate", "value") and is_rate(rule.metric)
         else format_value(rule.metric, reached_value)
     )
     if test.counted_from:

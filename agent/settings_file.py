@@ -967,6 +967,9 @@ def _problems(
     exc: ValidationError, document: Any, lines: dict[Loc, int], origins: _Origins
 ) -> list[ConfigProblem]:
     problems = []
+    # keys a misspelt one was taken for (`projekt` → `project`): their own "required, but
+    # missing" is that same slip, said once by the misspelt key's "did you mean"
+    misspelt: set[Loc] = set()
     for error in exc.errors(include_url=False, include_input=False):
         loc = _document_loc(error["loc"], document)
         message = error["msg"]
@@ -977,6 +980,8 @@ def _problems(
             meant = suggestion(Settings, loc, document)
             hint = f"did you mean {meant}?" if meant else "check its spelling and indentation"
             message = f"unknown key ({hint})"
+            if meant:
+                misspelt.add((*loc[:-1], meant))
         elif error["type"] == "string_type" and _is_yaml_scalar(_value_at(document, loc)):
             # `org: 1234`, `tags: [on]`: YAML read a number or true/false, not text; the
             # value is not quoted back (it may be a secret)
@@ -1048,7 +1053,11 @@ def _problems(
             message = "should be a mapping (key: value pairs), not a single value or a list"
         for part_loc, part_message in _split_cross_section(loc, message):
             problems.append(_located(part_loc, part_message, lines, origins))
-    return problems
+    return [
+        p
+        for p in problems
+        if not (p.message.startswith("required, but missing") and p.loc in misspelt)
+    ]
 
 
 def _said(value: Any) -> str:

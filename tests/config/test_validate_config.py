@@ -1292,3 +1292,19 @@ def test_the_readmes_example_error_outputs_are_what_validate_config_prints(
     )
     assert done.returncode == 2, done.stderr
     assert done.stdout + done.stderr == examples[index] + "\n"
+
+
+def test_a_misspelt_required_key_is_one_error_not_two(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Contract §1: one clear message per error. A required key misspelt (`nmae` for a
+    rule's `name`) was said twice, `required, but missing` at `name` and `unknown key (did
+    you mean name?)` at `nmae`: one slip, said once, by the key as written."""
+    text = MINIMAL.replace("      - name: probe-errors\n", "      - nmae: probe-errors\n")
+    assert error_lines(tmp_path, text, capsys) == [
+        "environments.production.rules[0].nmae (line 14): unknown key (did you mean name?)"
+    ]
+    # a required key missing with no near miss beside it is still said missing
+    gone = MINIMAL.replace("      - name: probe-errors\n", "      - zzz: probe-errors\n")
+    said = error_lines(tmp_path, gone, capsys)
+    assert any("rules[0].name (line 14): required, but missing" in s for s in said), said

@@ -242,6 +242,9 @@ def load_config_text(
         node, loader = _composed(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [_yaml_problem(exc, text)]) from None
+    swollen = _swollen_by_aliases(node) if node is not None else None
+    if swollen is not None:
+        raise ConfigError(source, [swollen])
     looped = _alias_inside_itself(node, text) if node is not None else None
     if looped is not None:
         raise ConfigError(source, [looped])
@@ -901,6 +904,57 @@ def _as_written(key: Any) -> str:
         return json.dumps(key)
     except TypeError:  # a date
         return str(key)
+
+
+MAX_EXPANDED_VALUES = 100_000
+"""The most values a document may hold once its aliases are expanded: a configuration of
+hundreds of environments holds tens of thousands. An alias of an alias of … (the "billion
+laughs" YAML) multiplies a dozen lines into millions, which every walk of the document
+expanded (9**6 values: 10 s and 139 MB; 9**8: more memory than the machine had)."""
+
+
+def _swollen_by_aliases(root: yaml.Node) -> ConfigProblem | None:
+    """The first value, in the file's order, that its aliases expand past
+    `MAX_EXPANDED_VALUES`, at its line: counted once a node (an anchored node reached
+    again is counted from memory), so the count costs what the file's nodes do."""
+    counted: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        known = counted.get(id(node))
+        if known is not None:
+            return known
+        counted[id(node)] = 0  # within itself: `_alias_inside_itself` says so, after this
+        if isinstance(node, yaml.MappingNode):
+            total = sum(size(key) + size(value) for key, value in node.value) or 1
+        elif isinstance(node, yaml.SequenceNode):
+            total = sum(size(item) for item in node.value) or 1
+        else:
+            total = 1
+        counted[id(node)] = total
+        return total
+
+    if size(root) <= MAX_EXPANDED_VALUES:
+        return None
+    node, line = root, root.start_mark.line + 1
+    loc: Loc = ()
+    parts: list[tuple[Loc, yaml.Node, int]]
+    while True:  # down to the first part past the bound whose parts are each within it
+        if isinstance(node, yaml.MappingNode):
+            parts = [((*loc, str(k.value)), v, k.start_mark.line + 1) for k, v in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            parts = [((*loc, i), v, v.start_mark.line + 1) for i, v in enumerate(node.value)]
+        else:
+            parts = []
+        past = next((part for part in parts if size(part[1]) > MAX_EXPANDED_VALUES), None)
+        if past is None:
+            break
+        loc, node, line = past
+    message = (
+        f"with its aliases this value expands to {size(node):,} values, more than a"
+        f" configuration holds (at most {MAX_EXPANDED_VALUES:,}): an alias of an alias of"
+        " … multiplies what it names; write out what is meant"
+    )
+    return ConfigProblem(loc, message, line)
 
 
 def _alias_inside_itself(root: yaml.Node, text: str) -> ConfigProblem | None:

@@ -1308,3 +1308,29 @@ def test_a_misspelt_required_key_is_one_error_not_two(
     gone = MINIMAL.replace("      - name: probe-errors\n", "      - zzz: probe-errors\n")
     said = error_lines(tmp_path, gone, capsys)
     assert any("rules[0].name (line 14): required, but missing" in s for s in said), said
+
+
+def _laughs(depth: int) -> str:
+    """MINIMAL with a YAML alias bomb ("billion laughs") under `x-` keys: nine of nine
+    of … nine strings, 9**depth values from a dozen short lines."""
+    lines = ['x-l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    lines += [f"x-l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]" for i in range(1, depth)]
+    return MINIMAL + "\n".join(lines) + "\n"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("depth", [6, 9])
+def test_aliases_that_expand_past_any_configuration_are_refused_at_their_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], depth: int
+) -> None:
+    """An alias of an alias of … (the "billion laughs" YAML) is a dozen lines that each
+    walk of the document expanded: 9**6 values took validate-config 10 s and 139 MB, and
+    9**8 more memory than the machine had (a `validate-config` step in CI, fed a pull
+    request's config, never ended). Counted before any walk, a document whose aliases
+    expand it past what a configuration holds is refused, naming the line."""
+    code, out = run_validate(tmp_path, _laughs(depth), capsys)
+    assert code == 2, out
+    # the first value past the bound: x-l5, 9**6 strings (x-l4 holds 9**5)
+    line = MINIMAL.count("\n") + 6
+    said = f"x-l5 (line {line}): with its aliases this value expands to 531,441 values"
+    assert said in out, out

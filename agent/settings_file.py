@@ -149,15 +149,48 @@ def _composed(text: str) -> tuple[yaml.Node | None, ConfigLoader]:
     loader = FastConfigLoader(text)
     try:
         return loader.get_single_node(), loader
-    except yaml.YAMLError:
-        pass
+    except yaml.YAMLError as exc:
+        if "nesting depth" in str(exc):  # libyaml's bound, 1000 levels: past the stack's
+            raise
     finally:
         loader.dispose()
     python = ConfigLoader(text)
     try:
         return python.get_single_node(), python
+    except RecursionError:  # its composer recurses a level a list or mapping
+        raise yaml.YAMLError(f"nested more than {MAX_NESTING} lists or mappings deep") from None
     finally:
         python.dispose()
+
+
+MAX_NESTING = 64
+"""The deepest a document's lists and mappings may nest: a configuration's go about 8
+deep. Each walk of the document recurses a level a list or mapping, so `[[[…]]]` 900 deep
+(libyaml reads up to 1000) overflowed Python's stack in them: a traceback, exit 1."""
+
+
+def _nested_too_deep(root: yaml.Node) -> ConfigProblem | None:
+    """The first list or mapping nested past `MAX_NESTING`, at its line; walked with a
+    stack of its own, not Python's (an alias's node is walked once)."""
+    seen: set[int] = set()
+    pending: list[tuple[yaml.Node, Loc, int]] = [(root, (), 1)]
+    while pending:
+        node, loc, depth = pending.pop()
+        if id(node) in seen or not isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+            continue
+        seen.add(id(node))
+        if depth > MAX_NESTING:
+            message = (
+                f"nested more than {MAX_NESTING} lists or mappings deep; a configuration"
+                " nests a few (write the value flatter)"
+            )
+            return ConfigProblem(loc[:8], message, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            children = [((*loc, str(k.value)), v) for k, v in node.value]
+        else:
+            children = [((*loc, i), v) for i, v in enumerate(node.value)]
+        pending += [(child, at, depth + 1) for at, child in reversed(children)]
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +275,7 @@ def load_config_text(
         node, loader = _composed(text)
     except yaml.YAMLError as exc:
         raise ConfigError(source, [_yaml_problem(exc, text)]) from None
-    swollen = _swollen_by_aliases(node) if node is not None else None
+    swollen = None if node is None else _nested_too_deep(node) or _swollen_by_aliases(node)
     if swollen is not None:
         raise ConfigError(source, [swollen])
     looped = _alias_inside_itself(node, text) if node is not None else None
@@ -517,6 +550,7 @@ _YAML_HINTS = (
     ("found unexpected end of stream", "", "a quote or bracket is never closed"),
     ("found undefined alias", "", "quote values that start with *"),
     ("cannot start any token", "", "quote values that start with @, ` or %"),
+    ("nesting depth", "", "a configuration's lists and mappings are nested a few deep"),
 )
 
 
@@ -630,9 +664,22 @@ _REFERENCE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?::-(.*))?", re.DOTALL)
 _SHELL_FORM = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(:?[-=?+])")
 
 
-def _interpolate(text: str, environ: Mapping[str, str], report: Callable[[str], None]) -> str:
+MAX_DEFAULT_NESTING = 16
+"""The deepest `${A:-${B:-…}}` defaults may nest: a fallback chain names a few variables,
+and each level is read by a call of its own (3000 overflowed the stack: a traceback)."""
+
+
+def _interpolate(
+    text: str, environ: Mapping[str, str], report: Callable[[str], None], depth: int = 0
+) -> str:
     """`text` with its references replaced; each broken one is reported (never quoted:
     the text may be a secret) and left as written."""
+    if depth > MAX_DEFAULT_NESTING:
+        report(
+            f"its ${{NAME:-default}} defaults nest more than {MAX_DEFAULT_NESTING} deep"
+            " (a default holding a reference holding …); name fewer fallbacks"
+        )
+        return text
     out: list[str] = []
     i = 0
     while i < len(text):
@@ -670,7 +717,7 @@ def _interpolate(text: str, environ: Mapping[str, str], report: Callable[[str], 
         value = environ.get(name)
         if value is None or (value == "" and default is not None):
             if default is not None:
-                out.append(_interpolate(default, environ, report))
+                out.append(_interpolate(default, environ, report, depth + 1))
             else:
                 report(f"environment variable {name} is not set")
         else:
@@ -787,6 +834,14 @@ def _overrides(
             message = 'should be a JSON object ({"key": "value"}), not a single value or a list'
             problems.append(ConfigProblem(tuple(parts), message, variable=name))
             continue
+        if _json_depth(value) > MAX_NESTING:  # json.loads overflowed the stack: a traceback
+            loc = tuple(name[len(OVERRIDE_PREFIX) :].lower().split("__"))
+            message = (
+                f"its JSON nests more than {MAX_NESTING} lists or objects deep; a"
+                " configuration's are nested a few deep"
+            )
+            problems.append(ConfigProblem(loc, message, variable=name))
+            continue
         repeated = _key_given_twice(value)
         if repeated is not None:  # the file's is an error too; json.loads kept the last
             loc = tuple(name[len(OVERRIDE_PREFIX) :].lower().split("__"))
@@ -808,6 +863,29 @@ def _overrides(
             continue
         readable[name] = value
     return environment_overrides(readable), origins
+
+
+def _json_depth(text: str) -> int:
+    """How deep the lists and objects of `text`, read as JSON, nest (brackets inside
+    strings are text), counted without reading it: the reading itself recurses."""
+    depth = deepest = 0
+    quoted = escaped = False
+    for char in text:
+        if quoted:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                quoted = False
+        elif char == '"':
+            quoted = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
 
 
 class _GivenTwice(ValueError):

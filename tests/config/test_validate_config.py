@@ -1334,3 +1334,51 @@ def test_aliases_that_expand_past_any_configuration_are_refused_at_their_line(
     line = MINIMAL.count("\n") + 6
     said = f"x-l5 (line {line}): with its aliases this value expands to 531,441 values"
     assert said in out, out
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("depth", [900, 5000])
+def test_a_document_nested_past_any_configuration_is_refused_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], depth: int
+) -> None:
+    """`[[[[…]]]]` 900 deep read (libyaml takes 1000 levels) and then overflowed Python's
+    stack in the walks of the document; 5000 deep, libyaml refused it and the pure-Python
+    parser it fell back on overflowed: a RecursionError traceback, exit 1, from
+    `validate-config`, `check` and `run`. Refused at its line, exit 2."""
+    text = MINIMAL + "x-deep: " + "[" * depth + "]" * depth + "\n"
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert "Traceback" not in out and "RecursionError" not in out, out
+    line = MINIMAL.count("\n") + 1
+    assert f"(line {line}" in out and "nested" in out and "a few" in out, out
+
+
+@pytest.mark.timeout(60)
+def test_defaults_nested_past_any_configuration_are_an_error_at_their_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`${A:-${A:-${A:-…}}}` 3000 deep overflowed the stack reading its defaults: a
+    RecursionError traceback, exit 1. A default may hold a reference (`${A:-${B:-x}}`);
+    one nested past any meant is an error at its field."""
+    nested = "${PF_UNSET_X:-" * 3000 + "http://127.0.0.1:9" + "}" * 3000
+    text = MINIMAL.replace("base_url: http://127.0.0.1:9", f'base_url: "{nested}"')
+    code, out = run_validate(tmp_path, text, capsys)
+    assert code == 2, out
+    assert "environments.production.base_url (line 6): " in out, out
+    assert "nest" in out and "Traceback" not in out, out
+    shallow = "${PF_UNSET_X:-" * 3 + "http://127.0.0.1:9" + "}" * 3
+    text = MINIMAL.replace("base_url: http://127.0.0.1:9", f'base_url: "{shallow}"')
+    assert run_validate(tmp_path, text, capsys)[0] == 0
+
+
+@pytest.mark.timeout(60)
+def test_an_override_whose_json_nests_past_any_configuration_is_an_error_at_its_variable(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`POSTFLIGHT__SERVER__API_TOKENS='[[[…]]]'` 5000 deep overflowed the stack reading
+    its JSON: a RecursionError traceback, exit 1. An error naming the variable, exit 2."""
+    monkeypatch.setenv("POSTFLIGHT__SERVER__API_TOKENS", "[" * 5000 + "]" * 5000)
+    code, out = run_validate(tmp_path, MINIMAL, capsys)
+    assert code == 2, out
+    said = "server.api_tokens (from $POSTFLIGHT__SERVER__API_TOKENS): its JSON nests more than"
+    assert said in out and "Traceback" not in out, out

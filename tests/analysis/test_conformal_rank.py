@@ -110,6 +110,21 @@ def test_ordinary_baselines_are_bucketed_as_before() -> None:
         assert Ranker(base, scale).base == want
 
 
+def test_a_baselines_buckets_are_sorted_as_numpy_sorts_them() -> None:
+    """Sorted by radix from the lowest bucket, or by numpy where they span too many (a value
+    <= 0, or 1e-300 s beside 1e300 s): the same integers either way."""
+    rng = np.random.default_rng(8)
+    for extra in ((), (0.0,), (-1.0, 0.0), (1e-300, 1e300)):
+        base = np.concatenate([rng.lognormal(-2.5, 1.0, 3000), extra])
+        ranker = Ranker(base, 1.1)
+        scaled = base * 1.1
+        with np.errstate(divide="ignore"):  # log(0), left out by `where`
+            logs = np.log(np.abs(scaled))
+        want = np.where(scaled > 0, np.ceil(logs / math.log(GAMMA)), -(2**31))
+        assert ranker.base == np.sort(want.astype(np.int64)).tolist()
+        assert ranker._base_array.dtype == np.int64
+
+
 def test_a_large_round_is_counted_as_one_sample_at_a_time() -> None:
     """A round of `AT_ONCE` samples or more is counted with numpy: each sample's counts are
     those it gets as a round of its own after the ones before it (the per-sample loop),

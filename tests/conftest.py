@@ -25,7 +25,7 @@ from agent.store.sqlite import SqliteStore
 pytest_plugins = [
     "pytester",
     "tests.require_all",
-    "tests.receivers",
+    "tests.receiver_fixtures",
     "tests.pg",
     "tests.prometheus",
     "tests.sqlite_template",

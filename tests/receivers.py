@@ -10,10 +10,11 @@
 - `HangingServer`: accepts TCP connections and never says a word (a hung SMTP
   server, a black-holed webhook).
 
-All listen on 127.0.0.1, port 0 by default. In pytest, use the fixtures at the
-bottom (`rollback_receiver`, `json_sink`, `smtp_sink`, `hanging_server`; import
-them into a conftest or list this module in `pytest_plugins`). As a separate
-process (e.g. for kill -9 tests, so the receiver outlives the agent):
+All listen on 127.0.0.1, port 0 by default. In pytest, use the fixtures of
+`tests.receiver_fixtures` (`rollback_receiver`, `json_sink`, `smtp_sink`,
+`hanging_server`; the suite lists it in `pytest_plugins`). As a separate process
+(e.g. for kill -9 tests, so the receiver outlives the agent), which imports no
+pytest (0.1-0.2 s of CPU a start it does not use):
 
     python -m tests.receivers rollback --secret S [--port P] [--log FILE] \
         [--script 503,503:retry-after=1,hang,200] [--kill-on-accept PIDFILE]
@@ -42,7 +43,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -664,54 +665,6 @@ class HangingServer:
         if self._server is not None:
             self._server.close()
             self._server = None
-
-
-# ------------------------------------------------------------------ fixtures
-
-try:
-    import pytest
-except ImportError:  # used as a plain script without the test tools
-    pass
-else:
-
-    @pytest.fixture
-    async def rollback_receiver() -> AsyncIterator[Callable[..., Any]]:
-        """Factory: `await rollback_receiver(secret, script=(503, 200))` → a started
-        `RollbackReceiver`, stopped after the test."""
-        started: list[RollbackReceiver] = []
-
-        async def make(
-            secret: str = "test-secret", script: Iterable[Reply | int | str] = (), **kw: Any
-        ) -> RollbackReceiver:
-            receiver = RollbackReceiver(secret, script, **kw)
-            await receiver.start()
-            started.append(receiver)
-            return receiver
-
-        yield make
-        for receiver in started:
-            await receiver.stop()
-
-    @pytest.fixture
-    async def json_sink() -> AsyncIterator[JsonSink]:
-        sink = JsonSink()
-        await sink.start()
-        yield sink
-        await sink.stop()
-
-    @pytest.fixture
-    async def smtp_sink() -> AsyncIterator[SmtpSink]:
-        sink = SmtpSink()
-        await sink.start()
-        yield sink
-        await sink.stop()
-
-    @pytest.fixture
-    async def hanging_server() -> AsyncIterator[HangingServer]:
-        server = HangingServer()
-        await server.start()
-        yield server
-        await server.stop()
 
 
 # ---------------------------------------------------------------- standalone

@@ -10,13 +10,21 @@ out of numpy's names while scipy.special is imported, and the copy looks each up
 at its first use instead (a module `__getattr__`), so it names what it named before.
 numpy.ma stays: `np.unique` asks it (`np.ma.is_masked`) in the first window's judgment,
 which would then import it on the event loop.
+
+scipy (1.15 on) also adds a table of the array backends each function supports to the
+docstrings of some 90 functions of scipy.special as it is imported (`xp_capabilities`),
+parsing each docstring with its numpydoc copy (`FunctionDoc`) to do it: a third of the
+import's CPU (some 45 ms of 140), for docstrings no window reads. Here that parser is
+left out while scipy.special is imported (`_docstrings_kept`): each docstring stays as
+it was, without the table.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from types import ModuleType
 from typing import Any
 
@@ -42,7 +50,8 @@ def import_special() -> ModuleType:
         n for n in (listed() if listed else list(namespace)) if n not in left
     ]
     try:
-        special = importlib.import_module("scipy.special")
+        with _docstrings_kept():
+            special = importlib.import_module("scipy.special")
     finally:
         namespace["__all__"] = names
         if listed is None:
@@ -73,3 +82,37 @@ def _look_up_at_first_use(copy: ModuleType, numpy: ModuleType, left: list[str]) 
     names = copy.__dict__.get("__all__")
     if isinstance(names, list):
         copy.__dict__["__all__"] = sorted(set(names) | set(left))
+
+
+class _KeptDocstring:
+    """What `xp_capabilities` asks of scipy's `FunctionDoc` (a section to append its table
+    to, then the docstring after a signature line), without parsing the docstring: the
+    table is dropped and the docstring given back as it was."""
+
+    def __init__(self, function: Any) -> None:
+        self.doc = function.__doc__ or ""
+
+    def __getitem__(self, section: str) -> list[str]:
+        return []
+
+    def __str__(self) -> str:
+        return "\n" + self.doc
+
+
+@contextlib.contextmanager
+def _docstrings_kept() -> Iterator[None]:
+    """scipy's `FunctionDoc` is `_KeptDocstring` in the modules imported meanwhile, and
+    scipy's own again after; nothing where scipy has no such parser."""
+    try:
+        docscrape = importlib.import_module("scipy._lib._docscrape")
+        parser = docscrape.FunctionDoc
+    except (ImportError, AttributeError):  # another scipy: its import as it is
+        yield
+        return
+    setattr(docscrape, "FunctionDoc", _KeptDocstring)  # noqa: B010 - scipy has no hints
+    try:
+        yield
+    finally:
+        for module in list(sys.modules.values()):
+            if getattr(module, "FunctionDoc", None) is _KeptDocstring:
+                setattr(module, "FunctionDoc", parser)  # noqa: B010

@@ -93,11 +93,17 @@ def _whole_suite(config: pytest.Config) -> bool:
     return config.args_source is pytest.Config.ArgsSource.TESTPATHS
 
 
-CPU_BOUND = ("tests/analysis/", "tests/test_judge_", "tests/test_readme_judge_probes.py")
+CPU_BOUND = (
+    "tests/analysis/",
+    "tests/test_judge_",
+    "tests/test_readme_judge_probes.py",
+    "tests/test_wait_loops_fail.py",
+)
 """Modules that keep a core busy from their first test to their last: the judge's simulated
 windows (the README's A/A figures too: 300 windows through the bench, 18 s of CPU alone,
 45.7 s of a test in a full run at -n 2, where it ran at full priority beside the timing
-tests on whichever worker took it)."""
+tests on whichever worker took it), and the parse of every test module for its wait loops
+(4 s of CPU, 49 s at load 26, past 60 s at load 38)."""
 
 CPU_BOUND_TIMEOUT_S = 300
 """pytest-timeout's limit for a `CPU_BOUND` test without its own: pure computation, which

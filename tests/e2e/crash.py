@@ -356,6 +356,8 @@ class TrialResult:
     killed_at: list[float] = field(default_factory=list)
     """When each killed agent was seen dead (after its wait, or for the receiver's kill,
     its exit seen), on the receiver's clock: after anything that agent did."""
+    rollback: dict[str, Any] | None = None
+    """The deploy object's `rollback` as the trial last read it (what it took as settled)."""
 
     @property
     def accepted(self) -> int:
@@ -463,7 +465,9 @@ def run_trial(
             settled = state["state"] != "watching" and rollback.get("state") != "pending"
             if settled:
                 attempts = read_attempts(receiver_log)
-                return TrialResult(deploy_id, len(killed_at), state["state"], attempts, killed_at)
+                return TrialResult(
+                    deploy_id, len(killed_at), state["state"], attempts, killed_at, rollback
+                )
             seen = len(read_attempts(receiver_log))
             if random_kills < max_kills and (seen > 0 or rollback.get("state") == "pending"):
                 # somewhere inside the delivery: between attempts, mid-request, or

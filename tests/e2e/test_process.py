@@ -28,7 +28,7 @@ def assert_rolled_back_once(result: TrialResult) -> None:
     request with the deploy's key and one body, signed, and sent again after a 2xx only
     by an agent restarted after a kill (the gap between the receiver acting and the
     agent's record of it, which no webhook without a status query can close)."""
-    assert result.final_state == "rolled_back"
+    assert result.final_state == "rolled_back", (result.rollback, result.attempts)
     assert result.acted_on == 1, result.attempts
     assert result.same_key_and_body
     assert all(a["signature_ok"] for a in result.attempts)

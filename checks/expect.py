@@ -149,6 +149,8 @@ class Body:
                 self._doc = json.loads(self.raw)
             except ValueError as exc:
                 self._error = str(exc)
+            except RecursionError:  # the target's body, not a bug of the check reading it
+                self._error = "JSON nested too deeply to read"
         if self._error is not None:
             raise ValueError(self._error)
         return self._doc

@@ -133,6 +133,30 @@ async def test_json_assertion_on_a_body_that_is_not_json(
     assert "body: expected JSON, got '<html>oops</html>'" in result.message
 
 
+async def test_a_body_nested_past_pythons_stack_is_the_targets_failure_not_a_check_bug(
+    make_ctx: MakeContext, aiohttp_server: AiohttpServer
+) -> None:
+    """A target answering JSON nested 100,000 deep (a serializer looping on a recursive
+    structure) made `json.loads` overflow the stack: the run was said to be the check's own
+    bug, "not evidence about the target", left out of the evidence, so such a release
+    could never fail (rules inconclusive, never rolled back). It is a body that is not the
+    JSON expected: a failed probe, as any unreadable body is; for a smoke step's capture
+    too."""
+    deep = b'{"status": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.Response(body=deep, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_get("/deep", answer)
+    base = (await aiohttp_server(app)).make_url("")
+    result = await probe(make_ctx, base, path="/deep", expect={"json": {"status": "ok"}})
+    assert not result.ok and result.samples[0].error == "assertion", result.message
+    assert 'body: expected JSON, got \'{"status": [[[[' in result.message, result.message
+    with pytest.raises(ValueError, match="nested too deeply"):
+        Body(deep).json()
+
+
 async def test_json_true_is_not_one(make_ctx: MakeContext, target: URL) -> None:
     result = await probe(
         make_ctx, target, path="/ok", expect={"json": {"$.data.items[0].id": True}}

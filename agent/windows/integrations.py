@@ -152,9 +152,10 @@ STATUS_RETRY_S = 60.0
 an answer worth retrying (GitHub down, rate limited): a few seconds of 503s at a verdict
 left the deployment `in_progress` for good."""
 STATUS_RETRY_FOR_S = 3600.0
-"""How long after its window ended (began, for `in_progress`) a status is still tried
-again, and a gate's answer after its `gate.timeout`; past it the status is recorded
-failed, the gate answered with the error, as a refusal that will not change is."""
+"""How long after its window ended a verdict's status is still tried again (a watch's
+own only within its window: `Integrations._tried_again`), and a gate's answer after its
+`gate.timeout`; past it the status is recorded failed, the gate answered with the error,
+as a refusal that will not change is."""
 FOLLOW_UP_LOOK_S = 2.0
 """How often a follow-up whose claim another holds is tried again: it lapses when the
 wait its receiver asked for ends (`AlertClaimWait`), which this process does not know,
@@ -1241,12 +1242,12 @@ class Integrations:
             )
             return False
         now = self.clock()
-        since = window.ended_at or window.deployed_at
-        if retry and result.gave_up and now - since < STATUS_RETRY_FOR_S:
-            # not before the wait GitHub or Vercel asked for (a rate limit's reset), where
-            # it was tried again after `STATUS_RETRY_S` inside it; the claim's stamp is
-            # moved on with it (`_once`), so no restart or replica takes it over sooner
-            wait = max(STATUS_RETRY_S, result.retry_after or 0.0)
+        # not before the wait GitHub or Vercel asked for (a rate limit's reset), where it
+        # was tried again after `STATUS_RETRY_S` inside it
+        wait = max(STATUS_RETRY_S, result.retry_after or 0.0)
+        if retry and result.gave_up and self._tried_again(window, key, result, now + wait):
+            # the claim's stamp is moved on with it (`_once`), so no restart or replica
+            # takes it over sooner
             self._retry_at[(window.id, key)] = now + wait
             log.warning(
                 "%s not posted yet: %s (tried again in %s)",
@@ -1275,6 +1276,19 @@ class Integrations:
                     why += " (not taken through an hour of retries)"
                 self._given_up(window, window.environment, call, key, why)
         return True
+
+    @staticmethod
+    def _tried_again(window: DeployWindow, key: str, result: CallResult, due: float) -> bool:
+        """Whether a status GitHub could not take is tried again at `due`: a watch's own
+        (`in_progress`, `pending`) within its window and the wait GitHub asked for past
+        its end (its verdict's status says the rest), where it went on for an hour after
+        the deploy, posting and warning for a window long over; a verdict's for an hour
+        after its window ended (`STATUS_RETRY_FOR_S`)."""
+        if key.endswith((":in_progress", ":pending")):
+            return due <= window.ends_at + (result.retry_after or 0.0)
+        return due - max(STATUS_RETRY_S, result.retry_after or 0.0) < (
+            (window.ended_at or window.deployed_at) + STATUS_RETRY_FOR_S
+        )
 
     async def _held_record(
         self, window: DeployWindow, key: str, outcome: str, detail: str, what: str

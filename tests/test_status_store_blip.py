@@ -47,8 +47,11 @@ environments:
     return integrations_of(store, config, poll_interval=TURN)
 
 
-async def watching_window(store: SqliteStore, commit: str | None = None) -> DeployWindow:
-    """A window of GitHub deployment 42 (of `commit`), watching, no status posted yet."""
+async def watching_window(
+    store: SqliteStore, commit: str | None = None, *, ends_in: float = 0.0
+) -> DeployWindow:
+    """A window of GitHub deployment 42 (of `commit`), watching, no status posted yet,
+    ending `ends_in` seconds from now."""
     now = time.time()
     window = DeployWindow(
         "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
@@ -59,7 +62,7 @@ async def watching_window(store: SqliteStore, commit: str | None = None) -> Depl
         {"github.repository": REPOSITORY, "github.deployment": "42"},
         "watching",
         now - 60,
-        now,
+        now + ends_in,
         now - 60,
     )
     await store.create_window(window)

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from agent.integrations.clients import CALL_ATTEMPTS
-from agent.records import DeployWindow
 from agent.store.sqlite import SqliteStore
 from agent.windows import integrations as module
 from tests.fakes.github import FakeGitHub
-from tests.test_status_store_blip import REPOSITORY, TOKEN, integrations_on
+from tests.test_status_store_blip import TOKEN, integrations_on, watching_window
 
 pytestmark = pytest.mark.timeout(60)
 RETRY_S = 0.2
@@ -30,25 +28,6 @@ RETRY_S = 0.2
 async def github() -> AsyncIterator[FakeGitHub]:
     async with FakeGitHub(token=TOKEN) as server:
         yield server
-
-
-async def _window(store: SqliteStore, ends_in: float) -> DeployWindow:
-    """A window of GitHub deployment 42, watching, ending `ends_in` seconds from now."""
-    now = time.time()
-    window = DeployWindow(
-        "dep_01JD8X9Q2ZK3V7Y0M5T4N6R8WQ",
-        "production",
-        "v2",
-        "v1",
-        None,
-        {"github.repository": REPOSITORY, "github.deployment": "42"},
-        "watching",
-        now - 60,
-        now + ends_in,
-        now - 60,
-    )
-    await store.create_window(window)
-    return window
 
 
 async def _posts(store: SqliteStore, github: FakeGitHub, run_s: float) -> int:
@@ -79,7 +58,7 @@ async def test_a_watch_status_is_not_tried_again_past_its_windows_end(
     store = SqliteStore(tmp_path / "postflight.db")
     await store.open()
     try:
-        await _window(store, -5.0)
+        await watching_window(store, ends_in=-5.0)
         with caplog.at_level(logging.WARNING, logger="agent.windows.integrations"):
             posts = await _posts(store, github, 6.5)
     finally:
@@ -97,7 +76,7 @@ async def test_a_watch_status_is_tried_again_while_its_window_runs(
     store = SqliteStore(tmp_path / "postflight.db")
     await store.open()
     try:
-        await _window(store, 60.0)
+        await watching_window(store, ends_in=60.0)
         posts = await _posts(store, github, 6.5)
     finally:
         await store.close()

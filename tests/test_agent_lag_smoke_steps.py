@@ -59,6 +59,16 @@ def _stall_at_request(target: ThreadTarget, stall_s: float, nth: int) -> list[in
     return count
 
 
+def second_step_within(max_latency: str) -> str:
+    """`SMOKE` with its second step expecting an answer within `max_latency`."""
+    text = SMOKE.replace(
+        "{{name: two, path: /health}}",
+        f"{{{{name: two, path: /health, expect: {{{{max_latency: {max_latency}}}}}}}}}",
+    )
+    assert f"max_latency: {max_latency}" in text
+    return text
+
+
 def _smoke_round(
     target: ThreadTarget,
     metrics: Metrics,
@@ -134,12 +144,7 @@ def test_a_second_steps_max_latency_missed_by_a_stalled_agent_is_dropped_not_fai
     against the target. The old code failed the run, a `latency` error of the target's."""
     target.delay_s = 0.02
     metrics = Metrics()
-    text = SMOKE.replace(
-        "{{name: two, path: /health}}",
-        "{{name: two, path: /health, expect: {{max_latency: 200ms}}}}",
-    )
-    assert "max_latency" in text
-    result = _smoke_round(target, metrics, new_loop, 0.3, text)
+    result = _smoke_round(target, metrics, new_loop, 0.3, second_step_within("200ms"))
     assert result.ok and result.details["dropped"] == "agent_lag", result.message
     assert result.message.startswith("dropped: step 'two' (2/2)"), result.message
     [first] = result.samples

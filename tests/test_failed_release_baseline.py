@@ -13,6 +13,7 @@ from agent.settings_file import load_settings_text
 from agent.store.sqlite import SqliteStore
 from agent.windows.fingerprint import check_fingerprints
 from agent.windows.foresight import (
+    LEFT_OUT_NAMED,
     ROLLBACK_SETTLE_S,
     FailedRelease,
     background_baseline,
@@ -175,3 +176,18 @@ async def test_a_failed_releases_rollback_is_said_as_the_store_holds_it(
         "baseline: 50 background runs left out of the baseline: they probed v2 (dep_v2),"
         f" whose window failed and {words}"
     )
+
+
+def test_many_releases_left_out_are_named_up_to_a_few_then_counted() -> None:
+    """A live sweep's register after 12 rollbacks in the lookback warned ~1,900 characters,
+    one clause per release, in every registration: the first few are named, the rest
+    counted with their runs."""
+    releases = [
+        (FailedRelease(f"v{n}", f"dep_v{n}", T0 + n, T0 + n + 1, rolled_back=False), 10)
+        for n in range(12)
+    ]
+    said = left_out_words(releases)
+    assert said.count("probed") == LEFT_OUT_NAMED
+    assert said.endswith("; and 90 background runs of 9 more releases, left out alike")
+    assert "v2 (dep_v2)" in said and "dep_v3" not in said
+    assert len(said) < 600, len(said)

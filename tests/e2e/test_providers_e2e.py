@@ -670,22 +670,31 @@ async def test_a_release_the_providers_have_nothing_of_is_inconclusive_saying_wh
     assert titled(json_sink, "provider ") == []
 
 
+@pytest.mark.parametrize(("rate", "failed", "most"), [(0.15, 450, "7.5"), (0.30, 900, "15")])
 async def test_sentry_counts_that_stop_growing_end_inconclusive_and_say_why(
     sentry_fake: GrowingSentry,
     receiver: RollbackReceiver,
     json_sink: JsonSink,
     start_agent: AgentFactory,
+    rate: float,
+    failed: int,
+    most: str,
 ) -> None:
-    """3,000 events at 15% (the previous release's 1%: a 2% bound) in the first round's
-    answer, then Sentry's counts since the deploy stop growing: each later round has no new
-    events. Each round's evidence is the growth of the cumulative counts, so the window
-    judged the first round's 3,000 events once (no round counted them again) and ended
-    inconclusive: one round is one e-value factor, however many events it holds (a round's
-    events can fail together), and one is far from enough (likelihood ratio 2.3 of 155).
-    The reason now says so; it said only "upper bound n/a ... not enough evidence"."""
+    """3,000 events at 15% or 30% (the previous release's 1%: a 2% bound) in the first
+    round's answer, then Sentry's counts since the deploy stop growing: each later round has
+    no new events. Each round's evidence is the growth of the cumulative counts, so the
+    window judged the first round's 3,000 events once (no round counted them again) and
+    ended inconclusive: one round is one e-value factor, however many events it holds (a
+    round's events can fail together), and one is far from enough (likelihood ratio 2.3 of
+    155 at 15%). The reason now says so; it said only "upper bound n/a ... not enough
+    evidence". A live sweep read 30% against 2%, said only "only 1 round had new events",
+    as the judge missing an obvious regression: no bet on one round's rate can multiply the
+    odds by more than 30% / 2% = 15 (Markov: a service at 2% whose errors come in bursts
+    has up to 1 round in 15 at 30%), far from the 150 or so needed, so the round cannot be
+    told from a burst, and the reason now says that with its figures."""
     t0 = deploy_second()
     sentry_fake.set_stats(SentryStats(transactions=20_000, failure_rate=0.01), release=PREVIOUS)
-    sentry_fake.set_stats(SentryStats(transactions=3_000, failure_rate=0.15), release=VERSION)
+    sentry_fake.set_stats(SentryStats(transactions=3_000, failure_rate=rate), release=VERSION)
     # a 6 s window (12 rounds) ends inconclusive at its end: long enough for the 3,000
     # events counted again each round to fail it (2.3 a round passes 155 at round 7)
     agent = await sentry_agent(
@@ -698,14 +707,23 @@ async def test_sentry_counts_that_stop_growing_end_inconclusive_and_say_why(
     assert final["state"] == "inconclusive", json.dumps(final["verdict"])
     assert receiver.attempts == []
     rule = rule_of(final, "sentry-errors")
-    assert failed_of(rule) == (450, 3000)
+    assert failed_of(rule) == (failed, 3000)
     evidence = rule["evidence"]
     assert (evidence["samples"], evidence["rounds_with_data"]) == (3000, 1), evidence
     assert len(sentry_fake.seen("/events/")) >= 4  # asked every round; nothing new came
-    assert "only 1 round had new events" in final["verdict"]["reason"], final["verdict"]
+    reason = final["verdict"]["reason"]
+    assert "only 1 round had new events" in reason, final["verdict"]
     # before: "error_rate upper bound n/a vs max 0.02", read as a fault, not as too soon
     assert "n/a" not in rule["detail"], rule["detail"]
     assert "error_rate: no upper bound after one round (it takes two)" in rule["detail"]
+    at = f"{rate:.0%}"
+    said = (
+        rf"one round at {at} weighs at most {most}x against its limit of 2%, \d+ needed: a"
+        rf" service at 2% whose errors come in bursts has up to 1 round in {most} at {at}, so"
+        r" one round cannot be told from a burst\)"
+    )
+    assert re.search(said, reason), reason
+    assert re.search(said, rule["detail"]), rule["detail"]
 
 
 # ------------------------------------------------------ 2. New Relic 0.2 → 0.9 s

@@ -343,7 +343,7 @@ class SequentialPolicy(BasePolicy):
             else "no baseline to show the relative bound holds"
         )
         if st["with_data"] == 1 and kind != "value":
-            why += _one_round(units(rule, kind))
+            why += _one_round(units(rule, kind), _burst_words(rule, observed, decisive))
         # warned: what breaches, once; not the pass side's `upper bound 0.18 vs max 0.05: not
         # enough evidence` before it, nor its odds again as the strongest evidence
         detail = f"{said}{strongest}" if warn is not None else f"{said}; {why}{strongest}"
@@ -694,13 +694,40 @@ def _blind(tolerance: float | None, effect: float) -> bool:
     return tolerance is not None and effect > SEEN_WITHIN * tolerance
 
 
-def _one_round(units: str) -> str:
+def _one_round(units: str, burst: str = "") -> str:
     """Why one round's events, however many, decide nothing: 450 of 3,000 Sentry events
     failed against a 2% bound read as a verdict the judge failed to give, when the
     provider's counts stopped growing after the window's first round."""
     return (
         f" (only 1 round had new {units}: the judge weighs each round as one piece of"
-        f" evidence however many {units} it holds, since a round's {units} can fail together)"
+        f" evidence however many {units} it holds, since a round's {units} can fail together"
+        f"{burst})"
+    )
+
+
+def _burst_words(
+    rule: Rule, rate: float | None, decisive: tuple[Component, RunEvidence] | None
+) -> str:
+    """`; one round at 30% weighs at most 15x against its limit of 2%, 155 needed: …`: a
+    live sweep read 30% errors against a 2% bound, inconclusive on one round, as the judge
+    missing the obvious. One round's rate is one observation in [0, 1]: against a mean of
+    at most the null's level, no bet on it multiplies the odds by more than rate / level
+    (Markov: a service at that level whose errors come in bursts has up to that share of
+    its rounds at the rate), so it cannot be told from a burst until later rounds bring
+    new events. Said only when that bound is short of the deploy's bar."""
+    if rate is None or decisive is None or decisive[0].test != "proportion":
+        return ""
+    comp = decisive[0]
+    if comp.flip or not 0 < comp.level < rate:
+        return ""
+    most, needed = rate / comp.level, ratio(comp.log_threshold)
+    if most >= needed:
+        return ""
+    at, of = said_value(rule.metric, rate), said_value(rule.metric, comp.level)
+    return (
+        f"; one round at {at} weighs at most {odds_number(most)}x against its limit of {of},"
+        f" {odds_number(needed)} needed: a service at {of} whose errors come in bursts has up"
+        f" to 1 round in {odds_number(most)} at {at}, so one round cannot be told from a burst"
     )
 
 

@@ -372,6 +372,8 @@ def placements(sorted_base: FloatArray, values: npt.ArrayLike) -> FloatArray:
     n = len(sorted_base)
     if n == 0 or x.size == 0:
         return np.full(x.shape, 0.5)
+    if values is sorted_base and x.ndim == 1 and not math.isnan(x[-1]):  # NaN: sorted last
+        return _own_placements(x)
     order: npt.NDArray[np.intp] | None = None
     if x.ndim != 1 or not np.all(x[1:] >= x[:-1]):  # a sorted grid (`detectable`'s): as it is
         order = np.argsort(x)
@@ -389,6 +391,23 @@ def placements(sorted_base: FloatArray, values: npt.ArrayLike) -> FloatArray:
     out = np.empty_like(ranks)
     out[order] = ranks / (2.0 * n)
     return out
+
+
+def _own_placements(sorted_base: FloatArray) -> FloatArray:
+    """`placements` of a sorted baseline in itself (its periods' correlations, at a window's
+    first round): each value's run of equal values bounds its two searches, so they are
+    read off the runs, where two binary searches of 180,000 values (100 req/s) cost more;
+    the same integers, the same arithmetic."""
+    n = sorted_base.size
+    new_run = np.concatenate(([True], sorted_base[1:] != sorted_base[:-1]))
+    starts = np.flatnonzero(new_run)
+    run = np.cumsum(new_run) - 1
+    left = starts[run]
+    right = np.append(starts[1:], n)[run]
+    ranks = left.astype(np.float64) * 2.0
+    ranks += right - left
+    placed: FloatArray = ranks / (2.0 * n)
+    return placed
 
 
 def mann_whitney_greater(placement_sum: float, n_new: int, n_base: int) -> tuple[float, float]:

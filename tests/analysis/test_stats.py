@@ -90,6 +90,22 @@ def test_placements_use_mid_ranks_for_ties() -> None:
     assert got.tolist() == [0.0, 0.5, 0.75, 0.875, 1.0]
 
 
+def test_a_baseline_placed_in_itself_is_placed_as_any_values_are() -> None:
+    """The baseline itself (read off its runs of equal values) is placed to the bit as a
+    copy of it is (two binary searches per value): ties, signed zeros, infinities."""
+    rng = np.random.default_rng(13)
+    for i in range(400):
+        n = int(rng.choice([1, 2, 3, 50, 2000]))
+        drawn = (
+            rng.lognormal(-3, 1, n),
+            np.round(rng.lognormal(-3, 1, n), 2),
+            rng.choice([-0.0, 0.0, 1.0, math.inf, -math.inf], n),
+        )[i % 3]
+        base = np.sort(drawn)
+        own = stats.placements(base, base)
+        assert own.tobytes() == stats.placements(base, base.copy()).tobytes()
+
+
 def test_mann_whitney_from_placements_matches_scipy() -> None:
     rng = np.random.default_rng(3)
     base = np.sort(rng.lognormal(size=300))

@@ -173,10 +173,11 @@ async def test_a_slow_target_never_makes_a_round_overrun(
     # before, every round overran by its 600 ms probe; now none does, past what the machine
     # kept the agent waiting for a CPU: at load 13 (two CPU hogs beside the suite on 2
     # cores) 2-3 rounds overran by 1-90 ms, each after 50-200 ms of its 300 ms ready and
-    # waiting, against 10 ms of CPU the round used (counted with the agent's own)
+    # waiting, against 10 ms of CPU the round used (counted with the agent's own); the
+    # last round waits for the probes still in flight on purpose (0.3 s over at load 30)
     overran = [
         max(0.0, r.summary["started_at"] + r.summary["duration_s"] - r.summary["due_at"] - 0.3)
-        for r in rounds
+        for r in rounds[:-1]
     ]
     assert sum(overran) <= waited, (overran, waited)
     # and none names the checks (`agent.windows.late`): the target's probes kept to their

@@ -159,18 +159,8 @@ def test_a_short_bursty_baseline_that_prices_no_two_sample_test_still_catches_er
     counts = [0] * 14 + [15] * 6
     base = merge([Observation(value=c / 300, count=c, total=300) for c in counts])
     rule = Rule("errors", "checks", "error_rate", max_increase=0.1)
-    rng = np.random.default_rng(11)
-    caught = []
-    for _ in range(20):
-        judge = Judge([rule], {rule.name: base}, Policy("sequential"), horizon=30)
-        state = judge.start()
-        for i in range(30):
-            c = int(rng.binomial(300, 0.075))
-            seen = {rule.name: Observation(value=c / 300, count=c, total=300)}
-            state = judge.advance(state, seen, in_place=True, final=i == 29)
-            if judge.failed_round(state) is not None:
-                caught.append(i + 1)
-                break
+    found = _failed_rounds(rule, base, np.random.default_rng(11), 0.075, 20)
+    caught = [r for r in found if r is not None]
     assert len(caught) >= 18, caught
     assert sorted(caught)[len(caught) // 2] <= 3, caught
     (said,) = Judge([rule], {rule.name: base}, Policy("sequential"), horizon=30).blind_spots(
@@ -206,14 +196,26 @@ def test_one_bunched_period_is_not_widened_as_missed_bursts() -> None:
     assert several is not None and several.burst_inflation(1e-3) > 2 * several.inflation_at(1e-3)
     rule = Rule("errors", "checks", "error_rate", max_increase=0.1)
     base = _periods_of([4] + [1] * 9 + [0] * 50)
-    rng = np.random.default_rng(12)
-    caught = 0
-    for _ in range(40):
+    found = _failed_rounds(rule, base, np.random.default_rng(12), 0.005, 40)
+    caught = sum(r is not None for r in found)
+    assert caught >= 38, caught
+
+
+def _failed_rounds(
+    rule: Rule, base: Observation, rng: np.random.Generator, rate: float, windows: int
+) -> list[int | None]:
+    """Per window of 30 rounds of 300 probes failing at `rate`, against `base`: the round
+    (1-based) its rule failed at, None if it never did."""
+    found: list[int | None] = []
+    for _ in range(windows):
         judge = Judge([rule], {rule.name: base}, Policy("sequential"), horizon=30)
         state = judge.start()
+        found.append(None)
         for i in range(30):
-            c = int(rng.binomial(300, 0.005))
+            c = int(rng.binomial(300, rate))
             seen = {rule.name: Observation(value=c / 300, count=c, total=300)}
             state = judge.advance(state, seen, in_place=True, final=i == 29)
-        caught += judge.failed_round(state) is not None
-    assert caught >= 38, caught
+            if judge.failed_round(state) is not None:
+                found[-1] = i + 1
+                break
+    return found

@@ -72,7 +72,7 @@ class PollPace:
         if deploy is None:
             self._guess = min(self.slowest, self._guess * 2)
             return
-        before, self._seen = self._seen, (deploy.rounds, deploy.state)
+        before, self._seen = self._seen, (deploy.rounds, deploy.shown_state)
         if before is None:
             return
         if self._seen == before:
@@ -344,7 +344,7 @@ class PostflightClient:
         on_unreachable: Callable[[ClientError], None] | None = None,
         settle_rollback: float = 0.0,
     ) -> Deploy:
-        """Poll until the window ends (leaves `scheduled` and `watching`); `WaitTimeout`
+        """Poll until the window ends (leaves `watching`, scheduled or not); `WaitTimeout`
         after `give_up_after` s. Polls every `poll_interval` s, or as often as the window's
         rounds start when that is more often (`PollPace`), so each round is seen.
 

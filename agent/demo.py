@@ -215,7 +215,7 @@ async def _ship(
             for alert in receivers.alerts[seen_alerts:]:
                 say(f"✉ alert to on-call: {alert.get('title')}", indent=2)
             seen_alerts = len(receivers.alerts)
-            if deploy["state"] not in ("watching", "scheduled") and (
+            if deploy["state"] != "watching" and (
                 deploy["state"] != "failed"
                 or (deploy.get("rollback") or {}).get("state") != "pending"
             ):

@@ -32,6 +32,7 @@ from agent.records import (
     DeployWindow,
     FollowUpState,
     RollbackIntent,
+    WindowState,
 )
 from common.durations import DURATION_TEXT_PATTERN, parse_duration
 from common.jsonsafe import json_safe
@@ -488,10 +489,15 @@ class Deploy(_Out):
     previous_version: str | None = None
     commit: str | None = None
     labels: dict[str, str] = Field(default_factory=dict)
-    state: DeployState = Field(
-        description="`scheduled`: `deployed_at` has not come yet (no rounds, no baseline);"
+    state: WindowState = Field(
+        description="`watching` also before `deployed_at` (see `scheduled`);"
         " `failed`: the verdict failed and no rollback was delivered;"
         " `rolled_back`: the rollback webhook accepted it."
+    )
+    scheduled: bool = Field(
+        default=False,
+        description="Extension: a `watching` window whose `deployed_at` has not come yet"
+        " (no rounds, no baseline).",
     )
     deployed_at: Timestamp
     ends_at: Timestamp
@@ -523,6 +529,11 @@ class Deploy(_Out):
             ]
         ],
     )
+
+    @property
+    def shown_state(self) -> DeployState:
+        """The state as people read it: `scheduled` for a window not started yet."""
+        return "scheduled" if self.scheduled and self.state == "watching" else self.state
 
 
 class DeployList(_Out):
@@ -638,7 +649,8 @@ def deploy_model(
         previous_version=window.previous_version,
         commit=window.commit,
         labels=dict(window.labels),
-        state=shown_state(window, now),
+        state=window.state,
+        scheduled=shown_state(window, now) == "scheduled",
         deployed_at=datetime.fromtimestamp(window.deployed_at, UTC),
         ends_at=datetime.fromtimestamp(window.ends_at, UTC),
         rounds=window.rounds,

@@ -61,7 +61,6 @@ from agent.records import (
     DeployWindow,
     IdempotentResponse,
     WindowCreated,
-    WindowState,
     decided_verdict,
     deploy_id_as_stored,
 )
@@ -215,7 +214,7 @@ def _page(request: web.Request, window_id: str) -> str | None:
 
 
 async def _render(request: web.Request, window: DeployWindow) -> dict[str, Any]:
-    """The deploy object; the API's clock shows a window ahead of its deploy as `scheduled`."""
+    """The deploy object; the API's clock marks a window ahead of its deploy `scheduled`."""
     store = request.config_dict[STORE]
     # any state may have one: a manual rollback (§7) can follow a pass
     rollback = await store.get_rollback(window.id) if window.state != "watching" else None
@@ -553,13 +552,13 @@ async def windows_shown(
     now: float,
 ) -> tuple[list[DeployWindow], bool]:
     """A page of windows in a state as the API shows it (`shown_state`), and whether more
-    follow; `cursor` in the store's form. `scheduled` and `watching` are both stored as
-    `watching` and told apart by the clock, so the store's pages of active windows (one
-    per environment: thousands on one agent) are read until `limit` of the one asked for
-    are found or none are left; one page alone left a scheduled window behind 200
-    watching ones out, with no `next` to find it by. The list route and the list page
-    filter alike."""
-    if state in ("scheduled", "watching"):
+    follow; `cursor` in the store's form. `watching` is the contract's state, a scheduled
+    window's too; `scheduled` (an extension filter) is stored as `watching` and told by
+    the clock, so the store's pages of active windows (one per environment: thousands on
+    one agent) are read until `limit` scheduled ones are found or none are left; one page
+    alone left a scheduled window behind 200 watching ones out, with no `next` to find it
+    by. The list route and the list page filter alike."""
+    if state == "scheduled":
         wanted: list[DeployWindow] = []
         while True:
             page = await store.list_windows(
@@ -571,7 +570,7 @@ async def windows_shown(
             cursor = page.next_cursor
     page = await store.list_windows(
         environment=environment,
-        state=cast(WindowState | None, state),  # not `scheduled`: handled above
+        state=state,  # not `scheduled`: handled above
         limit=limit,
         cursor=cursor,
     )

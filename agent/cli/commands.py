@@ -368,9 +368,9 @@ async def _register(
             print(deploy.id, flush=True)
         elif says:
             note = " (already registered with this idempotency key)" if replayed else ""
-            if deploy.state == "watching":
+            if deploy.shown_state == "watching":
                 what = f"watching for {window}, until {hms(deploy.ends_at)}"
-            elif deploy.state == "scheduled":
+            elif deploy.shown_state == "scheduled":
                 what = (
                     f"scheduled: watching for {window} from {hms(deploy.deployed_at)},"
                     f" until {hms(deploy.ends_at)}"
@@ -415,11 +415,11 @@ async def _register(
             waited = format_duration(round(exc.waited_s))
             if exc.unreachable is not None:  # the state is the last one heard, not today's
                 said = (
-                    f"{exc.deploy.id} was {exc.deploy.state} when the agent last answered,"
+                    f"{exc.deploy.id} was {exc.deploy.shown_state} when the agent last answered,"
                     f" and it has not answered since ({exc.unreachable})"
                 )
             else:
-                said = f"{exc.deploy.id} is still {exc.deploy.state}"
+                said = f"{exc.deploy.id} is still {exc.deploy.shown_state}"
             follow = f"follow it with postflight status {exc.deploy.id}"
             print(
                 ended(
@@ -485,12 +485,12 @@ async def _status(
             # the filters of a list, given with one id: said, not silently ignored
             if args.env and deploy.environment != args.env:
                 raise UsageError(f"{deploy.id} is in {deploy.environment}, not {args.env}")
-            if args.state and deploy.state != args.state:
-                raise UsageError(f"{deploy.id} is {deploy.state}, not {args.state}")
+            if args.state and args.state not in (deploy.state, deploy.shown_state):
+                raise UsageError(f"{deploy.id} is {deploy.shown_state}, not {args.state}")
             if as_json:
                 print_json(deploy)
             elif quiet:
-                print(deploy.state)
+                print(deploy.shown_state)
             else:
                 print(details(deploy, style))
             return EXIT_PASSED

@@ -256,7 +256,7 @@ def details(deploy: Deploy, style: Style) -> str:
     lines = [
         f"{deploy.id}  {deploy.environment}  {deploy.version}"
         + (f" (from {deploy.previous_version})" if deploy.previous_version else ""),
-        f"  state     {style.state(deploy.state)}"
+        f"  state     {style.state(deploy.shown_state)}"
         + (f": {note}" if (note := dry_run_unsent_note(deploy.state, deploy.rollback)) else ""),
         f"  deployed  {hms(deploy.deployed_at)}   ends {hms(deploy.ends_at)}"
         f"   rounds {deploy.rounds}",
@@ -368,22 +368,23 @@ class Progress:
         pending = deploy.verdict is None  # a breach starting or clearing is a change too
         outcomes: dict[str, str] = {r.name: _shown(r, pending)[0] for r in rules}
         new_round = deploy.rounds != self.rounds
-        changed = outcomes != self.outcomes or deploy.state != self.state
+        shown = deploy.shown_state
+        changed = outcomes != self.outcomes or shown != self.state
         quiet_too_long = time.monotonic() - self.last_line_at >= HEARTBEAT_S
         if deploy.rounds > 0 and (
             (new_round and (self.live or changed or quiet_too_long))
-            or (changed and deploy.state == "watching")
+            or (changed and shown == "watching")
         ):
             self._print(self._round_line(deploy, rules))
-        elif quiet_too_long and deploy.state == "watching" and not self.live:
+        elif quiet_too_long and shown == "watching" and not self.live:
             self._print(f"  still watching: round {deploy.rounds}, {_left(deploy)}")
-        elif deploy.state == "scheduled" and deploy.state != self.state:
+        elif shown == "scheduled" and shown != self.state:
             self._print(f"  scheduled: the first round starts at {hms(deploy.deployed_at)}")
-        self.rounds, self.outcomes, self.state = deploy.rounds, outcomes, deploy.state
-        if deploy.state in ("watching", "scheduled"):
+        self.rounds, self.outcomes, self.state = deploy.rounds, outcomes, shown
+        if shown in OPEN_STATES:
             self.frame = (self.frame + 1) % len(_SPINNER)
             where = f"round {deploy.rounds}" if deploy.rounds else "waiting for round 1"
-            self._status(f"  {_SPINNER[self.frame]} {deploy.state} · {where} · {_left(deploy)}")
+            self._status(f"  {_SPINNER[self.frame]} {shown} · {where} · {_left(deploy)}")
         else:
             self._clear_status()
 
@@ -526,7 +527,7 @@ def deploys_table(deploys: Sequence[Deploy], style: Style) -> str:
                 d.id,
                 d.environment,
                 d.version,
-                DRY_RUN_STATE if dry_run_unsent_note(d.state, d.rollback) else d.state,
+                DRY_RUN_STATE if dry_run_unsent_note(d.state, d.rollback) else d.shown_state,
                 str(d.rounds),
                 hms(d.deployed_at),
                 d.verdict.outcome if d.verdict is not None else "—",
@@ -541,6 +542,7 @@ def deploys_table(deploys: Sequence[Deploy], style: Style) -> str:
     if style.color:
         lines = text.splitlines()
         for i, d in enumerate(deploys, start=1):
-            lines[i] = lines[i].replace(f"  {d.state} ", f"  {style.state(d.state)} ", 1)
+            shown = d.shown_state
+            lines[i] = lines[i].replace(f"  {shown} ", f"  {style.state(shown)} ", 1)
         text = "\n".join(lines)
     return text

@@ -5,10 +5,12 @@ truth), then a `round` event after each stored round and a `state` event on each
 of the deploy object's `state` (contract section 8: one per change, so a client can list
 the states it went through). What changes without a state change, a rollback's attempts
 and its outcome once the window has failed, goes out as a `rollback` event with the same
-deploy object. The stream ends once the window has ended and no rollback delivery is
-pending. Everything sent is read from the store, by one reader per deploy for all of its
-streams (`agent.web.reader`): the feed only says when to look (of another replica's
-writes too, on PostgreSQL), and a periodic re-read catches what no news told.
+deploy object; a scheduled window's start (its `scheduled` flag cleared, its `state`
+still `watching`) as a `started` event. The stream ends once the window has ended and no
+rollback delivery is pending. Everything sent is read from the store, by one reader per
+deploy for all of its streams (`agent.web.reader`): the feed only says when to look (of
+another replica's writes too, on PostgreSQL), and a periodic re-read catches what no
+news told.
 
 Event ids are the stream's position, not a counter of this process: the rounds sent, and
 the state and a digest of the deploy object sent last. So a reconnect's `Last-Event-ID`
@@ -102,6 +104,12 @@ def _resume(request: web.Request) -> _Resume | None:
     if state not in DEPLOY_STATES:
         return None
     return _Resume(rounds, state, fingerprint)
+
+
+def _contract_state(shown: str | None) -> str | None:
+    """The deploy object's `state` for one as the page says it: a scheduled window is
+    `watching` (contract section 2)."""
+    return "watching" if shown == "scheduled" else shown
 
 
 def _refused(request: web.Request) -> str:
@@ -282,8 +290,8 @@ class _Stream:
 
     async def catch_up(self) -> None:
         """Send what the reader has that this stream has not had: a new client the deploy
-        object first; then the rounds stored since the stream's last (a `scheduled`
-        window's `watching` before them), then the deploy object if its state, verdict
+        object first; then the rounds stored since the stream's last (a scheduled
+        window's `started` before them), then the deploy object if its state, verdict
         outcome or rollback changed."""
         reader, follower = self.reader, self.follower
         snapshot = reader.snapshot
@@ -306,10 +314,16 @@ class _Stream:
         await self._send(snapshot)
 
     async def _send(self, snapshot: Snapshot) -> None:
-        """The deploy object as a `state` event if its state changed, else as a `rollback`
-        event if its verdict or rollback did; nothing if neither."""
+        """The deploy object as a `state` event if its contract state changed, as a
+        `started` event if a scheduled window started (`watching` before and after), else
+        as a `rollback` event if its verdict or rollback did; nothing if none did."""
         if snapshot.fingerprint != self.sent:
             self.sent = snapshot.fingerprint
-            event = "state" if snapshot.state != self.sent_state else "rollback"
+            if _contract_state(snapshot.state) != _contract_state(self.sent_state):
+                event = "state"
+            elif self.sent_state == "scheduled" and snapshot.state == "watching":
+                event = "started"
+            else:
+                event = "rollback"
             self.sent_state = snapshot.state
             await self.write(_frame(event, snapshot.current, self.event_id))

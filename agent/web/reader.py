@@ -40,8 +40,8 @@ RECHECK_S = 5.0
 """Without news from the feed, look at the store this often: news of another replica's
 writes comes over PostgreSQL (`agent.web.pg_news`) and this catches what is lost."""
 LIVE_SLACK_S = 0.05
-"""A scheduled window is read again this long after its `deployed_at`, when the API shows
-it `watching` (nothing is written at that moment, so no news tells it)."""
+"""A scheduled window is read again this long after its `deployed_at`, when the API no
+longer marks it `scheduled` (nothing is written at that moment, so no news tells it)."""
 
 
 def fingerprint(window_id: str, obj: dict[str, Any]) -> str:
@@ -49,7 +49,10 @@ def fingerprint(window_id: str, obj: dict[str, Any]) -> str:
     outcome, the rollback's progress (a round's new evidence travels in its `round`
     event); a digest, as event ids carry it, of this deploy's."""
     outcome = (obj.get("verdict") or {}).get("outcome")
-    said = json.dumps([window_id, obj.get("state"), outcome, obj.get("rollback")], sort_keys=True)
+    said = json.dumps(
+        [window_id, obj.get("state"), obj.get("scheduled"), outcome, obj.get("rollback")],
+        sort_keys=True,
+    )
     return hashlib.sha256(said.encode()).hexdigest()[:12]
 
 
@@ -61,7 +64,7 @@ class Snapshot:
     """None: no such deploy."""
     rollback: RollbackIntent | None
     current: dict[str, Any]
-    """The deploy object (with the clock, as the API shows it: `scheduled` while its
+    """The deploy object (with the clock, as the API shows it: `scheduled: true` while its
     `deployed_at` is ahead)."""
     fingerprint: str
     rounds: int
@@ -69,8 +72,9 @@ class Snapshot:
 
     @property
     def state(self) -> str | None:
+        """The state as the page says it: `scheduled` for a window flagged so."""
         state: str | None = self.current.get("state")
-        return state
+        return "scheduled" if state == "watching" and self.current.get("scheduled") else state
 
     @property
     def finished(self) -> bool:

@@ -1,4 +1,4 @@
-"""`deployed_at` against the API's clock: `scheduled` ahead of it, bounds, clock skew."""
+"""`deployed_at` against the API's clock: flagged `scheduled` ahead of it, bounds, clock skew."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from aiohttp import web
 
 from agent.api.models import LIST_LIMIT_MAX
-from agent.records import DeployWindow
+from agent.records import ACTIVE_STATES, FINAL_STATES, DeployWindow
 from agent.store.sqlite import SqliteStore
 from common.times import rfc3339
 from tests.api.conftest import NOW
@@ -59,21 +59,46 @@ async def states(client: AppClient, state: str) -> list[str]:
     return [item["id"] for item in (await response.json())["items"]]
 
 
+CONTRACT_STATES = (*ACTIVE_STATES, *FINAL_STATES)
+"""Contract section 2's `state` values (`watching` and the six ends), and no others."""
+
+
 async def test_a_deploy_ahead_of_now_is_scheduled_until_it_comes(
     timed: AppClient, clock: Clock
 ) -> None:
     status, body = await post(timed, 1800)
     assert status == 201
-    assert body["state"] == "scheduled" and body["rounds"] == 0
+    assert body["state"] == "watching" and body["scheduled"] is True and body["rounds"] == 0
     assert body["deployed_at"] == rfc3339(NOW + 1800)
     assert await states(timed, "scheduled") == [body["id"]]
-    assert await states(timed, "watching") == []
+    assert await states(timed, "watching") == [body["id"]]
 
     clock.now = NOW + 1800
     response = await timed.get(f"/v1/deploys/{body['id']}", headers=AUTH)
-    assert (await response.json())["state"] == "watching"
+    assert (await response.json())["scheduled"] is False
     assert await states(timed, "scheduled") == []
     assert await states(timed, "watching") == [body["id"]]
+
+
+async def test_a_window_ahead_holds_a_contract_state_and_the_scheduled_flag(
+    timed: AppClient, clock: Clock
+) -> None:
+    """The API showed `state: scheduled` for a window before its `deployed_at`, a state
+    contract section 2 does not have: a client checking the state against the contract's
+    list failed. The state is `watching`; the extension flag says it has not started."""
+    status, body = await post(timed, 30)
+    assert status == 201
+    assert body["state"] in CONTRACT_STATES and body["scheduled"] is True
+    response = await timed.get(f"/v1/deploys/{body['id']}", headers=AUTH)
+    read = await response.json()
+    assert read["state"] in CONTRACT_STATES and read["scheduled"] is True
+    listed = await timed.get("/v1/deploys", headers=AUTH)
+    assert [d["state"] for d in (await listed.json())["items"]] == ["watching"]
+
+    clock.now = NOW + 30
+    response = await timed.get(f"/v1/deploys/{body['id']}", headers=AUTH)
+    started = await response.json()
+    assert started["state"] == "watching" and started["scheduled"] is False
 
 
 async def test_more_than_an_hour_ahead_is_a_422(timed: AppClient) -> None:
@@ -175,10 +200,11 @@ async def test_a_few_seconds_of_clock_skew_are_tolerated(timed: AppClient) -> No
 async def test_a_scheduled_window_is_listed_behind_more_watching_windows_than_a_store_page(
     timed: AppClient, store: SqliteStore
 ) -> None:
-    """`?state=scheduled` (and `watching`) read one store page of active windows and
-    filtered it by the clock: with more watching windows than that page holds (one per
-    environment; an agent watches thousands), a scheduled window behind them was left
-    out and the list said `next: null`, as if there were none (live audit)."""
+    """`?state=scheduled` read one store page of active windows and filtered it by the
+    clock: with more watching windows than that page holds (one per environment; an
+    agent watches thousands), a scheduled window behind them was left out and the list
+    said `next: null`, as if there were none (live audit). `watching` lists them all,
+    the scheduled one (stored as watching) too."""
     _, scheduled = await post(timed, 1800)
     watching = [
         DeployWindow(
@@ -207,7 +233,7 @@ async def test_a_scheduled_window_is_listed_behind_more_watching_windows_than_a_
         if page["next"] is None:
             break
         cursor = f"&cursor={page['next']}"
-    assert seen == [window.id for window in reversed(watching)]
+    assert seen == [window.id for window in reversed(watching)] + [scheduled["id"]]
 
 
 async def test_a_scheduled_window_can_be_cancelled(timed: AppClient) -> None:

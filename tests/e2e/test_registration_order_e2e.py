@@ -91,7 +91,7 @@ async def test_a_deploy_registered_before_a_scheduled_one_goes_live_supersedes_i
     scheduled = await agent.register(
         "production", "v3", deployed_at=rfc3339(time.time() + 1800, millis=False)
     )
-    assert scheduled["state"] == "scheduled"
+    assert scheduled["state"] == "watching" and scheduled["scheduled"] is True
     now_live = await agent.register(
         "production", "v2", deployed_at=rfc3339(time.time() - 10, millis=False)
     )

@@ -20,12 +20,12 @@ async def test_a_scheduled_window_waits_for_its_deploy_then_is_watched(
     agent = await start_agent(environment(flip_target, receiver.url, window="2s", interval="500ms"))
     live_at = time.time() + 6.5  # past the 5s of tolerated clock skew
     deploy = await agent.register("production", "v5", deployed_at=rfc3339(live_at))
-    assert deploy["state"] == "scheduled"
+    assert deploy["state"] == "watching" and deploy["scheduled"] is True
 
     await asyncio.sleep(1.5)  # the watcher has claimed it by now, and must only wait
     before = await agent.get(deploy["id"])
     stored = await agent.app[STORE].get_window(deploy["id"])
-    assert before["state"] == "scheduled" and before["rounds"] == 0
+    assert before["scheduled"] is True and before["rounds"] == 0
     assert stored is not None and stored.baseline is None
     assert stored.lease_owner is not None  # claimed, its lease kept while it waits
     # the environment is still probed in the background: that is the window's baseline

@@ -507,26 +507,29 @@ async def test_a_stream_opened_with_a_view_token_ends_when_the_token_expires(
 async def test_a_scheduled_window_is_scheduled_on_its_page_and_stream_until_it_goes_live(
     journey_agent: JourneyAgent,
 ) -> None:
-    """The API shows a window whose deployed_at is ahead as `scheduled`; its page and its
-    event stream said `watching` (the stored state), and no `state` event marked the
-    moment it went live. Now: `scheduled` first, `watching` before the first round."""
+    """The API flags a window whose deployed_at is ahead `scheduled` (its state is
+    `watching`, contract section 2); its page said `watching`, and nothing on its event
+    stream marked the moment it went live. Now: the page says `scheduled`, the stream's
+    first `state` event has the flag, and a `started` event (not a `state` event: the
+    state did not change) clears it before the first round."""
     agent = await journey_agent(window="2s")
     # past the clock skew taken as now by 1 s: the registration, the page and the stream's
     # opening come well before it goes live (0.2-0.4 s at load 17)
     ahead = datetime.now(UTC) + timedelta(seconds=CLOCK_SKEW_S + 1)
     deploy = await agent.register("production", "v1", deployed_at=ahead.isoformat())
-    assert deploy["state"] == "scheduled"
+    assert deploy["state"] == "watching" and deploy["scheduled"] is True
     async with agent.http.get(f"{agent.url}/deploys/{deploy['id']}", headers=agent.headers) as r:
         page = await r.text()
     assert 'data-state="scheduled"' in page and 'data-state="watching"' not in page
     url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
     async with agent.http.get(url, headers=agent.headers) as r:
         seen = [e async for e in events(r)]
-    assert seen[0].name == "state" and seen[0].data["state"] == "scheduled"
+    assert seen[0].name == "state" and seen[0].data["scheduled"] is True
     states = [e.data["state"] for e in seen if e.name == "state"]
-    assert states[:2] == ["scheduled", "watching"], states
+    assert states[0] == "watching" and "watching" not in states[1:], states
     first_round = next(i for i, e in enumerate(seen) if e.name == "round")
-    assert [e.data["state"] for e in seen[:first_round]] == ["scheduled", "watching"]
+    before = [(e.name, e.data["state"], e.data["scheduled"]) for e in seen[:first_round]]
+    assert before == [("state", "watching", True), ("started", "watching", False)], before
     assert states[-1] == (await agent.get(deploy["id"]))["state"]
 
 
@@ -619,7 +622,7 @@ async def test_a_stream_whose_client_left_ends_with_nothing_to_send(
     url = f"{agent.url}/v1/deploys/{deploy['id']}/events"
     feed = agent.app[FEED]
     async with agent.http.get(url, headers=agent.headers) as r:
-        assert (await anext(events(r))).data["state"] == "scheduled"
+        assert (await anext(events(r))).data["scheduled"] is True
         assert feed.subscribers == 1
         r.connection.transport.abort()  # type: ignore[union-attr]
     loop = asyncio.get_running_loop()

@@ -65,11 +65,13 @@
   function changed(e) {
     var deploy = JSON.parse(e.data);
     var pending = deploy.rollback && deploy.rollback.state === "pending";
-    if (root.getAttribute("data-state") !== deploy.state) {
-      root.setAttribute("data-state", deploy.state);
+    // a window not started yet is `watching` flagged `scheduled`: the page says scheduled
+    var shown = deploy.scheduled ? "scheduled" : deploy.state;
+    if (root.getAttribute("data-state") !== shown) {
+      root.setAttribute("data-state", shown);
       // the tab's title too: among other tabs it is what says the window ended
-      document.title = root.getAttribute("data-title") + ": " + deploy.state.replace("_", " ") + " · Postflight";
-      say("State: " + deploy.state.replace("_", " ") + ".");
+      document.title = root.getAttribute("data-title") + ": " + shown.replace("_", " ") + " · Postflight";
+      say("State: " + shown.replace("_", " ") + ".");
     }
     refresh();
     if (finals.indexOf(deploy.state) >= 0 && !pending) {
@@ -126,9 +128,11 @@
       say("Round " + data.round + " stored.");
       refresh();
     });
-    // `state`: the deploy's state changed; `rollback`: its rollback moved, same state
+    // `state`: the deploy's state changed; `rollback`: its rollback moved, same state;
+    // `started`: a scheduled window started (still `watching`)
     source.addEventListener("state", changed);
     source.addEventListener("rollback", changed);
+    source.addEventListener("started", changed);
     source.addEventListener("error", function () {
       if (done) return;
       if (source.readyState === EventSource.CLOSED) refused();

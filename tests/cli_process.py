@@ -12,8 +12,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+
+if TYPE_CHECKING:
+    import aiohttp
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,6 +121,33 @@ async def started_run(config: Path, log: Path) -> asyncio.subprocess.Process:
             sys.executable, "-m", "agent", "run", "--config", str(config),
             env=cli_env(), stdout=out, stderr=out,
         )  # fmt: skip
+
+
+async def stop_run(agent: asyncio.subprocess.Process) -> None:
+    """A `started_run` agent stopped as an operator does (SIGTERM), if it still runs."""
+    if agent.returncode is None:
+        agent.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(agent.wait(), 30)
+
+
+ENDED = frozenset({"passed", "failed", "rolled_back", "inconclusive", "cancelled", "superseded"})
+"""The deploy object's states of an ended window (contract §2)."""
+
+
+async def ended_deploy(
+    http: aiohttp.ClientSession, url: str, deploy: dict[str, Any], *, rollback: bool = False
+) -> dict[str, Any]:
+    """`deploy` read from the agent at `url` every 0.1 s until its window ended (and, with
+    `rollback`, its rollback is no longer `pending`: a failed window is `failed` while its
+    rollback is on its way, contract §2), up to 60 s."""
+    for _ in range(600):
+        async with http.get(f"{url}/v1/deploys/{deploy['id']}") as r:
+            deploy = await r.json()
+        pending = rollback and (deploy.get("rollback") or {}).get("state") == "pending"
+        if deploy["state"] in ENDED and not pending:
+            return deploy
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"the window did not end: {deploy}")
 
 
 _READY_SCRIPT = """

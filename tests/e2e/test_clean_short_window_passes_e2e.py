@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +16,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.cli_process import started_run
+from tests.cli_process import ended_deploy, started_run, stop_run
 from tests.e2e.conftest import LocalTarget
 from tests.ports import free_port
 
 pytestmark = pytest.mark.e2e
 
 TOKEN = "clean-short-window-token-0123456789"
-TERMINAL = {"passed", "failed", "rolled_back", "inconclusive", "cancelled", "superseded"}
 
 
 class Target(LocalTarget):
@@ -85,18 +83,9 @@ async def test_a_clean_10s_window_of_5_probes_a_round_passes(tmp_path: Path) -> 
                     await asyncio.sleep(0.1)
             else:
                 raise AssertionError(f"the agent did not serve in 60 s: {log.read_text()}")
-            for _ in range(600):
-                async with http.get(f"{url}/v1/deploys/{deploy['id']}") as r:
-                    deploy = await r.json()
-                if deploy["state"] in TERMINAL:
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError(f"the window did not end: {deploy}")
+            deploy = await ended_deploy(http, url, deploy)
     finally:
-        if agent.returncode is None:
-            agent.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(agent.wait(), 30)
+        await stop_run(agent)
         await target.stop()
     detail = deploy["verdict"]["rules"][0]["detail"]
     counted = re.match(r"0 of (\d+) probes failed", detail)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.cli_process import started_run
+from tests.cli_process import started_run, stop_run
 from tests.e2e.conftest import LocalTarget
 from tests.ports import free_port
 from tests.receivers import RollbackReceiver
@@ -149,9 +148,7 @@ async def test_a_latency_breach_sends_seconds_and_the_bound_as_written(
             else:
                 raise AssertionError(f"no rollback within 60 s: {log.read_text()}")
     finally:
-        if agent.returncode is None:
-            agent.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(agent.wait(), 30)
+        await stop_run(agent)
         await target.stop()
     assert receiver.attempts, log.read_text()
     breaches = {b["rule"]: b for b in json.loads(receiver.attempts[0].body)["breaches"]}

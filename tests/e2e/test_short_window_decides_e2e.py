@@ -7,7 +7,6 @@ fifth on a look at its end, neither able to fail in 3 rounds (`SHORT_WINDOW_ROUN
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.cli_process import started_run
+from tests.cli_process import ended_deploy, started_run, stop_run
 from tests.e2e.conftest import LocalTarget
 from tests.ports import free_port
 from tests.receivers import RollbackReceiver
@@ -25,7 +24,6 @@ pytestmark = pytest.mark.e2e
 
 TOKEN = "short-window-token-0123456789"
 SECRET = "short-window-secret"
-TERMINAL = {"passed", "failed", "rolled_back", "inconclusive", "cancelled", "superseded"}
 
 
 class Target(LocalTarget):
@@ -98,21 +96,10 @@ async def test_half_the_probes_failing_in_a_3s_window_is_rolled_back_once(
             async with http.post(f"{url}/v1/deploys", json=body) as r:
                 assert r.status == 201, await r.text()
                 deploy: dict[str, Any] = await r.json()
-            for _ in range(600):
-                async with http.get(f"{url}/v1/deploys/{deploy['id']}") as r:
-                    deploy = await r.json()
-                # `failed` while its rollback is still on its way (contract §2)
-                pending = (deploy.get("rollback") or {}).get("state") == "pending"
-                if deploy["state"] in TERMINAL and not pending:
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError(f"the window did not end: {deploy}")
+            deploy = await ended_deploy(http, url, deploy, rollback=True)
             await asyncio.sleep(1.0)  # a second rollback request, if any, would come now
     finally:
-        if agent.returncode is None:
-            agent.send_signal(signal.SIGTERM)
-            await asyncio.wait_for(agent.wait(), 30)
+        await stop_run(agent)
         await target.stop()
     assert deploy["state"] == "rolled_back", (deploy.get("verdict"), log.read_text()[-3000:])
     assert len(receiver.attempts) == 1
